@@ -1,0 +1,1 @@
+"""Sub-commands of ``borderphase``; each module registers itself with ``add_parser``."""

@@ -1,0 +1,68 @@
+"""The clinical model: plain dataclasses that know no DICOM. Result writers translate these."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Optional
+
+import numpy as np
+
+
+class PhasePattern(IntEnum):
+    """Axial phase patterns of a GRE dark spot (Fig 2 of the method paper), as displayed."""
+
+    TOTALLY_BLACK = 1
+    TOTALLY_WHITE = 2
+    BLACK_CIRCLE_WHITE_CORE = 3
+    WHITE_CIRCLE_BLACK_CORE = 4
+    HETEROGENEOUSLY_BLACK = 5
+    HETEROGENEOUSLY_WHITE = 6
+
+    @property
+    def dark_dominant(self) -> bool:
+        return self.value in (1, 3, 5)
+
+
+class Classification(str, Enum):
+    MICROBLEED = "microbleed"
+    CALCIFICATION = "calcification"
+    INDETERMINATE = "indeterminate"
+
+
+@dataclass
+class Lesion:
+    """One dark spot and what its phase says. Coordinates leave the module in LPS mm."""
+
+    id: int
+    center_lps_mm: tuple[float, float, float]
+    diameter_mm: float
+    slice_indices: list[int]                   # slices (of the magnitude volume) showing the spot
+    upper_border_slice: int
+    lower_border_slice: int
+    central_slice: int
+    border_pattern: Optional[PhasePattern]
+    central_pattern: Optional[PhasePattern]
+    classification: Classification
+    confidence: float                          # 0..1, calibrated on the phantom
+    reason: str = ""                           # why indeterminate, or what decided
+    upper_border_pattern: Optional[PhasePattern] = None
+    lower_border_pattern: Optional[PhasePattern] = None
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.slice_indices)
+
+
+@dataclass
+class PairAnalysis:
+    """The result for one magnitude/phase pair of one acquisition."""
+
+    study_instance_uid: str
+    magnitude_series_uid: str
+    phase_series_uid: str
+    vendor: str
+    phase_convention: str                      # right-handed | left-handed | unknown
+    convention_source: str
+    lesions: list[Lesion] = field(default_factory=list)
+    label_map: Optional[np.ndarray] = field(default=None, repr=False)  # (slice,row,col) int, 0 = none, else lesion id
+    notes: list[str] = field(default_factory=list)
