@@ -1,0 +1,383 @@
+"""Rules every vendor codec shares: public component tags, private-tag lookup, rescale and the
+unit inference for phase.
+
+References: DICOM PS3.3 C.7.6.1.1.2 (Image Type), C.8.13.3.1.1 / C.8.16.2 (Complex Image
+Component, MR Image Frame Type), C.7.6.16.2.9 (Pixel Value Transformation), C.11.1.1.2
+(Rescale Type). Vendor units: ``../shared/vendor_dicom/MANIFEST.md`` (measured on real files).
+
+Every function returns, beside its value, a short human-readable *source* naming the tag or
+rule that decided, so ``inspect`` and the SR can say why.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.tag import Tag
+
+from ..errors import DicomInputError
+from ..frames import FrameHeader
+
+PI32 = np.float32(np.pi)
+TWO_PI32 = np.float32(2 * np.pi)
+
+#: ImageType / FrameType tokens (value 3 onwards) that name a complex component.
+IMAGE_TYPE_TOKENS = {
+    "M": "magnitude", "MAGNITUDE": "magnitude",
+    "P": "phase", "PHASE": "phase",
+    "R": "real", "REAL": "real",
+    "I": "imaginary", "IMAGINARY": "imaginary",
+}
+
+#: ComplexImageComponent (0008,9208) defined terms (PS3.3 C.8.13.3.1.1); MIXED decides nothing.
+COMPLEX_COMPONENT_TERMS = {
+    "MAGNITUDE": "magnitude", "PHASE": "phase", "REAL": "real", "IMAGINARY": "imaginary",
+}
+
+# Weak public fallback: words in SeriesDescription / ProtocolName (anonymizers may remove both).
+_DESC_PHASE = re.compile(r"(?i)(?:^|[^a-z])(phase|pha|ph|filt(?:ered)?[_ ]?phase)(?:[^a-z]|$)")
+_DESC_MAG = re.compile(r"(?i)(?:^|[^a-z])(mag|magn|magnitude)(?:[^a-z]|$)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Private tags
+# ----------------------------------------------------------------------------------------------
+def _value(elem) -> object:
+    """Element value; raw (implicit VR, unknown private) elements are converted best effort."""
+    return elem.value
+
+
+def private_value(ds: Optional[pydicom.Dataset], group: int, creator: str | Iterable[str],
+                  element_offset: int) -> tuple[object, str] | None:
+    """Value of private element (group, xx<offset>) reserved by ``creator`` in ``ds``.
+
+    ``element_offset`` is the low byte (e.g. 0x2F for GE (0043,102F)). Returns (value, creator)
+    or None when the block or the element is absent. Creator names are compared stripped and
+    case-insensitively (PS3.5 7.8.1 reserves blocks by creator, not by fixed element numbers).
+    """
+    if ds is None:
+        return None
+    creators = {creator.strip().upper()} if isinstance(creator, str) else {c.strip().upper() for c in creator}
+    for block in range(0x10, 0x100):
+        tag = Tag(group, block)
+        if tag not in ds:
+            if block > 0x20:     # blocks are allocated from 0x10 upwards; stop after a short gap
+                break
+            continue
+        val = ds[tag].value
+        if isinstance(val, bytes):
+            val = val.decode("ascii", "replace")
+        if str(val).strip().strip("\x00").upper() in creators:
+            etag = Tag(group, (block << 8) | element_offset)
+            if etag in ds:
+                return ds[etag].value, str(val).strip()
+    return None
+
+
+def private_creators(ds: Optional[pydicom.Dataset]) -> list[tuple[str, str]]:
+    """All private creator strings of ``ds`` (top level only) as (tag text, creator)."""
+    out: list[tuple[str, str]] = []
+    if ds is None:
+        return out
+    for tag in ds.keys():
+        if tag.group & 1 and 0x10 <= tag.element <= 0xFF:
+            val = ds[tag].value
+            if isinstance(val, bytes):
+                val = val.decode("ascii", "replace")
+            if isinstance(val, str):
+                out.append((f"({tag.group:04X},{tag.element:04X})", val.strip().strip("\x00")))
+    return out
+
+
+def as_int(value: object) -> Optional[int]:
+    """An SS/US/IS private value that may arrive as bytes (implicit VR) -> int."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) >= 2:
+            return int(np.frombuffer(bytes(value[:2]), dtype="<i2")[0])
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return as_int(value[0]) if len(value) else None
+    try:
+        return int(float(str(value).strip()))
+    except ValueError:
+        return None
+
+
+def as_float(value: object) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) == 4:
+            return float(np.frombuffer(bytes(value), dtype="<f4")[0])
+        if len(value) == 8:
+            return float(np.frombuffer(bytes(value), dtype="<f8")[0])
+        try:
+            return float(value.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return as_float(value[0]) if len(value) else None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def as_text(value: object) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("ascii", "replace")
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip().strip("\x00").strip()
+
+
+def per_frame_item(frame: FrameHeader) -> Optional[pydicom.Dataset]:
+    """The frame's item of PerFrameFunctionalGroupsSequence (enhanced), else None."""
+    if frame.frame_index is None:
+        return None
+    seq = frame.dataset.get("PerFrameFunctionalGroupsSequence") if frame.dataset is not None else None
+    if not seq or frame.frame_index >= len(seq):
+        return None
+    return seq[frame.frame_index]
+
+
+def shared_item(frame: FrameHeader) -> Optional[pydicom.Dataset]:
+    seq = frame.dataset.get("SharedFunctionalGroupsSequence") if frame.dataset is not None else None
+    return seq[0] if seq else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Public component rules
+# ----------------------------------------------------------------------------------------------
+def component_from_image_type(values: Sequence[str], attr: str) -> tuple[str, str] | None:
+    """Component named by ImageType / FrameType values 3 onwards (PS3.3 C.7.6.1.1.2 lets vendors
+    put M/P there: Siemens ``ORIGINAL\\PRIMARY\\P\\ND``, Philips ``...\\PHASE MAP\\P\\FFE``).
+    Conflicting tokens decide nothing."""
+    found: dict[str, str] = {}
+    for i, raw in enumerate(values):
+        if i < 2:
+            continue
+        tok = str(raw).strip().upper()
+        if tok in IMAGE_TYPE_TOKENS:
+            found.setdefault(IMAGE_TYPE_TOKENS[tok], f"{attr}[{i}]={tok}")
+    if len(found) == 1:
+        comp, src = next(iter(found.items()))
+        return comp, src
+    return None
+
+
+def component_from_complex(frame: FrameHeader) -> tuple[str, str] | None:
+    cc = (frame.complex_component or "").strip().upper()
+    if cc in COMPLEX_COMPONENT_TERMS:
+        return COMPLEX_COMPONENT_TERMS[cc], f"ComplexImageComponent={cc}"
+    return None
+
+
+def component_from_description(frame: FrameHeader) -> tuple[str, str] | None:
+    """Weakest public rule: a phase/magnitude word in SeriesDescription or ProtocolName."""
+    for attr, text in (("SeriesDescription", frame.series_description), ("ProtocolName", frame.protocol_name)):
+        if not text:
+            continue
+        is_ph = bool(_DESC_PHASE.search(text))
+        is_mag = bool(_DESC_MAG.search(text))
+        if is_ph != is_mag:
+            return ("phase" if is_ph else "magnitude"), f"{attr} word ({'phase' if is_ph else 'magnitude'})"
+    return None
+
+
+def public_component(frame: FrameHeader) -> tuple[str, str] | None:
+    """Public tags in order: ComplexImageComponent, FrameType (enhanced), ImageType, description."""
+    got = component_from_complex(frame)
+    if got:
+        return got
+    ft = getattr(frame, "frame_type", ()) or ()
+    if ft:
+        got = component_from_image_type(ft, "FrameType")
+        if got:
+            return got
+    got = component_from_image_type(frame.image_type or (), "ImageType")
+    if got:
+        return got
+    return component_from_description(frame)
+
+
+UNKNOWN_COMPONENT = ("unknown", "no tag decides (private and public markers absent): use pixel statistics")
+
+
+# ----------------------------------------------------------------------------------------------
+# Pixel statistics (last resort)
+# ----------------------------------------------------------------------------------------------
+def component_from_pixels(stored: np.ndarray) -> tuple[str, str]:
+    """Guess magnitude vs phase from pixel statistics, when no tag decides.
+
+    Phase fills a symmetric range and its histogram is roughly flat (air holds uniform random
+    phase), with mass at both ends of the range and the median near the middle; magnitude is
+    non-negative and right-skewed (dark background, a tissue peak, a thin bright tail) with
+    almost nothing in the top tenth of its range. Anything else stays ``unknown``.
+    Works on one slice or a stack; subsamples large arrays.
+    """
+    a = np.asarray(stored)
+    if a.size == 0:
+        return "unknown", "pixel statistics: no pixels"
+    flat = a.reshape(-1)
+    if flat.size > 400_000:
+        flat = flat[:: flat.size // 200_000]
+    v = flat.astype(np.float64)
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo
+    if span <= 0:
+        return "unknown", "pixel statistics: constant image"
+    x = (v - lo) / span
+    med = float(np.median(x))
+    p_low = float(np.mean(x < 0.1))
+    p_high = float(np.mean(x > 0.9))
+    hist, _ = np.histogram(x, bins=10, range=(0.0, 1.0))
+    frac = hist / hist.sum()
+    desc = f"median at {med:.2f} of range, {100 * p_low:.0f}% bottom tenth, {100 * p_high:.0f}% top tenth"
+    symmetric = abs(p_high - p_low) <= 0.5 * max(p_high, p_low)
+    if abs(med - 0.5) < 0.12 and p_low > 0.03 and p_high > 0.03 and symmetric and frac.min() > 0.01:
+        return "phase", f"pixel statistics: symmetric near-uniform range ({desc})"
+    if p_high < 0.02 and med < 0.4 and (lo >= 0 or p_low > 0.2):
+        return "magnitude", f"pixel statistics: non-negative right-skewed ({desc})"
+    return "unknown", f"pixel statistics undecided ({desc})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Rescale and units
+# ----------------------------------------------------------------------------------------------
+def _per_frame(values: list[Optional[float]], default: float) -> tuple[np.ndarray | float, bool]:
+    """Column of per-frame values shaped (n,1,1), or a scalar when all equal. Second item: any
+    value present."""
+    present = any(v is not None for v in values)
+    vals = [default if v is None else float(v) for v in values]
+    if not vals or all(v == vals[0] for v in vals):
+        return (vals[0] if vals else default), present
+    return np.asarray(vals, dtype=np.float32).reshape(-1, 1, 1), present
+
+
+def rescale_params(frames: Sequence[FrameHeader]) -> tuple[np.ndarray | float, np.ndarray | float, bool]:
+    """(slope, intercept, present) from each frame's flattened rescale (classic Rescale* or the
+    enhanced per-frame/shared Pixel Value Transformation, already flattened by the reader)."""
+    slope, s_present = _per_frame([f.rescale_slope for f in frames], 1.0)
+    inter, i_present = _per_frame([f.rescale_intercept for f in frames], 0.0)
+    return slope, inter, (s_present or i_present)
+
+
+def rescale_text(slope, inter) -> str:
+    if isinstance(slope, np.ndarray) or isinstance(inter, np.ndarray):
+        return "per-frame rescale"
+    return f"slope {slope:g}, intercept {inter:g}"
+
+
+def is_identity(slope, inter) -> bool:
+    return (not isinstance(slope, np.ndarray) and not isinstance(inter, np.ndarray)
+            and slope == 1.0 and inter == 0.0)
+
+
+def check_stack(stored: np.ndarray, frames: Sequence[FrameHeader]) -> None:
+    if stored.ndim != 3:
+        raise ValueError(f"expected a (slice, row, column) stack, got shape {stored.shape}")
+    if len(frames) != stored.shape[0]:
+        raise ValueError(f"{len(frames)} frame headers for {stored.shape[0]} slices")
+
+
+def affine_to_float32(stored: np.ndarray, scale, offset) -> np.ndarray:
+    """float32 copy of ``stored * scale + offset`` (scale/offset scalars or (n,1,1)), in place."""
+    out = np.array(stored, dtype=np.float32, copy=True)
+    if isinstance(scale, np.ndarray) or scale != 1.0:
+        out *= np.asarray(scale, dtype=np.float32)
+    if isinstance(offset, np.ndarray) or offset != 0.0:
+        out += np.asarray(offset, dtype=np.float32)
+    return out
+
+
+def wrap_radians(rad: np.ndarray) -> np.ndarray:
+    """Wrap float32 radians into [-pi, pi) in place (float32 pi)."""
+    rad += PI32
+    np.mod(rad, TWO_PI32, out=rad)
+    rad -= PI32
+    np.subtract(rad, TWO_PI32, out=rad, where=rad >= PI32)
+    return rad
+
+
+def to_radians(stored: np.ndarray, frames: Sequence[FrameHeader], slope, inter, scale: float) -> np.ndarray:
+    """((stored * slope + intercept) * scale) wrapped into [-pi, pi), float32, one pass each."""
+    a = slope * scale
+    b = inter * scale
+    return wrap_radians(affine_to_float32(stored, a, b))
+
+
+def _is_integer_valued(a: np.ndarray) -> bool:
+    if np.issubdtype(a.dtype, np.integer):
+        return True
+    sample = a.reshape(-1)[:: max(1, a.size // 100_000)]
+    return bool(np.all(np.equal(np.mod(sample, 1.0), 0.0)))
+
+
+def infer_phase_unit(stored: np.ndarray, slope, inter) -> tuple[float, float, str]:
+    """Infer the unit of (rescaled) phase values from their range.
+
+    Returns (scale, offset, rule) such that radians = rescaled * scale + offset. Ranges
+    recognised, in order: already radians (non-integer values within +-pi), milliradians
+    (integers within +-3142), +-4096 for +-pi, 0..4095 with pi at 2048 (unsigned 12 bit),
+    +-32768 for +-pi, 0..65535 offset. A stack whose values fit none raises
+    :class:`DicomInputError` (no guess).
+    NOTE: a low-range +-4096 image (e.g. filtered phase within +-3142) reads as mrad; the
+    rule is recorded so a reader can tell.
+    """
+    lo_s, hi_s = float(np.min(stored)), float(np.max(stored))
+    if isinstance(slope, np.ndarray) or isinstance(inter, np.ndarray):
+        # per-frame rescale: the range is that of each slice's extremes after its own rescale
+        mins = np.min(stored, axis=(1, 2)).astype(np.float64).reshape(-1, 1, 1)
+        maxs = np.max(stored, axis=(1, 2)).astype(np.float64).reshape(-1, 1, 1)
+        cand = np.concatenate([mins * slope + inter, maxs * slope + inter])
+        lo, hi = float(cand.min()), float(cand.max())
+    else:
+        a, b = lo_s * slope + inter, hi_s * slope + inter
+        lo, hi = min(a, b), max(a, b)
+    integer = _is_integer_valued(stored) and (is_identity(slope, inter) or
+                                              (not isinstance(slope, np.ndarray) and float(slope).is_integer()
+                                               and not isinstance(inter, np.ndarray) and float(inter).is_integer()))
+    tol = 1e-3
+    rng = f"values {lo:g}..{hi:g}"
+    if not integer and lo >= -math.pi - tol and hi <= math.pi + tol:
+        return 1.0, 0.0, f"already radians ({rng})"
+    if lo >= -3142.5 and hi <= 3142.5 and lo < 0:
+        return 1e-3, 0.0, f"milliradians inferred from range ({rng}): /1000"
+    if lo >= -4096.5 and hi <= 4096.5 and lo < 0:
+        return math.pi / 4096, 0.0, f"+-4096 = +-pi inferred from range ({rng}): * pi/4096"
+    if lo >= 0 and hi <= 4095.5:
+        return math.pi / 2048, -math.pi, f"0..4095 offset inferred from range ({rng}): * pi/2048 - pi"
+    if lo >= -32768.5 and hi <= 32767.5 and lo < 0:
+        return math.pi / 32768, 0.0, f"+-32768 = +-pi inferred from range ({rng}): * pi/32768"
+    if lo >= 0 and hi <= 65535.5:
+        return math.pi / 32768, -math.pi, f"0..65535 offset inferred from range ({rng}): * pi/32768 - pi"
+    raise DicomInputError(None, f"phase {rng} match no known scaling (radians, mrad, +-4096, 0..4095, +-32768)")
+
+
+def phase_by_inference(stored: np.ndarray, frames: Sequence[FrameHeader], who: str) -> tuple[np.ndarray, str]:
+    """Rescale (if any) then infer the unit from the range; rule names both."""
+    slope, inter, present = rescale_params(frames)
+    try:
+        scale, offset, rule = infer_phase_unit(stored, slope, inter)
+    except DicomInputError as exc:
+        raise DicomInputError(frames[0].path if frames else None, exc.problem) from None
+    rad = affine_to_float32(stored, slope * scale if not isinstance(slope, np.ndarray) else slope * np.float32(scale),
+                            inter * scale + offset)
+    wrap_radians(rad)
+    pre = "" if (not present or is_identity(slope, inter)) else f"rescale ({rescale_text(slope, inter)}), then "
+    return rad, f"{who}: {pre}{rule}"
+
+
+def magnitude_rescaled(stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
+    """float32 magnitude with the (per-frame) rescale applied where present."""
+    check_stack(stored, frames)
+    slope, inter, _ = rescale_params(frames)
+    return affine_to_float32(stored, slope, inter)

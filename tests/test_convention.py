@@ -1,0 +1,100 @@
+"""Phase convention: default vendor table, site overrides (first match wins), config validation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicom_io.convention import ConventionConfigError, load_rules, parse_rules, resolve_convention
+from dicom_io.files import HeaderRead
+from dicom_io.headers import frames_from_header
+
+from test_vendors import make_ds  # noqa: E402  (tests/ is on sys.path under pytest)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "dicom_io" / "convention_rules.example.toml"
+
+
+def frame(manufacturer="Philips", **attrs):
+    ds = make_ds(manufacturer, **attrs)
+    return frames_from_header(HeaderRead(Path("mem.dcm"), ds, 0, ExplicitVRLittleEndian, None, None))[0]
+
+
+@pytest.mark.parametrize("vendor,conv", [("GE", "right-handed"), ("Philips", "right-handed"),
+                                         ("Siemens", "left-handed"), ("Canon", "left-handed")])
+def test_default_table(vendor, conv):
+    got, src = resolve_convention(frame(), vendor)
+    assert got == conv
+    assert src.startswith(f"default table: {vendor} {conv} (")
+
+
+@pytest.mark.parametrize("vendor", ["unknown", "HITACHI", ""])
+def test_unknown_vendor_is_unknown(vendor):
+    got, src = resolve_convention(frame(None), vendor)
+    assert got == "unknown" and "no default convention" in src
+
+
+def write(tmp_path, text, name="site.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_site_rule_overrides_first_match_wins(tmp_path):
+    rules = load_rules(write(tmp_path, """
+[[rule]]
+name = "philips-swip-flipped"
+convention = "left-handed"
+manufacturer = "(?i)philips"
+series_description = "(?i)swip"
+
+[[rule]]
+name = "all-philips-unknown"
+convention = "unknown"
+vendor = "Philips"
+"""))
+    f = frame("Philips Healthcare", SeriesDescription="SWIp_phase")
+    assert resolve_convention(f, "Philips", rules) == ("left-handed", "site rule 'philips-swip-flipped' (site.toml)")
+    f = frame("Philips Healthcare", SeriesDescription="T2star")
+    assert resolve_convention(f, "Philips", rules) == ("unknown", "site rule 'all-philips-unknown' (site.toml)")
+    # no rule matches a GE frame: default table
+    assert resolve_convention(frame("GE MEDICAL SYSTEMS"), "GE", rules)[0] == "right-handed"
+
+
+def test_rule_on_missing_attribute_does_not_match_and_model_software_rules(tmp_path):
+    rules = parse_rules({"rule": [
+        {"name": "desc", "convention": "left-handed", "series_description": "SWI"},
+        {"name": "model-sw", "convention": "left-handed", "model": "^SIGNA", "software": "DV2[0-9]"},
+    ]}, "inline")
+    assert resolve_convention(frame("GE"), "GE", rules)[0] == "right-handed"      # no description
+    f = frame("GE", ManufacturerModelName="SIGNA Architect", SoftwareVersions=["27", "LX", "DV27.0_R01"])
+    assert resolve_convention(f, "GE", rules) == ("left-handed", "site rule 'model-sw' (inline)")
+
+
+def test_example_file_is_valid():
+    rules = load_rules(EXAMPLE)
+    assert [r.name for r in rules.rules][0] == "philips-swip-flipped"
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("[[rule]]\nname='x'\nconvention='sideways'\nvendor='GE'\n", "'convention' must be one of"),
+    ("[[rule]]\nname='x'\nconvention='left-handed'\n", "matches everything"),
+    ("[[rule]]\nname='x'\nconvention='left-handed'\nmanufacturer='(['\n", "not a valid regular expression"),
+    ("[[rule]]\nname='x'\nconvention='left-handed'\nmanufacturr='GE'\n", "unknown key(s) ['manufacturr']"),
+    ("[[rule]]\nconvention='left-handed'\nvendor='GE'\n", "needs a non-empty string 'name'"),
+    ("[[rule]]\nname='x'\nconvention='left-handed'\nvendor='GE'\n[[rule]]\nname='x'\nconvention='unknown'\nvendor='GE'\n",
+     "duplicate name"),
+    ("rule = 3\n", "array of tables"),
+    ("[rules2]\n", "unknown top-level key"),
+    ("[[rule]\nname=", "not valid TOML"),
+])
+def test_bad_config_names_file_and_problem(tmp_path, text, problem):
+    p = write(tmp_path, text, "bad.toml")
+    with pytest.raises(ConventionConfigError) as ei:
+        load_rules(p)
+    assert str(p) in str(ei.value) and problem in str(ei.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConventionConfigError, match="cannot read convention rules"):
+        load_rules(tmp_path / "nope.toml")
