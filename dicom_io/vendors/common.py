@@ -289,10 +289,13 @@ def check_stack(stored: np.ndarray, frames: Sequence[FrameHeader]) -> None:
 
 
 def affine_to_float32(stored: np.ndarray, scale, offset) -> np.ndarray:
-    """float32 copy of ``stored * scale + offset`` (scale/offset scalars or (n,1,1)), in place."""
-    out = np.array(stored, dtype=np.float32, copy=True)
+    """float32 ``stored * scale + offset`` (scale/offset scalars or (n,1,1)) as a new array,
+    in two passes (multiply with a float32 result, then add in place)."""
+    sc = np.asarray(scale, dtype=np.float32)
     if isinstance(scale, np.ndarray) or scale != 1.0:
-        out *= np.asarray(scale, dtype=np.float32)
+        out = np.multiply(stored, sc, dtype=np.float32)
+    else:
+        out = np.array(stored, dtype=np.float32, copy=True)
     if isinstance(offset, np.ndarray) or offset != 0.0:
         out += np.asarray(offset, dtype=np.float32)
     return out
@@ -308,10 +311,18 @@ def wrap_radians(rad: np.ndarray) -> np.ndarray:
 
 
 def to_radians(stored: np.ndarray, frames: Sequence[FrameHeader], slope, inter, scale: float) -> np.ndarray:
-    """((stored * slope + intercept) * scale) wrapped into [-pi, pi), float32, one pass each."""
+    """((stored * slope + intercept) * scale) wrapped into [-pi, pi), float32.
+
+    The wrap (two more passes) is skipped when the transformed extremes already lie in
+    [-pi, pi) (the usual case: Siemens 0..4095 and Philips 0..4095 mrad)."""
     a = slope * scale
     b = inter * scale
-    return wrap_radians(affine_to_float32(stored, a, b))
+    rad = affine_to_float32(stored, a, b)
+    if not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray) and rad.size:
+        lo, hi = rad.min(), rad.max()
+        if lo >= -PI32 and hi < PI32:
+            return rad
+    return wrap_radians(rad)
 
 
 def _is_integer_valued(a: np.ndarray) -> bool:
@@ -369,9 +380,7 @@ def phase_by_inference(stored: np.ndarray, frames: Sequence[FrameHeader], who: s
         scale, offset, rule = infer_phase_unit(stored, slope, inter)
     except DicomInputError as exc:
         raise DicomInputError(frames[0].path if frames else None, exc.problem) from None
-    rad = affine_to_float32(stored, slope * scale if not isinstance(slope, np.ndarray) else slope * np.float32(scale),
-                            inter * scale + offset)
-    wrap_radians(rad)
+    rad = to_radians(stored, frames, slope, inter + offset / scale, scale)
     pre = "" if (not present or is_identity(slope, inter)) else f"rescale ({rescale_text(slope, inter)}), then "
     return rad, f"{who}: {pre}{rule}"
 
