@@ -1,0 +1,238 @@
+"""A Storage SCP (PS3.4 Annex B) and Verification SCP (Annex A) built on pynetdicom.
+
+The C-STORE handler does as little as possible, as pynetdicom recommends: it reads the UIDs it
+needs from the received data set (pydicom defers element parsing, the pixel data is not decoded),
+hands the data set exactly as the peer encoded it (with File Meta Information, PS3.10) to the
+caller's ``on_instance`` callback and returns the status that callback gives. The callback is
+expected to make the instance durable before returning ``0x0000`` (Success), or to return
+``0xA700`` (Out of Resources) so that the sender keeps its copy.
+
+Access control happens at association negotiation (PS3.8 9.3.4, A-ASSOCIATE-RJ):
+* the Called AE Title must be ours (diagnostic 7, called-AE-title-not-recognized);
+* the Calling AE Title must be in the whitelist when one is configured (diagnostic 3);
+* the peer's IP address must be inside one of the allowed networks when configured (diagnostic 3
+  as well: PS3.8 has no reason code for addresses).
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+LOG = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """One instance as received in a C-STORE request, encoded exactly as the peer sent it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    encoded: bytes  # preamble + DICM + File Meta + data set (PS3.10 file)
+    calling_ae_title: str
+    called_ae_title: str
+    peer_address: str
+    association_id: int
+
+
+@dataclass
+class AccessPolicy:
+    """Who may send: calling AE titles and IP networks (empty = anyone)."""
+
+    allowed_calling_ae_titles: tuple[str, ...] = ()
+    allowed_networks: tuple[str, ...] = ()
+    _networks: list = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]
+
+    def address_allowed(self, address: str) -> bool:
+        if not self._networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._networks)
+
+    def calling_ae_allowed(self, ae_title: str) -> bool:
+        if not self.allowed_calling_ae_titles:
+            return True
+        return ae_title.strip() in {a.strip() for a in self.allowed_calling_ae_titles}
+
+
+InstanceCallback = Callable[[ReceivedInstance], int]
+AssociationEndCallback = Callable[[int, str], None]
+
+
+class StorageSCP:
+    """Receives instances on ``host:port`` under ``ae_title`` until :meth:`stop`.
+
+    >>> scp = StorageSCP("NODE", "127.0.0.1", 0, on_instance=lambda inst: 0)  # doctest: +SKIP
+    >>> scp.start(); scp.port  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        ae_title: str,
+        host: str,
+        port: int,
+        on_instance: InstanceCallback,
+        *,
+        on_association_end: AssociationEndCallback | None = None,
+        policy: AccessPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        maximum_associations: int = 16,
+        maximum_pdu_size: int = 0,
+        network_timeout_s: float = 60.0,
+    ) -> None:
+        self.ae_title = ae_title
+        self.host = host
+        self._requested_port = port
+        self._on_instance = on_instance
+        self._on_association_end = on_association_end
+        self.policy = policy or AccessPolicy()
+        self._ssl_context = ssl_context
+        self._server = None
+        self._lock = threading.Lock()
+        self.counters = {"stored": 0, "refused_associations": 0, "failed_stores": 0}
+
+        ae = AE(ae_title=ae_title)
+        ae.maximum_associations = maximum_associations
+        ae.maximum_pdu_size = maximum_pdu_size  # 0 = unlimited
+        ae.network_timeout = network_timeout_s
+        ae.acse_timeout = network_timeout_s
+        ae.dimse_timeout = network_timeout_s
+        ae.require_called_aet = True
+        ae.require_calling_aet = list(self.policy.allowed_calling_ae_titles)
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        self._ae = ae
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        handlers = [
+            (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_C_ECHO, self._handle_echo),
+            (evt.EVT_REQUESTED, self._handle_requested),
+            (evt.EVT_RELEASED, self._handle_ended, ["released"]),
+            (evt.EVT_ABORTED, self._handle_ended, ["aborted"]),
+            (evt.EVT_REJECTED, self._handle_rejected),
+        ]
+        self._server = self._ae.start_server(
+            (self.host, self._requested_port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=self._ssl_context,
+        )
+        LOG.info("storage SCP %s listening on %s:%d%s", self.ae_title, self.host, self.port,
+                 " (TLS)" if self._ssl_context else "")
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self._requested_port
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # -- handlers (fast; no I/O beyond the callback) -----------------------------------------
+    def _handle_requested(self, event) -> None:
+        address = str(event.assoc.requestor.address)
+        calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
+        if not self.policy.address_allowed(address):
+            LOG.warning("association refused: address %s not allowed (calling AE %s)", address, calling)
+            with self._lock:
+                self.counters["refused_associations"] += 1
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+
+    def _handle_rejected(self, event) -> None:  # pragma: no cover - logging only
+        pass
+
+    def _handle_echo(self, event) -> int:
+        return STATUS_SUCCESS
+
+    def _handle_ended(self, event, how: str) -> None:
+        if self._on_association_end is not None:
+            try:
+                self._on_association_end(id(event.assoc), how)
+            except Exception:  # never let a callback error kill the association thread
+                LOG.exception("association-end callback failed")
+
+    def _handle_store(self, event) -> int:
+        requestor = event.assoc.requestor
+        try:
+            ds = event.dataset
+            study = str(ds.StudyInstanceUID)
+            series = str(ds.SeriesInstanceUID)
+            sop = str(event.request.AffectedSOPInstanceUID)
+            sop_class = str(event.request.AffectedSOPClassUID)
+            encoded = event.encoded_dataset(include_meta=True)
+            tsyntax = str(event.context.transfer_syntax)
+        except Exception as exc:  # unreadable data set: say so, keep the node up
+            LOG.warning("C-STORE from %s refused: cannot read the data set (%s)",
+                        requestor.ae_title, type(exc).__name__)
+            with self._lock:
+                self.counters["failed_stores"] += 1
+            return STATUS_CANNOT_UNDERSTAND
+        inst = ReceivedInstance(
+            study_instance_uid=study,
+            series_instance_uid=series,
+            sop_instance_uid=sop,
+            sop_class_uid=sop_class,
+            transfer_syntax_uid=tsyntax,
+            encoded=encoded,
+            calling_ae_title=str(requestor.ae_title).strip(),
+            called_ae_title=self.ae_title,
+            peer_address=str(requestor.address),
+            association_id=id(event.assoc),
+        )
+        try:
+            status = int(self._on_instance(inst))
+        except Exception:
+            LOG.exception("storing SOP instance %s failed", sop)
+            status = STATUS_OUT_OF_RESOURCES
+        with self._lock:
+            self.counters["stored" if status == STATUS_SUCCESS else "failed_stores"] += 1
+        return status
+
+
+def server_ssl_context(cert_file: str, key_file: str, ca_file: str | None = None,
+                       require_client_cert: bool = False) -> ssl.SSLContext:
+    """A TLS server context (PS3.15 B.9 'Basic TLS Secure Transport Connection Profile')."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certfile=cert_file, keyfile=key_file)
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_NONE
+    return ctx
+
+
+def client_ssl_context(ca_file: str | None = None, cert_file: str | None = None,
+                       key_file: str | None = None, check_hostname: bool = True) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    ctx.check_hostname = check_hostname
+    if cert_file:
+        ctx.load_cert_chain(certfile=cert_file, keyfile=key_file)
+    return ctx
+
+
+def allowed(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v).strip() for v in values)

@@ -1,0 +1,64 @@
+"""``borderphase serve --config FILE``: run the DICOM node (receiver + embedded workers), or with
+``--worker`` only a queue worker (multi-machine mode: point several at the same Redis queue)."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+LOG = logging.getLogger("borderphase.serve")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="run the DICOM node (C-STORE SCP, queue workers, dispatch)")
+    p.add_argument("--config", required=True, help="TOML config (see plugin/service/example_config.toml)")
+    p.add_argument("--worker", action="store_true",
+                   help="run only a queue worker (no receiver), e.g. on another machine with queue.backend=redis")
+    p.add_argument("--workers", type=int, default=None, help="override [queue] workers")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from plugin.service.config import ConfigError, load_config
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"borderphase serve: {exc}", file=sys.stderr)
+        return 2
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)
+    if args.worker:
+        from plugin.service.queue import make_queue, run_consumer
+        queue = make_queue(config)
+        n = args.workers if args.workers is not None else max(config.queue.workers, 1)
+        consumer = run_consumer(queue, n, config.queue.worker_type)
+        LOG.info("queue worker on %s backend (%d %s worker(s))", config.queue.backend, n, config.queue.worker_type)
+        consumer.run()
+        return 0
+
+    from dataclasses import replace
+
+    from plugin.service.node import Node
+    if args.workers is not None:
+        config = replace(config, queue=replace(config.queue, workers=args.workers))
+    try:
+        node = Node(config)
+        node.start()
+    except OSError as exc:
+        print(f"borderphase serve: cannot start: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def _stop(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    LOG.info("node %s listening on %s:%d, state in %s", config.node.ae_title, config.node.host, node.scp.port,
+             config.state_dir)
+    try:
+        node.run(stop)
+    finally:
+        node.stop()
+    return 0

@@ -1,0 +1,29 @@
+"""``borderphase status --config FILE``: studies pending / analysed / failed (with reasons), outbox."""
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("status", help="show the node's studies and outbox")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--config", help="the node's TOML config")
+    g.add_argument("--state-dir", help="the node's state directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from plugin.service.config import ConfigError, load_config
+    from plugin.service.status import collect, format_status, to_json
+    if args.config:
+        try:
+            state_dir = load_config(args.config).state_dir
+        except ConfigError as exc:
+            print(f"borderphase status: {exc}", file=sys.stderr)
+            return 2
+    else:
+        state_dir = args.state_dir
+    doc = collect(state_dir)
+    print(to_json(doc) if args.json else format_status(doc))
+    return 0

@@ -1,0 +1,66 @@
+"""Routing rules: which series to analyse, which to ignore (with the reason logged), and where the
+results go. Rules are tried in config order; the first whose every ``match`` key matches wins.
+
+Match keys (all optional; a rule with none matches everything):
+* ``modality``: a string or list; equal to Modality (0008,0060), case-insensitive.
+* ``manufacturer``: regular expression searched in Manufacturer (0008,0070), case-insensitive.
+* ``series_description``: regular expression searched in SeriesDescription (0008,103E).
+* ``image_type``: a string or list; every value must be among the values of ImageType (0008,0008).
+* ``calling_ae`` / ``called_ae``: a string or list; the AE titles of the association that sent it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .config import Config, RoutingRule
+
+
+@dataclass(frozen=True)
+class SeriesFacts:
+    series_instance_uid: str
+    modality: str = ""
+    manufacturer: str = ""
+    series_description: str = ""
+    image_type: tuple[str, ...] = ()
+    calling_ae: str = ""
+    called_ae: str = ""
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    action: str  # analyse | ignore
+    rule: str
+    destinations: tuple[str, ...]
+    reason: str
+
+
+def _as_list(v) -> list[str]:
+    return [v] if isinstance(v, str) else list(v)
+
+
+def rule_matches(rule: RoutingRule, s: SeriesFacts) -> bool:
+    m = rule.match
+    if "modality" in m and s.modality.upper() not in {x.upper() for x in _as_list(m["modality"])}:
+        return False
+    if "manufacturer" in m and not re.search(m["manufacturer"], s.manufacturer, re.IGNORECASE):
+        return False
+    if "series_description" in m and not re.search(m["series_description"], s.series_description):
+        return False
+    if "image_type" in m:
+        have = {v.strip().upper() for v in s.image_type}
+        if not all(v.upper() in have for v in _as_list(m["image_type"])):
+            return False
+    if "calling_ae" in m and s.calling_ae.strip() not in {x.strip() for x in _as_list(m["calling_ae"])}:
+        return False
+    if "called_ae" in m and s.called_ae.strip() not in {x.strip() for x in _as_list(m["called_ae"])}:
+        return False
+    return True
+
+
+def route(config: Config, s: SeriesFacts) -> RouteDecision:
+    for rule in config.rules:
+        if rule_matches(rule, s):
+            reason = rule.reason or (f"rule {rule.name!r}: ignore" if rule.action == "ignore" else "")
+            return RouteDecision(rule.action, rule.name, rule.destinations, reason)
+    return RouteDecision(config.default_action, "<default>", (), config.default_reason)

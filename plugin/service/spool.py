@@ -1,0 +1,167 @@
+"""Durable spool of received instances: ``<state_dir>/spool/<study>/<series>/<sop>.dcm``.
+
+:meth:`Spool.store` returns only once the instance is on stable storage: the bytes go to a temporary
+file in ``spool/.tmp`` (same file system), are ``fsync``-ed, atomically renamed into place
+(``os.replace``) and the directory entry is ``fsync``-ed too (plus the parent directories when they
+were just created). Only then may the C-STORE handler answer Success; a failure raises
+:class:`SpoolFull` / :class:`OSError` and the handler answers 0xA700 (Out of Resources), so the
+sender keeps its copy. Leftover temporary files after a crash belong to instances never
+acknowledged and are removed at start-up.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
+
+
+class SpoolFull(OSError):
+    """Less free space than the configured reserve."""
+
+
+def safe_uid(uid: str) -> str:
+    """A UID usable as a file name; anything that is not a plain UID is hashed (never a path)."""
+    uid = uid.strip().rstrip("\x00")
+    if _UID.match(uid) and ".." not in uid:
+        return uid
+    return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` to ``path`` durably: temp file + fsync + rename + directory fsync."""
+    tmp_dir = tmp_dir or path.parent
+    tmp = tmp_dir / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    path: Path
+    new: bool  # False: an identical copy was already spooled (a resend)
+
+
+class Spool:
+    def __init__(self, root: Path, *, min_free_mb: float = 0.0):
+        self.root = Path(root)
+        self.tmp = self.root / ".tmp"
+        self.min_free_mb = min_free_mb
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(exist_ok=True)
+        self._known_dirs: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def clean_tmp(self) -> int:
+        """Remove temporary files of never-acknowledged instances (call at start-up only)."""
+        n = 0
+        for p in self.tmp.iterdir():
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    def _ensure_dir(self, d: Path) -> None:
+        if d in self._known_dirs:
+            return
+        created = []
+        for p in [d.parent, d]:
+            if not p.exists():
+                p.mkdir(parents=True, exist_ok=True)
+                created.append(p)
+        for p in created:  # make the new directory entries themselves durable
+            fsync_dir(p.parent)
+        with self._lock:
+            self._known_dirs.add(d)
+
+    def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        return self.root / safe_uid(study_uid) / safe_uid(series_uid) / f"{safe_uid(sop_uid)}.dcm"
+
+    def check_space(self) -> None:
+        if self.min_free_mb > 0:
+            st = os.statvfs(self.root)
+            free_mb = st.f_bavail * st.f_frsize / 1e6
+            if free_mb < self.min_free_mb:
+                raise SpoolFull(f"spool {self.root}: {free_mb:.0f} MB free, reserve is {self.min_free_mb:.0f} MB")
+
+    def store(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> StoreOutcome:
+        """Make one instance durable; see the module docstring for the guarantee."""
+        self.check_space()
+        path = self.path_for(study_uid, series_uid, sop_uid)
+        self._ensure_dir(path.parent)
+        if path.exists():
+            try:
+                if path.stat().st_size == len(data) and path.read_bytes() == data:
+                    return StoreOutcome(path, new=False)
+            except OSError:
+                pass
+        atomic_write_bytes(path, data, tmp_dir=self.tmp)
+        return StoreOutcome(path, new=True)
+
+    def write_series_origin(self, study_uid: str, series_uid: str, origin: dict) -> None:
+        """Who sent a series (calling/called AE, address): routing input, written once per series."""
+        path = self.root / safe_uid(study_uid) / safe_uid(series_uid) / "origin.json"
+        if not path.exists():
+            atomic_write_bytes(path, json.dumps(origin).encode(), tmp_dir=self.tmp)
+
+    def series_origin(self, study_dir: Path, series_dir_name: str) -> dict:
+        return read_json(study_dir / series_dir_name / "origin.json") or {}
+
+    def studies(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def instances(self, study_dir_name: str) -> list[str]:
+        """Relative paths ``<series>/<sop>.dcm`` of every spooled instance of a study, sorted."""
+        d = self.root / study_dir_name
+        out = []
+        if not d.is_dir():
+            return out
+        for s in sorted(d.iterdir()):
+            if s.is_dir():
+                out.extend(f"{s.name}/{f.name}" for f in sorted(s.iterdir()) if f.suffix == ".dcm")
+        return out
+
+    def remove_study(self, study_dir_name: str) -> None:
+        shutil.rmtree(self.root / study_dir_name, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""The analysis task: one study version -> ``results/<study>/vNNNN`` -> outbox entries.
+
+:func:`run_analysis` is the one place the node calls the method (``plugin.pipeline.analyze_paths``
+unless ``[analysis] callable`` names another function with the same signature).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from .config import Config
+from .state import Claim, StateLayout, worker_identity
+
+LOG = logging.getLogger(__name__)
+
+AnalysisCallable = Callable[..., dict]
+
+
+class ClaimBusy(Exception):
+    """Another live worker holds this study version; the task is retried later."""
+
+
+def resolve_callable(spec: str) -> AnalysisCallable:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_analysis(config: Config, paths: list[Path], out_dir: Path) -> dict:
+    """Analyse ``paths`` (one study's routed series) into ``out_dir``; return the findings document."""
+    fn = resolve_callable(config.analysis.callable)
+    kwargs = {}
+    if config.analysis.convention_rules:
+        from dicom_io.convention import load_rules  # optional site overrides
+        kwargs["convention_rules"] = load_rules(config.analysis.convention_rules)
+    return fn([str(p) for p in paths], str(out_dir), **kwargs)
+
+
+def is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def result_files(out_dir: Path) -> list[Path]:
+    return sorted(p for p in out_dir.rglob("*") if p.is_file() and is_dicom_file(p))
+
+
+def analyse_version(config: Config, study: str, version: int, *, enqueue_delivery: Callable[[str], None]) -> str:
+    """Run one study version once; returns the final state (analysed | failed | already)."""
+    from .dispatch import create_outbox_entries
+
+    layout = StateLayout(config.state_dir)
+    if layout.result(study, version) is not None:
+        return "already"
+    claim = Claim(layout.study_dir(study) / f"v{version:04d}.claim", config.analysis.lease_s)
+    if not claim.acquire():
+        raise ClaimBusy(f"study {study} v{version} is being analysed by another worker")
+    entries: list[str] = []
+    try:
+        if layout.result(study, version) is not None:  # finished while we waited for the claim
+            return "already"
+        manifest = layout.manifest(study, version)
+        if manifest is None:
+            raise FileNotFoundError(f"no manifest for study {study} v{version}")
+        spool = layout.spool / study
+        paths = [spool / rel for rel in manifest["analyse_instances"]]
+        out_dir = layout.results_dir(study, version)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)  # leftovers of an interrupted run
+        out_dir.mkdir(parents=True)
+        started = time.time()
+        layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started})
+        LOG.info("analysing study %s v%d (%d instances)", manifest["study_instance_uid"], version, len(paths))
+        try:
+            findings = run_analysis(config, paths, out_dir)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            LOG.error("study %s v%d failed: %s", manifest["study_instance_uid"], version, reason)
+            LOG.debug("analysis traceback", exc_info=True)
+            layout.write_result(study, version, {"state": "failed", "reason": reason, "finished": time.time(),
+                                                 "started": started, "worker": worker_identity()})
+            return "failed"
+        files = result_files(out_dir)
+        n_lesions = sum(len(a.get("lesions", [])) for a in (findings or {}).get("analyses", []))
+        skipped = (findings or {}).get("skipped", [])
+        entries = create_outbox_entries(config, layout, study, version, manifest, files)
+        layout.write_result(study, version, {
+            "state": "analysed", "finished": time.time(), "started": started,
+            "n_lesions": n_lesions, "n_analyses": len((findings or {}).get("analyses", [])),
+            "skipped": skipped, "result_files": [str(p.relative_to(out_dir)) for p in files],
+            "outbox": entries, "worker": worker_identity()})
+        LOG.info("study %s v%d analysed: %d lesion(s), %d result object(s), %d delivery(ies)",
+                 manifest["study_instance_uid"], version, n_lesions, len(files), len(entries))
+    finally:
+        claim.release()
+    for entry_id in entries:
+        enqueue_delivery(entry_id)
+    return "analysed"
