@@ -1,0 +1,346 @@
+"""Dark spots on the GRE magnitude: brain mask, candidates, 3D tracking and mimic rejection.
+
+The paper's readers took "dark, round or oval spots in the brain, < 10 mm in diameter" on the
+GRE magnitude (method paper, Reference Standards). Here:
+
+* **Brain mask** (:func:`brain_mask`): the smoothed magnitude above a fraction of its robust
+  maximum, holes filled slice by slice (so dark spots stay inside), the largest 3D component,
+  eroded in-plane by ``mask_erosion_mm`` so that air/bone edges (dark, susceptibility-blurred)
+  fall outside.
+* **Darkness** (:func:`darkness_ratio`): magnitude divided by its local background, the
+  in-plane grey closing (max then min filter, ``background_window_mm`` wide) which fills every
+  dark structure narrower than the window: a black top-hat expressed as a ratio, so it does not
+  depend on the coil's intensity profile.
+* **Candidates**: voxels with ratio below ``dark_ratio`` inside the mask, connected in 3D; a
+  spot must reach ``core_ratio`` somewhere (a real void, not a noise dip).
+* **Rejection** (:func:`reject_reason`): in-plane equivalent diameter >= ``max_diameter_mm``;
+  touching the mask edge (air/bone/outside); tubes: a vein along B0 is a dark dot on many
+  consecutive slices with a nearly constant cross-section (3D elongation: longest principal
+  axis / second > ``max_elongation_3d`` over >= ``tube_min_slices`` slices); in-plane veins
+  are lines (2D elongation > ``max_elongation_2d`` on the central slice).
+
+Each kept spot gives its centre (LPS mm), equivalent diameter on its central slice, the slices
+it appears on, its border slices (outermost) and central slice (largest area), and its
+footprint on every slice. Spots in the globus pallidus (iron) are *not* excluded: that needs an
+atlas this package does not ship (say so in reports).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    dark_ratio: float = 0.70            # candidate voxel: magnitude / local background below this
+    core_ratio: float = 0.55            # a spot must be this dark somewhere
+    background_window_mm: float = 12.0  # grey-closing window (fills dark structures narrower than this)
+    smooth_sigma_px: float = 0.6        # in-plane Gaussian before darkness (noise)
+    mask_threshold: float = 0.25        # brain mask: fraction of the 98th percentile
+    mask_erosion_mm: float = 3.0
+    max_diameter_mm: float = 10.0
+    min_area_px: int = 3                # on the central slice
+    max_elongation_2d: float = 3.0
+    max_elongation_3d: float = 4.0
+    tube_min_slices: int = 5
+    border_ratio: float = 0.88          # a slice beyond the spot still shows it (partial volume) when its
+                                        # darkest footprint pixels are below this x the tissue's ratio
+    max_border_extension: int = 2       # slices added on each side at most
+
+
+@dataclass
+class Spot:
+    """One dark spot. Indices are (slice, row, column) of the magnitude volume."""
+
+    center_index: tuple[float, float, float]
+    diameter_mm: float
+    slice_indices: list[int]
+    central_slice: int
+    upper_border_slice: int             # lowest slice index (caller maps index -> superior/inferior)
+    lower_border_slice: int
+    bbox: tuple[slice, slice, slice]    # of the footprints, in volume indices
+    footprint: np.ndarray = field(repr=False)   # bool, bbox-shaped
+    min_ratio: float = 0.0
+    center_lps_mm: Optional[tuple[float, float, float]] = None
+
+    def footprint_on(self, slice_index: int) -> np.ndarray:
+        """2D bool footprint (bbox rows x cols) on one slice of the volume."""
+        return self.footprint[slice_index - self.bbox[0].start]
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.slice_indices)
+
+
+@dataclass
+class Detection:
+    spots: list[Spot]
+    rejected: list[tuple[tuple[float, float, float], str]]   # (centre index, reason)
+    brain_mask: np.ndarray = field(repr=False)
+    ratio: np.ndarray = field(repr=False)
+    noise_sigma: float = 0.0
+    tissue_level: float = 0.0
+
+
+def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
+               params: DetectionParams = DetectionParams()) -> np.ndarray:
+    """Bool (slice,row,col) brain mask from the magnitude (see module docstring).
+
+    Computed on a grid coarsened in-plane to about 1.8 mm (block means) and expanded back:
+    the mask is a coarse object and this keeps it cheap on 512 x 512 slices.
+    """
+    mag = np.asarray(magnitude, np.float32)
+    ns, nr, nc = mag.shape
+    f = max(1, int(round(1.8 / min(voxel_size_mm[1], voxel_size_mm[2]))))
+    nr_c, nc_c = -(-nr // f), -(-nc // f)
+    padded = np.zeros((ns, nr_c * f, nc_c * f), np.float32)
+    padded[:, :nr, :nc] = mag
+    coarse = padded.reshape(ns, nr_c, f, nc_c, f).mean(axis=(2, 4))
+    px = min(voxel_size_mm[1], voxel_size_mm[2]) * f
+    sm = ndi.gaussian_filter(coarse, (0, 1.0, 1.0))
+    hi = float(np.percentile(sm[sm > 0], 98)) if np.any(sm > 0) else 0.0
+    mask = sm > params.mask_threshold * hi
+    for k in range(mask.shape[0]):
+        mask[k] = ndi.binary_fill_holes(mask[k])
+    labels, n = ndi.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    # Erode in-plane by mask_erosion_mm (plus the block's half width lost by the coarse grid).
+    dist = np.stack([ndi.distance_transform_edt(mask[k]) for k in range(ns)]) * px
+    mask = dist > params.mask_erosion_mm
+    full = np.repeat(np.repeat(mask, f, axis=1), f, axis=2)
+    return np.ascontiguousarray(full[:, :nr, :nc])
+
+
+def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
+                   params: DetectionParams = DetectionParams()) -> np.ndarray:
+    """Magnitude / local background (in-plane grey closing), float32, (slice,row,col).
+
+    The closing (background) is computed on a 2x coarser in-plane grid (2x2 block maxima, so a
+    one-pixel dark spot cannot pull it down) and expanded back: it is smooth by construction.
+    """
+    mag = np.asarray(magnitude, np.float32)
+    if params.smooth_sigma_px > 0:
+        mag = ndi.gaussian_filter(mag, (0, params.smooth_sigma_px, params.smooth_sigma_px))
+    ns, nr, nc = mag.shape
+    f = 2 if min(nr, nc) >= 128 else 1
+    nr_c, nc_c = -(-nr // f), -(-nc // f)
+    if f > 1:
+        padded = np.zeros((ns, nr_c * f, nc_c * f), np.float32)
+        padded[:, :nr, :nc] = mag
+        coarse = np.maximum(np.maximum(padded[:, 0::2, 0::2], padded[:, 1::2, 0::2]),
+                            np.maximum(padded[:, 0::2, 1::2], padded[:, 1::2, 1::2]))
+    else:
+        coarse = mag
+    px = min(voxel_size_mm[1], voxel_size_mm[2]) * f
+    k = max(3, int(round(params.background_window_mm / px)) | 1)
+    closing = ndi.minimum_filter(ndi.maximum_filter(coarse, size=(1, k, k)), size=(1, k, k))
+    if f > 1:
+        closing = np.repeat(np.repeat(closing, f, axis=1), f, axis=2)[:, :nr, :nc]
+    np.maximum(closing, 1e-6, out=closing)
+    return np.divide(mag, closing, out=mag)
+
+
+def estimate_noise_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
+    """Magnitude noise s.d. inside the mask from the in-plane pixel differences (robust MAD)."""
+    mag = np.asarray(magnitude, np.float32)
+    d = (mag[:, 1:, :] - mag[:, :-1, :])[mask[:, 1:, :] & mask[:, :-1, :]]
+    if d.size < 10:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
+def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
+                 params: DetectionParams = DetectionParams(),
+                 mask: Optional[np.ndarray] = None) -> Detection:
+    """Find dark spots in a magnitude volume (slice,row,col)."""
+    mag = np.asarray(magnitude, np.float32)
+    if mask is None:
+        mask = brain_mask(mag, voxel_size_mm, params)
+    ratio = darkness_ratio(mag, voxel_size_mm, params)
+    noise = estimate_noise_sigma(mag, mask)
+    tissue = float(np.median(mag[mask])) if mask.any() else 0.0
+    cand = (ratio < params.dark_ratio) & mask
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True
+    structure[0, 1, 1] = structure[2, 1, 1] = True
+    labels, n = ndi.label(cand, structure=structure)
+    spots: list[Spot] = []
+    rejected: list[tuple[tuple[float, float, float], str]] = []
+    if n == 0:
+        return Detection(spots, rejected, mask, ratio, noise, tissue)
+    objects = ndi.find_objects(labels)
+    sample = ratio[mask][:: max(1, int(mask.sum()) // 200_000)]
+    tissue_ratio = float(np.median(sample)) if sample.size else 1.0
+    # Cheap global filters first: components that never reach the core darkness are noise.
+    mins = ndi.minimum(ratio, labels, index=np.arange(1, n + 1))
+    for lab, (bb, rmin) in enumerate(zip(objects, mins), start=1):
+        if bb is None or rmin >= params.core_ratio:
+            continue
+        sub = labels[bb] == lab
+        sub, bb = extend_to_border_slices(sub, bb, ratio, params, tissue_ratio)
+        spot, reason = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params)
+        if reason:
+            rejected.append((spot.center_index, reason))
+        else:
+            spot.min_ratio = float(rmin)
+            spots.append(spot)
+    return Detection(spots, rejected, mask, ratio, noise, tissue)
+
+
+def segment_at(ratio: np.ndarray, mask: np.ndarray, index: tuple[float, float, float],
+               voxel_size_mm: tuple[float, float, float], params: DetectionParams = DetectionParams(),
+               search_mm: float = 3.0) -> tuple[Optional[Spot], str]:
+    """The spot around a given (fractional) voxel index, for radiologist-marked points.
+
+    Looks for the darkest voxel within ``search_mm`` in-plane (and +-1 slice) of the point and
+    grows the connected region with ratio below ``dark_ratio``; no size or shape rejection
+    (the reader chose the spot), but it must exist: (None, reason) otherwise.
+    """
+    s, r, c = (int(round(v)) for v in index)
+    if not (0 <= s < ratio.shape[0] and 0 <= r < ratio.shape[1] and 0 <= c < ratio.shape[2]):
+        return None, "point outside the image volume"
+    rad_r = max(1, int(round(search_mm / voxel_size_mm[1])))
+    rad_c = max(1, int(round(search_mm / voxel_size_mm[2])))
+    win = (slice(max(s - 1, 0), s + 2), slice(max(r - rad_r, 0), r + rad_r + 1), slice(max(c - rad_c, 0), c + rad_c + 1))
+    local = ratio[win]
+    k = np.unravel_index(int(np.argmin(local)), local.shape)
+    seed = tuple(int(w.start + o) for w, o in zip(win, k))
+    if ratio[seed] >= params.dark_ratio:
+        return None, f"no dark spot within {search_mm:g} mm of the point (darkest ratio {float(ratio[seed]):.2f})"
+    # Grow inside a generous box only.
+    half = int(round(params.max_diameter_mm / min(voxel_size_mm[1], voxel_size_mm[2])))
+    half_s = max(2, int(round(params.max_diameter_mm / voxel_size_mm[0])))
+    box = (slice(max(seed[0] - half_s, 0), seed[0] + half_s + 1), slice(max(seed[1] - half, 0), seed[1] + half + 1),
+           slice(max(seed[2] - half, 0), seed[2] + half + 1))
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True
+    structure[0, 1, 1] = structure[2, 1, 1] = True
+    labels, _ = ndi.label(ratio[box] < params.dark_ratio, structure=structure)
+    lab = labels[tuple(sd - b.start for sd, b in zip(seed, box))]
+    sub_full = labels == lab
+    bb = ndi.find_objects(sub_full.astype(np.int8))[0]
+    bb_abs = tuple(slice(b.start + o.start, b.stop + o.start) for b, o in zip(bb, box))
+    spot, _ = _measure(sub_full[bb], bb_abs, ratio[bb_abs], mask, voxel_size_mm,
+                       DetectionParams(**{**params.__dict__, "max_diameter_mm": 1e9, "max_elongation_2d": 1e9,
+                                          "max_elongation_3d": 1e9}), check_edges=False)
+    spot.min_ratio = float(ratio[seed])
+    return spot, ""
+
+
+def extend_to_border_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio: np.ndarray,
+                            params: DetectionParams = DetectionParams(),
+                            tissue_ratio: float = 1.0) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Follow a spot onto the slices just beyond it where it is still faintly visible.
+
+    The paper's border slice is the outermost slice *showing* the spot; there the voxel is only
+    partly dark (partial volume, the dipole's axial lobe dephasing), below the core threshold.
+    A neighbouring slice joins when the mean darkness ratio of the darkest quarter (at least 3
+    pixels) of the current end footprint (grown by one pixel) is below ``border_ratio`` x
+    ``tissue_ratio`` (the median ratio of brain tissue, which noise lowers below 1); its
+    footprint is the grown footprint's pixels below that level (or the end footprint). At most
+    ``max_border_extension`` slices per side.
+    """
+    ns, nr, nc = ratio.shape
+    r0, r1 = max(bb[1].start - 1, 0), min(bb[1].stop + 1, nr)
+    c0, c1 = max(bb[2].start - 1, 0), min(bb[2].stop + 1, nc)
+    fps = {bb[0].start + k: np.pad(sub[k], ((bb[1].start - r0, r1 - bb[1].stop), (bb[2].start - c0, c1 - bb[2].stop)))
+           for k in range(sub.shape[0])}
+    grow = np.ones((3, 3), bool)
+    for direction in (-1, 1):
+        end = min(fps) if direction < 0 else max(fps)
+        fp = fps[end]
+        for _ in range(params.max_border_extension):
+            k = end + direction
+            if k < 0 or k >= ns or not fp.any():
+                break
+            grown = ndi.binary_dilation(fp, structure=grow)
+            vals = ratio[k, r0:r1, c0:c1]
+            level = params.border_ratio * tissue_ratio
+            inside = np.sort(vals[grown])
+            darkest = inside[:max(3, inside.size // 4)]
+            if float(darkest.mean()) >= level:
+                break
+            new = grown & (vals < level)
+            fps[k] = new if new.any() else fp
+            fp, end = fps[k], k
+    ks = sorted(fps)
+    new_sub = np.stack([fps[k] for k in ks])
+    return new_sub, (slice(ks[0], ks[-1] + 1), slice(r0, r1), slice(c0, c1))
+
+
+def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_full: np.ndarray,
+             voxel_size_mm: tuple[float, float, float], params: DetectionParams,
+             check_edges: bool = True) -> tuple[Spot, str]:
+    areas = sub.sum(axis=(1, 2))
+    present = np.nonzero(areas)[0]
+    slices = [int(bb[0].start + k) for k in present]
+    central_local = int(present[np.argmax(areas[present])])
+    # Darkness-weighted centre.
+    w = np.where(sub, np.clip(1.0 - ratio_bb, 0.0, None), 0.0)
+    if w.sum() <= 0:
+        w = sub.astype(float)
+    idx = np.indices(sub.shape).reshape(3, -1).astype(float)
+    cen_local = (idx * w.ravel()).sum(axis=1) / w.sum()
+    center = tuple(float(c + b.start) for c, b in zip(cen_local, bb))
+    px_area = voxel_size_mm[1] * voxel_size_mm[2]
+    diameter = float(2.0 * np.sqrt(areas[central_local] * px_area / np.pi))
+    spot = Spot(center_index=center, diameter_mm=diameter, slice_indices=slices,
+                central_slice=int(bb[0].start + central_local), upper_border_slice=slices[0],
+                lower_border_slice=slices[-1], bbox=tuple(bb), footprint=sub)
+    if areas[central_local] < params.min_area_px:
+        return spot, "too small (noise)"
+    if diameter >= params.max_diameter_mm:
+        return spot, f"too large ({diameter:.1f} mm >= {params.max_diameter_mm:g} mm)"
+    if check_edges and _touches_edge(sub, bb, mask_full):
+        return spot, "touches the brain-mask edge (air/bone/outside)"
+    e2 = _elongation_2d(sub[central_local], voxel_size_mm)
+    if e2 > params.max_elongation_2d:
+        return spot, f"in-plane line (elongation {e2:.1f})"
+    if len(slices) >= params.tube_min_slices:
+        e3 = _elongation_3d(sub, voxel_size_mm)
+        if e3 > params.max_elongation_3d:
+            return spot, f"tube across {len(slices)} slices (elongation {e3:.1f}): vein"
+    return spot, ""
+
+
+def _elongation_2d(fp: np.ndarray, voxel_size_mm) -> float:
+    rr, cc = np.nonzero(fp)
+    if rr.size < 3:
+        return 1.0
+    pts = np.stack([rr * voxel_size_mm[1], cc * voxel_size_mm[2]], 1)
+    ev = np.linalg.eigvalsh(np.cov(pts.T) + np.eye(2) * (voxel_size_mm[1] ** 2 / 12))
+    return float(np.sqrt(ev[-1] / max(ev[0], 1e-12)))
+
+
+def _elongation_3d(sub: np.ndarray, voxel_size_mm) -> float:
+    pts = np.argwhere(sub).astype(float) * np.asarray(voxel_size_mm)
+    reg = np.diag(np.asarray(voxel_size_mm) ** 2 / 12)
+    ev = np.linalg.eigvalsh(np.cov(pts.T) + reg)
+    return float(np.sqrt(ev[-1] / max(ev[1], 1e-12)))
+
+
+def _touches_edge(sub: np.ndarray, bb, mask: np.ndarray) -> bool:
+    """Does the component (cut to the mask) reach the mask boundary (or the image edge)?"""
+    ns, nr, nc = mask.shape
+    r0, r1, c0, c1 = bb[1].start - 1, bb[1].stop + 1, bb[2].start - 1, bb[2].stop + 1
+    if r0 < 0 or c0 < 0 or r1 > nr or c1 > nc:
+        return True
+    padded = np.zeros((sub.shape[0], sub.shape[1] + 2, sub.shape[2] + 2), bool)
+    padded[:, 1:-1, 1:-1] = sub
+    grown = ndi.binary_dilation(padded, structure=np.ones((1, 3, 3), bool))
+    return bool(np.any(grown & ~mask[bb[0], r0:r1, c0:c1]))
+
+
+def _disk(radius_px: int) -> np.ndarray:
+    rr, cc = np.indices((2 * radius_px + 1, 2 * radius_px + 1)) - radius_px
+    return rr ** 2 + cc ** 2 <= radius_px ** 2
+
+
+def _dilate_inplane(mask: np.ndarray, px: int) -> np.ndarray:
+    return ndi.binary_dilation(mask, structure=np.ones((1, 2 * px + 1, 2 * px + 1), bool)) if px > 0 else mask

@@ -1,0 +1,113 @@
+"""From a spot's phase readings to microbleed / calcification / indeterminate, with a confidence.
+
+Method paper (Fig 2, Phase Pattern and Interpretation): patterns 1/3/5 (dark-dominant) were read
+as paramagnetic microbleeds and 2/4/6 (bright-dominant) as diamagnetic calcifications, on GE
+(right-handed) phase, and "the upper and lower border slices always appeared in the same
+pattern". What is dark for a paramagnetic source depends on the vendor's phase handedness
+(GUIDE, Convention): right-handed (GE, Philips): paramagnetic dark; left-handed (Siemens,
+Canon): paramagnetic bright. So:
+
+* dominance of the border slices -> paramagnetic or diamagnetic through the series' convention
+  (:func:`is_paramagnetic`) -> microbleed or calcification;
+* ``indeterminate`` with a reason when the convention is unknown (never a guess), when the upper
+  and lower borders disagree, or when the border evidence is weak (no signed pixels, or a
+  dominance margin below ``min_margin`` on every readable border).
+
+Confidence (:func:`confidence_from_evidence`) is the probability that the call is right, a
+logistic of the border evidence ``x = min(margin) * sqrt(signed weight)`` whose two coefficients
+were fitted on the phantom cohorts (``benchmarks/accuracy_benchmark.py --calibrate`` prints the
+fit and the reliability table; the constants below are what it printed). An indeterminate call
+has confidence 0: it asserts nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .model import Classification, PhasePattern
+from .patterns import PatternReading
+
+RIGHT_HANDED = "right-handed"
+LEFT_HANDED = "left-handed"
+UNKNOWN = "unknown"
+
+# Fitted by `python benchmarks/accuracy_benchmark.py --calibrate` (see benchmarks/accuracy.md).
+CALIBRATION_INTERCEPT = -1.0
+CALIBRATION_SLOPE = 6.0
+
+
+@dataclass(frozen=True)
+class InterpretRules:
+    min_margin: float = 0.2          # dominance margin |dark - bright| below this = weak
+    min_signed_weight: float = 0.5   # signed pixels' magnitude weight (tissue-pixel units)
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    classification: Classification
+    confidence: float
+    reason: str
+    border_pattern: Optional[PhasePattern]
+    evidence: float                  # x of the calibration logistic (0 when no call)
+    paramagnetic: Optional[bool]
+
+
+def is_paramagnetic(dark_dominant: bool, convention: str) -> Optional[bool]:
+    """Dark/bright dominance -> paramagnetic? None when the convention is unknown.
+
+    >>> is_paramagnetic(True, "right-handed"), is_paramagnetic(True, "left-handed")
+    (True, False)
+    """
+    if convention == RIGHT_HANDED:
+        return dark_dominant
+    if convention == LEFT_HANDED:
+        return not dark_dominant
+    return None
+
+
+def classification_for(paramagnetic: bool) -> Classification:
+    return Classification.MICROBLEED if paramagnetic else Classification.CALCIFICATION
+
+
+def evidence_of(readings: list[PatternReading]) -> float:
+    """Calibration feature: the weakest border's margin times sqrt of its signed weight."""
+    if not readings:
+        return 0.0
+    return float(min(r.margin * np.sqrt(max(r.signed_weight, 0.0)) for r in readings))
+
+
+def confidence_from_evidence(evidence: float, intercept: float = CALIBRATION_INTERCEPT,
+                             slope: float = CALIBRATION_SLOPE) -> float:
+    """Calibrated probability that a call with this border evidence is right."""
+    return float(1.0 / (1.0 + np.exp(-(intercept + slope * evidence))))
+
+
+def interpret(upper: PatternReading, lower: PatternReading, convention: str,
+              rules: InterpretRules = InterpretRules()) -> Interpretation:
+    """Classify one spot from its upper and lower border readings and the series convention."""
+    readable = [r for r in (upper, lower)
+                if r.pattern is not None and r.margin >= rules.min_margin and r.signed_weight >= rules.min_signed_weight]
+    border_pattern = upper.pattern if upper.pattern is not None else lower.pattern
+    if upper.pattern is not None and lower.pattern is not None and upper.dark_dominant != lower.dark_dominant:
+        return Interpretation(Classification.INDETERMINATE, 0.0,
+                              f"upper border pattern {int(upper.pattern)} and lower border pattern "
+                              f"{int(lower.pattern)} disagree", border_pattern, 0.0, None)
+    if not readable:
+        return Interpretation(Classification.INDETERMINATE, 0.0,
+                              "weak border evidence (no border slice with a clear dark/bright dominance)",
+                              border_pattern, 0.0, None)
+    dark = readable[0].dark_dominant
+    border_pattern = readable[0].pattern
+    side = "dark" if dark else "bright"
+    para = is_paramagnetic(bool(dark), convention)
+    if para is None:
+        return Interpretation(Classification.INDETERMINATE, 0.0,
+                              f"phase convention unknown: border is {side}-dominant but its meaning is not known",
+                              border_pattern, 0.0, None)
+    ev = evidence_of(readable)
+    cls = classification_for(para)
+    reason = (f"border {side}-dominant ({len(readable)} of 2 border slices readable), {convention}: "
+              f"{'paramagnetic' if para else 'diamagnetic'}")
+    return Interpretation(cls, confidence_from_evidence(ev), reason, border_pattern, ev, para)

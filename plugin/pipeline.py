@@ -1,0 +1,215 @@
+"""A magnitude/phase pair -> lesions -> findings.json (+ DICOM result objects).
+
+``analyze_paths`` is the agreed entry point: scan the inputs (dicom_io.series.scan), pair the
+magnitude and phase stacks of each acquisition (plugin.pairing), analyse every pair, write
+``out_dir/findings.json`` in the GUIDE's ``borderphase.findings/1`` schema and, when
+``dicom_io.results.write_results`` is available, the SR/SEG/summary/KOS objects.
+
+The analysis of one pair (``analyze_arrays``):
+1. brain mask and dark spots on the magnitude (plugin.detect), or the spots around given points;
+2. background removal of the phase (plugin.background: filtered phase is used as delivered, raw
+   phase gets the Laplacian method, or the homodyne filter on request);
+3. pattern readings on the superior/inferior border slices and the central slice
+   (plugin.spotread, plugin.patterns);
+4. interpretation through the series' phase convention (plugin.interpret).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .background import remove_background
+from .detect import DetectionParams, Spot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
+from .interpret import InterpretRules, interpret
+from .model import Classification, Lesion, PairAnalysis
+from .spotread import read_spot
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "borderphase.findings/1"
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    background: str = "auto"               # auto | none | homodyne | laplacian
+    detection: DetectionParams = DetectionParams()
+    interpret: InterpretRules = InterpretRules()
+
+
+@dataclass
+class ArrayAnalysis:
+    lesions: list[Lesion]
+    label_map: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    spots: list[Spot] = field(default_factory=list)
+    readings: list = field(default_factory=list)     # SpotReadings per lesion (for benchmarks)
+    interpretations: list = field(default_factory=list)
+
+
+def _index_to_lps(affine_lps: np.ndarray, index) -> tuple[float, float, float]:
+    p = np.asarray(index, float) @ affine_lps[:3, :3].T + affine_lps[:3, 3]
+    return tuple(float(v) for v in p)
+
+
+def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.ndarray, *, convention: str,
+                   points_lps_mm: Optional[Sequence[Sequence[float]]] = None,
+                   options: AnalysisOptions = AnalysisOptions()) -> ArrayAnalysis:
+    """Analyse one magnitude/phase pair given as (slice,row,col) arrays and the LPS affine."""
+    mag = np.asarray(magnitude, np.float32)
+    phase = np.asarray(phase_rad, np.float32)
+    if mag.shape != phase.shape:
+        raise ValueError(f"magnitude {mag.shape} and phase {phase.shape} differ in shape")
+    voxel = tuple(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
+    notes: list[str] = []
+    params = options.detection
+    mask = brain_mask(mag, voxel, params)
+    if points_lps_mm:
+        ratio = darkness_ratio(mag, voxel, params)
+        noise = estimate_noise_sigma(mag, mask)
+        inv = np.linalg.inv(affine_lps)
+        spots: list[Spot] = []
+        for p in points_lps_mm:
+            idx = np.asarray(p, float) @ inv[:3, :3].T + inv[:3, 3]
+            spot, why = segment_at(ratio, mask, tuple(idx), voxel, params)
+            if spot is None:
+                notes.append(f"point {tuple(round(float(v), 1) for v in p)}: {why}")
+                continue
+            spots.append(spot)
+    else:
+        det = detect_spots(mag, voxel, params, mask=mask)
+        spots, noise = det.spots, det.noise_sigma
+        notes.append(f"{len(det.spots)} spots kept, {len(det.rejected)} candidates rejected")
+    local, wrapped, what = remove_background(phase, mag, mask, voxel, method=options.background)
+    notes.append(f"background: {what}")
+    superior_up = bool(affine_lps[2, 0] > 0)
+    label_map = np.zeros(mag.shape, np.uint16)
+    lesions, readings, interps = [], [], []
+    for i, spot in enumerate(spots, start=1):
+        rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
+        it = interpret(rd.upper, rd.lower, convention, options.interpret)
+        center = _index_to_lps(affine_lps, spot.center_index)
+        spot.center_lps_mm = center
+        lesions.append(Lesion(
+            id=i, center_lps_mm=center, diameter_mm=round(spot.diameter_mm, 2), slice_indices=list(spot.slice_indices),
+            upper_border_slice=rd.upper_slice, lower_border_slice=rd.lower_slice, central_slice=spot.central_slice,
+            border_pattern=it.border_pattern, central_pattern=rd.central.pattern, classification=it.classification,
+            confidence=round(it.confidence, 3), reason=it.reason, upper_border_pattern=rd.upper.pattern,
+            lower_border_pattern=rd.lower.pattern))
+        view = label_map[spot.bbox]
+        view[spot.footprint & (view == 0)] = i
+        readings.append(rd)
+        interps.append(it)
+    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps)
+
+
+def lesion_dict(lesion: Lesion) -> dict:
+    """One lesion in the GUIDE's findings schema (plus explanatory extras)."""
+    return {
+        "id": lesion.id,
+        "center_lps_mm": [round(float(v), 2) for v in lesion.center_lps_mm],
+        "diameter_mm": round(float(lesion.diameter_mm), 2),
+        "n_slices": lesion.n_slices,
+        "border_pattern": None if lesion.border_pattern is None else int(lesion.border_pattern),
+        "central_pattern": None if lesion.central_pattern is None else int(lesion.central_pattern),
+        "classification": lesion.classification.value,
+        "confidence": round(float(lesion.confidence), 3),
+        "reason": lesion.reason,
+        "upper_border_pattern": None if lesion.upper_border_pattern is None else int(lesion.upper_border_pattern),
+        "lower_border_pattern": None if lesion.lower_border_pattern is None else int(lesion.lower_border_pattern),
+    }
+
+
+def analysis_dict(a: PairAnalysis) -> dict:
+    return {
+        "study_instance_uid": a.study_instance_uid,
+        "magnitude_series_uid": a.magnitude_series_uid,
+        "phase_series_uid": a.phase_series_uid,
+        "vendor": a.vendor,
+        "phase_convention": a.phase_convention,
+        "convention_source": a.convention_source,
+        "lesions": [lesion_dict(l) for l in a.lesions],
+        "notes": list(a.notes),
+    }
+
+
+def findings_document(analyses: Sequence[PairAnalysis], skipped: Sequence[dict]) -> dict:
+    return {"schema": SCHEMA, "analyses": [analysis_dict(a) for a in analyses], "skipped": list(skipped)}
+
+
+def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str,
+                    points_lps_mm=None, options: AnalysisOptions = AnalysisOptions()) -> PairAnalysis:
+    """Analyse a paired magnitude and phase ``dicom_io.volume.Volume``."""
+    res = analyze_arrays(magnitude.data, phase.data, magnitude.affine_lps, convention=convention,
+                         points_lps_mm=points_lps_mm, options=options)
+    notes = list(res.notes)
+    if phase.phase_scaling:
+        notes.insert(0, f"phase scaling: {phase.phase_scaling}")
+    return PairAnalysis(study_instance_uid=magnitude.study_instance_uid,
+                        magnitude_series_uid=magnitude.series_instance_uid,
+                        phase_series_uid=phase.series_instance_uid, vendor=magnitude.vendor,
+                        phase_convention=convention, convention_source=convention_source,
+                        lesions=res.lesions, label_map=res.label_map, notes=notes)
+
+
+def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
+                  options: AnalysisOptions = AnalysisOptions(), write_dicom: bool = True) -> dict:
+    """Scan ``paths``, pair, analyse every pair, write ``out_dir/findings.json``; return the document.
+
+    ``convention_rules``: a ``dicom_io.convention.ConventionRules`` or a path to a rules file.
+    The document also carries ``errors`` (unreadable files) and, per analysis, ``notes``.
+    """
+    from dicom_io import series as dseries
+    from dicom_io import convention as dconv
+    from .pairing import pair_series
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if convention_rules is not None and not hasattr(convention_rules, "__dict__") or isinstance(convention_rules, (str, Path)):
+        convention_rules = dconv.load_rules(convention_rules)
+    scan = dseries.scan([Path(p) for p in paths])
+    pairs, skipped = pair_series(scan.series, echo=echo)
+    analyses: list[PairAnalysis] = []
+    result_paths: list[str] = []
+    for pair in pairs:
+        try:
+            mag = dseries.load_volume(pair.magnitude)
+            ph = dseries.load_volume(pair.phase)
+        except Exception as exc:  # a reader error names the file; report and skip the pair
+            skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
+            continue
+        if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
+            skipped.append({"series_instance_uid": pair.phase_series_uid,
+                            "reason": "magnitude and phase volumes differ in geometry"})
+            continue
+        frame = ph.frames[0]
+        conv, source = dconv.resolve_convention(frame, ph.vendor, convention_rules)
+        analysis = analyze_volumes(mag, ph, convention=conv, convention_source=source,
+                                   points_lps_mm=points_lps_mm, options=options)
+        analysis.notes.insert(0, pair.note)
+        analyses.append(analysis)
+        if write_dicom:
+            result_paths += _write_results(analysis, mag, ph, out)
+    doc = findings_document(analyses, skipped)
+    doc["errors"] = [p.as_dict() if hasattr(p, "as_dict") else {"path": str(p), "reason": ""} for p in scan.problems]
+    if result_paths:
+        doc["result_files"] = result_paths
+    (out / "findings.json").write_text(json.dumps(doc, indent=2))
+    return doc
+
+
+def _write_results(analysis: PairAnalysis, mag, ph, out: Path) -> list[str]:
+    try:
+        from dicom_io.results import write_results
+    except ImportError:
+        return []
+    try:
+        return [str(p) for p in write_results(analysis, mag, ph, out)]
+    except Exception as exc:  # results must never lose the findings
+        log.error("DICOM result objects not written: %s", exc)
+        analysis.notes.append(f"DICOM result objects not written: {exc}")
+        return []
