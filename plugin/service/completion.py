@@ -2,7 +2,7 @@
 is stored, not what is still coming), so a node uses a quiet period: a study is complete once no
 instance of it has arrived for ``quiet_period_s``. Association release is a hint: when every
 association that delivered to a study has ended, the study completes after the shorter
-``release_grace_s`` instead (a scanner typically sends a study per association, but magnitude and
+``release_grace_s`` after the release instead (a scanner typically sends a study per association, but magnitude and
 phase may come in separate associations back to back, hence the grace).
 
 An instance that arrives after completion simply makes the study due again; the node then
@@ -63,7 +63,7 @@ class CompletionTracker:
                 quiet = now - p.last_arrival
                 if quiet >= self.quiet_period_s or (
                         p.released_at is not None and not p.open_associations
-                        and quiet >= self.release_grace_s):
+                        and now - p.released_at >= self.release_grace_s):
                     out.append(study)
                     del self._pending[study]
         return out

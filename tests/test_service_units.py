@@ -1,0 +1,167 @@
+"""Unit tests of the node's pieces: config validation, routing, completion, spool durability."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from plugin.service.completion import CompletionTracker
+from plugin.service.config import ConfigError, load_config, parse_config
+from plugin.service.routing import SeriesFacts, route
+from plugin.service.spool import Spool, SpoolFull, safe_uid
+from plugin.service.state import Claim
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "plugin" / "service" / "example_config.toml"
+
+
+def test_example_config_loads():
+    cfg = load_config(EXAMPLE)
+    assert cfg.node.ae_title == "BORDERPHASE" and cfg.completion.quiet_period_s == 10
+    assert [r.action for r in cfg.rules] == ["ignore", "ignore", "analyse"]
+    assert cfg.destinations["pacs"].port == 104
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({}, "state_dir: required"),
+    ({"state_dir": "/x", "node": {"port": 70000}}, "node.port"),
+    ({"state_dir": "/x", "node": {"ae_title": "A" * 17}}, "node.ae_title"),
+    ({"state_dir": "/x", "queue": {"backend": "kafka"}}, "queue.backend"),
+    ({"state_dir": "/x", "rules": [{"action": "analyse", "destinations": ["nowhere"]}]}, "unknown destination"),
+    ({"state_dir": "/x", "rules": [{"action": "delete"}]}, "rules[0].action"),
+    ({"state_dir": "/x", "rules": [{"match": {"series_description": "("}}]}, "bad regular expression"),
+    ({"state_dir": "/x", "rules": [{"match": {"colour": "red"}}]}, "unknown key"),
+    ({"state_dir": "/x", "node": {"allowed_networks": ["10.0.0.300/8"]}}, "allowed_networks"),
+    ({"state_dir": "/x", "destinations": {"a": {"type": "dicom", "host": "h"}}}, "destinations.a.ae_title"),
+])
+def test_config_errors_name_the_key(doc, needle):
+    with pytest.raises(ConfigError, match=None) as exc:
+        parse_config(doc)
+    assert needle in str(exc.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("state_dir = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_routing_first_match_wins():
+    cfg = load_config(EXAMPLE)
+    gre = SeriesFacts("1.2", modality="MR", manufacturer="SIEMENS", series_description="SWI_Images",
+                      image_type=("ORIGINAL", "PRIMARY", "M"))
+    assert route(cfg, gre).action == "analyse" and route(cfg, gre).destinations == ("pacs",)
+    dwi = SeriesFacts("1.3", modality="MR", series_description="ep2d_diff_trace")
+    d = route(cfg, dwi)
+    assert d.action == "ignore" and "diffusion" in d.reason
+    t1 = SeriesFacts("1.4", modality="MR", series_description="t1_mprage")
+    assert route(cfg, t1).reason == "no routing rule matched"
+    assert route(cfg, SeriesFacts("1.5", modality="SR")).rule == "our own results"
+
+
+def test_routing_image_type_and_ae():
+    cfg = parse_config({"state_dir": "/x", "destinations": {"a": {"ae_title": "A", "host": "h", "port": 1}},
+                        "rules": [{"name": "phase from scanner1", "match": {"image_type": ["P"], "calling_ae": ["MR1"],
+                                                                             "manufacturer": "ge|philips"},
+                                   "destinations": ["a"]}]})
+    s = SeriesFacts("1", modality="MR", manufacturer="GE MEDICAL SYSTEMS", image_type=("ORIGINAL", "PRIMARY", "P"),
+                    calling_ae="MR1")
+    assert route(cfg, s).action == "analyse"
+    assert route(cfg, SeriesFacts("1", manufacturer="GE", image_type=("M",), calling_ae="MR1")).action == "ignore"
+    assert route(cfg, SeriesFacts("1", manufacturer="GE", image_type=("P",), calling_ae="MR2")).action == "ignore"
+    assert route(cfg, SeriesFacts("1", manufacturer="SIEMENS", image_type=("P",), calling_ae="MR1")).action == "ignore"
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_completion_quiet_period_and_release_hint():
+    clock = Clock()
+    tr = CompletionTracker(quiet_period_s=10, release_grace_s=2, clock=clock)
+    tr.instance_arrived("A", association_id=1)
+    tr.instance_arrived("B", association_id=2)
+    clock.t = 5
+    assert tr.due() == []
+    tr.association_ended(1)  # A's only association released
+    clock.t = 6.9
+    assert tr.due() == []
+    clock.t = 7.1
+    assert tr.due() == ["A"]
+    clock.t = 9.9
+    assert tr.due() == []
+    clock.t = 10.1  # B: quiet period, association still open
+    assert tr.due() == ["B"]
+    tr.instance_arrived("A", association_id=3)  # reopen
+    assert tr.pending() == ["A"]
+
+
+def test_completion_release_waits_for_all_associations():
+    clock = Clock()
+    tr = CompletionTracker(quiet_period_s=10, release_grace_s=1, clock=clock)
+    tr.instance_arrived("A", 1)
+    tr.instance_arrived("A", 2)
+    tr.association_ended(1)
+    clock.t = 3
+    assert tr.due() == []  # association 2 still open
+    tr.association_ended(2)
+    clock.t = 3.5
+    assert tr.due() == []  # grace counts from the last release
+    clock.t = 4.1
+    assert tr.due() == ["A"]
+
+
+def test_spool_store_is_durable_and_deduplicates(tmp_path):
+    sp = Spool(tmp_path / "spool")
+    out = sp.store("1.2.3", "1.2.3.4", "1.2.3.4.5", b"x" * 1000)
+    assert out.new and out.path.read_bytes() == b"x" * 1000
+    assert out.path == tmp_path / "spool" / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm"
+    assert not sp.store("1.2.3", "1.2.3.4", "1.2.3.4.5", b"x" * 1000).new
+    assert sp.store("1.2.3", "1.2.3.4", "1.2.3.4.5", b"y" * 1000).new  # changed content replaces
+    assert sp.instances("1.2.3") == ["1.2.3.4/1.2.3.4.5.dcm"]
+    assert list(sp.tmp.iterdir()) == []
+
+
+def test_spool_uid_cannot_escape(tmp_path):
+    assert safe_uid("../../etc/passwd").startswith("x")
+    assert safe_uid("1.2.840.10008") == "1.2.840.10008"
+    sp = Spool(tmp_path / "spool")
+    p = sp.store("../..", "a/b", "c", b"1").path
+    assert tmp_path / "spool" in p.parents
+
+
+def test_spool_full_and_write_failure(tmp_path):
+    sp = Spool(tmp_path / "spool", min_free_mb=1e12)
+    with pytest.raises(SpoolFull):
+        sp.store("1", "2", "3", b"x")
+    sp2 = Spool(tmp_path / "spool2")
+    sp2.tmp.rmdir()
+    sp2.tmp.write_text("not a directory")  # every temp write fails
+    with pytest.raises(OSError):
+        sp2.store("1", "2", "3", b"x")
+    assert not (tmp_path / "spool2" / "1" / "2" / "3.dcm").exists()
+
+
+def test_spool_clean_tmp(tmp_path):
+    sp = Spool(tmp_path / "spool")
+    (sp.tmp / ".partial.tmp").write_bytes(b"half")
+    assert sp.clean_tmp() == 1 and list(sp.tmp.iterdir()) == []
+
+
+def test_claim_is_exclusive_and_stale_claims_are_taken_over(tmp_path):
+    p = tmp_path / "v0001.claim"
+    a, b = Claim(p, 3600), Claim(p, 3600)
+    assert a.acquire() and not b.acquire()
+    a.release()
+    assert b.acquire()
+    b.release()
+    # a claim by a dead process on this host is stale
+    p.write_text('{"host": "%s", "pid": 999999, "start": "1", "time": 1e12}' % os.uname().nodename)
+    assert Claim(p, 3600).acquire()
