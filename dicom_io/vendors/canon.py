@@ -28,3 +28,14 @@ class CanonCodec:
 
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
         return common.magnitude_rescaled(stored, frames)
+
+    # ---- encode -------------------------------------------------------------------------
+    def encode_phase(self, phase_rad: np.ndarray) -> common.Encoded:
+        """Canon phase as written here: unsigned 12 bit 0..4095, 2048 = 0 rad, no rescale
+        (decoded by range inference as '0..4095 offset')."""
+        return common.Encoded(common.encode_phase_offset_4096(phase_rad), 12,
+                              "Canon: unsigned 0..4095, 2048 = 0 rad (round((rad + pi) * 2048/pi)), no rescale")
+
+    def encode_magnitude(self, magnitude: np.ndarray, counts_per_unit: float) -> common.Encoded:
+        return common.Encoded(common.encode_magnitude_counts(magnitude, counts_per_unit), 12,
+                              f"Canon: unsigned 12 bit counts (magnitude * {counts_per_unit:g}), no rescale")

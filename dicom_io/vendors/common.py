@@ -390,3 +390,55 @@ def magnitude_rescaled(stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.
     check_stack(stored, frames)
     slope, inter, _ = rescale_params(frames)
     return affine_to_float32(stored, slope, inter)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encode (the inverse of decode), used by dicom_io.writer to write phantoms the vendor's way
+# ----------------------------------------------------------------------------------------------
+from dataclasses import dataclass, field  # noqa: E402
+
+
+@dataclass
+class Encoded:
+    """Stored pixels of one stack and the pixel-describing tags a vendor writes with them."""
+
+    stored: np.ndarray                 # (slice, row, col) uint16 or int16
+    bits_stored: int
+    rule: str                          # how radians / magnitude became stored values
+    rescale_slope: Optional[float] = None
+    rescale_intercept: Optional[float] = None
+    rescale_type: Optional[str] = None
+    private_scale: Optional[tuple[float, float]] = None   # Philips (2005,100E) SS, (2005,100D) SI
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def signed(self) -> bool:
+        return self.stored.dtype.kind == "i"
+
+
+def wrap_float64(phase_rad: np.ndarray) -> np.ndarray:
+    """Radians (any range) -> float64 in [-pi, pi)."""
+    p = np.asarray(phase_rad, dtype=np.float64)
+    return np.mod(p + np.pi, 2 * np.pi) - np.pi
+
+
+def encode_magnitude_counts(magnitude: np.ndarray, counts_per_unit: float, *, signed: bool = False,
+                            bits: int = 12) -> np.ndarray:
+    """round(magnitude * counts_per_unit) clipped to the stored range."""
+    m = np.asarray(magnitude, dtype=np.float64)
+    if np.any(m < 0) or not np.all(np.isfinite(m)):
+        raise ValueError("magnitude must be finite and >= 0")
+    hi = (1 << bits) - 1 if not signed else min((1 << (bits - 1)) - 1, 32767)
+    s = np.clip(np.rint(m * counts_per_unit), 0, hi)
+    return s.astype(np.int16 if signed else np.uint16)
+
+
+def encode_phase_offset_4096(phase_rad: np.ndarray) -> np.ndarray:
+    """[-pi, pi) -> 0..4095 with 2048 at zero: round((rad + pi) * 2048 / pi) mod 4096 (uint16)."""
+    s = np.rint((wrap_float64(phase_rad) + np.pi) * (2048.0 / np.pi)).astype(np.int64) % 4096
+    return s.astype(np.uint16)
+
+
+def encode_phase_mrad_int16(phase_rad: np.ndarray) -> np.ndarray:
+    """[-pi, pi) -> signed int16 milliradians (-3142..3141)."""
+    return np.rint(wrap_float64(phase_rad) * 1000.0).astype(np.int16)

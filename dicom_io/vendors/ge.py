@@ -38,3 +38,14 @@ class GECodec:
 
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
         return common.magnitude_rescaled(stored, frames)
+
+    # ---- encode -------------------------------------------------------------------------
+    def encode_phase(self, phase_rad: np.ndarray) -> common.Encoded:
+        """GE phase as written here: signed int16 milliradians, no rescale (one of GE's two
+        observed scalings; decoded by range inference as 'milliradians')."""
+        return common.Encoded(common.encode_phase_mrad_int16(phase_rad), 16,
+                              "GE: signed int16 milliradians (round(rad * 1000)), no rescale")
+
+    def encode_magnitude(self, magnitude: np.ndarray, counts_per_unit: float) -> common.Encoded:
+        return common.Encoded(common.encode_magnitude_counts(magnitude, counts_per_unit, signed=True, bits=16), 16,
+                              f"GE: signed int16 counts (magnitude * {counts_per_unit:g}), no rescale")

@@ -34,5 +34,16 @@ class GenericCodec:
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
         return common.magnitude_rescaled(stored, frames)
 
+    # ---- encode -------------------------------------------------------------------------
+    def encode_phase(self, phase_rad: np.ndarray) -> common.Encoded:
+        """Generic: stored 0..4095 with RescaleSlope 2, RescaleIntercept -4096 (decoded by range)."""
+        return common.Encoded(common.encode_phase_offset_4096(phase_rad), 12,
+                              "generic: stored 0..4095, RescaleSlope 2, RescaleIntercept -4096 (* pi/4096)",
+                              rescale_slope=2.0, rescale_intercept=-4096.0, rescale_type="US")
+
+    def encode_magnitude(self, magnitude: np.ndarray, counts_per_unit: float) -> common.Encoded:
+        return common.Encoded(common.encode_magnitude_counts(magnitude, counts_per_unit), 12,
+                              f"generic: unsigned 12 bit counts (magnitude * {counts_per_unit:g})")
+
     def __repr__(self) -> str:
         return f"GenericCodec(vendor={self.vendor!r})"

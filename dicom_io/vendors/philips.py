@@ -20,6 +20,7 @@ from . import common
 
 PHILIPS_MR_CREATOR = "Philips MR Imaging DD 001"
 PHILIPS_PER_FRAME_CREATOR = "Philips MR Imaging DD 005"
+PHILIPS_PHASE_SLOPE = 6284.0 / 4095.0   # 1.53455433455433, as the scanner writes it
 PHILIPS_IMAGE_TYPE_MR = {"M": "magnitude", "P": "phase", "R": "real", "I": "imaginary"}
 
 
@@ -85,3 +86,22 @@ class PhilipsCodec:
 
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
         return common.magnitude_rescaled(stored, frames)
+
+    # ---- encode -------------------------------------------------------------------------
+    def encode_phase(self, phase_rad: np.ndarray) -> common.Encoded:
+        """Philips: stored 0..4095, RescaleSlope 6284/4095, RescaleIntercept -3142, RescaleType
+        mrad (MANIFEST, Ingenia 5.7.1); private scale SS = 4095/(2 pi), SI = 2047.5."""
+        mrad = common.wrap_float64(phase_rad) * 1000.0
+        stored = np.clip(np.rint((mrad + 3142.0) / PHILIPS_PHASE_SLOPE), 0, 4095).astype(np.uint16)
+        return common.Encoded(stored, 12,
+                              "Philips: stored 0..4095, RescaleSlope 6284/4095, RescaleIntercept -3142, RescaleType mrad",
+                              rescale_slope=PHILIPS_PHASE_SLOPE, rescale_intercept=-3142.0, rescale_type="mrad",
+                              private_scale=(4095.0 / (2 * np.pi), 2047.5))
+
+    def encode_magnitude(self, magnitude: np.ndarray, counts_per_unit: float) -> common.Encoded:
+        """Philips magnitude: 12 bit counts with RescaleSlope 1/counts_per_unit, RescaleType
+        normalized (decode returns the input units); private SS = counts_per_unit, SI = 0."""
+        return common.Encoded(common.encode_magnitude_counts(magnitude, counts_per_unit), 12,
+                              f"Philips: 12 bit counts, RescaleSlope {1 / counts_per_unit:g}, RescaleType normalized",
+                              rescale_slope=1.0 / counts_per_unit, rescale_intercept=0.0, rescale_type="normalized",
+                              private_scale=(counts_per_unit, 0.0))

@@ -36,3 +36,15 @@ class SiemensCodec:
 
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
         return common.magnitude_rescaled(stored, frames)
+
+    # ---- encode -------------------------------------------------------------------------
+    def encode_phase(self, phase_rad: np.ndarray) -> common.Encoded:
+        """Siemens: stored 0..4095, RescaleSlope 2, RescaleIntercept -4096, RescaleType US;
+        radians = (2 * stored - 4096) * pi/4096."""
+        return common.Encoded(common.encode_phase_offset_4096(phase_rad), 12,
+                              "Siemens: stored 0..4095, RescaleSlope 2, RescaleIntercept -4096 (* pi/4096)",
+                              rescale_slope=2.0, rescale_intercept=-4096.0, rescale_type="US")
+
+    def encode_magnitude(self, magnitude: np.ndarray, counts_per_unit: float) -> common.Encoded:
+        return common.Encoded(common.encode_magnitude_counts(magnitude, counts_per_unit), 12,
+                              f"Siemens: unsigned 12 bit counts (magnitude * {counts_per_unit:g}), no rescale")

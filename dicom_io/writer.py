@@ -1,0 +1,472 @@
+"""Write one GRE acquisition (magnitude + phase, one or more echoes) the way a vendor writes it.
+
+Used by the phantom (``plugin.phantom``) and the round-trip tests. Pixel encoding comes from the
+vendor codec (:meth:`encode_phase` / :meth:`encode_magnitude`, the inverse of the decode the
+reader uses), layout and tags from the vendor styles below (facts from
+``../shared/vendor_dicom/MANIFEST.md``):
+
+========  =========================================================  =========================================
+vendor    classic (MR Image Storage)                                 enhanced (Enhanced MR Image Storage)
+========  =========================================================  =========================================
+GE        one series, magnitude + phase of every echo; ImageType     generic Enhanced MR: one file, per-frame
+          ``ORIGINAL\\PRIMARY\\OTHER``; component only in private     ComplexImageComponent (GE writes classic)
+          (0043,102F) 0/1 (``GEMS_PARM_01``); phase int16 mrad
+Philips   one series; ImageType ``...\\M_FFE\\M\\FFE`` /              one multi-frame file mixing M and P frames
+          ``...\\PHASE MAP\\P\\FFE``; (2005,1011) M/P; phase mrad     of every echo; per-frame ComplexImageComponent,
+          rescale + private scale (2005,100E/100D)                   per-frame rescale (mrad / normalized)
+Siemens   separate magnitude and phase series; ImageType             XA style: series per component, file per
+          ``...\\M\\ND`` / ``...\\P\\ND``; phase 0..4095, slope 2,     echo; no EchoNumbers; per-frame
+          intercept -4096                                            EffectiveEchoTime and Pixel Value Transformation
+Canon     separate series, no component marker (descriptions         series per component; ComplexImageComponent
+          end in MAG / PHA); phase 0..4095, 2048 = 0 rad             only in the shared functional groups
+========  =========================================================  =========================================
+
+Geometry: ``affine_lps`` maps the index (slice, row, column, 1) to LPS mm, as in
+:class:`dicom_io.volume.Volume`; ImagePositionPatient of slice k is ``affine @ (k, 0, 0, 1)``,
+ImageOrientationPatient is (column step, row step) normalised, PixelSpacing (row step, column
+step) lengths (PS3.3 C.7.6.2.1.1).
+
+Anonymized variants: ``no_private`` (every private element removed, in sequences too),
+``no_description`` (SeriesDescription and ProtocolName removed), ``no_manufacturer``
+(Manufacturer removed).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from .vendors import codec_by_vendor
+from .vendors.common import Encoded
+
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+VENDOR_NAMES = ("GE", "Philips", "Siemens", "Canon")
+STYLES = ("classic", "enhanced")
+ANONYMIZE = ("none", "no_private", "no_description", "no_manufacturer")
+#: Magnitude is stored as counts; the largest magnitude of the acquisition becomes this value.
+MAGNITUDE_FULL_SCALE = 4000.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs and outputs
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class StackToWrite:
+    """One (component, echo) stack. ``data`` (slice, row, col): magnitude >= 0, phase in radians
+    (any range; wrapped into [-pi, pi) on encode)."""
+
+    component: str            # magnitude | phase
+    echo_number: int
+    echo_time_ms: float
+    data: np.ndarray
+
+
+@dataclass
+class StudyInfo:
+    study_instance_uid: str
+    frame_of_reference_uid: str
+    patient_name: str = "Phantom^Borderphase"
+    patient_id: str = "BP-PHANTOM"
+    study_date: str = "20260101"            # YYYYMMDD
+    accession_number: str = ""
+    study_time: str = "120000"
+    study_id: str = "1"
+    study_description: str = "borderphase phantom"
+    patient_birth_date: str = ""
+    patient_sex: str = "O"
+    referring_physician_name: str = ""
+    institution_name: Optional[str] = None
+
+
+@dataclass
+class Equipment:
+    manufacturer: str
+    model: str
+    software_versions: tuple[str, ...]
+    device_serial_number: str = "BP0001"
+    station_name: str = "BPPHANTOM"
+
+
+#: (vendor, style) -> equipment as the real scanners in the MANIFEST name themselves.
+EQUIPMENT: dict[tuple[str, str], Equipment] = {
+    ("GE", "classic"): Equipment("GE MEDICAL SYSTEMS", "SIGNA Architect", ("27", "LX", "MR Software release:DV27.0_R01_1850.a")),
+    ("GE", "enhanced"): Equipment("GE MEDICAL SYSTEMS", "SIGNA Architect", ("27", "LX", "MR Software release:DV27.0_R01_1850.a")),
+    ("Philips", "classic"): Equipment("Philips", "Ingenia Elition X", ("5.7.1", "5.7.1.1")),
+    ("Philips", "enhanced"): Equipment("Philips Healthcare", "Ingenia Elition X", ("5.7.1", "5.7.1.1")),
+    ("Siemens", "classic"): Equipment("SIEMENS", "Prisma_fit", ("syngo MR E11",)),
+    ("Siemens", "enhanced"): Equipment("Siemens Healthineers", "MAGNETOM Prisma Fit", ("syngo MR XA30",)),
+    ("Canon", "classic"): Equipment("CANON_MEC", "Galan 3T", ("V6.1SP3002*",)),
+    ("Canon", "enhanced"): Equipment("CANON_MEC", "Galan 3T", ("V6.1SP3002*",)),
+}
+
+
+@dataclass
+class WrittenAcquisition:
+    paths: list[Path]
+    series_uids: dict[str, str]                      # component -> SeriesInstanceUID
+    phase_scaling: str = ""                          # how radians became stored values
+    magnitude_scaling: str = ""
+    magnitude_counts_per_unit: float = 1.0           # stored magnitude = data * this (Philips rescales back)
+    series_numbers: dict[str, int] = field(default_factory=dict)
+    vendor: str = ""
+    style: str = ""
+    anonymize: str = "none"
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Geometry:
+    orientation: list[float]          # row cosines, column cosines
+    pixel_spacing_mm: list[float]     # between rows, between columns
+    slice_spacing_mm: float
+    normal: np.ndarray
+    affine: np.ndarray
+
+    def position(self, k: int) -> list[float]:
+        p = self.affine @ np.array([k, 0.0, 0.0, 1.0])
+        return [_ds_num(v) for v in p[:3]]
+
+    def slice_location(self, k: int) -> float:
+        p = self.affine @ np.array([k, 0.0, 0.0, 1.0])
+        return float(np.dot(p[:3], self.normal))
+
+
+def _ds_num(v: float) -> float:
+    """A value that fits a DS (16 characters)."""
+    return float(f"{v:.6g}") if abs(v) >= 1e-6 else 0.0
+
+
+def geometry_from_affine(affine_lps: np.ndarray) -> _Geometry:
+    a = np.asarray(affine_lps, dtype=float)
+    if a.shape != (4, 4):
+        raise ValueError(f"affine_lps must be 4x4, got {a.shape}")
+    slice_step, row_step, col_step = a[:3, 0], a[:3, 1], a[:3, 2]
+    dr, dc, ds = (float(np.linalg.norm(v)) for v in (row_step, col_step, slice_step))
+    if min(dr, dc, ds) <= 0:
+        raise ValueError("affine_lps has a zero-length axis")
+    row_cos, col_cos = col_step / dc, row_step / dr
+    if abs(float(np.dot(row_cos, col_cos))) > 1e-4:
+        raise ValueError("affine_lps row and column axes are not orthogonal")
+    normal = np.cross(row_cos, col_cos)
+    if abs(abs(float(np.dot(slice_step / ds, normal))) - 1.0) > 1e-4:
+        raise ValueError("affine_lps slice axis is not along the slice normal (tilted stacks are not written)")
+    return _Geometry(orientation=[_ds_num(v) for v in (*row_cos, *col_cos)],
+                     pixel_spacing_mm=[_ds_num(dr), _ds_num(dc)], slice_spacing_mm=_ds_num(ds),
+                     normal=normal, affine=a)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding of all stacks
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _EncodedStack:
+    stack: StackToWrite
+    enc: Encoded
+
+
+def _encode_all(vendor: str, stacks: Sequence[StackToWrite]) -> tuple[list[_EncodedStack], float, str, str]:
+    codec = codec_by_vendor(vendor)
+    mags = [s.data for s in stacks if s.component == "magnitude"]
+    peak = max((float(np.max(m)) for m in mags), default=0.0)
+    counts_per_unit = MAGNITUDE_FULL_SCALE / peak if peak > 0 else 1.0
+    counts_per_unit = float(f"{counts_per_unit:.6g}")
+    out = []
+    ph_rule = mag_rule = ""
+    for s in stacks:
+        if s.component == "phase":
+            enc = codec.encode_phase(s.data)      # type: ignore[attr-defined]
+            ph_rule = enc.rule
+        else:
+            enc = codec.encode_magnitude(s.data, counts_per_unit)   # type: ignore[attr-defined]
+            mag_rule = enc.rule
+        out.append(_EncodedStack(s, enc))
+    return out, counts_per_unit, ph_rule, mag_rule
+
+
+def _validate(vendor: str, style: str, stacks: Sequence[StackToWrite], anonymize: str) -> tuple[int, int, int]:
+    if vendor not in VENDOR_NAMES:
+        raise ValueError(f"vendor must be one of {VENDOR_NAMES}, got {vendor!r}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if anonymize not in ANONYMIZE:
+        raise ValueError(f"anonymize must be one of {ANONYMIZE}, got {anonymize!r}")
+    if not stacks:
+        raise ValueError("no stacks to write")
+    shapes = {np.shape(s.data) for s in stacks}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise ValueError(f"all stacks must share one (slice, row, col) shape, got {sorted(shapes)}")
+    seen = set()
+    for s in stacks:
+        if s.component not in ("magnitude", "phase"):
+            raise ValueError(f"component must be magnitude or phase, got {s.component!r}")
+        key = (s.component, s.echo_number)
+        if key in seen:
+            raise ValueError(f"two stacks for {key}")
+        seen.add(key)
+    return next(iter(shapes))  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------
+# Common modules
+# ----------------------------------------------------------------------------------------------
+def _now_dt(study: StudyInfo) -> tuple[str, str]:
+    return study.study_date, study.study_time
+
+
+def _base_dataset(sop_class: str, sop_uid: str, study: StudyInfo, equipment: Equipment, *, series_uid: str,
+                  series_number: int, series_description: str, protocol_name: str, instance_number: int,
+                  field_strength_t: float) -> Dataset:
+    """Patient, General Study, General Series, Frame of Reference, General Equipment, SOP Common."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    date, time = _now_dt(study)
+    ds.InstanceCreationDate = date
+    ds.InstanceCreationTime = time
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = date
+    ds.SeriesDate = date
+    ds.AcquisitionDate = date
+    ds.ContentDate = date
+    ds.StudyTime = time
+    ds.SeriesTime = time
+    ds.AcquisitionTime = time
+    ds.ContentTime = time
+    ds.AccessionNumber = study.accession_number
+    ds.Modality = "MR"
+    ds.Manufacturer = equipment.manufacturer
+    if study.institution_name:
+        ds.InstitutionName = study.institution_name
+    ds.ReferringPhysicianName = study.referring_physician_name
+    ds.StationName = equipment.station_name
+    ds.StudyDescription = study.study_description
+    ds.SeriesDescription = series_description
+    ds.ManufacturerModelName = equipment.model
+    ds.PatientName = study.patient_name
+    ds.PatientID = study.patient_id
+    ds.PatientBirthDate = study.patient_birth_date
+    ds.PatientSex = study.patient_sex
+    ds.BodyPartExamined = "HEAD"
+    ds.DeviceSerialNumber = equipment.device_serial_number
+    ds.SoftwareVersions = list(equipment.software_versions) if len(equipment.software_versions) > 1 \
+        else equipment.software_versions[0]
+    ds.ProtocolName = protocol_name
+    ds.PatientPosition = "HFS"
+    ds.StudyInstanceUID = study.study_instance_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = study.study_id
+    ds.SeriesNumber = series_number
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = instance_number
+    ds.FrameOfReferenceUID = study.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    return ds
+
+
+def _pixel_module(ds: Dataset, enc: Encoded, rows: int, cols: int) -> None:
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = enc.bits_stored
+    ds.HighBit = enc.bits_stored - 1
+    ds.PixelRepresentation = 1 if enc.signed else 0
+
+
+def _window(enc: Encoded, component: str) -> tuple[float, float]:
+    """A display window in rescaled units: the full phase range, or magnitude 1..99.5 percentile."""
+    s = enc.stored
+    slope = enc.rescale_slope if enc.rescale_slope is not None else 1.0
+    inter = enc.rescale_intercept if enc.rescale_intercept is not None else 0.0
+    if component == "phase":
+        lo, hi = float(s.min()), float(s.max())
+    else:
+        sample = s.reshape(-1)[:: max(1, s.size // 200_000)]
+        lo, hi = (float(v) for v in np.percentile(sample, [1.0, 99.5]))
+    lo, hi = lo * slope + inter, hi * slope + inter
+    width = max(hi - lo, 1.0)
+    return _ds_num((lo + hi) / 2), _ds_num(width)
+
+
+def _anonymize(ds: Dataset, anonymize: str) -> None:
+    if anonymize == "no_private":
+        ds.remove_private_tags()
+    elif anonymize == "no_description":
+        for kw in ("SeriesDescription", "ProtocolName"):
+            if kw in ds:
+                delattr(ds, kw)
+    elif anonymize == "no_manufacturer":
+        if "Manufacturer" in ds:
+            del ds.Manufacturer
+
+
+def _save(ds: Dataset, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Vendor private blocks and image types (classic)
+# ----------------------------------------------------------------------------------------------
+_GE_CODES = {"magnitude": 0, "phase": 1}
+_PHILIPS_MARK = {"magnitude": "M", "phase": "P"}
+
+
+def _classic_image_type(vendor: str, component: str) -> list[str]:
+    if vendor == "GE":
+        return ["ORIGINAL", "PRIMARY", "OTHER"]
+    if vendor == "Philips":
+        return ["ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"] if component == "magnitude" \
+            else ["ORIGINAL", "PRIMARY", "PHASE MAP", "P", "FFE"]
+    if vendor == "Siemens":
+        return ["ORIGINAL", "PRIMARY", "M" if component == "magnitude" else "P", "ND"]
+    return ["ORIGINAL", "PRIMARY", "OTHER"]   # Canon classic: no marker
+
+
+def _vendor_private(ds: Dataset, vendor: str, component: str, enc: Encoded) -> None:
+    """The private elements each vendor writes that the codecs (or vendor identification) read."""
+    if vendor == "GE":
+        ds.private_block(0x0009, "GEMS_IDEN_01", create=True).add_new(0x01, "LO", "GE_GENESIS_FF")
+        ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x2F, "SS", _GE_CODES[component])
+    elif vendor == "Philips":
+        blk = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
+        if enc.private_scale is not None:
+            blk.add_new(0x0D, "FL", float(enc.private_scale[1]))
+            blk.add_new(0x0E, "FL", float(enc.private_scale[0]))
+        blk.add_new(0x11, "CS", _PHILIPS_MARK[component])
+    elif vendor == "Siemens":
+        blk = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+        blk.add_new(0x08, "CS", "IMAGE NUM 4")
+        blk.add_new(0x09, "LO", "1.0")
+    # Canon: the real classic/enhanced exports in the MANIFEST carry no private block we need.
+
+
+def _mr_acquisition(ds: Dataset, echo_time_ms: float, echo_number: Optional[int], tr_ms: float,
+                    field_strength_t: float, geo: _Geometry, n_echoes: int, *, classic: bool) -> None:
+    ds.ScanningSequence = "GR"
+    ds.SequenceVariant = "SP"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "3D"
+    ds.SequenceName = "*swi3d1r" if n_echoes == 1 else f"*fl3d{n_echoes}r"
+    ds.AngioFlag = "N"
+    ds.SliceThickness = geo.slice_spacing_mm
+    ds.RepetitionTime = _ds_num(tr_ms)
+    ds.EchoTime = _ds_num(echo_time_ms)
+    ds.NumberOfAverages = 1
+    ds.ImagingFrequency = _ds_num(42.577478 * field_strength_t)
+    ds.ImagedNucleus = "1H"
+    if echo_number is not None:
+        ds.EchoNumbers = echo_number
+    ds.MagneticFieldStrength = _ds_num(field_strength_t)
+    ds.SpacingBetweenSlices = geo.slice_spacing_mm
+    ds.EchoTrainLength = n_echoes
+    ds.FlipAngle = 15
+    ds.PatientOrientation = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Classic writer
+# ----------------------------------------------------------------------------------------------
+def _series_plan(vendor: str, style: str, series_number: int, series_description: str,
+                 components: Sequence[str]) -> dict[str, tuple[str, int, str]]:
+    """component -> (series uid, series number, series description)."""
+    separate = vendor in ("Siemens", "Canon")
+    plan: dict[str, tuple[str, int, str]] = {}
+    if not separate:
+        uid = generate_uid()
+        for c in components:
+            plan[c] = (uid, series_number, series_description)
+        return plan
+    for i, c in enumerate(sorted(set(components), key=lambda c: 0 if c == "magnitude" else 1)):
+        desc = series_description
+        if vendor == "Canon" and style == "classic":
+            desc = f"{series_description} {'MAG' if c == 'magnitude' else 'PHA'}".strip()
+        plan[c] = (generate_uid(), series_number + i, desc)
+    return plan
+
+
+def _write_classic(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo: _Geometry, study: StudyInfo,
+                   equipment: Equipment, plan: dict[str, tuple[str, int, str]], anonymize: str,
+                   field_strength_t: float) -> list[Path]:
+    n_slices, rows, cols = encoded[0].enc.stored.shape
+    n_echoes = len({e.stack.echo_number for e in encoded})
+    tr_ms = max(e.stack.echo_time_ms for e in encoded) + 10.0
+    order = sorted(encoded, key=lambda e: (0 if e.stack.component == "magnitude" else 1, e.stack.echo_number))
+    paths: list[Path] = []
+    instance = {uid: 0 for uid, _, _ in plan.values()}
+    for es in order:
+        s, enc = es.stack, es.enc
+        uid, number, desc = plan[s.component]
+        wc, ww = _window(enc, s.component)
+        for k in range(n_slices):
+            instance[uid] += 1
+            sop_uid = generate_uid()
+            ds = _base_dataset(MR_IMAGE_STORAGE, sop_uid, study, equipment, series_uid=uid, series_number=number,
+                               series_description=desc, protocol_name=desc, instance_number=instance[uid],
+                               field_strength_t=field_strength_t)
+            ds.ImageType = _classic_image_type(vendor, s.component)
+            _mr_acquisition(ds, s.echo_time_ms, s.echo_number, tr_ms, field_strength_t, geo, n_echoes, classic=True)
+            ds.ImagePositionPatient = geo.position(k)
+            ds.ImageOrientationPatient = geo.orientation
+            ds.SliceLocation = _ds_num(geo.slice_location(k))
+            ds.PixelSpacing = geo.pixel_spacing_mm
+            _pixel_module(ds, enc, rows, cols)
+            ds.WindowCenter = wc
+            ds.WindowWidth = ww
+            if enc.rescale_slope is not None:
+                ds.RescaleIntercept = _ds_num(enc.rescale_intercept or 0.0)
+                ds.RescaleSlope = float(f"{enc.rescale_slope:.15g}"[:16])
+                if enc.rescale_type:
+                    ds.RescaleType = enc.rescale_type
+            _vendor_private(ds, vendor, s.component, enc)
+            ds.PixelData = np.ascontiguousarray(enc.stored[k]).tobytes()
+            _anonymize(ds, anonymize)
+            paths.append(_save(ds, out_dir / f"{number:04d}_{instance[uid]:05d}.dcm"))
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------
+def write_acquisition(out_dir: str | Path, *, vendor: str, style: str, stacks: list[StackToWrite],
+                      affine_lps: np.ndarray, study: StudyInfo, series_description: str, series_number: int,
+                      anonymize: str = "none", field_strength_t: float = 3.0,
+                      equipment: Optional[Equipment] = None) -> WrittenAcquisition:
+    """Write one acquisition (all stacks) under ``out_dir`` as ``vendor`` writes it (``style``
+    ``classic`` or ``enhanced``); see the module docstring for each vendor's layout.
+
+    Returns the files written and the SeriesInstanceUID per component (the same UID for both
+    components where the vendor writes one series). Raises ValueError for unusable input.
+    """
+    _validate(vendor, style, stacks, anonymize)
+    geo = geometry_from_affine(affine_lps)
+    equipment = equipment or EQUIPMENT[(vendor, style)]
+    encoded, counts, ph_rule, mag_rule = _encode_all(vendor, stacks)
+    components = [s.component for s in stacks]
+    plan = _series_plan(vendor, style, series_number, series_description, components)
+    out = Path(out_dir)
+    if style == "classic":
+        paths = _write_classic(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t)
+    else:
+        from .writer_enhanced import write_enhanced
+        paths = write_enhanced(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t)
+    return WrittenAcquisition(paths=paths, series_uids={c: v[0] for c, v in plan.items()},
+                              phase_scaling=ph_rule, magnitude_scaling=mag_rule, magnitude_counts_per_unit=counts,
+                              series_numbers={c: v[1] for c, v in plan.items()}, vendor=vendor, style=style,
+                              anonymize=anonymize)
