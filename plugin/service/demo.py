@@ -1,0 +1,149 @@
+"""``borderphase demo``: the whole node on loopback, nothing to install.
+
+Starts an archive stand-in (a Storage SCP filing into a temp dir) and the node (SQLite queue,
+embedded worker), sends the sample studies to the node the way a scanner does (one association per
+study, C-STORE of every instance), waits until every study is analysed and its results delivered,
+and returns what happened: the findings of each study and where each result object landed.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from pydicom import dcmread
+
+from dicom_io.net.scu import DicomDestination, send_files
+
+from .archive import ArchiveStandIn
+from .config import parse_config
+from .node import Node
+from .spool import read_json
+from .status import collect
+
+LOG = logging.getLogger(__name__)
+
+
+def default_samples_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "sample_dicom"
+
+
+def studies_in(samples: Path) -> dict[str, list[Path]]:
+    """Group every DICOM file under ``samples`` by StudyInstanceUID (non-DICOM files are skipped)."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for p in sorted(samples.rglob("*")):
+        if not p.is_file() or p.suffix.lower() in (".json", ".md", ".txt", ".toml", ".py"):
+            continue
+        try:
+            ds = dcmread(p, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            groups[str(ds.StudyInstanceUID)].append(p)
+        except Exception:
+            continue
+    return dict(groups)
+
+
+def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: float = 1.0,
+             timeout_s: float = 600.0, analysis_callable: str = "plugin.pipeline:analyze_paths") -> dict:
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="borderphase-demo-"))
+    groups = studies_in(samples)
+    if not groups:
+        raise FileNotFoundError(f"{samples}: no DICOM studies found")
+    archive = ArchiveStandIn(workdir / "archive").start()
+    config = parse_config({
+        "state_dir": str(workdir / "node"),
+        "node": {"ae_title": "BORDERPHASE", "host": "127.0.0.1", "port": 0, "min_free_mb": 0},
+        "completion": {"quiet_period_s": quiet_period_s, "release_grace_s": min(0.5, quiet_period_s)},
+        "queue": {"backend": "sqlite", "workers": 1},
+        "analysis": {"callable": analysis_callable},
+        "dispatch": {"retry_initial_s": 1.0, "retry_max_s": 5.0},
+        "destinations": {"archive": {"type": "dicom", "ae_title": "ARCHIVE", "host": "127.0.0.1",
+                                     "port": archive.port}},
+        "rules": [{"name": "results", "action": "ignore", "reason": "result objects are not analysed",
+                   "match": {"modality": ["SR", "SEG", "KO", "OT", "PR"]}},
+                  {"name": "mr", "action": "analyse", "match": {"modality": "MR"}, "destinations": ["archive"]}],
+    }, source="<demo>")
+    node = Node(config)
+    stop = threading.Event()
+    node.start()
+    loop = threading.Thread(target=node.run, args=(stop,), daemon=True)
+    loop.start()
+    t0 = time.time()
+    try:
+        dest = DicomDestination("BORDERPHASE", "127.0.0.1", node.scp.port, calling_ae_title="SCANNER")
+        sent = {}
+        for study_uid, files in groups.items():
+            send_files(dest, files)  # one association per study, as a scanner sends
+            sent[study_uid] = len(files)
+        t_sent = time.time()
+
+        def settled():
+            st = collect(config.state_dir)
+            done = [s for s in st["studies"] if s["state"] in ("analysed", "failed", "ignored")]
+            return st if len(done) == len(groups) and not st["outbox"]["pending"] else None
+
+        deadline = time.time() + timeout_s
+        status = None
+        while time.time() < deadline and status is None:
+            status = settled()
+            time.sleep(0.2)
+        if status is None:
+            status = collect(config.state_dir)
+            status["timed_out"] = True
+        t_done = time.time()
+    finally:
+        stop.set()
+        loop.join(5)
+        node.stop()
+        archive.stop()
+    studies = []
+    for s in status["studies"]:
+        last = s["versions"][-1] if s["versions"] else {}
+        findings = None
+        if last.get("results_dir"):
+            findings = read_json(Path(last["results_dir"]) / "findings.json")
+        landed = []
+        for p in archive.files(s["study_instance_uid"]):
+            ds = dcmread(p, stop_before_pixels=True)
+            landed.append({"modality": str(ds.get("Modality", "")), "sop_class_uid": str(ds.SOPClassUID),
+                           "series_description": str(ds.get("SeriesDescription", "")), "path": str(p)})
+        studies.append({"study_instance_uid": s["study_instance_uid"], "state": s["state"],
+                        "reason": last.get("reason"), "n_instances": s["n_spooled"], "findings": findings,
+                        "landed": landed})
+    return {"workdir": str(workdir), "archive_dir": str(workdir / "archive"), "node_state_dir": str(config.state_dir),
+            "n_studies": len(groups), "n_instances_sent": sum(sent.values()),
+            "send_s": round(t_sent - t0, 2), "total_s": round(t_done - t0, 2),
+            "timed_out": bool(status.get("timed_out")), "studies": studies}
+
+
+def format_demo(doc: dict) -> str:
+    lines = [f"sent {doc['n_instances_sent']} instances of {doc['n_studies']} studies to the node in "
+             f"{doc['send_s']} s; all results back after {doc['total_s']} s"
+             + ("  (TIMED OUT)" if doc["timed_out"] else ""), ""]
+    hdr = f"{'study':<14} {'vendor':<8} {'convention':<13} {'lesion':<6} {'diam mm':>7} {'border':>6} {'central':>7}  {'classification':<14} {'conf':>4}"
+    lines += [hdr, "-" * len(hdr)]
+    for s in doc["studies"]:
+        short = "…" + s["study_instance_uid"][-12:]
+        f = s["findings"] or {}
+        if s["state"] != "analysed":
+            lines.append(f"{short:<14} {s['state']}: {s.get('reason') or ''}")
+            continue
+        for a in f.get("analyses", []):
+            les = a.get("lesions", [])
+            if not les:
+                lines.append(f"{short:<14} {a.get('vendor', ''):<8} {a.get('phase_convention', ''):<13} (no lesions)")
+            for l in les:
+                lines.append(f"{short:<14} {a.get('vendor', ''):<8} {a.get('phase_convention', ''):<13} "
+                             f"{str(l.get('id')):<6} {l.get('diameter_mm', 0):>7.1f} {str(l.get('border_pattern')):>6} "
+                             f"{str(l.get('central_pattern')):>7}  {l.get('classification', ''):<14} "
+                             f"{l.get('confidence', 0):>4.2f}")
+        for sk in f.get("skipped", []):
+            lines.append(f"{short:<14} skipped series …{sk.get('series_instance_uid', '')[-12:]}: {sk.get('reason')}")
+    lines += ["", "results in the archive stand-in:"]
+    for s in doc["studies"]:
+        for r in s["landed"]:
+            lines.append(f"  {r['modality']:<4} {r['series_description'][:40]:<40} {r['path']}")
+    lines.append(f"\nnode state (spool, queue, results, outbox): {doc['node_state_dir']}")
+    return "\n".join(lines)
