@@ -1,0 +1,121 @@
+"""End to end with real peers: dcmtk storescu sends the sample studies of every vendor to
+`borderphase serve` (real pipeline); the results land in a real Orthanc in the same study; the test
+reads them back through Orthanc's REST API and checks them against findings.json."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import highdicom as hd
+import pytest
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+
+from node_helpers import (ORTHANC, REPO, STORESCU, Orthanc, free_port, have, node_env, start_serve, stop_proc,
+                          storescu, wait_for, write_config)
+from plugin.service.demo import studies_in
+from plugin.service.state import StateLayout
+from plugin.service.status import collect
+
+SAMPLES = Path(os.environ.get("BORDERPHASE_SAMPLE_DICOM", REPO / "sample_dicom"))
+FINDING_CODES = {"microbleed": "723857007", "calcification": "18115005", "indeterminate": "301766008"}
+
+pytestmark = [
+    pytest.mark.peers, pytest.mark.slow,
+    pytest.mark.skipif(not (have(ORTHANC) and have(STORESCU)), reason="needs /usr/sbin/Orthanc and /usr/bin/storescu"),
+]
+
+
+def vendor_dirs() -> list[Path]:
+    if not SAMPLES.is_dir():
+        return []
+    return sorted(p for p in SAMPLES.iterdir() if p.is_dir() and studies_in(p))
+
+
+def _finding_types(sr) -> list[str]:
+    out = []
+    for g in sr.content.get_planar_roi_measurement_groups():
+        ft = g.finding_type
+        out.append(ft.value if ft is not None else "")
+    return out
+
+
+def test_scanner_to_node_to_orthanc(tmp_path):
+    vendors = vendor_dirs()
+    if not vendors:
+        pytest.skip(f"no sample studies under {SAMPLES} (regenerate sample_dicom)")
+    try:
+        import plugin.pipeline  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"analysis pipeline not available: {exc}")
+    node_port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", node_port).start()
+    cfg = write_config(tmp_path / "node.toml", tmp_path / "state", node_port, analysis="plugin.pipeline:analyze_paths",
+                       destinations={"orthanc": {"type": "dicom", "ae_title": "ORTHANC", "host": "127.0.0.1",
+                                                 "port": orthanc.dicom_port}})
+    node = start_serve(cfg, node_port, tmp_path / "node.log")
+    try:
+        sent: dict[str, int] = Counter()
+        for vdir in vendors:  # one storescu (one association) per vendor directory, as a scanner sends
+            storescu(node_port, [vdir])
+            for uid, files in studies_in(vdir).items():
+                sent[uid] += len(files)
+        layout = StateLayout(tmp_path / "state")
+
+        def settled():
+            st = collect(layout.root)
+            ok = len(st["studies"]) == len(sent) and all(s["state"] in ("analysed", "failed") for s in st["studies"])
+            return st if ok and not st["outbox"]["pending"] else None
+
+        st = wait_for(settled, 150, interval_s=0.5, what="all studies analysed and delivered")
+        cli = subprocess.run([sys.executable, "-m", "plugin.cli", "status", "--config", str(cfg)], cwd=REPO,
+                             env=node_env(), capture_output=True, text=True)
+        assert cli.returncode == 0 and "outbox: 0 pending" in cli.stdout, cli.stdout + cli.stderr
+        failed = [s for s in st["studies"] if s["state"] != "analysed"]
+        assert not failed, failed
+        for s in st["studies"]:
+            uid = s["study_instance_uid"]
+            assert s["n_spooled"] == sent[uid], "every acknowledged instance is in the spool"
+            v = s["versions"][-1]
+            assert len(s["versions"]) == 1
+            rdir = Path(v["results_dir"])
+            findings = json.loads((rdir / "findings.json").read_text())
+            result = layout.result(rdir.parent.name, v["version"])
+            local = {str(dcmread(rdir / f, stop_before_pixels=True).SOPInstanceUID): rdir / f
+                     for f in result["result_files"]}
+            assert local, f"study {uid}: no DICOM result objects written"
+            # read back every result object from Orthanc, in the same study
+            oid = orthanc.find_study(uid)
+            assert oid, f"study {uid} not in Orthanc"
+            in_orthanc = {}
+            for series in orthanc.get(f"/studies/{oid}/series?expand"):
+                for iid in series["Instances"]:
+                    tags = orthanc.get(f"/instances/{iid}/simplified-tags")
+                    if tags["SOPInstanceUID"] in local:
+                        in_orthanc[tags["SOPInstanceUID"]] = iid
+            assert set(in_orthanc) == set(local), f"study {uid}: results missing in Orthanc"
+            lesions = [l for a in findings["analyses"] for l in a["lesions"]]
+            n_groups, types = 0, []
+            for sop, iid in in_orthanc.items():
+                raw = orthanc.get(f"/instances/{iid}/file")
+                ds = dcmread(DicomBytesIO(raw))
+                assert ds == dcmread(local[sop]), "Orthanc holds the data set the node sent"
+                assert ds.StudyInstanceUID == uid
+                if ds.Modality == "SR":
+                    sr = hd.sr.Comprehensive3DSR.from_dataset(ds)
+                    t = _finding_types(sr)
+                    n_groups += len(t)
+                    types += t
+                if ds.Modality == "SEG":
+                    assert len(ds.SegmentSequence) == sum(len(a["lesions"]) for a in findings["analyses"]
+                                                          if a["magnitude_series_uid"] in
+                                                          {r.SeriesInstanceUID for r in ds.ReferencedSeriesSequence})
+            assert n_groups == len(lesions), f"study {uid}: SR has {n_groups} spots, findings.json {len(lesions)}"
+            assert Counter(types) == Counter(FINDING_CODES[l["classification"]] for l in lesions)
+    finally:
+        stop_proc(node)
+        orthanc.stop()
