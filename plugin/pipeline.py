@@ -169,7 +169,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if convention_rules is not None and not hasattr(convention_rules, "__dict__") or isinstance(convention_rules, (str, Path)):
+    if isinstance(convention_rules, (str, Path)):
         convention_rules = dconv.load_rules(convention_rules)
     scan = dseries.scan([Path(p) for p in paths])
     pairs, skipped = pair_series(scan.series, echo=echo)

@@ -1,5 +1,14 @@
 """Read one spot's phase on its border and central slices (glue between detect and patterns).
 
+Border slice (method paper): the upper/lower outermost axial slice on which the spot is visible.
+Its phase is homogeneous because that slice lies beyond the lesion's equator, inside the
+dipole's 54.7 degree cone where the field has the sign of dchi. With 2.5 mm slices a lesion can
+be visible on only one or two slices, and then the outermost visible slice may still contain the
+equator (the slice holding the spot's centre), where the opposite-sign equatorial ring
+dominates. In that case the reading is taken one slice further out, on the spot's footprint
+projected there (the axial lobe: what the paper's readers saw on their border slice), provided
+that slice gives a clear reading; otherwise the border slice's own reading stands.
+
 For each slice the phase is taken relative to the local tissue background: the magnitude-weighted
 complex mean phase of an annulus of tissue around the footprint (``ring_inner_mm`` beyond the
 footprint, ``ring_width_mm`` wide, signal voids excluded). The tissue magnitude level used to
@@ -21,6 +30,9 @@ class ReadParams:
     ring_inner_mm: float = 1.5
     ring_width_mm: float = 3.0
     void_fraction: float = 0.3
+    beyond_equator: bool = True      # read one slice further out when the border slice holds the centre
+    min_outer_margin: float = 0.5
+    min_outer_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -34,15 +46,20 @@ class SpotReadings:
 
 def read_slice(phase: np.ndarray, magnitude: np.ndarray, spot: Spot, slice_index: int,
                voxel_size_mm: tuple[float, float, float], noise_sigma: float, *, wrapped: bool = True,
-               params: ReadParams = ReadParams(), rules: PatternRules = PatternRules()) -> PatternReading:
-    """Pattern reading of ``spot`` on one slice of the (background-removed) ``phase`` volume."""
+               params: ReadParams = ReadParams(), rules: PatternRules = PatternRules(),
+               footprint_from: int | None = None) -> PatternReading:
+    """Pattern reading of ``spot`` on one slice of the (background-removed) ``phase`` volume.
+
+    ``footprint_from``: take the footprint of that slice of the spot (projection onto a slice
+    just beyond the spot); default: the spot's own footprint on ``slice_index``."""
     px = min(voxel_size_mm[1], voxel_size_mm[2])
     pad = int(np.ceil((params.ring_inner_mm + params.ring_width_mm) / px)) + 1
     _, br, bc = spot.bbox
     r0, r1 = max(br.start - pad, 0), min(br.stop + pad, phase.shape[1])
     c0, c1 = max(bc.start - pad, 0), min(bc.stop + pad, phase.shape[2])
     fp = np.zeros((r1 - r0, c1 - c0), bool)
-    fp[br.start - r0:br.stop - r0, bc.start - c0:bc.stop - c0] = spot.footprint_on(slice_index)
+    src = slice_index if footprint_from is None else footprint_from
+    fp[br.start - r0:br.stop - r0, bc.start - c0:bc.stop - c0] = spot.footprint_on(src)
     if not fp.any():
         return NO_READING
     ph = phase[slice_index, r0:r1, c0:c1].astype(np.float64)
@@ -74,13 +91,20 @@ def read_spot(phase: np.ndarray, magnitude: np.ndarray, spot: Spot, voxel_size_m
     first, last = spot.slice_indices[0], spot.slice_indices[-1]
     upper_slice, lower_slice = (last, first) if superior_is_higher_index else (first, last)
     kw = dict(wrapped=wrapped, params=params, rules=rules)
-    up = read_slice(phase, magnitude, spot, upper_slice, voxel_size_mm, noise_sigma, **kw)
-    lo = up if lower_slice == upper_slice else read_slice(phase, magnitude, spot, lower_slice, voxel_size_mm,
-                                                           noise_sigma, **kw)
-    if spot.central_slice == upper_slice:
-        ce = up
-    elif spot.central_slice == lower_slice:
-        ce = lo
-    else:
-        ce = read_slice(phase, magnitude, spot, spot.central_slice, voxel_size_mm, noise_sigma, **kw)
-    return SpotReadings(up, lo, ce, upper_slice, lower_slice)
+    own = {k: read_slice(phase, magnitude, spot, k, voxel_size_mm, noise_sigma, **kw)
+           for k in {upper_slice, lower_slice, spot.central_slice}}
+    centre_slice = int(round(spot.center_index[0]))
+    step_up = 1 if superior_is_higher_index else -1
+
+    def border(k: int, outward: int) -> PatternReading:
+        out = k + outward
+        if not params.beyond_equator or k != centre_slice or not 0 <= out < phase.shape[0]:
+            return own[k]
+        outer = read_slice(phase, magnitude, spot, out, voxel_size_mm, noise_sigma, footprint_from=k, **kw)
+        if outer.pattern is not None and outer.margin >= params.min_outer_margin and \
+                outer.signed_weight >= params.min_outer_weight:
+            return outer
+        return own[k]
+
+    return SpotReadings(border(upper_slice, step_up), border(lower_slice, -step_up), own[spot.central_slice],
+                        upper_slice, lower_slice)

@@ -1,0 +1,181 @@
+"""Pair the magnitude and phase stacks of one acquisition.
+
+A GRE acquisition arrives as one series holding magnitude and phase (Philips, Siemens XA
+enhanced), or as separate magnitude and phase series (GE, Siemens classic, Canon), possibly with
+several echoes. Two stacks belong together when they share the study, the frame of reference
+(when both carry one), the geometry (rows, columns, slices, pixel spacing, first position and
+orientation when known) and the echo (echo number, else echo time within 0.01 ms).
+
+Of a multi-echo acquisition one echo is analysed: the one asked for (``echo``), else the latest
+echo that has both a magnitude and a phase stack (longest TE: most susceptibility contrast; the
+method paper read TE 25 ms). Every series that cannot take part says why, in ``skipped``.
+
+The scanner-side objects (``dicom_io.series.SeriesInfo`` and its stacks) are read through their
+attributes only, so this module stays independent of their exact classes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+
+@dataclass
+class Pair:
+    magnitude: Any                  # the stack handed to dicom_io.series.load_volume
+    phase: Any
+    magnitude_series_uid: str
+    phase_series_uid: str
+    study_instance_uid: str
+    echo_number: Optional[int]
+    echo_time_ms: Optional[float]
+    note: str
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    for n in names:
+        v = getattr(obj, n, None)
+        if v is not None:
+            return v
+    return default
+
+
+def _first_frame(stack: Any) -> Any:
+    frames = _get(stack, "frames", default=None)
+    return frames[0] if frames else None
+
+
+def _geometry(stack: Any) -> tuple:
+    frame = _first_frame(stack)
+    rows = _get(stack, "rows", default=_get(frame, "rows"))
+    cols = _get(stack, "columns", default=_get(frame, "columns"))
+    n = _get(stack, "n_slices", default=len(_get(stack, "frames", default=[]) or []) or None)
+    spacing = _get(stack, "pixel_spacing_mm", default=_get(frame, "pixel_spacing_mm"))
+    spacing = tuple(round(float(v), 3) for v in spacing) if spacing else None
+    return rows, cols, n, spacing
+
+
+def _position(stack: Any) -> Optional[tuple]:
+    frames = _get(stack, "frames", default=None)
+    if not frames:
+        return None
+    pos = [f.position_lps_mm for f in frames if getattr(f, "position_lps_mm", None) is not None]
+    if not pos:
+        return None
+    # the set of positions (slice order may differ between series): its bounding corners
+    import numpy as np
+    arr = np.asarray(pos, float)
+    return tuple(np.round(arr.min(axis=0), 1)) + tuple(np.round(arr.max(axis=0), 1))
+
+
+def _echo_key(stack: Any) -> tuple:
+    return (_get(stack, "echo_number"), None if _get(stack, "echo_time_ms") is None
+            else round(float(_get(stack, "echo_time_ms")), 2))
+
+
+def _same_echo(a: Any, b: Any) -> bool:
+    ea, ta = _echo_key(a)
+    eb, tb = _echo_key(b)
+    if ta is not None and tb is not None:
+        return abs(ta - tb) <= 0.01
+    if ea is not None and eb is not None:
+        return ea == eb
+    return True   # nothing to tell them apart: same acquisition by geometry
+
+
+def _compatible(ms: Any, m: Any, ps: Any, p: Any) -> bool:
+    if _get(ms, "study_instance_uid") != _get(ps, "study_instance_uid"):
+        return False
+    fa = _get(ms, "frame_of_reference_uid", default=_get(_first_frame(m), "frame_of_reference_uid"))
+    fb = _get(ps, "frame_of_reference_uid", default=_get(_first_frame(p), "frame_of_reference_uid"))
+    if fa and fb and fa != fb:
+        return False
+    if _geometry(m) != _geometry(p):
+        return False
+    aa, ab = _get(m, "affine_lps"), _get(p, "affine_lps")
+    if aa is not None and ab is not None:
+        import numpy as np
+        if np.shape(aa) != np.shape(ab) or not np.allclose(aa, ab, atol=0.05):
+            return False
+    pa, pb = _position(m), _position(p)
+    if pa is not None and pb is not None and max(abs(x - y) for x, y in zip(pa, pb)) > 0.5:
+        return False
+    return _same_echo(m, p)
+
+
+def _series_problem(series: Any) -> Optional[str]:
+    problems = _get(series, "problems", default=None)
+    if problems:
+        return "; ".join(str(getattr(p, "reason", p)) for p in problems)
+    return None
+
+
+def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tuple[list[Pair], list[dict]]:
+    """(pairs, skipped) for the series of one scan. ``skipped``: ``{"series_instance_uid", "reason"}``."""
+    mags: list[tuple[Any, Any]] = []
+    phases: list[tuple[Any, Any]] = []
+    skipped: list[dict] = []
+    for s in series_list:
+        uid = _get(s, "series_instance_uid", default="")
+        problem = _series_problem(s)
+        stacks = list(_get(s, "stacks", default=[]) or [])
+        if problem and not stacks:
+            skipped.append({"series_instance_uid": uid, "reason": f"cannot be read as a volume: {problem}"})
+            continue
+        comps = {_get(st, "component", default="unknown") for st in stacks}
+        if not ({"magnitude", "phase"} & comps):
+            skipped.append({"series_instance_uid": uid,
+                            "reason": f"no magnitude or phase images (components: {', '.join(sorted(comps)) or 'none'})"})
+            continue
+        for st in stacks:
+            c = _get(st, "component")
+            if c == "magnitude":
+                mags.append((s, st))
+            elif c == "phase":
+                phases.append((s, st))
+    # candidate (magnitude, phase) matches, grouped by acquisition (the two series)
+    groups: dict[tuple[str, str], list[tuple[Any, Any, Any, Any]]] = {}
+    used_mag_series: set[str] = set()
+    used_phase_series: set[str] = set()
+    for ps, p in phases:
+        matches = [(ms, m) for ms, m in mags if _compatible(ms, m, ps, p)]
+        if not matches:
+            continue
+        # prefer the same series (one-series vendors), then any
+        matches.sort(key=lambda sm: 0 if sm[0] is ps else 1)
+        ms, m = matches[0]
+        key = (_get(ms, "series_instance_uid"), _get(ps, "series_instance_uid"))
+        groups.setdefault(key, []).append((ms, m, ps, p))
+    pairs: list[Pair] = []
+    for (muid, puid), cands in groups.items():
+        def echo_order(c):
+            e, t = _echo_key(c[3])
+            return (t if t is not None else -1.0, e if e is not None else -1)
+        cands.sort(key=echo_order)
+        chosen = cands[-1]
+        how = "latest echo with magnitude and phase"
+        if echo is not None:
+            wanted = [c for c in cands if _get(c[3], "echo_number") == echo]
+            if not wanted and 1 <= echo <= len(cands):
+                wanted = [cands[echo - 1]]    # echo numbers absent (Siemens XA): n-th by echo time
+            if not wanted:
+                skipped.append({"series_instance_uid": puid,
+                                "reason": f"echo {echo} not found (echoes: {len(cands)})"})
+                continue
+            chosen = wanted[0]
+            how = f"echo {echo} as requested"
+        ms, m, ps, p = chosen
+        en, te = _echo_key(p)
+        used_mag_series.add(muid)
+        used_phase_series.add(puid)
+        pairs.append(Pair(m, p, muid, puid, _get(ps, "study_instance_uid", default=""), en, te,
+                          f"paired magnitude {muid} with phase {puid}: {how} (echo {en}, TE {te} ms) "
+                          f"of {len(cands)} paired echo(es)"))
+    for s, _ in mags:
+        uid = _get(s, "series_instance_uid", default="")
+        if uid not in used_mag_series and uid not in used_phase_series and not any(d["series_instance_uid"] == uid for d in skipped):
+            skipped.append({"series_instance_uid": uid, "reason": "no phase series found for this magnitude series"})
+    for s, _ in phases:
+        uid = _get(s, "series_instance_uid", default="")
+        if uid not in used_phase_series and not any(d["series_instance_uid"] == uid for d in skipped):
+            skipped.append({"series_instance_uid": uid, "reason": "no magnitude series found for this phase series"})
+    return pairs, skipped
