@@ -214,14 +214,33 @@ UNKNOWN_COMPONENT = ("unknown", "no tag decides (private and public markers abse
 # ----------------------------------------------------------------------------------------------
 # Pixel statistics (last resort)
 # ----------------------------------------------------------------------------------------------
-def component_from_pixels(stored: np.ndarray) -> tuple[str, str]:
-    """Guess magnitude vs phase from pixel statistics, when no tag decides.
+def _wrap_jump_fraction(a: np.ndarray, span: float) -> float:
+    """Fraction of in-plane neighbour pairs whose values differ by more than 80% of the range:
+    phase wraps (-pi next to +pi) make such jumps; magnitude almost never does."""
+    if a.ndim < 2 or a.shape[-1] < 2 or a.shape[-2] < 2:
+        return 0.0
+    if a.ndim > 2 and a.shape[0] > 8:        # a few slices suffice
+        a = a[:: a.shape[0] // 8]
+    f = a.astype(np.float32)
+    lim = np.float32(0.8 * span)
+    n1 = np.count_nonzero(np.abs(np.diff(f, axis=-1)) > lim)
+    n2 = np.count_nonzero(np.abs(np.diff(f, axis=-2)) > lim)
+    pairs = f[..., :, 1:].size + f[..., 1:, :].size
+    return (n1 + n2) / pairs
 
-    Phase fills a symmetric range and its histogram is roughly flat (air holds uniform random
-    phase), with mass at both ends of the range and the median near the middle; magnitude is
-    non-negative and right-skewed (dark background, a tissue peak, a thin bright tail) with
-    almost nothing in the top tenth of its range. Anything else stays ``unknown``.
-    Works on one slice or a stack; subsamples large arrays.
+
+def component_from_pixels(stored: np.ndarray) -> tuple[str, str]:
+    """Guess magnitude vs phase from pixel statistics, when no tag decides (last resort).
+
+    Evidence for phase: wrap jumps (neighbouring pixels differing by > 80% of the range, i.e.
+    -pi next to +pi) in at least 0.2% of neighbour pairs, or values filling a symmetric range
+    (air holds uniform random phase: bottom and top tenths about equally full, median mid-range).
+    Evidence for magnitude: non-negative, no wrap jumps (< 0.08%), a dark background (>= 10% of
+    pixels in the bottom tenth of the range) and a thin bright tail (top tenth < 1/5 of that).
+    Measured on the real files in ``../shared/vendor_dicom``: magnitude slices show at most
+    0.06% jumps, wrapped phase 0.4-5%. Anything else stays ``unknown`` (e.g. smooth field-map
+    phase without air, which histograms alone cannot tell from magnitude).
+    Works on one slice or a stack.
     """
     a = np.asarray(stored)
     if a.size == 0:
@@ -235,17 +254,19 @@ def component_from_pixels(stored: np.ndarray) -> tuple[str, str]:
     if span <= 0:
         return "unknown", "pixel statistics: constant image"
     x = (v - lo) / span
-    med = float(np.median(x))
     p_low = float(np.mean(x < 0.1))
     p_high = float(np.mean(x > 0.9))
-    hist, _ = np.histogram(x, bins=10, range=(0.0, 1.0))
-    frac = hist / hist.sum()
-    desc = f"median at {med:.2f} of range, {100 * p_low:.0f}% bottom tenth, {100 * p_high:.0f}% top tenth"
-    symmetric = abs(p_high - p_low) <= 0.5 * max(p_high, p_low)
-    if abs(med - 0.5) < 0.12 and p_low > 0.03 and p_high > 0.03 and symmetric and frac.min() > 0.01:
-        return "phase", f"pixel statistics: symmetric near-uniform range ({desc})"
-    if p_high < 0.02 and med < 0.4 and (lo >= 0 or p_low > 0.2):
-        return "magnitude", f"pixel statistics: non-negative right-skewed ({desc})"
+    med = float(np.median(x))
+    jumps = _wrap_jump_fraction(a, float(np.max(a)) - float(np.min(a)))
+    desc = (f"{100 * jumps:.2f}% wrap jumps, {100 * p_low:.0f}% in bottom tenth of range, "
+            f"{100 * p_high:.0f}% in top tenth, median at {med:.2f}")
+    balanced = min(p_low, p_high) > max(p_low, p_high) / 3.0
+    if jumps >= 0.002:
+        return "phase", f"pixel statistics: wrap jumps ({desc})"
+    if abs(med - 0.5) < 0.2 and p_low > 0.02 and p_high > 0.02 and balanced:
+        return "phase", f"pixel statistics: values fill a symmetric range ({desc})"
+    if lo >= 0 and jumps < 0.0008 and p_low >= 0.1 and p_high < p_low / 5.0:
+        return "magnitude", f"pixel statistics: non-negative, dark background, thin bright tail ({desc})"
     return "unknown", f"pixel statistics undecided ({desc})"
 
 
