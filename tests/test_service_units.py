@@ -165,3 +165,16 @@ def test_claim_is_exclusive_and_stale_claims_are_taken_over(tmp_path):
     # a claim by a dead process on this host is stale
     p.write_text('{"host": "%s", "pid": 999999, "start": "1", "time": 1e12}' % os.uname().nodename)
     assert Claim(p, 3600).acquire()
+
+
+def test_scp_address_whitelist_and_echo():
+    from dicom_io.net.scp import AccessPolicy, StorageSCP
+    from dicom_io.net.scu import DicomDestination, echo
+    for networks, expected in ((("10.0.0.0/8",), False), (("127.0.0.0/8",), True)):
+        scp = StorageSCP("NODE", "127.0.0.1", 0, lambda inst: 0, policy=AccessPolicy((), networks))
+        scp.start()
+        try:
+            assert echo(DicomDestination("NODE", "127.0.0.1", scp.port, timeout_s=5)) is expected
+            assert scp.counters["refused_associations"] == (0 if expected else 1)
+        finally:
+            scp.stop()

@@ -156,12 +156,22 @@ class StorageSCP:
     # -- handlers (fast; no I/O beyond the callback) -----------------------------------------
     def _handle_requested(self, event) -> None:
         address = str(event.assoc.requestor.address)
-        calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
+        primitive = event.assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title).strip()
+        called = str(primitive.called_ae_title).strip()
         if not self.policy.address_allowed(address):
-            LOG.warning("association refused: address %s not allowed (calling AE %s)", address, calling)
-            with self._lock:
-                self.counters["refused_associations"] += 1
-            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            why, diagnostic = f"address {address} not allowed", 0x03
+        elif not self.policy.calling_ae_allowed(calling):
+            why, diagnostic = f"calling AE title {calling!r} not allowed", 0x03
+        elif called != self.ae_title.strip():
+            why, diagnostic = f"called AE title {called!r} is not ours", 0x07
+        else:
+            return
+        LOG.warning("association from %s (calling AE %s) refused: %s", address, calling, why)
+        with self._lock:
+            self.counters["refused_associations"] += 1
+        event.assoc.acse.send_reject(0x01, 0x01, diagnostic)
+        event.assoc.kill()  # as pynetdicom's own ACSE does after a reject: flush and close
 
     def _handle_rejected(self, event) -> None:  # pragma: no cover - logging only
         pass

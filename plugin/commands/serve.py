@@ -28,6 +28,8 @@ def run(args) -> int:
         return 2
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
+    if getattr(args, "verbose", 0) < 2:  # pynetdicom logs every request at INFO; -vv to see them
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     if args.worker:
         from plugin.service.queue import make_queue, run_consumer
         queue = make_queue(config)
