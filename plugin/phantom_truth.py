@@ -10,8 +10,9 @@ Rules (documented so a reader can check them):
 * visible on a slice: some voxel within ``a + 1.5 mm`` in-plane of the centre has relative
   magnitude below ``VISIBLE_BELOW`` (0.7); the visible slices are the contiguous run around the
   slice holding the centre; ``n_slices`` counts them; the upper border is the most superior.
-* the spot on a slice: the in-plane connected region below ``VISIBLE_BELOW`` that touches that
-  disc. Voxels with |phase| < ``NEUTRAL_RAD`` (0.1 rad) count as neither dark nor bright (e.g. the
+* the spot on a slice: the in-plane connected region touching that disc and darker than half
+  the spot's depth, ``(1 + darkest) / 2`` (full width at half depth: what a reader outlines; a
+  faint opposite-sign rim outside it, as in the paper's Fig 3B, is not part of the spot). Voxels with |phase| < ``NEUTRAL_RAD`` (0.1 rad) count as neither dark nor bright (e.g. the
   signal-poor interior of a sphere, whose Lorentz-corrected field is 0).
 * pattern: dark fraction f = dark / (dark + bright). f >= 0.9: 1; f <= 0.1: 2. Otherwise split
   the spot into a core (within half its equivalent radius of its centroid) and a ring: ring dark
@@ -27,12 +28,18 @@ VISIBLE_BELOW = 0.9
 NEUTRAL_RAD = 0.1
 
 
-def spot_mask(relative_magnitude: np.ndarray, centre_rc: tuple[float, float], radius_px: tuple[float, float]) -> np.ndarray:
-    """The dark spot on one slice: connected region below VISIBLE_BELOW touching the centre disc."""
+def spot_mask(relative_magnitude: np.ndarray, centre_rc: tuple[float, float], radius_px: tuple[float, float],
+              *, half_depth: bool = True) -> np.ndarray:
+    """The dark spot on one slice: the connected region touching the centre disc that is darker
+    than half the spot's depth (``(1 + min) / 2``, i.e. the full width at half depth), or than
+    VISIBLE_BELOW with ``half_depth=False``. Empty if nothing in the disc is below VISIBLE_BELOW."""
     nr, nc = relative_magnitude.shape
     rr, cc = np.ogrid[:nr, :nc]
     disc = ((rr - centre_rc[0]) / radius_px[0]) ** 2 + ((cc - centre_rc[1]) / radius_px[1]) ** 2 <= 1.0
-    low = relative_magnitude < VISIBLE_BELOW
+    darkest = float(relative_magnitude[disc].min()) if disc.any() else 1.0
+    if darkest >= VISIBLE_BELOW:
+        return np.zeros(relative_magnitude.shape, bool)
+    low = relative_magnitude < ((1.0 + darkest) / 2.0 if half_depth else VISIBLE_BELOW)
     if not (low & disc).any():
         return np.zeros_like(low)
     labels, _ = ndi.label(low)

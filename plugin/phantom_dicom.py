@@ -1,0 +1,267 @@
+"""Write phantom studies as each vendor writes them (through :mod:`dicom_io.writer`) with a
+``truth.json``, and the ``sample_dicom/`` set.
+
+The phase handed to the writer follows the vendor's convention (:data:`dicom_io.convention.DEFAULT_TABLE`:
+GE, Philips right-handed; Siemens, Canon left-handed), so the same microbleed is stored dark on
+GE/Philips and bright on Siemens/Canon. UIDs are derived from the seed, vendor and study so that
+regeneration is reproducible.
+
+Regenerate the sample set (all of ``sample_dicom/``)::
+
+    python -m plugin.phantom --sample-dicom sample_dicom
+    # or: borderphase phantom --sample-set --out sample_dicom
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import itertools
+import json
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from . import phantom as P
+from . import phantom_cohort as C
+
+VENDORS = ("GE", "Philips", "Siemens", "Canon")
+SERIES_DESCRIPTION = {
+    "GE": "Ax T2* GRE",
+    "Philips": "T2_FFE",
+    "Siemens": "gre_t2star_tra",
+    "Canon": "FE T2* AX",
+}
+FILTERED_SUFFIX = {"GE": " SWAN", "Philips": " SWIp", "Siemens": " SWI", "Canon": " SWI"}
+SAMPLE_STYLES = {"GE": "classic", "Philips": "enhanced", "Siemens": "classic", "Canon": "classic"}
+SAMPLE_SEED = 2024
+TRUTH_NAME = "truth.json"
+
+
+def vendor_convention(vendor: str) -> str:
+    """The phase handedness ``vendor`` writes (the project's default table)."""
+    try:
+        from dicom_io.convention import DEFAULT_TABLE
+    except ImportError:  # pragma: no cover - dicom_io always ships it
+        DEFAULT_TABLE = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
+    if vendor not in DEFAULT_TABLE:
+        raise ValueError(f"vendor must be one of {', '.join(VENDORS)}, got {vendor!r}")
+    return DEFAULT_TABLE[vendor]
+
+
+def deterministic_uid(*parts: object) -> str:
+    """A UID under pydicom's root derived from ``parts`` (same parts -> same UID)."""
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[repr(p) for p in parts])
+
+
+@contextlib.contextmanager
+def _seeded_writer_uids(*parts: object) -> Iterator[None]:
+    """Make the writer's series/instance UIDs a deterministic sequence for this study.
+
+    ``dicom_io.writer`` draws fresh random UIDs; for a reproducible phantom we swap in a counter
+    seeded by ``parts`` for the duration of one ``write_acquisition`` call (single-threaded).
+    """
+    import dicom_io.writer as w
+
+    modules = [w]
+    try:
+        import dicom_io.writer_enhanced as we
+        modules.append(we)
+    except ImportError:  # pragma: no cover
+        pass
+    counter = itertools.count()
+
+    def generate_uid(prefix=None, entropy_srcs=None):  # same signature as pydicom's
+        return deterministic_uid(*parts, next(counter))
+
+    saved = [(m, m.generate_uid) for m in modules if hasattr(m, "generate_uid")]
+    for m, _ in saved:
+        m.generate_uid = generate_uid
+    try:
+        yield
+    finally:
+        for m, original in saved:
+            m.generate_uid = original
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    vendor: str
+    style: str = "classic"
+    anonymize: str = "none"
+    seed: int = 0
+
+
+def write_study(images: P.PhantomImages, truth: dict, out_dir: Path, opts: WriteOptions, *, study_index: int = 0) -> dict:
+    """Write one rendered study under ``out_dir``; returns ``truth`` with UIDs and files added."""
+    from dicom_io.writer import StackToWrite, StudyInfo, write_acquisition
+
+    key = ("borderphase-phantom", opts.vendor, opts.style, opts.seed, study_index)
+    study = StudyInfo(
+        study_instance_uid=deterministic_uid(*key, "study"),
+        frame_of_reference_uid=deterministic_uid(*key, "for"),
+        patient_name=f"Phantom^{opts.vendor}{study_index + 1}",
+        patient_id=f"BP-{opts.vendor.upper()}-{opts.seed}-{study_index + 1}",
+        accession_number=f"BP{opts.seed % 100000:05d}{study_index + 1:02d}",
+        study_description=f"borderphase phantom seed {opts.seed}",
+    )
+    stacks = []
+    for e, te in enumerate(images.echo_times_ms):
+        stacks.append(StackToWrite("magnitude", e + 1, te, images.magnitude[e]))
+        stacks.append(StackToWrite("phase", e + 1, te, images.phase_rad[e]))
+    description = SERIES_DESCRIPTION[opts.vendor] + (FILTERED_SUFFIX[opts.vendor] if images.acquisition.filtered else "")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _seeded_writer_uids(*key):
+        written = write_acquisition(
+            out_dir, vendor=opts.vendor, style=opts.style, stacks=stacks, affine_lps=images.affine_lps,
+            study=study, series_description=description, series_number=5 + study_index * 100,
+            anonymize=opts.anonymize, field_strength_t=images.acquisition.b0_t,
+        )
+    doc = dict(truth)
+    doc.update(
+        vendor=opts.vendor,
+        style=opts.style,
+        anonymize=opts.anonymize,
+        study_instance_uid=study.study_instance_uid,
+        frame_of_reference_uid=study.frame_of_reference_uid,
+        series_instance_uids=dict(written.series_uids),
+        series_description=description,
+        phase_scaling=written.phase_scaling,
+        n_files=len(written.paths),
+    )
+    return doc
+
+
+def generate(
+    out_dir: str | Path,
+    *,
+    vendor: str,
+    cohort: Optional[str] = None,
+    seed: int = 0,
+    style: str = "classic",
+    anonymize: str = "none",
+    snr: float = 40.0,
+    echoes: int = 1,
+    filtered: bool = False,
+    size: str = "full",
+    n_studies: int = 4,
+) -> dict:
+    """Render and write a phantom (``cohort='paper'``: the paper's 190 lesions over ``n_studies``
+    studies; otherwise one study of 6 microbleeds + 4 calcifications) and ``out_dir/truth.json``."""
+    convention = vendor_convention(vendor)
+    out = Path(out_dir)
+    acq = P.Acquisition(echo_times_ms=P.Acquisition.echo_train(echoes), snr=snr, filtered=filtered)
+    if cohort == "paper":
+        plans = C.paper_cohort(seed, n_studies=n_studies, size=size)
+    elif cohort in (None, "", "random"):
+        plans = [C.random_study(seed, size=size)]
+    else:
+        raise ValueError(f"unknown cohort {cohort!r} (use 'paper')")
+    studies = []
+    for plan in plans:
+        images, truth = P.make_study(plan.lesions, plan.veins, grid=plan.grid, head=plan.head, acquisition=acq,
+                                     convention=convention, seed=seed * 1000 + plan.index, vendor=vendor)
+        sub = out / f"study_{plan.index + 1:02d}" if len(plans) > 1 else out / "dicom"
+        doc = write_study(images, truth, sub, WriteOptions(vendor, style, anonymize, seed), study_index=plan.index)
+        doc["directory"] = sub.relative_to(out).as_posix()
+        studies.append(doc)
+        del images
+    document = {"schema": P.TRUTH_SCHEMA, "generator": _command_line(vendor, cohort, seed, style, anonymize, snr, echoes, filtered, size),
+                "studies": studies}
+    (out / TRUTH_NAME).write_text(json.dumps(document, indent=1) + "\n")
+    return document
+
+
+def _command_line(vendor, cohort, seed, style, anonymize, snr, echoes, filtered, size) -> str:
+    parts = ["borderphase phantom", f"--vendor {vendor}", f"--seed {seed}", f"--style {style}", f"--size {size}",
+             f"--snr {snr:g}", f"--echoes {echoes}"]
+    if cohort:
+        parts.append(f"--cohort {cohort}")
+    if anonymize != "none":
+        parts.append(f"--anonymize {anonymize}")
+    if filtered:
+        parts.append("--filtered")
+    return " ".join(parts)
+
+
+SAMPLE_README = """# sample_dicom: small synthetic GRE studies, one per vendor
+
+Generated by the borderphase physics phantom (`plugin/physics.py`, `plugin/phantom*.py`); every
+file here is regenerated exactly (same pixel data, same UIDs, same truth) by
+
+    python -m plugin.phantom --sample-dicom sample_dicom
+    # equivalently: borderphase phantom --sample-set --out sample_dicom
+
+| directory | vendor | style | phase convention (default table) | series |
+|---|---|---|---|---|
+{rows}
+
+Each study: 224 x 224 x 20 axial slices, voxels 0.45 x 0.45 x 2.5 mm (the method paper's in-plane
+resolution and slice thickness; the matrix is cropped from 512 x 512 x 60 to keep the set under
+20 MB, so the "head" is a small ellipsoid of brain that fits the 101 x 101 x 50 mm field of view),
+3 T, TE 25 ms, one echo, SNR 40, raw (unfiltered) phase with a smooth background of about 6 rad
+across the brain (it wraps). The same lesions are in every vendor's study; the phase sign follows
+the vendor: a microbleed is dark on GE and Philips (right-handed) and bright on Siemens and Canon
+(left-handed).
+
+Lesions (uniform spheres, Lorentz-corrected dipole field; interior signal ~0.14 of tissue):
+
+| id | class | diameter mm | chi ppm |
+|---|---|---|---|
+{lesions}
+
+Two veins run along B0 (round dark/bright dots on every axial slice they cross: mimics to reject)
+and one runs in-plane (a line).
+
+`truth.json`: `studies[]`, one per vendor, with `study_instance_uid`, `series_instance_uids`,
+`phase_convention`, the geometry (`affine_lps` maps (slice, row, column, 1) to LPS mm), and
+`lesions[]` with the GUIDE truth fields `id, class, center_lps_mm, diameter_mm, chi_ppm,
+n_slices` plus `slice_indices`, `upper_border_slice`, `lower_border_slice`, `central_slice` and the
+expected `border_pattern` / `central_pattern` (1-6 as displayed in that vendor's convention,
+computed from the noise-free phase by the rule in `plugin/phantom_truth.py`); `veins[]`.
+"""
+
+
+def write_sample_set(out_dir: str | Path, seed: int = SAMPLE_SEED) -> dict:
+    """Write ``sample_dicom``: one small study per vendor, ``truth.json`` and ``README.md``."""
+    out = Path(out_dir)
+    plan = C.sample_study(seed)
+    acq = P.Acquisition()
+    studies = []
+    for vendor in VENDORS:
+        sub = out / vendor
+        if sub.exists():
+            shutil.rmtree(sub)
+        style = SAMPLE_STYLES[vendor]
+        images, truth = P.make_study(plan.lesions, plan.veins, grid=plan.grid, head=plan.head, acquisition=acq,
+                                     convention=vendor_convention(vendor), seed=seed, vendor=vendor)
+        doc = write_study(images, truth, sub, WriteOptions(vendor, style, "none", seed))
+        doc["directory"] = vendor
+        studies.append(doc)
+    document = {"schema": P.TRUTH_SCHEMA,
+                "generator": "python -m plugin.phantom --sample-dicom sample_dicom", "studies": studies}
+    (out / TRUTH_NAME).write_text(json.dumps(document, indent=1) + "\n")
+    rows = "\n".join(f"| `{d['directory']}/` | {d['vendor']} | {d['style']} | {d['phase_convention']} | "
+                     f"{len(set(d['series_instance_uids'].values()))} |" for d in studies)
+    lesions = "\n".join(f"| {L['id']} | {L['class']} | {L['diameter_mm']:.1f} | {L['chi_ppm']:+.2f} |" for L in studies[0]["lesions"])
+    (out / "README.md").write_text(SAMPLE_README.format(rows=rows, lesions=lesions))
+    return document
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m plugin.phantom --sample-dicom DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m plugin.phantom", description="Regenerate sample_dicom.")
+    parser.add_argument("--sample-dicom", metavar="DIR", required=True, help="output directory (e.g. sample_dicom)")
+    parser.add_argument("--seed", type=int, default=SAMPLE_SEED)
+    args = parser.parse_args(argv)
+    doc = write_sample_set(args.sample_dicom, seed=args.seed)
+    print(f"wrote {len(doc['studies'])} studies and truth.json to {args.sample_dicom}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
