@@ -414,29 +414,35 @@ def _write_classic(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo
         s, enc = es.stack, es.enc
         uid, number, desc = plan[s.component]
         wc, ww = _window(enc, s.component)
+        # One template per stack; per slice only the instance-specific attributes change.
+        ds = _base_dataset(MR_IMAGE_STORAGE, "1.2.3", study, equipment, series_uid=uid, series_number=number,
+                           series_description=desc, protocol_name=desc, instance_number=1,
+                           field_strength_t=field_strength_t)
+        ds.ImageType = _classic_image_type(vendor, s.component)
+        _mr_acquisition(ds, s.echo_time_ms, s.echo_number, tr_ms, field_strength_t, geo, n_echoes, classic=True)
+        ds.ImagePositionPatient = geo.position(0)
+        ds.ImageOrientationPatient = geo.orientation
+        ds.SliceLocation = 0.0
+        ds.PixelSpacing = geo.pixel_spacing_mm
+        _pixel_module(ds, enc, rows, cols)
+        ds.WindowCenter = wc
+        ds.WindowWidth = ww
+        if enc.rescale_slope is not None:
+            ds.RescaleIntercept = _ds_num(enc.rescale_intercept or 0.0)
+            ds.RescaleSlope = float(f"{enc.rescale_slope:.15g}"[:16])
+            if enc.rescale_type:
+                ds.RescaleType = enc.rescale_type
+        _vendor_private(ds, vendor, s.component, enc)
+        _anonymize(ds, anonymize)
         for k in range(n_slices):
             instance[uid] += 1
             sop_uid = generate_uid()
-            ds = _base_dataset(MR_IMAGE_STORAGE, sop_uid, study, equipment, series_uid=uid, series_number=number,
-                               series_description=desc, protocol_name=desc, instance_number=instance[uid],
-                               field_strength_t=field_strength_t)
-            ds.ImageType = _classic_image_type(vendor, s.component)
-            _mr_acquisition(ds, s.echo_time_ms, s.echo_number, tr_ms, field_strength_t, geo, n_echoes, classic=True)
+            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+            ds.SOPInstanceUID = sop_uid
+            ds.InstanceNumber = instance[uid]
             ds.ImagePositionPatient = geo.position(k)
-            ds.ImageOrientationPatient = geo.orientation
             ds.SliceLocation = _ds_num(geo.slice_location(k))
-            ds.PixelSpacing = geo.pixel_spacing_mm
-            _pixel_module(ds, enc, rows, cols)
-            ds.WindowCenter = wc
-            ds.WindowWidth = ww
-            if enc.rescale_slope is not None:
-                ds.RescaleIntercept = _ds_num(enc.rescale_intercept or 0.0)
-                ds.RescaleSlope = float(f"{enc.rescale_slope:.15g}"[:16])
-                if enc.rescale_type:
-                    ds.RescaleType = enc.rescale_type
-            _vendor_private(ds, vendor, s.component, enc)
             ds.PixelData = np.ascontiguousarray(enc.stored[k]).tobytes()
-            _anonymize(ds, anonymize)
             paths.append(_save(ds, out_dir / f"{number:04d}_{instance[uid]:05d}.dcm"))
     return paths
 

@@ -91,8 +91,13 @@ class PhilipsCodec:
     def encode_phase(self, phase_rad: np.ndarray) -> common.Encoded:
         """Philips: stored 0..4095, RescaleSlope 6284/4095, RescaleIntercept -3142, RescaleType
         mrad (MANIFEST, Ingenia 5.7.1); private scale SS = 4095/(2 pi), SI = 2047.5."""
-        mrad = common.wrap_float64(phase_rad) * 1000.0
-        stored = np.clip(np.rint((mrad + 3142.0) / PHILIPS_PHASE_SLOPE), 0, 4095).astype(np.uint16)
+        # wrap into [-pi, pi) in float32, then mrad -> counts of slope 6284/4095 from -3142 mrad
+        w = common.wrapped_float32(phase_rad)
+        w *= np.float32(1000.0 / PHILIPS_PHASE_SLOPE)
+        w += np.float32(3142.0 / PHILIPS_PHASE_SLOPE)
+        np.rint(w, out=w)
+        np.clip(w, 0, 4095, out=w)
+        stored = w.astype(np.uint16)
         return common.Encoded(stored, 12,
                               "Philips: stored 0..4095, RescaleSlope 6284/4095, RescaleIntercept -3142, RescaleType mrad",
                               rescale_slope=PHILIPS_PHASE_SLOPE, rescale_intercept=-3142.0, rescale_type="mrad",
