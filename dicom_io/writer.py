@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pydicom
@@ -384,12 +384,12 @@ def _mr_acquisition(ds: Dataset, echo_time_ms: float, echo_number: Optional[int]
 # Classic writer
 # ----------------------------------------------------------------------------------------------
 def _series_plan(vendor: str, style: str, series_number: int, series_description: str,
-                 components: Sequence[str]) -> dict[str, tuple[str, int, str]]:
+                 components: Sequence[str], new_uid: Callable[[], str]) -> dict[str, tuple[str, int, str]]:
     """component -> (series uid, series number, series description)."""
     separate = vendor in ("Siemens", "Canon")
     plan: dict[str, tuple[str, int, str]] = {}
     if not separate:
-        uid = generate_uid()
+        uid = new_uid()
         for c in components:
             plan[c] = (uid, series_number, series_description)
         return plan
@@ -397,13 +397,13 @@ def _series_plan(vendor: str, style: str, series_number: int, series_description
         desc = series_description
         if vendor == "Canon" and style == "classic":
             desc = f"{series_description} {'MAG' if c == 'magnitude' else 'PHA'}".strip()
-        plan[c] = (generate_uid(), series_number + i, desc)
+        plan[c] = (new_uid(), series_number + i, desc)
     return plan
 
 
 def _write_classic(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo: _Geometry, study: StudyInfo,
                    equipment: Equipment, plan: dict[str, tuple[str, int, str]], anonymize: str,
-                   field_strength_t: float) -> list[Path]:
+                   field_strength_t: float, new_uid: Callable[[], str]) -> list[Path]:
     n_slices, rows, cols = encoded[0].enc.stored.shape
     n_echoes = len({e.stack.echo_number for e in encoded})
     tr_ms = max(e.stack.echo_time_ms for e in encoded) + 10.0
@@ -436,7 +436,7 @@ def _write_classic(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo
         _anonymize(ds, anonymize)
         for k in range(n_slices):
             instance[uid] += 1
-            sop_uid = generate_uid()
+            sop_uid = new_uid()
             ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
             ds.SOPInstanceUID = sop_uid
             ds.InstanceNumber = instance[uid]
@@ -453,25 +453,30 @@ def _write_classic(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo
 def write_acquisition(out_dir: str | Path, *, vendor: str, style: str, stacks: list[StackToWrite],
                       affine_lps: np.ndarray, study: StudyInfo, series_description: str, series_number: int,
                       anonymize: str = "none", field_strength_t: float = 3.0,
-                      equipment: Optional[Equipment] = None) -> WrittenAcquisition:
+                      equipment: Optional[Equipment] = None,
+                      uid_factory: Optional[Callable[[], str]] = None) -> WrittenAcquisition:
     """Write one acquisition (all stacks) under ``out_dir`` as ``vendor`` writes it (``style``
     ``classic`` or ``enhanced``); see the module docstring for each vendor's layout.
 
     Returns the files written and the SeriesInstanceUID per component (the same UID for both
     components where the vendor writes one series). Raises ValueError for unusable input.
+    ``uid_factory`` makes the series / instance / dimension UIDs (default: pydicom's
+    ``generate_uid``); pass a seeded counter for reproducible output. ``equipment`` overrides
+    the vendor's default Manufacturer / model / software (:data:`EQUIPMENT`).
     """
+    new_uid: Callable[[], str] = uid_factory or (lambda: generate_uid())
     _validate(vendor, style, stacks, anonymize)
     geo = geometry_from_affine(affine_lps)
     equipment = equipment or EQUIPMENT[(vendor, style)]
     encoded, counts, ph_rule, mag_rule = _encode_all(vendor, stacks)
     components = [s.component for s in stacks]
-    plan = _series_plan(vendor, style, series_number, series_description, components)
+    plan = _series_plan(vendor, style, series_number, series_description, components, new_uid)
     out = Path(out_dir)
     if style == "classic":
-        paths = _write_classic(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t)
+        paths = _write_classic(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
     else:
         from .writer_enhanced import write_enhanced
-        paths = write_enhanced(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t)
+        paths = write_enhanced(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
     return WrittenAcquisition(paths=paths, series_uids={c: v[0] for c, v in plan.items()},
                               phase_scaling=ph_rule, magnitude_scaling=mag_rule, magnitude_counts_per_unit=counts,
                               series_numbers={c: v[1] for c, v in plan.items()}, vendor=vendor, style=style,

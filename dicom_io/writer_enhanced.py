@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -157,7 +157,8 @@ def _file_plan(vendor: str, encoded: list[_EncodedStack]) -> list[list[_EncodedS
 
 def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geometry, study: StudyInfo,
                 equipment: Equipment, series_uid: str, series_number: int, desc: str, instance_number: int,
-                anonymize: str, field_strength_t: float, tr_ms: float, n_echoes_total: int) -> Path:
+                anonymize: str, field_strength_t: float, tr_ms: float, n_echoes_total: int,
+                new_uid: Callable[[], str]) -> Path:
     n_slices, rows, cols = stacks[0].enc.stored.shape
     components = list(dict.fromkeys(e.stack.component for e in stacks))
     echo_times = sorted({e.stack.echo_time_ms for e in stacks})
@@ -166,7 +167,7 @@ def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geom
     shared_component = vendor == "Canon"           # ComplexImageComponent only in shared groups
     frames = [_Frame(e, k) for e in stacks for k in range(n_slices)]
 
-    sop_uid = generate_uid()
+    sop_uid = new_uid()
     ds = _base_dataset(ENHANCED_MR_IMAGE_STORAGE, sop_uid, study, equipment, series_uid=series_uid,
                        series_number=series_number, series_description=desc, protocol_name=desc,
                        instance_number=instance_number, field_strength_t=field_strength_t)
@@ -198,7 +199,7 @@ def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geom
     ds.AcquisitionContextSequence = []
 
     # Dimensions: stack position, then echo and component where they vary within the file.
-    dim_uid = generate_uid()
+    dim_uid = new_uid()
     ds.DimensionOrganizationSequence = [_item(DimensionOrganizationUID=dim_uid)]
     dims = [(Tag(0x0020, 0x9056), Tag(0x0020, 0x9111), "Stack ID"),
             (Tag(0x0020, 0x9057), Tag(0x0020, 0x9111), "In-Stack Position Number")]
@@ -256,7 +257,8 @@ def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geom
 
 def write_enhanced(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo: _Geometry, study: StudyInfo,
                    equipment: Equipment, plan: dict[str, tuple[str, int, str]], anonymize: str,
-                   field_strength_t: float) -> list[Path]:
+                   field_strength_t: float, new_uid: Optional[Callable[[], str]] = None) -> list[Path]:
+    new_uid = new_uid or (lambda: generate_uid())
     n_echoes = len({e.stack.echo_number for e in encoded})
     tr_ms = max(e.stack.echo_time_ms for e in encoded) + 10.0
     paths: list[Path] = []
@@ -266,5 +268,5 @@ def write_enhanced(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo
         instance[uid] = instance.get(uid, 0) + 1
         path = out_dir / f"{number:04d}_{instance[uid]:05d}.dcm"
         paths.append(_write_file(path, vendor, group, geo, study, equipment, uid, number, desc, instance[uid],
-                                 anonymize, field_strength_t, tr_ms, n_echoes))
+                                 anonymize, field_strength_t, tr_ms, n_echoes, new_uid))
     return paths

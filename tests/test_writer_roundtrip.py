@@ -244,3 +244,19 @@ def test_dciodvfy_finds_no_errors(tmp_path, phantom, vendor, style):
         errors = [line for line in text.splitlines() if line.startswith("Error")]
         assert not errors, (p.name, errors)
         assert ("EnhancedMRImage" if style == "enhanced" else "MRImage") in text
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_uid_factory_makes_output_reproducible(tmp_path, phantom, style):
+    import itertools
+
+    mag, phase = phantom
+    outs = []
+    for run in ("a", "b"):
+        counter = itertools.count(1)
+        study = StudyInfo("1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2")
+        w = write_acquisition(tmp_path / run, vendor="Philips", style=style, stacks=stacks(mag, phase),
+                              affine_lps=affine(), study=study, series_description="SWI", series_number=3,
+                              uid_factory=lambda: f"1.2.826.0.1.3680043.8.498.9.{next(counter)}")
+        outs.append([p.read_bytes() for p in w.paths])
+    assert outs[0] == outs[1]
