@@ -1,0 +1,242 @@
+"""Group frames into series and stacks, and load a stack as a :class:`~dicom_io.volume.Volume`.
+
+``scan(paths)`` reads every header once (no pixel data), builds one :class:`FrameHeader` per
+classic instance or enhanced frame, groups frames by SeriesInstanceUID (0020,000E), then into
+stacks by (component, echo): one series may hold magnitude and phase of several echoes (Philips
+does). The component and the vendor come from the vendor codec
+(:func:`dicom_io.vendors.codec_for`); when no tag decides, the stored pixels decide
+(:func:`dicom_io.vendors.component_from_pixels`) and the stack records that fallback.
+Each stack is ordered along the slice normal and checked (:mod:`dicom_io.geometry`); a stack
+that cannot become a volume keeps its header facts and says why in ``problems``.
+
+``load_volume(stack)`` reads the stored pixels straight into one array (:mod:`dicom_io.pixels`)
+and converts them with the codec: phase to radians in [-pi, pi), magnitude rescaled, as float32.
+
+Example::
+
+    result = scan(["/data/study"])
+    for series in result.series:
+        for stack in series.stacks:
+            if stack.can_load:
+                vol = load_volume(stack)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import numpy as np
+
+from . import geometry, pixels
+from .errors import DicomInputError, FileProblem
+from .files import scan_files
+from .frames import FrameHeader
+from .headers import assign_echo_numbers, frames_from_headers, is_enhanced
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackInfo:
+    """One (component, echo) of one series: its frames in slice order and its geometry."""
+
+    series_instance_uid: str
+    component: str
+    component_source: str
+    echo_number: Optional[int]
+    echo_number_source: Optional[str]
+    echo_time_ms: Optional[float]
+    frames: list[FrameHeader] = field(repr=False)
+    vendor: str = "unknown"
+    codec: Any = field(default=None, repr=False)
+    affine_lps: Optional[np.ndarray] = field(default=None, repr=False)
+    slice_spacing_mm: Optional[float] = None
+    n_positions: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.frames)
+
+    @property
+    def rows(self) -> int:
+        return self.frames[0].rows
+
+    @property
+    def columns(self) -> int:
+        return self.frames[0].columns
+
+    @property
+    def pixel_spacing_mm(self) -> Optional[tuple[float, float]]:
+        return self.frames[0].pixel_spacing_mm
+
+    @property
+    def can_load(self) -> bool:
+        return self.affine_lps is not None and not self.problems
+
+    @property
+    def label(self) -> str:
+        echo = f" echo {self.echo_number}" if self.echo_number is not None else ""
+        return f"{self.component}{echo}"
+
+
+@dataclass
+class SeriesInfo:
+    """Header facts of one series, its stacks and what is wrong with it."""
+
+    series_instance_uid: str
+    study_instance_uid: str
+    modality: Optional[str]
+    vendor: str
+    vendor_source: str
+    manufacturer: Optional[str]
+    model: Optional[str]
+    software_versions: Optional[str]
+    sop_class: str                      # classic | enhanced
+    sop_class_uid: str
+    series_description: Optional[str]
+    series_number: Optional[int]
+    frame_of_reference_uid: Optional[str]
+    n_files: int
+    n_frames: int
+    stacks: list[StackInfo] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    phase_convention: str = "unknown"
+    convention_source: str = "not resolved"
+    codec: Any = field(default=None, repr=False)
+
+    @property
+    def components(self) -> set[str]:
+        return {s.component for s in self.stacks}
+
+
+@dataclass
+class ScanResult:
+    series: list[SeriesInfo]
+    problems: list[FileProblem]
+    notes: list[str]
+
+
+def _codec_for(frame: FrameHeader):
+    from .vendors import codec_for  # provided by the vendor codecs (H2)
+    return codec_for(frame)
+
+
+def _component_from_pixels(stored: np.ndarray) -> tuple[str, str]:
+    from .vendors import component_from_pixels
+    return component_from_pixels(stored)
+
+
+def _resolve_convention(frame: FrameHeader, vendor: str, rules) -> tuple[str, str]:
+    try:
+        from .convention import resolve_convention
+    except ImportError:
+        return "unknown", "convention table not available"
+    return resolve_convention(frame, vendor, rules)
+
+
+def scan(paths: Iterable[Union[str, Path]], *, rules=None, limit_bytes: Optional[int] = None) -> ScanResult:
+    """Find DICOM under ``paths`` and describe every series (no pixel data read unless a component
+    can only be decided from pixels)."""
+    files = scan_files(paths, limit_bytes=limit_bytes)
+    frames, failed = frames_from_headers(files.headers)
+    problems = list(files.problems) + [FileProblem(str(p), reason) for p, reason in failed]
+
+    by_series: dict[str, list[FrameHeader]] = {}
+    for f in frames:
+        by_series.setdefault(f.series_instance_uid, []).append(f)
+
+    series = [_build_series(uid, fs, rules) for uid, fs in by_series.items()]
+    series.sort(key=lambda s: (s.study_instance_uid, s.series_number if s.series_number is not None else 1 << 30,
+                               s.series_instance_uid))
+    return ScanResult(series, problems, files.notes)
+
+
+def _build_series(uid: str, frames: list[FrameHeader], rules) -> SeriesInfo:
+    f0 = frames[0]
+    assign_echo_numbers(frames)
+    problems: list[str] = []
+    codec, vendor_source = _codec_for(f0)
+    vendor = getattr(codec, "vendor", "unknown")
+
+    keyed: dict[tuple[str, Optional[int]], list[FrameHeader]] = {}
+    sources: dict[tuple[str, Optional[int]], list[str]] = {}
+    pixel_cache_failed = False
+    for f in frames:
+        comp, src = codec.component(f)
+        if comp == "unknown" and not pixel_cache_failed:
+            try:
+                comp, src = _component_from_pixels(pixels.read_frame(f))
+                src = f"{src} (no header tag decided)"
+            except DicomInputError as exc:
+                problems.append(f"component undecided and pixels unreadable: {exc}")
+                pixel_cache_failed = True
+        key = (comp, f.echo_number)
+        keyed.setdefault(key, []).append(f)
+        sources.setdefault(key, []).append(src)
+
+    stacks: list[StackInfo] = []
+    comp_order = {"magnitude": 0, "phase": 1, "real": 2, "imaginary": 3}
+    for key in sorted(keyed, key=lambda k: (comp_order.get(k[0], 9), k[1] if k[1] is not None else 0)):
+        fs = keyed[key]
+        srcs = list(dict.fromkeys(sources[key]))
+        geo = geometry.check_stack(fs)
+        tes = sorted({round(f.echo_time_ms, 4) for f in fs if f.echo_time_ms is not None})
+        stack_problems = list(geo.problems)
+        if len(tes) > 1:
+            stack_problems.append(f"echo times differ within echo {key[1]}: {tes} ms")
+        stack = StackInfo(
+            series_instance_uid=uid, component=key[0], component_source="; ".join(srcs),
+            echo_number=key[1], echo_number_source=fs[0].echo_number_source,
+            echo_time_ms=tes[0] if tes else None, frames=geo.frames, vendor=vendor, codec=codec,
+            affine_lps=geo.affine_lps if not stack_problems else None,
+            slice_spacing_mm=geo.slice_spacing_mm, n_positions=geo.n_positions, problems=stack_problems)
+        stacks.append(stack)
+        problems.extend(f"{stack.label}: {p}" for p in stack_problems)
+
+    convention, convention_source = _resolve_convention(f0, vendor, rules)
+    return SeriesInfo(
+        series_instance_uid=uid, study_instance_uid=f0.study_instance_uid, modality=f0.modality,
+        vendor=vendor, vendor_source=vendor_source, manufacturer=f0.manufacturer, model=f0.model,
+        software_versions=f0.software_versions,
+        sop_class="enhanced" if is_enhanced(f0.dataset) else "classic", sop_class_uid=f0.sop_class_uid,
+        series_description=f0.series_description, series_number=f0.series_number,
+        frame_of_reference_uid=f0.frame_of_reference_uid,
+        n_files=len({str(f.path) for f in frames}), n_frames=len(frames), stacks=stacks, problems=problems,
+        phase_convention=convention, convention_source=convention_source, codec=codec)
+
+
+def read_stored(stack: StackInfo, *, limit_bytes: Optional[int] = None, threads: Optional[int] = None) -> np.ndarray:
+    """The stack's stored pixel values (slice, row, column), in slice order, before any conversion."""
+    return pixels.read_stored(stack.frames, limit_bytes=limit_bytes, threads=threads)
+
+
+def load_volume(stack: StackInfo, *, limit_bytes: Optional[int] = None, threads: Optional[int] = None) -> Volume:
+    """Read one stack into a :class:`Volume` (float32; phase in radians in [-pi, pi)).
+
+    Raises :class:`DicomInputError` naming the file when the stack cannot become a volume
+    (geometry problems), the pixels claim more than the size limit, or the pixel data cannot be
+    read or decoded."""
+    if not stack.can_load:
+        why = "; ".join(stack.problems) or "no usable geometry"
+        raise DicomInputError(stack.frames[0].path if stack.frames else None,
+                              f"series {stack.series_instance_uid} {stack.label} cannot become a volume: {why}")
+    stored = read_stored(stack, limit_bytes=limit_bytes, threads=threads)
+    codec = stack.codec
+    phase_scaling = None
+    if stack.component == "phase":
+        data, phase_scaling = codec.phase_to_radians(stored, stack.frames)
+    else:
+        data = codec.magnitude(stored, stack.frames)
+    del stored
+    data = np.asarray(data, dtype=np.float32)
+    f0 = stack.frames[0]
+    return Volume(
+        series_instance_uid=stack.series_instance_uid, study_instance_uid=f0.study_instance_uid,
+        frame_of_reference_uid=f0.frame_of_reference_uid, vendor=stack.vendor, component=stack.component,
+        component_source=stack.component_source, echo_number=stack.echo_number, echo_time_ms=stack.echo_time_ms,
+        data=data, affine_lps=np.array(stack.affine_lps, dtype=float), frames=list(stack.frames),
+        phase_scaling=phase_scaling)
