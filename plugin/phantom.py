@@ -466,7 +466,7 @@ def render(
             for box, c in corrections:
                 source_factor[box] *= c
         angle = k * field_ppm
-        angle += receiver_rad
+        angle += np.float32(sign) * receiver_rad     # handedness conjugates the whole signal
         amp = np.float32(s0 * math.exp(-te / TISSUE_T2STAR_MS)) * tissue
         signal = np.empty(grid.shape, np.complex64)
         signal.real = np.cos(angle) * amp
