@@ -5,6 +5,23 @@ normalised), private creator blocks (``GEMS_*``, ``Philips ... DD 00n``, ``SIEME
 ``TOSHIBA_MEC*`` / ``CANON_MEC*``), ManufacturerModelName / SoftwareVersions patterns, and the
 vendors' UID roots (ImplementationClassUID, SOP/Series Instance UID). The rule that decided is
 returned as ``vendor_source``. Nothing decides: the generic codec, vendor ``unknown``.
+
+Component (``codec.component(frame) -> (component, source)``), first rule that decides wins:
+
+1. the vendor's private marker: GE (0043,102F) 0/1/2/3 (``GEMS_PARM_01``); Philips (2005,1011)
+   M/P/R/I (``Philips MR Imaging DD 001``; per frame inside (2005,140F) in enhanced objects);
+2. ComplexImageComponent (0008,9208) (per frame, else shared, else top level; MIXED decides nothing);
+3. FrameType (0008,9007) values 3+ (enhanced), then ImageType (0008,0008) values 3+:
+   M/MAGNITUDE, P/PHASE, R/REAL, I/IMAGINARY (conflicting tokens decide nothing);
+4. a phase/magnitude word in SeriesDescription, then ProtocolName (weakest public rule);
+5. ``unknown`` -> the caller reads the pixels and asks :func:`component_from_pixels`
+   (wrap jumps / symmetric range -> phase; dark background + thin tail -> magnitude; else unknown).
+
+Phase to radians (``codec.phase_to_radians(stored, frames) -> (rad, rule)``), float32 in [-pi, pi):
+Siemens rescaled * pi/4096; Philips RescaleType mrad -> /1000, else private scale
+(stored - SI)/SS; GE and Canon: rescale (if any) then the unit inferred from the range
+(already radians, +-3142 mrad, +-4096, 0..4095 offset, +-32768, 0..65535); generic: RescaleType
+mrad, else the same inference. The rule string names what decided.
 """
 from __future__ import annotations
 
