@@ -422,3 +422,22 @@ def test_pixel_statistics_never_contradict_real_headers():
                 assert guess in (truth, "unknown"), (path.name, i, truth, why)
                 checked += 1
     assert checked > 100
+
+
+def test_philips_per_frame_private_item_without_its_own_creator():
+    """Philips per-frame items (2005,140F) may hold (2005,1011) without repeating the creator
+    element: the top-level reservation of block 0x10 applies."""
+    ds = _enhanced("Philips Healthcare", n=2)
+    ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)          # (2005,0010)
+    ds.private_block(0x2005, "Philips MR Imaging DD 002", create=True)          # (2005,0011)
+    ds.private_block(0x2005, "Philips MR Imaging DD 003", create=True)
+    ds.private_block(0x2005, "Philips MR Imaging DD 004", create=True)
+    ds.private_block(0x2005, "Philips MR Imaging DD 005", create=True)          # (2005,0014)
+    for item, mark in zip(ds.PerFrameFunctionalGroupsSequence, ("M", "P")):
+        inner = Dataset()
+        inner.add_new(0x20051011, "CS", mark)
+        item.add_new(0x2005140F, "SQ", [inner])
+    frames = frames_of(ds)
+    codec = codec_for(frames[0])[0]
+    assert [codec.component(f) for f in frames] == [("magnitude", "Philips per-frame private (2005,1011)=M"),
+                                                  ("phase", "Philips per-frame private (2005,1011)=P")]

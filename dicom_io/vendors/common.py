@@ -51,7 +51,7 @@ def _value(elem) -> object:
 
 
 def private_value(ds: Optional[pydicom.Dataset], group: int, creator: str | Iterable[str],
-                  element_offset: int) -> tuple[object, str] | None:
+                  element_offset: int, *, creators_from: Optional[pydicom.Dataset] = None) -> tuple[object, str] | None:
     """Value of private element (group, xx<offset>) reserved by ``creator`` in ``ds``.
 
     ``element_offset`` is the low byte (e.g. 0x2F for GE (0043,102F)). Returns (value, creator)
@@ -61,19 +61,22 @@ def private_value(ds: Optional[pydicom.Dataset], group: int, creator: str | Iter
     if ds is None:
         return None
     creators = {creator.strip().upper()} if isinstance(creator, str) else {c.strip().upper() for c in creator}
-    for block in range(0x10, 0x100):
-        tag = Tag(group, block)
-        if tag not in ds:
-            if block > 0x20:     # blocks are allocated from 0x10 upwards; stop after a short gap
-                break
-            continue
-        val = ds[tag].value
-        if isinstance(val, bytes):
-            val = val.decode("ascii", "replace")
-        if str(val).strip().strip("\x00").upper() in creators:
-            etag = Tag(group, (block << 8) | element_offset)
-            if etag in ds:
-                return ds[etag].value, str(val).strip()
+    for source in ((ds, creators_from) if creators_from is not None else (ds,)):
+        # ``creators_from``: a sequence item that carries private elements without its own creator
+        # elements (seen in vendor per-frame items) uses the enclosing data set's reservations.
+        for block in range(0x10, 0x100):
+            tag = Tag(group, block)
+            if tag not in source:
+                if block > 0x20:     # blocks are allocated from 0x10 upwards; stop after a short gap
+                    break
+                continue
+            val = source[tag].value
+            if isinstance(val, bytes):
+                val = val.decode("ascii", "replace")
+            if str(val).strip().strip("\x00").upper() in creators:
+                etag = Tag(group, (block << 8) | element_offset)
+                if etag in ds:
+                    return ds[etag].value, str(val).strip()
     return None
 
 

@@ -29,7 +29,7 @@ def _philips_frame_private(frame: FrameHeader):
     item = common.per_frame_item(frame)
     if item is None:
         return None
-    got = common.private_value(item, 0x2005, PHILIPS_PER_FRAME_CREATOR, 0x0F)
+    got = common.private_value(item, 0x2005, PHILIPS_PER_FRAME_CREATOR, 0x0F, creators_from=frame.dataset)
     if got is None:
         return None
     seq = got[0]
@@ -42,8 +42,8 @@ def _philips_frame_private(frame: FrameHeader):
 def private_scale(frame: FrameHeader) -> Optional[tuple[float, float]]:
     """(scale slope (2005,100E), scale intercept (2005,100D)) of a frame, if present."""
     for ds in (_philips_frame_private(frame), frame.dataset):
-        ss = common.private_value(ds, 0x2005, PHILIPS_MR_CREATOR, 0x0E)
-        si = common.private_value(ds, 0x2005, PHILIPS_MR_CREATOR, 0x0D)
+        ss = common.private_value(ds, 0x2005, PHILIPS_MR_CREATOR, 0x0E, creators_from=frame.dataset)
+        si = common.private_value(ds, 0x2005, PHILIPS_MR_CREATOR, 0x0D, creators_from=frame.dataset)
         if ss is not None:
             s = common.as_float(ss[0])
             i = common.as_float(si[0]) if si is not None else 0.0
@@ -57,7 +57,7 @@ class PhilipsCodec:
 
     def component(self, frame: FrameHeader) -> tuple[str, str]:
         for where, ds in (("per-frame ", _philips_frame_private(frame)), ("", frame.dataset)):
-            got = common.private_value(ds, 0x2005, PHILIPS_MR_CREATOR, 0x11)
+            got = common.private_value(ds, 0x2005, PHILIPS_MR_CREATOR, 0x11, creators_from=frame.dataset)
             if got is not None:
                 val = (common.as_text(got[0]) or "").upper()
                 if val in PHILIPS_IMAGE_TYPE_MR:
