@@ -130,7 +130,7 @@ def raw_value(ds: pydicom.Dataset, tag: int) -> Any:
         return text.strip()
     code = _BINARY_VRS.get(vr)
     if code is not None:
-        size = struct.calcsize(code)
+        size = struct.calcsize("<" + code)
         n = len(raw) // size
         vals = struct.unpack(f"<{n}{code}", raw[: n * size])
         return vals[0] if n == 1 else list(vals)
@@ -393,12 +393,12 @@ def read_header(path: Union[str, Path], *, limit_bytes: Optional[int] = None) ->
                 implicit, little = ds.original_encoding
                 ts = "1.2.840.10008.1.2" if implicit else (
                     "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
-            if tell >= size:
-                return FileProblem(str(path), "image without Pixel Data (7FE0,0010): no pixels to read")
             value_offset: Optional[int]
             value_length: Optional[int]
             if ts == "1.2.840.10008.1.2.1.99":  # deflated: offsets in the file mean nothing
                 value_offset, value_length = None, None
+            elif tell >= size:
+                return FileProblem(str(path), "image without Pixel Data (7FE0,0010): no pixels to read")
             else:
                 implicit, little = ds.original_encoding
                 tag, value_length, value_offset = _pixel_element_header(fp, tell, implicit, little, buf)
