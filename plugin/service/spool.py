@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import uuid
 from dataclasses import dataclass
@@ -43,8 +44,44 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class DirSyncer:
+    """Group commit of directory fsyncs: concurrent writers that renamed into the same directory
+    share one ``fsync`` of it. A caller returns only after an fsync that *started after* its
+    rename has finished, so each caller's directory entry is durable when it returns."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._state: dict[Path, list] = {}  # dir -> [tickets issued, ticket synced, busy]
+
+    def sync(self, d: Path) -> None:
+        with self._cv:
+            st = self._state.setdefault(d, [0, 0, False])
+            st[0] += 1
+            mine = st[0]
+            while True:
+                if st[1] >= mine:
+                    return
+                if not st[2]:
+                    st[2] = True
+                    target = st[0]
+                    break
+                self._cv.wait()
+        try:
+            fsync_dir(d)
+        finally:
+            with self._cv:
+                st[2] = False
+                if sys.exc_info()[0] is None:
+                    st[1] = max(st[1], target)
+                self._cv.notify_all()
+
+
+_DIR_SYNCER = DirSyncer()
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:
-    """Write ``data`` to ``path`` durably: temp file + fsync + rename + directory fsync."""
+    """Write ``data`` to ``path`` durably: temp file + fdatasync + rename + directory fsync
+    (the directory fsync is shared by concurrent writers, see :class:`DirSyncer`)."""
     tmp_dir = tmp_dir or path.parent
     tmp = tmp_dir / f".{path.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -53,7 +90,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, tmp_dir: Path | None = None) 
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        os.fdatasync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -64,7 +101,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, tmp_dir: Path | None = None) 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    _DIR_SYNCER.sync(path.parent)
 
 
 def atomic_write_json(path: Path, doc: dict) -> None:

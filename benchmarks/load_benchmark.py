@@ -1,0 +1,262 @@
+"""Load benchmark of the DICOM node (issue 6), compared with dcmtk storescp in the same run.
+
+    python benchmarks/load_benchmark.py [--studies 9] [--senders 4] [--quiet-period 5] [--work DIR]
+
+1. Data: one physics-phantom study (``borderphase phantom --vendor Siemens --echoes 2 --size full``:
+   512 x 512 x 60, two echoes, magnitude + phase = 240 16-bit instances), copied with fresh UIDs to
+   ``--studies`` studies (9 -> 2,160 instances).
+2. Baseline: dcmtk ``storescp`` receives everything from ``--senders`` concurrent dcmtk ``storescu``.
+3. Node: ``borderphase serve`` (real pipeline, SQLite queue, results to a real Orthanc) receives the
+   same load from the same senders; then every study must end analysed with its SR in Orthanc.
+4. Idle latency: one more study sent alone to the idle node; time from its last instance stored to
+   its SR accepted by Orthanc, split into completion wait, queue wait, analysis and delivery.
+Prints a JSON report and a Markdown table. TCP_NODELAY=1 is exported for dcmtk and Orthanc.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from node_helpers import (Orthanc, free_port, node_env, start_serve, stop_proc, wait_for,  # noqa: E402
+                          wait_port, write_config)
+
+STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
+
+
+def make_source(work: Path) -> Path:
+    src = work / "phantom"
+    if not (src / "truth.json").exists():
+        subprocess.run([sys.executable, "-m", "plugin.cli", "phantom", "--vendor", "Siemens", "--out", str(src),
+                        "--echoes", "2", "--size", "full", "--seed", "7"], cwd=REPO, check=True)
+    return src
+
+
+def copy_study(src: Path, dst: Path) -> dict:
+    """Copy every DICOM file of ``src`` with new Study/Series/SOP/Frame-of-reference UIDs."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+    uid_map: dict[str, str] = {}
+    dst.mkdir(parents=True, exist_ok=True)
+    study = None
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix != ".json")
+    for i, p in enumerate(files):
+        ds = dcmread(p)
+        for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+            if kw in ds:
+                old = str(ds.data_element(kw).value)
+                uid_map.setdefault(old, generate_uid())
+                setattr(ds, kw, uid_map[old])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        study = str(ds.StudyInstanceUID)
+        ds.save_as(dst / f"{i:04d}.dcm", enforce_file_format=True)
+    return {"study_uid": study, "dir": dst, "n": len(files)}
+
+
+def run_senders(port: int, aec: str, groups: list[list[Path]]) -> dict:
+    """One storescu process per group (each sends its studies one association per study dir)."""
+    t0 = time.time()
+    procs = []
+    for g in groups:
+        for_group = []
+        for d in g:
+            for_group.append(d)
+        procs.append(subprocess.Popen(
+            ["bash", "-c", " && ".join(f"{STORESCU} -aet SCANNER -aec {aec} +sd -nh 127.0.0.1 {port} {d}" for d in for_group)],
+            env=node_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outs = [p.communicate()[0].decode(errors="replace") for p in procs]
+    wall = time.time() - t0
+    failed = [o for p, o in zip(procs, outs) if p.returncode != 0]
+    return {"wall_s": wall, "failed_senders": len(failed), "errors": [o[-500:] for o in failed]}
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of a process (VmHWM), sampled until stopped (the value survives only while it runs)."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak_mb, self.stop_flag = pid, 0.0, threading.Event()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            v = peak_rss_mb(self.pid)
+            if v:
+                self.peak_mb = max(self.peak_mb, v)
+            self.stop_flag.wait(0.5)
+
+
+def split(items: list, k: int) -> list[list]:
+    return [items[i::k] for i in range(k) if items[i::k]]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--studies", type=int, default=9)
+    ap.add_argument("--senders", type=int, default=4)
+    ap.add_argument("--quiet-period", type=float, default=5.0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--worker-type", default="thread", choices=("thread", "process"))
+    ap.add_argument("--work", default=None, help="work dir (kept); default: a temp dir removed at the end")
+    ap.add_argument("--timeout", type=float, default=3600)
+    args = ap.parse_args(argv)
+    os.environ["TCP_NODELAY"] = "1"
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    src = make_source(work)
+    studies = []
+    for i in range(args.studies + 1):
+        d = work / "studies" / f"s{i:02d}"
+        meta = d / "meta.json"
+        if meta.exists():
+            studies.append(json.loads(meta.read_text()) | {"dir": d})
+            continue
+        info = copy_study(src, d / "dicom")
+        studies.append({"study_uid": info["study_uid"], "n": info["n"], "dir": d})
+        meta.write_text(json.dumps({"study_uid": info["study_uid"], "n": info["n"]}))
+    load, idle = studies[:-1], studies[-1]
+    n_load = sum(s["n"] for s in load)
+    groups = split([s["dir"] / "dicom" for s in load], args.senders)
+    report: dict = {"studies": len(load), "instances": n_load, "senders": len(groups),
+                    "rows_columns_bits": "512x512x16", "quiet_period_s": args.quiet_period,
+                    "workers": args.workers, "worker_type": args.worker_type, "cpus": os.cpu_count()}
+
+    # -- baseline: dcmtk storescp ---------------------------------------------------------------
+    out = work / "storescp_out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    port = free_port()
+    scp = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), "-uf", "+B", str(port)],
+                           env=node_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_port(port)
+    sampler = RssSampler(scp.pid)
+    sampler.start()
+    r = run_senders(port, "STORESCP", groups)
+    sampler.stop_flag.set()
+    sampler.join()
+    n_scp = sum(1 for _ in out.rglob("*") if _.is_file())
+    report["storescp"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
+                          "received": n_scp, "peak_rss_mb": round(sampler.peak_mb, 1),
+                          "failed_senders": r["failed_senders"]}
+    stop_proc(scp)
+    shutil.rmtree(out, ignore_errors=True)
+
+    # -- the node, same load -------------------------------------------------------------------
+    node_port = free_port()
+    orthanc = Orthanc(work / "orthanc", node_port).start()
+    state = work / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    cfg = write_config(work / "node.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
+                       analysis="plugin.pipeline:analyze_paths", workers=args.workers, retry_initial_s=1, retry_max_s=10,
+                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
+    cfg.write_text(cfg.read_text().replace('workers = %d' % args.workers,
+                                           'workers = %d\nworker_type = "%s"' % (args.workers, args.worker_type)))
+    node = start_serve(cfg, node_port, work / "node.log")
+    sampler = RssSampler(node.pid)
+    sampler.start()
+    try:
+        from plugin.service.state import StateLayout
+        from plugin.service.status import collect
+        layout = StateLayout(state)
+        r = run_senders(node_port, "BPNODE", groups)
+        spooled = sum(len(list((state / "spool" / s["study_uid"]).rglob("*.dcm"))) for s in load)
+        report["node_receive"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
+                                  "spooled": spooled, "failed_senders": r["failed_senders"], "errors": r["errors"]}
+
+        def all_done(n):
+            st = collect(state)
+            done = [s for s in st["studies"] if s["state"] in ("analysed", "failed")]
+            return st if len(done) == n and not st["outbox"]["pending"] else None
+
+        t_recv_end = time.time()
+        st = wait_for(lambda: all_done(len(load)), args.timeout, interval_s=1.0, what="all studies analysed")
+        report["node_drain_s_after_receive"] = round(time.time() - t_recv_end, 1)
+        report["load_latency_s"] = latencies(layout, [s["study_uid"] for s in load])
+        report["states"] = st["counts"]
+
+        # -- idle latency: one study alone ------------------------------------------------------
+        r = run_senders(node_port, "BPNODE", [[idle["dir"] / "dicom"]])
+        wait_for(lambda: all_done(len(load) + 1), args.timeout, interval_s=0.2, what="idle study analysed")
+        report["idle_latency"] = latencies(layout, [idle["study_uid"]], detail=True)[0]
+        # SR of every study in Orthanc
+        missing = []
+        for s in studies:
+            series = orthanc.series_of(s["study_uid"])
+            if not any(x["MainDicomTags"].get("Modality") == "SR" for x in series):
+                missing.append(s["study_uid"])
+        report["studies_without_sr_in_orthanc"] = missing
+    finally:
+        sampler.stop_flag.set()
+        sampler.join()
+        report["node_peak_rss_mb"] = round(sampler.peak_mb, 1)
+        stop_proc(node)
+        orthanc.stop()
+    print(json.dumps(report, indent=2))
+    print(markdown(report))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def latencies(layout, study_uids: list[str], detail: bool = False) -> list | dict:
+    """Last instance stored (newest spool file mtime) -> results accepted by the destination."""
+    out = []
+    for uid in study_uids:
+        last_in = max(p.stat().st_mtime for p in (layout.spool / uid).rglob("*.dcm"))
+        v = layout.versions(uid)[-1]
+        m, r = layout.manifest(uid, v), layout.result(uid, v)
+        sent = [json.loads(p.read_text()) for p in layout.outbox_sent.glob(f"{uid}-v*.json")]
+        delivered = max(e["delivered"] for e in sent) if sent else None
+        d = {"versions": v, "completion_wait_s": round(m["created"] - last_in, 2),
+             "queue_wait_s": round(r["started"] - m["created"], 2) if r and "started" in r else None,
+             "analysis_s": round(r["finished"] - r["started"], 2) if r and "started" in r else None,
+             "delivery_s": round(delivered - r["finished"], 2) if delivered and r else None,
+             "total_s": round(delivered - last_in, 2) if delivered else None}
+        out.append(d)
+    if detail:
+        return out
+    totals = sorted(d["total_s"] for d in out if d["total_s"] is not None)
+    return {"min": totals[0], "median": totals[len(totals) // 2], "max": totals[-1],
+            "analysis_s_median": sorted(d["analysis_s"] for d in out)[len(out) // 2],
+            "versions_max": max(d["versions"] for d in out)} if totals else {}
+
+
+def markdown(r: dict) -> str:
+    il = r.get("idle_latency", {})
+    ll = r.get("load_latency_s", {})
+    return "\n".join([
+        "| measure | dcmtk storescp | borderphase serve |",
+        "|---|---|---|",
+        f"| {r['instances']} instances (512x512 16-bit), {r['senders']} concurrent storescu | "
+        f"{r['storescp']['images_per_s']} img/s ({r['storescp']['wall_s']} s) | "
+        f"{r['node_receive']['images_per_s']} img/s ({r['node_receive']['wall_s']} s) |",
+        f"| received / acknowledged and durable | {r['storescp']['received']} | {r['node_receive']['spooled']} |",
+        f"| peak RSS | {r['storescp']['peak_rss_mb']} MB | {r['node_peak_rss_mb']} MB (receiver + analysis worker) |",
+        f"| idle study: last instance -> SR in Orthanc | | {il.get('total_s')} s = completion {il.get('completion_wait_s')}"
+        f" + queue {il.get('queue_wait_s')} + analysis {il.get('analysis_s')} + delivery {il.get('delivery_s')} |",
+        f"| under load: last instance -> SR (min/median/max) | | {ll.get('min')} / {ll.get('median')} / {ll.get('max')} s |",
+        f"| studies ending analysed / without SR in Orthanc | | {r['states'].get('analysed')} / {len(r['studies_without_sr_in_orthanc'])} |",
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
