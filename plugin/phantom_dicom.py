@@ -220,9 +220,13 @@ and one runs in-plane (a line).
 `truth.json`: `studies[]`, one per vendor, with `study_instance_uid`, `series_instance_uids`,
 `phase_convention`, the geometry (`affine_lps` maps (slice, row, column, 1) to LPS mm), and
 `lesions[]` with the GUIDE truth fields `id, class, center_lps_mm, diameter_mm, chi_ppm,
-n_slices` plus `slice_indices`, `upper_border_slice`, `lower_border_slice`, `central_slice` and the
-expected `border_pattern` / `central_pattern` (1-6 as displayed in that vendor's convention,
-computed from the noise-free phase by the rule in `plugin/phantom_truth.py`); `veins[]`.
+n_slices` (slices where the spot is visible on magnitude) plus `slice_indices`,
+`upper_border_slice`, `lower_border_slice`, `central_slice`, the expected `border_pattern` /
+`central_pattern` on those slices, and `phase_upper_border_slice` / `phase_lower_border_slice` /
+`phase_border_pattern`: the outermost slices where the spot still shows on the *phase* image (the
+paper reads "the edge of each dark spot on phase images"); patterns are 1-6 as displayed in that
+vendor's convention, computed from the noise-free phase by the rules in
+`plugin/phantom_truth.py`. `veins[]`: segments (two along B0, one in-plane).
 """
 
 

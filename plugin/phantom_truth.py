@@ -14,6 +14,11 @@ Rules (documented so a reader can check them):
   the spot's depth, ``(1 + darkest) / 2`` (full width at half depth: what a reader outlines; a
   faint opposite-sign rim outside it, as in the paper's Fig 3B, is not part of the spot). Voxels with |phase| < ``NEUTRAL_RAD`` (0.1 rad) count as neither dark nor bright (e.g. the
   signal-poor interior of a sphere, whose Lorentz-corrected field is 0).
+* phase border (the paper reads "the edge of each dark spot on phase images"): the outermost
+  slices, contiguous with the central one, where some voxel of the disc has
+  |phase| >= ``PHASE_VISIBLE_RAD``; there the spot is the connected region of the disc with
+  |phase| >= half the disc's largest |phase|. Reported as ``phase_upper_border_slice``,
+  ``phase_lower_border_slice`` and ``phase_border_pattern`` (upper).
 * pattern: dark fraction f = dark / (dark + bright). f >= 0.9: 1; f <= 0.1: 2. Otherwise split
   the spot into a core (within half its equivalent radius of its centroid) and a ring: ring dark
   and core bright with f > 0.5: 3; ring bright and core dark with f <= 0.5: 4; else 5 (f > 0.5)
@@ -26,6 +31,7 @@ import scipy.ndimage as ndi
 
 VISIBLE_BELOW = 0.9
 NEUTRAL_RAD = 0.1
+PHASE_VISIBLE_RAD = 0.3     # ~10 noise SDs at SNR 40: the spot still shows on the phase image
 
 
 def spot_mask(relative_magnitude: np.ndarray, centre_rc: tuple[float, float], radius_px: tuple[float, float],
@@ -45,6 +51,23 @@ def spot_mask(relative_magnitude: np.ndarray, centre_rc: tuple[float, float], ra
     labels, _ = ndi.label(low)
     keep = np.unique(labels[low & disc])
     return np.isin(labels, keep[keep > 0])
+
+
+def _disc(shape, centre_rc, radius_px) -> np.ndarray:
+    rr, cc = np.ogrid[: shape[0], : shape[1]]
+    return ((rr - centre_rc[0]) / radius_px[0]) ** 2 + ((cc - centre_rc[1]) / radius_px[1]) ** 2 <= 1.0
+
+
+def phase_spot_mask(phase_rad: np.ndarray, centre_rc, radius_px) -> np.ndarray:
+    """The spot as seen on a phase slice: connected region of the disc with |phase| at least half
+    the disc's largest |phase| (touching the voxel where that maximum is)."""
+    disc = _disc(phase_rad.shape, centre_rc, radius_px)
+    mag = np.where(disc, np.abs(phase_rad), 0.0)
+    peak = float(mag.max())
+    if peak < PHASE_VISIBLE_RAD:
+        return np.zeros(phase_rad.shape, bool)
+    labels, _ = ndi.label(mag >= 0.5 * peak)
+    return labels == labels.flat[int(np.argmax(mag))]
 
 
 def classify_pattern(phase_rad: np.ndarray, mask: np.ndarray) -> int | None:
@@ -110,6 +133,22 @@ def lesion_truth(images, lesion) -> dict:
     for name, k in (("upper_border", hi), ("lower_border", lo), ("central", centre_slice)):
         m = spot_mask(rel[k], (r_idx, c_idx), radius_px)
         patterns[name] = classify_pattern(phase[k], m)
+    def phase_visible(k: int) -> bool:
+        if not 0 <= k < grid.shape[0]:
+            return False
+        return bool(np.abs(phase[k][_disc(phase.shape[1:], (r_idx, c_idx), radius_px)]).max() >= PHASE_VISIBLE_RAD)
+
+    plo = phi = centre_slice
+    while phase_visible(plo - 1):
+        plo -= 1
+    while phase_visible(phi + 1):
+        phi += 1
+    out.update(
+        phase_upper_border_slice=phi,
+        phase_lower_border_slice=plo,
+        phase_border_pattern=classify_pattern(phase[phi], phase_spot_mask(phase[phi], (r_idx, c_idx), radius_px)),
+        phase_lower_border_pattern=classify_pattern(phase[plo], phase_spot_mask(phase[plo], (r_idx, c_idx), radius_px)),
+    )
     out.update(
         n_slices=hi - lo + 1,
         slice_indices=list(range(lo, hi + 1)),

@@ -42,7 +42,8 @@ def test_size_and_layout(truth):
             assert L["n_slices"] >= 1
             # border patterns homogeneous and of the right colour for the vendor (paper Table 1)
             dark = (L["class"] == "microbleed") == (s["phase_convention"] == "right-handed")
-            assert L["border_pattern"] == (1 if dark else 2)
+            assert L["phase_border_pattern"] == L["phase_lower_border_pattern"] == (1 if dark else 2)
+            assert L["border_pattern"] in ((1, 3, 5) if dark else (2, 4, 6))
 
 
 def test_inspect_reads_every_vendor_right(truth, inspected):
