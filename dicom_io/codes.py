@@ -1,0 +1,134 @@
+"""Coded concepts used by the result objects (SR, SEG, KOS, summary).
+
+Standard codes come from SNOMED CT (SCT), DICOM (DCM), LOINC (LN) and UCUM, as listed in
+PS3.16 (CID 100 procedures, CID 7010 key object titles, CID 7150/7151 segmentation categories
+and types, TID 1500/1501/1410 measurement reports). Concepts with no standard code (the
+phase-pattern categories of the border-slice method and the phase-handedness convention) live
+in a private coding scheme, ``99BORDERPHASE``, that every object using it declares in its
+Coding Scheme Identification Sequence (PS3.3 C.12.1.1.5; "99" prefix per PS3.16 section 8.2).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from highdicom.sr import CodedConcept
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+
+#: Designator of the private coding scheme (PS3.16 8.2: local designators start with "99").
+PRIVATE_SCHEME = "99BORDERPHASE"
+PRIVATE_SCHEME_NAME = "borderphase border-slice phase method"
+PRIVATE_SCHEME_VERSION = "1"
+PRIVATE_SCHEME_ORGANIZATION = "borderphase project"
+
+
+def _private(value: str, meaning: str) -> CodedConcept:
+    return CodedConcept(value=value, scheme_designator=PRIVATE_SCHEME, meaning=meaning)
+
+
+def coding_scheme_identification() -> Dataset:
+    """One item of the Coding Scheme Identification Sequence (0008,0110) declaring the
+    private scheme (PS3.3 Table C.12-2 SOP Common Module)."""
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = PRIVATE_SCHEME_NAME
+    item.CodingSchemeVersion = PRIVATE_SCHEME_VERSION
+    item.CodingSchemeResponsibleOrganization = PRIVATE_SCHEME_ORGANIZATION
+    return item
+
+
+# --- findings (GUIDE: codes for the SR/SEG) --------------------------------------------------
+#: SCT 723857007 is not in pydicom's dictionary: built by hand.
+MICROBLEED = CodedConcept("723857007", "SCT", "Silent micro-hemorrhage of brain")
+CALCIFICATION = CodedConcept("18115005", "SCT", "Calcification")
+LESION_OF_BRAIN = CodedConcept("301766008", "SCT", "Lesion of brain")
+BRAIN = CodedConcept("12738006", "SCT", "Brain")
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = CodedConcept("49755003", "SCT", "Morphologically abnormal structure")
+
+FINDING_BY_CLASS: dict[str, CodedConcept] = {
+    "microbleed": MICROBLEED,
+    "calcification": CALCIFICATION,
+    "indeterminate": LESION_OF_BRAIN,
+}
+
+#: Human tracking identifiers ("CMB 3", "Calc 1", "Indet 2") and SEG labels per class.
+TRACKING_PREFIX = {"microbleed": "CMB", "calcification": "Calc", "indeterminate": "Indet"}
+
+# --- measurements ---------------------------------------------------------------------------
+DIAMETER = CodedConcept("81827009", "SCT", "Diameter")
+CERTAINTY_OF_FINDING = CodedConcept("111012", "DCM", "Certainty of Finding")
+NUMBER_OF_LESIONS = CodedConcept("246206008", "SCT", "Number of lesions")
+NUMBER_OF_CALCIFICATIONS = CodedConcept("111038", "DCM", "Number of calcifications")
+NUMBER_OF_MICROBLEEDS = _private("BP-NCMB", "Number of cerebral microbleeds")
+NUMBER_OF_INDETERMINATE = _private("BP-NINDET", "Number of indeterminate dark spots")
+
+UNIT_MM = CodedConcept("mm", "UCUM", "millimeter")
+UNIT_PERCENT = CodedConcept("%", "UCUM", "percent")
+UNIT_COUNT = CodedConcept("{count}", "UCUM", "count")
+
+PRESENT = CodedConcept("52101004", "SCT", "Present")
+ABSENT = CodedConcept("272519000", "SCT", "Absent")
+
+# --- report / procedure / key objects -------------------------------------------------------
+#: CID 100 Quantitative Diagnostic Imaging Procedure: "MRI unspecified body region".
+PROCEDURE_MR = CodedConcept("25056-3", "LN", "MRI unspecified body region")
+KOS_TITLE = CodedConcept.from_code(codes.DCM.OfInterest)
+ALGORITHM_FAMILY = CodedConcept.from_code(codes.cid7162.NeighborhoodAnalysis)
+FINDING_TYPE_SUMMARY = _private("BP-SUMMARY", "Border-slice phase analysis summary")
+
+# --- private qualitative evaluations --------------------------------------------------------
+BORDER_PATTERN = _private("BP-BORDER", "Border slice phase pattern")
+UPPER_BORDER_PATTERN = _private("BP-UPPER", "Upper border slice phase pattern")
+LOWER_BORDER_PATTERN = _private("BP-LOWER", "Lower border slice phase pattern")
+CENTRAL_PATTERN = _private("BP-CENTRAL", "Central slice phase pattern")
+PHASE_CONVENTION = _private("BP-CONV", "Phase convention")
+
+PATTERN_MEANINGS = {
+    1: "Pattern 1: totally black",
+    2: "Pattern 2: totally white",
+    3: "Pattern 3: black circle with white core",
+    4: "Pattern 4: white circle with black core",
+    5: "Pattern 5: heterogeneously black",
+    6: "Pattern 6: heterogeneously white",
+}
+PATTERN_SHORT = {1: "black", 2: "white", 3: "black ring", 4: "white ring", 5: "het. black", 6: "het. white"}
+PATTERN_NOT_ASSESSABLE = _private("BP-PAT-NA", "Pattern not assessable")
+
+CONVENTION_CODES = {
+    "right-handed": _private("BP-CONV-RH", "Right-handed phase (paramagnetic dark)"),
+    "left-handed": _private("BP-CONV-LH", "Left-handed phase (paramagnetic bright)"),
+    "unknown": _private("BP-CONV-UNK", "Phase convention unknown"),
+}
+
+
+def pattern_code(pattern: Optional[int]) -> CodedConcept:
+    """The private code of phase pattern 1-6 (or 'not assessable' for None)."""
+    if pattern is None:
+        return PATTERN_NOT_ASSESSABLE
+    p = int(pattern)
+    if p not in PATTERN_MEANINGS:
+        raise ValueError(f"phase pattern must be 1..6 or None, got {pattern!r}")
+    return _private(f"BP-PAT-{p}", PATTERN_MEANINGS[p])
+
+
+def convention_code(convention: str) -> CodedConcept:
+    try:
+        return CONVENTION_CODES[convention]
+    except KeyError:
+        raise ValueError(
+            f"phase convention must be one of {sorted(CONVENTION_CODES)}, got {convention!r}"
+        ) from None
+
+
+def pattern_from_code(code: CodedConcept) -> Optional[int]:
+    """Inverse of :func:`pattern_code` (for reading an SR back)."""
+    if code.value == PATTERN_NOT_ASSESSABLE.value:
+        return None
+    return int(code.value.rsplit("-", 1)[1])
+
+
+def class_from_finding(code: CodedConcept) -> str:
+    for cls, c in FINDING_BY_CLASS.items():
+        if c.value == code.value and c.scheme_designator == code.scheme_designator:
+            return cls
+    raise ValueError(f"not a borderphase finding code: {code.value} ({code.scheme_designator})")

@@ -1,0 +1,138 @@
+"""Binary Segmentation of the spots, pixel-aligned with the magnitude series (highdicom).
+
+One segment per spot (PS3.3 C.8.20.2 Segment Sequence): label = the SR tracking identifier
+("CMB 3"), Tracking ID/UID = the SR group's, category Morphologically abnormal structure
+(SCT 49755003, CID 7150), type the finding (microbleed / calcification / lesion of brain),
+anatomic region brain. Frames that hold no spot are omitted.
+
+Geometry: the plane positions come from the magnitude volume's frames, so the same code serves
+classic sources (one instance per slice) and enhanced sources (one multi-frame instance);
+highdicom matches each plane to its source frame and writes the per-frame Derivation Image
+references. The phase instances are passed as *further source images*: highdicom matches their
+planes too and adds them to the per-frame Derivation Image Sequence and the Referenced Series
+Sequence (highdicom >= 0.23).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import highdicom as hd
+import numpy as np
+import pydicom
+
+from . import codes
+from .results import DEVICE_SERIAL_NUMBER, MANUFACTURER, MODEL_NAME, ResultContext, finish
+
+
+def _geometry(ctx: ResultContext):
+    vol = ctx.magnitude
+    f0 = vol.frames[0]
+    if f0.orientation is None or f0.pixel_spacing_mm is None:
+        # fall back to the affine (columns of affine_lps are the (slice,row,col) steps)
+        row_dir = vol.affine_lps[:3, 2] / np.linalg.norm(vol.affine_lps[:3, 2])
+        col_dir = vol.affine_lps[:3, 1] / np.linalg.norm(vol.affine_lps[:3, 1])
+        orientation = [*row_dir, *col_dir]
+        _, dr, dc = vol.voxel_size_mm
+        spacing = (dr, dc)
+    else:
+        orientation, spacing = list(f0.orientation), tuple(f0.pixel_spacing_mm)
+    thickness = f0.slice_thickness_mm or vol.voxel_size_mm[0]
+    positions = []
+    for k, fh in enumerate(vol.frames):
+        pos = fh.position_lps_mm
+        if pos is None:
+            pos = tuple(vol.index_to_lps_mm(np.array([k, 0, 0]))[0])
+        positions.append(hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, pos))
+    return (
+        hd.PixelMeasuresSequence(pixel_spacing=spacing, slice_thickness=thickness),
+        hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, orientation),
+        positions,
+    )
+
+
+_SHAREABLE = ("PixelMeasuresSequence", "PlaneOrientationSequence")
+
+
+def _shared_geometry_copy(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """highdicom reads pixel measures and plane orientation of a multi-frame source from its
+    Shared Functional Groups; some scanners (Siemens XA) put identical values in every
+    per-frame item instead. Return a copy with those moved to the shared item (the file on
+    disk is untouched); classic datasets pass through."""
+    if "PerFrameFunctionalGroupsSequence" not in ds or "SharedFunctionalGroupsSequence" not in ds:
+        return ds
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    missing = [kw for kw in _SHAREABLE if kw not in shared]
+    if not missing:
+        return ds
+    out = copy.deepcopy(ds)
+    sh = out.SharedFunctionalGroupsSequence[0]
+    per_frame = out.PerFrameFunctionalGroupsSequence
+    for kw in missing:
+        values = [pf.get(kw) for pf in per_frame]
+        if any(v is None for v in values):
+            continue
+        first = values[0]
+        if all(v == first for v in values[1:]):
+            sh[kw] = copy.deepcopy(per_frame[0][kw])
+            for pf in per_frame:
+                del pf[kw]
+    return out
+
+
+def segment_description(ctx: ResultContext, spot, algo: hd.AlgorithmIdentificationSequence
+                        ) -> hd.seg.SegmentDescription:
+    return hd.seg.SegmentDescription(
+        segment_number=spot.segment_number,
+        segment_label=spot.label,
+        segmented_property_category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        segmented_property_type=codes.FINDING_BY_CLASS[spot.class_name],
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algo,
+        tracking_uid=spot.tracking_uid,
+        tracking_id=spot.label,
+        anatomic_regions=[codes.BRAIN],
+    )
+
+
+def build_seg(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> hd.seg.Segmentation:
+    """A BINARY SEG with one segment per spot; requires at least one spot."""
+    if not ctx.spots:
+        raise ValueError("a segmentation needs at least one spot")
+    a = ctx.analysis
+    algo = hd.AlgorithmIdentificationSequence(
+        name="borderphase",
+        family=codes.ALGORITHM_FAMILY,
+        version=ctx.algorithm_version,
+        parameters={"phase convention": a.phase_convention, "convention source": a.convention_source},
+    )
+    # (slice, row, col, segment) boolean, built only where the spots are
+    lm = ctx.label_map
+    pixels = np.zeros(lm.shape + (len(ctx.spots),), dtype=bool)
+    for j, spot in enumerate(ctx.spots):
+        pixels[..., j] = lm == int(spot.lesion.id)
+    pixel_measures, plane_orientation, plane_positions = _geometry(ctx)
+    mag_ids = {ds.SOPInstanceUID for ds in ctx.magnitude_datasets}
+    further = [_shared_geometry_copy(ds) for ds in ctx.phase_datasets if ds.SOPInstanceUID not in mag_ids]
+    seg = hd.seg.Segmentation(
+        source_images=[_shared_geometry_copy(ds) for ds in ctx.magnitude_datasets],
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment_description(ctx, s, algo) for s in ctx.spots],
+        series_instance_uid=ctx.series_uids["seg"],
+        series_number=ctx.series_numbers["seg"],
+        sop_instance_uid=sop_instance_uid or hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=ctx.algorithm_version,
+        device_serial_number=DEVICE_SERIAL_NUMBER,
+        content_label="BORDERPHASE",
+        content_description="Dark spots read by the border-slice phase method",
+        pixel_measures=pixel_measures,
+        plane_orientation=plane_orientation,
+        plane_positions=plane_positions,
+        omit_empty_frames=True,
+        further_source_images=further or None,
+    )
+    return finish(ctx, seg, "seg")
