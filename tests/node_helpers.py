@@ -23,6 +23,7 @@ TESTS = Path(__file__).resolve().parent
 STORESCU = "/usr/bin/storescu"
 ORTHANC = "/usr/sbin/Orthanc"
 REDIS = "/usr/bin/redis-server"
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 def free_port() -> int:
@@ -192,7 +193,7 @@ def wait_for(pred, timeout_s: float, interval_s: float = 0.2, what: str = "condi
 class Orthanc:
     """A real Orthanc on loopback with a throw-away config (no remote access, no auth)."""
 
-    def __init__(self, workdir: Path, node_port: int, *, aet: str = "ORTHANC"):
+    def __init__(self, workdir: Path, node_port: int, *, aet: str = "ORTHANC", dicomweb: bool = False):
         self.workdir = workdir
         self.dicom_port = free_port()
         self.http_port = free_port()
@@ -205,7 +206,9 @@ class Orthanc:
             "DicomPort": self.dicom_port, "DicomAet": aet, "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "HttpServerEnabled": True,
             "DicomModalities": {"bpnode": ["BPNODE", "127.0.0.1", node_port]},
-            "DicomAlwaysAllowStore": True, "Plugins": [], "StableAge": 2, "ConcurrentJobs": 1,
+            "DicomAlwaysAllowStore": True, "StableAge": 2, "ConcurrentJobs": 1,
+            "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
+            "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
         }))
         self.proc: subprocess.Popen | None = None
 

@@ -50,7 +50,7 @@ def echo(dest: DicomDestination) -> bool:
     ae = AE(ae_title=dest.calling_ae_title)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = ae.connection_timeout = dest.timeout_s
-    tls = (dest.ssl_context, None) if dest.ssl_context else None
+    tls = (dest.ssl_context, dest.host) if dest.ssl_context else None
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls)
     if not assoc.is_established:
         return False
@@ -76,7 +76,7 @@ def send_files(dest: DicomDestination, paths: Sequence[str | Path]) -> SendRepor
             n += 1
     if n > 128:
         raise SendError(f"too many presentation contexts ({n}) for one association")
-    tls = (dest.ssl_context, None) if dest.ssl_context else None
+    tls = (dest.ssl_context, dest.host) if dest.ssl_context else None
     try:
         assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls)
     except Exception as exc:  # socket errors surface here on some platforms
