@@ -27,6 +27,12 @@ def _round(v: Optional[float], nd: int = 4) -> Optional[float]:
     return None if v is None else round(float(v), nd)
 
 
+def _toward_zero(v: float, decimals: int = 6) -> float:
+    """Round toward zero: float32 -pi (-3.14159274) must not print as a value below -pi."""
+    scale = 10 ** decimals
+    return float(np.trunc(v * scale) / scale)
+
+
 def _phase_facts(stack: StackInfo, limit_bytes: Optional[int]) -> tuple[Optional[list[float]], Optional[str], Optional[str]]:
     """(phase_range_rad, phase_scaling, problem). Pixels are read in slice order when the geometry
     allows, else in file order (the range does not depend on order)."""
@@ -35,7 +41,7 @@ def _phase_facts(stack: StackInfo, limit_bytes: Optional[int]) -> tuple[Optional
         rad, rule = stack.codec.phase_to_radians(stored, stack.frames)
         del stored
         rad = np.asarray(rad)
-        return [round(float(rad.min()), 4), round(float(rad.max()), 4)], rule, None
+        return [_toward_zero(float(rad.min())), _toward_zero(float(rad.max()))], rule, None
     except DicomInputError as exc:
         return None, None, f"phase not converted: {exc}"
     except Exception as exc:  # a codec refusing odd values must not become a traceback
