@@ -441,3 +441,14 @@ def test_philips_per_frame_private_item_without_its_own_creator():
     codec = codec_for(frames[0])[0]
     assert [codec.component(f) for f in frames] == [("magnitude", "Philips per-frame private (2005,1011)=M"),
                                                   ("phase", "Philips per-frame private (2005,1011)=P")]
+
+
+def test_wrap_radians_matches_modulo_far_and_near():
+    from dicom_io.vendors.common import wrap_radians
+    rng = np.random.default_rng(3)
+    for span in (3.3, 9.0, 60.0):
+        x = rng.uniform(-span, span, 10_000).astype(np.float32)
+        want = np.mod(x.astype(np.float64) + np.pi, 2 * np.pi) - np.pi
+        got = wrap_radians(x.copy())
+        assert got.min() >= -np.float32(np.pi) and got.max() < np.float32(np.pi)
+        assert np.max(np.abs(np.angle(np.exp(1j * (got - want))))) < 1e-5

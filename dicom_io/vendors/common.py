@@ -326,27 +326,29 @@ def affine_to_float32(stored: np.ndarray, scale, offset) -> np.ndarray:
 
 
 def wrap_radians(rad: np.ndarray) -> np.ndarray:
-    """Wrap float32 radians into [-pi, pi) in place (float32 pi)."""
-    rad += PI32
-    np.mod(rad, TWO_PI32, out=rad)
-    rad -= PI32
+    """Wrap float32 radians into [-pi, pi) in place (float32 pi), without a float modulo:
+    values within one turn are shifted by 2 pi where needed; others first lose
+    2 pi * rint(rad / 2 pi)."""
+    if rad.size == 0:
+        return rad
+    lo, hi = float(rad.min()), float(rad.max())
+    if lo >= -PI32 and hi < PI32:
+        return rad
+    if lo < -3 * PI32 or hi >= 3 * PI32:
+        k = np.multiply(rad, np.float32(1 / (2 * np.pi)), dtype=np.float32)
+        np.rint(k, out=k)
+        k *= TWO_PI32
+        rad -= k
+        del k
     np.subtract(rad, TWO_PI32, out=rad, where=rad >= PI32)
+    np.add(rad, TWO_PI32, out=rad, where=rad < -PI32)
     return rad
 
 
 def to_radians(stored: np.ndarray, frames: Sequence[FrameHeader], slope, inter, scale: float) -> np.ndarray:
-    """((stored * slope + intercept) * scale) wrapped into [-pi, pi), float32.
-
-    The wrap (two more passes) is skipped when the transformed extremes already lie in
-    [-pi, pi) (the usual case: Siemens 0..4095 and Philips 0..4095 mrad)."""
-    a = slope * scale
-    b = inter * scale
-    rad = affine_to_float32(stored, a, b)
-    if not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray) and rad.size:
-        lo, hi = rad.min(), rad.max()
-        if lo >= -PI32 and hi < PI32:
-            return rad
-    return wrap_radians(rad)
+    """((stored * slope + intercept) * scale) wrapped into [-pi, pi), float32 (two passes for the
+    affine, two for the range check, the shift only where values fall outside)."""
+    return wrap_radians(affine_to_float32(stored, slope * scale, inter * scale))
 
 
 def _is_integer_valued(a: np.ndarray) -> bool:
