@@ -182,3 +182,21 @@ def test_truth_fields_and_cli(tmp_path):
             assert key in L
     assert len(list((out / study["directory"]).rglob("*.dcm"))) == study["n_files"] == 40
     assert main(["phantom", "--vendor", "Hitachi", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_enhanced_anonymized_filtered_multi_echo(tmp_path):
+    import pydicom
+
+    from plugin.cli import main
+
+    out = tmp_path / "ph"
+    rc = main(["phantom", "--vendor", "ge", "--out", str(out), "--size", "small", "--style", "enhanced",
+               "--anonymize", "no_private", "--echoes", "2", "--filtered", "--snr", "30"])
+    assert rc == 0
+    (study,) = json.loads((out / "truth.json").read_text())["studies"]
+    assert study["vendor"] == "GE" and study["style"] == "enhanced" and study["anonymize"] == "no_private"
+    assert study["echo_times_ms"] == [12.5, 25.0] and study["filtered_phase"] is True
+    files = sorted((out / study["directory"]).rglob("*.dcm"))
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4.1"
+    assert not any(elem.tag.is_private for elem in ds.iterall())

@@ -67,14 +67,30 @@ def test_inspect_reads_every_vendor_right(truth, inspected):
                 assert -np.pi - 1e-3 <= lo < -3.1 and 3.1 < hi <= np.pi + 1e-3
 
 
-def _phase_volume(study_uid: str):
+def _volume(study_uid: str, component: str = "phase"):
     result = scan([str(SAMPLE)])
     for series in result.series:
         if series.study_instance_uid == study_uid:
             for st in series.stacks:
-                if st.component == "phase":
+                if st.component == component:
                     return load_volume(st)
-    raise AssertionError(f"no phase stack for {study_uid}")
+    raise AssertionError(f"no {component} stack for {study_uid}")
+
+
+_phase_volume = _volume
+
+
+def test_truth_centres_are_the_dark_spots_in_lps(truth):
+    """center_lps_mm, mapped through the DICOM geometry as read back, lands on the signal void."""
+    for study in truth["studies"]:
+        mag = _volume(study["study_instance_uid"], "magnitude")
+        tissue = float(np.median(mag.data[mag.data.shape[0] // 2]))
+        for L in study["lesions"]:
+            if L["diameter_mm"] < 2.5:
+                continue
+            s, r, c = np.round(mag.lps_mm_to_index(L["center_lps_mm"])[0]).astype(int)
+            assert mag.data[s, r, c] < 0.4 * tissue, (study["vendor"], L["id"])
+            assert s == L["central_slice"]
 
 
 def test_radians_and_sign_match_the_phantom(truth):
