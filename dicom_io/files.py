@@ -35,6 +35,8 @@ PIXEL_DATA_TAG = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
 DICOM_UID_ROOT = b"1.2.840.10008"
 FAST_FIRST_READ = 256 * 1024
+#: Header values at least this long are not kept in memory (read on access, like pydicom defer_size).
+DEFER_BYTES = 8 * 1024
 #: Default refusal limit for the pixel data one file (or one stack) may claim.
 DEFAULT_MAX_PIXEL_BYTES = 2 * 1024**3
 MAX_PIXEL_BYTES_ENV = "BORDERPHASE_MAX_PIXEL_BYTES"
@@ -159,6 +161,9 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")
 _TAG_VR = struct.Struct("<HH2s")
 _TAG_LEN = struct.Struct("<HHL")
+_KNOWN_VRS = {v.encode(): v for v in (
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV", "OW",
+    "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV")}
 _FAST_TS = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}   # uid -> implicit VR
 
 
@@ -231,10 +236,9 @@ def _parse_elements(buf: bytes, pos: int, implicit: bool, stop_at_group: Optiona
             else:
                 vlen = _U16.unpack_from(buf, pos + 6)[0]
                 hdr = 8
-            try:
-                vr = vrb.decode("ascii")
-            except UnicodeDecodeError:
-                raise _Unusual from None
+            vr = _KNOWN_VRS.get(vrb)
+            if vr is None:
+                raise _Unusual  # not a VR we know: let pydicom decide what this file is
         if stop_at_group is not None and g != stop_at_group:
             return elems, pos
         tag = (g << 16) | e
@@ -246,14 +250,17 @@ def _parse_elements(buf: bytes, pos: int, implicit: bool, stop_at_group: Optiona
                 raise _Unusual  # undefined-length UN etc.: let pydicom handle it
             end = _skip_undefined(buf, start, implicit, _SEQ_END)
             value = buf[start:end - 8]
-            elems[BaseTag(tag)] = RawDataElement(BaseTag(tag), "SQ" if not implicit else None, len(value), value,
+            elems[BaseTag(tag)] = RawDataElement(BaseTag(tag), "SQ", len(value), value,
                                                  start, implicit, True, True, False)
             pos = end
             continue
         end = start + vlen
         if end > n:
             raise _NeedMore
-        elems[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, vlen, buf[start:end], start, implicit, True, True, False)
+        # Large values (vendor private blobs such as Siemens CSA headers) are deferred the way
+        # pydicom's own ``defer_size`` does: value None, read from the file on first access.
+        value = buf[start:end] if vlen < DEFER_BYTES or vr == "SQ" or g == 0x0002 else None
+        elems[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, vlen, value, start, implicit, True, True, False)
         pos = end
     return elems, pos
 

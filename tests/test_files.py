@@ -29,6 +29,9 @@ def _same(a: Dataset, b: Dataset, where: str = "", deep: bool = True) -> None:
             n = len(ea.value)
             for i in (range(n) if n <= 8 else (0, n // 2, n - 1)):  # long per-frame sequences: sample
                 _same(ea.value[i], eb.value[i], f"{where}{tag}[{i}]/")
+        elif isinstance(ra, RawDataElement) and ra.value is None and ra.length:
+            assert ra.length >= files.DEFER_BYTES  # deferred: read from the file on access
+            assert a[tag].value == b[tag].value, f"{where}{tag}"
         elif isinstance(ra, RawDataElement) and isinstance(rb, RawDataElement):
             assert vr_a == vr_b and ra.value == rb.value, f"{where}{tag}"
         else:
