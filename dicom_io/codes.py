@@ -120,6 +120,14 @@ def convention_code(convention: str) -> CodedConcept:
         ) from None
 
 
+def convention_from_code(code: CodedConcept) -> str:
+    """Inverse of :func:`convention_code`."""
+    for name, c in CONVENTION_CODES.items():
+        if c.value == code.value:
+            return name
+    raise ValueError(f"not a phase convention code: {code.value}")
+
+
 def pattern_from_code(code: CodedConcept) -> Optional[int]:
     """Inverse of :func:`pattern_code` (for reading an SR back)."""
     if code.value == PATTERN_NOT_ASSESSABLE.value:

@@ -346,9 +346,18 @@ def finish(ctx: ResultContext, ds: pydicom.Dataset, kind: str) -> pydicom.Datase
     return ds
 
 
+def package_version() -> str:
+    """The installed borderphase version (the algorithm version the objects record)."""
+    try:
+        from importlib.metadata import version
+        return version("borderphase")
+    except Exception:  # not installed (running from a checkout)
+        return "0.1.0"
+
+
 # --- entry point ----------------------------------------------------------------------------
 def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, out_dir, *,
-                  algorithm_version: str = "0.1.0", series_number_base: Optional[int] = None,
+                  algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
                   include: Sequence[str] = ("sr", "seg", "summary", "kos")) -> list[Path]:
     """Write SR, SEG, summary SC images and KOS for one analysed pair into ``out_dir``.
 
@@ -358,7 +367,8 @@ def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, 
     """
     from . import kos, seg, sr, summary  # local: the builders import this module
 
-    ctx = build_context(analysis, magnitude, phase, algorithm_version=algorithm_version,
+    ctx = build_context(analysis, magnitude, phase,
+                        algorithm_version=algorithm_version or package_version(),
                         series_number_base=series_number_base)
     out = Path(out_dir)
     objects: list[tuple[str, pydicom.Dataset]] = []

@@ -229,3 +229,44 @@ def build_sr(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> h
     )
     declare_private_scheme(sr)
     return finish(ctx, sr, "sr")
+
+
+def _frame_numbers(ref: pydicom.Dataset) -> list[int]:
+    if "ReferencedFrameNumber" not in ref:
+        return []
+    value = ref.ReferencedFrameNumber
+    values = value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]
+    return [int(v) for v in values]
+
+
+def read_report(sr_dataset: pydicom.Dataset) -> hd.sr.MeasurementReport:
+    """The TID 1500 content of an SR dataset, parsed by highdicom."""
+    sr = hd.sr.Comprehensive3DSR.from_dataset(sr_dataset)
+    return hd.sr.MeasurementReport.from_sequence(sr.content)
+
+
+def read_spots(sr_dataset: pydicom.Dataset) -> list[dict]:
+    """Read the spots back from a borderphase SR with highdicom (for tests and round trips):
+    one dict per TID 1410 group with label, tracking_uid, class, diameter_mm, certainty_pct,
+    border/central pattern, convention and the SOP instance (and frames) the region is on."""
+    out = []
+    for group in read_report(sr_dataset).get_planar_roi_measurement_groups():
+        measurements = {m.name.value: m.value for m in group.get_measurements()}
+        evaluations = {q.name.value: q.value for q in group.get_qualitative_evaluations()}
+        region = group.roi
+        ref = region.ContentSequence[0].ReferencedSOPSequence[0]
+        out.append({
+            "label": group.tracking_identifier,
+            "tracking_uid": str(group.tracking_uid),
+            "class": codes.class_from_finding(group.finding_type),
+            "diameter_mm": float(measurements[codes.DIAMETER.value]),
+            "certainty_pct": float(measurements[codes.CERTAINTY_OF_FINDING.value]),
+            "border_pattern": codes.pattern_from_code(evaluations[codes.BORDER_PATTERN.value]),
+            "central_pattern": codes.pattern_from_code(evaluations[codes.CENTRAL_PATTERN.value]),
+            "convention": codes.convention_from_code(evaluations[codes.PHASE_CONVENTION.value]),
+            "graphic_type": region.GraphicType,
+            "graphic_data": [float(v) for v in region.GraphicData],
+            "referenced_sop_instance_uid": ref.ReferencedSOPInstanceUID,
+            "referenced_frame_numbers": _frame_numbers(ref),
+        })
+    return out

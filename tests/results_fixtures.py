@@ -247,3 +247,64 @@ ENHANCED_SPOTS = [
     (15, 17, 36, 24, 2, +1, Classification.CALCIFICATION, PhasePattern.TOTALLY_BLACK, PhasePattern.WHITE_CIRCLE_BLACK_CORE),
     (20, 21, 30, 40, 1, +1, Classification.INDETERMINATE, None, None),
 ]
+
+
+# --- the project's sample studies (sample_dicom/, one per vendor) ---------------------------
+SAMPLE_DICOM = Path(__file__).resolve().parents[1] / "sample_dicom"
+VENDORS = ("GE", "Philips", "Siemens", "Canon")
+
+
+def sample_pair(vendor: str):
+    """(magnitude, phase, truth study dict) of sample_dicom/<vendor>, read by dicom_io.series;
+    None if the sample set or the reader is missing."""
+    import json
+    folder = SAMPLE_DICOM / vendor
+    truth_path = SAMPLE_DICOM / "truth.json"
+    if not folder.is_dir() or not truth_path.exists():
+        return None
+    try:
+        from dicom_io.series import load_volume, scan
+    except ImportError:
+        return None
+    result = scan(sorted(folder.glob("*.dcm")))
+    stacks = [st for s in result.series for st in s.stacks]
+    mag = next(load_volume(st) for st in stacks if st.component == "magnitude")
+    ph = next(load_volume(st) for st in stacks if st.component == "phase")
+    truth = next(s for s in json.loads(truth_path.read_text())["studies"] if s["vendor"] == vendor)
+    return mag, ph, truth
+
+
+def analysis_from_truth(mag: Volume, ph: Volume, truth: dict, *, indeterminate_ids=(6,)) -> PairAnalysis:
+    """A hand-made PairAnalysis from the phantom truth (spheres painted into the label map);
+    lesions listed in ``indeterminate_ids`` are made indeterminate so all classes occur."""
+    shape = mag.shape
+    kk, rr, cc = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    lm = np.zeros(shape, dtype=np.int32)
+    lesions = []
+    for t in truth["lesions"]:
+        idx = mag.lps_mm_to_index(np.array(t["center_lps_mm"]))[0]
+        ds_, dr, dc = mag.voxel_size_mm
+        r = float(t["diameter_mm"]) / 2
+        sl = [int(k) for k in t["slice_indices"]]
+        disc = ((rr - idx[1]) * dr) ** 2 + ((cc - idx[2]) * dc) ** 2 <= max(r, dr) ** 2
+        for k in sl:
+            lm[k][disc[k]] = t["id"]
+        cls = Classification(t["class"])
+        bp = PhasePattern(t["border_pattern"])
+        if t["id"] in indeterminate_ids:
+            cls, bp = Classification.INDETERMINATE, None
+        lesions.append(Lesion(
+            id=int(t["id"]), center_lps_mm=tuple(t["center_lps_mm"]), diameter_mm=float(t["diameter_mm"]),
+            slice_indices=sl, upper_border_slice=int(t["upper_border_slice"]),
+            lower_border_slice=int(t["lower_border_slice"]), central_slice=int(t["central_slice"]),
+            border_pattern=bp, central_pattern=PhasePattern(t["central_pattern"]), classification=cls,
+            confidence=0.9 if cls != Classification.INDETERMINATE else 0.4,
+            reason="hand-made from phantom truth",
+            upper_border_pattern=bp, lower_border_pattern=bp,
+        ))
+    return PairAnalysis(
+        study_instance_uid=mag.study_instance_uid, magnitude_series_uid=mag.series_instance_uid,
+        phase_series_uid=ph.series_instance_uid, vendor=truth["vendor"],
+        phase_convention=truth["phase_convention"], convention_source=f"table: {truth['vendor']}",
+        lesions=lesions, label_map=lm,
+    )
