@@ -100,6 +100,12 @@ def read_stored(frames: Sequence[FrameHeader], *, limit_bytes: Optional[int] = N
                 pass
     if dtype.byteorder == ">":
         out = out.astype(dtype.newbyteorder("="))
+    bits_stored = f0.bits_stored or f0.bits_allocated
+    if f0.pixel_representation == 1 and bits_stored < f0.bits_allocated and out.dtype.kind == "i":
+        # two's complement in BitsStored bits (PS3.5 8.1.1): sign-extend, as pydicom does
+        shift = f0.bits_allocated - bits_stored
+        np.left_shift(out, shift, out=out)
+        np.right_shift(out, shift, out=out)
     return out
 
 
@@ -136,10 +142,21 @@ def _decode_with_pydicom(path: str, items: list[tuple[int, FrameHeader]], out: n
                 out[k] = arr[f.frame_index or 0]
             return
         n_frames = items[0][1].number_of_frames
+        if n_frames == 1:
+            arr = pydicom.pixels.pixel_array(path, raw=True).reshape(out.shape[1:])
+            for k, _ in items:
+                out[k] = arr
+            return
+        # one pass over a multi-frame file: decode each wanted frame once
+        wanted: dict[int, list[int]] = {}
         for k, f in items:
-            index = f.frame_index if n_frames > 1 else None
-            arr = pydicom.pixels.pixel_array(path, index=index, raw=True)
-            out[k] = arr.reshape(out.shape[1:])
+            wanted.setdefault(int(f.frame_index or 0), []).append(k)
+        last = max(wanted)
+        for index, arr in enumerate(pydicom.pixels.iter_pixels(path, raw=True)):
+            for k in wanted.get(index, ()):
+                out[k] = arr.reshape(out.shape[1:])
+            if index >= last:
+                break
     except DicomInputError:
         raise
     except MemoryError:

@@ -132,3 +132,36 @@ def test_undecodable_transfer_syntax_is_refused_naming_it(mr_writer, tmp_path):
     with pytest.raises(DicomInputError) as e:
         series.load_volume(st)
     assert "MPEG2" in str(e.value) and "1.2.840.10008.1.2.4.100" in str(e.value) and str(out / "x") in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["rle", "jpeg_ls"])
+def test_compressed_enhanced_multiframe(tmp_path, kind):
+    from test_headers import enhanced
+
+    frames = [{"PlanePositionSequence": {"ImagePositionPatient": [0.0, 0.0, 2.0 * k]},
+               "MREchoSequence": {"EffectiveEchoTime": 20.0},
+               "MRImageFrameTypeSequence": {"ComplexImageComponent": "MAGNITUDE"}} for k in (2, 0, 3, 1)]
+    shared = {"PlaneOrientationSequence": {"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]},
+              "PixelMeasuresSequence": {"PixelSpacing": [1.0, 1.0]}}
+    src = enhanced(tmp_path, frames=frames, shared=shared, rows=32, cols=32)
+    stored = pydicom.dcmread(src).pixel_array  # frame order in the file: z = 4, 0, 6, 2 mm
+    out = tmp_path / "enc"
+    out.mkdir()
+    _encode(kind, src, out / "multi")
+    res = series.scan([out])
+    assert res.problems == []
+    (st,) = res.series[0].stacks
+    assert st.frames[0].transfer_syntax_uid == EXPECTED_TS[kind]
+    v = series.load_volume(st)
+    assert np.array_equal(v.data, stored[[1, 3, 0, 2]].astype(np.float32))  # ordered along the normal
+
+
+def test_signed_values_with_fewer_bits_stored_are_sign_extended(mr_writer):
+    vals = np.array([[-5, 3], [-2048, 2047]], dtype=np.int16)
+    raw12 = (vals.astype(np.int32) & 0x0FFF).astype(np.uint16)  # 12-bit two's complement, not extended
+    p = mr_writer("s12", rows=2, columns=2, pixels=raw12.view(np.int16), signed=True)
+    ds = pydicom.dcmread(p)
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.save_as(p)
+    (st,) = series.scan([mr_writer.root]).series[0].stacks
+    assert np.array_equal(series.read_stored(st)[0], vals)
