@@ -16,7 +16,7 @@ import pydicom
 from pydicom.sr.codedict import codes as pcodes
 
 from . import codes
-from .results import DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, finish
+from .results import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, finish
 
 
 def key_frames(ctx: ResultContext) -> "OrderedDict[str, tuple[pydicom.Dataset, list[int]]]":
@@ -35,6 +35,7 @@ def key_frames(ctx: ResultContext) -> "OrderedDict[str, tuple[pydicom.Dataset, l
     return out
 
 
+@source_names_tolerated()
 def build_kos(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None
               ) -> hd.ko.KeyObjectSelectionDocument:
     if not ctx.spots:

@@ -15,6 +15,7 @@ one Tracking UID per spot.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -355,6 +356,15 @@ def package_version() -> str:
         return "0.1.0"
 
 
+@contextlib.contextmanager
+def source_names_tolerated():
+    """highdicom warns when a PatientName has a single component; the name is the source's,
+    copied unchanged, so the warning says nothing about the objects written here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        yield
+
+
 # --- entry point ----------------------------------------------------------------------------
 def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, out_dir, *,
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
@@ -372,10 +382,7 @@ def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, 
                         series_number_base=series_number_base)
     out = Path(out_dir)
     objects: list[tuple[str, pydicom.Dataset]] = []
-    with warnings.catch_warnings():
-        # highdicom warns when the source's PatientName has a single component; that name is
-        # copied unchanged (it is the source's), so the warning says nothing about our objects.
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+    with source_names_tolerated():
         if "sr" in include:
             objects.append(("sr", sr.build_sr(ctx)))
         if "seg" in include and ctx.spots:

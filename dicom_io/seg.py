@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 
 from . import codes
-from .results import DEVICE_SERIAL_NUMBER, MANUFACTURER, MODEL_NAME, ResultContext, finish
+from .results import source_names_tolerated, DEVICE_SERIAL_NUMBER, MANUFACTURER, MODEL_NAME, ResultContext, finish
 
 
 def _geometry(ctx: ResultContext):
@@ -95,6 +95,7 @@ def segment_description(ctx: ResultContext, spot, algo: hd.AlgorithmIdentificati
     )
 
 
+@source_names_tolerated()
 def build_seg(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> hd.seg.Segmentation:
     """A BINARY SEG with one segment per spot; requires at least one spot."""
     if not ctx.spots:

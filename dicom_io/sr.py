@@ -24,7 +24,7 @@ import pydicom
 from pydicom.sr.codedict import codes as pcodes
 
 from . import codes
-from .results import DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, Spot, \
+from .results import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, Spot, \
     declare_private_scheme, finish
 
 
@@ -201,6 +201,7 @@ def library_datasets(ctx: ResultContext) -> tuple[list[pydicom.Dataset], set[str
     return out, multi
 
 
+@source_names_tolerated()
 def build_sr(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 Measurement Report of one pair, as a Comprehensive 3D SR instance."""
     algo = algorithm_identification(ctx)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +21,7 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
 from . import codes
-from .results import MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, Spot, finish
+from .results import source_names_tolerated, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, Spot, finish
 
 CLASS_COLOURS = {
     "microbleed": (255, 70, 70),      # red
@@ -305,6 +304,7 @@ def _patient_orientation(ctx: ResultContext) -> tuple[str, str]:
     return letter(o[:3]), letter(o[3:])
 
 
+@source_names_tolerated()
 def build_summary(ctx: ResultContext) -> list[hd.sc.SCImage]:
     """The overview image and one card per spot, as RGB Secondary Capture instances."""
     mag_win = magnitude_window(ctx.magnitude.data)
@@ -343,10 +343,7 @@ def build_summary(ctx: ResultContext) -> list[hd.sc.SCImage]:
             referring_physician_name=t.get("ReferringPhysicianName"),
             patient_orientation=_patient_orientation(ctx),
         )
-        with warnings.catch_warnings():
-            # a source PatientName without "^" (single component) is the source's business
-            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
-            sc = hd.sc.SCImage(**kwargs)
+        sc = hd.sc.SCImage(**kwargs)
         # General Series Laterality is Type 2C (paired body parts only): naming the unpaired
         # body part lets validators see that it is not needed.
         sc.BodyPartExamined = str(ctx.template.get("BodyPartExamined", "") or "BRAIN")
