@@ -212,6 +212,20 @@ def test_component_from_pixels_phase_magnitude_and_undecided():
     assert component_from_pixels(rng.normal(0, 1, (2, 64, 64)))[0] == "unknown"      # gaussian: neither
 
 
+def test_component_from_pixels_uniform_tissue_phantom_and_masked_background():
+    """A uniform head (air noise + tissue at one level, as the phantom writes it) is magnitude;
+    the same shape with a single-valued (masked) background and no wraps stays unknown, since a
+    zero-filled smooth phase map looks the same."""
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[0:128, 0:128]
+    inside = (y - 64) ** 2 + (x - 64) ** 2 < 50 ** 2
+    mag = np.where(inside, 3900 + 100 * rng.standard_normal(inside.shape), np.abs(100 * rng.standard_normal(inside.shape)))
+    comp, src = component_from_pixels(np.clip(mag, 0, None).astype(np.uint16))
+    assert comp == "magnitude" and "bright tissue" in src
+    masked = np.where(inside, 3000 + 100 * rng.standard_normal(inside.shape), 0).astype(np.uint16)
+    assert component_from_pixels(masked)[0] == "unknown"
+
+
 # ---------------------------------------------------------------------------------------------
 # Phase scaling
 # ---------------------------------------------------------------------------------------------
