@@ -466,3 +466,30 @@ def test_wrap_radians_matches_modulo_far_and_near():
         got = wrap_radians(x.copy())
         assert got.min() >= -np.float32(np.pi) and got.max() < np.float32(np.pi)
         assert np.max(np.abs(np.angle(np.exp(1j * (got - want))))) < 1e-5
+
+
+def _smooth_phase(n=20, seed=0, dz=0.1):
+    z, y, x = np.mgrid[0:n, 0:64, 0:64]
+    ph = np.mod(0.05 * x + 0.03 * y + dz * z + np.pi, 2 * np.pi) - np.pi
+    air = x < 8
+    return np.where(air, np.random.default_rng(seed).uniform(-np.pi, np.pi, ph.shape), ph), air
+
+
+def test_ge_alternate_slice_pi_offset_is_removed_and_recorded():
+    ph, air = _smooth_phase()
+    shifted = ph.copy()
+    shifted[1::2] += np.pi
+    frames = _stack_frames("GE MEDICAL SYSTEMS", ph.shape[0])
+    codec = codec_for(frames[0])[0]
+    rad, rule = codec.phase_to_radians(np.rint(wrap(shifted) * 1000).astype(np.int16), frames)
+    assert "pi offset on alternate slices removed" in rule
+    assert np.abs(np.angle(np.exp(1j * (rad - ph))))[~air].max() < 2e-3
+    # no offset, pure noise, or a fast but real through-slice change: left alone
+    for data in (ph, np.random.default_rng(1).uniform(-np.pi, np.pi, ph.shape), _smooth_phase(dz=1.2)[0]):
+        rad, rule = codec.phase_to_radians(np.rint(wrap(data) * 1000).astype(np.int16), frames)
+        assert "pi offset" not in rule
+        assert np.abs(np.angle(np.exp(1j * (rad - data)))).max() < 2e-3
+
+
+def wrap(p):
+    return np.mod(p + np.pi, 2 * np.pi) - np.pi

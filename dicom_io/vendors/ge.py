@@ -10,7 +10,7 @@ carry a pi offset on alternate slices: not corrected here.)
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -19,6 +19,35 @@ from . import common
 
 GE_PARM_CREATOR = "GEMS_PARM_01"
 GE_IMAGE_TYPE_CODES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
+
+
+#: Mean cosine of adjacent-slice phase differences below which a pair counts as pi-shifted.
+PI_PAIR_COS = -0.3
+
+
+def remove_alternate_slice_pi(rad: np.ndarray) -> str | None:
+    """Detect and remove GE's pi offset on alternate slices (3D acquisitions), in place.
+
+    Adjacent slices of a smooth phase agree: the mean of cos(phi[k+1] - phi[k]) over the
+    in-plane pixels is near +1 in tissue (air averages to ~0). With a pi offset on every
+    other slice it is near -1 for every pair. Only when (nearly) every adjacent pair is
+    clearly shifted (mean cosine < -0.3 for >= 80% of pairs and > +0.3 for none) are the
+    odd slices shifted by pi; anything less is left alone. Returns what was done, or None.
+    """
+    n = rad.shape[0]
+    if n < 4:
+        return None
+    step = max(1, min(rad.shape[1], rad.shape[2]) // 128)
+    sub = rad[:, ::step, ::step].astype(np.float32)
+    d = sub[1:] - sub[:-1]
+    c = np.cos(d).mean(axis=(1, 2))
+    shifted = c < PI_PAIR_COS
+    if shifted.mean() < 0.8 or np.any(c > -PI_PAIR_COS):
+        return None
+    odd = rad[1::2]
+    odd += common.PI32
+    common.wrap_radians(odd)
+    return f"adjacent-slice mean cos {float(np.median(c)):.2f}"
 
 
 class GECodec:
@@ -34,7 +63,11 @@ class GECodec:
 
     def phase_to_radians(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> tuple[np.ndarray, str]:
         common.check_stack(stored, frames)
-        return common.phase_by_inference(stored, frames, "GE (no rescale by convention)")
+        rad, rule = common.phase_by_inference(stored, frames, "GE (no rescale by convention)")
+        fixed = remove_alternate_slice_pi(rad)
+        if fixed is not None:
+            rule += f"; pi offset on alternate slices removed ({fixed})"
+        return rad, rule
 
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
         return common.magnitude_rescaled(stored, frames)
