@@ -145,14 +145,23 @@ def scan(paths: Iterable[Union[str, Path]], *, rules=None, limit_bytes: Optional
     frames, failed = frames_from_headers(files.headers)
     problems = list(files.problems) + [FileProblem(str(p), reason) for p, reason in failed]
 
+    notes = list(files.notes)
     by_series: dict[str, list[FrameHeader]] = {}
+    seen: dict[tuple[str, Optional[int]], FrameHeader] = {}
     for f in frames:
+        key = (f.sop_instance_uid, f.frame_index)
+        first = seen.get(key)
+        if first is not None:  # the same instance twice (e.g. received twice): read it once
+            if f.path != first.path and f.frame_index in (None, 0):
+                notes.append(f"skipped {f.path}: same SOP Instance UID as {first.path} (duplicate copy)")
+            continue
+        seen[key] = f
         by_series.setdefault(f.series_instance_uid, []).append(f)
 
     series = [_build_series(uid, fs, rules) for uid, fs in by_series.items()]
     series.sort(key=lambda s: (s.study_instance_uid, s.series_number if s.series_number is not None else 1 << 30,
                                s.series_instance_uid))
-    return ScanResult(series, problems, files.notes)
+    return ScanResult(series, problems, notes)
 
 
 def _build_series(uid: str, frames: list[FrameHeader], rules) -> SeriesInfo:
@@ -227,10 +236,16 @@ def load_volume(stack: StackInfo, *, limit_bytes: Optional[int] = None, threads:
     stored = read_stored(stack, limit_bytes=limit_bytes, threads=threads)
     codec = stack.codec
     phase_scaling = None
-    if stack.component == "phase":
-        data, phase_scaling = codec.phase_to_radians(stored, stack.frames)
-    else:
-        data = codec.magnitude(stored, stack.frames)
+    try:
+        if stack.component == "phase":
+            data, phase_scaling = codec.phase_to_radians(stored, stack.frames)
+        else:
+            data = codec.magnitude(stored, stack.frames)
+    except DicomInputError as exc:
+        raise DicomInputError(exc.path or stack.frames[0].path, exc.problem) from None
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise DicomInputError(stack.frames[0].path, f"{stack.vendor} codec could not convert {stack.label} of series "
+                                                    f"{stack.series_instance_uid}: {exc}") from None
     del stored
     data = np.asarray(data, dtype=np.float32)
     f0 = stack.frames[0]

@@ -165,3 +165,16 @@ def test_signed_values_with_fewer_bits_stored_are_sign_extended(mr_writer):
     ds.save_as(p)
     (st,) = series.scan([mr_writer.root]).series[0].stacks
     assert np.array_equal(series.read_stored(st)[0], vals)
+
+
+def test_same_instance_twice_is_read_once(mr_writer, tmp_path):
+    import shutil as _sh
+
+    paths = [mr_writer(f"i{k}", position=(0, 0, k)) for k in range(3)]
+    copy_dir = mr_writer.root / "again"
+    copy_dir.mkdir()
+    _sh.copy(paths[1], copy_dir / "copy_of_i1")
+    res = series.scan([mr_writer.root])
+    (st,) = res.series[0].stacks
+    assert st.n_slices == 3 and st.problems == []
+    assert any("copy_of_i1" in n and "duplicate copy" in n for n in res.notes)
