@@ -493,3 +493,11 @@ def test_ge_alternate_slice_pi_offset_is_removed_and_recorded():
 
 def wrap(p):
     return np.mod(p + np.pi, 2 * np.pi) - np.pi
+
+
+def test_ge_private_value_as_raw_bytes():
+    """Implicit VR files or de-identifiers that rewrite private VRs to UN give raw bytes."""
+    ds = make_ds("GE MEDICAL SYSTEMS")
+    ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x2F, "UN", b"\x01\x00")
+    f = frame_of(ds)
+    assert codec_for(f)[0].component(f) == ("phase", "GE private (0043,102F)=1 (GEMS_PARM_01)")
