@@ -24,6 +24,8 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
+from .detect import sample_inside
+
 FILTERED = "filtered"
 RAW = "raw"
 
@@ -72,17 +74,82 @@ def homodyne_highpass(phase_rad: np.ndarray, magnitude: np.ndarray,
 
 
 def _laplacian_2d(f: np.ndarray, h_row: float, h_col: float) -> np.ndarray:
-    """In-plane 5-point Laplacian (periodic edges, which the FFT inverse assumes), 1/mm^2."""
-    return ((np.roll(f, 1, 1) + np.roll(f, -1, 1) - 2 * f) / h_row ** 2
-            + (np.roll(f, 1, 2) + np.roll(f, -1, 2) - 2 * f) / h_col ** 2)
+    """In-plane 5-point Laplacian (zero-flux edges; the head never reaches them), 1/mm^2."""
+    wr, wc = np.float32(1.0 / h_row ** 2), np.float32(1.0 / h_col ** 2)
+    out = f * np.float32(-2.0 * (wr + wc))
+    out[:, 1:, :] += wr * f[:, :-1, :]
+    out[:, :-1, :] += wr * f[:, 1:, :]
+    out[:, 0, :] += wr * f[:, 0, :]
+    out[:, -1, :] += wr * f[:, -1, :]
+    out[:, :, 1:] += wc * f[:, :, :-1]
+    out[:, :, :-1] += wc * f[:, :, 1:]
+    out[:, :, 0] += wc * f[:, :, 0]
+    out[:, :, -1] += wc * f[:, :, -1]
+    return out
+
+
+def smooth_lowpass(values: np.ndarray, weights: np.ndarray, sigma_mm: float,
+                   voxel_size_mm: tuple[float, float, float]) -> np.ndarray:
+    """Weighted in-plane Gaussian low pass (normalised convolution) ``G*(w v) / G*w``.
+
+    The result is smooth by construction, so it is computed on a grid coarsened to about a
+    quarter of ``sigma_mm`` (block sums) and interpolated back linearly: same answer to within
+    a few hundredths of a radian, an order of magnitude faster on 512 x 512 slices.
+    """
+    ns, nr, nc = values.shape
+    f = max(1, int(sigma_mm / voxel_size_mm[1] / 2))
+    wv = (values * weights).astype(np.float32)
+    w = weights.astype(np.float32)
+    if f > 1 and (nr % f or nc % f):       # pad to whole blocks (zero weight)
+        pr, pc = -nr % f, -nc % f
+        wv = np.pad(wv, ((0, 0), (0, pr), (0, pc)))
+        w = np.pad(w, ((0, 0), (0, pr), (0, pc)))
+    if f > 1:
+        wv = sum(wv[:, i::f, j::f] for i in range(f) for j in range(f))
+        w = sum(w[:, i::f, j::f] for i in range(f) for j in range(f))
+    sig = (0, sigma_mm / (voxel_size_mm[1] * f), sigma_mm / (voxel_size_mm[2] * f))
+    low = ndi.gaussian_filter(wv, sig) / np.maximum(ndi.gaussian_filter(w, sig), 1e-12)
+    if f > 1:
+        # block centres sit at (f-1)/2 + f k in fine pixels: map fine pixel i to coarse (i - (f-1)/2)/f
+        rr = np.clip((np.arange(nr) - (f - 1) / 2) / f, 0, low.shape[1] - 1)
+        cc = np.clip((np.arange(nc) - (f - 1) / 2) / f, 0, low.shape[2] - 1)
+        low = _bilinear(low, rr, cc)
+    return low.astype(np.float32)
+
+
+def _bilinear(a: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    """Separable linear interpolation of (slice, row, col) ``a`` at fractional rows/cols."""
+    a = a.astype(np.float32, copy=False)
+    r0 = np.floor(rr).astype(int); c0 = np.floor(cc).astype(int)
+    r1 = np.minimum(r0 + 1, a.shape[1] - 1); c1 = np.minimum(c0 + 1, a.shape[2] - 1)
+    fr = (rr - r0).astype(np.float32)[None, :, None]; fc = (cc - c0).astype(np.float32)[None, None, :]
+    t = a[:, r0, :] * (1 - fr) + a[:, r1, :] * fr
+    return t[:, :, c0] * (1 - fc) + t[:, :, c1] * fc
+
+
+def _wrap(x: np.ndarray) -> np.ndarray:
+    two_pi = np.float32(2 * np.pi)
+    return x - two_pi * np.round(x / two_pi)
 
 
 def wrapped_laplacian_2d(phase_rad: np.ndarray, voxel_size_mm: tuple[float, float, float]) -> np.ndarray:
-    """In-plane Laplacian of the (unknown) unwrapped phase from the wrapped one (Schofield & Zhu 2003)."""
-    s = np.sin(phase_rad).astype(np.float32)
-    c = np.cos(phase_rad).astype(np.float32)
-    h_r, h_c = voxel_size_mm[1], voxel_size_mm[2]
-    return c * _laplacian_2d(s, h_r, h_c) - s * _laplacian_2d(c, h_r, h_c)
+    """In-plane Laplacian of the (unknown) unwrapped phase from the wrapped one.
+
+    Built from wrapped neighbour differences (Ghiglia & Romero 1994: the right-hand side of
+    unweighted least-squares unwrapping), which equals Schofield & Zhu's
+    ``cos(phi) lap(sin phi) - sin(phi) lap(cos phi)`` wherever neighbours differ by less than pi,
+    at a fraction of the cost. Zero-flux edges."""
+    p = np.asarray(phase_rad, np.float32)
+    wr = np.float32(1.0 / voxel_size_mm[1] ** 2)
+    wc = np.float32(1.0 / voxel_size_mm[2] ** 2)
+    out = np.zeros_like(p)
+    d = _wrap(p[:, 1:, :] - p[:, :-1, :]) * wr      # forward differences along rows
+    out[:, :-1, :] += d
+    out[:, 1:, :] -= d
+    d = _wrap(p[:, :, 1:] - p[:, :, :-1]) * wc
+    out[:, :, :-1] += d
+    out[:, :, 1:] -= d
+    return out
 
 
 def laplacian_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
@@ -103,22 +170,39 @@ def laplacian_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, m
     local phase 0.92 vs 0.75 near a 3 mm microbleed).
     """
     h_r, h_c = float(voxel_size_mm[1]), float(voxel_size_mm[2])
-    lap = wrapped_laplacian_2d(phase_rad.astype(np.float32), voxel_size_mm)
-    tissue = float(np.median(magnitude[mask])) if mask.any() else 0.0
-    void = magnitude < void_fraction * tissue
-    keep = mask & ~void
-    lap = np.where(keep, lap, 0.0).astype(np.float32)
-    ns, nr, nc = lap.shape
+    out = np.zeros(phase_rad.shape, np.float32)
+    if not mask.any():
+        return out, "Laplacian unwrapping skipped: empty brain mask"
+    # Work on the brain's bounding box (+ margin): the head fills ~60 % of a 512 x 512 FOV.
+    rows = np.nonzero(mask.any(axis=(0, 2)))[0]
+    cols = np.nonzero(mask.any(axis=(0, 1)))[0]
+    pad = 8
+    r0, r1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, mask.shape[1])
+    c0, c1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, mask.shape[2])
+    # sizes the FFT likes (and even, for the block-averaged low pass)
+    nr = min(sfft.next_fast_len(r1 - r0, real=True), mask.shape[1])
+    nc = min(sfft.next_fast_len(c1 - c0, real=True), mask.shape[2])
+    r0 = max(0, min(r0, mask.shape[1] - nr)); c0 = max(0, min(c0, mask.shape[2] - nc))
+    box = (slice(None), slice(r0, r0 + nr), slice(c0, c0 + nc))
+    ph, mag, m = phase_rad[box], magnitude[box], mask[box]
+    lap = wrapped_laplacian_2d(ph, voxel_size_mm)
+    tissue = float(np.median(sample_inside(mag, m)))
+    keep = m & (mag >= void_fraction * tissue)
+    lap *= keep
     kr = (2.0 * (np.cos(2 * np.pi * np.fft.fftfreq(nr)) - 1.0) / h_r ** 2).astype(np.float32)
     kc = (2.0 * (np.cos(2 * np.pi * np.fft.rfftfreq(nc)) - 1.0) / h_c ** 2).astype(np.float32)
     kernel = kr[:, None] + kc[None, :]
     kernel[0, 0] = np.inf
-    unwrapped = sfft.irfft2(sfft.rfft2(lap, axes=(1, 2), workers=-1) / kernel, s=(nr, nc), axes=(1, 2),
-                            workers=-1).astype(np.float32)
-    w = np.where(keep, magnitude.astype(np.float32) ** 2, 0.0).astype(np.float32)
-    sig = (0, sigma_mm / h_r, sigma_mm / h_c)
-    low = ndi.gaussian_filter(unwrapped * w, sig) / np.maximum(ndi.gaussian_filter(w, sig), 1e-12)
-    local = np.where(mask, unwrapped - low, 0.0).astype(np.float32)
+    spec = sfft.rfft2(lap, axes=(1, 2), workers=-1)
+    spec /= kernel
+    unwrapped = sfft.irfft2(spec, s=(nr, nc), axes=(1, 2), workers=-1).astype(np.float32)
+    del spec
+    w = np.square(mag, dtype=np.float32) * keep
+    low = smooth_lowpass(unwrapped, w, sigma_mm, voxel_size_mm)
+    unwrapped -= low
+    unwrapped *= m
+    out[box] = unwrapped
+    local = out
     return local, (f"Laplacian unwrapping (in-plane, voids excluded) + background removal "
                    f"(magnitude-weighted Gaussian high pass, sigma {sigma_mm:g} mm)")
 

@@ -102,6 +102,16 @@ def _compatible(ms: Any, m: Any, ps: Any, p: Any) -> bool:
     return _same_echo(m, p)
 
 
+def _pair_cost(mag_series: Any, phase_series: Any) -> float:
+    if mag_series is phase_series:
+        return 0.0
+    a, b = _get(mag_series, "series_number"), _get(phase_series, "series_number")
+    if a is None or b is None:
+        return 500.0
+    diff = int(b) - int(a)
+    return float(diff) if diff > 0 else 1000.0 + abs(diff)
+
+
 def _series_problem(series: Any) -> Optional[str]:
     problems = _get(series, "problems", default=None)
     if problems:
@@ -132,17 +142,28 @@ def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tu
                 mags.append((s, st))
             elif c == "phase":
                 phases.append((s, st))
-    # candidate (magnitude, phase) matches, grouped by acquisition (the two series)
+    # Candidate (magnitude, phase) matches. Several acquisitions of one study can share geometry
+    # and echo times, so each phase stack takes the most plausible magnitude stack: the same
+    # series first (one-series vendors), else the series numbered just before it (vendors that
+    # write the phase series right after its magnitude series), else the nearest series number;
+    # matches are assigned greedily, best first, each magnitude stack once.
+    candidates = []
+    for pi, (ps, p) in enumerate(phases):
+        for mi, (ms, m) in enumerate(mags):
+            if _compatible(ms, m, ps, p):
+                candidates.append((_pair_cost(ms, ps), pi, mi))
+    candidates.sort(key=lambda c: c[0])
+    taken_m: set[int] = set()
+    taken_p: set[int] = set()
     groups: dict[tuple[str, str], list[tuple[Any, Any, Any, Any]]] = {}
     used_mag_series: set[str] = set()
     used_phase_series: set[str] = set()
-    for ps, p in phases:
-        matches = [(ms, m) for ms, m in mags if _compatible(ms, m, ps, p)]
-        if not matches:
+    for _, pi, mi in candidates:
+        if pi in taken_p or mi in taken_m:
             continue
-        # prefer the same series (one-series vendors), then any
-        matches.sort(key=lambda sm: 0 if sm[0] is ps else 1)
-        ms, m = matches[0]
+        taken_p.add(pi)
+        taken_m.add(mi)
+        (ps, p), (ms, m) = phases[pi], mags[mi]
         key = (_get(ms, "series_instance_uid"), _get(ps, "series_instance_uid"))
         groups.setdefault(key, []).append((ms, m, ps, p))
     pairs: list[Pair] = []

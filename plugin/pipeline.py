@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -68,23 +69,27 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     notes: list[str] = []
     params = options.detection
     mask = brain_mask(mag, voxel, params)
-    if points_lps_mm:
-        ratio = darkness_ratio(mag, voxel, params)
-        noise = estimate_noise_sigma(mag, mask)
-        inv = np.linalg.inv(affine_lps)
-        spots: list[Spot] = []
-        for p in points_lps_mm:
-            idx = np.asarray(p, float) @ inv[:3, :3].T + inv[:3, 3]
-            spot, why = segment_at(ratio, mask, tuple(idx), voxel, params)
-            if spot is None:
-                notes.append(f"point {tuple(round(float(v), 1) for v in p)}: {why}")
-                continue
-            spots.append(spot)
-    else:
-        det = detect_spots(mag, voxel, params, mask=mask)
-        spots, noise = det.spots, det.noise_sigma
-        notes.append(f"{len(det.spots)} spots kept, {len(det.rejected)} candidates rejected")
-    local, wrapped, what = remove_background(phase, mag, mask, voxel, method=options.background)
+    # Detection (magnitude) and background removal (phase) are independent once the mask is
+    # known: run them on two threads (numpy/scipy release the GIL in their kernels).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        bg_future = pool.submit(remove_background, phase, mag, mask, voxel, method=options.background)
+        if points_lps_mm:
+            ratio = darkness_ratio(mag, voxel, params)
+            noise = estimate_noise_sigma(mag, mask)
+            inv = np.linalg.inv(affine_lps)
+            spots: list[Spot] = []
+            for p in points_lps_mm:
+                idx = np.asarray(p, float) @ inv[:3, :3].T + inv[:3, 3]
+                spot, why = segment_at(ratio, mask, tuple(idx), voxel, params)
+                if spot is None:
+                    notes.append(f"point {tuple(round(float(v), 1) for v in p)}: {why}")
+                    continue
+                spots.append(spot)
+        else:
+            det = detect_spots(mag, voxel, params, mask=mask)
+            spots, noise = det.spots, det.noise_sigma
+            notes.append(f"{len(det.spots)} spots kept, {len(det.rejected)} candidates rejected")
+        local, wrapped, what = bg_future.result()
     notes.append(f"background: {what}")
     superior_up = bool(affine_lps[2, 0] > 0)
     label_map = np.zeros(mag.shape, np.uint16)
@@ -92,6 +97,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
         it = interpret(rd.upper, rd.lower, convention, options.interpret)
+        if rd.resolved_by_outer:
+            it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
         center = _index_to_lps(affine_lps, spot.center_index)
         spot.center_lps_mm = center
         lesions.append(Lesion(

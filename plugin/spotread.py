@@ -42,6 +42,7 @@ class SpotReadings:
     central: PatternReading
     upper_slice: int
     lower_slice: int
+    resolved_by_outer: bool = False   # borders disagreed; the slices just beyond them agreed
 
 
 def read_slice(phase: np.ndarray, magnitude: np.ndarray, spot: Spot, slice_index: int,
@@ -106,5 +107,20 @@ def read_spot(phase: np.ndarray, magnitude: np.ndarray, spot: Spot, voxel_size_m
             return outer
         return own[k]
 
-    return SpotReadings(border(upper_slice, step_up), border(lower_slice, -step_up), own[spot.central_slice],
-                        upper_slice, lower_slice)
+    up, lo = border(upper_slice, step_up), border(lower_slice, -step_up)
+    if up.pattern is not None and lo.pattern is not None and up.dark_dominant != lo.dark_dominant:
+        # Disagreeing borders: a large, strongly magnetised lesion can still alias on its
+        # outermost visible slice. The paper's rationale is that the border shows the smallest
+        # perceptible phase shift, so look one slice further out on each side (the lobe decays
+        # as 1/r^3 there) and accept only if both sides are readable and then agree.
+        outer = []
+        for k, outward in ((upper_slice, step_up), (lower_slice, -step_up)):
+            out = k + outward
+            r = (read_slice(phase, magnitude, spot, out, voxel_size_mm, noise_sigma, footprint_from=k, **kw)
+                 if 0 <= out < phase.shape[0] else None)
+            outer.append(r)
+        if all(r is not None and r.pattern is not None and r.margin >= params.min_outer_margin
+               and r.signed_weight >= params.min_outer_weight for r in outer) and \
+                outer[0].dark_dominant == outer[1].dark_dominant:
+            return SpotReadings(outer[0], outer[1], own[spot.central_slice], upper_slice, lower_slice, True)
+    return SpotReadings(up, lo, own[spot.central_slice], upper_slice, lower_slice)

@@ -50,12 +50,17 @@ def test_spot_geometry(study):
 
 def test_border_slices_followed_beyond_the_core():
     """A slice only partly dark (axial dipole lobe, partial volume) still counts as showing the spot."""
-    les = SimLesion((8.3, 80.0, 80.0), 2.5, 0.2)
-    mag, _ = simulate(SHAPE, VOX, [les], snr=60, seed=2)
-    plain = detect_spots(mag, VOX, DetectionParams(max_border_extension=0)).spots
-    followed = detect_spots(mag, VOX).spots
-    assert len(plain) == len(followed) == 1
-    assert followed[0].n_slices > plain[0].n_slices
+    from plugin.detect import extend_to_border_slices
+    ratio = np.full((10, 20, 20), 0.97, np.float32)
+    ratio[5, 8:12, 8:12] = 0.3          # the core slice
+    ratio[4, 9:11, 9:11] = 0.80         # faintly dark below: joins
+    ratio[3, 9:11, 9:11] = 0.93         # not dark enough: stops
+    ratio[6, 9:11, 9:11] = 0.90         # above: 0.90 >= 0.88 x 0.97, stops
+    sub = (ratio[5:6] < 0.5)
+    bb = (slice(5, 6), slice(0, 20), slice(0, 20))
+    new_sub, new_bb = extend_to_border_slices(sub, bb, ratio, DetectionParams(), tissue_ratio=0.97)
+    assert (new_bb[0].start, new_bb[0].stop) == (4, 6)
+    assert new_sub[0].sum() == 4 and new_sub[1].sum() == 16
 
 
 def test_no_spots_in_a_clean_head():

@@ -1,0 +1,144 @@
+"""Pairing and the analyze pipeline end to end through real DICOM (dicom_io.writer -> scan ->
+pair -> analyse -> findings.json), and the `borderphase analyze` command's exit codes."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.quicksim import SimLesion, affine_for, simulate  # noqa: E402
+from dicom_io.writer import StackToWrite, StudyInfo, write_acquisition  # noqa: E402
+from plugin.cli import main as cli_main  # noqa: E402
+from plugin.pipeline import SCHEMA, analyze_paths  # noqa: E402
+
+VOX = (2.5, 0.9, 0.9)
+SHAPE = (16, 128, 128)
+LESIONS = [SimLesion((8.3, 50.0, 50.0), 3.0, 0.3), SimLesion((7.6, 80.0, 75.0), 4.0, -0.3)]
+LESION_KEYS = {"id", "center_lps_mm", "diameter_mm", "n_slices", "border_pattern", "central_pattern",
+               "classification", "confidence"}
+ANALYSIS_KEYS = {"study_instance_uid", "magnitude_series_uid", "phase_series_uid", "vendor", "phase_convention",
+                 "convention_source", "lesions"}
+CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
+
+
+def write(out, vendor, study, lesions=LESIONS, *, series_number=5, components=("magnitude", "phase"), seed=1):
+    mag, ph = simulate(SHAPE, VOX, lesions, convention=CONVENTION[vendor], snr=40, seed=seed)
+    data = {"magnitude": mag, "phase": ph}
+    stacks = [StackToWrite(c, 1, 25.0, data[c]) for c in components]
+    return write_acquisition(out, vendor=vendor, style="classic", stacks=stacks, affine_lps=affine_for(VOX),
+                             study=study, series_description="SWI test", series_number=series_number)
+
+
+def new_study():
+    return StudyInfo(study_instance_uid=generate_uid(), frame_of_reference_uid=generate_uid())
+
+
+@pytest.fixture(scope="module")
+def two_pairs_and_magnitude_only(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    study = new_study()
+    a = write(root / "a", "Siemens", study, series_number=5)
+    b = write(root / "b", "Siemens", study, series_number=7, seed=2)
+    c = write(root / "c", "Siemens", study, series_number=9, components=("magnitude",), seed=3)
+    return root, study, a, b, c
+
+
+def test_several_pairs_each_analysed_and_magnitude_only_skipped(two_pairs_and_magnitude_only, tmp_path):
+    root, study, a, b, c = two_pairs_and_magnitude_only
+    doc = analyze_paths([root], tmp_path, write_dicom=False)
+    assert doc["schema"] == SCHEMA
+    assert json.loads((tmp_path / "findings.json").read_text()) == doc
+    pairs = {(x["magnitude_series_uid"], x["phase_series_uid"]) for x in doc["analyses"]}
+    assert pairs == {(a.series_uids["magnitude"], a.series_uids["phase"]),
+                     (b.series_uids["magnitude"], b.series_uids["phase"])}
+    assert doc["skipped"] == [{"series_instance_uid": c.series_uids["magnitude"],
+                               "reason": "no phase series found for this magnitude series"}]
+    for analysis in doc["analyses"]:
+        assert ANALYSIS_KEYS <= set(analysis)
+        assert analysis["study_instance_uid"] == study.study_instance_uid
+        assert analysis["vendor"] == "Siemens" and analysis["phase_convention"] == "left-handed"
+        classes = sorted(les["classification"] for les in analysis["lesions"])
+        assert classes == ["calcification", "microbleed"]
+        for les in analysis["lesions"]:
+            assert LESION_KEYS <= set(les)
+            assert 0.0 <= les["confidence"] <= 1.0 and les["border_pattern"] in range(1, 7)
+            assert len(les["center_lps_mm"]) == 3
+
+
+@pytest.mark.parametrize("vendor", ["GE", "Philips", "Canon"])
+def test_each_vendor_layout_reads_back_and_classifies(vendor, tmp_path):
+    """GE and Philips write one series (magnitude + phase), Canon two; the convention comes from the headers."""
+    write(tmp_path / "in", vendor, new_study())
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "out", write_dicom=False)
+    assert doc["skipped"] == [] and len(doc["analyses"]) == 1
+    a = doc["analyses"][0]
+    assert a["vendor"] == vendor and a["phase_convention"] == CONVENTION[vendor]
+    truth = {"microbleed": LESIONS[0], "calcification": LESIONS[1]}
+    got = {les["classification"]: les for les in a["lesions"]}
+    assert set(got) == set(truth)
+    for cls, les in got.items():
+        expect = np.asarray(truth[cls].center_index) @ affine_for(VOX)[:3, :3].T
+        assert np.linalg.norm(np.asarray(les["center_lps_mm"]) - expect) < 3.0
+
+
+def test_study_without_spots_is_empty_not_an_error(tmp_path, capsys):
+    write(tmp_path / "in", "GE", new_study(), lesions=[])
+    code = cli_main(["analyze", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-dicom"])
+    assert code == 0
+    doc = json.loads((tmp_path / "out" / "findings.json").read_text())
+    assert len(doc["analyses"]) == 1 and doc["analyses"][0]["lesions"] == [] and doc["skipped"] == []
+
+
+def test_cli_exit_codes(two_pairs_and_magnitude_only, tmp_path, capsys):
+    root = two_pairs_and_magnitude_only[0]
+    assert cli_main(["analyze", str(root), "--out", str(tmp_path / "o1"), "--no-dicom"]) == 1   # a series skipped
+    err = capsys.readouterr().err
+    assert "no phase series found" in err
+    assert cli_main(["analyze", str(root / "a"), "--out", str(tmp_path / "o2"), "--no-dicom"]) == 0
+    assert cli_main(["analyze", str(root), "--out", str(tmp_path / "o3"), "--at", "1,2"]) == 2
+    assert cli_main(["analyze", str(tmp_path / "missing"), "--out", str(tmp_path / "o4")]) == 2
+    bad_rules = tmp_path / "rules.toml"
+    bad_rules.write_text("[[rule]]\nconvention = 'sideways'\n")
+    assert cli_main(["analyze", str(root / "a"), "--out", str(tmp_path / "o5"), "--convention-rules", str(bad_rules)]) == 2
+    assert "rules" in capsys.readouterr().err
+
+
+def test_marked_points_are_classified_without_detection(two_pairs_and_magnitude_only, tmp_path):
+    root = two_pairs_and_magnitude_only[0]
+    target = np.asarray(LESIONS[1].center_index) @ affine_for(VOX)[:3, :3].T
+    points = tmp_path / "points.txt"
+    points.write_text(f"# marked by a reader\n{target[0]:.1f},{target[1]:.1f},{target[2]:.1f}\n")
+    code = cli_main(["analyze", str(root / "a"), "--out", str(tmp_path / "out"), "--points", str(points),
+                     "--at", "5,5,20", "--no-dicom"])
+    assert code == 0
+    a = json.loads((tmp_path / "out" / "findings.json").read_text())["analyses"][0]
+    assert [les["classification"] for les in a["lesions"]] == ["calcification"]
+    assert any("outside the brain" in n for n in a["notes"])   # the point at (5, 5, 20) is in the air
+
+
+def test_site_rule_overrides_the_convention(tmp_path):
+    write(tmp_path / "in", "GE", new_study())
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "flipped-ge"\nconvention = "left-handed"\nvendor = "GE"\n')
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "out", convention_rules=rules, write_dicom=False)
+    a = doc["analyses"][0]
+    assert a["phase_convention"] == "left-handed" and "flipped-ge" in a["convention_source"]
+    # the same phase read the other way round: each call flips
+    assert sorted(les["classification"] for les in a["lesions"]) == ["calcification", "microbleed"]
+    by_pattern = {les["border_pattern"]: les["classification"] for les in a["lesions"]}
+    assert by_pattern.get(1) == "calcification" and by_pattern.get(2) == "microbleed"
+
+
+def test_real_canon_magnitude_only_series_is_skipped_with_reason(tmp_path):
+    base = Path(os.environ.get("BORDERPHASE_VENDOR_DICOM", Path(__file__).resolve().parents[2] / "shared" / "vendor_dicom"))
+    folder = base / "canon_v61_enhanced"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} absent (real vendor DICOM not available)")
+    doc = analyze_paths([folder], tmp_path, write_dicom=False)
+    assert doc["analyses"] == []
+    assert len(doc["skipped"]) == 1
+    assert doc["skipped"][0]["reason"].startswith("no phase series found")
