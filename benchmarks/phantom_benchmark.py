@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # the child reports its own peak RSS (RUSAGE_CHILDREN would give the max over all children)
 PROBE = ("import resource, sys; from plugin.cli import main; rc = main(sys.argv[1:]); "
-         "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+         "print('PEAK_RSS_KB', max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+         "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), file=sys.stderr); sys.exit(rc)")
 
 CONFIGS = (
     ("GE", "classic", []),
@@ -74,7 +75,9 @@ def main(argv=None) -> int:
         "",
         "The method paper's cohort (128 microbleeds + 62 calcifications, 4 studies of 512 x 512 x 60,",
         "0.45 x 0.45 x 2.5 mm, 3 T, TE 25 ms) rendered and written as DICOM for one vendor. One fresh",
-        "process per row (imports included); peak RSS is the child's `ru_maxrss`.",
+        "process per row (imports included); studies are rendered in 2 worker processes (`--jobs`,
+default up to 2); peak RSS is the largest `ru_maxrss` of the command or one of its workers (two
+workers run at once, so the machine needs about twice that).",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work while measured), "
         f"Python {platform.python_version()}.",

@@ -14,13 +14,14 @@ Regenerate the sample set (all of ``sample_dicom/``)::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
-import hashlib
 import itertools
 import json
+import os
 import shutil
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -149,9 +150,12 @@ def generate(
     filtered: bool = False,
     size: str = "full",
     n_studies: int = 4,
+    jobs: Optional[int] = None,
 ) -> dict:
     """Render and write a phantom (``cohort='paper'``: the paper's 190 lesions over ``n_studies``
-    studies; otherwise one study of 6 microbleeds + 4 calcifications) and ``out_dir/truth.json``."""
+    studies; otherwise one study of 6 microbleeds + 4 calcifications) and ``out_dir/truth.json``.
+    Studies are rendered in up to ``jobs`` processes (default: up to 2, the cores the project
+    targets); the result does not depend on ``jobs``."""
     convention = vendor_convention(vendor)
     out = Path(out_dir)
     acq = P.Acquisition(echo_times_ms=P.Acquisition.echo_train(echoes), snr=snr, filtered=filtered)
@@ -161,19 +165,29 @@ def generate(
         plans = [C.random_study(seed, size=size)]
     else:
         raise ValueError(f"unknown cohort {cohort!r} (use 'paper')")
-    studies = []
-    for plan in plans:
-        images, truth = P.make_study(plan.lesions, plan.veins, grid=plan.grid, head=plan.head, acquisition=acq,
-                                     convention=convention, seed=seed * 1000 + plan.index, vendor=vendor)
-        sub = out / f"study_{plan.index + 1:02d}" if len(plans) > 1 else out / "dicom"
-        doc = write_study(images, truth, sub, WriteOptions(vendor, style, anonymize, seed), study_index=plan.index)
-        doc["directory"] = sub.relative_to(out).as_posix()
-        studies.append(doc)
-        del images
+    opts = WriteOptions(vendor, style, anonymize, seed)
+    tasks = [(plan, acq, convention, out, opts, len(plans) > 1) for plan in plans]
+    workers = min(jobs if jobs else min(os.cpu_count() or 1, 2), len(tasks))
+    if workers > 1:
+        # one study per process; each study is independent and seeded, so the output is identical
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+            studies = list(pool.map(_render_and_write, tasks))
+    else:
+        studies = [_render_and_write(t) for t in tasks]
     document = {"schema": P.TRUTH_SCHEMA, "generator": _command_line(vendor, cohort, seed, style, anonymize, snr, echoes, filtered, size),
                 "studies": studies}
     (out / TRUTH_NAME).write_text(json.dumps(document, indent=1) + "\n")
     return document
+
+
+def _render_and_write(task) -> dict:
+    plan, acq, convention, out, opts, several = task
+    images, truth = P.make_study(plan.lesions, plan.veins, grid=plan.grid, head=plan.head, acquisition=acq,
+                                 convention=convention, seed=opts.seed * 1000 + plan.index, vendor=opts.vendor)
+    sub = out / f"study_{plan.index + 1:02d}" if several else out / "dicom"
+    doc = write_study(images, truth, sub, opts, study_index=plan.index)
+    doc["directory"] = sub.relative_to(out).as_posix()
+    return doc
 
 
 def _command_line(vendor, cohort, seed, style, anonymize, snr, echoes, filtered, size) -> str:

@@ -38,6 +38,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--filtered", action="store_true", help="vendor-like homodyne high-pass (filtered) phase")
     p.add_argument("--size", choices=("small", "full"), default="full",
                    help="full: 512x512x60; small: 224x224x20 (0.45x0.45x2.5 mm either way)")
+    p.add_argument("--jobs", type=int, default=None, help="studies rendered in parallel (default: up to 2)")
     p.add_argument("--sample-set", action="store_true", help="write the sample_dicom set (one small study per vendor) to --out")
     p.set_defaults(run=run)
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             doc = phantom_dicom.generate(
                 args.out, vendor=args.vendor, cohort=args.cohort, seed=args.seed, style=args.style,
                 anonymize=args.anonymize, snr=args.snr, echoes=args.echoes, filtered=args.filtered,
-                size=args.size, n_studies=args.studies,
+                size=args.size, n_studies=args.studies, jobs=args.jobs,
             )
     except ValueError as exc:
         print(f"borderphase phantom: {exc}")
