@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import itertools
 import json
 import os
@@ -23,7 +22,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 from . import phantom as P
 from . import phantom_cohort as C
@@ -59,36 +58,6 @@ def deterministic_uid(*parts: object) -> str:
     return generate_uid(entropy_srcs=[repr(p) for p in parts])
 
 
-@contextlib.contextmanager
-def _seeded_writer_uids(*parts: object) -> Iterator[None]:
-    """Make the writer's series/instance UIDs a deterministic sequence for this study.
-
-    ``dicom_io.writer`` draws fresh random UIDs; for a reproducible phantom we swap in a counter
-    seeded by ``parts`` for the duration of one ``write_acquisition`` call (single-threaded).
-    """
-    import dicom_io.writer as w
-
-    modules = [w]
-    try:
-        import dicom_io.writer_enhanced as we
-        modules.append(we)
-    except ImportError:  # pragma: no cover
-        pass
-    counter = itertools.count()
-
-    def generate_uid(prefix=None, entropy_srcs=None):  # same signature as pydicom's
-        return deterministic_uid(*parts, next(counter))
-
-    saved = [(m, m.generate_uid) for m in modules if hasattr(m, "generate_uid")]
-    for m, _ in saved:
-        m.generate_uid = generate_uid
-    try:
-        yield
-    finally:
-        for m, original in saved:
-            m.generate_uid = original
-
-
 @dataclass(frozen=True)
 class WriteOptions:
     vendor: str
@@ -116,12 +85,13 @@ def write_study(images: P.PhantomImages, truth: dict, out_dir: Path, opts: Write
         stacks.append(StackToWrite("phase", e + 1, te, images.phase_rad[e]))
     description = SERIES_DESCRIPTION[opts.vendor] + (FILTERED_SUFFIX[opts.vendor] if images.acquisition.filtered else "")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _seeded_writer_uids(*key):
-        written = write_acquisition(
-            out_dir, vendor=opts.vendor, style=opts.style, stacks=stacks, affine_lps=images.affine_lps,
-            study=study, series_description=description, series_number=5 + study_index * 100,
-            anonymize=opts.anonymize, field_strength_t=images.acquisition.b0_t,
-        )
+    counter = itertools.count()                 # series / instance UIDs: a sequence seeded by the study key
+    written = write_acquisition(
+        out_dir, vendor=opts.vendor, style=opts.style, stacks=stacks, affine_lps=images.affine_lps,
+        study=study, series_description=description, series_number=5 + study_index * 100,
+        anonymize=opts.anonymize, field_strength_t=images.acquisition.b0_t,
+        uid_factory=lambda: deterministic_uid(*key, next(counter)),
+    )
     doc = dict(truth)
     doc.update(
         vendor=opts.vendor,
