@@ -34,7 +34,7 @@ def run(args) -> int:
         from plugin.service.queue import make_queue, run_consumer
         queue = make_queue(config)
         n = args.workers if args.workers is not None else max(config.queue.workers, 1)
-        consumer = run_consumer(queue, n, config.queue.worker_type)
+        consumer = run_consumer(queue, n, config.queue.worker_type, config.queue.worker_nice, embedded=False)
         LOG.info("queue worker on %s backend (%d %s worker(s))", config.queue.backend, n, config.queue.worker_type)
         consumer.run()
         return 0

@@ -56,7 +56,8 @@ class QueueConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     name: str = "borderphase"
     workers: int = 1  # embedded consumer threads inside `serve`; 0 = external workers only
-    worker_type: str = "thread"  # thread | process (huey worker types)
+    worker_type: str = "process"  # process | thread (huey worker types)
+    worker_nice: int = 10  # CPU niceness of process workers (receiving has priority)
 
 
 @dataclass(frozen=True)
@@ -192,12 +193,13 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         raise ConfigError("completion: quiet_period_s must be > 0 and release_grace_s >= 0")
 
     q = doc.get("queue", {})
-    _check_unknown(q, {"backend", "redis_url", "name", "workers", "worker_type"}, "queue")
+    _check_unknown(q, {"backend", "redis_url", "name", "workers", "worker_type", "worker_nice"}, "queue")
     queue = QueueConfig(_get(q, "backend", str, "sqlite", "queue"),
                         _get(q, "redis_url", str, "redis://127.0.0.1:6379/0", "queue"),
                         _get(q, "name", str, "borderphase", "queue"),
                         _get(q, "workers", int, 1, "queue"),
-                        _get(q, "worker_type", str, "thread", "queue"))
+                        _get(q, "worker_type", str, "process", "queue"),
+                        _get(q, "worker_nice", int, 10, "queue"))
     if queue.backend not in ("sqlite", "redis"):
         raise ConfigError(f"queue.backend: 'sqlite' or 'redis', got {queue.backend!r}")
     if queue.worker_type not in ("thread", "process"):

@@ -183,16 +183,21 @@ class Node:
         if any(counts.values()):
             LOG.warning("restart reconciliation: %s", counts)
         if self.with_workers:
-            self.consumer = run_consumer(self.queue, self.config.queue.workers, self.config.queue.worker_type)
+            q = self.config.queue
+            self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True)
             self.consumer.start()
         self.scp.start()
         atomic_write_json(self.layout.node_file, {
             "pid": os.getpid(), "ae_title": self.config.node.ae_title, "host": self.config.node.host,
             "port": self.scp.port, "started": time.time(), "config": self.config.source})
 
-    def run(self, stop: threading.Event, poll_s: float = 0.1) -> None:
+    def run(self, stop: threading.Event, poll_s: float = 0.1, health_every_s: float = 5.0) -> None:
+        last_health = time.monotonic()
         while not stop.is_set():
             self.step()
+            if self.consumer is not None and time.monotonic() - last_health > health_every_s:
+                self.consumer.check_worker_health()  # restart dead worker processes
+                last_health = time.monotonic()
             stop.wait(poll_s)
 
     def stop(self) -> None:

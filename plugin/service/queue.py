@@ -11,6 +11,7 @@ consumer). Two tasks exist:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from huey import RedisHuey, SqliteHuey
@@ -87,8 +88,38 @@ def make_queue(config: Config) -> ServiceQueue:
     return ServiceQueue(config, make_huey(config))
 
 
-def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "thread"):
-    """Create a Huey consumer for this queue (``.start()`` embedded or ``.run()`` standalone)."""
-    return queue.huey.create_consumer(workers=max(workers, 1), worker_type=worker_type, periodic=False,
-                                      initial_delay=0.05, backoff=1.5, max_delay=0.5, scheduler_interval=1,
-                                      check_worker_health=True)
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (a killed node leaves no orphan workers)."""
+    try:
+        import ctypes
+        import signal as _signal
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(_signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: orphans finish their task and are reaped by the claim logic
+        pass
+
+
+def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process", nice: int = 10,
+                 embedded: bool = True):
+    """Create a Huey consumer for this queue (``.start()`` embedded or ``.run()`` standalone).
+
+    With ``worker_type="process"`` the analysis runs in forked worker processes at a lower CPU
+    priority (``nice``), so that receiving (the C-STORE SCP threads of the parent) keeps the CPU it
+    needs and never waits on the analysis for the GIL; embedded workers die with the node.
+    """
+    from huey.consumer import Worker
+    consumer = queue.huey.create_consumer(workers=max(workers, 1), worker_type=worker_type, periodic=False,
+                                          initial_delay=0.05, backoff=1.5, max_delay=0.5, scheduler_interval=1,
+                                          check_worker_health=True)
+    if worker_type == "process":
+        original = consumer.environment.init_child
+
+        def init_child(process):
+            if embedded:
+                _die_with_parent()
+            if nice and isinstance(process, Worker):
+                os.nice(nice)
+            original(process)
+
+        consumer.environment.init_child = init_child
+    return consumer
