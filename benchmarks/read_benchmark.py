@@ -36,6 +36,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK = HERE / "_work" / "read_study"
+PIXEL_BYTES = HERE / "_work" / "read_study_pixel_bytes.txt"
 N_SLICES, N_ECHOES, SIZE = 60, 2, 512
 DCM2NIIX = shutil.which("dcm2niix", path="/usr/bin") or shutil.which("dcm2niix")
 
@@ -130,7 +131,7 @@ def generate(out: Path) -> int:
                 total += stored.nbytes
                 name = f"{series_number:02d}_{e + 1}_{s + 1:03d}{'_ph' if comp == 'P' else ''}"
                 pydicom.dcmwrite(out / name, ds, enforce_file_format=True)
-    (out / "pixel_bytes.txt").write_text(str(total))
+    PIXEL_BYTES.write_text(str(total))
     return total
 
 
@@ -195,8 +196,6 @@ import pydicom
 t0 = time.perf_counter(); c0 = time.process_time()
 groups = {{}}
 for name in sorted(os.listdir({work!r})):
-    if name.endswith(".txt"):
-        continue
     ds = pydicom.dcmread(os.path.join({work!r}, name))
     groups.setdefault((ds.SeriesInstanceUID, int(ds.EchoNumbers)), []).append(ds)
 vols = []
@@ -248,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     if not DCM2NIIX:
         print("dcm2niix not found (Debian package dcm2niix)", file=sys.stderr)
         return 2
-    if args.regenerate or not (WORK / "pixel_bytes.txt").exists():
+    if args.regenerate or not PIXEL_BYTES.exists() or (WORK / "pixel_bytes.txt").exists():
         generate(WORK)
-    pixel_bytes = int((WORK / "pixel_bytes.txt").read_text())
+    pixel_bytes = int(PIXEL_BYTES.read_text())
     for p in WORK.iterdir():  # page cache for both tools
         p.read_bytes()
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())

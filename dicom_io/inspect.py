@@ -138,8 +138,9 @@ def format_table(doc: dict) -> str:
             te = f"{st['echo_time_ms']:g}" if st["echo_time_ms"] is not None else "-"
             sl = f"{st['slice_spacing_mm']:.3g}" if st["slice_spacing_mm"] is not None else "-"
             echo = st["echo_number"] if st["echo_number"] is not None else "-"
+            size = f"{st['rows']}x{st['columns']}"
             line = (f"  {st['component']:<10} {echo:>4} {te:>7} {st['n_slices']:>6} "
-                    f"{st['rows']}x{st['columns']:<5} {ps_text:>13} {sl:>8}  {st['component_source']}")
+                    f"{size:>9} {ps_text:>13} {sl:>8}  {st['component_source']}")
             out.append(line)
             if st["component"] == "phase":
                 rng = st.get("phase_range_rad")

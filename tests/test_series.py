@@ -178,3 +178,21 @@ def test_same_instance_twice_is_read_once(mr_writer, tmp_path):
     (st,) = res.series[0].stacks
     assert st.n_slices == 3 and st.problems == []
     assert any("copy_of_i1" in n and "duplicate copy" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("ts", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.2"])  # implicit LE, explicit BE (retired)
+def test_native_transfer_syntaxes(mr_writer, tmp_path, ts):
+    """Written by dcmtk's dcmconv (+ti implicit little endian, +tb explicit big endian)."""
+    if not shutil.which("/usr/bin/dcmconv"):
+        pytest.skip("/usr/bin/dcmconv not installed (Debian package dcmtk)")
+    rng = np.random.default_rng(5)
+    vol = rng.integers(-2000, 2000, size=(3, 16, 16)).astype(np.int16)
+    out = tmp_path / "ts"
+    out.mkdir()
+    flag = "+ti" if ts == "1.2.840.10008.1.2" else "+tb"
+    for k in range(3):
+        src = mr_writer(f"x{k}", rows=16, columns=16, position=(0, 0, k), pixels=vol[k], signed=True)
+        subprocess.run(["/usr/bin/dcmconv", flag, str(src), str(out / f"x{k}")], check=True, capture_output=True)
+    (st,) = series.scan([out]).series[0].stacks
+    assert st.frames[0].transfer_syntax_uid == ts
+    assert np.array_equal(series.read_stored(st), vol)
