@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--quiet-period", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--worker-type", default="thread", choices=("thread", "process"))
+    ap.add_argument("--worker-type", default="process", choices=("thread", "process"))
     ap.add_argument("--work", default=None, help="work dir (kept); default: a temp dir removed at the end")
     ap.add_argument("--timeout", type=float, default=3600)
     args = ap.parse_args(argv)

@@ -141,9 +141,15 @@ def format_demo(doc: dict) -> str:
                              f"{l.get('confidence', 0):>4.2f}")
         for sk in f.get("skipped", []):
             lines.append(f"{short:<14} skipped series …{sk.get('series_instance_uid', '')[-12:]}: {sk.get('reason')}")
-    lines += ["", "results in the archive stand-in:"]
+    lines += ["", f"results in the archive stand-in ({doc['archive_dir']}/<study>/<series>/):"]
     for s in doc["studies"]:
+        series: dict[str, list] = {}
         for r in s["landed"]:
-            lines.append(f"  {r['modality']:<4} {r['series_description'][:40]:<40} {r['path']}")
+            series.setdefault(str(Path(r["path"]).parent), []).append(r)
+        lines.append(f"  study {s['study_instance_uid']}:")
+        for sdir, objs in sorted(series.items(), key=lambda kv: ("SR", "SEG", "KO", "OT").index(kv[1][0]["modality"])
+                                 if kv[1][0]["modality"] in ("SR", "SEG", "KO", "OT") else 9):
+            o = objs[0]
+            lines.append(f"    {o['modality']:<4} {len(objs):>2} x {o['series_description'][:32]:<32} {sdir}")
     lines.append(f"\nnode state (spool, queue, results, outbox): {doc['node_state_dir']}")
     return "\n".join(lines)
