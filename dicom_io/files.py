@@ -447,7 +447,7 @@ def _claimed_pixel_bytes(ds: pydicom.Dataset) -> Optional[int]:
         frames = int(kw_value(ds, "NumberOfFrames", 1) or 1)
         spp = int(kw_value(ds, "SamplesPerPixel", 1) or 1)
         bits = int(kw_value(ds, "BitsAllocated", 16) or 16)
-    except (TypeError, ValueError, AttributeError):
+    except Exception:  # damaged values: the header reader reports them later, naming the file
         return None
     return rows * cols * frames * spp * max(bits, 8) // 8
 
