@@ -75,9 +75,9 @@ def main(argv=None) -> int:
         "",
         "The method paper's cohort (128 microbleeds + 62 calcifications, 4 studies of 512 x 512 x 60,",
         "0.45 x 0.45 x 2.5 mm, 3 T, TE 25 ms) rendered and written as DICOM for one vendor. One fresh",
-        "process per row (imports included); studies are rendered in 2 worker processes (`--jobs`,
-default up to 2); peak RSS is the largest `ru_maxrss` of the command or one of its workers (two
-workers run at once, so the machine needs about twice that).",
+        "process per row (imports included); studies are rendered in 2 worker processes (`--jobs`,",
+        "default up to 2); peak RSS is the largest `ru_maxrss` of the command or one of its workers (two",
+        "workers run at once, so the machine needs about twice that).",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work while measured), "
         f"Python {platform.python_version()}.",
