@@ -171,18 +171,14 @@ def _build_series(uid: str, frames: list[FrameHeader], rules) -> SeriesInfo:
     codec, vendor_source = _codec_for(f0)
     vendor = getattr(codec, "vendor", "unknown")
 
+    decided = [codec.component(f) for f in frames]
+    undecided = [i for i, (comp, _) in enumerate(decided) if comp == "unknown"]
+    if undecided:
+        problems.extend(_components_from_pixels(frames, undecided, decided))
+
     keyed: dict[tuple[str, Optional[int]], list[FrameHeader]] = {}
     sources: dict[tuple[str, Optional[int]], list[str]] = {}
-    pixel_cache_failed = False
-    for f in frames:
-        comp, src = codec.component(f)
-        if comp == "unknown" and not pixel_cache_failed:
-            try:
-                comp, src = _component_from_pixels(pixels.read_frame(f))
-                src = f"{src} (no header tag decided)"
-            except DicomInputError as exc:
-                problems.append(f"component undecided and pixels unreadable: {exc}")
-                pixel_cache_failed = True
+    for f, (comp, src) in zip(frames, decided):
         key = (comp, f.echo_number)
         keyed.setdefault(key, []).append(f)
         sources.setdefault(key, []).append(src)
@@ -216,6 +212,34 @@ def _build_series(uid: str, frames: list[FrameHeader], rules) -> SeriesInfo:
         frame_of_reference_uid=f0.frame_of_reference_uid,
         n_files=len({str(f.path) for f in frames}), n_frames=len(frames), stacks=stacks, problems=problems,
         phase_convention=convention, convention_source=convention_source, codec=codec)
+
+
+PIXEL_CLASSIFY_CHUNK = 64
+
+
+def _components_from_pixels(frames: list[FrameHeader], undecided: list[int],
+                            decided: list[tuple[str, str]]) -> list[str]:
+    """Last resort (GUIDE): decide magnitude/phase from each frame's stored pixels. Frames are read
+    in chunks (a multi-frame compressed file is decoded once per chunk, not once per frame).
+    Fills ``decided`` in place; returns problems."""
+    problems: list[str] = []
+    for start in range(0, len(undecided), PIXEL_CLASSIFY_CHUNK):
+        chunk = undecided[start:start + PIXEL_CLASSIFY_CHUNK]
+        try:
+            stored = pixels.read_stored([frames[i] for i in chunk])
+            arrays = list(stored)
+        except DicomInputError:
+            arrays = []
+            for i in chunk:  # frames of different sizes/types: one at a time
+                try:
+                    arrays.append(pixels.read_frame(frames[i]))
+                except DicomInputError as exc:
+                    problems.append(f"component undecided and pixels unreadable: {exc}")
+                    return problems
+        for i, arr in zip(chunk, arrays):
+            comp, src = _component_from_pixels(arr)
+            decided[i] = (comp, f"{src} (no header tag decided)")
+    return problems
 
 
 def read_stored(stack: StackInfo, *, limit_bytes: Optional[int] = None, threads: Optional[int] = None) -> np.ndarray:
