@@ -107,12 +107,19 @@ def build_seg(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> 
         version=ctx.algorithm_version,
         parameters={"phase convention": a.phase_convention, "convention source": a.convention_source},
     )
-    # (slice, row, col, segment) boolean, built only where the spots are
+    # Non-overlapping spots: pass a label map of segment numbers (highdicom splits it into
+    # one binary frame per segment and plane), restricted to the planes that show a spot, so a
+    # 512x512x60 pair with 20 spots never builds a (60, 512, 512, 20) array.
     lm = ctx.label_map
-    pixels = np.zeros(lm.shape + (len(ctx.spots),), dtype=bool)
-    for j, spot in enumerate(ctx.spots):
-        pixels[..., j] = lm == int(spot.lesion.id)
-    pixel_measures, plane_orientation, plane_positions = _geometry(ctx)
+    lut = np.zeros(int(lm.max()) + 1, dtype=np.uint16)
+    for spot in ctx.spots:
+        lut[int(spot.lesion.id)] = spot.segment_number
+    planes = np.flatnonzero(lm.reshape(lm.shape[0], -1).any(axis=1))
+    if planes.size == 0:
+        raise ValueError("the label map shows none of the spots")
+    pixels = lut[lm[planes]]
+    pixel_measures, plane_orientation, all_positions = _geometry(ctx)
+    plane_positions = [all_positions[k] for k in planes]
     mag_ids = {ds.SOPInstanceUID for ds in ctx.magnitude_datasets}
     further = [_shared_geometry_copy(ds) for ds in ctx.phase_datasets if ds.SOPInstanceUID not in mag_ids]
     seg = hd.seg.Segmentation(

@@ -173,24 +173,22 @@ def _strip_multiframe_positions(content: pydicom.Dataset, multiframe_uids: set[s
 def library_datasets(ctx: ResultContext) -> tuple[list[pydicom.Dataset], set[str]]:
     """Datasets for the image library (TID 1600) and the UIDs of multi-frame ones.
 
-    The library lists the images the report points at: magnitude and phase of the border
-    slice each spot's region is drawn on (the whole instance for enhanced sources). All
-    magnitude and phase instances are still listed as evidence (Current Requested Procedure
-    Evidence Sequence); 120 library entries of a 60-slice pair would bury the findings (and
-    make validators crawl: PixelMed needs minutes for a few hundred library items)."""
+    The library lists the images the report's regions point at: the magnitude image of the
+    border slice each spot is drawn on (the whole instance for enhanced sources). All
+    magnitude and phase instances are listed as evidence (Current Requested Procedure Evidence
+    Sequence); 120 library entries of a 60-slice pair would bury the findings, triple the
+    build time and make validators crawl (PixelMed needs minutes for a few hundred items)."""
     frames_by_uid: dict[str, list] = {}
     for vol in (ctx.magnitude, ctx.phase):
         for fh in vol.frames:
             frames_by_uid.setdefault(fh.dataset.SOPInstanceUID, []).append(fh)
     wanted: dict[str, pydicom.Dataset] = {}
     for spot in ctx.spots:
-        for vol in (ctx.magnitude, ctx.phase):
-            ds = vol.frames[spot.border_slice].dataset
-            wanted.setdefault(ds.SOPInstanceUID, ds)
-    if not wanted:   # no spots: the first magnitude and phase image stand for the series read
-        for vol in (ctx.magnitude, ctx.phase):
-            ds = vol.frames[0].dataset
-            wanted.setdefault(ds.SOPInstanceUID, ds)
+        ds = ctx.magnitude.frames[spot.border_slice].dataset
+        wanted.setdefault(ds.SOPInstanceUID, ds)
+    if not wanted:   # no spots: the first magnitude image stands for the series read
+        ds = ctx.magnitude.frames[0].dataset
+        wanted.setdefault(ds.SOPInstanceUID, ds)
     out, multi = [], set()
     for uid, ds in wanted.items():
         if _is_multiframe(ds):

@@ -72,7 +72,7 @@ def window(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def magnitude_window(vol: np.ndarray) -> tuple[float, float]:
     sample = vol[:, ::4, ::4] if vol.ndim == 3 else vol[::4, ::4]
     lo, hi = np.percentile(sample, [0.5, 99.5])
-    return float(lo), float(hi)
+    return float(lo), float(lo + 1.15 * (hi - lo))   # tissue light grey, not clipped white
 
 
 def phase_window(vol: np.ndarray) -> tuple[float, float]:
@@ -81,6 +81,16 @@ def phase_window(vol: np.ndarray) -> tuple[float, float]:
     w = float(np.percentile(np.abs(sample), 99.0))
     w = min(max(w, 0.05), math.pi)
     return -w, w
+
+
+def local_phase_window(patch: np.ndarray) -> tuple[float, float]:
+    """A window centred on the crop's median phase, wide enough for 98% of its pixels: the
+    spot's pattern (darker or brighter than its surroundings) stays what it is, only easier
+    to see than under the whole-slice window when background phase varies across the head."""
+    centre = float(np.median(patch))
+    half = float(np.percentile(np.abs(patch - centre), 98.0))
+    half = min(max(half, 0.05), math.pi)
+    return centre - half, centre + half
 
 
 def _to_rgb(gray: np.ndarray, size_px: int) -> tuple[Image.Image, float]:
@@ -196,9 +206,11 @@ def _header(draw: ImageDraw.ImageDraw, width: int, ctx: ResultContext, subtitle:
 
 
 def _footer(draw: ImageDraw.ImageDraw, width: int, height: int) -> None:
-    text = ("Automated reading of GRE magnitude/phase; phase shown black = low value. "
-            "Verify on the source images.")
-    draw.text((MARGIN, height - 22), text, fill=DIM, font=font(12))
+    lines = ("Automated reading of GRE magnitude and phase. Phase: black = low value "
+             "(zoomed phase: window centred on the local median).",
+             "Verify every finding on the source images.")
+    for i, text in enumerate(lines):
+        draw.text((MARGIN, height - 38 + 17 * i), text, fill=DIM, font=font(12))
 
 
 # --- images -------------------------------------------------------------------------------------
@@ -277,6 +289,8 @@ def spot_card(ctx: ResultContext, spot: Spot, rows, mag_win, phase_win) -> np.nd
         sl = vol.data[kk]
         pad = np.pad(sl, half_px, mode="constant", constant_values=float(win[0]))
         patch = pad[r0:r0 + 2 * half_px + 1, c0:c0 + 2 * half_px + 1]
+        if vol is ctx.phase:
+            win = local_phase_window(patch)
         im, scale = _to_rgb(window(patch, *win), min(CROP_PX, crop_w))
         d = ImageDraw.Draw(im)
         ctr = (half_px + 0.5) * scale
