@@ -49,6 +49,7 @@ CONDITIONS = {
     "default": (dict(), "auto"),
     "filtered": (dict(filtered=True), "auto"),
     "snr15": (dict(snr=15.0), "auto"),
+    "snr8": (dict(snr=8.0), "auto"),
     "homodyne": (dict(), "homodyne"),
     "laplacian": (dict(), "laplacian"),
     "nobg": (dict(), "none"),
@@ -80,6 +81,7 @@ class Record:
     central_pattern: int | None = None
     confidence: float = 0.0
     evidence: float = 0.0
+    n_readable: int = 0
     reason: str = ""
 
 
@@ -142,6 +144,7 @@ def score(vendor: str, condition: str, study: int, truth: dict, res, convention:
                 rec.central_pattern = None if les.central_pattern is None else int(les.central_pattern)
                 rec.confidence = les.confidence
                 rec.evidence = it.evidence
+                rec.n_readable = it.n_readable_borders
                 rec.reason = les.reason
         out.records.append(rec)
     out.false_positives = len(res.lesions) - len(used)
@@ -229,7 +232,7 @@ def detection_line(label: str, results: list[StudyResult]) -> str:
 
 def reliability(recs: list[Record]) -> list[str]:
     calls = [r for r in recs if r.detected and r.classification in ("microbleed", "calcification")]
-    bins = [(0.0, 0.6), (0.6, 0.8), (0.8, 0.9), (0.9, 0.99), (0.99, 1.01)]
+    bins = [(0.0, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 0.98), (0.98, 0.995), (0.995, 1.01)]
     out = ["confidence bin   calls  mean confidence  fraction right"]
     for lo, hi in bins:
         sel = [r for r in calls if lo <= r.confidence < hi]
@@ -239,18 +242,19 @@ def reliability(recs: list[Record]) -> list[str]:
     return out
 
 
-def fit_calibration(recs: list[Record]) -> tuple[float, float]:
-    """Logistic fit of P(right | evidence) by maximum likelihood (scipy)."""
+def fit_calibration(recs: list[Record]) -> tuple[float, float, float]:
+    """Logistic fit of P(right | evidence, both borders readable) by maximum likelihood (scipy)."""
     from scipy.optimize import minimize
     calls = [r for r in recs if r.detected and r.classification in ("microbleed", "calcification")]
     x = np.array([r.evidence for r in calls])
+    both = np.array([r.n_readable == 2 for r in calls], float)
     y = np.array([r.classification == r.truth_class for r in calls], float)
 
     def nll(p):
-        z = p[0] + p[1] * x
-        return float(np.sum(np.logaddexp(0, z) - y * z)) + 1e-3 * (p[1] ** 2)
-    fit = minimize(nll, [0.0, 1.0], method="Nelder-Mead")
-    return float(fit.x[0]), float(fit.x[1])
+        z = p[0] + p[1] * x + p[2] * both
+        return float(np.sum(np.logaddexp(0, z) - y * z)) + 1e-3 * float(np.sum(np.square(p[1:])))
+    fit = minimize(nll, [0.0, 1.0, 0.0], method="Nelder-Mead", options=dict(maxiter=4000, xatol=1e-4, fatol=1e-6))
+    return float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 
 def main(argv=None) -> int:
@@ -319,8 +323,9 @@ def main(argv=None) -> int:
     print("\nConfidence reliability (all decided calls, all conditions)")
     print("\n".join(reliability(all_recs)))
     if args.calibrate:
-        a, b = fit_calibration(all_recs)
-        print(f"\ncalibration fit: CALIBRATION_INTERCEPT = {a:.3f}, CALIBRATION_SLOPE = {b:.3f}")
+        a, b, c = fit_calibration(all_recs)
+        print(f"\ncalibration fit: CALIBRATION_INTERCEPT = {a:.3f}, CALIBRATION_SLOPE = {b:.3f}, "
+              f"CALIBRATION_BOTH_BORDERS = {c:.3f}")
     if args.verbose:
         print("\nMisses, wrong or indeterminate calls:")
         for r in all_recs:

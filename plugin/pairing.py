@@ -15,7 +15,7 @@ attributes only, so this module stays independent of their exact classes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 
@@ -29,6 +29,7 @@ class Pair:
     echo_number: Optional[int]
     echo_time_ms: Optional[float]
     note: str
+    earlier: list = field(default_factory=list)   # (magnitude, phase, echo_number, echo_time_ms), later TE first
 
 
 def _get(obj: Any, *names: str, default: Any = None) -> Any:
@@ -186,11 +187,12 @@ def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tu
             how = f"echo {echo} as requested"
         ms, m, ps, p = chosen
         en, te = _echo_key(p)
+        earlier = [] if echo is not None else [(c[1], c[3]) + _echo_key(c[3]) for c in reversed(cands[:-1])]
         used_mag_series.add(muid)
         used_phase_series.add(puid)
         pairs.append(Pair(m, p, muid, puid, _get(ps, "study_instance_uid", default=""), en, te,
                           f"paired magnitude {muid} with phase {puid}: {how} (echo {en}, TE {te} ms) "
-                          f"of {len(cands)} paired echo(es)"))
+                          f"of {len(cands)} paired echo(es)", earlier))
     for s, _ in mags:
         uid = _get(s, "series_instance_uid", default="")
         if uid not in used_mag_series and uid not in used_phase_series and not any(d["series_instance_uid"] == uid for d in skipped):

@@ -163,6 +163,21 @@ def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str
                         lesions=res.lesions, label_map=res.label_map, notes=notes)
 
 
+MIN_USABLE_SNR = 5.0   # tissue magnitude / noise s.d. below which an echo is not used (if an earlier one exists)
+
+
+def magnitude_snr(magnitude: np.ndarray) -> float:
+    """Tissue magnitude over noise s.d. of a magnitude volume (brain mask, robust estimates)."""
+    vox = (1.0, 1.0, 1.0)
+    mask = brain_mask(magnitude, vox)
+    if not mask.any():
+        return 0.0
+    from .detect import sample_inside
+    noise = estimate_noise_sigma(magnitude, mask)
+    tissue = float(np.median(sample_inside(magnitude, mask)))
+    return tissue / noise if noise > 0 else float("inf")
+
+
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
                   options: AnalysisOptions = AnalysisOptions(), write_dicom: bool = True) -> dict:
     """Scan ``paths``, pair, analyse every pair, write ``out_dir/findings.json``; return the document.
@@ -189,6 +204,13 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         except Exception as exc:  # a reader error names the file; report and skip the pair
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
+        note = pair.note
+        for m_alt, p_alt, en_alt, te_alt in pair.earlier:
+            snr = magnitude_snr(mag.data)
+            if snr >= MIN_USABLE_SNR:
+                break
+            note += f"; echo TE {mag.echo_time_ms} ms has too little signal (SNR {snr:.1f}): using TE {te_alt} ms"
+            mag, ph = dseries.load_volume(m_alt), dseries.load_volume(p_alt)
         if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": "magnitude and phase volumes differ in geometry"})
@@ -197,7 +219,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         conv, source = dconv.resolve_convention(frame, ph.vendor, convention_rules)
         analysis = analyze_volumes(mag, ph, convention=conv, convention_source=source,
                                    points_lps_mm=points_lps_mm, options=options)
-        analysis.notes.insert(0, pair.note)
+        analysis.notes.insert(0, note)
         analyses.append(analysis)
         if write_dicom:
             result_paths += _write_results(analysis, mag, ph, out)

@@ -142,3 +142,21 @@ def test_real_canon_magnitude_only_series_is_skipped_with_reason(tmp_path):
     assert doc["analyses"] == []
     assert len(doc["skipped"]) == 1
     assert doc["skipped"][0]["reason"].startswith("no phase series found")
+
+
+def test_multi_echo_takes_latest_usable_echo_or_the_one_asked(tmp_path):
+    mag, ph = simulate(SHAPE, VOX, LESIONS, convention="right-handed", snr=40, seed=4)
+    rng = np.random.default_rng(0)
+    noise_only = np.abs(rng.normal(size=SHAPE) + 1j * rng.normal(size=SHAPE)).astype(np.float32) * 0.02
+    stacks = [StackToWrite("magnitude", 1, 12.5, mag), StackToWrite("phase", 1, 12.5, ph),
+              StackToWrite("magnitude", 2, 25.0, mag), StackToWrite("phase", 2, 25.0, ph),
+              StackToWrite("magnitude", 3, 37.5, noise_only), StackToWrite("phase", 3, 37.5, ph)]
+    write_acquisition(tmp_path / "in", vendor="GE", style="classic", stacks=stacks, affine_lps=affine_for(VOX),
+                      study=new_study(), series_description="SWAN", series_number=5)
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "o1", write_dicom=False)
+    assert len(doc["analyses"]) == 1
+    note = doc["analyses"][0]["notes"][0]
+    assert "latest echo" in note and "too little signal" in note and "using TE 25.0 ms" in note
+    assert len(doc["analyses"][0]["lesions"]) == 2
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "o2", echo=1, write_dicom=False)
+    assert "echo 1 as requested" in doc["analyses"][0]["notes"][0]
