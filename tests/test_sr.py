@@ -147,3 +147,28 @@ def test_bad_analysis_is_refused_clearly(classic):
     mag, ph, analysis, _ = classic
     with pytest.raises(ValueError, match="magnitude volume"):
         write_results(analysis, ph, mag, "/nonexistent")
+
+
+def test_any_object_with_the_fields_works_and_unknown_convention(tmp_path):
+    """Structural typing: plain objects (str classification, int patterns) are accepted;
+    an unknown convention is written as such."""
+    from types import SimpleNamespace
+    mag, ph = classic_pair(tmp_path, shape=(6, 48, 48), spots=CLASSIC_SPOTS[4:5])
+    model = make_analysis(mag, ph, CLASSIC_SPOTS[4:5])
+    les = model.lesions[0]
+    plain = SimpleNamespace(
+        study_instance_uid=model.study_instance_uid, magnitude_series_uid=model.magnitude_series_uid,
+        phase_series_uid=model.phase_series_uid, vendor="Unknown", phase_convention="unknown",
+        convention_source="no rule matched Manufacturer 'ACME'", label_map=model.label_map,
+        lesions=[SimpleNamespace(
+            id=7, center_lps_mm=les.center_lps_mm, diameter_mm=2.5, slice_indices=les.slice_indices,
+            upper_border_slice=les.upper_border_slice, lower_border_slice=les.lower_border_slice,
+            central_slice=les.central_slice, border_pattern=2, central_pattern=None,
+            classification="indeterminate", confidence=0.0, reason="convention unknown")],
+    )
+    plain.label_map = (model.label_map > 0) * 7
+    kinds = _by_kind(write_results(plain, mag, ph, tmp_path / "out", include=("sr",)))
+    [spot] = read_spots(pydicom.dcmread(kinds["sr"][0]))
+    assert spot["label"] == "Indet 1" and spot["class"] == "indeterminate"
+    assert spot["convention"] == "unknown" and spot["border_pattern"] == 2
+    assert spot["central_pattern"] is None and spot["certainty_pct"] == 0.0
