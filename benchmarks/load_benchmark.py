@@ -90,18 +90,33 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 class RssSampler(threading.Thread):
-    """Peak RSS of a process (VmHWM), sampled until stopped (the value survives only while it runs)."""
+    """Peak RSS (VmHWM) of a process and, separately, the largest of its child processes (forked
+    analysis workers), sampled until stopped."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.pid, self.peak_mb, self.stop_flag = pid, 0.0, threading.Event()
+        self.pid, self.peak_mb, self.child_peak_mb, self.stop_flag = pid, 0.0, 0.0, threading.Event()
 
     def run(self):
         while not self.stop_flag.is_set():
             v = peak_rss_mb(self.pid)
             if v:
                 self.peak_mb = max(self.peak_mb, v)
+            for c in children(self.pid):
+                v = peak_rss_mb(c)
+                if v:
+                    self.child_peak_mb = max(self.child_peak_mb, v)
             self.stop_flag.wait(0.5)
 
 
@@ -160,7 +175,26 @@ def main(argv=None) -> int:
     stop_proc(scp)
     shutil.rmtree(out, ignore_errors=True)
 
-    # -- the node, same load -------------------------------------------------------------------
+    # -- the node receiving only (no analysis workers): the receiver's own cost ------------------
+    node_port = free_port()
+    state = work / "state_rx"
+    shutil.rmtree(state, ignore_errors=True)
+    cfg = write_config(work / "node_rx.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0, workers=0,
+                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": 9}})
+    node = start_serve(cfg, node_port, work / "node_rx.log")
+    sampler = RssSampler(node.pid)
+    sampler.start()
+    r = run_senders(node_port, "BPNODE", groups)
+    sampler.stop_flag.set()
+    sampler.join()
+    spooled = sum(len(list((state / "spool" / s["study_uid"]).rglob("*.dcm"))) for s in load)
+    report["node_receive_only"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
+                                   "spooled": spooled, "peak_rss_mb": round(sampler.peak_mb, 1),
+                                   "failed_senders": r["failed_senders"]}
+    stop_proc(node)
+    shutil.rmtree(state, ignore_errors=True)
+
+    # -- the node, same load, analysing and delivering to Orthanc ------------------------------
     node_port = free_port()
     orthanc = Orthanc(work / "orthanc", node_port).start()
     state = work / "state"
@@ -208,6 +242,7 @@ def main(argv=None) -> int:
         sampler.stop_flag.set()
         sampler.join()
         report["node_peak_rss_mb"] = round(sampler.peak_mb, 1)
+        report["worker_peak_rss_mb"] = round(sampler.child_peak_mb, 1)
         stop_proc(node)
         orthanc.stop()
     print(json.dumps(report, indent=2))
@@ -248,9 +283,13 @@ def markdown(r: dict) -> str:
         "|---|---|---|",
         f"| {r['instances']} instances (512x512 16-bit), {r['senders']} concurrent storescu | "
         f"{r['storescp']['images_per_s']} img/s ({r['storescp']['wall_s']} s) | "
-        f"{r['node_receive']['images_per_s']} img/s ({r['node_receive']['wall_s']} s) |",
+        f"{r['node_receive']['images_per_s']} img/s ({r['node_receive']['wall_s']} s) while analysing |",
+        f"| same load, node receiving only (no analysis running) | | "
+        f"{r['node_receive_only']['images_per_s']} img/s ({r['node_receive_only']['wall_s']} s), "
+        f"peak RSS {r['node_receive_only']['peak_rss_mb']} MB |",
         f"| received / acknowledged and durable | {r['storescp']['received']} | {r['node_receive']['spooled']} |",
-        f"| peak RSS | {r['storescp']['peak_rss_mb']} MB | {r['node_peak_rss_mb']} MB (receiver + analysis worker) |",
+        f"| peak RSS | {r['storescp']['peak_rss_mb']} MB | receiver {r['node_peak_rss_mb']} MB"
+        f" + analysis worker process {r.get('worker_peak_rss_mb')} MB |",
         f"| idle study: last instance -> SR in Orthanc | | {il.get('total_s')} s = completion {il.get('completion_wait_s')}"
         f" + queue {il.get('queue_wait_s')} + analysis {il.get('analysis_s')} + delivery {il.get('delivery_s')} |",
         f"| under load: last instance -> SR (min/median/max) | | {ll.get('min')} / {ll.get('median')} / {ll.get('max')} s |",

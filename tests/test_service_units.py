@@ -178,3 +178,30 @@ def test_scp_address_whitelist_and_echo():
             assert scp.counters["refused_associations"] == (0 if expected else 1)
         finally:
             scp.stop()
+
+
+def test_scp_accepts_compressed_and_unknown_storage_classes(tmp_path):
+    """Compressed transfer syntaxes and private SOP classes are received and stored as sent."""
+    from pydicom import dcmread
+    from pydicom.uid import RLELossless
+
+    from dicom_io.net.scu import DicomDestination, send_files
+    from node_helpers import make_mr_study
+    from plugin.service.archive import ArchiveStandIn
+    study = make_mr_study(tmp_path / "in", n_slices=1, components=("M", "P"))
+    rle, private = study["files"]
+    ds = dcmread(rle)
+    ds.compress(RLELossless)
+    ds.save_as(rle)
+    ds = dcmread(private)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.3.12.2.1107.5.9.1"  # a vendor's private class
+    ds.save_as(private)
+    archive = ArchiveStandIn(tmp_path / "archive").start()
+    try:
+        send_files(DicomDestination("ARCHIVE", "127.0.0.1", archive.port, timeout_s=10), [rle, private])
+        got = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in archive.files()}
+    finally:
+        archive.stop()
+    a = got[str(dcmread(rle).SOPInstanceUID)]
+    assert a.file_meta.TransferSyntaxUID == RLELossless and a.pixel_array.shape == (32, 32)
+    assert got[str(dcmread(private).SOPInstanceUID)].SOPClassUID == "1.3.12.2.1107.5.9.1"

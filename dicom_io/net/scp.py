@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 
 LOG = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class StorageSCP:
         maximum_associations: int = 16,
         maximum_pdu_size: int = 0,
         network_timeout_s: float = 60.0,
+        unrestricted_storage: bool = True,
     ) -> None:
         self.ae_title = ae_title
         self.host = host
@@ -118,8 +119,15 @@ class StorageSCP:
         ae.dimse_timeout = network_timeout_s
         ae.require_called_aet = True
         ae.require_calling_aet = list(self.policy.allowed_calling_ae_titles)
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        if unrestricted_storage:
+            # Accept every storage SOP class, including private and future ones, in whatever
+            # transfer syntax the sender proposes (the bytes are stored as sent). This is a
+            # process-wide pynetdicom setting; it also avoids deep-copying 170 x 45 supported
+            # contexts for every association (about 0.5 s of CPU per association otherwise).
+            _config.UNRESTRICTED_STORAGE_SERVICE = True
+        else:
+            for cx in AllStoragePresentationContexts:
+                ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         self._ae = ae
 
