@@ -201,15 +201,17 @@ def _unique_datasets(volume: Volume, role: str) -> list[pydicom.Dataset]:
     return out
 
 
-def _default_series_base(template: pydicom.Dataset) -> int:
-    """Derived series numbered after the source: series 8 -> 801..804 (else 9901..)."""
+def _default_series_base(template: pydicom.Dataset, echo_number: Optional[int] = None) -> int:
+    """Derived series numbered after the source: series 8 -> 801..804 (else 9901..); a later
+    echo of the same series (Philips multi-echo) gets the next ten: echo 2 -> 811..814."""
     try:
         n = int(template.get("SeriesNumber", None) or 0)
     except (TypeError, ValueError):
         n = 0
+    echo_offset = 10 * (int(echo_number) - 1) if echo_number and 1 < int(echo_number) < 10 else 0
     if 0 < n < 20_000_000:
-        return n * 100
-    return 9900
+        return n * 100 + echo_offset
+    return 9900 + echo_offset
 
 
 def _region_on_slice(label_map: np.ndarray, lesion: LesionLike, slice_index: int,
@@ -287,7 +289,8 @@ def build_context(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, 
             region=_region_on_slice(label_map, les, border, magnitude),
         ))
     template = mag_ds[0]
-    base = _default_series_base(template) if series_number_base is None else int(series_number_base)
+    base = (_default_series_base(template, magnitude.echo_number) if series_number_base is None
+            else int(series_number_base))
     return ResultContext(
         analysis=analysis, magnitude=magnitude, phase=phase, algorithm_version=algorithm_version,
         spots=spots, label_map=label_map, magnitude_datasets=mag_ds, phase_datasets=phase_ds,
