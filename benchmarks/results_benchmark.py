@@ -46,8 +46,9 @@ def make_source(out: Path, vendor: str, style: str, shape=(60, 512, 512)):
     affine = np.array([[0, 0, 0.45, -115.0], [0, 0.45, 0, -115.0], [2.0, 0, 0, -59.0], [0, 0, 0, 1]])
     spots = []
     for i in range(20):
-        k0 = 3 + (i * 7) % 50
-        r, c = 140 + (i * 37) % 230, 150 + (i * 53) % 210
+        k0 = 3 + (i * 7) % max(1, n - 10)
+        r = int(rows * (0.27 + 0.45 * ((i * 37) % 230) / 230))
+        c = int(cols * (0.29 + 0.41 * ((i * 53) % 210) / 210))
         rad = 2 + i % 5
         disc = (rr - r) ** 2 + (cc - c) ** 2 <= rad ** 2
         for k in range(k0, k0 + 3):

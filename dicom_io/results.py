@@ -389,7 +389,11 @@ def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, 
         if "sr" in include:
             objects.append(("sr", sr.build_sr(ctx)))
         if "seg" in include and ctx.spots:
-            objects.append(("seg", seg.build_seg(ctx)))
+            ids = [int(s.lesion.id) for s in ctx.spots]
+            if np.isin(ctx.label_map, ids).any():
+                objects.append(("seg", seg.build_seg(ctx)))
+            else:
+                log.warning("label map shows none of the %d spots: no SEG written", len(ids))
         if "summary" in include:
             objects.extend(("summary", im) for im in summary.build_summary(ctx))
         if "kos" in include and ctx.spots:
