@@ -22,6 +22,44 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+FIRST_TRUTH = None
+
+# Table 1 of the method paper: (class, size group) -> {pattern: count}, border and central
+PAPER_TABLE1 = {
+    "border": {("microbleed", "<2.5"): {1: 74}, ("microbleed", ">=2.5"): {1: 54},
+               ("calcification", "<2.5"): {1: 1, 2: 25}, ("calcification", ">=2.5"): {2: 36}},
+    "central": {("microbleed", "<2.5"): {1: 73, 5: 1}, ("microbleed", ">=2.5"): {1: 7, 3: 10, 4: 3, 5: 16, 6: 18},
+                ("calcification", "<2.5"): {1: 1, 2: 25}, ("calcification", ">=2.5"): {1: 1, 2: 2, 4: 9, 5: 11, 6: 13}},
+}
+
+
+def pattern_table(truth: dict) -> list[str]:
+    """Expected patterns of the generated cohort (noise-free truth) beside the paper's Table 1."""
+    from collections import Counter
+
+    counts = {"border": Counter(), "central": Counter()}
+    groups = Counter()
+    for study in truth["studies"]:
+        for L in study["lesions"]:
+            g = (L["class"], ">=2.5" if L["diameter_mm"] >= 2.5 else "<2.5")
+            groups[g] += 1
+            counts["border"][(g, L.get("phase_border_pattern"))] += 1
+            counts["central"][(g, L.get("central_pattern"))] += 1
+    fmt = lambda d: ", ".join(f"{k if k is not None else 'none'}: {v}" for k, v in sorted(d.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+    lines = ["## Expected phase patterns of this cohort vs the paper's Table 1", "",
+             f"From the first row's truth.json (vendor {truth['studies'][0]['vendor']}, "
+             f"{truth['studies'][0]['phase_convention']}; noise-free truth rules of `plugin/phantom_truth.py`;",
+             "border = `phase_border_pattern`, the outermost slice where the spot still shows on phase;",
+             "`none` = the lesion's phase never reaches 0.3 rad / no signed voxel (very low chi_ppm)).", "",
+             "| class | size mm | n (phantom / paper) | slice | phantom patterns | paper patterns |", "|---|---|---|---|---|---|"]
+    for g in sorted(groups):
+        paper_n = sum(PAPER_TABLE1["border"][g].values())
+        for which in ("border", "central"):
+            mine = {p: c for (gg, p), c in counts[which].items() if gg == g}
+            lines.append(f"| {g[0]} | {g[1]} | {groups[g]} / {paper_n} | {which} | {fmt(mine)} | {fmt(PAPER_TABLE1[which][g])} |")
+    return lines + [""]
+
+
 # the child reports its own peak RSS (RUSAGE_CHILDREN would give the max over all children)
 PROBE = ("import resource, sys; from plugin.cli import main; rc = main(sys.argv[1:]); "
          "print('PEAK_RSS_KB', max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
@@ -49,6 +87,9 @@ def run_one(vendor: str, style: str, extra: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
     doc = json.loads((out / "truth.json").read_text())
+    global FIRST_TRUTH
+    if FIRST_TRUTH is None:
+        FIRST_TRUTH = doc
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     shutil.rmtree(out, ignore_errors=True)
     return {
@@ -93,6 +134,8 @@ def main(argv=None) -> int:
         lines.append(f"| `{r['command']}` | {r['studies']} | {r['lesions']} | {r['files']} | {r['size_mb']:.0f} | "
                      f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['load']:.1f} |")
     lines.append("")
+    if FIRST_TRUTH is not None:
+        lines += pattern_table(FIRST_TRUTH)
     Path(args.out_md).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
