@@ -252,8 +252,9 @@ def fit_calibration(recs: list[Record]) -> tuple[float, float, float]:
 
     def nll(p):
         z = p[0] + p[1] * x + p[2] * both
-        return float(np.sum(np.logaddexp(0, z) - y * z)) + 1e-3 * float(np.sum(np.square(p[1:])))
-    fit = minimize(nll, [0.0, 1.0, 0.0], method="Nelder-Mead", options=dict(maxiter=4000, xatol=1e-4, fatol=1e-6))
+        return float(np.sum(np.logaddexp(0, z) - y * z))
+    # slope and the both-borders term constrained >= 0 (more evidence never means less confidence)
+    fit = minimize(nll, [2.0, 1.0, 1.0], method="L-BFGS-B", bounds=[(-20, 20), (0, 10), (0, 10)])
     return float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 
