@@ -216,3 +216,17 @@ def test_access_control_garbage_and_out_of_resources(tmp_path):
         assert not Spool(tmp_path / "state2" / "spool").studies()
     finally:
         stop_proc(node)
+
+
+def test_second_node_on_same_state_dir_refused(tmp_path):
+    port1, port2 = free_port(), free_port()
+    cfg1 = write_config(tmp_path / "a.toml", tmp_path / "state", port1)
+    cfg2 = write_config(tmp_path / "b.toml", tmp_path / "state", port2)
+    node = start_serve(cfg1, port1, tmp_path / "a.log")
+    try:
+        import sys
+        out = subprocess.run([sys.executable, "-m", "plugin.cli", "serve", "--config", str(cfg2)], env=node_env(),
+                             capture_output=True, text=True, timeout=60, cwd=str(Path(__file__).resolve().parents[1]))
+        assert out.returncode == 2 and "already running" in out.stderr, out.stderr
+    finally:
+        stop_proc(node)

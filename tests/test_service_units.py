@@ -205,3 +205,19 @@ def test_scp_accepts_compressed_and_unknown_storage_classes(tmp_path):
     a = got[str(dcmread(rle).SOPInstanceUID)]
     assert a.file_meta.TransferSyntaxUID == RLELossless and a.pixel_array.shape == (32, 32)
     assert got[str(dcmread(private).SOPInstanceUID)].SOPClassUID == "1.3.12.2.1107.5.9.1"
+
+
+def test_one_node_per_state_dir(tmp_path):
+    from node_helpers import free_port
+    from plugin.service.node import Node
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "node": {"port": free_port()},
+                        "queue": {"workers": 0}})
+    a = Node(cfg)
+    a.start()
+    try:
+        b = Node(parse_config({"state_dir": str(tmp_path / "state"), "node": {"port": free_port()},
+                               "queue": {"workers": 0}}))
+        with pytest.raises(OSError, match="already running"):
+            b.start()
+    finally:
+        a.stop()

@@ -29,6 +29,7 @@ from .spool import Spool, atomic_write_json, safe_uid
 from .state import StateLayout
 
 LOG = logging.getLogger(__name__)
+_LOCKED_HERE: set[str] = set()  # state dirs locked by this process (POSIX locks are per process)
 
 
 def series_facts(spool_study: Path, series_dir: str, first_file: Path, origin: dict) -> SeriesFacts:
@@ -178,7 +179,24 @@ class Node:
         return counts
 
     # -- lifecycle ----------------------------------------------------------------------------
+    def _lock_state_dir(self) -> None:
+        """One receiving node per state dir (two would race on completion and versions)."""
+        import fcntl
+        key = str(self.layout.root.resolve())
+        busy = OSError(f"another borderphase node is already running on {self.layout.root}")
+        if key in _LOCKED_HERE:
+            raise busy
+        self._lock_fh = open(self.layout.root / "node.lock", "w")
+        try:  # a POSIX record lock: released at process death, not inherited by forked workers
+            fcntl.lockf(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_fh.close()
+            self._lock_fh = None
+            raise busy from None
+        _LOCKED_HERE.add(key)
+
     def start(self) -> None:
+        self._lock_state_dir()
         counts = self.reconcile()
         if any(counts.values()):
             LOG.warning("restart reconciliation: %s", counts)
@@ -205,3 +223,7 @@ class Node:
         if self.consumer is not None:
             self.consumer.stop(graceful=True)
             self.consumer = None
+        if getattr(self, "_lock_fh", None) is not None:
+            self._lock_fh.close()  # releases the lock
+            self._lock_fh = None
+            _LOCKED_HERE.discard(str(self.layout.root.resolve()))
