@@ -5,8 +5,9 @@ Multi-machine mode: ``RedisHuey`` on ``[queue] redis_url``; any number of ``bord
 consumer). Two tasks exist:
 
 * ``borderphase.analyse(study, version)``: analyse one study version (:mod:`.worker`);
-* ``borderphase.deliver(entry_id)``: one outbox delivery (:mod:`.dispatch`); on failure it
-  reschedules itself with backoff, so the outbox drains as soon as the destination is back.
+* ``borderphase.deliver(entry_id)``: one outbox delivery retry (:mod:`.dispatch`), at a higher
+  priority than analyses; on failure it reschedules itself with backoff, so the outbox drains as
+  soon as the destination is back. The first attempt is made by the analysing worker itself.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from huey import RedisHuey, SqliteHuey
+from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
 
 from .config import Config
@@ -31,7 +32,7 @@ DELIVER = "borderphase.deliver"
 def make_huey(config: Config) -> Huey:
     q = config.queue
     if q.backend == "redis":
-        return RedisHuey(q.name, url=q.redis_url, results=False)
+        return PriorityRedisHuey(q.name, url=q.redis_url, results=False)  # needs Redis >= 5
     StateLayout(config.state_dir).create()
     return SqliteHuey(q.name, filename=str(StateLayout(config.state_dir).queue_db), results=False,
                       fsync=True, timeout=30)
@@ -45,16 +46,21 @@ class ServiceQueue:
     def __post_init__(self) -> None:
         config = self.config
 
-        @self.huey.task(name=DELIVER)
-        def deliver(eid: str) -> None:
+        def deliver_now(eid: str) -> None:
             delay = deliver_entry(config, eid)
             if delay is not None:
                 deliver.schedule(args=(eid,), delay=delay)
 
-        @self.huey.task(name=ANALYSE, retries=10_000, retry_delay=5)
+        @self.huey.task(name=DELIVER, priority=10)  # retries go before queued analyses
+        def deliver(eid: str) -> None:
+            deliver_now(eid)
+
+        @self.huey.task(name=ANALYSE, retries=10_000, retry_delay=5, priority=0)
         def analyse(study: str, version: int) -> str:
             try:
-                return analyse_version(config, study, version, enqueue_delivery=lambda eid: deliver(eid))
+                # first delivery attempt right after the analysis, in the same worker (the outbox
+                # entry is already durable); a failure schedules retries on the queue
+                return analyse_version(config, study, version, enqueue_delivery=deliver_now)
             except ClaimBusy as exc:
                 LOG.info("%s; will retry", exc)
                 raise
