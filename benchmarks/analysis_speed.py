@@ -33,6 +33,8 @@ import numpy as np
 sys.path.insert(0, {root!r})
 from plugin.pipeline import AnalysisOptions, analyze_arrays
 mag = np.load({mag!r}); ph = np.load({ph!r}); aff = np.load({aff!r})
+import gc; gc.collect()
+rss_now = int(open("/proc/self/statm").read().split()[1]) * 4096 // 1024
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tracemalloc.start()
 t0 = time.perf_counter(); c0 = time.process_time()
@@ -40,7 +42,7 @@ res = analyze_arrays(mag, ph, aff, convention="right-handed", options=AnalysisOp
 wall = time.perf_counter() - t0; cpu = time.process_time() - c0
 peak = tracemalloc.get_traced_memory()[1]
 rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(wall_s=wall, cpu_s=cpu, tracemalloc_peak_mb=peak / 2**20, rss_peak_above_load_mb=(rss1 - rss0) / 1024,
+print(json.dumps(dict(wall_s=wall, cpu_s=cpu, tracemalloc_peak_mb=peak / 2**20, rss_peak_above_load_mb=(rss1 - rss_now) / 1024, rss_after_load_mb=rss_now / 1024,
                       rss_peak_mb=rss1 / 1024, n_lesions=len(res.lesions), notes=res.notes)))
 """
 

@@ -67,9 +67,14 @@ def is_raw_phase(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
 def homodyne_highpass(phase_rad: np.ndarray, magnitude: np.ndarray,
                       voxel_size_mm: tuple[float, float, float], *, sigma_mm: float = 4.0) -> tuple[np.ndarray, str]:
     """Homodyne high-pass: angle(z * conj(lowpass(z))), slice by slice; float32 radians (wrapped)."""
-    z = (magnitude * np.exp(1j * phase_rad)).astype(np.complex64)
-    low = _lowpass_complex(z, sigma_mm / voxel_size_mm[1])
-    out = np.angle(z * np.conj(low)).astype(np.float32)
+    mag = np.asarray(magnitude, np.float32)
+    ph = np.asarray(phase_rad, np.float32)
+    re, im = mag * np.cos(ph), mag * np.sin(ph)
+    ones = np.ones_like(mag)
+    low_re = smooth_lowpass(re, ones, sigma_mm, voxel_size_mm)
+    low_im = smooth_lowpass(im, ones, sigma_mm, voxel_size_mm)
+    # angle(z * conj(low))
+    out = np.arctan2(im * low_re - re * low_im, re * low_re + im * low_im).astype(np.float32)
     return out, f"homodyne high-pass (in-plane Gaussian low pass, sigma {sigma_mm:g} mm)"
 
 
