@@ -69,6 +69,11 @@ def analyse_version(config: Config, study: str, version: int, *, enqueue_deliver
         manifest = layout.manifest(study, version)
         if manifest is None:
             raise FileNotFoundError(f"no manifest for study {study} v{version}")
+        if not manifest["analyse_instances"]:  # routing ignored everything (crash before its result)
+            layout.write_result(study, version, {"state": "ignored", "finished": time.time(),
+                                                 "reason": "; ".join(f"{s['series_instance_uid']}: {s['reason']}"
+                                                                     for s in manifest["series"])})
+            return "ignored"
         spool = layout.spool / study
         paths = [spool / rel for rel in manifest["analyse_instances"]]
         out_dir = layout.results_dir(study, version)
