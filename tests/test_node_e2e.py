@@ -116,6 +116,14 @@ def test_scanner_to_node_to_orthanc(tmp_path):
                                                           {r.SeriesInstanceUID for r in ds.ReferencedSeriesSequence})
             assert n_groups == len(lesions), f"study {uid}: SR has {n_groups} spots, findings.json {len(lesions)}"
             assert Counter(types) == Counter(FINDING_CODES[l["classification"]] for l in lesions)
+        # logs carry UIDs, never patient names or IDs
+        log = (tmp_path / "node.log").read_text()
+        for vdir in vendors:
+            for files in studies_in(vdir).values():
+                ds = dcmread(files[0], stop_before_pixels=True)
+                for value in (str(ds.get("PatientName", "")), str(ds.get("PatientID", ""))):
+                    if len(value) >= 3:
+                        assert value not in log, "PHI in the node log"
     finally:
         stop_proc(node)
         orthanc.stop()

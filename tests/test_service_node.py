@@ -79,3 +79,20 @@ def test_ignored_series_reason_in_status(running):
     st = wait_for(lambda: (d := collect(node.layout.root)) and d["counts"]["ignored"] == 1 and d, 15)
     assert "not an MR image" in st["studies"][0]["versions"][0]["reason"]
     assert archive.files() == []
+
+
+def test_failed_analysis_reason_in_status(running):
+    import subprocess
+    import sys
+
+    from node_helpers import REPO, node_env
+    node, archive, port, tmp = running
+    make_mr_study(tmp / "bad", n_slices=2, series_description="FAILME gre")
+    storescu(port, [tmp / "bad"])
+    st = wait_for(lambda: (d := collect(node.layout.root)) and d["counts"]["failed"] == 1 and d, 20)
+    assert "ValueError: series asked to fail" in st["studies"][0]["versions"][0]["reason"]
+    out = subprocess.run([sys.executable, "-m", "plugin.cli", "status", "--config", str(tmp / "node.toml")],
+                         cwd=REPO, env=node_env(), capture_output=True, text=True)
+    assert out.returncode == 0 and "failed" in out.stdout and "series asked to fail" in out.stdout, out.stdout
+    assert "queue (sqlite)" in out.stdout
+    assert archive.files() == []

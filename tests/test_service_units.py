@@ -221,3 +221,9 @@ def test_one_node_per_state_dir(tmp_path):
             b.start()
     finally:
         a.stop()
+
+
+def test_dispatch_backoff_doubles_up_to_the_cap():
+    from plugin.service.dispatch import backoff_s
+    cfg = parse_config({"state_dir": "/x", "dispatch": {"retry_initial_s": 5, "retry_max_s": 60}})
+    assert [backoff_s(cfg, n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]

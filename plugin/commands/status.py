@@ -16,14 +16,24 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from plugin.service.config import ConfigError, load_config
     from plugin.service.status import collect, format_status, to_json
+    config = None
     if args.config:
         try:
-            state_dir = load_config(args.config).state_dir
+            config = load_config(args.config)
         except ConfigError as exc:
             print(f"borderphase status: {exc}", file=sys.stderr)
             return 2
+        state_dir = config.state_dir
     else:
         state_dir = args.state_dir
     doc = collect(state_dir)
+    if config is not None:
+        try:  # the work queue itself (SQLite file or Redis)
+            from plugin.service.queue import make_huey
+            h = make_huey(config)
+            doc["queue"] = {"backend": config.queue.backend, "ready": h.pending_count(),
+                            "scheduled": h.scheduled_count()}
+        except Exception as exc:  # queue unreachable: say so, still show the rest
+            doc["queue"] = {"backend": config.queue.backend, "error": str(exc)}
     print(to_json(doc) if args.json else format_status(doc))
     return 0

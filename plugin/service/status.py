@@ -66,6 +66,10 @@ def format_status(doc: dict) -> str:
             if last.get("reason") and last["state"] in ("failed", "ignored"):
                 extra += f" reason: {last['reason']}"
         lines.append(f"  {s['state']:<9} {s['study_instance_uid']} instances={s['n_spooled']}{extra}")
+    q = doc.get("queue")
+    if q:
+        lines.append(f"queue ({q['backend']}): " + (f"unreachable: {q['error']}" if "error" in q else
+                                                    f"{q['ready']} ready, {q['scheduled']} scheduled (retries)"))
     ob = doc["outbox"]
     lines.append(f"outbox: {len(ob['pending'])} pending, {ob['sent']} delivered")
     now = time.time()
