@@ -66,3 +66,22 @@ def test_stow_rs_to_orthanc(tmp_path):
                        study["files"])
     finally:
         orthanc.stop()
+
+
+@pytest.mark.skipif(not have("/usr/bin/openssl"), reason="openssl not installed")
+def test_dispatch_over_tls(tmp_path):
+    from plugin.service.config import parse_config
+    from plugin.service.dispatch import send
+    cert, key = _self_signed(tmp_path)
+    got = []
+    scp = StorageSCP("PACS", "127.0.0.1", 0, lambda inst: got.append(inst.sop_instance_uid) or 0,
+                     ssl_context=server_ssl_context(cert, key))
+    scp.start()
+    try:
+        cfg = parse_config({"state_dir": str(tmp_path / "s"), "destinations": {"pacs": {
+            "ae_title": "PACS", "host": "127.0.0.1", "port": scp.port, "tls_ca_file": cert}}})
+        study = make_mr_study(tmp_path / "in", n_slices=2, components=("M",))
+        send(cfg, cfg.destinations["pacs"], study["files"])
+        assert len(got) == 2
+    finally:
+        scp.stop()

@@ -85,6 +85,9 @@ class Destination:
     url: str = ""
     username: str | None = None
     password: str | None = None
+    tls_ca_file: str | None = None  # DICOM TLS to this destination (verify its certificate with this CA)
+    tls_cert_file: str | None = None  # our client certificate, when the destination requires one
+    tls_key_file: str | None = None
 
     def describe(self) -> str:
         return self.url if self.kind == "stowrs" else f"{self.ae_title}@{self.host}:{self.port}"
@@ -225,7 +228,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         if not isinstance(dd, dict):
             raise ConfigError(f"{where}: expected a table")
         _check_unknown(dd, {"type", "ae_title", "host", "port", "calling_ae_title", "url",
-                            "username", "password"}, where)
+                            "username", "password", "tls_ca_file", "tls_cert_file", "tls_key_file"}, where)
         kind = dd.get("type", "dicom")
         if kind == "dicom":
             for k in ("ae_title", "host", "port"):
@@ -233,7 +236,9 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
                     raise ConfigError(f"{where}.{k}: required for a DICOM destination")
             dests[name] = Destination(name, kind, ae_title=_get(dd, "ae_title", str, "", where),
                                       host=_get(dd, "host", str, "", where), port=_get(dd, "port", int, 0, where),
-                                      calling_ae_title=_get(dd, "calling_ae_title", str, node.ae_title, where))
+                                      calling_ae_title=_get(dd, "calling_ae_title", str, node.ae_title, where),
+                                      tls_ca_file=dd.get("tls_ca_file"), tls_cert_file=dd.get("tls_cert_file"),
+                                      tls_key_file=dd.get("tls_key_file"))
         elif kind == "stowrs":
             if "url" not in dd:
                 raise ConfigError(f"{where}.url: required for a STOW-RS destination")

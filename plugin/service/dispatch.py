@@ -55,9 +55,13 @@ def send(config: Config, dest: Destination, files: list[Path]) -> None:
     if dest.kind == "stowrs":
         stow_files(StowDestination(dest.url, dest.username, dest.password, timeout_s=config.dispatch.timeout_s), files)
     else:
+        ctx = None
+        if dest.tls_ca_file or dest.tls_cert_file:
+            from dicom_io.net.scp import client_ssl_context
+            ctx = client_ssl_context(dest.tls_ca_file, dest.tls_cert_file, dest.tls_key_file)
         send_files(DicomDestination(dest.ae_title, dest.host, dest.port,
                                     calling_ae_title=dest.calling_ae_title or config.node.ae_title,
-                                    timeout_s=config.dispatch.timeout_s), files)
+                                    timeout_s=config.dispatch.timeout_s, ssl_context=ctx), files)
 
 
 def deliver_entry(config: Config, eid: str) -> float | None:
