@@ -27,7 +27,8 @@ def collect(state_dir: Path) -> dict:
             r = layout.result(study, v)
             versions.append({"version": v, "state": r["state"] if r else "pending",
                              "reason": (r or {}).get("reason"), "n_instances": len(m.get("instances", [])),
-                             "n_lesions": (r or {}).get("n_lesions"), "created": m.get("created"),
+                             "n_lesions": (r or {}).get("n_lesions"), "n_analyses": (r or {}).get("n_analyses"),
+                             "skipped": (r or {}).get("skipped", []), "created": m.get("created"),
                              "finished": (r or {}).get("finished"),
                              "results_dir": str(layout.results_dir(study, v)) if r and r["state"] == "analysed" else None})
         n_spooled = len(spool.instances(study)) if spool and study in spooled else 0
@@ -62,7 +63,9 @@ def format_status(doc: dict) -> str:
         if last:
             extra = f" v{last['version']}"
             if last["state"] == "analysed":
-                extra += f" lesions={last['n_lesions']}"
+                extra += f" pairs={last['n_analyses']} lesions={last['n_lesions']}"
+                for sk in last.get("skipped") or []:
+                    extra += f"\n            skipped series {sk.get('series_instance_uid')}: {sk.get('reason')}"
             if last.get("reason") and last["state"] in ("failed", "ignored"):
                 extra += f" reason: {last['reason']}"
         lines.append(f"  {s['state']:<9} {s['study_instance_uid']} instances={s['n_spooled']}{extra}")
