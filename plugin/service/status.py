@@ -7,6 +7,7 @@ so, with the reason). The outbox lists deliveries not yet accepted, with attempt
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -46,6 +47,12 @@ def collect(state_dir: Path) -> dict:
                                                   "attempts", "last_error", "next_attempt")} | {"n_files": len(e.get("files", []))})
     n_sent = len(list(layout.outbox_sent.glob("*.json"))) if layout.outbox_sent.exists() else 0
     node = read_json(layout.node_file)
+    if node:
+        try:
+            os.kill(int(node["pid"]), 0)
+            node["running"] = True
+        except (OSError, KeyError, ValueError):
+            node["running"] = False
     return {"state_dir": str(layout.root), "node": node, "counts": counts, "studies": studies,
             "outbox": {"pending": pending, "sent": n_sent}}
 
@@ -54,7 +61,8 @@ def format_status(doc: dict) -> str:
     lines = []
     node = doc.get("node") or {}
     if node:
-        lines.append(f"node {node.get('ae_title')} on {node.get('host')}:{node.get('port')} (pid {node.get('pid')}), state {doc['state_dir']}")
+        run = f"pid {node.get('pid')}" if node.get("running") else "not running"
+        lines.append(f"node {node.get('ae_title')} on {node.get('host')}:{node.get('port')} ({run}), state {doc['state_dir']}")
     c = doc["counts"]
     lines.append("studies: " + ", ".join(f"{k} {v}" for k, v in c.items()))
     for s in doc["studies"]:
