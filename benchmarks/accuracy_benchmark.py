@@ -82,6 +82,7 @@ class Record:
     confidence: float = 0.0
     evidence: float = 0.0
     n_readable: int = 0
+    z_evidence: float = 0.0
     reason: str = ""
 
 
@@ -145,6 +146,7 @@ def score(vendor: str, condition: str, study: int, truth: dict, res, convention:
                 rec.confidence = les.confidence
                 rec.evidence = it.evidence
                 rec.n_readable = it.n_readable_borders
+                rec.z_evidence = it.z_evidence
                 rec.reason = les.reason
         out.records.append(rec)
     out.false_positives = len(res.lesions) - len(used)
@@ -232,7 +234,7 @@ def detection_line(label: str, results: list[StudyResult]) -> str:
 
 def reliability(recs: list[Record]) -> list[str]:
     calls = [r for r in recs if r.detected and r.classification in ("microbleed", "calcification")]
-    bins = [(0.0, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 0.98), (0.98, 0.995), (0.995, 1.01)]
+    bins = [(0.0, 0.9), (0.9, 0.98), (0.98, 0.99), (0.99, 0.995), (0.995, 0.999), (0.999, 1.01)]
     out = ["confidence bin   calls  mean confidence  fraction right"]
     for lo, hi in bins:
         sel = [r for r in calls if lo <= r.confidence < hi]
@@ -243,7 +245,7 @@ def reliability(recs: list[Record]) -> list[str]:
 
 
 def fit_calibration(recs: list[Record]) -> tuple[float, float, float]:
-    """Logistic fit of P(right | evidence, both borders readable) by maximum likelihood (scipy)."""
+    """Logistic fit of P(right | log(1 + z), both borders readable) by maximum likelihood (scipy)."""
     from scipy.optimize import minimize
     calls = [r for r in recs if r.detected and r.classification in ("microbleed", "calcification")]
     x = np.array([r.evidence for r in calls])
@@ -253,8 +255,9 @@ def fit_calibration(recs: list[Record]) -> tuple[float, float, float]:
     def nll(p):
         z = p[0] + p[1] * x + p[2] * both
         return float(np.sum(np.logaddexp(0, z) - y * z))
-    # slope and the both-borders term constrained >= 0 (more evidence never means less confidence)
-    fit = minimize(nll, [2.0, 1.0, 1.0], method="L-BFGS-B", bounds=[(-20, 20), (0, 10), (0, 10)])
+    # slopes bounded to [0, 3]: more evidence never means less confidence, and with very few
+    # wrong calls the unbounded maximum likelihood runs off to infinity
+    fit = minimize(nll, [2.0, 1.0, 1.0], method="L-BFGS-B", bounds=[(-20, 20), (0, 3), (0, 3)])
     return float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 

@@ -13,14 +13,17 @@ Canon): paramagnetic bright. So:
   and lower borders disagree, or when the border evidence is weak (no signed pixels, or a
   dominance margin below ``min_margin`` on every readable border).
 
-A call resting on a single readable border (the other empty or weak) also needs border evidence
-of at least ``min_single_border_evidence``: on the phantom such calls were right 92 % of the
-time overall but only 87 % below that evidence.
+A border slice is *readable* when it has a pattern, a dominance margin of at least
+``min_margin``, signed pixels carrying at least ``min_signed_weight`` of tissue signal, and a
+mean phase offset of at least ``min_z`` noise s.d. (a spot with no susceptibility, e.g. a
+0.01 ppm microbleed, has a T2* void but no phase signature: its "pattern" is noise). A call
+resting on a single readable border (the other empty or weak) also needs a dominance evidence
+``margin * sqrt(signed weight)`` of at least ``min_single_border_evidence``: on the phantom such
+calls were right 92 % of the time overall but only 87 % below that evidence.
 
 Confidence (:func:`confidence_from_evidence`) is the probability that the call is right, a
-logistic of the border evidence ``x = min(margin) * sqrt(signed weight)`` over the readable
-borders and of whether both borders were readable, whose coefficients were fitted on the
-phantom cohorts (``benchmarks/accuracy_benchmark.py --calibrate`` prints the
+logistic of ``log(1 + z)`` of the weakest readable border and of whether both borders were
+readable, whose coefficients were fitted on the phantom cohorts (``benchmarks/accuracy_benchmark.py --calibrate`` prints the
 fit and the reliability table; the constants below are what it printed). An indeterminate call
 has confidence 0: it asserts nothing.
 """
@@ -39,12 +42,14 @@ LEFT_HANDED = "left-handed"
 UNKNOWN = "unknown"
 
 # Fitted by `python benchmarks/accuracy_benchmark.py --calibrate` (see benchmarks/accuracy.md):
-# P(right) = logistic(INTERCEPT + SLOPE * evidence + BOTH_BORDERS * [both borders readable]).
-# Fit: seeds 0 and 1, GE + Siemens, conditions default / snr15 / snr8 (1998 calls, 3 wrong),
-# maximum likelihood with slope and both-borders term constrained >= 0.
-CALIBRATION_INTERCEPT = 2.491
-CALIBRATION_SLOPE = 0.803
-CALIBRATION_BOTH_BORDERS = 2.874
+# P(right) = logistic(INTERCEPT + SLOPE * log(1 + z) + BOTH_BORDERS * [both borders readable]),
+# z = the weakest readable border's |mean phase offset| in noise s.d. Fit: paper cohort seeds 0
+# and 1, GE + Siemens, conditions default / snr15 / snr8 (1951 calls, 1 wrong: a single-border
+# call), maximum likelihood with the two slopes bounded to [0, 3] (with so few errors the
+# unbounded fit runs off to infinity; the bound keeps the model smooth).
+CALIBRATION_INTERCEPT = 4.0
+CALIBRATION_SLOPE = 0.475
+CALIBRATION_BOTH_BORDERS = 3.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class InterpretRules:
     min_margin: float = 0.2          # dominance margin |dark - bright| below this = weak
     min_signed_weight: float = 0.5   # signed pixels' magnitude weight (tissue-pixel units)
     min_single_border_evidence: float = 1.5   # a call resting on one readable border needs this evidence
+    min_z: float = 1.0               # a readable border's mean phase offset must reach this many noise s.d.
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class Interpretation:
     evidence: float                  # x of the calibration logistic (0 when no call)
     paramagnetic: Optional[bool]
     n_readable_borders: int = 0
+    z_evidence: float = 0.0          # min |z| over the readable borders
 
 
 def is_paramagnetic(dark_dominant: bool, convention: str) -> Optional[bool]:
@@ -82,11 +89,18 @@ def classification_for(paramagnetic: bool) -> Classification:
     return Classification.MICROBLEED if paramagnetic else Classification.CALCIFICATION
 
 
-def evidence_of(readings: list[PatternReading]) -> float:
-    """Calibration feature: the weakest border's margin times sqrt of its signed weight."""
+def dominance_evidence(readings: list[PatternReading]) -> float:
+    """The weakest readable border's dominance margin times sqrt of its signed weight."""
     if not readings:
         return 0.0
     return float(min(r.margin * np.sqrt(max(r.signed_weight, 0.0)) for r in readings))
+
+
+def evidence_of(readings: list[PatternReading]) -> float:
+    """Calibration feature: log(1 + z) of the weakest readable border (z: mean phase offset in noise s.d.)."""
+    if not readings:
+        return 0.0
+    return float(np.log1p(min(abs(r.z_score) for r in readings)))
 
 
 def confidence_from_evidence(evidence: float, both_borders: bool = True, intercept: float = CALIBRATION_INTERCEPT,
@@ -99,7 +113,8 @@ def interpret(upper: PatternReading, lower: PatternReading, convention: str,
               rules: InterpretRules = InterpretRules()) -> Interpretation:
     """Classify one spot from its upper and lower border readings and the series convention."""
     readable = [r for r in (upper, lower)
-                if r.pattern is not None and r.margin >= rules.min_margin and r.signed_weight >= rules.min_signed_weight]
+                if r.pattern is not None and r.margin >= rules.min_margin and r.signed_weight >= rules.min_signed_weight
+                and abs(r.z_score) >= rules.min_z]
     border_pattern = upper.pattern if upper.pattern is not None else lower.pattern
     if upper.pattern is not None and lower.pattern is not None and upper.dark_dominant != lower.dark_dominant:
         return Interpretation(Classification.INDETERMINATE, 0.0,
@@ -118,12 +133,13 @@ def interpret(upper: PatternReading, lower: PatternReading, convention: str,
                               f"phase convention unknown: border is {side}-dominant but its meaning is not known",
                               border_pattern, 0.0, None)
     ev = evidence_of(readable)
-    if len(readable) == 1 and ev < rules.min_single_border_evidence:
+    dom = dominance_evidence(readable)
+    if len(readable) == 1 and dom < rules.min_single_border_evidence:
         return Interpretation(Classification.INDETERMINATE, 0.0,
                               f"weak border evidence: only one border slice readable ({side}-dominant, "
-                              f"evidence {ev:.2f} < {rules.min_single_border_evidence:g})", border_pattern, 0.0, None, 1)
+                              f"evidence {dom:.2f} < {rules.min_single_border_evidence:g})", border_pattern, 0.0, None, 1)
     cls = classification_for(para)
     reason = (f"border {side}-dominant ({len(readable)} of 2 border slices readable), {convention}: "
               f"{'paramagnetic' if para else 'diamagnetic'}")
     return Interpretation(cls, confidence_from_evidence(ev, len(readable) == 2), reason, border_pattern, ev, para,
-                          len(readable))
+                          len(readable), float(min(abs(r.z_score) for r in readable)))

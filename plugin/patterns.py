@@ -58,6 +58,8 @@ class PatternReading:
     n_signed: int                 # pixels counted dark or bright
     signed_weight: float          # sum of magnitude weights of signed pixels / tissue level
     mean_phase_rad: float         # magnitude-weighted mean relative phase over usable pixels
+    z_score: float = 0.0          # sum(m p) / (sigma sqrt(n)) over usable pixels: the mean phase offset in
+                                  # noise s.d. (pixel phase noise is sigma/m, so each m*p has s.d. sigma)
 
     @property
     def dark_dominant(self) -> Optional[bool]:
@@ -107,13 +109,15 @@ def classify_pattern(
     wd = float(w[dark].sum())
     wb = float(w[bright].sum())
     mean_phase = float((w[usable] * ph[usable]).sum() / w[usable].sum())
+    n_usable = int(usable.sum())
+    z = float((mag[usable] * ph[usable]).sum() / (max(noise_sigma, 1e-12) * np.sqrt(n_usable)))
     if wd + wb <= 0:
-        return PatternReading(None, 0.0, 0.0, n_pixels, 0, 0.0, mean_phase)
+        return PatternReading(None, 0.0, 0.0, n_pixels, 0, 0.0, mean_phase, z)
     fd = wd / (wd + wb)
     fb = 1.0 - fd
     n_signed = int(dark.sum() + bright.sum())
     base = dict(dark_fraction=fd, bright_fraction=fb, n_pixels=n_pixels, n_signed=n_signed,
-                signed_weight=wd + wb, mean_phase_rad=mean_phase)
+                signed_weight=wd + wb, mean_phase_rad=mean_phase, z_score=z)
     if fd == fb:
         return PatternReading(None, **base)
     if fd >= rules.homogeneous_fraction:

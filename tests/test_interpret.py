@@ -24,7 +24,9 @@ def frame(manufacturer):
 
 def reading(pattern, margin=1.0, weight=5.0):
     fd = 0.5 + margin / 2 if PhasePattern(pattern).dark_dominant else 0.5 - margin / 2
-    return PatternReading(PhasePattern(pattern), fd, 1 - fd, 10, 10, weight, -0.3 if fd > 0.5 else 0.3)
+    z = (1.0 if margin >= 0.5 else 0.3) * 10.0 * weight / 5.0
+    return PatternReading(PhasePattern(pattern), fd, 1 - fd, 10, 10, weight, -0.3 if fd > 0.5 else 0.3,
+                          -z if fd > 0.5 else z)
 
 
 DARK = reading(1)
@@ -81,6 +83,17 @@ def test_weak_evidence_is_indeterminate():
     assert interpret(none, none, "left-handed").classification == Classification.INDETERMINATE
     faint = reading(1, margin=1.0, weight=0.1)        # too few pixels with signal
     assert interpret(faint, faint, "right-handed").classification == Classification.INDETERMINATE
+    # homogeneous sign but a mean phase offset within the noise: no phase signature
+    no_signature = PatternReading(PhasePattern(1), 1.0, 0.0, 10, 10, 5.0, -0.05, -0.6)
+    res = interpret(no_signature, no_signature, "right-handed")
+    assert res.classification == Classification.INDETERMINATE and "weak" in res.reason
+
+
+def test_single_readable_border_needs_strong_evidence():
+    none = PatternReading(None, 0.0, 0.0, 4, 0, 0.0, 0.0)
+    weak_single = reading(5, margin=0.4, weight=4.0)  # margin*sqrt(w) = 0.8 < 1.5
+    res = interpret(weak_single, none, "right-handed")
+    assert res.classification == Classification.INDETERMINATE and "only one border" in res.reason
 
 
 def test_one_readable_border_is_enough_when_the_other_is_empty():
@@ -93,6 +106,7 @@ def test_confidence_grows_with_evidence():
     values = [confidence_from_evidence(x) for x in (0.0, 0.3, 1.0, 3.0)]
     assert all(0.0 <= v <= 1.0 for v in values)
     assert values == sorted(values) and values[-1] > 0.9
+    assert confidence_from_evidence(1.0, both_borders=False) < confidence_from_evidence(1.0, both_borders=True)
     strong = interpret(reading(1, 1.0, 9.0), reading(1, 1.0, 9.0), "right-handed").confidence
     weaker = interpret(reading(5, 0.3, 1.0), reading(5, 0.3, 1.0), "right-handed").confidence
     assert strong > weaker
