@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers the tests talk to (no mocks): dcmtk, dicom3tools, PixelMed, Orthanc, redis, dcm2niix.
-debs=(dcmtk dicom3tools pixelmed-apps orthanc redis-server dcm2niix)
+debs=(dcmtk dicom3tools pixelmed-apps orthanc orthanc-dicomweb redis-server dcm2niix)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
