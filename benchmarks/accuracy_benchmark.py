@@ -178,8 +178,9 @@ def pct(a: int, b: int) -> str:
     return f"{100.0 * a / b:5.1f}" if b else "  n/a"
 
 
-def table1(recs: list[Record]) -> str:
-    lines = ["Table 1: phase patterns of detected lesions (paper's display: paramagnetic dark); ours (paper)",
+def table1(recs: list[Record], scale: int = 1) -> str:
+    lines = [f"Table 1: phase patterns of detected lesions (paper's display: paramagnetic dark); ours (paper"
+             + (f" x {scale}: {scale} vendor-cohorts pooled)" if scale != 1 else ")"),
              f"{'pattern':<28}" + "".join(f"{c[:5] + ' ' + s:>16}" for c in ("microbleed", "calcification")
                                           for s in ("all", "<2.5", ">=2.5"))]
     names = ["1 totally black", "2 totally white", "3 black circle white core", "4 white circle black core",
@@ -193,7 +194,7 @@ def table1(recs: list[Record]) -> str:
                 for s in ("all", "<2.5", ">=2.5"):
                     sel = [r for r in det if r.truth_class == cls and (s == "all" or size_bin(r.diameter_mm) == s)]
                     n = sum(1 for r in sel if displayed_rh(getattr(r, f"{which}_pattern"), r.vendor) == p)
-                    row += f"{n:>9d} ({PAPER_T1[which][cls][s][p - 1]:>3d})"
+                    row += f"{n:>9d} ({PAPER_T1[which][cls][s][p - 1] * scale:>3d})"
             lines.append(row)
         row = f"  {'none (no signed pixels)':<26}"
         for cls in ("microbleed", "calcification"):
@@ -240,7 +241,7 @@ def reliability(recs: list[Record]) -> list[str]:
         sel = [r for r in calls if lo <= r.confidence < hi]
         if sel:
             right = np.mean([r.classification == r.truth_class for r in sel])
-            out.append(f"[{lo:.2f}, {min(hi, 1.0):.2f})  {len(sel):>6}  {np.mean([r.confidence for r in sel]):15.3f}  {right:14.3f}")
+            out.append(f"[{lo:.3f}, {min(hi, 1.0):.3f})  {len(sel):>6}  {np.mean([r.confidence for r in sel]):15.4f}  {right:14.4f}")
     return out
 
 
@@ -265,7 +266,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vendors", nargs="+", default=list(VENDOR_CONVENTION))
     ap.add_argument("--conditions", nargs="+", default=["default", "filtered", "snr15"], choices=list(CONDITIONS))
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0], help="cohort seed(s); several are pooled")
     ap.add_argument("--studies", type=int, default=4)
     ap.add_argument("--dicom-all", action="store_true", help="write/read DICOM in every condition, not only default")
     ap.add_argument("--no-dicom", action="store_true", help="analyse arrays only (faster)")
@@ -275,7 +276,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
-    plans = paper_cohort(args.seed, n_studies=args.studies)
+    plans = []
+    for seed in args.seed:
+        for plan in paper_cohort(seed, n_studies=args.studies):
+            plans.append(replace(plan, index=len(plans)))
     results: dict[tuple[str, str], list[StudyResult]] = defaultdict(list)
     notes: dict[str, str] = {}
     analysis_times: list[float] = []
@@ -286,7 +290,8 @@ def main(argv=None) -> int:
             if not vendors:
                 continue
             for plan in plans:
-                mag, ph, aff, truth = render(plan, convention, acq_kwargs, seed=args.seed * 1000 + plan.index)
+                mag, ph, aff, truth = render(plan, convention, acq_kwargs, seed=args.seed[plan.index // args.studies] * 1000
+                                             + plan.index % args.studies)
                 for vendor in vendors:
                     use_dicom = not args.no_dicom and (cond == "default" or args.dicom_all)
                     if use_dicom:
@@ -306,8 +311,9 @@ def main(argv=None) -> int:
                 del mag, ph
 
     all_recs = [r for srs in results.values() for sr in srs for r in sr.records]
-    print(f"\nborderphase accuracy benchmark: paper cohort (seed {args.seed}, {args.studies} studies/vendor/condition: "
-          f"{sum(len(p.lesions) for p in plans)} lesions), {time.perf_counter() - t_start:.0f} s in all, "
+    print(f"\nborderphase accuracy benchmark: paper cohort (seed {' '.join(map(str, args.seed))}, "
+          f"{len(plans)} studies/vendor/condition: {sum(len(p.lesions) for p in plans)} lesions), "
+          f"{time.perf_counter() - t_start:.0f} s in all, "
           f"analysis {np.median(analysis_times):.1f} s median per study")
     for v, n in notes.items():
         print(f"  read back: {n}")
@@ -323,7 +329,8 @@ def main(argv=None) -> int:
     for cond in args.conditions:
         recs = [r for r in all_recs if r.condition == cond]
         if recs:
-            print(f"\n[{cond}, all vendors pooled] " + table1(recs))
+            scale = len({(r.vendor, r.study) for r in recs}) // max(1, args.studies)
+            print(f"\n[{cond}, all vendors pooled] " + table1(recs, scale))
     print("\nConfidence reliability (all decided calls, all conditions)")
     print("\n".join(reliability(all_recs)))
     if args.calibrate:

@@ -44,11 +44,11 @@ UNKNOWN = "unknown"
 # Fitted by `python benchmarks/accuracy_benchmark.py --calibrate` (see benchmarks/accuracy.md):
 # P(right) = logistic(INTERCEPT + SLOPE * log(1 + z) + BOTH_BORDERS * [both borders readable]),
 # z = the weakest readable border's |mean phase offset| in noise s.d. Fit: paper cohort seeds 0
-# and 1, GE + Siemens, conditions default / snr15 / snr8 (1951 calls, 1 wrong: a single-border
+# and 1, GE + Siemens, conditions default / snr15 / snr8 (1962 calls, 1 wrong: a single-border
 # call), maximum likelihood with the two slopes bounded to [0, 3] (with so few errors the
 # unbounded fit runs off to infinity; the bound keeps the model smooth).
-CALIBRATION_INTERCEPT = 4.0
-CALIBRATION_SLOPE = 0.475
+CALIBRATION_INTERCEPT = 4.119
+CALIBRATION_SLOPE = 0.455
 CALIBRATION_BOTH_BORDERS = 3.0
 
 
