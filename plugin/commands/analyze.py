@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
   borderphase analyze /data/study --out /tmp/out
-  borderphase analyze /data/study --out /tmp/out --at -12.5,30.1,42 --at 10,5,20
+  borderphase analyze /data/study --out /tmp/out --at=-12.5,30.1,42 --at 10,5,20
   borderphase analyze /data/study --out /tmp/out --points marks.txt --echo 3
+(write --at=X,Y,Z when X is negative)
 points file: one "x,y,z" (LPS mm) per line ('#' comments), or JSON [[x,y,z], ...]
 """
 
