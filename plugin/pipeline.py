@@ -40,6 +40,7 @@ class AnalysisOptions:
     background: str = "auto"               # auto | none | homodyne | laplacian
     detection: DetectionParams = DetectionParams()
     interpret: InterpretRules = InterpretRules()
+    max_tilt_deg: float = 30.0             # slice normal vs B0 (LPS z) beyond which the method does not apply
 
 
 @dataclass
@@ -92,12 +93,23 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         local, wrapped, what = bg_future.result()
     notes.append(f"background: {what}")
     superior_up = bool(affine_lps[2, 0] > 0)
+    # The method reads axial slices: B0 (LPS z) must run across the slices. Oblique-axial
+    # stacks (a few tens of degrees) are fine; sagittal/coronal stacks are not.
+    normal = affine_lps[:3, 0] / max(np.linalg.norm(affine_lps[:3, 0]), 1e-9)
+    tilt_deg = float(np.degrees(np.arccos(min(1.0, abs(normal[2])))))
+    not_axial = tilt_deg > options.max_tilt_deg
+    if not_axial:
+        notes.append(f"slices are not axial (slice normal {tilt_deg:.0f} degrees from B0): border slices do not run "
+                     f"along B0, every spot is indeterminate")
     label_map = np.zeros(mag.shape, np.uint16)
     lesions, readings, interps = [], [], []
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
         it = interpret(rd.upper, rd.lower, convention, options.interpret)
-        if rd.resolved_by_outer:
+        if not_axial:
+            it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0,
+                         reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
+        elif rd.resolved_by_outer:
             it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
         center = _index_to_lps(affine_lps, spot.center_index)
         spot.center_lps_mm = center
@@ -217,8 +229,14 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             continue
         frame = ph.frames[0]
         conv, source = dconv.resolve_convention(frame, ph.vendor, convention_rules)
-        analysis = analyze_volumes(mag, ph, convention=conv, convention_source=source,
-                                   points_lps_mm=points_lps_mm, options=options)
+        try:
+            analysis = analyze_volumes(mag, ph, convention=conv, convention_source=source,
+                                       points_lps_mm=points_lps_mm, options=options)
+        except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
+            log.exception("analysis of phase series %s failed", pair.phase_series_uid)
+            skipped.append({"series_instance_uid": pair.phase_series_uid,
+                            "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
+            continue
         analysis.notes.insert(0, note)
         analyses.append(analysis)
         if write_dicom:

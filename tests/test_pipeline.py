@@ -160,3 +160,19 @@ def test_multi_echo_takes_latest_usable_echo_or_the_one_asked(tmp_path):
     assert len(doc["analyses"][0]["lesions"]) == 2
     doc = analyze_paths([tmp_path / "in"], tmp_path / "o2", echo=1, write_dicom=False)
     assert "echo 1 as requested" in doc["analyses"][0]["notes"][0]
+
+
+def test_sagittal_stack_is_indeterminate_not_guessed():
+    """The border-slice method needs B0 across the slices; a sagittal stack must not be called."""
+    from plugin.pipeline import analyze_arrays
+    mag, ph = simulate(SHAPE, VOX, LESIONS, convention="right-handed", snr=40, seed=1)
+    axial = analyze_arrays(mag, ph, affine_for(VOX), convention="right-handed")
+    assert {l.classification.value for l in axial.lesions} == {"microbleed", "calcification"}
+    sagittal = np.zeros((4, 4))
+    sagittal[0, 0] = VOX[0]          # slice index -> x (left-right)
+    sagittal[1, 1] = VOX[1]          # row -> y
+    sagittal[2, 2] = VOX[2]          # column -> z (B0 in-plane)
+    sagittal[3, 3] = 1
+    res = analyze_arrays(mag, ph, sagittal, convention="right-handed")
+    assert res.lesions and all(l.classification.value == "indeterminate" for l in res.lesions)
+    assert all("not axial" in l.reason for l in res.lesions)
