@@ -176,3 +176,21 @@ def test_sagittal_stack_is_indeterminate_not_guessed():
     res = analyze_arrays(mag, ph, sagittal, convention="right-handed")
     assert res.lesions and all(l.classification.value == "indeterminate" for l in res.lesions)
     assert all("not axial" in l.reason for l in res.lesions)
+
+
+@pytest.mark.parametrize("vendor, style, anonymize", [
+    ("GE", "classic", "no_private"),            # component only in the removed private tag
+    ("Canon", "classic", "no_description"),     # Canon's MAG/PHA series descriptions gone
+    ("Siemens", "enhanced", "no_manufacturer"),  # XA enhanced, no EchoNumbers, no Manufacturer
+])
+def test_anonymized_and_enhanced_inputs_still_classify(vendor, style, anonymize, tmp_path):
+    conv = CONVENTION[vendor]
+    mag, ph = simulate(SHAPE, VOX, LESIONS, convention=conv, snr=40, seed=1)
+    stacks = [StackToWrite("magnitude", 1, 25.0, mag), StackToWrite("phase", 1, 25.0, ph)]
+    write_acquisition(tmp_path / "in", vendor=vendor, style=style, stacks=stacks, affine_lps=affine_for(VOX),
+                      study=new_study(), series_description="SWI", series_number=5, anonymize=anonymize)
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "out", write_dicom=False)
+    assert doc["skipped"] == [] and len(doc["analyses"]) == 1
+    a = doc["analyses"][0]
+    assert a["phase_convention"] == conv
+    assert sorted(les["classification"] for les in a["lesions"]) == ["calcification", "microbleed"]
