@@ -9,10 +9,12 @@ only be read once the background is gone.
 * :func:`homodyne_highpass`: the scanners' own filter (Wang et al. 2000; Haacke SWI): divide the
   complex image by a low-pass copy of itself, slice by slice (a Gaussian in the image plane,
   equivalent to a Gaussian k-space window). Removes slowly varying background and its wraps.
-* :func:`laplacian_background_removal`: Laplacian unwrapping (Schofield & Zhu 2003:
-  ``lap(phi) = cos(phi) lap(sin phi) - sin(phi) lap(cos phi)`` is wrap-free), in-plane, with
-  signal voids excluded, then the background removed as the magnitude-weighted low pass of the
-  unwrapped phase (see the function for why in-plane rather than a 3D SHARP on 2.5 mm slices).
+* :func:`laplacian_background_removal`: Laplacian unwrapping in-plane (the Laplacian of the
+  unwrapped phase built from wrapped neighbour differences, Ghiglia & Romero 1994, equal to
+  Schofield & Zhu 2003's ``cos(phi) lap(sin phi) - sin(phi) lap(cos phi)`` where neighbours differ
+  by less than pi; inverted by FFT), with signal voids excluded, then the background removed as
+  the magnitude-weighted low pass of the unwrapped phase (see the function for why in-plane
+  rather than a 3D SHARP on 2.5 mm slices).
 
 Every function returns the phase in radians and a short text of what was done.
 """
@@ -76,21 +78,6 @@ def homodyne_highpass(phase_rad: np.ndarray, magnitude: np.ndarray,
     # angle(z * conj(low))
     out = np.arctan2(im * low_re - re * low_im, re * low_re + im * low_im).astype(np.float32)
     return out, f"homodyne high-pass (in-plane Gaussian low pass, sigma {sigma_mm:g} mm)"
-
-
-def _laplacian_2d(f: np.ndarray, h_row: float, h_col: float) -> np.ndarray:
-    """In-plane 5-point Laplacian (zero-flux edges; the head never reaches them), 1/mm^2."""
-    wr, wc = np.float32(1.0 / h_row ** 2), np.float32(1.0 / h_col ** 2)
-    out = f * np.float32(-2.0 * (wr + wc))
-    out[:, 1:, :] += wr * f[:, :-1, :]
-    out[:, :-1, :] += wr * f[:, 1:, :]
-    out[:, 0, :] += wr * f[:, 0, :]
-    out[:, -1, :] += wr * f[:, -1, :]
-    out[:, :, 1:] += wc * f[:, :, :-1]
-    out[:, :, :-1] += wc * f[:, :, 1:]
-    out[:, :, 0] += wc * f[:, :, 0]
-    out[:, :, -1] += wc * f[:, :, -1]
-    return out
 
 
 def smooth_lowpass(values: np.ndarray, weights: np.ndarray, sigma_mm: float,
@@ -162,9 +149,9 @@ def laplacian_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, m
                                  void_fraction: float = 0.2) -> tuple[np.ndarray, str]:
     """Unwrapped local phase (radians, float32; 0 outside ``mask``).
 
-    1. Laplacian unwrapping slice by slice: the in-plane Laplacian of the wrapped phase
-       (cos/sin identity), kept inside the brain and outside signal voids (whose phase is noise),
-       inverted with one 2D FFT pair per slice.
+    1. Laplacian unwrapping slice by slice: the in-plane Laplacian of the unwrapped phase from
+       wrapped neighbour differences (:func:`wrapped_laplacian_2d`), kept inside the brain and
+       outside signal voids (whose phase is noise), inverted with one 2D FFT pair per slice.
     2. Background removal: the unwrapped phase minus its magnitude-weighted, void-excluded
        Gaussian low pass (normalised convolution, ``sigma_mm``): what a homodyne filter does,
        but on unwrapped phase, so wraps of the background and of the lesion leave no edges.

@@ -379,12 +379,3 @@ def _touches_edge(sub: np.ndarray, bb, mask: np.ndarray) -> bool:
     padded[:, 1:-1, 1:-1] = sub
     grown = ndi.binary_dilation(padded, structure=np.ones((1, 3, 3), bool))
     return bool(np.any(grown & ~mask[bb[0], r0:r1, c0:c1]))
-
-
-def _disk(radius_px: int) -> np.ndarray:
-    rr, cc = np.indices((2 * radius_px + 1, 2 * radius_px + 1)) - radius_px
-    return rr ** 2 + cc ** 2 <= radius_px ** 2
-
-
-def _dilate_inplane(mask: np.ndarray, px: int) -> np.ndarray:
-    return ndi.binary_dilation(mask, structure=np.ones((1, 2 * px + 1, 2 * px + 1), bool)) if px > 0 else mask
