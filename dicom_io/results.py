@@ -259,6 +259,23 @@ def _label_map(analysis: PairAnalysisLike, magnitude: Volume) -> np.ndarray:
     return lm
 
 
+def tracking_identifiers(lesions: Sequence[LesionLike]) -> dict[int, str]:
+    """Lesion id -> the tracking identifier a human reads ("CMB 3", "Calc 1", "Indet 2"):
+    numbered per class in lesion-id order (TID 1410 Tracking Identifier)."""
+    per_class: dict[str, int] = {c: 0 for c in codes.FINDING_BY_CLASS}
+    out: dict[int, str] = {}
+    for les in sorted(lesions, key=lambda l: int(l.id)):
+        cls = class_name(les)
+        per_class[cls] += 1
+        out[int(les.id)] = f"{codes.TRACKING_PREFIX[cls]} {per_class[cls]}"
+    return out
+
+
+def new_tracking_uid() -> str:
+    """A fresh Tracking UID (a DICOM UID) for one spot."""
+    return str(generate_uid())
+
+
 def build_context(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, *,
                   algorithm_version: str, series_number_base: Optional[int] = None) -> ResultContext:
     """Check the inputs agree and assign labels, tracking UIDs and segment numbers."""
@@ -272,17 +289,16 @@ def build_context(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, 
     phase_ds = _unique_datasets(phase, "phase")
     label_map = _label_map(analysis, magnitude)
     spots: list[Spot] = []
-    per_class: dict[str, int] = {c: 0 for c in codes.FINDING_BY_CLASS}
+    labels = tracking_identifiers(analysis.lesions)
     for number, les in enumerate(sorted(analysis.lesions, key=lambda l: int(l.id)), start=1):
         cls = class_name(les)
-        per_class[cls] += 1
         border = _border_slice_used(les)
         if not 0 <= border < magnitude.shape[0]:
             raise ValueError(f"lesion {les.id}: border slice {border} outside the volume")
         spots.append(Spot(
             lesion=les,
-            label=f"{codes.TRACKING_PREFIX[cls]} {per_class[cls]}",
-            tracking_uid=generate_uid(),
+            label=getattr(les, "tracking_identifier", None) or labels[int(les.id)],
+            tracking_uid=getattr(les, "tracking_uid", None) or generate_uid(),
             segment_number=number,
             class_name=cls,
             border_slice=border,

@@ -47,6 +47,8 @@ class Lesion:
     reason: str = ""                           # why indeterminate, or what decided
     upper_border_pattern: Optional[PhasePattern] = None
     lower_border_pattern: Optional[PhasePattern] = None
+    tracking_identifier: Optional[str] = None  # what a human reads: "CMB 3", "Calc 1", "Indet 2"
+    tracking_uid: Optional[str] = None         # shared by the SR measurement group and the SEG segment
 
     @property
     def n_slices(self) -> int:

@@ -140,6 +140,8 @@ def lesion_dict(lesion: Lesion) -> dict:
         "reason": lesion.reason,
         "upper_border_pattern": None if lesion.upper_border_pattern is None else int(lesion.upper_border_pattern),
         "lower_border_pattern": None if lesion.lower_border_pattern is None else int(lesion.lower_border_pattern),
+        "tracking_identifier": lesion.tracking_identifier,
+        "tracking_uid": lesion.tracking_uid,
     }
 
 
@@ -250,10 +252,12 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path) -> list[str]:
-    try:
-        from dicom_io.results import write_results
-    except ImportError:
-        return []
+    from dicom_io.results import new_tracking_uid, tracking_identifiers, write_results
+    # The SR group, the SEG segment and findings.json name each spot with the same identity.
+    labels = tracking_identifiers(analysis.lesions)
+    for lesion in analysis.lesions:
+        lesion.tracking_identifier = labels[int(lesion.id)]
+        lesion.tracking_uid = new_tracking_uid()
     try:
         return [str(p) for p in write_results(analysis, mag, ph, out)]
     except Exception as exc:  # results must never lose the findings

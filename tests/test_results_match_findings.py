@@ -1,0 +1,69 @@
+"""The real pipeline on every vendor's sample study: the SR and SEG it writes, read back with
+highdicom, carry the same spots as findings.json (tracking identifier and UID, class, diameter),
+and dciodvfy finds no errors in any object it wrote (issue 5, Done when)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+
+from dicom_io.sr import read_spots
+from plugin.pipeline import analyze_paths
+
+from test_results_validators import DCIODVFY, dciodvfy
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
+VENDORS = ("GE", "Philips", "Siemens", "Canon")
+
+
+@pytest.fixture(scope="module", params=VENDORS)
+def analysed(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"pipeline-{request.param}")
+    doc = analyze_paths([SAMPLES / request.param], out)
+    on_disk = json.loads((out / "findings.json").read_text())
+    assert on_disk["analyses"] == doc["analyses"]
+    return request.param, out, on_disk
+
+
+def _one(out: Path, kind: str) -> pydicom.Dataset:
+    files = sorted((out / kind).glob("*.dcm"))
+    assert len(files) == 1, f"expected one {kind} object, found {len(files)}"
+    return pydicom.dcmread(files[0])
+
+
+def test_sr_and_seg_carry_the_spots_of_findings_json(analysed):
+    vendor, out, doc = analysed
+    (analysis,) = doc["analyses"]
+    lesions = analysis["lesions"]
+    assert lesions, f"{vendor}: the sample study has lesions; none found"
+    by_uid = {les["tracking_uid"]: les for les in lesions}
+    assert len(by_uid) == len(lesions) and None not in by_uid
+
+    spots = read_spots(_one(out, "sr"))
+    assert sorted(s["tracking_uid"] for s in spots) == sorted(by_uid)
+    for s in spots:
+        les = by_uid[s["tracking_uid"]]
+        assert s["label"] == les["tracking_identifier"]
+        assert s["class"] == les["classification"]
+        assert s["diameter_mm"] == pytest.approx(les["diameter_mm"], abs=0.01)
+        assert s["border_pattern"] == les["border_pattern"]
+        assert s["convention"] == analysis["phase_convention"]
+
+    seg = hd.seg.Segmentation.from_dataset(_one(out, "seg"))
+    segments = {str(item.TrackingUID): str(item.TrackingID) for item in seg.SegmentSequence}
+    assert segments == {uid: les["tracking_identifier"] for uid, les in by_uid.items()}
+
+
+def test_dciodvfy_finds_no_error_in_what_the_pipeline_wrote(analysed):
+    if not DCIODVFY.exists():
+        pytest.skip(f"{DCIODVFY} not installed (dicom3tools); tests/run.sh installs it")
+    vendor, out, _ = analysed
+    files = sorted(out.glob("*/*.dcm"))
+    assert {f.parent.name for f in files} == {"sr", "seg", "summary", "kos"}
+    for f in files:
+        errors, warnings = dciodvfy(f)
+        assert not errors, f"{vendor} {f.parent.name} {f.name}: {errors}"
+        assert not warnings, f"{vendor} {f.parent.name} {f.name}: {warnings}"
