@@ -36,3 +36,23 @@ def test_demo_without_samples_is_a_usage_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "plugin.cli", "demo", "--samples", str(tmp_path / "none")],
                          cwd=REPO, env=node_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no sample studies" in out.stderr
+
+
+def test_readme_demo_on_sample_dicom_agrees_with_the_phantom_truth(tmp_path):
+    """The README's first command, as shipped: every spot found in the four vendors' sample
+    studies lies on a truth lesion of the same class, and no truth lesion is missed."""
+    import json
+    out = subprocess.run([sys.executable, "-m", "plugin.cli", "demo", "--json", "--workdir", str(tmp_path / "work")],
+                         cwd=REPO, env=node_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    vendors = set()
+    for study in doc["studies"]:
+        assert study["state"] == "analysed", study
+        assert study["truth_missed"] == [], study["truth_missed"]
+        for analysis in study["findings"]["analyses"]:
+            vendors.add(analysis["vendor"])
+            for lesion in analysis["lesions"]:
+                assert lesion["truth_class"] == lesion["classification"], (analysis["vendor"], lesion)
+        assert {"SR", "SEG", "KO", "OT"} <= {r["modality"] for r in study["landed"]}
+    assert vendors == {"GE", "Philips", "Siemens", "Canon"}

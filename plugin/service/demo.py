@@ -112,17 +112,45 @@ def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: floa
         studies.append({"study_instance_uid": s["study_instance_uid"], "state": s["state"],
                         "reason": last.get("reason"), "n_instances": s["n_spooled"], "findings": findings,
                         "landed": landed})
+    attach_truth(studies, samples / "truth.json")
     return {"workdir": str(workdir), "archive_dir": str(workdir / "archive"), "node_state_dir": str(config.state_dir),
             "n_studies": len(groups), "n_instances_sent": sum(sent.values()),
             "send_s": round(t_sent - t0, 2), "total_s": round(t_done - t0, 2),
             "timed_out": bool(status.get("timed_out")), "studies": studies}
 
 
+def attach_truth(studies: list[dict], truth_path: Path) -> None:
+    """Give each found lesion the class of the phantom truth lesion it lies on (centre within
+    max(3 mm, truth diameter)), or "no truth lesion" (a false positive); count truth lesions missed.
+    Does nothing when the samples carry no truth.json (real studies)."""
+    if not truth_path.is_file():
+        return
+    import numpy as np
+    truth = {t["study_instance_uid"]: t for t in read_json(truth_path).get("studies", [])}
+    for s in studies:
+        t = truth.get(s["study_instance_uid"])
+        if t is None or not s["findings"]:
+            continue
+        hit = set()
+        for a in s["findings"].get("analyses", []):
+            for les in a.get("lesions", []):
+                c = np.asarray(les["center_lps_mm"], dtype=float)
+                best = min(t["lesions"], key=lambda tl: float(np.linalg.norm(np.asarray(tl["center_lps_mm"]) - c)),
+                           default=None)
+                if best is not None and np.linalg.norm(np.asarray(best["center_lps_mm"]) - c) <= max(3.0, best["diameter_mm"]):
+                    les["truth_class"] = best["class"]
+                    hit.add(best["id"])
+                else:
+                    les["truth_class"] = "no truth lesion"
+        s["truth_missed"] = [tl["id"] for tl in t["lesions"] if tl["id"] not in hit]
+
+
 def format_demo(doc: dict) -> str:
     lines = [f"sent {doc['n_instances_sent']} instances of {doc['n_studies']} studies to the node in "
              f"{doc['send_s']} s; all results back after {doc['total_s']} s"
              + ("  (TIMED OUT)" if doc["timed_out"] else ""), ""]
-    hdr = f"{'study':<14} {'vendor':<8} {'convention':<13} {'lesion':<6} {'diam mm':>7} {'border':>6} {'central':>7}  {'classification':<14} {'conf':>4}"
+    hdr = (f"{'study':<14} {'vendor':<8} {'convention':<13} {'spot':<8} {'diam mm':>7} {'border':>6} {'central':>7}"
+           f"  {'classification':<14} {'conf':>4}  {'phantom truth'}")
     lines += [hdr, "-" * len(hdr)]
     for s in doc["studies"]:
         short = "…" + s["study_instance_uid"][-12:]
@@ -135,10 +163,15 @@ def format_demo(doc: dict) -> str:
             if not les:
                 lines.append(f"{short:<14} {a.get('vendor', ''):<8} {a.get('phase_convention', ''):<13} (no lesions)")
             for l in les:
+                truth = l.get("truth_class", "")
+                if truth and truth == l.get("classification"):
+                    truth += " (agrees)"
                 lines.append(f"{short:<14} {a.get('vendor', ''):<8} {a.get('phase_convention', ''):<13} "
-                             f"{str(l.get('id')):<6} {l.get('diameter_mm', 0):>7.1f} {str(l.get('border_pattern')):>6} "
-                             f"{str(l.get('central_pattern')):>7}  {l.get('classification', ''):<14} "
-                             f"{l.get('confidence', 0):>4.2f}")
+                             f"{str(l.get('tracking_identifier') or l.get('id')):<8} {l.get('diameter_mm', 0):>7.1f} "
+                             f"{str(l.get('border_pattern')):>6} {str(l.get('central_pattern')):>7}  "
+                             f"{l.get('classification', ''):<14} {l.get('confidence', 0):>4.2f}  {truth}")
+        if s.get("truth_missed"):
+            lines.append(f"{short:<14} phantom truth lesions not found: {', '.join(map(str, s['truth_missed']))}")
         for sk in f.get("skipped", []):
             lines.append(f"{short:<14} skipped series …{sk.get('series_instance_uid', '')[-12:]}: {sk.get('reason')}")
     lines += ["", f"results in the archive stand-in ({doc['archive_dir']}/<study>/<series>/):"]
