@@ -13,7 +13,7 @@ parsing is not flattered. Files are read once before timing so both tools read f
 Each borderphase run is a fresh Python process (imports are done before the clock starts; their
 cost is reported separately): ``scan`` (all headers) then ``load_volume`` for every stack.
 Memory: tracemalloc peak (numpy reports its buffers to tracemalloc) and the process's peak RSS
-growth over the post-import baseline; two modes: all four float32 volumes kept (what the table's
+growth over the post-import baseline; two modes: all four volumes kept (what the table's
 "keep all" column means) and one stack at a time (load, use, drop), as the pipeline does.
 dcm2niix: ``/usr/bin/dcm2niix -z n -o TMP DIR`` with TMP on tmpfs (/dev/shm) when available so it
 is not charged for disk writes; CPU time and peak RSS from ``wait4``.
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|",
         f"| dcm2niix -z n (writes {d_runs[0]['n_nii']} NIfTI, int16, to {d_runs[0]['out']}) | {d_wall:.3f} | 1.00 | {d_cpu:.3f} | 1.00 | "
         f"{d_rss:.0f} (peak RSS of the process) | {d_rss / px:.2f} |",
-        f"| borderphase scan + load_volume x{keep_runs[0]['n_volumes']}, all float32 volumes kept | {b_wall:.3f} | "
+        f"| borderphase scan + load_volume x{keep_runs[0]['n_volumes']}, all volumes kept | {b_wall:.3f} | "
         f"{b_wall / d_wall:.2f} | {b_cpu:.3f} | {b_cpu / d_cpu:.2f} | {keep_peak:.0f} (tracemalloc); RSS growth "
         f"{keep_rss:.0f} | {keep_peak / px:.2f} |",
         f"| borderphase, one stack at a time (load, drop) | {med(stream_runs, 'wall_s'):.3f} | "
@@ -300,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{med(plain_runs, 'cpu_s') / d_cpu:.2f} | - | - |",
         "",
         f"borderphase: header scan {med(keep_runs, 'scan_s'):.3f} s of the total; Python imports "
-        f"{med(keep_runs, 'import_s'):.2f} s before the clock (not counted). The kept float32 volumes alone are "
-        f"{keep_out:.0f} MiB = {keep_out / px:.2f} x the int16 pixel data, so 'keep all' cannot go below 2.0 x; "
+        f"{med(keep_runs, 'import_s'):.2f} s before the clock (not counted). The kept volumes alone (phase "
+        f"float32 radians; magnitude without a rescale kept in its stored uint16) are "
+        f"{keep_out:.0f} MiB = {keep_out / px:.2f} x the stored pixel data; "
         f"the reader's own overhead above its output is {keep_peak - keep_out:.0f} MiB "
         f"({(keep_peak - keep_out) / px:.2f} x).",
     ]

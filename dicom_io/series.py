@@ -248,7 +248,8 @@ def read_stored(stack: StackInfo, *, limit_bytes: Optional[int] = None, threads:
 
 
 def load_volume(stack: StackInfo, *, limit_bytes: Optional[int] = None, threads: Optional[int] = None) -> Volume:
-    """Read one stack into a :class:`Volume` (float32; phase in radians in [-pi, pi)).
+    """Read one stack into a :class:`Volume` (phase: float32 radians in [-pi, pi); magnitude:
+    float32 where the vendor rescales, else its stored integers, which already are vendor units).
 
     Raises :class:`DicomInputError` naming the file when the stack cannot become a volume
     (geometry problems), the pixels claim more than the size limit, or the pixel data cannot be
@@ -271,7 +272,8 @@ def load_volume(stack: StackInfo, *, limit_bytes: Optional[int] = None, threads:
         raise DicomInputError(stack.frames[0].path, f"{stack.vendor} codec could not convert {stack.label} of series "
                                                     f"{stack.series_instance_uid}: {exc}") from None
     del stored
-    data = np.asarray(data, dtype=np.float32)
+    if not np.issubdtype(data.dtype, np.integer):   # unscaled magnitude stays in its stored integers
+        data = np.asarray(data, dtype=np.float32)
     f0 = stack.frames[0]
     return Volume(
         series_instance_uid=stack.series_instance_uid, study_instance_uid=f0.study_instance_uid,

@@ -13,8 +13,9 @@ from .frames import FrameHeader
 class Volume:
     """Pixel data of one component and echo of one series, ordered along the slice normal.
 
-    ``data`` is indexed (slice, row, column), float32. Magnitude is in rescaled (vendor) units;
-    phase is in radians in [-pi, pi). ``affine_lps`` maps the homogeneous index
+    ``data`` is indexed (slice, row, column). Phase is float32 radians in [-pi, pi). Magnitude is
+    in rescaled (vendor) units: float32 where the vendor applies a rescale, else the stored
+    integer dtype (already those units; convert where arithmetic needs floats). ``affine_lps`` maps the homogeneous index
     (slice, row, column, 1) to DICOM patient coordinates (x, y, z, 1) in millimetres (LPS).
     ``frames[k]`` is the header of slice ``k`` (its SOP instance UID and, for enhanced objects,
     frame number are what result objects reference).

@@ -165,7 +165,8 @@ def findings_document(analyses: Sequence[PairAnalysis], skipped: Sequence[dict])
 def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str,
                     points_lps_mm=None, options: AnalysisOptions = AnalysisOptions()) -> PairAnalysis:
     """Analyse a paired magnitude and phase ``dicom_io.volume.Volume``."""
-    res = analyze_arrays(magnitude.data, phase.data, magnitude.affine_lps, convention=convention,
+    res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase.data, magnitude.affine_lps,
+                         convention=convention,
                          points_lps_mm=points_lps_mm, options=options)
     notes = list(res.notes)
     if phase.phase_scaling:
@@ -220,7 +221,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             continue
         note = pair.note
         for m_alt, p_alt, en_alt, te_alt in pair.earlier:
-            snr = magnitude_snr(mag.data)
+            snr = magnitude_snr(np.asarray(mag.data, dtype=np.float32))
             if snr >= MIN_USABLE_SNR:
                 break
             note += f"; echo TE {mag.echo_time_ms} ms has too little signal (SNR {snr:.1f}): using TE {te_alt} ms"

@@ -48,7 +48,8 @@ def test_one_series_with_magnitude_and_phase_of_two_echoes(mr_writer):
         ("magnitude", 1, 2.3, 4), ("magnitude", 2, 4.6, 4), ("phase", 1, 2.3, 4), ("phase", 2, 4.6, 4)]
     for st in s.stacks:
         v = series.load_volume(st)
-        assert v.data.dtype == np.float32 and v.shape == (4, 6, 7)
+        # phase: float32 radians; magnitude without a rescale: its stored integers (vendor units)
+        assert v.data.dtype == (np.float32 if st.component == "phase" else np.uint16) and v.shape == (4, 6, 7)
         stored = truth[("P" if st.component == "phase" else "M", st.echo_number)].astype(np.float64)
         if st.component == "phase":
             want = (stored * 1.53455 - 3142) / 1000.0

@@ -29,5 +29,6 @@ class VendorCodec(Protocol):
         ...
 
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
-        """Stored values -> float32 magnitude (rescale applied where the vendor uses one)."""
+        """Stored values -> magnitude in vendor units: float32 with the rescale applied where the
+        vendor uses one, else the stored integers unchanged (no float32 copy)."""
         ...

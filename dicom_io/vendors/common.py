@@ -429,9 +429,14 @@ def phase_by_inference(stored: np.ndarray, frames: Sequence[FrameHeader], who: s
 
 
 def magnitude_rescaled(stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
-    """float32 magnitude with the (per-frame) rescale applied where present."""
+    """Magnitude in vendor units: float32 with the (per-frame) rescale applied where there is
+    one; without a rescale (or an identity one) the stored integers already are those units and
+    are returned as they are, without a float32 copy at twice their size (the read benchmark's
+    memory target: a study's volumes under 2x its pixel data)."""
     check_stack(stored, frames)
     slope, inter, _ = rescale_params(frames)
+    if is_identity(slope, inter) and np.issubdtype(stored.dtype, np.integer):
+        return stored
     return affine_to_float32(stored, slope, inter)
 
 
