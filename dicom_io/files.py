@@ -26,7 +26,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from .errors import FileProblem
+from .errors import DicomInputError, FileProblem
 
 log = logging.getLogger(__name__)
 
@@ -468,3 +468,21 @@ def scan_files(paths: Iterable[Union[str, Path]], *, limit_bytes: Optional[int] 
             log.debug("%s", got)
             notes.append(got)
     return FileScan(headers, problems, notes)
+
+
+def read_tags(path: Union[str, Path], keywords: Iterable[str]) -> dict[str, Any]:
+    """The named attributes of one file's header, pixel data not read; absent ones are None.
+
+    For callers outside ``dicom_io`` that need a few header facts (routing, grouping by study)
+    without building frames. Raises :class:`DicomInputError` naming the file when it is not
+    readable DICOM.
+
+    >>> read_tags(path, ["StudyInstanceUID", "Modality"])  # doctest: +SKIP
+    {'StudyInstanceUID': '1.2.3', 'Modality': 'MR'}
+    """
+    names = list(keywords)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=names)
+    except Exception as exc:  # pydicom raises several types for bad files
+        raise DicomInputError(path, f"not readable as DICOM: {exc}") from None
+    return {k: ds.get(k) for k in names}

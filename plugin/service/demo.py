@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from pydicom import dcmread
+from dicom_io.files import read_tags
 
 from dicom_io.net.scu import DicomDestination, send_files
 
@@ -38,8 +38,7 @@ def studies_in(samples: Path) -> dict[str, list[Path]]:
         if not p.is_file() or p.suffix.lower() in (".json", ".md", ".txt", ".toml", ".py"):
             continue
         try:
-            ds = dcmread(p, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-            groups[str(ds.StudyInstanceUID)].append(p)
+            groups[str(read_tags(p, ["StudyInstanceUID"])["StudyInstanceUID"])].append(p)
         except Exception:
             continue
     return dict(groups)
@@ -106,9 +105,9 @@ def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: floa
             findings = read_json(Path(last["results_dir"]) / "findings.json")
         landed = []
         for p in archive.files(s["study_instance_uid"]):
-            ds = dcmread(p, stop_before_pixels=True)
-            landed.append({"modality": str(ds.get("Modality", "")), "sop_class_uid": str(ds.SOPClassUID),
-                           "series_description": str(ds.get("SeriesDescription", "")), "path": str(p)})
+            ds = read_tags(p, ["Modality", "SOPClassUID", "SeriesDescription"])
+            landed.append({"modality": str(ds["Modality"] or ""), "sop_class_uid": str(ds["SOPClassUID"]),
+                           "series_description": str(ds["SeriesDescription"] or ""), "path": str(p)})
         studies.append({"study_instance_uid": s["study_instance_uid"], "state": s["state"],
                         "reason": last.get("reason"), "n_instances": s["n_spooled"], "findings": findings,
                         "landed": landed})

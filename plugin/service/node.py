@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from pydicom import dcmread
+from dicom_io.files import read_tags
 
 from dicom_io.net.scp import (STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, AccessPolicy, ReceivedInstance,
                               StorageSCP, server_ssl_context)
@@ -33,9 +33,9 @@ _LOCKED_HERE: set[str] = set()  # state dirs locked by this process (POSIX locks
 
 
 def series_facts(spool_study: Path, series_dir: str, first_file: Path, origin: dict) -> SeriesFacts:
-    ds = dcmread(first_file, stop_before_pixels=True,
-                 specific_tags=["SeriesInstanceUID", "StudyInstanceUID", "Modality", "Manufacturer",
+    ds = read_tags(first_file, ["SeriesInstanceUID", "StudyInstanceUID", "Modality", "Manufacturer",
                                 "SeriesDescription", "ImageType"])
+    ds = {k: v for k, v in ds.items() if v is not None}
     it = ds.get("ImageType", [])
     image_type = (str(it),) if isinstance(it, str) else tuple(str(v) for v in it)
     return SeriesFacts(series_instance_uid=str(ds.get("SeriesInstanceUID", series_dir)),
@@ -109,8 +109,7 @@ class Node:
                     facts = series_facts(spool_study, sdir, spool_study / rels[0],
                                          self.spool.series_origin(spool_study, sdir))
                     if study_uid is None:
-                        study_uid = str(dcmread(spool_study / rels[0], stop_before_pixels=True,
-                                                specific_tags=["StudyInstanceUID"]).StudyInstanceUID)
+                        study_uid = str(read_tags(spool_study / rels[0], ["StudyInstanceUID"])["StudyInstanceUID"])
                     decision = route(self.config, facts)
                 except Exception as exc:  # unreadable header: ignore this series, say why
                     facts = SeriesFacts(series_instance_uid=sdir)
