@@ -20,7 +20,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 import pydicom
@@ -164,6 +164,7 @@ class ResultContext:
     template: pydicom.Dataset                   # a magnitude header: patient/study source
     series_numbers: dict[str, int]
     series_uids: dict[str, str] = field(default_factory=dict)
+    previous_srs: list[pydicom.Dataset] = field(default_factory=list)  # SRs this one supersedes
 
     @property
     def source_datasets(self) -> list[pydicom.Dataset]:
@@ -385,20 +386,45 @@ def source_names_tolerated():
 
 
 # --- entry point ----------------------------------------------------------------------------
+def superseded_srs(analysis: PairAnalysisLike, previous_sr_paths: Sequence[Union[str, Path]]) -> list[pydicom.Dataset]:
+    """The earlier borderphase SRs (of an earlier version of the same study) that reported on the
+    same magnitude series: the new SR lists them in its Predecessor Documents Sequence (PS3.3
+    C.17.2), so a viewer knows which report is current. Unreadable files are skipped."""
+    out = []
+    for path in previous_sr_paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # an earlier result that cannot be read must not stop this one
+            log.warning("%s: earlier SR not readable, not listed as predecessor: %s", path, exc)
+            continue
+        if str(ds.get("StudyInstanceUID", "")) != analysis.study_instance_uid:
+            continue
+        evidence = {str(series.SeriesInstanceUID)
+                    for study in ds.get("CurrentRequestedProcedureEvidenceSequence", [])
+                    for series in study.get("ReferencedSeriesSequence", [])}
+        if analysis.magnitude_series_uid in evidence:
+            out.append(ds)
+    return out
+
+
 def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, out_dir, *,
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
-                  include: Sequence[str] = ("sr", "seg", "summary", "kos")) -> list[Path]:
+                  include: Sequence[str] = ("sr", "seg", "summary", "kos"),
+                  previous_sr_paths: Sequence[Union[str, Path]] = ()) -> list[Path]:
     """Write SR, SEG, summary SC images and KOS for one analysed pair into ``out_dir``.
 
     Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``). A pair with no spots
     still gets an SR (findings absent), a summary image saying so, and no SEG or KOS (a SEG
-    needs a segment, a KOS a key image).
+    needs a segment, a KOS a key image). ``previous_sr_paths``: SRs of an earlier version of
+    this study (a study reopened by late instances); those on the same magnitude series become
+    the new SR's predecessor documents.
     """
     from . import kos, seg, sr, summary  # local: the builders import this module
 
     ctx = build_context(analysis, magnitude, phase,
                         algorithm_version=algorithm_version or package_version(),
                         series_number_base=series_number_base)
+    ctx.previous_srs = superseded_srs(analysis, previous_sr_paths)
     out = Path(out_dir)
     objects: list[tuple[str, pydicom.Dataset]] = []
     with source_names_tolerated():

@@ -225,6 +225,7 @@ def build_sr(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> h
         is_complete=True,
         is_final=False,
         is_verified=False,
+        previous_versions=ctx.previous_srs or None,
     )
     declare_private_scheme(sr)
     return finish(ctx, sr, "sr")

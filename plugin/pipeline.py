@@ -194,11 +194,14 @@ def magnitude_snr(magnitude: np.ndarray) -> float:
 
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
-                  options: AnalysisOptions = AnalysisOptions(), write_dicom: bool = True) -> dict:
+                  options: AnalysisOptions = AnalysisOptions(), write_dicom: bool = True,
+                  previous_sr_paths: Sequence = ()) -> dict:
     """Scan ``paths``, pair, analyse every pair, write ``out_dir/findings.json``; return the document.
 
     ``convention_rules``: a ``dicom_io.convention.ConventionRules`` or a path to a rules file.
     The document also carries ``errors`` (unreadable files) and, per analysis, ``notes``.
+    ``previous_sr_paths``: the SRs of an earlier version of this study (the node passes them when
+    late instances reopened it); each new SR names the one it supersedes.
     """
     from dicom_io import series as dseries
     from dicom_io import convention as dconv
@@ -243,7 +246,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         analysis.notes.insert(0, note)
         analyses.append(analysis)
         if write_dicom:
-            result_paths += _write_results(analysis, mag, ph, out)
+            result_paths += _write_results(analysis, mag, ph, out, previous_sr_paths)
     doc = findings_document(analyses, skipped)
     doc["errors"] = [p.as_dict() if hasattr(p, "as_dict") else {"path": str(p), "reason": ""} for p in scan.problems]
     if result_paths:
@@ -252,7 +255,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     return doc
 
 
-def _write_results(analysis: PairAnalysis, mag, ph, out: Path) -> list[str]:
+def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = ()) -> list[str]:
     from dicom_io.results import new_tracking_uid, tracking_identifiers, write_results
     # The SR group, the SEG segment and findings.json name each spot with the same identity.
     labels = tracking_identifiers(analysis.lesions)
@@ -260,7 +263,7 @@ def _write_results(analysis: PairAnalysis, mag, ph, out: Path) -> list[str]:
         lesion.tracking_identifier = labels[int(lesion.id)]
         lesion.tracking_uid = new_tracking_uid()
     try:
-        return [str(p) for p in write_results(analysis, mag, ph, out)]
+        return [str(p) for p in write_results(analysis, mag, ph, out, previous_sr_paths=previous_sr_paths)]
     except Exception as exc:  # results must never lose the findings
         log.error("DICOM result objects not written: %s", exc)
         analysis.notes.append(f"DICOM result objects not written: {exc}")

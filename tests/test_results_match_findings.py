@@ -67,3 +67,26 @@ def test_dciodvfy_finds_no_error_in_what_the_pipeline_wrote(analysed):
         errors, warnings = dciodvfy(f)
         assert not errors, f"{vendor} {f.parent.name} {f.name}: {errors}"
         assert not warnings, f"{vendor} {f.parent.name} {f.name}: {warnings}"
+
+
+def test_a_reanalysed_study_supersedes_its_earlier_sr(analysed, tmp_path):
+    """A study reopened by late instances is analysed again: the new SR lists the earlier SR of
+    the same magnitude series in its Predecessor Documents Sequence (PS3.3 C.17.2), and stays valid."""
+    vendor, out, doc = analysed
+    first_sr = _one(out, "sr")
+    analyze_paths([SAMPLES / vendor], tmp_path, previous_sr_paths=sorted((out / "sr").glob("*.dcm")))
+    second_sr = _one(tmp_path, "sr")
+    assert second_sr.SOPInstanceUID != first_sr.SOPInstanceUID
+    (study,) = second_sr.PredecessorDocumentsSequence
+    assert study.StudyInstanceUID == first_sr.StudyInstanceUID
+    refs = [sop for series in study.ReferencedSeriesSequence for sop in series.ReferencedSOPSequence]
+    assert [r.ReferencedSOPInstanceUID for r in refs] == [first_sr.SOPInstanceUID]
+    if DCIODVFY.exists():
+        errors, warnings = dciodvfy(sorted((tmp_path / "sr").glob("*.dcm"))[0])
+        assert not errors and not warnings, (errors, warnings)
+    # an SR of another study is never taken as a predecessor
+    other_vendor = next(v for v in VENDORS if v != vendor)
+    analyze_paths([SAMPLES / other_vendor], tmp_path / "other")
+    again = tmp_path / "again"
+    analyze_paths([SAMPLES / vendor], again, previous_sr_paths=sorted((tmp_path / "other" / "sr").glob("*.dcm")))
+    assert "PredecessorDocumentsSequence" not in _one(again, "sr")

@@ -227,3 +227,23 @@ def test_dispatch_backoff_doubles_up_to_the_cap():
     from plugin.service.dispatch import backoff_s
     cfg = parse_config({"state_dir": "/x", "dispatch": {"retry_initial_s": 5, "retry_max_s": 60}})
     assert [backoff_s(cfg, n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_previous_srs_come_from_the_latest_earlier_analysed_version(tmp_path):
+    """A reopened study's new SR supersedes the SR of the latest earlier version that was
+    analysed (a failed version in between has no SR to supersede)."""
+    from plugin.service.spool import atomic_write_json
+    from plugin.service.state import StateLayout
+    from plugin.service.worker import previous_srs
+
+    layout = StateLayout(tmp_path)
+    for version, state in ((1, "analysed"), (2, "analysed"), (3, "failed")):
+        atomic_write_json(layout.manifest_path("s", version), {"version": version})
+        layout.write_result("s", version, {"state": state})
+        if state == "analysed":
+            sr_dir = layout.results_dir("s", version) / "sr"
+            sr_dir.mkdir(parents=True)
+            (sr_dir / f"sr-v{version}.dcm").write_bytes(b"")
+    assert [p.name for p in previous_srs(layout, "s", 4)] == ["sr-v2.dcm"]
+    assert [p.name for p in previous_srs(layout, "s", 2)] == ["sr-v1.dcm"]
+    assert previous_srs(layout, "s", 1) == []

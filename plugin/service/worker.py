@@ -10,7 +10,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .config import Config
 from .state import Claim, StateLayout, worker_identity
@@ -29,14 +29,27 @@ def resolve_callable(spec: str) -> AnalysisCallable:
     return getattr(importlib.import_module(module), name)
 
 
-def run_analysis(config: Config, paths: list[Path], out_dir: Path) -> dict:
-    """Analyse ``paths`` (one study's routed series) into ``out_dir``; return the findings document."""
+def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_paths: Sequence[Path] = ()) -> dict:
+    """Analyse ``paths`` (one study's routed series) into ``out_dir``; return the findings document.
+    ``previous_sr_paths`` (the SRs of the study's last analysed version) are passed on only when
+    there are some, so a site's own callable without that keyword still works for first versions."""
     fn = resolve_callable(config.analysis.callable)
-    kwargs = {}
+    kwargs: dict = {}
+    if previous_sr_paths:
+        kwargs["previous_sr_paths"] = [str(p) for p in previous_sr_paths]
     if config.analysis.convention_rules:
         from dicom_io.convention import load_rules  # optional site overrides
         kwargs["convention_rules"] = load_rules(config.analysis.convention_rules)
     return fn([str(p) for p in paths], str(out_dir), **kwargs)
+
+
+def previous_srs(layout: StateLayout, study: str, version: int) -> list[Path]:
+    """The SR files of the latest earlier version of ``study`` that was analysed."""
+    for earlier in sorted((v for v in layout.versions(study) if v < version), reverse=True):
+        result = layout.result(study, earlier) or {}
+        if result.get("state") == "analysed":
+            return sorted((layout.results_dir(study, earlier) / "sr").glob("*.dcm"))
+    return []
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -84,7 +97,7 @@ def analyse_version(config: Config, study: str, version: int, *, enqueue_deliver
         layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started})
         LOG.info("analysing study %s v%d (%d instances)", manifest["study_instance_uid"], version, len(paths))
         try:
-            findings = run_analysis(config, paths, out_dir)
+            findings = run_analysis(config, paths, out_dir, previous_srs(layout, study, version))
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             LOG.error("study %s v%d failed: %s", manifest["study_instance_uid"], version, reason)
