@@ -175,3 +175,16 @@ def test_random_header_corruption_never_raises(mr_writer, tmp_path):
     res = scan([out])  # nor the whole scan
     doc = inspect_paths([out])
     assert len(doc["errors"]) == len(res.problems) and len(res.problems) > 10
+
+
+def test_read_tags_names_the_file_that_is_not_dicom(tmp_path):
+    """dicom_io.files.read_tags (the node's and demo's header look-up) on garbage and on a
+    truncated file: the project's error naming the file, not a pydicom traceback."""
+    from dicom_io.errors import DicomInputError
+    from dicom_io.files import read_tags
+
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"\x00" * 64 + b"not dicom at all")
+    with pytest.raises(DicomInputError) as err:
+        read_tags(garbage, ["StudyInstanceUID"])
+    assert err.value.path == str(garbage) and "not readable as DICOM" in err.value.problem

@@ -90,3 +90,19 @@ def test_a_reanalysed_study_supersedes_its_earlier_sr(analysed, tmp_path):
     again = tmp_path / "again"
     analyze_paths([SAMPLES / vendor], again, previous_sr_paths=sorted((tmp_path / "other" / "sr").glob("*.dcm")))
     assert "PredecessorDocumentsSequence" not in _one(again, "sr")
+
+
+def test_an_unreadable_earlier_sr_is_skipped_not_fatal(analysed, tmp_path):
+    """A truncated or garbage file among the earlier SRs does not stop the new results; it is
+    skipped (logged with its path) and the readable earlier SR is still named as predecessor."""
+    vendor, out, _ = analysed
+    good = sorted((out / "sr").glob("*.dcm"))[0]
+    truncated = tmp_path / "truncated_sr.dcm"
+    truncated.write_bytes(good.read_bytes()[:300])
+    garbage = tmp_path / "garbage_sr.dcm"
+    garbage.write_bytes(b"garbage")
+    analyze_paths([SAMPLES / vendor], tmp_path / "new", previous_sr_paths=[truncated, garbage, good])
+    sr = _one(tmp_path / "new", "sr")
+    refs = [sop.ReferencedSOPInstanceUID for study in sr.PredecessorDocumentsSequence
+            for series in study.ReferencedSeriesSequence for sop in series.ReferencedSOPSequence]
+    assert refs == [pydicom.dcmread(good, stop_before_pixels=True).SOPInstanceUID]
