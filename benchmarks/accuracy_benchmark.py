@@ -4,12 +4,12 @@
     python benchmarks/accuracy_benchmark.py --conditions default --vendors GE
     python benchmarks/accuracy_benchmark.py --calibrate     # also fit the confidence logistic
 
-For each condition the paper cohort (plugin.phantom_cohort.paper_cohort: 128 microbleeds and 62
+For each condition the paper cohort (plugin.phantom.cohort.paper_cohort: 128 microbleeds and 62
 calcifications with the paper's size/susceptibility distribution, spread over 4 studies of
 512 x 512 x 60, 0.45 x 0.45 x 2.5 mm, 3 T, TE 25 ms, plus 3 veins per study) is rendered once
 per phase handedness (right-handed for GE/Philips, left-handed for Siemens/Canon). In the
-``default`` condition every study is written through ``dicom_io.writer`` the way that vendor
-writes it, and read back through ``dicom_io.series`` (scan, pairing, vendor scaling, convention
+``default`` condition every study is written through ``dicom_io.phantom_writer.classic`` the way that vendor
+writes it, and read back through ``dicom_io.read.series`` (scan, pairing, vendor scaling, convention
 from the headers), so the whole chain is exercised; the other conditions analyse the arrays
 with the vendor's default convention (``--dicom-all`` writes DICOM for them too).
 
@@ -39,9 +39,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugin import phantom  # noqa: E402
-from plugin.interpret import is_paramagnetic  # noqa: E402
-from plugin.phantom_cohort import paper_cohort  # noqa: E402
+from plugin.phantom import render as phantom  # noqa: E402
+from plugin.method.interpret import is_paramagnetic  # noqa: E402
+from plugin.phantom.cohort import paper_cohort  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays  # noqa: E402
 
 VENDOR_CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
@@ -106,8 +106,8 @@ def analyze_through_dicom(vendor: str, mag, phase, affine, echo_time_ms: float, 
     from pydicom.uid import generate_uid
 
     from dicom_io import convention as dconv
-    from dicom_io import series as dseries
-    from dicom_io.writer import StackToWrite, StudyInfo, write_acquisition
+    from dicom_io.read import series as dseries
+    from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition
     from plugin.pairing import pair_series
 
     study = StudyInfo(study_instance_uid=generate_uid(), frame_of_reference_uid=generate_uid())

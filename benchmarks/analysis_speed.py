@@ -3,7 +3,7 @@
     python benchmarks/analysis_speed.py            # renders one phantom study (paper cohort, study 0)
     python benchmarks/analysis_speed.py --repeat 5
 
-The pair is rendered once by plugin.phantom (47-48 lesions + 3 veins, 0.45 x 0.45 x 2.5 mm) as
+The pair is rendered once by plugin.phantom.render (47-48 lesions + 3 veins, 0.45 x 0.45 x 2.5 mm) as
 raw phase and as the scanner's filtered phase, saved to .npy, and each case is timed in a fresh
 child process that loads the arrays (not timed) and runs ``plugin.pipeline.analyze_arrays``:
 detection, background removal, pattern reading, interpretation. Reported: wall time (median of
@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from dataclasses import replace
 
-    from plugin import phantom
-    from plugin.phantom_cohort import paper_cohort
+    from plugin.phantom import render as phantom
+    from plugin.phantom.cohort import paper_cohort
 
     plan = paper_cohort(0)[0]
     cases = []

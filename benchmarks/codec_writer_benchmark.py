@@ -16,10 +16,10 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_io.files import HeaderRead
-from dicom_io.headers import frames_from_header
+from dicom_io.read.files import HeaderRead
+from dicom_io.read.headers import frames_from_header
 from dicom_io.vendors import codec_for
-from dicom_io.writer import StackToWrite, StudyInfo, write_acquisition
+from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition
 
 SHAPE = (60, 512, 512)
 

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from plugin import phantom as P  # noqa: E402
+from plugin.phantom import render as P  # noqa: E402
 from plugin import physics  # noqa: E402
 
 LESIONS = (

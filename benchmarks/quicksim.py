@@ -1,5 +1,5 @@
-"""A small stand-in simulation (GUIDE physics) used while plugin.phantom was not yet available,
-and by the unit tests for tiny volumes. The accuracy benchmark uses plugin.phantom when present.
+"""A small stand-in simulation (GUIDE physics) used while plugin.phantom.render was not yet available,
+and by the unit tests for tiny volumes. The accuracy benchmark uses plugin.phantom.render when present.
 
 Spheres (0 field inside, dipole outside, plugin.physics.sphere_field_ppm) are simulated on a
 fine sub-voxel grid and complex-averaged to voxels; the void has no signal.

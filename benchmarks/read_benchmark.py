@@ -140,7 +140,7 @@ import json, os, resource, sys, time, tracemalloc
 t_import = time.perf_counter()
 sys.path.insert(0, {root!r})
 import numpy as np
-from dicom_io.series import scan, load_volume
+from dicom_io.read.series import scan, load_volume
 import dicom_io.vendors  # noqa: F401  (imported before the clock)
 try:
     import dicom_io.convention  # noqa: F401

@@ -1,8 +1,8 @@
 """How long does building the DICOM result objects take for a big study?
 
 A 512 x 512 x 60 magnitude/phase pair is written with the project's vendor writer
-(dicom_io.writer.write_acquisition: Siemens classic, two series, and Philips enhanced, one
-multi-frame instance holding both), read back with dicom_io.series, and 20 spots are painted
+(dicom_io.phantom_writer.write_acquisition: Siemens classic, two series, and Philips enhanced, one
+multi-frame instance holding both), read back with dicom_io.read.series, and 20 spots are painted
 into the label map. Timed (wall clock, median of --repeat runs, after one warm-up):
 build = SR + SEG + summary images + KOS built in memory; write = the same plus saving to disk
 (dicom_io.results.write_results). Also writes benchmarks/summary_example.png (card of spot 1
@@ -26,10 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from dicom_io import kos, seg, sr, summary  # noqa: E402
-from dicom_io.results import build_context, source_names_tolerated, write_results  # noqa: E402
-from dicom_io.series import load_volume, scan  # noqa: E402
-from dicom_io.writer import StackToWrite, StudyInfo, write_acquisition  # noqa: E402
+from dicom_io.results import kos, seg, sr, summary  # noqa: E402
+from dicom_io.results import write_results  # noqa: E402
+from dicom_io.results.context import build_context, source_names_tolerated  # noqa: E402
+from dicom_io.read.series import load_volume, scan  # noqa: E402
+from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition  # noqa: E402
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 

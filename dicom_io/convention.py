@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .frames import FrameHeader
+from dicom_io.frames import FrameHeader
 
 CONVENTIONS = ("right-handed", "left-handed", "unknown")
 PAPER = "border-slice phase paper, vendor table"

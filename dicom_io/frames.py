@@ -45,7 +45,7 @@ class FrameHeader:
     rescale_type: Optional[str]
     transfer_syntax_uid: Optional[str]
     dataset: pydicom.Dataset = field(repr=False)   # the file's header (no pixel data); shared by its frames
-    # Added by the reader (dicom_io.headers); all optional so existing constructors keep working.
+    # Added by the reader (dicom_io.read.headers); all optional so existing constructors keep working.
     number_of_frames: int = 1                        # frames in the file this frame came from
     samples_per_pixel: int = 1
     bits_stored: Optional[int] = None

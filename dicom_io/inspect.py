@@ -16,9 +16,9 @@ from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from . import pixels
-from .errors import DicomInputError
-from .series import ScanResult, SeriesInfo, StackInfo, scan
+from dicom_io.read import pixels
+from dicom_io.errors import DicomInputError
+from dicom_io.read.series import ScanResult, SeriesInfo, StackInfo, scan
 
 SCHEMA = "borderphase.inspect/1"
 

@@ -10,7 +10,7 @@ Of a multi-echo acquisition one echo is analysed: the one asked for (``echo``), 
 echo that has both a magnitude and a phase stack (longest TE: most susceptibility contrast; the
 method paper read TE 25 ms). Every series that cannot take part says why, in ``skipped``.
 
-The scanner-side objects (``dicom_io.series.SeriesInfo`` and its stacks) are read through their
+The scanner-side objects (``dicom_io.read.series.SeriesInfo`` and its stacks) are read through their
 attributes only, so this module stays independent of their exact classes.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 @dataclass
 class Pair:
-    magnitude: Any                  # the stack handed to dicom_io.series.load_volume
+    magnitude: Any                  # the stack handed to dicom_io.read.series.load_volume
     phase: Any
     magnitude_series_uid: str
     phase_series_uid: str

@@ -1,17 +1,17 @@
 """A magnitude/phase pair -> lesions -> findings.json (+ DICOM result objects).
 
-``analyze_paths`` is the agreed entry point: scan the inputs (dicom_io.series.scan), pair the
+``analyze_paths`` is the agreed entry point: scan the inputs (dicom_io.read.series.scan), pair the
 magnitude and phase stacks of each acquisition (plugin.pairing), analyse every pair, write
 ``out_dir/findings.json`` in the GUIDE's ``borderphase.findings/1`` schema and, when
 ``dicom_io.results.write_results`` is available, the SR/SEG/summary/KOS objects.
 
 The analysis of one pair (``analyze_arrays``):
-1. brain mask and dark spots on the magnitude (plugin.detect), or the spots around given points;
-2. background removal of the phase (plugin.background: filtered phase is used as delivered, raw
+1. brain mask and dark spots on the magnitude (plugin.method.detect), or the spots around given points;
+2. background removal of the phase (plugin.method.background: filtered phase is used as delivered, raw
    phase gets the Laplacian method, or the homodyne filter on request);
 3. pattern readings on the superior/inferior border slices and the central slice
-   (plugin.spotread, plugin.patterns);
-4. interpretation through the series' phase convention (plugin.interpret).
+   (plugin.method.spotread, plugin.method.patterns);
+4. interpretation through the series' phase convention (plugin.method.interpret).
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .background import remove_background
-from .detect import DetectionParams, Spot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
-from .interpret import InterpretRules, interpret
-from .model import Classification, Lesion, PairAnalysis
-from .spotread import read_spot
+from plugin.method.background import remove_background
+from plugin.method.detect import DetectionParams, Spot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
+from plugin.method.interpret import InterpretRules, interpret
+from plugin.model import Classification, Lesion, PairAnalysis
+from plugin.method.spotread import read_spot
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def findings_document(analyses: Sequence[PairAnalysis], skipped: Sequence[dict])
 
 def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str,
                     points_lps_mm=None, options: AnalysisOptions = AnalysisOptions()) -> PairAnalysis:
-    """Analyse a paired magnitude and phase ``dicom_io.volume.Volume``."""
+    """Analyse a paired magnitude and phase ``dicom_io.read.volume.Volume``."""
     res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase.data, magnitude.affine_lps,
                          convention=convention,
                          points_lps_mm=points_lps_mm, options=options)
@@ -192,7 +192,7 @@ def magnitude_snr(magnitude: np.ndarray) -> float:
     mask = brain_mask(magnitude, vox)
     if not mask.any():
         return 0.0
-    from .detect import sample_inside
+    from plugin.method.detect import sample_inside
     noise = estimate_noise_sigma(magnitude, mask)
     tissue = float(np.median(sample_inside(magnitude, mask)))
     return tissue / noise if noise > 0 else float("inf")
@@ -208,9 +208,9 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     ``previous_sr_paths``: the SRs of an earlier version of this study (the node passes them when
     late instances reopened it); each new SR names the one it supersedes.
     """
-    from dicom_io import series as dseries
+    from dicom_io.read import series as dseries
     from dicom_io import convention as dconv
-    from .pairing import pair_series
+    from plugin.pairing import pair_series
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +261,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = ()) -> list[str]:
-    from dicom_io.results import new_tracking_uid, tracking_identifiers, write_results
+    from dicom_io.results import write_results
+    from dicom_io.results.context import new_tracking_uid, tracking_identifiers
     # The SR group, the SEG segment and findings.json name each spot with the same identity.
     labels = tracking_identifiers(analysis.lesions)
     for lesion in analysis.lesions:

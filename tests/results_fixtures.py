@@ -5,7 +5,7 @@ Two kinds of source:
   pydicom (one instance per slice), synthetic spots with dark/bright phase discs;
 - ``enhanced_pair``: the real Siemens XA30 Enhanced MR files in ../shared/vendor_dicom (one
   multi-frame instance per component), when that folder exists.
-Volumes are assembled directly (headers without pixel data, as dicom_io.series would), so these
+Volumes are assembled directly (headers without pixel data, as dicom_io.read.series would), so these
 tests do not depend on the reader being finished.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from dicom_io.frames import FrameHeader
-from dicom_io.volume import Volume
+from dicom_io.read.volume import Volume
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern
 
 VENDOR_DICOM = Path(os.environ.get("BORDERPHASE_VENDOR_DICOM",
@@ -255,7 +255,7 @@ VENDORS = ("GE", "Philips", "Siemens", "Canon")
 
 
 def sample_pair(vendor: str):
-    """(magnitude, phase, truth study dict) of sample_dicom/<vendor>, read by dicom_io.series;
+    """(magnitude, phase, truth study dict) of sample_dicom/<vendor>, read by dicom_io.read.series;
     None if the sample set or the reader is missing."""
     import json
     folder = SAMPLE_DICOM / vendor
@@ -263,7 +263,7 @@ def sample_pair(vendor: str):
     if not folder.is_dir() or not truth_path.exists():
         return None
     try:
-        from dicom_io.series import load_volume, scan
+        from dicom_io.read.series import load_volume, scan
     except ImportError:
         return None
     result = scan(sorted(folder.glob("*.dcm")))

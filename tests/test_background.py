@@ -1,4 +1,4 @@
-"""Background phase (plugin.background): raw vs filtered, homodyne, Laplacian removal."""
+"""Background phase (plugin.method.background): raw vs filtered, homodyne, Laplacian removal."""
 import sys
 from pathlib import Path
 
@@ -7,9 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.quicksim import SimLesion, affine_for, simulate  # noqa: E402
-from plugin.background import (homodyne_highpass, is_raw_phase, laplacian_background_removal,  # noqa: E402
+from plugin.method.background import (homodyne_highpass, is_raw_phase, laplacian_background_removal,  # noqa: E402
                                remove_background)
-from plugin.detect import brain_mask  # noqa: E402
+from plugin.method.detect import brain_mask  # noqa: E402
 from plugin.pipeline import analyze_arrays  # noqa: E402
 
 VOX = (2.5, 0.9, 0.9)

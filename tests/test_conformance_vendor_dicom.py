@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dicom_io import series
+from dicom_io.read import series
 from dicom_io.inspect import inspect_paths
 
 pytestmark = pytest.mark.conformance

@@ -7,8 +7,8 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom_io.convention import ConventionConfigError, load_rules, parse_rules, resolve_convention
-from dicom_io.files import HeaderRead
-from dicom_io.headers import frames_from_header
+from dicom_io.read.files import HeaderRead
+from dicom_io.read.headers import frames_from_header
 
 from test_vendors import make_ds  # noqa: E402  (tests/ is on sys.path under pytest)
 

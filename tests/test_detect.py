@@ -1,4 +1,4 @@
-"""Detection (plugin.detect): spheres found, veins / in-plane lines / edges rejected, no spots
+"""Detection (plugin.method.detect): spheres found, veins / in-plane lines / edges rejected, no spots
 in a clean head, border slices followed, radiologist-marked points segmented."""
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.quicksim import SimLesion, simulate  # noqa: E402
-from plugin.detect import DetectionParams, brain_mask, darkness_ratio, detect_spots, segment_at  # noqa: E402
+from plugin.method.detect import DetectionParams, brain_mask, darkness_ratio, detect_spots, segment_at  # noqa: E402
 
 VOX = (2.5, 0.9, 0.9)
 SHAPE = (16, 160, 160)
@@ -50,7 +50,7 @@ def test_spot_geometry(study):
 
 def test_border_slices_followed_beyond_the_core():
     """A slice only partly dark (axial dipole lobe, partial volume) still counts as showing the spot."""
-    from plugin.detect import extend_to_border_slices
+    from plugin.method.detect import extend_to_border_slices
     ratio = np.full((10, 20, 20), 0.97, np.float32)
     ratio[5, 8:12, 8:12] = 0.3          # the core slice
     ratio[4, 9:11, 9:11] = 0.80         # faintly dark below: joins

@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from dicom_io import files
+from dicom_io.read import files
 from dicom_io.errors import FileProblem
 
 

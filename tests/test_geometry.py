@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicom_io import files, geometry
-from dicom_io.headers import frames_from_header
+from dicom_io.read import files, geometry
+from dicom_io.read.headers import frames_from_header
 
 
 def _frames(mr_writer, specs):

@@ -8,9 +8,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_io import files
+from dicom_io.read import files
 from dicom_io.errors import DicomInputError
-from dicom_io.headers import ECHO_FROM_TIME_RULE, assign_echo_numbers, frames_from_header
+from dicom_io.read.headers import ECHO_FROM_TIME_RULE, assign_echo_numbers, frames_from_header
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 LEGACY_ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.4"

@@ -155,8 +155,8 @@ def test_cli_reports_all_hostile_files_without_traceback(mr_writer):
 def test_random_header_corruption_never_raises(mr_writer, tmp_path):
     """Deterministic fuzz: bytes flipped and files cut at random places in the header region;
     every outcome is a reported problem, a note or a usable header, never an exception."""
-    from dicom_io.files import read_header
-    from dicom_io.series import scan
+    from dicom_io.read.files import read_header
+    from dicom_io.read.series import scan
 
     src = mr_writer("src", rows=16, columns=16).read_bytes()
     rng = np.random.default_rng(42)
@@ -178,10 +178,10 @@ def test_random_header_corruption_never_raises(mr_writer, tmp_path):
 
 
 def test_read_tags_names_the_file_that_is_not_dicom(tmp_path):
-    """dicom_io.files.read_tags (the node's and demo's header look-up) on garbage and on a
+    """dicom_io.read.files.read_tags (the node's and demo's header look-up) on garbage and on a
     truncated file: the project's error naming the file, not a pydicom traceback."""
     from dicom_io.errors import DicomInputError
-    from dicom_io.files import read_tags
+    from dicom_io.read.files import read_tags
 
     garbage = tmp_path / "garbage.dcm"
     garbage.write_bytes(b"\x00" * 64 + b"not dicom at all")

@@ -1,4 +1,4 @@
-"""Interpretation (plugin.interpret): convention mapping for all four vendors, indeterminate
+"""Interpretation (plugin.method.interpret): convention mapping for all four vendors, indeterminate
 cases, confidence calibration behaviour."""
 from pathlib import Path
 
@@ -6,9 +6,9 @@ import pytest
 
 from dicom_io.convention import resolve_convention
 from dicom_io.frames import FrameHeader
-from plugin.interpret import confidence_from_evidence, interpret, is_paramagnetic
+from plugin.method.interpret import confidence_from_evidence, interpret, is_paramagnetic
 from plugin.model import Classification, PhasePattern
-from plugin.patterns import PatternReading
+from plugin.method.patterns import PatternReading
 
 
 def frame(manufacturer):

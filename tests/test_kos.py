@@ -4,8 +4,8 @@ from __future__ import annotations
 import pydicom
 import pytest
 
-from dicom_io.kos import build_kos
-from dicom_io.results import build_context
+from dicom_io.results.kos import build_kos
+from dicom_io.results.context import build_context
 
 from results_fixtures import CLASSIC_SPOTS, ENHANCED_SPOTS, classic_pair, enhanced_pair, make_analysis
 

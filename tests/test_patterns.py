@@ -1,9 +1,9 @@
-"""Pattern rules 1-6 (plugin.patterns) on small hand-built arrays."""
+"""Pattern rules 1-6 (plugin.method.patterns) on small hand-built arrays."""
 import numpy as np
 import pytest
 
 from plugin.model import PhasePattern
-from plugin.patterns import PatternRules, classify_pattern
+from plugin.method.patterns import PatternRules, classify_pattern
 
 
 def disk(n=11, radius=5.0):

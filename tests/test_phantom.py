@@ -1,13 +1,13 @@
-"""plugin.phantom: rendering, the paper's behaviour (Figs 6/7), population, determinism, CLI."""
+"""plugin.phantom.render: rendering, the paper's behaviour (Figs 6/7), population, determinism, CLI."""
 import json
 
 import numpy as np
 import pytest
 
-from plugin import phantom as P
-from plugin import phantom_cohort as C
+from plugin.phantom import render as P
+from plugin.phantom import cohort as C
 from plugin import physics
-from plugin.phantom_truth import classify_pattern, spot_mask
+from plugin.phantom.truth import classify_pattern, spot_mask
 
 SMALL = P.Grid((16, 96, 96), (2.5, 0.45, 0.45))
 BIG_HEAD = P.Head((100.0, 100.0, 100.0))        # brain everywhere in the small grid

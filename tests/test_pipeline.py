@@ -1,4 +1,4 @@
-"""Pairing and the analyze pipeline end to end through real DICOM (dicom_io.writer -> scan ->
+"""Pairing and the analyze pipeline end to end through real DICOM (dicom_io.phantom_writer.classic -> scan ->
 pair -> analyse -> findings.json), and the `borderphase analyze` command's exit codes."""
 import json
 import os
@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.quicksim import SimLesion, affine_for, simulate  # noqa: E402
-from dicom_io.writer import StackToWrite, StudyInfo, write_acquisition  # noqa: E402
+from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition  # noqa: E402
 from plugin.cli import main as cli_main  # noqa: E402
 from plugin.pipeline import SCHEMA, analyze_paths  # noqa: E402
 

@@ -10,7 +10,7 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from dicom_io.sr import read_spots
+from dicom_io.results.sr import read_spots
 from plugin.pipeline import analyze_paths
 
 from test_results_validators import DCIODVFY, dciodvfy

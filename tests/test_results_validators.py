@@ -27,7 +27,7 @@ import pydicom
 import pytest
 
 from dicom_io.results import write_results
-from dicom_io.sr import read_spots
+from dicom_io.results.sr import read_spots
 
 from results_fixtures import (CLASSIC_SPOTS, ENHANCED_SPOTS, VENDORS, analysis_from_truth, classic_pair,
                               enhanced_pair, make_analysis, sample_pair)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from dicom_io.inspect import inspect_paths
-from dicom_io.series import load_volume, scan
-from plugin import phantom as P
-from plugin import phantom_cohort as C
-from plugin.phantom_dicom import SAMPLE_SEED, vendor_convention, write_sample_set
+from dicom_io.read.series import load_volume, scan
+from plugin.phantom import render as P
+from plugin.phantom import cohort as C
+from plugin.phantom.dicom import SAMPLE_SEED, vendor_convention, write_sample_set
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom"
 VENDORS = ("GE", "Philips", "Siemens", "Canon")

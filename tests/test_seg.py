@@ -7,9 +7,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_io import codes
+from dicom_io.results import codes
 from dicom_io.results import write_results
-from dicom_io.sr import read_spots
+from dicom_io.results.sr import read_spots
 
 from results_fixtures import (CLASSIC_SPOTS, ENHANCED_SPOTS, VENDORS, classic_pair, enhanced_pair,
                               make_analysis, analysis_from_truth, sample_pair)
@@ -91,7 +91,7 @@ def test_enhanced_seg(tmp_path):
 def test_sample_study_seg(vendor, tmp_path):
     got = sample_pair(vendor)
     if got is None:
-        pytest.skip("sample_dicom/ or dicom_io.series not available")
+        pytest.skip("sample_dicom/ or dicom_io.read.series not available")
     mag, ph, truth = got
     analysis = analysis_from_truth(mag, ph, truth)
     seg, sr = _write(analysis, mag, ph, tmp_path / "out")

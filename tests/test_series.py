@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_io import series
+from dicom_io.read import series
 from dicom_io.errors import DicomInputError
 
 TOOLS = {"jpeg_lossless": ["/usr/bin/dcmcjpeg"], "jpeg_ls": ["/usr/bin/dcmcjpls"], "rle": ["/usr/bin/dcmcrle"],

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pydicom
 import pytest
 
-from dicom_io import codes
-from dicom_io.results import PairAnalysisLike, LesionLike, write_results
-from dicom_io.sr import read_report, read_spots
+from dicom_io.results import codes
+from dicom_io.results import write_results
+from dicom_io.results.context import PairAnalysisLike, LesionLike
+from dicom_io.results.sr import read_report, read_spots
 from plugin.model import PairAnalysis
 
 from results_fixtures import CLASSIC_SPOTS, ENHANCED_SPOTS, classic_pair, enhanced_pair, make_analysis

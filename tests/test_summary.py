@@ -6,8 +6,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_io.results import NOT_FOR_DIAGNOSIS, build_context
-from dicom_io.summary import build_summary
+from dicom_io.results.context import NOT_FOR_DIAGNOSIS, build_context
+from dicom_io.results.summary import build_summary
 
 from results_fixtures import CLASSIC_SPOTS, classic_pair, make_analysis
 

@@ -16,8 +16,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom_io.errors import DicomInputError
-from dicom_io.files import HeaderRead
-from dicom_io.headers import frames_from_header
+from dicom_io.read.files import HeaderRead
+from dicom_io.read.headers import frames_from_header
 from dicom_io.vendors import codec_for, component_from_pixels, normalise_manufacturer
 
 VENDOR_DICOM = Path(os.environ.get("BORDERPHASE_VENDOR_DICOM",

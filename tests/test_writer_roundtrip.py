@@ -1,5 +1,5 @@
 """Round trip: synthetic radians/magnitude -> write_acquisition (each vendor x classic/enhanced x
-each anonymized variant) -> dicom_io.series.scan/load_volume -> the same phase (within
+each anonymized variant) -> dicom_io.read.series.scan/load_volume -> the same phase (within
 quantisation), component, vendor and convention, or 'unknown' with the recorded fallback where
 the anonymization removed the deciding tag. Also: dciodvfy (dicom3tools) finds no errors in a
 classic and an enhanced file of every vendor.
@@ -15,8 +15,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_io import series
-from dicom_io.writer import StackToWrite, StudyInfo, WrittenAcquisition, write_acquisition
+from dicom_io.read import series
+from dicom_io.phantom_writer import StackToWrite, StudyInfo, WrittenAcquisition, write_acquisition
 
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
 STYLES = ("classic", "enhanced")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .scu import SendError
+from dicom_io.net.scu import SendError
 
 
 @dataclass(frozen=True)

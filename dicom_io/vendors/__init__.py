@@ -28,14 +28,14 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..frames import FrameHeader
-from .base import COMPONENTS, VendorCodec
-from .canon import CanonCodec
-from .common import component_from_pixels, private_creators, shared_item, per_frame_item
-from .ge import GECodec
-from .generic import GenericCodec
-from .philips import PhilipsCodec
-from .siemens import SiemensCodec
+from dicom_io.frames import FrameHeader
+from dicom_io.vendors.base import COMPONENTS, VendorCodec
+from dicom_io.vendors.canon import CanonCodec
+from dicom_io.vendors.common import component_from_pixels, private_creators, shared_item, per_frame_item
+from dicom_io.vendors.ge import GECodec
+from dicom_io.vendors.generic import GenericCodec
+from dicom_io.vendors.philips import PhilipsCodec
+from dicom_io.vendors.siemens import SiemensCodec
 
 __all__ = ["codec_for", "component_from_pixels", "codec_by_vendor", "normalise_manufacturer",
            "VendorCodec", "COMPONENTS", "VENDORS"]

@@ -10,7 +10,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from ..frames import FrameHeader
+from dicom_io.frames import FrameHeader
 
 COMPONENTS = ("magnitude", "phase", "real", "imaginary", "unknown")
 

@@ -18,8 +18,8 @@ import numpy as np
 import pydicom
 from pydicom.tag import Tag
 
-from ..errors import DicomInputError
-from ..frames import FrameHeader
+from dicom_io.errors import DicomInputError
+from dicom_io.frames import FrameHeader
 
 PI32 = np.float32(np.pi)
 TWO_PI32 = np.float32(2 * np.pi)
@@ -441,7 +441,7 @@ def magnitude_rescaled(stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.
 
 
 # ----------------------------------------------------------------------------------------------
-# Encode (the inverse of decode), used by dicom_io.writer to write phantoms the vendor's way
+# Encode (the inverse of decode), used by dicom_io.phantom_writer.classic to write phantoms the vendor's way
 # ----------------------------------------------------------------------------------------------
 from dataclasses import dataclass, field  # noqa: E402
 

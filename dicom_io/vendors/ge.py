@@ -10,12 +10,12 @@ carry a pi offset on alternate slices: not corrected here.)
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..frames import FrameHeader
-from . import common
+from dicom_io.frames import FrameHeader
+from dicom_io.vendors import common
 
 GE_PARM_CREATOR = "GEMS_PARM_01"
 GE_IMAGE_TYPE_CODES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}

@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..frames import FrameHeader
-from . import common
+from dicom_io.frames import FrameHeader
+from dicom_io.vendors import common
 
 PHILIPS_MR_CREATOR = "Philips MR Imaging DD 001"
 PHILIPS_PER_FRAME_CREATOR = "Philips MR Imaging DD 005"

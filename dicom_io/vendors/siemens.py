@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..frames import FrameHeader
-from . import common
+from dicom_io.frames import FrameHeader
+from dicom_io.vendors import common
 
 
 class SiemensCodec:

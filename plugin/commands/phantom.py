@@ -51,7 +51,7 @@ def _vendor(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plugin import phantom_dicom
+    from plugin.phantom import dicom as phantom_dicom
 
     t0 = time.perf_counter()
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dicom_io.net.scp import STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, ReceivedInstance, StorageSCP
 
-from .spool import Spool
+from plugin.service.spool import Spool
 
 
 class ArchiveStandIn:

@@ -14,15 +14,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from dicom_io.files import read_tags
+from dicom_io.read.files import read_tags
 
 from dicom_io.net.scu import DicomDestination, send_files
 
-from .archive import ArchiveStandIn
-from .config import parse_config
-from .node import Node
-from .spool import read_json
-from .status import collect
+from plugin.service.archive import ArchiveStandIn
+from plugin.service.config import parse_config
+from plugin.service.node import Node
+from plugin.service.spool import read_json
+from plugin.service.status import collect
 
 LOG = logging.getLogger(__name__)
 

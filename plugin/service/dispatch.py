@@ -15,9 +15,9 @@ from pathlib import Path
 from dicom_io.net.scu import DicomDestination, SendError, send_files
 from dicom_io.net.stow import StowDestination, stow_files
 
-from .config import Config, Destination
-from .spool import atomic_write_json, fsync_dir, read_json
-from .state import StateLayout
+from plugin.service.config import Config, Destination
+from plugin.service.spool import atomic_write_json, fsync_dir, read_json
+from plugin.service.state import StateLayout
 
 LOG = logging.getLogger(__name__)
 

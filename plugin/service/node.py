@@ -16,17 +16,17 @@ import threading
 import time
 from pathlib import Path
 
-from dicom_io.files import read_tags
+from dicom_io.read.files import read_tags
 
 from dicom_io.net.scp import (STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, AccessPolicy, ReceivedInstance,
                               StorageSCP, server_ssl_context)
 
-from .completion import CompletionTracker
-from .config import Config
-from .queue import ServiceQueue, make_queue, run_consumer
-from .routing import SeriesFacts, route
-from .spool import Spool, atomic_write_json, safe_uid
-from .state import StateLayout
+from plugin.service.completion import CompletionTracker
+from plugin.service.config import Config
+from plugin.service.queue import ServiceQueue, make_queue, run_consumer
+from plugin.service.routing import SeriesFacts, route
+from plugin.service.spool import Spool, atomic_write_json, safe_uid
+from plugin.service.state import StateLayout
 
 LOG = logging.getLogger(__name__)
 _LOCKED_HERE: set[str] = set()  # state dirs locked by this process (POSIX locks are per process)
@@ -113,7 +113,7 @@ class Node:
                     decision = route(self.config, facts)
                 except Exception as exc:  # unreadable header: ignore this series, say why
                     facts = SeriesFacts(series_instance_uid=sdir)
-                    from .routing import RouteDecision
+                    from plugin.service.routing import RouteDecision
                     decision = RouteDecision("ignore", "<unreadable>", (), f"cannot read header: {exc}")
                 doc = {"series_dir": sdir, "n_instances": len(rels), "action": decision.action,
                        "rule": decision.rule, "reason": decision.reason,

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
 
-from .config import Config
-from .dispatch import deliver_entry
-from .state import StateLayout
-from .worker import ClaimBusy, analyse_version
+from plugin.service.config import Config
+from plugin.service.dispatch import deliver_entry
+from plugin.service.state import StateLayout
+from plugin.service.worker import ClaimBusy, analyse_version
 
 LOG = logging.getLogger(__name__)
 

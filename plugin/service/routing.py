@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .config import Config, RoutingRule
+from plugin.service.config import Config, RoutingRule
 
 
 @dataclass(frozen=True)

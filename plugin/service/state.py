@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spool import atomic_write_json, read_json
+from plugin.service.spool import atomic_write_json, read_json
 
 _VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
 

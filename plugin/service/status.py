@@ -11,8 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from .spool import Spool, read_json
-from .state import StateLayout
+from plugin.service.spool import Spool, read_json
+from plugin.service.state import StateLayout
 
 
 def collect(state_dir: Path) -> dict:

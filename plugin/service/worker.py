@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import Config
-from .state import Claim, StateLayout, worker_identity
+from plugin.service.config import Config
+from plugin.service.state import Claim, StateLayout, worker_identity
 
 LOG = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def result_files(out_dir: Path) -> list[Path]:
 
 def analyse_version(config: Config, study: str, version: int, *, enqueue_delivery: Callable[[str], None]) -> str:
     """Run one study version once; returns the final state (analysed | failed | already)."""
-    from .dispatch import create_outbox_entries
+    from plugin.service.dispatch import create_outbox_entries
 
     layout = StateLayout(config.state_dir)
     if layout.result(study, version) is not None:

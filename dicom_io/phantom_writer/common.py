@@ -1,50 +1,17 @@
-"""Write one GRE acquisition (magnitude + phase, one or more echoes) the way a vendor writes it.
-
-Used by the phantom (``plugin.phantom``) and the round-trip tests. Pixel encoding comes from the
-vendor codec (:meth:`encode_phase` / :meth:`encode_magnitude`, the inverse of the decode the
-reader uses), layout and tags from the vendor styles below (facts from
-``../shared/vendor_dicom/MANIFEST.md``):
-
-========  =========================================================  =========================================
-vendor    classic (MR Image Storage)                                 enhanced (Enhanced MR Image Storage)
-========  =========================================================  =========================================
-GE        one series, magnitude + phase of every echo; ImageType     generic Enhanced MR: one file, per-frame
-          ``ORIGINAL\\PRIMARY\\OTHER``; component only in private     ComplexImageComponent (GE writes classic)
-          (0043,102F) 0/1 (``GEMS_PARM_01``); phase int16 mrad
-Philips   one series; ImageType ``...\\M_FFE\\M\\FFE`` /              one multi-frame file mixing M and P frames
-          ``...\\PHASE MAP\\P\\FFE``; (2005,1011) M/P; phase mrad     of every echo; per-frame ComplexImageComponent,
-          rescale + private scale (2005,100E/100D)                   per-frame rescale (mrad / normalized)
-Siemens   separate magnitude and phase series; ImageType             XA style: series per component, file per
-          ``...\\M\\ND`` / ``...\\P\\ND``; phase 0..4095, slope 2,     echo; no EchoNumbers; per-frame
-          intercept -4096                                            EffectiveEchoTime and Pixel Value Transformation
-Canon     separate series, no component marker (descriptions         series per component; ComplexImageComponent
-          end in MAG / PHA); phase 0..4095, 2048 = 0 rad             only in the shared functional groups
-========  =========================================================  =========================================
-
-Geometry: ``affine_lps`` maps the index (slice, row, column, 1) to LPS mm, as in
-:class:`dicom_io.volume.Volume`; ImagePositionPatient of slice k is ``affine @ (k, 0, 0, 1)``,
-ImageOrientationPatient is (column step, row step) normalised, PixelSpacing (row step, column
-step) lengths (PS3.3 C.7.6.2.1.1).
-
-Anonymized variants: ``no_private`` (every private element removed, in sequences too),
-``no_description`` (SeriesDescription and ProtocolName removed), ``no_manufacturer``
-(Manufacturer removed).
-"""
+"""What the classic and enhanced phantom writers share: study, equipment, geometry, encoded
+stacks, the base dataset, pixel module, windowing, anonymisation, saving."""
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
-from .vendors import codec_by_vendor
-from .vendors.common import Encoded
+from dicom_io.vendors import codec_by_vendor
+from dicom_io.vendors.common import Encoded
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -125,7 +92,7 @@ class WrittenAcquisition:
 # Geometry
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Geometry:
+class Geometry:
     orientation: list[float]          # row cosines, column cosines
     pixel_spacing_mm: list[float]     # between rows, between columns
     slice_spacing_mm: float
@@ -134,19 +101,19 @@ class _Geometry:
 
     def position(self, k: int) -> list[float]:
         p = self.affine @ np.array([k, 0.0, 0.0, 1.0])
-        return [_ds_num(v) for v in p[:3]]
+        return [ds_num(v) for v in p[:3]]
 
     def slice_location(self, k: int) -> float:
         p = self.affine @ np.array([k, 0.0, 0.0, 1.0])
         return float(np.dot(p[:3], self.normal))
 
 
-def _ds_num(v: float) -> float:
+def ds_num(v: float) -> float:
     """A value that fits a DS (16 characters)."""
     return float(f"{v:.6g}") if abs(v) >= 1e-6 else 0.0
 
 
-def geometry_from_affine(affine_lps: np.ndarray) -> _Geometry:
+def geometry_from_affine(affine_lps: np.ndarray) -> Geometry:
     a = np.asarray(affine_lps, dtype=float)
     if a.shape != (4, 4):
         raise ValueError(f"affine_lps must be 4x4, got {a.shape}")
@@ -160,8 +127,8 @@ def geometry_from_affine(affine_lps: np.ndarray) -> _Geometry:
     normal = np.cross(row_cos, col_cos)
     if abs(abs(float(np.dot(slice_step / ds, normal))) - 1.0) > 1e-4:
         raise ValueError("affine_lps slice axis is not along the slice normal (tilted stacks are not written)")
-    return _Geometry(orientation=[_ds_num(v) for v in (*row_cos, *col_cos)],
-                     pixel_spacing_mm=[_ds_num(dr), _ds_num(dc)], slice_spacing_mm=_ds_num(ds),
+    return Geometry(orientation=[ds_num(v) for v in (*row_cos, *col_cos)],
+                     pixel_spacing_mm=[ds_num(dr), ds_num(dc)], slice_spacing_mm=ds_num(ds),
                      normal=normal, affine=a)
 
 
@@ -169,12 +136,12 @@ def geometry_from_affine(affine_lps: np.ndarray) -> _Geometry:
 # Encoding of all stacks
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class _EncodedStack:
+class EncodedStack:
     stack: StackToWrite
     enc: Encoded
 
 
-def _encode_all(vendor: str, stacks: Sequence[StackToWrite]) -> tuple[list[_EncodedStack], float, str, str]:
+def encode_all(vendor: str, stacks: Sequence[StackToWrite]) -> tuple[list[EncodedStack], float, str, str]:
     codec = codec_by_vendor(vendor)
     mags = [s.data for s in stacks if s.component == "magnitude"]
     peak = max((float(np.max(m)) for m in mags), default=0.0)
@@ -189,11 +156,11 @@ def _encode_all(vendor: str, stacks: Sequence[StackToWrite]) -> tuple[list[_Enco
         else:
             enc = codec.encode_magnitude(s.data, counts_per_unit)   # type: ignore[attr-defined]
             mag_rule = enc.rule
-        out.append(_EncodedStack(s, enc))
+        out.append(EncodedStack(s, enc))
     return out, counts_per_unit, ph_rule, mag_rule
 
 
-def _validate(vendor: str, style: str, stacks: Sequence[StackToWrite], anonymize: str) -> tuple[int, int, int]:
+def validate(vendor: str, style: str, stacks: Sequence[StackToWrite], anonymize: str) -> tuple[int, int, int]:
     if vendor not in VENDOR_NAMES:
         raise ValueError(f"vendor must be one of {VENDOR_NAMES}, got {vendor!r}")
     if style not in STYLES:
@@ -219,11 +186,11 @@ def _validate(vendor: str, style: str, stacks: Sequence[StackToWrite], anonymize
 # ----------------------------------------------------------------------------------------------
 # Common modules
 # ----------------------------------------------------------------------------------------------
-def _now_dt(study: StudyInfo) -> tuple[str, str]:
+def now_dt(study: StudyInfo) -> tuple[str, str]:
     return study.study_date, study.study_time
 
 
-def _base_dataset(sop_class: str, sop_uid: str, study: StudyInfo, equipment: Equipment, *, series_uid: str,
+def base_dataset(sop_class: str, sop_uid: str, study: StudyInfo, equipment: Equipment, *, series_uid: str,
                   series_number: int, series_description: str, protocol_name: str, instance_number: int,
                   field_strength_t: float) -> Dataset:
     """Patient, General Study, General Series, Frame of Reference, General Equipment, SOP Common."""
@@ -233,7 +200,7 @@ def _base_dataset(sop_class: str, sop_uid: str, study: StudyInfo, equipment: Equ
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SpecificCharacterSet = "ISO_IR 100"
-    date, time = _now_dt(study)
+    date, time = now_dt(study)
     ds.InstanceCreationDate = date
     ds.InstanceCreationTime = time
     ds.SOPClassUID = sop_class
@@ -277,7 +244,7 @@ def _base_dataset(sop_class: str, sop_uid: str, study: StudyInfo, equipment: Equ
     return ds
 
 
-def _pixel_module(ds: Dataset, enc: Encoded, rows: int, cols: int) -> None:
+def pixel_module(ds: Dataset, enc: Encoded, rows: int, cols: int) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = rows
@@ -288,7 +255,7 @@ def _pixel_module(ds: Dataset, enc: Encoded, rows: int, cols: int) -> None:
     ds.PixelRepresentation = 1 if enc.signed else 0
 
 
-def _window(enc: Encoded, component: str) -> tuple[float, float]:
+def window(enc: Encoded, component: str) -> tuple[float, float]:
     """A display window in rescaled units: the full phase range, or magnitude 1..99.5 percentile."""
     s = enc.stored
     slope = enc.rescale_slope if enc.rescale_slope is not None else 1.0
@@ -300,10 +267,10 @@ def _window(enc: Encoded, component: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in np.percentile(sample, [1.0, 99.5]))
     lo, hi = lo * slope + inter, hi * slope + inter
     width = max(hi - lo, 1.0)
-    return _ds_num((lo + hi) / 2), _ds_num(width)
+    return ds_num((lo + hi) / 2), ds_num(width)
 
 
-def _anonymize(ds: Dataset, anonymize: str) -> None:
+def anonymize_dataset(ds: Dataset, anonymize: str) -> None:
     if anonymize == "no_private":
         ds.remove_private_tags()
     elif anonymize == "no_description":
@@ -315,7 +282,7 @@ def _anonymize(ds: Dataset, anonymize: str) -> None:
             del ds.Manufacturer
 
 
-def _save(ds: Dataset, path: Path) -> Path:
+def save(ds: Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -324,41 +291,10 @@ def _save(ds: Dataset, path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Vendor private blocks and image types (classic)
 # ----------------------------------------------------------------------------------------------
-_GE_CODES = {"magnitude": 0, "phase": 1}
-_PHILIPS_MARK = {"magnitude": "M", "phase": "P"}
 
 
-def _classic_image_type(vendor: str, component: str) -> list[str]:
-    if vendor == "GE":
-        return ["ORIGINAL", "PRIMARY", "OTHER"]
-    if vendor == "Philips":
-        return ["ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"] if component == "magnitude" \
-            else ["ORIGINAL", "PRIMARY", "PHASE MAP", "P", "FFE"]
-    if vendor == "Siemens":
-        return ["ORIGINAL", "PRIMARY", "M" if component == "magnitude" else "P", "ND"]
-    return ["ORIGINAL", "PRIMARY", "OTHER"]   # Canon classic: no marker
-
-
-def _vendor_private(ds: Dataset, vendor: str, component: str, enc: Encoded) -> None:
-    """The private elements each vendor writes that the codecs (or vendor identification) read."""
-    if vendor == "GE":
-        ds.private_block(0x0009, "GEMS_IDEN_01", create=True).add_new(0x01, "LO", "GE_GENESIS_FF")
-        ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x2F, "SS", _GE_CODES[component])
-    elif vendor == "Philips":
-        blk = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
-        if enc.private_scale is not None:
-            blk.add_new(0x0D, "FL", float(enc.private_scale[1]))
-            blk.add_new(0x0E, "FL", float(enc.private_scale[0]))
-        blk.add_new(0x11, "CS", _PHILIPS_MARK[component])
-    elif vendor == "Siemens":
-        blk = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
-        blk.add_new(0x08, "CS", "IMAGE NUM 4")
-        blk.add_new(0x09, "LO", "1.0")
-    # Canon: the real classic/enhanced exports in the MANIFEST carry no private block we need.
-
-
-def _mr_acquisition(ds: Dataset, echo_time_ms: float, echo_number: Optional[int], tr_ms: float,
-                    field_strength_t: float, geo: _Geometry, n_echoes: int, *, classic: bool) -> None:
+def mr_acquisition(ds: Dataset, echo_time_ms: float, echo_number: Optional[int], tr_ms: float,
+                    field_strength_t: float, geo: Geometry, n_echoes: int, *, classic: bool) -> None:
     ds.ScanningSequence = "GR"
     ds.SequenceVariant = "SP"
     ds.ScanOptions = ""
@@ -366,14 +302,14 @@ def _mr_acquisition(ds: Dataset, echo_time_ms: float, echo_number: Optional[int]
     ds.SequenceName = "*swi3d1r" if n_echoes == 1 else f"*fl3d{n_echoes}r"
     ds.AngioFlag = "N"
     ds.SliceThickness = geo.slice_spacing_mm
-    ds.RepetitionTime = _ds_num(tr_ms)
-    ds.EchoTime = _ds_num(echo_time_ms)
+    ds.RepetitionTime = ds_num(tr_ms)
+    ds.EchoTime = ds_num(echo_time_ms)
     ds.NumberOfAverages = 1
-    ds.ImagingFrequency = _ds_num(42.577478 * field_strength_t)
+    ds.ImagingFrequency = ds_num(42.577478 * field_strength_t)
     ds.ImagedNucleus = "1H"
     if echo_number is not None:
         ds.EchoNumbers = echo_number
-    ds.MagneticFieldStrength = _ds_num(field_strength_t)
+    ds.MagneticFieldStrength = ds_num(field_strength_t)
     ds.SpacingBetweenSlices = geo.slice_spacing_mm
     ds.EchoTrainLength = n_echoes
     ds.FlipAngle = 15
@@ -383,7 +319,7 @@ def _mr_acquisition(ds: Dataset, echo_time_ms: float, echo_number: Optional[int]
 # ----------------------------------------------------------------------------------------------
 # Classic writer
 # ----------------------------------------------------------------------------------------------
-def _series_plan(vendor: str, style: str, series_number: int, series_description: str,
+def series_plan(vendor: str, style: str, series_number: int, series_description: str,
                  components: Sequence[str], new_uid: Callable[[], str]) -> dict[str, tuple[str, int, str]]:
     """component -> (series uid, series number, series description)."""
     separate = vendor in ("Siemens", "Canon")
@@ -399,85 +335,3 @@ def _series_plan(vendor: str, style: str, series_number: int, series_description
             desc = f"{series_description} {'MAG' if c == 'magnitude' else 'PHA'}".strip()
         plan[c] = (new_uid(), series_number + i, desc)
     return plan
-
-
-def _write_classic(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo: _Geometry, study: StudyInfo,
-                   equipment: Equipment, plan: dict[str, tuple[str, int, str]], anonymize: str,
-                   field_strength_t: float, new_uid: Callable[[], str]) -> list[Path]:
-    n_slices, rows, cols = encoded[0].enc.stored.shape
-    n_echoes = len({e.stack.echo_number for e in encoded})
-    tr_ms = max(e.stack.echo_time_ms for e in encoded) + 10.0
-    order = sorted(encoded, key=lambda e: (0 if e.stack.component == "magnitude" else 1, e.stack.echo_number))
-    paths: list[Path] = []
-    instance = {uid: 0 for uid, _, _ in plan.values()}
-    for es in order:
-        s, enc = es.stack, es.enc
-        uid, number, desc = plan[s.component]
-        wc, ww = _window(enc, s.component)
-        # One template per stack; per slice only the instance-specific attributes change.
-        ds = _base_dataset(MR_IMAGE_STORAGE, "1.2.3", study, equipment, series_uid=uid, series_number=number,
-                           series_description=desc, protocol_name=desc, instance_number=1,
-                           field_strength_t=field_strength_t)
-        ds.ImageType = _classic_image_type(vendor, s.component)
-        _mr_acquisition(ds, s.echo_time_ms, s.echo_number, tr_ms, field_strength_t, geo, n_echoes, classic=True)
-        ds.ImagePositionPatient = geo.position(0)
-        ds.ImageOrientationPatient = geo.orientation
-        ds.SliceLocation = 0.0
-        ds.PixelSpacing = geo.pixel_spacing_mm
-        _pixel_module(ds, enc, rows, cols)
-        ds.WindowCenter = wc
-        ds.WindowWidth = ww
-        if enc.rescale_slope is not None:
-            ds.RescaleIntercept = _ds_num(enc.rescale_intercept or 0.0)
-            ds.RescaleSlope = float(f"{enc.rescale_slope:.15g}"[:16])
-            if enc.rescale_type:
-                ds.RescaleType = enc.rescale_type
-        _vendor_private(ds, vendor, s.component, enc)
-        _anonymize(ds, anonymize)
-        for k in range(n_slices):
-            instance[uid] += 1
-            sop_uid = new_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-            ds.SOPInstanceUID = sop_uid
-            ds.InstanceNumber = instance[uid]
-            ds.ImagePositionPatient = geo.position(k)
-            ds.SliceLocation = _ds_num(geo.slice_location(k))
-            ds.PixelData = np.ascontiguousarray(enc.stored[k]).tobytes()
-            paths.append(_save(ds, out_dir / f"{number:04d}_{instance[uid]:05d}.dcm"))
-    return paths
-
-
-# ----------------------------------------------------------------------------------------------
-# Entry point
-# ----------------------------------------------------------------------------------------------
-def write_acquisition(out_dir: str | Path, *, vendor: str, style: str, stacks: list[StackToWrite],
-                      affine_lps: np.ndarray, study: StudyInfo, series_description: str, series_number: int,
-                      anonymize: str = "none", field_strength_t: float = 3.0,
-                      equipment: Optional[Equipment] = None,
-                      uid_factory: Optional[Callable[[], str]] = None) -> WrittenAcquisition:
-    """Write one acquisition (all stacks) under ``out_dir`` as ``vendor`` writes it (``style``
-    ``classic`` or ``enhanced``); see the module docstring for each vendor's layout.
-
-    Returns the files written and the SeriesInstanceUID per component (the same UID for both
-    components where the vendor writes one series). Raises ValueError for unusable input.
-    ``uid_factory`` makes the series / instance / dimension UIDs (default: pydicom's
-    ``generate_uid``); pass a seeded counter for reproducible output. ``equipment`` overrides
-    the vendor's default Manufacturer / model / software (:data:`EQUIPMENT`).
-    """
-    new_uid: Callable[[], str] = uid_factory or (lambda: generate_uid())
-    _validate(vendor, style, stacks, anonymize)
-    geo = geometry_from_affine(affine_lps)
-    equipment = equipment or EQUIPMENT[(vendor, style)]
-    encoded, counts, ph_rule, mag_rule = _encode_all(vendor, stacks)
-    components = [s.component for s in stacks]
-    plan = _series_plan(vendor, style, series_number, series_description, components, new_uid)
-    out = Path(out_dir)
-    if style == "classic":
-        paths = _write_classic(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
-    else:
-        from .writer_enhanced import write_enhanced
-        paths = write_enhanced(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
-    return WrittenAcquisition(paths=paths, series_uids={c: v[0] for c, v in plan.items()},
-                              phase_scaling=ph_rule, magnitude_scaling=mag_rule, magnitude_counts_per_unit=counts,
-                              series_numbers={c: v[1] for c, v in plan.items()}, vendor=vendor, style=style,
-                              anonymize=anonymize)

@@ -21,8 +21,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 
-from . import codes
-from .results import source_names_tolerated, DEVICE_SERIAL_NUMBER, MANUFACTURER, MODEL_NAME, ResultContext, finish
+from dicom_io.results import codes
+from dicom_io.results.context import source_names_tolerated, DEVICE_SERIAL_NUMBER, MANUFACTURER, MODEL_NAME, ResultContext, finish
 
 
 def _geometry(ctx: ResultContext):

@@ -1,4 +1,4 @@
-"""Write phantom studies as each vendor writes them (through :mod:`dicom_io.writer`) with a
+"""Write phantom studies as each vendor writes them (through :mod:`dicom_io.phantom_writer.classic`) with a
 ``truth.json``, and the ``sample_dicom/`` set.
 
 The phase handed to the writer follows the vendor's convention (:data:`dicom_io.convention.DEFAULT_TABLE`:
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import phantom as P
-from . import phantom_cohort as C
+from plugin.phantom import render as P
+from plugin.phantom import cohort as C
 
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
 SERIES_DESCRIPTION = {
@@ -68,7 +68,7 @@ class WriteOptions:
 
 def write_study(images: P.PhantomImages, truth: dict, out_dir: Path, opts: WriteOptions, *, study_index: int = 0) -> dict:
     """Write one rendered study under ``out_dir``; returns ``truth`` with UIDs and files added."""
-    from dicom_io.writer import StackToWrite, StudyInfo, write_acquisition
+    from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition
 
     key = ("borderphase-phantom", opts.vendor, opts.style, opts.seed, study_index)
     study = StudyInfo(

@@ -20,8 +20,8 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
-from . import codes
-from .results import source_names_tolerated, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, Spot, finish
+from dicom_io.results import codes
+from dicom_io.results.context import source_names_tolerated, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, Spot, finish
 
 CLASS_COLOURS = {
     "microbleed": (255, 70, 70),      # red

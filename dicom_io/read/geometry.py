@@ -6,7 +6,7 @@ never by InstanceNumber or file name. A stack becomes a volume only when every f
 position, all frames share one orientation, size and pixel spacing, no position repeats and the
 slice steps are uniform; otherwise :func:`check_stack` says precisely what is wrong.
 
-Affine convention (see :class:`dicom_io.volume.Volume`): ``affine_lps @ (slice, row, col, 1)``
+Affine convention (see :class:`dicom_io.read.volume.Volume`): ``affine_lps @ (slice, row, col, 1)``
 gives (x, y, z, 1) in LPS mm. Column index moves along the row direction cosines by the column
 spacing (PixelSpacing[1]); row index moves along the column direction cosines by the row spacing
 (PixelSpacing[0]); the slice column is the mean step between consecutive ordered positions (so a
@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .frames import FrameHeader
+from dicom_io.frames import FrameHeader
 
 ORIENTATION_TOLERANCE = 1e-3      # direction cosine difference
 POSITION_TOLERANCE_MM = 1e-3      # repeated position

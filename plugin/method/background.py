@@ -26,7 +26,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from .detect import sample_inside
+from plugin.method.detect import sample_inside
 
 FILTERED = "filtered"
 RAW = "raw"

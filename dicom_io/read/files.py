@@ -26,7 +26,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from .errors import DicomInputError, FileProblem
+from dicom_io.errors import DicomInputError, FileProblem
 
 log = logging.getLogger(__name__)
 

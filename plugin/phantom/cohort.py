@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import optimize, stats
 
-from .phantom import Grid, Head, SphereLesion, Vein, SIZES
-from . import physics
+from plugin.phantom.render import Grid, Head, SphereLesion, Vein, SIZES
+from plugin import physics
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Enhanced MR Image Storage (PS3.3 A.36.2) writer used by :func:`dicom_io.writer.write_acquisition`.
+"""Enhanced MR Image Storage (PS3.3 A.36.2) writer used by :func:`dicom_io.phantom_writer.classic.write_acquisition`.
 
-Vendor layouts (see :mod:`dicom_io.writer`):
+Vendor layouts (see :mod:`dicom_io.phantom_writer.classic`):
 
 * Philips: one file per acquisition mixing magnitude and phase frames of every echo; per-frame
   MR Image Frame Type (ComplexImageComponent), MR Echo, Pixel Value Transformation (mrad /
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import highdicom as hd
 import numpy as np
@@ -27,16 +27,16 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
-from .vendors.common import Encoded
-from .writer import (ENHANCED_MR_IMAGE_STORAGE, Equipment, StudyInfo, _anonymize, _base_dataset, _ds_num,
-                     _EncodedStack, _Geometry, _pixel_module, _save, _window)
+from dicom_io.vendors.common import Encoded
+from dicom_io.phantom_writer.common import (ENHANCED_MR_IMAGE_STORAGE, Equipment, StudyInfo, anonymize_dataset, base_dataset, ds_num,
+                     EncodedStack, Geometry, pixel_module, save, window)
 
 _CC = {"magnitude": "MAGNITUDE", "phase": "PHASE"}
 
 
 @dataclass
 class _Frame:
-    es: _EncodedStack
+    es: EncodedStack
     k: int                     # slice index
 
 
@@ -64,7 +64,7 @@ def _image_frame_type(vendor: str, component: str) -> Dataset:
 def _pvt(enc: Encoded) -> Dataset:
     slope = enc.rescale_slope if enc.rescale_slope is not None else 1.0
     inter = enc.rescale_intercept if enc.rescale_intercept is not None else 0.0
-    return _item(RescaleIntercept=_ds_num(inter), RescaleSlope=float(f"{slope:.15g}"[:16]),
+    return _item(RescaleIntercept=ds_num(inter), RescaleSlope=float(f"{slope:.15g}"[:16]),
                  RescaleType=enc.rescale_type or "US")
 
 
@@ -87,7 +87,7 @@ def _top_private(ds: Dataset, vendor: str) -> None:
         ds.private_block(0x0009, "GEMS_IDEN_01", create=True).add_new(0x01, "LO", "GE_GENESIS_FF")
 
 
-def _shared_constant(geo: _Geometry, tr_ms: float, field_strength_t: float, n_slices: int, rows: int, cols: int,
+def _shared_constant(geo: Geometry, tr_ms: float, field_strength_t: float, n_slices: int, rows: int, cols: int,
                      n_echoes: int) -> Dataset:
     sh = Dataset()
     sh.PixelMeasuresSequence = hd.PixelMeasuresSequence(geo.pixel_spacing_mm, geo.slice_spacing_mm,
@@ -96,7 +96,7 @@ def _shared_constant(geo: _Geometry, tr_ms: float, field_strength_t: float, n_sl
     region = _item(CodeValue="12738006", CodingSchemeDesignator="SCT", CodeMeaning="Brain")
     sh.FrameAnatomySequence = [_item(AnatomicRegionSequence=[region], FrameLaterality="U")]
     sh.MRTimingAndRelatedParametersSequence = [_item(
-        RepetitionTime=_ds_num(tr_ms), FlipAngle=15, EchoTrainLength=n_echoes, RFEchoTrainLength=0,
+        RepetitionTime=ds_num(tr_ms), FlipAngle=15, EchoTrainLength=n_echoes, RFEchoTrainLength=0,
         GradientEchoTrainLength=n_echoes, SpecificAbsorptionRateSequence=[
             _item(SpecificAbsorptionRateDefinition="IEC_HEAD", SpecificAbsorptionRateValue=0.5)], GradientOutputType="DB_DT",
         GradientOutput=0.5, OperatingModeSequence=[
@@ -142,20 +142,20 @@ def _pulse_sequence(ds: Dataset, n_echoes: int) -> None:
     ds.NumberOfKSpaceTrajectories = 1
 
 
-def _file_plan(vendor: str, encoded: list[_EncodedStack]) -> list[list[_EncodedStack]]:
+def _file_plan(vendor: str, encoded: list[EncodedStack]) -> list[list[EncodedStack]]:
     """Which stacks go into which file."""
     order = sorted(encoded, key=lambda e: (0 if e.stack.component == "magnitude" else 1, e.stack.echo_number))
     if vendor in ("Philips", "GE"):
         return [order]
     if vendor == "Siemens":
         return [[e] for e in order]
-    comps: dict[str, list[_EncodedStack]] = {}
+    comps: dict[str, list[EncodedStack]] = {}
     for e in order:
         comps.setdefault(e.stack.component, []).append(e)
     return list(comps.values())
 
 
-def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geometry, study: StudyInfo,
+def _write_file(path: Path, vendor: str, stacks: list[EncodedStack], geo: Geometry, study: StudyInfo,
                 equipment: Equipment, series_uid: str, series_number: int, desc: str, instance_number: int,
                 anonymize: str, field_strength_t: float, tr_ms: float, n_echoes_total: int,
                 new_uid: Callable[[], str]) -> Path:
@@ -168,7 +168,7 @@ def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geom
     frames = [_Frame(e, k) for e in stacks for k in range(n_slices)]
 
     sop_uid = new_uid()
-    ds = _base_dataset(ENHANCED_MR_IMAGE_STORAGE, sop_uid, study, equipment, series_uid=series_uid,
+    ds = base_dataset(ENHANCED_MR_IMAGE_STORAGE, sop_uid, study, equipment, series_uid=series_uid,
                        series_number=series_number, series_description=desc, protocol_name=desc,
                        instance_number=instance_number, field_strength_t=field_strength_t)
     for kw in ("AcquisitionDate", "AcquisitionTime", "AcquisitionNumber"):
@@ -188,11 +188,11 @@ def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geom
     ds.ContentQualification = "PRODUCT"
     ds.ResonantNucleus = "1H"
     ds.KSpaceFiltering = "NONE"
-    ds.MagneticFieldStrength = _ds_num(field_strength_t)
+    ds.MagneticFieldStrength = ds_num(field_strength_t)
     ds.ApplicableSafetyStandardAgency = "IEC"
     _pulse_sequence(ds, n_echoes_total)
     ds.NumberOfFrames = len(frames)
-    _pixel_module(ds, stacks[0].enc, rows, cols)
+    pixel_module(ds, stacks[0].enc, rows, cols)
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     ds.PresentationLUTShape = "IDENTITY"
@@ -222,7 +222,7 @@ def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geom
         shared.PixelValueTransformationSequence = [_pvt(stacks[0].enc)]
     ds.SharedFunctionalGroupsSequence = [shared]
 
-    windows = {id(e): _window(e.enc, e.stack.component) for e in stacks}
+    windows = {id(e): window(e.enc, e.stack.component) for e in stacks}
     per_frame = []
     for f in frames:
         s, enc = f.es.stack, f.es.enc
@@ -251,11 +251,11 @@ def _write_file(path: Path, vendor: str, stacks: list[_EncodedStack], geo: _Geom
     _top_private(ds, vendor)
     pixels = np.concatenate([e.enc.stored for e in stacks], axis=0)
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    _anonymize(ds, anonymize)
-    return _save(ds, path)
+    anonymize_dataset(ds, anonymize)
+    return save(ds, path)
 
 
-def write_enhanced(out_dir: Path, vendor: str, encoded: list[_EncodedStack], geo: _Geometry, study: StudyInfo,
+def write_enhanced(out_dir: Path, vendor: str, encoded: list[EncodedStack], geo: Geometry, study: StudyInfo,
                    equipment: Equipment, plan: dict[str, tuple[str, int, str]], anonymize: str,
                    field_strength_t: float, new_uid: Optional[Callable[[], str]] = None) -> list[Path]:
     new_uid = new_uid or (lambda: generate_uid())

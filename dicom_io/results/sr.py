@@ -23,8 +23,8 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes as pcodes
 
-from . import codes
-from .results import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, Spot, \
+from dicom_io.results import codes
+from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, Spot, \
     declare_private_scheme, finish
 
 

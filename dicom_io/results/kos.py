@@ -15,8 +15,8 @@ import highdicom as hd
 import pydicom
 from pydicom.sr.codedict import codes as pcodes
 
-from . import codes
-from .results import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, finish
+from dicom_io.results import codes
+from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, finish
 
 
 def key_frames(ctx: ResultContext) -> "OrderedDict[str, tuple[pydicom.Dataset, list[int]]]":

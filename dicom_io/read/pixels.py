@@ -9,7 +9,7 @@ Deflated Explicit VR Little Endian decode through pydicom's pixel-data plugins
 pyjpegls are installed as dependencies), or are refused with a message naming the transfer syntax.
 
 Before anything is allocated the total is checked against a limit (default 2 GiB, see
-:func:`dicom_io.files.max_pixel_bytes`), so a header claiming gigabytes is refused, naming the file.
+:func:`dicom_io.read.files.max_pixel_bytes`), so a header claiming gigabytes is refused, naming the file.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID
 
-from .errors import DicomInputError
-from .files import MAX_PIXEL_BYTES_ENV, human_bytes, max_pixel_bytes
-from .frames import FrameHeader
+from dicom_io.errors import DicomInputError
+from dicom_io.read.files import MAX_PIXEL_BYTES_ENV, human_bytes, max_pixel_bytes
+from dicom_io.frames import FrameHeader
 
 BIG_ENDIAN_TS = "1.2.840.10008.1.2.2"
 NATIVE_TS = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", BIG_ENDIAN_TS}

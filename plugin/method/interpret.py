@@ -34,8 +34,8 @@ from typing import Optional
 
 import numpy as np
 
-from .model import Classification, PhasePattern
-from .patterns import PatternReading
+from plugin.model import Classification, PhasePattern
+from plugin.method.patterns import PatternReading
 
 RIGHT_HANDED = "right-handed"
 LEFT_HANDED = "left-handed"

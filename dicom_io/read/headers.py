@@ -24,9 +24,9 @@ from typing import Any, Iterable, Optional, Sequence
 import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
-from .errors import DicomInputError
-from .files import HeaderRead, kw_value, raw_value  # noqa: F401  (re-exported)
-from .frames import FrameHeader
+from dicom_io.errors import DicomInputError
+from dicom_io.read.files import HeaderRead, kw_value, raw_value  # noqa: F401  (re-exported)
+from dicom_io.frames import FrameHeader
 
 ENHANCED_MARKERS = ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence")
 #: Echo times closer than this are the same echo (ms).

@@ -4,10 +4,10 @@
 see :class:`PairAnalysisLike`, a structural protocol, so this module never imports ``plugin``)
 into four new series of the source study, in the style of the IHE AI Results profile:
 
-- ``borderphase SR``: Comprehensive 3D SR, TID 1500 Measurement Report (:mod:`dicom_io.sr`)
-- ``borderphase SEG``: binary Segmentation, one segment per spot (:mod:`dicom_io.seg`)
-- ``borderphase summary``: burned-in RGB Secondary Capture images (:mod:`dicom_io.summary`)
-- ``borderphase key images``: Key Object Selection of the border slices (:mod:`dicom_io.kos`)
+- ``borderphase SR``: Comprehensive 3D SR, TID 1500 Measurement Report (:mod:`dicom_io.results.sr`)
+- ``borderphase SEG``: binary Segmentation, one segment per spot (:mod:`dicom_io.results.seg`)
+- ``borderphase summary``: burned-in RGB Secondary Capture images (:mod:`dicom_io.results.summary`)
+- ``borderphase key images``: Key Object Selection of the border slices (:mod:`dicom_io.results.kos`)
 
 Every object copies the Patient, General Study, Patient Study and Clinical Trial modules from
 the magnitude series, gets fresh SOP/series UIDs, and SR segment-groups and SEG segments share
@@ -19,16 +19,15 @@ import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
-from . import codes
-from .errors import DicomInputError
-from .volume import Volume
+from dicom_io.results import codes
+from dicom_io.errors import DicomInputError
+from dicom_io.read.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -383,69 +382,3 @@ def source_names_tolerated():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         yield
-
-
-# --- entry point ----------------------------------------------------------------------------
-def superseded_srs(analysis: PairAnalysisLike, previous_sr_paths: Sequence[Union[str, Path]]) -> list[pydicom.Dataset]:
-    """The earlier borderphase SRs (of an earlier version of the same study) that reported on the
-    same magnitude series: the new SR lists them in its Predecessor Documents Sequence (PS3.3
-    C.17.2), so a viewer knows which report is current. Unreadable files are skipped."""
-    out = []
-    for path in previous_sr_paths:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as exc:  # an earlier result that cannot be read must not stop this one
-            log.warning("%s: earlier SR not readable, not listed as predecessor: %s", path, exc)
-            continue
-        if str(ds.get("StudyInstanceUID", "")) != analysis.study_instance_uid:
-            continue
-        evidence = {str(series.SeriesInstanceUID)
-                    for study in ds.get("CurrentRequestedProcedureEvidenceSequence", [])
-                    for series in study.get("ReferencedSeriesSequence", [])}
-        if analysis.magnitude_series_uid in evidence:
-            out.append(ds)
-    return out
-
-
-def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, out_dir, *,
-                  algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
-                  include: Sequence[str] = ("sr", "seg", "summary", "kos"),
-                  previous_sr_paths: Sequence[Union[str, Path]] = ()) -> list[Path]:
-    """Write SR, SEG, summary SC images and KOS for one analysed pair into ``out_dir``.
-
-    Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``). A pair with no spots
-    still gets an SR (findings absent), a summary image saying so, and no SEG or KOS (a SEG
-    needs a segment, a KOS a key image). ``previous_sr_paths``: SRs of an earlier version of
-    this study (a study reopened by late instances); those on the same magnitude series become
-    the new SR's predecessor documents.
-    """
-    from . import kos, seg, sr, summary  # local: the builders import this module
-
-    ctx = build_context(analysis, magnitude, phase,
-                        algorithm_version=algorithm_version or package_version(),
-                        series_number_base=series_number_base)
-    ctx.previous_srs = superseded_srs(analysis, previous_sr_paths)
-    out = Path(out_dir)
-    objects: list[tuple[str, pydicom.Dataset]] = []
-    with source_names_tolerated():
-        if "sr" in include:
-            objects.append(("sr", sr.build_sr(ctx)))
-        if "seg" in include and ctx.spots:
-            ids = [int(s.lesion.id) for s in ctx.spots]
-            if np.isin(ctx.label_map, ids).any():
-                objects.append(("seg", seg.build_seg(ctx)))
-            else:
-                log.warning("label map shows none of the %d spots: no SEG written", len(ids))
-        if "summary" in include:
-            objects.extend(("summary", im) for im in summary.build_summary(ctx))
-        if "kos" in include and ctx.spots:
-            objects.append(("kos", kos.build_kos(ctx)))
-    paths = []
-    for kind, ds in objects:
-        d = out / kind
-        d.mkdir(parents=True, exist_ok=True)
-        p = d / f"{ds.SOPInstanceUID}.dcm"
-        ds.save_as(p, enforce_file_format=True)
-        paths.append(p)
-    log.info("wrote %d result objects (%d spots) to %s", len(paths), len(ctx.spots), out)
-    return paths

@@ -32,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from .model import PhasePattern
+from plugin.model import PhasePattern
 
 
 @dataclass(frozen=True)

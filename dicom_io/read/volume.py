@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from .frames import FrameHeader
+from dicom_io.frames import FrameHeader
 
 
 @dataclass

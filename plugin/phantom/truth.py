@@ -1,7 +1,7 @@
 """Ground truth of a phantom lesion as a reader would see it: visible slices, border and central
 slices, and the expected phase patterns (1-6 of the method paper's Fig 2, as displayed).
 
-Computed from the noise-free, background-free source signal of :func:`plugin.phantom.render`
+Computed from the noise-free, background-free source signal of :func:`plugin.phantom.render.render`
 (``PhantomImages.source_factor``: relative magnitude and source phase at the longest echo, in the
 vendor's handedness), so a Siemens microbleed is bright (pattern 2) and a GE one dark (1).
 

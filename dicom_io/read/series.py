@@ -1,4 +1,4 @@
-"""Group frames into series and stacks, and load a stack as a :class:`~dicom_io.volume.Volume`.
+"""Group frames into series and stacks, and load a stack as a :class:`~dicom_io.read.volume.Volume`.
 
 ``scan(paths)`` reads every header once (no pixel data), builds one :class:`FrameHeader` per
 classic instance or enhanced frame, groups frames by SeriesInstanceUID (0020,000E), then into
@@ -6,10 +6,10 @@ stacks by (component, echo): one series may hold magnitude and phase of several 
 does). The component and the vendor come from the vendor codec
 (:func:`dicom_io.vendors.codec_for`); when no tag decides, the stored pixels decide
 (:func:`dicom_io.vendors.component_from_pixels`) and the stack records that fallback.
-Each stack is ordered along the slice normal and checked (:mod:`dicom_io.geometry`); a stack
+Each stack is ordered along the slice normal and checked (:mod:`dicom_io.read.geometry`); a stack
 that cannot become a volume keeps its header facts and says why in ``problems``.
 
-``load_volume(stack)`` reads the stored pixels straight into one array (:mod:`dicom_io.pixels`)
+``load_volume(stack)`` reads the stored pixels straight into one array (:mod:`dicom_io.read.pixels`)
 and converts them with the codec: phase to radians in [-pi, pi), magnitude rescaled, as float32.
 
 Example::
@@ -29,12 +29,12 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from . import geometry, pixels
-from .errors import DicomInputError, FileProblem
-from .files import scan_files
-from .frames import FrameHeader
-from .headers import assign_echo_numbers, frames_from_headers, is_enhanced
-from .volume import Volume
+from dicom_io.read import geometry, pixels
+from dicom_io.errors import DicomInputError, FileProblem
+from dicom_io.read.files import scan_files
+from dicom_io.frames import FrameHeader
+from dicom_io.read.headers import assign_echo_numbers, frames_from_headers, is_enhanced
+from dicom_io.read.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +121,18 @@ class ScanResult:
 
 
 def _codec_for(frame: FrameHeader):
-    from .vendors import codec_for  # provided by the vendor codecs (H2)
+    from dicom_io.vendors import codec_for  # provided by the vendor codecs (H2)
     return codec_for(frame)
 
 
 def _component_from_pixels(stored: np.ndarray) -> tuple[str, str]:
-    from .vendors import component_from_pixels
+    from dicom_io.vendors import component_from_pixels
     return component_from_pixels(stored)
 
 
 def _resolve_convention(frame: FrameHeader, vendor: str, rules) -> tuple[str, str]:
     try:
-        from .convention import resolve_convention
+        from dicom_io.convention import resolve_convention
     except ImportError:
         return "unknown", "convention table not available"
     return resolve_convention(frame, vendor, rules)

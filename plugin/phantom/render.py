@@ -2,8 +2,8 @@
 
 The physics (Lorentz-corrected dipole fields, phase sign by vendor handedness) is in
 :mod:`plugin.physics`; the paper's population and lesion placement in
-:mod:`plugin.phantom_cohort`; expected patterns for truth in :mod:`plugin.phantom_truth`; DICOM
-writing in :mod:`plugin.phantom_dicom`.
+:mod:`plugin.phantom.cohort`; expected patterns for truth in :mod:`plugin.phantom.truth`; DICOM
+writing in :mod:`plugin.phantom.dicom`.
 
 Model (B0 along +z = LPS z = the slice axis of the axial stack):
 
@@ -34,7 +34,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import scipy.fft
 
-from . import physics
+from plugin import physics
+from plugin.phantom.truth import lesion_truth
 
 TISSUE_T2STAR_MS = 45.0
 LESION_T2STAR_MS = 10.0
@@ -509,10 +510,8 @@ def make_study(
 
     Truth lesions carry the GUIDE fields (``id, center_lps_mm, diameter_mm, n_slices, class,
     chi_ppm``) plus the visible slices and expected border/central patterns as displayed in
-    this ``convention`` (see :mod:`plugin.phantom_truth`); veins carry their segment.
+    this ``convention`` (see :mod:`plugin.phantom.truth`); veins carry their segment.
     """
-    from .phantom_truth import lesion_truth
-
     images = render([*lesions, *veins], grid=grid, head=head, acquisition=acquisition,
                     convention=convention, seed=seed)
     truth = {
@@ -535,18 +534,3 @@ def make_study(
         "veins": [v.truth() for v in veins],
     }
     return images, truth
-
-
-def cohort(seed: int = 0, **kwargs):
-    """The paper's population as study plans (see :func:`plugin.phantom_cohort.paper_cohort`)."""
-    from .phantom_cohort import paper_cohort
-
-    return paper_cohort(seed, **kwargs)
-
-
-if __name__ == "__main__":  # python -m plugin.phantom --sample-dicom sample_dicom
-    import sys
-
-    from .phantom_dicom import main as _main
-
-    sys.exit(_main(sys.argv[1:]))

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .detect import Spot
-from .patterns import NO_READING, PatternReading, PatternRules, classify_pattern
+from plugin.method.detect import Spot
+from plugin.method.patterns import NO_READING, PatternReading, PatternRules, classify_pattern
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,80 @@
+"""Write one GRE acquisition (magnitude + phase, one or more echoes) the way a vendor writes it.
+
+Used by the phantom (:mod:`plugin.phantom.dicom`) and the round-trip tests. Pixel encoding comes from the
+vendor codec (:meth:`encode_phase` / :meth:`encode_magnitude`, the inverse of the decode the
+reader uses), layout and tags from the vendor styles below (facts from
+``../shared/vendor_dicom/MANIFEST.md``):
+
+========  =========================================================  =========================================
+vendor    classic (MR Image Storage)                                 enhanced (Enhanced MR Image Storage)
+========  =========================================================  =========================================
+GE        one series, magnitude + phase of every echo; ImageType     generic Enhanced MR: one file, per-frame
+          ``ORIGINAL\\PRIMARY\\OTHER``; component only in private     ComplexImageComponent (GE writes classic)
+          (0043,102F) 0/1 (``GEMS_PARM_01``); phase int16 mrad
+Philips   one series; ImageType ``...\\M_FFE\\M\\FFE`` /              one multi-frame file mixing M and P frames
+          ``...\\PHASE MAP\\P\\FFE``; (2005,1011) M/P; phase mrad     of every echo; per-frame ComplexImageComponent,
+          rescale + private scale (2005,100E/100D)                   per-frame rescale (mrad / normalized)
+Siemens   separate magnitude and phase series; ImageType             XA style: series per component, file per
+          ``...\\M\\ND`` / ``...\\P\\ND``; phase 0..4095, slope 2,     echo; no EchoNumbers; per-frame
+          intercept -4096                                            EffectiveEchoTime and Pixel Value Transformation
+Canon     separate series, no component marker (descriptions         series per component; ComplexImageComponent
+          end in MAG / PHA); phase 0..4095, 2048 = 0 rad             only in the shared functional groups
+========  =========================================================  =========================================
+
+Geometry: ``affine_lps`` maps the index (slice, row, column, 1) to LPS mm, as in
+:class:`dicom_io.read.volume.Volume`; ImagePositionPatient of slice k is ``affine @ (k, 0, 0, 1)``,
+ImageOrientationPatient is (column step, row step) normalised, PixelSpacing (row step, column
+step) lengths (PS3.3 C.7.6.2.1.1).
+
+Anonymized variants: ``no_private`` (every private element removed, in sequences too),
+``no_description`` (SeriesDescription and ProtocolName removed), ``no_manufacturer``
+(Manufacturer removed).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from pydicom.uid import generate_uid
+
+from dicom_io.phantom_writer.classic import write_classic
+from dicom_io.phantom_writer.common import (ANONYMIZE, EQUIPMENT, STYLES, VENDOR_NAMES, Equipment, StackToWrite,
+                                            StudyInfo, WrittenAcquisition, encode_all, geometry_from_affine,
+                                            series_plan, validate)
+from dicom_io.phantom_writer.enhanced import write_enhanced
+
+__all__ = ["write_acquisition", "StackToWrite", "StudyInfo", "Equipment", "WrittenAcquisition", "EQUIPMENT",
+           "VENDOR_NAMES", "STYLES", "ANONYMIZE", "geometry_from_affine"]
+
+
+def write_acquisition(out_dir: str | Path, *, vendor: str, style: str, stacks: list[StackToWrite],
+                      affine_lps: np.ndarray, study: StudyInfo, series_description: str, series_number: int,
+                      anonymize: str = "none", field_strength_t: float = 3.0,
+                      equipment: Optional[Equipment] = None,
+                      uid_factory: Optional[Callable[[], str]] = None) -> WrittenAcquisition:
+    """Write one acquisition (all stacks) under ``out_dir`` as ``vendor`` writes it (``style``
+    ``classic`` or ``enhanced``); see the module docstring for each vendor's layout.
+
+    Returns the files written and the SeriesInstanceUID per component (the same UID for both
+    components where the vendor writes one series). Raises ValueError for unusable input.
+    ``uid_factory`` makes the series / instance / dimension UIDs (default: pydicom's
+    ``generate_uid``); pass a seeded counter for reproducible output. ``equipment`` overrides
+    the vendor's default Manufacturer / model / software (:data:`EQUIPMENT`).
+    """
+    new_uid: Callable[[], str] = uid_factory or (lambda: generate_uid())
+    validate(vendor, style, stacks, anonymize)
+    geo = geometry_from_affine(affine_lps)
+    equipment = equipment or EQUIPMENT[(vendor, style)]
+    encoded, counts, ph_rule, mag_rule = encode_all(vendor, stacks)
+    components = [s.component for s in stacks]
+    plan = series_plan(vendor, style, series_number, series_description, components, new_uid)
+    out = Path(out_dir)
+    if style == "classic":
+        paths = write_classic(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
+    else:
+        paths = write_enhanced(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
+    return WrittenAcquisition(paths=paths, series_uids={c: v[0] for c, v in plan.items()},
+                              phase_scaling=ph_rule, magnitude_scaling=mag_rule, magnitude_counts_per_unit=counts,
+                              series_numbers={c: v[1] for c, v in plan.items()}, vendor=vendor, style=style,
+                              anonymize=anonymize)

@@ -1,0 +1,16 @@
+"""DICOM result objects for one analysed magnitude/phase pair, written into the source study.
+
+One entry point, :func:`write_results` (:mod:`dicom_io.results.write`), builds
+
+- ``borderphase SR``: Comprehensive 3D SR, TID 1500 Measurement Report (:mod:`.sr`)
+- ``borderphase SEG``: binary Segmentation, one segment per spot (:mod:`.seg`)
+- ``borderphase summary``: burned-in RGB Secondary Capture images (:mod:`.summary`)
+- ``borderphase key images``: Key Object Selection of the border slices (:mod:`.kos`)
+
+from the shared :class:`~dicom_io.results.context.ResultContext` (:mod:`.context`: source
+datasets, label map, tracking identity) and the codes in :mod:`.codes`. The builders import
+the context, never each other and never this package.
+"""
+from dicom_io.results.write import superseded_srs, write_results
+
+__all__ = ["write_results", "superseded_srs"]

@@ -1,0 +1,78 @@
+"""The one entry point: an analysed pair -> SR, SEG, summary and KOS files in the source study."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import pydicom
+
+from dicom_io.read.volume import Volume
+from dicom_io.results import kos, seg, sr, summary
+from dicom_io.results.context import PairAnalysisLike, build_context, package_version, source_names_tolerated
+
+log = logging.getLogger(__name__)
+
+
+def superseded_srs(analysis: PairAnalysisLike, previous_sr_paths: Sequence[Union[str, Path]]) -> list[pydicom.Dataset]:
+    """The earlier borderphase SRs (of an earlier version of the same study) that reported on the
+    same magnitude series: the new SR lists them in its Predecessor Documents Sequence (PS3.3
+    C.17.2), so a viewer knows which report is current. Unreadable files are skipped."""
+    out = []
+    for path in previous_sr_paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # an earlier result that cannot be read must not stop this one
+            log.warning("%s: earlier SR not readable, not listed as predecessor: %s", path, exc)
+            continue
+        if str(ds.get("StudyInstanceUID", "")) != analysis.study_instance_uid:
+            continue
+        evidence = {str(series.SeriesInstanceUID)
+                    for study in ds.get("CurrentRequestedProcedureEvidenceSequence", [])
+                    for series in study.get("ReferencedSeriesSequence", [])}
+        if analysis.magnitude_series_uid in evidence:
+            out.append(ds)
+    return out
+
+
+def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, out_dir, *,
+                  algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
+                  include: Sequence[str] = ("sr", "seg", "summary", "kos"),
+                  previous_sr_paths: Sequence[Union[str, Path]] = ()) -> list[Path]:
+    """Write SR, SEG, summary SC images and KOS for one analysed pair into ``out_dir``.
+
+    Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``). A pair with no spots
+    still gets an SR (findings absent), a summary image saying so, and no SEG or KOS (a SEG
+    needs a segment, a KOS a key image). ``previous_sr_paths``: SRs of an earlier version of
+    this study (a study reopened by late instances); those on the same magnitude series become
+    the new SR's predecessor documents.
+    """
+    ctx = build_context(analysis, magnitude, phase,
+                        algorithm_version=algorithm_version or package_version(),
+                        series_number_base=series_number_base)
+    ctx.previous_srs = superseded_srs(analysis, previous_sr_paths)
+    out = Path(out_dir)
+    objects: list[tuple[str, pydicom.Dataset]] = []
+    with source_names_tolerated():
+        if "sr" in include:
+            objects.append(("sr", sr.build_sr(ctx)))
+        if "seg" in include and ctx.spots:
+            ids = [int(s.lesion.id) for s in ctx.spots]
+            if np.isin(ctx.label_map, ids).any():
+                objects.append(("seg", seg.build_seg(ctx)))
+            else:
+                log.warning("label map shows none of the %d spots: no SEG written", len(ids))
+        if "summary" in include:
+            objects.extend(("summary", im) for im in summary.build_summary(ctx))
+        if "kos" in include and ctx.spots:
+            objects.append(("kos", kos.build_kos(ctx)))
+    paths = []
+    for kind, ds in objects:
+        d = out / kind
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"{ds.SOPInstanceUID}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        paths.append(p)
+    log.info("wrote %d result objects (%d spots) to %s", len(paths), len(ctx.spots), out)
+    return paths
