@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Optional
 
 from dicom_io.frames import FrameHeader
+from dicom_io.vocabulary import Handedness
 
-CONVENTIONS = ("right-handed", "left-handed", "unknown")
+CONVENTIONS = tuple(Handedness)
 PAPER = "border-slice phase paper, vendor table"
 DEFAULT_TABLE: dict[str, str] = {
     "GE": "right-handed",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Optional
 
 import numpy as np
@@ -23,7 +23,7 @@ class PhasePattern(IntEnum):
         return self.value in (1, 3, 5)
 
 
-class Classification(str, Enum):
+class Classification(StrEnum):
     MICROBLEED = "microbleed"
     CALCIFICATION = "calcification"
     INDETERMINATE = "indeterminate"

@@ -54,6 +54,8 @@ from typing import Sequence
 import numpy as np
 import scipy.fft
 
+from dicom_io.phase import wrap_rad  # noqa: F401  (re-exported: physics.wrap_rad)
+
 GAMMA_HZ_PER_T = 42.58e6
 """Proton gyromagnetic ratio / 2 pi, as used in the method paper (42.58 x 10^6 Hz/T)."""
 
@@ -211,11 +213,6 @@ def handedness_sign(convention: str) -> float:
             f"phase convention must be 'right-handed' or 'left-handed', got {convention!r}"
         ) from None
 
-
-def wrap_rad(phase_rad: np.ndarray) -> np.ndarray:
-    """Wrap phase to [-pi, pi)."""
-    p = np.asarray(phase_rad)
-    return np.mod(p + np.pi, 2.0 * np.pi) - np.pi
 
 
 def field_to_phase_rad(

@@ -11,8 +11,9 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from dicom_io.frames import FrameHeader
+from dicom_io.vocabulary import Component
 
-COMPONENTS = ("magnitude", "phase", "real", "imaginary", "unknown")
+COMPONENTS = tuple(Component)
 
 
 class VendorCodec(Protocol):

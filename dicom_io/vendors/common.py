@@ -19,6 +19,7 @@ import pydicom
 from pydicom.tag import Tag
 
 from dicom_io.errors import DicomInputError
+from dicom_io.phase import wrap_rad
 from dicom_io.frames import FrameHeader
 
 PI32 = np.float32(np.pi)
@@ -342,30 +343,12 @@ def affine_to_float32(stored: np.ndarray, scale, offset) -> np.ndarray:
     return out
 
 
-def wrap_radians(rad: np.ndarray) -> np.ndarray:
-    """Wrap float32 radians into [-pi, pi) in place (float32 pi), without a float modulo:
-    values within one turn are shifted by 2 pi where needed; others first lose
-    2 pi * rint(rad / 2 pi)."""
-    if rad.size == 0:
-        return rad
-    lo, hi = float(rad.min()), float(rad.max())
-    if lo >= -PI32 and hi < PI32:
-        return rad
-    if lo < -3 * PI32 or hi >= 3 * PI32:
-        k = np.multiply(rad, np.float32(1 / (2 * np.pi)), dtype=np.float32)
-        np.rint(k, out=k)
-        k *= TWO_PI32
-        rad -= k
-        del k
-    np.subtract(rad, TWO_PI32, out=rad, where=rad >= PI32)
-    np.add(rad, TWO_PI32, out=rad, where=rad < -PI32)
-    return rad
 
 
 def to_radians(stored: np.ndarray, frames: Sequence[FrameHeader], slope, inter, scale: float) -> np.ndarray:
     """((stored * slope + intercept) * scale) wrapped into [-pi, pi), float32 (two passes for the
     affine, two for the range check, the shift only where values fall outside)."""
-    return wrap_radians(affine_to_float32(stored, slope * scale, inter * scale))
+    return wrap_rad(affine_to_float32(stored, slope * scale, inter * scale), in_place=True)
 
 
 def _is_integer_valued(a: np.ndarray) -> bool:
@@ -464,10 +447,6 @@ class Encoded:
         return self.stored.dtype.kind == "i"
 
 
-def wrap_float64(phase_rad: np.ndarray) -> np.ndarray:
-    """Radians (any range) -> float64 in [-pi, pi)."""
-    p = np.asarray(phase_rad, dtype=np.float64)
-    return np.mod(p + np.pi, 2 * np.pi) - np.pi
 
 
 def _cycles(phase_rad: np.ndarray, counts_per_cycle: float, offset_counts: float) -> np.ndarray:
@@ -500,22 +479,11 @@ def encode_phase_offset_4096(phase_rad: np.ndarray) -> np.ndarray:
     return s.astype(np.uint16)
 
 
-def wrapped_float32(phase_rad: np.ndarray) -> np.ndarray:
-    """A new float32 array of the phase wrapped into [-pi, pi] (fast: already-wrapped input is
-    only copied; otherwise rad - 2 pi * rint(rad / 2 pi), no float modulo)."""
-    w = np.array(phase_rad, dtype=np.float32, copy=True)
-    if w.size and float(w.min()) >= -np.pi and float(w.max()) < np.pi:
-        return w
-    k = np.multiply(w, np.float32(1 / (2 * np.pi)), dtype=np.float32)
-    np.rint(k, out=k)
-    k *= np.float32(2 * np.pi)
-    w -= k
-    return w
 
 
 def encode_phase_mrad_int16(phase_rad: np.ndarray) -> np.ndarray:
     """Radians -> signed int16 milliradians of the wrapped phase (-3142..3141)."""
-    w = wrapped_float32(phase_rad)
+    w = wrap_rad(np.asarray(phase_rad, dtype=np.float32))
     w *= np.float32(1000.0)
     np.rint(w, out=w)
     np.clip(w, -3142, 3141, out=w)

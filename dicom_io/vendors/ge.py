@@ -16,6 +16,7 @@ import numpy as np
 
 from dicom_io.frames import FrameHeader
 from dicom_io.vendors import common
+from dicom_io.phase import wrap_rad
 
 GE_PARM_CREATOR = "GEMS_PARM_01"
 GE_IMAGE_TYPE_CODES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
@@ -46,7 +47,7 @@ def remove_alternate_slice_pi(rad: np.ndarray) -> str | None:
         return None
     odd = rad[1::2]
     odd += common.PI32
-    common.wrap_radians(odd)
+    wrap_rad(odd, in_place=True)
     return f"adjacent-slice mean cos {float(np.median(c)):.2f}"
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from dicom_io.frames import FrameHeader
 from dicom_io.vendors import common
+from dicom_io.phase import wrap_rad
 
 PHILIPS_MR_CREATOR = "Philips MR Imaging DD 001"
 PHILIPS_PER_FRAME_CREATOR = "Philips MR Imaging DD 005"
@@ -80,7 +81,7 @@ class PhilipsCodec:
                 a = (1.0 / ss).astype(np.float32).reshape(-1, 1, 1)
                 b = (-si / ss).astype(np.float32).reshape(-1, 1, 1)
                 txt = "per-frame SS/SI"
-            rad = common.wrap_radians(common.affine_to_float32(stored, a, b))
+            rad = wrap_rad(common.affine_to_float32(stored, a, b), in_place=True)
             return rad, f"Philips private scale (2005,100E)/(2005,100D): (stored - SI) / SS ({txt})"
         return common.phase_by_inference(stored, frames, "Philips (no RescaleType mrad, no private scale)")
 
@@ -92,7 +93,7 @@ class PhilipsCodec:
         """Philips: stored 0..4095, RescaleSlope 6284/4095, RescaleIntercept -3142, RescaleType
         mrad (MANIFEST, Ingenia 5.7.1); private scale SS = 4095/(2 pi), SI = 2047.5."""
         # wrap into [-pi, pi) in float32, then mrad -> counts of slope 6284/4095 from -3142 mrad
-        w = common.wrapped_float32(phase_rad)
+        w = wrap_rad(np.asarray(phase_rad, dtype=np.float32))
         w *= np.float32(1000.0 / PHILIPS_PHASE_SLOPE)
         w += np.float32(3142.0 / PHILIPS_PHASE_SLOPE)
         np.rint(w, out=w)

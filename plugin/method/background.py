@@ -27,6 +27,7 @@ from scipy import fft as sfft
 from scipy import ndimage as ndi
 
 from plugin.method.detect import sample_inside
+from dicom_io.phase import wrap_rad
 
 FILTERED = "filtered"
 RAW = "raw"
@@ -59,7 +60,7 @@ def is_raw_phase(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
     low = _lowpass_complex(z, sigma_mm / (voxel_size_mm[1] * step))
     ang = np.angle(low[m])
     ref = np.angle(np.mean(np.exp(1j * ang)))
-    dev = np.angle(np.exp(1j * (ang - ref)))
+    dev = wrap_rad(ang - ref)
     spread = float(1.4826 * np.median(np.abs(dev)))
     raw = spread > threshold_rad
     return RawPhaseTest(raw, spread, f"low-pass phase spread {spread:.2f} rad inside the brain "

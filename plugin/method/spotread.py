@@ -23,6 +23,7 @@ from scipy import ndimage as ndi
 
 from plugin.method.detect import Spot
 from plugin.method.patterns import NO_READING, PatternReading, PatternRules, classify_pattern
+from dicom_io.phase import wrap_rad
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def read_slice(phase: np.ndarray, magnitude: np.ndarray, spot: Spot, slice_index
         return NO_READING
     if wrapped:
         ref = float(np.angle(np.sum(mag[ring] * np.exp(1j * ph[ring]))))
-        rel = np.angle(np.exp(1j * (ph - ref)))
+        rel = wrap_rad(ph - ref)
     else:
         ref = float(np.sum(mag[ring] * ph[ring]) / np.sum(mag[ring]))
         rel = ph - ref

@@ -1,0 +1,32 @@
+"""The words the whole project shares, as enums (values are the strings in the JSON contracts).
+
+``StrEnum`` members are the strings themselves: ``Handedness.RIGHT == "right-handed"``, and
+``json.dumps`` / f-strings give the value, so the contracts in GUIDE.md keep their spelling.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Component(StrEnum):
+    """What a stack of frames holds (ComplexImageComponent, PS3.3 C.8.13.3.1.1, in lower case)."""
+
+    MAGNITUDE = "magnitude"
+    PHASE = "phase"
+    REAL = "real"
+    IMAGINARY = "imaginary"
+    UNKNOWN = "unknown"
+
+
+class Handedness(StrEnum):
+    """The phase convention of a series. Right-handed: paramagnetic sources are dark (negative
+    phase) on the displayed phase; left-handed: they are bright (border-slice paper, GUIDE)."""
+
+    RIGHT = "right-handed"
+    LEFT = "left-handed"
+    UNKNOWN = "unknown"
+
+    @property
+    def paramagnetic_sign(self) -> int:
+        """Sign of the displayed phase of a paramagnetic source: -1, +1, or 0 when unknown."""
+        return {Handedness.RIGHT: -1, Handedness.LEFT: 1}.get(self, 0)
