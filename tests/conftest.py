@@ -4,12 +4,16 @@
   ``BORDERPHASE_VENDOR_DICOM``); tests using it skip with a clear reason when it is absent.
 - ``mr_writer``: writes small classic MR files with pydicom (any header fields overridable), for
   reader, geometry and hostile-input tests.
+- ``require_peer``: the one check for a real peer (dcmtk, dicom3tools, PixelMed, Orthanc, redis,
+  openssl, java): a missing peer skips with the reason on a user's machine, and fails the test
+  when ``CI=true`` (``.ci/run`` sets it), so CI cannot pass by skipping what it should test.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import pydicom
@@ -19,6 +23,26 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 VENDOR_DICOM = Path(os.environ.get("BORDERPHASE_VENDOR_DICOM",
                                    Path(__file__).resolve().parents[2] / "shared" / "vendor_dicom"))
+
+
+def in_ci() -> bool:
+    """True when the environment variable CI is "true" (set by .ci/run and by CI services)."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def require_peer(path_or_name: Union[str, Path], package: str) -> Path:
+    """The installed peer ``path_or_name`` (an absolute path, or a command looked up on PATH).
+
+    Missing: skip with a reason naming the Debian ``package`` (tests/run.sh installs it); with
+    ``CI=true`` the same message fails the test instead, because CI must run every peer test."""
+    text = str(path_or_name)
+    found = shutil.which(text) if os.sep not in text else (text if Path(text).exists() else None)
+    if found is not None:
+        return Path(found)
+    reason = f"{text} not installed (Debian package {package}; tests/run.sh installs it)"
+    if in_ci():
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

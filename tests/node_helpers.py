@@ -255,6 +255,3 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
     wait_port(port, proc=proc)
     return proc, port
 
-
-def have(path: str) -> bool:
-    return Path(path).exists() and os.access(path, os.X_OK)

@@ -5,11 +5,13 @@ Two kinds of source:
   pydicom (one instance per slice), synthetic spots with dark/bright phase discs;
 - ``enhanced_pair``: the real Siemens XA30 Enhanced MR files in ../shared/vendor_dicom (one
   multi-frame instance per component), when that folder exists.
-Volumes are assembled directly (headers without pixel data, as dicom_io.read.series would), so these
-tests do not depend on the reader being finished.
+Volumes of both are assembled directly (headers without pixel data, as dicom_io.read.series
+would), so the result-object tests stay independent of the reader's own tests; ``sample_pair``
+reads sample_dicom/ through the reader.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -20,6 +22,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from dicom_io.frames import FrameHeader
+from dicom_io.read.series import load_volume, scan
 from dicom_io.read.volume import Volume
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern
 
@@ -254,18 +257,14 @@ SAMPLE_DICOM = Path(__file__).resolve().parents[1] / "sample_dicom"
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
 
 
-def sample_pair(vendor: str):
-    """(magnitude, phase, truth study dict) of sample_dicom/<vendor>, read by dicom_io.read.series;
-    None if the sample set or the reader is missing."""
-    import json
+def sample_pair(vendor: str) -> tuple[Volume, Volume, dict]:
+    """(magnitude, phase, truth study dict) of sample_dicom/<vendor>, read by dicom_io.read.series.
+    sample_dicom/ is part of the repository: a missing folder is an error, not a skip."""
     folder = SAMPLE_DICOM / vendor
     truth_path = SAMPLE_DICOM / "truth.json"
     if not folder.is_dir() or not truth_path.exists():
-        return None
-    try:
-        from dicom_io.read.series import load_volume, scan
-    except ImportError:
-        return None
+        raise FileNotFoundError(f"{folder} or {truth_path} missing "
+                                "(regenerate: python -m plugin.phantom --sample-dicom sample_dicom)")
     result = scan(sorted(folder.glob("*.dcm")))
     stacks = [st for s in result.series for st in s.stacks]
     mag = next(load_volume(st) for st in stacks if st.component == "magnitude")

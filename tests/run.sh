@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real peers the tests talk to (no mocks): dcmtk, dicom3tools, PixelMed, Orthanc, redis, dcm2niix.
-debs=(dcmtk dicom3tools pixelmed-apps orthanc orthanc-dicomweb redis-server dcm2niix)
+# Real peers the tests talk to (no mocks): dcmtk, dicom3tools, PixelMed, Orthanc, redis, dcm2niix,
+# openssl (TLS certificates). A missing one skips its tests, or fails them when CI=true (.ci/run).
+debs=(dcmtk dicom3tools pixelmed-apps orthanc orthanc-dicomweb redis-server dcm2niix openssl)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

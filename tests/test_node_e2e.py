@@ -15,7 +15,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
-from node_helpers import (ORTHANC, REPO, STORESCU, Orthanc, free_port, have, node_env, start_serve, stop_proc,
+from conftest import require_peer
+from node_helpers import (ORTHANC, REPO, STORESCU, Orthanc, free_port, node_env, start_serve, stop_proc,
                           storescu, wait_for, write_config)
 from plugin.service.demo import studies_in
 from plugin.service.state import StateLayout
@@ -24,10 +25,13 @@ from plugin.service.status import collect
 SAMPLES = Path(os.environ.get("BORDERPHASE_SAMPLE_DICOM", REPO / "sample_dicom"))
 FINDING_CODES = {"microbleed": "723857007", "calcification": "18115005", "indeterminate": "301766008"}
 
-pytestmark = [
-    pytest.mark.peers, pytest.mark.slow,
-    pytest.mark.skipif(not (have(ORTHANC) and have(STORESCU)), reason="needs /usr/sbin/Orthanc and /usr/bin/storescu"),
-]
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _peers() -> None:
+    require_peer(ORTHANC, "orthanc")
+    require_peer(STORESCU, "dcmtk")
 
 
 def vendor_dirs() -> list[Path]:
@@ -46,12 +50,7 @@ def _finding_types(sr) -> list[str]:
 
 def test_scanner_to_node_to_orthanc(tmp_path):
     vendors = vendor_dirs()
-    if not vendors:
-        pytest.skip(f"no sample studies under {SAMPLES} (regenerate sample_dicom)")
-    try:
-        import plugin.pipeline  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"analysis pipeline not available: {exc}")
+    assert vendors, f"no sample studies under {SAMPLES} (regenerate: python -m plugin.phantom --sample-dicom sample_dicom)"
     node_port = free_port()
     orthanc = Orthanc(tmp_path / "orthanc", node_port).start()
     cfg = write_config(tmp_path / "node.toml", tmp_path / "state", node_port, analysis="plugin.pipeline:analyze_paths",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pytest
 from dicom_io.results import write_results
 from dicom_io.results.sr import read_spots
 
+from conftest import require_peer
 from results_fixtures import (CLASSIC_SPOTS, ENHANCED_SPOTS, VENDORS, analysis_from_truth, classic_pair,
                               enhanced_pair, make_analysis, sample_pair)
 
@@ -38,7 +38,7 @@ DCIODVFY = Path("/usr/bin/dciodvfy")
 DSRDUMP = Path("/usr/bin/dsrdump")
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
 VALIDATE_SR_JAVA = Path(__file__).resolve().parent / "java" / "ValidateSR.java"
-JAVA = shutil.which("java")
+JAVA = "java"
 
 DCIODVFY_ALLOWED = (
     re.compile(r"Unrecognized defined term = <99BORDERPHASE>"),
@@ -53,11 +53,6 @@ PIXELMED_INFO = (
 PIXELMED_ALLOWED = re.compile(
     r"^Warning: [\d.]+: .*/CODE \((BP-[A-Z-]+,99BORDERPHASE|723857007,SCT|18115005,SCT|301766008,SCT)"
     r",\"[^\"]+\"\): Content Item not in template$")
-
-
-def _need(path: Path, what: str) -> None:
-    if not path.exists():
-        pytest.skip(f"{path} not installed ({what}); tests/run.sh installs it")
 
 
 def _by_kind(paths):
@@ -87,10 +82,7 @@ def written(tmp_path_factory):
         a = make_analysis(mag, ph, ENHANCED_SPOTS)
         cases["siemens-xa30-enhanced"] = (a, _by_kind(write_results(a, mag, ph, tmp / "enh" / "out")))
     for vendor in VENDORS:
-        got = sample_pair(vendor)
-        if got is None:
-            continue
-        mag, ph, truth = got
+        mag, ph, truth = sample_pair(vendor)
         a = analysis_from_truth(mag, ph, truth)
         cases[f"sample-{vendor}"] = (a, _by_kind(write_results(a, mag, ph, tmp / vendor / "out")))
     return cases
@@ -98,7 +90,7 @@ def written(tmp_path_factory):
 
 def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     """(errors, warnings not on the allow-list) printed by dciodvfy for one file."""
-    out = subprocess.run([str(DCIODVFY), "-new", str(path)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([str(require_peer(DCIODVFY, "dicom3tools")), "-new", str(path)], capture_output=True, text=True, timeout=120)
     lines = (out.stdout + out.stderr).splitlines()
     errors = [ln for ln in lines if ln.startswith("Error")]
     warnings = [ln for ln in lines if ln.startswith("Warning")
@@ -107,7 +99,7 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
 
 
 def test_dciodvfy_passes_every_object(written):
-    _need(DCIODVFY, "dicom3tools")
+    require_peer(DCIODVFY, "dicom3tools")
     problems = []
     n = 0
     for name, (_, kinds) in written.items():
@@ -121,7 +113,7 @@ def test_dciodvfy_passes_every_object(written):
 
 
 def test_dciodvfy_reports_a_broken_object(written, tmp_path):
-    _need(DCIODVFY, "dicom3tools")
+    require_peer(DCIODVFY, "dicom3tools")
     seg = pydicom.dcmread(written["classic"][1]["seg"][0])
     del seg.SegmentSequence[0].SegmentedPropertyCategoryCodeSequence
     seg.Modality = "MR"
@@ -132,7 +124,7 @@ def test_dciodvfy_reports_a_broken_object(written, tmp_path):
 
 
 def test_dsrdump_renders_the_sr(written, tmp_path):
-    _need(DSRDUMP, "dcmtk")
+    require_peer(DSRDUMP, "dcmtk")
     for name, (analysis, kinds) in written.items():
         out = subprocess.run([str(DSRDUMP), str(kinds["sr"][0])], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, f"{name}: {out.stderr}"
@@ -152,7 +144,7 @@ def pixelmed_reports(paths: list[Path]) -> dict[str, list[str]]:
     """PixelMed DicomSRValidator's report per file (one JVM for all: the validator's XSLT
     setup costs tens of seconds). Returns the lines that are neither progress messages nor
     allow-listed warnings: empty means valid."""
-    cmd = [JAVA, "-Djdk.xml.xpathExprGrpLimit=0", "-Djdk.xml.xpathExprOpLimit=0",
+    cmd = [str(require_peer(JAVA, "default-jre-headless, which pixelmed-apps depends on")), "-Djdk.xml.xpathExprGrpLimit=0", "-Djdk.xml.xpathExprOpLimit=0",
            "-Djdk.xml.xpathTotalOpLimit=0", "-cp", str(PIXELMED_JAR), str(VALIDATE_SR_JAVA),
            *map(str, paths)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -173,9 +165,8 @@ def pixelmed_reports(paths: list[Path]) -> dict[str, list[str]]:
 @pytest.mark.slow
 def test_pixelmed_sr_validator(written, tmp_path):
     """Valid SRs pass; a broken one (a NUM child under HAS CONCEPT MOD) is reported."""
-    _need(PIXELMED_JAR, "pixelmed-apps")
-    if JAVA is None:
-        pytest.skip("java not installed (pixelmed-apps depends on it)")
+    require_peer(PIXELMED_JAR, "pixelmed-apps")
+    require_peer(JAVA, "default-jre-headless, which pixelmed-apps depends on")
     ds = pydicom.dcmread(written["empty"][1]["sr"][0])
     broken = copy.deepcopy(ds)
     broken.ContentSequence[0].ValueType = "NUM"

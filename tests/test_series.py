@@ -2,7 +2,6 @@
 syntaxes (encoded by real dcmtk tools and pydicom's encoders), and the pixel size limit."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tracemalloc
 
@@ -10,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from conftest import require_peer
 from dicom_io.read import series
 from dicom_io.errors import DicomInputError
 
@@ -95,8 +95,7 @@ def _encode(kind: str, src, dst):
         ds.save_as(dst, enforce_file_format=True)
         return
     tool = TOOLS[kind]
-    if not shutil.which(tool[0]):
-        pytest.skip(f"{tool[0]} not installed (Debian package dcmtk)")
+    require_peer(tool[0], "dcmtk")
     subprocess.run(tool + [str(src), str(dst)], check=True, capture_output=True)
 
 
@@ -184,8 +183,7 @@ def test_same_instance_twice_is_read_once(mr_writer, tmp_path):
 @pytest.mark.parametrize("ts", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.2"])  # implicit LE, explicit BE (retired)
 def test_native_transfer_syntaxes(mr_writer, tmp_path, ts):
     """Written by dcmtk's dcmconv (+ti implicit little endian, +tb explicit big endian)."""
-    if not shutil.which("/usr/bin/dcmconv"):
-        pytest.skip("/usr/bin/dcmconv not installed (Debian package dcmtk)")
+    require_peer("/usr/bin/dcmconv", "dcmtk")
     rng = np.random.default_rng(5)
     vol = rng.integers(-2000, 2000, size=(3, 16, 16)).astype(np.int16)
     out = tmp_path / "ts"

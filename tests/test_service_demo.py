@@ -4,16 +4,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from node_helpers import REPO, make_mr_study, node_env
 
 
 def test_demo_command_runs_embedded(tmp_path):
-    try:
-        import plugin.pipeline  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"analysis pipeline not available: {exc}")
     make_mr_study(tmp_path / "samples" / "siemens", n_slices=3)
     make_mr_study(tmp_path / "samples" / "ge", n_slices=3, manufacturer="GE MEDICAL SYSTEMS")
     out = subprocess.run([sys.executable, "-m", "plugin.cli", "demo", "--samples", str(tmp_path / "samples"),

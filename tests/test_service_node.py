@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from node_helpers import STORESCU, free_port, have, make_mr_study, storescu, wait_for, write_config
+from conftest import require_peer
+from node_helpers import STORESCU, free_port, make_mr_study, storescu, wait_for, write_config
 from plugin.service.archive import ArchiveStandIn
 from plugin.service.config import load_config
 from plugin.service.node import Node
 from plugin.service.status import collect
 
-pytestmark = pytest.mark.skipif(not have(STORESCU), reason="dcmtk /usr/bin/storescu not installed")
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture(autouse=True)
+def _peers() -> None:
+    require_peer(STORESCU, "dcmtk")
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from node_helpers import (REDIS, STORESCU, free_port, have, make_mr_study, start_redis, start_serve, stop_proc,
+from conftest import require_peer
+from node_helpers import (REDIS, STORESCU, free_port, make_mr_study, start_redis, start_serve, stop_proc,
                           storescu, wait_for, write_config)
 from plugin.service.archive import ArchiveStandIn
 from plugin.service.config import load_config
@@ -15,12 +16,16 @@ from plugin.service.node import Node
 from plugin.service.state import StateLayout
 from plugin.service.status import collect
 
-pytestmark = [pytest.mark.peers,
-              pytest.mark.skipif(not have(STORESCU), reason="dcmtk /usr/bin/storescu not installed")]
+pytestmark = pytest.mark.peers
 
 
-@pytest.mark.skipif(not have(REDIS), reason="redis-server not installed")
+@pytest.fixture(autouse=True)
+def _peers() -> None:
+    require_peer(STORESCU, "dcmtk")
+
+
 def test_two_redis_workers_analyse_each_study_exactly_once(tmp_path):
+    require_peer(REDIS, "redis-server")
     redis, rport = start_redis(tmp_path / "redis")
     archive = ArchiveStandIn(tmp_path / "archive").start()
     port = free_port()

@@ -10,18 +10,20 @@ from pydicom import dcmread
 from dicom_io.net.scp import StorageSCP, client_ssl_context, server_ssl_context
 from dicom_io.net.scu import DicomDestination, SendError, echo, send_files
 from dicom_io.net.stow import StowDestination, build_multipart, stow_files
-from node_helpers import DICOMWEB_PLUGIN, ORTHANC, Orthanc, free_port, have, make_mr_study
+from conftest import require_peer
+from node_helpers import DICOMWEB_PLUGIN, ORTHANC, Orthanc, free_port, make_mr_study
+
+OPENSSL = "/usr/bin/openssl"
 
 
 def _self_signed(tmp: Path) -> tuple[str, str]:
     cert, key = tmp / "node.crt", tmp / "node.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+    subprocess.run([str(require_peer(OPENSSL, "openssl")), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     return str(cert), str(key)
 
 
-@pytest.mark.skipif(not have("/usr/bin/openssl"), reason="openssl not installed")
 def test_tls_receiver(tmp_path):
     cert, key = _self_signed(tmp_path)
     got = []
@@ -51,9 +53,9 @@ def test_multipart_body_is_parseable(tmp_path):
 
 
 @pytest.mark.peers
-@pytest.mark.skipif(not (have(ORTHANC) and Path(DICOMWEB_PLUGIN).exists()),
-                    reason="needs Orthanc with the DICOMweb plugin (Debian orthanc-dicomweb)")
 def test_stow_rs_to_orthanc(tmp_path):
+    require_peer(ORTHANC, "orthanc")
+    require_peer(DICOMWEB_PLUGIN, "orthanc-dicomweb")
     orthanc = Orthanc(tmp_path / "orthanc", free_port(), dicomweb=True).start()
     try:
         study = make_mr_study(tmp_path / "in", n_slices=3, components=("M",))
@@ -68,7 +70,6 @@ def test_stow_rs_to_orthanc(tmp_path):
         orthanc.stop()
 
 
-@pytest.mark.skipif(not have("/usr/bin/openssl"), reason="openssl not installed")
 def test_dispatch_over_tls(tmp_path):
     from plugin.service.config import parse_config
     from plugin.service.dispatch import send

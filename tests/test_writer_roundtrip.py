@@ -6,15 +6,14 @@ classic and an enhanced file of every vendor.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from conftest import require_peer
 from dicom_io.read import series
 from dicom_io.phantom_writer import StackToWrite, StudyInfo, WrittenAcquisition, write_acquisition
 
@@ -230,14 +229,12 @@ def test_bad_input_is_a_value_error(tmp_path, phantom):
 
 
 @pytest.mark.peers
-@pytest.mark.skipif(shutil.which("dciodvfy") is None and not Path("/usr/bin/dciodvfy").exists(),
-                    reason="dciodvfy (Debian dicom3tools) not installed")
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_dciodvfy_finds_no_errors(tmp_path, phantom, vendor, style):
     mag, phase = phantom
     w, _ = write(tmp_path, vendor, style, "none", mag, phase)
-    exe = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
+    exe = require_peer("/usr/bin/dciodvfy", "dicom3tools")
     for p in (w.paths[0], w.paths[-1]):
         out = subprocess.run([exe, str(p)], capture_output=True, text=True, timeout=60)
         text = out.stdout + out.stderr
