@@ -146,3 +146,14 @@ def test_a_series_without_recorded_facts_is_ignored_with_the_reason(tmp_path):
     assert route_series(cfg, "1.2.3", record)[1].reason == "cannot decode ImageType (ValueError)"
     del record["unreadable"]
     assert route_series(cfg, "1.2.3", record)[1].action == "analyse"
+
+
+def test_a_series_record_without_instances_is_no_study(tmp_path):
+    """A crash between writing a series record and storing its first instance (never acknowledged)
+    leaves a record alone: status shows no study and restart does not make one due."""
+    cfg = load_config(write_config(tmp_path / "node.toml", tmp_path / "state", free_port(), workers=0))
+    node = Node(cfg, analyse=tiny_analysis)
+    node.spool.write_series_record("1.2.3", "1.2.3.4", {"series_instance_uid": "1.2.3.4"})
+    assert node.spool.studies() == ["1.2.3"] and node.spool.instances("1.2.3") == []
+    assert collect(node.layout.root)["studies"] == []
+    assert node.reconcile()["studies_due"] == 0 and node.tracker.pending() == []

@@ -195,9 +195,12 @@ class Node:
         counts = {"tmp_removed": self.spool.clean_tmp(), "studies_due": 0, "requeued": 0, "redelivered": 0}
         queued = self.queue.queued_keys()
         for study in self.spool.studies():
+            instances = self.spool.instances(study)
+            if not instances:  # only a series record (a crash before its first instance was stored)
+                continue
             versions = self.layout.versions(study)
             last = self.layout.manifest(study, versions[-1]) if versions else None
-            if last is None or set(last["instances"]) != set(self.spool.instances(study)):
+            if last is None or set(last["instances"]) != set(instances):
                 self.tracker.instance_arrived(study)
                 counts["studies_due"] += 1
         for study in self.layout.studies():
