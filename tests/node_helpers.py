@@ -1,6 +1,8 @@
 """Helpers for the node tests: real DICOM fixtures (pydicom classic MR), free ports, configs,
-a tiny real analysis callable (for queue/dispatch guarantees independent of the method), and
-real peers (dcmtk storescu, Orthanc, redis-server) started on loopback."""
+a tiny real analysis stand-in (for queue/dispatch guarantees independent of the method; it reaches
+the node by a parameter: ``Node(config, analyse=tiny_analysis)`` in-process, ``python -m
+node_helpers serve ...`` for a subprocess), and real peers (dcmtk storescu, Orthanc, redis-server)
+started on loopback."""
 from __future__ import annotations
 
 import json
@@ -103,7 +105,7 @@ def tiny_analysis(paths, out_dir, **kwargs) -> dict:
 
 
 def write_config(path: Path, state_dir: Path, port: int, *, destinations: dict | None = None,
-                 quiet_s: float = 1.0, grace_s: float = 0.5, analysis: str = "node_helpers:tiny_analysis",
+                 quiet_s: float = 1.0, grace_s: float = 0.5,
                  backend: str = "sqlite", redis_url: str = "", workers: int = 1, extra_node: str = "",
                  retry_initial_s: float = 1.0, retry_max_s: float = 4.0, rules: str | None = None) -> Path:
     lines = [f'state_dir = "{state_dir}"', "", "[node]", 'ae_title = "BPNODE"', 'host = "127.0.0.1"',
@@ -111,7 +113,7 @@ def write_config(path: Path, state_dir: Path, port: int, *, destinations: dict |
              f"release_grace_s = {grace_s}", "", "[queue]", f'backend = "{backend}"', f"workers = {workers}"]
     if redis_url:
         lines.append(f'redis_url = "{redis_url}"')
-    lines += ["", "[analysis]", f'callable = "{analysis}"', "", "[dispatch]",
+    lines += ["", "[dispatch]",
               f"retry_initial_s = {retry_initial_s}", f"retry_max_s = {retry_max_s}", "timeout_s = 10", ""]
     destinations = destinations or {}
     for name, d in destinations.items():
@@ -150,9 +152,12 @@ def wait_port(port: int, timeout_s: float = 20.0, proc: subprocess.Popen | None 
     raise TimeoutError(f"port {port} not open after {timeout_s} s")
 
 
-def start_serve(config: Path, port: int, log: Path, *extra: str, **env) -> subprocess.Popen:
+def start_serve(config: Path, port: int, log: Path, *extra: str, stand_in: bool = True, **env) -> subprocess.Popen:
+    """``borderphase serve`` in a subprocess; with ``stand_in`` its workers run :func:`tiny_analysis`
+    (see :func:`serve_with_stand_in`), else the real pipeline."""
     fh = open(log, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "plugin.cli", "serve", "--config", str(config), *extra],
+    entry = ["-m", "node_helpers"] if stand_in else ["-m", "plugin.cli"]
+    proc = subprocess.Popen([sys.executable, *entry, "serve", "--config", str(config), *extra],
                             cwd=REPO, env=node_env(**env), stdout=fh, stderr=subprocess.STDOUT)
     if "--worker" not in extra:
         wait_port(port, proc=proc)
@@ -255,3 +260,18 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
     wait_port(port, proc=proc)
     return proc, port
 
+
+def serve_with_stand_in(argv: list[str]) -> int:
+    """``borderphase [-v] serve ...`` with :func:`tiny_analysis` passed to the node as its analysis."""
+    import logging
+
+    from plugin.cli import build_parser
+    from plugin.commands.serve import run_with
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_with(args, analyse=tiny_analysis)
+
+
+if __name__ == "__main__":
+    sys.exit(serve_with_stand_in(sys.argv[1:]))

@@ -53,10 +53,10 @@ def test_scanner_to_node_to_orthanc(tmp_path):
     assert vendors, f"no sample studies under {SAMPLES} (regenerate: python -m plugin.phantom --sample-dicom sample_dicom)"
     node_port = free_port()
     orthanc = Orthanc(tmp_path / "orthanc", node_port).start()
-    cfg = write_config(tmp_path / "node.toml", tmp_path / "state", node_port, analysis="plugin.pipeline:analyze_paths",
+    cfg = write_config(tmp_path / "node.toml", tmp_path / "state", node_port,
                        destinations={"orthanc": {"type": "dicom", "ae_title": "ORTHANC", "host": "127.0.0.1",
                                                  "port": orthanc.dicom_port}})
-    node = start_serve(cfg, node_port, tmp_path / "node.log")
+    node = start_serve(cfg, node_port, tmp_path / "node.log", stand_in=False)  # the real pipeline
     try:
         sent: dict[str, int] = Counter()
         for vdir in vendors:  # one storescu (one association) per vendor directory, as a scanner sends

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from node_helpers import REPO, make_mr_study, node_env
+from node_helpers import REPO, make_mr_study, node_env, tiny_analysis
 
 
 def test_demo_command_runs_embedded(tmp_path):
@@ -24,6 +24,17 @@ def test_demo_command_runs_embedded(tmp_path):
         studies.setdefault(ds.StudyInstanceUID, set()).add(ds.Modality)
     assert len(studies) == 2 and all("SR" in m for m in studies.values()), studies
     assert "results in the archive stand-in (" in out.stdout
+
+
+def test_demo_runs_the_analysis_it_is_given(tmp_path):
+    """run_demo's node runs the function passed as ``analyse`` (here the stand-in, whose result
+    series is what lands in the archive), not one named in a config."""
+    from plugin.service.demo import run_demo
+    study = make_mr_study(tmp_path / "samples", n_slices=2)
+    doc = run_demo(tmp_path / "samples", tmp_path / "work", quiet_period_s=0.5, timeout_s=60, analyse=tiny_analysis)
+    assert not doc["timed_out"] and [s["state"] for s in doc["studies"]] == ["analysed"]
+    assert doc["studies"][0]["study_instance_uid"] == study["study_uid"]
+    assert [r["series_description"] for r in doc["studies"][0]["landed"]] == ["borderphase test result"]
 
 
 def test_demo_without_samples_is_a_usage_error(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from pydicom import dcmread
 
 from conftest import require_peer
-from node_helpers import STORESCU, free_port, make_mr_study, storescu, wait_for, write_config
+from node_helpers import STORESCU, free_port, make_mr_study, storescu, tiny_analysis, wait_for, write_config
 from plugin.service.archive import ArchiveStandIn
 from plugin.service.config import load_config
 from plugin.service.node import Node
@@ -29,7 +29,7 @@ def running(tmp_path):
     cfg = load_config(write_config(tmp_path / "node.toml", tmp_path / "state", port,
                                    destinations={"archive": {"type": "dicom", "ae_title": "ARCHIVE",
                                                              "host": "127.0.0.1", "port": archive.port}}))
-    node = Node(cfg)
+    node = Node(cfg, analyse=tiny_analysis)
     node.start()
     stop = threading.Event()
     t = threading.Thread(target=node.run, args=(stop,), daemon=True)
@@ -101,3 +101,64 @@ def test_failed_analysis_reason_in_status(running):
     assert out.returncode == 0 and "failed" in out.stdout and "series asked to fail" in out.stdout, out.stdout
     assert "queue (sqlite)" in out.stdout
     assert archive.files() == []
+
+
+def test_routing_uses_the_series_facts_recorded_on_receipt(tmp_path):
+    """The facts of each series are recorded from its first instance as received, and completion
+    routes by them: with the spooled files' headers destroyed after receipt, the study still
+    completes with the right facts and is routed to analysis (reading the files would fail)."""
+    from plugin.service.spool import safe_uid
+    port = free_port()
+    cfg = load_config(write_config(tmp_path / "node.toml", tmp_path / "state", port, workers=0))
+    node = Node(cfg, analyse=tiny_analysis)
+    node.start()
+    try:
+        study = make_mr_study(tmp_path / "in", n_slices=2, manufacturer="GE MEDICAL SYSTEMS")
+        storescu(port, [tmp_path / "in"])
+        sdir = safe_uid(study["study_uid"])
+        for comp, series_uid in study["series_uids"].items():
+            rec = node.spool.series_record(sdir, safe_uid(series_uid))
+            assert rec is not None, f"no series record for component {comp}"
+            assert (rec["study_instance_uid"], rec["series_instance_uid"]) == (study["study_uid"], series_uid)
+            assert (rec["modality"], rec["manufacturer"], rec["series_description"]) == (
+                "MR", "GE MEDICAL SYSTEMS", f"swi gre {comp}")
+            assert rec["image_type"] == ["ORIGINAL", "PRIMARY", comp, "ND"]
+            assert (rec["calling_ae"], rec["called_ae"]) == ("SCANNER", "BPNODE")
+        spooled = node.spool.instances(sdir)
+        assert len(spooled) == 4
+        for rel in spooled:
+            (node.layout.spool / sdir / rel).write_bytes(b"no longer DICOM")
+        assert wait_for(lambda: node.step(), 10, what="study complete") == [1]
+        manifest = node.layout.manifest(sdir, 1)
+        assert manifest["study_instance_uid"] == study["study_uid"]
+        assert sorted(manifest["analyse_instances"]) == spooled
+        assert {(s["series_instance_uid"], s["action"], s["rule"], s["manufacturer"]) for s in manifest["series"]} == {
+            (uid, "analyse", "mr", "GE MEDICAL SYSTEMS") for uid in study["series_uids"].values()}
+        assert collect(node.layout.root)["counts"]["pending"] == 1
+    finally:
+        node.stop()
+
+
+def test_a_series_without_recorded_facts_is_ignored_with_the_reason(tmp_path):
+    from plugin.service.node import route_series
+    cfg = load_config(write_config(tmp_path / "node.toml", tmp_path / "state", free_port()))
+    facts, decision = route_series(cfg, "1.2.3", None)
+    assert facts.series_instance_uid == "1.2.3" and decision.action == "ignore"
+    assert "no series facts were recorded" in decision.reason
+    record = {"study_instance_uid": "1.2", "series_instance_uid": "1.2.3", "calling_ae": "SCANNER",
+              "called_ae": "BPNODE", "address": "127.0.0.1", "received": 0.0, "modality": "MR",
+              "manufacturer": "", "series_description": "", "image_type": [], "unreadable": "cannot decode ImageType (ValueError)"}
+    assert route_series(cfg, "1.2.3", record)[1].reason == "cannot decode ImageType (ValueError)"
+    del record["unreadable"]
+    assert route_series(cfg, "1.2.3", record)[1].action == "analyse"
+
+
+def test_a_series_record_without_instances_is_no_study(tmp_path):
+    """A crash between writing a series record and storing its first instance (never acknowledged)
+    leaves a record alone: status shows no study and restart does not make one due."""
+    cfg = load_config(write_config(tmp_path / "node.toml", tmp_path / "state", free_port(), workers=0))
+    node = Node(cfg, analyse=tiny_analysis)
+    node.spool.write_series_record("1.2.3", "1.2.3.4", {"series_instance_uid": "1.2.3.4"})
+    assert node.spool.studies() == ["1.2.3"] and node.spool.instances("1.2.3") == []
+    assert collect(node.layout.root)["studies"] == []
+    assert node.reconcile()["studies_due"] == 0 and node.tracker.pending() == []

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import require_peer
 from node_helpers import (REDIS, STORESCU, free_port, make_mr_study, start_redis, start_serve, stop_proc,
-                          storescu, wait_for, write_config)
+                          storescu, tiny_analysis, wait_for, write_config)
 from plugin.service.archive import ArchiveStandIn
 from plugin.service.config import load_config
 from plugin.service.node import Node
@@ -62,7 +62,7 @@ def test_destination_down_delays_never_drops(tmp_path):
                                    retry_max_s=1.0,
                                    destinations={"archive": {"ae_title": "ARCHIVE", "host": "127.0.0.1",
                                                              "port": archive_port}}))
-    node = Node(cfg)
+    node = Node(cfg, analyse=tiny_analysis)
     node.start()
     stop = threading.Event()
     t = threading.Thread(target=node.run, args=(stop,), daemon=True)

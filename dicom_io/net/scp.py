@@ -2,8 +2,9 @@
 
 The C-STORE handler does as little as possible, as pynetdicom recommends: it reads the UIDs it
 needs from the received data set (pydicom defers element parsing, the pixel data is not decoded),
-hands the data set exactly as the peer encoded it (with File Meta Information, PS3.10) to the
-caller's ``on_instance`` callback and returns the status that callback gives. The callback is
+hands the data set exactly as the peer encoded it (with File Meta Information, PS3.10), together
+with the decoded data set itself (so the caller can take the facts it needs from memory instead of
+re-reading the file), to the caller's ``on_instance`` callback and returns the status that callback gives. The callback is
 expected to make the instance durable before returning ``0x0000`` (Success), or to return
 ``0xA700`` (Out of Resources) so that the sender keeps its copy.
 
@@ -22,6 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from pydicom import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 
@@ -46,6 +48,9 @@ class ReceivedInstance:
     called_ae_title: str
     peer_address: str
     association_id: int
+    # the data set as pynetdicom decoded it (elements parsed lazily, in memory): read further
+    # attributes from here, never by reading the spooled file back
+    dataset: Dataset = field(default_factory=Dataset, repr=False, compare=False)
 
 
 @dataclass
@@ -221,6 +226,7 @@ class StorageSCP:
             called_ae_title=self.ae_title,
             peer_address=str(requestor.address),
             association_id=id(event.assoc),
+            dataset=ds,
         )
         try:
             status = int(self._on_instance(inst))

@@ -6,6 +6,10 @@ import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from plugin.service.worker import AnalysisFn
 
 LOG = logging.getLogger("borderphase.serve")
 
@@ -20,6 +24,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from plugin.pipeline import analyze_paths
+    return run_with(args, analyse=analyze_paths)
+
+
+def run_with(args, *, analyse: AnalysisFn) -> int:
+    """``serve`` with the analysis given by a parameter: the command passes the pipeline
+    (:func:`plugin.pipeline.analyze_paths`); tests pass a small stand-in."""
     from plugin.service.config import ConfigError, load_config
     try:
         config = load_config(args.config)
@@ -32,7 +43,7 @@ def run(args) -> int:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     if args.worker:
         from plugin.service.queue import make_queue, run_consumer
-        queue = make_queue(config)
+        queue = make_queue(config, analyse=analyse)
         n = args.workers if args.workers is not None else max(config.queue.workers, 1)
         consumer = run_consumer(queue, n, config.queue.worker_type, config.queue.worker_nice, embedded=False)
         LOG.info("queue worker on %s backend (%d %s worker(s))", config.queue.backend, n, config.queue.worker_type)
@@ -45,7 +56,7 @@ def run(args) -> int:
     if args.workers is not None:
         config = replace(config, queue=replace(config.queue, workers=args.workers))
     try:
-        node = Node(config)
+        node = Node(config, analyse=analyse)
         node.start()
     except OSError as exc:
         print(f"borderphase serve: cannot start: {exc}", file=sys.stderr)

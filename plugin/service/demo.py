@@ -18,11 +18,13 @@ from dicom_io.read.files import read_tags
 
 from dicom_io.net.scu import DicomDestination, send_files
 
+from plugin.pipeline import analyze_paths
 from plugin.service.archive import ArchiveStandIn
 from plugin.service.config import parse_config
 from plugin.service.node import Node
 from plugin.service.spool import read_json
 from plugin.service.status import collect
+from plugin.service.worker import AnalysisFn
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +47,9 @@ def studies_in(samples: Path) -> dict[str, list[Path]]:
 
 
 def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: float = 1.0,
-             timeout_s: float = 600.0, analysis_callable: str = "plugin.pipeline:analyze_paths") -> dict:
+             timeout_s: float = 600.0, analyse: AnalysisFn = analyze_paths) -> dict:
+    """Run the demo on the DICOM studies under ``samples``; ``analyse`` is what the node's worker runs
+    (the pipeline; tests may pass a stand-in)."""
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="borderphase-demo-"))
     groups = studies_in(samples)
     if not groups:
@@ -56,7 +60,6 @@ def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: floa
         "node": {"ae_title": "BORDERPHASE", "host": "127.0.0.1", "port": 0, "min_free_mb": 0},
         "completion": {"quiet_period_s": quiet_period_s, "release_grace_s": min(0.5, quiet_period_s)},
         "queue": {"backend": "sqlite", "workers": 1},
-        "analysis": {"callable": analysis_callable},
         "dispatch": {"retry_initial_s": 1.0, "retry_max_s": 5.0},
         "destinations": {"archive": {"type": "dicom", "ae_title": "ARCHIVE", "host": "127.0.0.1",
                                      "port": archive.port}},
@@ -64,7 +67,7 @@ def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: floa
                    "match": {"modality": ["SR", "SEG", "KO", "OT", "PR"]}},
                   {"name": "mr", "action": "analyse", "match": {"modality": "MR"}, "destinations": ["archive"]}],
     }, source="<demo>")
-    node = Node(config)
+    node = Node(config, analyse=analyse)
     stop = threading.Event()
     node.start()
     loop = threading.Thread(target=node.run, args=(stop,), daemon=True)

@@ -1,5 +1,11 @@
 """The running node: Storage SCP -> durable spool -> completion -> routing -> queue.
 
+On the first instance of a series the node records the series' facts (routing input: Modality,
+Manufacturer, SeriesDescription, ImageType, calling/called AE; the Study Instance UID) from the data
+set the C-STORE handler already decoded, in ``spool/<study>/<series>/series.json``, durably and
+before the instance itself, so every spooled instance has its series record. Completion routes from
+these records; no header is read back from disk until the worker's one ``scan`` builds the volumes.
+
 ``Node.start()`` first reconciles what a previous run left behind (the restart guarantee):
 * temporary spool files (never acknowledged) are removed;
 * a study whose spooled instances are not all in a version manifest is made due again (it will
@@ -14,47 +20,86 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
-
-from dicom_io.read.files import read_tags
 
 from dicom_io.net.scp import (STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, AccessPolicy, ReceivedInstance,
                               StorageSCP, server_ssl_context)
 
+from plugin.pipeline import analyze_paths
 from plugin.service.completion import CompletionTracker
 from plugin.service.config import Config
 from plugin.service.queue import ServiceQueue, make_queue, run_consumer
-from plugin.service.routing import SeriesFacts, route
+from plugin.service.routing import RouteDecision, SeriesFacts, route
 from plugin.service.spool import Spool, atomic_write_json, safe_uid
 from plugin.service.state import StateLayout
+from plugin.service.worker import AnalysisFn
 
 LOG = logging.getLogger(__name__)
 _LOCKED_HERE: set[str] = set()  # state dirs locked by this process (POSIX locks are per process)
 
+_FACT_KEYWORDS = {"modality": "Modality", "manufacturer": "Manufacturer",
+                  "series_description": "SeriesDescription", "image_type": "ImageType"}
 
-def series_facts(spool_study: Path, series_dir: str, first_file: Path, origin: dict) -> SeriesFacts:
-    ds = read_tags(first_file, ["SeriesInstanceUID", "StudyInstanceUID", "Modality", "Manufacturer",
-                                "SeriesDescription", "ImageType"])
-    ds = {k: v for k, v in ds.items() if v is not None}
-    it = ds.get("ImageType", [])
-    image_type = (str(it),) if isinstance(it, str) else tuple(str(v) for v in it)
-    return SeriesFacts(series_instance_uid=str(ds.get("SeriesInstanceUID", series_dir)),
-                       modality=str(ds.get("Modality", "")), manufacturer=str(ds.get("Manufacturer", "")),
-                       series_description=str(ds.get("SeriesDescription", "")), image_type=image_type,
-                       calling_ae=origin.get("calling_ae", ""), called_ae=origin.get("called_ae", ""))
+
+def series_record(inst: ReceivedInstance, received_s: float) -> dict:
+    """What the node needs to know about a series, taken from its first instance's data set as the
+    C-STORE handler decoded it (in memory; the spooled file is never read back for this): the
+    routing facts, who sent it, and the Study Instance UID for manifests and status.
+    An attribute that cannot be decoded is named under ``unreadable`` (routing then ignores the
+    series and says why), without its value (it could carry PHI)."""
+    record: dict = {"study_instance_uid": inst.study_instance_uid,
+                    "series_instance_uid": inst.series_instance_uid,
+                    "calling_ae": inst.calling_ae_title, "called_ae": inst.called_ae_title,
+                    "address": inst.peer_address, "received": received_s}
+    unreadable = []
+    for field_name, keyword in _FACT_KEYWORDS.items():
+        try:
+            value = inst.dataset.get(keyword)
+        except Exception as exc:  # pydicom raises several types for a malformed value
+            unreadable.append(f"{keyword} ({type(exc).__name__})")
+            value = None
+        if field_name == "image_type":
+            record[field_name] = ([] if value is None else [str(value)] if isinstance(value, str)
+                                  else [str(v) for v in value])
+        else:
+            record[field_name] = "" if value is None else str(value)
+    if unreadable:
+        record["unreadable"] = "cannot decode " + ", ".join(unreadable)
+    return record
+
+
+def facts_from_record(record: dict) -> SeriesFacts:
+    return SeriesFacts(series_instance_uid=record["series_instance_uid"], modality=record["modality"],
+                       manufacturer=record["manufacturer"], series_description=record["series_description"],
+                       image_type=tuple(record["image_type"]), calling_ae=record["calling_ae"],
+                       called_ae=record["called_ae"])
+
+
+def route_series(config: Config, series_dir: str, record: dict | None) -> tuple[SeriesFacts, RouteDecision]:
+    """Route one spooled series from its recorded facts; a series without usable facts is ignored
+    with the reason (status shows it)."""
+    if record is None:  # spooled by a node that did not record series facts on receipt
+        return SeriesFacts(series_instance_uid=series_dir), RouteDecision(
+            "ignore", "<no series record>", (), "no series facts were recorded on receipt; send the series again")
+    if "unreadable" in record:
+        return SeriesFacts(series_instance_uid=record["series_instance_uid"]), RouteDecision(
+            "ignore", "<unreadable>", (), record["unreadable"])
+    facts = facts_from_record(record)
+    return facts, route(config, facts)
 
 
 class Node:
-    def __init__(self, config: Config, *, with_workers: bool | None = None):
+    def __init__(self, config: Config, *, with_workers: bool | None = None, analyse: AnalysisFn = analyze_paths):
+        """``analyse`` is what the embedded workers run on each study version: the pipeline;
+        tests pass a stand-in here."""
         self.config = config
         self.layout = StateLayout(config.state_dir)
         self.layout.create()
         self.spool = Spool(self.layout.spool, min_free_mb=config.node.min_free_mb)
         self.tracker = CompletionTracker(config.completion.quiet_period_s, config.completion.release_grace_s)
-        self.queue: ServiceQueue = make_queue(config)
+        self.queue: ServiceQueue = make_queue(config, analyse=analyse)
         self.with_workers = config.queue.workers > 0 if with_workers is None else with_workers
         self.consumer = None
-        self._origins_written: set[tuple[str, str]] = set()
+        self._series_recorded: set[tuple[str, str]] = set()
         self._complete_lock = threading.Lock()
         tls = config.node.tls
         ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert) if tls else None
@@ -67,15 +112,14 @@ class Node:
     # -- receiving (called from pynetdicom's association threads) ----------------------------
     def on_instance(self, inst: ReceivedInstance) -> int:
         study, series = safe_uid(inst.study_instance_uid), safe_uid(inst.series_instance_uid)
+        key = (study, series)
         try:
+            if key not in self._series_recorded:  # first instance of the series (in this run)
+                self.spool.write_series_record(inst.study_instance_uid, inst.series_instance_uid,
+                                               series_record(inst, time.time()))
+                self._series_recorded.add(key)
             outcome = self.spool.store(inst.study_instance_uid, inst.series_instance_uid,
                                        inst.sop_instance_uid, inst.encoded)
-            key = (study, series)
-            if key not in self._origins_written:
-                self.spool.write_series_origin(inst.study_instance_uid, inst.series_instance_uid, {
-                    "calling_ae": inst.calling_ae_title, "called_ae": inst.called_ae_title,
-                    "address": inst.peer_address, "received": time.time()})
-                self._origins_written.add(key)
         except OSError as exc:
             LOG.warning("instance %s of study %s not stored (%s): answering Out of Resources",
                         inst.sop_instance_uid, inst.study_instance_uid, exc)
@@ -103,18 +147,10 @@ class Node:
             for rel in instances:
                 by_series.setdefault(rel.split("/", 1)[0], []).append(rel)
             series_docs, analyse, dests, study_uid = [], [], [], None
-            spool_study = self.layout.spool / study
             for sdir, rels in sorted(by_series.items()):
-                try:
-                    facts = series_facts(spool_study, sdir, spool_study / rels[0],
-                                         self.spool.series_origin(spool_study, sdir))
-                    if study_uid is None:
-                        study_uid = str(read_tags(spool_study / rels[0], ["StudyInstanceUID"])["StudyInstanceUID"])
-                    decision = route(self.config, facts)
-                except Exception as exc:  # unreadable header: ignore this series, say why
-                    facts = SeriesFacts(series_instance_uid=sdir)
-                    from plugin.service.routing import RouteDecision
-                    decision = RouteDecision("ignore", "<unreadable>", (), f"cannot read header: {exc}")
+                record = self.spool.series_record(study, sdir)
+                facts, decision = route_series(self.config, sdir, record)
+                study_uid = study_uid or (record or {}).get("study_instance_uid")
                 doc = {"series_dir": sdir, "n_instances": len(rels), "action": decision.action,
                        "rule": decision.rule, "reason": decision.reason,
                        "destinations": list(decision.destinations), **{
@@ -159,9 +195,12 @@ class Node:
         counts = {"tmp_removed": self.spool.clean_tmp(), "studies_due": 0, "requeued": 0, "redelivered": 0}
         queued = self.queue.queued_keys()
         for study in self.spool.studies():
+            instances = self.spool.instances(study)
+            if not instances:  # only a series record (a crash before its first instance was stored)
+                continue
             versions = self.layout.versions(study)
             last = self.layout.manifest(study, versions[-1]) if versions else None
-            if last is None or set(last["instances"]) != set(self.spool.instances(study)):
+            if last is None or set(last["instances"]) != set(instances):
                 self.tracker.instance_arrived(study)
                 counts["studies_due"] += 1
         for study in self.layout.studies():

@@ -4,7 +4,8 @@ Multi-machine mode: ``RedisHuey`` on ``[queue] redis_url``; any number of ``bord
 --worker`` processes on other machines consume the same queue (Redis pops each task to exactly one
 consumer). Two tasks exist:
 
-* ``borderphase.analyse(study, version)``: analyse one study version (:mod:`.worker`);
+* ``borderphase.analyse(study, version)``: analyse one study version (:mod:`.worker`) with the
+  queue's ``analyse`` function (:func:`plugin.pipeline.analyze_paths` unless a test passes a stand-in);
 * ``borderphase.deliver(entry_id)``: one outbox delivery retry (:mod:`.dispatch`), at a higher
   priority than analyses; on failure it reschedules itself with backoff, so the outbox drains as
   soon as the destination is back. The first attempt is made by the analysing worker itself.
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
 
+from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
 from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
-from plugin.service.worker import ClaimBusy, analyse_version
+from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version
 
 LOG = logging.getLogger(__name__)
 
@@ -40,11 +42,17 @@ def make_huey(config: Config) -> Huey:
 
 @dataclass
 class ServiceQueue:
+    """The node's two tasks on one Huey instance. ``analyse_fn`` is the function the analysis task
+    runs in this instance's consumers (threads, or processes forked from this one); a separate
+    ``serve --worker`` process builds its own queue and so brings its own function."""
+
     config: Config
     huey: Huey
+    analyse_fn: AnalysisFn = analyze_paths
 
     def __post_init__(self) -> None:
         config = self.config
+        analyse_fn = self.analyse_fn
 
         def deliver_now(eid: str) -> None:
             delay = deliver_entry(config, eid)
@@ -60,7 +68,7 @@ class ServiceQueue:
             try:
                 # first delivery attempt right after the analysis, in the same worker (the outbox
                 # entry is already durable); a failure schedules retries on the queue
-                return analyse_version(config, study, version, enqueue_delivery=deliver_now)
+                return analyse_version(config, study, version, enqueue_delivery=deliver_now, analyse=analyse_fn)
             except ClaimBusy as exc:
                 LOG.info("%s; will retry", exc)
                 raise
@@ -90,8 +98,9 @@ class ServiceQueue:
         return True
 
 
-def make_queue(config: Config) -> ServiceQueue:
-    return ServiceQueue(config, make_huey(config))
+def make_queue(config: Config, *, analyse: AnalysisFn = analyze_paths) -> ServiceQueue:
+    """The configured queue whose analysis task runs ``analyse`` (the pipeline; tests pass a stand-in)."""
+    return ServiceQueue(config, make_huey(config), analyse)
 
 
 def _die_with_parent() -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
+SERIES_RECORD = "series.json"  # beside the series' instances: its facts, recorded on receipt
 
 
 class SpoolFull(OSError):
@@ -177,14 +178,25 @@ class Spool:
         atomic_write_bytes(path, data, tmp_dir=self.tmp)
         return StoreOutcome(path, new=True)
 
-    def write_series_origin(self, study_uid: str, series_uid: str, origin: dict) -> None:
-        """Who sent a series (calling/called AE, address): routing input, written once per series."""
-        path = self.root / safe_uid(study_uid) / safe_uid(series_uid) / "origin.json"
-        if not path.exists():
-            atomic_write_bytes(path, json.dumps(origin).encode(), tmp_dir=self.tmp)
+    def series_record_path(self, study_uid: str, series_uid: str) -> Path:
+        return self.root / safe_uid(study_uid) / safe_uid(series_uid) / SERIES_RECORD
 
-    def series_origin(self, study_dir: Path, series_dir_name: str) -> dict:
-        return read_json(study_dir / series_dir_name / "origin.json") or {}
+    def write_series_record(self, study_uid: str, series_uid: str, record: dict) -> bool:
+        """Keep what the node learnt about a series from its first instance (routing facts, who
+        sent it), durably, once per series. Call it *before* storing that instance, so every
+        spooled instance has its series record (a crash in between leaves a record without
+        instances, which is harmless). Returns False when a record was already there."""
+        path = self.series_record_path(study_uid, series_uid)
+        if path.exists():
+            return False
+        self.check_space()
+        self._ensure_dir(path.parent)
+        atomic_write_bytes(path, json.dumps(record, sort_keys=True).encode(), tmp_dir=self.tmp)
+        return True
+
+    def series_record(self, study_dir_name: str, series_dir_name: str) -> dict | None:
+        """The record written by :meth:`write_series_record`, or None (none was written)."""
+        return read_json(self.root / study_dir_name / series_dir_name / SERIES_RECORD)
 
     def studies(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -2,7 +2,9 @@
 multi-worker mode, e.g. over NFS, since workers read the spool and write results there).
 
     spool/<study>/<series>/<sop>.dcm        received instances (durable before acknowledgement)
-    spool/<study>/<series>/origin.json      calling/called AE + address of the series' sender
+    spool/<study>/<series>/series.json      the series' facts, recorded from its first instance on receipt:
+                                            UIDs, Modality, Manufacturer, SeriesDescription, ImageType,
+                                            calling/called AE, address (routing reads these, not the files)
     queue.sqlite3                           Huey queue (embedded mode)
     studies/<study>/v0001.json              version manifest: instances, series, routing decisions
     studies/<study>/v0001.result.json       final state of a version: analysed | failed | ignored

@@ -33,6 +33,8 @@ def collect(state_dir: Path) -> dict:
                              "finished": (r or {}).get("finished"),
                              "results_dir": str(layout.results_dir(study, v)) if r and r["state"] == "analysed" else None})
         n_spooled = len(spool.instances(study)) if spool and study in spooled else 0
+        if n_spooled == 0 and not versions:  # only a series record: its first instance never stored
+            continue
         last = versions[-1] if versions else None
         in_last = last["n_instances"] if last else 0
         state = "receiving" if (last is None or n_spooled > in_last) else last["state"]

@@ -1,46 +1,45 @@
 """The analysis task: one study version -> ``results/<study>/vNNNN`` -> outbox entries.
 
-:func:`run_analysis` is the one place the node calls the method (``plugin.pipeline.analyze_paths``
-unless ``[analysis] callable`` names another function with the same signature).
+:func:`run_analysis` is the one place the node calls the method: :func:`plugin.pipeline.analyze_paths`,
+imported here, unless the caller passes another function with the same signature (tests pass a
+small stand-in through ``Node(config, analyse=...)`` / ``make_queue(config, analyse=...)``).
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
+from plugin.service.dispatch import create_outbox_entries
 from plugin.service.state import Claim, StateLayout, worker_identity
 
 LOG = logging.getLogger(__name__)
 
-AnalysisCallable = Callable[..., dict]
+AnalysisFn = Callable[..., dict]
+"""``fn(paths, out_dir, *, previous_sr_paths=..., convention_rules=...) -> findings document``:
+the signature of :func:`plugin.pipeline.analyze_paths`."""
 
 
 class ClaimBusy(Exception):
     """Another live worker holds this study version; the task is retried later."""
 
 
-def resolve_callable(spec: str) -> AnalysisCallable:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_paths: Sequence[Path] = ()) -> dict:
-    """Analyse ``paths`` (one study's routed series) into ``out_dir``; return the findings document.
-    ``previous_sr_paths`` (the SRs of the study's last analysed version) are passed on only when
-    there are some, so a site's own callable without that keyword still works for first versions."""
-    fn = resolve_callable(config.analysis.callable)
+def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_paths: Sequence[Path] = (), *,
+                 analyse: AnalysisFn = analyze_paths) -> dict:
+    """Analyse ``paths`` (one study's routed series) into ``out_dir`` with ``analyse``; return the
+    findings document. ``previous_sr_paths`` (the SRs of the study's last analysed version) and the
+    site's convention rules are passed only when there are some."""
     kwargs: dict = {}
     if previous_sr_paths:
         kwargs["previous_sr_paths"] = [str(p) for p in previous_sr_paths]
     if config.analysis.convention_rules:
         from dicom_io.convention import load_rules  # optional site overrides
         kwargs["convention_rules"] = load_rules(config.analysis.convention_rules)
-    return fn([str(p) for p in paths], str(out_dir), **kwargs)
+    return analyse([str(p) for p in paths], str(out_dir), **kwargs)
 
 
 def previous_srs(layout: StateLayout, study: str, version: int) -> list[Path]:
@@ -65,10 +64,9 @@ def result_files(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.rglob("*") if p.is_file() and is_dicom_file(p))
 
 
-def analyse_version(config: Config, study: str, version: int, *, enqueue_delivery: Callable[[str], None]) -> str:
-    """Run one study version once; returns the final state (analysed | failed | already)."""
-    from plugin.service.dispatch import create_outbox_entries
-
+def analyse_version(config: Config, study: str, version: int, *, enqueue_delivery: Callable[[str], None],
+                    analyse: AnalysisFn = analyze_paths) -> str:
+    """Run one study version once with ``analyse``; returns the final state (analysed | failed | ignored | already)."""
     layout = StateLayout(config.state_dir)
     if layout.result(study, version) is not None:
         return "already"
@@ -97,7 +95,7 @@ def analyse_version(config: Config, study: str, version: int, *, enqueue_deliver
         layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started})
         LOG.info("analysing study %s v%d (%d instances)", manifest["study_instance_uid"], version, len(paths))
         try:
-            findings = run_analysis(config, paths, out_dir, previous_srs(layout, study, version))
+            findings = run_analysis(config, paths, out_dir, previous_srs(layout, study, version), analyse=analyse)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             LOG.error("study %s v%d failed: %s", manifest["study_instance_uid"], version, reason)
