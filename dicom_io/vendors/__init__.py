@@ -33,7 +33,7 @@ import re
 from typing import Optional
 
 from dicom_io.frames import FrameHeader
-from dicom_io.vendors.base import COMPONENTS, WRITE_STYLES, VendorCodec, WriteLayout, WritingCodec
+from dicom_io.vendors.base import WRITE_STYLES, VendorCodec, WriteLayout, WritingCodec
 from dicom_io.vendors.canon import CanonCodec
 from dicom_io.vendors.common import component_from_pixels, private_creators, shared_item, per_frame_item
 from dicom_io.vendors.ge import GECodec
@@ -41,8 +41,8 @@ from dicom_io.vendors.generic import GenericCodec
 from dicom_io.vendors.philips import PhilipsCodec
 from dicom_io.vendors.siemens import SiemensCodec
 
-__all__ = ["codec_for", "component_from_pixels", "codec_by_vendor", "normalise_manufacturer", "writing_codec",
-           "VendorCodec", "WritingCodec", "WriteLayout", "COMPONENTS", "VENDORS", "WRITE_STYLES"]
+__all__ = ["codec_for", "component_from_pixels", "normalise_manufacturer", "writing_codec",
+           "VendorCodec", "WritingCodec", "WriteLayout", "VENDORS", "WRITE_STYLES"]
 
 GE = GECodec()
 PHILIPS = PhilipsCodec()
@@ -91,11 +91,6 @@ def normalise_manufacturer(manufacturer: Optional[str]) -> Optional[str]:
         if rx.search(manufacturer):
             return vendor
     return None
-
-
-def codec_by_vendor(vendor: str) -> VendorCodec:
-    """The codec for a normalised vendor name (GE|Philips|Siemens|Canon); others: generic."""
-    return _BY_VENDOR.get(vendor, GenericCodec(vendor or "unknown"))
 
 
 def writing_codec(vendor: str) -> WritingCodec:

@@ -10,9 +10,10 @@ the codec and never tests the vendor's name.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Mapping, Optional, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -20,7 +21,6 @@ from dicom_io.frames import FrameHeader
 from dicom_io.vendors.common import Encoded
 from dicom_io.vocabulary import Component
 
-COMPONENTS = tuple(Component)
 #: The two ways a vendor writes MR images: MR Image Storage (a file per slice) or Enhanced MR
 #: Image Storage (multi-frame).
 WRITE_STYLES = ("classic", "enhanced")
@@ -113,15 +113,15 @@ class WriteLayout:
     series_description: str                     # the vendor's GRE protocol, as it names it
     filtered_suffix: str                        # appended when the phase is filtered (SWAN, SWIp, SWI)
     series_per_component: bool = False          # else one series holds every component
-    private_scale: Optional[PrivateScaleSlots] = None
+    private_scale: PrivateScaleSlots | None = None
     top_private: tuple[PrivateElement, ...] = ()
     file_plan: FilePlan = FilePlan.ONE_FILE
     component_in_shared_groups: bool = False
     pixel_transform_per_frame: bool = False
-    frame_private_sequence: Optional[PrivateSlot] = None
+    frame_private_sequence: PrivateSlot | None = None
 
     def private_elements(self, component: str,
-                         private_scale: Optional[tuple[float, float]]) -> tuple[PrivateElement, ...]:
+                         private_scale: tuple[float, float] | None) -> tuple[PrivateElement, ...]:
         """The private scale (if the layout has slots for it and the stack carries one), then the
         component's own private elements."""
         scale: tuple[PrivateElement, ...] = ()
