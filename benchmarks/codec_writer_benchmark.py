@@ -18,7 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom_io.read.files import HeaderRead
 from dicom_io.read.headers import frames_from_header
-from dicom_io.vendors import codec_for
+from dicom_io.vendors import VENDORS, WRITE_STYLES, codec_for
 from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition
 
 SHAPE = (60, 512, 512)
@@ -68,8 +68,8 @@ def main() -> None:
     study = StudyInfo(generate_uid(), generate_uid())
     stacks = [StackToWrite("magnitude", 1, 20.0, mag), StackToWrite("phase", 1, 20.0, ph),
               StackToWrite("magnitude", 2, 30.0, mag), StackToWrite("phase", 2, 30.0, ph)]
-    for vendor in ("GE", "Philips", "Siemens", "Canon"):
-        for style in ("classic", "enhanced"):
+    for vendor in VENDORS:
+        for style in WRITE_STYLES:
             n_files = [0]
 
             def run():

@@ -1,4 +1,5 @@
-"""Vendor codecs: vendor identification, component rules, phase scaling, magnitude rescale.
+"""Vendor codecs: vendor identification, component rules, phase scaling, magnitude rescale, and
+the write layouts (the write direction must agree with the read direction).
 
 Small synthetic headers (built in memory, read through the project's own FrameHeader builder)
 plus the real scanner files in ../shared/vendor_dicom (skipped when absent).
@@ -18,7 +19,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from dicom_io.errors import DicomInputError
 from dicom_io.read.files import HeaderRead
 from dicom_io.read.headers import frames_from_header
-from dicom_io.vendors import codec_for, component_from_pixels, normalise_manufacturer
+from dicom_io.vendors import (VENDORS, WRITE_STYLES, codec_for, component_from_pixels, normalise_manufacturer,
+                              writing_codec)
+from dicom_io.vendors.philips import private_scale
+from dicom_io.vocabulary import Component
 
 VENDOR_DICOM = Path(os.environ.get("BORDERPHASE_VENDOR_DICOM",
                                    Path(__file__).resolve().parents[2] / "shared" / "vendor_dicom"))
@@ -501,3 +505,68 @@ def test_ge_private_value_as_raw_bytes():
     ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x2F, "UN", b"\x01\x00")
     f = frame_of(ds)
     assert codec_for(f)[0].component(f) == ("phase", "GE private (0043,102F)=1 (GEMS_PARM_01)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Write layouts: what the phantom writer is told to write is what the decoder reads
+# ---------------------------------------------------------------------------------------------
+def _classic_header_from_layout(vendor: str, component: str, encoded) -> Dataset:
+    """A classic header carrying only what the vendor's classic layout writes (no Manufacturer,
+    no description, no rescale)."""
+    layout = writing_codec(vendor).write_layout("classic")
+    ds = make_ds(None, image_type=layout.marks[component].image_type)
+    for e in layout.top_private + layout.private_elements(component, encoded.private_scale):
+        ds.private_block(e.group, e.creator, create=True).add_new(e.offset, e.vr, e.value)
+    return ds
+
+
+def _encoded(vendor: str, component: str):
+    codec = writing_codec(vendor)
+    if component == "phase":
+        return codec.encode_phase(np.linspace(-3.1, 3.1, 8).reshape(2, 2, 2))
+    return codec.encode_magnitude(np.ones((2, 2, 2)), 100.0)
+
+
+@pytest.mark.parametrize("component", ["magnitude", "phase"])
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_classic_layout_marks_decode_to_their_component_and_vendor(vendor, component):
+    """Each vendor's classic marks (ImageType, private elements) are read back by its own codec as
+    the component written, and its private blocks name the vendor without a Manufacturer. Canon
+    classic writes no marker and no private block (MANIFEST): unknown on both counts."""
+    frame = frame_of(_classic_header_from_layout(vendor, component, _encoded(vendor, component)))
+    found, source = writing_codec(vendor).component(frame)
+    named, _ = codec_for(frame)
+    if vendor == "Canon":
+        assert (found, named.vendor) == (Component.UNKNOWN, "unknown"), source
+    else:
+        assert (found, named.vendor) == (component, vendor), source
+
+
+def test_philips_private_scale_is_written_where_the_decoder_reads_it():
+    """Philips phase without RescaleType: the private scale the layout writes decodes the stored
+    values back to the radians encoded (within the 12 bit quantisation)."""
+    rad = np.linspace(-3.1, 3.1, 8).reshape(2, 2, 2)
+    codec = writing_codec("Philips")
+    enc = codec.encode_phase(rad)
+    frame = frame_of(_classic_header_from_layout("Philips", "phase", enc))
+    assert private_scale(frame) == pytest.approx(enc.private_scale)
+    back, rule = codec.phase_to_radians(enc.stored, [frame, frame])
+    assert "private scale" in rule
+    np.testing.assert_allclose(back, rad, atol=2e-3)
+
+
+def test_every_vendor_writes_both_styles_and_names_itself():
+    for vendor in VENDORS:
+        for style in WRITE_STYLES:
+            layout = writing_codec(vendor).write_layout(style)
+            assert layout.style == style
+            assert set(layout.marks) == {"magnitude", "phase"}
+            assert normalise_manufacturer(layout.equipment.manufacturer) == vendor
+            assert layout.series_description and layout.filtered_suffix.startswith(" ")
+
+
+def test_write_layout_only_for_named_vendors_and_known_styles():
+    with pytest.raises(ValueError, match="'Hitachi'"):
+        writing_codec("Hitachi")
+    with pytest.raises(ValueError, match="GE writes styles"):
+        writing_codec("GE").write_layout("dicomweb")

@@ -13,15 +13,17 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+import dicom_io.phantom_writer
 from conftest import require_peer
 from dicom_io.read import series
 from dicom_io.phantom_writer import StackToWrite, StudyInfo, WrittenAcquisition, write_acquisition
+from dicom_io.vocabulary import Handedness
 
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
 STYLES = ("classic", "enhanced")
 VARIANTS = ("none", "no_private", "no_description", "no_manufacturer")
 PHASE_TOL_RAD = 2e-3
-CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
+CONVENTION = {"GE": Handedness.RIGHT, "Philips": Handedness.RIGHT, "Siemens": Handedness.LEFT, "Canon": Handedness.LEFT}
 MANUFACTURER = {("GE", "classic"): "GE MEDICAL SYSTEMS", ("GE", "enhanced"): "GE MEDICAL SYSTEMS",
                 ("Philips", "classic"): "Philips", ("Philips", "enhanced"): "Philips Healthcare",
                 ("Siemens", "classic"): "SIEMENS", ("Siemens", "enhanced"): "Siemens Healthineers",
@@ -226,6 +228,24 @@ def test_bad_input_is_a_value_error(tmp_path, phantom):
     with pytest.raises(ValueError, match="slice axis"):
         write_acquisition(tmp_path, vendor="GE", style="classic", stacks=stacks(mag, phase),
                           **{**kw, "affine_lps": bad})
+
+
+def test_phantom_writer_never_branches_on_a_vendor_name():
+    """Vendor knowledge lives in the codecs' write layouts (issue 9): outside docstrings, no string
+    in the writer's code is a vendor name and nothing is compared with ``vendor``."""
+    import ast
+
+    root = Path(dicom_io.phantom_writer.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        names = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docstrings
+                 and isinstance(n.value, str) and n.value in VENDORS]
+        compared = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Compare)
+                    and any(isinstance(x, ast.Name) and x.id == "vendor" for x in (n.left, *n.comparators))]
+        assert not names and not compared, (path.name, names, compared)
 
 
 @pytest.mark.peers

@@ -1,25 +1,12 @@
 """Write one GRE acquisition (magnitude + phase, one or more echoes) the way a vendor writes it.
 
-Used by the phantom (:mod:`plugin.phantom.dicom`) and the round-trip tests. Pixel encoding comes from the
-vendor codec (:meth:`encode_phase` / :meth:`encode_magnitude`, the inverse of the decode the
-reader uses), layout and tags from the vendor styles below (facts from
-``../shared/vendor_dicom/MANIFEST.md``):
-
-========  =========================================================  =========================================
-vendor    classic (MR Image Storage)                                 enhanced (Enhanced MR Image Storage)
-========  =========================================================  =========================================
-GE        one series, magnitude + phase of every echo; ImageType     generic Enhanced MR: one file, per-frame
-          ``ORIGINAL\\PRIMARY\\OTHER``; component only in private     ComplexImageComponent (GE writes classic)
-          (0043,102F) 0/1 (``GEMS_PARM_01``); phase int16 mrad
-Philips   one series; ImageType ``...\\M_FFE\\M\\FFE`` /              one multi-frame file mixing M and P frames
-          ``...\\PHASE MAP\\P\\FFE``; (2005,1011) M/P; phase mrad     of every echo; per-frame ComplexImageComponent,
-          rescale + private scale (2005,100E/100D)                   per-frame rescale (mrad / normalized)
-Siemens   separate magnitude and phase series; ImageType             XA style: series per component, file per
-          ``...\\M\\ND`` / ``...\\P\\ND``; phase 0..4095, slope 2,     echo; no EchoNumbers; per-frame
-          intercept -4096                                            EffectiveEchoTime and Pixel Value Transformation
-Canon     separate series, no component marker (descriptions         series per component; ComplexImageComponent
-          end in MAG / PHA); phase 0..4095, 2048 = 0 rad             only in the shared functional groups
-========  =========================================================  =========================================
+Used by the phantom (:mod:`plugin.phantom.dicom`) and the round-trip tests. Everything that
+differs between vendors comes from the vendor's codec (:func:`dicom_io.vendors.writing_codec`):
+the pixel encoding (:meth:`encode_phase` / :meth:`encode_magnitude`, the inverse of the decode the
+reader uses) and the write layout (:meth:`write_layout`: ImageType / FrameType and private
+elements per component, one series or one per component, which stacks share an enhanced file,
+default equipment). Each codec module's docstring describes its vendor's layout (facts from
+``../shared/vendor_dicom/MANIFEST.md``). This package never tests a vendor's name.
 
 Geometry: ``affine_lps`` maps the index (slice, row, column, 1) to LPS mm, as in
 :class:`dicom_io.read.volume.Volume`; ImagePositionPatient of slice k is ``affine @ (k, 0, 0, 1)``,
@@ -43,6 +30,7 @@ from dicom_io.phantom_writer.common import (ANONYMIZE, EQUIPMENT, STYLES, VENDOR
                                             StudyInfo, WrittenAcquisition, encode_all, geometry_from_affine,
                                             series_plan, validate)
 from dicom_io.phantom_writer.enhanced import write_enhanced
+from dicom_io.vendors import writing_codec
 
 __all__ = ["write_acquisition", "StackToWrite", "StudyInfo", "Equipment", "WrittenAcquisition", "EQUIPMENT",
            "VENDOR_NAMES", "STYLES", "ANONYMIZE", "geometry_from_affine"]
@@ -54,7 +42,7 @@ def write_acquisition(out_dir: str | Path, *, vendor: str, style: str, stacks: l
                       equipment: Optional[Equipment] = None,
                       uid_factory: Optional[Callable[[], str]] = None) -> WrittenAcquisition:
     """Write one acquisition (all stacks) under ``out_dir`` as ``vendor`` writes it (``style``
-    ``classic`` or ``enhanced``); see the module docstring for each vendor's layout.
+    ``classic`` or ``enhanced``), following the vendor codec's write layout.
 
     Returns the files written and the SeriesInstanceUID per component (the same UID for both
     components where the vendor writes one series). Raises ValueError for unusable input.
@@ -63,17 +51,17 @@ def write_acquisition(out_dir: str | Path, *, vendor: str, style: str, stacks: l
     the vendor's default Manufacturer / model / software (:data:`EQUIPMENT`).
     """
     new_uid: Callable[[], str] = uid_factory or (lambda: generate_uid())
-    validate(vendor, style, stacks, anonymize)
+    codec = writing_codec(vendor)
+    validate(style, stacks, anonymize)
+    layout = codec.write_layout(style)
     geo = geometry_from_affine(affine_lps)
-    equipment = equipment or EQUIPMENT[(vendor, style)]
-    encoded, counts, ph_rule, mag_rule = encode_all(vendor, stacks)
+    equipment = equipment or layout.equipment
+    encoded, counts, ph_rule, mag_rule = encode_all(codec, stacks)
     components = [s.component for s in stacks]
-    plan = series_plan(vendor, style, series_number, series_description, components, new_uid)
+    plan = series_plan(layout, series_number, series_description, components, new_uid)
     out = Path(out_dir)
-    if style == "classic":
-        paths = write_classic(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
-    else:
-        paths = write_enhanced(out, vendor, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
+    write = write_classic if style == "classic" else write_enhanced
+    paths = write(out, layout, encoded, geo, study, equipment, plan, anonymize, field_strength_t, new_uid)
     return WrittenAcquisition(paths=paths, series_uids={c: v[0] for c, v in plan.items()},
                               phase_scaling=ph_rule, magnitude_scaling=mag_rule, magnitude_counts_per_unit=counts,
                               series_numbers={c: v[1] for c, v in plan.items()}, vendor=vendor, style=style,

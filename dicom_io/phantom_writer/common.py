@@ -1,5 +1,7 @@
 """What the classic and enhanced phantom writers share: study, equipment, geometry, encoded
-stacks, the base dataset, pixel module, windowing, anonymisation, saving."""
+stacks, the series plan, the base dataset, pixel module, private elements, windowing,
+anonymisation, saving. Nothing here knows a vendor: what differs between vendors comes from the
+codec's :class:`~dicom_io.vendors.base.WriteLayout`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,13 +12,14 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_io.vendors import codec_by_vendor
+from dicom_io.vendors import VENDORS, WRITE_STYLES, WriteLayout, WritingCodec, writing_codec
+from dicom_io.vendors.base import Equipment, PrivateElement
 from dicom_io.vendors.common import Encoded
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
-VENDOR_NAMES = ("GE", "Philips", "Siemens", "Canon")
-STYLES = ("classic", "enhanced")
+VENDOR_NAMES = VENDORS
+STYLES = WRITE_STYLES
 ANONYMIZE = ("none", "no_private", "no_description", "no_manufacturer")
 #: Magnitude is stored as counts; the largest magnitude of the acquisition becomes this value.
 MAGNITUDE_FULL_SCALE = 4000.0
@@ -53,26 +56,10 @@ class StudyInfo:
     institution_name: Optional[str] = None
 
 
-@dataclass
-class Equipment:
-    manufacturer: str
-    model: str
-    software_versions: tuple[str, ...]
-    device_serial_number: str = "BP0001"
-    station_name: str = "BPPHANTOM"
-
-
-#: (vendor, style) -> equipment as the real scanners in the MANIFEST name themselves.
+#: (vendor, style) -> equipment as the real scanners in the MANIFEST name themselves (each
+#: codec's write layout holds its own).
 EQUIPMENT: dict[tuple[str, str], Equipment] = {
-    ("GE", "classic"): Equipment("GE MEDICAL SYSTEMS", "SIGNA Architect", ("27", "LX", "MR Software release:DV27.0_R01_1850.a")),
-    ("GE", "enhanced"): Equipment("GE MEDICAL SYSTEMS", "SIGNA Architect", ("27", "LX", "MR Software release:DV27.0_R01_1850.a")),
-    ("Philips", "classic"): Equipment("Philips", "Ingenia Elition X", ("5.7.1", "5.7.1.1")),
-    ("Philips", "enhanced"): Equipment("Philips Healthcare", "Ingenia Elition X", ("5.7.1", "5.7.1.1")),
-    ("Siemens", "classic"): Equipment("SIEMENS", "Prisma_fit", ("syngo MR E11",)),
-    ("Siemens", "enhanced"): Equipment("Siemens Healthineers", "MAGNETOM Prisma Fit", ("syngo MR XA30",)),
-    ("Canon", "classic"): Equipment("CANON_MEC", "Galan 3T", ("V6.1SP3002*",)),
-    ("Canon", "enhanced"): Equipment("CANON_MEC", "Galan 3T", ("V6.1SP3002*",)),
-}
+    (vendor, style): writing_codec(vendor).write_layout(style).equipment for vendor in VENDORS for style in STYLES}
 
 
 @dataclass
@@ -141,8 +128,9 @@ class EncodedStack:
     enc: Encoded
 
 
-def encode_all(vendor: str, stacks: Sequence[StackToWrite]) -> tuple[list[EncodedStack], float, str, str]:
-    codec = codec_by_vendor(vendor)
+def encode_all(codec: WritingCodec, stacks: Sequence[StackToWrite]) -> tuple[list[EncodedStack], float, str, str]:
+    """Every stack encoded by the vendor's codec; also the magnitude counts per unit (the largest
+    magnitude of the acquisition becomes :data:`MAGNITUDE_FULL_SCALE`) and the two rules."""
     mags = [s.data for s in stacks if s.component == "magnitude"]
     peak = max((float(np.max(m)) for m in mags), default=0.0)
     counts_per_unit = MAGNITUDE_FULL_SCALE / peak if peak > 0 else 1.0
@@ -151,18 +139,18 @@ def encode_all(vendor: str, stacks: Sequence[StackToWrite]) -> tuple[list[Encode
     ph_rule = mag_rule = ""
     for s in stacks:
         if s.component == "phase":
-            enc = codec.encode_phase(s.data)      # type: ignore[attr-defined]
+            enc = codec.encode_phase(s.data)
             ph_rule = enc.rule
         else:
-            enc = codec.encode_magnitude(s.data, counts_per_unit)   # type: ignore[attr-defined]
+            enc = codec.encode_magnitude(s.data, counts_per_unit)
             mag_rule = enc.rule
         out.append(EncodedStack(s, enc))
     return out, counts_per_unit, ph_rule, mag_rule
 
 
-def validate(vendor: str, style: str, stacks: Sequence[StackToWrite], anonymize: str) -> tuple[int, int, int]:
-    if vendor not in VENDOR_NAMES:
-        raise ValueError(f"vendor must be one of {VENDOR_NAMES}, got {vendor!r}")
+def validate(style: str, stacks: Sequence[StackToWrite], anonymize: str) -> tuple[int, int, int]:
+    """ValueError for an unknown style or anonymisation, no stacks, stacks of different shapes,
+    a component other than magnitude / phase, or two stacks of one (component, echo)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     if anonymize not in ANONYMIZE:
@@ -244,6 +232,12 @@ def base_dataset(sop_class: str, sop_uid: str, study: StudyInfo, equipment: Equi
     return ds
 
 
+def add_private(ds: Dataset, elements: Sequence[PrivateElement]) -> None:
+    """Add each private element to ``ds``, reserving its creator's block (PS3.5 7.8.1) on first use."""
+    for e in elements:
+        ds.private_block(e.group, e.creator, create=True).add_new(e.offset, e.vr, e.value)
+
+
 def pixel_module(ds: Dataset, enc: Encoded, rows: int, cols: int) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -288,11 +282,6 @@ def save(ds: Dataset, path: Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------------------------
-# Vendor private blocks and image types (classic)
-# ----------------------------------------------------------------------------------------------
-
-
 def mr_acquisition(ds: Dataset, echo_time_ms: float, echo_number: Optional[int], tr_ms: float,
                     field_strength_t: float, geo: Geometry, n_echoes: int, *, classic: bool) -> None:
     ds.ScanningSequence = "GR"
@@ -317,21 +306,21 @@ def mr_acquisition(ds: Dataset, echo_time_ms: float, echo_number: Optional[int],
 
 
 # ----------------------------------------------------------------------------------------------
-# Classic writer
+# Series plan
 # ----------------------------------------------------------------------------------------------
-def series_plan(vendor: str, style: str, series_number: int, series_description: str,
-                 components: Sequence[str], new_uid: Callable[[], str]) -> dict[str, tuple[str, int, str]]:
-    """component -> (series uid, series number, series description)."""
-    separate = vendor in ("Siemens", "Canon")
+def series_plan(layout: WriteLayout, series_number: int, series_description: str,
+                components: Sequence[str], new_uid: Callable[[], str]) -> dict[str, tuple[str, int, str]]:
+    """component -> (series uid, series number, series description): one series for every
+    component, or (``layout.series_per_component``) magnitude then phase in consecutive series,
+    each description followed by the component's word where the layout gives one."""
     plan: dict[str, tuple[str, int, str]] = {}
-    if not separate:
+    if not layout.series_per_component:
         uid = new_uid()
         for c in components:
             plan[c] = (uid, series_number, series_description)
         return plan
     for i, c in enumerate(sorted(set(components), key=lambda c: 0 if c == "magnitude" else 1)):
-        desc = series_description
-        if vendor == "Canon" and style == "classic":
-            desc = f"{series_description} {'MAG' if c == 'magnitude' else 'PHA'}".strip()
+        word = layout.marks[c].description_word
+        desc = f"{series_description} {word}".strip() if word else series_description
         plan[c] = (new_uid(), series_number + i, desc)
     return plan

@@ -1,16 +1,11 @@
-"""Enhanced MR Image Storage (PS3.3 A.36.2) writer used by :func:`dicom_io.phantom_writer.classic.write_acquisition`.
+"""Enhanced MR Image Storage (PS3.3 A.36.2) writer used by :func:`dicom_io.phantom_writer.write_acquisition`.
 
-Vendor layouts (see :mod:`dicom_io.phantom_writer.classic`):
-
-* Philips: one file per acquisition mixing magnitude and phase frames of every echo; per-frame
-  MR Image Frame Type (ComplexImageComponent), MR Echo, Pixel Value Transformation (mrad /
-  normalized) and a per-frame private item (2005,140F) holding (2005,1011) and the private scale.
-* Siemens (XA): a series per component, a file per echo; per-frame Frame Type ``...\\M|P\\NONE``,
-  ComplexImageComponent, EffectiveEchoTime and Pixel Value Transformation; no EchoNumbers.
-* Canon: a series per component, one file per component; ComplexImageComponent and the
-  Pixel Value Transformation only in the shared functional groups.
-* GE: GE writes classic; here a generic Enhanced MR file mixing components with per-frame
-  ComplexImageComponent.
+The vendor's write layout (:class:`dicom_io.vendors.base.WriteLayout`) says which stacks share a
+file (one file, a file per echo, a file per component), FrameType per component, whether
+ComplexImageComponent sits per frame or only in the shared functional groups, whether the Pixel
+Value Transformation is per frame, and the private elements (top level, and per frame, wrapped in
+the vendor's private sequence where it has one). Multi-echo files put EffectiveEchoTime per
+frame; EchoNumbers is not written.
 
 Geometry through highdicom's functional-group content items (PixelMeasuresSequence,
 PlaneOrientationSequence, PlanePositionSequence).
@@ -27,9 +22,12 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
+from dicom_io.phantom_writer.common import (ENHANCED_MR_IMAGE_STORAGE, EncodedStack, Equipment, Geometry, StudyInfo,
+                                            add_private, anonymize_dataset, base_dataset, ds_num, pixel_module, save,
+                                            window)
+from dicom_io.vendors import WriteLayout
+from dicom_io.vendors.base import FilePlan
 from dicom_io.vendors.common import Encoded
-from dicom_io.phantom_writer.common import (ENHANCED_MR_IMAGE_STORAGE, Equipment, StudyInfo, anonymize_dataset, base_dataset, ds_num,
-                     EncodedStack, Geometry, pixel_module, save, window)
 
 _CC = {"magnitude": "MAGNITUDE", "phase": "PHASE"}
 
@@ -47,16 +45,9 @@ def _item(**kw) -> Dataset:
     return ds
 
 
-def _frame_type(vendor: str, component: str) -> list[str]:
-    if vendor == "Siemens":
-        return ["ORIGINAL", "PRIMARY", "M" if component == "magnitude" else "P", "NONE"]
-    if vendor == "Philips":
-        return ["ORIGINAL", "PRIMARY", "M_FFE" if component == "magnitude" else "PHASE MAP", "NONE"]
-    return ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
-
-
-def _image_frame_type(vendor: str, component: str) -> Dataset:
-    return _item(FrameType=_frame_type(vendor, component), PixelPresentation="MONOCHROME",
+def _image_frame_type(layout: WriteLayout, component: str) -> Dataset:
+    """MR Image Frame Type item (PS3.3 C.8.13.5.1) of ``component``'s frames."""
+    return _item(FrameType=list(layout.marks[component].image_type), PixelPresentation="MONOCHROME",
                  VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE",
                  ComplexImageComponent=_CC[component], AcquisitionContrast="T2_STAR")
 
@@ -68,23 +59,18 @@ def _pvt(enc: Encoded) -> Dataset:
                  RescaleType=enc.rescale_type or "US")
 
 
-def _philips_frame_private(item: Dataset, component: str, enc: Encoded) -> None:
+def _frame_private(item: Dataset, layout: WriteLayout, component: str, enc: Encoded) -> None:
+    """The component's private elements (and private scale) in a per-frame item: wrapped in one
+    item of the layout's private sequence where it names one, else directly in ``item``."""
+    elements = layout.private_elements(component, enc.private_scale)
+    if not elements:
+        return
+    if layout.frame_private_sequence is None:
+        add_private(item, elements)
+        return
     inner = Dataset()
-    blk = inner.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
-    if enc.private_scale is not None:
-        blk.add_new(0x0D, "FL", float(enc.private_scale[1]))
-        blk.add_new(0x0E, "FL", float(enc.private_scale[0]))
-    blk.add_new(0x11, "CS", "M" if component == "magnitude" else "P")
-    item.private_block(0x2005, "Philips MR Imaging DD 005", create=True).add_new(0x0F, "SQ", [inner])
-
-
-def _top_private(ds: Dataset, vendor: str) -> None:
-    if vendor == "Philips":
-        ds.private_block(0x2001, "Philips Imaging DD 001", create=True).add_new(0x0B, "CS", "TRANSVERSAL")
-    elif vendor == "Siemens":
-        ds.private_block(0x0021, "SIEMENS MR SDS 01", create=True).add_new(0x01, "IS", "70")
-    elif vendor == "GE":
-        ds.private_block(0x0009, "GEMS_IDEN_01", create=True).add_new(0x01, "LO", "GE_GENESIS_FF")
+    add_private(inner, elements)
+    add_private(item, (layout.frame_private_sequence.holding([inner]),))
 
 
 def _shared_constant(geo: Geometry, tr_ms: float, field_strength_t: float, n_slices: int, rows: int, cols: int,
@@ -142,12 +128,12 @@ def _pulse_sequence(ds: Dataset, n_echoes: int) -> None:
     ds.NumberOfKSpaceTrajectories = 1
 
 
-def _file_plan(vendor: str, encoded: list[EncodedStack]) -> list[list[EncodedStack]]:
-    """Which stacks go into which file."""
+def _file_plan(plan: FilePlan, encoded: list[EncodedStack]) -> list[list[EncodedStack]]:
+    """Which stacks go into which file (magnitude first, then by echo)."""
     order = sorted(encoded, key=lambda e: (0 if e.stack.component == "magnitude" else 1, e.stack.echo_number))
-    if vendor in ("Philips", "GE"):
+    if plan is FilePlan.ONE_FILE:
         return [order]
-    if vendor == "Siemens":
+    if plan is FilePlan.FILE_PER_STACK:
         return [[e] for e in order]
     comps: dict[str, list[EncodedStack]] = {}
     for e in order:
@@ -155,7 +141,7 @@ def _file_plan(vendor: str, encoded: list[EncodedStack]) -> list[list[EncodedSta
     return list(comps.values())
 
 
-def _write_file(path: Path, vendor: str, stacks: list[EncodedStack], geo: Geometry, study: StudyInfo,
+def _write_file(path: Path, layout: WriteLayout, stacks: list[EncodedStack], geo: Geometry, study: StudyInfo,
                 equipment: Equipment, series_uid: str, series_number: int, desc: str, instance_number: int,
                 anonymize: str, field_strength_t: float, tr_ms: float, n_echoes_total: int,
                 new_uid: Callable[[], str]) -> Path:
@@ -164,7 +150,7 @@ def _write_file(path: Path, vendor: str, stacks: list[EncodedStack], geo: Geomet
     echo_times = sorted({e.stack.echo_time_ms for e in stacks})
     mixed_comp = len(components) > 1
     multi_echo = len(echo_times) > 1
-    shared_component = vendor == "Canon"           # ComplexImageComponent only in shared groups
+    shared_component = layout.component_in_shared_groups
     frames = [_Frame(e, k) for e in stacks for k in range(n_slices)]
 
     sop_uid = new_uid()
@@ -176,7 +162,7 @@ def _write_file(path: Path, vendor: str, stacks: list[EncodedStack], geo: Geomet
     date, time = study.study_date, study.study_time
     acq_dt = f"{date}{time}"
     c0 = components[0]
-    ft_values = {tuple(_frame_type(vendor, c)) for c in components}
+    ft_values = {layout.marks[c].image_type for c in components}
     ds.ImageType = list(next(iter(ft_values))) if len(ft_values) == 1 else ["ORIGINAL", "PRIMARY", "MIXED", "NONE"]
     ds.AcquisitionDateTime = acq_dt
     ds.AcquisitionDuration = 60.0
@@ -215,8 +201,8 @@ def _write_file(path: Path, vendor: str, stacks: list[EncodedStack], geo: Geomet
     if not multi_echo:
         shared.MREchoSequence = [_item(EffectiveEchoTime=float(echo_times[0]))]
     if shared_component:
-        shared.MRImageFrameTypeSequence = [_image_frame_type(vendor, c0)]
-    per_frame_pvt = vendor in ("Siemens", "Philips") or len({(e.enc.rescale_slope, e.enc.rescale_intercept)
+        shared.MRImageFrameTypeSequence = [_image_frame_type(layout, c0)]
+    per_frame_pvt = layout.pixel_transform_per_frame or len({(e.enc.rescale_slope, e.enc.rescale_intercept)
                                                               for e in stacks}) > 1
     if not per_frame_pvt:
         shared.PixelValueTransformationSequence = [_pvt(stacks[0].enc)]
@@ -239,23 +225,22 @@ def _write_file(path: Path, vendor: str, stacks: list[EncodedStack], geo: Geomet
         if multi_echo:
             item.MREchoSequence = [_item(EffectiveEchoTime=float(s.echo_time_ms))]
         if not shared_component:
-            item.MRImageFrameTypeSequence = [_image_frame_type(vendor, s.component)]
+            item.MRImageFrameTypeSequence = [_image_frame_type(layout, s.component)]
         if per_frame_pvt:
             item.PixelValueTransformationSequence = [_pvt(enc)]
         wc, ww = windows[id(f.es)]
         item.FrameVOILUTSequence = [_item(WindowCenter=wc, WindowWidth=ww)]
-        if vendor == "Philips":
-            _philips_frame_private(item, s.component, enc)
+        _frame_private(item, layout, s.component, enc)
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = per_frame
-    _top_private(ds, vendor)
+    add_private(ds, layout.top_private)
     pixels = np.concatenate([e.enc.stored for e in stacks], axis=0)
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     anonymize_dataset(ds, anonymize)
     return save(ds, path)
 
 
-def write_enhanced(out_dir: Path, vendor: str, encoded: list[EncodedStack], geo: Geometry, study: StudyInfo,
+def write_enhanced(out_dir: Path, layout: WriteLayout, encoded: list[EncodedStack], geo: Geometry, study: StudyInfo,
                    equipment: Equipment, plan: dict[str, tuple[str, int, str]], anonymize: str,
                    field_strength_t: float, new_uid: Optional[Callable[[], str]] = None) -> list[Path]:
     new_uid = new_uid or (lambda: generate_uid())
@@ -263,10 +248,10 @@ def write_enhanced(out_dir: Path, vendor: str, encoded: list[EncodedStack], geo:
     tr_ms = max(e.stack.echo_time_ms for e in encoded) + 10.0
     paths: list[Path] = []
     instance: dict[str, int] = {}
-    for group in _file_plan(vendor, encoded):
+    for group in _file_plan(layout.file_plan, encoded):
         uid, number, desc = plan[group[0].stack.component]
         instance[uid] = instance.get(uid, 0) + 1
         path = out_dir / f"{number:04d}_{instance[uid]:05d}.dcm"
-        paths.append(_write_file(path, vendor, group, geo, study, equipment, uid, number, desc, instance[uid],
+        paths.append(_write_file(path, layout, group, geo, study, equipment, uid, number, desc, instance[uid],
                                  anonymize, field_strength_t, tr_ms, n_echoes, new_uid))
     return paths

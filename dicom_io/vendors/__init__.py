@@ -22,6 +22,10 @@ Siemens rescaled * pi/4096; Philips RescaleType mrad -> /1000, else private scal
 (stored - SI)/SS; GE and Canon: rescale (if any) then the unit inferred from the range
 (already radians, +-3142 mrad, +-4096, 0..4095 offset, +-32768, 0..65535); generic: RescaleType
 mrad, else the same inference. The rule string names what decided.
+
+Write (``writing_codec(vendor)``, the four named vendors only): ``encode_phase`` /
+``encode_magnitude`` (the inverse of the decode) and ``write_layout(style)``, the
+:class:`~dicom_io.vendors.base.WriteLayout` that :mod:`dicom_io.phantom_writer` follows.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import re
 from typing import Optional
 
 from dicom_io.frames import FrameHeader
-from dicom_io.vendors.base import COMPONENTS, VendorCodec
+from dicom_io.vendors.base import WRITE_STYLES, VendorCodec, WriteLayout, WritingCodec
 from dicom_io.vendors.canon import CanonCodec
 from dicom_io.vendors.common import component_from_pixels, private_creators, shared_item, per_frame_item
 from dicom_io.vendors.ge import GECodec
@@ -37,15 +41,15 @@ from dicom_io.vendors.generic import GenericCodec
 from dicom_io.vendors.philips import PhilipsCodec
 from dicom_io.vendors.siemens import SiemensCodec
 
-__all__ = ["codec_for", "component_from_pixels", "codec_by_vendor", "normalise_manufacturer",
-           "VendorCodec", "COMPONENTS", "VENDORS"]
+__all__ = ["codec_for", "component_from_pixels", "normalise_manufacturer", "writing_codec",
+           "VendorCodec", "WritingCodec", "WriteLayout", "VENDORS", "WRITE_STYLES"]
 
 GE = GECodec()
 PHILIPS = PhilipsCodec()
 SIEMENS = SiemensCodec()
 CANON = CanonCodec()
 UNKNOWN = GenericCodec("unknown")
-_BY_VENDOR = {"GE": GE, "Philips": PHILIPS, "Siemens": SIEMENS, "Canon": CANON}
+_BY_VENDOR: dict[str, WritingCodec] = {"GE": GE, "Philips": PHILIPS, "Siemens": SIEMENS, "Canon": CANON}
 VENDORS = tuple(_BY_VENDOR)
 
 # Manufacturer spellings seen in the field (PS3.3 C.7.5.1: free text).
@@ -89,9 +93,13 @@ def normalise_manufacturer(manufacturer: Optional[str]) -> Optional[str]:
     return None
 
 
-def codec_by_vendor(vendor: str) -> VendorCodec:
-    """The codec for a normalised vendor name (GE|Philips|Siemens|Canon); others: generic."""
-    return _BY_VENDOR.get(vendor, GenericCodec(vendor or "unknown"))
+def writing_codec(vendor: str) -> WritingCodec:
+    """The codec of a vendor the phantom writer can write as (one of :data:`VENDORS`);
+    ValueError for any other name (the generic codec has no write layout)."""
+    try:
+        return _BY_VENDOR[vendor]
+    except (KeyError, TypeError):
+        raise ValueError(f"vendor must be one of {VENDORS}, got {vendor!r}") from None
 
 
 def _from_creators(frame: FrameHeader) -> Optional[tuple[str, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -23,7 +24,6 @@ from dicom_io.phase import wrap_rad
 from dicom_io.frames import FrameHeader
 
 PI32 = np.float32(np.pi)
-TWO_PI32 = np.float32(2 * np.pi)
 
 #: ImageType / FrameType tokens (value 3 onwards) that name a complex component.
 IMAGE_TYPE_TOKENS = {
@@ -46,11 +46,6 @@ _DESC_MAG = re.compile(r"(?i)(?:^|[^a-z])(mag|magn|magnitude)(?:[^a-z]|$)")
 # ----------------------------------------------------------------------------------------------
 # Private tags
 # ----------------------------------------------------------------------------------------------
-def _value(elem) -> object:
-    """Element value; raw (implicit VR, unknown private) elements are converted best effort."""
-    return elem.value
-
-
 def private_value(ds: Optional[pydicom.Dataset], group: int, creator: str | Iterable[str],
                   element_offset: int, *, creators_from: Optional[pydicom.Dataset] = None) -> tuple[object, str] | None:
     """Value of private element (group, xx<offset>) reserved by ``creator`` in ``ds``.
@@ -343,8 +338,6 @@ def affine_to_float32(stored: np.ndarray, scale, offset) -> np.ndarray:
     return out
 
 
-
-
 def to_radians(stored: np.ndarray, frames: Sequence[FrameHeader], slope, inter, scale: float) -> np.ndarray:
     """((stored * slope + intercept) * scale) wrapped into [-pi, pi), float32 (two passes for the
     affine, two for the range check, the shift only where values fall outside)."""
@@ -424,11 +417,8 @@ def magnitude_rescaled(stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.
 
 
 # ----------------------------------------------------------------------------------------------
-# Encode (the inverse of decode), used by dicom_io.phantom_writer.classic to write phantoms the vendor's way
+# Encode (the inverse of decode), used by dicom_io.phantom_writer to write phantoms the vendor's way
 # ----------------------------------------------------------------------------------------------
-from dataclasses import dataclass, field  # noqa: E402
-
-
 @dataclass
 class Encoded:
     """Stored pixels of one stack and the pixel-describing tags a vendor writes with them."""
@@ -439,14 +429,11 @@ class Encoded:
     rescale_slope: Optional[float] = None
     rescale_intercept: Optional[float] = None
     rescale_type: Optional[str] = None
-    private_scale: Optional[tuple[float, float]] = None   # Philips (2005,100E) SS, (2005,100D) SI
-    extra: dict = field(default_factory=dict)
+    private_scale: Optional[tuple[float, float]] = None   # (slope, intercept), e.g. Philips SS, SI
 
     @property
     def signed(self) -> bool:
         return self.stored.dtype.kind == "i"
-
-
 
 
 def _cycles(phase_rad: np.ndarray, counts_per_cycle: float, offset_counts: float) -> np.ndarray:
@@ -477,8 +464,6 @@ def encode_phase_offset_4096(phase_rad: np.ndarray) -> np.ndarray:
     s = _cycles(phase_rad, 4096.0, 2048.0)
     np.bitwise_and(s, 4095, out=s)            # mod 4096 (also wraps any input range)
     return s.astype(np.uint16)
-
-
 
 
 def encode_phase_mrad_int16(phase_rad: np.ndarray) -> np.ndarray:

@@ -6,7 +6,11 @@ remove it, so the public tags (ComplexImageComponent in enhanced objects, ImageT
 description words) come next, then ``unknown``.
 Phase: signed int16 with no rescale; seen scalings are milliradians (+-3142) and +-4096 for
 +-pi, so the unit is inferred from the range and the rule recorded. (GE 3D acquisitions may
-carry a pi offset on alternate slices: not corrected here.)
+carry a pi offset on alternate slices: detected and removed, see :func:`remove_alternate_slice_pi`.)
+Write layout (MANIFEST): classic, one series holding magnitude and phase of every echo, ImageType
+``ORIGINAL\\PRIMARY\\OTHER``, the component only in (0043,102F) 0/1, the ``GEMS_IDEN_01``
+identification block. GE writes classic only; ``enhanced`` here is a generic Enhanced MR file
+mixing the components, each frame marked by ComplexImageComponent.
 """
 from __future__ import annotations
 
@@ -16,10 +20,36 @@ import numpy as np
 
 from dicom_io.frames import FrameHeader
 from dicom_io.vendors import common
+from dicom_io.vendors.base import (WRITTEN_COMPONENTS, ComponentMarks, Equipment, FilePlan, PrivateElement,
+                                   WriteLayout, layout_for)
 from dicom_io.phase import wrap_rad
 
 GE_PARM_CREATOR = "GEMS_PARM_01"
 GE_IMAGE_TYPE_CODES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
+GE_IDEN_CREATOR = "GEMS_IDEN_01"
+
+# ---- write layout -----------------------------------------------------------------------------
+_EQUIPMENT = Equipment("GE MEDICAL SYSTEMS", "SIGNA Architect", ("27", "LX", "MR Software release:DV27.0_R01_1850.a"))
+_IDENTIFICATION = PrivateElement(0x0009, GE_IDEN_CREATOR, 0x01, "LO", "GE_GENESIS_FF")
+_DESCRIPTION, _FILTERED_SUFFIX = "Ax T2* GRE", " SWAN"
+
+
+def _ge_code(component: str) -> PrivateElement:
+    """(0043,102F) for ``component``: the inverse of :data:`GE_IMAGE_TYPE_CODES`."""
+    code = {name: code for code, name in GE_IMAGE_TYPE_CODES.items()}[component]
+    return PrivateElement(0x0043, GE_PARM_CREATOR, 0x2F, "SS", code)
+
+
+WRITE_LAYOUTS = {
+    "classic": WriteLayout(
+        "classic", _EQUIPMENT, series_description=_DESCRIPTION, filtered_suffix=_FILTERED_SUFFIX,
+        top_private=(_IDENTIFICATION,),
+        marks={c: ComponentMarks(("ORIGINAL", "PRIMARY", "OTHER"), private=(_ge_code(c),)) for c in WRITTEN_COMPONENTS}),
+    "enhanced": WriteLayout(
+        "enhanced", _EQUIPMENT, series_description=_DESCRIPTION, filtered_suffix=_FILTERED_SUFFIX,
+        top_private=(_IDENTIFICATION,), file_plan=FilePlan.ONE_FILE,
+        marks={c: ComponentMarks(("ORIGINAL", "PRIMARY", "VOLUME", "NONE")) for c in WRITTEN_COMPONENTS}),
+}
 
 
 #: Mean cosine of adjacent-slice phase differences below which a pair counts as pi-shifted.
@@ -83,3 +113,6 @@ class GECodec:
     def encode_magnitude(self, magnitude: np.ndarray, counts_per_unit: float) -> common.Encoded:
         return common.Encoded(common.encode_magnitude_counts(magnitude, counts_per_unit, signed=True, bits=16), 16,
                               f"GE: signed int16 counts (magnitude * {counts_per_unit:g}), no rescale")
+
+    def write_layout(self, style: str) -> WriteLayout:
+        return layout_for(style, WRITE_LAYOUTS, self.vendor)

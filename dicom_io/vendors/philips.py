@@ -8,6 +8,11 @@ slope 1.53455, intercept -3142 on Ingenia 5.7.1). Without it, the private scale
 (2005,100E) scale slope SS and (2005,100D) scale intercept SI give radians = (stored - SI) / SS
 (measured: SS 651.74, SI 2047.5 on the same file); else rescale then range inference.
 Magnitude: RescaleType ``normalized``: the rescale is applied.
+Write layout (MANIFEST): one series mixing M and P; classic ImageType ``...\\M_FFE\\M\\FFE`` /
+``...\\PHASE MAP\\P\\FFE`` with (2005,1011) M/P and the private scale (2005,100E/100D);
+enhanced: one multi-frame file of every echo and component, per-frame ComplexImageComponent and
+Pixel Value Transformation, and a per-frame private item (2005,140F) holding (2005,1011) and the
+private scale.
 """
 from __future__ import annotations
 
@@ -17,12 +22,47 @@ import numpy as np
 
 from dicom_io.frames import FrameHeader
 from dicom_io.vendors import common
+from dicom_io.vendors.base import (WRITTEN_COMPONENTS, ComponentMarks, Equipment, FilePlan, PrivateElement,
+                                   PrivateScaleSlots, PrivateSlot, WriteLayout, layout_for)
 from dicom_io.phase import wrap_rad
 
 PHILIPS_MR_CREATOR = "Philips MR Imaging DD 001"
 PHILIPS_PER_FRAME_CREATOR = "Philips MR Imaging DD 005"
 PHILIPS_PHASE_SLOPE = 6284.0 / 4095.0   # 1.53455433455433, as the scanner writes it
 PHILIPS_IMAGE_TYPE_MR = {"M": "magnitude", "P": "phase", "R": "real", "I": "imaginary"}
+PHILIPS_IMAGING_CREATOR = "Philips Imaging DD 001"
+
+# ---- write layout -----------------------------------------------------------------------------
+_MODEL, _SOFTWARE = "Ingenia Elition X", ("5.7.1", "5.7.1.1")
+_DESCRIPTION, _FILTERED_SUFFIX = "T2_FFE", " SWIp"
+#: (2005,100E) scale slope SS and (2005,100D) scale intercept SI, read by :func:`private_scale`.
+_SCALE = PrivateScaleSlots(slope=PrivateSlot(0x2005, PHILIPS_MR_CREATOR, 0x0E, "FL"),
+                           intercept=PrivateSlot(0x2005, PHILIPS_MR_CREATOR, 0x0D, "FL"))
+_IMAGE_TYPE = {"magnitude": ("ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"),
+               "phase": ("ORIGINAL", "PRIMARY", "PHASE MAP", "P", "FFE")}
+_FRAME_TYPE = {"magnitude": ("ORIGINAL", "PRIMARY", "M_FFE", "NONE"),
+               "phase": ("ORIGINAL", "PRIMARY", "PHASE MAP", "NONE")}
+
+
+def _mark(component: str) -> PrivateElement:
+    """(2005,1011) for ``component``: the inverse of :data:`PHILIPS_IMAGE_TYPE_MR`."""
+    letter = {name: letter for letter, name in PHILIPS_IMAGE_TYPE_MR.items()}[component]
+    return PrivateElement(0x2005, PHILIPS_MR_CREATOR, 0x11, "CS", letter)
+
+
+WRITE_LAYOUTS = {
+    "classic": WriteLayout(
+        "classic", Equipment("Philips", _MODEL, _SOFTWARE), series_description=_DESCRIPTION,
+        filtered_suffix=_FILTERED_SUFFIX, private_scale=_SCALE,
+        marks={c: ComponentMarks(_IMAGE_TYPE[c], private=(_mark(c),)) for c in WRITTEN_COMPONENTS}),
+    "enhanced": WriteLayout(
+        "enhanced", Equipment("Philips Healthcare", _MODEL, _SOFTWARE), series_description=_DESCRIPTION,
+        filtered_suffix=_FILTERED_SUFFIX, private_scale=_SCALE, file_plan=FilePlan.ONE_FILE,
+        pixel_transform_per_frame=True,
+        frame_private_sequence=PrivateSlot(0x2005, PHILIPS_PER_FRAME_CREATOR, 0x0F, "SQ"),
+        top_private=(PrivateElement(0x2001, PHILIPS_IMAGING_CREATOR, 0x0B, "CS", "TRANSVERSAL"),),
+        marks={c: ComponentMarks(_FRAME_TYPE[c], private=(_mark(c),)) for c in WRITTEN_COMPONENTS}),
+}
 
 
 def _philips_frame_private(frame: FrameHeader):
@@ -111,3 +151,6 @@ class PhilipsCodec:
                               f"Philips: 12 bit counts, RescaleSlope {1 / counts_per_unit:g}, RescaleType normalized",
                               rescale_slope=1.0 / counts_per_unit, rescale_intercept=0.0, rescale_type="normalized",
                               private_scale=(counts_per_unit, 0.0))
+
+    def write_layout(self, style: str) -> WriteLayout:
+        return layout_for(style, WRITE_LAYOUTS, self.vendor)

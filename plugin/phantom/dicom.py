@@ -1,9 +1,10 @@
-"""Write phantom studies as each vendor writes them (through :mod:`dicom_io.phantom_writer.classic`) with a
+"""Write phantom studies as each vendor writes them (through :mod:`dicom_io.phantom_writer`) with a
 ``truth.json``, and the ``sample_dicom/`` set.
 
 The phase handed to the writer follows the vendor's convention (:data:`dicom_io.convention.DEFAULT_TABLE`:
 GE, Philips right-handed; Siemens, Canon left-handed), so the same microbleed is stored dark on
-GE/Philips and bright on Siemens/Canon. UIDs are derived from the seed, vendor and study so that
+GE/Philips and bright on Siemens/Canon. The SeriesDescription is the vendor's own protocol name
+(its codec's write layout). UIDs are derived from the seed, vendor and study so that
 regeneration is reproducible.
 
 Regenerate the sample set (all of ``sample_dicom/``)::
@@ -24,31 +25,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from dicom_io.convention import DEFAULT_TABLE
+from dicom_io.vendors import VENDORS, writing_codec
+from dicom_io.vocabulary import Handedness
 from plugin.phantom import render as P
 from plugin.phantom import cohort as C
 
-VENDORS = ("GE", "Philips", "Siemens", "Canon")
-SERIES_DESCRIPTION = {
-    "GE": "Ax T2* GRE",
-    "Philips": "T2_FFE",
-    "Siemens": "gre_t2star_tra",
-    "Canon": "FE T2* AX",
-}
-FILTERED_SUFFIX = {"GE": " SWAN", "Philips": " SWIp", "Siemens": " SWI", "Canon": " SWI"}
-SAMPLE_STYLES = {"GE": "classic", "Philips": "enhanced", "Siemens": "classic", "Canon": "classic"}
+#: The sample set: every supported vendor once, in this order, in the style written for it
+#: (Philips enhanced so that the set holds a multi-frame study).
+SAMPLE_SET: tuple[tuple[str, str], ...] = (("GE", "classic"), ("Philips", "enhanced"), ("Siemens", "classic"),
+                                           ("Canon", "classic"))
 SAMPLE_SEED = 2024
 TRUTH_NAME = "truth.json"
 
 
-def vendor_convention(vendor: str) -> str:
+def vendor_convention(vendor: str) -> Handedness:
     """The phase handedness ``vendor`` writes (the project's default table)."""
-    try:
-        from dicom_io.convention import DEFAULT_TABLE
-    except ImportError:  # pragma: no cover - dicom_io always ships it
-        DEFAULT_TABLE = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
-    if vendor not in DEFAULT_TABLE:
+    if vendor not in VENDORS or vendor not in DEFAULT_TABLE:
         raise ValueError(f"vendor must be one of {', '.join(VENDORS)}, got {vendor!r}")
-    return DEFAULT_TABLE[vendor]
+    return Handedness(DEFAULT_TABLE[vendor])
+
+
+def series_description(vendor: str, style: str, filtered: bool) -> str:
+    """The vendor's GRE protocol name, with its filtered-phase suffix (SWAN, SWIp, SWI) when
+    the phase is filtered."""
+    layout = writing_codec(vendor).write_layout(style)
+    return layout.series_description + (layout.filtered_suffix if filtered else "")
 
 
 def deterministic_uid(*parts: object) -> str:
@@ -83,7 +85,7 @@ def write_study(images: P.PhantomImages, truth: dict, out_dir: Path, opts: Write
     for e, te in enumerate(images.echo_times_ms):
         stacks.append(StackToWrite("magnitude", e + 1, te, images.magnitude[e]))
         stacks.append(StackToWrite("phase", e + 1, te, images.phase_rad[e]))
-    description = SERIES_DESCRIPTION[opts.vendor] + (FILTERED_SUFFIX[opts.vendor] if images.acquisition.filtered else "")
+    description = series_description(opts.vendor, opts.style, images.acquisition.filtered)
     out_dir.mkdir(parents=True, exist_ok=True)
     counter = itertools.count()                 # series / instance UIDs: a sequence seeded by the study key
     written = write_acquisition(
@@ -220,11 +222,10 @@ def write_sample_set(out_dir: str | Path, seed: int = SAMPLE_SEED) -> dict:
     plan = C.sample_study(seed)
     acq = P.Acquisition()
     studies = []
-    for vendor in VENDORS:
+    for vendor, style in SAMPLE_SET:
         sub = out / vendor
         if sub.exists():
             shutil.rmtree(sub)
-        style = SAMPLE_STYLES[vendor]
         images, truth = P.make_study(plan.lesions, plan.veins, grid=plan.grid, head=plan.head, acquisition=acq,
                                      convention=vendor_convention(vendor), seed=seed, vendor=vendor)
         doc = write_study(images, truth, sub, WriteOptions(vendor, style, "none", seed))
