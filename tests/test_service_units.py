@@ -52,6 +52,8 @@ def test_example_config_loads():
     ({"state_dir": "/x", "analysis": {"convention_rules": "/nonexistent/site.toml"}},
      "analysis.convention_rules: /nonexistent/site.toml: cannot read convention rules"),
     ({"state_dir": "/x", "source": "y"}, "source: unknown key"),
+    ({"state_dir": "/x", "analysis": {"callable": "plugin.pipeline:analyze_paths"}},
+     "analysis.callable: removed: the node runs plugin.pipeline.analyze_paths itself; delete this line"),
 ])
 def test_config_errors_name_the_source_key_and_problem(doc, message):
     with pytest.raises(ConfigError) as exc:

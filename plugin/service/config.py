@@ -97,16 +97,16 @@ class QueueConfig:
 
 @dataclass(frozen=True, config=STRICT_TABLE)
 class AnalysisConfig:
-    callable: StrictStr = "plugin.pipeline:analyze_paths"
     convention_rules: Optional[StrictStr] = None   # site rules file (checked when the config is read)
     lease_s: StrictFloat = Field(3600.0, gt=0)
 
-    @field_validator("callable")
+    @model_validator(mode="before")
     @classmethod
-    def _callable(cls, spec: str) -> str:
-        if ":" not in spec:
-            raise ValueError(f"'module:function', got {spec!r}")
-        return spec
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "callable" in data:
+            raise KeyProblem(("callable",), "removed: the node runs plugin.pipeline.analyze_paths itself; "
+                                            "delete this line")
+        return data
 
     @field_validator("convention_rules")
     @classmethod

@@ -45,7 +45,7 @@ def studies_in(samples: Path) -> dict[str, list[Path]]:
 
 
 def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: float = 1.0,
-             timeout_s: float = 600.0, analysis_callable: str = "plugin.pipeline:analyze_paths") -> dict:
+             timeout_s: float = 600.0) -> dict:
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="borderphase-demo-"))
     groups = studies_in(samples)
     if not groups:
@@ -56,7 +56,6 @@ def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: floa
         "node": {"ae_title": "BORDERPHASE", "host": "127.0.0.1", "port": 0, "min_free_mb": 0},
         "completion": {"quiet_period_s": quiet_period_s, "release_grace_s": min(0.5, quiet_period_s)},
         "queue": {"backend": "sqlite", "workers": 1},
-        "analysis": {"callable": analysis_callable},
         "dispatch": {"retry_initial_s": 1.0, "retry_max_s": 5.0},
         "destinations": {"archive": {"type": "dicom", "ae_title": "ARCHIVE", "host": "127.0.0.1",
                                      "port": archive.port}},

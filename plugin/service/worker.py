@@ -33,7 +33,7 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
     """Analyse ``paths`` (one study's routed series) into ``out_dir``; return the findings document.
     ``previous_sr_paths`` (the SRs of the study's last analysed version) are passed on only when
     there are some, so a site's own callable without that keyword still works for first versions."""
-    fn = resolve_callable(config.analysis.callable)
+    from plugin.pipeline import analyze_paths as fn  # ([analysis] callable was removed from the config)
     kwargs: dict = {}
     if previous_sr_paths:
         kwargs["previous_sr_paths"] = [str(p) for p in previous_sr_paths]
