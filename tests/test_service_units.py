@@ -300,3 +300,16 @@ def test_previous_srs_come_from_the_latest_earlier_analysed_version(tmp_path):
     assert [p.name for p in previous_srs(layout, "s", 4)] == ["sr-v2.dcm"]
     assert [p.name for p in previous_srs(layout, "s", 2)] == ["sr-v1.dcm"]
     assert previous_srs(layout, "s", 1) == []
+
+
+def test_serve_and_status_exit_2_with_every_config_problem(tmp_path, capsys):
+    from plugin.cli import main
+    bad = tmp_path / "node.toml"
+    bad.write_text('state_dir = "s"\n[analysis]\ncallable = "plugin.pipeline:analyze_paths"\n'
+                   '[[rules]]\nname = "gre"\nmatch.series_description = "(swi"\n')
+    for command in ("serve", "status"):
+        assert main([command, "--config", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: analysis.callable: removed" in err
+        assert f'{bad}: [[rules]][1] "gre".match.series_description: not a valid regular expression' in err
+    assert not (tmp_path / "s").exists()     # refused before anything was created
