@@ -15,40 +15,46 @@ Site rules file (TOML, see ``dicom_io/convention_rules.example.toml``)::
     [[rule]]
     name = "philips-swip-flipped"          # required, unique
     convention = "left-handed"             # right-handed | left-handed | unknown
+    comment = "why"                        # optional, free text
     manufacturer = "(?i)philips"           # regular expressions (re.search); all given must match
     model = "Ingenia"                      # ManufacturerModelName
     software = "^5\\\\."                   # SoftwareVersions (multi-valued joined with '\\')
     series_description = "(?i)swip"
     protocol_name = "..."
-    vendor = "Philips"                     # exact normalised vendor (GE|Philips|Siemens|Canon|unknown)
+    vendor = "Philips"                     # normalised vendor (GE|Philips|Siemens|Canon|unknown), or a list
+    modality = "MR"                        # a string or a list, any case
+    image_type = ["P"]                     # every listed value among ImageType's values
+
+The keys mean what they mean in the node's routing rules: one matcher (:mod:`dicom_io.rules`).
+
+One resolution per series: :func:`dicom_io.read.series.scan` calls :func:`resolve_convention` once
+for each series, with the site rules it is given, and ``inspect``, ``analyze`` and the node all read
+``SeriesInfo.phase_convention`` / ``convention_source`` from there.
 """
 from __future__ import annotations
 
-import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator, model_validator
 
 from dicom_io.frames import FrameHeader
+from dicom_io.rules import STRICT_TABLE, HeaderRule, KeyProblem, Regex, Strings, header_rule, key_problems
 from dicom_io.vocabulary import Handedness
 
 CONVENTIONS = tuple(Handedness)
 PAPER = "border-slice phase paper, vendor table"
-DEFAULT_TABLE: dict[str, str] = {
-    "GE": "right-handed",
-    "Philips": "right-handed",
-    "Siemens": "left-handed",
-    "Canon": "left-handed",
+DEFAULT_TABLE: dict[str, Handedness] = {
+    "GE": Handedness.RIGHT,
+    "Philips": Handedness.RIGHT,
+    "Siemens": Handedness.LEFT,
+    "Canon": Handedness.LEFT,
 }
-_MATCH_KEYS = {
-    "manufacturer": "manufacturer",
-    "model": "model",
-    "software": "software_versions",
-    "series_description": "series_description",
-    "protocol_name": "protocol_name",
-}
-_ALLOWED_KEYS = {"name", "convention", "vendor", "comment", *_MATCH_KEYS}
+_CONDITION_KEYS = ("manufacturer", "model", "software", "series_description", "protocol_name", "vendor",
+                   "modality", "image_type")
 
 
 class ConventionConfigError(ValueError):
@@ -60,21 +66,58 @@ class ConventionConfigError(ValueError):
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
-@dataclass(frozen=True)
-class ConventionRule:
-    name: str
-    convention: str
-    patterns: dict[str, re.Pattern] = field(default_factory=dict)   # FrameHeader attribute -> regex
-    vendor: Optional[str] = None
+class ConventionRule(BaseModel):
+    """One ``[[rule]]`` table: a convention and the header conditions that select it."""
 
-    def matches(self, frame: FrameHeader, vendor: str) -> bool:
-        if self.vendor is not None and self.vendor != vendor:
-            return False
-        for attr, rx in self.patterns.items():
-            text = getattr(frame, attr, None)
-            if text is None or not rx.search(str(text)):
-                return False
-        return True
+    model_config = ConfigDict(**STRICT_TABLE, frozen=True)
+    name: StrictStr
+    convention: Handedness
+    comment: Optional[StrictStr] = None
+    manufacturer: Optional[Regex] = None
+    model: Optional[Regex] = None
+    software: Optional[Regex] = None
+    series_description: Optional[Regex] = None
+    protocol_name: Optional[Regex] = None
+    vendor: Optional[Strings] = None
+    modality: Optional[Strings] = None
+    image_type: Optional[Strings] = None
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("must not be empty")
+        return name
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> "ConventionRule":
+        if all(getattr(self, k) is None for k in _CONDITION_KEYS):
+            raise ValueError(f"matches everything: give at least one of {', '.join(_CONDITION_KEYS)}")
+        return self
+
+    @cached_property
+    def header_rule(self) -> HeaderRule:
+        return header_rule({k: getattr(self, k) for k in _CONDITION_KEYS})
+
+    def matches(self, facts: Any) -> bool:
+        """``facts``: an object with the fact attributes of :data:`dicom_io.rules.KEYS`
+        (see :func:`convention_facts`)."""
+        return self.header_rule.matches(facts)
+
+
+class _RulesFile(BaseModel):
+    model_config = STRICT_TABLE
+    rule: list[ConventionRule] = Field(default_factory=list)
+
+    @field_validator("rule")
+    @classmethod
+    def _unique_names(cls, rules: list[ConventionRule]) -> list[ConventionRule]:
+        seen: set[str] = set()
+        for i, r in enumerate(rules):
+            if r.name in seen:
+                raise KeyProblem((i, "name"), f"duplicate name {r.name!r}")
+            seen.add(r.name)
+        return rules
 
 
 @dataclass(frozen=True)
@@ -83,55 +126,41 @@ class ConventionRules:
     source: str = "<none>"      # the file name the rules came from
 
 
-def _problem(path, where: str, what: str) -> ConventionConfigError:
-    return ConventionConfigError(path, f"{where}: {what}")
+@dataclass(frozen=True)
+class ConventionFacts:
+    """What a convention rule may test about a series: its first frame's header and its vendor."""
+
+    vendor: Optional[str]
+    manufacturer: Optional[str]
+    model: Optional[str]
+    software_versions: Optional[str]
+    series_description: Optional[str]
+    protocol_name: Optional[str]
+    modality: Optional[str]
+    image_type: tuple[str, ...]
+
+
+def convention_facts(frame: FrameHeader, vendor: str) -> ConventionFacts:
+    return ConventionFacts(vendor=vendor, manufacturer=frame.manufacturer, model=frame.model,
+                           software_versions=frame.software_versions, series_description=frame.series_description,
+                           protocol_name=frame.protocol_name, modality=frame.modality,
+                           image_type=tuple(frame.image_type or ()))
 
 
 def parse_rules(data: dict, source: str = "<memory>", *, path: str | Path | None = None) -> ConventionRules:
     """Validate a parsed TOML document into :class:`ConventionRules`. ``source`` is the short name
-    quoted in ``convention_source``; errors name ``path`` (default: ``source``)."""
+    quoted in ``convention_source``; errors name ``path`` (default: ``source``), the key and the
+    problem, e.g. ``site.toml: [[rule]][2] "x".manufacturer: not a valid regular expression: ...``."""
     where_file = str(path) if path is not None else source
-    unknown_top = set(data) - {"rule", "rules"}
-    if unknown_top:
-        raise ConventionConfigError(where_file, f"unknown top-level key(s) {sorted(unknown_top)}; expected [[rule]] tables")
-    items = data.get("rule", data.get("rules", []))
-    if not isinstance(items, list):
-        raise ConventionConfigError(where_file, "'rule' must be an array of tables ([[rule]])")
-    rules: list[ConventionRule] = []
-    names: set[str] = set()
-    for i, item in enumerate(items, start=1):
-        where = f"rule {i}"
-        if not isinstance(item, dict):
-            raise _problem(where_file, where, "is not a table")
-        name = item.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise _problem(where_file, where, "needs a non-empty string 'name'")
-        where = f"rule {i} ('{name}')"
-        if name in names:
-            raise _problem(where_file, where, "duplicate name")
-        names.add(name)
-        extra = set(item) - _ALLOWED_KEYS
-        if extra:
-            raise _problem(where_file, where, f"unknown key(s) {sorted(extra)}; allowed: {sorted(_ALLOWED_KEYS)}")
-        conv = item.get("convention")
-        if conv not in CONVENTIONS:
-            raise _problem(where_file, where, f"'convention' must be one of {list(CONVENTIONS)}, got {conv!r}")
-        patterns: dict[str, re.Pattern] = {}
-        for key, attr in _MATCH_KEYS.items():
-            if key in item:
-                if not isinstance(item[key], str):
-                    raise _problem(where_file, where, f"'{key}' must be a string (a regular expression)")
-                try:
-                    patterns[attr] = re.compile(item[key])
-                except re.error as exc:
-                    raise _problem(where_file, where, f"'{key}' is not a valid regular expression: {exc}") from None
-        vendor = item.get("vendor")
-        if vendor is not None and not isinstance(vendor, str):
-            raise _problem(where_file, where, "'vendor' must be a string")
-        if not patterns and vendor is None:
-            raise _problem(where_file, where, f"matches everything: give at least one of {sorted([*_MATCH_KEYS, 'vendor'])}")
-        rules.append(ConventionRule(name=name, convention=conv, patterns=patterns, vendor=vendor))
-    return ConventionRules(rules=tuple(rules), source=source)
+    doc = dict(data)
+    if "rules" in doc and "rule" not in doc:   # [[rules]] is accepted for [[rule]]
+        doc["rule"] = doc.pop("rules")
+    try:
+        parsed = _RulesFile.model_validate(doc)
+    except ValidationError as exc:
+        lines = key_problems(exc, _RulesFile, doc, tables=("rule",))
+        raise ConventionConfigError(where_file, f"\n{where_file}: ".join(lines)) from None
+    return ConventionRules(rules=tuple(parsed.rule), source=source)
 
 
 def load_rules(path: str | Path) -> ConventionRules:
@@ -149,17 +178,19 @@ def load_rules(path: str | Path) -> ConventionRules:
     return parse_rules(data, source=p.name, path=p)
 
 
-def resolve_convention(frame: FrameHeader, vendor: str, rules: ConventionRules | None = None) -> tuple[str, str]:
+def resolve_convention(frame: FrameHeader, vendor: str, rules: ConventionRules | None = None) -> tuple[Handedness, str]:
     """(convention, convention_source) for a frame of an acquisition by ``vendor``.
 
     Site rules first (first match wins), then the default table; an unknown vendor -> unknown.
+    Called once per series, by :func:`dicom_io.read.series.scan`.
     """
-    if rules is not None:
+    if rules is not None and rules.rules:
+        facts = convention_facts(frame, vendor)
         for rule in rules.rules:
-            if rule.matches(frame, vendor):
+            if rule.matches(facts):
                 return rule.convention, f"site rule '{rule.name}' ({rules.source})"
     conv = DEFAULT_TABLE.get(vendor)
     if conv is None:
         who = "vendor unknown" if vendor in (None, "", "unknown", "generic") else f"vendor '{vendor}' not in the table"
-        return "unknown", f"{who}: no default convention ({PAPER} covers GE, Philips, Siemens, Canon)"
+        return Handedness.UNKNOWN, f"{who}: no default convention ({PAPER} covers GE, Philips, Siemens, Canon)"
     return conv, f"default table: {vendor} {conv} ({PAPER})"

@@ -16,6 +16,7 @@ from typing import Iterable, Optional, Union
 
 import numpy as np
 
+from dicom_io.convention import ConventionRules
 from dicom_io.read import pixels
 from dicom_io.errors import DicomInputError
 from dicom_io.read.series import ScanResult, SeriesInfo, StackInfo, scan
@@ -109,8 +110,10 @@ def inspect_scan(result: ScanResult, *, limit_bytes: Optional[int] = None) -> di
     }
 
 
-def inspect_paths(paths: Iterable[Union[str, Path]], *, rules=None, limit_bytes: Optional[int] = None) -> dict:
-    """The GUIDE's ``inspect --json`` document for everything under ``paths``."""
+def inspect_paths(paths: Iterable[Union[str, Path]], *, rules: Optional[ConventionRules] = None,
+                  limit_bytes: Optional[int] = None) -> dict:
+    """The GUIDE's ``inspect --json`` document for everything under ``paths``; ``rules``: the site's
+    convention rules, applied by the scan (the same resolution ``analyze`` and the node report)."""
     return inspect_scan(scan(paths, rules=rules, limit_bytes=limit_bytes), limit_bytes=limit_bytes)
 
 

@@ -203,7 +203,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
                   previous_sr_paths: Sequence = ()) -> dict:
     """Scan ``paths``, pair, analyse every pair, write ``out_dir/findings.json``; return the document.
 
-    ``convention_rules``: a ``dicom_io.convention.ConventionRules`` or a path to a rules file.
+    ``convention_rules``: a ``dicom_io.convention.ConventionRules`` or a path to a rules file; the
+    scan applies them once per series and each analysis reports its phase series' convention.
     The document also carries ``errors`` (unreadable files) and, per analysis, ``notes``.
     ``previous_sr_paths``: the SRs of an earlier version of this study (the node passes them when
     late instances reopened it); each new SR names the one it supersedes.
@@ -216,7 +217,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(convention_rules, (str, Path)):
         convention_rules = dconv.load_rules(convention_rules)
-    scan = dseries.scan([Path(p) for p in paths])
+    scan = dseries.scan([Path(p) for p in paths], rules=convention_rules)
+    series_by_uid = {s.series_instance_uid: s for s in scan.series}   # the convention was resolved there
     pairs, skipped = pair_series(scan.series, echo=echo)
     analyses: list[PairAnalysis] = []
     result_paths: list[str] = []
@@ -238,8 +240,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": "magnitude and phase volumes differ in geometry"})
             continue
-        frame = ph.frames[0]
-        conv, source = dconv.resolve_convention(frame, ph.vendor, convention_rules)
+        phase_series = series_by_uid[ph.series_instance_uid]
+        conv, source = phase_series.phase_convention, phase_series.convention_source
         try:
             analysis = analyze_volumes(mag, ph, convention=conv, convention_source=source,
                                        points_lps_mm=points_lps_mm, options=options)

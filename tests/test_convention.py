@@ -9,6 +9,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicom_io.convention import ConventionConfigError, load_rules, parse_rules, resolve_convention
 from dicom_io.read.files import HeaderRead
 from dicom_io.read.headers import frames_from_header
+from dicom_io.vocabulary import Handedness
 
 from test_vendors import make_ds  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -77,22 +78,53 @@ def test_example_file_is_valid():
 
 
 @pytest.mark.parametrize("text,problem", [
-    ("[[rule]]\nname='x'\nconvention='sideways'\nvendor='GE'\n", "'convention' must be one of"),
-    ("[[rule]]\nname='x'\nconvention='left-handed'\n", "matches everything"),
-    ("[[rule]]\nname='x'\nconvention='left-handed'\nmanufacturer='(['\n", "not a valid regular expression"),
-    ("[[rule]]\nname='x'\nconvention='left-handed'\nmanufacturr='GE'\n", "unknown key(s) ['manufacturr']"),
-    ("[[rule]]\nconvention='left-handed'\nvendor='GE'\n", "needs a non-empty string 'name'"),
+    ("[[rule]]\nname='x'\nconvention='sideways'\nvendor='GE'\n",
+     "[[rule]][1] \"x\".convention: input should be 'right-handed', 'left-handed' or 'unknown', got 'sideways'"),
+    ("[[rule]]\nname='x'\nconvention='left-handed'\n", "[[rule]][1] \"x\": matches everything: give at least one of"),
+    ("[[rule]]\nname='x'\nconvention='left-handed'\nvendor='GE'\n[[rule]]\nname='y'\nconvention='left-handed'\n"
+     "manufacturer='(['\n", "[[rule]][2] \"y\".manufacturer: not a valid regular expression: unterminated character set"),
+    ("[[rule]]\nname='x'\nconvention='left-handed'\nmanufacturr='GE'\n",
+     "[[rule]][1] \"x\".manufacturr: unknown key (allowed: comment, convention, image_type, manufacturer, "),
+    ("[[rule]]\nconvention='left-handed'\nvendor='GE'\n", "[[rule]][1].name: required"),
+    ("[[rule]]\nname=' '\nconvention='left-handed'\nvendor='GE'\n", "[[rule]][1] \" \".name: must not be empty"),
     ("[[rule]]\nname='x'\nconvention='left-handed'\nvendor='GE'\n[[rule]]\nname='x'\nconvention='unknown'\nvendor='GE'\n",
-     "duplicate name"),
-    ("rule = 3\n", "array of tables"),
-    ("[rules2]\n", "unknown top-level key"),
+     "[[rule]][2] \"x\".name: duplicate name 'x'"),
+    ("[[rule]]\nname='x'\nconvention='left-handed'\nvendor=3\n",
+     "[[rule]][1] \"x\".vendor: expected a string or a list of strings, got 3"),
+    ("rule = 3\n", "[[rule]]: must be an array of tables ([[rule]]), got 3"),
+    ("[rules2]\n", "rules2: unknown key (allowed: rule)"),
     ("[[rule]\nname=", "not valid TOML"),
 ])
-def test_bad_config_names_file_and_problem(tmp_path, text, problem):
+def test_bad_config_names_file_key_and_problem(tmp_path, text, problem):
     p = write(tmp_path, text, "bad.toml")
     with pytest.raises(ConventionConfigError) as ei:
         load_rules(p)
-    assert str(p) in str(ei.value) and problem in str(ei.value)
+    assert str(ei.value).startswith(f"{p}: {problem}")
+
+
+def test_every_problem_is_reported_each_naming_the_file(tmp_path):
+    p = write(tmp_path, "[[rule]]\nname='x'\nconvention='up'\nmodel='('\n", "bad.toml")
+    with pytest.raises(ConventionConfigError) as ei:
+        load_rules(p)
+    lines = str(ei.value).splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{p}: [[rule]][1] \"x\".") for line in lines)
+    assert {line.removeprefix(f"{p}: [[rule]][1] \"x\".").split(":")[0] for line in lines} == {"convention", "model"}
+
+
+def test_conventions_are_handedness():
+    rules = parse_rules({"rule": [{"name": "a", "convention": "left-handed", "vendor": ["GE", "Philips"]}]}, "inline")
+    assert rules.rules[0].convention is Handedness.LEFT
+    conv, _ = resolve_convention(frame("GE"), "GE", rules)
+    assert conv is Handedness.LEFT
+    assert resolve_convention(frame("GE"), "GE")[0] is Handedness.RIGHT
+    assert resolve_convention(frame(None), "unknown")[0] is Handedness.UNKNOWN
+
+
+def test_image_type_and_modality_rules(tmp_path):
+    rules = parse_rules({"rule": [{"name": "phase", "convention": "left-handed", "modality": "mr",
+                                   "image_type": ["p"]}]}, "inline")
+    assert resolve_convention(frame("GE", ImageType=["ORIGINAL", "PRIMARY", "P"]), "GE", rules)[0] == "left-handed"
+    assert resolve_convention(frame("GE", ImageType=["ORIGINAL", "PRIMARY", "M"]), "GE", rules)[0] == "right-handed"
 
 
 def test_missing_config_file(tmp_path):

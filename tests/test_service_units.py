@@ -22,22 +22,75 @@ def test_example_config_loads():
     assert cfg.destinations["pacs"].port == 104
 
 
-@pytest.mark.parametrize("doc, needle", [
+@pytest.mark.parametrize("doc, message", [
     ({}, "state_dir: required"),
-    ({"state_dir": "/x", "node": {"port": 70000}}, "node.port"),
-    ({"state_dir": "/x", "node": {"ae_title": "A" * 17}}, "node.ae_title"),
-    ({"state_dir": "/x", "queue": {"backend": "kafka"}}, "queue.backend"),
-    ({"state_dir": "/x", "rules": [{"action": "analyse", "destinations": ["nowhere"]}]}, "unknown destination"),
-    ({"state_dir": "/x", "rules": [{"action": "delete"}]}, "rules[0].action"),
-    ({"state_dir": "/x", "rules": [{"match": {"series_description": "("}}]}, "bad regular expression"),
-    ({"state_dir": "/x", "rules": [{"match": {"colour": "red"}}]}, "unknown key"),
-    ({"state_dir": "/x", "node": {"allowed_networks": ["10.0.0.300/8"]}}, "allowed_networks"),
-    ({"state_dir": "/x", "destinations": {"a": {"type": "dicom", "host": "h"}}}, "destinations.a.ae_title"),
+    ({"state_dir": "/x", "node": {"port": 70000}}, "node.port: input should be less than or equal to 65535, got 70000"),
+    ({"state_dir": "/x", "node": {"port": "104"}}, "node.port: input should be a valid integer, got '104'"),
+    ({"state_dir": "/x", "node": {"ae_title": "A" * 17}}, "node.ae_title: must be 1-16 characters"),
+    ({"state_dir": "/x", "queue": {"backend": "kafka"}}, "queue.backend: input should be 'sqlite' or 'redis', got 'kafka'"),
+    ({"state_dir": "/x", "rules": [{"action": "analyse", "destinations": ["nowhere"]}]},
+     "[[rules]][1].destinations: unknown destination 'nowhere' (define [destinations.nowhere])"),
+    ({"state_dir": "/x", "rules": [{"name": "a"}, {"name": "b", "action": "delete"}]},
+     "[[rules]][2] \"b\".action: input should be 'analyse' or 'ignore', got 'delete'"),
+    ({"state_dir": "/x", "rules": [{"match": {"series_description": "("}}]},
+     "[[rules]][1].match.series_description: not a valid regular expression: missing ), unterminated subpattern"),
+    ({"state_dir": "/x", "rules": [{"match": {"colour": "red"}}]},
+     "[[rules]][1].match.colour: unknown key (allowed: called_ae, calling_ae, image_type, manufacturer, modality, "
+     "series_description)"),
+    ({"state_dir": "/x", "rules": {"name": "x"}}, "[[rules]]: must be an array of tables ([[rules]])"),
+    ({"state_dir": "/x", "node": {"allowed_networks": ["10.0.0.0/8", "10.0.0.300/8"]}},
+     "node.allowed_networks[2]: '10.0.0.300/8' does not appear to be an IPv4 or IPv6 network"),
+    ({"state_dir": "/x", "node": {"allowed_calling_ae_titles": [1]}},
+     "node.allowed_calling_ae_titles: expected a string or a list of strings, got [1]"),
+    ({"state_dir": "/x", "destinations": {"a": {"type": "dicom", "host": "h"}}},
+     "destinations.a.ae_title: required for a DICOM destination"),
+    ({"state_dir": "/x", "destinations": {"a": {"type": "stowrs", "url": "http://h", "name": "b"}}},
+     "destinations.a.name: unknown key"),
+    ({"state_dir": "/x", "routing": {"default_action": "analyse"}}, "routing.default_action: only 'ignore'"),
+    ({"state_dir": "/x", "completion": {"quiet_period_s": 0}}, "completion.quiet_period_s: input should be greater than 0"),
+    ({"state_dir": "/x", "node": {"tls": {"cert_file": "c"}}}, "node.tls.key_file: required"),
+    ({"state_dir": "/x", "analysis": {"convention_rules": "/nonexistent/site.toml"}},
+     "analysis.convention_rules: /nonexistent/site.toml: cannot read convention rules"),
+    ({"state_dir": "/x", "source": "y"}, "source: unknown key"),
+    ({"state_dir": "/x", "analysis": {"callable": "plugin.pipeline:analyze_paths"}},
+     "analysis.callable: removed: the node runs plugin.pipeline.analyze_paths itself; delete this line"),
 ])
-def test_config_errors_name_the_key(doc, needle):
-    with pytest.raises(ConfigError, match=None) as exc:
-        parse_config(doc)
-    assert needle in str(exc.value)
+def test_config_errors_name_the_source_key_and_problem(doc, message):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(doc, source="node.toml")
+    assert str(exc.value).startswith(f"node.toml: {message}")
+
+
+def test_config_reports_every_problem_at_once(tmp_path):
+    bad = tmp_path / "node.toml"
+    bad.write_text('state_dir = "s"\n[node]\nport = "104"\n[queue]\nworkerz = 2\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(bad)
+    assert str(exc.value).splitlines() == [
+        f"{bad}: node.port: input should be a valid integer, got '104'",
+        f"{bad}: queue.workerz: unknown key (allowed: backend, name, redis_url, worker_nice, worker_type, workers)"]
+
+
+def test_convention_rules_are_checked_on_load_relative_to_the_config(tmp_path):
+    (tmp_path / "site.toml").write_text('[[rule]]\nname = "x"\nconvention = "left-handed"\nvendor = "GE"\n')
+    cfg_path = tmp_path / "node.toml"
+    cfg_path.write_text('state_dir = "state"\n[analysis]\nconvention_rules = "site.toml"\n')
+    cfg = load_config(cfg_path)
+    assert cfg.state_dir == tmp_path / "state" and cfg.analysis.convention_rules == str(tmp_path / "site.toml")
+    (tmp_path / "site.toml").write_text('[[rule]]\nname = "x"\nconvention = "sideways"\nvendor = "GE"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(cfg_path)
+    assert str(exc.value).startswith(f"{cfg_path}: analysis.convention_rules: {tmp_path / 'site.toml'}: "
+                                     f"[[rule]][1] \"x\".convention: input should be")
+
+
+def test_config_sections_are_dataclasses_replace_validates_again():
+    from dataclasses import replace
+    cfg = load_config(EXAMPLE)
+    more = replace(cfg, queue=replace(cfg.queue, workers=3))
+    assert more.queue.workers == 3 and more.source == cfg.source and more.destinations["pacs"].name == "pacs"
+    with pytest.raises(ValueError):
+        replace(cfg.queue, workers=-1)
 
 
 def test_config_file_errors(tmp_path):
@@ -247,3 +300,16 @@ def test_previous_srs_come_from_the_latest_earlier_analysed_version(tmp_path):
     assert [p.name for p in previous_srs(layout, "s", 4)] == ["sr-v2.dcm"]
     assert [p.name for p in previous_srs(layout, "s", 2)] == ["sr-v1.dcm"]
     assert previous_srs(layout, "s", 1) == []
+
+
+def test_serve_and_status_exit_2_with_every_config_problem(tmp_path, capsys):
+    from plugin.cli import main
+    bad = tmp_path / "node.toml"
+    bad.write_text('state_dir = "s"\n[analysis]\ncallable = "plugin.pipeline:analyze_paths"\n'
+                   '[[rules]]\nname = "gre"\nmatch.series_description = "(swi"\n')
+    for command in ("serve", "status"):
+        assert main([command, "--config", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: analysis.callable: removed" in err
+        assert f'{bad}: [[rules]][1] "gre".match.series_description: not a valid regular expression' in err
+    assert not (tmp_path / "s").exists()     # refused before anything was created

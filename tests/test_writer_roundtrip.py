@@ -7,6 +7,7 @@ classic and an enhanced file of every vendor.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pydicom

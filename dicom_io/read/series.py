@@ -29,12 +29,14 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
+from dicom_io.convention import ConventionRules, resolve_convention
 from dicom_io.read import geometry, pixels
 from dicom_io.errors import DicomInputError, FileProblem
 from dicom_io.read.files import scan_files
 from dicom_io.frames import FrameHeader
 from dicom_io.read.headers import assign_echo_numbers, frames_from_headers, is_enhanced
 from dicom_io.read.volume import Volume
+from dicom_io.vocabulary import Handedness
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ class SeriesInfo:
     n_frames: int
     stacks: list[StackInfo] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    phase_convention: str = "unknown"
+    phase_convention: Handedness = Handedness.UNKNOWN   # resolved once, by scan (site rules included)
     convention_source: str = "not resolved"
     codec: Any = field(default=None, repr=False)
 
@@ -130,17 +132,14 @@ def _component_from_pixels(stored: np.ndarray) -> tuple[str, str]:
     return component_from_pixels(stored)
 
 
-def _resolve_convention(frame: FrameHeader, vendor: str, rules) -> tuple[str, str]:
-    try:
-        from dicom_io.convention import resolve_convention
-    except ImportError:
-        return "unknown", "convention table not available"
-    return resolve_convention(frame, vendor, rules)
-
-
-def scan(paths: Iterable[Union[str, Path]], *, rules=None, limit_bytes: Optional[int] = None) -> ScanResult:
+def scan(paths: Iterable[Union[str, Path]], *, rules: Optional[ConventionRules] = None,
+         limit_bytes: Optional[int] = None) -> ScanResult:
     """Find DICOM under ``paths`` and describe every series (no pixel data read unless a component
-    can only be decided from pixels)."""
+    can only be decided from pixels).
+
+    ``rules``: the site's phase-convention rules (:func:`dicom_io.convention.load_rules`), applied
+    here, once per series: ``SeriesInfo.phase_convention`` and ``convention_source`` are the answer
+    ``inspect``, ``analyze`` and the node all report; nothing downstream resolves it again."""
     files = scan_files(paths, limit_bytes=limit_bytes)
     frames, failed = frames_from_headers(files.headers)
     problems = list(files.problems) + [FileProblem(str(p), reason) for p, reason in failed]
@@ -164,7 +163,7 @@ def scan(paths: Iterable[Union[str, Path]], *, rules=None, limit_bytes: Optional
     return ScanResult(series, problems, notes)
 
 
-def _build_series(uid: str, frames: list[FrameHeader], rules) -> SeriesInfo:
+def _build_series(uid: str, frames: list[FrameHeader], rules: Optional[ConventionRules]) -> SeriesInfo:
     f0 = frames[0]
     assign_echo_numbers(frames)
     problems: list[str] = []
@@ -202,7 +201,9 @@ def _build_series(uid: str, frames: list[FrameHeader], rules) -> SeriesInfo:
         stacks.append(stack)
         problems.extend(f"{stack.label}: {p}" for p in stack_problems)
 
-    convention, convention_source = _resolve_convention(f0, vendor, rules)
+    # The convention is the phase's: judged on the first phase frame (its ImageType says P), else f0.
+    phase_frames = [st.frames[0] for st in stacks if st.component == "phase" and st.frames]
+    convention, convention_source = resolve_convention(phase_frames[0] if phase_frames else f0, vendor, rules)
     return SeriesInfo(
         series_instance_uid=uid, study_instance_uid=f0.study_instance_uid, modality=f0.modality,
         vendor=vendor, vendor_source=vendor_source, manufacturer=f0.manufacturer, model=f0.model,

@@ -99,11 +99,11 @@ def run(args) -> int:
             raise UsageError(f"input not found: {', '.join(missing)}")
         rules = None
         if args.convention_rules:
-            from dicom_io import convention as dconv
+            from dicom_io.convention import ConventionConfigError, load_rules
             try:
-                rules = dconv.load_rules(args.convention_rules)
-            except Exception as exc:
-                raise UsageError(f"{args.convention_rules}: cannot use convention rules ({exc})") from None
+                rules = load_rules(args.convention_rules)
+            except ConventionConfigError as exc:  # names the file, the key and the problem
+                raise UsageError(f"convention rules: {exc}") from None
     except UsageError as exc:
         print(f"borderphase analyze: error: {exc}", file=sys.stderr)
         return 2

@@ -33,10 +33,10 @@ def run(args) -> int:
         return 2
     rules = None
     if args.convention_rules is not None:
-        from dicom_io.convention import load_rules
+        from dicom_io.convention import ConventionConfigError, load_rules
         try:
             rules = load_rules(args.convention_rules)
-        except Exception as exc:  # ConventionConfigError names the file and the problem
+        except ConventionConfigError as exc:  # names the file, the key and the problem
             print(f"borderphase inspect: convention rules: {exc}", file=sys.stderr)
             return 2
     doc = inspect_paths(args.paths, rules=rules)

@@ -1,113 +1,219 @@
 """Node configuration: one TOML file (see ``example_config.toml`` beside this module).
 
-Loading validates everything up front and raises :class:`ConfigError` naming the key and the
-problem, so ``borderphase serve`` can exit with code 2 before opening a port.
+The file's schema is the pydantic dataclasses below (one per table). Loading validates everything
+up front and raises :class:`ConfigError` naming the file, the key path and the problem, one line
+per problem (e.g. ``node.toml: [[rules]][2] "gre".match.series_description: not a valid regular
+expression: ...``), so ``borderphase serve`` can exit with code 2 before opening a port. Unknown
+keys are errors; values are never silently converted (``port = "104"`` is refused). Routing rules
+use the same header-rule keys and matcher as the site's convention rules (:mod:`dicom_io.rules`).
+
+Relative paths (``state_dir``, ``analysis.convention_rules``) are relative to the config file.
+The sections are dataclasses: ``dataclasses.replace`` works on them (and validates again).
 """
 from __future__ import annotations
 
-import re
-import sys
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-from dataclasses import dataclass, field
+import ipaddress
+import tomllib
+from dataclasses import field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
+
+from pydantic import (Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
+from pydantic.dataclasses import dataclass
+
+from dicom_io.convention import ConventionConfigError, load_rules
+from dicom_io.rules import STRICT_TABLE, HeaderRule, KeyProblem, Regex, Strings, describe_errors, header_rule
 
 ACTIONS = ("analyse", "ignore")
 MATCH_KEYS = ("modality", "manufacturer", "series_description", "image_type", "calling_ae", "called_ae")
+_TABLES = ("rules",)   # arrays of tables, shown as [[rules]][n] in errors
 
 
 class ConfigError(Exception):
     """A configuration problem, with the file and the key."""
 
 
-@dataclass(frozen=True)
+def _from_file(path: StrictStr, info: ValidationInfo) -> Path:
+    """A path from the file: ``~`` expanded, relative to the config file's folder."""
+    p = Path(path).expanduser()
+    base = (info.context or {}).get("base_dir") or Path.cwd()
+    return p if p.is_absolute() else (Path(base) / p).resolve()
+
+
+@dataclass(frozen=True, config=STRICT_TABLE)
 class TlsConfig:
-    cert_file: str
-    key_file: str
-    ca_file: str | None = None
-    require_client_cert: bool = False
+    cert_file: StrictStr
+    key_file: StrictStr
+    ca_file: Optional[StrictStr] = None
+    require_client_cert: StrictBool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_TABLE)
 class NodeConfig:
-    ae_title: str = "BORDERPHASE"
-    host: str = "127.0.0.1"
-    port: int = 11112
-    allowed_calling_ae_titles: tuple[str, ...] = ()
-    allowed_networks: tuple[str, ...] = ()
-    max_associations: int = 16
-    min_free_mb: float = 200.0
-    tls: TlsConfig | None = None
+    ae_title: StrictStr = "BORDERPHASE"
+    host: StrictStr = "127.0.0.1"
+    port: StrictInt = Field(11112, ge=0, le=65535)
+    allowed_calling_ae_titles: Strings = ()
+    allowed_networks: Strings = ()
+    max_associations: StrictInt = Field(16, ge=1)
+    min_free_mb: StrictFloat = Field(200.0, ge=0)
+    tls: Optional[TlsConfig] = None
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, ae: str) -> str:
+        if not 0 < len(ae.strip()) <= 16:
+            raise ValueError(f"must be 1-16 characters, got {ae!r}")
+        return ae.strip()
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        for i, net in enumerate(networks):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise KeyProblem((i,), str(exc)) from None
+        return networks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_TABLE)
 class CompletionConfig:
-    quiet_period_s: float = 10.0
-    release_grace_s: float = 2.0
+    quiet_period_s: StrictFloat = Field(10.0, gt=0)
+    release_grace_s: StrictFloat = Field(2.0, ge=0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_TABLE)
 class QueueConfig:
-    backend: str = "sqlite"  # sqlite | redis
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    name: str = "borderphase"
-    workers: int = 1  # embedded consumer threads inside `serve`; 0 = external workers only
-    worker_type: str = "process"  # process | thread (huey worker types)
-    worker_nice: int = 10  # CPU niceness of process workers (receiving has priority)
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: StrictStr = "redis://127.0.0.1:6379/0"
+    name: StrictStr = "borderphase"
+    workers: StrictInt = Field(1, ge=0)   # embedded consumer threads inside `serve`; 0 = external workers only
+    worker_type: Literal["process", "thread"] = "process"  # huey worker types
+    worker_nice: StrictInt = 10           # CPU niceness of process workers (receiving has priority)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_TABLE)
 class AnalysisConfig:
-    callable: str = "plugin.pipeline:analyze_paths"
-    convention_rules: str | None = None
-    lease_s: float = 3600.0
+    convention_rules: Optional[StrictStr] = None   # site rules file (checked when the config is read)
+    lease_s: StrictFloat = Field(3600.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "callable" in data:
+            raise KeyProblem(("callable",), "removed: the node runs plugin.pipeline.analyze_paths itself; "
+                                            "delete this line")
+        return data
+
+    @field_validator("convention_rules")
+    @classmethod
+    def _rules_file(cls, path: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if path is None:
+            return None
+        resolved = _from_file(path, info)
+        try:
+            load_rules(resolved)
+        except ConventionConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return str(resolved)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_TABLE)
 class DispatchConfig:
-    retry_initial_s: float = 5.0
-    retry_max_s: float = 300.0
-    timeout_s: float = 30.0
+    retry_initial_s: StrictFloat = Field(5.0, gt=0)
+    retry_max_s: StrictFloat = Field(300.0, gt=0)
+    timeout_s: StrictFloat = Field(30.0, gt=0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_TABLE)
 class Destination:
-    name: str
-    kind: str  # dicom | stowrs
-    ae_title: str = ""
-    host: str = ""
-    port: int = 0
-    calling_ae_title: str = ""
-    url: str = ""
-    username: str | None = None
-    password: str | None = None
-    tls_ca_file: str | None = None  # DICOM TLS to this destination (verify its certificate with this CA)
-    tls_cert_file: str | None = None  # our client certificate, when the destination requires one
-    tls_key_file: str | None = None
+    """A ``[destinations.NAME]`` table: a DICOM AE (C-STORE) or a STOW-RS endpoint."""
+
+    type: Literal["dicom", "stowrs"] = "dicom"
+    ae_title: StrictStr = ""
+    host: StrictStr = ""
+    port: StrictInt = Field(0, ge=0, le=65535)
+    calling_ae_title: StrictStr = ""     # default: node.ae_title
+    url: StrictStr = ""
+    username: Optional[StrictStr] = None
+    password: Optional[StrictStr] = None
+    tls_ca_file: Optional[StrictStr] = None  # DICOM TLS to this destination (verify its certificate with this CA)
+    tls_cert_file: Optional[StrictStr] = None  # our client certificate, when the destination requires one
+    tls_key_file: Optional[StrictStr] = None
+    name: str = Field("", init=False)     # the table's name, set by Config
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required_for_type(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            kind = data.get("type", "dicom")
+            needed = {"dicom": ("ae_title", "host", "port"), "stowrs": ("url",)}.get(kind, ())
+            for key in needed:
+                if key not in data:
+                    what = "a DICOM" if kind == "dicom" else "a STOW-RS"
+                    raise KeyProblem((key,), f"required for {what} destination")
+        return data
+
+    @property
+    def kind(self) -> str:
+        return self.type
 
     def describe(self) -> str:
         return self.url if self.kind == "stowrs" else f"{self.ae_title}@{self.host}:{self.port}"
 
     def as_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d.pop("password", None)
+        d = {k: v for k, v in self.__dict__.items() if k not in ("password", "type")}
+        d["kind"] = self.kind
         return d
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_TABLE)
+class RouteMatch:
+    """A rule's ``match`` keys (see :mod:`plugin.service.routing`); none: every series."""
+
+    modality: Optional[Strings] = None
+    manufacturer: Optional[Regex] = None        # searched without regard to case
+    series_description: Optional[Regex] = None
+    image_type: Optional[Strings] = None
+    calling_ae: Optional[Strings] = None
+    called_ae: Optional[Strings] = None
+
+    @cached_property
+    def header_rule(self) -> HeaderRule:
+        return header_rule({k: getattr(self, k) for k in MATCH_KEYS}, ignore_case=("manufacturer",))
+
+
+@dataclass(frozen=True, config=STRICT_TABLE)
 class RoutingRule:
-    name: str
-    action: str
-    match: dict[str, Any]
-    destinations: tuple[str, ...] = ()
-    reason: str = ""
+    name: StrictStr = ""                        # default: rule<position>
+    action: Literal["analyse", "ignore"] = "analyse"
+    match: RouteMatch = field(default_factory=RouteMatch)
+    destinations: Strings = ()
+    reason: StrictStr = ""
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _spelling(cls, action: Any) -> Any:
+        return "analyse" if action == "analyze" else action
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_TABLE)
+class RoutingConfig:
+    default_action: StrictStr = "ignore"
+    default_reason: StrictStr = "no routing rule matched"
+
+    @field_validator("default_action")
+    @classmethod
+    def _only_ignore(cls, action: str) -> str:
+        if action != "ignore":
+            raise ValueError(f"only 'ignore' (analysing needs a rule with destinations), got {action!r}")
+        return action
+
+
+@dataclass(frozen=True, config=STRICT_TABLE)
 class Config:
     state_dir: Path
     node: NodeConfig = field(default_factory=NodeConfig)
@@ -117,172 +223,62 @@ class Config:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     destinations: dict[str, Destination] = field(default_factory=dict)
     rules: tuple[RoutingRule, ...] = ()
-    default_action: str = "ignore"
-    default_reason: str = "no routing rule matched"
-    source: str = "<defaults>"
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    source: str = Field("<defaults>", exclude=True)   # the file it came from (not a key of the file)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _document(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "source" in data:
+                raise KeyProblem(("source",), "unknown key")
+            if "state_dir" not in data:
+                raise KeyProblem(("state_dir",), "required (where the spool, queue, results and outbox live)")
+        return data
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_dir(cls, path: Any, info: ValidationInfo) -> Any:
+        return _from_file(path, info) if isinstance(path, str) else path
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "Config":
+        for name, dest in self.destinations.items():
+            object.__setattr__(dest, "name", name)
+            if not dest.calling_ae_title and dest.kind == "dicom":
+                object.__setattr__(dest, "calling_ae_title", self.node.ae_title)
+        for i, rule in enumerate(self.rules):
+            if not rule.name:
+                object.__setattr__(rule, "name", f"rule{i + 1}")
+            for dn in rule.destinations:
+                if dn not in self.destinations:
+                    raise KeyProblem(("rules", i, "destinations"),
+                                     f"unknown destination {dn!r} (define [destinations.{dn}])")
+        if self.dispatch.retry_max_s < self.dispatch.retry_initial_s:
+            raise KeyProblem(("dispatch", "retry_max_s"), "must be >= retry_initial_s")
+        return self
+
+    @property
+    def default_action(self) -> str:
+        return self.routing.default_action
+
+    @property
+    def default_reason(self) -> str:
+        return self.routing.default_reason
 
 
-def _get(section: dict, key: str, typ, default, where: str):
-    if key not in section:
-        return default
-    value = section[key]
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
-        raise ConfigError(f"{where}.{key}: expected {typ.__name__}, got {value!r}")
-    return value
-
-
-def _strs(section: dict, key: str, where: str) -> tuple[str, ...]:
-    value = section.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}.{key}: expected a string or a list of strings")
-    return tuple(value)
-
-
-def _check_unknown(section: dict, allowed: set[str], where: str) -> None:
-    unknown = set(section) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+_CONFIG = TypeAdapter(Config)
 
 
 def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = None) -> Config:
-    base_dir = base_dir or Path.cwd()
-    _check_unknown(doc, {"state_dir", "node", "completion", "queue", "analysis", "dispatch",
-                         "destinations", "rules", "routing"}, "top level")
-    if "state_dir" not in doc:
-        raise ConfigError("state_dir: required (where the spool, queue, results and outbox live)")
-    state_dir = Path(str(doc["state_dir"])).expanduser()
-    if not state_dir.is_absolute():
-        state_dir = (base_dir / state_dir).resolve()
-
-    n = doc.get("node", {})
-    _check_unknown(n, {"ae_title", "host", "port", "allowed_calling_ae_titles", "allowed_networks",
-                       "max_associations", "min_free_mb", "tls"}, "node")
-    tls = None
-    if "tls" in n:
-        t = n["tls"]
-        _check_unknown(t, {"cert_file", "key_file", "ca_file", "require_client_cert"}, "node.tls")
-        for k in ("cert_file", "key_file"):
-            if k not in t:
-                raise ConfigError(f"node.tls.{k}: required when [node.tls] is present")
-        tls = TlsConfig(t["cert_file"], t["key_file"], t.get("ca_file"), bool(t.get("require_client_cert", False)))
-    ae = _get(n, "ae_title", str, "BORDERPHASE", "node")
-    if not 0 < len(ae.strip()) <= 16:
-        raise ConfigError(f"node.ae_title: must be 1-16 characters, got {ae!r}")
-    port = _get(n, "port", int, 11112, "node")
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"node.port: {port} is not a TCP port")
-    node = NodeConfig(
-        ae_title=ae.strip(), host=_get(n, "host", str, "127.0.0.1", "node"), port=port,
-        allowed_calling_ae_titles=_strs(n, "allowed_calling_ae_titles", "node"),
-        allowed_networks=_strs(n, "allowed_networks", "node"),
-        max_associations=_get(n, "max_associations", int, 16, "node"),
-        min_free_mb=_get(n, "min_free_mb", float, 200.0, "node"), tls=tls)
-    import ipaddress
-    for net in node.allowed_networks:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError as exc:
-            raise ConfigError(f"node.allowed_networks: {exc}") from None
-
-    c = doc.get("completion", {})
-    _check_unknown(c, {"quiet_period_s", "release_grace_s"}, "completion")
-    completion = CompletionConfig(_get(c, "quiet_period_s", float, 10.0, "completion"),
-                                  _get(c, "release_grace_s", float, 2.0, "completion"))
-    if completion.quiet_period_s <= 0 or completion.release_grace_s < 0:
-        raise ConfigError("completion: quiet_period_s must be > 0 and release_grace_s >= 0")
-
-    q = doc.get("queue", {})
-    _check_unknown(q, {"backend", "redis_url", "name", "workers", "worker_type", "worker_nice"}, "queue")
-    queue = QueueConfig(_get(q, "backend", str, "sqlite", "queue"),
-                        _get(q, "redis_url", str, "redis://127.0.0.1:6379/0", "queue"),
-                        _get(q, "name", str, "borderphase", "queue"),
-                        _get(q, "workers", int, 1, "queue"),
-                        _get(q, "worker_type", str, "process", "queue"),
-                        _get(q, "worker_nice", int, 10, "queue"))
-    if queue.backend not in ("sqlite", "redis"):
-        raise ConfigError(f"queue.backend: 'sqlite' or 'redis', got {queue.backend!r}")
-    if queue.worker_type not in ("thread", "process"):
-        raise ConfigError(f"queue.worker_type: 'thread' or 'process', got {queue.worker_type!r}")
-
-    a = doc.get("analysis", {})
-    _check_unknown(a, {"callable", "convention_rules", "lease_s"}, "analysis")
-    analysis = AnalysisConfig(_get(a, "callable", str, "plugin.pipeline:analyze_paths", "analysis"),
-                              _get(a, "convention_rules", str, None, "analysis"),
-                              _get(a, "lease_s", float, 3600.0, "analysis"))
-    if ":" not in analysis.callable:
-        raise ConfigError(f"analysis.callable: 'module:function', got {analysis.callable!r}")
-
-    d = doc.get("dispatch", {})
-    _check_unknown(d, {"retry_initial_s", "retry_max_s", "timeout_s"}, "dispatch")
-    dispatch = DispatchConfig(_get(d, "retry_initial_s", float, 5.0, "dispatch"),
-                              _get(d, "retry_max_s", float, 300.0, "dispatch"),
-                              _get(d, "timeout_s", float, 30.0, "dispatch"))
-
-    dests: dict[str, Destination] = {}
-    for name, dd in doc.get("destinations", {}).items():
-        where = f"destinations.{name}"
-        if not isinstance(dd, dict):
-            raise ConfigError(f"{where}: expected a table")
-        _check_unknown(dd, {"type", "ae_title", "host", "port", "calling_ae_title", "url",
-                            "username", "password", "tls_ca_file", "tls_cert_file", "tls_key_file"}, where)
-        kind = dd.get("type", "dicom")
-        if kind == "dicom":
-            for k in ("ae_title", "host", "port"):
-                if k not in dd:
-                    raise ConfigError(f"{where}.{k}: required for a DICOM destination")
-            dests[name] = Destination(name, kind, ae_title=_get(dd, "ae_title", str, "", where),
-                                      host=_get(dd, "host", str, "", where), port=_get(dd, "port", int, 0, where),
-                                      calling_ae_title=_get(dd, "calling_ae_title", str, node.ae_title, where),
-                                      tls_ca_file=dd.get("tls_ca_file"), tls_cert_file=dd.get("tls_cert_file"),
-                                      tls_key_file=dd.get("tls_key_file"))
-        elif kind == "stowrs":
-            if "url" not in dd:
-                raise ConfigError(f"{where}.url: required for a STOW-RS destination")
-            dests[name] = Destination(name, kind, url=_get(dd, "url", str, "", where),
-                                      username=dd.get("username"), password=dd.get("password"))
-        else:
-            raise ConfigError(f"{where}.type: 'dicom' or 'stowrs', got {kind!r}")
-
-    r = doc.get("routing", {})
-    _check_unknown(r, {"default_action", "default_reason"}, "routing")
-    default_action = _get(r, "default_action", str, "ignore", "routing")
-    if default_action not in ("ignore",):
-        raise ConfigError("routing.default_action: only 'ignore' (analysing needs a rule with destinations)")
-    rules = []
-    raw_rules = doc.get("rules", [])
-    if not isinstance(raw_rules, list):
-        raise ConfigError("rules: expected an array of tables ([[rules]])")
-    for i, rr in enumerate(raw_rules):
-        where = f"rules[{i}]"
-        _check_unknown(rr, {"name", "action", "match", "destinations", "reason"}, where)
-        name = rr.get("name", f"rule{i + 1}")
-        action = rr.get("action", "analyse")
-        if action == "analyze":
-            action = "analyse"
-        if action not in ACTIONS:
-            raise ConfigError(f"{where}.action: one of {ACTIONS}, got {action!r}")
-        match = rr.get("match", {})
-        _check_unknown(match, set(MATCH_KEYS), f"{where}.match")
-        for key in ("manufacturer", "series_description"):
-            if key in match:
-                try:
-                    re.compile(match[key])
-                except re.error as exc:
-                    raise ConfigError(f"{where}.match.{key}: bad regular expression: {exc}") from None
-        dnames = _strs(rr, "destinations", where)
-        for dn in dnames:
-            if dn not in dests:
-                raise ConfigError(f"{where}.destinations: unknown destination {dn!r} (define [destinations.{dn}])")
-        rules.append(RoutingRule(name=name, action=action, match=dict(match), destinations=dnames,
-                                 reason=rr.get("reason", "")))
-    return Config(state_dir=state_dir, node=node, completion=completion, queue=queue, analysis=analysis,
-                  dispatch=dispatch, destinations=dests, rules=tuple(rules), default_action=default_action,
-                  default_reason=_get(r, "default_reason", str, "no routing rule matched", "routing"),
-                  source=source)
+    """Validate a parsed TOML document; relative paths are relative to ``base_dir`` (default: the
+    working directory). Raises :class:`ConfigError` naming ``source``, the key path and the problem."""
+    try:
+        config = _CONFIG.validate_python(doc, context={"base_dir": base_dir or Path.cwd()})
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, Config, doc, file=source, tables=_TABLES)) from None
+    object.__setattr__(config, "source", source)
+    return config
 
 
 def load_config(path: str | Path) -> Config:
@@ -292,9 +288,8 @@ def load_config(path: str | Path) -> Config:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return parse_config(doc, source=str(path), base_dir=path.parent.resolve())
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return parse_config(doc, source=str(path), base_dir=path.parent.resolve())

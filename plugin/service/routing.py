@@ -7,10 +7,12 @@ Match keys (all optional; a rule with none matches everything):
 * ``series_description``: regular expression searched in SeriesDescription (0008,103E).
 * ``image_type``: a string or list; every value must be among the values of ImageType (0008,0008).
 * ``calling_ae`` / ``called_ae``: a string or list; the AE titles of the association that sent it.
+
+The keys are the header-rule keys of :mod:`dicom_io.rules`, matched by the same code as the site's
+phase-convention rules; the config validates them when it is read (:mod:`plugin.service.config`).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from plugin.service.config import Config, RoutingRule
@@ -35,27 +37,8 @@ class RouteDecision:
     reason: str
 
 
-def _as_list(v) -> list[str]:
-    return [v] if isinstance(v, str) else list(v)
-
-
 def rule_matches(rule: RoutingRule, s: SeriesFacts) -> bool:
-    m = rule.match
-    if "modality" in m and s.modality.upper() not in {x.upper() for x in _as_list(m["modality"])}:
-        return False
-    if "manufacturer" in m and not re.search(m["manufacturer"], s.manufacturer, re.IGNORECASE):
-        return False
-    if "series_description" in m and not re.search(m["series_description"], s.series_description):
-        return False
-    if "image_type" in m:
-        have = {v.strip().upper() for v in s.image_type}
-        if not all(v.upper() in have for v in _as_list(m["image_type"])):
-            return False
-    if "calling_ae" in m and s.calling_ae.strip() not in {x.strip() for x in _as_list(m["calling_ae"])}:
-        return False
-    if "called_ae" in m and s.called_ae.strip() not in {x.strip() for x in _as_list(m["called_ae"])}:
-        return False
-    return True
+    return rule.match.header_rule.matches(s)
 
 
 def route(config: Config, s: SeriesFacts) -> RouteDecision:
