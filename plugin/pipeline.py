@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from plugin.method.background import remove_background
-from plugin.method.detect import DetectionParams, Spot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
+from plugin.method.detect import DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
 from plugin.method.interpret import InterpretRules, interpret
 from plugin.model import Classification, Lesion, PairAnalysis
 from plugin.method.spotread import read_spot
@@ -48,7 +48,7 @@ class ArrayAnalysis:
     lesions: list[Lesion]
     label_map: np.ndarray
     notes: list[str] = field(default_factory=list)
-    spots: list[Spot] = field(default_factory=list)
+    spots: list[DetectedSpot] = field(default_factory=list)
     readings: list = field(default_factory=list)     # SpotReadings per lesion (for benchmarks)
     interpretations: list = field(default_factory=list)
 
@@ -78,7 +78,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             ratio = darkness_ratio(mag, voxel, params)
             noise = estimate_noise_sigma(mag, mask)
             inv = np.linalg.inv(affine_lps)
-            spots: list[Spot] = []
+            spots: list[DetectedSpot] = []
             for p in points_lps_mm:
                 idx = np.asarray(p, float) @ inv[:3, :3].T + inv[:3, 3]
                 spot, why = segment_at(ratio, mask, tuple(idx), voxel, params)
