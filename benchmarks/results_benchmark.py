@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from dicom_io.results import kos, seg, sr, summary  # noqa: E402
-from dicom_io.results import write_results  # noqa: E402
+from dicom_io.results import Finding, ReportedSpot, ReportInput, write_results  # noqa: E402
 from dicom_io.results.context import build_context, source_names_tolerated  # noqa: E402
 from dicom_io.read.series import load_volume, scan  # noqa: E402
 from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition  # noqa: E402
-from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern  # noqa: E402
+from dicom_io.vocabulary import Handedness  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 
@@ -68,27 +68,27 @@ def make_source(out: Path, vendor: str, style: str, shape=(60, 512, 512)):
     return m, p, spots
 
 
-def make_analysis(mag, ph, spots, n_spots: int) -> PairAnalysis:
+def make_analysis(mag, ph, spots, n_spots: int) -> ReportInput:
+    """The result writers' input for ``n_spots`` of the painted spots, findings in turn."""
     lm = np.zeros(mag.shape, dtype=np.int32)
     rr, cc = np.mgrid[0:mag.shape[1], 0:mag.shape[2]]
-    classes = [Classification.MICROBLEED, Classification.CALCIFICATION, Classification.INDETERMINATE]
-    lesions = []
+    findings = [Finding.MICROBLEED, Finding.CALCIFICATION, Finding.INDETERMINATE]
+    reported = []
     for i, (k0, k1, r, c, rad) in enumerate(spots[:n_spots], start=1):
         disc = (rr - r) ** 2 + (cc - c) ** 2 <= rad ** 2
         lm[k0:k1 + 1][:, disc] = i
-        cls = classes[(i - 1) % 3]
-        bp = None if cls is Classification.INDETERMINATE else PhasePattern(1 + (i % 6))
+        finding = findings[(i - 1) % 3]
+        bp = None if finding is Finding.INDETERMINATE else 1 + (i % 6)
         centre = mag.index_to_lps_mm(np.array([[(k0 + k1) / 2, r, c]]))[0]
-        lesions.append(Lesion(id=i, center_lps_mm=tuple(centre), diameter_mm=0.45 * (2 * rad + 1),
-                              slice_indices=list(range(k0, k1 + 1)), upper_border_slice=k1,
-                              lower_border_slice=k0, central_slice=(k0 + k1) // 2, border_pattern=bp,
-                              central_pattern=PhasePattern(1 + (i + 2) % 6), classification=cls,
-                              confidence=0.75, reason="benchmark", upper_border_pattern=bp,
-                              lower_border_pattern=bp))
-    return PairAnalysis(study_instance_uid=mag.study_instance_uid, magnitude_series_uid=mag.series_instance_uid,
-                        phase_series_uid=ph.series_instance_uid, vendor=mag.vendor,
-                        phase_convention="left-handed", convention_source="benchmark", lesions=lesions,
-                        label_map=lm)
+        reported.append(ReportedSpot(id=i, finding=finding, center_lps_mm=tuple(centre),
+                                     diameter_mm=0.45 * (2 * rad + 1), slice_indices=tuple(range(k0, k1 + 1)),
+                                     upper_border_slice=k1, lower_border_slice=k0, central_slice=(k0 + k1) // 2,
+                                     border_pattern=bp, central_pattern=1 + (i + 2) % 6, confidence=0.75,
+                                     reason="benchmark", upper_border_pattern=bp, lower_border_pattern=bp))
+    return ReportInput(study_instance_uid=mag.study_instance_uid, magnitude_series_uid=mag.series_instance_uid,
+                       phase_series_uid=ph.series_instance_uid, vendor=mag.vendor,
+                       phase_convention=Handedness.LEFT, convention_source="benchmark", spots=tuple(reported),
+                       label_map=lm)
 
 
 def time_build(analysis, mag, ph) -> dict[str, float]:
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
             writes, write_cpu, n_files, size = [], [], 0, 0
             for i in range(args.repeat):
                 t0, c0 = time.perf_counter(), time.process_time()
-                paths = write_results(analysis, mag, ph, Path(tmp) / f"{vendor}-out{i}", algorithm_version="bench")
+                paths = write_results(analysis, mag, ph, Path(tmp) / f"{vendor}-out{i}", algorithm_version="bench").paths
                 writes.append(time.perf_counter() - t0)
                 write_cpu.append(time.process_time() - c0)
                 n_files, size = len(paths), sum(p.stat().st_size for p in paths)

@@ -1,4 +1,9 @@
-"""The clinical model: plain dataclasses that know no DICOM. Result writers translate these."""
+"""The clinical model: plain dataclasses and enums that know no DICOM.
+
+Clinical facts only: what was found where, how its phase reads and what it is. How the DICOM
+results name a spot (tracking identifier and UID) is not a clinical fact: the result writers
+(dicom_io.results) assign it, and plugin.pipeline translates this model into their input.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +11,8 @@ from enum import IntEnum, StrEnum
 from typing import Optional
 
 import numpy as np
+
+from dicom_io.vocabulary import Handedness
 
 
 class PhasePattern(IntEnum):
@@ -47,8 +54,6 @@ class Lesion:
     reason: str = ""                           # why indeterminate, or what decided
     upper_border_pattern: Optional[PhasePattern] = None
     lower_border_pattern: Optional[PhasePattern] = None
-    tracking_identifier: Optional[str] = None  # what a human reads: "CMB 3", "Calc 1", "Indet 2"
-    tracking_uid: Optional[str] = None         # shared by the SR measurement group and the SEG segment
 
     @property
     def n_slices(self) -> int:
@@ -63,8 +68,8 @@ class PairAnalysis:
     magnitude_series_uid: str
     phase_series_uid: str
     vendor: str
-    phase_convention: str                      # right-handed | left-handed | unknown
-    convention_source: str
+    phase_convention: Handedness
+    convention_source: str                     # the site rule or table entry that decided it
+    label_map: np.ndarray = field(repr=False)  # (slice,row,col) int, 0 = none, else lesion id
     lesions: list[Lesion] = field(default_factory=list)
-    label_map: Optional[np.ndarray] = field(default=None, repr=False)  # (slice,row,col) int, 0 = none, else lesion id
     notes: list[str] = field(default_factory=list)

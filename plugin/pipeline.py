@@ -2,8 +2,10 @@
 
 ``analyze_paths`` is the agreed entry point: scan the inputs (dicom_io.read.series.scan), pair the
 magnitude and phase stacks of each acquisition (plugin.pairing), analyse every pair, write
-``out_dir/findings.json`` in the GUIDE's ``borderphase.findings/1`` schema and, when
-``dicom_io.results.write_results`` is available, the SR/SEG/summary/KOS objects.
+``out_dir/findings.json`` in the GUIDE's ``borderphase.findings/1`` schema and, unless told not to,
+the SR/SEG/summary/KOS objects (``dicom_io.results.write_results``, given the model translated by
+``report_input``). The result writers assign each spot's tracking identifier and UID; findings.json
+names the spot with the identity they return, so it matches the SR and SEG.
 
 The analysis of one pair (``analyze_arrays``):
 1. brain mask and dark spots on the magnitude (plugin.method.detect), or the spots around given points;
@@ -20,15 +22,19 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
 
 from plugin.method.background import remove_background
-from plugin.method.detect import DetectionParams, Spot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
+from plugin.method.detect import DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
 from plugin.method.interpret import InterpretRules, interpret
-from plugin.model import Classification, Lesion, PairAnalysis
+from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern
 from plugin.method.spotread import read_spot
+from dicom_io.vocabulary import Handedness
+
+if TYPE_CHECKING:   # imported where used: dicom_io.results loads highdicom (0.2 s), needless without DICOM output
+    from dicom_io.results import ReportInput, TrackingIdentity
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ class ArrayAnalysis:
     lesions: list[Lesion]
     label_map: np.ndarray
     notes: list[str] = field(default_factory=list)
-    spots: list[Spot] = field(default_factory=list)
+    spots: list[DetectedSpot] = field(default_factory=list)
     readings: list = field(default_factory=list)     # SpotReadings per lesion (for benchmarks)
     interpretations: list = field(default_factory=list)
 
@@ -78,7 +84,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             ratio = darkness_ratio(mag, voxel, params)
             noise = estimate_noise_sigma(mag, mask)
             inv = np.linalg.inv(affine_lps)
-            spots: list[Spot] = []
+            spots: list[DetectedSpot] = []
             for p in points_lps_mm:
                 idx = np.asarray(p, float) @ inv[:3, :3].T + inv[:3, 3]
                 spot, why = segment_at(ratio, mask, tuple(idx), voxel, params)
@@ -126,8 +132,9 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps)
 
 
-def lesion_dict(lesion: Lesion) -> dict:
-    """One lesion in the GUIDE's findings schema (plus explanatory extras)."""
+def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -> dict:
+    """One lesion in the GUIDE's findings schema (plus explanatory extras). ``tracking``: the
+    identity the DICOM results gave it (None when none were written)."""
     return {
         "id": lesion.id,
         "center_lps_mm": [round(float(v), 2) for v in lesion.center_lps_mm],
@@ -140,26 +147,30 @@ def lesion_dict(lesion: Lesion) -> dict:
         "reason": lesion.reason,
         "upper_border_pattern": None if lesion.upper_border_pattern is None else int(lesion.upper_border_pattern),
         "lower_border_pattern": None if lesion.lower_border_pattern is None else int(lesion.lower_border_pattern),
-        "tracking_identifier": lesion.tracking_identifier,
-        "tracking_uid": lesion.tracking_uid,
+        "tracking_identifier": None if tracking is None else tracking.identifier,
+        "tracking_uid": None if tracking is None else tracking.uid,
     }
 
 
-def analysis_dict(a: PairAnalysis) -> dict:
+def analysis_dict(a: PairAnalysis, tracking: Optional[Mapping[int, "TrackingIdentity"]] = None) -> dict:
+    """One analysed pair in the findings schema; ``tracking``: lesion id -> the identity the
+    DICOM results gave it (None or empty when none were written)."""
+    tracking = tracking or {}
     return {
         "study_instance_uid": a.study_instance_uid,
         "magnitude_series_uid": a.magnitude_series_uid,
         "phase_series_uid": a.phase_series_uid,
         "vendor": a.vendor,
-        "phase_convention": a.phase_convention,
+        "phase_convention": a.phase_convention.value,
         "convention_source": a.convention_source,
-        "lesions": [lesion_dict(l) for l in a.lesions],
+        "lesions": [lesion_dict(les, tracking.get(les.id)) for les in a.lesions],
         "notes": list(a.notes),
     }
 
 
-def findings_document(analyses: Sequence[PairAnalysis], skipped: Sequence[dict]) -> dict:
-    return {"schema": SCHEMA, "analyses": [analysis_dict(a) for a in analyses], "skipped": list(skipped)}
+def findings_document(analyses: Sequence[dict], skipped: Sequence[dict]) -> dict:
+    """The findings.json document of the analysed pairs (each an :func:`analysis_dict`)."""
+    return {"schema": SCHEMA, "analyses": list(analyses), "skipped": list(skipped)}
 
 
 def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str,
@@ -174,7 +185,7 @@ def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str
     return PairAnalysis(study_instance_uid=magnitude.study_instance_uid,
                         magnitude_series_uid=magnitude.series_instance_uid,
                         phase_series_uid=phase.series_instance_uid, vendor=magnitude.vendor,
-                        phase_convention=convention, convention_source=convention_source,
+                        phase_convention=Handedness(convention), convention_source=convention_source,
                         lesions=res.lesions, label_map=res.label_map, notes=notes)
 
 
@@ -220,7 +231,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     scan = dseries.scan([Path(p) for p in paths], rules=convention_rules)
     series_by_uid = {s.series_instance_uid: s for s in scan.series}   # the convention was resolved there
     pairs, skipped = pair_series(scan.series, echo=echo)
-    analyses: list[PairAnalysis] = []
+    analyses: list[dict] = []
     result_paths: list[str] = []
     for pair in pairs:
         try:
@@ -251,9 +262,11 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
                             "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
             continue
         analysis.notes.insert(0, note)
-        analyses.append(analysis)
+        tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:
-            result_paths += _write_results(analysis, mag, ph, out, previous_sr_paths)
+            paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths)
+            result_paths += paths
+        analyses.append(analysis_dict(analysis, tracking))
     doc = findings_document(analyses, skipped)
     doc["errors"] = [p.as_dict() if hasattr(p, "as_dict") else {"path": str(p), "reason": ""} for p in scan.problems]
     if result_paths:
@@ -262,17 +275,40 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     return doc
 
 
-def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = ()) -> list[str]:
+def _pattern_number(pattern: Optional[PhasePattern]) -> Optional[int]:
+    return None if pattern is None else int(pattern)
+
+
+def report_input(analysis: PairAnalysis) -> ReportInput:
+    """The facts the DICOM result objects report, translated from the clinical model."""
+    from dicom_io.results import Finding, ReportedSpot, ReportInput
+    finding = {Classification.MICROBLEED: Finding.MICROBLEED, Classification.CALCIFICATION: Finding.CALCIFICATION,
+               Classification.INDETERMINATE: Finding.INDETERMINATE}
+    spots = tuple(ReportedSpot(
+        id=les.id, finding=finding[les.classification], center_lps_mm=tuple(les.center_lps_mm),
+        diameter_mm=les.diameter_mm, slice_indices=tuple(les.slice_indices),
+        upper_border_slice=les.upper_border_slice, lower_border_slice=les.lower_border_slice,
+        central_slice=les.central_slice, border_pattern=_pattern_number(les.border_pattern),
+        central_pattern=_pattern_number(les.central_pattern),
+        upper_border_pattern=_pattern_number(les.upper_border_pattern),
+        lower_border_pattern=_pattern_number(les.lower_border_pattern), confidence=les.confidence, reason=les.reason)
+        for les in analysis.lesions)
+    return ReportInput(
+        study_instance_uid=analysis.study_instance_uid, magnitude_series_uid=analysis.magnitude_series_uid,
+        phase_series_uid=analysis.phase_series_uid, vendor=analysis.vendor,
+        phase_convention=analysis.phase_convention, convention_source=analysis.convention_source,
+        spots=spots, label_map=analysis.label_map)
+
+
+def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = ()
+                   ) -> tuple[list[str], dict[int, TrackingIdentity]]:
+    """Write the DICOM results of one pair: (paths, lesion id -> tracking identity), or
+    ([], {}) with a note on the analysis when they could not be written."""
     from dicom_io.results import write_results
-    from dicom_io.results.context import new_tracking_uid, tracking_identifiers
-    # The SR group, the SEG segment and findings.json name each spot with the same identity.
-    labels = tracking_identifiers(analysis.lesions)
-    for lesion in analysis.lesions:
-        lesion.tracking_identifier = labels[int(lesion.id)]
-        lesion.tracking_uid = new_tracking_uid()
     try:
-        return [str(p) for p in write_results(analysis, mag, ph, out, previous_sr_paths=previous_sr_paths)]
+        written = write_results(report_input(analysis), mag, ph, out, previous_sr_paths=previous_sr_paths)
     except Exception as exc:  # results must never lose the findings
         log.error("DICOM result objects not written: %s", exc)
         analysis.notes.append(f"DICOM result objects not written: {exc}")
-        return []
+        return [], {}
+    return [str(p) for p in written.paths], written.tracking

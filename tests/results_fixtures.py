@@ -1,5 +1,9 @@
 """Source studies and hand-made analyses for the result-object tests (SR/SEG/summary/KOS).
 
+The analyses are the result writers' own input (dicom_io.results.ReportInput), built directly:
+these tests check dicom_io.results, not the pipeline's translation of the clinical model
+(tests/test_pipeline.py and tests/test_results_match_findings.py do).
+
 Two kinds of source:
 - ``classic_pair``: classic MR Image Storage magnitude and phase series written here with
   pydicom (one instance per slice), synthetic spots with dark/bright phase discs;
@@ -24,7 +28,8 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from dicom_io.frames import FrameHeader
 from dicom_io.read.series import load_volume, scan
 from dicom_io.read.volume import Volume
-from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern
+from dicom_io.results import Finding, ReportedSpot, ReportInput
+from dicom_io.vocabulary import Handedness
 
 VENDOR_DICOM = Path(os.environ.get("BORDERPHASE_VENDOR_DICOM",
                                    Path(__file__).resolve().parents[2] / "shared" / "vendor_dicom"))
@@ -156,22 +161,24 @@ def default_study() -> dict:
     )
 
 
-#: (first slice, last slice, row, col, radius px, phase sign, class, border pattern, central pattern)
+#: (first slice, last slice, row, col, radius px, phase sign, finding, border pattern, central pattern)
+#: patterns: 1 totally black, 2 totally white, 3 black circle white core, 4 white circle black
+#: core, 5 heterogeneously black, 6 heterogeneously white (None: not assessable)
 CLASSIC_SPOTS = [
-    (3, 5, 20, 20, 2, -1, Classification.MICROBLEED, PhasePattern.TOTALLY_BLACK, PhasePattern.WHITE_CIRCLE_BLACK_CORE),
-    (6, 9, 40, 22, 3, +1, Classification.CALCIFICATION, PhasePattern.TOTALLY_WHITE, PhasePattern.BLACK_CIRCLE_WHITE_CORE),
-    (2, 3, 30, 44, 2, -1, Classification.MICROBLEED, PhasePattern.HETEROGENEOUSLY_BLACK, None),
-    (8, 10, 45, 40, 2, +1, Classification.INDETERMINATE, None, PhasePattern.HETEROGENEOUSLY_WHITE),
-    (1, 2, 22, 38, 1, +1, Classification.CALCIFICATION, PhasePattern.TOTALLY_WHITE, PhasePattern.TOTALLY_WHITE),
+    (3, 5, 20, 20, 2, -1, Finding.MICROBLEED, 1, 4),
+    (6, 9, 40, 22, 3, +1, Finding.CALCIFICATION, 2, 3),
+    (2, 3, 30, 44, 2, -1, Finding.MICROBLEED, 5, None),
+    (8, 10, 45, 40, 2, +1, Finding.INDETERMINATE, None, 6),
+    (1, 2, 22, 38, 1, +1, Finding.CALCIFICATION, 2, 2),
 ]
 
 
-def make_analysis(mag: Volume, phase: Volume, spots, *, convention="left-handed",
-                  convention_source="table: Siemens (Manufacturer SIEMENS)") -> PairAnalysis:
-    """A PairAnalysis (plugin.model) with a label map painted from ``spots``."""
+def make_analysis(mag: Volume, phase: Volume, spots, *, convention=Handedness.LEFT,
+                  convention_source="table: Siemens (Manufacturer SIEMENS)") -> ReportInput:
+    """The result writers' input for a hand-made analysis, label map painted from ``spots``."""
     lm = np.zeros(mag.shape, dtype=np.int32)
     rr, cc = np.mgrid[0:mag.shape[1], 0:mag.shape[2]]
-    lesions = []
+    reported = []
     _, dr, dc = mag.voxel_size_mm
     for i, (k0, k1, r, c, rad, _sign, cls, bp, cp) in enumerate(spots, start=1):
         disc = (rr - r) ** 2 + (cc - c) ** 2 <= rad ** 2
@@ -179,18 +186,19 @@ def make_analysis(mag: Volume, phase: Volume, spots, *, convention="left-handed"
             lm[k][disc] = i
         kc = (k0 + k1) // 2
         centre = mag.index_to_lps_mm(np.array([[(k0 + k1) / 2, r, c]]))[0]
-        lesions.append(Lesion(
-            id=i, center_lps_mm=tuple(float(v) for v in centre), diameter_mm=round((2 * rad + 1) * dr, 2),
-            slice_indices=list(range(k0, k1 + 1)), upper_border_slice=k1, lower_border_slice=k0,
-            central_slice=kc, border_pattern=bp, central_pattern=cp, classification=cls,
-            confidence=0.8 if cls != Classification.INDETERMINATE else 0.3,
-            reason="upper and lower border patterns disagree" if cls == Classification.INDETERMINATE else "border pattern",
-            upper_border_pattern=bp, lower_border_pattern=bp if cls != Classification.INDETERMINATE else PhasePattern.TOTALLY_BLACK,
+        indeterminate = cls == Finding.INDETERMINATE
+        reported.append(ReportedSpot(
+            id=i, finding=cls, center_lps_mm=tuple(float(v) for v in centre),
+            diameter_mm=round((2 * rad + 1) * dr, 2), slice_indices=tuple(range(k0, k1 + 1)),
+            upper_border_slice=k1, lower_border_slice=k0, central_slice=kc, border_pattern=bp,
+            central_pattern=cp, confidence=0.3 if indeterminate else 0.8,
+            reason="upper and lower border patterns disagree" if indeterminate else "border pattern",
+            upper_border_pattern=bp, lower_border_pattern=1 if indeterminate else bp,
         ))
-    return PairAnalysis(
+    return ReportInput(
         study_instance_uid=mag.study_instance_uid, magnitude_series_uid=mag.series_instance_uid,
         phase_series_uid=phase.series_instance_uid, vendor=mag.vendor, phase_convention=convention,
-        convention_source=convention_source, lesions=lesions, label_map=lm,
+        convention_source=convention_source, spots=tuple(reported), label_map=lm,
     )
 
 
@@ -246,9 +254,9 @@ def enhanced_pair():
 
 #: spots for the 64x64x33 enhanced volume
 ENHANCED_SPOTS = [
-    (10, 12, 28, 30, 2, -1, Classification.MICROBLEED, PhasePattern.TOTALLY_WHITE, PhasePattern.BLACK_CIRCLE_WHITE_CORE),
-    (15, 17, 36, 24, 2, +1, Classification.CALCIFICATION, PhasePattern.TOTALLY_BLACK, PhasePattern.WHITE_CIRCLE_BLACK_CORE),
-    (20, 21, 30, 40, 1, +1, Classification.INDETERMINATE, None, None),
+    (10, 12, 28, 30, 2, -1, Finding.MICROBLEED, 2, 3),
+    (15, 17, 36, 24, 2, +1, Finding.CALCIFICATION, 1, 4),
+    (20, 21, 30, 40, 1, +1, Finding.INDETERMINATE, None, None),
 ]
 
 
@@ -273,13 +281,13 @@ def sample_pair(vendor: str) -> tuple[Volume, Volume, dict]:
     return mag, ph, truth
 
 
-def analysis_from_truth(mag: Volume, ph: Volume, truth: dict, *, indeterminate_ids=(6,)) -> PairAnalysis:
-    """A hand-made PairAnalysis from the phantom truth (spheres painted into the label map);
+def analysis_from_truth(mag: Volume, ph: Volume, truth: dict, *, indeterminate_ids=(6,)) -> ReportInput:
+    """The result writers' input for a hand-made analysis from the phantom truth (spheres painted into the label map);
     lesions listed in ``indeterminate_ids`` are made indeterminate so all classes occur."""
     shape = mag.shape
     kk, rr, cc = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
     lm = np.zeros(shape, dtype=np.int32)
-    lesions = []
+    reported = []
     for t in truth["lesions"]:
         idx = mag.lps_mm_to_index(np.array(t["center_lps_mm"]))[0]
         ds_, dr, dc = mag.voxel_size_mm
@@ -288,22 +296,21 @@ def analysis_from_truth(mag: Volume, ph: Volume, truth: dict, *, indeterminate_i
         disc = ((rr - idx[1]) * dr) ** 2 + ((cc - idx[2]) * dc) ** 2 <= max(r, dr) ** 2
         for k in sl:
             lm[k][disc[k]] = t["id"]
-        cls = Classification(t["class"])
-        bp = PhasePattern(t["border_pattern"])
+        cls = Finding(t["class"])
+        bp = int(t["border_pattern"])
         if t["id"] in indeterminate_ids:
-            cls, bp = Classification.INDETERMINATE, None
-        lesions.append(Lesion(
-            id=int(t["id"]), center_lps_mm=tuple(t["center_lps_mm"]), diameter_mm=float(t["diameter_mm"]),
-            slice_indices=sl, upper_border_slice=int(t["upper_border_slice"]),
-            lower_border_slice=int(t["lower_border_slice"]), central_slice=int(t["central_slice"]),
-            border_pattern=bp, central_pattern=PhasePattern(t["central_pattern"]), classification=cls,
-            confidence=0.9 if cls != Classification.INDETERMINATE else 0.4,
-            reason="hand-made from phantom truth",
+            cls, bp = Finding.INDETERMINATE, None
+        reported.append(ReportedSpot(
+            id=int(t["id"]), finding=cls, center_lps_mm=tuple(t["center_lps_mm"]),
+            diameter_mm=float(t["diameter_mm"]), slice_indices=tuple(sl),
+            upper_border_slice=int(t["upper_border_slice"]), lower_border_slice=int(t["lower_border_slice"]),
+            central_slice=int(t["central_slice"]), border_pattern=bp, central_pattern=int(t["central_pattern"]),
+            confidence=0.9 if cls != Finding.INDETERMINATE else 0.4, reason="hand-made from phantom truth",
             upper_border_pattern=bp, lower_border_pattern=bp,
         ))
-    return PairAnalysis(
+    return ReportInput(
         study_instance_uid=mag.study_instance_uid, magnitude_series_uid=mag.series_instance_uid,
         phase_series_uid=ph.series_instance_uid, vendor=truth["vendor"],
-        phase_convention=truth["phase_convention"], convention_source=f"table: {truth['vendor']}",
-        lesions=lesions, label_map=lm,
+        phase_convention=Handedness(truth["phase_convention"]), convention_source=f"table: {truth['vendor']}",
+        spots=tuple(reported), label_map=lm,
     )

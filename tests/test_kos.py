@@ -24,7 +24,7 @@ def test_classic_kos_references_border_slices(tmp_path):
     assert kos.PatientID == mag.frames[0].dataset.PatientID
     got = {c.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for c in _image_items(kos)}
     want = set()
-    for les in analysis.lesions:
+    for les in analysis.spots:
         for k in (les.upper_border_slice, les.lower_border_slice):
             want |= {mag.frames[k].sop_instance_uid, ph.frames[k].sop_instance_uid}
     assert got == want
@@ -48,6 +48,6 @@ def test_enhanced_kos_names_the_frames():
     ref = items[mag.frames[0].sop_instance_uid]
     frames = ref.ReferencedFrameNumber
     frames = [int(f) for f in (frames if isinstance(frames, (list, pydicom.multival.MultiValue)) else [frames])]
-    want = sorted({mag.frames[k].frame_index + 1 for les in analysis.lesions
+    want = sorted({mag.frames[k].frame_index + 1 for les in analysis.spots
                    for k in (les.upper_border_slice, les.lower_border_slice)})
     assert frames == want

@@ -12,7 +12,9 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.quicksim import SimLesion, affine_for, simulate  # noqa: E402
 from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition  # noqa: E402
+from dicom_io.vocabulary import Handedness  # noqa: E402
 from plugin.cli import main as cli_main  # noqa: E402
+from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern  # noqa: E402
 from plugin.pipeline import SCHEMA, analyze_paths  # noqa: E402
 
 VOX = (2.5, 0.9, 0.9)
@@ -194,3 +196,77 @@ def test_anonymized_and_enhanced_inputs_still_classify(vendor, style, anonymize,
     a = doc["analyses"][0]
     assert a["phase_convention"] == conv
     assert sorted(les["classification"] for les in a["lesions"]) == ["calcification", "microbleed"]
+
+
+def _hand_made_analysis() -> PairAnalysis:
+    label_map = np.zeros((6, 8, 8), np.uint16)
+    label_map[1:3, 2, 2] = 1
+    label_map[3:5, 5, 5] = 2
+    label_map[4, 6, 1] = 3
+    lesions = [
+        Lesion(id=1, center_lps_mm=(1.0, 2.0, 3.0), diameter_mm=2.5, slice_indices=[1, 2], upper_border_slice=0,
+               lower_border_slice=3, central_slice=1, border_pattern=PhasePattern.TOTALLY_BLACK,
+               central_pattern=PhasePattern.WHITE_CIRCLE_BLACK_CORE, classification=Classification.MICROBLEED,
+               confidence=0.9, reason="dark", upper_border_pattern=PhasePattern.TOTALLY_BLACK,
+               lower_border_pattern=PhasePattern.HETEROGENEOUSLY_BLACK),
+        Lesion(id=2, center_lps_mm=(4.0, 5.0, 6.0), diameter_mm=3.0, slice_indices=[3, 4], upper_border_slice=2,
+               lower_border_slice=5, central_slice=4, border_pattern=PhasePattern.TOTALLY_WHITE,
+               central_pattern=None, classification=Classification.CALCIFICATION, confidence=0.7,
+               reason="bright", upper_border_pattern=None, lower_border_pattern=PhasePattern.TOTALLY_WHITE),
+        Lesion(id=3, center_lps_mm=(7.0, 8.0, 9.0), diameter_mm=1.5, slice_indices=[4], upper_border_slice=3,
+               lower_border_slice=5, central_slice=4, border_pattern=None, central_pattern=None,
+               classification=Classification.INDETERMINATE, confidence=0.2, reason="borders disagree"),
+    ]
+    return PairAnalysis(study_instance_uid="1.2.3", magnitude_series_uid="1.2.3.1", phase_series_uid="1.2.3.2",
+                        vendor="GE", phase_convention=Handedness.RIGHT, convention_source="table: GE",
+                        label_map=label_map, lesions=lesions)
+
+
+def test_the_model_is_translated_fact_for_fact_into_the_results_input():
+    """plugin.pipeline.report_input: every fact the result writers report comes from the model,
+    each classification becomes the finding of the same name, patterns their numbers 1-6."""
+    from dicom_io.results import Finding, ReportInput
+    from plugin.pipeline import report_input
+    analysis = _hand_made_analysis()
+    report = report_input(analysis)
+    assert isinstance(report, ReportInput)
+    assert (report.study_instance_uid, report.magnitude_series_uid, report.phase_series_uid, report.vendor,
+            report.phase_convention, report.convention_source) == \
+        ("1.2.3", "1.2.3.1", "1.2.3.2", "GE", "right-handed", "table: GE")
+    assert report.label_map is analysis.label_map
+    assert [s.finding for s in report.spots] == [Finding.MICROBLEED, Finding.CALCIFICATION, Finding.INDETERMINATE]
+    assert {c.value for c in Classification} == {f.value for f in Finding}
+    for spot, les in zip(report.spots, analysis.lesions):
+        assert (spot.id, spot.center_lps_mm, spot.diameter_mm, list(spot.slice_indices), spot.upper_border_slice,
+                spot.lower_border_slice, spot.central_slice, spot.confidence, spot.reason) == \
+            (les.id, les.center_lps_mm, les.diameter_mm, les.slice_indices, les.upper_border_slice,
+             les.lower_border_slice, les.central_slice, les.confidence, les.reason)
+    numbers = [(s.border_pattern, s.central_pattern, s.upper_border_pattern, s.lower_border_pattern)
+               for s in report.spots]
+    assert numbers == [(1, 4, 1, 5), (2, None, None, 2), (None, None, None, None)]
+    assert all(type(p) is int for row in numbers for p in row if p is not None)
+    # the border slice reported: the upper one unless only the lower one had a pattern
+    assert [s.border_slice for s in report.spots] == [0, 5, 3]
+
+
+def test_findings_name_spots_as_the_results_do_and_null_without_them(tmp_path):
+    """findings.json keeps its keys: each lesion's tracking identifier and UID are the ones the
+    result writers returned, and null when no DICOM results were written (--no-dicom, or a
+    write that failed: the findings are kept and a note says why)."""
+    write(tmp_path / "in", "Siemens", new_study())
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "with")
+    lesions = doc["analyses"][0]["lesions"]
+    assert sorted(les["tracking_identifier"] for les in lesions) == ["CMB 1", "Calc 1"]
+    assert all(les["tracking_uid"] for les in lesions) and len({les["tracking_uid"] for les in lesions}) == 2
+    assert doc["result_files"]
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "without", write_dicom=False)
+    for les in doc["analyses"][0]["lesions"]:
+        assert les["tracking_identifier"] is None and les["tracking_uid"] is None
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "sr").write_text("a file where the SR folder would go")
+    doc = analyze_paths([tmp_path / "in"], blocked)
+    (a,) = doc["analyses"]
+    assert len(a["lesions"]) == 2 and "result_files" not in doc
+    assert all(les["tracking_identifier"] is None for les in a["lesions"])
+    assert any(n.startswith("DICOM result objects not written") for n in a["notes"])

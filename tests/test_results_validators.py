@@ -55,9 +55,9 @@ PIXELMED_ALLOWED = re.compile(
     r",\"[^\"]+\"\): Content Item not in template$")
 
 
-def _by_kind(paths):
+def _by_kind(written):
     out: dict[str, list[Path]] = {}
-    for p in paths:
+    for p in written.paths:
         out.setdefault(p.parent.name, []).append(p)
     return out
 
@@ -182,8 +182,8 @@ def test_pixelmed_sr_validator(written, tmp_path):
 def test_highdicom_read_back_matches_every_analysis(written):
     for name, (analysis, kinds) in written.items():
         spots = read_spots(pydicom.dcmread(kinds["sr"][0]))
-        lesions = sorted(analysis.lesions, key=lambda l: l.id)
-        assert [s["class"] for s in spots] == [l.classification.value for l in lesions], name
+        lesions = sorted(analysis.spots, key=lambda l: l.id)
+        assert [s["class"] for s in spots] == [l.finding.value for l in lesions], name
         assert [s["diameter_mm"] for s in spots] == pytest.approx([l.diameter_mm for l in lesions]), name
         assert all(s["convention"] == analysis.phase_convention for s in spots), name
         if "seg" in kinds:

@@ -17,13 +17,13 @@ from results_fixtures import (CLASSIC_SPOTS, ENHANCED_SPOTS, VENDORS, classic_pa
 
 def _write(analysis, mag, ph, out):
     kinds: dict[str, list] = {}
-    for p in write_results(analysis, mag, ph, out, include=("sr", "seg")):
+    for p in write_results(analysis, mag, ph, out, include=("sr", "seg")).paths:
         kinds.setdefault(p.parent.name, []).append(p)
     return hd.seg.segread(kinds["seg"][0]), pydicom.dcmread(kinds["sr"][0])
 
 
 def _check_seg_matches(seg, sr, analysis, mag, ph):
-    lesions = sorted(analysis.lesions, key=lambda l: l.id)
+    lesions = sorted(analysis.spots, key=lambda l: l.id)
     assert seg.SegmentationType == "BINARY"
     assert seg.SeriesDescription == "borderphase SEG"
     assert seg.StudyInstanceUID == mag.study_instance_uid
@@ -35,7 +35,7 @@ def _check_seg_matches(seg, sr, analysis, mag, ph):
         assert desc.tracking_uid == spot["tracking_uid"]
         assert desc.tracking_id == spot["label"] == desc.segment_label
         assert desc.segmented_property_category == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE
-        assert desc.segmented_property_type == codes.FINDING_BY_CLASS[les.classification.value]
+        assert desc.segmented_property_type == codes.FINDING_BY_CLASS[les.finding]
     # empty frames are omitted: one frame per (segment, slice showing it)
     expected_frames = sum(int(np.any(analysis.label_map[k] == les.id))
                           for les in lesions for k in range(mag.shape[0]))

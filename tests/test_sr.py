@@ -1,14 +1,15 @@
 """TID 1500 SR: content read back with highdicom matches the analysis."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pydicom
 import pytest
 
 from dicom_io.results import codes
-from dicom_io.results import write_results
-from dicom_io.results.context import PairAnalysisLike, LesionLike
+from dicom_io.results import Finding, write_results
 from dicom_io.results.sr import read_report, read_spots
-from plugin.model import PairAnalysis
+from dicom_io.vocabulary import Handedness
 
 from results_fixtures import CLASSIC_SPOTS, ENHANCED_SPOTS, classic_pair, enhanced_pair, make_analysis
 
@@ -19,9 +20,9 @@ def _walk(item):
         yield from _walk(child)
 
 
-def _by_kind(paths):
+def _by_kind(written):
     out: dict[str, list] = {}
-    for p in paths:
+    for p in written.paths:
         out.setdefault(p.parent.name, []).append(p)
     return out
 
@@ -31,26 +32,31 @@ def classic(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sr_classic")
     mag, ph = classic_pair(tmp)
     analysis = make_analysis(mag, ph, CLASSIC_SPOTS)
-    paths = write_results(analysis, mag, ph, tmp / "out", algorithm_version="9.8.7")
-    return mag, ph, analysis, _by_kind(paths)
+    written = write_results(analysis, mag, ph, tmp / "out", algorithm_version="9.8.7")
+    return mag, ph, analysis, _by_kind(written), written.tracking
 
 
-def test_plugin_model_satisfies_the_protocols(classic):
-    _, _, analysis, _ = classic
-    assert isinstance(analysis, PairAnalysisLike)
-    assert all(isinstance(les, LesionLike) for les in analysis.lesions)
-    assert PairAnalysis.__module__ == "plugin.model"
+def test_the_returned_tracking_identity_is_the_one_written(classic):
+    """write_results assigns each spot its identity and returns it: the caller (findings.json)
+    names the spot exactly as the SR does; identifiers count per finding in spot-id order."""
+    _, _, analysis, kinds, tracking = classic
+    assert sorted(tracking) == [s.id for s in analysis.spots]
+    spots = read_spots(pydicom.dcmread(kinds["sr"][0]))
+    assert [(s["label"], s["tracking_uid"]) for s in spots] == \
+        [(tracking[i].identifier, tracking[i].uid) for i in sorted(tracking)]
+    assert [tracking[i].identifier for i in sorted(tracking)] == ["CMB 1", "Calc 1", "CMB 2", "Indet 1", "Calc 2"]
+    assert len({t.uid for t in tracking.values()}) == len(tracking)
 
 
 def test_spots_round_trip(classic):
-    mag, _, analysis, kinds = classic
+    mag, _, analysis, kinds, _ = classic
     sr = pydicom.dcmread(kinds["sr"][0])
     spots = read_spots(sr)
-    assert len(spots) == len(analysis.lesions)
+    assert len(spots) == len(analysis.spots)
     expected_labels = ["CMB 1", "Calc 1", "CMB 2", "Indet 1", "Calc 2"]
     assert [s["label"] for s in spots] == expected_labels
-    for s, les in zip(spots, sorted(analysis.lesions, key=lambda l: l.id)):
-        assert s["class"] == les.classification.value
+    for s, les in zip(spots, sorted(analysis.spots, key=lambda l: l.id)):
+        assert s["class"] == les.finding.value
         assert s["diameter_mm"] == pytest.approx(les.diameter_mm)
         assert s["certainty_pct"] == pytest.approx(100 * les.confidence)
         assert s["border_pattern"] == (None if les.border_pattern is None else int(les.border_pattern))
@@ -68,7 +74,7 @@ def test_spots_round_trip(classic):
 
 
 def test_sr_header_and_private_scheme(classic):
-    mag, _, analysis, kinds = classic
+    mag, _, analysis, kinds, _ = classic
     sr = pydicom.dcmread(kinds["sr"][0])
     src = mag.frames[0].dataset
     assert sr.SOPClassUID == pydicom.uid.Comprehensive3DSRStorage
@@ -91,7 +97,7 @@ def test_sr_header_and_private_scheme(classic):
 
 
 def test_report_context_algorithm_and_study_group(classic):
-    _, _, analysis, kinds = classic
+    _, _, analysis, kinds, _ = classic
     report = read_report(pydicom.dcmread(kinds["sr"][0]))
     assert report.get_observer_contexts()[0].observer_type.value == "121007"   # Device
     procedure = [c for c in report[0].ContentSequence
@@ -138,38 +144,39 @@ def test_enhanced_source_region_references_the_frame(tmp_path):
     analysis = make_analysis(mag, ph, ENHANCED_SPOTS)
     kinds = _by_kind(write_results(analysis, mag, ph, tmp_path / "out"))
     spots = read_spots(pydicom.dcmread(kinds["sr"][0]))
-    for s, les in zip(spots, analysis.lesions):
+    for s, les in zip(spots, analysis.spots):
         border = les.upper_border_slice if les.upper_border_pattern is not None else les.lower_border_slice
         assert s["referenced_sop_instance_uid"] == mag.frames[border].sop_instance_uid
         assert s["referenced_frame_numbers"] == [mag.frames[border].frame_index + 1]
 
 
 def test_bad_analysis_is_refused_clearly(classic):
-    mag, ph, analysis, _ = classic
+    mag, ph, analysis, _, _ = classic
     with pytest.raises(ValueError, match="magnitude volume"):
         write_results(analysis, ph, mag, "/nonexistent")
 
 
-def test_any_object_with_the_fields_works_and_unknown_convention(tmp_path):
-    """Structural typing: plain objects (str classification, int patterns) are accepted;
-    an unknown convention is written as such."""
-    from types import SimpleNamespace
+def test_unknown_convention_and_plain_numbers_are_written_as_such(tmp_path):
+    """An unknown convention is written as such; a lone indeterminate spot is "Indet 1" with
+    its pattern numbers, whatever its id."""
     mag, ph = classic_pair(tmp_path, shape=(6, 48, 48), spots=CLASSIC_SPOTS[4:5])
-    model = make_analysis(mag, ph, CLASSIC_SPOTS[4:5])
-    les = model.lesions[0]
-    plain = SimpleNamespace(
-        study_instance_uid=model.study_instance_uid, magnitude_series_uid=model.magnitude_series_uid,
-        phase_series_uid=model.phase_series_uid, vendor="Unknown", phase_convention="unknown",
-        convention_source="no rule matched Manufacturer 'ACME'", label_map=model.label_map,
-        lesions=[SimpleNamespace(
-            id=7, center_lps_mm=les.center_lps_mm, diameter_mm=2.5, slice_indices=les.slice_indices,
-            upper_border_slice=les.upper_border_slice, lower_border_slice=les.lower_border_slice,
-            central_slice=les.central_slice, border_pattern=2, central_pattern=None,
-            classification="indeterminate", confidence=0.0, reason="convention unknown")],
-    )
-    plain.label_map = (model.label_map > 0) * 7
-    kinds = _by_kind(write_results(plain, mag, ph, tmp_path / "out", include=("sr",)))
-    [spot] = read_spots(pydicom.dcmread(kinds["sr"][0]))
-    assert spot["label"] == "Indet 1" and spot["class"] == "indeterminate"
-    assert spot["convention"] == "unknown" and spot["border_pattern"] == 2
-    assert spot["central_pattern"] is None and spot["certainty_pct"] == 0.0
+    report = make_analysis(mag, ph, CLASSIC_SPOTS[4:5])
+    spot = replace(report.spots[0], id=7, finding=Finding.INDETERMINATE, diameter_mm=2.5, border_pattern=2,
+                   central_pattern=None, upper_border_pattern=None, lower_border_pattern=None,
+                   confidence=0.0, reason="convention unknown")
+    report = replace(report, vendor="Unknown", phase_convention=Handedness.UNKNOWN,
+                     convention_source="no rule matched Manufacturer 'ACME'", spots=(spot,),
+                     label_map=(report.label_map > 0) * 7)
+    written = write_results(report, mag, ph, tmp_path / "out", include=("sr",))
+    [sr_spot] = read_spots(pydicom.dcmread(_by_kind(written)["sr"][0]))
+    assert sr_spot["label"] == "Indet 1" and sr_spot["class"] == "indeterminate"
+    assert sr_spot["convention"] == "unknown" and sr_spot["border_pattern"] == 2
+    assert sr_spot["central_pattern"] is None and sr_spot["certainty_pct"] == 0.0
+    assert written.tracking[7].identifier == "Indet 1"
+
+
+def test_a_label_map_of_another_shape_is_refused(tmp_path):
+    mag, ph = classic_pair(tmp_path, shape=(6, 48, 48), spots=CLASSIC_SPOTS[4:5])
+    report = make_analysis(mag, ph, CLASSIC_SPOTS[4:5])
+    with pytest.raises(ValueError, match="label map shape"):
+        write_results(replace(report, label_map=report.label_map[:-1]), mag, ph, tmp_path / "out")

@@ -7,10 +7,15 @@ One entry point, :func:`write_results` (:mod:`dicom_io.results.write`), builds
 - ``borderphase summary``: burned-in RGB Secondary Capture images (:mod:`.summary`)
 - ``borderphase key images``: Key Object Selection of the border slices (:mod:`.kos`)
 
-from the shared :class:`~dicom_io.results.context.ResultContext` (:mod:`.context`: source
-datasets, label map, tracking identity) and the codes in :mod:`.codes`. The builders import
-the context, never each other and never this package.
+from a :class:`~dicom_io.results.report.ReportInput` (:mod:`.report`: the facts reported, as
+plain dataclasses; callers translate their own model into it) through the shared
+:class:`~dicom_io.results.context.ResultContext` (:mod:`.context`: source datasets, tracking
+identity) and the codes in :mod:`.codes`. It returns the written paths and each spot's
+tracking identity (:class:`~dicom_io.results.write.WrittenResults`). The builders import the
+context, never each other and never this package.
 """
-from dicom_io.results.write import superseded_srs, write_results
+from dicom_io.results.report import Finding, ReportedSpot, ReportInput, TrackingIdentity
+from dicom_io.results.write import WrittenResults, superseded_srs, write_results
 
-__all__ = ["write_results", "superseded_srs"]
+__all__ = ["write_results", "superseded_srs", "WrittenResults", "ReportInput", "ReportedSpot", "Finding",
+           "TrackingIdentity"]

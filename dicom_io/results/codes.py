@@ -15,6 +15,8 @@ from highdicom.sr import CodedConcept
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
+from dicom_io.results.report import Finding
+
 #: Designator of the private coding scheme (PS3.16 8.2: local designators start with "99").
 PRIVATE_SCHEME = "99BORDERPHASE"
 PRIVATE_SCHEME_NAME = "borderphase border-slice phase method"
@@ -45,14 +47,15 @@ LESION_OF_BRAIN = CodedConcept("301766008", "SCT", "Lesion of brain")
 BRAIN = CodedConcept("12738006", "SCT", "Brain")
 MORPHOLOGICALLY_ABNORMAL_STRUCTURE = CodedConcept("49755003", "SCT", "Morphologically abnormal structure")
 
-FINDING_BY_CLASS: dict[str, CodedConcept] = {
-    "microbleed": MICROBLEED,
-    "calcification": CALCIFICATION,
-    "indeterminate": LESION_OF_BRAIN,
+FINDING_BY_CLASS: dict[Finding, CodedConcept] = {
+    Finding.MICROBLEED: MICROBLEED,
+    Finding.CALCIFICATION: CALCIFICATION,
+    Finding.INDETERMINATE: LESION_OF_BRAIN,
 }
 
-#: Human tracking identifiers ("CMB 3", "Calc 1", "Indet 2") and SEG labels per class.
-TRACKING_PREFIX = {"microbleed": "CMB", "calcification": "Calc", "indeterminate": "Indet"}
+#: Human tracking identifiers ("CMB 3", "Calc 1", "Indet 2") and SEG labels per finding.
+TRACKING_PREFIX: dict[Finding, str] = {
+    Finding.MICROBLEED: "CMB", Finding.CALCIFICATION: "Calc", Finding.INDETERMINATE: "Indet"}
 
 # --- measurements ---------------------------------------------------------------------------
 DIAMETER = CodedConcept("81827009", "SCT", "Diameter")
@@ -135,7 +138,8 @@ def pattern_from_code(code: CodedConcept) -> Optional[int]:
     return int(code.value.rsplit("-", 1)[1])
 
 
-def class_from_finding(code: CodedConcept) -> str:
+def class_from_finding(code: CodedConcept) -> Finding:
+    """Inverse of :data:`FINDING_BY_CLASS` (for reading an SR or SEG back)."""
     for cls, c in FINDING_BY_CLASS.items():
         if c.value == code.value and c.scheme_designator == code.scheme_designator:
             return cls

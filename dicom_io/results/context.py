@@ -1,35 +1,27 @@
-"""DICOM result objects for one analysed magnitude/phase pair, written into the source study.
+"""What every result builder shares for one pair, computed once (:func:`build_context`).
 
-:func:`write_results` turns an analysis (anything shaped like ``plugin.model.PairAnalysis``;
-see :class:`PairAnalysisLike`, a structural protocol, so this module never imports ``plugin``)
-into four new series of the source study, in the style of the IHE AI Results profile:
-
-- ``borderphase SR``: Comprehensive 3D SR, TID 1500 Measurement Report (:mod:`dicom_io.results.sr`)
-- ``borderphase SEG``: binary Segmentation, one segment per spot (:mod:`dicom_io.results.seg`)
-- ``borderphase summary``: burned-in RGB Secondary Capture images (:mod:`dicom_io.results.summary`)
-- ``borderphase key images``: Key Object Selection of the border slices (:mod:`dicom_io.results.kos`)
-
-Every object copies the Patient, General Study, Patient Study and Clinical Trial modules from
-the magnitude series, gets fresh SOP/series UIDs, and SR segment-groups and SEG segments share
-one Tracking UID per spot.
+The :class:`ResultContext` holds the reported facts (:class:`~dicom_io.results.report.ReportInput`),
+the source volumes and their unique instances, the series numbers and UIDs, and one
+:class:`TrackedSpot` per spot: the tracking identity this package assigns (:func:`assign_tracking`;
+the SR measurement group and the SEG segment of a spot share its identifier and Tracking UID),
+its SEG segment number and the region drawn on its border slice. Also here: the Patient and
+Study modules every object copies from the magnitude series, and the equipment names.
 """
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from typing import Optional, Sequence
 
 import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
 from dicom_io.results import codes
+from dicom_io.results.report import Finding, ReportedSpot, ReportInput, TrackingIdentity
 from dicom_io.errors import DicomInputError
 from dicom_io.read.volume import Volume
-
-log = logging.getLogger(__name__)
 
 MANUFACTURER = "borderphase"
 MODEL_NAME = "borderphase"
@@ -47,72 +39,6 @@ SERIES_DESCRIPTIONS = {
 SERIES_OFFSETS = {"sr": 1, "seg": 2, "summary": 3, "kos": 4}
 
 
-# --- what we read from the analysis (structural: plugin.model satisfies it) -----------------
-@runtime_checkable
-class LesionLike(Protocol):
-    """A spot as ``plugin.model.Lesion`` describes it (read-only view)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def center_lps_mm(self) -> Sequence[float]: ...
-    @property
-    def diameter_mm(self) -> float: ...
-    @property
-    def slice_indices(self) -> Sequence[int]: ...
-    @property
-    def upper_border_slice(self) -> int: ...
-    @property
-    def lower_border_slice(self) -> int: ...
-    @property
-    def central_slice(self) -> int: ...
-    @property
-    def border_pattern(self) -> Optional[int]: ...
-    @property
-    def central_pattern(self) -> Optional[int]: ...
-    @property
-    def classification(self) -> str: ...
-    @property
-    def confidence(self) -> float: ...
-    @property
-    def reason(self) -> str: ...
-
-
-@runtime_checkable
-class PairAnalysisLike(Protocol):
-    """The analysis of one magnitude/phase pair as ``plugin.model.PairAnalysis`` describes it."""
-
-    @property
-    def study_instance_uid(self) -> str: ...
-    @property
-    def magnitude_series_uid(self) -> str: ...
-    @property
-    def phase_series_uid(self) -> str: ...
-    @property
-    def vendor(self) -> str: ...
-    @property
-    def phase_convention(self) -> str: ...
-    @property
-    def convention_source(self) -> str: ...
-    @property
-    def lesions(self) -> Sequence[LesionLike]: ...
-    @property
-    def label_map(self) -> Optional[np.ndarray]: ...
-
-
-def class_name(lesion: LesionLike) -> str:
-    """'microbleed' | 'calcification' | 'indeterminate' (accepts a str Enum)."""
-    value = getattr(lesion.classification, "value", lesion.classification)
-    value = str(value)
-    if value not in codes.FINDING_BY_CLASS:
-        raise ValueError(f"lesion {lesion.id}: unknown classification {value!r}")
-    return value
-
-
-def _optional_int(pattern) -> Optional[int]:
-    return None if pattern is None else int(getattr(pattern, "value", pattern))
-
-
 # --- the per-spot facts shared by every writer ----------------------------------------------
 @dataclass(frozen=True)
 class SpotRegion:
@@ -124,40 +50,42 @@ class SpotRegion:
     radius_px: float
 
 
-@dataclass
-class Spot:
-    """One lesion with the identifiers the result objects share."""
+@dataclass(frozen=True)
+class TrackedSpot:
+    """A reported spot with the identity every result object gives it, and where it is drawn."""
 
-    lesion: LesionLike
-    label: str                      # "CMB 3", "Calc 1", "Indet 2"
-    tracking_uid: str
+    reported: ReportedSpot
+    tracking: TrackingIdentity
     segment_number: int             # 1-based, in SEG
-    class_name: str
-    border_slice: int               # the border slice whose region the SR records
-    region: SpotRegion
+    region: SpotRegion              # on the border slice the SR records
 
     @property
-    def border_pattern(self) -> Optional[int]:
-        return _optional_int(self.lesion.border_pattern)
+    def label(self) -> str:
+        """The tracking identifier a human reads ("CMB 3"): SR group, SEG segment, summary."""
+        return self.tracking.identifier
 
     @property
-    def central_pattern(self) -> Optional[int]:
-        return _optional_int(self.lesion.central_pattern)
+    def tracking_uid(self) -> str:
+        return self.tracking.uid
 
-    def pattern_on(self, which: str) -> Optional[int]:
-        return _optional_int(getattr(self.lesion, f"{which}_border_pattern", None))
+    @property
+    def finding(self) -> Finding:
+        return self.reported.finding
+
+    @property
+    def border_slice(self) -> int:
+        return self.reported.border_slice
 
 
 @dataclass
 class ResultContext:
     """Everything the SR/SEG/SC/KOS builders need, computed once."""
 
-    analysis: PairAnalysisLike
+    report: ReportInput
     magnitude: Volume
     phase: Volume
     algorithm_version: str
-    spots: list[Spot]
-    label_map: np.ndarray                       # (slice,row,col) int, lesion ids
+    spots: list[TrackedSpot]                    # in spot-id order
     magnitude_datasets: list[pydicom.Dataset]   # unique source instances, slice order
     phase_datasets: list[pydicom.Dataset]
     template: pydicom.Dataset                   # a magnitude header: patient/study source
@@ -176,10 +104,20 @@ class ResultContext:
                 out.append(ds)
         return out
 
-    def counts(self) -> dict[str, int]:
-        out = {c: 0 for c in codes.FINDING_BY_CLASS}
+    @property
+    def label_map(self) -> np.ndarray:
+        """(slice,row,col) int, 0 = none, else the spot id."""
+        return self.report.label_map
+
+    @property
+    def tracking(self) -> dict[int, TrackingIdentity]:
+        """Spot id -> the identity the objects give it (what :func:`write_results` returns)."""
+        return {s.reported.id: s.tracking for s in self.spots}
+
+    def counts(self) -> dict[Finding, int]:
+        out = {f: 0 for f in Finding}
         for s in self.spots:
-            out[s.class_name] += 1
+            out[s.finding] += 1
         return out
 
     def frame_ref(self, volume: Volume, slice_index: int) -> tuple[pydicom.Dataset, Optional[int]]:
@@ -214,103 +152,62 @@ def _default_series_base(template: pydicom.Dataset, echo_number: Optional[int] =
     return 9900 + echo_offset
 
 
-def _region_on_slice(label_map: np.ndarray, lesion: LesionLike, slice_index: int,
+def _region_on_slice(label_map: np.ndarray, spot: ReportedSpot, slice_index: int,
                      volume: Volume) -> SpotRegion:
     """Centroid and equivalent-circle radius of the spot's label on one slice; falls back to the
-    lesion centre and half its diameter when the label map does not show it there."""
-    mask = label_map[slice_index] == int(lesion.id)
+    spot centre and half its diameter when the label map does not show it there."""
+    mask = label_map[slice_index] == spot.id
     if mask.any():
         rows, cols = np.nonzero(mask)
         radius = max(float(np.sqrt(mask.sum() / np.pi)), 1.0)
         return SpotRegion(slice_index, float(rows.mean()), float(cols.mean()), radius)
-    idx = volume.lps_mm_to_index(np.asarray(lesion.center_lps_mm, dtype=float))[0]
+    idx = volume.lps_mm_to_index(np.asarray(spot.center_lps_mm, dtype=float))[0]
     _, dr, dc = volume.voxel_size_mm
-    radius = max(float(lesion.diameter_mm) / 2.0 / max(min(dr, dc), 1e-6), 1.0)
+    radius = max(float(spot.diameter_mm) / 2.0 / max(min(dr, dc), 1e-6), 1.0)
     return SpotRegion(slice_index, float(idx[1]), float(idx[2]), radius)
 
 
-def _border_slice_used(lesion: LesionLike) -> int:
-    """The border slice whose pattern the analysis reported: the upper one unless only the
-    lower one carried a readable pattern."""
-    upper = _optional_int(getattr(lesion, "upper_border_pattern", None))
-    lower = _optional_int(getattr(lesion, "lower_border_pattern", None))
-    if upper is None and lower is not None:
-        return int(lesion.lower_border_slice)
-    return int(lesion.upper_border_slice)
-
-
-def _label_map(analysis: PairAnalysisLike, magnitude: Volume) -> np.ndarray:
-    lm = analysis.label_map
-    if lm is None:
-        lm = np.zeros(magnitude.shape, dtype=np.int32)
-        # no label map: paint a disc of the reported diameter on each slice listed
-        _, dr, dc = magnitude.voxel_size_mm
-        rr, cc = np.mgrid[0:magnitude.shape[1], 0:magnitude.shape[2]]
-        for les in analysis.lesions:
-            c = magnitude.lps_mm_to_index(np.asarray(les.center_lps_mm, dtype=float))[0]
-            r_mm = float(les.diameter_mm) / 2.0
-            disc = ((rr - c[1]) * dr) ** 2 + ((cc - c[2]) * dc) ** 2 <= r_mm ** 2
-            for k in les.slice_indices:
-                lm[int(k)][disc] = int(les.id)
-        return lm
-    lm = np.asarray(lm)
-    if lm.shape != magnitude.shape:
-        raise ValueError(f"label map shape {lm.shape} differs from the magnitude volume {magnitude.shape}")
-    return lm
-
-
-def tracking_identifiers(lesions: Sequence[LesionLike]) -> dict[int, str]:
-    """Lesion id -> the tracking identifier a human reads ("CMB 3", "Calc 1", "Indet 2"):
-    numbered per class in lesion-id order (TID 1410 Tracking Identifier)."""
-    per_class: dict[str, int] = {c: 0 for c in codes.FINDING_BY_CLASS}
-    out: dict[int, str] = {}
-    for les in sorted(lesions, key=lambda l: int(l.id)):
-        cls = class_name(les)
-        per_class[cls] += 1
-        out[int(les.id)] = f"{codes.TRACKING_PREFIX[cls]} {per_class[cls]}"
+def assign_tracking(spots: Sequence[ReportedSpot]) -> dict[int, TrackingIdentity]:
+    """Spot id -> its tracking identity (TID 1410): identifiers numbered per finding in spot-id
+    order ("CMB 1", "CMB 2", "Calc 1"), a fresh Tracking UID each."""
+    per_finding = {f: 0 for f in Finding}
+    out: dict[int, TrackingIdentity] = {}
+    for spot in sorted(spots, key=lambda s: s.id):
+        per_finding[spot.finding] += 1
+        out[spot.id] = TrackingIdentity(f"{codes.TRACKING_PREFIX[spot.finding]} {per_finding[spot.finding]}",
+                                        str(generate_uid()))
     return out
 
 
-def new_tracking_uid() -> str:
-    """A fresh Tracking UID (a DICOM UID) for one spot."""
-    return str(generate_uid())
-
-
-def build_context(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, *,
+def build_context(report: ReportInput, magnitude: Volume, phase: Volume, *,
                   algorithm_version: str, series_number_base: Optional[int] = None) -> ResultContext:
-    """Check the inputs agree and assign labels, tracking UIDs and segment numbers."""
-    if magnitude.series_instance_uid != analysis.magnitude_series_uid:
+    """Check the inputs agree; assign tracking identity, segment numbers and drawn regions."""
+    if magnitude.series_instance_uid != report.magnitude_series_uid:
         raise ValueError("magnitude volume is not the analysed magnitude series")
-    if phase.series_instance_uid != analysis.phase_series_uid:
+    if phase.series_instance_uid != report.phase_series_uid:
         raise ValueError("phase volume is not the analysed phase series")
     if magnitude.shape != phase.shape:
         raise ValueError(f"magnitude {magnitude.shape} and phase {phase.shape} volumes differ in shape")
+    if report.label_map.shape != magnitude.shape:
+        raise ValueError(f"label map shape {report.label_map.shape} differs from the magnitude volume "
+                         f"{magnitude.shape}")
     mag_ds = _unique_datasets(magnitude, "magnitude")
     phase_ds = _unique_datasets(phase, "phase")
-    label_map = _label_map(analysis, magnitude)
-    spots: list[Spot] = []
-    labels = tracking_identifiers(analysis.lesions)
-    for number, les in enumerate(sorted(analysis.lesions, key=lambda l: int(l.id)), start=1):
-        cls = class_name(les)
-        border = _border_slice_used(les)
+    tracking = assign_tracking(report.spots)
+    spots: list[TrackedSpot] = []
+    for number, spot in enumerate(sorted(report.spots, key=lambda s: s.id), start=1):
+        border = spot.border_slice
         if not 0 <= border < magnitude.shape[0]:
-            raise ValueError(f"lesion {les.id}: border slice {border} outside the volume")
-        spots.append(Spot(
-            lesion=les,
-            label=getattr(les, "tracking_identifier", None) or labels[int(les.id)],
-            tracking_uid=getattr(les, "tracking_uid", None) or generate_uid(),
-            segment_number=number,
-            class_name=cls,
-            border_slice=border,
-            region=_region_on_slice(label_map, les, border, magnitude),
-        ))
+            raise ValueError(f"spot {spot.id}: border slice {border} outside the volume")
+        spots.append(TrackedSpot(
+            reported=spot, tracking=tracking[spot.id], segment_number=number,
+            region=_region_on_slice(report.label_map, spot, border, magnitude)))
     template = mag_ds[0]
     base = (_default_series_base(template, magnitude.echo_number) if series_number_base is None
             else int(series_number_base))
     return ResultContext(
-        analysis=analysis, magnitude=magnitude, phase=phase, algorithm_version=algorithm_version,
-        spots=spots, label_map=label_map, magnitude_datasets=mag_ds, phase_datasets=phase_ds,
-        template=template,
+        report=report, magnitude=magnitude, phase=phase, algorithm_version=algorithm_version,
+        spots=spots, magnitude_datasets=mag_ds, phase_datasets=phase_ds, template=template,
         series_numbers={k: base + off for k, off in SERIES_OFFSETS.items()},
         series_uids={k: generate_uid() for k in SERIES_OFFSETS},
     )

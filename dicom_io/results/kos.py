@@ -23,8 +23,8 @@ def key_frames(ctx: ResultContext) -> "OrderedDict[str, tuple[pydicom.Dataset, l
     """SOP Instance UID -> (dataset, sorted 1-based frame numbers; empty for classic)."""
     out: "OrderedDict[str, tuple[pydicom.Dataset, list[int]]]" = OrderedDict()
     for spot in ctx.spots:
-        les = spot.lesion
-        for k in sorted({int(les.upper_border_slice), int(les.lower_border_slice)}):
+        facts = spot.reported
+        for k in sorted({facts.upper_border_slice, facts.lower_border_slice}):
             for vol in (ctx.magnitude, ctx.phase):
                 ds, frame = ctx.frame_ref(vol, k)
                 entry = out.setdefault(ds.SOPInstanceUID, (ds, []))

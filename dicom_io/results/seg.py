@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 
 from dicom_io.results import codes
-from dicom_io.results.context import source_names_tolerated, DEVICE_SERIAL_NUMBER, MANUFACTURER, MODEL_NAME, ResultContext, finish
+from dicom_io.results.context import source_names_tolerated, DEVICE_SERIAL_NUMBER, MANUFACTURER, MODEL_NAME, ResultContext, TrackedSpot, finish
 
 
 def _geometry(ctx: ResultContext):
@@ -80,13 +80,13 @@ def _shared_geometry_copy(ds: pydicom.Dataset) -> pydicom.Dataset:
     return out
 
 
-def segment_description(ctx: ResultContext, spot, algo: hd.AlgorithmIdentificationSequence
+def segment_description(spot: TrackedSpot, algo: hd.AlgorithmIdentificationSequence
                         ) -> hd.seg.SegmentDescription:
     return hd.seg.SegmentDescription(
         segment_number=spot.segment_number,
         segment_label=spot.label,
         segmented_property_category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-        segmented_property_type=codes.FINDING_BY_CLASS[spot.class_name],
+        segmented_property_type=codes.FINDING_BY_CLASS[spot.finding],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algo,
         tracking_uid=spot.tracking_uid,
@@ -100,7 +100,7 @@ def build_seg(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> 
     """A BINARY SEG with one segment per spot; requires at least one spot."""
     if not ctx.spots:
         raise ValueError("a segmentation needs at least one spot")
-    a = ctx.analysis
+    a = ctx.report
     algo = hd.AlgorithmIdentificationSequence(
         name="borderphase",
         family=codes.ALGORITHM_FAMILY,
@@ -113,7 +113,7 @@ def build_seg(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> 
     lm = ctx.label_map
     lut = np.zeros(int(lm.max()) + 1, dtype=np.uint16)
     for spot in ctx.spots:
-        lut[int(spot.lesion.id)] = spot.segment_number
+        lut[spot.reported.id] = spot.segment_number
     planes = np.flatnonzero(lm.reshape(lm.shape[0], -1).any(axis=1))
     if planes.size == 0:
         raise ValueError("the label map shows none of the spots")
@@ -126,7 +126,7 @@ def build_seg(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> 
         source_images=[_shared_geometry_copy(ds) for ds in ctx.magnitude_datasets],
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment_description(ctx, s, algo) for s in ctx.spots],
+        segment_descriptions=[segment_description(s, algo) for s in ctx.spots],
         series_instance_uid=ctx.series_uids["seg"],
         series_number=ctx.series_numbers["seg"],
         sop_instance_uid=sop_instance_uid or hd.UID(),

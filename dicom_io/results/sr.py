@@ -24,13 +24,14 @@ import pydicom
 from pydicom.sr.codedict import codes as pcodes
 
 from dicom_io.results import codes
-from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, Spot, \
+from dicom_io.results.report import Finding
+from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, TrackedSpot, \
     declare_private_scheme, finish
 
 
 def algorithm_identification(ctx: ResultContext) -> hd.sr.AlgorithmIdentification:
     """TID 4019 with the phase convention and the rule that decided it as parameters."""
-    a = ctx.analysis
+    a = ctx.report
     return hd.sr.AlgorithmIdentification(
         name="borderphase",
         version=ctx.algorithm_version,
@@ -55,7 +56,7 @@ def _observation_context() -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=device)
 
 
-def _circle_region(ctx: ResultContext, spot: Spot) -> hd.sr.ImageRegion:
+def _circle_region(ctx: ResultContext, spot: TrackedSpot) -> hd.sr.ImageRegion:
     """SCOORD CIRCLE (centre, one point on the perimeter) in the image's pixel coordinates:
     (column, row) with (0, 0) the top-left corner of the top-left pixel (PS3.3 C.18.6.1.2)."""
     ds, frame = ctx.frame_ref(ctx.magnitude, spot.border_slice)
@@ -77,27 +78,27 @@ def _qualitative(name, value) -> hd.sr.QualitativeEvaluation:
     return hd.sr.QualitativeEvaluation(name=name, value=value)
 
 
-def _spot_group(ctx: ResultContext, spot: Spot, algo: hd.sr.AlgorithmIdentification
+def _spot_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIdentification
                 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    les = spot.lesion
+    facts = spot.reported
     evaluations = [
-        _qualitative(codes.BORDER_PATTERN, codes.pattern_code(spot.border_pattern)),
-        _qualitative(codes.CENTRAL_PATTERN, codes.pattern_code(spot.central_pattern)),
-        _qualitative(codes.PHASE_CONVENTION, codes.convention_code(ctx.analysis.phase_convention)),
+        _qualitative(codes.BORDER_PATTERN, codes.pattern_code(facts.border_pattern)),
+        _qualitative(codes.CENTRAL_PATTERN, codes.pattern_code(facts.central_pattern)),
+        _qualitative(codes.PHASE_CONVENTION, codes.convention_code(ctx.report.phase_convention)),
     ]
-    for which, name in (("upper", codes.UPPER_BORDER_PATTERN), ("lower", codes.LOWER_BORDER_PATTERN)):
-        p = spot.pattern_on(which)
-        if p is not None:
-            evaluations.append(_qualitative(name, codes.pattern_code(p)))
+    for name, pattern in ((codes.UPPER_BORDER_PATTERN, facts.upper_border_pattern),
+                          (codes.LOWER_BORDER_PATTERN, facts.lower_border_pattern)):
+        if pattern is not None:
+            evaluations.append(_qualitative(name, codes.pattern_code(pattern)))
     measurements = [
-        hd.sr.Measurement(name=codes.DIAMETER, value=float(les.diameter_mm), unit=codes.UNIT_MM),
+        hd.sr.Measurement(name=codes.DIAMETER, value=float(facts.diameter_mm), unit=codes.UNIT_MM),
         hd.sr.Measurement(name=codes.CERTAINTY_OF_FINDING,
-                          value=round(100.0 * float(les.confidence), 1), unit=codes.UNIT_PERCENT),
+                          value=round(100.0 * float(facts.confidence), 1), unit=codes.UNIT_PERCENT),
     ]
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=spot.tracking_uid, identifier=spot.label),
         referenced_region=_circle_region(ctx, spot),
-        finding_type=codes.FINDING_BY_CLASS[spot.class_name],
+        finding_type=codes.FINDING_BY_CLASS[spot.finding],
         algorithm_id=algo,
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.BRAIN)],
         measurements=measurements,
@@ -118,15 +119,15 @@ def _study_group(ctx: ResultContext, algo: hd.sr.AlgorithmIdentification
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.BRAIN)],
         measurements=[
             count(codes.NUMBER_OF_LESIONS, len(ctx.spots)),
-            count(codes.NUMBER_OF_MICROBLEEDS, n["microbleed"]),
-            count(codes.NUMBER_OF_CALCIFICATIONS, n["calcification"]),
-            count(codes.NUMBER_OF_INDETERMINATE, n["indeterminate"]),
+            count(codes.NUMBER_OF_MICROBLEEDS, n[Finding.MICROBLEED]),
+            count(codes.NUMBER_OF_CALCIFICATIONS, n[Finding.CALCIFICATION]),
+            count(codes.NUMBER_OF_INDETERMINATE, n[Finding.INDETERMINATE]),
         ],
         qualitative_evaluations=[
-            _qualitative(codes.MICROBLEED, present("microbleed")),
-            _qualitative(codes.CALCIFICATION, present("calcification")),
-            _qualitative(codes.LESION_OF_BRAIN, present("indeterminate")),
-            _qualitative(codes.PHASE_CONVENTION, codes.convention_code(ctx.analysis.phase_convention)),
+            _qualitative(codes.MICROBLEED, present(Finding.MICROBLEED)),
+            _qualitative(codes.CALCIFICATION, present(Finding.CALCIFICATION)),
+            _qualitative(codes.LESION_OF_BRAIN, present(Finding.INDETERMINATE)),
+            _qualitative(codes.PHASE_CONVENTION, codes.convention_code(ctx.report.phase_convention)),
         ],
     )
 

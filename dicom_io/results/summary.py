@@ -21,12 +21,13 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
 from dicom_io.results import codes
-from dicom_io.results.context import source_names_tolerated, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, Spot, finish
+from dicom_io.results.context import source_names_tolerated, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot, finish
+from dicom_io.results.report import Finding
 
 CLASS_COLOURS = {
-    "microbleed": (255, 70, 70),      # red
-    "calcification": (70, 200, 255),  # cyan
-    "indeterminate": (255, 215, 0),   # yellow
+    Finding.MICROBLEED: (255, 70, 70),      # red
+    Finding.CALCIFICATION: (70, 200, 255),  # cyan
+    Finding.INDETERMINATE: (255, 215, 0),   # yellow
 }
 BANNER = (170, 0, 0)
 BG = (0, 0, 0)
@@ -153,15 +154,15 @@ TABLE_COLUMNS = [("Spot", 70), ("Class", 112), ("Diam. (mm)", 105), ("Border pat
                  ("Central pattern", 150), ("Certainty", 85), ("Slices", 100)]
 
 
-def table_rows(ctx: ResultContext) -> list[tuple[Spot, list[str]]]:
+def table_rows(ctx: ResultContext) -> list[tuple[TrackedSpot, list[str]]]:
     rows = []
     for s in ctx.spots:
-        les = s.lesion
-        slices = sorted(int(k) + 1 for k in les.slice_indices)
+        facts = s.reported
+        slices = sorted(k + 1 for k in facts.slice_indices)
         span = f"{slices[0]}-{slices[-1]}" if slices else "-"
-        rows.append((s, [s.label, s.class_name, f"{float(les.diameter_mm):.1f}",
-                         _pattern(s.border_pattern), _pattern(s.central_pattern),
-                         f"{100 * float(les.confidence):.0f} %", span]))
+        rows.append((s, [s.label, s.finding.value, f"{float(facts.diameter_mm):.1f}",
+                         _pattern(facts.border_pattern), _pattern(facts.central_pattern),
+                         f"{100 * float(facts.confidence):.0f} %", span]))
     return rows
 
 
@@ -175,7 +176,7 @@ def _draw_table(draw: ImageDraw.ImageDraw, x0: int, y0: int, rows, highlight: Op
     y = y0 + 20
     draw.line([x0, y - 2, x0 + sum(w for _, w in TABLE_COLUMNS), y - 2], fill=DIM, width=1)
     for spot, cells in rows:
-        colour = CLASS_COLOURS[spot.class_name]
+        colour = CLASS_COLOURS[spot.finding]
         if highlight is not None and spot.label != highlight:
             colour = tuple(int(c * 0.6) for c in colour)
         x = x0
@@ -191,7 +192,7 @@ def _header(draw: ImageDraw.ImageDraw, width: int, ctx: ResultContext, subtitle:
     fb = font(20, bold=True)
     tw = draw.textlength(NOT_FOR_DIAGNOSIS, font=fb)
     draw.text(((width - tw) / 2, 5), NOT_FOR_DIAGNOSIS, fill=(255, 255, 255), font=fb)
-    a = ctx.analysis
+    a = ctx.report
     y = 42
     draw.text((MARGIN, y), f"borderphase {ctx.algorithm_version}  -  {subtitle}", fill=FG, font=font(16, bold=True))
     y += 22
@@ -223,8 +224,8 @@ def overview_image(ctx: ResultContext, mag_win, phase_win) -> np.ndarray:
     draw = ImageDraw.Draw(canvas)
     y = _header(draw, width, ctx, "study overview")
     if ctx.spots:
-        counts = (f"{len(ctx.spots)} dark spots: {n['microbleed']} microbleed(s), "
-                  f"{n['calcification']} calcification(s), {n['indeterminate']} indeterminate")
+        counts = (f"{len(ctx.spots)} dark spots: {n[Finding.MICROBLEED]} microbleed(s), "
+                  f"{n[Finding.CALCIFICATION]} calcification(s), {n[Finding.INDETERMINATE]} indeterminate")
     else:
         counts = "No dark spots found: microbleeds absent, calcifications absent"
     draw.text((MARGIN, y), counts, fill=FG, font=font(16, bold=True))
@@ -233,9 +234,9 @@ def overview_image(ctx: ResultContext, mag_win, phase_win) -> np.ndarray:
     im, scale = _to_rgb(window(mip, *mag_win), 512)
     d = ImageDraw.Draw(im)
     for s in ctx.spots:
-        c = ctx.magnitude.lps_mm_to_index(np.asarray(s.lesion.center_lps_mm, dtype=float))[0]
+        c = ctx.magnitude.lps_mm_to_index(np.asarray(s.reported.center_lps_mm, dtype=float))[0]
         x, yy = (c[2] + 0.5) * scale, (c[1] + 0.5) * scale
-        colour = CLASS_COLOURS[s.class_name]
+        colour = CLASS_COLOURS[s.finding]
         _circle(d, x, yy, s.region.radius_px * scale + 4, colour)
         _label(d, x + s.region.radius_px * scale + 7, yy - 9, s.label, colour)
     _draw_orientation(im, _orientation_letters(ctx))
@@ -250,16 +251,16 @@ def overview_image(ctx: ResultContext, mag_win, phase_win) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def spot_card(ctx: ResultContext, spot: Spot, rows, mag_win, phase_win) -> np.ndarray:
-    les = spot.lesion
+def spot_card(ctx: ResultContext, spot: TrackedSpot, rows, mag_win, phase_win) -> np.ndarray:
+    facts = spot.reported
     height = 34 + 90 + 20 + PANEL_PX + 24 + CROP_PX + 24 + 20 * 2 + 40 + 40
     width = max(CARD_WIDTH, sum(w for _, w in TABLE_COLUMNS) + 2 * MARGIN)
     canvas = Image.new("RGB", (width, height), BG)
     draw = ImageDraw.Draw(canvas)
-    colour = CLASS_COLOURS[spot.class_name]
+    colour = CLASS_COLOURS[spot.finding]
     k = spot.border_slice
-    which = "upper" if k == int(les.upper_border_slice) else "lower"
-    y = _header(draw, width, ctx, f"{spot.label}: {spot.class_name}, border slice {k + 1} ({which})")
+    which = "upper" if k == facts.upper_border_slice else "lower"
+    y = _header(draw, width, ctx, f"{spot.label}: {spot.finding.value}, border slice {k + 1} ({which})")
     reg = spot.region
     # full border slice, magnitude and phase
     where = f"slice {k + 1}/{ctx.magnitude.shape[0]} at {slice_location_mm(ctx, k):.1f} mm"
@@ -279,11 +280,11 @@ def spot_card(ctx: ResultContext, spot: Spot, rows, mag_win, phase_win) -> np.nd
     y += 20 + PANEL_PX + 6
     # zoomed crops: border and central slice, magnitude and phase
     _, dr, dc = ctx.magnitude.voxel_size_mm
-    half_px = max(6, int(round(max(12.0, 3.0 * float(les.diameter_mm)) / min(dr, dc))))
+    half_px = max(6, int(round(max(12.0, 3.0 * float(facts.diameter_mm)) / min(dr, dc))))
     r0, c0 = int(round(reg.center_row)), int(round(reg.center_col))
     crops = [(ctx.magnitude, mag_win, k, "mag border"), (ctx.phase, phase_win, k, "phase border"),
-             (ctx.magnitude, mag_win, int(les.central_slice), "mag central"),
-             (ctx.phase, phase_win, int(les.central_slice), "phase central")]
+             (ctx.magnitude, mag_win, facts.central_slice, "mag central"),
+             (ctx.phase, phase_win, facts.central_slice, "phase central")]
     crop_w = (width - 5 * MARGIN) // 4
     for i, (vol, win, kk, title) in enumerate(crops):
         sl = vol.data[kk]
@@ -300,9 +301,8 @@ def spot_card(ctx: ResultContext, spot: Spot, rows, mag_win, phase_win) -> np.nd
         canvas.paste(im, (x0, y + 18))
     y += 18 + min(CROP_PX, crop_w) + 10
     y = _draw_table(draw, MARGIN, y, [r for r in rows if r[0] is spot])
-    reason = str(getattr(les, "reason", "") or "")
-    if reason:
-        draw.text((MARGIN, y + 4), f"Why: {reason}"[:110], fill=FG, font=font(13))
+    if facts.reason:
+        draw.text((MARGIN, y + 4), f"Why: {facts.reason}"[:110], fill=FG, font=font(13))
     _footer(draw, width, height)
     return np.asarray(canvas)
 

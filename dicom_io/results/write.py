@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -10,12 +11,21 @@ import pydicom
 
 from dicom_io.read.volume import Volume
 from dicom_io.results import kos, seg, sr, summary
-from dicom_io.results.context import PairAnalysisLike, build_context, package_version, source_names_tolerated
+from dicom_io.results.context import build_context, package_version, source_names_tolerated
+from dicom_io.results.report import ReportInput, TrackingIdentity
 
 log = logging.getLogger(__name__)
 
 
-def superseded_srs(analysis: PairAnalysisLike, previous_sr_paths: Sequence[Union[str, Path]]) -> list[pydicom.Dataset]:
+@dataclass(frozen=True)
+class WrittenResults:
+    """What :func:`write_results` wrote, and how the objects name each spot."""
+
+    paths: list[Path]                          # out_dir/<kind>/<SOPInstanceUID>.dcm
+    tracking: dict[int, TrackingIdentity]      # spot id -> identifier and Tracking UID (SR and SEG)
+
+
+def superseded_srs(report: ReportInput, previous_sr_paths: Sequence[Union[str, Path]]) -> list[pydicom.Dataset]:
     """The earlier borderphase SRs (of an earlier version of the same study) that reported on the
     same magnitude series: the new SR lists them in its Predecessor Documents Sequence (PS3.3
     C.17.2), so a viewer knows which report is current. Unreadable files are skipped."""
@@ -26,39 +36,41 @@ def superseded_srs(analysis: PairAnalysisLike, previous_sr_paths: Sequence[Union
         except Exception as exc:  # an earlier result that cannot be read must not stop this one
             log.warning("%s: earlier SR not readable, not listed as predecessor: %s", path, exc)
             continue
-        if str(ds.get("StudyInstanceUID", "")) != analysis.study_instance_uid:
+        if str(ds.get("StudyInstanceUID", "")) != report.study_instance_uid:
             continue
         evidence = {str(series.SeriesInstanceUID)
                     for study in ds.get("CurrentRequestedProcedureEvidenceSequence", [])
                     for series in study.get("ReferencedSeriesSequence", [])}
-        if analysis.magnitude_series_uid in evidence:
+        if report.magnitude_series_uid in evidence:
             out.append(ds)
     return out
 
 
-def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, out_dir, *,
+def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir, *,
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
                   include: Sequence[str] = ("sr", "seg", "summary", "kos"),
-                  previous_sr_paths: Sequence[Union[str, Path]] = ()) -> list[Path]:
+                  previous_sr_paths: Sequence[Union[str, Path]] = ()) -> WrittenResults:
     """Write SR, SEG, summary SC images and KOS for one analysed pair into ``out_dir``.
 
-    Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``). A pair with no spots
+    Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``) and the tracking
+    identity assigned to each spot (the SR measurement group and the SEG segment share it;
+    the caller names its findings with it). A pair with no spots
     still gets an SR (findings absent), a summary image saying so, and no SEG or KOS (a SEG
     needs a segment, a KOS a key image). ``previous_sr_paths``: SRs of an earlier version of
     this study (a study reopened by late instances); those on the same magnitude series become
     the new SR's predecessor documents.
     """
-    ctx = build_context(analysis, magnitude, phase,
+    ctx = build_context(report, magnitude, phase,
                         algorithm_version=algorithm_version or package_version(),
                         series_number_base=series_number_base)
-    ctx.previous_srs = superseded_srs(analysis, previous_sr_paths)
+    ctx.previous_srs = superseded_srs(report, previous_sr_paths)
     out = Path(out_dir)
     objects: list[tuple[str, pydicom.Dataset]] = []
     with source_names_tolerated():
         if "sr" in include:
             objects.append(("sr", sr.build_sr(ctx)))
         if "seg" in include and ctx.spots:
-            ids = [int(s.lesion.id) for s in ctx.spots]
+            ids = [s.reported.id for s in ctx.spots]
             if np.isin(ctx.label_map, ids).any():
                 objects.append(("seg", seg.build_seg(ctx)))
             else:
@@ -75,4 +87,4 @@ def write_results(analysis: PairAnalysisLike, magnitude: Volume, phase: Volume, 
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)
     log.info("wrote %d result objects (%d spots) to %s", len(paths), len(ctx.spots), out)
-    return paths
+    return WrittenResults(paths=paths, tracking=ctx.tracking)

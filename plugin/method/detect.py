@@ -53,8 +53,9 @@ class DetectionParams:
 
 
 @dataclass
-class Spot:
-    """One dark spot. Indices are (slice, row, column) of the magnitude volume."""
+class DetectedSpot:
+    """One dark spot found on the magnitude (kept by detection, or segmented around a given
+    point). Indices are (slice, row, column) of the magnitude volume."""
 
     center_index: tuple[float, float, float]
     diameter_mm: float
@@ -78,7 +79,7 @@ class Spot:
 
 @dataclass
 class Detection:
-    spots: list[Spot]
+    spots: list[DetectedSpot]
     rejected: list[tuple[tuple[float, float, float], str]]   # (centre index, reason)
     brain_mask: np.ndarray = field(repr=False)
     ratio: np.ndarray = field(repr=False)
@@ -195,7 +196,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     structure[1] = True
     structure[0, 1, 1] = structure[2, 1, 1] = True
     labels, n = ndi.label(cand, structure=structure)
-    spots: list[Spot] = []
+    spots: list[DetectedSpot] = []
     rejected: list[tuple[tuple[float, float, float], str]] = []
     if n == 0:
         return Detection(spots, rejected, mask, ratio, noise, tissue)
@@ -237,7 +238,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
 
 def segment_at(ratio: np.ndarray, mask: np.ndarray, index: tuple[float, float, float],
                voxel_size_mm: tuple[float, float, float], params: DetectionParams = DetectionParams(),
-               search_mm: float = 3.0) -> tuple[Optional[Spot], str]:
+               search_mm: float = 3.0) -> tuple[Optional[DetectedSpot], str]:
     """The spot around a given (fractional) voxel index, for radiologist-marked points.
 
     Looks for the darkest voxel within ``search_mm`` in-plane (and +-1 slice) of the point and
@@ -320,7 +321,7 @@ def extend_to_border_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio: np.nd
 
 def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_full: np.ndarray,
              voxel_size_mm: tuple[float, float, float], params: DetectionParams,
-             check_edges: bool = True) -> tuple[Spot, str]:
+             check_edges: bool = True) -> tuple[DetectedSpot, str]:
     areas = sub.sum(axis=(1, 2))
     present = np.nonzero(areas)[0]
     slices = [int(bb[0].start + k) for k in present]
@@ -334,9 +335,9 @@ def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_
     center = tuple(float(c + b.start) for c, b in zip(cen_local, bb))
     px_area = voxel_size_mm[1] * voxel_size_mm[2]
     diameter = float(2.0 * np.sqrt(areas[central_local] * px_area / np.pi))
-    spot = Spot(center_index=center, diameter_mm=diameter, slice_indices=slices,
-                central_slice=int(bb[0].start + central_local), upper_border_slice=slices[0],
-                lower_border_slice=slices[-1], bbox=tuple(bb), footprint=sub)
+    spot = DetectedSpot(center_index=center, diameter_mm=diameter, slice_indices=slices,
+                        central_slice=int(bb[0].start + central_local), upper_border_slice=slices[0],
+                        lower_border_slice=slices[-1], bbox=tuple(bb), footprint=sub)
     if areas[central_local] < params.min_area_px:
         return spot, "too small (noise)"
     if diameter >= params.max_diameter_mm:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from plugin.method.detect import Spot
+from plugin.method.detect import DetectedSpot
 from plugin.method.patterns import NO_READING, PatternReading, PatternRules, classify_pattern
 from dicom_io.phase import wrap_rad
 
@@ -46,7 +46,7 @@ class SpotReadings:
     resolved_by_outer: bool = False   # borders disagreed; the slices just beyond them agreed
 
 
-def read_slice(phase: np.ndarray, magnitude: np.ndarray, spot: Spot, slice_index: int,
+def read_slice(phase: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot, slice_index: int,
                voxel_size_mm: tuple[float, float, float], noise_sigma: float, *, wrapped: bool = True,
                params: ReadParams = ReadParams(), rules: PatternRules = PatternRules(),
                footprint_from: int | None = None) -> PatternReading:
@@ -86,7 +86,7 @@ def read_slice(phase: np.ndarray, magnitude: np.ndarray, spot: Spot, slice_index
     return classify_pattern(rel, mag, fp, noise_sigma=noise_sigma, tissue_level=tissue, rules=rules)
 
 
-def read_spot(phase: np.ndarray, magnitude: np.ndarray, spot: Spot, voxel_size_mm: tuple[float, float, float],
+def read_spot(phase: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot, voxel_size_mm: tuple[float, float, float],
               noise_sigma: float, superior_is_higher_index: bool, *, wrapped: bool = True,
               params: ReadParams = ReadParams(), rules: PatternRules = PatternRules()) -> SpotReadings:
     """Readings on the superior and inferior border slices and on the central slice."""

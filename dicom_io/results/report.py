@@ -1,0 +1,84 @@
+"""What the result objects report, and the tracking identity they give it back.
+
+The input of :func:`~dicom_io.results.write.write_results` is declared here as plain typed
+dataclasses: :class:`ReportInput` (one analysed magnitude/phase pair) holding one
+:class:`ReportedSpot` per dark spot. They carry the facts the SR, SEG, summary images and KOS
+need and nothing else. The caller translates its own model into them (``plugin.pipeline``
+does, in one function), so this package never imports ``plugin``.
+
+Tracking identity is not an input: the writers assign it
+(:func:`dicom_io.results.context.assign_tracking`) and return it, one :class:`TrackingIdentity`
+per spot id, so the caller can name each spot exactly as the
+SR measurement group and the SEG segment do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Optional
+
+import numpy as np
+
+from dicom_io.vocabulary import Handedness
+
+
+class Finding(StrEnum):
+    """What a reported spot is; its SR finding type and SEG property type are
+    :data:`dicom_io.results.codes.FINDING_BY_CLASS`."""
+
+    MICROBLEED = "microbleed"
+    CALCIFICATION = "calcification"
+    INDETERMINATE = "indeterminate"
+
+
+@dataclass(frozen=True)
+class ReportedSpot:
+    """One dark spot as the result objects report it. Slices are indices of the magnitude
+    volume; patterns are the method's phase patterns 1-6, None when not assessable."""
+
+    id: int                                     # its value in ReportInput.label_map
+    finding: Finding
+    center_lps_mm: tuple[float, float, float]
+    diameter_mm: float
+    slice_indices: tuple[int, ...]              # slices showing the spot
+    upper_border_slice: int
+    lower_border_slice: int
+    central_slice: int
+    border_pattern: Optional[int]               # the pattern that decided the finding
+    central_pattern: Optional[int]
+    upper_border_pattern: Optional[int]
+    lower_border_pattern: Optional[int]
+    confidence: float                           # 0..1 (SR: certainty of finding, %)
+    reason: str = ""                            # why indeterminate, or what decided
+
+    @property
+    def border_slice(self) -> int:
+        """The border slice whose pattern was reported: the upper one unless only the lower
+        one carried a readable pattern (the SR's region and the spot card are drawn on it)."""
+        if self.upper_border_pattern is None and self.lower_border_pattern is not None:
+            return self.lower_border_slice
+        return self.upper_border_slice
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    """The analysis of one magnitude/phase pair, as the result objects report it."""
+
+    study_instance_uid: str
+    magnitude_series_uid: str
+    phase_series_uid: str
+    vendor: str
+    phase_convention: Handedness
+    convention_source: str                      # the rule or table entry that decided it
+    spots: tuple[ReportedSpot, ...]
+    label_map: np.ndarray                       # (slice,row,col) int, 0 = none, else spot id
+
+
+@dataclass(frozen=True)
+class TrackingIdentity:
+    """How every result object names one spot (TID 1410 Tracking Identifier and UID; SEG
+    Tracking ID and UID and segment label)."""
+
+    identifier: str                             # what a human reads: "CMB 3", "Calc 1", "Indet 2"
+    uid: str                                    # shared by the SR measurement group and the SEG segment
+
