@@ -22,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"plugin.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"plugin.commands.{name}":
-                continue  # that command is not part of this build yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"plugin.commands.{name}").add_parser(sub)
     return parser
 
 

@@ -55,6 +55,7 @@ import numpy as np
 import scipy.fft
 
 from dicom_io.phase import wrap_rad  # noqa: F401  (re-exported: physics.wrap_rad)
+from dicom_io.vocabulary import Handedness
 
 GAMMA_HZ_PER_T = 42.58e6
 """Proton gyromagnetic ratio / 2 pi, as used in the method paper (42.58 x 10^6 Hz/T)."""
@@ -62,7 +63,7 @@ GAMMA_HZ_PER_T = 42.58e6
 MAGIC_ANGLE_DEG = float(np.degrees(np.arccos(1.0 / np.sqrt(3.0))))
 """Angle to B0 at which the sphere's outside field is zero (54.7356 degrees)."""
 
-HANDEDNESS_SIGN = {"right-handed": -1.0, "left-handed": +1.0}
+HANDEDNESS_SIGN = {Handedness.RIGHT: -1.0, Handedness.LEFT: +1.0}
 """Sign of phase per unit positive field offset, by phase convention (see module docstring)."""
 
 
@@ -220,7 +221,7 @@ def field_to_phase_rad(
     *,
     b0_t: float = 3.0,
     echo_time_ms: float = 25.0,
-    convention: str = "right-handed",
+    convention: str = Handedness.RIGHT,
     wrap: bool = True,
 ) -> np.ndarray:
     """GRE phase of a field offset: ``sign * 2 pi gamma B0 (dB/B0) TE``, wrapped to [-pi, pi).

@@ -1,6 +1,5 @@
 """Pattern rules 1-6 (plugin.method.patterns) on small hand-built arrays."""
 import numpy as np
-import pytest
 
 from plugin.model import PhasePattern
 from plugin.method.patterns import PatternRules, classify_pattern

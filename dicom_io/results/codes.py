@@ -16,6 +16,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from dicom_io.results.report import Finding
+from dicom_io.vocabulary import Handedness
 
 #: Designator of the private coding scheme (PS3.16 8.2: local designators start with "99").
 PRIVATE_SCHEME = "99BORDERPHASE"
@@ -98,8 +99,8 @@ PATTERN_SHORT = {1: "black", 2: "white", 3: "black ring", 4: "white ring", 5: "h
 PATTERN_NOT_ASSESSABLE = _private("BP-PAT-NA", "Pattern not assessable")
 
 CONVENTION_CODES = {
-    "right-handed": _private("BP-CONV-RH", "Right-handed phase (paramagnetic dark)"),
-    "left-handed": _private("BP-CONV-LH", "Left-handed phase (paramagnetic bright)"),
+    Handedness.RIGHT: _private("BP-CONV-RH", "Right-handed phase (paramagnetic dark)"),
+    Handedness.LEFT: _private("BP-CONV-LH", "Left-handed phase (paramagnetic bright)"),
     "unknown": _private("BP-CONV-UNK", "Phase convention unknown"),
 }
 

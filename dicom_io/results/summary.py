@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from dicom_io.results import codes
 from dicom_io.results.context import source_names_tolerated, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot, finish
 from dicom_io.results.report import Finding
+from dicom_io.vocabulary import Handedness
 
 CLASS_COLOURS = {
     Finding.MICROBLEED: (255, 70, 70),      # red
@@ -197,8 +198,8 @@ def _header(draw: ImageDraw.ImageDraw, width: int, ctx: ResultContext, subtitle:
     draw.text((MARGIN, y), f"borderphase {ctx.algorithm_version}  -  {subtitle}", fill=FG, font=font(16, bold=True))
     y += 22
     conv = a.phase_convention
-    meaning = {"right-handed": "paramagnetic (microbleed) shows dark on phase",
-               "left-handed": "paramagnetic (microbleed) shows bright on phase",
+    meaning = {Handedness.RIGHT: "paramagnetic (microbleed) shows dark on phase",
+               Handedness.LEFT: "paramagnetic (microbleed) shows bright on phase",
                "unknown": "spots cannot be classified"}.get(conv, conv)
     draw.text((MARGIN, y), f"Phase convention: {conv} - {meaning}", fill=FG, font=font(14))
     y += 18

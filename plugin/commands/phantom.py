@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dicom_io.vendors import VENDORS
 
 log = logging.getLogger(__name__)
 
-VENDORS = ("GE", "Philips", "Siemens", "Canon")
 ANONYMIZE = ("none", "no_private", "no_description", "no_manufacturer")
 
 

@@ -36,9 +36,10 @@ import numpy as np
 
 from plugin.model import Classification, PhasePattern
 from plugin.method.patterns import PatternReading
+from dicom_io.vocabulary import Handedness
 
-RIGHT_HANDED = "right-handed"
-LEFT_HANDED = "left-handed"
+RIGHT_HANDED = Handedness.RIGHT
+LEFT_HANDED = Handedness.LEFT
 UNKNOWN = "unknown"
 
 # Fitted by `python benchmarks/accuracy_benchmark.py --calibrate` (see benchmarks/accuracy.md):

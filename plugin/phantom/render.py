@@ -36,6 +36,7 @@ import scipy.fft
 
 from plugin import physics
 from plugin.phantom.truth import lesion_truth
+from dicom_io.vocabulary import Handedness
 
 TISSUE_T2STAR_MS = 45.0
 LESION_T2STAR_MS = 10.0
@@ -419,7 +420,7 @@ def render(
     grid: Grid,
     head: Optional[Head] = None,
     acquisition: Acquisition = Acquisition(),
-    convention: str = "right-handed",
+    convention: str = Handedness.RIGHT,
     seed: int = 0,
     noise: bool = True,
 ) -> PhantomImages:
@@ -502,7 +503,7 @@ def make_study(
     grid: Grid = SIZES["full"],
     head: Optional[Head] = None,
     acquisition: Acquisition = Acquisition(),
-    convention: str = "right-handed",
+    convention: str = Handedness.RIGHT,
     seed: int = 0,
     vendor: Optional[str] = None,
 ) -> tuple[PhantomImages, dict]:
@@ -518,7 +519,7 @@ def make_study(
         "schema": TRUTH_SCHEMA,
         "vendor": vendor,
         "phase_convention": convention,
-        "phase_sign_for_paramagnetic": "negative (dark)" if convention == "right-handed" else "positive (bright)",
+        "phase_sign_for_paramagnetic": "negative (dark)" if convention == Handedness.RIGHT else "positive (bright)",
         "field_model": "Lorentz-corrected dipole: 0 inside spheres (not the paper's Eq 1 value 2*chi/3)",
         "b0_t": acquisition.b0_t,
         "b0_direction_lps": [0.0, 0.0, 1.0],
