@@ -25,12 +25,13 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, BinaryIO, Iterable, Iterator, Optional, Union
 
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicom_io.errors import DicomInputError, FileProblem
@@ -121,10 +122,10 @@ _BINARY_VRS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
 _ASCII_TEXT_VRS = frozenset(("AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"))
 _CHARSET_TEXT_VRS = frozenset(("LO", "SH", "PN", "LT", "ST", "UT", "UC"))
 _UNSPLIT_TEXT_VRS = frozenset(("LT", "ST", "UT"))
-_TAGS: dict[str, int] = {}
+_TAGS: dict[str, BaseTag] = {}  # keyword -> tag; a BaseTag skips pydicom's Tag() parsing
 
 
-def raw_value(ds: pydicom.Dataset, tag: int) -> Any:
+def raw_value(ds: pydicom.Dataset, tag: Union[int, BaseTag]) -> Any:
     """Value of ``tag`` in ``ds`` (None if absent or empty), plain VRs decoded from the raw bytes."""
     try:
         elem = ds.get_item(tag, keep_deferred=True)
@@ -160,7 +161,7 @@ def kw_value(ds: pydicom.Dataset, keyword: str, default: Any = None) -> Any:
     """:func:`raw_value` by keyword; ``default`` when absent or empty."""
     tag = _TAGS.get(keyword)
     if tag is None:
-        tag = _TAGS[keyword] = int(tag_for_keyword(keyword))  # type: ignore[arg-type]
+        tag = _TAGS[keyword] = BaseTag(tag_for_keyword(keyword))  # type: ignore[arg-type]
     v = raw_value(ds, tag)
     return default if v is None else v
 
@@ -177,16 +178,19 @@ def _not_part10(path: Path, head: bytes) -> FileProblem:
         f"preamble, found {got!r}, and no data set could be parsed without it")
 
 
-def _dcmread(path: Path, head: bytes, size: int) -> Union[pydicom.Dataset, FileProblem, str]:
-    """The header of one file through pydicom, Pixel Data and large values left unread.
+def _dcmread(path: Path, fp: BinaryIO, size: int) -> Union[pydicom.Dataset, FileProblem, str]:
+    """The header of one file (``fp``, opened by name) through pydicom, Pixel Data and large values
+    left unread (pydicom reads a deferred value later by reopening ``fp.name``).
 
     A file without the 'DICM' prefix is still read when it holds a data set (older exports write
     the data set alone); otherwise it is a problem naming the missing prefix."""
+    head = fp.read(SNIFF_BYTES)
     has_prefix = head[128:132] == b"DICM"
     if not has_prefix and DICOM_UID_ROOT not in head:
         return f"skipped {path}: not a DICOM file"
+    fp.seek(0)
     try:
-        ds = pydicom.dcmread(path, defer_size=DEFER_BYTES, force=not has_prefix)
+        ds = pydicom.dcmread(fp, defer_size=DEFER_BYTES, force=not has_prefix)
     except Exception:
         if has_prefix:
             raise
@@ -269,9 +273,8 @@ def read_header(path: Union[str, Path], *, limit_bytes: Optional[int] = None) ->
         size = path.stat().st_size
         if size == 0:
             return FileProblem(str(path), "zero-byte file (empty; an interrupted transfer?)")
-        with open(path, "rb") as fp:
-            head = fp.read(SNIFF_BYTES)
-        ds = _dcmread(path, head, size)
+        with open(str(path), "rb") as fp:  # a str name: pydicom reopens it for deferred values
+            ds = _dcmread(path, fp, size)
         if not isinstance(ds, pydicom.Dataset):
             return ds
         meta = getattr(ds, "file_meta", None)
