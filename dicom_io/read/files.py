@@ -86,10 +86,6 @@ class HeaderRead:
     pixel_value_offset: Optional[int]   # start of the native PixelData value; None if not directly readable
     pixel_value_length: Optional[int]   # declared length; None when encapsulated (undefined length)
 
-    @property
-    def encapsulated(self) -> bool:
-        return self.pixel_value_length is None
-
 
 @dataclass
 class FileScan:
