@@ -49,15 +49,8 @@ class FrameHeader:
     number_of_frames: int = 1                        # frames in the file this frame came from
     samples_per_pixel: int = 1
     bits_stored: Optional[int] = None
-    photometric_interpretation: Optional[str] = None
     frame_type: tuple[str, ...] = ()                 # enhanced FrameType (0008,9007), else ()
     echo_number_source: Optional[str] = None         # "EchoNumbers" or the derivation rule
     spacing_between_slices_mm: Optional[float] = None
-    stack_id: Optional[str] = None                   # FrameContent StackID (enhanced)
-    in_stack_position: Optional[int] = None          # FrameContent InStackPositionNumber (enhanced)
-    temporal_position_index: Optional[int] = None
-    diffusion_b_value: Optional[float] = None
     series_number: Optional[int] = None
     pixel_data_offset: Optional[int] = None          # byte offset of this frame's native pixels in the file
-    pixel_data_length: Optional[int] = None          # declared PixelData value length (None: encapsulated)
-    file_size: Optional[int] = None

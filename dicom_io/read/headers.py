@@ -8,9 +8,9 @@
   (5200,9229), then at the top level (PS3.3 C.7.6.16: a functional group is either shared or per
   frame). This covers Plane Position (0020,9113), Plane Orientation (0020,9116), Pixel Measures
   (0028,9110), MR Echo (0018,9114: Effective Echo Time), MR Image Frame Type (0018,9226: Frame Type
-  and Complex Image Component), Pixel Value Transformation (0028,9145), Frame Content (0020,9111),
-  MR Diffusion (0018,9117) and the Unassigned Shared/Per-Frame Converted Attributes sequences of
-  the legacy converted objects.
+  and Complex Image Component), Pixel Value Transformation (0028,9145) and the Unassigned
+  Shared/Per-Frame Converted Attributes sequences of the legacy converted objects. Only the
+  attributes a later stage uses are converted (:data:`WANTED_KEYWORDS`): this is the hot loop.
 
 Echo numbers: classic files carry EchoNumbers (0018,0086); enhanced files (and Siemens XA exports)
 have only an echo time per frame. :func:`assign_echo_numbers` derives the echo index from the
@@ -25,7 +25,7 @@ import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from dicom_io.errors import DicomInputError
-from dicom_io.read.files import HeaderRead, kw_value, raw_value  # noqa: F401  (re-exported)
+from dicom_io.read.files import HeaderRead, kw_value, raw_value
 from dicom_io.frames import FrameHeader
 
 ENHANCED_MARKERS = ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence")
@@ -83,8 +83,7 @@ def _str(v: Any) -> Optional[str]:
 WANTED_KEYWORDS = (
     "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "SpacingBetweenSlices",
     "EffectiveEchoTime", "EchoTime", "EchoNumbers", "FrameType", "ComplexImageComponent", "RescaleSlope",
-    "RescaleIntercept", "RescaleType", "StackID", "InStackPositionNumber", "TemporalPositionIndex",
-    "DiffusionBValue",
+    "RescaleIntercept", "RescaleType",
 )
 _WANTED_TAGS = {int(tag_for_keyword(k)): k for k in WANTED_KEYWORDS}  # type: ignore[arg-type]
 
@@ -183,10 +182,7 @@ def frames_from_header(read: HeaderRead) -> list[FrameHeader]:
         number_of_frames=n_frames,
         samples_per_pixel=spp,
         bits_stored=_int(kw_value(ds, "BitsStored")),
-        photometric_interpretation=_str(kw_value(ds, "PhotometricInterpretation")),
         series_number=_int(kw_value(ds, "SeriesNumber")),
-        pixel_data_length=read.pixel_value_length,
-        file_size=read.file_size,
     )
 
     def offset(i: int) -> Optional[int]:
@@ -238,10 +234,6 @@ def _frame(common: dict, look: _Lookup, index: Optional[int], pixel_offset: Opti
         frame_type=_strs(look.get("FrameType")) if enhanced else (),
         echo_number_source="EchoNumbers" if echo_number is not None else None,
         spacing_between_slices_mm=_float(look.get("SpacingBetweenSlices")),
-        stack_id=_str(look.get("StackID")) if enhanced else None,
-        in_stack_position=_int(look.get("InStackPositionNumber")) if enhanced else None,
-        temporal_position_index=_int(look.get("TemporalPositionIndex")) if enhanced else None,
-        diffusion_b_value=_float(look.get("DiffusionBValue")),
         pixel_data_offset=pixel_offset,
         **common,
     )

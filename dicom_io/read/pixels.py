@@ -23,12 +23,10 @@ import pydicom
 from pydicom.uid import UID
 
 from dicom_io.errors import DicomInputError
-from dicom_io.read.files import MAX_PIXEL_BYTES_ENV, human_bytes, max_pixel_bytes
+from dicom_io.read.files import DEFLATED_TS, MAX_PIXEL_BYTES_ENV, human_bytes, max_pixel_bytes
 from dicom_io.frames import FrameHeader
 
 BIG_ENDIAN_TS = "1.2.840.10008.1.2.2"
-NATIVE_TS = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", BIG_ENDIAN_TS}
-DEFLATED_TS = "1.2.840.10008.1.2.1.99"
 #: Output bytes per voxel the caller will allocate besides the stored array (float32 volume).
 OUTPUT_BYTES_PER_VOXEL = 4
 
