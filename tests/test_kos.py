@@ -73,7 +73,8 @@ def test_written_kos_references_sr_seg_and_summary(tmp_path):
     assert by_kind["summary"] and all(refs[ds.SOPInstanceUID] == "IMAGE" for ds in by_kind["summary"])
     results = {ds.SOPInstanceUID for kind in ("sr", "seg", "summary") for ds in by_kind[kind]}
     key_images = {f.sop_instance_uid for les in analysis.spots
-                  for k in (les.upper_border_slice, les.lower_border_slice) for f in (mag.frames[k], ph.frames[k])}
+                  for k in (les.upper_border_slice, les.lower_border_slice)
+                  for f in (mag.frames[k], ph.frames[k])}
     assert set(refs) == results | key_images
     assert _evidence(kos) == results | key_images
     description = _description(kos)

@@ -218,7 +218,8 @@ def test_every_result_series_has_a_date_and_time(written):
             for p in paths:
                 ds = pydicom.dcmread(p, stop_before_pixels=True)
                 n += 1
-                assert re.fullmatch(r"\d{8}", ds.get("SeriesDate", "")), f"{name}/{kind}: SeriesDate {ds.get('SeriesDate')!r}"
+                assert re.fullmatch(r"\d{8}", ds.get("SeriesDate", "")), \
+                    f"{name}/{kind}: SeriesDate {ds.get('SeriesDate')!r}"
                 assert re.fullmatch(r"\d{6}(\.\d+)?", ds.get("SeriesTime", "")), f"{name}/{kind}: SeriesTime"
                 assert ds.get("ContentDate") and ds.get("ContentTime"), f"{name}/{kind}: no content date/time"
                 stamps.add((ds.SeriesDate, ds.SeriesTime))
@@ -234,7 +235,8 @@ def _codes(item) -> list[tuple[str, str, str]]:
             continue
         for child in elem.value:
             if "CodeValue" in child and "CodingSchemeDesignator" in child:
-                out.append((str(child.CodeValue), str(child.CodingSchemeDesignator), str(child.get("CodeMeaning", ""))))
+                out.append((str(child.CodeValue), str(child.CodingSchemeDesignator),
+                            str(child.get("CodeMeaning", ""))))
             out.extend(_codes(child))
     return out
 
