@@ -23,7 +23,7 @@ from plugin.service.state import StateLayout
 from plugin.service.status import collect
 
 SAMPLES = Path(os.environ.get("BORDERPHASE_SAMPLE_DICOM", REPO / "sample_dicom"))
-FINDING_CODES = {"microbleed": "723857007", "calcification": "18115005", "indeterminate": "301766008"}
+FINDING_CODES = {"microbleed": "50960005", "calcification": "18115005", "indeterminate": "301766008"}
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
