@@ -50,6 +50,8 @@ class ReportedSpot:
     lower_border_pattern: Optional[int]
     confidence: float                           # 0..1 (SR: certainty of finding, %)
     reason: str = ""                            # why indeterminate, or what decided
+    largest_slice: Optional[int] = None         # slice where the spot's cross-section is largest
+    largest_diameter_mm: Optional[float] = None  # in-plane equivalent-circle diameter there
 
     @property
     def border_slice(self) -> int:
