@@ -303,3 +303,33 @@ def test_a_label_map_of_another_shape_is_refused(tmp_path):
     report = make_analysis(mag, ph, CLASSIC_SPOTS[4:5])
     with pytest.raises(ValueError, match="label map shape"):
         write_results(replace(report, label_map=report.label_map[:-1]), mag, ph, tmp_path / "out")
+
+
+def test_pipeline_reports_the_slice_where_each_spot_is_largest():
+    """plugin.pipeline.report_input gives the result writers the slice of largest footprint and
+    the in-plane diameter there: the detector's diameter when that is the central slice, scaled
+    by the area ratio when the label map is larger elsewhere (spots that touch share pixels)."""
+    from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern
+    from plugin.pipeline import report_input
+
+    lm = np.zeros((8, 32, 32), np.uint16)
+    rr, cc = np.mgrid[0:32, 0:32]
+    for k, rad in {2: 1, 3: 3, 4: 1}.items():       # lesion 1: largest on its central slice 3
+        lm[k][(rr - 10) ** 2 + (cc - 10) ** 2 <= rad ** 2] = 1
+    for k, rad in {4: 1, 5: 2, 6: 4}.items():       # lesion 2: central slice 5, larger on 6
+        lm[k][(rr - 22) ** 2 + (cc - 22) ** 2 <= rad ** 2] = 2
+
+    def lesion(i, slices, central, diameter):
+        return Lesion(id=i, center_lps_mm=(0.0, 0.0, 0.0), diameter_mm=diameter, slice_indices=slices,
+                      upper_border_slice=slices[0], lower_border_slice=slices[-1], central_slice=central,
+                      border_pattern=PhasePattern.TOTALLY_BLACK, central_pattern=None,
+                      classification=Classification.MICROBLEED, confidence=0.8)
+
+    analysis = PairAnalysis(study_instance_uid="1.2", magnitude_series_uid="1.2.3", phase_series_uid="1.2.4",
+                            vendor="GE", phase_convention=Handedness.RIGHT, convention_source="table",
+                            label_map=lm, lesions=[lesion(1, [2, 3, 4], 3, 6.2), lesion(2, [4, 5, 6], 5, 2.0)])
+    spots = {s.id: s for s in report_input(analysis).spots}
+    assert (spots[1].largest_slice, spots[1].largest_diameter_mm) == (3, 6.2)
+    area = lambda k, i: float((lm[k] == i).sum())  # noqa: E731
+    assert spots[2].largest_slice == 6
+    assert spots[2].largest_diameter_mm == pytest.approx(2.0 * np.sqrt(area(6, 2) / area(5, 2)), abs=0.01)
