@@ -81,6 +81,6 @@ class TrackingIdentity:
     """How every result object names one spot (TID 1410 Tracking Identifier and UID; SEG
     Tracking ID and UID and segment label)."""
 
-    identifier: str                             # what a human reads: "CMB 3", "Calc 1", "Indet 2"
+    identifier: str                             # what a human reads: "CMB 3 microbleed", "Calc 1 calcification"
     uid: str                                    # shared by the SR measurement group and the SEG segment
 
