@@ -217,6 +217,7 @@ def test_report_context_algorithm_and_study_evaluations(classic):
     assert study[codes.CALCIFICATION.value] == codes.PRESENT.value
     assert study[codes.PHASE_CONVENTION.value] == codes.convention_code("left-handed").value
     assert study[codes.DISCLAIMER_TEXT.value] == "DERIVED RESULT - NOT FOR PRIMARY DIAGNOSIS"
+    assert "not a medical device" in study[codes.INTENDED_USE_TEXT.value]
     assert "radiologist" in study[codes.INTENDED_USE_TEXT.value]
 
 

@@ -41,10 +41,10 @@ from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID
     NOT_FOR_DIAGNOSIS, ResultContext, SpotRegion, TrackedSpot, declare_private_scheme, finish, _region_on_slice
 
 INTENDED_USE = (
-    "Research and decision support for a reader of GRE/SWI studies: marks small dark spots on the "
-    "magnitude images and suggests microbleed or calcification from the phase pattern of each spot's "
-    "border slices (border-slice phase method) under the stated phase convention. Every call must be "
-    "checked by a radiologist on the source images; an indeterminate spot has no suggestion.")
+    "Research tool, not a medical device: marks small dark spots on GRE/SWI magnitude images and "
+    "suggests microbleed or calcification from the phase pattern of each spot's border slices "
+    "(border-slice phase method) under the stated phase convention. Every suggestion must be checked "
+    "by a radiologist on the source images; an indeterminate spot has no suggestion.")
 
 #: The role of a region, as the TEXT "Region shown" of its group says it.
 ROLE_LARGEST = "largest cross-section"
