@@ -13,8 +13,10 @@ Allowed warnings (documented allow-lists):
   Sequence, but dciodvfy only knows the standard designators. "Retired Person Name form": a
   source PatientName without "^" (the real Siemens XA export), copied unchanged.
 - PixelMed: "Content Item not in template" for the qualitative-evaluation CODE items (private
-  pattern/convention codes, present/absent per finding): PixelMed 20220618's descriptions of
-  TID 1410/1501 have no Qualitative Evaluation rows; highdicom writes them as those templates'
+  pattern/convention codes, present/absent per finding) and TEXT items (private classification,
+  reason, evidence, region shown) of the measurement groups: PixelMed 20220618's descriptions of
+  TID 1410/1501 have no Qualitative Evaluation rows ($QualType: "coded questions with coded or
+  text answers" in the current PS3.16); highdicom writes the CODE ones as those templates'
   qualitative evaluations.
 """
 from __future__ import annotations
@@ -54,8 +56,8 @@ PIXELMED_INFO = (
     re.compile(r"^IOD validation complete$"),
 )
 PIXELMED_ALLOWED = re.compile(
-    r"^Warning: [\d.]+: .*/CODE \((BP-[A-Z-]+,99BORDERPHASE|50960005,SCT|18115005,SCT|301766008,SCT)"
-    r",\"[^\"]+\"\): Content Item not in template$")
+    r"^Warning: [\d.]+: .*/(CODE \((BP-[A-Z-]+,99BORDERPHASE|50960005,SCT|18115005,SCT|301766008,SCT)"
+    r"|TEXT \(BP-[A-Z-]+,99BORDERPHASE),\"[^\"]+\"\): Content Item not in template$")
 
 
 def _by_kind(written):

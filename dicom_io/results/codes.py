@@ -188,3 +188,21 @@ def class_from_finding(code: CodedConcept) -> Finding:
         if c.value == code.value and c.scheme_designator == code.scheme_designator:
             return cls
     raise ValueError(f"not a borderphase finding code: {code.value} ({code.scheme_designator})")
+
+
+# --- SR (issue 13): study-level qualitative evaluations, class-bearing certainty, texts ----------
+#: TID 1500 row 12: the report-level "Qualitative Evaluations" container.
+QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+#: The certainty of each spot's call, named after the class (the only per-spot text OHIF shows
+#: is the concept name of each NUM, so the class must be in it).
+CERTAINTY_BY_CLASS: dict[Finding, CodedConcept] = {
+    Finding.MICROBLEED: _private("BP-CERT-CMB", "Microbleed certainty"),
+    Finding.CALCIFICATION: _private("BP-CERT-CALC", "Calcification certainty"),
+    Finding.INDETERMINATE: _private("BP-CERT-INDET", "Indeterminate spot certainty"),
+}
+CLASSIFICATION_TEXT = _private("BP-CLASS", "Classification")
+REASON_TEXT = _private("BP-REASON", "Reason for the classification")
+EVIDENCE_TEXT = _private("BP-EVIDENCE", "Method evidence")
+REGION_SHOWN_TEXT = _private("BP-REGION", "Region shown")
+DISCLAIMER_TEXT = _private("BP-DISCLAIMER", "Disclaimer")
+INTENDED_USE_TEXT = _private("BP-INTENDED-USE", "Intended use")

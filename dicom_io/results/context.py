@@ -199,13 +199,15 @@ def _region_on_slice(label_map: np.ndarray, spot: ReportedSpot, slice_index: int
 
 def assign_tracking(spots: Sequence[ReportedSpot]) -> dict[int, TrackingIdentity]:
     """Spot id -> its tracking identity (TID 1410): identifiers numbered per finding in spot-id
-    order ("CMB 1", "CMB 2", "Calc 1"), a fresh Tracking UID each."""
+    order and naming the class ("CMB 1 microbleed", "Calc 1 calcification", "Indet 1 indeterminate"),
+    so the SR group and SEG segment a viewer lists say what the spot is; a fresh Tracking UID each."""
     per_finding = {f: 0 for f in Finding}
     out: dict[int, TrackingIdentity] = {}
     for spot in sorted(spots, key=lambda s: s.id):
         per_finding[spot.finding] += 1
-        out[spot.id] = TrackingIdentity(f"{codes.TRACKING_PREFIX[spot.finding]} {per_finding[spot.finding]}",
-                                        str(generate_uid()))
+        out[spot.id] = TrackingIdentity(
+            f"{codes.TRACKING_PREFIX[spot.finding]} {per_finding[spot.finding]} {spot.finding.value}",
+            str(generate_uid()))
     return out
 
 
