@@ -343,7 +343,24 @@ def _head_box(magnitude: np.ndarray, margin: float = 0.08) -> tuple[int, int, in
     return r0, min(rows, int(centre_r + half) + 1), c0, min(cols, int(centre_c + half) + 1)
 
 
+Box = tuple[int, int, int, int]   # (x0, y0, x1, y1), pixels of the stored image, x1/y1 exclusive
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The rendered overview and where its image is (box "projection")."""
+
+    pixels: np.ndarray
+    boxes: dict[str, Box]
+
+
 def overview_image(ctx: ResultContext, mag_win) -> np.ndarray:
+    """The pixels of the overview (:func:`render_overview`)."""
+    return render_overview(ctx, mag_win).pixels
+
+
+def render_overview(ctx: ResultContext, mag_win) -> Overview:
+    """Counts, convention, the magnitude projection with every spot circled, the table."""
     rows = table_rows(ctx)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     widths = _column_widths(scratch, rows)
@@ -377,6 +394,7 @@ def overview_image(ctx: ResultContext, mag_win) -> np.ndarray:
     _draw_orientation(im, _orientation_letters(ctx))
     x_img = (width - im.width) // 2
     canvas.paste(im, (x_img, y))
+    box = (x_img, y, x_img + im.width, y + im.height)
     y += im.height + 4
     draw.text((x_img, y), f"Magnitude, minimum-intensity projection of slices {k0 + 1}-{k1}", fill=DIM,
               font=body())
@@ -385,11 +403,8 @@ def overview_image(ctx: ResultContext, mag_win) -> np.ndarray:
         y = _draw_table(draw, MARGIN, y, rows, widths) + 6
         y = _paragraph(draw, MARGIN, y, f"Certainty: {certainty_basis(ctx)}.", text_w, fill=DIM)
     y = _footer(draw, MARGIN, y + 6, text_w, ctx)
-    out, _ = _clear_edges(canvas.crop((0, 0, width, y + 4)))
-    return np.asarray(out)
-
-
-Box = tuple[int, int, int, int]   # (x0, y0, x1, y1), pixels of the stored image, x1/y1 exclusive
+    out, top = _clear_edges(canvas.crop((0, 0, width, y + 4)))
+    return Overview(np.asarray(out), {"projection": (box[0], box[1] + top, box[2], box[3] + top)})
 
 
 @dataclass(frozen=True)
