@@ -3,9 +3,10 @@
 Image 1 is the overview: a minimum-intensity projection of the magnitude with every spot
 circled and labelled, the phase convention and the rule that decided it, the counts, and the
 table of all spots. Then one "spot card" per spot: the magnitude of its border slice and the
-phase the method actually read (background removed, on the slice read: the border slice, or
-the slice one further out when the method read there, with a note saying why), 4x zoomed crops
-of those and of the central slice, and the spot's facts with the basis of its certainty.
+phase the method actually read (its background-removed phase, or the delivered filtered phase
+it used unchanged, on the slice read: the border slice, or the slice one further out when the
+method read there, with a note saying why), zoomed crops of those and of the central slice, and
+the spot's facts with the basis of its certainty.
 
 What a viewer shows over an image is left free: the top 8 % (OHIF's cine bar and the corner
 overlays) and the bottom 5 % (corner overlays) of every image are background only. Text is
@@ -308,11 +309,11 @@ def _convention_lines(draw: ImageDraw.ImageDraw, x: int, y: int, width_px: float
 
 
 def _footer(draw: ImageDraw.ImageDraw, x: int, y: int, width_px: float, ctx: ResultContext) -> int:
-    shown = ("background removed by the method" if ctx.report.local_phase_rad is not None
-             else "as delivered (background not removed)")
-    y = _paragraph(draw, x, y, f"Phase {shown}; zoomed phase relative to the surrounding tissue, "
-                               "black = lower phase. Verify every finding on the source images.", width_px, fill=DIM)
-    return y
+    what = ctx.report.background_removal if ctx.report.local_phase_rad is not None else \
+        "not given by the analysis: phase shown as delivered"
+    y = _paragraph(draw, x, y, f"Phase read: {what or 'background removed by the method'}.", width_px, fill=DIM)
+    return _paragraph(draw, x, y, "Zoomed phase is relative to the surrounding tissue, black = lower phase. "
+                                  "Verify every finding on the source images.", width_px, fill=DIM)
 
 
 def _clear_edges(content: Image.Image) -> tuple[Image.Image, int]:
@@ -417,16 +418,19 @@ class SpotCard:
     pixels: np.ndarray
     boxes: dict[str, Box]
     read_slice: int
-    phase_shown: str          # "background removed" or "as delivered"
+    phase_shown: str          # "background removed", or "as delivered" (filtered phase the method read unchanged,
+                              # or no background-removed phase in the input)
 
 
 def _phase_volume(ctx: ResultContext) -> tuple[np.ndarray, bool, str]:
     """(phase the card shows, still wrapped?, what it is): the method's background-removed phase
     when the report carries it, else the delivered phase."""
     local = ctx.report.local_phase_rad
-    if local is not None and tuple(local.shape) == tuple(ctx.phase.shape):
-        return local, bool(ctx.report.local_phase_wrapped), "background removed"
-    return ctx.phase.data, True, "as delivered"
+    delivered = ctx.phase.data
+    if local is not None and tuple(local.shape) == tuple(delivered.shape):
+        unchanged = local is delivered or (local.dtype == delivered.dtype and np.array_equal(local, delivered))
+        return local, bool(ctx.report.local_phase_wrapped), "as delivered" if unchanged else "background removed"
+    return delivered, True, "as delivered"
 
 
 def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=None) -> SpotCard:
