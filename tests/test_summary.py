@@ -15,7 +15,8 @@ from dicom_io.results import summary
 from dicom_io.results.report import Finding
 from dicom_io.results.summary import build_summary, render_overview, render_spot_card
 
-from results_fixtures import CLASSIC_SPOTS, classic_pair, default_study, make_analysis, sample_pair, write_classic_series
+from results_fixtures import (CLASSIC_SPOTS, classic_pair, default_study, make_analysis, sample_pair,
+                              write_classic_series)
 
 BANNER = (170, 0, 0)
 
@@ -203,7 +204,7 @@ def test_aliased_lesion_card_shows_the_outer_slice_it_was_read_on(aliased):
 def test_nothing_but_background_in_the_top_8_percent(sample, pair):
     """Viewers draw their overlays and OHIF its cine bar over the top of an image: the top 8 %
     (and the bottom 5 %, corner overlays) of the overview and of every card are background."""
-    ctx, images = sample
+    _, images = sample
     mag, ph = pair
     classic = build_summary(build_context(make_analysis(mag, ph, CLASSIC_SPOTS), mag, ph, algorithm_version="1"))
     for im in [*images, *classic]:

@@ -457,8 +457,8 @@ def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=N
                    + (f" ({side} border)" if read == k else f", one beyond the {side} border slice {k + 1}"),
                    text_w, bold=True)
     if read != k:
-        y = _paragraph(draw, MARGIN, y, f"Outer slice read: {facts.read_note or 'the border slice gave no clear reading'}.",
-                       text_w, fill=NOTE)
+        why = facts.read_note or "the border slice gave no clear reading"
+        y = _paragraph(draw, MARGIN, y, f"Outer slice read: {why}.", text_w, fill=NOTE)
     y += 6
     # full slices: magnitude on the border slice, the phase read on the slice read
     reg = spot.region
