@@ -223,10 +223,11 @@ def border_slices(spot: TrackedSpot) -> list[tuple[str, int, Optional[int], hd.s
     return out
 
 
-def _border_groups(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIdentification
+def _border_groups(ctx: ResultContext, spot: TrackedSpot
                    ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
     """One group per border slice read, same tracking identity as the main group: the circle on
-    that slice (the spot's label there) and the pattern read on it; no measurements."""
+    that slice (the spot's label there) and the pattern read on it; no measurements (the main
+    group carries the algorithm identification and the measurements)."""
     groups = []
     for role, k, pattern, concept in border_slices(spot):
         if not 0 <= k < ctx.magnitude.shape[0]:
@@ -236,7 +237,6 @@ def _border_groups(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmI
             tracking_identifier=_tracking(spot),
             referenced_region=_circle(ctx, region),
             finding_type=codes.FINDING_BY_CLASS[spot.finding],
-            algorithm_id=algo,
             qualitative_evaluations=[_qualitative(concept, codes.pattern_code(pattern))],
         )
         group[0].ContentSequence.append(_text(codes.REGION_SHOWN_TEXT, f"{role} ({_image_number(ctx, k)})"))
@@ -345,7 +345,7 @@ def build_sr(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> h
     groups: list = []
     for spot in ctx.spots:
         groups.append(_main_group(ctx, spot, algo))
-        groups.extend(_border_groups(ctx, spot, algo))
+        groups.extend(_border_groups(ctx, spot))
     library, multiframe = library_datasets(ctx)
     # highdicom requires at least one measurement group; a study without spots gets a stand-in
     # that is removed again, leaving the report-level evaluations (TID 1500 rows 6/10/12: at
