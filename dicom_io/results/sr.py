@@ -99,6 +99,8 @@ def largest_section(ctx: ResultContext, spot: TrackedSpot) -> LargestSection:
         k = int(np.argmax(areas))
     else:
         k = int(facts.central_slice)
+    if not 0 <= k < ctx.magnitude.shape[0]:
+        raise ValueError(f"spot {facts.id}: largest slice {k} outside the volume")
     if facts.largest_diameter_mm is not None:
         d = float(facts.largest_diameter_mm)
     elif areas[k] > 0:
@@ -106,8 +108,6 @@ def largest_section(ctx: ResultContext, spot: TrackedSpot) -> LargestSection:
         d = float(2.0 * np.sqrt(areas[k] * dr * dc / np.pi))
     else:
         d = float(facts.diameter_mm)
-    if not 0 <= k < ctx.magnitude.shape[0]:
-        raise ValueError(f"spot {facts.id}: largest slice {k} outside the volume")
     return LargestSection(k, d)
 
 
