@@ -41,13 +41,11 @@ def vendor_dirs() -> list[Path]:
 
 
 def _finding_types(sr) -> list[str]:
-    """One finding type per spot: a spot's groups (its largest section, its border slices) share
-    its Tracking UID."""
-    out = {}
+    out = []
     for g in sr.content.get_planar_roi_measurement_groups():
         ft = g.finding_type
-        out.setdefault(str(g.tracking_uid), ft.value if ft is not None else "")
-    return list(out.values())
+        out.append(ft.value if ft is not None else "")
+    return out
 
 
 def test_scanner_to_node_to_orthanc(tmp_path):
