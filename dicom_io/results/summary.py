@@ -448,7 +448,7 @@ def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=N
     canvas = Image.new("RGB", (width, 4000), BG)
     draw = ImageDraw.Draw(canvas)
     boxes: dict[str, Box] = {}
-    y = _header(draw, width, ctx, f"{spot.label}: {spot.finding.value}, {float(facts.diameter_mm):.1f} mm", colour)
+    y = _header(draw, width, ctx, f"{spot.label}, {float(facts.diameter_mm):.1f} mm", colour)
     # the border pattern, where it was read, and why there
     y = _paragraph(draw, MARGIN, y, f"Border pattern {_pattern(facts.border_pattern)}, read on slice {read + 1}"
                    + (f" ({side} border)" if read == k else f", one beyond the {side} border slice {k + 1}"),
