@@ -192,12 +192,14 @@ def head_layout(seed: int = 0) -> HeadLayout:
         return (Ellipsoid(name + " right", (-abs(c[0]), c[1], c[2]), a, t),
                 Ellipsoid(name + " left", (abs(c[0]) + rng.uniform(-1, 1), c[1] + rng.uniform(-1, 1), c[2]), a, t))
 
-    nuclei = (*pair("caudate", (13, -14, 12), (5.5, 10, 8), Tissue.CAUDATE),
-              *pair("putamen", (24, -2, 2), (5.5, 14, 9), Tissue.PUTAMEN),
-              *pair("pallidum", (18, 0, 0), (3.5, 8, 6), Tissue.PALLIDUM),
-              *pair("thalamus", (10, 16, 8), (7.5, 13, 8), Tissue.THALAMUS),
-              *pair("red nucleus", (4.5, 20, -12), (3, 3, 3.5), Tissue.RED_NUCLEUS),
-              *pair("substantia nigra", (9.5, 17, -16), (3, 7, 2.5), Tissue.NIGRA))
+    # semi-axes from adult atlases (x = left-right, y = antero-posterior, z = height): the nuclei
+    # are as tall as they are wide or taller, so their inside field is paramagnetic as on scanners
+    nuclei = (*pair("caudate", (13, -14, 12), (5, 10, 12), Tissue.CAUDATE),
+              *pair("putamen", (24, -2, 2), (5.5, 14, 12), Tissue.PUTAMEN),
+              *pair("pallidum", (18, 0, 0), (3.5, 7.5, 7.5), Tissue.PALLIDUM),
+              *pair("thalamus", (10, 16, 8), (7.5, 13, 11), Tissue.THALAMUS),
+              *pair("red nucleus", (4.5, 20, -12), (3, 3, 4), Tissue.RED_NUCLEUS),
+              *pair("substantia nigra", (9.5, 17, -16), (3, 6, 4.5), Tissue.NIGRA))
     ventricles = (*pair("lateral ventricle body", (7, -2, 20), (4.5, 24, 6), Tissue.CSF),
                   *pair("lateral ventricle atrium", (16, 28, 12), (6, 9, 8), Tissue.CSF),
                   Ellipsoid("third ventricle", j((0, 12, 2)), ax((1.5, 11, 7)), Tissue.CSF),

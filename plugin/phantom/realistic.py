@@ -109,10 +109,16 @@ class RealisticPlan:
     lesions: tuple[P.SphereLesion, ...]
     lesion_kinds: dict
     mimics: H.Mimics
+    custom_protocol: Optional[Protocol] = None     # tests: a small grid instead of PROTOCOLS[protocol]
+    anatomy_mm: float = 1.0
+
+    @property
+    def spec(self) -> Protocol:
+        return self.custom_protocol or PROTOCOLS[self.protocol]
 
     @property
     def grid(self) -> P.Grid:
-        return PROTOCOLS[self.protocol].grid
+        return self.spec.grid
 
 
 @dataclass
@@ -219,26 +225,32 @@ def place_in_head(specs: Sequence[tuple], *, anat: H.Anatomy, protocol: Protocol
     return lesions, kinds
 
 
-def realistic_cohort(seed: int = 0, *, protocol: str = "swi3d", n_studies: int = 4, n_faint: int = 4,
-                     n_cored: int = 2) -> list[RealisticPlan]:
+def realistic_cohort(seed: int = 0, *, protocol: str | Protocol = "swi3d", n_studies: int = 4, n_faint: int = 4,
+                     n_cored: int = 2, lesion_specs: Optional[Sequence[tuple]] = None,
+                     anatomy_mm: float = 1.0) -> list[RealisticPlan]:
     """The paper's 128 microbleeds and 62 calcifications spread over ``n_studies`` heads (one
     head per study, seeds ``seed * 100 + study``), plus ``n_faint`` faint and ``n_cored`` cored
-    lesions per study, and each head's mimics."""
-    if protocol not in PROTOCOLS:
+    lesions per study, and each head's mimics. ``protocol``: a name in :data:`PROTOCOLS` or a
+    :class:`Protocol` (tests); ``lesion_specs`` replaces the population by (class, diameter_mm,
+    chi_ppm, kind, core) tuples."""
+    if isinstance(protocol, Protocol):
+        prot, custom = protocol, protocol
+    elif protocol in PROTOCOLS:
+        prot, custom = PROTOCOLS[protocol], None
+    else:
         raise ValueError(f"unknown protocol {protocol!r} (use {', '.join(PROTOCOLS)})")
-    prot = PROTOCOLS[protocol]
     rng = np.random.default_rng([seed, 7303])
-    specs = _lesion_specs(rng, n_studies, n_faint=n_faint, n_cored=n_cored)
+    specs = list(lesion_specs) if lesion_specs is not None else _lesion_specs(rng, n_studies, n_faint=n_faint, n_cored=n_cored)
     order = rng.permutation(len(specs))
     z = prot.grid.axes_lps_mm()[2]
     plans = []
     for s in range(n_studies):
         head_seed = seed * 100 + s
-        anat = H.build_anatomy(head_seed)
+        anat = H.build_anatomy(head_seed, anatomy_mm)
         mim = H.mimics(anat, np.random.default_rng([head_seed, 7304]), z_range_mm=(float(z[0]), float(z[-1])))
         mine = [specs[i] for i in order[s::n_studies]]
         lesions, kinds = place_in_head(mine, anat=anat, protocol=prot, mimics=mim, rng=rng)
-        plans.append(RealisticPlan(s, protocol, head_seed, tuple(lesions), kinds, mim))
+        plans.append(RealisticPlan(s, prot.name, head_seed, tuple(lesions), kinds, mim, custom, anatomy_mm))
     return plans
 
 
@@ -267,11 +279,11 @@ def _white_matter_magnitude(te_ms: float, b0_t: float) -> float:
 def render_study(plan: RealisticPlan, *, acquisition: Optional[P.Acquisition] = None,
                  convention: str = Handedness.RIGHT, seed: int = 0, noise: bool = True) -> RealisticImages:
     """Magnitude and phase of every echo of one realistic study (see the module docstring)."""
-    prot = PROTOCOLS[plan.protocol]
+    prot = plan.spec
     acq = acquisition or prot.acquisition()
     grid = prot.grid
-    anat = H.build_anatomy(plan.head_seed)
-    bg = H.background_field_ppm(plan.head_seed)
+    anat = H.build_anatomy(plan.head_seed, plan.anatomy_mm)
+    bg = H.background_field_ppm(plan.head_seed, plan.anatomy_mm)
     ag = anat.grid
     rng = np.random.default_rng([seed, 7305])
     sign = physics.handedness_sign(convention)
@@ -347,7 +359,7 @@ def make_study(plan: RealisticPlan, *, acquisition: Optional[P.Acquisition] = No
     with ``class``, ``chi_ppm``, slices and expected patterns) plus ``kind`` (paper, faint, cored),
     the protocol, and the mimics: medullary veins, physiological calcifications (with their
     expected patterns), deep nuclei, dural sinuses and air spaces."""
-    prot = PROTOCOLS[plan.protocol]
+    prot = plan.spec
     acq = acquisition or prot.acquisition()
     images = render_study(plan, acquisition=acq, convention=convention, seed=seed, noise=noise)
     grid = prot.grid
@@ -366,7 +378,7 @@ def make_study(plan: RealisticPlan, *, acquisition: Optional[P.Acquisition] = No
         t = v.truth()
         t["kind"] = plan.mimics.vein_kinds[v.id]
         veins.append(t)
-    anat = H.build_anatomy(plan.head_seed)
+    anat = H.build_anatomy(plan.head_seed, plan.anatomy_mm)
     truth = {
         "schema": REALISTIC_SCHEMA,
         "cohort": "realistic",
