@@ -73,7 +73,7 @@ PROPERTIES: dict[Tissue, TissueProperties] = {
     Tissue.BONE: TissueProperties(-2.0, 0.03, 1.0),
     Tissue.SINUS_AIR: TissueProperties(CHI_AIR_MINUS_TISSUE_PPM, 0.0, 1.0),
     Tissue.CSF: TissueProperties(0.0, 1.0, 150.0),
-    Tissue.GREY: TissueProperties(0.01, 0.85, 50.0),
+    Tissue.GREY: TissueProperties(0.01, 0.80, 48.0),      # grey/white about 1.2 at TE 25 ms, 3 T
     Tissue.WHITE: TissueProperties(-0.025, 0.70, 45.0),
     Tissue.PALLIDUM: TissueProperties(0.15, 0.75, 18.0),
     Tissue.PUTAMEN: TissueProperties(0.08, 0.80, 28.0),
@@ -360,8 +360,8 @@ def build_anatomy(seed: int = 0, spacing_mm: float = 1.0) -> Anatomy:
     # sulci and the cortical ribbon: zero sheets of a smooth random field within the outer 14 mm
     sul = _coarse_random_field(shape, 4.0 / s, rng, 2)
     near_surface = brain & (depth < 14.0)
-    label[brain & ((depth < 2.8) | (near_surface & (np.abs(sul) < 0.42)))] = Tissue.GREY
-    label[near_surface & (np.abs(sul) < 0.12) & (depth > 0.8)] = Tissue.CSF
+    label[brain & ((depth < 2.8) | (near_surface & (np.abs(sul) < 0.35)))] = Tissue.GREY
+    label[near_surface & (np.abs(sul) < 0.10) & (depth > 0.8)] = Tissue.CSF
     del sul, near_surface
     for e in lay.ventricles:
         _paint_ellipsoid(label, grid, e, where=(Tissue.WHITE, Tissue.GREY))
