@@ -25,13 +25,15 @@ quantised to slice centres: up to 2.5 mm off on 5 mm slices).
 Sensitivity / specificity for calcification are over detected lesions, an ``indeterminate`` call
 counted as wrong. Every spot not matched to a lesion is placed: on a physiological calcification
 (a real calcification: listed apart, not a false spot), else a false spot on a through-plane or
-in-plane medullary vein, a dural sinus, a deep nucleus, at the brain's edge (within 5 mm of the
-surface, next to bone or air), or elsewhere in the parenchyma.
+in-plane medullary vein, a dural sinus, a deep nucleus, outside the brain (scalp, bone, air), at
+the brain's edge (less than 5 mm deep), in CSF, in parenchyma within 2 mm of sulcal CSF, or
+elsewhere in the parenchyma.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import tempfile
@@ -75,6 +77,7 @@ class StudyScore:
     false_spots: list[tuple[str, dict]] = field(default_factory=list)   # (where, spot)
     physiological: list[tuple[str, str]] = field(default_factory=list)  # (kind, classification) of spots on them
     n_physiological_visible: int = 0
+    z_range_mm: tuple[float, float] = (0.0, 0.0)   # centres of the first and last slice
     render_s: float = 0.0
     analysis_s: float = 0.0
     note: str = ""
@@ -108,15 +111,25 @@ def place_spot(spot, truth: dict, anat: H.Anatomy) -> str:
         if _inside_ellipsoid(p, n, 2.0):
             return "deep nucleus (" + n["name"].rsplit(" ", 1)[0] + ")"
     tissue = anat.tissue_at(p)
-    if tissue in (H.Tissue.AIR, H.Tissue.SINUS_AIR, H.Tissue.BONE, H.Tissue.SCALP) or anat.depth_at(p) < 5.0:
-        return "brain edge / bone / air"
+    if tissue in (H.Tissue.AIR, H.Tissue.SINUS_AIR, H.Tissue.BONE, H.Tissue.SCALP):
+        return "outside the brain (scalp, bone, air)"
+    if anat.depth_at(p) < 5.0:
+        return "brain edge (< 5 mm deep)"
     if tissue == H.Tissue.CSF:
         return "CSF / ventricle"
+    g = anat.grid
+    iz, iy, ix = g.index_of(p)
+    r = int(round(2.0 / g.spacing_mm))
+    block = anat.label[max(0, iz - r): iz + r + 1, max(0, iy - r): iy + r + 1, max(0, ix - r): ix + r + 1]
+    if (block == H.Tissue.CSF).any():
+        return "parenchyma next to sulcal CSF (< 2 mm)"
     return "parenchyma (no mimic)"
 
 
 def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScore:
     out = StudyScore()
+    z = plan.grid.axes_lps_mm()[2]
+    out.z_range_mm = (float(z[0]), float(z[-1]))
     spots = res.lesions
     centres = np.array([s.center_lps_mm for s in spots]) if spots else np.zeros((0, 3))
     used: set[int] = set()
@@ -249,7 +262,11 @@ def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -
                 c = Counter(f"{r.truth_class}->{r.classification}" for r in sel)
                 lines.append(f"    {k} detected: " + ", ".join(f"{n} {w}" for w, n in sorted(c.items())))
         fs = [w for s in scores for w, _ in s.false_spots]
+        ends = sum(1 for s in scores for _, sp in s.false_spots
+                   if sp["center_lps_mm"][2] < s.z_range_mm[0] + 1.0 or sp["center_lps_mm"][2] > s.z_range_mm[1] - 1.0)
         lines.append(f"  false spots: {len(fs)} ({len(fs) / len(scores):.2f}/study)" + (": " + ", ".join(f"{n} {w}" for w, n in Counter(fs).most_common()) if fs else ""))
+        if fs:
+            lines.append(f"    on the first or last slice: {ends}")
         fcalls = Counter(sp["classification"] for s in scores for _, sp in s.false_spots)
         if fcalls:
             lines.append("    called: " + ", ".join(f"{n} {c}" for c, n in fcalls.most_common()))
@@ -257,9 +274,9 @@ def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -
         nvis = sum(s.n_physiological_visible for s in scores)
         lines.append(f"  physiological calcifications (visible {nvis}): found {len(phys)}, called "
                      + (", ".join(f"{n} {c}" for c, n in Counter(c for _, c in phys).most_common()) or "-"))
-        reasons = Counter(r.reason.split(";")[0].strip()[:90] for r in ind)
+        reasons = Counter(re.sub(r"[0-9]+(\.[0-9]+)?", "#", r.reason.split(";")[0].strip()) for r in ind)
         if reasons:
-            lines.append("  indeterminate reasons: " + "; ".join(f"{n} x '{w}'" for w, n in reasons.most_common(6)))
+            lines.append("  indeterminate reasons: " + "; ".join(f"{n} x '{w}'" for w, n in reasons.most_common()))
         if verbose:
             for r in recs:
                 if not r.detected or r.classification != r.truth_class:
