@@ -160,3 +160,27 @@ def test_protocol_without_realistic_cohort_is_a_usage_error(tmp_path):
         D.generate(tmp_path, vendor="GE", cohort="paper", protocol="swi3d")
     with pytest.raises(ValueError, match="protocol"):
         D.generate(tmp_path, vendor="GE", cohort="realistic", protocol="epi")
+
+
+def test_realistic_study_written_as_a_vendor_with_truth_of_lesions_and_mimics(plan, tmp_path):
+    """The phantom command's writer path (``plugin.phantom.dicom``): DICOM read back with the
+    protocol's geometry and the vendor's convention; truth lists lesions and every mimic."""
+    from dicom_io.read import series as dseries
+    from plugin.pairing import pair_series
+    from plugin.phantom import dicom as D
+
+    acq = TINY.acquisition(filtered=True)
+    doc = D._render_and_write_realistic((plan, acq, D.vendor_convention("Siemens"), tmp_path, D.WriteOptions("Siemens")))
+    assert doc["protocol"] == "tiny" and doc["phase_convention"] == "left-handed" and doc["filtered_phase"] is True
+    for key in ("lesions", "veins", "physiological_calcifications", "nuclei", "dural_sinuses", "air"):
+        assert doc[key], key
+    for L in doc["lesions"]:
+        assert {"id", "class", "chi_ppm", "center_lps_mm", "diameter_mm", "n_slices", "kind"} <= set(L)
+    pairs, _ = pair_series(dseries.scan([tmp_path / doc["directory"]]).series)
+    (pair,) = pairs
+    phase = dseries.load_volume(pair.phase)
+    assert phase.vendor == "Siemens" and phase.data.shape == TINY.grid.shape
+    assert np.allclose([np.linalg.norm(phase.affine_lps[:3, i]) for i in range(3)], TINY.grid.voxel_mm, atol=1e-3)
+    images, _ = R.make_study(plan, acquisition=acq, convention="left-handed", seed=0)
+    difference = np.angle(np.exp(1j * (phase.data - images.phase_rad[0])))      # Siemens 12-bit steps, wrap-safe
+    assert np.abs(difference).max() < 2e-3
