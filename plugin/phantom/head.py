@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -418,7 +417,7 @@ def _lerp_axis(arr: np.ndarray, axis: int, pos: np.ndarray) -> np.ndarray:
     return a0 + (a1 - a0) * f
 
 
-def _separable_linear(arr: np.ndarray, positions: Sequence[np.ndarray]) -> np.ndarray:
+def separable_linear(arr: np.ndarray, positions: Sequence[np.ndarray]) -> np.ndarray:
     """Trilinear interpolation on an axis-aligned target grid, one axis at a time."""
     out = arr
     for axis, pos in enumerate(positions):
@@ -466,7 +465,7 @@ def background_field_ppm(seed: int = 0, spacing_mm: float = 1.0, *, coarsen: int
         coarse = susceptibility_field_ppm(small, spacing_mm * coarsen)
         # block centres sit at (coarsen - 1) / 2 fine voxels: interpolate back onto the fine grid
         zs, ys, xs = (np.clip((np.arange(n) - (coarsen - 1) / 2.0) / coarsen, 0, m - 1) for n, m in zip(shape, coarse.shape))
-        field = _separable_linear(coarse, (zs, ys, xs))
+        field = separable_linear(coarse, (zs, ys, xs))
     else:
         field = susceptibility_field_ppm(chi_vs_air, spacing_mm)
     del chi_vs_air
@@ -525,7 +524,7 @@ def mimics(anat: Anatomy, rng: np.random.Generator, *, z_range_mm: tuple[float, 
         a, b = p - [0, 0, length / 2], p + [0, 0, length / 2]
         if not all(_in_white(anat, q, 4.0) for q in (a, p, b)) or anat.tissue_at(p) != Tissue.WHITE:
             continue
-        if any(_seg_dist(p, v) < 10 for v in veins) or any(np.linalg.norm(p - np.asarray(c.center_lps_mm)) < 15 for c in calcs):
+        if any(distance_to_vein_mm(p, v) < 10 for v in veins) or any(np.linalg.norm(p - np.asarray(c.center_lps_mm)) < 15 for c in calcs):
             continue
         v = Vein(vid, tuple(float(t) for t in a), tuple(float(t) for t in b), round(float(rng.uniform(0.8, 1.6)), 2),
                  round(float(rng.uniform(*VENOUS_CHI_PPM)), 3))
@@ -542,7 +541,7 @@ def mimics(anat: Anatomy, rng: np.random.Generator, *, z_range_mm: tuple[float, 
         a, b = p - d, p + d
         if not all(_in_white(anat, q, 4.0) for q in (a, p, b)) or anat.tissue_at(p) != Tissue.WHITE:
             continue
-        if any(_seg_dist(p, v) < 10 for v in veins) or any(np.linalg.norm(p - np.asarray(c.center_lps_mm)) < 15 for c in calcs):
+        if any(distance_to_vein_mm(p, v) < 10 for v in veins) or any(np.linalg.norm(p - np.asarray(c.center_lps_mm)) < 15 for c in calcs):
             continue
         v = Vein(vid, tuple(float(t) for t in a), tuple(float(t) for t in b), round(float(rng.uniform(0.8, 1.4)), 2),
                  round(float(rng.uniform(*VENOUS_CHI_PPM)), 3))
@@ -552,7 +551,7 @@ def mimics(anat: Anatomy, rng: np.random.Generator, *, z_range_mm: tuple[float, 
     return Mimics(tuple(veins), vkinds, tuple(calcs), ckinds)
 
 
-def _seg_dist(p, vein: Vein) -> float:
+def distance_to_vein_mm(p, vein: Vein) -> float:
     a = np.asarray(vein.start_lps_mm, float)
     d = np.asarray(vein.end_lps_mm, float) - a
     t = np.clip(np.dot(np.asarray(p, float) - a, d) / np.dot(d, d), 0.0, 1.0)

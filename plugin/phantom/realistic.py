@@ -201,7 +201,7 @@ def place_in_head(specs: Sequence[tuple], *, anat: H.Anatomy, protocol: Protocol
                 continue
             if not _clear_of_anatomy(anat, p, d / 2 + 1.5):
                 continue
-            if any(H._seg_dist(p, v) < keep + v.diameter_mm for v in mimics.veins):
+            if any(H.distance_to_vein_mm(p, v) < keep + v.diameter_mm for v in mimics.veins):
                 continue
             if any(np.linalg.norm(p - np.asarray(c.center_lps_mm)) < keep + c.diameter_mm / 2 + 3 for c in mimics.calcifications):
                 continue
@@ -322,8 +322,8 @@ def render_study(plan: RealisticPlan, *, acquisition: Optional[P.Acquisition] = 
             acc = np.zeros(grid.shape[1:], np.complex64)
             for dz in sub_offsets:
                 pz = _axis_positions([z[s] + dz], ag.lo_lps_mm[2], ag.spacing_mm)
-                a = H._separable_linear(amp_map, (pz, py, px))[0]
-                f = H._separable_linear(bg, (pz, py, px))[0]
+                a = H.separable_linear(amp_map, (pz, py, px))[0]
+                f = H.separable_linear(bg, (pz, py, px))[0]
                 acc += a * np.exp(1j * (k * f)).astype(np.complex64)
             angle = k * source_field[s] + receiver
             signal[s] = acc * np.float32(amp_scale / n_sub) * np.exp(1j * angle).astype(np.complex64)
