@@ -1,6 +1,7 @@
 """``borderphase phantom``: write synthetic vendor-styled GRE studies with known lesions + truth.json.
 
-    borderphase phantom --vendor GE --out DIR [--cohort paper] [--seed N] [--style classic|enhanced]
+    borderphase phantom --vendor GE --out DIR [--cohort paper|realistic] [--protocol swi3d|gre3d_1mm|gre2d_5mm]
+                        [--seed N] [--style classic|enhanced]
                         [--anonymize none|no_private|no_description|no_manufacturer] [--snr S]
                         [--echoes N] [--filtered] [--size small|full]
     borderphase phantom --sample-set --out sample_dicom     # regenerate the sample_dicom set
@@ -28,14 +29,25 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--vendor", type=_vendor, help="GE, Philips, Siemens or Canon: vendor style and phase convention")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--cohort", choices=("paper",), help="the method paper's 128 microbleeds + 62 calcifications over --studies studies")
-    p.add_argument("--studies", type=int, default=4, help="number of studies for --cohort paper (default 4)")
+    p.add_argument("--cohort", choices=("paper", "realistic"),
+                   help="paper: the method paper's 128 microbleeds + 62 calcifications over --studies studies in the simple "
+                        "ellipsoid; realistic: the same plus faint and cored lesions in head-like anatomy (skull, air sinuses, "
+                        "nuclei, veins, physiological calcifications) acquired with --protocol")
+    p.add_argument("--protocol", choices=("swi3d", "gre3d_1mm", "gre2d_5mm"),
+                   help="for --cohort realistic (default swi3d): swi3d 0.45x0.45x2.5 mm 3 T TE 25 ms filtered phase; "
+                        "gre3d_1mm 1 mm isotropic 3 T 5 echoes raw phase; gre2d_5mm 0.9x0.9x5 mm 1.5 T TE 20 ms raw phase")
+    p.add_argument("--studies", type=int, default=4, help="number of studies for --cohort paper|realistic (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--style", choices=("classic", "enhanced"), default="classic")
     p.add_argument("--anonymize", choices=ANONYMIZE, default="none")
-    p.add_argument("--snr", type=float, default=40.0, help="tissue magnitude / noise sigma at the first echo (default 40)")
-    p.add_argument("--echoes", type=int, default=1, help="number of echoes, evenly spaced up to TE 25 ms (default 1)")
-    p.add_argument("--filtered", action="store_true", help="vendor-like homodyne high-pass (filtered) phase")
+    p.add_argument("--snr", type=float, default=None,
+                   help="tissue magnitude / noise sigma at the first echo (default 40; realistic: the protocol's, 25-30)")
+    p.add_argument("--echoes", type=int, default=None,
+                   help="number of echoes, evenly spaced up to the last TE (default 1; realistic: the protocol's)")
+    phase_kind = p.add_mutually_exclusive_group()
+    phase_kind.add_argument("--filtered", action="store_true", default=None,
+                            help="vendor-like homodyne high-pass (filtered) phase (realistic swi3d: the default)")
+    phase_kind.add_argument("--raw", dest="filtered", action="store_false", default=None, help="raw phase (realistic: overrides swi3d's filtered default)")
     p.add_argument("--size", choices=("small", "full"), default="full",
                    help="full: 512x512x60; small: 224x224x20 (0.45x0.45x2.5 mm either way)")
     p.add_argument("--jobs", type=int, default=None, help="studies rendered in parallel (default: up to 2)")
@@ -61,13 +73,13 @@ def run(args: argparse.Namespace) -> int:
             if not args.vendor:
                 print("borderphase phantom: --vendor is required (GE, Philips, Siemens, Canon) unless --sample-set")
                 return 2
-            if args.echoes < 1 or args.snr <= 0 or args.studies < 1:
+            if (args.echoes is not None and args.echoes < 1) or (args.snr is not None and args.snr <= 0) or args.studies < 1:
                 print("borderphase phantom: --echoes and --studies must be >= 1 and --snr > 0")
                 return 2
             doc = phantom_dicom.generate(
                 args.out, vendor=args.vendor, cohort=args.cohort, seed=args.seed, style=args.style,
                 anonymize=args.anonymize, snr=args.snr, echoes=args.echoes, filtered=args.filtered,
-                size=args.size, n_studies=args.studies, jobs=args.jobs,
+                size=args.size, n_studies=args.studies, jobs=args.jobs, protocol=args.protocol,
             )
     except ValueError as exc:
         print(f"borderphase phantom: {exc}")

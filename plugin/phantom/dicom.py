@@ -30,6 +30,7 @@ from dicom_io.vendors import VENDORS, writing_codec
 from dicom_io.vocabulary import Handedness
 from plugin.phantom import render as P
 from plugin.phantom import cohort as C
+from plugin.phantom import realistic as R
 
 #: The sample set: every supported vendor once, in this order, in the style written for it
 #: (Philips enhanced so that the set holds a multi-frame study).
@@ -68,7 +69,7 @@ class WriteOptions:
     seed: int = 0
 
 
-def write_study(images: P.PhantomImages, truth: dict, out_dir: Path, opts: WriteOptions, *, study_index: int = 0) -> dict:
+def write_study(images: "P.PhantomImages | R.RealisticImages", truth: dict, out_dir: Path, opts: WriteOptions, *, study_index: int = 0) -> dict:
     """Write one rendered study under ``out_dir``; returns ``truth`` with UIDs and files added."""
     from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition
 
@@ -117,26 +118,39 @@ def generate(
     seed: int = 0,
     style: str = "classic",
     anonymize: str = "none",
-    snr: float = 40.0,
-    echoes: int = 1,
-    filtered: bool = False,
+    snr: Optional[float] = None,
+    echoes: Optional[int] = None,
+    filtered: Optional[bool] = None,
     size: str = "full",
     n_studies: int = 4,
     jobs: Optional[int] = None,
+    protocol: Optional[str] = None,
 ) -> dict:
     """Render and write a phantom (``cohort='paper'``: the paper's 190 lesions over ``n_studies``
-    studies; otherwise one study of 6 microbleeds + 4 calcifications) and ``out_dir/truth.json``.
+    studies; ``cohort='realistic'``: the same population plus faint and cored lesions in
+    head-like anatomy (:mod:`plugin.phantom.realistic`), acquired with ``protocol`` (swi3d,
+    gre3d_1mm, gre2d_5mm; ``snr``, ``echoes`` and ``filtered`` default to the protocol's);
+    otherwise one study of 6 microbleeds + 4 calcifications) and ``out_dir/truth.json``.
     Studies are rendered in up to ``jobs`` processes (default: up to 2, the cores the project
     targets); the result does not depend on ``jobs``."""
     convention = vendor_convention(vendor)
     out = Path(out_dir)
+    if cohort == "realistic":
+        return _generate_realistic(out, vendor=vendor, convention=convention, seed=seed, style=style,
+                                   anonymize=anonymize, snr=snr, echoes=echoes, filtered=filtered,
+                                   n_studies=n_studies, jobs=jobs, protocol=protocol or "swi3d")
+    if protocol:
+        raise ValueError("--protocol applies to --cohort realistic only")
+    snr = 40.0 if snr is None else snr
+    echoes = 1 if echoes is None else echoes
+    filtered = bool(filtered)
     acq = P.Acquisition(echo_times_ms=P.Acquisition.echo_train(echoes), snr=snr, filtered=filtered)
     if cohort == "paper":
         plans = C.paper_cohort(seed, n_studies=n_studies, size=size)
     elif cohort in (None, "", "random"):
         plans = [C.random_study(seed, size=size)]
     else:
-        raise ValueError(f"unknown cohort {cohort!r} (use 'paper')")
+        raise ValueError(f"unknown cohort {cohort!r} (use 'paper' or 'realistic')")
     opts = WriteOptions(vendor, style, anonymize, seed)
     tasks = [(plan, acq, convention, out, opts, len(plans) > 1) for plan in plans]
     workers = min(jobs if jobs else min(os.cpu_count() or 1, 2), len(tasks))
@@ -158,6 +172,41 @@ def _render_and_write(task) -> dict:
                                  convention=convention, seed=opts.seed * 1000 + plan.index, vendor=opts.vendor)
     sub = out / f"study_{plan.index + 1:02d}" if several else out / "dicom"
     doc = write_study(images, truth, sub, opts, study_index=plan.index)
+    doc["directory"] = sub.relative_to(out).as_posix()
+    return doc
+
+
+def _generate_realistic(out: Path, *, vendor: str, convention: Handedness, seed: int, style: str, anonymize: str,
+                        snr: Optional[float], echoes: Optional[int], filtered: Optional[bool], n_studies: int,
+                        jobs: Optional[int], protocol: str) -> dict:
+    """The realistic cohort (:func:`plugin.phantom.realistic.realistic_cohort`) written as ``vendor``."""
+    if protocol not in R.PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (use {', '.join(R.PROTOCOLS)})")
+    acq = R.PROTOCOLS[protocol].acquisition(echoes=echoes, snr=snr, filtered=filtered)
+    plans = R.realistic_cohort(seed, protocol=protocol, n_studies=n_studies)
+    opts = WriteOptions(vendor, style, anonymize, seed)
+    tasks = [(plan, acq, convention, out, opts) for plan in plans]
+    workers = min(jobs if jobs else min(os.cpu_count() or 1, 2), len(tasks))
+    if workers > 1:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+            studies = list(pool.map(_render_and_write_realistic, tasks))
+    else:
+        studies = [_render_and_write_realistic(t) for t in tasks]
+    line = (f"borderphase phantom --cohort realistic --protocol {protocol} --vendor {vendor} --seed {seed} "
+            f"--studies {n_studies} --style {style} --snr {acq.snr:g} --echoes {len(acq.echo_times_ms)}"
+            + (" --filtered" if acq.filtered else " --raw") + (f" --anonymize {anonymize}" if anonymize != "none" else ""))
+    document = {"schema": R.REALISTIC_SCHEMA, "generator": line, "studies": studies}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / TRUTH_NAME).write_text(json.dumps(document, indent=1) + "\n")
+    return document
+
+
+def _render_and_write_realistic(task) -> dict:
+    plan, acq, convention, out, opts = task
+    images, truth = R.make_study(plan, acquisition=acq, convention=convention, seed=opts.seed * 1000 + plan.index,
+                                 vendor=opts.vendor)
+    sub = out / f"study_{plan.index + 1:02d}"
+    doc = write_study(images, truth, sub, opts, study_index=plan.index)  # type: ignore[arg-type]
     doc["directory"] = sub.relative_to(out).as_posix()
     return doc
 

@@ -1,0 +1,319 @@
+"""Today's pipeline on the realistic head phantom (issue 10's "before" figures; the method is not tuned).
+
+    python benchmarks/realistic_benchmark.py                       # 4 studies per protocol, every vendor for swi3d
+    python benchmarks/realistic_benchmark.py --protocols gre2d_5mm --studies 2 -v
+
+Cohort: :func:`plugin.phantom.realistic.realistic_cohort` (seed 0): per protocol the paper's 128
+microbleeds and 62 calcifications (its size/susceptibility statistics) plus 4 faint (|chi| 0.01-0.05
+ppm, both classes) and 2 cored microbleeds per study, spread over 4 heads with skull, air sinuses and
+ear canals (raw phase wraps near them), CSF, textured cortex and white matter, iron-rich nuclei, dural
+sinuses, 12 medullary veins (6 along B0, 6 in-plane) and 4 physiological calcifications (pineal,
+choroid plexus x 2, falx) each.
+
+* ``swi3d`` (0.45 x 0.45 x 2.5 mm, 3 T, TE 25 ms, scanner-filtered phase, SNR 25): rendered once per
+  handedness and **written as every vendor writes it** (``plugin.phantom.dicom.write_study``, the
+  ``borderphase phantom`` path), read back through ``dicom_io.read.series`` (scan, pairing, vendor
+  scaling, convention from the headers) and analysed;
+* ``gre3d_1mm`` (1 mm isotropic, 3 T, 5 echoes to 25 ms, raw phase, SNR 30) and ``gre2d_5mm`` (0.9 x 0.9
+  x 5 mm, 1.5 T, TE 20 ms, raw phase, SNR 25): analysed as arrays (GE convention, right-handed), last echo.
+
+Analysis: ``plugin.pipeline.analyze_arrays`` with default options (what ``borderphase analyze`` runs).
+
+Scoring: a truth lesion is detected when a spot's centre lies within max(3 mm, its diameter) of it
+in-plane and within max(3 mm, its diameter, the slice thickness) along z (a spot's centre is
+quantised to slice centres: up to 2.5 mm off on 5 mm slices).
+Sensitivity / specificity for calcification are over detected lesions, an ``indeterminate`` call
+counted as wrong. Every spot not matched to a lesion is placed: on a physiological calcification
+(a real calcification: listed apart, not a false spot), else a false spot on a through-plane or
+in-plane medullary vein, a dural sinus, a deep nucleus, outside the brain (scalp, bone, air), at
+the brain's edge (less than 5 mm deep), in CSF, in parenchyma within 2 mm of sulcal CSF, or
+elsewhere in the parenchyma.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from plugin.phantom import dicom as phantom_dicom  # noqa: E402
+from plugin.phantom import head as H  # noqa: E402
+from plugin.phantom import realistic as R  # noqa: E402
+from plugin.pipeline import AnalysisOptions, analyze_arrays  # noqa: E402
+
+VENDOR_CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
+SIZE_GROUPS = (("<2 mm", 0.0, 2.0), ("2-3 mm", 2.0, 3.0), (">=3 mm", 3.0, 99.0))
+
+
+@dataclass
+class LesionRecord:
+    protocol: str
+    vendor: str
+    study: int
+    truth_class: str
+    kind: str
+    diameter_mm: float
+    chi_ppm: float
+    visible: bool
+    detected: bool = False
+    classification: str = ""
+    confidence: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class StudyScore:
+    records: list[LesionRecord] = field(default_factory=list)
+    false_spots: list[tuple[str, dict]] = field(default_factory=list)   # (where, spot)
+    physiological: list[tuple[str, str]] = field(default_factory=list)  # (kind, classification) of spots on them
+    n_physiological_visible: int = 0
+    z_range_mm: tuple[float, float] = (0.0, 0.0)   # centres of the first and last slice
+    render_s: float = 0.0
+    analysis_s: float = 0.0
+    note: str = ""
+
+
+def _inside_ellipsoid(p, e: dict, grow_mm: float) -> bool:
+    c, a = np.asarray(e["center_lps_mm"]), np.asarray(e["semi_axes_mm"]) + grow_mm
+    return float(np.sum(((np.asarray(p) - c) / a) ** 2)) <= 1.0
+
+
+def _segment_distance(p, a, b) -> float:
+    p, a, b = (np.asarray(v, float) for v in (p, a, b))
+    d = b - a
+    t = np.clip(np.dot(p - a, d) / max(np.dot(d, d), 1e-9), 0.0, 1.0)
+    return float(np.linalg.norm(p - (a + t * d)))
+
+
+def place_spot(spot, truth: dict, anat: H.Anatomy) -> str:
+    """Which mimic (or which part of the head) an unmatched spot lies on (tolerances grow with
+    the slice thickness: a thick slice's spot centre sits at a slice centre)."""
+    p = np.asarray(spot.center_lps_mm)
+    slice_mm = truth["voxel_mm_slice_row_column"][0]
+    for v in truth["veins"]:
+        if _segment_distance(p, v["start_lps_mm"], v["end_lps_mm"]) <= v["diameter_mm"] / 2 + max(3.0, slice_mm):
+            return v["kind"]
+    for s in truth["dural_sinuses"]:
+        pts = s["points_lps_mm"]
+        if min(_segment_distance(p, a, b) for a, b in zip(pts[:-1], pts[1:])) <= s["diameter_mm"] / 2 + max(4.0, slice_mm):
+            return "dural sinus"
+    for n in truth["nuclei"]:
+        if _inside_ellipsoid(p, n, 2.0):
+            return "deep nucleus (" + n["name"].rsplit(" ", 1)[0] + ")"
+    tissue = anat.tissue_at(p)
+    if tissue in (H.Tissue.AIR, H.Tissue.SINUS_AIR, H.Tissue.BONE, H.Tissue.SCALP):
+        return "outside the brain (scalp, bone, air)"
+    if anat.depth_at(p) < 5.0:
+        return "brain edge (< 5 mm deep)"
+    if tissue == H.Tissue.CSF:
+        return "CSF / ventricle"
+    g = anat.grid
+    iz, iy, ix = g.index_of(p)
+    r = int(round(2.0 / g.spacing_mm))
+    block = anat.label[max(0, iz - r): iz + r + 1, max(0, iy - r): iy + r + 1, max(0, ix - r): ix + r + 1]
+    if (block == H.Tissue.CSF).any():
+        return "parenchyma next to sulcal CSF (< 2 mm)"
+    return "parenchyma (no mimic)"
+
+
+def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScore:
+    out = StudyScore()
+    z = plan.grid.axes_lps_mm()[2]
+    out.z_range_mm = (float(z[0]), float(z[-1]))
+    spots = res.lesions
+    centres = np.array([s.center_lps_mm for s in spots]) if spots else np.zeros((0, 3))
+    used: set[int] = set()
+
+    slice_mm = truth["voxel_mm_slice_row_column"][0]
+
+    def match(t) -> int | None:
+        if not len(centres):
+            return None
+        diff = centres - np.asarray(t["center_lps_mm"])
+        d = np.linalg.norm(diff, axis=1)
+        ok = (np.linalg.norm(diff[:, :2], axis=1) <= max(3.0, t["diameter_mm"])) & \
+             (np.abs(diff[:, 2]) <= max(3.0, t["diameter_mm"], slice_mm))
+        d[~ok] = np.inf
+        d[list(used)] = np.inf
+        k = int(np.argmin(d))
+        return k if np.isfinite(d[k]) else None
+
+    for t in sorted(truth["lesions"], key=lambda t: -t["diameter_mm"]):
+        rec = LesionRecord(protocol, vendor, plan.index, t["class"], t.get("kind", "paper"), t["diameter_mm"], t["chi_ppm"],
+                           t.get("n_slices", 0) > 0)
+        k = match(t)
+        if k is not None:
+            used.add(k)
+            les = spots[k]
+            rec.detected, rec.classification = True, les.classification.value
+            rec.confidence, rec.reason = float(les.confidence), les.reason
+        out.records.append(rec)
+    for t in truth["physiological_calcifications"]:
+        out.n_physiological_visible += int(t.get("n_slices", 0) > 0)
+        k = match(t)
+        if k is not None:
+            used.add(k)
+            out.physiological.append((t["kind"], spots[k].classification.value))
+    anat = H.build_anatomy(plan.head_seed, plan.anatomy_mm)
+    for i, s in enumerate(spots):
+        if i not in used:
+            out.false_spots.append((place_spot(s, truth, anat), {"center_lps_mm": [round(v, 1) for v in s.center_lps_mm],
+                                                                 "diameter_mm": s.diameter_mm, "n_slices": s.n_slices,
+                                                                 "classification": s.classification.value}))
+    return out
+
+
+def analyze_dicom(images, truth: dict, vendor: str, workdir: Path):
+    """Write as ``vendor`` writes (the phantom command's path), read back, analyse the last echo."""
+    from dicom_io import convention as dconv
+    from dicom_io.read import series as dseries
+    from plugin.pairing import pair_series
+
+    phantom_dicom.write_study(images, truth, workdir, phantom_dicom.WriteOptions(vendor, "classic"))
+    scan = dseries.scan([workdir])
+    pairs, skipped = pair_series(scan.series)
+    if not pairs:
+        raise RuntimeError(f"{vendor}: no magnitude/phase pair read back (skipped: {skipped})")
+    pair = pairs[-1]
+    m = dseries.load_volume(pair.magnitude)
+    p = dseries.load_volume(pair.phase)
+    conv, source = dconv.resolve_convention(p.frames[0], p.vendor)
+    t0 = time.perf_counter()
+    res = analyze_arrays(m.data, p.data, m.affine_lps, convention=conv, options=AnalysisOptions())
+    return res, time.perf_counter() - t0, f"{p.vendor} {conv} ({source}); phase {p.phase_scaling}"
+
+
+def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
+    plans = R.realistic_cohort(args.seed, protocol=protocol, n_studies=args.studies)
+    acq = R.PROTOCOLS[protocol].acquisition()
+    vendors = args.swi_vendors if protocol == "swi3d" else ["GE"]
+    results: dict[str, list[StudyScore]] = defaultdict(list)
+    for plan in plans:
+        for convention in ("right-handed", "left-handed"):
+            mine = [v for v in vendors if VENDOR_CONVENTION[v] == convention]
+            if not mine:
+                continue
+            t0 = time.perf_counter()
+            images, truth = R.make_study(plan, acquisition=acq, convention=convention, seed=args.seed * 1000 + plan.index)
+            render_s = time.perf_counter() - t0
+            for vendor in mine:
+                if protocol == "swi3d":
+                    with tempfile.TemporaryDirectory(prefix="bp_real_") as tmp:
+                        res, secs, note = analyze_dicom(images, truth, vendor, Path(tmp))
+                else:
+                    t1 = time.perf_counter()
+                    res = analyze_arrays(images.magnitude[-1], images.phase_rad[-1], images.affine_lps,
+                                         convention=convention, options=AnalysisOptions())
+                    secs, note = time.perf_counter() - t1, f"arrays, {convention}, echo TE {images.echo_times_ms[-1]:g} ms"
+                sc = score_study(protocol, vendor, plan, truth, res)
+                sc.render_s, sc.analysis_s, sc.note = render_s, secs, note
+                results[vendor].append(sc)
+                print(f"  {protocol:<10} {vendor:<8} study {plan.index}: {len(res.lesions)} spots, "
+                      f"{len(sc.false_spots)} false, render {render_s:.1f} s, analysis {secs:.1f} s", file=sys.stderr, flush=True)
+            del images
+    return results
+
+
+def _rate(a: int, b: int) -> str:
+    return f"{a / b:.3f} ({a}/{b})" if b else "n/a"
+
+
+def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -> list[str]:
+    prot = R.PROTOCOLS[protocol]
+    lines = [f"\n## {protocol}: {prot.description}; SNR {prot.snr:g}, {'filtered' if prot.filtered else 'raw'} phase"]
+    for vendor, scores in results.items():
+        recs = [r for s in scores for r in s.records]
+        det = [r for r in recs if r.detected]
+        ca = [r for r in det if r.truth_class == "calcification"]
+        mb = [r for r in det if r.truth_class == "microbleed"]
+        strong = lambda rs: [r for r in rs if abs(r.chi_ppm) >= 0.03]  # noqa: E731
+        sens = sum(r.classification == "calcification" for r in ca)
+        spec = sum(r.classification == "microbleed" for r in mb)
+        decided = [r for r in det if r.classification in ("microbleed", "calcification")]
+        right = sum(r.classification == r.truth_class for r in decided)
+        ind = [r for r in det if r.classification == "indeterminate"]
+        lines.append(f"\n{vendor} ({len(scores)} studies; {scores[0].note}; render {np.median([s.render_s for s in scores]):.1f} s, "
+                     f"analysis {np.median([s.analysis_s for s in scores]):.1f} s median per study)")
+        lines.append(f"  calcification sensitivity {_rate(sens, len(ca))}, specificity {_rate(spec, len(mb))}   (detected lesions, indeterminate = wrong)")
+        lines.append(f"    |chi| >= 0.03 ppm: sensitivity {_rate(sum(r.classification == 'calcification' for r in strong(ca)), len(strong(ca)))}, "
+                     f"specificity {_rate(sum(r.classification == 'microbleed' for r in strong(mb)), len(strong(mb)))}")
+        lines.append(f"  decided calls right {_rate(right, len(decided))}; indeterminate {_rate(len(ind), len(det))} of detected")
+        recall = "  recall: all " + _rate(len(det), len(recs))
+        for name, lo, hi in SIZE_GROUPS:
+            sel = [r for r in recs if lo <= r.diameter_mm < hi]
+            recall += f"; {name} " + _rate(sum(r.detected for r in sel), len(sel))
+        lines.append(recall)
+        kinds = "  recall by kind: " + "; ".join(
+            f"{k} {_rate(sum(r.detected for r in recs if r.kind == k), sum(1 for r in recs if r.kind == k))}" for k in ("paper", "faint", "cored"))
+        lines.append(kinds)
+        for k in ("faint", "cored"):
+            sel = [r for r in det if r.kind == k]
+            if sel:
+                c = Counter(f"{r.truth_class}->{r.classification}" for r in sel)
+                lines.append(f"    {k} detected: " + ", ".join(f"{n} {w}" for w, n in sorted(c.items())))
+        fs = [w for s in scores for w, _ in s.false_spots]
+        ends = sum(1 for s in scores for _, sp in s.false_spots
+                   if sp["center_lps_mm"][2] < s.z_range_mm[0] + 1.0 or sp["center_lps_mm"][2] > s.z_range_mm[1] - 1.0)
+        lines.append(f"  false spots: {len(fs)} ({len(fs) / len(scores):.2f}/study)" + (": " + ", ".join(f"{n} {w}" for w, n in Counter(fs).most_common()) if fs else ""))
+        if fs:
+            lines.append(f"    on the first or last slice: {ends}")
+        fcalls = Counter(sp["classification"] for s in scores for _, sp in s.false_spots)
+        if fcalls:
+            lines.append("    called: " + ", ".join(f"{n} {c}" for c, n in fcalls.most_common()))
+        phys = [x for s in scores for x in s.physiological]
+        nvis = sum(s.n_physiological_visible for s in scores)
+        lines.append(f"  physiological calcifications (visible {nvis}): found {len(phys)}, called "
+                     + (", ".join(f"{n} {c}" for c, n in Counter(c for _, c in phys).most_common()) or "-"))
+        reasons = Counter(re.sub(r"[0-9]+(\.[0-9]+)?", "#", r.reason.split(";")[0].strip()) for r in ind)
+        if reasons:
+            lines.append("  indeterminate reasons: " + "; ".join(f"{n} x '{w}'" for w, n in reasons.most_common()))
+        if verbose:
+            for r in recs:
+                if not r.detected or r.classification != r.truth_class:
+                    lines.append(f"    study {r.study}: {r.kind} {r.truth_class} d={r.diameter_mm:.2f} chi={r.chi_ppm:+.3f} visible={r.visible} "
+                                 f"-> {'missed' if not r.detected else r.classification} {r.reason}")
+            for s in scores:
+                for w, sp in s.false_spots:
+                    lines.append(f"    false spot study {s.records[0].study if s.records else '?'}: {w} {sp}")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocols", nargs="+", default=list(R.PROTOCOLS), choices=list(R.PROTOCOLS))
+    ap.add_argument("--studies", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--swi-vendors", nargs="+", default=list(VENDOR_CONVENTION), choices=list(VENDOR_CONVENTION))
+    ap.add_argument("--json", metavar="FILE", help="write every lesion record and false spot as JSON")
+    ap.add_argument("-v", "--verbose", action="store_true", help="list misses, wrong/indeterminate calls and false spots")
+    args = ap.parse_args(argv)
+    command = "python benchmarks/realistic_benchmark.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    t_start = time.perf_counter()
+    lines: list[str] = []
+    dump = {}
+    for protocol in args.protocols:
+        results = run_protocol(protocol, args)
+        lines += report(protocol, results, args.verbose)
+        dump[protocol] = {v: [{"records": [r.__dict__ for r in s.records], "false_spots": s.false_spots,
+                               "physiological": s.physiological} for s in ss] for v, ss in results.items()}
+    print(f"$ {command.strip()}")
+    print(f"borderphase realistic benchmark: seed {args.seed}, {args.studies} studies per protocol, "
+          f"{time.perf_counter() - t_start:.0f} s in all")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dump, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
