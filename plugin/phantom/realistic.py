@@ -18,7 +18,7 @@ Rendering (:func:`render_study`), per echo and per slice:
 2. the small sources (lesions, medullary veins, physiological calcifications) are the simple
    phantom's: their field is added at voxel centres and, near them, the signal is complex-averaged
    over a sub-voxel grid (``Acquisition.supersample``), with their own T2*
-   (:func:`plugin.phantom.render._sample_source`);
+   (:func:`plugin.phantom.render.sample_source`);
 3. a smooth receiver phase, complex Gaussian noise (sigma = white matter magnitude at the first
    echo / SNR), and for filtered phase the vendor-like homodyne high-pass.
 
@@ -296,11 +296,11 @@ def render_study(plan: RealisticPlan, *, acquisition: Optional[P.Acquisition] = 
     # small sources: lesions, medullary veins, physiological calcifications
     sources = [*plan.lesions, *plan.mimics.veins, *plan.mimics.calcifications]
     per_ppm_max = physics.phase_per_ppm_rad(b0_t=acq.b0_t, echo_time_ms=max(acq.echo_times_ms))
-    offsets = P._subvoxel_offsets(grid, acq.supersample)
+    offsets = P.subvoxel_offsets(grid, acq.supersample)
     source_field = np.zeros(grid.shape, np.float32)
     samples = []
     for src in sources:
-        smp = P._sample_source(grid, src, per_ppm_max, offsets)
+        smp = P.sample_source(grid, src, per_ppm_max, offsets)
         if smp is None:
             continue
         source_field[smp.outer_box] += smp.outer_field
@@ -344,7 +344,7 @@ def render_study(plan: RealisticPlan, *, acquisition: Optional[P.Acquisition] = 
             signal.real += sigma * rng.standard_normal(grid.shape, dtype=np.float32)
             signal.imag += sigma * rng.standard_normal(grid.shape, dtype=np.float32)
         magnitude.append(np.abs(signal))
-        ph = P._homodyne_filter(signal, acq.homodyne_fraction) if acq.filtered else np.angle(signal)
+        ph = P.homodyne_filter(signal, acq.homodyne_fraction) if acq.filtered else np.angle(signal)
         ph[ph >= np.float32(np.pi)] = -np.float32(np.pi)
         phase.append(ph.astype(np.float32, copy=False))
         del signal

@@ -349,7 +349,7 @@ def _background_field_ppm(grid: Grid, head: Head, acq: Acquisition, tissue: np.n
     return np.ascontiguousarray(field, dtype=np.float32), receiver
 
 
-def _subvoxel_offsets(grid: Grid, supersample: tuple[int, int, int]) -> np.ndarray:
+def subvoxel_offsets(grid: Grid, supersample: tuple[int, int, int]) -> np.ndarray:
     """(S, 3) LPS offsets of sub-voxel sample points from the voxel centre."""
     ns, nr, nc = supersample
     ds, dr, dc = grid.voxel_mm
@@ -369,7 +369,7 @@ def _box_points(grid: Grid, box: tuple[slice, slice, slice], origin: np.ndarray)
 
 
 @dataclass
-class _SourceSamples:
+class SourceSamples:
     outer_box: tuple[slice, slice, slice]
     outer_field: np.ndarray                 # ppm at voxel centres
     inner_box: tuple[slice, slice, slice]
@@ -378,7 +378,7 @@ class _SourceSamples:
     t2star_ms: float
 
 
-def _sample_source(grid: Grid, src, per_ppm_max: float, offsets: np.ndarray) -> Optional[_SourceSamples]:
+def sample_source(grid: Grid, src, per_ppm_max: float, offsets: np.ndarray) -> Optional[SourceSamples]:
     origin = src.origin_lps_mm
     inner_radius = src.inner_radius_mm(per_ppm_max, grid.voxel_mm[0])
     outer_box = grid.box(*src.bounds(max(inner_radius, src.outer_radius_mm(per_ppm_max))))
@@ -390,7 +390,7 @@ def _sample_source(grid: Grid, src, per_ppm_max: float, offsets: np.ndarray) -> 
     fine_pts = centres[..., None, :] + offsets                       # (ns, nr, nc, S, 3)
     fine_field = src.field_ppm(fine_pts)
     centre_field = src.field_ppm(centres)
-    return _SourceSamples(
+    return SourceSamples(
         outer_box=outer_box,
         outer_field=outer_field,
         inner_box=inner_box,
@@ -400,7 +400,7 @@ def _sample_source(grid: Grid, src, per_ppm_max: float, offsets: np.ndarray) -> 
     )
 
 
-def _homodyne_filter(signal: np.ndarray, fraction: float) -> np.ndarray:
+def homodyne_filter(signal: np.ndarray, fraction: float) -> np.ndarray:
     """Phase of ``S * conj(LowPass(S))`` per slice; LowPass = 2D Hann window in k-space."""
     ns, nr, nc = signal.shape
     wr = max(4, int(round(nr * fraction)))
@@ -439,11 +439,11 @@ def render(
     field_ppm, receiver_rad = _background_field_ppm(grid, head, acq, tissue)
 
     per_ppm_max = physics.phase_per_ppm_rad(b0_t=acq.b0_t, echo_time_ms=max(acq.echo_times_ms))
-    offsets = _subvoxel_offsets(grid, acq.supersample)
+    offsets = subvoxel_offsets(grid, acq.supersample)
     source_field = np.zeros(grid.shape, np.float32)
     samples = []
     for src in sources:
-        s = _sample_source(grid, src, per_ppm_max, offsets)
+        s = sample_source(grid, src, per_ppm_max, offsets)
         if s is None:
             continue
         source_field[s.outer_box] += s.outer_field
@@ -482,7 +482,7 @@ def render(
             signal.imag += sigma * rng.standard_normal(shape, dtype=np.float32)
         magnitude.append(np.abs(signal))
         if acq.filtered:
-            ph = _homodyne_filter(signal, acq.homodyne_fraction)
+            ph = homodyne_filter(signal, acq.homodyne_fraction)
         else:
             ph = np.angle(signal)
         ph[ph >= np.float32(np.pi)] = -np.float32(np.pi)      # angle gives (-pi, pi]; keep [-pi, pi)
