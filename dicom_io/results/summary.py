@@ -196,6 +196,28 @@ def _circle(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, colour, wid
     draw.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=width)
 
 
+def short_label(spot: TrackedSpot) -> str:
+    """The tracking identifier without the class word ("CMB 2" for "CMB 2 microbleed")."""
+    return spot.label.removesuffix(f" {spot.finding.value}")
+
+
+def _free_label_spot(draw: ImageDraw.ImageDraw, text: str, x: float, y: float, r: float,
+                     size: tuple[int, int], placed: list) -> tuple[float, float]:
+    """Top-left of a label beside a circle at (x, y) of radius r: right of it, else left of it
+    where the right side would leave the image, moved down a line at a time off earlier labels;
+    the chosen box is appended to ``placed``."""
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=body(bold=True), stroke_width=2)
+    w, h = x1 - x0, y1 - y0
+    lx = x + r + 3 if x + r + 3 + w <= size[0] else max(0.0, x - r - 3 - w)
+    ly = min(max(0.0, y - h / 2), size[1] - h)
+    for _ in range(8):
+        if not any(lx < bx1 and bx0 < lx + w and ly < by1 and by0 < ly + h for bx0, by0, bx1, by1 in placed):
+            break
+        ly = min(ly + h + 2, size[1] - h)
+    placed.append((lx, ly, lx + w, ly + h))
+    return lx, ly
+
+
 def _label(draw: ImageDraw.ImageDraw, x: float, y: float, text: str, colour) -> None:
     draw.text((x, y), text, fill=colour, font=body(bold=True), stroke_width=2, stroke_fill=(0, 0, 0))
 
@@ -383,12 +405,17 @@ def render_overview(ctx: ResultContext, mag_win) -> Overview:
     mip = data[k0:k1, r0:r1, c0:c1].min(axis=0)
     im, scale = _to_rgb(window(mip, *mag_win), OVERVIEW_IMAGE_PX)
     d = ImageDraw.Draw(im)
+    placed: list[tuple[float, float, float, float]] = []
     for s in ctx.spots:
         c = ctx.magnitude.lps_mm_to_index(np.asarray(s.reported.center_lps_mm, dtype=float))[0]
         x, yy = (c[2] - c0 + 0.5) * scale, (c[1] - r0 + 0.5) * scale
         colour = CLASS_COLOURS[s.finding]
-        _circle(d, x, yy, s.region.radius_px * scale + 4, colour)
-        _label(d, x + s.region.radius_px * scale + 7, yy - 12, s.label, colour)
+        r = s.region.radius_px * scale + 4
+        _circle(d, x, yy, r, colour)
+        # the colour and the table below give the class: the projection carries the short name,
+        # placed where it is neither cut by the panel's edge nor on top of another name
+        text = short_label(s)
+        _label(d, *_free_label_spot(d, text, x, yy, r, im.size, placed), text, colour)
     _draw_orientation(im, _orientation_letters(ctx))
     x_img = (width - im.width) // 2
     canvas.paste(im, (x_img, y))
