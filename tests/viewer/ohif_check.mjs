@@ -76,7 +76,7 @@ async function colouredPixels(page) {
 }
 
 async function imageIndexText(page) {
-  const t = await page.locator('[data-cy="viewport-overlay-bottom-right"]').innerText().catch(() => "");
+  const t = await page.locator('[data-cy="viewport-overlay-bottom-right"]').innerText({ timeout: 1000 }).catch(() => "");
   return t.replace(/\s+/g, " ").trim();
 }
 
@@ -167,13 +167,19 @@ try {
   });
 
   await step("seg", async () => {
-    // A fresh viewer, so the SR's state does not mix in.
+    // A fresh viewer, so the SR's state does not mix in. The magnitude series first (the SEG is
+    // drawn on the series it segments; OHIF's default layout may open the phase series instead).
     await openStudy(page);
+    await page.locator('[data-cy="study-browser-thumbnail"]', { hasText: `S:${job.magnitude_series_number}` })
+      .first().dblclick();
+    await page.waitForTimeout(1500);
+    mark("seg: magnitude series shown");
     await page.getByText(job.seg_description, { exact: true }).dblclick();
     const prompted = await acceptPrompt(page, 15000);
     await page.waitForTimeout(3000);
     await page.locator('[data-cy="panelSegmentation-btn"]').click({ timeout: 5000 }).catch(() => {});
     await page.waitForTimeout(1500);
+    mark("seg: loaded, panel open");
     const text = await bodyText(page);
     const panel = panelText(text, "Segmentations");
     const segments = [];
@@ -188,6 +194,7 @@ try {
       }
       segments.push(entry);
     }
+    mark("seg: segments visited");
     // Screenshot the largest overlay, with the pointer off the panel (its hover card covers the image).
     const best = segments.filter((e) => e.listed).sort((a, b) => b.coloured_pixels - a.coloured_pixels)[0];
     if (best) {
