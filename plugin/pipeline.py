@@ -279,11 +279,27 @@ def _pattern_number(pattern: Optional[PhasePattern]) -> Optional[int]:
     return None if pattern is None else int(pattern)
 
 
+def _largest_section(label_map: np.ndarray, lesion: Lesion) -> tuple[int, float]:
+    """(slice, in-plane diameter mm) where the lesion's footprint in the label map is largest.
+    The detector measures ``diameter_mm`` on the central slice (its largest footprint); the label
+    map may hold less there where spots touch, so the diameter is scaled by the area ratio when
+    another slice turns out larger."""
+    areas = (label_map == lesion.id).sum(axis=(1, 2))
+    if not areas.any():
+        return lesion.central_slice, float(lesion.diameter_mm)
+    k = int(np.argmax(areas))
+    central = float(areas[lesion.central_slice]) if 0 <= lesion.central_slice < areas.size else 0.0
+    if k == lesion.central_slice or central <= 0:
+        return k, float(lesion.diameter_mm)
+    return k, round(float(lesion.diameter_mm) * float(np.sqrt(areas[k] / central)), 2)
+
+
 def report_input(analysis: PairAnalysis) -> ReportInput:
     """The facts the DICOM result objects report, translated from the clinical model."""
     from dicom_io.results import Finding, ReportedSpot, ReportInput
     finding = {Classification.MICROBLEED: Finding.MICROBLEED, Classification.CALCIFICATION: Finding.CALCIFICATION,
                Classification.INDETERMINATE: Finding.INDETERMINATE}
+    largest = {les.id: _largest_section(analysis.label_map, les) for les in analysis.lesions}
     spots = tuple(ReportedSpot(
         id=les.id, finding=finding[les.classification], center_lps_mm=tuple(les.center_lps_mm),
         diameter_mm=les.diameter_mm, slice_indices=tuple(les.slice_indices),
@@ -291,7 +307,8 @@ def report_input(analysis: PairAnalysis) -> ReportInput:
         central_slice=les.central_slice, border_pattern=_pattern_number(les.border_pattern),
         central_pattern=_pattern_number(les.central_pattern),
         upper_border_pattern=_pattern_number(les.upper_border_pattern),
-        lower_border_pattern=_pattern_number(les.lower_border_pattern), confidence=les.confidence, reason=les.reason)
+        lower_border_pattern=_pattern_number(les.lower_border_pattern), confidence=les.confidence, reason=les.reason,
+        largest_slice=largest[les.id][0], largest_diameter_mm=largest[les.id][1])
         for les in analysis.lesions)
     return ReportInput(
         study_instance_uid=analysis.study_instance_uid, magnitude_series_uid=analysis.magnitude_series_uid,

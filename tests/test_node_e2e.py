@@ -23,7 +23,7 @@ from plugin.service.state import StateLayout
 from plugin.service.status import collect
 
 SAMPLES = Path(os.environ.get("BORDERPHASE_SAMPLE_DICOM", REPO / "sample_dicom"))
-FINDING_CODES = {"microbleed": "723857007", "calcification": "18115005", "indeterminate": "301766008"}
+FINDING_CODES = {"microbleed": "50960005", "calcification": "18115005", "indeterminate": "301766008"}
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -41,11 +41,13 @@ def vendor_dirs() -> list[Path]:
 
 
 def _finding_types(sr) -> list[str]:
-    out = []
+    """One finding type per spot: a spot's groups (its largest slice, its border slices) share
+    one Tracking UID."""
+    by_spot = {}
     for g in sr.content.get_planar_roi_measurement_groups():
         ft = g.finding_type
-        out.append(ft.value if ft is not None else "")
-    return out
+        by_spot.setdefault(str(g.tracking_uid), ft.value if ft is not None else "")
+    return list(by_spot.values())
 
 
 def test_scanner_to_node_to_orthanc(tmp_path):

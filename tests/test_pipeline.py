@@ -256,7 +256,7 @@ def test_findings_name_spots_as_the_results_do_and_null_without_them(tmp_path):
     write(tmp_path / "in", "Siemens", new_study())
     doc = analyze_paths([tmp_path / "in"], tmp_path / "with")
     lesions = doc["analyses"][0]["lesions"]
-    assert sorted(les["tracking_identifier"] for les in lesions) == ["CMB 1", "Calc 1"]
+    assert sorted(les["tracking_identifier"] for les in lesions) == ["CMB 1 microbleed", "Calc 1 calcification"]
     assert all(les["tracking_uid"] for les in lesions) and len({les["tracking_uid"] for les in lesions}) == 2
     assert doc["result_files"]
     doc = analyze_paths([tmp_path / "in"], tmp_path / "without", write_dicom=False)

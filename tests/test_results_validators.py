@@ -1,5 +1,7 @@
 """Peer validation of the result objects: dicom3tools `dciodvfy` on every object, PixelMed's
-`DicomSRValidator` and dcmtk's `dsrdump` on the SR, highdicom read-back against the analysis.
+`DicomSRValidator` on the SR and the KOS, dcmtk's `dsrdump` on the SR, highdicom read-back
+against the analysis; and what every archive and viewer relies on: a series date/time on every
+result series, no coded concept that claims a clinical judgement.
 
 Sources: synthetic classic MR (written here), the real Siemens XA30 enhanced files
 (../shared/vendor_dicom) and the project's sample study of every vendor (sample_dicom/).
@@ -11,8 +13,10 @@ Allowed warnings (documented allow-lists):
   Sequence, but dciodvfy only knows the standard designators. "Retired Person Name form": a
   source PatientName without "^" (the real Siemens XA export), copied unchanged.
 - PixelMed: "Content Item not in template" for the qualitative-evaluation CODE items (private
-  pattern/convention codes, present/absent per finding): PixelMed 20220618's descriptions of
-  TID 1410/1501 have no Qualitative Evaluation rows; highdicom writes them as those templates'
+  pattern/convention codes, present/absent per finding) and TEXT items (private classification,
+  reason, evidence, region shown) of the measurement groups: PixelMed 20220618's descriptions of
+  TID 1410/1501 have no Qualitative Evaluation rows ($QualType: "coded questions with coded or
+  text answers" in the current PS3.16); highdicom writes the CODE ones as those templates'
   qualitative evaluations.
 """
 from __future__ import annotations
@@ -47,12 +51,13 @@ DCIODVFY_ALLOWED = (
 PIXELMED_INFO = (
     re.compile(r"^Found \S+ IOD$"),
     re.compile(r"^Found Root Template TID_1500 \(MeasurementReport\)$"),
+    re.compile(r"^Found Root Template TID_2010 \(KeyObjectSelection\)$"),
     re.compile(r"^Root Template Validation Complete$"),
     re.compile(r"^IOD validation complete$"),
 )
 PIXELMED_ALLOWED = re.compile(
-    r"^Warning: [\d.]+: .*/CODE \((BP-[A-Z-]+,99BORDERPHASE|723857007,SCT|18115005,SCT|301766008,SCT)"
-    r",\"[^\"]+\"\): Content Item not in template$")
+    r"^Warning: [\d.]+: .*/(CODE \((BP-[A-Z-]+,99BORDERPHASE|50960005,SCT|18115005,SCT|301766008,SCT)"
+    r"|TEXT \(BP-[A-Z-]+,99BORDERPHASE),\"[^\"]+\"\): Content Item not in template$")
 
 
 def _by_kind(written):
@@ -172,11 +177,22 @@ def test_pixelmed_sr_validator(written, tmp_path):
     broken.ContentSequence[0].ValueType = "NUM"
     broken_path = tmp_path / "broken_sr.dcm"
     broken.save_as(broken_path)
-    good = [written["classic-3"][1]["sr"][0], written["empty"][1]["sr"][0]]
-    reports = pixelmed_reports(good + [broken_path])
+    # the KOS: TID 2010 gives its IMAGE/COMPOSITE references no concept name; one with the
+    # generic (260753009, SCT, "Source") that highdicom writes is reported
+    kos_path = written["classic"][1]["kos"][0]
+    kos = pydicom.dcmread(kos_path)
+    named = next(i for i in kos.ContentSequence if i.ValueType == "COMPOSITE")
+    named.ConceptNameCodeSequence = [pydicom.Dataset()]
+    named.ConceptNameCodeSequence[0].update({"CodeValue": "260753009", "CodingSchemeDesignator": "SCT",
+                                             "CodeMeaning": "Source"})
+    named_path = tmp_path / "kos_with_named_reference.dcm"
+    kos.save_as(named_path)
+    good = [written["classic-3"][1]["sr"][0], written["empty"][1]["sr"][0], kos_path]
+    reports = pixelmed_reports(good + [broken_path, named_path])
     for p in good:
         assert reports[str(p)] == [], "\n".join(reports[str(p)])
     assert reports[str(broken_path)], "PixelMed found nothing wrong with a broken SR"
+    assert reports[str(named_path)], "PixelMed found nothing wrong with a named KOS reference"
 
 
 def test_highdicom_read_back_matches_every_analysis(written):
@@ -191,3 +207,62 @@ def test_highdicom_read_back_matches_every_analysis(written):
             seg = hd.seg.segread(kinds["seg"][0])
             assert [seg.get_segment_description(i + 1).tracking_uid for i in range(len(spots))] == \
                 [s["tracking_uid"] for s in spots], name
+
+
+def test_every_result_series_has_a_date_and_time(written):
+    """Series Date/Time on every object of every result series (SR, SEG, summary, KOS), one
+    value per analysis; Content Date/Time too. Orthanc Explorer files a series without a date
+    under "?"."""
+    n = 0
+    for name, (_, kinds) in written.items():
+        stamps = set()
+        for kind, paths in kinds.items():
+            for p in paths:
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+                n += 1
+                assert re.fullmatch(r"\d{8}", ds.get("SeriesDate", "")), \
+                    f"{name}/{kind}: SeriesDate {ds.get('SeriesDate')!r}"
+                assert re.fullmatch(r"\d{6}(\.\d+)?", ds.get("SeriesTime", "")), f"{name}/{kind}: SeriesTime"
+                assert ds.get("ContentDate") and ds.get("ContentTime"), f"{name}/{kind}: no content date/time"
+                stamps.add((ds.SeriesDate, ds.SeriesTime))
+        assert len(stamps) == 1, f"{name}: result series of one analysis have different dates {stamps}"
+    assert n >= 10
+
+
+def _codes(item) -> list[tuple[str, str, str]]:
+    """(value, scheme, meaning) of every code sequence item anywhere in a dataset."""
+    out = []
+    for elem in item:
+        if elem.VR != "SQ":
+            continue
+        for child in elem.value:
+            if "CodeValue" in child and "CodingSchemeDesignator" in child:
+                out.append((str(child.CodeValue), str(child.CodingSchemeDesignator),
+                            str(child.get("CodeMeaning", ""))))
+            out.extend(_codes(child))
+    return out
+
+
+#: Words a dark spot on GRE phase cannot support: symptoms, pathology, certainty of a diagnosis.
+CLINICAL_JUDGEMENTS = re.compile(r"silent|asymptomatic|pathologic|malignan|benign|disease|disorder", re.I)
+
+
+def test_no_code_claims_a_clinical_judgement(written):
+    """Every coded concept in every object (SR tree, SEG segments, KOS, summary) is one the
+    algorithm can claim: not SCT 723857007 "Silent micro-hemorrhage of brain", no meaning with
+    "silent", "pathologic", ...; a microbleed is still named as such where a reader looks (the
+    SEG segment label)."""
+    seen = set()
+    for name, (analysis, kinds) in written.items():
+        for kind, paths in kinds.items():
+            for p in paths:
+                for value, scheme, meaning in _codes(pydicom.dcmread(p, stop_before_pixels=True)):
+                    seen.add((value, scheme))
+                    assert (value, scheme) != ("723857007", "SCT"), f"{name}/{kind}: {meaning}"
+                    assert not CLINICAL_JUDGEMENTS.search(meaning), f"{name}/{kind}: {value} {meaning!r}"
+        if "seg" in kinds:
+            seg = pydicom.dcmread(kinds["seg"][0], stop_before_pixels=True)
+            labels = [str(i.SegmentLabel) for i in seg.SegmentSequence]
+            n_cmb = sum(1 for s in analysis.spots if s.finding.value == "microbleed")
+            assert sum("microbleed" in label for label in labels) == n_cmb, (name, labels)
+    assert ("50960005", "SCT") in seen         # microbleeds were written, as hemorrhage

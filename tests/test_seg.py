@@ -1,14 +1,19 @@
 """Binary SEG: read back with highdicom, pixel-aligned with the magnitude series, one segment per
-spot with the SR's tracking UIDs, phase instances referenced."""
+spot with the SR's tracking UIDs, phase instances referenced; what a viewer shows of it: a label
+and description that say the class, one distinct display colour per class, the disclaimer, and a
+series date/time."""
 from __future__ import annotations
+
+import itertools
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 
-from dicom_io.results import codes
+from dicom_io.results import Finding, codes
 from dicom_io.results import write_results
+from dicom_io.results.context import NOT_FOR_DIAGNOSIS
 from dicom_io.results.sr import read_spots
 
 from results_fixtures import (CLASSIC_SPOTS, ENHANCED_SPOTS, VENDORS, classic_pair, enhanced_pair,
@@ -33,9 +38,20 @@ def _check_seg_matches(seg, sr, analysis, mag, ph):
     for n, (les, spot) in enumerate(zip(lesions, sr_spots), start=1):
         desc = seg.get_segment_description(n)
         assert desc.tracking_uid == spot["tracking_uid"]
-        assert desc.tracking_id == spot["label"] == desc.segment_label
+        assert desc.tracking_id == spot["label"]
+        # the label a viewer lists says the class in words: "CMB 1 microbleed"
+        assert desc.segment_label == f'{spot["label"]} {les.finding.value}'
+        assert desc.SegmentDescription.startswith(desc.segment_label)
+        assert f"{les.diameter_mm:.1f} mm" in desc.SegmentDescription
         assert desc.segmented_property_category == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE
         assert desc.segmented_property_type == codes.FINDING_BY_CLASS[les.finding]
+        assert "RecommendedDisplayCIELabValue" in desc, f"segment {n} has no display colour"
+    _check_colours(seg, lesions)
+    # what the object says it is, and when it was made
+    assert NOT_FOR_DIAGNOSIS in seg.ContentDescription and NOT_FOR_DIAGNOSIS in seg.ImageComments
+    assert "microbleed" in seg.ImageComments and "calcification" in seg.ImageComments
+    assert seg.SeriesDate == sr.SeriesDate and seg.SeriesTime == sr.SeriesTime
+    assert len(seg.SeriesDate) == 8 and len(seg.SeriesTime) >= 6
     # empty frames are omitted: one frame per (segment, slice showing it)
     expected_frames = sum(int(np.any(analysis.label_map[k] == les.id))
                           for les in lesions for k in range(mag.shape[0]))
@@ -57,6 +73,36 @@ def _check_seg_matches(seg, sr, analysis, mag, ph):
                   for d in pf.DerivationImageSequence for s in d.SourceImageSequence}
     phase_uids = {f.sop_instance_uid for f in ph.frames}
     assert phase_uids & referenced and phase_uids & derivation
+
+
+def _lab(seg, n: int) -> np.ndarray:
+    return np.array(hd.color.CIELabColor.from_dicom_value(
+        seg.get_segment_description(n).RecommendedDisplayCIELabValue).lab)
+
+
+def _check_colours(seg, lesions) -> None:
+    """One colour per class: the same for every segment of a class, far from every other class's
+    (CIE76 delta E >= 40) and far from grey (chroma >= 30), so it reads on a grey MR."""
+    by_class: dict[Finding, set[tuple]] = {}
+    for n, les in enumerate(lesions, start=1):
+        by_class.setdefault(les.finding, set()).add(tuple(np.round(_lab(seg, n), 3)))
+    assert all(len(colours) == 1 for colours in by_class.values()), by_class
+    labs = {f: np.array(next(iter(c))) for f, c in by_class.items()}
+    for f, lab in labs.items():
+        assert np.hypot(lab[1], lab[2]) >= 30, f"{f}: colour {lab} is nearly grey"
+    for (f1, l1), (f2, l2) in itertools.combinations(labs.items(), 2):
+        assert np.linalg.norm(l1 - l2) >= 40, f"{f1} and {f2} have similar colours {l1}, {l2}"
+
+
+def test_every_class_has_its_own_colour():
+    """All three classes, not only those a fixture happens to hold: distinct and not grey."""
+    from dicom_io.results.context import CLASS_DISPLAY_RGB
+    assert set(CLASS_DISPLAY_RGB) == set(Finding)
+    labs = {f: np.array(hd.color.CIELabColor.from_rgb(*rgb).lab) for f, rgb in CLASS_DISPLAY_RGB.items()}
+    for f, lab in labs.items():
+        assert np.hypot(lab[1], lab[2]) >= 30, f
+    for (f1, l1), (f2, l2) in itertools.combinations(labs.items(), 2):
+        assert np.linalg.norm(l1 - l2) >= 40, (f1, f2)
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pydicom
 import pytest
 
 from dicom_io.results import codes
 from dicom_io.results import Finding, write_results
-from dicom_io.results.sr import read_report, read_spots
+from dicom_io.results.sr import read_report, read_spots, read_study
 from dicom_io.vocabulary import Handedness
 
 from results_fixtures import CLASSIC_SPOTS, ENHANCED_SPOTS, classic_pair, enhanced_pair, make_analysis
@@ -44,7 +45,8 @@ def test_the_returned_tracking_identity_is_the_one_written(classic):
     spots = read_spots(pydicom.dcmread(kinds["sr"][0]))
     assert [(s["label"], s["tracking_uid"]) for s in spots] == \
         [(tracking[i].identifier, tracking[i].uid) for i in sorted(tracking)]
-    assert [tracking[i].identifier for i in sorted(tracking)] == ["CMB 1", "Calc 1", "CMB 2", "Indet 1", "Calc 2"]
+    assert [tracking[i].identifier for i in sorted(tracking)] == \
+        ["CMB 1 microbleed", "Calc 1 calcification", "CMB 2 microbleed", "Indet 1 indeterminate", "Calc 2 calcification"]
     assert len({t.uid for t in tracking.values()}) == len(tracking)
 
 
@@ -53,24 +55,118 @@ def test_spots_round_trip(classic):
     sr = pydicom.dcmread(kinds["sr"][0])
     spots = read_spots(sr)
     assert len(spots) == len(analysis.spots)
-    expected_labels = ["CMB 1", "Calc 1", "CMB 2", "Indet 1", "Calc 2"]
-    assert [s["label"] for s in spots] == expected_labels
+    assert [s["label"] for s in spots] == ["CMB 1 microbleed", "Calc 1 calcification", "CMB 2 microbleed",
+                                          "Indet 1 indeterminate", "Calc 2 calcification"]
     for s, les in zip(spots, sorted(analysis.spots, key=lambda l: l.id)):
         assert s["class"] == les.finding.value
+        assert s["classification_text"] == les.finding.value
         assert s["diameter_mm"] == pytest.approx(les.diameter_mm)
         assert s["certainty_pct"] == pytest.approx(100 * les.confidence)
         assert s["border_pattern"] == (None if les.border_pattern is None else int(les.border_pattern))
         assert s["central_pattern"] == (None if les.central_pattern is None else int(les.central_pattern))
         assert s["convention"] == "left-handed"
         assert s["graphic_type"] == "CIRCLE"
-        # the region is on the border slice used (upper unless only the lower one had a pattern)
-        border = les.upper_border_slice if les.upper_border_pattern is not None else les.lower_border_slice
-        assert s["referenced_sop_instance_uid"] == mag.frames[border].sop_instance_uid
+        assert s["reason"] == les.reason
+        assert "upper border" in s["evidence"] and "lower border" in s["evidence"]
+        # equal discs on every slice: the first slice of largest area carries the circle
+        areas = (analysis.label_map == les.id).sum(axis=(1, 2))
+        largest = int(areas.argmax())
+        assert s["referenced_sop_instance_uid"] == mag.frames[largest].sop_instance_uid
         assert s["referenced_frame_numbers"] == []
-        # the circle centre is the label's centroid (pixel centre = index + 0.5)
+        # the circle centre is the label's centroid there (pixel centre = index + 0.5)
         cx, cy = s["graphic_data"][:2]
-        rows, cols = (analysis.label_map[border] == les.id).nonzero()
+        rows, cols = (analysis.label_map[largest] == les.id).nonzero()
         assert (cy - 0.5, cx - 0.5) == pytest.approx((rows.mean(), cols.mean()))
+
+
+def _tapered(tmp_path):
+    """A classic pair whose spots are small on their border slices and large in the middle
+    (as real spots are): CMB 1 on slices 3-7, radius 1-4-1 px; Calc 1 on slices 1-3."""
+    spots = [(3, 7, 24, 24, 4, -1, Finding.MICROBLEED, 1, 4), (1, 3, 44, 40, 3, +1, Finding.CALCIFICATION, 2, 3)]
+    mag, ph = classic_pair(tmp_path, shape=(10, 64, 64), spots=spots)
+    report = make_analysis(mag, ph, spots)
+    lm = np.zeros_like(report.label_map)
+    rr, cc = np.mgrid[0:64, 0:64]
+    radii = {1: {3: 1, 4: 2, 5: 4, 6: 2, 7: 1}, 2: {1: 1, 2: 3, 3: 1}}
+    centres = {1: (24, 24), 2: (44, 40)}
+    for sid, by_slice in radii.items():
+        r0, c0 = centres[sid]
+        for k, rad in by_slice.items():
+            lm[k][(rr - r0) ** 2 + (cc - c0) ** 2 <= rad ** 2] = sid
+    return mag, ph, replace(report, label_map=lm), {1: 5, 2: 2}
+
+
+def test_circle_is_on_the_largest_slice_with_the_real_diameter(tmp_path):
+    """Issue 13: 1.5 mm circles sat on the border slice of 6 mm spots. The main region is on
+    the slice of largest cross-section, with the in-plane diameter there; each border slice read
+    is a further region of the same Tracking UID, after the main one (OHIF draws the first)."""
+    mag, ph, report, largest = _tapered(tmp_path)
+    written = write_results(report, mag, ph, tmp_path / "out", include=("sr",))
+    sr = pydicom.dcmread(_by_kind(written)["sr"][0])
+    spots = read_spots(sr)
+    _, dr, dc = mag.voxel_size_mm
+    for s, les in zip(spots, report.spots):
+        k = largest[les.id]
+        assert s["referenced_sop_instance_uid"] == mag.frames[k].sop_instance_uid
+        area_mm2 = float((report.label_map[k] == les.id).sum()) * dr * dc
+        diameter_mm = 2 * np.sqrt(area_mm2 / np.pi)
+        (cx, cy, px, _py) = s["graphic_data"]
+        assert (px - cx) * dc == pytest.approx(diameter_mm / 2, rel=1e-6)
+        assert f"{diameter_mm:.1f} mm" in s["region_shown"]
+        roles = {b["role"].split(" (")[0]: b for b in s["border_regions"]}
+        assert set(roles) == {"upper border slice read", "lower border slice read"}
+        assert roles["upper border slice read"]["referenced_sop_instance_uid"] == \
+            mag.frames[les.upper_border_slice].sop_instance_uid
+        assert roles["lower border slice read"]["referenced_sop_instance_uid"] == \
+            mag.frames[les.lower_border_slice].sop_instance_uid
+        assert roles["upper border slice read"]["pattern"] == les.upper_border_pattern
+        assert all(b["label"] == s["label"] and b["class"] == s["class"] for b in s["border_regions"])
+    # OHIF merges groups by Tracking UID and draws the first SCOORD: it must be the main one
+    groups = _measurement_groups(sr)
+    first_region = {}
+    for g in groups:
+        uid = next(c.UID for c in g.ContentSequence if c.ValueType == "UIDREF")
+        scoord = next(c for c in g.ContentSequence if c.ValueType == "SCOORD")
+        first_region.setdefault(uid, scoord.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    assert first_region == {s["tracking_uid"]: s["referenced_sop_instance_uid"] for s in spots}
+    # the reported largest slice and diameter win over the label map's when given
+    spot = replace(report.spots[0], largest_slice=4, largest_diameter_mm=3.0)
+    written = write_results(replace(report, spots=(spot,) + report.spots[1:]), mag, ph, tmp_path / "out2",
+                            include=("sr",))
+    s = read_spots(pydicom.dcmread(_by_kind(written)["sr"][0]))[0]
+    assert s["referenced_sop_instance_uid"] == mag.frames[4].sop_instance_uid
+    assert (s["graphic_data"][2] - s["graphic_data"][0]) * dc == pytest.approx(1.5)
+
+
+def _measurement_groups(sr) -> list:
+    [imaging] = [c for c in sr.ContentSequence if c.ValueType == "CONTAINER"
+                 and c.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    return [g for g in imaging.ContentSequence if g.ConceptNameCodeSequence[0].CodeValue == "125007"]
+
+
+def test_every_measurement_group_has_an_image_region_and_names_its_class(classic):
+    """Issue 13: OHIF reads an image reference for every measurement group (a study summary
+    group without one blacked out the viewport), and labels a spot only with its NUM items'
+    concept names (the class never showed). Every group has exactly one SCOORD on a source image
+    and a tracking identifier naming the class; the certainty's concept names the class."""
+    mag, _, _, kinds, _ = classic
+    sr = pydicom.dcmread(kinds["sr"][0])
+    groups = _measurement_groups(sr)
+    assert len(groups) >= 5
+    words = {"CMB": "microbleed", "Calc": "calcification", "Indet": "indeterminate"}
+    source_uids = {f.sop_instance_uid for f in mag.frames}
+    for g in groups:
+        scoords = [c for c in g.ContentSequence if c.ValueType == "SCOORD"]
+        assert len(scoords) == 1
+        assert scoords[0].ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID in source_uids
+        ident = next(c.TextValue for c in g.ContentSequence
+                     if c.ConceptNameCodeSequence[0].CodeValue == "112039")
+        prefix, _, word = ident.split(" ")
+        assert words[prefix] == word
+        nums = [c.ConceptNameCodeSequence[0].CodeMeaning for c in g.ContentSequence if c.ValueType == "NUM"]
+        assert not nums or any(word.lower() in m.lower() for m in nums), nums
+        assert not any(c.ValueType == "CODE" and c.ConceptNameCodeSequence[0].CodeValue == "363698007"
+                       for c in g.ContentSequence)  # no "363698007: Brain" line in OHIF
 
 
 def test_sr_header_and_private_scheme(classic):
@@ -96,9 +192,10 @@ def test_sr_header_and_private_scheme(classic):
     assert {f.sop_instance_uid for f in mag.frames} <= evidence
 
 
-def test_report_context_algorithm_and_study_group(classic):
+def test_report_context_algorithm_and_study_evaluations(classic):
     _, _, analysis, kinds, _ = classic
-    report = read_report(pydicom.dcmread(kinds["sr"][0]))
+    sr = pydicom.dcmread(kinds["sr"][0])
+    report = read_report(sr)
     assert report.get_observer_contexts()[0].observer_type.value == "121007"   # Device
     procedure = [c for c in report[0].ContentSequence
                  if c.ConceptNameCodeSequence[0].CodeValue == "121058"]
@@ -109,16 +206,39 @@ def test_report_context_algorithm_and_study_group(classic):
     assert "borderphase" in texts
     assert "phase convention: left-handed" in texts
     assert f"convention source: {analysis.convention_source}" in texts
-    # study-level group: counts and present/absent
-    study = report.get_image_measurement_groups()[0]
-    counts = {m.name.value: m.value for m in study.get_measurements()}
-    assert counts[codes.NUMBER_OF_LESIONS.value] == 5
-    assert counts[codes.NUMBER_OF_MICROBLEEDS.value] == 2
-    assert counts[codes.NUMBER_OF_CALCIFICATIONS.value] == 2
-    assert counts[codes.NUMBER_OF_INDETERMINATE.value] == 1
-    ev = {q.name.value: q.value.value for q in study.get_qualitative_evaluations()}
-    assert ev[codes.MICROBLEED.value] == codes.PRESENT.value
-    assert ev[codes.CALCIFICATION.value] == codes.PRESENT.value
+    # no TID 1501 group: the study-level results are report-level qualitative evaluations
+    assert report.get_image_measurement_groups() == []
+    study = read_study(sr)
+    assert study[codes.NUMBER_OF_LESIONS.value] == "5"
+    assert study[codes.NUMBER_OF_MICROBLEEDS.value] == "2"
+    assert study[codes.NUMBER_OF_CALCIFICATIONS.value] == "2"
+    assert study[codes.NUMBER_OF_INDETERMINATE.value] == "1"
+    assert study[codes.MICROBLEED.value] == codes.PRESENT.value
+    assert study[codes.CALCIFICATION.value] == codes.PRESENT.value
+    assert study[codes.PHASE_CONVENTION.value] == codes.convention_code("left-handed").value
+    assert study[codes.DISCLAIMER_TEXT.value] == "DERIVED RESULT - NOT FOR PRIMARY DIAGNOSIS"
+    assert "not a medical device" in study[codes.INTENDED_USE_TEXT.value]
+    assert "radiologist" in study[codes.INTENDED_USE_TEXT.value]
+
+
+def test_study_counts_mean_what_they_say(tmp_path):
+    """Issue 13: "Lesion of brain = Absent" was written in studies with six lesions (it meant no
+    indeterminate spot). Every study-level item says what it names: with spots but no
+    indeterminate one, the lesion count is the spot count and nothing reads "absent" for lesions."""
+    spots = [s for s in CLASSIC_SPOTS if s[6] != Finding.INDETERMINATE]
+    mag, ph = classic_pair(tmp_path, spots=spots)
+    report = make_analysis(mag, ph, spots)
+    sr = pydicom.dcmread(_by_kind(write_results(report, mag, ph, tmp_path / "out", include=("sr",)))["sr"][0])
+    study = read_study(sr)
+    assert study[codes.NUMBER_OF_LESIONS.value] == str(len(spots)) == "4"
+    assert study[codes.NUMBER_OF_INDETERMINATE.value] == "0"
+    assert codes.LESION_OF_BRAIN.value not in study
+    container = next(c for c in sr.ContentSequence if c.ValueType == "CONTAINER"
+                     and c.ConceptNameCodeSequence[0].CodeValue == codes.QUALITATIVE_EVALUATIONS.value)
+    absent = [c.ConceptNameCodeSequence[0].CodeMeaning for c in container.ContentSequence
+              if c.ValueType == "CODE" and c.ConceptCodeSequence[0].CodeValue == codes.ABSENT.value]
+    assert absent == []   # microbleeds and calcifications are both present
+    assert {c.ValueType for c in container.ContentSequence} == {"CODE", "TEXT"}   # TID 1500 rows 13/14
 
 
 def test_empty_study_gets_an_sr_saying_absent(tmp_path):
@@ -128,12 +248,13 @@ def test_empty_study_gets_an_sr_saying_absent(tmp_path):
     assert set(kinds) == {"sr", "summary"}          # no SEG or KOS without a spot
     sr = pydicom.dcmread(kinds["sr"][0])
     assert read_spots(sr) == []
-    study = read_report(sr).get_image_measurement_groups()[0]
-    counts = {m.name.value: m.value for m in study.get_measurements()}
-    assert counts[codes.NUMBER_OF_LESIONS.value] == 0
-    ev = {q.name.value: q.value.value for q in study.get_qualitative_evaluations()}
-    assert ev[codes.MICROBLEED.value] == codes.ABSENT.value
-    assert ev[codes.CALCIFICATION.value] == codes.ABSENT.value
+    # no measurement group at all (not an empty container, not a group without a region)
+    assert not [c for c in sr.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    study = read_study(sr)
+    assert study[codes.NUMBER_OF_LESIONS.value] == "0"
+    assert study[codes.MICROBLEED.value] == codes.ABSENT.value
+    assert study[codes.CALCIFICATION.value] == codes.ABSENT.value
+    assert study[codes.DISCLAIMER_TEXT.value] == "DERIVED RESULT - NOT FOR PRIMARY DIAGNOSIS"
 
 
 def test_enhanced_source_region_references_the_frame(tmp_path):
@@ -145,9 +266,12 @@ def test_enhanced_source_region_references_the_frame(tmp_path):
     kinds = _by_kind(write_results(analysis, mag, ph, tmp_path / "out"))
     spots = read_spots(pydicom.dcmread(kinds["sr"][0]))
     for s, les in zip(spots, analysis.spots):
-        border = les.upper_border_slice if les.upper_border_pattern is not None else les.lower_border_slice
-        assert s["referenced_sop_instance_uid"] == mag.frames[border].sop_instance_uid
-        assert s["referenced_frame_numbers"] == [mag.frames[border].frame_index + 1]
+        largest = int((analysis.label_map == les.id).sum(axis=(1, 2)).argmax())
+        assert s["referenced_sop_instance_uid"] == mag.frames[largest].sop_instance_uid
+        assert s["referenced_frame_numbers"] == [mag.frames[largest].frame_index + 1]
+        for b in s["border_regions"]:
+            k = les.upper_border_slice if b["role"].startswith("upper") else les.lower_border_slice
+            assert b["referenced_frame_numbers"] == [mag.frames[k].frame_index + 1]
 
 
 def test_bad_analysis_is_refused_clearly(classic):
@@ -157,7 +281,7 @@ def test_bad_analysis_is_refused_clearly(classic):
 
 
 def test_unknown_convention_and_plain_numbers_are_written_as_such(tmp_path):
-    """An unknown convention is written as such; a lone indeterminate spot is "Indet 1" with
+    """An unknown convention is written as such; a lone indeterminate spot is "Indet 1 indeterminate" with
     its pattern numbers, whatever its id."""
     mag, ph = classic_pair(tmp_path, shape=(6, 48, 48), spots=CLASSIC_SPOTS[4:5])
     report = make_analysis(mag, ph, CLASSIC_SPOTS[4:5])
@@ -169,10 +293,10 @@ def test_unknown_convention_and_plain_numbers_are_written_as_such(tmp_path):
                      label_map=(report.label_map > 0) * 7)
     written = write_results(report, mag, ph, tmp_path / "out", include=("sr",))
     [sr_spot] = read_spots(pydicom.dcmread(_by_kind(written)["sr"][0]))
-    assert sr_spot["label"] == "Indet 1" and sr_spot["class"] == "indeterminate"
+    assert sr_spot["label"] == "Indet 1 indeterminate" and sr_spot["class"] == "indeterminate"
     assert sr_spot["convention"] == "unknown" and sr_spot["border_pattern"] == 2
     assert sr_spot["central_pattern"] is None and sr_spot["certainty_pct"] == 0.0
-    assert written.tracking[7].identifier == "Indet 1"
+    assert written.tracking[7].identifier == "Indet 1 indeterminate"
 
 
 def test_a_label_map_of_another_shape_is_refused(tmp_path):
@@ -180,3 +304,33 @@ def test_a_label_map_of_another_shape_is_refused(tmp_path):
     report = make_analysis(mag, ph, CLASSIC_SPOTS[4:5])
     with pytest.raises(ValueError, match="label map shape"):
         write_results(replace(report, label_map=report.label_map[:-1]), mag, ph, tmp_path / "out")
+
+
+def test_pipeline_reports_the_slice_where_each_spot_is_largest():
+    """plugin.pipeline.report_input gives the result writers the slice of largest footprint and
+    the in-plane diameter there: the detector's diameter when that is the central slice, scaled
+    by the area ratio when the label map is larger elsewhere (spots that touch share pixels)."""
+    from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern
+    from plugin.pipeline import report_input
+
+    lm = np.zeros((8, 32, 32), np.uint16)
+    rr, cc = np.mgrid[0:32, 0:32]
+    for k, rad in {2: 1, 3: 3, 4: 1}.items():       # lesion 1: largest on its central slice 3
+        lm[k][(rr - 10) ** 2 + (cc - 10) ** 2 <= rad ** 2] = 1
+    for k, rad in {4: 1, 5: 2, 6: 4}.items():       # lesion 2: central slice 5, larger on 6
+        lm[k][(rr - 22) ** 2 + (cc - 22) ** 2 <= rad ** 2] = 2
+
+    def lesion(i, slices, central, diameter):
+        return Lesion(id=i, center_lps_mm=(0.0, 0.0, 0.0), diameter_mm=diameter, slice_indices=slices,
+                      upper_border_slice=slices[0], lower_border_slice=slices[-1], central_slice=central,
+                      border_pattern=PhasePattern.TOTALLY_BLACK, central_pattern=None,
+                      classification=Classification.MICROBLEED, confidence=0.8)
+
+    analysis = PairAnalysis(study_instance_uid="1.2", magnitude_series_uid="1.2.3", phase_series_uid="1.2.4",
+                            vendor="GE", phase_convention=Handedness.RIGHT, convention_source="table",
+                            label_map=lm, lesions=[lesion(1, [2, 3, 4], 3, 6.2), lesion(2, [4, 5, 6], 5, 2.0)])
+    spots = {s.id: s for s in report_input(analysis).spots}
+    assert (spots[1].largest_slice, spots[1].largest_diameter_mm) == (3, 6.2)
+    area = lambda k, i: float((lm[k] == i).sum())  # noqa: E731
+    assert spots[2].largest_slice == 6
+    assert spots[2].largest_diameter_mm == pytest.approx(2.0 * np.sqrt(area(6, 2) / area(5, 2)), abs=0.01)

@@ -2,10 +2,19 @@
 
 Standard codes come from SNOMED CT (SCT), DICOM (DCM), LOINC (LN) and UCUM, as listed in
 PS3.16 (CID 100 procedures, CID 7010 key object titles, CID 7150/7151 segmentation categories
-and types, TID 1500/1501/1410 measurement reports). Concepts with no standard code (the
-phase-pattern categories of the border-slice method and the phase-handedness convention) live
-in a private coding scheme, ``99BORDERPHASE``, that every object using it declares in its
-Coding Scheme Identification Sequence (PS3.3 C.12.1.1.5; "99" prefix per PS3.16 section 8.2).
+and types, TID 1500/1501/1410 measurement reports). Where pydicom's code dictionary (generated
+from PS3.16) has the concept, it is taken from there (``codes.SCT.Brain``), so the value, scheme
+and meaning are the standard's; each constant says where it comes from and, when it was built
+by hand, why. Concepts with no standard code (the phase-pattern categories of the border-slice
+method, the phase-handedness convention, the per-class counts) live in a private coding scheme,
+``99BORDERPHASE``, that every object using it declares in its Coding Scheme Identification
+Sequence (PS3.3 C.12.1.1.5; "99" prefix per PS3.16 section 8.2).
+
+What the algorithm can claim: it sees a dark spot on GRE magnitude and the sign of its
+susceptibility on phase, nothing about the patient. So a paramagnetic spot is coded as the
+morphology (hemorrhage), not as a clinical diagnosis; no concept here says "silent",
+"pathologic" or anything else only a clinician can judge. The word "microbleed" reaches the
+reader through the segment label and description ("CMB 1 microbleed") and the SR text.
 """
 from __future__ import annotations
 
@@ -41,12 +50,30 @@ def coding_scheme_identification() -> Dataset:
 
 
 # --- findings (GUIDE: codes for the SR/SEG) --------------------------------------------------
-#: SCT 723857007 is not in pydicom's dictionary: built by hand.
-MICROBLEED = CodedConcept("723857007", "SCT", "Silent micro-hemorrhage of brain")
-CALCIFICATION = CodedConcept("18115005", "SCT", "Calcification")
-LESION_OF_BRAIN = CodedConcept("301766008", "SCT", "Lesion of brain")
-BRAIN = CodedConcept("12738006", "SCT", "Brain")
-MORPHOLOGICALLY_ABNORMAL_STRUCTURE = CodedConcept("49755003", "SCT", "Morphologically abnormal structure")
+#: SCT 50960005 "Hemorrhage", pydicom ``codes.SCT.Hemorrhage``; in PS3.16 CID 7151 Segmentation
+#: Property Type (via CID 7194/7159, under category Morphologically abnormal structure), so a
+#: viewer's segment-type lists know it. A microbleed is a small focus of old blood products; this
+#: is the morphology the phase shows (paramagnetic), and nothing more. Replaces SCT 723857007
+#: "Silent micro-hemorrhage of brain", whose "silent" (no symptoms) is a clinical judgement.
+HEMORRHAGE = CodedConcept.from_code(codes.SCT.Hemorrhage)
+#: The finding type of a spot called microbleed (name kept for the SR and the read-back).
+MICROBLEED = HEMORRHAGE
+#: SCT 18115005, fully specified name "Pathologic calcification, calcified structure (morphologic
+#: abnormality)"; pydicom ``codes.SCT.PathologicCalcification`` (meaning "pathologic
+#: calcification", CID 3802/6335-6338).
+#: The meaning written here is "Calcification": the method also reports physiological
+#: calcifications (pineal, choroid plexus), and "pathologic" would be a judgement it cannot make.
+#: Code Meaning is the human-readable text of the concept; readers match value and scheme.
+CALCIFICATION = CodedConcept(codes.SCT.PathologicCalcification.value, "SCT", "Calcification")
+#: SCT 301766008 "Lesion of brain", pydicom ``codes.SCT.LesionOfBrain`` (CID 7151/7194/7199):
+#: the finding type of an indeterminate spot (a dark spot, not called either way).
+LESION_OF_BRAIN = CodedConcept(codes.SCT.LesionOfBrain.value, "SCT", "Lesion of brain")
+#: SCT 12738006 "Brain", pydicom ``codes.SCT.Brain`` (CID 4 anatomic region, CID 7151).
+BRAIN = CodedConcept.from_code(codes.SCT.Brain)
+#: SCT 49755003, pydicom ``codes.SCT.MorphologicallyAbnormalStructure`` (CID 7150 segmentation
+#: property category).
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = CodedConcept(codes.SCT.MorphologicallyAbnormalStructure.value, "SCT",
+                                                  "Morphologically abnormal structure")
 
 FINDING_BY_CLASS: dict[Finding, CodedConcept] = {
     Finding.MICROBLEED: MICROBLEED,
@@ -59,24 +86,40 @@ TRACKING_PREFIX: dict[Finding, str] = {
     Finding.MICROBLEED: "CMB", Finding.CALCIFICATION: "Calc", Finding.INDETERMINATE: "Indet"}
 
 # --- measurements ---------------------------------------------------------------------------
-DIAMETER = CodedConcept("81827009", "SCT", "Diameter")
-CERTAINTY_OF_FINDING = CodedConcept("111012", "DCM", "Certainty of Finding")
-NUMBER_OF_LESIONS = CodedConcept("246206008", "SCT", "Number of lesions")
-NUMBER_OF_CALCIFICATIONS = CodedConcept("111038", "DCM", "Number of calcifications")
+#: SCT 81827009, pydicom ``codes.SCT.Diameter`` (CID 7470 linear measurements).
+DIAMETER = CodedConcept.from_code(codes.SCT.Diameter)
+#: DCM 111012, pydicom ``codes.DCM.CertaintyOfFinding`` (CID 6048).
+CERTAINTY_OF_FINDING = CodedConcept.from_code(codes.DCM.CertaintyOfFinding)
+#: SCT 246206008, pydicom ``codes.SCT.NumberOfLesions`` (dictionary meaning is the FSN
+#: "Number of lesions (observable entity)"; the preferred term is written).
+NUMBER_OF_LESIONS = CodedConcept(codes.SCT.NumberOfLesions.value, "SCT", "Number of lesions")
+#: DCM 111038, pydicom ``codes.DCM.NumberOfCalcifications``.
+NUMBER_OF_CALCIFICATIONS = CodedConcept.from_code(codes.DCM.NumberOfCalcifications)
+#: No standard concept counts microbleeds or undecided spots: private scheme.
 NUMBER_OF_MICROBLEEDS = _private("BP-NCMB", "Number of cerebral microbleeds")
 NUMBER_OF_INDETERMINATE = _private("BP-NINDET", "Number of indeterminate dark spots")
 
+#: UCUM units: "mm" and "%" as in pydicom ``codes.UCUM``; "{count}" is a UCUM annotation
+#: (a dimensionless count; not in pydicom's dictionary, valid UCUM syntax).
 UNIT_MM = CodedConcept("mm", "UCUM", "millimeter")
 UNIT_PERCENT = CodedConcept("%", "UCUM", "percent")
 UNIT_COUNT = CodedConcept("{count}", "UCUM", "count")
 
-PRESENT = CodedConcept("52101004", "SCT", "Present")
-ABSENT = CodedConcept("272519000", "SCT", "Absent")
+#: SCT 52101004 / 272519000, pydicom ``codes.SCT.Present`` / ``codes.SCT.Absent`` (CID 240/241).
+PRESENT = CodedConcept.from_code(codes.SCT.Present)
+ABSENT = CodedConcept.from_code(codes.SCT.Absent)
 
 # --- report / procedure / key objects -------------------------------------------------------
-#: CID 100 Quantitative Diagnostic Imaging Procedure: "MRI unspecified body region".
-PROCEDURE_MR = CodedConcept("25056-3", "LN", "MRI unspecified body region")
+#: LN 25056-3, pydicom ``codes.LN.MRIUnspecifiedBodyRegion``, CID 100 Quantitative Diagnostic
+#: Imaging Procedure.
+PROCEDURE_MR = CodedConcept.from_code(codes.LN.MRIUnspecifiedBodyRegion)
+#: DCM 113000 "Of Interest", CID 7010 Key Object Selection Document Title: the title for objects
+#: selected for the reader's attention without a narrower purpose. The other CID 7010 titles name
+#: an audience or workflow (For Referring Provider, For Teaching, Rejected for Quality Reasons,
+#: Diagnosis Input Used, ...) that a device's selection of border slices and results is not.
 KOS_TITLE = CodedConcept.from_code(codes.DCM.OfInterest)
+#: DCM 123101 "Neighborhood Analysis", CID 7162 (the SEG Segment Algorithm Family): spots are
+#: found and read from the pixels around them.
 ALGORITHM_FAMILY = CodedConcept.from_code(codes.cid7162.NeighborhoodAnalysis)
 FINDING_TYPE_SUMMARY = _private("BP-SUMMARY", "Border-slice phase analysis summary")
 
@@ -145,3 +188,21 @@ def class_from_finding(code: CodedConcept) -> Finding:
         if c.value == code.value and c.scheme_designator == code.scheme_designator:
             return cls
     raise ValueError(f"not a borderphase finding code: {code.value} ({code.scheme_designator})")
+
+
+# --- SR (issue 13): study-level qualitative evaluations, class-bearing certainty, texts ----------
+#: TID 1500 row 12: the report-level "Qualitative Evaluations" container.
+QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+#: The certainty of each spot's call, named after the class (the only per-spot text OHIF shows
+#: is the concept name of each NUM, so the class must be in it).
+CERTAINTY_BY_CLASS: dict[Finding, CodedConcept] = {
+    Finding.MICROBLEED: _private("BP-CERT-CMB", "Microbleed certainty"),
+    Finding.CALCIFICATION: _private("BP-CERT-CALC", "Calcification certainty"),
+    Finding.INDETERMINATE: _private("BP-CERT-INDET", "Indeterminate spot certainty"),
+}
+CLASSIFICATION_TEXT = _private("BP-CLASS", "Classification")
+REASON_TEXT = _private("BP-REASON", "Reason for the classification")
+EVIDENCE_TEXT = _private("BP-EVIDENCE", "Method evidence")
+REGION_SHOWN_TEXT = _private("BP-REGION", "Region shown")
+DISCLAIMER_TEXT = _private("BP-DISCLAIMER", "Disclaimer")
+INTENDED_USE_TEXT = _private("BP-INTENDED-USE", "Intended use")

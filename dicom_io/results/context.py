@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Optional, Sequence
 
 import numpy as np
@@ -29,6 +30,26 @@ DEVICE_SERIAL_NUMBER = "borderphase-1"
 #: Stable UID of the "device" observer (the algorithm), the same in every SR it writes.
 DEVICE_OBSERVER_UID = generate_uid(entropy_srcs=["borderphase device observer"])
 NOT_FOR_DIAGNOSIS = "DERIVED RESULT - NOT FOR PRIMARY DIAGNOSIS"
+#: What the results are for, in the words every object carries (SEG Image Comments, KOS
+#: description; SR and summary may reuse it).
+INTENDED_USE = (
+    "Decision support for reading GRE/SWI phase: borderphase marks dark spots on the magnitude "
+    "images and reads their phase on the border slices to suggest microbleed (paramagnetic) or "
+    "calcification (diamagnetic). Automated, not verified by a physician; review the source "
+    "magnitude and phase images before reporting.")
+
+#: One display colour per class, shared by the SEG (Recommended Display CIELab Value) and the
+#: summary images, as sRGB. Chosen to read on a grey MR (which has no chroma, a* = b* = 0): each
+#: is saturated (CIELab chroma 41-87), so even a one-voxel spot stands out at any grey level;
+#: red for microbleed (blood products, the colour readers expect); cyan for calcification, the
+#: hue opposite red, and bright (L* 76); yellow for indeterminate, the caution colour. For
+#: red-green colour-blind readers the three still differ: cyan is blue-ish against red and
+#: yellow on the blue-yellow axis, and red (L* 58) is far darker than yellow (L* 87).
+CLASS_DISPLAY_RGB: dict[Finding, tuple[int, int, int]] = {
+    Finding.MICROBLEED: (255, 70, 70),      # red
+    Finding.CALCIFICATION: (70, 200, 255),  # cyan
+    Finding.INDETERMINATE: (255, 215, 0),   # yellow
+}
 
 SERIES_DESCRIPTIONS = {
     "sr": "borderphase SR",
@@ -65,6 +86,12 @@ class TrackedSpot:
         return self.tracking.identifier
 
     @property
+    def description(self) -> str:
+        """The identifier with the class in words ("CMB 1 microbleed", "Indet 2 indeterminate"):
+        what a viewer that shows only labels must still say (SEG segment label, KOS)."""
+        return f"{self.tracking.identifier} {self.finding.value}"
+
+    @property
     def tracking_uid(self) -> str:
         return self.tracking.uid
 
@@ -92,6 +119,9 @@ class ResultContext:
     series_numbers: dict[str, int]
     series_uids: dict[str, str] = field(default_factory=dict)
     previous_srs: list[pydicom.Dataset] = field(default_factory=list)  # SRs this one supersedes
+    #: When these results were made: the Series Date/Time of every result series (one value, so
+    #: the SR, SEG, summary and KOS series of one analysis sort together in an archive).
+    created: datetime = field(default_factory=datetime.now)
 
     @property
     def source_datasets(self) -> list[pydicom.Dataset]:
@@ -169,13 +199,15 @@ def _region_on_slice(label_map: np.ndarray, spot: ReportedSpot, slice_index: int
 
 def assign_tracking(spots: Sequence[ReportedSpot]) -> dict[int, TrackingIdentity]:
     """Spot id -> its tracking identity (TID 1410): identifiers numbered per finding in spot-id
-    order ("CMB 1", "CMB 2", "Calc 1"), a fresh Tracking UID each."""
+    order and naming the class ("CMB 1 microbleed", "Calc 1 calcification", "Indet 1 indeterminate"),
+    so the SR group and SEG segment a viewer lists say what the spot is; a fresh Tracking UID each."""
     per_finding = {f: 0 for f in Finding}
     out: dict[int, TrackingIdentity] = {}
     for spot in sorted(spots, key=lambda s: s.id):
         per_finding[spot.finding] += 1
-        out[spot.id] = TrackingIdentity(f"{codes.TRACKING_PREFIX[spot.finding]} {per_finding[spot.finding]}",
-                                        str(generate_uid()))
+        out[spot.id] = TrackingIdentity(
+            f"{codes.TRACKING_PREFIX[spot.finding]} {per_finding[spot.finding]} {spot.finding.value}",
+            str(generate_uid()))
     return out
 
 
@@ -253,10 +285,24 @@ def declare_private_scheme(ds: pydicom.Dataset) -> None:
     ds.CodingSchemeIdentificationSequence = seq
 
 
+def dicom_date_time(when: datetime) -> tuple[str, str]:
+    """(DA, TM) strings of a local time: "20261201", "132752"."""
+    return when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+
+
 def finish(ctx: ResultContext, ds: pydicom.Dataset, kind: str) -> pydicom.Dataset:
-    """Common final touches: patient/study from the source, series description, equipment."""
+    """Common final touches: patient/study from the source, series description and date/time,
+    content date/time, equipment.
+
+    Series Date/Time (General Series, SR Document Series and Key Object Document Series modules,
+    type 3) are written on every result series: archives and viewers sort and label series by
+    them (Orthanc Explorer files a series without them under "?"). Content Date/Time (in every IOD
+    written here) keep the builder's value, or get the analysis time when missing."""
     copy_patient_study(ctx.template, ds)
     ds.SeriesDescription = SERIES_DESCRIPTIONS[kind]
+    ds.SeriesDate, ds.SeriesTime = dicom_date_time(ctx.created)
+    if not ds.get("ContentDate") or not ds.get("ContentTime"):
+        ds.ContentDate, ds.ContentTime = dicom_date_time(ctx.created)
     ds.SoftwareVersions = ctx.algorithm_version
     if "ManufacturerModelName" not in ds:
         ds.ManufacturerModelName = MODEL_NAME

@@ -50,6 +50,8 @@ class ReportedSpot:
     lower_border_pattern: Optional[int]
     confidence: float                           # 0..1 (SR: certainty of finding, %)
     reason: str = ""                            # why indeterminate, or what decided
+    largest_slice: Optional[int] = None         # slice where the spot's cross-section is largest
+    largest_diameter_mm: Optional[float] = None  # in-plane equivalent-circle diameter there
 
     @property
     def border_slice(self) -> int:
@@ -79,6 +81,6 @@ class TrackingIdentity:
     """How every result object names one spot (TID 1410 Tracking Identifier and UID; SEG
     Tracking ID and UID and segment label)."""
 
-    identifier: str                             # what a human reads: "CMB 3", "Calc 1", "Indet 2"
+    identifier: str                             # what a human reads: "CMB 3 microbleed", "Calc 1 calcification"
     uid: str                                    # shared by the SR measurement group and the SEG segment
 

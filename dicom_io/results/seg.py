@@ -1,9 +1,14 @@
 """Binary Segmentation of the spots, pixel-aligned with the magnitude series (highdicom).
 
-One segment per spot (PS3.3 C.8.20.2 Segment Sequence): label = the SR tracking identifier
-("CMB 3"), Tracking ID/UID = the SR group's, category Morphologically abnormal structure
-(SCT 49755003, CID 7150), type the finding (microbleed / calcification / lesion of brain),
-anatomic region brain. Frames that hold no spot are omitted.
+One segment per spot (PS3.3 C.8.20.2 Segment Sequence): label = the SR tracking identifier with
+the class in words ("CMB 3 microbleed": a viewer's segment list shows the label, not the coded
+type), Tracking ID/UID = the SR group's ("CMB 3"), category Morphologically abnormal structure
+(SCT 49755003, CID 7150), type the finding (hemorrhage / calcification / lesion of brain, see
+:mod:`.codes`), anatomic region brain, a Segment Description with the class, diameter and
+border pattern, and a Recommended Display CIELab Value per class (the summary images' colours,
+:data:`~dicom_io.results.context.CLASS_DISPLAY_RGB`). The object says what it is in its Content
+Description ("... NOT FOR PRIMARY DIAGNOSIS") and Image Comments (intended use). Frames that
+hold no spot are omitted.
 
 Geometry: the plane positions come from the magnitude volume's frames, so the same code serves
 classic sources (one instance per slice) and enhanced sources (one multi-frame instance);
@@ -22,7 +27,12 @@ import numpy as np
 import pydicom
 
 from dicom_io.results import codes
-from dicom_io.results.context import source_names_tolerated, DEVICE_SERIAL_NUMBER, MANUFACTURER, MODEL_NAME, ResultContext, TrackedSpot, finish
+from dicom_io.results.context import (CLASS_DISPLAY_RGB, DEVICE_SERIAL_NUMBER, INTENDED_USE, MANUFACTURER,
+                                      MODEL_NAME, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot, finish,
+                                      source_names_tolerated)
+
+#: Long String (LO) values hold at most 64 characters (PS3.5 6.2).
+LO_MAX = 64
 
 
 def _geometry(ctx: ResultContext):
@@ -80,11 +90,24 @@ def _shared_geometry_copy(ds: pydicom.Dataset) -> pydicom.Dataset:
     return out
 
 
+def display_colour(spot: TrackedSpot) -> hd.color.CIELabColor:
+    """The class's recommended display colour (one per class, as on the summary images)."""
+    return hd.color.CIELabColor.from_rgb(*CLASS_DISPLAY_RGB[spot.finding])
+
+
+def segment_text(spot: TrackedSpot) -> str:
+    """Segment Description (LO): "CMB 1 microbleed, 3.2 mm, border pattern 1 (black)"."""
+    facts = spot.reported
+    pattern = ("not assessable" if facts.border_pattern is None
+               else f"{facts.border_pattern} ({codes.PATTERN_SHORT[facts.border_pattern]})")
+    return f"{spot.description}, {facts.diameter_mm:.1f} mm, border pattern {pattern}"[:LO_MAX]
+
+
 def segment_description(spot: TrackedSpot, algo: hd.AlgorithmIdentificationSequence
                         ) -> hd.seg.SegmentDescription:
-    return hd.seg.SegmentDescription(
+    item = hd.seg.SegmentDescription(
         segment_number=spot.segment_number,
-        segment_label=spot.label,
+        segment_label=spot.description[:LO_MAX],
         segmented_property_category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
         segmented_property_type=codes.FINDING_BY_CLASS[spot.finding],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
@@ -92,7 +115,10 @@ def segment_description(spot: TrackedSpot, algo: hd.AlgorithmIdentificationSeque
         tracking_uid=spot.tracking_uid,
         tracking_id=spot.label,
         anatomic_regions=[codes.BRAIN],
+        display_color=display_colour(spot),
     )
+    item.SegmentDescription = segment_text(spot)   # (0062,0006), type 3; highdicom has no argument
+    return item
 
 
 @source_names_tolerated()
@@ -136,11 +162,13 @@ def build_seg(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> 
         software_versions=ctx.algorithm_version,
         device_serial_number=DEVICE_SERIAL_NUMBER,
         content_label="BORDERPHASE",
-        content_description="Dark spots read by the border-slice phase method",
+        content_description=f"Dark spots - {NOT_FOR_DIAGNOSIS}"[:LO_MAX],
         pixel_measures=pixel_measures,
         plane_orientation=plane_orientation,
         plane_positions=plane_positions,
         omit_empty_frames=True,
         further_source_images=further or None,
     )
+    # General Image Module (part of the SEG IOD): the disclaimer and intended use in words
+    seg.ImageComments = f"{NOT_FOR_DIAGNOSIS}. {INTENDED_USE}"
     return finish(ctx, seg, "seg")

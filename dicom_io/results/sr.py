@@ -1,21 +1,33 @@
 """Comprehensive 3D SR, TID 1500 Measurement Report, for one analysed pair (highdicom).
 
-Content (PS3.16 TID 1500 and its included templates):
+Content (PS3.16 TID 1500 and its included templates), shaped so that viewers render it
+(OHIF 3.13 draws one annotation per Tracking UID, from the first SCOORD of its groups, labelled
+with the concept names and values of its NUM items; it needs an image region in every group):
 
 - observer context (TID 1002): a device observer, the algorithm;
 - procedure reported (CID 100): LN 25056-3 "MRI unspecified body region";
-- image library (TID 1600): the magnitude and phase source instances;
-- one TID 1410 Planar ROI group per spot: tracking identifier ("CMB 3") and UID (shared with the
-  SEG segment), a SCOORD CIRCLE on the border slice read, referencing that source image (and
-  frame), finding type (microbleed / calcification / lesion of brain), finding site brain,
-  algorithm identification (TID 4019: name, version, phase convention and its source),
-  measurements diameter (mm) and certainty of finding (%), qualitative evaluations border,
-  upper/lower border and central phase patterns and the phase convention (private scheme
-  99BORDERPHASE, declared in the Coding Scheme Identification Sequence);
-- one TID 1501 group for the study: counts per class and present/absent per finding type.
+- image library (TID 1600): the magnitude images the regions are drawn on;
+- per spot, TID 1410 Planar ROI groups sharing its tracking identifier ("CMB 1 microbleed": the
+  class is in it) and Tracking UID (shared with the SEG segment):
+  * first, the main group: a SCOORD CIRCLE on the slice where the spot's cross-section is
+    largest, with the in-plane diameter there, finding type (microbleed / calcification /
+    lesion of brain), algorithm identification (TID 4019: name, version, phase convention and
+    its source), measurements diameter (mm) and the certainty of the call named after the class
+    ("Microbleed certainty", %), qualitative evaluations border, upper/lower border and central
+    phase patterns and the phase convention (private scheme 99BORDERPHASE, declared in the
+    Coding Scheme Identification Sequence), and as TEXT the classification, the reason and the
+    method's evidence (which slices were read and what they showed);
+  * then one group per border slice read (upper, lower): a circle on that slice with the
+    pattern read there, no measurements (so a viewer that merges groups by Tracking UID keeps
+    the main group's circle and labels);
+- report-level qualitative evaluations (TID 1500 row 12 container): microbleed and calcification
+  present/absent, the phase convention, the counts (lesions, microbleeds, calcifications,
+  indeterminate spots) as TEXT, a disclaimer ("DERIVED RESULT - NOT FOR PRIMARY DIAGNOSIS")
+  and the intended use. No measurement group without an image region.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import highdicom as hd
@@ -25,8 +37,19 @@ from pydicom.sr.codedict import codes as pcodes
 
 from dicom_io.results import codes
 from dicom_io.results.report import Finding
-from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, ResultContext, TrackedSpot, \
-    declare_private_scheme, finish
+from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, \
+    NOT_FOR_DIAGNOSIS, ResultContext, SpotRegion, TrackedSpot, declare_private_scheme, finish, _region_on_slice
+
+INTENDED_USE = (
+    "Research tool, not a medical device: marks small dark spots on GRE/SWI magnitude images and "
+    "suggests microbleed or calcification from the phase pattern of each spot's border slices "
+    "(border-slice phase method) under the stated phase convention. Every suggestion must be checked "
+    "by a radiologist on the source images; an indeterminate spot has no suggestion.")
+
+#: The role of a region, as the TEXT "Region shown" of its group says it.
+ROLE_LARGEST = "largest cross-section"
+ROLE_UPPER = "upper border slice read"
+ROLE_LOWER = "lower border slice read"
 
 
 def algorithm_identification(ctx: ResultContext) -> hd.sr.AlgorithmIdentification:
@@ -56,12 +79,43 @@ def _observation_context() -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=device)
 
 
-def _circle_region(ctx: ResultContext, spot: TrackedSpot) -> hd.sr.ImageRegion:
+@dataclass(frozen=True)
+class LargestSection:
+    """Where a spot's cross-section is largest: slice index and in-plane diameter there."""
+
+    slice_index: int
+    diameter_mm: float
+
+
+def largest_section(ctx: ResultContext, spot: TrackedSpot) -> LargestSection:
+    """The slice where the spot is largest and its in-plane equivalent-circle diameter there:
+    as reported when the input says so, else from the label map's per-slice areas (the reported
+    diameter when the label map does not show the spot)."""
+    facts = spot.reported
+    areas = (ctx.label_map == facts.id).sum(axis=(1, 2))
+    if facts.largest_slice is not None:
+        k = int(facts.largest_slice)
+    elif areas.any():
+        k = int(np.argmax(areas))
+    else:
+        k = int(facts.central_slice)
+    if facts.largest_diameter_mm is not None:
+        d = float(facts.largest_diameter_mm)
+    elif areas[k] > 0:
+        _, dr, dc = ctx.magnitude.voxel_size_mm
+        d = float(2.0 * np.sqrt(areas[k] * dr * dc / np.pi))
+    else:
+        d = float(facts.diameter_mm)
+    if not 0 <= k < ctx.magnitude.shape[0]:
+        raise ValueError(f"spot {facts.id}: largest slice {k} outside the volume")
+    return LargestSection(k, d)
+
+
+def _circle(ctx: ResultContext, region: SpotRegion) -> hd.sr.ImageRegion:
     """SCOORD CIRCLE (centre, one point on the perimeter) in the image's pixel coordinates:
     (column, row) with (0, 0) the top-left corner of the top-left pixel (PS3.3 C.18.6.1.2)."""
-    ds, frame = ctx.frame_ref(ctx.magnitude, spot.border_slice)
-    r = spot.region
-    cx, cy = r.center_col + 0.5, r.center_row + 0.5
+    ds, frame = ctx.frame_ref(ctx.magnitude, region.slice_index)
+    cx, cy = region.center_col + 0.5, region.center_row + 0.5
     source = hd.sr.SourceImageForRegion(
         referenced_sop_class_uid=ds.SOPClassUID,
         referenced_sop_instance_uid=ds.SOPInstanceUID,
@@ -69,18 +123,63 @@ def _circle_region(ctx: ResultContext, spot: TrackedSpot) -> hd.sr.ImageRegion:
     )
     return hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
-        graphic_data=np.array([[cx, cy], [cx + r.radius_px, cy]], dtype=float),
+        graphic_data=np.array([[cx, cy], [cx + region.radius_px, cy]], dtype=float),
         source_image=source,
     )
+
+
+def _main_region(ctx: ResultContext, spot: TrackedSpot, largest: LargestSection) -> SpotRegion:
+    """The spot's circle on its largest slice: centred on its label there, radius its real
+    in-plane radius (in columns' pixel spacing)."""
+    at = _region_on_slice(ctx.label_map, spot.reported, largest.slice_index, ctx.magnitude)
+    _, _, dc = ctx.magnitude.voxel_size_mm
+    radius_px = max(largest.diameter_mm / 2.0 / max(dc, 1e-6), 0.5)
+    return SpotRegion(largest.slice_index, at.center_row, at.center_col, radius_px)
 
 
 def _qualitative(name, value) -> hd.sr.QualitativeEvaluation:
     return hd.sr.QualitativeEvaluation(name=name, value=value)
 
 
-def _spot_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIdentification
+def _text(name, value: str, relationship=hd.sr.RelationshipTypeValues.CONTAINS) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=name, value=value, relationship_type=relationship)
+
+
+def _pattern_text(pattern: Optional[int]) -> str:
+    return "not assessable" if pattern is None else codes.PATTERN_MEANINGS[int(pattern)]
+
+
+def _image_number(ctx: ResultContext, slice_index: int) -> str:
+    """How a reader finds a slice: its instance number (and frame for enhanced sources)."""
+    ds, frame = ctx.frame_ref(ctx.magnitude, slice_index)
+    inst = ds.get("InstanceNumber", None)
+    where = f"image {inst}" if inst is not None else f"slice {slice_index + 1}"
+    return where if frame is None else f"{where} frame {frame}"
+
+
+def evidence_text(ctx: ResultContext, spot: TrackedSpot, largest: LargestSection) -> str:
+    """What the method read for one spot, in words (slices named as a reader finds them)."""
+    f = spot.reported
+    parts = [
+        f"largest cross-section {largest.diameter_mm:.1f} mm on {_image_number(ctx, largest.slice_index)}",
+        f"upper border ({_image_number(ctx, f.upper_border_slice)}): {_pattern_text(f.upper_border_pattern)}",
+        f"lower border ({_image_number(ctx, f.lower_border_slice)}): {_pattern_text(f.lower_border_pattern)}",
+        f"central ({_image_number(ctx, f.central_slice)}): {_pattern_text(f.central_pattern)}",
+        f"decisive border pattern: {_pattern_text(f.border_pattern)}",
+        f"phase convention {ctx.report.phase_convention} ({ctx.report.convention_source})",
+        f"seen on {len(f.slice_indices)} slice(s)",
+    ]
+    return "; ".join(parts)
+
+
+def _tracking(spot: TrackedSpot) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(uid=spot.tracking_uid, identifier=spot.label)
+
+
+def _main_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIdentification
                 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     facts = spot.reported
+    largest = largest_section(ctx, spot)
     evaluations = [
         _qualitative(codes.BORDER_PATTERN, codes.pattern_code(facts.border_pattern)),
         _qualitative(codes.CENTRAL_PATTERN, codes.pattern_code(facts.central_pattern)),
@@ -92,44 +191,81 @@ def _spot_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIden
             evaluations.append(_qualitative(name, codes.pattern_code(pattern)))
     measurements = [
         hd.sr.Measurement(name=codes.DIAMETER, value=float(facts.diameter_mm), unit=codes.UNIT_MM),
-        hd.sr.Measurement(name=codes.CERTAINTY_OF_FINDING,
+        hd.sr.Measurement(name=codes.CERTAINTY_BY_CLASS[spot.finding],
                           value=round(100.0 * float(facts.confidence), 1), unit=codes.UNIT_PERCENT),
     ]
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=spot.tracking_uid, identifier=spot.label),
-        referenced_region=_circle_region(ctx, spot),
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(spot),
+        referenced_region=_circle(ctx, _main_region(ctx, spot, largest)),
         finding_type=codes.FINDING_BY_CLASS[spot.finding],
         algorithm_id=algo,
-        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.BRAIN)],
         measurements=measurements,
         qualitative_evaluations=evaluations,
     )
+    texts = [
+        _text(codes.CLASSIFICATION_TEXT, spot.finding.value),
+        _text(codes.REGION_SHOWN_TEXT, f"{ROLE_LARGEST} ({_image_number(ctx, largest.slice_index)}, "
+                                       f"{largest.diameter_mm:.1f} mm)"),
+        _text(codes.EVIDENCE_TEXT, evidence_text(ctx, spot, largest)),
+    ]
+    if facts.reason:
+        texts.insert(1, _text(codes.REASON_TEXT, facts.reason))
+    group[0].ContentSequence.extend(texts)
+    return group
 
 
-def _study_group(ctx: ResultContext, algo: hd.sr.AlgorithmIdentification
-                 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group: how many of each, and present/absent per finding type."""
+def border_slices(spot: TrackedSpot) -> list[tuple[str, int, Optional[int], hd.sr.CodedConcept]]:
+    """(role, slice, pattern read there, its concept) of each distinct border slice read."""
+    f = spot.reported
+    out = [(ROLE_UPPER, f.upper_border_slice, f.upper_border_pattern, codes.UPPER_BORDER_PATTERN)]
+    if f.lower_border_slice != f.upper_border_slice:
+        out.append((ROLE_LOWER, f.lower_border_slice, f.lower_border_pattern, codes.LOWER_BORDER_PATTERN))
+    return out
+
+
+def _border_groups(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIdentification
+                   ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    """One group per border slice read, same tracking identity as the main group: the circle on
+    that slice (the spot's label there) and the pattern read on it; no measurements."""
+    groups = []
+    for role, k, pattern, concept in border_slices(spot):
+        if not 0 <= k < ctx.magnitude.shape[0]:
+            raise ValueError(f"spot {spot.reported.id}: border slice {k} outside the volume")
+        region = _region_on_slice(ctx.label_map, spot.reported, k, ctx.magnitude)
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(spot),
+            referenced_region=_circle(ctx, region),
+            finding_type=codes.FINDING_BY_CLASS[spot.finding],
+            algorithm_id=algo,
+            qualitative_evaluations=[_qualitative(concept, codes.pattern_code(pattern))],
+        )
+        group[0].ContentSequence.append(_text(codes.REGION_SHOWN_TEXT, f"{role} ({_image_number(ctx, k)})"))
+        groups.append(group)
+    return groups
+
+
+def study_evaluations(ctx: ResultContext) -> hd.sr.ContainerContentItem:
+    """TID 1500 row 12 "Qualitative Evaluations": what the study-level result says. CODE items:
+    microbleed / calcification present or absent, the phase convention; TEXT items: the counts
+    (the container takes CODE and TEXT only), the disclaimer and the intended use."""
     n = ctx.counts()
-    count = lambda name, v: hd.sr.Measurement(name=name, value=float(v), unit=codes.UNIT_COUNT)  # noqa: E731
     present = lambda c: codes.PRESENT if n[c] else codes.ABSENT  # noqa: E731
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Study summary"),
-        finding_type=codes.FINDING_TYPE_SUMMARY,
-        algorithm_id=algo,
-        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.BRAIN)],
-        measurements=[
-            count(codes.NUMBER_OF_LESIONS, len(ctx.spots)),
-            count(codes.NUMBER_OF_MICROBLEEDS, n[Finding.MICROBLEED]),
-            count(codes.NUMBER_OF_CALCIFICATIONS, n[Finding.CALCIFICATION]),
-            count(codes.NUMBER_OF_INDETERMINATE, n[Finding.INDETERMINATE]),
-        ],
-        qualitative_evaluations=[
-            _qualitative(codes.MICROBLEED, present(Finding.MICROBLEED)),
-            _qualitative(codes.CALCIFICATION, present(Finding.CALCIFICATION)),
-            _qualitative(codes.LESION_OF_BRAIN, present(Finding.INDETERMINATE)),
-            _qualitative(codes.PHASE_CONVENTION, codes.convention_code(ctx.report.phase_convention)),
-        ],
-    )
+    rel = hd.sr.RelationshipTypeValues.CONTAINS
+    items = [
+        hd.sr.CodeContentItem(name=codes.MICROBLEED, value=present(Finding.MICROBLEED), relationship_type=rel),
+        hd.sr.CodeContentItem(name=codes.CALCIFICATION, value=present(Finding.CALCIFICATION), relationship_type=rel),
+        hd.sr.CodeContentItem(name=codes.PHASE_CONVENTION, value=codes.convention_code(ctx.report.phase_convention),
+                              relationship_type=rel),
+        _text(codes.NUMBER_OF_LESIONS, str(len(ctx.spots))),
+        _text(codes.NUMBER_OF_MICROBLEEDS, str(n[Finding.MICROBLEED])),
+        _text(codes.NUMBER_OF_CALCIFICATIONS, str(n[Finding.CALCIFICATION])),
+        _text(codes.NUMBER_OF_INDETERMINATE, str(n[Finding.INDETERMINATE])),
+        _text(codes.DISCLAIMER_TEXT, NOT_FOR_DIAGNOSIS),
+        _text(codes.INTENDED_USE_TEXT, INTENDED_USE),
+    ]
+    container = hd.sr.ContainerContentItem(name=codes.QUALITATIVE_EVALUATIONS, relationship_type=rel)
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
 
 
 def _is_multiframe(ds: pydicom.Dataset) -> bool:
@@ -174,8 +310,8 @@ def _strip_multiframe_positions(content: pydicom.Dataset, multiframe_uids: set[s
 def library_datasets(ctx: ResultContext) -> tuple[list[pydicom.Dataset], set[str]]:
     """Datasets for the image library (TID 1600) and the UIDs of multi-frame ones.
 
-    The library lists the images the report's regions point at: the magnitude image of the
-    border slice each spot is drawn on (the whole instance for enhanced sources). All
+    The library lists the images the report's regions point at: the magnitude images of the
+    largest and border slices each spot is drawn on (the whole instance for enhanced sources). All
     magnitude and phase instances are listed as evidence (Current Requested Procedure Evidence
     Sequence); 120 library entries of a 60-slice pair would bury the findings, triple the
     build time and make validators crawl (PixelMed needs minutes for a few hundred items)."""
@@ -185,8 +321,10 @@ def library_datasets(ctx: ResultContext) -> tuple[list[pydicom.Dataset], set[str
             frames_by_uid.setdefault(fh.dataset.SOPInstanceUID, []).append(fh)
     wanted: dict[str, pydicom.Dataset] = {}
     for spot in ctx.spots:
-        ds = ctx.magnitude.frames[spot.border_slice].dataset
-        wanted.setdefault(ds.SOPInstanceUID, ds)
+        slices = [largest_section(ctx, spot).slice_index] + [k for _, k, _, _ in border_slices(spot)]
+        for k in slices:
+            ds = ctx.magnitude.frames[k].dataset
+            wanted.setdefault(ds.SOPInstanceUID, ds)
     if not wanted:   # no spots: the first magnitude image stands for the series read
         ds = ctx.magnitude.frames[0].dataset
         wanted.setdefault(ds.SOPInstanceUID, ds)
@@ -204,20 +342,35 @@ def library_datasets(ctx: ResultContext) -> tuple[list[pydicom.Dataset], set[str
 def build_sr(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 Measurement Report of one pair, as a Comprehensive 3D SR instance."""
     algo = algorithm_identification(ctx)
-    groups: list = [_spot_group(ctx, s, algo) for s in ctx.spots]
-    groups.append(_study_group(ctx, algo))
+    groups: list = []
+    for spot in ctx.spots:
+        groups.append(_main_group(ctx, spot, algo))
+        groups.extend(_border_groups(ctx, spot, algo))
     library, multiframe = library_datasets(ctx)
+    # highdicom requires at least one measurement group; a study without spots gets a stand-in
+    # that is removed again, leaving the report-level evaluations (TID 1500 rows 6/10/12: at
+    # least one container; an empty "Imaging Measurements" container would break row 7's 1-n).
+    stand_in = not groups
+    if stand_in:
+        groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="none"))]
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(),
         procedure_reported=codes.PROCEDURE_MR,
         imaging_measurements=groups,
         referenced_images=library,
     )
+    root = report[0]
+    if stand_in:
+        root.ContentSequence = [c for c in root.ContentSequence
+                                if not (c.ValueType == "CONTAINER" and
+                                        c.ConceptNameCodeSequence[0].CodeValue == pcodes.DCM.ImagingMeasurements.value)]
+    root.ContentSequence.append(study_evaluations(ctx))
     if multiframe:
-        _strip_multiframe_positions(report[0], multiframe)
+        _strip_multiframe_positions(root, multiframe)
     sr = hd.sr.Comprehensive3DSR(
         evidence=ctx.source_datasets,
-        content=report[0],
+        content=root,
         series_instance_uid=ctx.series_uids["sr"],
         series_number=ctx.series_numbers["sr"],
         sop_instance_uid=sop_instance_uid or hd.UID(),
@@ -246,28 +399,75 @@ def read_report(sr_dataset: pydicom.Dataset) -> hd.sr.MeasurementReport:
     return hd.sr.MeasurementReport.from_sequence(sr.content)
 
 
+def _texts(item: pydicom.Dataset) -> dict[str, str]:
+    """Concept code value -> text of the TEXT children of one content item."""
+    return {c.ConceptNameCodeSequence[0].CodeValue: c.TextValue
+            for c in item.get("ContentSequence", []) if c.ValueType == "TEXT"}
+
+
+def _region(group) -> dict:
+    region = group.roi
+    ref = region.ContentSequence[0].ReferencedSOPSequence[0]
+    return {
+        "graphic_type": region.GraphicType,
+        "graphic_data": [float(v) for v in region.GraphicData],
+        "referenced_sop_instance_uid": ref.ReferencedSOPInstanceUID,
+        "referenced_frame_numbers": _frame_numbers(ref),
+    }
+
+
 def read_spots(sr_dataset: pydicom.Dataset) -> list[dict]:
     """Read the spots back from a borderphase SR with highdicom (for tests and round trips):
-    one dict per TID 1410 group with label, tracking_uid, class, diameter_mm, certainty_pct,
-    border/central pattern, convention and the SOP instance (and frames) the region is on."""
-    out = []
+    one dict per spot (its main TID 1410 group, the one with measurements) with label,
+    tracking_uid, class, diameter_mm, certainty_pct, border/central pattern, convention, the
+    texts (reason, evidence, region shown), the SOP instance (and frames) its circle is on, and
+    ``border_regions``: the further groups of the same Tracking UID (role, pattern, region)."""
+    out: dict[str, dict] = {}
+    borders: dict[str, list] = {}
     for group in read_report(sr_dataset).get_planar_roi_measurement_groups():
-        measurements = {m.name.value: m.value for m in group.get_measurements()}
+        uid = str(group.tracking_uid)
+        texts = _texts(group[0])
         evaluations = {q.name.value: q.value for q in group.get_qualitative_evaluations()}
-        region = group.roi
-        ref = region.ContentSequence[0].ReferencedSOPSequence[0]
-        out.append({
+        measurements = {m.name.value: m.value for m in group.get_measurements()}
+        if codes.DIAMETER.value not in measurements:
+            pattern = next(iter(evaluations.values()), None)
+            borders.setdefault(uid, []).append({
+                "label": group.tracking_identifier,
+                "class": codes.class_from_finding(group.finding_type),
+                "role": texts.get(codes.REGION_SHOWN_TEXT.value, ""),
+                "pattern": None if pattern is None else codes.pattern_from_code(pattern),
+                **_region(group)})
+            continue
+        cls = codes.class_from_finding(group.finding_type)
+        out[uid] = {
             "label": group.tracking_identifier,
-            "tracking_uid": str(group.tracking_uid),
-            "class": codes.class_from_finding(group.finding_type),
+            "tracking_uid": uid,
+            "class": cls,
             "diameter_mm": float(measurements[codes.DIAMETER.value]),
-            "certainty_pct": float(measurements[codes.CERTAINTY_OF_FINDING.value]),
+            "certainty_pct": float(measurements[codes.CERTAINTY_BY_CLASS[cls].value]),
             "border_pattern": codes.pattern_from_code(evaluations[codes.BORDER_PATTERN.value]),
             "central_pattern": codes.pattern_from_code(evaluations[codes.CENTRAL_PATTERN.value]),
             "convention": codes.convention_from_code(evaluations[codes.PHASE_CONVENTION.value]),
-            "graphic_type": region.GraphicType,
-            "graphic_data": [float(v) for v in region.GraphicData],
-            "referenced_sop_instance_uid": ref.ReferencedSOPInstanceUID,
-            "referenced_frame_numbers": _frame_numbers(ref),
-        })
+            "classification_text": texts.get(codes.CLASSIFICATION_TEXT.value),
+            "reason": texts.get(codes.REASON_TEXT.value, ""),
+            "evidence": texts.get(codes.EVIDENCE_TEXT.value, ""),
+            "region_shown": texts.get(codes.REGION_SHOWN_TEXT.value, ""),
+            **_region(group),
+        }
+    for uid, spot in out.items():
+        spot["border_regions"] = borders.pop(uid, [])
+    if borders:
+        raise ValueError(f"SR has region groups without a main group: tracking UIDs {sorted(borders)}")
+    return list(out.values())
+
+
+def read_study(sr_dataset: pydicom.Dataset) -> dict[str, str]:
+    """The report-level qualitative evaluations (TID 1500 row 12), by concept code value: the
+    code value of CODE items' values, the text of TEXT items."""
+    out: dict[str, str] = {}
+    for c in sr_dataset.ContentSequence:
+        if c.ValueType == "CONTAINER" and c.ConceptNameCodeSequence[0].CodeValue == codes.QUALITATIVE_EVALUATIONS.value:
+            for item in c.get("ContentSequence", []):
+                key = item.ConceptNameCodeSequence[0].CodeValue
+                out[key] = item.ConceptCodeSequence[0].CodeValue if item.ValueType == "CODE" else item.TextValue
     return out

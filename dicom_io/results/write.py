@@ -52,9 +52,10 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
                   previous_sr_paths: Sequence[Union[str, Path]] = ()) -> WrittenResults:
     """Write SR, SEG, summary SC images and KOS for one analysed pair into ``out_dir``.
 
-    Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``) and the tracking
-    identity assigned to each spot (the SR measurement group and the SEG segment share it;
-    the caller names its findings with it). A pair with no spots
+    Built in this order, the KOS last: it references the SR, SEG and summary instances as well
+    as the key images. Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``) and
+    the tracking identity assigned to each spot (the SR measurement group and the SEG segment
+    share it; the caller names its findings with it). A pair with no spots
     still gets an SR (findings absent), a summary image saying so, and no SEG or KOS (a SEG
     needs a segment, a KOS a key image). ``previous_sr_paths``: SRs of an earlier version of
     this study (a study reopened by late instances); those on the same magnitude series become
@@ -78,7 +79,8 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
         if "summary" in include:
             objects.extend(("summary", im) for im in summary.build_summary(ctx))
         if "kos" in include and ctx.spots:
-            objects.append(("kos", kos.build_kos(ctx)))
+            # last: the key object selection references every object built above
+            objects.append(("kos", kos.build_kos(ctx, [ds for _, ds in objects])))
     paths = []
     for kind, ds in objects:
         d = out / kind
