@@ -40,18 +40,21 @@ import ohif_server  # noqa: E402  (tests/viewer is not a package: the helper sit
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
-SR_STUDY_SUMMARY_GROUP = (
-    "SR defect (issue 13, fixed on branch h/sr): the study-summary measurement group has no image "
-    "reference, OHIF 3.13 throws 'Cannot read properties of undefined (reading "
-    "'ReferencedSOPSequence')' and the SR viewport stays black")
-SR_NO_CLASS = (
-    "SR defect (issue 13, fixed on branch h/sr): nothing OHIF 3.13 draws names the class; labels read "
-    "'Diameter / Certainty of Finding / Brain'")
+SEG_TWO_SERIES = (
+    "SEG defect (open, issue 13, branch h/segkos): ReferencedSeriesSequence names the magnitude and "
+    "the phase series; OHIF 3.13 warns 'Segmentation does not currently handle references to "
+    "multiple series, defaulting to first series' and attaches the overlay to whichever of them it "
+    "loaded first: on Siemens it intermittently lands on the phase series and nothing is painted")
+SEG_LABEL_REPEATS_CLASS = (
+    "SEG defect (open, issue 13, branch h/segkos): segment labels repeat the class, e.g. 'CMB 1 "
+    "microbleed microbleed' (the tracking identifier already carries it)")
 OHIF_PANEL_NEEDS_REHYDRATION = (
-    "SR not rehydratable by OHIF 3.13: its measurement panel lists only tracked (rehydrated) "
-    "measurements, and the tracking identifier ('CMB 1') is drawn nowhere else; OHIF rehydrates a "
-    "group whose Tracking Identifier starts with 'Cornerstone3DTools@^0.1.0:CircleROI' (label from a "
-    "TEXT (121106, DCM, 'Comment')), while the borderphase SR uses 'CMB 1 microbleed'")
+    "SR defect (open, issue 13): OHIF 3.13 cannot rehydrate the borderphase SR's spots, so its "
+    "measurement panel stays 'Measurements (0) / No tracked measurements' and the spot's name "
+    "('CMB 1') is drawn nowhere; OHIF rehydrates only Cornerstone's own TID 300 layout (Tracking "
+    "Identifier 'Cornerstone3DTools@^0.1.0:CircleROI', NUMs INFERRED FROM the SCOORD, label from a "
+    "TEXT (121106, DCM, 'Comment')): renaming the identifier alone fails with 'No spatial "
+    "coordinates group found'")
 
 
 class PageShows(AssertionError):
@@ -131,8 +134,10 @@ def seen(request, stack: Stack, tmp_path_factory) -> dict:
     (analysis,) = findings["analyses"]
     for path in sorted((REPO / "sample_dicom" / vendor).glob("*.dcm")):
         stack.upload(path)
-    uploaded = {kind: [stack.upload(p) for p in sorted((out / "results" / kind).glob("*.dcm"))]
+    uploaded = {kind: {p: stack.upload(p) for p in sorted((out / "results" / kind).glob("*.dcm"))}
                 for kind in ("sr", "seg", "summary", "kos")}
+    # The study overview card is the summary series' first image.
+    overview = min(uploaded["summary"], key=lambda p: int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber))
     seg_file = next((out / "results" / "seg").glob("*.dcm"))
     shots = out / "shots"
     shots.mkdir()
@@ -142,9 +147,11 @@ def seen(request, stack: Stack, tmp_path_factory) -> dict:
         "sr_description": "borderphase SR", "seg_description": "borderphase SEG",
         "expected_spots": len(analysis["lesions"]),
         "magnitude_series_number": series_number(REPO / "sample_dicom" / vendor, analysis["magnitude_series_uid"]),
+        "magnitude_series_uid": analysis["magnitude_series_uid"],
+        "seg_series_uid": str(pydicom.dcmread(seg_file, stop_before_pixels=True).SeriesInstanceUID),
         "segment_labels": segment_labels(seg_file),
-        "summary_series_id": uploaded["summary"][0]["ParentSeries"],
-        "summary_instance_id": uploaded["summary"][0]["ID"],
+        "summary_series_id": uploaded["summary"][overview]["ParentSeries"],
+        "summary_instance_id": uploaded["summary"][overview]["ID"],
     }
     job_path = shots / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
@@ -160,7 +167,8 @@ def seen(request, stack: Stack, tmp_path_factory) -> dict:
             if (shots / f"{name}.png").is_file():
                 shutil.copyfile(shots / f"{name}.png", Path(copy_to) / f"viewer_{vendor}_{what}.png")
     return {"vendor": vendor, "lesions": analysis["lesions"], "observed": observed, "shots": shots,
-            "segment_labels": job["segment_labels"]}
+            "segment_labels": job["segment_labels"], "seg_file": seg_file,
+            "magnitude_series_uid": analysis["magnitude_series_uid"]}
 
 
 def short_label(lesion: dict) -> str:
@@ -201,15 +209,18 @@ def test_viewer_stays_on_one_origin(seen):
     assert "borderphase SR" in step(seen, "study")["thumbnails"]
 
 
-@known_defect(SR_STUDY_SUMMARY_GROUP)
 def test_sr_opens_without_error(seen):
+    """Issue 13: a measurement group without an image reference (the old study-summary group) made
+    OHIF throw "Cannot read properties of undefined (reading 'ReferencedSOPSequence')" and blank
+    the viewport (benchmarks/viewer_before_GE_sr.png)."""
     sr = step(seen, "sr")
     expect(seen["observed"]["error_lines"] == [], f"{seen['vendor']}: {seen['observed']['error_lines'][:3]}")
     expect(not sr["viewport_black"], f"{seen['vendor']}: SR viewport is black")
 
 
-@known_defect(SR_STUDY_SUMMARY_GROUP)
 def test_every_spot_drawn_with_diameter_and_certainty(seen):
+    """Stepping through the SR viewport's measurements draws every spot with its diameter and
+    certainty as findings.json has them."""
     step(seen, "sr")
     missing = []
     for lesion in seen["lesions"]:
@@ -219,8 +230,8 @@ def test_every_spot_drawn_with_diameter_and_certainty(seen):
     expect(not missing, f"{seen['vendor']}: not drawn as expected: {missing}; drawn: {sr_boxes(seen)}")
 
 
-@known_defect(SR_NO_CLASS)
 def test_every_spot_drawn_with_its_class(seen):
+    """Issue 13: labels read "Diameter / Certainty of Finding / Brain", nothing named the class."""
     step(seen, "sr")
     wrong = [(short_label(lesion), lesion["classification"], box_of(seen, lesion)) for lesion in seen["lesions"]
              if not re.search(lesion["classification"], box_of(seen, lesion) or "", re.IGNORECASE)]
@@ -237,14 +248,34 @@ def test_measurement_panel_lists_every_spot(seen):
 
 
 def test_seg_overlay_on_every_spot(seen):
-    """Every spot is a segment named after it, and OHIF paints it where it jumps for that segment."""
+    """Every spot is a segment named after it, OHIF paints it where it jumps for that segment, and
+    the colours are the SEG's own (issue 13: without RecommendedDisplayCIELabValue OHIF says it
+    used its defaults)."""
     seg = step(seen, "seg")
+    expect("RecommendedDisplayCIELabValue not found" not in seg["notices_on_load"],
+           f"{seen['vendor']}: OHIF used default segment colours")
     for lesion in seen["lesions"]:
         assert any(label.startswith(short_label(lesion)) for label in seen["segment_labels"]), \
             f"{seen['vendor']}: no segment for {short_label(lesion)}: {seen['segment_labels']}"
     for entry in seg["segments"]:
         assert entry["listed"], f"{seen['vendor']}: segment {entry['label']!r} not in the panel"
         assert entry["coloured_pixels"] > 0, f"{seen['vendor']}: no overlay for {entry['label']!r} at {entry['image']}"
+
+
+def test_seg_references_only_the_segmented_series(seen, request):
+    """OHIF 3.13 draws a SEG on one series: the one it references first among those loaded."""
+    referenced = [str(r.SeriesInstanceUID) for r in
+                  pydicom.dcmread(seen["seg_file"], stop_before_pixels=True).ReferencedSeriesSequence]
+    if len(set(referenced)) > 1:
+        request.applymarker(known_defect(SEG_TWO_SERIES))
+    expect(referenced == [seen["magnitude_series_uid"]],
+           f"{seen['vendor']}: SEG references series {referenced}, OHIF uses one")
+
+
+@known_defect(SEG_LABEL_REPEATS_CLASS)
+def test_segment_labels_name_each_spot_once(seen):
+    repeated = [label for label in seen["segment_labels"] if re.search(r"\b(\w+) \1\b", label)]
+    expect(not repeated, f"{seen['vendor']}: segment labels repeat a word: {repeated}")
 
 
 def test_summary_series_in_orthanc_explorer(seen):
