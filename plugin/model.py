@@ -54,6 +54,11 @@ class Lesion:
     reason: str = ""                           # why indeterminate, or what decided
     upper_border_pattern: Optional[PhasePattern] = None
     lower_border_pattern: Optional[PhasePattern] = None
+    # Where the border patterns were read: the border slice itself (None) or, when the method had
+    # to look one slice further out (equatorial ring on the border slice, or aliasing), that slice.
+    upper_read_slice: Optional[int] = None
+    lower_read_slice: Optional[int] = None
+    read_note: str = ""                        # why a slice further out was read ("" when none was)
 
     @property
     def n_slices(self) -> int:

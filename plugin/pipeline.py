@@ -57,6 +57,16 @@ class ArrayAnalysis:
     spots: list[DetectedSpot] = field(default_factory=list)
     readings: list = field(default_factory=list)     # SpotReadings per lesion (for benchmarks)
     interpretations: list = field(default_factory=list)
+    # the phase the patterns were read on (background removed) and how it was made: the
+    # summary card shows it rather than the delivered phase
+    local_phase_rad: Optional[np.ndarray] = field(default=None, repr=False)
+    local_phase_wrapped: bool = True
+    background: str = ""
+
+
+#: What the certainty (Lesion.confidence) is calibrated on (plugin.method.interpret; benchmarks/accuracy.md).
+CONFIDENCE_BASIS = ("calibrated on synthetic phantoms (GE and Siemens cohorts, benchmarks/accuracy.md), "
+                    "not on clinical cases")
 
 
 def _index_to_lps(affine_lps: np.ndarray, index) -> tuple[float, float, float]:
@@ -124,12 +134,19 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             upper_border_slice=rd.upper_slice, lower_border_slice=rd.lower_slice, central_slice=spot.central_slice,
             border_pattern=it.border_pattern, central_pattern=rd.central.pattern, classification=it.classification,
             confidence=round(it.confidence, 3), reason=it.reason, upper_border_pattern=rd.upper.pattern,
-            lower_border_pattern=rd.lower.pattern))
+            lower_border_pattern=rd.lower.pattern, upper_read_slice=rd.upper_read_slice,
+            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd)))
         view = label_map[spot.bbox]
         view[spot.footprint & (view == 0)] = i
         readings.append(rd)
         interps.append(it)
-    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps)
+    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, local_phase_rad=local,
+                         local_phase_wrapped=bool(wrapped), background=what)
+
+
+def _read_note(readings) -> str:
+    """Why a border was read one slice further out (``SpotReadings.*_read_why``), once."""
+    return "; ".join(dict.fromkeys(w for w in (readings.upper_read_why, readings.lower_read_why) if w))
 
 
 def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -> dict:
@@ -176,6 +193,14 @@ def findings_document(analyses: Sequence[dict], skipped: Sequence[dict]) -> dict
 def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str,
                     points_lps_mm=None, options: AnalysisOptions = AnalysisOptions()) -> PairAnalysis:
     """Analyse a paired magnitude and phase ``dicom_io.read.volume.Volume``."""
+    return analyze_pair(magnitude, phase, convention=convention, convention_source=convention_source,
+                        points_lps_mm=points_lps_mm, options=options)[0]
+
+
+def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, points_lps_mm=None,
+                 options: AnalysisOptions = AnalysisOptions()) -> tuple[PairAnalysis, ArrayAnalysis]:
+    """:func:`analyze_volumes`, and the method's own outputs (the background-removed phase the
+    patterns were read on, which :func:`report_input` passes to the summary card)."""
     res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase.data, magnitude.affine_lps,
                          convention=convention,
                          points_lps_mm=points_lps_mm, options=options)
@@ -186,7 +211,7 @@ def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str
                         magnitude_series_uid=magnitude.series_instance_uid,
                         phase_series_uid=phase.series_instance_uid, vendor=magnitude.vendor,
                         phase_convention=Handedness(convention), convention_source=convention_source,
-                        lesions=res.lesions, label_map=res.label_map, notes=notes)
+                        lesions=res.lesions, label_map=res.label_map, notes=notes), res
 
 
 MIN_USABLE_SNR = 5.0   # tissue magnitude / noise s.d. below which an echo is not used (if an earlier one exists)
@@ -254,8 +279,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         phase_series = series_by_uid[ph.series_instance_uid]
         conv, source = phase_series.phase_convention, phase_series.convention_source
         try:
-            analysis = analyze_volumes(mag, ph, convention=conv, convention_source=source,
-                                       points_lps_mm=points_lps_mm, options=options)
+            analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
+                                            points_lps_mm=points_lps_mm, options=options)
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
             log.exception("analysis of phase series %s failed", pair.phase_series_uid)
             skipped.append({"series_instance_uid": pair.phase_series_uid,
@@ -264,8 +289,9 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         analysis.notes.insert(0, note)
         tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:
-            paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths)
+            paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method)
             result_paths += paths
+        del method   # the background-removed phase volume is not needed any more
         analyses.append(analysis_dict(analysis, tracking))
     doc = findings_document(analyses, skipped)
     doc["errors"] = [p.as_dict() if hasattr(p, "as_dict") else {"path": str(p), "reason": ""} for p in scan.problems]
@@ -294,8 +320,10 @@ def _largest_section(label_map: np.ndarray, lesion: Lesion) -> tuple[int, float]
     return k, round(float(lesion.diameter_mm) * float(np.sqrt(areas[k] / central)), 2)
 
 
-def report_input(analysis: PairAnalysis) -> ReportInput:
-    """The facts the DICOM result objects report, translated from the clinical model."""
+def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None) -> ReportInput:
+    """The facts the DICOM result objects report, translated from the clinical model; ``method``:
+    the method's outputs for it (the background-removed phase the patterns were read on), when
+    at hand."""
     from dicom_io.results import Finding, ReportedSpot, ReportInput
     finding = {Classification.MICROBLEED: Finding.MICROBLEED, Classification.CALCIFICATION: Finding.CALCIFICATION,
                Classification.INDETERMINATE: Finding.INDETERMINATE}
@@ -308,22 +336,26 @@ def report_input(analysis: PairAnalysis) -> ReportInput:
         central_pattern=_pattern_number(les.central_pattern),
         upper_border_pattern=_pattern_number(les.upper_border_pattern),
         lower_border_pattern=_pattern_number(les.lower_border_pattern), confidence=les.confidence, reason=les.reason,
-        largest_slice=largest[les.id][0], largest_diameter_mm=largest[les.id][1])
+        largest_slice=largest[les.id][0], largest_diameter_mm=largest[les.id][1],
+        upper_read_slice=les.upper_read_slice, lower_read_slice=les.lower_read_slice, read_note=les.read_note)
         for les in analysis.lesions)
     return ReportInput(
         study_instance_uid=analysis.study_instance_uid, magnitude_series_uid=analysis.magnitude_series_uid,
         phase_series_uid=analysis.phase_series_uid, vendor=analysis.vendor,
         phase_convention=analysis.phase_convention, convention_source=analysis.convention_source,
-        spots=spots, label_map=analysis.label_map)
+        spots=spots, label_map=analysis.label_map,
+        local_phase_rad=None if method is None else method.local_phase_rad,
+        local_phase_wrapped=True if method is None else method.local_phase_wrapped,
+        background_removal="" if method is None else method.background, confidence_basis=CONFIDENCE_BASIS)
 
 
-def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = ()
-                   ) -> tuple[list[str], dict[int, TrackingIdentity]]:
+def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),
+                   method: Optional[ArrayAnalysis] = None) -> tuple[list[str], dict[int, TrackingIdentity]]:
     """Write the DICOM results of one pair: (paths, lesion id -> tracking identity), or
     ([], {}) with a note on the analysis when they could not be written."""
     from dicom_io.results import write_results
     try:
-        written = write_results(report_input(analysis), mag, ph, out, previous_sr_paths=previous_sr_paths)
+        written = write_results(report_input(analysis, method), mag, ph, out, previous_sr_paths=previous_sr_paths)
     except Exception as exc:  # results must never lose the findings
         log.error("DICOM result objects not written: %s", exc)
         analysis.notes.append(f"DICOM result objects not written: {exc}")

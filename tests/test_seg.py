@@ -40,7 +40,7 @@ def _check_seg_matches(seg, sr, analysis, mag, ph):
         assert desc.tracking_uid == spot["tracking_uid"]
         assert desc.tracking_id == spot["label"]
         # the label a viewer lists says the class in words: "CMB 1 microbleed"
-        assert desc.segment_label == f'{spot["label"]} {les.finding.value}'
+        assert desc.segment_label == spot["label"] and desc.segment_label.endswith(les.finding.value)
         assert desc.SegmentDescription.startswith(desc.segment_label)
         assert f"{les.diameter_mm:.1f} mm" in desc.SegmentDescription
         assert desc.segmented_property_category == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE

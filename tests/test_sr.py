@@ -110,7 +110,7 @@ def test_circle_is_on_the_largest_slice_with_the_real_diameter(tmp_path):
         assert s["referenced_sop_instance_uid"] == mag.frames[k].sop_instance_uid
         area_mm2 = float((report.label_map[k] == les.id).sum()) * dr * dc
         diameter_mm = 2 * np.sqrt(area_mm2 / np.pi)
-        (cx, cy, px, _py) = s["graphic_data"]
+        (cx, _cy, px, _py) = s["graphic_data"]
         assert (px - cx) * dc == pytest.approx(diameter_mm / 2, rel=1e-6)
         assert f"{diameter_mm:.1f} mm" in s["region_shown"]
         roles = {b["role"].split(" (")[0]: b for b in s["border_regions"]}
@@ -334,3 +334,11 @@ def test_pipeline_reports_the_slice_where_each_spot_is_largest():
     area = lambda k, i: float((lm[k] == i).sum())  # noqa: E731
     assert spots[2].largest_slice == 6
     assert spots[2].largest_diameter_mm == pytest.approx(2.0 * np.sqrt(area(6, 2) / area(5, 2)), abs=0.01)
+
+
+def test_a_largest_slice_outside_the_volume_is_refused(tmp_path):
+    mag, ph = classic_pair(tmp_path, shape=(6, 48, 48), spots=CLASSIC_SPOTS[4:5])
+    report = make_analysis(mag, ph, CLASSIC_SPOTS[4:5])
+    bad = replace(report, spots=(replace(report.spots[0], largest_slice=6),))
+    with pytest.raises(ValueError, match="largest slice 6 outside the volume"):
+        write_results(bad, mag, ph, tmp_path / "out", include=("sr",))

@@ -1,15 +1,25 @@
 """Summary Secondary Capture images: burned-in RGB, marked as derived, one overview + one card
-per spot, in the source study."""
+per spot, in the source study; the card shows the phase the method read (background removed,
+on the slice read), readable at native size, with the top of the image left to the viewer."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy import ndimage
 import pydicom
 import pytest
+from PIL import Image, ImageDraw
 
 from dicom_io.results.context import NOT_FOR_DIAGNOSIS, build_context
-from dicom_io.results.summary import build_summary
+from dicom_io.results import summary
+from dicom_io.results.report import Finding
+from dicom_io.results.summary import build_summary, render_overview, render_spot_card
 
-from results_fixtures import CLASSIC_SPOTS, classic_pair, make_analysis
+from results_fixtures import (CLASSIC_SPOTS, classic_pair, default_study, make_analysis, sample_pair,
+                              write_classic_series)
+
+BANNER = (170, 0, 0)
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +28,83 @@ def pair(tmp_path_factory):
     return classic_pair(tmp)
 
 
+def _analysed(mag, ph, convention):
+    """(context, summary images) of the real pipeline's analysis of one pair, results input
+    translated by plugin.pipeline.report_input with the method's background-removed phase."""
+    from plugin.pipeline import analyze_pair, report_input
+    analysis, method = analyze_pair(mag, ph, convention=convention, convention_source="test")
+    report = report_input(analysis, method)
+    assert report.local_phase_rad is method.local_phase_rad and report.local_phase_rad is not None
+    ctx = build_context(report, mag, ph, algorithm_version="test")
+    return ctx, build_summary(ctx)
+
+
+@pytest.fixture(scope="module", params=["GE", "Siemens"])
+def sample(request):
+    """sample_dicom/GE (right-handed) and Siemens (left-handed): raw phase, six spots each,
+    among them a 6.2 mm microbleed whose raw phase wraps around its border-slice disc."""
+    mag, ph, truth = sample_pair(request.param)
+    return _analysed(mag, ph, truth["phase_convention"])
+
+
+@pytest.fixture(scope="module")
+def aliased(tmp_path_factory):
+    """A 4 mm, 0.6 ppm microbleed (3 T, TE 25 ms, raw phase with background) whose border slices
+    disagree on its own slices: spotread reads both one slice further out, where they agree."""
+    from plugin.phantom import render as P
+    tmp = tmp_path_factory.mktemp("aliased")
+    grid = P.Grid((16, 96, 96), (2.5, 0.45, 0.45))
+    lesion = P.SphereLesion(1, (0.1, 0.2, 0.6), 4.0, 0.6, "microbleed")
+    images = P.render([lesion], grid=grid, head=P.Head((100.0, 100.0, 100.0)), acquisition=P.Acquisition(),
+                      convention="right-handed", seed=0)
+    study = default_study()
+    kw = dict(study=study, spacing=(0.45, 0.45), slice_step_mm=2.5, first_pos=(-21.6, -21.6, -20.0))
+    mag = write_classic_series(tmp / "mag", images.magnitude[0], series_number=5, description="m",
+                               component="magnitude", **kw)
+    ph = write_classic_series(tmp / "ph", images.phase_rad[0], series_number=6, description="p",
+                              component="phase", **kw)
+    return _analysed(mag, ph, "right-handed")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _inside_spot_grey(px: np.ndarray, box) -> float:
+    """Mean grey of the inner 80 % of the circle inscribed in ``box``."""
+    x0, y0, x1, y1 = box
+    cx, cy, r = (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2, (x1 - x0) / 2
+    yy, xx = np.mgrid[0:px.shape[0], 0:px.shape[1]]
+    disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= (0.8 * r) ** 2
+    assert disc.sum() >= 9
+    return float(px[disc].astype(float).mean())
+
+
+def _text_line_heights(px: np.ndarray, boxes) -> list[int]:
+    """Ink height (rows) of every line of text or graphics outside the image panels: rows with a
+    pixel brighter than 64 in any channel, runs of them; a horizontal rule (<= 2 rows) is skipped."""
+    ink = px.max(axis=-1) > 64
+    for x0, y0, x1, y1 in boxes.values():
+        ink[y0:y1, x0:x1] = False
+    rows = ink.any(axis=1)
+    # an i's dot above a line with no other ascender is 1-3 blank rows above the rest: close such gaps
+    rows = rows | ndimage.binary_closing(rows, structure=np.ones(5, bool))
+    heights, start = [], None
+    for y, on in enumerate(np.append(rows, False)):
+        if on and start is None:
+            start = y
+        elif not on and start is not None:
+            h = y - start
+            if not (h <= 2 and ink[start:y].sum(axis=1).max() > 0.5 * px.shape[1]):
+                heights.append(h)
+            start = None
+    return heights
+
+
+def _banner_rows(px: np.ndarray) -> np.ndarray:
+    """Rows that are the red banner across the whole width (mostly red, with its white text)."""
+    red = np.all(px == BANNER, axis=-1)
+    return np.nonzero(red.mean(axis=1) > 0.6)[0]
+
+
+# --- the series ---------------------------------------------------------------------------------
 def test_overview_and_one_card_per_spot(pair):
     mag, ph = pair
     ctx = build_context(make_analysis(mag, ph, CLASSIC_SPOTS), mag, ph, algorithm_version="1.2.3")
@@ -35,25 +122,32 @@ def test_overview_and_one_card_per_spot(pair):
         assert im.StudyInstanceUID == src.StudyInstanceUID and im.PatientID == src.PatientID
         assert im.PatientName == src.PatientName and im.AccessionNumber == src.AccessionNumber
         px = im.pixel_array
-        # the red banner across the top says it is a derived result
-        assert tuple(px[3, 3]) == (170, 0, 0)
-        white = np.all(px[5:30] == 255, axis=-1)
-        assert white.sum() > 500              # the banner's white text
+        # the red banner across the image says it is a derived result, below the viewer's overlays
+        banner = _banner_rows(px)
+        assert banner.size >= 30 and banner.min() >= math.ceil(0.08 * px.shape[0])
+        assert np.all(px[banner] == 255, axis=-1).sum() > 500     # the banner's white text
     assert len({im.SeriesInstanceUID for im in images}) == 1
-    # cards reference the border-slice images they show
+    # a card references the source images it shows: magnitude of the border and central slices,
+    # phase of the slice read (here the border slice) and of the central slice
     card = images[1]
     refs = {i.ReferencedSOPInstanceUID for i in card.SourceImageSequence}
-    border = ctx.spots[0].border_slice
-    assert refs == {mag.frames[border].sop_instance_uid, ph.frames[border].sop_instance_uid}
+    spot = ctx.spots[0]
+    k, c = spot.border_slice, spot.reported.central_slice
+    assert spot.reported.read_slice == k
+    assert refs == {mag.frames[k].sop_instance_uid, ph.frames[k].sop_instance_uid,
+                    mag.frames[c].sop_instance_uid, ph.frames[c].sop_instance_uid}
 
 
 def test_spot_colours_drawn_where_the_spot_is(pair):
-    """The card's class colour (red for a microbleed) is drawn on the image."""
+    """The card's class colour (red for a microbleed) is drawn on both slice panels."""
     mag, ph = pair
     ctx = build_context(make_analysis(mag, ph, CLASSIC_SPOTS[:1]), mag, ph, algorithm_version="1")
     px = build_summary(ctx)[1].pixel_array.astype(int)
+    boxes = render_spot_card(ctx, ctx.spots[0], summary.magnitude_window(mag.data)).boxes
     red = (px[..., 0] > 200) & (px[..., 1] < 100) & (px[..., 2] < 100)
-    assert red[120:530].sum() > 50           # circles and labels on the slice panels
+    for name in ("magnitude_slice", "phase_slice"):
+        x0, y0, x1, y1 = boxes[name]
+        assert red[y0:y1, x0:x1].sum() > 50     # circle and label on the panel
 
 
 def test_empty_study_summary_says_so(tmp_path):
@@ -62,3 +156,97 @@ def test_empty_study_summary_says_so(tmp_path):
     images = build_summary(ctx)
     assert len(images) == 1
     assert images[0].BurnedInAnnotation == "YES"
+
+
+# --- what the radiologist sees -------------------------------------------------------------------
+def test_phase_crop_agrees_with_the_pattern_printed_under_it(sample):
+    """The card's "phase read" crop is the phase the method read: a dark-dominant border pattern
+    (1, 3, 5) is a spot darker than its surroundings (mid grey), a bright-dominant one brighter.
+    The raw phase of the 6.2 mm microbleed wraps on its border slice (the card showed a white
+    disc under "1 (black)"); every spot of both conventions is checked on the stored pixels."""
+    ctx, images = sample
+    assert len(images) == 1 + len(ctx.spots) == 7
+    mag_win = summary.magnitude_window(ctx.magnitude.data)
+    for spot, image in zip(ctx.spots, images[1:]):
+        pattern = spot.reported.border_pattern
+        assert pattern is not None
+        card = render_spot_card(ctx, spot, mag_win)
+        assert card.phase_shown == "background removed"
+        assert card.read_slice == spot.reported.read_slice
+        px = image.pixel_array
+        assert px.shape == card.pixels.shape
+        grey = _inside_spot_grey(px.mean(axis=-1), card.boxes["phase_read_spot"])
+        if pattern in (1, 3, 5):
+            assert grey < 127.5 - 25, (spot.label, pattern, grey)
+        else:
+            assert grey > 127.5 + 25, (spot.label, pattern, grey)
+
+
+def test_aliased_lesion_card_shows_the_outer_slice_it_was_read_on(aliased):
+    """When spotread reads one slice beyond the border (aliasing), the card shows that slice's
+    background-removed phase, says so in a note, and references that phase image."""
+    ctx, images = aliased
+    assert len(ctx.spots) == 1
+    spot = ctx.spots[0]
+    facts = spot.reported
+    assert spot.finding is Finding.MICROBLEED and facts.border_pattern == 1
+    k = spot.border_slice
+    assert facts.read_slice == k + 1 and "aliasing" in facts.read_note       # upper border, one beyond
+    card = render_spot_card(ctx, spot, summary.magnitude_window(ctx.magnitude.data))
+    assert card.read_slice == k + 1
+    px = images[1].pixel_array
+    grey = _inside_spot_grey(px.mean(axis=-1), card.boxes["phase_read_spot"])
+    assert grey < 127.5 - 25                                              # dark: pattern 1 (black)
+    # the note, in its own colour, above the panels
+    note = np.all(px == summary.NOTE, axis=-1)
+    assert note[:card.boxes["magnitude_slice"][1]].sum() > 200
+    refs = {i.ReferencedSOPInstanceUID for i in images[1].SourceImageSequence}
+    assert ctx.phase.frames[k + 1].sop_instance_uid in refs
+
+
+def test_nothing_but_background_in_the_top_8_percent(sample, pair):
+    """Viewers draw their overlays and OHIF its cine bar over the top of an image: the top 8 %
+    (and the bottom 5 %, corner overlays) of the overview and of every card are background."""
+    _, images = sample
+    mag, ph = pair
+    classic = build_summary(build_context(make_analysis(mag, ph, CLASSIC_SPOTS), mag, ph, algorithm_version="1"))
+    for im in [*images, *classic]:
+        px = im.pixel_array
+        h = px.shape[0]
+        assert not px[:math.ceil(0.08 * h)].any()
+        assert not px[h - math.ceil(0.05 * h):].any()
+        assert px[math.ceil(0.08 * h):math.ceil(0.12 * h)].any()     # the title follows
+
+
+def test_text_is_at_least_14_px_high_at_stored_size(sample):
+    """The font is a scalable TrueType (DejaVu Sans where installed) and body text renders with
+    capitals >= 14 px high; on the stored overview and cards every line of text outside the
+    image panels is >= 14 px high."""
+    f = summary.body()
+    assert f.getname()[0] in ("DejaVu Sans", "Aileron")     # Aileron: Pillow's own scalable font
+    im = Image.new("L", (60, 60), 0)
+    ImageDraw.Draw(im).text((5, 5), "H", fill=255, font=f)
+    rows = np.nonzero(np.asarray(im).max(axis=1) > 64)[0]
+    assert rows.max() - rows.min() + 1 >= 14
+    ctx, images = sample
+    mag_win = summary.magnitude_window(ctx.magnitude.data)
+    rendered = [render_overview(ctx, mag_win)] + [render_spot_card(ctx, s, mag_win) for s in ctx.spots]
+    for r, image in zip(rendered, images):
+        heights = _text_line_heights(image.pixel_array, r.boxes)
+        assert len(heights) >= 10
+        assert min(heights) >= 14, heights
+
+
+def test_certainty_is_shown_with_its_basis(pair, sample):
+    """Never "100 %" for a probability; no figure for an indeterminate spot; the basis of the
+    certainty is printed, "not calibrated" when the input gives none."""
+    assert summary.certainty_text(1.0, Finding.MICROBLEED) == "> 99 %"
+    assert summary.certainty_text(0.8, Finding.CALCIFICATION) == "80 %"
+    assert summary.certainty_text(0.0, Finding.INDETERMINATE) == "none (no call)"
+    mag, ph = pair
+    hand_made = build_context(make_analysis(mag, ph, CLASSIC_SPOTS), mag, ph, algorithm_version="1")
+    assert summary.certainty_basis(hand_made) == "not calibrated"
+    ctx, _ = sample
+    assert "phantom" in summary.certainty_basis(ctx) and "not on clinical cases" in summary.certainty_basis(ctx)
+    rows = summary.table_rows(ctx)
+    assert all(cells[5] != "100 %" for _, cells in rows)

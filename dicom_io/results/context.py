@@ -82,14 +82,10 @@ class TrackedSpot:
 
     @property
     def label(self) -> str:
-        """The tracking identifier a human reads ("CMB 3"): SR group, SEG segment, summary."""
+        """The tracking identifier a human reads, class in words ("CMB 3 microbleed", "Indet 2
+        indeterminate"): SR group, SEG segment label, KOS and summary, so a viewer that shows only
+        labels still says what the spot is."""
         return self.tracking.identifier
-
-    @property
-    def description(self) -> str:
-        """The identifier with the class in words ("CMB 1 microbleed", "Indet 2 indeterminate"):
-        what a viewer that shows only labels must still say (SEG segment label, KOS)."""
-        return f"{self.tracking.identifier} {self.finding.value}"
 
     @property
     def tracking_uid(self) -> str:

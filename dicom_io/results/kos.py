@@ -58,7 +58,7 @@ def kos_description(ctx: ResultContext, results: Sequence[pydicom.Dataset]) -> s
             kinds.append(name)
     head = f"{NOT_FOR_DIAGNOSIS}. {INTENDED_USE}"
     selected = f" Results: {', '.join(kinds)}." if kinds else ""
-    spots = ", ".join(s.description for s in ctx.spots)
+    spots = ", ".join(s.label for s in ctx.spots)
     text = (f"{head}{selected} Key images: border slices (magnitude and phase) of "
             f"{len(ctx.spots)} dark spots: {spots}")
     return text if len(text) <= DESCRIPTION_MAX else text[:DESCRIPTION_MAX - 3] + "..."

@@ -52,6 +52,10 @@ class ReportedSpot:
     reason: str = ""                            # why indeterminate, or what decided
     largest_slice: Optional[int] = None         # slice where the spot's cross-section is largest
     largest_diameter_mm: Optional[float] = None  # in-plane equivalent-circle diameter there
+    # --- where the border patterns were read (the summary card shows that slice) ---
+    upper_read_slice: Optional[int] = None      # slice the upper border was read on; None: the border slice
+    lower_read_slice: Optional[int] = None
+    read_note: str = ""                         # why a slice further out was read ("" when none was)
 
     @property
     def border_slice(self) -> int:
@@ -60,6 +64,16 @@ class ReportedSpot:
         if self.upper_border_pattern is None and self.lower_border_pattern is not None:
             return self.lower_border_slice
         return self.upper_border_slice
+
+    @property
+    def read_slice(self) -> int:
+        """The slice the reported border pattern was actually read on: :attr:`border_slice`, or
+        the slice one further out when the method read there (:attr:`read_note` says why)."""
+        if self.border_slice == self.upper_border_slice:
+            read = self.upper_read_slice
+        else:
+            read = self.lower_read_slice
+        return self.border_slice if read is None else read
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,11 @@ class ReportInput:
     convention_source: str                      # the rule or table entry that decided it
     spots: tuple[ReportedSpot, ...]
     label_map: np.ndarray                       # (slice,row,col) int, 0 = none, else spot id
+    # --- the phase the method read, and what its certainty rests on (summary card) ---
+    local_phase_rad: Optional[np.ndarray] = None    # background-removed phase (slice,row,col); None: not given
+    local_phase_wrapped: bool = True                # still wrapped to [-pi, pi) (filtered, homodyne) or not
+    background_removal: str = ""                    # what was done to the delivered phase
+    confidence_basis: str = ""                      # what the certainty is calibrated on; "": not calibrated
 
 
 @dataclass(frozen=True)

@@ -100,14 +100,14 @@ def segment_text(spot: TrackedSpot) -> str:
     facts = spot.reported
     pattern = ("not assessable" if facts.border_pattern is None
                else f"{facts.border_pattern} ({codes.PATTERN_SHORT[facts.border_pattern]})")
-    return f"{spot.description}, {facts.diameter_mm:.1f} mm, border pattern {pattern}"[:LO_MAX]
+    return f"{spot.label}, {facts.diameter_mm:.1f} mm, border pattern {pattern}"[:LO_MAX]
 
 
 def segment_description(spot: TrackedSpot, algo: hd.AlgorithmIdentificationSequence
                         ) -> hd.seg.SegmentDescription:
     item = hd.seg.SegmentDescription(
         segment_number=spot.segment_number,
-        segment_label=spot.description[:LO_MAX],
+        segment_label=spot.label[:LO_MAX],
         segmented_property_category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
         segmented_property_type=codes.FINDING_BY_CLASS[spot.finding],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,

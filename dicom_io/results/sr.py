@@ -99,6 +99,8 @@ def largest_section(ctx: ResultContext, spot: TrackedSpot) -> LargestSection:
         k = int(np.argmax(areas))
     else:
         k = int(facts.central_slice)
+    if not 0 <= k < ctx.magnitude.shape[0]:
+        raise ValueError(f"spot {facts.id}: largest slice {k} outside the volume")
     if facts.largest_diameter_mm is not None:
         d = float(facts.largest_diameter_mm)
     elif areas[k] > 0:
@@ -106,8 +108,6 @@ def largest_section(ctx: ResultContext, spot: TrackedSpot) -> LargestSection:
         d = float(2.0 * np.sqrt(areas[k] * dr * dc / np.pi))
     else:
         d = float(facts.diameter_mm)
-    if not 0 <= k < ctx.magnitude.shape[0]:
-        raise ValueError(f"spot {facts.id}: largest slice {k} outside the volume")
     return LargestSection(k, d)
 
 
@@ -223,10 +223,11 @@ def border_slices(spot: TrackedSpot) -> list[tuple[str, int, Optional[int], hd.s
     return out
 
 
-def _border_groups(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIdentification
+def _border_groups(ctx: ResultContext, spot: TrackedSpot
                    ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
     """One group per border slice read, same tracking identity as the main group: the circle on
-    that slice (the spot's label there) and the pattern read on it; no measurements."""
+    that slice (the spot's label there) and the pattern read on it; no measurements (the main
+    group carries the algorithm identification and the measurements)."""
     groups = []
     for role, k, pattern, concept in border_slices(spot):
         if not 0 <= k < ctx.magnitude.shape[0]:
@@ -236,7 +237,6 @@ def _border_groups(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmI
             tracking_identifier=_tracking(spot),
             referenced_region=_circle(ctx, region),
             finding_type=codes.FINDING_BY_CLASS[spot.finding],
-            algorithm_id=algo,
             qualitative_evaluations=[_qualitative(concept, codes.pattern_code(pattern))],
         )
         group[0].ContentSequence.append(_text(codes.REGION_SHOWN_TEXT, f"{role} ({_image_number(ctx, k)})"))
@@ -345,7 +345,7 @@ def build_sr(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> h
     groups: list = []
     for spot in ctx.spots:
         groups.append(_main_group(ctx, spot, algo))
-        groups.extend(_border_groups(ctx, spot, algo))
+        groups.extend(_border_groups(ctx, spot))
     library, multiframe = library_datasets(ctx)
     # highdicom requires at least one measurement group; a study without spots gets a stand-in
     # that is removed again, leaving the report-level evaluations (TID 1500 rows 6/10/12: at

@@ -2,16 +2,24 @@
 
 Image 1 is the overview: a minimum-intensity projection of the magnitude with every spot
 circled and labelled, the phase convention and the rule that decided it, the counts, and the
-table of all spots. Then one "spot card" per spot: the full border slice (magnitude and phase,
-spot circled) and 4x zoomed crops of the border and central slices, with the spot's row of the
-table. Every image carries a red banner "DERIVED RESULT - NOT FOR PRIMARY DIAGNOSIS" and
-Burned In Annotation YES (PS3.3 C.7.6.1.1.3). Phase is shown as the scanner's numbers after
-vendor scaling, black = low, which is how the method's patterns 1-6 are defined.
+table of all spots. Then one "spot card" per spot: the magnitude of its border slice and the
+phase the method actually read (its background-removed phase, or the delivered filtered phase
+it used unchanged, on the slice read: the border slice, or the slice one further out when the
+method read there, with a note saying why), zoomed crops of those and of the central slice, and
+the spot's facts with the basis of its certainty.
+
+What a viewer shows over an image is left free: the top 8 % (OHIF's cine bar and the corner
+overlays) and the bottom 5 % (corner overlays) of every image are background only. Text is
+DejaVu Sans at :data:`BODY_PX` px (capital height 15 px) at the image's stored size, so it reads
+at native size. Every image carries a red banner "DERIVED RESULT - NOT FOR PRIMARY DIAGNOSIS" and
+Burned In Annotation YES (PS3.3 C.7.6.1.1.3). Zoomed phase is shown relative to the spot's
+surrounding tissue, black = lower phase, which is how the method's patterns 1-6 are defined.
 """
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -19,40 +27,47 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage as ndi
 
+from dicom_io.phase import wrap_rad
 from dicom_io.results import codes
-from dicom_io.results.context import source_names_tolerated, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot, finish
+from dicom_io.results.context import (CLASS_DISPLAY_RGB, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot,
+                                      finish, source_names_tolerated)
 from dicom_io.results.report import Finding
 from dicom_io.vocabulary import Handedness
 
-CLASS_COLOURS = {
-    Finding.MICROBLEED: (255, 70, 70),      # red
-    Finding.CALCIFICATION: (70, 200, 255),  # cyan
-    Finding.INDETERMINATE: (255, 215, 0),   # yellow
-}
+CLASS_COLOURS = CLASS_DISPLAY_RGB  # the SEG's recommended display colours, one per class
 BANNER = (170, 0, 0)
 BG = (0, 0, 0)
 FG = (235, 235, 235)
-DIM = (160, 160, 160)
-PANEL_PX = 400          # full-slice panel edge
-CROP_PX = 200           # zoomed crop edge
-MARGIN = 12
-CARD_WIDTH = 2 * PANEL_PX + 3 * MARGIN
+DIM = (175, 175, 175)
+NOTE = (255, 215, 0)
+ORIENT = (255, 255, 0)
 
-_FONT_CANDIDATES = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans{b}.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans{b}.ttf",
-    "/usr/share/fonts/truetype/noto/NotoSans{B}-Regular.ttf",
-)
+BODY_PX = 20            # body text font size: DejaVu Sans capitals 15 px high, descenders included 19 px
+TITLE_PX = 26
+LINE_PX = 27            # baseline-to-baseline of body text
+TOP_CLEAR = 0.08        # fraction of the image height left empty at the top (viewer overlays, cine bar)
+BOTTOM_CLEAR = 0.05     # and at the bottom (viewer corner overlays)
+PANEL_PX = 420          # full-slice panel edge
+MARGIN = 14
+CARD_WIDTH = 2 * PANEL_PX + 3 * MARGIN
+OVERVIEW_IMAGE_PX = 512
+CROP_HALF_MM = 12.0     # zoomed crops show at least +-12 mm around the spot (3 diameters for large spots)
+
+_FONT_FILES = {
+    False: ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"),
+    True: ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/dejavu/DejaVuSans-Bold.ttf"),
+}
 
 
 @functools.lru_cache(maxsize=16)
 def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
-    """A readable sans-serif font (DejaVu Sans if installed, else Pillow's bundled one)."""
-    for pattern in _FONT_CANDIDATES:
-        p = Path(pattern.format(b="-Bold" if bold else "", B="" if not bold else ""))
-        if p.exists():
-            return ImageFont.truetype(str(p), size)
+    """DejaVu Sans at ``size`` px (the system's, else matplotlib's copy), else Pillow's bundled
+    scalable font: always a TrueType font, so ``size`` is what is rendered."""
+    for candidate in _FONT_FILES[bold]:
+        if Path(candidate).exists():
+            return ImageFont.truetype(candidate, size)
     try:
         import matplotlib
         p = Path(matplotlib.get_data_path()) / "fonts/ttf" / ("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf")
@@ -61,6 +76,10 @@ def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     except ImportError:
         pass
     return ImageFont.load_default(size=size)
+
+
+def body(bold: bool = False) -> ImageFont.FreeTypeFont:
+    return font(BODY_PX, bold)
 
 
 # --- pixels -----------------------------------------------------------------------------------
@@ -77,22 +96,51 @@ def magnitude_window(vol: np.ndarray) -> tuple[float, float]:
     return float(lo), float(lo + 1.15 * (hi - lo))   # tissue light grey, not clipped white
 
 
-def phase_window(vol: np.ndarray) -> tuple[float, float]:
-    """Symmetric about zero, wide enough for the brain's filtered phase (at most +-pi)."""
+def phase_window(vol: np.ndarray, magnitude: Optional[np.ndarray] = None) -> tuple[float, float]:
+    """Symmetric about zero, wide enough for 99 % of the phase where there is signal (at most
+    +-pi): the background-removed phase of the brain sits about zero."""
     sample = vol[:, ::4, ::4] if vol.ndim == 3 else vol[::4, ::4]
+    if magnitude is not None:
+        m = magnitude[:, ::4, ::4] if magnitude.ndim == 3 else magnitude[::4, ::4]
+        signal = m >= 0.3 * float(np.percentile(m, 90))
+        if signal.sum() >= 16:
+            sample = sample[signal]
     w = float(np.percentile(np.abs(sample), 99.0))
     w = min(max(w, 0.05), math.pi)
     return -w, w
 
 
-def local_phase_window(patch: np.ndarray) -> tuple[float, float]:
-    """A window centred on the crop's median phase, wide enough for 98% of its pixels: the
-    spot's pattern (darker or brighter than its surroundings) stays what it is, only easier
-    to see than under the whole-slice window when background phase varies across the head."""
-    centre = float(np.median(patch))
-    half = float(np.percentile(np.abs(patch - centre), 98.0))
-    half = min(max(half, 0.05), math.pi)
-    return centre - half, centre + half
+def relative_phase(phase: np.ndarray, magnitude: np.ndarray, footprint: np.ndarray, pixel_mm: float, *,
+                   wrapped: bool) -> np.ndarray:
+    """Phase of a crop relative to the spot's surrounding tissue, as the method reads it
+    (plugin.method.spotread): the magnitude-weighted mean phase of an annulus 1.5-4.5 mm beyond
+    the footprint, signal voids (< 30 % of the annulus' median magnitude) left out, subtracted
+    (on the circle when the phase is still wrapped). Without a usable annulus: the crop's median."""
+    inner = max(1, int(round(1.5 / pixel_mm)))
+    outer = inner + max(1, int(round(3.0 / pixel_mm)))
+    ring = np.zeros_like(footprint)
+    if footprint.any():
+        ring = ndi.binary_dilation(footprint, iterations=outer) & ~ndi.binary_dilation(footprint, iterations=inner)
+    if ring.sum() >= 4:
+        ring &= magnitude >= 0.3 * float(np.median(magnitude[ring]))
+    w = magnitude[ring].astype(np.float64)
+    if ring.sum() < 4 or w.sum() <= 0:
+        ref = float(np.median(phase))
+    elif wrapped:
+        ref = float(np.angle(np.sum(w * np.exp(1j * phase[ring]))))
+    else:
+        ref = float(np.sum(w * phase[ring]) / w.sum())
+    return wrap_rad(phase - ref) if wrapped else phase - ref
+
+
+def relative_window(rel: np.ndarray, magnitude: np.ndarray) -> tuple[float, float]:
+    """Symmetric about zero (the surrounding tissue: mid grey), wide enough for 98 % of the
+    crop's pixels with signal, so the spot's sign stays what it is and its pattern stays visible."""
+    signal = magnitude >= 0.3 * float(np.median(magnitude))
+    sample = rel[signal] if signal.sum() >= 16 else rel
+    half = float(np.percentile(np.abs(sample), 98.0))
+    half = min(max(half, 0.1), math.pi)
+    return -half, half
 
 
 def _to_rgb(gray: np.ndarray, size_px: int) -> tuple[Image.Image, float]:
@@ -102,6 +150,12 @@ def _to_rgb(gray: np.ndarray, size_px: int) -> tuple[Image.Image, float]:
     im = Image.fromarray(gray, mode="L").resize(
         (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
     return im.convert("RGB"), scale
+
+
+def _crop(sl: np.ndarray, r0: int, c0: int, half_px: int, fill: float) -> np.ndarray:
+    """(2 half_px + 1)^2 pixels of ``sl`` centred on (r0, c0), padded with ``fill``."""
+    pad = np.pad(sl, half_px, mode="constant", constant_values=fill)
+    return pad[r0:r0 + 2 * half_px + 1, c0:c0 + 2 * half_px + 1]
 
 
 def _orientation_letters(ctx: ResultContext) -> tuple[str, str, str, str]:
@@ -120,13 +174,14 @@ def _orientation_letters(ctx: ResultContext) -> tuple[str, str, str, str]:
 
 def _draw_orientation(im: Image.Image, letters) -> None:
     d = ImageDraw.Draw(im)
-    f = font(14, bold=True)
+    f = body(bold=True)
     left, right, top, bottom = letters
     w, h = im.size
-    d.text((4, h / 2 - 8), left, fill=(255, 255, 0), font=f)
-    d.text((w - 14, h / 2 - 8), right, fill=(255, 255, 0), font=f)
-    d.text((w / 2 - 5, 2), top, fill=(255, 255, 0), font=f)
-    d.text((w / 2 - 5, h - 18), bottom, fill=(255, 255, 0), font=f)
+    kw = dict(fill=ORIENT, font=f, stroke_width=2, stroke_fill=(0, 0, 0))
+    d.text((4, h / 2), left, anchor="lm", **kw)
+    d.text((w - 4, h / 2), right, anchor="rm", **kw)
+    d.text((w / 2, 3), top, anchor="mt", **kw)
+    d.text((w / 2, h - 4), bottom, anchor="mb", **kw)
 
 
 def slice_location_mm(ctx: ResultContext, k: int) -> float:
@@ -141,18 +196,55 @@ def _circle(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, colour, wid
     draw.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=width)
 
 
-def _label(draw: ImageDraw.ImageDraw, x: float, y: float, text: str, colour, size: int = 15) -> None:
-    f = font(size, bold=True)
-    draw.text((x, y), text, fill=colour, font=f, stroke_width=2, stroke_fill=(0, 0, 0))
+def _label(draw: ImageDraw.ImageDraw, x: float, y: float, text: str, colour) -> None:
+    draw.text((x, y), text, fill=colour, font=body(bold=True), stroke_width=2, stroke_fill=(0, 0, 0))
 
 
-# --- text blocks --------------------------------------------------------------------------------
+# --- text ---------------------------------------------------------------------------------------
 def _pattern(p: Optional[int]) -> str:
     return "-" if p is None else f"{p} ({codes.PATTERN_SHORT[p]})"
 
 
-TABLE_COLUMNS = [("Spot", 70), ("Class", 112), ("Diam. (mm)", 105), ("Border pattern", 145),
-                 ("Central pattern", 150), ("Certainty", 85), ("Slices", 100)]
+def certainty_text(confidence: float, finding: Finding) -> str:
+    """The certainty as a reader should take it: no figure for an indeterminate spot (it asserts
+    nothing), never "100 %" for a probability."""
+    if finding is Finding.INDETERMINATE:
+        return "none (no call)"
+    c = float(confidence)
+    return "> 99 %" if c >= 0.995 else f"{100 * c:.0f} %"
+
+
+def certainty_basis(ctx: ResultContext) -> str:
+    return ctx.report.confidence_basis or "not calibrated"
+
+
+def wrap_text(draw: ImageDraw.ImageDraw, text: str, f: ImageFont.FreeTypeFont, width_px: float) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width_px`` (a longer word stands alone)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        trial = f"{line} {word}" if line else word
+        if line and draw.textlength(trial, font=f) > width_px:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _paragraph(draw: ImageDraw.ImageDraw, x: int, y: int, text: str, width_px: float, *, fill=FG,
+               bold: bool = False) -> int:
+    """Draw ``text`` wrapped to ``width_px`` in body text; returns the y below it."""
+    f = body(bold)
+    for line in wrap_text(draw, text, f, width_px):
+        draw.text((x, y), line, fill=fill, font=f)
+        y += LINE_PX
+    return y
+
+
+TABLE_HEADERS = ("Spot", "Class", "Diam. (mm)", "Border pattern", "Central pattern", "Certainty", "Slices")
 
 
 def table_rows(ctx: ResultContext) -> list[tuple[TrackedSpot, list[str]]]:
@@ -163,149 +255,294 @@ def table_rows(ctx: ResultContext) -> list[tuple[TrackedSpot, list[str]]]:
         span = f"{slices[0]}-{slices[-1]}" if slices else "-"
         rows.append((s, [s.label, s.finding.value, f"{float(facts.diameter_mm):.1f}",
                          _pattern(facts.border_pattern), _pattern(facts.central_pattern),
-                         f"{100 * float(facts.confidence):.0f} %", span]))
+                         certainty_text(facts.confidence, s.finding), span]))
     return rows
 
 
-def _draw_table(draw: ImageDraw.ImageDraw, x0: int, y0: int, rows, highlight: Optional[str] = None
-                ) -> int:
-    f, fb = font(14), font(14, bold=True)
+def _column_widths(draw: ImageDraw.ImageDraw, rows) -> list[int]:
+    widths = []
+    for i, name in enumerate(TABLE_HEADERS):
+        cells = [draw.textlength(name, font=body(True))] + [draw.textlength(r[1][i], font=body()) for r in rows]
+        widths.append(int(math.ceil(max(cells))) + 18)
+    return widths
+
+
+def _draw_table(draw: ImageDraw.ImageDraw, x0: int, y0: int, rows, widths: list[int]) -> int:
     x = x0
-    for name, w in TABLE_COLUMNS:
-        draw.text((x, y0), name, fill=FG, font=fb)
+    for name, w in zip(TABLE_HEADERS, widths):
+        draw.text((x, y0), name, fill=FG, font=body(True))
         x += w
-    y = y0 + 20
-    draw.line([x0, y - 2, x0 + sum(w for _, w in TABLE_COLUMNS), y - 2], fill=DIM, width=1)
+    y = y0 + LINE_PX + 2
+    draw.line([x0, y - 3, x0 + sum(widths), y - 3], fill=DIM, width=1)
     for spot, cells in rows:
         colour = CLASS_COLOURS[spot.finding]
-        if highlight is not None and spot.label != highlight:
-            colour = tuple(int(c * 0.6) for c in colour)
         x = x0
-        for (name, w), cell in zip(TABLE_COLUMNS, cells):
-            draw.text((x, y), cell, fill=colour if name in ("Spot", "Class") else FG, font=f)
+        for name, w, cell in zip(TABLE_HEADERS, widths, cells):
+            draw.text((x, y), cell, fill=colour if name in ("Spot", "Class") else FG, font=body())
             x += w
-        y += 18
+        y += LINE_PX
     return y
 
 
-def _header(draw: ImageDraw.ImageDraw, width: int, ctx: ResultContext, subtitle: str) -> int:
-    draw.rectangle([0, 0, width, 34], fill=BANNER)
-    fb = font(20, bold=True)
-    tw = draw.textlength(NOT_FOR_DIAGNOSIS, font=fb)
-    draw.text(((width - tw) / 2, 5), NOT_FOR_DIAGNOSIS, fill=(255, 255, 255), font=fb)
+def _header(draw: ImageDraw.ImageDraw, width: int, ctx: ResultContext, title: str, colour=FG) -> int:
+    """Title line and the red "not for primary diagnosis" banner; returns the y below them."""
+    draw.text((MARGIN, 0), title, fill=colour, font=font(TITLE_PX, bold=True))
+    version = f"borderphase {ctx.algorithm_version}"
+    draw.text((width - MARGIN, 4), version, fill=DIM, font=body(), anchor="ra")
+    y = TITLE_PX + 12
+    draw.rectangle([0, y, width, y + 36], fill=BANNER)
+    draw.text((width / 2, y + 18), NOT_FOR_DIAGNOSIS, fill=(255, 255, 255), font=font(22, bold=True), anchor="mm")
+    return y + 36 + 10
+
+
+def _convention_lines(draw: ImageDraw.ImageDraw, x: int, y: int, width_px: float, ctx: ResultContext) -> int:
     a = ctx.report
-    y = 42
-    draw.text((MARGIN, y), f"borderphase {ctx.algorithm_version}  -  {subtitle}", fill=FG, font=font(16, bold=True))
-    y += 22
     conv = a.phase_convention
     meaning = {Handedness.RIGHT: "paramagnetic (microbleed) shows dark on phase",
                Handedness.LEFT: "paramagnetic (microbleed) shows bright on phase",
                "unknown": "spots cannot be classified"}.get(conv, conv)
-    draw.text((MARGIN, y), f"Phase convention: {conv} - {meaning}", fill=FG, font=font(14))
-    y += 18
-    draw.text((MARGIN, y), f"Decided by: {a.convention_source}   Vendor: {a.vendor}", fill=DIM, font=font(14))
-    return y + 24
+    y = _paragraph(draw, x, y, f"Phase convention: {conv} - {meaning}", width_px)
+    return _paragraph(draw, x, y, f"Decided by: {a.convention_source}; vendor {a.vendor}", width_px, fill=DIM)
 
 
-def _footer(draw: ImageDraw.ImageDraw, width: int, height: int) -> None:
-    lines = ("Automated reading of GRE magnitude and phase. Phase: black = low value "
-             "(zoomed phase: window centred on the local median).",
-             "Verify every finding on the source images.")
-    for i, text in enumerate(lines):
-        draw.text((MARGIN, height - 38 + 17 * i), text, fill=DIM, font=font(12))
+def _footer(draw: ImageDraw.ImageDraw, x: int, y: int, width_px: float, ctx: ResultContext) -> int:
+    what = ctx.report.background_removal if ctx.report.local_phase_rad is not None else \
+        "not given by the analysis: phase shown as delivered"
+    y = _paragraph(draw, x, y, f"Phase read: {what or 'background removed by the method'}.", width_px, fill=DIM)
+    return _paragraph(draw, x, y, "Zoomed phase is relative to the surrounding tissue, black = lower phase. "
+                                  "Verify every finding on the source images.", width_px, fill=DIM)
+
+
+def _clear_edges(content: Image.Image) -> tuple[Image.Image, int]:
+    """``content`` with background rows added above (>= TOP_CLEAR of the height, plus a few
+    pixels) and below (>= BOTTOM_CLEAR): where viewers draw their overlays. Returns (image, top)."""
+    pad = 8
+    height = int(math.ceil((content.height + 2 * pad) / (1.0 - TOP_CLEAR - BOTTOM_CLEAR))) + 2
+    top = int(math.ceil(TOP_CLEAR * height)) + pad
+    out = Image.new("RGB", (content.width, height), BG)
+    out.paste(content, (0, top))
+    return out, top
 
 
 # --- images -------------------------------------------------------------------------------------
-def overview_image(ctx: ResultContext, mag_win, phase_win) -> np.ndarray:
+def _head_box(magnitude: np.ndarray, margin: float = 0.08) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1): a square around the head (mean magnitude over the slices above a
+    quarter of its bright tissue level) plus ``margin`` of its size, so the overview shows the
+    head, not the empty field of view. The whole slice when nothing stands out."""
+    rows, cols = magnitude.shape[1:]
+    mean = magnitude.mean(axis=0)
+    signal = mean >= 0.25 * float(np.percentile(mean, 99))
+    if not signal.any():
+        return 0, rows, 0, cols
+    rr, cc = np.nonzero(signal)
+    centre_r, centre_c = (rr.min() + rr.max()) / 2, (cc.min() + cc.max()) / 2
+    half = max(rr.max() - rr.min(), cc.max() - cc.min()) / 2 * (1 + margin) + 2
+    r0, c0 = max(0, int(centre_r - half)), max(0, int(centre_c - half))
+    return r0, min(rows, int(centre_r + half) + 1), c0, min(cols, int(centre_c + half) + 1)
+
+
+Box = tuple[int, int, int, int]   # (x0, y0, x1, y1), pixels of the stored image, x1/y1 exclusive
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The rendered overview and where its image is (box "projection")."""
+
+    pixels: np.ndarray
+    boxes: dict[str, Box]
+
+
+def overview_image(ctx: ResultContext, mag_win) -> np.ndarray:
+    """The pixels of the overview (:func:`render_overview`)."""
+    return render_overview(ctx, mag_win).pixels
+
+
+def render_overview(ctx: ResultContext, mag_win) -> Overview:
+    """Counts, convention, the magnitude projection with every spot circled, the table."""
     rows = table_rows(ctx)
-    width = max(CARD_WIDTH, sum(w for _, w in TABLE_COLUMNS) + 2 * MARGIN)
-    n = ctx.counts()
-    height = 34 + 90 + 24 + 512 + 20 + 22 * 2 + 20 * (len(rows) + 1) + 40
-    canvas = Image.new("RGB", (width, height), BG)
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = _column_widths(scratch, rows)
+    width = max(CARD_WIDTH, sum(widths) + 2 * MARGIN)
+    canvas = Image.new("RGB", (width, 4000), BG)
     draw = ImageDraw.Draw(canvas)
-    y = _header(draw, width, ctx, "study overview")
+    text_w = width - 2 * MARGIN
+    y = _header(draw, width, ctx, "Study overview")
+    n = ctx.counts()
     if ctx.spots:
         counts = (f"{len(ctx.spots)} dark spots: {n[Finding.MICROBLEED]} microbleed(s), "
                   f"{n[Finding.CALCIFICATION]} calcification(s), {n[Finding.INDETERMINATE]} indeterminate")
     else:
         counts = "No dark spots found: microbleeds absent, calcifications absent"
-    draw.text((MARGIN, y), counts, fill=FG, font=font(16, bold=True))
-    y += 26
-    mip = ctx.magnitude.data.min(axis=0)
-    im, scale = _to_rgb(window(mip, *mag_win), 512)
+    y = _paragraph(draw, MARGIN, y, counts, text_w, bold=True)
+    y = _convention_lines(draw, MARGIN, y, text_w, ctx) + 8
+    data = ctx.magnitude.data
+    r0, r1, c0, c1 = _head_box(data)
+    # the slab holding the spots: slices beyond it (the top of the head) would shrink the head
+    held = [k for sp in ctx.spots for k in sp.reported.slice_indices]
+    k0, k1 = (min(held), max(held) + 1) if held else (0, data.shape[0])
+    mip = data[k0:k1, r0:r1, c0:c1].min(axis=0)
+    im, scale = _to_rgb(window(mip, *mag_win), OVERVIEW_IMAGE_PX)
     d = ImageDraw.Draw(im)
     for s in ctx.spots:
         c = ctx.magnitude.lps_mm_to_index(np.asarray(s.reported.center_lps_mm, dtype=float))[0]
-        x, yy = (c[2] + 0.5) * scale, (c[1] + 0.5) * scale
+        x, yy = (c[2] - c0 + 0.5) * scale, (c[1] - r0 + 0.5) * scale
         colour = CLASS_COLOURS[s.finding]
         _circle(d, x, yy, s.region.radius_px * scale + 4, colour)
-        _label(d, x + s.region.radius_px * scale + 7, yy - 9, s.label, colour)
+        _label(d, x + s.region.radius_px * scale + 7, yy - 12, s.label, colour)
     _draw_orientation(im, _orientation_letters(ctx))
     x_img = (width - im.width) // 2
     canvas.paste(im, (x_img, y))
-    draw.text((x_img, y + im.height + 2), "Magnitude, minimum-intensity projection over all slices",
-              fill=DIM, font=font(12))
-    y += im.height + 22
+    box = (x_img, y, x_img + im.width, y + im.height)
+    y += im.height + 4
+    draw.text((x_img, y), f"Magnitude, minimum-intensity projection of slices {k0 + 1}-{k1}", fill=DIM,
+              font=body())
+    y += LINE_PX + 10
     if rows:
-        _draw_table(draw, MARGIN, y, rows)
-    _footer(draw, width, height)
-    return np.asarray(canvas)
+        y = _draw_table(draw, MARGIN, y, rows, widths) + 6
+        y = _paragraph(draw, MARGIN, y, f"Certainty: {certainty_basis(ctx)}.", text_w, fill=DIM)
+    y = _footer(draw, MARGIN, y + 6, text_w, ctx)
+    out, top = _clear_edges(canvas.crop((0, 0, width, y + 4)))
+    return Overview(np.asarray(out), {"projection": (box[0], box[1] + top, box[2], box[3] + top)})
 
 
-def spot_card(ctx: ResultContext, spot: TrackedSpot, rows, mag_win, phase_win) -> np.ndarray:
+@dataclass(frozen=True)
+class SpotCard:
+    """A rendered spot card and where its parts are (named boxes, used by the tests and the
+    README): "magnitude_slice", "phase_slice", "magnitude_border_crop", "phase_read_crop",
+    "magnitude_central_crop", "phase_central_crop", and "phase_read_spot" (the spot's own
+    footprint inside the phase read crop: an axis-aligned box around its circle)."""
+
+    pixels: np.ndarray
+    boxes: dict[str, Box]
+    read_slice: int
+    phase_shown: str          # "background removed", or "as delivered" (filtered phase the method read unchanged,
+                              # or no background-removed phase in the input)
+
+
+def _phase_volume(ctx: ResultContext) -> tuple[np.ndarray, bool, str]:
+    """(phase the card shows, still wrapped?, what it is): the method's background-removed phase
+    when the report carries it, else the delivered phase."""
+    local = ctx.report.local_phase_rad
+    delivered = ctx.phase.data
+    if local is not None and tuple(local.shape) == tuple(delivered.shape):
+        unchanged = local is delivered or (local.dtype == delivered.dtype and np.array_equal(local, delivered))
+        return local, bool(ctx.report.local_phase_wrapped), "as delivered" if unchanged else "background removed"
+    return delivered, True, "as delivered"
+
+
+def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=None) -> SpotCard:
+    """One spot's card (module docstring)."""
     facts = spot.reported
-    height = 34 + 90 + 20 + PANEL_PX + 24 + CROP_PX + 24 + 20 * 2 + 40 + 40
-    width = max(CARD_WIDTH, sum(w for _, w in TABLE_COLUMNS) + 2 * MARGIN)
-    canvas = Image.new("RGB", (width, height), BG)
-    draw = ImageDraw.Draw(canvas)
     colour = CLASS_COLOURS[spot.finding]
+    phase, wrapped, phase_shown = _phase_volume(ctx)
+    if phase_win is None:
+        phase_win = phase_window(phase, ctx.magnitude.data)
     k = spot.border_slice
-    which = "upper" if k == facts.upper_border_slice else "lower"
-    y = _header(draw, width, ctx, f"{spot.label}: {spot.finding.value}, border slice {k + 1} ({which})")
+    read = facts.read_slice
+    if not 0 <= read < ctx.magnitude.shape[0]:
+        read = k
+    side = "upper" if k == facts.upper_border_slice else "lower"
+    n_slices = ctx.magnitude.shape[0]
+    width = CARD_WIDTH
+    text_w = width - 2 * MARGIN
+    canvas = Image.new("RGB", (width, 4000), BG)
+    draw = ImageDraw.Draw(canvas)
+    boxes: dict[str, Box] = {}
+    y = _header(draw, width, ctx, f"{spot.label}, {float(facts.diameter_mm):.1f} mm", colour)
+    # the border pattern, where it was read, and why there
+    y = _paragraph(draw, MARGIN, y, f"Border pattern {_pattern(facts.border_pattern)}, read on slice {read + 1}"
+                   + (f" ({side} border)" if read == k else f", one beyond the {side} border slice {k + 1}"),
+                   text_w, bold=True)
+    if read != k:
+        why = facts.read_note or "the border slice gave no clear reading"
+        y = _paragraph(draw, MARGIN, y, f"Outer slice read: {why}.", text_w, fill=NOTE)
+    y += 6
+    # full slices: magnitude on the border slice, the phase read on the slice read
     reg = spot.region
-    # full border slice, magnitude and phase
-    where = f"slice {k + 1}/{ctx.magnitude.shape[0]} at {slice_location_mm(ctx, k):.1f} mm"
     letters = _orientation_letters(ctx)
-    for col, (vol, win, title) in enumerate((
-            (ctx.magnitude, mag_win, f"Magnitude, {where}"),
-            (ctx.phase, phase_win, f"Phase, {where}"))):
-        im, scale = _to_rgb(window(vol.data[k], *win), PANEL_PX)
+    panels = (
+        ("magnitude_slice", window(ctx.magnitude.data[k], *mag_win), f"Magnitude, border slice {k + 1}",
+         f"slice {k + 1}/{n_slices} at {slice_location_mm(ctx, k):.1f} mm"),
+        ("phase_slice", window(phase[read], *phase_win), f"Phase read, slice {read + 1}",
+         f"{phase_shown}, {slice_location_mm(ctx, read):.1f} mm"),
+    )
+    for col, (name, gray, title, sub) in enumerate(panels):
+        x0 = MARGIN + col * (PANEL_PX + MARGIN)
+        draw.text((x0, y), title, fill=FG, font=body(True))
+        draw.text((x0, y + LINE_PX), sub, fill=DIM, font=body())
+        im, scale = _to_rgb(gray, PANEL_PX)
         d = ImageDraw.Draw(im)
         x, yy = (reg.center_col + 0.5) * scale, (reg.center_row + 0.5) * scale
         _circle(d, x, yy, reg.radius_px * scale + 6, colour)
-        _label(d, x + reg.radius_px * scale + 9, yy - 9, spot.label, colour)
+        _label(d, x + reg.radius_px * scale + 9, yy - 12, spot.label, colour)
         _draw_orientation(im, letters)
-        x0 = MARGIN + col * (PANEL_PX + MARGIN)
-        draw.text((x0, y), title, fill=FG, font=font(14, bold=True))
-        canvas.paste(im, (x0, y + 20))
-    y += 20 + PANEL_PX + 6
-    # zoomed crops: border and central slice, magnitude and phase
+        top = y + 2 * LINE_PX + 2
+        canvas.paste(im, (x0, top))
+        boxes[name] = (x0, top, x0 + im.width, top + im.height)
+    y = max(b[3] for b in boxes.values()) + 12
+    # zoomed crops: magnitude of the border slice, phase read; magnitude and phase of the central slice
     _, dr, dc = ctx.magnitude.voxel_size_mm
-    half_px = max(6, int(round(max(12.0, 3.0 * float(facts.diameter_mm)) / min(dr, dc))))
+    pixel_mm = min(dr, dc)
+    half_px = max(6, int(round(max(CROP_HALF_MM, 3.0 * float(facts.diameter_mm)) / pixel_mm)))
     r0, c0 = int(round(reg.center_row)), int(round(reg.center_col))
-    crops = [(ctx.magnitude, mag_win, k, "mag border"), (ctx.phase, phase_win, k, "phase border"),
-             (ctx.magnitude, mag_win, facts.central_slice, "mag central"),
-             (ctx.phase, phase_win, facts.central_slice, "phase central")]
+    footprint = _crop((ctx.label_map[k] == facts.id).astype(np.float32), r0, c0, half_px, 0.0) > 0.5
+    central = facts.central_slice
+    crops = (
+        ("magnitude_border_crop", "magnitude", k, "Magnitude", f"border sl. {k + 1}"),
+        ("phase_read_crop", "phase", read, "Phase read", f"sl. {read + 1}" + ("" if read == k else " (outer)")),
+        ("magnitude_central_crop", "magnitude", central, "Magnitude", f"central sl. {central + 1}"),
+        ("phase_central_crop", "phase", central, "Phase", f"central sl. {central + 1}"),
+    )
     crop_w = (width - 5 * MARGIN) // 4
-    for i, (vol, win, kk, title) in enumerate(crops):
-        sl = vol.data[kk]
-        pad = np.pad(sl, half_px, mode="constant", constant_values=float(win[0]))
-        patch = pad[r0:r0 + 2 * half_px + 1, c0:c0 + 2 * half_px + 1]
-        if vol is ctx.phase:
-            win = local_phase_window(patch)
-        im, scale = _to_rgb(window(patch, *win), min(CROP_PX, crop_w))
-        d = ImageDraw.Draw(im)
+    for i, (name, what, kk, title, sub) in enumerate(crops):
+        mag_patch = _crop(ctx.magnitude.data[kk], r0, c0, half_px, 0.0)
+        if what == "magnitude":
+            gray = window(mag_patch, *mag_win)
+        else:
+            own = footprint if kk == read else \
+                _crop((ctx.label_map[kk] == facts.id).astype(np.float32), r0, c0, half_px, 0.0) > 0.5
+            rel = relative_phase(_crop(phase[kk], r0, c0, half_px, 0.0), mag_patch, own if own.any() else footprint,
+                                 pixel_mm, wrapped=wrapped)
+            gray = window(rel, *relative_window(rel, mag_patch))
+        im, scale = _to_rgb(gray, crop_w)
         ctr = (half_px + 0.5) * scale
-        _circle(d, ctr, ctr, reg.radius_px * scale + 10, colour, width=1)
+        _circle(ImageDraw.Draw(im), ctr, ctr, reg.radius_px * scale + 10, colour, width=1)
         x0 = MARGIN + i * (crop_w + MARGIN)
-        draw.text((x0, y), f"{title} (sl. {kk + 1}, x{scale:.0f})", fill=FG, font=font(13))
-        canvas.paste(im, (x0, y + 18))
-    y += 18 + min(CROP_PX, crop_w) + 10
-    y = _draw_table(draw, MARGIN, y, [r for r in rows if r[0] is spot])
+        draw.text((x0, y), title, fill=FG, font=body(True))
+        draw.text((x0, y + LINE_PX), sub, fill=DIM, font=body())
+        top = y + 2 * LINE_PX + 2
+        canvas.paste(im, (x0, top))
+        boxes[name] = (x0, top, x0 + im.width, top + im.height)
+        if name == "phase_read_crop":
+            rr = reg.radius_px * scale
+            boxes["phase_read_spot"] = (int(round(x0 + ctr - rr)), int(round(top + ctr - rr)),
+                                        int(round(x0 + ctr + rr)) + 1, int(round(top + ctr + rr)) + 1)
+    y = boxes["phase_central_crop"][3] + 12
+    # the spot's facts
+    ub, lb = facts.upper_border_slice, facts.lower_border_slice
+    facts_lines = [
+        (f"Class: {spot.finding.value}.  Diameter: {float(facts.diameter_mm):.1f} mm.  "
+         f"Slices {min(facts.slice_indices) + 1}-{max(facts.slice_indices) + 1}" if facts.slice_indices else
+         f"Class: {spot.finding.value}.  Diameter: {float(facts.diameter_mm):.1f} mm", FG),
+        (f"Border patterns: upper (slice {ub + 1}) {_pattern(facts.upper_border_pattern)}, "
+         f"lower (slice {lb + 1}) {_pattern(facts.lower_border_pattern)}.  "
+         f"Central (slice {central + 1}): {_pattern(facts.central_pattern)}", FG),
+        (f"Certainty: {certainty_text(facts.confidence, spot.finding)} ({certainty_basis(ctx)})", FG),
+    ]
     if facts.reason:
-        draw.text((MARGIN, y + 4), f"Why: {facts.reason}"[:110], fill=FG, font=font(13))
-    _footer(draw, width, height)
-    return np.asarray(canvas)
+        facts_lines.append((f"Why: {facts.reason}", FG))
+    for text, fill in facts_lines:
+        y = _paragraph(draw, MARGIN, y, text, text_w, fill=fill)
+    y = _convention_lines(draw, MARGIN, y + 4, text_w, ctx)
+    y = _footer(draw, MARGIN, y + 4, text_w, ctx)
+    out, top = _clear_edges(canvas.crop((0, 0, width, y + 4)))
+    boxes = {name: (b[0], b[1] + top, b[2], b[3] + top) for name, b in boxes.items()}
+    return SpotCard(np.asarray(out), boxes, read, phase_shown)
+
+
+def spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=None) -> np.ndarray:
+    """The pixels of one spot's card (:func:`render_spot_card`)."""
+    return render_spot_card(ctx, spot, mag_win, phase_win).pixels
 
 
 def _patient_orientation(ctx: ResultContext) -> tuple[str, str]:
@@ -323,16 +560,23 @@ def _patient_orientation(ctx: ResultContext) -> tuple[str, str]:
 def build_summary(ctx: ResultContext) -> list[hd.sc.SCImage]:
     """The overview image and one card per spot, as RGB Secondary Capture instances."""
     mag_win = magnitude_window(ctx.magnitude.data)
-    phase_win = phase_window(ctx.phase.data)
-    rows = table_rows(ctx)
-    pages: list[tuple[np.ndarray, list[pydicom.Dataset], str]] = [
-        (overview_image(ctx, mag_win, phase_win), [], "overview")]
+    phase, _, _ = _phase_volume(ctx)
+    phase_win = phase_window(phase, ctx.magnitude.data)
+    pages: list[tuple[np.ndarray, list[tuple[pydicom.Dataset, Optional[int]]], str]] = [
+        (overview_image(ctx, mag_win), [], "overview")]
     for s in ctx.spots:
-        refs = []
-        for vol in (ctx.magnitude, ctx.phase):
-            ds, frame = ctx.frame_ref(vol, s.border_slice)
-            refs.append((ds, frame))
-        pages.append((spot_card(ctx, s, rows, mag_win, phase_win), refs, s.label))
+        card = render_spot_card(ctx, s, mag_win, phase_win)
+        # the source images it shows: magnitude of the border and central slices, phase of the
+        # slice read and of the central slice
+        shown = [(ctx.magnitude, s.border_slice), (ctx.phase, card.read_slice),
+                 (ctx.magnitude, s.reported.central_slice), (ctx.phase, s.reported.central_slice)]
+        refs, seen = [], set()
+        for vol, k in shown:
+            ds, frame = ctx.frame_ref(vol, k)
+            if (ds.SOPInstanceUID, frame) not in seen:
+                seen.add((ds.SOPInstanceUID, frame))
+                refs.append((ds, frame))
+        pages.append((card.pixels, refs, s.label))
     out = []
     for number, (pixels, refs, what) in enumerate(pages, start=1):
         t = ctx.template

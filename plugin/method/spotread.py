@@ -17,6 +17,7 @@ weight pixels and to recognise the void is that annulus' median magnitude.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -24,6 +25,13 @@ from scipy import ndimage as ndi
 from plugin.method.detect import DetectedSpot
 from plugin.method.patterns import NO_READING, PatternReading, PatternRules, classify_pattern
 from dicom_io.phase import wrap_rad
+
+
+#: Why a border reading was taken one slice further out (what the summary card prints).
+EQUATOR_WHY = ("the border slice holds the spot's centre, where the opposite-sign equatorial ring dominates: "
+               "read one slice further out, on the spot's footprint projected there")
+ALIASING_WHY = ("the upper and lower border slices disagreed (phase aliasing of a large, strongly magnetised "
+                "spot): both read one slice further out, where they agree")
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,12 @@ class SpotReadings:
     upper_slice: int
     lower_slice: int
     resolved_by_outer: bool = False   # borders disagreed; the slices just beyond them agreed
+    # The slice each border reading was actually taken on (None: the border slice itself) and
+    # why it was another one: the summary card shows the phase of the slice that was read.
+    upper_read_slice: Optional[int] = None
+    lower_read_slice: Optional[int] = None
+    upper_read_why: str = ""
+    lower_read_why: str = ""
 
 
 def read_slice(phase: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot, slice_index: int,
@@ -98,17 +112,18 @@ def read_spot(phase: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot, voxe
     centre_slice = int(round(spot.center_index[0]))
     step_up = 1 if superior_is_higher_index else -1
 
-    def border(k: int, outward: int) -> PatternReading:
+    def border(k: int, outward: int) -> tuple[PatternReading, int, str]:
+        """(reading, slice read, why not the border slice itself)."""
         out = k + outward
         if not params.beyond_equator or k != centre_slice or not 0 <= out < phase.shape[0]:
-            return own[k]
+            return own[k], k, ""
         outer = read_slice(phase, magnitude, spot, out, voxel_size_mm, noise_sigma, footprint_from=k, **kw)
         if outer.pattern is not None and outer.margin >= params.min_outer_margin and \
                 outer.signed_weight >= params.min_outer_weight:
-            return outer
-        return own[k]
+            return outer, out, EQUATOR_WHY
+        return own[k], k, ""
 
-    up, lo = border(upper_slice, step_up), border(lower_slice, -step_up)
+    (up, up_k, up_why), (lo, lo_k, lo_why) = border(upper_slice, step_up), border(lower_slice, -step_up)
     if up.pattern is not None and lo.pattern is not None and up.dark_dominant != lo.dark_dominant:
         # Disagreeing borders: a large, strongly magnetised lesion can still alias on its
         # outermost visible slice. The paper's rationale is that the border shows the smallest
@@ -123,5 +138,8 @@ def read_spot(phase: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot, voxe
         if all(r is not None and r.pattern is not None and r.margin >= params.min_outer_margin
                and r.signed_weight >= params.min_outer_weight for r in outer) and \
                 outer[0].dark_dominant == outer[1].dark_dominant:
-            return SpotReadings(outer[0], outer[1], own[spot.central_slice], upper_slice, lower_slice, True)
-    return SpotReadings(up, lo, own[spot.central_slice], upper_slice, lower_slice)
+            return SpotReadings(outer[0], outer[1], own[spot.central_slice], upper_slice, lower_slice, True,
+                                upper_read_slice=upper_slice + step_up, lower_read_slice=lower_slice - step_up,
+                                upper_read_why=ALIASING_WHY, lower_read_why=ALIASING_WHY)
+    return SpotReadings(up, lo, own[spot.central_slice], upper_slice, lower_slice,
+                        upper_read_slice=up_k, lower_read_slice=lo_k, upper_read_why=up_why, lower_read_why=lo_why)
