@@ -45,9 +45,6 @@ SEG_TWO_SERIES = (
     "the phase series; OHIF 3.13 warns 'Segmentation does not currently handle references to "
     "multiple series, defaulting to first series' and attaches the overlay to whichever of them it "
     "loaded first: on Siemens it intermittently lands on the phase series and nothing is painted")
-SEG_LABEL_REPEATS_CLASS = (
-    "SEG defect (open, issue 13, branch h/segkos): segment labels repeat the class, e.g. 'CMB 1 "
-    "microbleed microbleed' (the tracking identifier already carries it)")
 OHIF_PANEL_NEEDS_REHYDRATION = (
     "SR defect (open, issue 13): OHIF 3.13 cannot rehydrate the borderphase SR's spots, so its "
     "measurement panel stays 'Measurements (0) / No tracked measurements' and the spot's name "
@@ -272,8 +269,8 @@ def test_seg_references_only_the_segmented_series(seen, request):
            f"{seen['vendor']}: SEG references series {referenced}, OHIF uses one")
 
 
-@known_defect(SEG_LABEL_REPEATS_CLASS)
 def test_segment_labels_name_each_spot_once(seen):
+    """Issue 13 (fixed on main): labels read 'CMB 1 microbleed microbleed' in OHIF's panel."""
     repeated = [label for label in seen["segment_labels"] if re.search(r"\b(\w+) \1\b", label)]
     expect(not repeated, f"{seen['vendor']}: segment labels repeat a word: {repeated}")
 
