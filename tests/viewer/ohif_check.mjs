@@ -178,7 +178,7 @@ try {
     // references the phase series lands on either (tests/test_viewer_ohif.py checks that apart).
     // The magnitude series is then opened the way a user would, by its thumbnail.
     await openStudy(page, [job.magnitude_series_uid, job.seg_series_uid]);
-    await page.locator('[data-cy="study-browser-thumbnail"]', { hasText: `S:${job.magnitude_series_number}` })
+    await page.locator('[data-cy="study-browser-thumbnail"]', { hasText: new RegExp(`S:${job.magnitude_series_number}\\b`) })
       .first().dblclick();
     await page.waitForTimeout(1500);
     mark(`seg: magnitude series shown (${await imageIndexText(page)})`);
