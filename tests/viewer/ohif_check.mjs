@@ -178,7 +178,8 @@ try {
     // references the phase series lands on either (tests/test_viewer_ohif.py checks that apart).
     // The magnitude series is then opened the way a user would, by its thumbnail.
     await openStudy(page, [job.magnitude_series_uid, job.seg_series_uid]);
-    await page.locator('[data-cy="study-browser-thumbnail"]', { hasText: new RegExp(`S:${job.magnitude_series_number}\\b`) })
+    // (the thumbnail's own "S:<n>" element: its text run on with the image count, "S:520")
+    await page.locator('[data-cy="study-browser-thumbnail"]', { has: page.getByText(`S:${job.magnitude_series_number}`, { exact: true }) })
       .first().dblclick();
     await page.waitForTimeout(1500);
     mark(`seg: magnitude series shown (${await imageIndexText(page)})`);
