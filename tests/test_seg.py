@@ -66,13 +66,16 @@ def _check_seg_matches(seg, sr, analysis, mag, ph):
             pix = seg.get_pixels_by_source_frame(fh.sop_instance_uid, [fh.frame_index + 1])[0]
         for n, les in enumerate(lesions):
             np.testing.assert_array_equal(pix[..., n], analysis.label_map[k] == les.id)
-    # phase instances are referenced too (further source images)
-    referenced = {i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence
-                  for i in s.ReferencedInstanceSequence}
-    derivation = {s.ReferencedSOPInstanceUID for pf in seg.PerFrameFunctionalGroupsSequence
-                  for d in pf.DerivationImageSequence for s in d.SourceImageSequence}
-    phase_uids = {f.sop_instance_uid for f in ph.frames}
-    assert phase_uids & referenced and phase_uids & derivation
+    # one referenced series, the magnitude's (OHIF draws a SEG on the one series it references);
+    # phase instances of that same series are referenced too (further source images)
+    assert [str(s.SeriesInstanceUID) for s in seg.ReferencedSeriesSequence] == [mag.series_instance_uid]
+    if ph.series_instance_uid == mag.series_instance_uid:
+        referenced = {i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence
+                      for i in s.ReferencedInstanceSequence}
+        derivation = {s.ReferencedSOPInstanceUID for pf in seg.PerFrameFunctionalGroupsSequence
+                      for d in pf.DerivationImageSequence for s in d.SourceImageSequence}
+        phase_uids = {f.sop_instance_uid for f in ph.frames}
+        assert phase_uids & referenced and phase_uids & derivation
 
 
 def _lab(seg, n: int) -> np.ndarray:

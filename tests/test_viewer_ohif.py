@@ -40,11 +40,6 @@ import ohif_server  # noqa: E402  (tests/viewer is not a package: the helper sit
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
-SEG_TWO_SERIES = (
-    "SEG defect (open, issue 13, branch h/segkos): ReferencedSeriesSequence names the magnitude and "
-    "the phase series; OHIF 3.13 warns 'Segmentation does not currently handle references to "
-    "multiple series, defaulting to first series' and attaches the overlay to whichever of them it "
-    "loaded first: on Siemens it intermittently lands on the phase series and nothing is painted")
 OHIF_PANEL_NEEDS_REHYDRATION = (
     "SR defect (open, issue 13): OHIF 3.13 cannot rehydrate the borderphase SR's spots, so its "
     "measurement panel stays 'Measurements (0) / No tracked measurements' and the spot's name "
@@ -259,12 +254,11 @@ def test_seg_overlay_on_every_spot(seen):
         assert entry["coloured_pixels"] > 0, f"{seen['vendor']}: no overlay for {entry['label']!r} at {entry['image']}"
 
 
-def test_seg_references_only_the_segmented_series(seen, request):
-    """OHIF 3.13 draws a SEG on one series: the one it references first among those loaded."""
+def test_seg_references_only_the_segmented_series(seen):
+    """OHIF 3.13 draws a SEG on one series: the one it references first among those loaded
+    (fixed: the SEG referenced the Siemens and Canon phase series too)."""
     referenced = [str(r.SeriesInstanceUID) for r in
                   pydicom.dcmread(seen["seg_file"], stop_before_pixels=True).ReferencedSeriesSequence]
-    if len(set(referenced)) > 1:
-        request.applymarker(known_defect(SEG_TWO_SERIES))
     expect(referenced == [seen["magnitude_series_uid"]],
            f"{seen['vendor']}: SEG references series {referenced}, OHIF uses one")
 

@@ -13,9 +13,9 @@ hold no spot are omitted.
 Geometry: the plane positions come from the magnitude volume's frames, so the same code serves
 classic sources (one instance per slice) and enhanced sources (one multi-frame instance);
 highdicom matches each plane to its source frame and writes the per-frame Derivation Image
-references. The phase instances are passed as *further source images*: highdicom matches their
-planes too and adds them to the per-frame Derivation Image Sequence and the Referenced Series
-Sequence (highdicom >= 0.23).
+references. Only the magnitude series is referenced (a viewer draws a SEG on the one series it
+references); phase instances in that same series (GE, Philips) are passed as *further source
+images*, which highdicom adds to the per-frame Derivation Image Sequence.
 """
 from __future__ import annotations
 
@@ -146,8 +146,13 @@ def build_seg(ctx: ResultContext, *, sop_instance_uid: Optional[str] = None) -> 
     pixels = lut[lm[planes]]
     pixel_measures, plane_orientation, all_positions = _geometry(ctx)
     plane_positions = [all_positions[k] for k in planes]
+    # Only the segmented series is referenced: OHIF 3.13 attaches a SEG that references two series
+    # to whichever loaded first and may paint nothing (seen with Siemens and Canon, whose phase is a
+    # series of its own). Phase images of the same series (GE, Philips) stay further sources.
     mag_ids = {ds.SOPInstanceUID for ds in ctx.magnitude_datasets}
-    further = [_shared_geometry_copy(ds) for ds in ctx.phase_datasets if ds.SOPInstanceUID not in mag_ids]
+    mag_series = {ds.SeriesInstanceUID for ds in ctx.magnitude_datasets}
+    further = [_shared_geometry_copy(ds) for ds in ctx.phase_datasets
+               if ds.SOPInstanceUID not in mag_ids and ds.SeriesInstanceUID in mag_series]
     seg = hd.seg.Segmentation(
         source_images=[_shared_geometry_copy(ds) for ds in ctx.magnitude_datasets],
         pixel_array=pixels,
