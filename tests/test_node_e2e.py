@@ -41,13 +41,10 @@ def vendor_dirs() -> list[Path]:
 
 
 def _finding_types(sr) -> list[str]:
-    """One finding type per spot: a spot's groups (its largest slice, its border slices) share
-    one Tracking UID."""
-    by_spot = {}
-    for g in sr.content.get_planar_roi_measurement_groups():
-        ft = g.finding_type
-        by_spot.setdefault(str(g.tracking_uid), ft.value if ft is not None else "")
-    return list(by_spot.values())
+    """One finding type per spot: its main group (TID 1501, the measurements); the border
+    slices read are TID 1410 groups beside it."""
+    return [g.finding_type.value if g.finding_type is not None else ""
+            for g in sr.content.get_image_measurement_groups()]
 
 
 def test_scanner_to_node_to_orthanc(tmp_path):

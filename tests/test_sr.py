@@ -9,7 +9,7 @@ import pytest
 
 from dicom_io.results import codes
 from dicom_io.results import Finding, write_results
-from dicom_io.results.sr import read_report, read_spots, read_study
+from dicom_io.results.sr import read_report, read_spots, spot_name, read_study
 from dicom_io.vocabulary import Handedness
 
 from results_fixtures import CLASSIC_SPOTS, ENHANCED_SPOTS, classic_pair, enhanced_pair, make_analysis
@@ -121,14 +121,22 @@ def test_circle_is_on_the_largest_slice_with_the_real_diameter(tmp_path):
             mag.frames[les.lower_border_slice].sop_instance_uid
         assert roles["upper border slice read"]["pattern"] == les.upper_border_pattern
         assert all(b["label"] == s["label"] and b["class"] == s["class"] for b in s["border_regions"])
-    # OHIF merges groups by Tracking UID and draws the first SCOORD: it must be the main one
+    # OHIF merges groups by Tracking UID and rehydrates a spot from the image its merged group
+    # references first: each spot's Tracking UID is its main group's alone, and every measurement
+    # of that group is INFERRED FROM the circle on the largest slice
     groups = _measurement_groups(sr)
-    first_region = {}
+    uids = [next(c.UID for c in g.ContentSequence if c.ValueType == "UIDREF") for g in groups]
+    assert len(uids) == len(set(uids))
     for g in groups:
-        uid = next(c.UID for c in g.ContentSequence if c.ValueType == "UIDREF")
-        scoord = next(c for c in g.ContentSequence if c.ValueType == "SCOORD")
-        first_region.setdefault(uid, scoord.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-    assert first_region == {s["tracking_uid"]: s["referenced_sop_instance_uid"] for s in spots}
+        nums = [c for c in g.ContentSequence if c.ValueType == "NUM"]
+        refs = {n.ContentSequence[0].ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                for n in nums}
+        assert len(refs) <= 1
+    main = {next(c.UID for c in g.ContentSequence if c.ValueType == "UIDREF"):
+            next(c for c in g.ContentSequence if c.ValueType == "NUM").ContentSequence[0]
+            .ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+            for g in groups if any(c.ValueType == "NUM" for c in g.ContentSequence)}
+    assert main == {s["tracking_uid"]: s["referenced_sop_instance_uid"] for s in spots}
     # the reported largest slice and diameter win over the label map's when given
     spot = replace(report.spots[0], largest_slice=4, largest_diameter_mm=3.0)
     written = write_results(replace(report, spots=(spot,) + report.spots[1:]), mag, ph, tmp_path / "out2",
@@ -156,12 +164,15 @@ def test_every_measurement_group_has_an_image_region_and_names_its_class(classic
     words = {"CMB": "microbleed", "Calc": "calcification", "Indet": "indeterminate"}
     source_uids = {f.sop_instance_uid for f in mag.frames}
     for g in groups:
-        scoords = [c for c in g.ContentSequence if c.ValueType == "SCOORD"]
-        assert len(scoords) == 1
-        assert scoords[0].ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID in source_uids
+        # a TID 1410 border group has one region; a TID 1501 main group has it under every NUM
+        scoords = [c for c in g.ContentSequence if c.ValueType == "SCOORD"] or \
+            [n.ContentSequence[0] for n in g.ContentSequence if n.ValueType == "NUM"]
+        assert scoords and all(sc.ValueType == "SCOORD" for sc in scoords)
+        assert {sc.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for sc in scoords} \
+            <= source_uids
         ident = next(c.TextValue for c in g.ContentSequence
                      if c.ConceptNameCodeSequence[0].CodeValue == "112039")
-        prefix, _, word = ident.split(" ")
+        prefix, _, word = spot_name(ident).split(": ")[0].split(" ")
         assert words[prefix] == word
         nums = [c.ConceptNameCodeSequence[0].CodeMeaning for c in g.ContentSequence if c.ValueType == "NUM"]
         assert not nums or any(word.lower() in m.lower() for m in nums), nums
@@ -201,13 +212,14 @@ def test_report_context_algorithm_and_study_evaluations(classic):
                  if c.ConceptNameCodeSequence[0].CodeValue == "121058"]
     assert procedure[0].ConceptCodeSequence[0].CodeValue == "25056-3"
     # algorithm identification carries the convention and its source
-    group = report.get_planar_roi_measurement_groups()[0]
+    group = report.get_image_measurement_groups()[0]
     texts = [c.TextValue for c in _walk(group[0]) if c.ValueType == "TEXT"]
     assert "borderphase" in texts
     assert "phase convention: left-handed" in texts
     assert f"convention source: {analysis.convention_source}" in texts
-    # no TID 1501 group: the study-level results are report-level qualitative evaluations
-    assert report.get_image_measurement_groups() == []
+    # one TID 1501 group per spot (its measurements), one TID 1410 group per border slice read;
+    # the study-level results are report-level qualitative evaluations, not a group
+    assert len(report.get_image_measurement_groups()) == len(analysis.spots)
     study = read_study(sr)
     assert study[codes.NUMBER_OF_LESIONS.value] == "5"
     assert study[codes.NUMBER_OF_MICROBLEEDS.value] == "2"

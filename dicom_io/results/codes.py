@@ -206,3 +206,9 @@ EVIDENCE_TEXT = _private("BP-EVIDENCE", "Method evidence")
 REGION_SHOWN_TEXT = _private("BP-REGION", "Region shown")
 DISCLAIMER_TEXT = _private("BP-DISCLAIMER", "Disclaimer")
 INTENDED_USE_TEXT = _private("BP-INTENDED-USE", "Intended use")
+
+
+# --- what OHIF's measurement panel reads (issue 13) ---
+AREA = CodedConcept.from_code(codes.SCT.Area)                       # SCT 42798000, pydicom's dictionary
+UNIT_MM2 = CodedConcept("mm2", "UCUM", "square millimeter")
+COMMENT = CodedConcept.from_code(codes.DCM.Comment)                 # DCM 121106: the spot's name as a label

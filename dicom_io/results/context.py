@@ -321,3 +321,12 @@ def source_names_tolerated():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         yield
+
+
+def certainty_text(confidence: float, finding: Finding) -> str:
+    """The certainty as a reader should take it: no figure for an indeterminate spot (it asserts
+    nothing), never "100 %" for a probability."""
+    if finding is Finding.INDETERMINATE:
+        return "none (no call)"
+    c = float(confidence)
+    return "> 99 %" if c >= 0.995 else f"{100 * c:.0f} %"

@@ -1,25 +1,28 @@
 """Comprehensive 3D SR, TID 1500 Measurement Report, for one analysed pair (highdicom).
 
-Content (PS3.16 TID 1500 and its included templates), shaped so that viewers render it
-(OHIF 3.13 draws one annotation per Tracking UID, from the first SCOORD of its groups, labelled
-with the concept names and values of its NUM items; it needs an image region in every group):
+Content (PS3.16 TID 1500 and its included templates), shaped so that viewers render it and
+OHIF 3.13 lists it (OHIF merges groups by Tracking UID, needs an image reference in every group,
+and lists and edits a group only in the layout its Cornerstone tools write: TID 1501 with the
+tracking identifier ``Cornerstone3DTools@^0.1.0:CircleROI:...``, every NUM INFERRED FROM the
+SCOORD, the label in a TEXT "Comment"):
 
 - observer context (TID 1002): a device observer, the algorithm;
 - procedure reported (CID 100): LN 25056-3 "MRI unspecified body region";
 - image library (TID 1600): the magnitude images the regions are drawn on;
-- per spot, TID 1410 Planar ROI groups sharing its tracking identifier ("CMB 1 microbleed": the
-  class is in it) and Tracking UID (shared with the SEG segment):
-  * first, the main group: a SCOORD CIRCLE on the slice where the spot's cross-section is
-    largest, with the in-plane diameter there, finding type (microbleed / calcification /
-    lesion of brain), algorithm identification (TID 4019: name, version, phase convention and
-    its source), measurements diameter (mm) and the certainty of the call named after the class
-    ("Microbleed certainty", %), qualitative evaluations border, upper/lower border and central
-    phase patterns and the phase convention (private scheme 99BORDERPHASE, declared in the
-    Coding Scheme Identification Sequence), and as TEXT the classification, the reason and the
-    method's evidence (which slices were read and what they showed);
-  * then one group per border slice read (upper, lower): a circle on that slice with the
-    pattern read there, no measurements (so a viewer that merges groups by Tracking UID keeps
-    the main group's circle and labels);
+- per spot, one TID 1501 group, its Tracking UID shared with the SEG segment, tracking
+  identifier ``Cornerstone3DTools@^0.1.0:CircleROI:CMB 1 microbleed`` (OHIF's circle tool, then
+  the spot's name with its class): finding type (hemorrhage / calcification / lesion of brain),
+  algorithm identification (TID 4019: name, version, phase convention and its source),
+  measurements area (mm2) and diameter (mm) of the spot and the certainty of the call named
+  after the class ("Microbleed certainty", %), each INFERRED FROM (TID 320) a SCOORD CIRCLE on
+  the slice where the spot's cross-section is largest, with the in-plane diameter there;
+  qualitative evaluations border, upper/lower border and central phase patterns and the phase
+  convention (private scheme 99BORDERPHASE, declared in the Coding Scheme Identification
+  Sequence); as TEXT the label a viewer lists ("CMB 1 microbleed, 6.2 mm, certainty > 99 %"),
+  the classification, the reason and the method's evidence;
+- per border slice read (upper, lower), a TID 1410 group with a Tracking UID of its own (OHIF
+  would otherwise look for the spot's circle on that slice), identifier
+  "CMB 1 microbleed: upper border slice read", its circle on that slice and the pattern read;
 - report-level qualitative evaluations (TID 1500 row 12 container): microbleed and calcification
   present/absent, the phase convention, the counts (lesions, microbleeds, calcifications,
   indeterminate spots) as TEXT, a disclaimer ("DERIVED RESULT - NOT FOR PRIMARY DIAGNOSIS")
@@ -38,7 +41,8 @@ from pydicom.sr.codedict import codes as pcodes
 from dicom_io.results import codes
 from dicom_io.results.report import Finding
 from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, \
-    NOT_FOR_DIAGNOSIS, ResultContext, SpotRegion, TrackedSpot, declare_private_scheme, finish, _region_on_slice
+    NOT_FOR_DIAGNOSIS, ResultContext, SpotRegion, TrackedSpot, certainty_text, declare_private_scheme, finish, \
+    _region_on_slice
 
 INTENDED_USE = (
     "Research tool, not a medical device: marks small dark spots on GRE/SWI magnitude images and "
@@ -111,16 +115,20 @@ def largest_section(ctx: ResultContext, spot: TrackedSpot) -> LargestSection:
     return LargestSection(k, d)
 
 
-def _circle(ctx: ResultContext, region: SpotRegion) -> hd.sr.ImageRegion:
-    """SCOORD CIRCLE (centre, one point on the perimeter) in the image's pixel coordinates:
-    (column, row) with (0, 0) the top-left corner of the top-left pixel (PS3.3 C.18.6.1.2)."""
-    ds, frame = ctx.frame_ref(ctx.magnitude, region.slice_index)
-    cx, cy = region.center_col + 0.5, region.center_row + 0.5
-    source = hd.sr.SourceImageForRegion(
+def _source(ctx: ResultContext, slice_index: int) -> hd.sr.SourceImageForRegion:
+    ds, frame = ctx.frame_ref(ctx.magnitude, slice_index)
+    return hd.sr.SourceImageForRegion(
         referenced_sop_class_uid=ds.SOPClassUID,
         referenced_sop_instance_uid=ds.SOPInstanceUID,
         referenced_frame_numbers=None if frame is None else [frame],
     )
+
+
+def _circle(ctx: ResultContext, region: SpotRegion) -> hd.sr.ImageRegion:
+    """SCOORD CIRCLE (centre, one point on the perimeter) in the image's pixel coordinates:
+    (column, row) with (0, 0) the top-left corner of the top-left pixel (PS3.3 C.18.6.1.2)."""
+    cx, cy = region.center_col + 0.5, region.center_row + 0.5
+    source = _source(ctx, region.slice_index)
     return hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
         graphic_data=np.array([[cx, cy], [cx + region.radius_px, cy]], dtype=float),
@@ -172,8 +180,28 @@ def evidence_text(ctx: ResultContext, spot: TrackedSpot, largest: LargestSection
     return "; ".join(parts)
 
 
-def _tracking(spot: TrackedSpot) -> hd.sr.TrackingIdentifier:
-    return hd.sr.TrackingIdentifier(uid=spot.tracking_uid, identifier=spot.label)
+#: OHIF (3.x, Cornerstone adapters) lists and edits an SR group only when its tracking identifier
+#: starts with the Cornerstone tool it would draw, its NUMs are INFERRED FROM the SCOORD (TID 320)
+#: and its label is a TEXT Comment; the spot's own name follows after a colon.
+OHIF_CIRCLE_TOOL = "Cornerstone3DTools@^0.1.0:CircleROI"
+
+
+def spot_name(tracking_identifier: str) -> str:
+    """The spot's name in a tracking identifier, without the viewer's tool prefix."""
+    return tracking_identifier.removeprefix(OHIF_CIRCLE_TOOL + ":")
+
+
+def _tracking(spot: TrackedSpot, *, viewer_tool: bool = False) -> hd.sr.TrackingIdentifier:
+    text = f"{OHIF_CIRCLE_TOOL}:{spot.label}" if viewer_tool else spot.label
+    return hd.sr.TrackingIdentifier(uid=spot.tracking_uid, identifier=text)
+
+
+def _coordinates(ctx: ResultContext, region: SpotRegion) -> hd.sr.CoordinatesForMeasurement:
+    """The circle again, as the region a measurement is INFERRED FROM (TID 320)."""
+    circle = _circle(ctx, region)
+    return hd.sr.CoordinatesForMeasurement(graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
+                                           graphic_data=np.asarray(circle.GraphicData, dtype=float).reshape(-1, 2),
+                                           source_image=_source(ctx, region.slice_index))
 
 
 def _main_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIdentification
@@ -189,20 +217,30 @@ def _main_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIden
                           (codes.LOWER_BORDER_PATTERN, facts.lower_border_pattern)):
         if pattern is not None:
             evaluations.append(_qualitative(name, codes.pattern_code(pattern)))
-    measurements = [
-        hd.sr.Measurement(name=codes.DIAMETER, value=float(facts.diameter_mm), unit=codes.UNIT_MM),
+    at = [_coordinates(ctx, _main_region(ctx, spot, largest))]
+    area_mm2 = float(np.pi * (largest.diameter_mm / 2.0) ** 2)
+    measurements = [  # area first: OHIF's circle tool takes its area from the first NUM
+        hd.sr.Measurement(name=codes.AREA, value=round(area_mm2, 2), unit=codes.UNIT_MM2,
+                          referenced_coordinates=at),
+        hd.sr.Measurement(name=codes.DIAMETER, value=float(facts.diameter_mm), unit=codes.UNIT_MM,
+                          referenced_coordinates=at),
         hd.sr.Measurement(name=codes.CERTAINTY_BY_CLASS[spot.finding],
-                          value=round(100.0 * float(facts.confidence), 1), unit=codes.UNIT_PERCENT),
+                          value=round(100.0 * float(facts.confidence), 1), unit=codes.UNIT_PERCENT,
+                          referenced_coordinates=at),
     ]
-    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(spot),
-        referenced_region=_circle(ctx, _main_region(ctx, spot, largest)),
+    # TID 1501 (each measurement INFERRED FROM the circle) rather than TID 1410 (one region for the
+    # group): the layout OHIF lists in its measurement panel; the border groups stay TID 1410
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(spot, viewer_tool=True),
         finding_type=codes.FINDING_BY_CLASS[spot.finding],
         algorithm_id=algo,
         measurements=measurements,
         qualitative_evaluations=evaluations,
     )
     texts = [
+        # the label OHIF lists: name, class, diameter and certainty in one line
+        _text(codes.COMMENT, f"{spot.label}, {float(facts.diameter_mm):.1f} mm, "
+                             f"certainty {certainty_text(facts.confidence, spot.finding)}"),
         _text(codes.CLASSIFICATION_TEXT, spot.finding.value),
         _text(codes.REGION_SHOWN_TEXT, f"{ROLE_LARGEST} ({_image_number(ctx, largest.slice_index)}, "
                                        f"{largest.diameter_mm:.1f} mm)"),
@@ -233,8 +271,10 @@ def _border_groups(ctx: ResultContext, spot: TrackedSpot
         if not 0 <= k < ctx.magnitude.shape[0]:
             raise ValueError(f"spot {spot.reported.id}: border slice {k} outside the volume")
         region = _region_on_slice(ctx.label_map, spot.reported, k, ctx.magnitude)
+        # a Tracking UID of its own: OHIF merges groups by Tracking UID and would then look for
+        # the main group's circle on this slice
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=_tracking(spot),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{spot.label}: {role}"),
             referenced_region=_circle(ctx, region),
             finding_type=codes.FINDING_BY_CLASS[spot.finding],
             qualitative_evaluations=[_qualitative(concept, codes.pattern_code(pattern))],
@@ -405,8 +445,14 @@ def _texts(item: pydicom.Dataset) -> dict[str, str]:
             for c in item.get("ContentSequence", []) if c.ValueType == "TEXT"}
 
 
+def _main_circle(group) -> pydicom.Dataset:
+    """The SCOORD a TID 1501 main group's first measurement is INFERRED FROM."""
+    num = next(item for item in group[0].ContentSequence if item.ValueType == "NUM")
+    return next(item for item in num.ContentSequence if item.ValueType == "SCOORD")
+
+
 def _region(group) -> dict:
-    region = group.roi
+    region = group.roi if hasattr(group, "roi") else _main_circle(group)
     ref = region.ContentSequence[0].ReferencedSOPSequence[0]
     return {
         "graphic_type": region.GraphicType,
@@ -418,30 +464,21 @@ def _region(group) -> dict:
 
 def read_spots(sr_dataset: pydicom.Dataset) -> list[dict]:
     """Read the spots back from a borderphase SR with highdicom (for tests and round trips):
-    one dict per spot (its main TID 1410 group, the one with measurements) with label,
+    one dict per spot (its main TID 1501 group, the one with measurements) with label,
     tracking_uid, class, diameter_mm, certainty_pct, border/central pattern, convention, the
     texts (reason, evidence, region shown), the SOP instance (and frames) its circle is on, and
-    ``border_regions``: the further groups of the same Tracking UID (role, pattern, region)."""
+    ``border_regions``: the TID 1410 groups of the border slices read ("<spot>: <role>")."""
+    report = read_report(sr_dataset)
     out: dict[str, dict] = {}
-    borders: dict[str, list] = {}
-    for group in read_report(sr_dataset).get_planar_roi_measurement_groups():
-        uid = str(group.tracking_uid)
+    for group in report.get_image_measurement_groups():
+        name = spot_name(group.tracking_identifier)
         texts = _texts(group[0])
         evaluations = {q.name.value: q.value for q in group.get_qualitative_evaluations()}
         measurements = {m.name.value: m.value for m in group.get_measurements()}
-        if codes.DIAMETER.value not in measurements:
-            pattern = next(iter(evaluations.values()), None)
-            borders.setdefault(uid, []).append({
-                "label": group.tracking_identifier,
-                "class": codes.class_from_finding(group.finding_type),
-                "role": texts.get(codes.REGION_SHOWN_TEXT.value, ""),
-                "pattern": None if pattern is None else codes.pattern_from_code(pattern),
-                **_region(group)})
-            continue
         cls = codes.class_from_finding(group.finding_type)
-        out[uid] = {
-            "label": group.tracking_identifier,
-            "tracking_uid": uid,
+        out[name] = {
+            "label": name,
+            "tracking_uid": str(group.tracking_uid),
             "class": cls,
             "diameter_mm": float(measurements[codes.DIAMETER.value]),
             "certainty_pct": float(measurements[codes.CERTAINTY_BY_CLASS[cls].value]),
@@ -452,12 +489,20 @@ def read_spots(sr_dataset: pydicom.Dataset) -> list[dict]:
             "reason": texts.get(codes.REASON_TEXT.value, ""),
             "evidence": texts.get(codes.EVIDENCE_TEXT.value, ""),
             "region_shown": texts.get(codes.REGION_SHOWN_TEXT.value, ""),
+            "border_regions": [],
             **_region(group),
         }
-    for uid, spot in out.items():
-        spot["border_regions"] = borders.pop(uid, [])
-    if borders:
-        raise ValueError(f"SR has region groups without a main group: tracking UIDs {sorted(borders)}")
+    for group in report.get_planar_roi_measurement_groups():
+        name, _, _ = group.tracking_identifier.partition(": ")
+        if name not in out:
+            raise ValueError(f"SR has a border-slice group without its spot: {group.tracking_identifier!r}")
+        pattern = next(iter(q.value for q in group.get_qualitative_evaluations()), None)
+        out[name]["border_regions"].append({
+            "label": name,
+            "class": codes.class_from_finding(group.finding_type),
+            "role": _texts(group[0]).get(codes.REGION_SHOWN_TEXT.value, ""),
+            "pattern": None if pattern is None else codes.pattern_from_code(pattern),
+            **_region(group)})
     return list(out.values())
 
 

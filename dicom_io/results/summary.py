@@ -31,7 +31,7 @@ from scipy import ndimage as ndi
 
 from dicom_io.phase import wrap_rad
 from dicom_io.results import codes
-from dicom_io.results.context import (CLASS_DISPLAY_RGB, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot,
+from dicom_io.results.context import (CLASS_DISPLAY_RGB, certainty_text, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot,
                                       finish, source_names_tolerated)
 from dicom_io.results.report import Finding
 from dicom_io.vocabulary import Handedness
@@ -225,15 +225,6 @@ def _label(draw: ImageDraw.ImageDraw, x: float, y: float, text: str, colour) -> 
 # --- text ---------------------------------------------------------------------------------------
 def _pattern(p: Optional[int]) -> str:
     return "-" if p is None else f"{p} ({codes.PATTERN_SHORT[p]})"
-
-
-def certainty_text(confidence: float, finding: Finding) -> str:
-    """The certainty as a reader should take it: no figure for an indeterminate spot (it asserts
-    nothing), never "100 %" for a probability."""
-    if finding is Finding.INDETERMINATE:
-        return "none (no call)"
-    c = float(confidence)
-    return "> 99 %" if c >= 0.995 else f"{100 * c:.0f} %"
 
 
 def certainty_basis(ctx: ResultContext) -> str:
