@@ -153,17 +153,21 @@ def generate(
         raise ValueError(f"unknown cohort {cohort!r} (use 'paper' or 'realistic')")
     opts = WriteOptions(vendor, style, anonymize, seed)
     tasks = [(plan, acq, convention, out, opts, len(plans) > 1) for plan in plans]
-    workers = min(jobs if jobs else min(os.cpu_count() or 1, 2), len(tasks))
-    if workers > 1:
-        # one study per process; each study is independent and seeded, so the output is identical
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-            studies = list(pool.map(_render_and_write, tasks))
-    else:
-        studies = [_render_and_write(t) for t in tasks]
+    studies = _map_studies(_render_and_write, tasks, jobs)
     document = {"schema": P.TRUTH_SCHEMA, "generator": _command_line(vendor, cohort, seed, style, anonymize, snr, echoes, filtered, size),
                 "studies": studies}
     (out / TRUTH_NAME).write_text(json.dumps(document, indent=1) + "\n")
     return document
+
+
+def _map_studies(render_and_write, tasks: list, jobs: Optional[int]) -> list[dict]:
+    """``render_and_write`` over ``tasks``, one study per process (at most ``jobs``, default 2):
+    each study is independent and seeded, so the output is the same in any order."""
+    workers = min(jobs if jobs else min(os.cpu_count() or 1, 2), len(tasks))
+    if workers > 1:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(render_and_write, tasks))
+    return [render_and_write(t) for t in tasks]
 
 
 def _render_and_write(task) -> dict:
@@ -186,12 +190,7 @@ def _generate_realistic(out: Path, *, vendor: str, convention: Handedness, seed:
     plans = R.realistic_cohort(seed, protocol=protocol, n_studies=n_studies)
     opts = WriteOptions(vendor, style, anonymize, seed)
     tasks = [(plan, acq, convention, out, opts) for plan in plans]
-    workers = min(jobs if jobs else min(os.cpu_count() or 1, 2), len(tasks))
-    if workers > 1:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-            studies = list(pool.map(_render_and_write_realistic, tasks))
-    else:
-        studies = [_render_and_write_realistic(t) for t in tasks]
+    studies = _map_studies(_render_and_write_realistic, tasks, jobs)
     line = (f"borderphase phantom --cohort realistic --protocol {protocol} --vendor {vendor} --seed {seed} "
             f"--studies {n_studies} --style {style} --snr {acq.snr:g} --echoes {len(acq.echo_times_ms)}"
             + (" --filtered" if acq.filtered else " --raw") + (f" --anonymize {anonymize}" if anonymize != "none" else ""))
