@@ -61,6 +61,9 @@ def add_parser(subparsers) -> None:
                         "with truth.json (--studies copies, default 1 here)")
     p.add_argument("--lesions", type=int, nargs=2, default=(3, 3), metavar=("MICROBLEEDS", "CALCIFICATIONS"),
                    help="for --inject-into: lesions per study (default 3 3)")
+    p.add_argument("--lesion-te-ms", type=float, default=None,
+                   help="for --inject-into: make the lesions as at this echo time over the real background "
+                        "(default: the series' own echo times)")
     p.add_argument("--sample-set", action="store_true", help="write the sample_dicom set (one small study per vendor) to --out")
     p.set_defaults(run=run)
 
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             studies = 1 if args.studies is None else args.studies
             doc = inject.inject_into(args.inject_into, args.out, seed=args.seed, n_studies=studies,
-                                     n_microbleeds=args.lesions[0], n_calcifications=args.lesions[1])
+                                     n_microbleeds=args.lesions[0], n_calcifications=args.lesions[1],
+                                     lesion_echo_time_ms=args.lesion_te_ms)
         elif args.sample_set:
             doc = phantom_dicom.write_sample_set(args.out)
         else:

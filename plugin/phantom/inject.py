@@ -268,10 +268,12 @@ class LesionSignal:
     source_field: np.ndarray
     b0_t: float
     sign: float
+    te_scale: float = 1.0                  # lesion phase/void as at te_scale * TE (1: the series' own TEs)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def factor(self, te_ms: float) -> np.ndarray:
-        key = round(float(te_ms), 6)
+        te_ms = float(te_ms) * self.te_scale
+        key = round(te_ms, 6)
         if key not in self._cache:
             k = np.float32(self.sign * physics.phase_per_ppm_rad(b0_t=self.b0_t, echo_time_ms=te_ms))
             self._cache[key] = P.sources_factor(self.grid.shape, self.samples, self.source_field, k,
@@ -287,7 +289,8 @@ class LesionSignal:
         return self.factor(float(stack.echo_time_ms))
 
 
-def lesion_signal(acq: RealAcquisition, lesions_lps: Sequence[P.SphereLesion]) -> tuple[LesionSignal, list[ObliqueSphere]]:
+def lesion_signal(acq: RealAcquisition, lesions_lps: Sequence[P.SphereLesion],
+                  te_scale: float = 1.0) -> tuple[LesionSignal, list[ObliqueSphere]]:
     grid, b0 = stack_grid(acq)
     inv = np.linalg.inv(acq.affine_lps)
     local = []
@@ -296,10 +299,10 @@ def lesion_signal(acq: RealAcquisition, lesions_lps: Sequence[P.SphereLesion]) -
         local.append(ObliqueSphere(L.id, tuple(float(v) for v in index_to_grid_mm(grid, idx)), L.diameter_mm,
                                    L.chi_ppm, L.lesion_class, b0_grid=tuple(float(v) for v in b0)))
     supersample = tuple(int(min(9, max(3, math.ceil(v / FINE_STEP_MM)))) for v in grid.voxel_mm)
-    te_max = max(float(st.echo_time_ms) for st in acq.stacks)
+    te_max = max(float(st.echo_time_ms) for st in acq.stacks) * te_scale
     per_ppm_max = physics.phase_per_ppm_rad(b0_t=acq.b0_t, echo_time_ms=te_max)
     source_field, samples = P.sample_sources(local, grid, per_ppm_max, P.subvoxel_offsets(grid, supersample))
-    return LesionSignal(grid, samples, source_field, acq.b0_t, physics.handedness_sign(acq.convention)), local
+    return LesionSignal(grid, samples, source_field, acq.b0_t, physics.handedness_sign(acq.convention), te_scale), local
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,10 +390,15 @@ def _truth_lesion(signal: LesionSignal, acq: RealAcquisition, lesion_grid: Obliq
 
 def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int = 0, n_microbleeds: int = 3,
                  n_calcifications: int = 3, edge_margin_mm: float = 10.0,
-                 acquisition: Optional[RealAcquisition] = None) -> dict:
+                 acquisition: Optional[RealAcquisition] = None, lesion_echo_time_ms: Optional[float] = None) -> dict:
     """Inject one study's lesions into the real acquisition at ``paths``; write copies under
     ``out_dir`` (one folder per source folder); return the study's truth (no truth.json: see
-    :func:`inject_into`)."""
+    :func:`inject_into`).
+
+    ``lesion_echo_time_ms``: None (default) = the physics at the series' own echo times. Else
+    the lesions' phase and void are made as at that echo time for the analysed phase (every
+    echo's TE scaled alike), over the real background as acquired: a stated contrast knob for
+    field-map acquisitions whose TEs (2-12 ms) hide most lesions; the truth records it."""
     from dicom_io.read import series as dseries
 
     acq = acquisition or open_acquisition(paths)
@@ -400,7 +408,9 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
     ph_ref = dseries.load_volume(acq.pair.phase)
     allowed = allowed_centres(mag_ref.data, ph_ref.data, acq.voxel_mm, edge_margin_mm=edge_margin_mm)
     lesions = place(draw_specs(rng, n_microbleeds, n_calcifications), allowed, acq, rng)
-    signal, local = lesion_signal(acq, lesions)
+    ref_te = float(acq.pair.phase.effective_echo_time_ms or acq.pair.phase.echo_time_ms)
+    te_scale = 1.0 if lesion_echo_time_ms is None else float(lesion_echo_time_ms) / ref_te
+    signal, local = lesion_signal(acq, lesions, te_scale)
 
     new_stored: dict[tuple[str, Optional[int]], np.ndarray] = {}
     scaling = {}
@@ -445,6 +455,8 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
         "echo_times_ms": sorted({float(st.echo_time_ms) for st in acq.stacks}),
         "phase_kind": str(phase_stack.kind),
         "phase_effective_echo_time_ms": phase_stack.effective_echo_time_ms,
+        "lesion_echo_time_scale": round(te_scale, 6),
+        "lesion_echo_time_ms": round(ref_te * te_scale, 4),
         "snr": None,
         "filtered_phase": False,
         "shape_slices_rows_columns": list(acq.shape),
@@ -461,7 +473,8 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
 
 
 def inject_into(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int = 0, n_studies: int = 1,
-                n_microbleeds: int = 3, n_calcifications: int = 3, edge_margin_mm: float = 10.0) -> dict:
+                n_microbleeds: int = 3, n_calcifications: int = 3, edge_margin_mm: float = 10.0,
+                lesion_echo_time_ms: Optional[float] = None) -> dict:
     """``n_studies`` injected copies of the acquisition at ``paths`` (study ``i`` under
     ``out_dir/study_<i>``, seed ``seed * 1000 + i``) and ``out_dir/truth.json``."""
     acq = open_acquisition(paths)
@@ -469,12 +482,14 @@ def inject_into(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int =
     studies = []
     for i in range(n_studies):
         t = inject_study(paths, out / f"study_{i + 1}", seed=seed * 1000 + i, n_microbleeds=n_microbleeds,
-                         n_calcifications=n_calcifications, edge_margin_mm=edge_margin_mm, acquisition=acq)
+                         n_calcifications=n_calcifications, edge_margin_mm=edge_margin_mm, acquisition=acq,
+                         lesion_echo_time_ms=lesion_echo_time_ms)
         t["directory"] = f"study_{i + 1}"
         studies.append(t)
     doc = {"schema": INJECT_SCHEMA,
            "generator": f"borderphase phantom --inject-into {' '.join(str(p) for p in paths)} --seed {seed} "
-                        f"--studies {n_studies}",
+                        f"--studies {n_studies}"
+                        + (f" --lesion-te-ms {lesion_echo_time_ms:g}" if lesion_echo_time_ms is not None else ""),
            "studies": studies}
     out.mkdir(parents=True, exist_ok=True)
     (out / TRUTH_NAME).write_text(json.dumps(doc, indent=1) + "\n")
