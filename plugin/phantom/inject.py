@@ -459,6 +459,7 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
         "lesion_echo_time_ms": round(ref_te * te_scale, 4),
         "snr": None,
         "filtered_phase": False,
+        "background_ptp_rad": None,        # the real head's own background field: not a parameter here
         "shape_slices_rows_columns": list(acq.shape),
         "voxel_mm_slice_row_column": [round(v, 4) for v in acq.voxel_mm],
         "affine_lps": [[round(float(v), 6) for v in row] for row in acq.affine_lps],
