@@ -4,13 +4,13 @@
     python benchmarks/real_background_benchmark.py --studies 2 -v    # list misses and false spots
 
 Data: the real magnitude+phase acquisitions of ``../shared/vendor_dicom`` (env
-``BORDERPHASE_VENDOR_DICOM``; :data:`plugin.phantom.inject.KNOWN_ACQUISITIONS`: Siemens E11 classic and
+``BORDERPHASE_VENDOR_DICOM``; :data:`plugin.inject.KNOWN_ACQUISITIONS`: Siemens E11 classic and
 XA30 enhanced ``gre_field_mapping`` (magnitude of 2 echoes + the phase difference, read at dTE 2.46 ms),
 Philips 5.7.1 classic field map (magnitude and phase of 2 echoes, TE 2.3 / 4.6 ms)); GE (B0 map in Hz)
 and Canon (magnitude only) cannot take lesions and are listed with the reason.
 
 Per study (seeded): 3 microbleeds + 3 calcifications from the paper's statistics injected physically
-(:mod:`plugin.phantom.inject`: sub-voxel dipole field, complex factor per echo at the series' B0, TEs and
+(:mod:`plugin.inject`: sub-voxel dipole field, complex factor per echo at the series' B0, TEs and
 handedness) and written back into copies of the original files in their own encoding; then
 ``plugin.pipeline.analyze_paths`` reads the written DICOM (scan, pairing, vendor scaling, convention,
 field-map kind) exactly as ``borderphase analyze`` does. Scoring (:mod:`benchmarks.scoring`, shared with
@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scoring import call_rates, match_lesions, rate  # noqa: E402
-from plugin.phantom import inject as I  # noqa: E402
+from plugin import inject as I  # noqa: E402
 from plugin.pipeline import analyze_paths  # noqa: E402
 
 VENDOR_DICOM = Path(os.environ.get("BORDERPHASE_VENDOR_DICOM", Path(__file__).resolve().parents[2] / "shared" / "vendor_dicom"))

@@ -1,4 +1,4 @@
-"""Lesions injected into the REAL scanner series of ../shared/vendor_dicom (plugin.phantom.inject),
+"""Lesions injected into the REAL scanner series of ../shared/vendor_dicom (plugin.inject),
 and the field-map series recognised by the reader (issue 10).
 
 Checks: the copies keep the original encoding (transfer syntax, rescale, private elements, every
@@ -19,7 +19,7 @@ import pytest
 from dicom_io.inspect import inspect_paths
 from dicom_io.phase import wrap_rad
 from dicom_io.read import series as dseries
-from plugin.phantom import inject as I
+from plugin import inject as I
 from plugin.phantom import render as P
 from plugin.phantom.cohort import random_study
 

@@ -7,7 +7,7 @@
     borderphase phantom --sample-set --out sample_dicom     # regenerate the sample_dicom set
     borderphase phantom --inject-into DIR [DIR...] --out OUT [--studies N] [--seed N]
                         # the paper's lesions injected into a REAL magnitude+phase acquisition
-                        # (plugin.phantom.inject): copies of its files in their own encoding + truth.json
+                        # (plugin.inject): copies of its files in their own encoding + truth.json
 
 Deterministic for a seed (pixel data, UIDs and truth).
 """
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         if args.inject_into:
-            from plugin.phantom import inject
+            from plugin import inject
             if (args.studies is not None and args.studies < 1) or min(args.lesions) < 0 or sum(args.lesions) < 1:
                 print("borderphase phantom: --studies must be >= 1 and --lesions at least one lesion")
                 return 2

@@ -1,7 +1,7 @@
 """Inject the paper's lesions into a REAL scanner acquisition (magnitude + phase), physically, and
 write them back into copies of the original files in their own encoding, with ``truth.json``.
 
-Real backgrounds (issue 10): the phantom's ellipsoid head has a smooth background; real heads
+Real backgrounds (issue 10; it sits beside the pipeline, above pairing and the method, whose brain mask and pairing it reuses): the phantom's ellipsoid head has a smooth background; real heads
 have veins, air/tissue fields, shim residuals, real noise and vendor quirks. This module takes a
 real acquisition (e.g. the public field-mapping series in ``../shared/vendor_dicom``), reads it
 with :mod:`dicom_io.read.series` (``scan``, ``load_volume``; pairing by :mod:`plugin.pairing`), and:
