@@ -50,9 +50,9 @@ from plugin.phantom import dicom as phantom_dicom  # noqa: E402
 from plugin.phantom import head as H  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays  # noqa: E402
+from benchmarks.scoring import SIZE_GROUPS, match_spot, rate as _rate  # noqa: E402
 
 VENDOR_CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
-SIZE_GROUPS = (("<2 mm", 0.0, 2.0), ("2-3 mm", 2.0, 3.0), (">=3 mm", 3.0, 99.0))
 
 
 @dataclass
@@ -137,16 +137,7 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
     slice_mm = truth["voxel_mm_slice_row_column"][0]
 
     def match(t) -> int | None:
-        if not len(centres):
-            return None
-        diff = centres - np.asarray(t["center_lps_mm"])
-        d = np.linalg.norm(diff, axis=1)
-        ok = (np.linalg.norm(diff[:, :2], axis=1) <= max(3.0, t["diameter_mm"])) & \
-             (np.abs(diff[:, 2]) <= max(3.0, t["diameter_mm"], slice_mm))
-        d[~ok] = np.inf
-        d[list(used)] = np.inf
-        k = int(np.argmin(d))
-        return k if np.isfinite(d[k]) else None
+        return match_spot(t, centres, used, slice_mm)
 
     for t in sorted(truth["lesions"], key=lambda t: -t["diameter_mm"]):
         rec = LesionRecord(protocol, vendor, plan.index, t["class"], t.get("kind", "paper"), t["diameter_mm"], t["chi_ppm"],
@@ -222,10 +213,6 @@ def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
                       f"{len(sc.false_spots)} false, render {render_s:.1f} s, analysis {secs:.1f} s", file=sys.stderr, flush=True)
             del images
     return results
-
-
-def _rate(a: int, b: int) -> str:
-    return f"{a / b:.3f} ({a}/{b})" if b else "n/a"
 
 
 def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -> list[str]:

@@ -20,6 +20,7 @@ from dicom_io.convention import ConventionRules
 from dicom_io.read import pixels
 from dicom_io.errors import DicomInputError
 from dicom_io.read.series import ScanResult, SeriesInfo, StackInfo, scan
+from dicom_io.vocabulary import PhaseKind
 
 SCHEMA = "borderphase.inspect/1"
 
@@ -49,6 +50,16 @@ def _phase_facts(stack: StackInfo, limit_bytes: Optional[int]) -> tuple[Optional
         return None, None, f"phase not converted: {type(exc).__name__}: {exc}"
 
 
+def kind_label(kind: Optional[str], effective_echo_time_ms: Optional[float]) -> str:
+    """``phase difference (dTE 2.46 ms)``, ``field map (Hz)``, ``echo phase (TE 25 ms)``."""
+    if kind == PhaseKind.PHASE_DIFFERENCE:
+        dte = f"{effective_echo_time_ms:g} ms" if effective_echo_time_ms is not None else "unknown"
+        return f"phase difference (dTE {dte})"
+    if kind == PhaseKind.ECHO_PHASE and effective_echo_time_ms is not None:
+        return f"echo phase (TE {effective_echo_time_ms:g} ms)"
+    return str(kind)
+
+
 def stack_dict(stack: StackInfo, *, limit_bytes: Optional[int] = None) -> dict:
     d = {
         "component": stack.component,
@@ -65,6 +76,11 @@ def stack_dict(stack: StackInfo, *, limit_bytes: Optional[int] = None) -> dict:
         "volume": stack.can_load,
         "problems": list(stack.problems),
     }
+    if stack.kind is not None:   # echo phase | phase difference (read at dTE) | field map (Hz)
+        d["kind"] = str(stack.kind)
+        d["kind_source"] = stack.kind_source
+        d["effective_echo_time_ms"] = _round(stack.effective_echo_time_ms)
+        d["kind_label"] = kind_label(stack.kind, stack.effective_echo_time_ms)
     if stack.component == "phase":
         rng, rule, problem = _phase_facts(stack, limit_bytes)
         d["phase_range_rad"] = rng
@@ -149,6 +165,8 @@ def format_table(doc: dict) -> str:
                 rng = st.get("phase_range_rad")
                 rng_text = f"[{rng[0]:.3f}, {rng[1]:.3f}] rad" if rng else "not converted"
                 out.append(f"  {'':<10} phase {rng_text}: {st.get('phase_scaling') or '-'}")
+            if st.get("kind") not in (None, PhaseKind.ECHO_PHASE):
+                out.append(f"  {'':<10} kind: {st['kind_label']} ({st['kind_source']})")
         for p in s["problems"]:
             out.append(f"  PROBLEM: {p}")
         out.append("")

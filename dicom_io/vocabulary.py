@@ -30,3 +30,13 @@ class Handedness(StrEnum):
     def paramagnetic_sign(self) -> int:
         """Sign of the displayed phase of a paramagnetic source: -1, +1, or 0 when unknown."""
         return {Handedness.RIGHT: -1, Handedness.LEFT: 1}.get(self, 0)
+
+
+class PhaseKind(StrEnum):
+    """What a phase stack measures (GUIDE, "Field-map series"): the GRE phase at one echo time,
+    the phase *difference* between two echoes (Siemens ``gre_field_mapping``: read it as a phase
+    at the effective echo time dTE = TE2 - TE1), or a field map in Hz (GE B0 maps: not a phase)."""
+
+    ECHO_PHASE = "echo phase"
+    PHASE_DIFFERENCE = "phase difference"
+    FIELD_MAP_HZ = "field map (Hz)"

@@ -6,6 +6,11 @@ several echoes. Two stacks belong together when they share the study, the frame 
 (when both carry one), the geometry (rows, columns, slices, pixel spacing, first position and
 orientation when known) and the echo (echo number, else echo time within 0.01 ms).
 
+Field-map series (GUIDE): a phase *difference* of two echoes (Siemens ``gre_field_mapping``; the
+reader sets ``stack.kind`` and the effective echo time dTE) pairs like a phase at its later echo
+and is read at dTE (the note says so); one whose dTE is unknown, and field maps in Hz (GE B0
+maps), are skipped with that reason.
+
 Of a multi-echo acquisition one echo is analysed: the one asked for (``echo``), else the latest
 echo that has both a magnitude and a phase stack (longest TE: most susceptibility contrast; the
 method paper read TE 25 ms). Every series that cannot take part says why, in ``skipped``.
@@ -132,6 +137,12 @@ def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tu
         if problem and not stacks:
             skipped.append({"series_instance_uid": uid, "reason": f"cannot be read as a volume: {problem}"})
             continue
+        field_maps = [st for st in stacks if str(_get(st, "kind", default="")) == "field map (Hz)"]
+        if field_maps:
+            skipped.append({"series_instance_uid": uid,
+                            "reason": f"field map in Hz, not a GRE phase ({_get(field_maps[0], 'kind_source')}): "
+                                      f"the border-slice method needs a magnitude and phase at an echo time"})
+            continue
         comps = {_get(st, "component", default="unknown") for st in stacks}
         if not ({"magnitude", "phase"} & comps):
             skipped.append({"series_instance_uid": uid,
@@ -142,6 +153,11 @@ def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tu
             if c == "magnitude":
                 mags.append((s, st))
             elif c == "phase":
+                if str(_get(st, "kind", default="")) == "phase difference" and _get(st, "effective_echo_time_ms") is None:
+                    skipped.append({"series_instance_uid": uid,
+                                    "reason": f"phase difference of two echoes with unknown echo-time difference "
+                                              f"({_get(st, 'kind_source')}): cannot be read as a phase at one TE"})
+                    continue
                 phases.append((s, st))
     # Candidate (magnitude, phase) matches. Several acquisitions of one study can share geometry
     # and echo times, so each phase stack takes the most plausible magnitude stack: the same
@@ -190,9 +206,13 @@ def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tu
         earlier = [] if echo is not None else [(c[1], c[3]) + _echo_key(c[3]) for c in reversed(cands[:-1])]
         used_mag_series.add(muid)
         used_phase_series.add(puid)
+        kind = ""
+        if str(_get(p, "kind", default="")) == "phase difference":
+            kind = (f"; the phase is a phase difference of two echoes, read as a phase at the echo-time "
+                    f"difference dTE {_get(p, 'effective_echo_time_ms'):g} ms ({_get(p, 'kind_source')})")
         pairs.append(Pair(m, p, muid, puid, _get(ps, "study_instance_uid", default=""), en, te,
                           f"paired magnitude {muid} with phase {puid}: {how} (echo {en}, TE {te} ms) "
-                          f"of {len(cands)} paired echo(es)", earlier))
+                          f"of {len(cands)} paired echo(es){kind}", earlier))
     for s, _ in mags:
         uid = _get(s, "series_instance_uid", default="")
         if uid not in used_mag_series and uid not in used_phase_series and not any(d["series_instance_uid"] == uid for d in skipped):

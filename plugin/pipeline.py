@@ -278,9 +278,15 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             continue
         phase_series = series_by_uid[ph.series_instance_uid]
         conv, source = phase_series.phase_convention, phase_series.convention_source
+        pair_options = options
+        if str(getattr(pair.phase, "kind", "")) == "phase difference" and options.background == "auto":
+            # a field-map phase difference still holds the whole background field (only the
+            # receiver phase cancels): never take it for the scanner's filtered phase
+            pair_options = replace(options, background="laplacian")
+            note += "; phase difference: background removed as for raw phase"
         try:
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
-                                            points_lps_mm=points_lps_mm, options=options)
+                                            points_lps_mm=points_lps_mm, options=pair_options)
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
             log.exception("analysis of phase series %s failed", pair.phase_series_uid)
             skipped.append({"series_instance_uid": pair.phase_series_uid,

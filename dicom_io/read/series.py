@@ -36,7 +36,7 @@ from dicom_io.read.files import scan_files
 from dicom_io.frames import FrameHeader
 from dicom_io.read.headers import assign_echo_numbers, frames_from_headers, is_enhanced
 from dicom_io.read.volume import Volume
-from dicom_io.vocabulary import Handedness
+from dicom_io.vocabulary import Handedness, PhaseKind
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ class StackInfo:
     slice_spacing_mm: Optional[float] = None
     n_positions: int = 0
     problems: list[str] = field(default_factory=list)
+    # what the stack measures (PhaseKind): echo phase, a phase difference of two echoes (read at
+    # the effective echo time dTE), or a field map in Hz; None for plain magnitude stacks
+    kind: Optional[str] = None
+    kind_source: Optional[str] = None
+    effective_echo_time_ms: Optional[float] = None
 
     @property
     def n_slices(self) -> int:
@@ -198,6 +203,7 @@ def _build_series(uid: str, frames: list[FrameHeader], rules: Optional[Conventio
             echo_time_ms=tes[0] if tes else None, frames=geo.frames, vendor=vendor, codec=codec,
             affine_lps=geo.affine_lps if not stack_problems else None,
             slice_spacing_mm=geo.slice_spacing_mm, n_positions=geo.n_positions, problems=stack_problems)
+        _set_kind(stack)
         stacks.append(stack)
         problems.extend(f"{stack.label}: {p}" for p in stack_problems)
 
@@ -213,6 +219,18 @@ def _build_series(uid: str, frames: list[FrameHeader], rules: Optional[Conventio
         frame_of_reference_uid=f0.frame_of_reference_uid,
         n_files=len({str(f.path) for f in frames}), n_frames=len(frames), stacks=stacks, problems=problems,
         phase_convention=convention, convention_source=convention_source, codec=codec)
+
+
+def _set_kind(stack: StackInfo) -> None:
+    """Fill ``stack.kind`` (GUIDE "field-map series"): the codec names phase differences and field
+    maps (``codec.phase_kind(frames)``); any other phase stack is an echo phase read at its TE."""
+    ask = getattr(stack.codec, "phase_kind", None)
+    got = ask(stack.frames) if ask is not None and stack.frames else None
+    if got is not None and (stack.component == "phase" or got[0] == PhaseKind.FIELD_MAP_HZ):
+        stack.kind, stack.kind_source, stack.effective_echo_time_ms = got
+    elif stack.component == "phase":
+        stack.kind, stack.kind_source = PhaseKind.ECHO_PHASE, "no field-map marker"
+        stack.effective_echo_time_ms = stack.echo_time_ms
 
 
 PIXEL_CLASSIFY_CHUNK = 64

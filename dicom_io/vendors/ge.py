@@ -23,10 +23,14 @@ from dicom_io.vendors import common
 from dicom_io.vendors.base import (WRITTEN_COMPONENTS, ComponentMarks, Equipment, FilePlan, PrivateElement,
                                    WriteLayout, layout_for)
 from dicom_io.phase import wrap_rad
+from dicom_io.vocabulary import PhaseKind
 
 GE_PARM_CREATOR = "GEMS_PARM_01"
 GE_IMAGE_TYPE_CODES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 GE_IDEN_CREATOR = "GEMS_IDEN_01"
+GE_ACQU_CREATOR = "GEMS_ACQU_01"
+#: Internal pulse sequence names (0019,109E) / pulse sequence names (0019,109C) of GE B0 field maps.
+GE_B0_MAP_SEQUENCES = {"B0MAP", "B0RF"}
 
 # ---- write layout -----------------------------------------------------------------------------
 _EQUIPMENT = Equipment("GE MEDICAL SYSTEMS", "SIGNA Architect", ("27", "LX", "MR Software release:DV27.0_R01_1850.a"))
@@ -102,6 +106,25 @@ class GECodec:
 
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
         return common.magnitude_rescaled(stored, frames)
+
+    def phase_kind(self, frames: Sequence[FrameHeader]):
+        """(FIELD_MAP_HZ, source, None) for a GE B0 map, else None.
+
+        A GE B0 map (internal pulse sequence name (0019,109E) ``B0map``, pulse sequence
+        (0019,109C) ``B0rf``) stores at every position a magnitude image and the field offset in
+        Hz (signed int16), both marked (0043,102F)=0 (MANIFEST, DV27): a field map, not a GRE
+        phase at one echo time."""
+        if not frames:
+            return None
+        ds = frames[0].dataset
+        for offset, name in ((0x9E, "internal pulse sequence name"), (0x9C, "pulse sequence name")):
+            got = common.private_value(ds, 0x0019, GE_ACQU_CREATOR, offset)
+            text = (common.as_text(got[0]) or "").strip() if got is not None else ""
+            if text.upper() in GE_B0_MAP_SEQUENCES:
+                return (PhaseKind.FIELD_MAP_HZ,
+                        f"GE B0 map: (0019,10{offset:02X}) {name} {text!r}; field offset in Hz beside a magnitude "
+                        f"at each position, both marked (0043,102F)=0", None)
+        return None
 
     # ---- encode -------------------------------------------------------------------------
     def encode_phase(self, phase_rad: np.ndarray) -> common.Encoded:

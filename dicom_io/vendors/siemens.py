@@ -11,12 +11,14 @@ Write layout (MANIFEST): a series per component. Classic (syngo MR E11): ImageTy
 """
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from typing import Optional, Sequence
 
 import numpy as np
 
 from dicom_io.frames import FrameHeader
 from dicom_io.vendors import common
+from dicom_io.vocabulary import PhaseKind
 from dicom_io.vendors.base import (WRITTEN_COMPONENTS, ComponentMarks, Equipment, FilePlan, PrivateElement,
                                    WriteLayout, layout_for)
 
@@ -41,6 +43,31 @@ WRITE_LAYOUTS = {
 }
 
 
+_FIELD_MAP_WORDS = re.compile(r"field_?map|fieldmap|^\*?fm\d|\s\*?fm\d", re.I)
+_ALTE = re.compile(rb"alTE\[(\d)\]\s*=\s*(\d+)")
+_PROTOCOL_TAGS = ((0x0029, 0x1020), (0x0021, 0x1019))   # CSA series header (VA-VE), XA protocol
+
+
+def protocol_echo_times_us(ds) -> list[int]:
+    """Echo times (us) of the Siemens protocol (ASCCONV ``alTE[i]``), searched in the CSA series
+    header (0029,1020) and the XA protocol element (0021,1019), top level or nested in the
+    functional group sequences; [] when absent."""
+    found: dict[int, int] = {}
+
+    def visit(d, depth: int) -> None:
+        if d is None or depth > 4 or found:
+            return
+        for el in d:
+            if el.VR == "SQ":
+                for item in el.value:
+                    visit(item, depth + 1)
+            elif (el.tag.group, el.tag.element) in _PROTOCOL_TAGS and isinstance(el.value, bytes):
+                for m in _ALTE.finditer(el.value):
+                    found.setdefault(int(m.group(1)), int(m.group(2)))
+    visit(ds, 0)
+    return [found[i] for i in sorted(found)]
+
+
 class SiemensCodec:
     vendor = "Siemens"
 
@@ -61,6 +88,30 @@ class SiemensCodec:
 
     def magnitude(self, stored: np.ndarray, frames: Sequence[FrameHeader]) -> np.ndarray:
         return common.magnitude_rescaled(stored, frames)
+
+    def phase_kind(self, frames: Sequence[FrameHeader]) -> Optional[tuple[PhaseKind, str, Optional[float]]]:
+        """(kind, source, effective echo time ms) of a phase stack, or None for an ordinary echo phase.
+
+        Siemens ``gre_field_mapping`` (sequence ``*fm2d2r``) writes magnitude of both echoes and
+        one phase series: the phase *difference* echo 2 - echo 1, labelled EchoNumbers 2 / the
+        second TE (MANIFEST). The protocol (ASCCONV ``alTE[0]``, ``alTE[1]`` in us, in the CSA
+        series header (0029,1020) or the XA protocol (0021,1019)) gives dTE = TE2 - TE1, the
+        echo time at which the difference is to be read."""
+        if not frames:
+            return None
+        f0 = frames[0]
+        words = " ".join(filter(None, (f0.series_description, f0.protocol_name,
+                                       str(f0.dataset.get("SequenceName", "") or "") if f0.dataset is not None else "")))
+        if not _FIELD_MAP_WORDS.search(words):
+            return None
+        te_us = protocol_echo_times_us(f0.dataset)
+        why = f"Siemens field mapping ({_FIELD_MAP_WORDS.search(words).group(0)!r})"
+        if len(te_us) < 2:
+            return PhaseKind.PHASE_DIFFERENCE, why + "; protocol echo times not found: dTE unknown", None
+        dte_ms = (te_us[1] - te_us[0]) / 1000.0
+        return (PhaseKind.PHASE_DIFFERENCE,
+                f"{why}: phase of echo 2 minus echo 1, protocol alTE {te_us[0] / 1000:g} and {te_us[1] / 1000:g} ms",
+                round(dte_ms, 4))
 
     # ---- encode -------------------------------------------------------------------------
     def encode_phase(self, phase_rad: np.ndarray) -> common.Encoded:

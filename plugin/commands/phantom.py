@@ -5,6 +5,9 @@
                         [--anonymize none|no_private|no_description|no_manufacturer] [--snr S]
                         [--echoes N] [--filtered] [--size small|full]
     borderphase phantom --sample-set --out sample_dicom     # regenerate the sample_dicom set
+    borderphase phantom --inject-into DIR [DIR...] --out OUT [--studies N] [--seed N]
+                        # the paper's lesions injected into a REAL magnitude+phase acquisition
+                        # (plugin.inject): copies of its files in their own encoding + truth.json
 
 Deterministic for a seed (pixel data, UIDs and truth).
 """
@@ -36,7 +39,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--protocol", choices=("swi3d", "gre3d_1mm", "gre2d_5mm"),
                    help="for --cohort realistic (default swi3d): swi3d 0.45x0.45x2.5 mm 3 T TE 25 ms filtered phase; "
                         "gre3d_1mm 1 mm isotropic 3 T 5 echoes raw phase; gre2d_5mm 0.9x0.9x5 mm 1.5 T TE 20 ms raw phase")
-    p.add_argument("--studies", type=int, default=4, help="number of studies for --cohort paper|realistic (default 4)")
+    p.add_argument("--studies", type=int, default=None,
+                   help="number of studies for --cohort paper|realistic (default 4) or --inject-into (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--style", choices=("classic", "enhanced"), default="classic")
     p.add_argument("--anonymize", choices=ANONYMIZE, default="none")
@@ -51,6 +55,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--size", choices=("small", "full"), default="full",
                    help="full: 512x512x60; small: 224x224x20 (0.45x0.45x2.5 mm either way)")
     p.add_argument("--jobs", type=int, default=None, help="studies rendered in parallel (default: up to 2)")
+    p.add_argument("--inject-into", nargs="+", metavar="DIR",
+                   help="files or folders of ONE real magnitude+phase acquisition: inject the paper's lesions into its "
+                        "complex signal and write copies of its files (own encoding, new UIDs) under --out/study_<i> "
+                        "with truth.json (--studies copies, default 1 here)")
+    p.add_argument("--lesions", type=int, nargs=2, default=(3, 3), metavar=("MICROBLEEDS", "CALCIFICATIONS"),
+                   help="for --inject-into: lesions per study (default 3 3)")
+    p.add_argument("--lesion-te-ms", type=float, default=None,
+                   help="for --inject-into: make the lesions as at this echo time over the real background "
+                        "(default: the series' own echo times)")
     p.add_argument("--sample-set", action="store_true", help="write the sample_dicom set (one small study per vendor) to --out")
     p.set_defaults(run=run)
 
@@ -67,19 +80,28 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        if args.sample_set:
+        if args.inject_into:
+            from plugin import inject
+            if (args.studies is not None and args.studies < 1) or min(args.lesions) < 0 or sum(args.lesions) < 1:
+                print("borderphase phantom: --studies must be >= 1 and --lesions at least one lesion")
+                return 2
+            studies = 1 if args.studies is None else args.studies
+            doc = inject.inject_into(args.inject_into, args.out, seed=args.seed, n_studies=studies,
+                                     n_microbleeds=args.lesions[0], n_calcifications=args.lesions[1],
+                                     lesion_echo_time_ms=args.lesion_te_ms)
+        elif args.sample_set:
             doc = phantom_dicom.write_sample_set(args.out)
         else:
             if not args.vendor:
                 print("borderphase phantom: --vendor is required (GE, Philips, Siemens, Canon) unless --sample-set")
                 return 2
-            if (args.echoes is not None and args.echoes < 1) or (args.snr is not None and args.snr <= 0) or args.studies < 1:
+            if (args.echoes is not None and args.echoes < 1) or (args.snr is not None and args.snr <= 0) or (args.studies is not None and args.studies < 1):
                 print("borderphase phantom: --echoes and --studies must be >= 1 and --snr > 0")
                 return 2
             doc = phantom_dicom.generate(
                 args.out, vendor=args.vendor, cohort=args.cohort, seed=args.seed, style=args.style,
                 anonymize=args.anonymize, snr=args.snr, echoes=args.echoes, filtered=args.filtered,
-                size=args.size, n_studies=args.studies, jobs=args.jobs, protocol=args.protocol,
+                size=args.size, n_studies=4 if args.studies is None else args.studies, jobs=args.jobs, protocol=args.protocol,
             )
     except ValueError as exc:
         print(f"borderphase phantom: {exc}")

@@ -400,6 +400,44 @@ def sample_source(grid: Grid, src, per_ppm_max: float, offsets: np.ndarray) -> O
     )
 
 
+def sample_sources(sources: Iterable, grid: Grid, per_ppm_max: float,
+                   offsets: np.ndarray) -> tuple[np.ndarray, list[SourceSamples]]:
+    """(field of every source at voxel centres in ppm (float32, grid shape), their sub-voxel samples)."""
+    source_field = np.zeros(grid.shape, np.float32)
+    samples = []
+    for src in sources:
+        s = sample_source(grid, src, per_ppm_max, offsets)
+        if s is None:
+            continue
+        source_field[s.outer_box] += s.outer_field
+        samples.append(s)
+    return source_field, samples
+
+
+def source_corrections(samples: Sequence[SourceSamples], k: float, te_ms: float) -> list[tuple[tuple, np.ndarray]]:
+    """Per source, (inner box, complex factor): the sub-voxel complex average of the signal near it
+    relative to its voxel-centre phase (intra-voxel dephasing, and the short-T2* void inside it).
+    ``k``: signed phase per ppm at this echo (rad)."""
+    out = []
+    for s in samples:
+        w = np.where(s.fine_inside, np.float32(math.exp(-te_ms / s.t2star_ms + te_ms / TISSUE_T2STAR_MS)), np.float32(1.0))
+        out.append((s.inner_box, np.mean(w * np.exp(1j * k * s.fine_delta), axis=-1).astype(np.complex64)))
+    return out
+
+
+def sources_factor(shape: tuple[int, int, int], samples: Sequence[SourceSamples], source_field: np.ndarray,
+                   k: float, corrections: Sequence[tuple[tuple, np.ndarray]]) -> np.ndarray:
+    """The sources' complex signal factor at one echo (complex64, ``shape``): ``exp(i k field)``
+    around each source times its sub-voxel correction, 1 elsewhere. Multiplying a complex image by
+    it adds the sources (phase, blooming, void) to it."""
+    factor = np.ones(shape, np.complex64)
+    for smp in samples:
+        factor[smp.outer_box] = np.exp(1j * (k * source_field[smp.outer_box]))
+    for box, c in corrections:
+        factor[box] *= c
+    return factor
+
+
 def homodyne_filter(signal: np.ndarray, fraction: float) -> np.ndarray:
     """Phase of ``S * conj(LowPass(S))`` per slice; LowPass = 2D Hann window in k-space."""
     ns, nr, nc = signal.shape
@@ -439,15 +477,7 @@ def render(
     field_ppm, receiver_rad = _background_field_ppm(grid, head, acq, tissue)
 
     per_ppm_max = physics.phase_per_ppm_rad(b0_t=acq.b0_t, echo_time_ms=max(acq.echo_times_ms))
-    offsets = subvoxel_offsets(grid, acq.supersample)
-    source_field = np.zeros(grid.shape, np.float32)
-    samples = []
-    for src in sources:
-        s = sample_source(grid, src, per_ppm_max, offsets)
-        if s is None:
-            continue
-        source_field[s.outer_box] += s.outer_field
-        samples.append(s)
+    source_field, samples = sample_sources(sources, grid, per_ppm_max, subvoxel_offsets(grid, acq.supersample))
     field_ppm += source_field
 
     s0 = TISSUE_MAGNITUDE_AT_25MS * math.exp(25.0 / TISSUE_T2STAR_MS)
@@ -457,16 +487,9 @@ def render(
     source_factor = None
     for te in acq.echo_times_ms:
         k = np.float32(sign * physics.phase_per_ppm_rad(b0_t=acq.b0_t, echo_time_ms=te))
-        corrections = []
-        for s in samples:
-            w = np.where(s.fine_inside, np.float32(math.exp(-te / s.t2star_ms + te / TISSUE_T2STAR_MS)), np.float32(1.0))
-            corrections.append((s.inner_box, np.mean(w * np.exp(1j * k * s.fine_delta), axis=-1).astype(np.complex64)))
+        corrections = source_corrections(samples, k, te)
         if te == truth_te:
-            source_factor = np.ones(grid.shape, np.complex64)
-            for smp in samples:
-                source_factor[smp.outer_box] = np.exp(1j * (k * source_field[smp.outer_box]))
-            for box, c in corrections:
-                source_factor[box] *= c
+            source_factor = sources_factor(grid.shape, samples, source_field, k, corrections)
         angle = k * field_ppm
         angle += np.float32(sign) * receiver_rad     # handedness conjugates the whole signal
         amp = np.float32(s0 * math.exp(-te / TISSUE_T2STAR_MS)) * tissue

@@ -1,0 +1,65 @@
+"""Scoring shared by the accuracy benchmarks on phantoms with truth (realistic cohort, real backgrounds).
+
+A truth lesion is detected when a spot's centre lies within max(3 mm, its diameter) of it in-plane
+and within max(3 mm, its diameter, the slice thickness) along z (a spot's centre is quantised to
+slice centres). Lesions are matched largest first, each spot once. Calcification sensitivity and
+specificity are over detected lesions, an ``indeterminate`` call counted as wrong.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+SIZE_GROUPS = (("<2 mm", 0.0, 2.0), ("2-3 mm", 2.0, 3.0), (">=3 mm", 3.0, 99.0))
+
+
+def match_spot(truth_lesion: dict, centres_lps_mm: np.ndarray, used: set[int], slice_mm: float) -> Optional[int]:
+    """Index of the nearest unused spot centre that matches ``truth_lesion`` (see module docstring), or None."""
+    if not len(centres_lps_mm):
+        return None
+    diff = np.asarray(centres_lps_mm, float) - np.asarray(truth_lesion["center_lps_mm"], float)
+    d = np.linalg.norm(diff, axis=1)
+    ok = (np.linalg.norm(diff[:, :2], axis=1) <= max(3.0, truth_lesion["diameter_mm"])) & \
+         (np.abs(diff[:, 2]) <= max(3.0, truth_lesion["diameter_mm"], slice_mm))
+    d[~ok] = np.inf
+    d[list(used)] = np.inf
+    k = int(np.argmin(d))
+    return k if np.isfinite(d[k]) else None
+
+
+def match_lesions(truth_lesions: Sequence[dict], centres_lps_mm: np.ndarray, slice_mm: float,
+                  used: Optional[set[int]] = None) -> dict[int, Optional[int]]:
+    """Truth lesion index -> matched spot index (largest lesions first); ``used`` collects the spots."""
+    used = set() if used is None else used
+    out: dict[int, Optional[int]] = {}
+    for i in sorted(range(len(truth_lesions)), key=lambda i: -truth_lesions[i]["diameter_mm"]):
+        k = match_spot(truth_lesions[i], centres_lps_mm, used, slice_mm)
+        if k is not None:
+            used.add(k)
+        out[i] = k
+    return out
+
+
+def rate(a: int, b: int) -> str:
+    return f"{a / b:.3f} ({a}/{b})" if b else "n/a"
+
+
+def call_rates(records: Iterable) -> dict:
+    """Counts over lesion records (attributes ``truth_class``, ``detected``, ``classification``,
+    ``diameter_mm``, ``chi_ppm``): calcification sensitivity / specificity over detected lesions
+    (indeterminate = wrong), decided calls right, indeterminate, recall (all and per size group)."""
+    recs = list(records)
+    det = [r for r in recs if r.detected]
+    ca = [r for r in det if r.truth_class == "calcification"]
+    mb = [r for r in det if r.truth_class == "microbleed"]
+    decided = [r for r in det if r.classification in ("microbleed", "calcification")]
+    return {
+        "sensitivity": (sum(r.classification == "calcification" for r in ca), len(ca)),
+        "specificity": (sum(r.classification == "microbleed" for r in mb), len(mb)),
+        "decided_right": (sum(r.classification == r.truth_class for r in decided), len(decided)),
+        "indeterminate": (sum(r.classification == "indeterminate" for r in det), len(det)),
+        "recall": (len(det), len(recs)),
+        "recall_by_size": {name: (sum(r.detected for r in recs if lo <= r.diameter_mm < hi),
+                                  sum(1 for r in recs if lo <= r.diameter_mm < hi)) for name, lo, hi in SIZE_GROUPS},
+    }
