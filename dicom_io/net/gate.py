@@ -216,6 +216,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                    conn: _Connection | None) -> ssl.SSLSocket | None:
         tls = None
         try:
+            if not _wait_readable(raw, max(deadline - time.monotonic(), 0.0)):
+                raise TimeoutError
+            if _peer_closed(raw):  # a port probe (monitoring, load balancer): no handshake attempted
+                LOG.info("connection from %s closed before a TLS handshake", address)
+                raw.close()
+                return None
             raw.settimeout(max(deadline - time.monotonic(), 0.01))
             tls = self.ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
             if conn is not None:
