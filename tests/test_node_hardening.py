@@ -272,3 +272,42 @@ def test_kill_9_under_two_concurrent_senders_loses_nothing_acknowledged(tmp_path
         assert 0 < r["acknowledged"] < r["instances"], r
         assert r["lost"] == 0 and r["spooled"] == r["acknowledged"], r
         assert r["undelivered"] == 0 and r["duplicate_deliveries"] == 0, r
+
+
+# -- units: configuration and the connection table ------------------------------------------------
+@pytest.mark.parametrize("tls, storage, problem", [
+    ({"calling_ae_certificates": {"SCANNER": "md5:00"}}, {}, "node.tls.calling_ae_certificates.SCANNER"),
+    ({"calling_ae_certificates": {"SCANNER": "CN=scanner"}, "require_client_cert": False}, {},
+     "needs require_client_cert = true and ca_file"),
+    ({}, {"group": "no-such-group-here"}, "no such group"),
+])
+def test_config_refuses_bad_pins_and_groups(tls, storage, problem):
+    from plugin.service.config import ConfigError, parse_config
+    node_tls = {"cert_file": "c", "key_file": "k", "ca_file": "ca", "require_client_cert": True, **tls}
+    with pytest.raises(ConfigError, match=problem):
+        parse_config({"state_dir": "/x", "node": {"tls": node_tls}, "storage": storage})
+
+
+def test_connection_table_evicts_silent_connections_first():
+    from dicom_io.net.gate import ConnectionLimits, ConnectionTable
+    table = ConnectionTable(ConnectionLimits(max_per_address=2, max_pending=3))
+    socks = [socket.socket() for _ in range(7)]
+    try:
+        a, _, _ = table.admit(socks[0], "10.0.0.1")
+        table.associating(a, socks[0])                       # an association: never evicted
+        b, _, ev = table.admit(socks[1], "10.0.0.1")
+        assert b and not ev
+        c, _, ev = table.admit(socks[2], "10.0.0.1")          # over the per-address limit: b goes
+        assert c and [e.id for e in ev] == [b.id] and b.evicted
+        table.associating(c, socks[2])
+        none, reason, _ = table.admit(socks[3], "10.0.0.1")   # two associations: refused
+        assert none is None and "limit 2 per address" in reason
+        d, _, _ = table.admit(socks[3], "10.0.0.2")
+        e, _, _ = table.admit(socks[4], "10.0.0.3")
+        f, _, _ = table.admit(socks[5], "10.0.0.4")
+        assert table.counts() == {"pending": 3, "associating": 2}
+        g, _, ev = table.admit(socks[6], "10.0.0.5")   # over max_pending: the oldest silent one
+        assert g and [x.id for x in ev] == [d.id]
+    finally:
+        for s in socks:
+            s.close()

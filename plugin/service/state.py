@@ -1,7 +1,8 @@
 """Where the node keeps things under ``state_dir`` (one directory; share it between machines in the
 multi-worker mode, e.g. over NFS, since workers read the spool and write results there).
 
-    spool/<study>/<series>/<sop>.dcm        received instances (durable before acknowledgement)
+    spool/<study>/<series>/<sop>.dcm        received instances (durable before acknowledgement);
+                                            <sop>.v2.dcm...: the same SOP UID received again with other bytes
     spool/<study>/<series>/series.json      the series' facts, recorded from its first instance on receipt:
                                             UIDs, Modality, Manufacturer, SeriesDescription, ImageType,
                                             calling/called AE, address (routing reads these, not the files)
