@@ -311,3 +311,31 @@ def test_connection_table_evicts_silent_connections_first():
     finally:
         for s in socks:
             s.close()
+
+
+def test_local_limit_refusal_is_logged_with_reason_address_and_ae(caplog):
+    """pynetdicom's own refusals (here: maximum_associations reached) are logged like ours."""
+    import logging
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from dicom_io.net.scp import StorageSCP
+    scp = StorageSCP("NODE", "127.0.0.1", 0, lambda inst: 0, maximum_associations=1)
+    scp.start()
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(Verification)
+    try:
+        held = ae.associate("127.0.0.1", scp.port, ae_title="NODE")
+        assert held.is_established
+        with caplog.at_level(logging.WARNING, logger="dicom_io.net.scp"):
+            second = AE(ae_title="LATECOMER")
+            second.add_requested_context(Verification)
+            refused = second.associate("127.0.0.1", scp.port, ae_title="NODE")
+            assert refused.is_rejected
+            wait_for(lambda: scp.counters["refused_associations"] == 1, 10, what="the refusal counted")
+        held.release()
+        assert any("127.0.0.1" in r.getMessage() and "LATECOMER" in r.getMessage()
+                   and "local limit exceeded" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        scp.stop()

@@ -14,10 +14,13 @@ directory alone already closes everything below it to other users).
 from __future__ import annotations
 
 import grp
+import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,13 @@ def apply(state_dir: Path, group: str | None) -> Modes:
     os.umask(modes.umask)
     root = Path(state_dir)
     root.mkdir(parents=True, exist_ok=True)
-    secure(root, modes, setgid=modes.gid is not None)
-    for entry in root.iterdir():
-        if not entry.is_symlink():
+    for entry in [root, *root.iterdir()]:
+        if entry.is_symlink():
+            continue
+        try:
             secure(entry, modes, setgid=modes.gid is not None)
+        except PermissionError as exc:  # e.g. a worker on a shared state_dir another user owns
+            LOG.warning("cannot set the mode of %s: %s", entry, exc)
     return modes
 
 
