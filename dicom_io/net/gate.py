@@ -103,9 +103,13 @@ class ConnectionTable:
             pass
         return conn
 
-    def associating(self, conn: _Connection, sock: socket.socket) -> None:
+    def associating(self, conn: _Connection, sock: socket.socket) -> bool:
+        """The connection's first bytes arrived: it is no longer evictable (False: it was just evicted)."""
         with self._lock:
+            if conn.evicted:
+                return False
             conn.sock, conn.pending = sock, False
+            return True
 
     def drop(self, conn: _Connection) -> None:
         with self._lock:
@@ -197,10 +201,8 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 LOG.info("connection from %s closed: no A-ASSOCIATE-RQ within %.0f s", address,
                          self.limits.request_timeout_s)
                 return
-            if (conn is not None and conn.evicted) or _peer_closed(sock):
+            if _peer_closed(sock) or (conn is not None and not self.connections.associating(conn, sock)):
                 return
-            if conn is not None:
-                self.connections.associating(conn, sock)
             sock.settimeout(None)
             handed_over = True
             self.finish_request(sock, client_address)  # pynetdicom's Association thread owns it now
