@@ -194,9 +194,10 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         try:
             deadline = time.monotonic() + self.limits.request_timeout_s
             if self.ssl_context is not None:
-                sock = self._handshake(request, address, deadline, conn)
-                if sock is None:
+                tls = self._handshake(request, address, deadline, conn)
+                if tls is None:  # failed (logged) and closed
                     return
+                sock = tls
             if not _wait_readable(sock, max(deadline - time.monotonic(), 0.0)):
                 LOG.info("connection from %s closed: no A-ASSOCIATE-RQ within %.0f s", address,
                          self.limits.request_timeout_s)
