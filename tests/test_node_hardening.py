@@ -18,7 +18,7 @@ from pydicom import dcmread
 from conftest import require_peer
 from node_helpers import (STORESCU, free_port, make_mr_study, node_env, start_serve, stop_proc, storescu,
                           wait_for, write_config)
-from reliability_trials import idle_trial, kill_trial
+from reliability_trials import CountingArchive, idle_trial, kill_trial
 from plugin.service.spool import Spool
 from plugin.service.state import StateLayout
 from plugin.service.status import collect
@@ -122,7 +122,9 @@ def _walk_modes(root: Path) -> tuple[set[int], set[int], set[int]]:
 @pytest.mark.parametrize("group", [None, "primary"])
 def test_file_modes_after_a_real_store(tmp_path, group):
     port = free_port()
-    cfg = write_config(tmp_path / "node.toml", tmp_path / "state", port)
+    archive = CountingArchive().start()  # a destination, so the outbox is written too
+    cfg = write_config(tmp_path / "node.toml", tmp_path / "state", port, destinations={
+        "archive": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": archive.scp.port}})
     gname = grp.getgrgid(os.getgid()).gr_name if group else None
     if gname:
         cfg.write_text(cfg.read_text() + f'\n[storage]\ngroup = "{gname}"\n')
@@ -131,12 +133,15 @@ def test_file_modes_after_a_real_store(tmp_path, group):
     node = start_serve(cfg, port, tmp_path / "node.log")
     try:
         storescu(port, [tmp_path / "in"])
-        wait_for(lambda: collect(layout.root)["counts"]["analysed"] == 1, 30, what="study analysed")
+        wait_for(lambda: (st := collect(layout.root))["counts"]["analysed"] == 1 and st["outbox"]["sent"] == 1,
+                 30, what="study analysed and delivered")
     finally:
         stop_proc(node)
+        archive.stop()
     files, dirs, gids = _walk_modes(layout.root)
     names = {p.name for p in layout.root.rglob("*")}
-    assert {"findings.json", "queue.sqlite3", "series.json", "analysis_runs.jsonl"} <= names
+    assert {"findings.json", "queue.sqlite3", "series.json", "analysis_runs.jsonl", "node.json"} <= names
+    assert list((layout.outbox_sent).glob("*.json")) and list(layout.root.glob("results/*/v0001/*.dcm"))
     assert any(n.endswith(".dcm") for n in names)
     if gname is None:
         assert files == {0o600} and dirs == {0o700}
