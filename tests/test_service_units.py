@@ -177,8 +177,11 @@ def test_spool_store_is_durable_and_deduplicates(tmp_path):
     assert out.new and out.path.read_bytes() == b"x" * 1000
     assert out.path == tmp_path / "spool" / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm"
     assert not sp.store("1.2.3", "1.2.3.4", "1.2.3.4.5", b"x" * 1000).new
-    assert sp.store("1.2.3", "1.2.3.4", "1.2.3.4.5", b"y" * 1000).new  # changed content replaces
-    assert sp.instances("1.2.3") == ["1.2.3.4/1.2.3.4.5.dcm"]
+    changed = sp.store("1.2.3", "1.2.3.4", "1.2.3.4.5", b"y" * 1000)  # a new version, the earlier kept
+    assert changed.new and changed.version == 2 and changed.previous == out.path
+    assert changed.path.name == "1.2.3.4.5.v2.dcm" and out.path.read_bytes() == b"x" * 1000
+    assert not sp.store("1.2.3", "1.2.3.4", "1.2.3.4.5", b"y" * 1000).new
+    assert sp.instances("1.2.3") == ["1.2.3.4/1.2.3.4.5.v2.dcm"]
     assert list(sp.tmp.iterdir()) == []
 
 
@@ -228,7 +231,9 @@ def test_scp_address_whitelist_and_echo():
         scp.start()
         try:
             assert echo(DicomDestination("NODE", "127.0.0.1", scp.port, timeout_s=5)) is expected
-            assert scp.counters["refused_associations"] == (0 if expected else 1)
+            # an address outside the networks is refused at TCP accept, before any A-ASSOCIATE-RQ
+            assert scp.counters["refused_connections"] == (0 if expected else 1)
+            assert scp.counters["refused_associations"] == 0
         finally:
             scp.stop()
 

@@ -8,14 +8,21 @@ re-reading the file), to the caller's ``on_instance`` callback and returns the s
 expected to make the instance durable before returning ``0x0000`` (Success), or to return
 ``0xA700`` (Out of Resources) so that the sender keeps its copy.
 
-Access control happens at association negotiation (PS3.8 9.3.4, A-ASSOCIATE-RJ):
-* the Called AE Title must be ours (diagnostic 7, called-AE-title-not-recognized);
-* the Calling AE Title must be in the whitelist when one is configured (diagnostic 3);
-* the peer's IP address must be inside one of the allowed networks when configured (diagnostic 3
-  as well: PS3.8 has no reason code for addresses).
+Access control happens as early as the protocol allows:
+* at TCP accept, before any byte is read (:mod:`dicom_io.net.gate`): the peer's IP address must be
+  inside one of the allowed networks when configured, and the peer under its per-address
+  connection limit; a peer that sends no A-ASSOCIATE-RQ in time is closed and holds no
+  association slot meanwhile; the TLS handshake, when configured, runs with the same timeout;
+* at association negotiation (PS3.8 9.3.4, A-ASSOCIATE-RJ): the Called AE Title must be ours
+  (diagnostic 7, called-AE-title-not-recognized); the Calling AE Title must be in the whitelist
+  when one is configured, and must have presented its own client certificate when AE titles are
+  tied to certificates (diagnostic 3, calling-AE-title-not-recognized).
+Every refusal and every failed TLS handshake is logged (WARNING) with the reason, the peer's
+address and, once known, the calling AE title.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import ssl
@@ -27,11 +34,15 @@ from pydicom import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 
+from dicom_io.net.gate import ConnectionLimits, GuardedAssociationServer
+
 LOG = logging.getLogger(__name__)
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
+# PS3.4 B.2.3 C-STORE warnings: stored, but... 0xB007 "data set does not match SOP Class"
+STATUS_WARNING_DATASET_MISMATCH = 0xB007
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,30 @@ class AccessPolicy:
         return ae_title.strip() in {a.strip() for a in self.allowed_calling_ae_titles}
 
 
+def parse_certificate_pin(pin: str) -> tuple[str, str]:
+    """``"sha256:AB:CD..."`` -> ("sha256", "abcd..."); ``"CN=name"`` -> ("cn", "name")."""
+    text = pin.strip()
+    if text.lower().startswith("sha256:"):
+        hexdigits = text[7:].replace(":", "").strip().lower()
+        if len(hexdigits) != 64 or any(c not in "0123456789abcdef" for c in hexdigits):
+            raise ValueError(f"{pin!r}: a SHA-256 fingerprint has 64 hex digits (colons optional)")
+        return "sha256", hexdigits
+    if text[:3].upper() == "CN=" and text[3:].strip():
+        return "cn", text[3:].strip()
+    raise ValueError(f"{pin!r}: expected 'sha256:<fingerprint>' or 'CN=<common name>'")
+
+
+def certificate_matches(pin: str, der: bytes | None, decoded: dict | None) -> bool:
+    """Does the peer certificate (DER and ``SSLSocket.getpeercert()``) match ``pin``?"""
+    if not der:
+        return False
+    kind, value = parse_certificate_pin(pin)
+    if kind == "sha256":
+        return hashlib.sha256(der).hexdigest() == value
+    names = [v for rdn in (decoded or {}).get("subject", ()) for k, v in rdn if k == "commonName"]
+    return value in names
+
+
 InstanceCallback = Callable[[ReceivedInstance], int]
 AssociationEndCallback = Callable[[int, str], None]
 
@@ -104,6 +139,8 @@ class StorageSCP:
         maximum_pdu_size: int = 0,
         network_timeout_s: float = 60.0,
         unrestricted_storage: bool = True,
+        limits: ConnectionLimits | None = None,
+        calling_ae_certificates: dict[str, str] | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.host = host
@@ -114,13 +151,18 @@ class StorageSCP:
         self._ssl_context = ssl_context
         self._server = None
         self._lock = threading.Lock()
-        self.counters = {"stored": 0, "refused_associations": 0, "failed_stores": 0}
+        self.limits = limits or ConnectionLimits()
+        self.calling_ae_certificates = {k.strip(): v for k, v in (calling_ae_certificates or {}).items()}
+        self.counters = {"stored": 0, "stored_with_warning": 0, "refused_associations": 0,
+                         "refused_connections": 0, "tls_failures": 0, "failed_stores": 0}
 
         ae = AE(ae_title=ae_title)
         ae.maximum_associations = maximum_associations
         ae.maximum_pdu_size = maximum_pdu_size  # 0 = unlimited
         ae.network_timeout = network_timeout_s
-        ae.acse_timeout = network_timeout_s
+        # ARTIM (PS3.8 9.1.5): time to complete an A-ASSOCIATE-RQ once it started (the gate
+        # already closed connections that did not start one within the same time)
+        ae.acse_timeout = self.limits.request_timeout_s
         ae.dimse_timeout = network_timeout_s
         ae.require_called_aet = True
         ae.require_calling_aet = list(self.policy.allowed_calling_ae_titles)
@@ -146,12 +188,15 @@ class StorageSCP:
             (evt.EVT_ABORTED, self._handle_ended, ["aborted"]),
             (evt.EVT_REJECTED, self._handle_rejected),
         ]
-        self._server = self._ae.start_server(
-            (self.host, self._requested_port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=self._ssl_context,
-        )
+        server = self._ae.make_server(
+            (self.host, self._requested_port), evt_handlers=handlers, ssl_context=self._ssl_context,
+            server_class=GuardedAssociationServer, limits=self.limits, is_allowed=self.policy.address_allowed,
+            on_refused=self._connection_refused, on_tls_failure=self._tls_failed)
+        thread = threading.Thread(target=server.serve_forever, name=f"AcceptorServer-{self.ae_title}",
+                                  daemon=True)
+        thread.start()
+        self._ae._servers.append(server)  # as AE.start_server does: server.shutdown() removes it
+        self._server = server
         LOG.info("storage SCP %s listening on %s:%d%s", self.ae_title, self.host, self.port,
                  " (TLS)" if self._ssl_context else "")
 
@@ -166,6 +211,37 @@ class StorageSCP:
             self._server.shutdown()
             self._server = None
 
+    @property
+    def connection_counts(self) -> dict[str, int]:
+        """Connections open now: ``pending`` (no A-ASSOCIATE-RQ yet) and ``associating``."""
+        return self._server.connections.counts() if self._server is not None else {}
+
+    # -- refusals (each one logged once, with the reason) ---------------------------------------
+    def _connection_refused(self, address: str, why: str) -> None:
+        LOG.warning("connection from %s refused before association (calling AE not yet known): %s",
+                    address, why)
+        with self._lock:
+            self.counters["refused_connections"] += 1
+
+    def _tls_failed(self, address: str, why: str) -> None:
+        LOG.warning("TLS handshake with %s failed: %s", address, why)
+        with self._lock:
+            self.counters["tls_failures"] += 1
+
+    def _certificate_problem(self, assoc, calling: str) -> str | None:
+        if not self.calling_ae_certificates:
+            return None
+        pin = self.calling_ae_certificates.get(calling)
+        if pin is None:
+            return f"calling AE title {calling!r} has no client certificate configured"
+        sock = getattr(getattr(assoc, "dul", None), "socket", None)
+        tls = getattr(sock, "socket", None)
+        if not isinstance(tls, ssl.SSLSocket):
+            return f"calling AE title {calling!r} must connect over TLS with its client certificate"
+        if not certificate_matches(pin, tls.getpeercert(binary_form=True), tls.getpeercert()):
+            return f"client certificate does not match the one configured for calling AE title {calling!r}"
+        return None
+
     # -- handlers (fast; no I/O beyond the callback) -----------------------------------------
     def _handle_requested(self, event) -> None:
         address = str(event.assoc.requestor.address)
@@ -178,6 +254,8 @@ class StorageSCP:
             why, diagnostic = f"calling AE title {calling!r} not allowed", 0x03
         elif called != self.ae_title.strip():
             why, diagnostic = f"called AE title {called!r} is not ours", 0x07
+        elif (problem := self._certificate_problem(event.assoc, calling)) is not None:
+            why, diagnostic = problem, 0x03
         else:
             return
         LOG.warning("association from %s (calling AE %s) refused: %s", address, calling, why)
@@ -186,8 +264,18 @@ class StorageSCP:
         event.assoc.acse.send_reject(0x01, 0x01, diagnostic)
         event.assoc.kill()  # as pynetdicom's own ACSE does after a reject: flush and close
 
-    def _handle_rejected(self, event) -> None:  # pragma: no cover - logging only
-        pass
+    _REJECT_REASONS = {(0x02, 0x03, 0x02): "local limit exceeded (maximum_associations reached)",
+                       (0x02, 0x02, 0x01): "user identity not accepted"}
+
+    def _handle_rejected(self, event) -> None:
+        """pynetdicom's own rejections (after ours passed): say which, who and why."""
+        rj = event.assoc.acceptor.primitive
+        key = (getattr(rj, "result", None), getattr(rj, "result_source", None), getattr(rj, "diagnostic", None))
+        why = self._REJECT_REASONS.get(key, f"result/source/diagnostic {key}")
+        LOG.warning("association from %s (calling AE %s) refused: %s", event.assoc.requestor.address,
+                    str(event.assoc.requestor.ae_title).strip(), why)
+        with self._lock:
+            self.counters["refused_associations"] += 1
 
     def _handle_echo(self, event) -> int:
         return STATUS_SUCCESS
@@ -234,7 +322,9 @@ class StorageSCP:
             LOG.exception("storing SOP instance %s failed", sop)
             status = STATUS_OUT_OF_RESOURCES
         with self._lock:
-            self.counters["stored" if status == STATUS_SUCCESS else "failed_stores"] += 1
+            key = ("stored" if status == STATUS_SUCCESS else "stored_with_warning" if 0xB000 <= status <= 0xBFFF
+                   else "failed_stores")
+            self.counters[key] += 1
         return status
 
 

@@ -42,7 +42,9 @@ def run_with(args, *, analyse: AnalysisFn) -> int:
     if getattr(args, "verbose", 0) < 2:  # pynetdicom logs every request at INFO; -vv to see them
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     if args.worker:
+        from plugin.service import permissions
         from plugin.service.queue import make_queue, run_consumer
+        permissions.apply(config.state_dir, config.storage.group)  # results written here: same modes
         queue = make_queue(config, analyse=analyse)
         n = args.workers if args.workers is not None else max(config.queue.workers, 1)
         consumer = run_consumer(queue, n, config.queue.worker_type, config.queue.worker_nice, embedded=False)

@@ -48,6 +48,27 @@ class TlsConfig:
     key_file: StrictStr
     ca_file: Optional[StrictStr] = None
     require_client_cert: StrictBool = False
+    # calling AE title -> the client certificate it must present: "sha256:<fingerprint hex>" or
+    # "CN=<subject common name>"; when set, only the AE titles listed here may associate
+    calling_ae_certificates: dict[StrictStr, StrictStr] = field(default_factory=dict)
+
+    @field_validator("calling_ae_certificates")
+    @classmethod
+    def _certificates(cls, pins: dict[str, str]) -> dict[str, str]:
+        from dicom_io.net.scp import parse_certificate_pin
+        for ae, pin in pins.items():
+            try:
+                parse_certificate_pin(pin)
+            except ValueError as exc:
+                raise KeyProblem((ae,), str(exc)) from None
+        return {ae.strip(): pin for ae, pin in pins.items()}
+
+    @model_validator(mode="after")
+    def _pins_need_client_certs(self) -> "TlsConfig":
+        if self.calling_ae_certificates and not (self.require_client_cert and self.ca_file):
+            raise KeyProblem(("calling_ae_certificates",),
+                             "needs require_client_cert = true and ca_file (to verify the client certificates)")
+        return self
 
 
 @dataclass(frozen=True, config=STRICT_TABLE)
@@ -58,6 +79,14 @@ class NodeConfig:
     allowed_calling_ae_titles: Strings = ()
     allowed_networks: Strings = ()
     max_associations: StrictInt = Field(16, ge=1)
+    # connections from one address (associated or still silent); a silent one is closed first
+    max_connections_per_address: StrictInt = Field(12, ge=1)
+    # connections that have not sent their A-ASSOCIATE-RQ yet; beyond this the oldest is closed
+    max_pending_connections: StrictInt = Field(32, ge=1)
+    # a connected peer must start its A-ASSOCIATE-RQ (TLS handshake included) within this (ARTIM)
+    association_request_timeout_s: StrictFloat = Field(10.0, gt=0)
+    # an established association that sends nothing for this long is aborted
+    network_timeout_s: StrictFloat = Field(60.0, gt=0)
     min_free_mb: StrictFloat = Field(200.0, ge=0)
     tls: Optional[TlsConfig] = None
 
@@ -77,6 +106,19 @@ class NodeConfig:
             except ValueError as exc:
                 raise KeyProblem((i,), str(exc)) from None
         return networks
+
+
+@dataclass(frozen=True, config=STRICT_TABLE)
+class StorageConfig:
+    """Who may read what the node writes (see :mod:`plugin.service.permissions`)."""
+
+    group: Optional[StrictStr] = None   # None: files 0600 / dirs 0700; a group: 0640 / 0750, that group
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, group: Optional[str]) -> Optional[str]:
+        from plugin.service.permissions import check_group
+        return None if group is None else check_group(group)
 
 
 @dataclass(frozen=True, config=STRICT_TABLE)
@@ -217,6 +259,7 @@ class RoutingConfig:
 class Config:
     state_dir: Path
     node: NodeConfig = field(default_factory=NodeConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)

@@ -21,10 +21,13 @@ import os
 import threading
 import time
 
-from dicom_io.net.scp import (STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, AccessPolicy, ReceivedInstance,
-                              StorageSCP, server_ssl_context)
+from dicom_io.net.gate import ConnectionLimits
+from dicom_io.net.instance_check import instance_problems
+from dicom_io.net.scp import (STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, STATUS_WARNING_DATASET_MISMATCH, AccessPolicy,
+                              ReceivedInstance, StorageSCP, server_ssl_context)
 
 from plugin.pipeline import analyze_paths
+from plugin.service import permissions
 from plugin.service.completion import CompletionTracker
 from plugin.service.config import Config
 from plugin.service.queue import ServiceQueue, make_queue, run_consumer
@@ -92,6 +95,9 @@ class Node:
         """``analyse`` is what the embedded workers run on each study version: the pipeline;
         tests pass a stand-in here."""
         self.config = config
+        # umask and modes first: everything below (spool, queue database, results) is created
+        # owner-only, or group-readable for [storage] group
+        self.modes = permissions.apply(config.state_dir, config.storage.group)
         self.layout = StateLayout(config.state_dir)
         self.layout.create()
         self.spool = Spool(self.layout.spool, min_free_mb=config.node.min_free_mb)
@@ -101,13 +107,17 @@ class Node:
         self.consumer = None
         self._series_recorded: set[tuple[str, str]] = set()
         self._complete_lock = threading.Lock()
-        tls = config.node.tls
+        tls, nc = config.node.tls, config.node
         ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert) if tls else None
         self.scp = StorageSCP(
-            config.node.ae_title, config.node.host, config.node.port, self.on_instance,
+            nc.ae_title, nc.host, nc.port, self.on_instance,
             on_association_end=self.on_association_end,
-            policy=AccessPolicy(config.node.allowed_calling_ae_titles, config.node.allowed_networks),
-            ssl_context=ssl_ctx, maximum_associations=config.node.max_associations)
+            policy=AccessPolicy(nc.allowed_calling_ae_titles, nc.allowed_networks),
+            ssl_context=ssl_ctx, maximum_associations=nc.max_associations,
+            network_timeout_s=nc.network_timeout_s,
+            limits=ConnectionLimits(nc.max_connections_per_address, nc.max_pending_connections,
+                                    nc.association_request_timeout_s),
+            calling_ae_certificates=dict(tls.calling_ae_certificates) if tls else None)
 
     # -- receiving (called from pynetdicom's association threads) ----------------------------
     def on_instance(self, inst: ReceivedInstance) -> int:
@@ -124,10 +134,25 @@ class Node:
             LOG.warning("instance %s of study %s not stored (%s): answering Out of Resources",
                         inst.sop_instance_uid, inst.study_instance_uid, exc)
             return STATUS_OUT_OF_RESOURCES
-        if outcome.new:
+        if not outcome.new:
+            LOG.debug("instance %s of study %s received again with identical content: nothing to do",
+                      inst.sop_instance_uid, inst.study_instance_uid)
+        else:
+            if outcome.changed:
+                # the late-instance path: the study is due again and gets a new version
+                LOG.warning("instance %s of study %s received again with different content: kept as version %d "
+                            "beside the earlier bytes (%s); the study will be analysed again",
+                            inst.sop_instance_uid, inst.study_instance_uid, outcome.version,
+                            outcome.previous.name if outcome.previous else "?")
             self.tracker.instance_arrived(study, inst.association_id)
-        LOG.debug("stored %s (study %s, from %s)", inst.sop_instance_uid, inst.study_instance_uid,
-                  inst.calling_ae_title)
+            LOG.debug("stored %s (study %s, from %s)", inst.sop_instance_uid, inst.study_instance_uid,
+                      inst.calling_ae_title)
+        problems = instance_problems(inst.dataset, inst.sop_class_uid, inst.transfer_syntax_uid)
+        if problems:
+            LOG.warning("instance %s of study %s stored, answered warning 0x%04X (cannot be analysed): %s",
+                        inst.sop_instance_uid, inst.study_instance_uid, STATUS_WARNING_DATASET_MISMATCH,
+                        "; ".join(problems))
+            return STATUS_WARNING_DATASET_MISMATCH
         return STATUS_SUCCESS
 
     def on_association_end(self, association_id: int, how: str) -> None:

@@ -1,5 +1,11 @@
 """Durable spool of received instances: ``<state_dir>/spool/<study>/<series>/<sop>.dcm``.
 
+The same SOP Instance UID sent again with the same bytes is a no-op. Sent with *different* bytes,
+it is a new version of that instance: kept beside the earlier one as ``<sop>.v2.dcm`` (``.v3``...),
+the earlier bytes untouched (an analysed study version still names them); :meth:`Spool.instances`
+lists the latest version of each instance, so the study differs from its last version manifest and
+is analysed again as a new version.
+
 :meth:`Spool.store` returns only once the instance is on stable storage: the bytes go to a temporary
 file in ``spool/.tmp`` (same file system), are ``fsync``-ed, atomically renamed into place
 (``os.replace``) and the directory entry is ``fsync``-ed too (plus the parent directories when they
@@ -21,7 +27,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugin.service.permissions import FILE_MODE
+
 _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
+# <sop>.dcm is the first content received under a SOP Instance UID, <sop>.vN.dcm the N-th (a UID
+# file name is digits and dots, a hashed one "x" + hex: neither contains "v")
+_INSTANCE_FILE = re.compile(r"^(?P<sop>.+?)(?:\.v(?P<version>\d+))?\.dcm$")
 SERIES_RECORD = "series.json"  # beside the series' instances: its facts, recorded on receipt
 
 
@@ -85,7 +96,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, tmp_dir: Path | None = None) 
     (the directory fsync is shared by concurrent writers, see :class:`DirSyncer`)."""
     tmp_dir = tmp_dir or path.parent
     tmp = tmp_dir / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         view = memoryview(data)
         while view:
@@ -121,6 +132,17 @@ def read_json(path: Path) -> dict | None:
 class StoreOutcome:
     path: Path
     new: bool  # False: an identical copy was already spooled (a resend)
+    version: int = 1  # > 1: different content under a SOP Instance UID already spooled
+    previous: Path | None = None  # the earlier version's file, kept
+
+    @property
+    def changed(self) -> bool:
+        return self.new and self.version > 1
+
+
+def version_path(first: Path, version: int) -> Path:
+    """The file of the ``version``-th content of an instance whose first content is ``first``."""
+    return first if version == 1 else first.with_name(f"{first.name[:-4]}.v{version}.dcm")
 
 
 class Spool:
@@ -132,6 +154,7 @@ class Spool:
         self.tmp.mkdir(exist_ok=True)
         self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
+        self._sop_locks = [threading.Lock() for _ in range(64)]  # same SOP UID from two associations
 
     def clean_tmp(self) -> int:
         """Remove temporary files of never-acknowledged instances (call at start-up only)."""
@@ -169,14 +192,19 @@ class Spool:
         self.check_space()
         path = self.path_for(study_uid, series_uid, sop_uid)
         self._ensure_dir(path.parent)
-        if path.exists():
-            try:
-                if path.stat().st_size == len(data) and path.read_bytes() == data:
-                    return StoreOutcome(path, new=False)
-            except OSError:
-                pass
-        atomic_write_bytes(path, data, tmp_dir=self.tmp)
-        return StoreOutcome(path, new=True)
+        with self._sop_locks[hash(path) % len(self._sop_locks)]:
+            latest = 0
+            while version_path(path, latest + 1).exists():
+                latest += 1
+            if latest == 0:
+                atomic_write_bytes(path, data, tmp_dir=self.tmp)
+                return StoreOutcome(path, new=True)
+            previous = version_path(path, latest)
+            if previous.stat().st_size == len(data) and previous.read_bytes() == data:
+                return StoreOutcome(previous, new=False, version=latest)
+            target = version_path(path, latest + 1)
+            atomic_write_bytes(target, data, tmp_dir=self.tmp)
+            return StoreOutcome(target, new=True, version=latest + 1, previous=previous)
 
     def series_record_path(self, study_uid: str, series_uid: str) -> Path:
         return self.root / safe_uid(study_uid) / safe_uid(series_uid) / SERIES_RECORD
@@ -202,14 +230,23 @@ class Spool:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def instances(self, study_dir_name: str) -> list[str]:
-        """Relative paths ``<series>/<sop>.dcm`` of every spooled instance of a study, sorted."""
+        """Relative paths ``<series>/<sop>.dcm`` of every spooled instance of a study, sorted; of an
+        instance received in several versions, the latest (``<sop>.vN.dcm``)."""
         d = self.root / study_dir_name
         out = []
         if not d.is_dir():
             return out
         for s in sorted(d.iterdir()):
             if s.is_dir():
-                out.extend(f"{s.name}/{f.name}" for f in sorted(s.iterdir()) if f.suffix == ".dcm")
+                latest: dict[str, tuple[int, str]] = {}
+                for f in s.iterdir():
+                    m = _INSTANCE_FILE.match(f.name)
+                    if m is None or f.name.startswith("."):
+                        continue
+                    v = int(m.group("version") or 1)
+                    if v >= latest.get(m.group("sop"), (0, ""))[0]:
+                        latest[m.group("sop")] = (v, f.name)
+                out.extend(f"{s.name}/{name}" for _, name in sorted(latest.values(), key=lambda t: t[1]))
         return out
 
     def remove_study(self, study_dir_name: str) -> None:

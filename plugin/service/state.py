@@ -1,7 +1,8 @@
 """Where the node keeps things under ``state_dir`` (one directory; share it between machines in the
 multi-worker mode, e.g. over NFS, since workers read the spool and write results there).
 
-    spool/<study>/<series>/<sop>.dcm        received instances (durable before acknowledgement)
+    spool/<study>/<series>/<sop>.dcm        received instances (durable before acknowledgement);
+                                            <sop>.v2.dcm...: the same SOP UID received again with other bytes
     spool/<study>/<series>/series.json      the series' facts, recorded from its first instance on receipt:
                                             UIDs, Modality, Manufacturer, SeriesDescription, ImageType,
                                             calling/called AE, address (routing reads these, not the files)
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugin.service.permissions import FILE_MODE
 from plugin.service.spool import atomic_write_json, read_json
 
 _VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
@@ -94,7 +96,7 @@ class StateLayout:
 
     def log_run(self, doc: dict) -> None:
         line = (json.dumps(doc, sort_keys=True) + "\n").encode()
-        fd = os.open(self.runs_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.runs_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         try:
             os.write(fd, line)
             os.fsync(fd)
@@ -149,7 +151,7 @@ class Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             except FileExistsError:
                 if self._stale(read_json(self.path)):
                     self.path.unlink(missing_ok=True)
