@@ -3,12 +3,15 @@ loads ``plugin/archive_plugin/entry.py``; each vendor's sample study arrives by 
 the SR, SEG, summary and KOS appear in the same study, and the SR read back from Orthanc says what
 the plugin's findings.json says (and that says what ``analyze_paths`` says on the same files).
 Orthanc is SIGKILLed while the GE study is being analysed and started again: the study ends with
-one set of results (one SR), analysed again from scratch, and no other study is analysed twice."""
+one set of results (one SR), analysed again from scratch, and no other study is analysed twice.
+A late series (Canon's, copied into the GE study) makes a second version: analysed once more, its
+new SR for the GE pair names the first one as its predecessor."""
 from __future__ import annotations
 
 import json
 import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
@@ -64,7 +67,6 @@ def _sr_spots(orthanc: PluginOrthanc, sr_series: dict) -> tuple[pydicom.Dataset,
     from dicom_io.results.sr import read_spots
     [instance] = sr_series["Instances"]
     data = orthanc.get(f"/instances/{instance}/file")
-    from io import BytesIO
     ds = pydicom.dcmread(BytesIO(data))
     return ds, read_spots(ds)
 
@@ -146,12 +148,59 @@ def test_plugin_analyses_every_vendor_once_in_the_archive_and_survives_sigkill(o
     for a, b in zip(mine, theirs):
         assert a["center_lps_mm"] == pytest.approx(b["center_lps_mm"], abs=0.01)
 
-    # 5. no patient name or ID in Orthanc's log (it holds the plugin's log above DEBUG)
+    # 5. a late series makes a new version of the study: analysed once more, its SR names the earlier one
+    late = _as_late_series(SAMPLES / "Canon", SAMPLES / "GE", tmp_path / "late")
+    first = orthanc.study_status(uids["GE"])["versions"][0]
+    storescu(orthanc.dicom_port, [late], aec=orthanc.aet)
+    deadline = time.time() + 150
+    while len(orthanc.study_status(uids["GE"])["versions"]) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    study = wait_state(orthanc, uids["GE"], ("stored", "failed"), timeout_s=150)
+    assert [v["state"] for v in study["versions"]] == ["stored", "stored"], study
+    second = study["versions"][1]
+    assert second["n_analyses"] == 2 and second["attempts"] == 1
+    srs = {}
+    for series in _results_in_orthanc(orthanc, uids["GE"])["SR"]:
+        for instance in series["Instances"]:
+            ds = pydicom.dcmread(BytesIO(orthanc.get(f"/instances/{instance}/file")), stop_before_pixels=True)
+            srs[str(ds.SOPInstanceUID)] = ds
+    assert len(srs) == 3, len(srs)   # v1: GE pair; v2: GE pair again and the late Canon pair
+    first_sr = {str(pydicom.dcmread(BytesIO(orthanc.get(f"/instances/{i}/file")), stop_before_pixels=True).SOPInstanceUID)
+                for i in first["result_instances"]} & set(srs)
+    assert len(first_sr) == 1
+    predecessors = {uid: [str(ref.ReferencedSOPInstanceUID) for study_ in ds.get("PredecessorDocumentsSequence", [])
+                          for series in study_.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence]
+                    for uid, ds in srs.items()}
+    assert sorted(len(p) for p in predecessors.values()) == [0, 0, 1], predecessors
+    assert [p for p in predecessors.values() if p] == [list(first_sr)]
+    runs = [json.loads(l) for l in (orthanc.work_dir / "analysis_runs.jsonl").read_text().splitlines()]
+    assert sum(r["study"] == uids["GE"] for r in runs) == 3   # killed, re-run, late series
+
+    # 6. no patient name or ID in Orthanc's log (it holds the plugin's log above DEBUG)
     log = orthanc.log_path.read_text(errors="replace")
     assert "borderphase: plugin running" in log
     assert "stored in the study" in log
     for vendor in VENDORS:
         assert f"Phantom^{vendor}1" not in log and f"BP-{vendor.upper()}-2024-1" not in log
+
+
+def _as_late_series(src: Path, study_like: Path, out: Path) -> Path:
+    """``src``'s series copied (new series and SOP UIDs) into the study of ``study_like``'s files."""
+    from pydicom.uid import generate_uid
+    ref = pydicom.dcmread(sorted(study_like.glob("*.dcm"))[0], stop_before_pixels=True)
+    out.mkdir(parents=True)
+    new_uids: dict[str, str] = {}
+    for i, path in enumerate(sorted(src.glob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        for kw in ("PatientName", "PatientID", "StudyInstanceUID", "StudyID", "AccessionNumber", "StudyDate", "StudyTime"):
+            if kw in ref:
+                setattr(ds, kw, ref.data_element(kw).value)
+        for kw in ("SeriesInstanceUID", "SOPInstanceUID"):
+            old = str(ds.data_element(kw).value)
+            setattr(ds, kw, new_uids.setdefault(old, generate_uid()))
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(out / f"{i:04d}.dcm", enforce_file_format=True)
+    return out
 
 
 def _results_in_orthanc_offline(orthanc: PluginOrthanc) -> list[str]:

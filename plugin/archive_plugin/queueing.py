@@ -122,6 +122,7 @@ def _analyse(ctx: PluginContext, study_id: str, uid: str, key: str, routed, inst
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         paths = download(ctx.api, instances, scratch)
+        state.update(uid, key, copied=time.time())
         findings = run_child(ctx.settings.python, paths, out, previous_sr_paths=state.previous_sr_paths(uid, key),
                              convention_rules=config.analysis.convention_rules)
     except (AnalysisFailed, OrthancApiError, OSError) as exc:

@@ -8,7 +8,7 @@ from collections import Counter
 from plugin.archive_plugin.records import PluginState
 
 _FIELDS = ("version", "state", "reason", "store_error", "n_instances", "n_analyses", "n_lesions", "attempts",
-           "created", "started", "analysed", "finished", "result_instances", "skipped")
+           "created", "started", "copied", "analysed", "finished", "result_instances", "skipped")
 
 
 def status_document(state: PluginState, queued_studies: set[str]) -> dict:
