@@ -236,3 +236,25 @@ def test_a_bad_plugin_setting_disables_the_plugin_and_says_why(tmp_path):
         assert server.get("/system")["Name"] == "borderphase-plugin-test"   # the archive itself runs on
     finally:
         server.stop()
+
+
+def test_orthanc_stopped_during_an_analysis_leaves_it_unfinished_not_failed(orthanc):
+    """A clean stop (SIGTERM) kills the running child; the version is not marked failed, and the
+    next start analyses it (a failed version would never run again)."""
+    uid = _study_uid("GE")
+    storescu(orthanc.dicom_port, [SAMPLES / "GE"], aec=orthanc.aet)
+    running = wait_state(orthanc, uid, ("running",), timeout_s=60, interval_s=0.05)
+    request = orthanc.work_dir / "results" / uid / running["versions"][-1]["version"] / "request.json"
+    deadline = time.time() + 30
+    while not request.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert _child_alive(str(request)), "no analysis running to interrupt"
+    orthanc.stop()
+    assert not _child_alive(str(request))
+    [record] = [json.loads(p.read_text()) for p in (orthanc.work_dir / "studies").glob("*/*.json")]
+    assert record["state"] == "running", record
+    assert "analysis interrupted" in orthanc.log_path.read_text(errors="replace")
+    orthanc.start()
+    done = wait_state(orthanc, uid, ("stored", "failed"), timeout_s=120)
+    assert done["state"] == "stored" and done["versions"][-1]["attempts"] == 2, done

@@ -18,10 +18,15 @@ import plugin
 PACKAGE_ROOT = Path(plugin.__file__).resolve().parents[1]
 _LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 class AnalysisFailed(Exception):
     """The child ended without results; the message is its last line on stderr."""
+
+
+class AnalysisInterrupted(Exception):
+    """Orthanc is stopping and killed the child: not a failure of the study (it runs again at the next start)."""
 
 
 def child_env() -> dict:
@@ -55,6 +60,8 @@ def run_child(python: str, inputs: Sequence[Path], out_dir: Path, *, previous_sr
         finally:
             with _LIVE_LOCK:
                 _LIVE.discard(proc)
+    if code != 0 and _STOPPING.is_set():
+        raise AnalysisInterrupted("Orthanc is stopping: analysis interrupted, it runs again at the next start")
     if code != 0:
         lines = [l for l in log_path.read_text(errors="replace").splitlines() if l.strip()]
         raise AnalysisFailed(lines[-1] if lines else f"analysis process exited with {code}")
@@ -65,6 +72,8 @@ def run_child(python: str, inputs: Sequence[Path], out_dir: Path, *, previous_sr
 
 
 def stop_children() -> None:
+    """Orthanc is stopping: kill running analyses (their versions stay unfinished, not failed)."""
+    _STOPPING.set()
     with _LIVE_LOCK:
         live = list(_LIVE)
     for proc in live:

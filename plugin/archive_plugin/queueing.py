@@ -25,7 +25,7 @@ from typing import Callable
 from huey import SqliteHuey
 from huey.api import Huey
 
-from plugin.archive_plugin.analysis import AnalysisFailed, run_child
+from plugin.archive_plugin.analysis import AnalysisFailed, AnalysisInterrupted, run_child
 from plugin.archive_plugin.orthanc_reader import (OrthancApi, OrthancApiError, StudyView, download, get_json,
                                                   read_study, version_key)
 from plugin.archive_plugin.records import FINAL, PluginState
@@ -179,6 +179,9 @@ def make_queue(ctx: PluginContext) -> PluginQueue:
             return process_study(ctx, study_id)
         except ClaimBusy as exc:
             LOG.info("borderphase: %s; will retry", exc)
+            raise
+        except AnalysisInterrupted as exc:
+            LOG.warning("borderphase: Orthanc study %s: %s", study_id, exc)
             raise
 
     return PluginQueue(huey, analyse_study)
