@@ -44,7 +44,7 @@ class PluginSettings:
 
 def load_settings(orthanc_config: dict[str, Any]) -> PluginSettings:
     """Settings from Orthanc's parsed configuration; raises :class:`ConfigError` naming the problem."""
-    section = orthanc_config.get(SECTION) or {}
+    section = orthanc_config.get(SECTION, {})
     if not isinstance(section, dict):
         raise ConfigError(f"Orthanc configuration: {SECTION!r} must be an object")
     unknown = sorted(set(section) - set(_KEYS))
