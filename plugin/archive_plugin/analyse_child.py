@@ -1,0 +1,62 @@
+"""The analysis as its own process: ``python -m plugin.archive_plugin.analyse_child REQUEST.json``.
+
+Orthanc's process hosts the plugin; the method runs here, in a child, so that its memory (about
+1 GB for a 512 x 512 x 60 study), its CPU time (at a lower priority) and any crash of a native
+library stay out of the archive, and Orthanc's threads never wait on the GIL for it. The child
+dies with Orthanc (``PR_SET_PDEATHSIG``): a killed Orthanc leaves no orphan analysis behind, and
+the restarted plugin runs the version again.
+
+REQUEST.json: ``{"inputs": [paths], "out": dir, "previous_sr_paths": [paths],
+"convention_rules": path or null, "nice": int}``. Exit 0: ``out/findings.json`` and the DICOM
+results are written; exit 1: one line on stderr says why (no traceback unless ``-v``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this process when the Orthanc thread that started it dies."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: an orphan finishes its scratch work; the plugin re-runs the version
+        pass
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+
+def main(argv: list[str]) -> int:
+    verbose = "-v" in argv
+    args = [a for a in argv if a != "-v"]
+    if len(args) != 1:
+        print("usage: python -m plugin.archive_plugin.analyse_child [-v] REQUEST.json", file=sys.stderr)
+        return 2
+    try:
+        request = json.loads(open(args[0], encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        print(f"{args[0]}: cannot read the request: {exc}", file=sys.stderr)
+        return 2
+    die_with_parent(int(request.get("parent_pid", os.getppid())))
+    if request.get("nice"):
+        os.nice(int(request["nice"]))
+    from plugin.pipeline import analyze_paths
+    try:
+        kwargs = {"previous_sr_paths": request.get("previous_sr_paths") or ()}
+        if request.get("convention_rules"):
+            kwargs["convention_rules"] = request["convention_rules"]
+        analyze_paths(request["inputs"], request["out"], **kwargs)
+    except Exception as exc:
+        if verbose:
+            import traceback
+            traceback.print_exc()
+        print(f"analysis failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
