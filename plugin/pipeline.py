@@ -266,12 +266,16 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
         note = pair.note
-        for m_alt, p_alt, en_alt, te_alt in pair.earlier:
-            snr = magnitude_snr(mag.data)
-            if snr >= MIN_USABLE_SNR:
-                break
-            note += f"; echo TE {mag.echo_time_ms} ms has too little signal (SNR {snr:.1f}): using TE {te_alt} ms"
-            mag, ph = dseries.load_volume(m_alt), dseries.load_volume(p_alt)
+        try:
+            for m_alt, p_alt, en_alt, te_alt in pair.earlier:
+                snr = magnitude_snr(mag.data)
+                if snr >= MIN_USABLE_SNR:
+                    break
+                note += f"; echo TE {mag.echo_time_ms} ms has too little signal (SNR {snr:.1f}): using TE {te_alt} ms"
+                mag, ph = dseries.load_volume(m_alt), dseries.load_volume(p_alt)
+        except Exception as exc:  # an earlier echo that cannot be read: this pair only
+            skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
+            continue
         if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": "magnitude and phase volumes differ in geometry"})
