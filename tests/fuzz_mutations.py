@@ -158,7 +158,9 @@ def deflate_bomb_bytes(data: bytes, *, inflated_bytes: int, private: bool = Fals
     meta.setdefault("MediaStorageSOPClassUID", ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.4"))
     meta.setdefault("MediaStorageSOPInstanceUID", ds.get("SOPInstanceUID", "1.2.3.4"))
     head = BytesIO()
-    pydicom.filewriter.write_dataset(pydicom.filebase.DicomFileLike(head), _explicit(ds))
+    fp = pydicom.filebase.DicomFileLike(head)
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(fp, _explicit(ds))
     body = head.getvalue()
     length = inflated_bytes & ~1
     if private:   # a huge private OB before the pixel data
@@ -182,8 +184,6 @@ def deflate_bomb_bytes(data: bytes, *, inflated_bytes: int, private: bool = Fals
 
 def _explicit(ds: pydicom.Dataset) -> pydicom.Dataset:
     ds = ds.copy()
-    ds.is_little_endian = True   # pydicom 3: encoding given by these when writing a bare data set
-    ds.is_implicit_VR = False
     for tag in list(ds.keys()):
         if tag >= 0x7FE00000:
             del ds[tag]
