@@ -286,7 +286,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
                                             points_lps_mm=points_lps_mm, options=options)
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
-            log.exception("analysis of phase series %s failed", pair.phase_series_uid)
+            log.error("analysis of phase series %s failed: %s: %s", pair.phase_series_uid, type(exc).__name__, exc)
+            log.debug("analysis of phase series %s", pair.phase_series_uid, exc_info=True)   # traceback with -vv
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
             continue

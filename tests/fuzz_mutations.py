@@ -25,6 +25,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 
 DEFLATED_TS = "1.2.840.10008.1.2.1.99"
+BOMB_BLOCK_BYTES = 16 * 1024**2
 _EXPLICIT_VRS = (b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB",
                  b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
                  b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV")
@@ -145,7 +146,7 @@ def deflate_bomb(data: bytes, rng: random.Random, *, inflated_bytes: int | None 
     header followed by a Pixel Data (or a private OB) element of ``inflated_bytes`` zeros:
     about 1,000 times smaller on disk than inflated."""
     if inflated_bytes is None:
-        inflated_bytes = rng.choice((256, 1024, 3800)) * 1024**2
+        inflated_bytes = rng.choice((640, 1024, 3800)) * 1024**2   # all past the reader's 512 MiB default
     return deflate_bomb_bytes(data, inflated_bytes=inflated_bytes, private=rng.random() < 0.3)
 
 
@@ -171,14 +172,14 @@ def deflate_bomb_bytes(data: bytes, *, inflated_bytes: int, private: bool = Fals
     out.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(pydicom.filebase.DicomFileLike(out), meta, enforce_standard=True)
     comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    out.write(comp.compress(body))
-    zeros = b"\x00" * (8 * 1024**2)
-    left = length
-    while left > 0:
-        n = min(left, len(zeros))
-        out.write(comp.compress(zeros[:n]))
-        left -= n
-    out.write(comp.flush())
+    out.write(comp.compress(body) + comp.flush(zlib.Z_FULL_FLUSH))
+    # after a full flush the compressor forgets its history, so one compressed block of zeros can
+    # be repeated: gigabytes of bomb in milliseconds (each block inflates to BOMB_BLOCK_BYTES zeros)
+    zeros = bytes(BOMB_BLOCK_BYTES)
+    n, rest = divmod(length, BOMB_BLOCK_BYTES)
+    if n:
+        out.write((comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)) * n)
+    out.write(comp.compress(zeros[:rest]) + comp.flush())
     return out.getvalue()
 
 
@@ -191,12 +192,18 @@ def _explicit(ds: pydicom.Dataset) -> pydicom.Dataset:
 
 
 def deep_sequence(data: bytes, rng: random.Random) -> bytes:
-    """Nest sequences (explicit VR, defined lengths) a few hundred levels deep before Pixel Data."""
+    """Nest sequences (explicit VR, undefined or defined lengths) 40 to 2,000 levels deep."""
     depth = rng.choice((40, 300, 2000))
+    undefined = rng.random() < 0.7   # undefined lengths: pydicom parses these while reading the header
     inner = b""
     for _ in range(depth):
-        item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner if inner else struct.pack("<HHI", 0xFFFE, 0xE000, 0)
-        inner = struct.pack("<HH2sHI", 0x0029, 0x1010, b"SQ", 0, len(item)) + item
+        if undefined:
+            item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + inner + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+            inner = (struct.pack("<HH2sHI", 0x0029, 0x1010, b"SQ", 0, 0xFFFFFFFF) + item
+                     + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+        else:
+            item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
+            inner = struct.pack("<HH2sHI", 0x0029, 0x1010, b"SQ", 0, len(item)) + item
     start = _dataset_start(data)
     elems = _explicit_elements(data)
     # insert after the last element of group 0x0028 (before any later group), or at the start

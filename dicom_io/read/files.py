@@ -273,7 +273,8 @@ def read_header(path: Union[str, Path], *, limit_bytes: Optional[int] = None) ->
         if ts != DEFLATED_TS:   # (a deflated data set was checked against its inflated size)
             damaged = limits.check_elements(ds, size, str(path))
             if damaged:
-                return FileProblem(str(path), f"truncated or damaged DICOM header: {damaged}")
+                return FileProblem(str(path), damaged if damaged.startswith("refused") else
+                                   f"truncated or damaged DICOM header: {damaged}")
     except DicomInputError as exc:   # refused by a limit, or a damaged deflated stream
         return FileProblem(str(path), exc.problem)
     except RecursionError:

@@ -135,7 +135,7 @@ def check_elements(ds: pydicom.Dataset, available: int, path: Optional[str] = No
     that ends past the stream (a length larger than the file), or sequences nested deeper than
     ``max_depth``. Values are not converted; already-parsed sequence items are walked."""
     if _depth > max_depth:
-        return f"sequences nested more than {max_depth} levels deep"
+        return f"refused: sequences nested more than {max_depth} levels deep"
     for tag in list(ds.keys()):
         elem = ds.get_item(tag, keep_deferred=True)
         if isinstance(elem, RawDataElement):

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
@@ -173,9 +174,18 @@ def error_text(exc: BaseException, limit: int = 300) -> str:
         return exc.problem
     text = " ".join(str(exc).split()) or "no message"
     text = text.split(" To replace this error", 1)[0]   # pydicom's advice on its config, not ours
+    where = ""
+    found = _PYDICOM_ELEMENT.search(text)   # pydicom names the element last: put it first
+    if found:
+        where = f"element {found.group(1)} as VR {found.group(2)}: "
+        text = text[:found.start()].strip()
     if len(text) > limit:
         text = text[:limit - 3] + "..."
-    return f"{type(exc).__name__}: {text}"
+    return f"{where}{type(exc).__name__}: {text}"
+
+
+_PYDICOM_ELEMENT = re.compile(r"This occurred while trying to parse (\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)) "
+                              r"according to VR '(\w+)'\.?")
 
 
 def _build_series_isolated(uid: str, frames: list[FrameHeader], rules: Optional[ConventionRules],
