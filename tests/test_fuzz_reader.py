@@ -128,3 +128,23 @@ def test_ge_component_with_wrong_vr_costs_only_its_file(tmp_path):
     ge_files = sorted((tmp_path / "in" / "GE").iterdir())
     got = run_analysis(Config(state_dir=tmp_path / "state"), ge_files, tmp_path / "node_out")
     assert [e["path"] for e in got["errors"]] == [str(bad)]
+
+
+def test_frame_count_refused_before_frame_records(tmp_path):
+    """1 x 1 pixels x 10^9 frames claims only 2 GB of pixels, and a deflated (or encapsulated)
+    enhanced file has no Pixel Data length to check: NumberOfFrames itself is bounded, before
+    one frame record per frame is built (10^9 records would never finish)."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from dicom_io.inspect import inspect_paths
+
+    ds = pydicom.dcmread(ROOT / "sample_dicom" / "GE" / "0005_00001.dcm")
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 1, 1, 10**9
+    ds.SharedFunctionalGroupsSequence = Sequence([Dataset()])   # enhanced, no per-frame items
+    ds.PixelData = b"\0\0"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    ds.save_as(tmp_path / "frames.dcm", enforce_file_format=True)
+    doc = inspect_paths([tmp_path])
+    assert [e["path"] for e in doc["errors"]] == [str(tmp_path / "frames.dcm")]
+    assert "NumberOfFrames 1000000000" in doc["errors"][0]["reason"]

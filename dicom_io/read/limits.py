@@ -11,6 +11,8 @@ their bounds from.
   the whole stream, with no bound: a 4 MB file inflating to 4 GB took 12.7 GB of memory.
 - Element lengths: every value must end inside the bytes that hold it (:func:`check_elements`).
 - Sequence depth: items nested deeper than :data:`MAX_SEQUENCE_DEPTH` are refused.
+- Frame count: NumberOfFrames above :data:`MAX_FRAMES_PER_FILE` is refused before one frame
+  record is built (pixel bytes alone do not bound it: 1 x 1 pixels x 10^9 frames is 2 GB).
 
 >>> ds = decode_dataset(stream, implicit_vr=False, little_endian=True, deflated=True)  # doctest: +SKIP
 """
@@ -42,6 +44,8 @@ HEADER_ALLOWANCE_BYTES = 64 * 1024**2
 INFLATE_STEP_BYTES = 1024**2
 #: Sequence items nested deeper than this are refused (Enhanced MR needs 3 or 4).
 MAX_SEQUENCE_DEPTH = 16
+#: Frames one file may declare (NumberOfFrames); an Enhanced MR series has a few thousand at most.
+MAX_FRAMES_PER_FILE = 100_000
 DEFLATED_TS = "1.2.840.10008.1.2.1.99"
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
