@@ -117,10 +117,21 @@ def series_dict(series: SeriesInfo, *, limit_bytes: Optional[int] = None) -> dic
     }
 
 
+def _series_dict_isolated(series: SeriesInfo, *, limit_bytes: Optional[int] = None) -> dict:
+    """:func:`series_dict`; a series whose description fails is still listed, with the reason."""
+    try:
+        return series_dict(series, limit_bytes=limit_bytes)
+    except Exception as exc:
+        from dicom_io.read.series import error_text
+        series.problems.append(f"series could not be described: {error_text(exc)}")
+        series.stacks = []
+        return series_dict(series, limit_bytes=limit_bytes)
+
+
 def inspect_scan(result: ScanResult, *, limit_bytes: Optional[int] = None) -> dict:
     return {
         "schema": SCHEMA,
-        "series": [series_dict(s, limit_bytes=limit_bytes) for s in result.series],
+        "series": [_series_dict_isolated(s, limit_bytes=limit_bytes) for s in result.series],
         "errors": [p.as_dict() for p in result.problems],
         "notes": list(result.notes),
     }

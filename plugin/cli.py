@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last resort: a one-line message, the traceback only with -vv
+        logging.getLogger("borderphase").debug("unexpected error", exc_info=True)
+        text = " ".join(str(exc).split())[:300]
+        print(f"borderphase {args.command}: internal error: {type(exc).__name__}: {text} "
+              f"(run with -vv for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

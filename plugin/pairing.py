@@ -125,6 +125,12 @@ def _series_problem(series: Any) -> Optional[str]:
     return None
 
 
+def _because(series: Any) -> str:
+    """The series' own problems (a gap, a missing file), which usually explain a missing partner."""
+    problem = _series_problem(series)
+    return f" ({problem})" if problem else ""
+
+
 def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tuple[list[Pair], list[dict]]:
     """(pairs, skipped) for the series of one scan. ``skipped``: ``{"series_instance_uid", "reason"}``."""
     mags: list[tuple[Any, Any]] = []
@@ -216,9 +222,11 @@ def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tu
     for s, _ in mags:
         uid = _get(s, "series_instance_uid", default="")
         if uid not in used_mag_series and uid not in used_phase_series and not any(d["series_instance_uid"] == uid for d in skipped):
-            skipped.append({"series_instance_uid": uid, "reason": "no phase series found for this magnitude series"})
+            skipped.append({"series_instance_uid": uid, "reason": "no phase series found for this magnitude series"
+                            + _because(s)})
     for s, _ in phases:
         uid = _get(s, "series_instance_uid", default="")
         if uid not in used_phase_series and not any(d["series_instance_uid"] == uid for d in skipped):
-            skipped.append({"series_instance_uid": uid, "reason": "no magnitude series found for this phase series"})
+            skipped.append({"series_instance_uid": uid, "reason": "no magnitude series found for this phase series"
+                            + _because(s)})
     return pairs, skipped

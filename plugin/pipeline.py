@@ -266,12 +266,16 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
         note = pair.note
-        for m_alt, p_alt, en_alt, te_alt in pair.earlier:
-            snr = magnitude_snr(mag.data)
-            if snr >= MIN_USABLE_SNR:
-                break
-            note += f"; echo TE {mag.echo_time_ms} ms has too little signal (SNR {snr:.1f}): using TE {te_alt} ms"
-            mag, ph = dseries.load_volume(m_alt), dseries.load_volume(p_alt)
+        try:
+            for m_alt, p_alt, en_alt, te_alt in pair.earlier:
+                snr = magnitude_snr(mag.data)
+                if snr >= MIN_USABLE_SNR:
+                    break
+                note += f"; echo TE {mag.echo_time_ms} ms has too little signal (SNR {snr:.1f}): using TE {te_alt} ms"
+                mag, ph = dseries.load_volume(m_alt), dseries.load_volume(p_alt)
+        except Exception as exc:  # an earlier echo that cannot be read: this pair only
+            skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
+            continue
         if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": "magnitude and phase volumes differ in geometry"})
@@ -288,7 +292,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
                                             points_lps_mm=points_lps_mm, options=pair_options)
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
-            log.exception("analysis of phase series %s failed", pair.phase_series_uid)
+            log.error("analysis of phase series %s failed: %s: %s", pair.phase_series_uid, type(exc).__name__, exc)
+            log.debug("analysis of phase series %s", pair.phase_series_uid, exc_info=True)   # traceback with -vv
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
             continue

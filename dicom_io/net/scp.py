@@ -6,7 +6,9 @@ hands the data set exactly as the peer encoded it (with File Meta Information, P
 with the decoded data set itself (so the caller can take the facts it needs from memory instead of
 re-reading the file), to the caller's ``on_instance`` callback and returns the status that callback gives. The callback is
 expected to make the instance durable before returning ``0x0000`` (Success), or to return
-``0xA700`` (Out of Resources) so that the sender keeps its copy.
+``0xA700`` (Out of Resources) so that the sender keeps its copy. A Deflated Explicit VR data set
+is inflated within the reader's bound (:mod:`dicom_io.read.limits`); one that would inflate past
+it (a deflate bomb) is refused with ``0xA700`` and a log line before it reaches the callback.
 
 Access control happens as early as the protocol allows:
 * at TCP accept, before any byte is read (:mod:`dicom_io.net.gate`): the peer's IP address must be
@@ -35,6 +37,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from dicom_io.net.gate import ConnectionLimits, GuardedAssociationServer
+from dicom_io.read.limits import LimitExceeded, decode_dataset
 
 LOG = logging.getLogger(__name__)
 
@@ -290,13 +293,18 @@ class StorageSCP:
     def _handle_store(self, event) -> int:
         requestor = event.assoc.requestor
         try:
-            ds = event.dataset
+            ds = _bounded_dataset(event)
             study = str(ds.StudyInstanceUID)
             series = str(ds.SeriesInstanceUID)
             sop = str(event.request.AffectedSOPInstanceUID)
             sop_class = str(event.request.AffectedSOPClassUID)
             encoded = event.encoded_dataset(include_meta=True)
             tsyntax = str(event.context.transfer_syntax)
+        except LimitExceeded as exc:  # a deflate bomb: refused before it is inflated past the bound
+            LOG.warning("C-STORE from %s refused (0xA700): %s", requestor.ae_title, exc.problem)
+            with self._lock:
+                self.counters["failed_stores"] += 1
+            return STATUS_OUT_OF_RESOURCES
         except Exception as exc:  # unreadable data set: say so, keep the node up
             LOG.warning("C-STORE from %s refused: cannot read the data set (%s)",
                         requestor.ae_title, type(exc).__name__)
@@ -326,6 +334,15 @@ class StorageSCP:
                    else "failed_stores")
             self.counters[key] += 1
         return status
+
+
+def _bounded_dataset(event) -> Dataset:
+    """``event.dataset``, except that a Deflated Explicit VR data set is inflated within the
+    reader's bound (:func:`dicom_io.read.limits.decode_dataset`); pynetdicom inflates it whole."""
+    if not event.context.transfer_syntax.is_deflated:
+        return event.dataset
+    return decode_dataset(event.request.DataSet, implicit_vr=False, little_endian=True, deflated=True,
+                          path=f"C-STORE {event.request.AffectedSOPInstanceUID}")
 
 
 def server_ssl_context(cert_file: str, key_file: str, ca_file: str | None = None,

@@ -35,6 +35,9 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicom_io.errors import DicomInputError, FileProblem
+from dicom_io.read import limits
+from dicom_io.read.limits import (  # noqa: F401  (re-exported: the reader's size limits live in limits)
+    DEFAULT_MAX_PIXEL_BYTES, MAX_PIXEL_BYTES_ENV, LimitExceeded, human_bytes, max_pixel_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -48,33 +51,6 @@ DICOM_UID_ROOT = b"1.2.840.10008"
 SNIFF_BYTES = 4096
 #: Header values longer than this are not read (pydicom ``defer_size``); read on first access.
 DEFER_BYTES = 8 * 1024
-#: Default refusal limit for the pixel data one file (or one stack) may claim.
-DEFAULT_MAX_PIXEL_BYTES = 2 * 1024**3
-MAX_PIXEL_BYTES_ENV = "BORDERPHASE_MAX_PIXEL_BYTES"
-
-
-def max_pixel_bytes(explicit: Optional[int] = None) -> int:
-    """The pixel-size refusal limit: ``explicit``, else env ``BORDERPHASE_MAX_PIXEL_BYTES``, else 2 GiB."""
-    if explicit is not None:
-        return int(explicit)
-    env = os.environ.get(MAX_PIXEL_BYTES_ENV)
-    if env:
-        try:
-            return int(float(env))
-        except ValueError:
-            log.warning("ignoring %s=%r (not a number of bytes)", MAX_PIXEL_BYTES_ENV, env)
-    return DEFAULT_MAX_PIXEL_BYTES
-
-
-def human_bytes(n: float) -> str:
-    """``n`` bytes as a short human figure (bytes, KiB, MiB, GiB, TiB) for error messages."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 @dataclass
 class HeaderRead:
     """One DICOM image file's header (no pixel data) and where its pixel bytes are."""
@@ -184,6 +160,13 @@ def _dcmread(path: Path, fp: BinaryIO, size: int) -> Union[pydicom.Dataset, File
     has_prefix = head[128:132] == b"DICM"
     if not has_prefix and DICOM_UID_ROOT not in head:
         return f"skipped {path}: not a DICOM file"
+    if has_prefix and DEFLATED_TS.encode() in head and _is_deflated(fp):
+        # deflated: pydicom would inflate the whole data set with no bound (a 4 MB file held 12.7 GB);
+        # inflate it within the limit, keep the header values, drop the inflated bytes (Pixel Data
+        # stays a deferred element: _pixel_location drops it, pixels.py inflates again to read it)
+        ds, buf, _ = limits.read_deflated(fp, path=str(path), defer_bytes=DEFER_BYTES)
+        limits.materialise(ds, buf, path=str(path), leave=(PIXEL_DATA_TAG,))
+        return ds
     fp.seek(0)
     try:
         ds = pydicom.dcmread(fp, defer_size=DEFER_BYTES, force=not has_prefix)
@@ -193,14 +176,16 @@ def _dcmread(path: Path, fp: BinaryIO, size: int) -> Union[pydicom.Dataset, File
         return _not_part10(path, head)
     if not has_prefix and not all(k in ds for k in ("SOPClassUID", "Rows", "Columns")):
         return _not_part10(path, head)
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and raw_value(meta, 0x00020010) == DEFLATED_TS:
-        # deflated: pydicom inflates the data set in memory, so a deferred value's position means
-        # nothing in the file; read it again with every value kept (Pixel Data is dropped later)
-        return pydicom.dcmread(path)
     if PIXEL_DATA_TAG not in ds:
         return _damaged_end(path, ds, size) or ds
     return ds
+
+
+def _is_deflated(fp: BinaryIO) -> bool:
+    """True when the File Meta Information names Deflated Explicit VR Little Endian."""
+    fp.seek(132)
+    meta = pydicom.filereader._read_file_meta_info(fp)
+    return str(meta.get("TransferSyntaxUID", "")).strip() == DEFLATED_TS
 
 
 def _damaged_end(path: Path, ds: pydicom.Dataset, size: int) -> Optional[FileProblem]:
@@ -285,6 +270,17 @@ def read_header(path: Union[str, Path], *, limit_bytes: Optional[int] = None) ->
         where = _pixel_location(path, ds, ts, size)
         if isinstance(where, FileProblem):
             return where
+        if ts != DEFLATED_TS:   # (a deflated data set was checked against its inflated size)
+            damaged = limits.check_elements(ds, size, str(path))
+            if damaged:
+                return FileProblem(str(path), damaged if damaged.startswith("refused") else
+                                   f"truncated or damaged DICOM header: {damaged}")
+    except DicomInputError as exc:   # refused by a limit, or a damaged deflated stream
+        return FileProblem(str(path), exc.problem)
+    except RecursionError:
+        return FileProblem(str(path), "refused: sequences nested too deeply to parse")
+    except MemoryError:
+        return FileProblem(str(path), "refused: out of memory reading the header")
     except (InvalidDicomError, EOFError) as exc:
         return FileProblem(str(path), f"truncated or damaged DICOM header: {exc}")
     except OSError as exc:
@@ -346,7 +342,16 @@ def read_tags(path: Union[str, Path], keywords: Iterable[str]) -> dict[str, Any]
     """
     names = list(keywords)
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=names)
+        with open(str(path), "rb") as fp:
+            head = fp.read(SNIFF_BYTES)
+            if head[128:132] == b"DICM" and DEFLATED_TS.encode() in head and _is_deflated(fp):
+                ds, buf, _ = limits.read_deflated(fp, path=str(path))   # bounded inflate
+                limits.materialise(ds, buf, path=str(path), leave=(PIXEL_DATA_TAG,))
+            else:
+                fp.seek(0)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=names)
+    except DicomInputError:
+        raise
     except Exception as exc:  # pydicom raises several types for bad files
         raise DicomInputError(path, f"not readable as DICOM: {exc}") from None
     return {k: ds.get(k) for k in names}

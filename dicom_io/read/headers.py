@@ -26,6 +26,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from dicom_io.errors import DicomInputError
 from dicom_io.read.files import HeaderRead, kw_value, raw_value
+from dicom_io.read.limits import MAX_FRAMES_PER_FILE
 from dicom_io.frames import FrameHeader
 
 ENHANCED_MARKERS = ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence")
@@ -148,6 +149,8 @@ def frames_from_header(read: HeaderRead) -> list[FrameHeader]:
     bits_allocated = int(kw_value(ds, "BitsAllocated", 16) or 16)
     spp = int(kw_value(ds, "SamplesPerPixel", 1) or 1)
     n_frames = int(_int(kw_value(ds, "NumberOfFrames")) or 1)
+    if not 1 <= n_frames <= MAX_FRAMES_PER_FILE:
+        raise DicomInputError(path, f"refused: NumberOfFrames {n_frames} is outside 1..{MAX_FRAMES_PER_FILE}")
     if bits_allocated not in (8, 16, 32):
         raise DicomInputError(path, f"BitsAllocated {bits_allocated} is not supported (8, 16 or 32)")
     frame_bytes = rows * columns * spp * bits_allocated // 8

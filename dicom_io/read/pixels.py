@@ -3,13 +3,15 @@
 Native (uncompressed) pixel data is read straight from the file into the output array
 (``readinto`` at the frame's byte offset found while reading the header): no per-file data set,
 no intermediate copies, and file reads run in a small thread pool (reads release the GIL).
-Encapsulated transfer syntaxes (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE) and
-Deflated Explicit VR Little Endian decode through pydicom's pixel-data plugins
+Encapsulated transfer syntaxes (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE)
+decode through pydicom's pixel-data plugins
 (:func:`pydicom.pixels.pixel_array`; pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle and
 pyjpegls are installed as dependencies), or are refused with a message naming the transfer syntax.
+Deflated Explicit VR Little Endian is inflated within a bound and its native frames copied out.
 
 Before anything is allocated the total is checked against a limit (default 2 GiB, see
-:func:`dicom_io.read.files.max_pixel_bytes`), so a header claiming gigabytes is refused, naming the file.
+:func:`dicom_io.read.limits.max_pixel_bytes`), so a header claiming gigabytes is refused, naming the file;
+a deflated data set is inflated within :func:`dicom_io.read.limits.max_inflated_bytes`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ import pydicom
 from pydicom.uid import UID
 
 from dicom_io.errors import DicomInputError
-from dicom_io.read.files import DEFLATED_TS, MAX_PIXEL_BYTES_ENV, human_bytes, max_pixel_bytes
+from dicom_io.read import limits
+from dicom_io.read.files import DEFLATED_TS
+from dicom_io.read.limits import MAX_PIXEL_BYTES_ENV, human_bytes, max_pixel_bytes
 from dicom_io.frames import FrameHeader
 
 BIG_ENDIAN_TS = "1.2.840.10008.1.2.2"
@@ -133,11 +137,7 @@ def _decode_with_pydicom(path: str, items: list[tuple[int, FrameHeader]], out: n
     ts = items[0][1].transfer_syntax_uid
     try:
         if ts == DEFLATED_TS:
-            ds = pydicom.dcmread(path)
-            arr = ds.pixel_array
-            arr = arr.reshape((-1,) + out.shape[1:])
-            for k, f in items:
-                out[k] = arr[f.frame_index or 0]
+            _read_deflated_frames(path, items, out)
             return
         n_frames = items[0][1].number_of_frames
         if n_frames == 1:
@@ -162,6 +162,28 @@ def _decode_with_pydicom(path: str, items: list[tuple[int, FrameHeader]], out: n
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DicomInputError(path, f"cannot decode pixel data in transfer syntax {ts_name(ts)}: {msg}") from None
+
+
+def _read_deflated_frames(path: str, items: list[tuple[int, FrameHeader]], out: np.ndarray) -> None:
+    """Deflated Explicit VR: inflate the data set within the limit (:func:`limits.inflate_bounded`)
+    and copy the wanted frames straight from the inflated bytes (native pixel data, no decoder)."""
+    with open(path, "rb") as fp:
+        _ds, buf, pixel = limits.read_deflated(fp, path=path)
+    if pixel is None:
+        raise DicomInputError(path, "deflated data set without a readable Pixel Data (7FE0,0010) value")
+    offset, length = pixel
+    frame_bytes = out[0].nbytes
+    view = buf.getbuffer()
+    try:
+        for k, f in items:
+            start = offset + (f.frame_index or 0) * frame_bytes
+            if start + frame_bytes > min(offset + length, len(view)):
+                raise DicomInputError(
+                    path, f"truncated: the inflated Pixel Data holds {length} bytes, too few for frame "
+                          f"{(f.frame_index or 0) + 1} of {frame_bytes} bytes")
+            memoryview(out[k]).cast("B")[:] = view[start:start + frame_bytes]
+    finally:
+        view.release()
 
 
 def read_frame(frame: FrameHeader) -> np.ndarray:

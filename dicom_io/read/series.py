@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
@@ -162,20 +163,93 @@ def scan(paths: Iterable[Union[str, Path]], *, rules: Optional[ConventionRules] 
         seen[key] = f
         by_series.setdefault(f.series_instance_uid, []).append(f)
 
-    series = [_build_series(uid, fs, rules) for uid, fs in by_series.items()]
+    series = []
+    for uid, fs in by_series.items():
+        built = _build_series_isolated(uid, fs, rules, problems)
+        if built is not None:
+            series.append(built)
     series.sort(key=lambda s: (s.study_instance_uid, s.series_number if s.series_number is not None else 1 << 30,
                                s.series_instance_uid))
     return ScanResult(series, problems, notes)
 
 
-def _build_series(uid: str, frames: list[FrameHeader], rules: Optional[ConventionRules]) -> SeriesInfo:
+def error_text(exc: BaseException, limit: int = 300) -> str:
+    """One line naming an unexpected exception (pydicom's messages run to several sentences)."""
+    if isinstance(exc, DicomInputError):
+        return exc.problem
+    text = " ".join(str(exc).split()) or "no message"
+    text = text.split(" To replace this error", 1)[0]   # pydicom's advice on its config, not ours
+    where = ""
+    found = _PYDICOM_ELEMENT.search(text)   # pydicom names the element last: put it first
+    if found:
+        where = f"element {found.group(1)} as VR {found.group(2)}: "
+        text = text[:found.start()].strip()
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{where}{type(exc).__name__}: {text}"
+
+
+_PYDICOM_ELEMENT = re.compile(r"This occurred while trying to parse (\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)) "
+                              r"according to VR '(\w+)'\.?")
+
+
+def _build_series_isolated(uid: str, frames: list[FrameHeader], rules: Optional[ConventionRules],
+                           problems: list[FileProblem]) -> Optional[SeriesInfo]:
+    """:func:`_build_series`, with what goes wrong kept to the file (a header value no codec can
+    read: the file goes to ``problems``, the series is built without it) or to the series (listed
+    with its header facts and the reason), never to the other series of the scan."""
+    bad_paths: dict[str, str] = {}
+    codec = None
+    for f in frames:   # the codec is chosen on the first frame whose header it can read
+        try:
+            codec, vendor_source = _codec_for(f)
+            break
+        except Exception as exc:
+            bad_paths[str(f.path)] = f"unreadable header value: {error_text(exc)}"
+    good: list[FrameHeader] = []
+    decided: list[tuple[str, str]] = []
+    for f in frames:   # the values a codec reads per frame: a bad one names its file
+        if codec is None or str(f.path) in bad_paths:
+            continue
+        try:
+            decided.append(codec.component(f))
+            good.append(f)
+        except Exception as exc:
+            bad_paths[str(f.path)] = f"unreadable header value: {error_text(exc)}"
+    for path, reason in bad_paths.items():
+        log.info("unreadable file %s: %s", path, reason)
+        problems.append(FileProblem(path, reason))
+    kept = [k for k, f in enumerate(good) if str(f.path) not in bad_paths]   # (a multi-frame file fails whole)
+    good, decided = [good[k] for k in kept], [decided[k] for k in kept]
+    if not good:
+        return None
+    try:
+        return _build_series(uid, good, rules, codec, vendor_source, decided)
+    except Exception as exc:   # this series only: listed with its header facts and why
+        log.warning("series %s could not be described: %s", uid, error_text(exc))
+        log.debug("series %s", uid, exc_info=True)
+        return _unreadable_series(uid, good, f"series could not be described: {error_text(exc)}")
+
+
+def _unreadable_series(uid: str, frames: list[FrameHeader], problem: str) -> SeriesInfo:
+    f0 = frames[0]
+    return SeriesInfo(
+        series_instance_uid=uid, study_instance_uid=f0.study_instance_uid, modality=f0.modality,
+        vendor="unknown", vendor_source="not decided (series unreadable)", manufacturer=f0.manufacturer,
+        model=f0.model, software_versions=f0.software_versions, sop_class="classic" if f0.frame_index is None
+        else "enhanced", sop_class_uid=f0.sop_class_uid, series_description=f0.series_description,
+        series_number=f0.series_number, frame_of_reference_uid=f0.frame_of_reference_uid,
+        n_files=len({str(f.path) for f in frames}), n_frames=len(frames), stacks=[], problems=[problem],
+        convention_source="not resolved (series unreadable)")
+
+
+def _build_series(uid: str, frames: list[FrameHeader], rules: Optional[ConventionRules], codec: Any,
+                  vendor_source: str, decided: list[tuple[str, str]]) -> SeriesInfo:
+    """One series from its frames, the codec chosen for it and each frame's (component, source)."""
     f0 = frames[0]
     assign_echo_numbers(frames)
     problems: list[str] = []
-    codec, vendor_source = _codec_for(f0)
     vendor = getattr(codec, "vendor", "unknown")
-
-    decided = [codec.component(f) for f in frames]
     undecided = [i for i, (comp, _) in enumerate(decided) if comp == "unknown"]
     if undecided:
         problems.extend(_components_from_pixels(frames, undecided, decided))

@@ -107,9 +107,15 @@ def run(args) -> int:
     except UsageError as exc:
         print(f"borderphase analyze: error: {exc}", file=sys.stderr)
         return 2
-    doc = analyze_paths(args.inputs, args.out, convention_rules=rules, points_lps_mm=points or None,
-                        echo=args.echo, options=AnalysisOptions(background=args.background),
-                        write_dicom=not args.no_dicom)
+    try:
+        doc = analyze_paths(args.inputs, args.out, convention_rules=rules, points_lps_mm=points or None,
+                            echo=args.echo, options=AnalysisOptions(background=args.background),
+                            write_dicom=not args.no_dicom)
+    except Exception as exc:  # never a traceback: findings.json still says what happened
+        log.debug("analyze failed", exc_info=True)
+        doc = _failure_document(args.inputs, args.out, exc)
+        if doc is None:
+            return 1
     n_les = sum(len(a["lesions"]) for a in doc["analyses"])
     print(f"{len(doc['analyses'])} pair(s) analysed, {n_les} spot(s); findings: {Path(args.out) / 'findings.json'}")
     for a in doc["analyses"]:
@@ -126,3 +132,20 @@ def run(args) -> int:
         print("  no DICOM series found in the input", file=sys.stderr)
         return 1
     return 1 if (doc["skipped"] or doc.get("errors")) else 0
+
+
+def _failure_document(inputs, out_dir, exc: Exception):
+    """The findings document when the analysis itself failed: no analyses, each input under
+    ``errors`` with the reason; written to ``out_dir/findings.json`` when possible."""
+    from dicom_io.read.series import error_text
+    from plugin.pipeline import findings_document
+    doc = findings_document([], [])
+    doc["errors"] = [{"path": str(i), "reason": f"internal error while analysing: {error_text(exc)}"} for i in inputs]
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "findings.json").write_text(json.dumps(doc, indent=2))
+    except OSError as err:
+        print(f"borderphase analyze: error: cannot write {Path(out_dir) / 'findings.json'}: "
+              f"{err.strerror or err}; analysis failed: {error_text(exc)}", file=sys.stderr)
+        return None
+    return doc

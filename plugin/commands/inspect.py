@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,7 +42,15 @@ def run(args) -> int:
         except ConventionConfigError as exc:  # names the file, the key and the problem
             print(f"borderphase inspect: convention rules: {exc}", file=sys.stderr)
             return 2
-    doc = inspect_paths(args.paths, rules=rules)
+    try:
+        doc = inspect_paths(args.paths, rules=rules)
+    except Exception as exc:  # never a traceback: the document still says what happened
+        log.debug("inspect failed", exc_info=True)
+        from dicom_io.inspect import SCHEMA
+        from dicom_io.read.series import error_text
+        doc = {"schema": SCHEMA, "series": [], "notes": [],
+               "errors": [{"path": str(p), "reason": f"internal error while reading: {error_text(exc)}"}
+                          for p in args.paths]}
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
