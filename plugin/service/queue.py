@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
+from huey.exceptions import RetryTask
 
 from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
@@ -29,6 +30,7 @@ LOG = logging.getLogger(__name__)
 
 ANALYSE = "borderphase.analyse"
 DELIVER = "borderphase.deliver"
+CLAIM_RETRY_S = 5
 
 
 def make_huey(config: Config) -> Huey:
@@ -69,9 +71,9 @@ class ServiceQueue:
                 # first delivery attempt right after the analysis, in the same worker (the outbox
                 # entry is already durable); a failure schedules retries on the queue
                 return analyse_version(config, study, version, enqueue_delivery=deliver_now, analyse=analyse_fn)
-            except ClaimBusy as exc:
-                LOG.info("%s; will retry", exc)
-                raise
+            except ClaimBusy as exc:  # a live worker has it: look again later, quietly (no traceback)
+                LOG.info("%s; will retry in %d s", exc, CLAIM_RETRY_S)
+                raise RetryTask(delay=CLAIM_RETRY_S) from None
 
         self.analyse = analyse
         self.deliver = deliver
