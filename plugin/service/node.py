@@ -194,8 +194,11 @@ class Node:
         for study in self.tracker.due():
             try:
                 v = self.complete_study(study)
-            except Exception:
-                LOG.exception("completing study %s failed; will retry", study)
+            except Exception as exc:
+                if is_disk_full(exc):  # no traceback for a full disk: it completes once space returns
+                    LOG.warning("completing study %s: disk full (%s); will retry", study, exc)
+                else:
+                    LOG.exception("completing study %s failed; will retry", study)
                 self.tracker.instance_arrived(study)
                 continue
             if v is not None:
