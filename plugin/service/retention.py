@@ -3,8 +3,8 @@
 A study is *removable* when nothing about it is still owed to anyone:
 * no instance is being received and every spooled instance is in its last version's manifest;
 * every version has a final state, none ``failed`` (a failed study waits for a person);
-* every result object of every analysed version was accepted by every destination
-  (``outbox/sent/<id>.json`` exists for each; a pending or missing entry keeps the study);
+* every result object of every analysed version was accepted by every destination (an outbox
+  entry was made for each destination and none is left in ``outbox/pending``);
 * no worker holds a claim on it.
 
 Removing a study deletes, in this order (so an interrupted removal is finished by the next pass and
@@ -114,9 +114,10 @@ def judge(config: Config, layout: StateLayout, spool: Spool, study: str, receivi
         finished = max(finished, float(result.get("finished") or 0))
         if result.get("state") == "analysed" and result.get("result_files"):
             manifest = layout.manifest(study, v) or {}
+            queued = set(result.get("outbox", []))
             for dest in manifest.get("destinations", []):
-                eid = entry_id(study, v, dest)
-                if (layout.outbox_pending / f"{eid}.json").exists() or not (layout.outbox_sent / f"{eid}.json").exists():
+                eid = entry_id(study, v, dest)  # never queued (destination gone) or not yet accepted
+                if eid not in queued or (layout.outbox_pending / f"{eid}.json").exists():
                     return Verdict(study, False, "undelivered", study_instance_uid=uid)
     if list(layout.outbox_pending.glob(f"{study}-v*.json")):
         return Verdict(study, False, "undelivered", study_instance_uid=uid)
