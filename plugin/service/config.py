@@ -87,7 +87,9 @@ class NodeConfig:
     association_request_timeout_s: StrictFloat = Field(10.0, gt=0)
     # an established association that sends nothing for this long is aborted
     network_timeout_s: StrictFloat = Field(60.0, gt=0)
-    min_free_mb: StrictFloat = Field(200.0, ge=0)
+    min_free_mb: StrictFloat = Field(200.0, ge=0)   # below this free space a C-STORE is refused with 0xA700
+    reserve_mb: StrictFloat = Field(8.0, ge=0)      # pre-allocated file released on ENOSPC (plugin/service/diskspace.py)
+    reconcile_interval_s: StrictFloat = Field(30.0, gt=0)  # periodic requeue of accepted work (plugin/service/reconcile.py)
     tls: Optional[TlsConfig] = None
 
     @field_validator("ae_title")
@@ -168,6 +170,27 @@ class DispatchConfig:
     retry_initial_s: StrictFloat = Field(5.0, gt=0)
     retry_max_s: StrictFloat = Field(300.0, gt=0)
     timeout_s: StrictFloat = Field(30.0, gt=0)
+
+
+@dataclass(frozen=True, config=STRICT_TABLE)
+class RetentionConfig:
+    """``[retention]`` (plugin/service/retention.py): what may be removed once delivered. Only studies
+    whose every version is final and whose every result was delivered are ever removed; failed studies
+    and undelivered results never are."""
+
+    max_age_days: Optional[StrictFloat] = Field(None, ge=0)   # remove delivered studies this old (None: keep)
+    free_space_watermark_percent: Optional[StrictFloat] = Field(10.0, ge=0, le=100)  # clean oldest first below this
+    free_space_watermark_gb: Optional[StrictFloat] = Field(None, ge=0)
+    interval_s: StrictFloat = Field(60.0, gt=0)
+
+
+@dataclass(frozen=True, config=STRICT_TABLE)
+class MetricsConfig:
+    """``[metrics]`` (plugin/service/metrics.py): a Prometheus endpoint; off unless ``port`` is set
+    (0: any free port, written to node.json); loopback only unless ``host`` says otherwise."""
+
+    port: Optional[StrictInt] = Field(None, ge=0, le=65535)
+    host: StrictStr = "127.0.0.1"
 
 
 @dataclass(frozen=True, config=STRICT_TABLE)
@@ -267,6 +290,8 @@ class Config:
     destinations: dict[str, Destination] = field(default_factory=dict)
     rules: tuple[RoutingRule, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = Field("<defaults>", exclude=True)   # the file it came from (not a key of the file)
 
     @model_validator(mode="before")

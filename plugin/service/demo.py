@@ -83,7 +83,7 @@ def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: floa
 
         def settled():
             st = collect(config.state_dir)
-            done = [s for s in st["studies"] if s["state"] in ("analysed", "failed", "ignored")]
+            done = [s for s in st["studies"] if s["state"] in ("analysed", "no_analysable_pair", "failed", "ignored")]
             return st if len(done) == len(groups) and not st["outbox"]["pending"] else None
 
         deadline = time.time() + timeout_s

@@ -6,16 +6,15 @@ set the C-STORE handler already decoded, in ``spool/<study>/<series>/series.json
 before the instance itself, so every spooled instance has its series record. Completion routes from
 these records; no header is read back from disk until the worker's one ``scan`` builds the volumes.
 
-``Node.start()`` first reconciles what a previous run left behind (the restart guarantee):
-* temporary spool files (never acknowledged) are removed;
-* a study whose spooled instances are not all in a version manifest is made due again (it will
-  complete after the quiet period and get a new version);
-* every version without a final state is put back on the queue unless it is already there;
-* every pending outbox entry of an analysed version is put back on the queue unless it is there.
+``Node.start()`` first reconciles what a previous run left behind (the restart guarantee), and the
+running node does so again every ``[node] reconcile_interval_s`` (:mod:`.reconcile`): whatever was
+accepted and is neither queued nor done is queued again, e.g. after a full disk, without a restart.
+The same periodic pass re-creates the disk reserve (:mod:`.diskspace`) and, every
+``[retention] interval_s``, removes delivered studies (:mod:`.retention`). Counters and gauges are
+served to Prometheus when ``[metrics] port`` is set (:mod:`.metrics`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -30,9 +29,13 @@ from plugin.pipeline import analyze_paths
 from plugin.service import permissions
 from plugin.service.completion import CompletionTracker
 from plugin.service.config import Config
+from plugin.service.diskspace import DiskReserve, is_disk_full
+from plugin.service.metrics import NodeMetrics
 from plugin.service.queue import ServiceQueue, make_queue, run_consumer
+from plugin.service.reconcile import format_counts, reconcile
+from plugin.service.retention import StudyGuard, run_retention
 from plugin.service.routing import RouteDecision, SeriesFacts, route
-from plugin.service.spool import Spool, atomic_write_json, safe_uid
+from plugin.service.spool import Spool, SpoolFull, atomic_write_json, safe_uid
 from plugin.service.state import StateLayout
 from plugin.service.worker import AnalysisFn
 
@@ -107,6 +110,11 @@ class Node:
         self.consumer = None
         self._series_recorded: set[tuple[str, str]] = set()
         self._complete_lock = threading.Lock()
+        self.reserve = DiskReserve(config.state_dir, config.node.reserve_mb)
+        self.guard = StudyGuard()  # receiving and retention never touch one study at once
+        self.metrics = NodeMetrics(self.layout, queue_depth=self._queue_depth, reserve=self.reserve)
+        self.metrics_port: int | None = None
+        self._next_reconcile = self._next_retention = 0.0
         tls, nc = config.node.tls, config.node
         ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert) if tls else None
         self.scp = StorageSCP(
@@ -123,30 +131,34 @@ class Node:
     def on_instance(self, inst: ReceivedInstance) -> int:
         study, series = safe_uid(inst.study_instance_uid), safe_uid(inst.series_instance_uid)
         key = (study, series)
-        try:
-            if key not in self._series_recorded:  # first instance of the series (in this run)
-                self.spool.write_series_record(inst.study_instance_uid, inst.series_instance_uid,
-                                               series_record(inst, time.time()))
-                self._series_recorded.add(key)
-            outcome = self.spool.store(inst.study_instance_uid, inst.series_instance_uid,
-                                       inst.sop_instance_uid, inst.encoded)
-        except OSError as exc:
-            LOG.warning("instance %s of study %s not stored (%s): answering Out of Resources",
-                        inst.sop_instance_uid, inst.study_instance_uid, exc)
-            return STATUS_OUT_OF_RESOURCES
-        if not outcome.new:
-            LOG.debug("instance %s of study %s received again with identical content: nothing to do",
-                      inst.sop_instance_uid, inst.study_instance_uid)
-        else:
-            if outcome.changed:
-                # the late-instance path: the study is due again and gets a new version
-                LOG.warning("instance %s of study %s received again with different content: kept as version %d "
-                            "beside the earlier bytes (%s); the study will be analysed again",
-                            inst.sop_instance_uid, inst.study_instance_uid, outcome.version,
-                            outcome.previous.name if outcome.previous else "?")
-            self.tracker.instance_arrived(study, inst.association_id)
-            LOG.debug("stored %s (study %s, from %s)", inst.sop_instance_uid, inst.study_instance_uid,
-                      inst.calling_ae_title)
+        with self.guard.receiving(study):
+            try:
+                if key not in self._series_recorded:  # first instance of the series (in this run)
+                    self.spool.write_series_record(inst.study_instance_uid, inst.series_instance_uid,
+                                                   series_record(inst, time.time()))
+                    self._series_recorded.add(key)
+                outcome = self.spool.store(inst.study_instance_uid, inst.series_instance_uid,
+                                           inst.sop_instance_uid, inst.encoded)
+            except OSError as exc:
+                reason = "disk_full" if isinstance(exc, SpoolFull) or is_disk_full(exc) else "store_error"
+                self.metrics.refused.labels(reason).inc()
+                LOG.warning("instance %s of study %s not stored (%s): answering Out of Resources",
+                            inst.sop_instance_uid, inst.study_instance_uid, exc)
+                return STATUS_OUT_OF_RESOURCES
+            if not outcome.new:
+                LOG.debug("instance %s of study %s received again with identical content: nothing to do",
+                          inst.sop_instance_uid, inst.study_instance_uid)
+            else:
+                if outcome.changed:
+                    # the late-instance path: the study is due again and gets a new version
+                    LOG.warning("instance %s of study %s received again with different content: kept as version %d "
+                                "beside the earlier bytes (%s); the study will be analysed again",
+                                inst.sop_instance_uid, inst.study_instance_uid, outcome.version,
+                                outcome.previous.name if outcome.previous else "?")
+                self.tracker.instance_arrived(study, inst.association_id)
+        self.metrics.received.inc()
+        LOG.debug("stored %s (study %s, from %s)", inst.sop_instance_uid, inst.study_instance_uid,
+                  inst.calling_ae_title)
         problems = instance_problems(inst.dataset, inst.sop_class_uid, inst.transfer_syntax_uid)
         if problems:
             LOG.warning("instance %s of study %s stored, answered warning 0x%04X (cannot be analysed): %s",
@@ -207,39 +219,55 @@ class Node:
         for study in self.tracker.due():
             try:
                 v = self.complete_study(study)
-            except Exception:
-                LOG.exception("completing study %s failed; will retry", study)
+            except Exception as exc:
+                if is_disk_full(exc):  # no traceback for a full disk: it completes once space returns
+                    LOG.warning("completing study %s: disk full (%s); will retry", study, exc)
+                else:
+                    LOG.exception("completing study %s failed; will retry", study)
                 self.tracker.instance_arrived(study)
                 continue
             if v is not None:
                 out.append(v)
         return out
 
-    # -- restart ------------------------------------------------------------------------------
-    def reconcile(self) -> dict:
-        counts = {"tmp_removed": self.spool.clean_tmp(), "studies_due": 0, "requeued": 0, "redelivered": 0}
-        queued = self.queue.queued_keys()
-        for study in self.spool.studies():
-            instances = self.spool.instances(study)
-            if not instances:  # only a series record (a crash before its first instance was stored)
-                continue
-            versions = self.layout.versions(study)
-            last = self.layout.manifest(study, versions[-1]) if versions else None
-            if last is None or set(last["instances"]) != set(instances):
-                self.tracker.instance_arrived(study)
-                counts["studies_due"] += 1
-        for study in self.layout.studies():
-            for v in self.layout.versions(study):
-                if self.layout.result(study, v) is None and self.layout.manifest(study, v) is not None:
-                    if self.queue.ensure_analyse(study, v, queued):
-                        counts["requeued"] += 1
-        for p in sorted(self.layout.outbox_pending.glob("*.json")):
-            entry = json.loads(p.read_text())
-            res = self.layout.result(entry["study"], entry["version"])
-            if res and res.get("state") == "analysed" and entry["id"] in res.get("outbox", []):
-                if self.queue.ensure_deliver(entry["id"], queued):
-                    counts["redelivered"] += 1
-        return counts
+    # -- reconciliation, retention (at start-up and periodically) --------------------------------
+    def reconcile(self, *, startup: bool = True) -> dict:
+        return reconcile(self.config, self.layout, self.spool, self.queue, self.tracker, startup=startup).as_dict()
+
+    def _queue_depth(self) -> tuple[int, int]:
+        return self.queue.huey.pending_count(), self.queue.huey.scheduled_count()
+
+    def _forget_study(self, study: str) -> None:
+        """Retention removed ``study``: a later C-STORE into it starts afresh (series record and all)."""
+        self._series_recorded = {k for k in self._series_recorded if k[0] != study}
+        self.metrics.forget_study(study)
+
+    def run_retention(self):
+        report = run_retention(self.config, self.layout, self.spool, receiving=lambda: set(self.tracker.pending()),
+                               guard=self.guard, on_removed=self._forget_study)
+        for reason, n in report.removed_by_reason.items():
+            self.metrics.removed.labels(reason).inc(n)
+        return report
+
+    def maintain(self, now: float | None = None) -> None:
+        """The periodic pass: requeue stranded work, re-create the disk reserve, run retention."""
+        now = time.monotonic() if now is None else now
+        if now >= self._next_reconcile:
+            self._next_reconcile = now + self.config.node.reconcile_interval_s
+            try:
+                counts = reconcile(self.config, self.layout, self.spool, self.queue, self.tracker, startup=False)
+                if counts.changed():
+                    LOG.warning("periodic reconciliation requeued stranded work: %s", format_counts(counts))
+                self.reserve.ensure(min_free_after_bytes=int(self.config.node.min_free_mb * 1e6))
+                self.metrics.observe_finished()
+            except Exception:
+                LOG.exception("periodic reconciliation failed; next pass in %.0f s", self.config.node.reconcile_interval_s)
+        if now >= self._next_retention:
+            self._next_retention = now + self.config.retention.interval_s
+            try:
+                self.run_retention()
+            except Exception:
+                LOG.exception("retention pass failed; next pass in %.0f s", self.config.retention.interval_s)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _lock_state_dir(self) -> None:
@@ -260,9 +288,13 @@ class Node:
 
     def start(self) -> None:
         self._lock_state_dir()
-        counts = self.reconcile()
-        if any(counts.values()):
-            LOG.warning("restart reconciliation: %s", counts)
+        counts = reconcile(self.config, self.layout, self.spool, self.queue, self.tracker, startup=True)
+        if counts.changed():
+            LOG.warning("restart reconciliation: %s", format_counts(counts))
+        self.reserve.ensure(min_free_after_bytes=int(self.config.node.min_free_mb * 1e6))
+        if self.config.metrics.port is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+        self._next_reconcile = time.monotonic() + self.config.node.reconcile_interval_s
         if self.with_workers:
             q = self.config.queue
             self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True)
@@ -270,12 +302,14 @@ class Node:
         self.scp.start()
         atomic_write_json(self.layout.node_file, {
             "pid": os.getpid(), "ae_title": self.config.node.ae_title, "host": self.config.node.host,
-            "port": self.scp.port, "started": time.time(), "config": self.config.source})
+            "port": self.scp.port, "started": time.time(), "config": self.config.source,
+            "metrics_port": self.metrics_port})
 
     def run(self, stop: threading.Event, poll_s: float = 0.1, health_every_s: float = 5.0) -> None:
         last_health = time.monotonic()
         while not stop.is_set():
             self.step()
+            self.maintain()
             if self.consumer is not None and time.monotonic() - last_health > health_every_s:
                 self.consumer.check_worker_health()  # restart dead worker processes
                 last_health = time.monotonic()
@@ -283,6 +317,7 @@ class Node:
 
     def stop(self) -> None:
         self.scp.stop()
+        self.metrics.stop()
         if self.consumer is not None:
             self.consumer.stop(graceful=True)
             self.consumer = None

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
+from huey.exceptions import RetryTask
 
 from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
+from plugin.service.diskspace import is_disk_full
 from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
 from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version
@@ -29,6 +31,7 @@ LOG = logging.getLogger(__name__)
 
 ANALYSE = "borderphase.analyse"
 DELIVER = "borderphase.deliver"
+CLAIM_RETRY_S = 5
 
 
 def make_huey(config: Config) -> Huey:
@@ -69,9 +72,9 @@ class ServiceQueue:
                 # first delivery attempt right after the analysis, in the same worker (the outbox
                 # entry is already durable); a failure schedules retries on the queue
                 return analyse_version(config, study, version, enqueue_delivery=deliver_now, analyse=analyse_fn)
-            except ClaimBusy as exc:
-                LOG.info("%s; will retry", exc)
-                raise
+            except ClaimBusy as exc:  # a live worker has it: look again later, quietly (no traceback)
+                LOG.info("%s; will retry in %d s", exc, CLAIM_RETRY_S)
+                raise RetryTask(delay=CLAIM_RETRY_S) from None
 
         self.analyse = analyse
         self.deliver = deliver
@@ -114,6 +117,30 @@ def _die_with_parent() -> None:
         pass
 
 
+class _DiskFullWithoutTraceback(logging.Filter):
+    """Huey logs a full traceback each time its SQLite queue cannot commit (``database or disk is
+    full``) while the disk is full; one line says the same (the node's periodic reconcile repairs the
+    queue once space returns, :mod:`.reconcile`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and is_disk_full(record.exc_info[1]):
+            record.msg = f"{record.getMessage()} ({record.exc_info[1]}; retried when space returns)"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_disk_full_tracebacks() -> None:
+    """On huey's loggers and on the root handlers (huey names a logger per worker)."""
+    targets = [logging.getLogger(n) for n in ("huey", "huey.consumer", "huey.consumer.Worker")]
+    targets += logging.getLogger().handlers
+    for t in targets:
+        if not any(isinstance(f, _DiskFullWithoutTraceback) for f in t.filters):
+            t.addFilter(_DiskFullWithoutTraceback())
+
+
 def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process", nice: int = 10,
                  embedded: bool = True):
     """Create a Huey consumer for this queue (``.start()`` embedded or ``.run()`` standalone).
@@ -123,6 +150,7 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
     needs and never waits on the analysis for the GIL; embedded workers die with the node.
     """
     from huey.consumer import Worker
+    quiet_disk_full_tracebacks()
     consumer = queue.huey.create_consumer(workers=max(workers, 1), worker_type=worker_type, periodic=False,
                                           initial_delay=0.05, backoff=1.5, max_delay=0.5, scheduler_interval=1,
                                           check_worker_health=True)

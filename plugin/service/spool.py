@@ -249,5 +249,11 @@ class Spool:
                 out.extend(f"{s.name}/{name}" for _, name in sorted(latest.values(), key=lambda t: t[1]))
         return out
 
+    def forget(self, study_dir_name: str) -> None:
+        """Drop what this object remembers of a study's folders (call after removing them)."""
+        d = self.root / study_dir_name
+        with self._lock:
+            self._known_dirs = {k for k in self._known_dirs if k != d and d not in k.parents}
+
     def remove_study(self, study_dir_name: str) -> None:
         shutil.rmtree(self.root / study_dir_name, ignore_errors=True)

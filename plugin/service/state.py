@@ -110,9 +110,13 @@ class StateLayout:
 
 
 def _proc_start_ticks(pid: int) -> str | None:
+    """The start time of live process ``pid`` (None when there is none). A zombie counts as dead: a
+    worker killed with the node stays a zombie wherever nothing reaps it (e.g. a container whose
+    init does not), and its claim must not hold a study for a whole lease."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
+        fields = stat.rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X", "x") else fields[19]
     except (OSError, IndexError):
         return None
 

@@ -1,8 +1,11 @@
 """What the node is doing, read from ``state_dir`` alone (works while ``serve`` runs or not).
 
 Study states: ``receiving`` (instances spooled, study not yet complete), ``pending`` (a version is
-queued or being analysed), ``analysed``, ``failed`` (with the reason), ``ignored`` (routing said
-so, with the reason). The outbox lists deliveries not yet accepted, with attempts and last error.
+queued or being analysed), ``analysed`` (at least one magnitude/phase pair analysed),
+``no_analysable_pair`` (the analysis ran but found nothing it could analyse; the reasons are listed),
+``failed`` (with the reason), ``ignored`` (routing said so, with the reason). The outbox lists
+deliveries not yet accepted, with attempts and last error. ``disk`` and ``retention`` say how full
+the state_dir file system is and what the last retention pass did (:mod:`.retention`).
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from plugin.service.diskspace import RESERVE_FILE, disk_usage
+from plugin.service.retention import last_report
 from plugin.service.spool import Spool, read_json
 from plugin.service.state import StateLayout
 
@@ -19,19 +24,22 @@ def collect(state_dir: Path) -> dict:
     layout = StateLayout(Path(state_dir))
     spool = Spool(layout.spool) if layout.spool.exists() else None
     studies = []
-    counts = {"receiving": 0, "pending": 0, "analysed": 0, "failed": 0, "ignored": 0}
+    counts = {"receiving": 0, "pending": 0, "analysed": 0, "no_analysable_pair": 0, "failed": 0, "ignored": 0}
     spooled = set(spool.studies()) if spool else set()
     for study in sorted(spooled | set(layout.studies())):
         versions = []
         for v in layout.versions(study):
             m = layout.manifest(study, v) or {}
             r = layout.result(study, v)
-            versions.append({"version": v, "state": r["state"] if r else "pending",
+            versions.append({"version": v, "state": version_state(r),
                              "reason": (r or {}).get("reason"), "n_instances": len(m.get("instances", [])),
                              "n_lesions": (r or {}).get("n_lesions"), "n_analyses": (r or {}).get("n_analyses"),
                              "skipped": (r or {}).get("skipped", []), "created": m.get("created"),
                              "finished": (r or {}).get("finished"),
                              "results_dir": str(layout.results_dir(study, v)) if r and r["state"] == "analysed" else None})
+            if versions[-1]["state"] == "no_analysable_pair" and not versions[-1]["reason"]:
+                versions[-1]["reason"] = "; ".join(f"{sk.get('series_instance_uid')}: {sk.get('reason')}"
+                                                   for sk in versions[-1]["skipped"]) or "no magnitude/phase pair found"
         n_spooled = len(spool.instances(study)) if spool and study in spooled else 0
         if n_spooled == 0 and not versions:  # only a series record: its first instance never stored
             continue
@@ -55,8 +63,23 @@ def collect(state_dir: Path) -> dict:
             node["running"] = True
         except (OSError, KeyError, ValueError):
             node["running"] = False
+    disk = None
+    if layout.root.exists():
+        usage = disk_usage(layout.root)
+        disk = {"free_bytes": usage.free_bytes, "total_bytes": usage.total_bytes,
+                "free_percent": round(usage.free_percent, 2), "reserve_present": (layout.root / RESERVE_FILE).exists()}
     return {"state_dir": str(layout.root), "node": node, "counts": counts, "studies": studies,
-            "outbox": {"pending": pending, "sent": n_sent}}
+            "outbox": {"pending": pending, "sent": n_sent}, "disk": disk, "retention": last_report(layout.root)}
+
+
+def version_state(result: dict | None) -> str:
+    """What a version's result record means to a reader: ``pending`` without one; an ``analysed``
+    version in which not one pair could be analysed is ``no_analysable_pair``, not "analysed"."""
+    if result is None:
+        return "pending"
+    if result.get("state") == "analysed" and result.get("n_analyses") == 0:
+        return "no_analysable_pair"
+    return result["state"]
 
 
 def format_status(doc: dict) -> str:
@@ -66,7 +89,7 @@ def format_status(doc: dict) -> str:
         run = f"pid {node.get('pid')}" if node.get("running") else "not running"
         lines.append(f"node {node.get('ae_title')} on {node.get('host')}:{node.get('port')} ({run}), state {doc['state_dir']}")
     c = doc["counts"]
-    lines.append("studies: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    lines.append("studies: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c.items()))
     for s in doc["studies"]:
         last = s["versions"][-1] if s["versions"] else None
         extra = ""
@@ -76,15 +99,29 @@ def format_status(doc: dict) -> str:
                 extra += f" pairs={last['n_analyses']} lesions={last['n_lesions']}"
                 for sk in last.get("skipped") or []:
                     extra += f"\n            skipped series {sk.get('series_instance_uid')}: {sk.get('reason')}"
-            if last.get("reason") and last["state"] in ("failed", "ignored"):
+            if last.get("reason") and last["state"] in ("failed", "ignored", "no_analysable_pair"):
                 extra += f" reason: {last['reason']}"
-        lines.append(f"  {s['state']:<9} {s['study_instance_uid']} instances={s['n_spooled']}{extra}")
+        label = {"no_analysable_pair": "no analysable pair", "failed": "failed:"}.get(s["state"], s["state"])
+        lines.append(f"  {label:<9} {s['study_instance_uid']} instances={s['n_spooled']}{extra}")
     q = doc.get("queue")
     if q:
         lines.append(f"queue ({q['backend']}): " + (f"unreachable: {q['error']}" if "error" in q else
                                                     f"{q['ready']} ready, {q['scheduled']} scheduled (retries)"))
     ob = doc["outbox"]
     lines.append(f"outbox: {len(ob['pending'])} pending, {ob['sent']} delivered")
+    disk, ret = doc.get("disk"), doc.get("retention")
+    if disk:
+        lines.append(f"disk: {disk['free_bytes'] / 1e9:.2f} GB free of {disk['total_bytes'] / 1e9:.2f} GB "
+                     f"({disk['free_percent']:.1f}%), reserve {'in place' if disk['reserve_present'] else 'absent'}")
+    if ret:
+        pol = ret.get("policy", {})
+        marks = [f"{pol[k]:g}{u}" for k, u in (("free_space_watermark_percent", "%"), ("free_space_watermark_gb", " GB"))
+                 if pol.get(k) is not None]
+        age = f"max age {pol['max_age_days']:g} d" if pol.get("max_age_days") is not None else "no max age"
+        kept = ", ".join(f"{k} {v}" for k, v in sorted((ret.get("kept") or {}).items())) or "nothing"
+        lines.append(f"retention ({age}, watermark {' / '.join(marks) or 'none'}): last pass "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ret['time']))} removed {ret['removed']}, "
+                     f"kept {kept}" + ("; BELOW WATERMARK, nothing more removable" if ret.get("below_watermark") else ""))
     now = time.time()
     for e in ob["pending"]:
         due = e.get("next_attempt")

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
+from plugin.service.diskspace import DiskReserve, is_disk_full, write_despite_full
 from plugin.service.dispatch import create_outbox_entries
 from plugin.service.state import Claim, StateLayout, worker_identity
 
@@ -66,56 +67,91 @@ def result_files(out_dir: Path) -> list[Path]:
 
 def analyse_version(config: Config, study: str, version: int, *, enqueue_delivery: Callable[[str], None],
                     analyse: AnalysisFn = analyze_paths) -> str:
-    """Run one study version once with ``analyse``; returns the final state (analysed | failed | ignored | already)."""
+    """Run one study version once with ``analyse``; returns the final state (analysed | failed |
+    ignored | already), or ``deferred`` when the disk filled up: then the partial output is removed,
+    nothing is recorded (a full disk is not a property of the study) and the node's periodic
+    reconcile (:mod:`.reconcile`) queues the version again once space has returned. Result and failure
+    records are written through the disk reserve (:mod:`.diskspace`), so they rarely need free space."""
     layout = StateLayout(config.state_dir)
     if layout.result(study, version) is not None:
         return "already"
     claim = Claim(layout.study_dir(study) / f"v{version:04d}.claim", config.analysis.lease_s)
-    if not claim.acquire():
-        raise ClaimBusy(f"study {study} v{version} is being analysed by another worker")
-    entries: list[str] = []
     try:
-        if layout.result(study, version) is not None:  # finished while we waited for the claim
-            return "already"
-        manifest = layout.manifest(study, version)
-        if manifest is None:
-            raise FileNotFoundError(f"no manifest for study {study} v{version}")
-        if not manifest["analyse_instances"]:  # routing ignored everything (crash before its result)
-            layout.write_result(study, version, {"state": "ignored", "finished": time.time(),
-                                                 "reason": "; ".join(f"{s['series_instance_uid']}: {s['reason']}"
-                                                                     for s in manifest["series"])})
-            return "ignored"
-        spool = layout.spool / study
-        paths = [spool / rel for rel in manifest["analyse_instances"]]
-        out_dir = layout.results_dir(study, version)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # leftovers of an interrupted run
-        out_dir.mkdir(parents=True)
-        started = time.time()
-        layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started})
-        LOG.info("analysing study %s v%d (%d instances)", manifest["study_instance_uid"], version, len(paths))
-        try:
-            findings = run_analysis(config, paths, out_dir, previous_srs(layout, study, version), analyse=analyse)
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            LOG.error("study %s v%d failed: %s", manifest["study_instance_uid"], version, reason)
-            LOG.debug("analysis traceback", exc_info=True)
-            layout.write_result(study, version, {"state": "failed", "reason": reason, "finished": time.time(),
-                                                 "started": started, "worker": worker_identity()})
-            return "failed"
-        files = result_files(out_dir)
-        n_lesions = sum(len(a.get("lesions", [])) for a in (findings or {}).get("analyses", []))
-        skipped = (findings or {}).get("skipped", [])
-        entries = create_outbox_entries(config, layout, study, version, manifest, files)
-        layout.write_result(study, version, {
-            "state": "analysed", "finished": time.time(), "started": started,
-            "n_lesions": n_lesions, "n_analyses": len((findings or {}).get("analyses", [])),
-            "skipped": skipped, "result_files": [str(p.relative_to(out_dir)) for p in files],
-            "outbox": entries, "worker": worker_identity()})
-        LOG.info("study %s v%d analysed: %d lesion(s), %d result object(s), %d delivery(ies)",
-                 manifest["study_instance_uid"], version, n_lesions, len(files), len(entries))
+        acquired = claim.acquire()
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        LOG.warning("study %s v%d: disk full, cannot claim it; it is queued again when space returns", study, version)
+        return "deferred"
+    if not acquired:
+        raise ClaimBusy(f"study {study} v{version} is being analysed by another worker")
+    reserve = DiskReserve(config.state_dir, config.node.reserve_mb)
+    entries: list[str] = []
+    out_dir = layout.results_dir(study, version)
+    try:
+        state = _analyse_claimed(config, layout, study, version, reserve, entries, analyse)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        shutil.rmtree(out_dir, ignore_errors=True)  # give the space back
+        for eid in entries:
+            (layout.outbox_pending / f"{eid}.json").unlink(missing_ok=True)
+        LOG.warning("study %s v%d: disk full during analysis (%s); partial output removed, it is analysed "
+                    "again when space returns", study, version, exc)
+        return "deferred"
     finally:
         claim.release()
-    for entry_id in entries:
-        enqueue_delivery(entry_id)
+    if state == "analysed":
+        for entry_id in entries:
+            enqueue_delivery(entry_id)
+    return state
+
+
+def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: int, reserve: DiskReserve,
+                     entries: list[str], analyse: AnalysisFn) -> str:
+    """The body of :func:`analyse_version` under its claim; fills ``entries`` with the outbox entries
+    to deliver once the claim is released."""
+    def record(doc: dict) -> None:
+        write_despite_full(reserve, lambda: layout.write_result(study, version, doc))
+
+    if layout.result(study, version) is not None:  # finished while we waited for the claim
+        return "already"
+    manifest = layout.manifest(study, version)
+    if manifest is None:
+        raise FileNotFoundError(f"no manifest for study {study} v{version}")
+    if not manifest["analyse_instances"]:  # routing ignored everything (crash before its result)
+        record({"state": "ignored", "finished": time.time(),
+                "reason": "; ".join(f"{s['series_instance_uid']}: {s['reason']}" for s in manifest["series"])})
+        return "ignored"
+    spool = layout.spool / study
+    paths = [spool / rel for rel in manifest["analyse_instances"]]
+    out_dir = layout.results_dir(study, version)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # leftovers of an interrupted run
+    out_dir.mkdir(parents=True)
+    started = time.time()
+    layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started})
+    LOG.info("analysing study %s v%d (%d instances)", manifest["study_instance_uid"], version, len(paths))
+    try:
+        findings = run_analysis(config, paths, out_dir, previous_srs(layout, study, version), analyse=analyse)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise
+        reason = f"{type(exc).__name__}: {exc}"
+        LOG.error("study %s v%d failed: %s", manifest["study_instance_uid"], version, reason)
+        LOG.debug("analysis traceback", exc_info=True)
+        record({"state": "failed", "reason": reason, "finished": time.time(), "started": started,
+                "worker": worker_identity()})
+        return "failed"
+    files = result_files(out_dir)
+    n_lesions = sum(len(a.get("lesions", [])) for a in (findings or {}).get("analyses", []))
+    skipped = (findings or {}).get("skipped", [])
+    entries.extend(write_despite_full(
+        reserve, lambda: create_outbox_entries(config, layout, study, version, manifest, files)))
+    record({"state": "analysed", "finished": time.time(), "started": started,
+            "n_lesions": n_lesions, "n_analyses": len((findings or {}).get("analyses", [])),
+            "skipped": skipped, "result_files": [str(p.relative_to(out_dir)) for p in files],
+            "outbox": list(entries), "worker": worker_identity()})
+    LOG.info("study %s v%d analysed: %d lesion(s), %d result object(s), %d delivery(ies)",
+             manifest["study_instance_uid"], version, n_lesions, len(files), len(entries))
     return "analysed"

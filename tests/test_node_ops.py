@@ -1,0 +1,350 @@
+"""Operations of the real node (issue 14): a full disk, retention, Prometheus metrics, status --json,
+stale claims. The node runs as ``borderphase serve`` in a subprocess with the tiny real analysis
+(these are about the service, not the method); senders and the archive are real dcmtk (storescu,
+storescp).
+
+A full disk is a real one: the node's state_dir is on a small tmpfs. As root the test mounts it
+directly; otherwise (or with BORDERPHASE_TEST_USERNS=1) in a user + mount namespace of its own
+(``unshare --user --map-root-user --mount``), the node started inside it with ``nsenter`` and the
+test reading the files through ``/proc/<holder>/root``. Where neither works the test skips saying
+why (and fails under CI=true).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import in_ci, require_peer
+from node_helpers import (REPO, STORESCU, free_port, make_mr_study, node_env, stop_proc, storescu, wait_for, wait_port,
+                          write_config)
+from plugin.service.state import Claim, StateLayout, _proc_start_ticks
+from plugin.service.status import collect, format_status
+
+pytestmark = pytest.mark.peers
+STORESCP = "/usr/bin/storescp"
+
+
+@pytest.fixture(autouse=True)
+def _peers() -> None:
+    require_peer(STORESCU, "dcmtk")
+    require_peer(STORESCP, "dcmtk")
+
+
+# -- a small real file system -------------------------------------------------------------------
+class SmallDisk:
+    """A tmpfs of ``size_mb``: ``inner`` is where the node sees it, ``outer`` where this process does;
+    ``prefix`` is the command prefix that starts a process seeing it."""
+
+    def __init__(self, where: Path, size_mb: int):
+        self.inner = where / "disk"
+        self.inner.mkdir(parents=True)
+        self.holder: subprocess.Popen | None = None
+        self.prefix: list[str] = []
+        errors = []
+        if os.geteuid() == 0 and os.environ.get("BORDERPHASE_TEST_USERNS") != "1":
+            out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(self.inner)],
+                                 capture_output=True, text=True)
+            if out.returncode == 0:
+                self.outer = self.inner
+                return
+            errors.append(f"mount -t tmpfs: {out.stderr.strip()}")
+        unshare, nsenter = shutil.which("unshare"), shutil.which("nsenter")
+        if unshare and nsenter:
+            self.holder = subprocess.Popen(
+                [unshare, "--user", "--map-root-user", "--mount", "sh", "-c",
+                 f"mount -t tmpfs -o size={size_mb}m tmpfs '{self.inner}' && echo ready && exec sleep 100000"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            line = self.holder.stdout.readline().strip()
+            if line == "ready":
+                pid = self.holder.pid
+                self.prefix = [nsenter, "-t", str(pid), "-U", "-m", "--preserve-credentials"]
+                self.outer = Path(f"/proc/{pid}/root") / str(self.inner).lstrip("/")
+                return
+            errors.append(f"unshare: {self.holder.stderr.read().strip()}")
+            self.holder.kill()
+            self.holder.wait()
+            self.holder = None
+        reason = "no small file system for the disk-full test: " + ("; ".join(errors) or "unshare/nsenter missing")
+        if in_ci():
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+    def fill(self, leave_bytes: int = 0) -> Path:
+        """Fill the file system (up to ``leave_bytes`` free) with one file; returns it."""
+        filler = self.outer / "filler.bin"
+        with open(filler, "wb") as fh:
+            try:
+                while True:
+                    st = os.statvfs(self.outer)
+                    room = st.f_bavail * st.f_frsize - leave_bytes
+                    if room <= 0:
+                        break
+                    fh.write(b"\0" * min(room, 1 << 20))
+                    fh.flush()
+            except OSError:
+                pass
+        return filler
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.outer)
+        return st.f_bavail * st.f_frsize
+
+    def close(self) -> None:
+        if self.holder is not None:
+            self.holder.kill()
+            self.holder.wait()
+        else:
+            subprocess.run(["umount", "-l", str(self.inner)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disks = []
+
+    def make(size_mb: int) -> SmallDisk:
+        disks.append(SmallDisk(tmp_path, size_mb))
+        return disks[-1]
+
+    yield make
+    for d in disks:
+        d.close()
+
+
+def serve(config: Path, port: int, log: Path, prefix: list[str] = (), **env) -> subprocess.Popen:
+    """``borderphase serve`` with the tiny analysis (tests/node_helpers.py), optionally via ``prefix``."""
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "node_helpers", "serve", "--config", str(config)],
+                            cwd=REPO, env=node_env(**env), stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    wait_port(port, proc=proc)
+    return proc
+
+
+def start_storescp(out_dir: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([STORESCP, "-aet", "ARCHIVE", "-od", str(out_dir), "+xa", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=node_env())
+    wait_port(port, proc=proc)
+    return proc, port
+
+
+def ops_config(path: Path, state_dir: Path, port: int, archive_port: int, *, extra_node: str = "",
+               sections: str = "", rules: str | None = None, hold_port: int | None = None) -> Path:
+    dests = {"archive": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": archive_port}}
+    if hold_port is not None:
+        dests["hold"] = {"ae_title": "HOLD", "host": "127.0.0.1", "port": hold_port}
+    cfg = write_config(path, state_dir, port, destinations=dests, extra_node=extra_node, rules=rules,
+                       retry_initial_s=1.0, retry_max_s=2.0)
+    text = cfg.read_text()
+    if "min_free_mb" in extra_node:
+        text = text.replace("min_free_mb = 0\n", "")
+    cfg.write_text(text + "\n" + sections + "\n")
+    return cfg
+
+
+def storescu_verbose(port: int, files) -> str:
+    out = subprocess.run([STORESCU, "-v", "-aet", "SCANNER", "-aec", "BPNODE", "127.0.0.1", str(port),
+                          *[str(f) for f in files]], capture_output=True, text=True, timeout=120, env=node_env())
+    return out.stdout + out.stderr
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+# -- disk full --------------------------------------------------------------------------------------
+def test_disk_full_refuses_with_a700_and_recovers_without_restart(tmp_path, small_disk):
+    disk = small_disk(24)
+    archive, aport = start_storescp(tmp_path / "archive")
+    port = free_port()
+    cfg = ops_config(tmp_path / "node.toml", disk.inner / "state", port, aport,
+                     extra_node="min_free_mb = 4\nreserve_mb = 2\nreconcile_interval_s = 1",
+                     sections="[retention]\nfree_space_watermark_percent = 0\ninterval_s = 1\n\n[metrics]\nport = 0")
+    state = disk.outer / "state"
+    layout = StateLayout(state)
+    node = serve(cfg, port, tmp_path / "node.log", disk.prefix, BORDERPHASE_TEST_ANALYSIS_DELAY_S="2")
+    try:
+        metrics_port = wait_for(lambda: (json.loads((state / "node.json").read_text()) or {}).get("metrics_port")
+                                if (state / "node.json").exists() else None, 20, what="node.json")
+        a = make_mr_study(tmp_path / "a", n_slices=3)
+        storescu(port, [tmp_path / "a"])
+        wait_for(lambda: layout.runs(), 30, what="analysis of A started")
+        filler = disk.fill()  # the disk fills up while A is being analysed
+        assert disk.free_bytes() < 64 * 1024
+        # A's analysis hits ENOSPC: nothing recorded as failed, A stays pending (not lost)
+        wait_for(lambda: "disk full during analysis" in (tmp_path / "node.log").read_text(), 30,
+                 what="the analysis of A to meet the full disk")
+        assert collect(state)["counts"]["pending"] == 1
+        # B is refused with Out of Resources: the sender keeps it
+        b = make_mr_study(tmp_path / "b", n_slices=3)
+        text = storescu_verbose(port, sorted((tmp_path / "b").iterdir()))
+        assert "Refused: OutOfResources" in text and "Received Store Response (Success)" not in text, text
+        m = scrape(metrics_port)
+        assert m['borderphase_instances_refused_total{reason="disk_full"}'] >= 1
+        assert m["borderphase_disk_free_bytes"] < 4e6
+        # space returns (the admin removes something): no restart, A is analysed and delivered, B is accepted
+        os.unlink(filler)
+        text = storescu_verbose(port, sorted((tmp_path / "b").iterdir()))
+        assert text.count("Received Store Response (Success)") == 6, text
+        st = wait_for(lambda: (d := collect(state))["counts"]["analysed"] == 2 and not d["outbox"]["pending"] and d,
+                      60, what="A and B analysed and delivered without a restart")
+        assert node.poll() is None, "the node kept running"
+        assert {s["study_instance_uid"] for s in st["studies"]} == {a["study_uid"], b["study_uid"]}
+        assert len([p for p in (tmp_path / "archive").rglob("*") if p.is_file()]) == 2, "one result each, delivered once"
+        log = (tmp_path / "node.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
+        assert "periodic reconciliation requeued" in log
+        assert not any(layout.result(s, 1).get("state") == "failed" for s in layout.studies())
+    finally:
+        stop_proc(node)
+        stop_proc(archive)
+
+
+# -- retention --------------------------------------------------------------------------------------
+HOLD_RULES = ("[[rules]]\nname = \"hold\"\naction = \"analyse\"\nmatch.series_description = \"HOLD\"\n"
+              "destinations = [\"hold\"]\n\n"
+              "[[rules]]\nname = \"mr\"\naction = \"analyse\"\nmatch.modality = \"MR\"\ndestinations = [\"archive\"]\n")
+
+
+def test_retention_keeps_undelivered_and_the_disk_above_its_watermark(tmp_path, small_disk):
+    disk = small_disk(16)
+    archive, aport = start_storescp(tmp_path / "archive")
+    port, hold_port = free_port(), free_port()  # nothing listens on hold_port: those results stay undelivered
+    watermark = 55.0
+    cfg = ops_config(tmp_path / "node.toml", disk.inner / "state", port, aport, hold_port=hold_port, rules=HOLD_RULES,
+                     extra_node="min_free_mb = 1\nreserve_mb = 0.5\nreconcile_interval_s = 1",
+                     sections=f"[retention]\nfree_space_watermark_percent = {watermark}\ninterval_s = 1")
+    state = disk.outer / "state"
+    layout = StateLayout(state)
+    node = serve(cfg, port, tmp_path / "node.log", disk.prefix)
+    try:
+        held = [make_mr_study(tmp_path / f"h{i}", n_slices=2, rows=256, cols=256, series_description="HOLD gre")
+                for i in range(2)]
+        for i in range(2):
+            storescu(port, [tmp_path / f"h{i}"])
+        sent = []
+        for i in range(14):  # ~0.6 MB each with its result: well past the watermark without retention
+            sent.append(make_mr_study(tmp_path / f"s{i}", n_slices=2, rows=256, cols=256))
+            storescu(port, [tmp_path / f"s{i}"])
+            for h in held:  # at every step the undelivered studies are all there
+                assert len(list((layout.spool / h["study_uid"]).rglob("*.dcm"))) == 4
+
+        def settled():
+            d = collect(state)
+            r = d.get("retention") or {}
+            return d if (len(d["outbox"]["pending"]) == 2 and d["counts"]["pending"] == 0
+                         and d["counts"]["receiving"] == 0 and r.get("time", 0) > time.time() - 3 and not r.get("below_watermark")
+                         and d["disk"]["free_percent"] >= watermark) else None
+
+        st = wait_for(settled, 90, interval_s=0.5, what="retention to bring free space above the watermark")
+        assert st["disk"]["free_percent"] >= watermark
+        removed = [json.loads(line) for line in (state / "retention.jsonl").read_text().splitlines()]
+        assert removed, "retention removed nothing: the test did not put the disk under pressure"
+        held_uids = {h["study_uid"] for h in held}
+        for r in removed:
+            assert r["study_instance_uid"] not in held_uids, "an undelivered study was removed"
+            assert r["reason"] == "watermark"
+        for h in held:  # undelivered: spool, results and outbox entry all kept
+            study = h["study_uid"]
+            assert len(list((layout.spool / study).rglob("*.dcm"))) == 4
+            assert layout.result(study, 1)["state"] == "analysed"
+            assert list(layout.outbox_pending.glob(f"{study}-v*.json"))
+        assert st["retention"]["kept"].get("undelivered") == 2
+        # every removed study had been delivered: its result is in the archive (storescp +xa: by study)
+        n_archived = sum(1 for p in (tmp_path / "archive").rglob("*") if p.is_file())
+        assert n_archived == 14, n_archived
+        text = subprocess.run([sys.executable, "-m", "plugin.cli", "status", "--config", str(cfg)], cwd=REPO,
+                              env=node_env(), capture_output=True, text=True, timeout=60).stdout
+        if disk.prefix:  # the state_dir is inside the namespace
+            text = format_status(collect(state))
+        assert re.search(r"retention \(no max age, watermark 55%\): last pass .* removed \d+, kept undelivered 2", text), text
+    finally:
+        stop_proc(node)
+        stop_proc(archive)
+
+
+# -- metrics and status --json -----------------------------------------------------------------------
+def test_metrics_endpoint_moves_after_a_real_store_and_status_json(tmp_path):
+    archive, aport = start_storescp(tmp_path / "archive")
+    port, mport = free_port(), free_port()
+    cfg = ops_config(tmp_path / "node.toml", tmp_path / "state", port, aport,
+                     sections=f"[metrics]\nport = {mport}")
+    node = serve(cfg, port, tmp_path / "node.log")
+    try:
+        before = scrape(mport)
+        assert before["borderphase_instances_received_total"] == 0
+        assert before['borderphase_studies{state="analysed"}'] == 0
+        assert before["borderphase_disk_free_bytes"] > 0
+        make_mr_study(tmp_path / "in", n_slices=3)
+        storescu(port, [tmp_path / "in"])
+        m = wait_for(lambda: (m := scrape(mport))['borderphase_studies{state="analysed"}'] == 1
+                     and m["borderphase_delivery_latency_seconds_count"] == 1 and m, 60,
+                     what="the study analysed and delivered, as the metrics see it")
+        assert m["borderphase_instances_received_total"] == 6
+        assert m['borderphase_instances_refused_total{reason="disk_full"}'] == 0
+        assert m["borderphase_analysis_duration_seconds_count"] == 1
+        assert m["borderphase_analysis_latency_seconds_count"] == 1
+        assert m["borderphase_outbox_pending"] == 0 and m["borderphase_outbox_oldest_age_seconds"] == 0
+        assert m['borderphase_queue_depth{kind="ready"}'] == 0
+        out = subprocess.run([sys.executable, "-m", "plugin.cli", "status", "--config", str(cfg), "--json"], cwd=REPO,
+                             env=node_env(), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["counts"]["analysed"] == 1 and doc["studies"][0]["state"] == "analysed"
+        assert doc["queue"] == {"backend": "sqlite", "ready": 0, "scheduled": 0}
+        assert doc["disk"]["free_bytes"] > 0 and doc["disk"]["reserve_present"] is True
+        assert doc["retention"]["policy"]["free_space_watermark_percent"] == 10.0
+        assert doc["node"]["metrics_port"] == mport and doc["node"]["running"] is True
+    finally:
+        stop_proc(node)
+        stop_proc(archive)
+    with pytest.raises(OSError):  # the endpoint goes with the node
+        scrape(mport)
+
+
+def test_status_says_no_analysable_pair_not_analysed(tmp_path):
+    layout = StateLayout(tmp_path / "state")
+    layout.create()
+    study = "1.2.3"
+    (layout.study_dir(study)).mkdir(parents=True)
+    (layout.manifest_path(study, 1)).write_text(json.dumps({"study_instance_uid": study, "instances": [], "series": []}))
+    layout.write_result(study, 1, {"state": "analysed", "n_analyses": 0, "n_lesions": 0, "finished": 1.0,
+                                   "skipped": [{"series_instance_uid": "1.2.3.4", "reason": "no phase series"}]})
+    doc = collect(layout.root)
+    assert doc["counts"]["analysed"] == 0 and doc["counts"]["no_analysable_pair"] == 1
+    text = format_status(doc)
+    assert "no analysable pair 1.2.3" in text and "1.2.3.4: no phase series" in text, text
+    assert "  analysed" not in text
+
+
+def test_claim_of_a_zombie_worker_is_stale(tmp_path):
+    """A worker killed with its node stays a zombie where nothing reaps it; its claim must not hold
+    the study for a whole lease after the restart."""
+    import socket
+    child = subprocess.Popen(["sleep", "0.2"])
+    start = _proc_start_ticks(child.pid)
+    assert start is not None
+    path = tmp_path / "v0001.claim"
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": child.pid, "start": start, "time": time.time()}))
+    assert not Claim(path, lease_s=3600).acquire(), "a live holder keeps its claim"
+    wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 10,
+             what="the child to be a zombie (not reaped)")
+    try:
+        assert Claim(path, lease_s=3600).acquire(), "a zombie's claim is stale"
+    finally:
+        child.wait()
