@@ -70,6 +70,8 @@ class FitParams:
     inplane_offsets: tuple[float, ...] = (-0.5, 0.0, 0.5)              # and in pixels (second stage)
     model_radius_fraction: float = 0.6   # the model's zero-field sphere: this x the detected radius
     min_voxels: int = 20
+    max_abs_chi_ppm: float = 2.0     # a fitted |chi| beyond this (with the blooming-enlarged radius, a lower
+                                     # bound) is no microbleed or calcification: another source in the box
     ci_z: float = 1.959964           # 95 % interval
 
 
@@ -116,21 +118,26 @@ def _inplane_offsets(n: int, vox: float) -> np.ndarray:
     return ((np.arange(n) + 0.5) / n - 0.5) * vox
 
 
-def slab_kernel(rel_mm: np.ndarray, voxel_mm, *, radius_mm: float, n_inplane: int = 2,
+def slab_kernel(rel_mm, voxel_mm, *, radius_mm: float, n_inplane: int = 2,
                 b0_axes: Optional[np.ndarray] = None, n_slab: int = 0) -> np.ndarray:
     """Voxel-averaged unit dipole kernel ``(3 cos^2 theta - 1) / r^3`` (mm^-3), zero inside a sphere
-    of ``radius_mm``, at voxels whose centres lie at ``rel_mm`` (..., 3) (slice, row, column mm)
-    from the source.
+    of ``radius_mm``, at voxels whose centres lie at ``rel_mm`` from the source: an array (..., 3)
+    or a tuple of three broadcastable arrays (slice, row, column offsets in mm).
 
     B0 along the slice axis (default): exact average along the slice, ``n_inplane`` x ``n_inplane``
     sub-samples in plane. Otherwise (``b0_axes`` given, oblique): ``n_slab`` sub-samples along the
     slice as well.
     """
-    rel = np.asarray(rel_mm, float)
+    if isinstance(rel_mm, tuple):
+        rz, ry, rx = (np.asarray(v, float) for v in rel_mm)
+    else:
+        rel = np.asarray(rel_mm, float)
+        rz, ry, rx = rel[..., 0], rel[..., 1], rel[..., 2]
+    shape = np.broadcast_shapes(rz.shape, ry.shape, rx.shape)
     vz, vy, vx = (float(v) for v in voxel_mm)
     a = max(float(radius_mm), 1e-3)
     oy, ox = _inplane_offsets(n_inplane, vy), _inplane_offsets(n_inplane, vx)
-    out = np.zeros(rel.shape[:-1], float)
+    out = np.zeros(shape, float)
     if b0_axes is not None and abs(abs(float(b0_axes[0])) - 1.0) > 1e-6:
         b = np.asarray(b0_axes, float)
         nz = max(n_slab, int(np.ceil(vz / 0.3)))
@@ -138,25 +145,24 @@ def slab_kernel(rel_mm: np.ndarray, voxel_mm, *, radius_mm: float, n_inplane: in
         for dz in oz:
             for dy in oy:
                 for dx in ox:
-                    p = rel + np.array([dz, dy, dx])
-                    r2 = np.einsum("...i,...i->...", p, p)
-                    c = p @ b
+                    pz, py, px = rz + dz, ry + dy, rx + dx
+                    r2 = pz * pz + py * py + px * px
+                    c = pz * b[0] + py * b[1] + px * b[2]
                     with np.errstate(divide="ignore", invalid="ignore"):
                         f = (3.0 * c * c - r2) / r2 ** 2.5
                     out += np.where(r2 > a * a, f, 0.0)
         return out / (len(oz) * len(oy) * len(ox))
-    z1 = rel[..., 0] - vz / 2
-    z2 = rel[..., 0] + vz / 2
+    z1 = np.broadcast_to(rz - vz / 2, shape)
+    z2 = np.broadcast_to(rz + vz / 2, shape)
     z1s, z2s = z1 * z1, z2 * z2
 
     def antider(z, zs, rho2):      # -z / r^3 without the sign: z / (rho^2 + z^2)^1.5
-        q = rho2 + zs
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return z / (q * np.sqrt(q))
+        q = rho2 + zs + 1e-30      # 0 / tiny = 0 at the source point (cut out with the sphere anyway)
+        return z / (q * np.sqrt(q))
 
     for dy in oy:
         for dx in ox:
-            rho2 = (rel[..., 1] + dy) ** 2 + (rel[..., 2] + dx) ** 2
+            rho2 = np.broadcast_to((ry + dy) ** 2 + (rx + dx) ** 2, shape)
             # integral of (3 z^2 - r^2) / r^5 dz over the slab = [-z / r^3] from z1 to z2 ...
             part = antider(z1, z1s, rho2) - antider(z2, z2s, rho2)
             inside = rho2 < a * a
@@ -168,26 +174,32 @@ def slab_kernel(rel_mm: np.ndarray, voxel_mm, *, radius_mm: float, n_inplane: in
                 hi = np.minimum(z2[inside], zi)
                 cut = np.where(hi > lo, antider(lo, lo * lo, r_in) - antider(hi, hi * hi, r_in), 0.0)
                 part[inside] -= cut
-            out += np.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0)
+            out += part
     return out / (vz * len(oy) * len(ox))
 
 
-def _solve(y: np.ndarray, sw: np.ndarray, bg: np.ndarray, kernels: np.ndarray):
-    """Weighted LS of y on [kernel_c, background] for every candidate c at once.
+class _Projector:
+    """Weighted least squares of y on [kernel_c, background] for many candidates c at once: the
+    background (n, p) is projected out once (QR of the weighted columns)."""
 
-    ``sw``: sqrt weights (n,); ``bg``: (n, p) background columns; ``kernels``: (n, C).
-    Returns (moment (C,), |K_perp|^2 (C,), rss (C,))."""
-    q, _ = np.linalg.qr(bg * sw[:, None])
-    yw = y * sw
-    yp = yw - q @ (q.T @ yw)
-    kw = kernels * sw[:, None]
-    kp = kw - q @ (q.T @ kw)
-    kk = np.einsum("nc,nc->c", kp, kp)
-    ky = kp.T @ yp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m = np.where(kk > 0, ky / kk, 0.0)
-        rss = float(yp @ yp) - np.where(kk > 0, ky * ky / kk, 0.0)
-    return m, kk, rss
+    def __init__(self, y: np.ndarray, sw: np.ndarray, bg: np.ndarray):
+        self.sw = sw
+        self.q, _ = np.linalg.qr(bg * sw[:, None])
+        yw = y * sw
+        self.yp = yw - self.q @ (self.q.T @ yw)
+        self.yy = float(self.yp @ self.yp)
+
+    def solve(self, kernels: np.ndarray):
+        """``kernels`` (n, C) -> (moment (C,), |K_perp|^2 (C,), weighted rss (C,))."""
+        kw = kernels * self.sw[:, None]
+        kp = kw - self.q @ (self.q.T @ kw)
+        kk = np.einsum("nc,nc->c", kp, kp)
+        ky = kp.T @ self.yp
+        ok = kk > 0
+        safe = np.where(ok, kk, 1.0)
+        m = np.where(ok, ky / safe, 0.0)
+        rss = self.yy - np.where(ok, ky * ky / safe, 0.0)
+        return m, kk, rss
 
 
 def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot,
@@ -253,27 +265,29 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
     oblique = b0_axes is not None and abs(abs(float(b0_axes[0])) - 1.0) > 1e-6
 
     def kernels(cands_mm: np.ndarray, p: np.ndarray) -> np.ndarray:
-        rel_mm = p[:, None, :] - cands_mm[None, :, :]
-        return slab_kernel(rel_mm, vox, radius_mm=a_model, n_inplane=n_ip, b0_axes=b0_axes if oblique else None)
+        # (voxels, candidates); a coordinate shared by all candidates stays a column (no copy)
+        rel = tuple(p[:, i:i + 1] - (cands_mm[:1, i] if np.all(cands_mm[:, i] == cands_mm[0, i]) else cands_mm[None, :, i])
+                    for i in range(3))
+        return slab_kernel(rel, vox, radius_mm=a_model, n_inplane=n_ip, b0_axes=b0_axes if oblique else None)
 
-    def search(p, yy, ww, bg):
+    def search(p, proj):
         cz = np.array([[dz * vox[0], 0.0, 0.0] for dz in params.slice_offsets]) + centre_mm
-        m, kk, rss = _solve(yy, ww, bg, kernels(cz, p))
+        m, kk, rss = proj.solve(kernels(cz, p))
         best_z = cz[int(np.argmin(rss))]
         cxy = np.array([[0.0, dy * vox[1], dx * vox[2]] for dy in params.inplane_offsets
                         for dx in params.inplane_offsets]) + best_z
-        m2, kk2, rss2 = _solve(yy, ww, bg, kernels(cxy, p))
+        m2, kk2, rss2 = proj.solve(kernels(cxy, p))
         j = int(np.argmin(rss2))
         return cxy[j], float(m2[j]), float(kk2[j]), float(rss2[j])
 
-    best, m, kk, rss = search(pos, y, sw, bgc)
+    best, m, kk, rss = search(pos, _Projector(y, sw, bgc))
     pred = m * kernels(best[None, :], pos)[:, 0]
     keep = np.abs(pred) <= params.max_model_phase_rad
     if not keep.all():
         pos, y, sw, bgc = pos[keep], y[keep], sw[keep], bgc[keep]
         if len(y) < params.min_voxels:
             return not_usable(f"too few voxels where the dipole's phase stays small ({len(y)})", len(y))
-        mm_, kk_, rss_ = _solve(y, sw, bgc, kernels(best[None, :], pos))
+        mm_, kk_, rss_ = _Projector(y, sw, bgc).solve(kernels(best[None, :], pos))
         m, kk, rss = float(mm_[0]), float(kk_[0]), float(rss_[0])
     n, p_free = len(y), 5
     if kk <= 0:
@@ -295,6 +309,9 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         mom, mse = sign * abs(m) / k, se / k
         ci = (mom - params.ci_z * mse, mom + params.ci_z * mse)
         a3 = (d / 2.0) ** 3
+        if a3 > 0 and abs(3.0 * mom / a3) > params.max_abs_chi_ppm:
+            return not_usable(f"implausible fit: |chi| {abs(3.0 * mom / a3):.1f} ppm > {params.max_abs_chi_ppm:g} ppm "
+                              f"for a {d:.1f} mm spot (another source in the box?)", n)
         base.update(moment=mom, moment_se=mse, moment_ci95=ci, moment_unit=MOMENT_UNIT_PPM,
                     chi_ppm=3.0 * mom / a3 if a3 > 0 else None,
                     chi_ppm_ci95=(3.0 * ci[0] / a3, 3.0 * ci[1] / a3) if a3 > 0 else None)

@@ -26,17 +26,32 @@ logistic of ``log(1 + z)`` of the weakest readable border and of whether both bo
 readable, whose coefficients were fitted on the phantom cohorts (``benchmarks/accuracy_benchmark.py --calibrate`` prints the
 fit and the reliability table; the constants below are what it printed). An indeterminate call
 has confidence 0: it asserts nothing.
+
+Border pattern and dipole fit (:func:`combine`). The border reading above is the paper's and is
+reported as it is; the dipole fit of :mod:`plugin.method.dipolefit` (a moment with a standard
+error, over all slices around the spot) is its quantitative twin. The fit *decides* when its
+``|z| >= fit_min_z`` and the border reading does not (a spot on one or two slices has no separate
+upper and lower border; weak or single-border evidence; borders that disagree). When both decide
+they must agree; when they disagree the call goes to the side whose calibrated evidence is
+clearly larger (a logit margin of at least ``override_margin``, the reason names it), otherwise
+``indeterminate`` with both readings in the reason. The confidence of a combined call is one
+logistic over the evidence for and against it (:func:`combined_confidence`), fitted on the
+realistic cohort and the paper cohort (``benchmarks/model_fit_benchmark.py --calibrate`` prints
+the fit and the reliability table); it never reaches 1: ``CONFIDENCE_CAP``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from plugin.model import Classification, PhasePattern
 from plugin.method.patterns import PatternReading
 from dicom_io.vocabulary import Handedness
+
+if TYPE_CHECKING:   # dipolefit imports is_paramagnetic from here: the type only, no import cycle
+    from plugin.method.dipolefit import DipoleFit
 
 RIGHT_HANDED = Handedness.RIGHT
 LEFT_HANDED = Handedness.LEFT
@@ -59,6 +74,8 @@ class InterpretRules:
     min_signed_weight: float = 0.5   # signed pixels' magnitude weight (tissue-pixel units)
     min_single_border_evidence: float = 1.5   # a call resting on one readable border needs this evidence
     min_z: float = 1.0               # a readable border's mean phase offset must reach this many noise s.d.
+    fit_min_z: float = 3.0           # the dipole fit decides when |moment| / SE reaches this
+    override_margin: float = 2.0     # border and fit disagree: the side whose logit evidence is larger by this wins
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,11 @@ class Interpretation:
     paramagnetic: Optional[bool]
     n_readable_borders: int = 0
     z_evidence: float = 0.0          # min |z| over the readable borders
+    # After :func:`combine` (dipole fit beside the border reading):
+    basis: str = "border"            # border | fit | border+fit | none: what decided the call
+    border_call: Optional[bool] = None   # paramagnetic per the border reading alone (None: no call)
+    fit_call: Optional[bool] = None      # paramagnetic per the dipole fit alone (None: no call)
+    fit_z: float = 0.0                   # |moment| / SE of the fit (0: no usable fit)
 
 
 def is_paramagnetic(dark_dominant: bool, convention: str) -> Optional[bool]:
@@ -144,3 +166,83 @@ def interpret(upper: PatternReading, lower: PatternReading, convention: str,
               f"{'paramagnetic' if para else 'diamagnetic'}")
     return Interpretation(cls, confidence_from_evidence(ev, len(readable) == 2), reason, border_pattern, ev, para,
                           len(readable), float(min(abs(r.z_score) for r in readable)))
+
+
+# Fitted by `python benchmarks/model_fit_benchmark.py --calibrate` (realistic cohort swi3d + gre2d_5mm
+# and the paper cohort; see the docstring there): P(right) = logistic(COMBINED_INTERCEPT
+# + COMBINED_FIT * f + COMBINED_BORDER * b + COMBINED_BOTH * both), f = +-log(1 + |z_fit|) and
+# b = +-log(1 + z_border) (+ when that reading supports the call, - when it opposes it, 0 when it
+# gives none), both = both borders readable and supporting.
+COMBINED_INTERCEPT = 2.0
+COMBINED_FIT = 1.5
+COMBINED_BORDER = 0.455
+COMBINED_BOTH = 3.0
+#: The calibration cohorts hold a few thousand calls: no certainty above this can be backed by them.
+CONFIDENCE_CAP = 0.999
+
+
+def _logistic(x: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-x)))
+
+
+def combined_logit(fit_feature: float, border_feature: float, both_borders: bool) -> float:
+    """The calibrated logit that a call is right, given the signed evidence of fit and border."""
+    return (COMBINED_INTERCEPT + COMBINED_FIT * fit_feature + COMBINED_BORDER * border_feature
+            + COMBINED_BOTH * float(both_borders))
+
+
+def combined_confidence(fit_feature: float, border_feature: float, both_borders: bool) -> float:
+    """Calibrated probability that a call is right (capped at ``CONFIDENCE_CAP``)."""
+    return min(CONFIDENCE_CAP, _logistic(combined_logit(fit_feature, border_feature, both_borders)))
+
+
+def _fit_words(fit: "DipoleFit") -> str:
+    kind = "paramagnetic" if fit.paramagnetic else "diamagnetic"
+    ci = f", 95 % CI {fit.moment_ci95[0]:+.3g}..{fit.moment_ci95[1]:+.3g}" if fit.moment_ci95 else ""
+    return f"dipole fit {kind} (moment {fit.moment:+.3g} {fit.moment_unit}{ci}, z {fit.abs_z:.1f})"
+
+
+def combine(border: Interpretation, fit: Optional["DipoleFit"], convention: str,
+            rules: InterpretRules = InterpretRules()) -> Interpretation:
+    """The border reading (:func:`interpret`) and the dipole fit -> one call (module docstring)."""
+    border_call = border.paramagnetic if border.classification != Classification.INDETERMINATE else None
+    fit_z = fit.abs_z if fit is not None else 0.0
+    fit_call = fit.paramagnetic if fit is not None and fit.usable and fit_z >= rules.fit_min_z else None
+    base = replace(border, border_call=border_call, fit_call=fit_call, fit_z=fit_z)
+    if is_paramagnetic(True, convention) is None:
+        return replace(base, basis="none")      # unknown convention: the border's reason says so
+    f_ev = float(np.log1p(fit_z)) if fit_call is not None else 0.0
+    b_ev = border.evidence if border_call is not None else 0.0
+    both = border.n_readable_borders == 2
+    if fit is None or not fit.usable:
+        why_fit = "no dipole fit" if fit is None else f"dipole fit not usable: {fit.reason}"
+    else:
+        why_fit = f"dipole fit not decisive (z {fit_z:.1f} < {rules.fit_min_z:g})"
+    if border_call is None and fit_call is None:
+        return replace(base, basis="none", reason=f"{border.reason}; {why_fit}")
+    if fit_call is None:
+        return replace(base, basis="border", reason=f"{border.reason}; {why_fit}",
+                       confidence=combined_confidence(0.0, b_ev, both))
+    words = _fit_words(fit)  # type: ignore[arg-type]
+    if border_call is None:
+        return replace(base, classification=classification_for(fit_call), paramagnetic=fit_call, basis="fit",
+                       reason=f"{words} decides: border reading gives no call ({border.reason})",
+                       confidence=combined_confidence(f_ev, 0.0, False))
+    if border_call == fit_call:
+        return replace(base, basis="border+fit", reason=f"{border.reason}; {words} agrees",
+                       confidence=combined_confidence(f_ev, b_ev, both))
+    # Disagreement: the side with clearly more calibrated evidence, else no call.
+    for_fit = combined_logit(f_ev, -b_ev, False)
+    for_border = combined_logit(-f_ev, b_ev, both)
+    if for_fit - for_border >= rules.override_margin:
+        return replace(base, classification=classification_for(fit_call), paramagnetic=fit_call, basis="fit",
+                       reason=f"{words} overrides the border reading ({border.reason}): the fit is the more "
+                              f"reliable here (calibrated logit {for_fit:.1f} vs {for_border:.1f})",
+                       confidence=min(CONFIDENCE_CAP, _logistic(for_fit)))
+    if for_border - for_fit >= rules.override_margin:
+        return replace(base, basis="border",
+                       reason=f"{border.reason}; {words} disagrees, the border reading is the more reliable here "
+                              f"(calibrated logit {for_border:.1f} vs {for_fit:.1f})",
+                       confidence=min(CONFIDENCE_CAP, _logistic(for_border)))
+    return replace(base, classification=Classification.INDETERMINATE, confidence=0.0, paramagnetic=None, basis="none",
+                   reason=f"border reading and dipole fit disagree: {border.reason}; {words}")
