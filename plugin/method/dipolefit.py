@@ -21,18 +21,23 @@ the slice axis (axial stacks) the average along it is exact, since
 slab analytically; in plane a few sub-samples per voxel. Oblique stacks are sampled on a sub-grid.
 
 Voxels left out: the signal void and low-signal voxels (magnitude below ``void_fraction`` of the
-surrounding tissue: their phase is noise), the spot's own footprint, voxels whose phase relative to
-the box may have wrapped (``|phase| > max_abs_phase_rad``) and, after a first fit, voxels where the
-model itself exceeds ``max_model_phase_rad`` (there the complex average over a voxel is not the
-average phase, and aliasing starts). Weights are ``(magnitude / noise_sigma)^2``: the phase noise
+surrounding tissue, or below ``min_voxel_snr`` noise s.d.: their phase is noise), the spot's own footprint, voxels whose phase relative to
+the box may have wrapped (``|phase| > max_abs_phase_rad``) and, after a first fit (repeated up to
+twice), voxels where the model's phase at the voxel's point nearest the source exceeds
+``max_model_phase_rad`` (there the phase varies within the voxel, the angle of its complex mean is
+not the mean phase the model gives, and aliasing starts). Weights are ``(magnitude / noise_sigma)^2``: the phase noise
 of a voxel is ``noise_sigma / magnitude`` rad. The standard error of ``M`` is inflated by
-``sqrt(reduced chi^2)`` when the residuals exceed the noise (model misfit counts as uncertainty).
+``sqrt(reduced chi^2)`` when the residuals exceed the noise (model misfit counts as uncertainty),
+and the centre's uncertainty is added: half the spread of the moments of the candidate centres
+that fit within a weighted residual of +1 of the best (thick slices leave the centre along B0
+loosely determined, and the moment moves with it).
 
 The sign: a negative ``M`` is dark at the poles (on the border slices), so
 ``interpret.is_paramagnetic(M < 0, convention)`` says paramagnetic or not, the handedness rule
 written once. With the echo time and field strength the moment becomes ppm mm^3 (positive =
 paramagnetic) and, with the spot's radius from the detection (the equivalent-circle radius of
-its largest footprint on the magnitude, which blooming enlarges, so ``|chi|`` is underestimated),
+its largest footprint on the magnitude: blooming enlarges it and partial volume in thick slices
+can shrink it, so ``chi`` is rough where the moment is not),
 ``chi_ppm = 3 m / a^3``.
 
 >>> import numpy as np
@@ -53,8 +58,8 @@ from dicom_io.phase import wrap_rad
 
 MOMENT_UNIT_PPM = "ppm*mm^3"      # field moment: dB/B0 (ppm) x r^3 (mm^3)
 MOMENT_UNIT_RAD = "rad*mm^3"      # phase moment, when echo time or field strength is unknown
-RADIUS_BASIS = ("radius of the spot's largest footprint on the magnitude (equivalent circle; "
-                "blooming enlarges it, so |chi| is a lower bound)")
+RADIUS_BASIS = ("radius of the spot's largest footprint on the magnitude (equivalent circle): blooming "
+                "enlarges it (|chi| too small), partial volume in thick slices can shrink it (|chi| too large)")
 
 
 @dataclass(frozen=True)
@@ -63,15 +68,18 @@ class FitParams:
     box_margin_mm: float = 1.5
     min_box_half_mm: float = 2.5     # ... within these bounds (in plane a disc of that radius; along
     max_box_half_mm: float = 6.0     # the slice axis at least one slice beyond the spot's own)
-    void_fraction: float = 0.5       # voxels below this x the tissue magnitude carry no reliable phase
+    void_fraction: float = 0.5       # voxels below this x the tissue magnitude carry no reliable phase ...
+    min_voxel_snr: float = 3.0       # ... nor do voxels below this x the noise s.d. (phase noise > 1/3 rad)
+    model_error: float = 0.2         # relative error of the model's phase per voxel, added to the phase noise
     max_abs_phase_rad: float = 2.0   # relative phase beyond this may have wrapped: left out
-    max_model_phase_rad: float = 1.0  # after the first fit, voxels the model puts beyond this are left out
-    slice_offsets: tuple[float, ...] = (-0.5, -0.375, -0.25, -0.125, 0.0, 0.125, 0.25, 0.375, 0.5)   # candidate centres, in slices
-    inplane_offsets: tuple[float, ...] = (-0.5, 0.0, 0.5)              # and in pixels (second stage)
+    max_model_phase_rad: float = 1.0  # after a fit, voxels where the model's phase may exceed this are left out
+    slice_offsets: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)   # candidate centres, in slices (refined +-1/8)
+    inplane_offsets: tuple[tuple[float, float], ...] = ((0, 0), (-0.5, 0), (0.5, 0), (0, -0.5), (0, 0.5))  # then pixels
     model_radius_fraction: float = 0.6   # the model's zero-field sphere: this x the detected radius
     min_voxels: int = 20
-    max_abs_chi_ppm: float = 2.0     # a fitted |chi| beyond this (with the blooming-enlarged radius, a lower
-                                     # bound) is no microbleed or calcification: another source in the box
+    inplane_sample_mm: float = 0.6   # in-plane sub-samples per voxel: pixel / this, rounded up (1 to 4)
+    max_abs_chi_ppm: float = 3.0     # a fitted |chi| beyond this is no microbleed or calcification (even with
+                                     # the radius underestimated 1.5 x): another source in the box
     ci_z: float = 1.959964           # 95 % interval
 
 
@@ -244,7 +252,8 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
     rr = (np.arange(box[1].start, box[1].stop) - c0[1]) * vox[1]
     cc = (np.arange(box[2].start, box[2].stop) - c0[2]) * vox[2]
     disc = rr[:, None] ** 2 + cc[None, :] ** 2 <= half_mm ** 2
-    use = (~own) & disc[None] & (mag >= params.void_fraction * tissue) & np.isfinite(ph)
+    use = (~own) & disc[None] & (mag >= max(params.void_fraction * tissue, params.min_voxel_snr * noise_sigma)) \
+        & np.isfinite(ph)
     if use.sum() < params.min_voxels:
         return not_usable(f"too few voxels with signal around the spot ({int(use.sum())} < {params.min_voxels})",
                           int(use.sum()))
@@ -261,39 +270,59 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
     centre_mm = c0 * vox
     bgc = np.column_stack([np.ones(len(y)), (pos - centre_mm) / max(half_mm, 1.0)])
     a_model = max(params.model_radius_fraction * d / 2.0, 0.25 * float(vox[1:].min()))
-    n_ip = int(np.clip(np.ceil(float(vox[1:].max()) / 0.6), 1, 4))   # 1 for 0.45 mm pixels, 2 for 0.9 mm
+    n_ip = int(np.clip(np.ceil(float(vox[1:].max()) / params.inplane_sample_mm), 1, 4))
     oblique = b0_axes is not None and abs(abs(float(b0_axes[0])) - 1.0) > 1e-6
 
     def kernels(cands_mm: np.ndarray, p: np.ndarray) -> np.ndarray:
-        # (voxels, candidates); a coordinate shared by all candidates stays a column (no copy)
-        rel = tuple(p[:, i:i + 1] - (cands_mm[:1, i] if np.all(cands_mm[:, i] == cands_mm[0, i]) else cands_mm[None, :, i])
-                    for i in range(3))
+        """(voxels, candidates) kernel matrix."""
+        rel = (p[:, 0, None] - cands_mm[None, :, 0], p[:, 1, None] - cands_mm[None, :, 1],
+               p[:, 2, None] - cands_mm[None, :, 2])
         return slab_kernel(rel, vox, radius_mm=a_model, n_inplane=n_ip, b0_axes=b0_axes if oblique else None)
 
     def search(p, proj):
+        """(best centre, moment, |K_perp|^2, rss, moments of the candidates the data cannot tell from it)."""
         cz = np.array([[dz * vox[0], 0.0, 0.0] for dz in params.slice_offsets]) + centre_mm
         m, kk, rss = proj.solve(kernels(cz, p))
         best_z = cz[int(np.argmin(rss))]
-        cxy = np.array([[0.0, dy * vox[1], dx * vox[2]] for dy in params.inplane_offsets
-                        for dx in params.inplane_offsets]) + best_z
+        cxy = np.array([[0.0, dy * vox[1], dx * vox[2]] for dy, dx in params.inplane_offsets]) + best_z
         m2, kk2, rss2 = proj.solve(kernels(cxy, p))
         j = int(np.argmin(rss2))
-        return cxy[j], float(m2[j]), float(kk2[j]), float(rss2[j])
+        # centres within a weighted rss of +1 (x the reduced chi^2) of the best fit equally well:
+        # their moments' spread is part of the moment's uncertainty
+        tol = max(1.0, float(rss2[j]) / max(len(p) - 5, 1))
+        ms, rs = np.concatenate([m, m2]), np.concatenate([rss, rss2])
+        alike = ms[rs <= float(rss2[j]) + tol]
+        return cxy[j], float(m2[j]), float(kk2[j]), float(rss2[j]), alike
 
-    best, m, kk, rss = search(pos, _Projector(y, sw, bgc))
-    pred = m * kernels(best[None, :], pos)[:, 0]
-    keep = np.abs(pred) <= params.max_model_phase_rad
-    if not keep.all():
-        pos, y, sw, bgc = pos[keep], y[keep], sw[keep], bgc[keep]
+    best, m, kk, rss, alike = search(pos, _Projector(y, sw, bgc))
+    sw_noise = sw
+    for _ in range(2):
+        # Where the dipole's phase changes a lot within a voxel, the voxel's phase (the angle of
+        # its complex mean) is not the mean phase the model gives: leave out voxels whose
+        # nearest point to the source sees more than max_model_phase_rad (|m| 2 / r^3 at most).
+        gap = [np.maximum(np.abs(pos[:, i] - best[i]) - vox[i] / 2, 0.0) for i in range(3)]
+        r_near = np.maximum(np.sqrt(gap[0] ** 2 + gap[1] ** 2 + gap[2] ** 2), a_model)
+        keep = abs(m) * 2.0 / r_near ** 3 <= params.max_model_phase_rad
+        pos, y, sw_noise, bgc = pos[keep], y[keep], sw_noise[keep], bgc[keep]
         if len(y) < params.min_voxels:
             return not_usable(f"too few voxels where the dipole's phase stays small ({len(y)})", len(y))
-        mm_, kk_, rss_ = _Projector(y, sw, bgc).solve(kernels(best[None, :], pos))
-        m, kk, rss = float(mm_[0]), float(kk_[0]), float(rss_[0])
+        # the model is not exact (partial volume, complex averaging, shape): a relative error of
+        # model_error of its own phase joins each voxel's noise, so the near field does not dominate
+        pred = m * kernels(best[None, :], pos)[:, 0]
+        sw = 1.0 / np.sqrt(1.0 / sw_noise ** 2 + (params.model_error * pred) ** 2)
+        # refit near the centre found (its slice position +- 1/8 slice): the centre barely moves
+        cands = best[None, :] + np.array([[-0.125 * vox[0], 0, 0], [0, 0, 0], [0.125 * vox[0], 0, 0]])
+        mm_, kk_, rss_ = _Projector(y, sw, bgc).solve(kernels(cands, pos))
+        j = int(np.argmin(rss_))
+        m_before = m
+        best, m, kk, rss = cands[j], float(mm_[j]), float(kk_[j]), float(rss_[j])
+        alike = alike * (m / m_before) if m_before != 0 else alike
     n, p_free = len(y), 5
     if kk <= 0:
         return not_usable("the dipole model is not determined by these voxels (all too far or too few)", n)
     chi2_red = max(rss, 0.0) / max(n - p_free, 1)
-    se = float(np.sqrt(max(1.0, chi2_red) / kk))
+    spread = 0.5 * float(np.ptp(alike)) if len(alike) > 1 else 0.0
+    se = float(np.sqrt(max(1.0, chi2_red) / kk + spread ** 2))
     centre_idx = tuple(float(v) for v in best / vox)
     z_phase = m / se
     para = is_paramagnetic(bool(m < 0), convention) if m != 0 else None
