@@ -70,6 +70,8 @@ class FitParams:
     max_box_half_mm: float = 6.0     # the slice axis at least one slice beyond the spot's own)
     void_fraction: float = 0.5       # voxels below this x the tissue magnitude carry no reliable phase ...
     min_voxel_snr: float = 3.0       # ... nor do voxels below this x the noise s.d. (phase noise > 1/3 rad)
+    background_order: int = 2        # local background: 1 constant + linear, 2 also quadratic in plane (absorbs
+                                     # what a high-pass background removal leaves of a large spot's own field)
     model_error: float = 0.2         # relative error of the model's phase per voxel, added to the phase noise
     max_abs_phase_rad: float = 2.0   # relative phase beyond this may have wrapped: left out
     max_model_phase_rad: float = 1.0  # after a fit, voxels where the model's phase may exceed this are left out
@@ -258,7 +260,9 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         return not_usable(f"too few voxels with signal around the spot ({int(use.sum())} < {params.min_voxels})",
                           int(use.sum()))
     ref = float(np.angle(np.sum(mag[use] * np.exp(1j * ph[use]))))
-    rel = wrap_rad(ph - ref) if wrapped else ph - ref
+    # wrapped even when the phase was unwrapped: an unwrapping error (2 pi) near a strongly aliasing
+    # spot then vanishes instead of biasing the fit (values beyond max_abs_phase_rad are left out anyway)
+    rel = wrap_rad(ph - ref)
     use &= np.abs(rel) <= params.max_abs_phase_rad
     if use.sum() < params.min_voxels:
         return not_usable(f"too few voxels with an unwrapped phase around the spot ({int(use.sum())})", int(use.sum()))
@@ -268,7 +272,11 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
     y = rel[idx]
     sw = mag[idx] / noise_sigma
     centre_mm = c0 * vox
-    bgc = np.column_stack([np.ones(len(y)), (pos - centre_mm) / max(half_mm, 1.0)])
+    u = (pos - centre_mm) / max(half_mm, 1.0)
+    cols = [np.ones(len(y)), u[:, 0], u[:, 1], u[:, 2]]
+    if params.background_order >= 2:
+        cols += [u[:, 1] ** 2, u[:, 2] ** 2, u[:, 1] * u[:, 2]]     # in plane: few slices cannot carry z^2
+    bgc = np.column_stack(cols)
     a_model = max(params.model_radius_fraction * d / 2.0, 0.25 * float(vox[1:].min()))
     n_ip = int(np.clip(np.ceil(float(vox[1:].max()) / params.inplane_sample_mm), 1, 4))
     oblique = b0_axes is not None and abs(abs(float(b0_axes[0])) - 1.0) > 1e-6
@@ -317,7 +325,7 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         m_before = m
         best, m, kk, rss = cands[j], float(mm_[j]), float(kk_[j]), float(rss_[j])
         alike = alike * (m / m_before) if m_before != 0 else alike
-    n, p_free = len(y), 5
+    n, p_free = len(y), 1 + bgc.shape[1]
     if kk <= 0:
         return not_usable("the dipole model is not determined by these voxels (all too far or too few)", n)
     chi2_red = max(rss, 0.0) / max(n - p_free, 1)

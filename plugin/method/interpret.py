@@ -76,6 +76,7 @@ class InterpretRules:
     min_z: float = 1.0               # a readable border's mean phase offset must reach this many noise s.d.
     fit_min_z: float = 3.0           # the dipole fit decides when |moment| / SE reaches this
     override_margin: float = 2.0     # border and fit disagree: the side whose logit evidence is larger by this wins
+    fit_max_rms_override: float = 1.5  # ... but a fit whose residuals exceed this (noise s.d.) never overrides
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def combine(border: Interpretation, fit: Optional["DipoleFit"], convention: str,
     # Disagreement: the side with clearly more calibrated evidence, else no call.
     for_fit = combined_logit(f_ev, -b_ev, False)
     for_border = combined_logit(-f_ev, b_ev, both)
-    if for_fit - for_border >= rules.override_margin:
+    if for_fit - for_border >= rules.override_margin and fit.residual_rms <= rules.fit_max_rms_override:  # type: ignore[union-attr]
         return replace(base, classification=classification_for(fit_call), paramagnetic=fit_call, basis="fit",
                        reason=f"{words} overrides the border reading ({border.reason}): the fit is the more "
                               f"reliable here (calibrated logit {for_fit:.1f} vs {for_border:.1f})",
