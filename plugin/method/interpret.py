@@ -42,7 +42,7 @@ the fit and the reliability table); it never reaches 1: ``CONFIDENCE_CAP``.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -50,8 +50,21 @@ from plugin.model import Classification, PhasePattern
 from plugin.method.patterns import PatternReading
 from dicom_io.vocabulary import Handedness
 
-if TYPE_CHECKING:   # dipolefit imports is_paramagnetic from here: the type only, no import cycle
-    from plugin.method.dipolefit import DipoleFit
+
+class FitEvidence(Protocol):
+    """What :func:`combine` reads of a ``plugin.method.dipolefit.DipoleFit`` (a protocol, since
+    dipolefit imports :func:`is_paramagnetic` from here)."""
+
+    usable: bool
+    reason: str
+    paramagnetic: Optional[bool]
+    moment: Optional[float]
+    moment_ci95: Optional[tuple[float, float]]
+    moment_unit: str
+    residual_rms: float
+
+    @property
+    def abs_z(self) -> float: ...
 
 RIGHT_HANDED = Handedness.RIGHT
 LEFT_HANDED = Handedness.LEFT
@@ -197,13 +210,13 @@ def combined_confidence(fit_feature: float, border_feature: float, both_borders:
     return min(CONFIDENCE_CAP, _logistic(combined_logit(fit_feature, border_feature, both_borders)))
 
 
-def _fit_words(fit: "DipoleFit") -> str:
+def _fit_words(fit: FitEvidence) -> str:
     kind = "paramagnetic" if fit.paramagnetic else "diamagnetic"
     ci = f", 95 % CI {fit.moment_ci95[0]:+.3g}..{fit.moment_ci95[1]:+.3g}" if fit.moment_ci95 else ""
     return f"dipole fit {kind} (moment {fit.moment:+.3g} {fit.moment_unit}{ci}, z {fit.abs_z:.1f})"
 
 
-def combine(border: Interpretation, fit: Optional["DipoleFit"], convention: str,
+def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
             rules: InterpretRules = InterpretRules()) -> Interpretation:
     """The border reading (:func:`interpret`) and the dipole fit -> one call (module docstring)."""
     border_call = border.paramagnetic if border.classification != Classification.INDETERMINATE else None
