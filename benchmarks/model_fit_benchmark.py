@@ -233,9 +233,9 @@ def fit_calibration(recs: list[Rec]) -> tuple[float, float, float, float]:
     def nll(p):
         z = X @ p
         return float(np.sum(np.logaddexp(0, z) - y * z))
-    # slopes bounded to [0, 3]: more evidence never means less confidence, and with few wrong
+    # slopes bounded to [0, 8]: more evidence never means less confidence, and with few wrong
     # calls the unbounded maximum likelihood runs off to infinity
-    fit = minimize(nll, [2.0, 1.0, 0.5, 1.0], method="L-BFGS-B", bounds=[(-20, 20), (0, 3), (0, 3), (0, 3)])
+    fit = minimize(nll, [2.0, 1.0, 0.5, 1.0], method="L-BFGS-B", bounds=[(-20, 20), (0, 8), (0, 8), (0, 8)])
     return tuple(float(v) for v in fit.x)  # type: ignore[return-value]
 
 

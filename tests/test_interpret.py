@@ -128,13 +128,20 @@ def fit(paramagnetic: bool, z: float = 12.0, rms: float = 1.0) -> DipoleFit:
 
 def test_fit_decides_when_the_border_reading_gives_no_call():
     """A spot on one or two slices (no separate borders, or weak/single-border evidence): the fit decides."""
-    for upper, lower in ((NONE, NONE), (reading(5, 0.4, 4.0), NONE), (DARK, BRIGHT)):
+    for upper, lower in ((NONE, NONE), (reading(5, 0.4, 4.0), NONE)):
         border = interpret(upper, lower, "right-handed")
         assert border.classification == Classification.INDETERMINATE
         res = combine(border, fit(False), "right-handed")
         assert res.classification == Classification.CALCIFICATION and res.basis == "fit"
         assert "dipole fit diamagnetic" in res.reason and border.reason in res.reason
         assert 0.5 < res.confidence <= CONFIDENCE_CAP < 1.0
+
+
+def test_conflicting_borders_are_not_overruled_by_the_fit_alone():
+    border = interpret(DARK, BRIGHT, "right-handed")
+    res = combine(border, fit(False, z=50.0), "right-handed")
+    assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason
+    assert "dipole fit diamagnetic" in res.reason and res.confidence == 0.0
 
 
 def test_the_fit_call_follows_the_convention():

@@ -70,8 +70,8 @@ class FitParams:
     max_box_half_mm: float = 6.0     # the slice axis at least one slice beyond the spot's own)
     void_fraction: float = 0.5       # voxels below this x the tissue magnitude carry no reliable phase ...
     min_voxel_snr: float = 3.0       # ... nor do voxels below this x the noise s.d. (phase noise > 1/3 rad)
-    background_order: int = 2        # local background: 1 constant + linear, 2 also quadratic in plane (absorbs
-                                     # what a high-pass background removal leaves of a large spot's own field)
+    background_order: int = 1        # local background: 1 constant + linear; 2 also quadratic in plane (on the
+                                     # cohorts 2 cost more in precision than it gained on high-passed raw phase)
     model_error: float = 0.2         # relative error of the model's phase per voxel, added to the phase noise
     max_abs_phase_rad: float = 2.0   # relative phase beyond this may have wrapped: left out
     max_model_phase_rad: float = 1.0  # after a fit, voxels where the model's phase may exceed this are left out

@@ -31,7 +31,8 @@ Border pattern and dipole fit (:func:`combine`). The border reading above is the
 reported as it is; the dipole fit of :mod:`plugin.method.dipolefit` (a moment with a standard
 error, over all slices around the spot) is its quantitative twin. The fit *decides* when its
 ``|z| >= fit_min_z`` and the border reading does not (a spot on one or two slices has no separate
-upper and lower border; weak or single-border evidence; borders that disagree). When both decide
+upper and lower border; weak or single-border evidence), but not when the upper and lower borders
+disagree (conflicting evidence: the fit alone was wrong on most such spots). When both decide
 they must agree; when they disagree the call goes to the side whose calibrated evidence is
 clearly larger (a logit margin of at least ``override_margin``, the reason names it), otherwise
 ``indeterminate`` with both readings in the reason. The confidence of a combined call is one
@@ -107,6 +108,7 @@ class Interpretation:
     border_call: Optional[bool] = None   # paramagnetic per the border reading alone (None: no call)
     fit_call: Optional[bool] = None      # paramagnetic per the dipole fit alone (None: no call)
     fit_z: float = 0.0                   # |moment| / SE of the fit (0: no usable fit)
+    borders_disagree: bool = False       # upper and lower border patterns of opposite dominance
 
 
 def is_paramagnetic(dark_dominant: bool, convention: str) -> Optional[bool]:
@@ -156,7 +158,7 @@ def interpret(upper: PatternReading, lower: PatternReading, convention: str,
     if upper.pattern is not None and lower.pattern is not None and upper.dark_dominant != lower.dark_dominant:
         return Interpretation(Classification.INDETERMINATE, 0.0,
                               f"upper border pattern {int(upper.pattern)} and lower border pattern "
-                              f"{int(lower.pattern)} disagree", border_pattern, 0.0, None)
+                              f"{int(lower.pattern)} disagree", border_pattern, 0.0, None, borders_disagree=True)
     if not readable:
         return Interpretation(Classification.INDETERMINATE, 0.0,
                               "weak border evidence (no border slice with a clear dark/bright dominance)",
@@ -234,6 +236,11 @@ def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
         why_fit = f"dipole fit not decisive (z {fit_z:.1f} < {rules.fit_min_z:g})"
     if border_call is None and fit_call is None:
         return replace(base, basis="none", reason=f"{border.reason}; {why_fit}")
+    if border.borders_disagree and fit_call is not None:
+        # opposite borders are conflicting evidence, not missing evidence: on the cohorts the fit
+        # alone was wrong on most such spots (aliasing or background-removal artefacts fool both)
+        return replace(base, basis="none",
+                       reason=f"{border.reason}; {_fit_words(fit)} (not decisive against conflicting borders)")
     if fit_call is None:
         return replace(base, basis="border", reason=f"{border.reason}; {why_fit}",
                        confidence=combined_confidence(0.0, b_ev, both))
