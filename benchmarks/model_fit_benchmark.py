@@ -44,7 +44,10 @@ from plugin.method.interpret import InterpretRules, is_paramagnetic  # noqa: E40
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.phantom import render as phantom  # noqa: E402
 from plugin.phantom.cohort import paper_cohort  # noqa: E402
+from plugin.method.dipolefit import FitParams  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays  # noqa: E402
+
+OPTIONS = AnalysisOptions()   # --fit-param replaces fields of its dipole_fit
 
 PAPER_T2 = {"all": (98.4, 100, 79.0, 83.6), "<2.5": (96.2, 100, 96.2, 100), ">=2.5": (100, 100, 66.7, 61.1)}
 SIZE_GROUPS = (("all", 0.0, 99.0), ("<2.5", 0.0, 2.5), (">=2.5", 2.5, 99.0))
@@ -124,7 +127,7 @@ def run_realistic(protocol: str, args) -> list[Rec]:
             images, truth = R.make_study(plan, acquisition=acq, convention=convention, seed=args.seed * 1000 + plan.index)
             t1 = time.perf_counter()
             res = analyze_arrays(images.magnitude[-1], images.phase_rad[-1], images.affine_lps, convention=convention,
-                                 options=AnalysisOptions(), echo_time_ms=images.echo_times_ms[-1], field_strength_t=prot.b0_t)
+                                 options=OPTIONS, echo_time_ms=images.echo_times_ms[-1], field_strength_t=prot.b0_t)
             t2 = time.perf_counter()
             fit_s = getattr(res, "fit_seconds", float("nan"))
             recs += score(protocol, convention, plan.index, truth, res, prot.grid.voxel_mm[0])
@@ -143,7 +146,7 @@ def run_paper(args) -> list[Rec]:
                 images, truth = phantom.make_study(plan.lesions, plan.veins, grid=plan.grid, head=plan.head, acquisition=acq,
                                                    convention=convention, seed=args.seed * 1000 + plan.index)
                 res = analyze_arrays(images.magnitude[-1], images.phase_rad[-1], images.affine_lps, convention=convention,
-                                     options=AnalysisOptions(), echo_time_ms=acq.echo_times_ms[-1], field_strength_t=acq.b0_t)
+                                     options=OPTIONS, echo_time_ms=acq.echo_times_ms[-1], field_strength_t=acq.b0_t)
                 recs += score(cond, convention, plan.index, truth, res, plan.grid.voxel_mm[0])
                 print(f"  {cond:<14} {convention:<13} study {plan.index}: {len(res.lesions)} spots "
                       f"(dipole fits {getattr(res, 'fit_seconds', float('nan')):.3f} s)", file=sys.stderr, flush=True)
@@ -248,7 +251,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-paper", action="store_true", help="leave out the paper cohort")
     ap.add_argument("-v", "--verbose", action="store_true", help="list every lesion some reading got wrong")
     ap.add_argument("--calibrate", action="store_true", help="fit the combined confidence logistic on these results")
+    ap.add_argument("--fit-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a plugin.method.dipolefit.FitParams field (numbers only), e.g. model_error=0")
     args = ap.parse_args(argv)
+    global OPTIONS
+    if args.fit_param:
+        over = {k: type(getattr(FitParams(), k))(float(v)) for k, v in (a.split("=", 1) for a in args.fit_param)}
+        OPTIONS = replace(AnalysisOptions(), dipole_fit=replace(FitParams(), **over))
     command = "python benchmarks/model_fit_benchmark.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     t0 = time.perf_counter()
     all_recs: list[Rec] = []

@@ -74,7 +74,7 @@ class FitParams:
                                      # cohorts 2 cost more in precision than it gained on high-passed raw phase)
     model_error: float = 0.2         # relative error of the model's phase per voxel, added to the phase noise
     max_abs_phase_rad: float = 2.0   # relative phase beyond this may have wrapped: left out
-    max_model_phase_rad: float = 1.0  # after a fit, voxels where the model's phase may exceed this are left out
+    max_model_phase_rad: float = 3.0  # after a fit, voxels where the model's phase may exceed this are left out
     slice_offsets: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)   # candidate centres, in slices (refined +-1/8)
     inplane_offsets: tuple[tuple[float, float], ...] = ((0, 0), (-0.5, 0), (0.5, 0), (0, -0.5), (0, 0.5))  # then pixels
     model_radius_fraction: float = 0.6   # the model's zero-field sphere: this x the detected radius
@@ -217,7 +217,9 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
                wrapped: bool = True, echo_time_ms: Optional[float] = None, field_strength_t: Optional[float] = None,
                b0_axes: Optional[np.ndarray] = None, params: FitParams = FitParams()) -> DipoleFit:
     """Fit a dipole to one spot's local phase (module docstring). ``b0_axes``: B0 in the stack's
-    (slice, row, column) axes (:func:`b0_in_array_axes`); default along the slice axis."""
+    (slice, row, column) axes (:func:`b0_in_array_axes`); default along the slice axis.
+    ``wrapped`` (whether ``local_phase_rad`` is still wrapped) is accepted as the pipeline knows it,
+    but the box's phase is re-wrapped around its own mean either way."""
     if not noise_sigma or noise_sigma <= 0 or not np.isfinite(noise_sigma):
         return not_usable("no noise estimate (magnitude noise s.d. is 0): phase noise unknown")
     vox = np.asarray(voxel_size_mm, float)
