@@ -180,7 +180,8 @@ def analyze_dicom(images, truth: dict, vendor: str, workdir: Path):
     p = dseries.load_volume(pair.phase)
     conv, source = dconv.resolve_convention(p.frames[0], p.vendor)
     t0 = time.perf_counter()
-    res = analyze_arrays(m.data, p.data, m.affine_lps, convention=conv, options=AnalysisOptions())
+    res = analyze_arrays(m.data, p.data, m.affine_lps, convention=conv, options=AnalysisOptions(),
+                         echo_time_ms=p.echo_time_ms, field_strength_t=p.field_strength_t)
     return res, time.perf_counter() - t0, f"{p.vendor} {conv} ({source}); phase {p.phase_scaling}"
 
 
@@ -204,7 +205,8 @@ def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
                 else:
                     t1 = time.perf_counter()
                     res = analyze_arrays(images.magnitude[-1], images.phase_rad[-1], images.affine_lps,
-                                         convention=convention, options=AnalysisOptions())
+                                         convention=convention, options=AnalysisOptions(),
+                                         echo_time_ms=images.echo_times_ms[-1], field_strength_t=acq.b0_t)
                     secs, note = time.perf_counter() - t1, f"arrays, {convention}, echo TE {images.echo_times_ms[-1]:g} ms"
                 sc = score_study(protocol, vendor, plan, truth, res)
                 sc.render_s, sc.analysis_s, sc.note = render_s, secs, note

@@ -59,6 +59,19 @@ class Lesion:
     upper_read_slice: Optional[int] = None
     lower_read_slice: Optional[int] = None
     read_note: str = ""                        # why a slice further out was read ("" when none was)
+    # The dipole fit of the spot's local field (plugin.method.dipolefit): its magnetic moment
+    # (``moment_unit``: ppm*mm^3 of field, positive = paramagnetic; rad*mm^3 of phase when the echo
+    # time or field strength is unknown), the susceptibility it implies for the spot's radius, and
+    # how the fit went. None / 0 when there was no usable fit.
+    chi_ppm: Optional[float] = None
+    chi_ppm_ci: Optional[tuple[float, float]] = None     # 95 %
+    moment: Optional[float] = None
+    moment_ci: Optional[tuple[float, float]] = None       # 95 %
+    moment_unit: str = ""
+    fit_z: float = 0.0                                    # moment / SE, signed like the moment
+    fit_n_voxels: int = 0
+    fit_reason: str = ""                                  # why the fit is not usable, or what it lacks
+    decided_by: str = ""                                  # border | fit | border+fit | none
 
     @property
     def n_slices(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,8 @@ import numpy as np
 
 from plugin.method.background import remove_background
 from plugin.method.detect import DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
-from plugin.method.interpret import InterpretRules, interpret
+from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
+from plugin.method.interpret import InterpretRules, combine, interpret
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern
 from plugin.method.spotread import read_spot
 from dicom_io.vocabulary import Handedness
@@ -46,6 +48,7 @@ class AnalysisOptions:
     background: str = "auto"               # auto | none | homodyne | laplacian
     detection: DetectionParams = DetectionParams()
     interpret: InterpretRules = InterpretRules()
+    dipole_fit: FitParams = FitParams()
     max_tilt_deg: float = 30.0             # slice normal vs B0 (LPS z) beyond which the method does not apply
 
 
@@ -57,6 +60,8 @@ class ArrayAnalysis:
     spots: list[DetectedSpot] = field(default_factory=list)
     readings: list = field(default_factory=list)     # SpotReadings per lesion (for benchmarks)
     interpretations: list = field(default_factory=list)
+    fits: list = field(default_factory=list)         # DipoleFit per lesion
+    fit_seconds: float = 0.0                         # wall time of all dipole fits (benchmarks)
     # the phase the patterns were read on (background removed) and how it was made: the
     # summary card shows it rather than the delivered phase
     local_phase_rad: Optional[np.ndarray] = field(default=None, repr=False)
@@ -76,8 +81,12 @@ def _index_to_lps(affine_lps: np.ndarray, index) -> tuple[float, float, float]:
 
 def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.ndarray, *, convention: str,
                    points_lps_mm: Optional[Sequence[Sequence[float]]] = None,
-                   options: AnalysisOptions = AnalysisOptions()) -> ArrayAnalysis:
-    """Analyse one magnitude/phase pair given as (slice,row,col) arrays and the LPS affine."""
+                   options: AnalysisOptions = AnalysisOptions(), echo_time_ms: Optional[float] = None,
+                   field_strength_t: Optional[float] = None) -> ArrayAnalysis:
+    """Analyse one magnitude/phase pair given as (slice,row,col) arrays and the LPS affine.
+
+    ``echo_time_ms`` and ``field_strength_t``: of the phase, when known; the dipole fit then gives
+    moments in ppm*mm^3 and chi in ppm (else moments in rad*mm^3 and no chi)."""
     mag = np.asarray(magnitude, np.float32)
     phase = np.asarray(phase_rad, np.float32)
     if mag.shape != phase.shape:
@@ -118,12 +127,19 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         notes.append(f"slices are not axial (slice normal {tilt_deg:.0f} degrees from B0): border slices do not run "
                      f"along B0, every spot is indeterminate")
     label_map = np.zeros(mag.shape, np.uint16)
-    lesions, readings, interps = [], [], []
+    lesions, readings, interps, fits = [], [], [], []
+    b0_axes = b0_in_array_axes(affine_lps)
+    fit_seconds = 0.0
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
-        it = interpret(rd.upper, rd.lower, convention, options.interpret)
+        t_fit = time.perf_counter()
+        fit = fit_dipole(local, mag, spot, voxel, noise, convention=convention, wrapped=wrapped,
+                         echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
+                         params=options.dipole_fit)
+        fit_seconds += time.perf_counter() - t_fit
+        it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
         if not_axial:
-            it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0,
+            it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
         elif rd.resolved_by_outer:
             it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
@@ -135,13 +151,25 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             border_pattern=it.border_pattern, central_pattern=rd.central.pattern, classification=it.classification,
             confidence=round(it.confidence, 3), reason=it.reason, upper_border_pattern=rd.upper.pattern,
             lower_border_pattern=rd.lower.pattern, upper_read_slice=rd.upper_read_slice,
-            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd)))
+            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit), decided_by=it.basis))
         view = label_map[spot.bbox]
         view[spot.footprint & (view == 0)] = i
         readings.append(rd)
         interps.append(it)
-    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, local_phase_rad=local,
+        fits.append(fit)
+    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds,
+                         local_phase_rad=local,
                          local_phase_wrapped=bool(wrapped), background=what)
+
+
+def _fit_facts(fit) -> dict:
+    """The Lesion fields of a ``DipoleFit`` (rounded: they are reported)."""
+    def r(v, n=4):
+        return None if v is None else round(float(v), n)
+    return dict(chi_ppm=r(fit.chi_ppm), chi_ppm_ci=None if fit.chi_ppm_ci95 is None else (r(fit.chi_ppm_ci95[0]), r(fit.chi_ppm_ci95[1])),
+                moment=r(fit.moment, 5), moment_ci=None if fit.moment_ci95 is None else (r(fit.moment_ci95[0], 5), r(fit.moment_ci95[1], 5)),
+                moment_unit=fit.moment_unit if fit.usable else "", fit_z=round(float(fit.z), 2) if fit.usable else 0.0,
+                fit_n_voxels=int(fit.n_voxels), fit_reason=fit.reason)
 
 
 def _read_note(readings) -> str:
@@ -164,6 +192,12 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "reason": lesion.reason,
         "upper_border_pattern": None if lesion.upper_border_pattern is None else int(lesion.upper_border_pattern),
         "lower_border_pattern": None if lesion.lower_border_pattern is None else int(lesion.lower_border_pattern),
+        "chi_ppm": lesion.chi_ppm,
+        "chi_ppm_ci": None if lesion.chi_ppm_ci is None else list(lesion.chi_ppm_ci),
+        "moment": lesion.moment,
+        "moment_unit": lesion.moment_unit or None,
+        "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
+                "reason": lesion.fit_reason, "decided_by": lesion.decided_by},
         "tracking_identifier": None if tracking is None else tracking.identifier,
         "tracking_uid": None if tracking is None else tracking.uid,
     }
@@ -203,7 +237,8 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
     patterns were read on, which :func:`report_input` passes to the summary card)."""
     res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase.data, magnitude.affine_lps,
                          convention=convention,
-                         points_lps_mm=points_lps_mm, options=options)
+                         points_lps_mm=points_lps_mm, options=options, echo_time_ms=phase.echo_time_ms,
+                         field_strength_t=getattr(phase, "field_strength_t", None) or getattr(magnitude, "field_strength_t", None))
     notes = list(res.notes)
     if phase.phase_scaling:
         notes.insert(0, f"phase scaling: {phase.phase_scaling}")

@@ -110,3 +110,78 @@ def test_confidence_grows_with_evidence():
     strong = interpret(reading(1, 1.0, 9.0), reading(1, 1.0, 9.0), "right-handed").confidence
     weaker = interpret(reading(5, 0.3, 1.0), reading(5, 0.3, 1.0), "right-handed").confidence
     assert strong > weaker
+
+
+# --- border reading + dipole fit (interpret.combine) ---------------------------------------------
+from plugin.method.dipolefit import DipoleFit, not_usable  # noqa: E402
+from plugin.method.interpret import CONFIDENCE_CAP, InterpretRules, combine, combined_confidence  # noqa: E402
+
+NONE = PatternReading(None, 0.0, 0.0, 4, 0, 0.0, 0.0)
+
+
+def fit(paramagnetic: bool, z: float = 12.0, rms: float = 1.0) -> DipoleFit:
+    m = 0.3 if paramagnetic else -0.3
+    return DipoleFit(True, "", moment_rad_mm3=-m, moment_se_rad_mm3=abs(m) / z, moment=m, moment_se=abs(m) / z,
+                     moment_ci95=(m - 2 * abs(m) / z, m + 2 * abs(m) / z), moment_unit="ppm*mm^3",
+                     z=z if paramagnetic else -z, paramagnetic=paramagnetic, chi_ppm=3 * m, residual_rms=rms, n_voxels=400)
+
+
+def test_fit_decides_when_the_border_reading_gives_no_call():
+    """A spot on one or two slices (no separate borders, or weak/single-border evidence): the fit decides."""
+    for upper, lower in ((NONE, NONE), (reading(5, 0.4, 4.0), NONE)):
+        border = interpret(upper, lower, "right-handed")
+        assert border.classification == Classification.INDETERMINATE
+        res = combine(border, fit(False), "right-handed")
+        assert res.classification == Classification.CALCIFICATION and res.basis == "fit"
+        assert "dipole fit diamagnetic" in res.reason and border.reason in res.reason
+        assert 0.5 < res.confidence <= CONFIDENCE_CAP < 1.0
+
+
+def test_conflicting_borders_are_not_overruled_by_the_fit_alone():
+    border = interpret(DARK, BRIGHT, "right-handed")
+    res = combine(border, fit(False, z=50.0), "right-handed")
+    assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason
+    assert "dipole fit diamagnetic" in res.reason and res.confidence == 0.0
+
+
+def test_the_fit_call_follows_the_convention():
+    border = interpret(NONE, NONE, "left-handed")
+    assert combine(border, fit(True), "left-handed").classification == Classification.MICROBLEED
+    assert combine(interpret(NONE, NONE, "unknown"), fit(True), "unknown").classification == Classification.INDETERMINATE
+
+
+def test_weak_or_unusable_fit_leaves_the_border_call_alone():
+    border = interpret(DARK, DARK, "right-handed")
+    for f in (fit(False, z=1.5), not_usable("too few voxels"), None):
+        res = combine(border, f, "right-handed")
+        assert res.classification == border.classification and res.basis == "border"
+        assert res.confidence == pytest.approx(combined_confidence(0.0, border.evidence, True))
+    res = combine(interpret(NONE, NONE, "right-handed"), not_usable("too few voxels with signal"), "right-handed")
+    assert res.classification == Classification.INDETERMINATE and "too few voxels with signal" in res.reason
+
+
+def test_agreement_is_more_certain_than_either_alone_and_never_certain():
+    border = interpret(DARK, DARK, "right-handed")
+    both = combine(border, fit(True), "right-handed")
+    alone = combine(border, None, "right-handed")
+    only_fit = combine(interpret(NONE, NONE, "right-handed"), fit(True), "right-handed")
+    assert both.classification == Classification.MICROBLEED and both.basis == "border+fit" and "agrees" in both.reason
+    assert both.confidence >= alone.confidence and both.confidence >= only_fit.confidence
+    assert combine(border, fit(True, z=1e6), "right-handed").confidence <= CONFIDENCE_CAP < 1.0
+
+
+def test_disagreement_is_indeterminate_unless_one_side_is_clearly_stronger():
+    border = interpret(DARK, DARK, "right-handed")          # two readable borders: paramagnetic
+    res = combine(border, fit(False, z=4.0), "right-handed", InterpretRules(override_margin=50.0))
+    assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason and res.confidence == 0.0
+    # the strong two-border reading wins over a barely decisive fit, and says so
+    res = combine(border, fit(False, z=3.5), "right-handed", InterpretRules(override_margin=0.5))
+    assert res.classification == Classification.MICROBLEED and "border reading is the more reliable" in res.reason
+    # a very strong fit overrides a weak single-border reading ...
+    weak_border = interpret(reading(1, 1.0, 2.5), NONE, "right-handed")
+    assert weak_border.classification == Classification.MICROBLEED and weak_border.n_readable_borders == 1
+    res = combine(weak_border, fit(False, z=400.0), "right-handed", InterpretRules(override_margin=0.5))
+    assert res.classification == Classification.CALCIFICATION and "fit is the more reliable" in res.reason
+    # ... unless the fit's residuals say the dipole model does not describe the data
+    res = combine(weak_border, fit(False, z=400.0, rms=3.0), "right-handed", InterpretRules(override_margin=0.5))
+    assert res.classification != Classification.CALCIFICATION

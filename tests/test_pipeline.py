@@ -67,8 +67,13 @@ def test_several_pairs_each_analysed_and_magnitude_only_skipped(two_pairs_and_ma
         assert classes == ["calcification", "microbleed"]
         for les in analysis["lesions"]:
             assert LESION_KEYS <= set(les)
-            assert 0.0 <= les["confidence"] <= 1.0 and les["border_pattern"] in range(1, 7)
+            assert 0.0 <= les["confidence"] < 1.0 and les["border_pattern"] in range(1, 7)
             assert len(les["center_lps_mm"]) == 3
+            # the dipole fit (GUIDE extensions): B0 from MagneticFieldStrength, TE from the header
+            assert les["moment_unit"] == "ppm*mm^3" and les["fit"]["n_voxels"] > 0 and les["fit"]["z"] != 0
+            low, high = les["chi_ppm_ci"]
+            assert low < les["chi_ppm"] < high
+            assert (les["chi_ppm"] > 0) == (les["moment"] > 0) == (les["classification"] == "microbleed")
 
 
 @pytest.mark.parametrize("vendor", ["GE", "Philips", "Canon"])

@@ -195,3 +195,21 @@ def test_native_transfer_syntaxes(mr_writer, tmp_path, ts):
     (st,) = series.scan([out]).series[0].stacks
     assert st.frames[0].transfer_syntax_uid == ts
     assert np.array_equal(series.read_stored(st), vol)
+
+
+def test_field_strength_is_read_into_stack_and_volume_and_none_when_absent(mr_writer):
+    """MagneticFieldStrength (0018,0087) reaches the stack and the volume (the dipole fit turns
+    phase into ppm with it); a series without it reads as None, not a default."""
+    for s in range(3):
+        mr_writer(f"with/{s}", position=(0, 0, 2.0 * s), series_uid="1.2.3.1", image_type=("ORIGINAL", "PRIMARY", "M", "ND"))
+        mr_writer(f"without/{s}", position=(0, 0, 2.0 * s), series_uid="1.2.3.2", image_type=("ORIGINAL", "PRIMARY", "M", "ND"))
+    for path in (mr_writer.root / "with").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.MagneticFieldStrength = "1.5"
+        ds.save_as(path, enforce_file_format=True)
+    res = series.scan([mr_writer.root])
+    by_uid = {s.series_instance_uid: s for s in res.series}
+    with_b0, without = by_uid["1.2.3.1"].stacks[0], by_uid["1.2.3.2"].stacks[0]
+    assert with_b0.field_strength_t == 1.5 and without.field_strength_t is None
+    assert series.load_volume(with_b0).field_strength_t == 1.5
+    assert series.load_volume(without).field_strength_t is None

@@ -33,6 +33,7 @@ import numpy as np
 from dicom_io.convention import ConventionRules, resolve_convention
 from dicom_io.read import geometry, pixels
 from dicom_io.errors import DicomInputError, FileProblem
+from dicom_io.frames import FrameHeader
 from dicom_io.read.files import scan_files
 from dicom_io.frames import FrameHeader
 from dicom_io.read.headers import assign_echo_numbers, frames_from_headers, is_enhanced
@@ -64,6 +65,7 @@ class StackInfo:
     kind: Optional[str] = None
     kind_source: Optional[str] = None
     effective_echo_time_ms: Optional[float] = None
+    field_strength_t: Optional[float] = None   # MagneticFieldStrength (0018,0087), None when absent
 
     @property
     def n_slices(self) -> int:
@@ -276,7 +278,8 @@ def _build_series(uid: str, frames: list[FrameHeader], rules: Optional[Conventio
             echo_number=key[1], echo_number_source=fs[0].echo_number_source,
             echo_time_ms=tes[0] if tes else None, frames=geo.frames, vendor=vendor, codec=codec,
             affine_lps=geo.affine_lps if not stack_problems else None,
-            slice_spacing_mm=geo.slice_spacing_mm, n_positions=geo.n_positions, problems=stack_problems)
+            slice_spacing_mm=geo.slice_spacing_mm, n_positions=geo.n_positions, problems=stack_problems,
+            field_strength_t=_field_strength_t(fs))
         _set_kind(stack)
         stacks.append(stack)
         problems.extend(f"{stack.label}: {p}" for p in stack_problems)
@@ -373,4 +376,19 @@ def load_volume(stack: StackInfo, *, limit_bytes: Optional[int] = None, threads:
         frame_of_reference_uid=f0.frame_of_reference_uid, vendor=stack.vendor, component=stack.component,
         component_source=stack.component_source, echo_number=stack.echo_number, echo_time_ms=stack.echo_time_ms,
         data=data, affine_lps=np.array(stack.affine_lps, dtype=float), frames=list(stack.frames),
-        phase_scaling=phase_scaling)
+        phase_scaling=phase_scaling, field_strength_t=stack.field_strength_t)
+
+
+def _field_strength_t(frames: list[FrameHeader]) -> Optional[float]:
+    """MagneticFieldStrength (0018,0087) in tesla of the stack's first frame that has a usable one
+    (a top-level attribute in classic and enhanced objects); None when absent, empty or not positive."""
+    for f in frames:
+        ds = f.dataset
+        value = None if ds is None else ds.get("MagneticFieldStrength", None)
+        try:
+            t = float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            t = None
+        if t is not None and np.isfinite(t) and t > 0:
+            return t
+    return None

@@ -33,6 +33,7 @@ class Volume:
     affine_lps: np.ndarray
     frames: list[FrameHeader] = field(repr=False)
     phase_scaling: Optional[str] = None  # the rule that turned stored values into radians
+    field_strength_t: Optional[float] = None   # MagneticFieldStrength (0018,0087) in tesla, None when absent
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -4,5 +4,8 @@
 - :mod:`.background`: raw vs filtered phase; background removal (Laplacian unwrapping + high pass).
 - :mod:`.patterns`: phase pattern 1-6 of one slice of a spot.
 - :mod:`.spotread`: the upper/lower border and central slices of a spot, read.
-- :mod:`.interpret`: patterns + convention -> microbleed / calcification / indeterminate, confidence.
+- :mod:`.dipolefit`: a dipole (moment, centre, smooth background) fitted to a spot's local field over all
+  slices around it: moment with its CI, chi, sign through the convention.
+- :mod:`.interpret`: border patterns + dipole fit + convention -> microbleed / calcification /
+  indeterminate, calibrated confidence.
 """

@@ -1,0 +1,362 @@
+"""Model-based reading of one spot: a dipole fitted to its local field over all slices around it.
+
+A small sphere of susceptibility difference dchi and radius a, in a field B0 along LPS z, adds
+outside itself (Lorentz-corrected, :mod:`plugin.physics`)
+
+    dB/B0 = m (3 cos^2 theta - 1) / r^3,      m = dchi a^3 / 3   (ppm mm^3, r in mm),
+
+and nothing inside. The phase the patterns are read on (the background-removed ``local`` phase of
+:func:`plugin.pipeline.analyze_arrays`, radians at the echo time) is ``s k dB/B0`` with
+``k = 2 pi gamma B0 TE`` and ``s`` the series' handedness sign. This module fits, in a box of a few
+spot radii around the detected spot and over every slice in it,
+
+    phase(v) = M K(v - c) + b0 + b_z z + b_y y + b_x x
+
+by weighted least squares: ``M`` the *phase moment* (rad mm^3, signed as in the data), ``c`` the
+centre (a small grid of sub-voxel candidates around the detected centre; the one with the least
+weighted residual wins), a smooth local background (constant + linear), and ``K`` the dipole
+kernel **averaged over each voxel** (partial volume: lesions are 1-3 voxels). When B0 runs along
+the slice axis (axial stacks) the average along it is exact, since
+``(3 z^2 - r^2) / r^5 = -d/dz (z / r^3)``, and the sphere's interior (field 0) is cut out of the
+slab analytically; in plane a few sub-samples per voxel. Oblique stacks are sampled on a sub-grid.
+
+Voxels left out: the signal void and low-signal voxels (magnitude below ``void_fraction`` of the
+surrounding tissue, or below ``min_voxel_snr`` noise s.d.: their phase is noise), the spot's own footprint, voxels whose phase relative to
+the box may have wrapped (``|phase| > max_abs_phase_rad``) and, after a first fit (repeated up to
+twice), voxels where the model's phase at the voxel's point nearest the source exceeds
+``max_model_phase_rad`` (there the phase varies within the voxel, the angle of its complex mean is
+not the mean phase the model gives, and aliasing starts). Weights are ``(magnitude / noise_sigma)^2``: the phase noise
+of a voxel is ``noise_sigma / magnitude`` rad. The standard error of ``M`` is inflated by
+``sqrt(reduced chi^2)`` when the residuals exceed the noise (model misfit counts as uncertainty),
+and the centre's uncertainty is added: half the spread of the moments of the candidate centres
+that fit within a weighted residual of +1 of the best (thick slices leave the centre along B0
+loosely determined, and the moment moves with it).
+
+The sign: a negative ``M`` is dark at the poles (on the border slices), so
+``interpret.is_paramagnetic(M < 0, convention)`` says paramagnetic or not, the handedness rule
+written once. With the echo time and field strength the moment becomes ppm mm^3 (positive =
+paramagnetic) and, with the spot's radius from the detection (the equivalent-circle radius of
+its largest footprint on the magnitude: blooming enlarges it and partial volume in thick slices
+can shrink it, so ``chi`` is rough where the moment is not),
+``chi_ppm = 3 m / a^3``.
+
+>>> import numpy as np
+>>> round(float(slab_kernel(np.array([[2.0, 0.0, 0.0]]), (1e-3, 1.0, 1.0), radius_mm=0.5, n_inplane=1)[0]), 4)
+0.25
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from plugin import physics
+from plugin.method.detect import DetectedSpot
+from plugin.method.interpret import is_paramagnetic
+from dicom_io.phase import wrap_rad
+
+MOMENT_UNIT_PPM = "ppm*mm^3"      # field moment: dB/B0 (ppm) x r^3 (mm^3)
+MOMENT_UNIT_RAD = "rad*mm^3"      # phase moment, when echo time or field strength is unknown
+RADIUS_BASIS = ("radius of the spot's largest footprint on the magnitude (equivalent circle): blooming "
+                "enlarges it (|chi| too small), partial volume in thick slices can shrink it (|chi| too large)")
+
+
+@dataclass(frozen=True)
+class FitParams:
+    box_factor: float = 1.0          # box half-width = box_factor x diameter + box_margin_mm ...
+    box_margin_mm: float = 1.5
+    min_box_half_mm: float = 2.5     # ... within these bounds (in plane a disc of that radius; along
+    max_box_half_mm: float = 6.0     # the slice axis at least one slice beyond the spot's own)
+    void_fraction: float = 0.5       # voxels below this x the tissue magnitude carry no reliable phase ...
+    min_voxel_snr: float = 3.0       # ... nor do voxels below this x the noise s.d. (phase noise > 1/3 rad)
+    background_order: int = 1        # local background: 1 constant + linear; 2 also quadratic in plane (on the
+                                     # cohorts 2 cost more in precision than it gained on high-passed raw phase)
+    model_error: float = 0.2         # relative error of the model's phase per voxel, added to the phase noise
+    max_abs_phase_rad: float = 2.0   # relative phase beyond this may have wrapped: left out
+    max_model_phase_rad: float = 3.0  # after a fit, voxels where the model's phase may exceed this are left out
+    slice_offsets: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)   # candidate centres, in slices (refined +-1/8)
+    inplane_offsets: tuple[tuple[float, float], ...] = ((0, 0), (-0.5, 0), (0.5, 0), (0, -0.5), (0, 0.5))  # then pixels
+    model_radius_fraction: float = 0.6   # the model's zero-field sphere: this x the detected radius
+    min_voxels: int = 20
+    inplane_sample_mm: float = 0.6   # in-plane sub-samples per voxel: pixel / this, rounded up (1 to 4)
+    max_abs_chi_ppm: float = 3.0     # a fitted |chi| beyond this is no microbleed or calcification (even with
+                                     # the radius underestimated 1.5 x): another source in the box
+    ci_z: float = 1.959964           # 95 % interval
+
+
+@dataclass(frozen=True)
+class DipoleFit:
+    """The dipole fit of one spot. ``usable`` False: ``reason`` says why, the numbers are not to be used."""
+
+    usable: bool
+    reason: str
+    moment_rad_mm3: float = 0.0          # phase moment, signed as in the data (negative: dark at the poles)
+    moment_se_rad_mm3: float = 0.0
+    moment: Optional[float] = None       # field moment, ``moment_unit``; positive = paramagnetic (None: TE/B0 or convention unknown)
+    moment_se: Optional[float] = None
+    moment_ci95: Optional[tuple[float, float]] = None
+    moment_unit: str = MOMENT_UNIT_RAD
+    z: float = 0.0                       # moment / its standard error (> 0: paramagnetic when the convention is known,
+                                         # else > 0: bright at the poles)
+    paramagnetic: Optional[bool] = None  # None: not usable or convention unknown
+    chi_ppm: Optional[float] = None      # 3 m / a^3 (needs the field moment)
+    chi_ppm_ci95: Optional[tuple[float, float]] = None
+    radius_mm: float = 0.0               # a used for chi (RADIUS_BASIS)
+    center_index: Optional[tuple[float, float, float]] = None   # fitted centre (slice, row, column)
+    residual_rms: float = 0.0            # weighted residual RMS in noise s.d. (1 = as noisy as the noise)
+    n_voxels: int = 0
+
+    @property
+    def abs_z(self) -> float:
+        return abs(self.z) if self.usable else 0.0
+
+
+def not_usable(reason: str, n_voxels: int = 0) -> DipoleFit:
+    return DipoleFit(False, reason, n_voxels=n_voxels)
+
+
+def b0_in_array_axes(affine_lps: np.ndarray) -> np.ndarray:
+    """B0 (LPS z) as a unit vector in the (slice, row, column) axes of the stack (mm-scaled axes
+    assumed orthogonal). The dipole field is even in B0, so its sense does not matter."""
+    units = [affine_lps[:3, i] / max(float(np.linalg.norm(affine_lps[:3, i])), 1e-12) for i in range(3)]
+    b = np.array([u[2] for u in units], float)
+    return b / max(float(np.linalg.norm(b)), 1e-12)
+
+
+def _inplane_offsets(n: int, vox: float) -> np.ndarray:
+    return ((np.arange(n) + 0.5) / n - 0.5) * vox
+
+
+def slab_kernel(rel_mm, voxel_mm, *, radius_mm: float, n_inplane: int = 2,
+                b0_axes: Optional[np.ndarray] = None, n_slab: int = 0) -> np.ndarray:
+    """Voxel-averaged unit dipole kernel ``(3 cos^2 theta - 1) / r^3`` (mm^-3), zero inside a sphere
+    of ``radius_mm``, at voxels whose centres lie at ``rel_mm`` from the source: an array (..., 3)
+    or a tuple of three broadcastable arrays (slice, row, column offsets in mm).
+
+    B0 along the slice axis (default): exact average along the slice, ``n_inplane`` x ``n_inplane``
+    sub-samples in plane. Otherwise (``b0_axes`` given, oblique): ``n_slab`` sub-samples along the
+    slice as well.
+    """
+    if isinstance(rel_mm, tuple):
+        rz, ry, rx = (np.asarray(v, float) for v in rel_mm)
+    else:
+        rel = np.asarray(rel_mm, float)
+        rz, ry, rx = rel[..., 0], rel[..., 1], rel[..., 2]
+    shape = np.broadcast_shapes(rz.shape, ry.shape, rx.shape)
+    vz, vy, vx = (float(v) for v in voxel_mm)
+    a = max(float(radius_mm), 1e-3)
+    oy, ox = _inplane_offsets(n_inplane, vy), _inplane_offsets(n_inplane, vx)
+    out = np.zeros(shape, float)
+    if b0_axes is not None and abs(abs(float(b0_axes[0])) - 1.0) > 1e-6:
+        b = np.asarray(b0_axes, float)
+        nz = max(n_slab, int(np.ceil(vz / 0.3)))
+        oz = _inplane_offsets(nz, vz)
+        for dz in oz:
+            for dy in oy:
+                for dx in ox:
+                    pz, py, px = rz + dz, ry + dy, rx + dx
+                    r2 = pz * pz + py * py + px * px
+                    c = pz * b[0] + py * b[1] + px * b[2]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        f = (3.0 * c * c - r2) / r2 ** 2.5
+                    out += np.where(r2 > a * a, f, 0.0)
+        return out / (len(oz) * len(oy) * len(ox))
+    z1 = np.broadcast_to(rz - vz / 2, shape)
+    z2 = np.broadcast_to(rz + vz / 2, shape)
+    z1s, z2s = z1 * z1, z2 * z2
+
+    def antider(z, zs, rho2):      # -z / r^3 without the sign: z / (rho^2 + z^2)^1.5
+        q = rho2 + zs + 1e-30      # 0 / tiny = 0 at the source point (cut out with the sphere anyway)
+        return z / (q * np.sqrt(q))
+
+    for dy in oy:
+        for dx in ox:
+            rho2 = np.broadcast_to((ry + dy) ** 2 + (rx + dx) ** 2, shape)
+            # integral of (3 z^2 - r^2) / r^5 dz over the slab = [-z / r^3] from z1 to z2 ...
+            part = antider(z1, z1s, rho2) - antider(z2, z2s, rho2)
+            inside = rho2 < a * a
+            if inside.any():
+                # ... minus the sphere's interior [-zi, zi] where the slab crosses it (field 0 there)
+                r_in = rho2[inside]
+                zi = np.sqrt(a * a - r_in)
+                lo = np.maximum(z1[inside], -zi)
+                hi = np.minimum(z2[inside], zi)
+                cut = np.where(hi > lo, antider(lo, lo * lo, r_in) - antider(hi, hi * hi, r_in), 0.0)
+                part[inside] -= cut
+            out += part
+    return out / (vz * len(oy) * len(ox))
+
+
+class _Projector:
+    """Weighted least squares of y on [kernel_c, background] for many candidates c at once: the
+    background (n, p) is projected out once (QR of the weighted columns)."""
+
+    def __init__(self, y: np.ndarray, sw: np.ndarray, bg: np.ndarray):
+        self.sw = sw
+        self.q, _ = np.linalg.qr(bg * sw[:, None])
+        yw = y * sw
+        self.yp = yw - self.q @ (self.q.T @ yw)
+        self.yy = float(self.yp @ self.yp)
+
+    def solve(self, kernels: np.ndarray):
+        """``kernels`` (n, C) -> (moment (C,), |K_perp|^2 (C,), weighted rss (C,))."""
+        kw = kernels * self.sw[:, None]
+        kp = kw - self.q @ (self.q.T @ kw)
+        kk = np.einsum("nc,nc->c", kp, kp)
+        ky = kp.T @ self.yp
+        ok = kk > 0
+        safe = np.where(ok, kk, 1.0)
+        m = np.where(ok, ky / safe, 0.0)
+        rss = self.yy - np.where(ok, ky * ky / safe, 0.0)
+        return m, kk, rss
+
+
+def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot,
+               voxel_size_mm: tuple[float, float, float], noise_sigma: float, *, convention: str,
+               wrapped: bool = True, echo_time_ms: Optional[float] = None, field_strength_t: Optional[float] = None,
+               b0_axes: Optional[np.ndarray] = None, params: FitParams = FitParams()) -> DipoleFit:
+    """Fit a dipole to one spot's local phase (module docstring). ``b0_axes``: B0 in the stack's
+    (slice, row, column) axes (:func:`b0_in_array_axes`); default along the slice axis.
+    ``wrapped`` (whether ``local_phase_rad`` is still wrapped) is accepted as the pipeline knows it,
+    but the box's phase is re-wrapped around its own mean either way."""
+    if not noise_sigma or noise_sigma <= 0 or not np.isfinite(noise_sigma):
+        return not_usable("no noise estimate (magnitude noise s.d. is 0): phase noise unknown")
+    vox = np.asarray(voxel_size_mm, float)
+    shape = np.asarray(local_phase_rad.shape)
+    c0 = np.asarray(spot.center_index, float)
+    d = float(spot.diameter_mm)
+    half_mm = float(np.clip(params.box_factor * d + params.box_margin_mm, params.min_box_half_mm, params.max_box_half_mm))
+    half = np.maximum(np.ceil(half_mm / vox).astype(int), 1)
+    s_lo = min(int(np.floor(c0[0])) - half[0], spot.slice_indices[0] - 1)
+    s_hi = max(int(np.ceil(c0[0])) + half[0], spot.slice_indices[-1] + 1)
+    lo = np.array([s_lo, int(round(c0[1])) - half[1], int(round(c0[2])) - half[2]])
+    hi = np.array([s_hi, int(round(c0[1])) + half[1], int(round(c0[2])) + half[2]]) + 1
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, shape)
+    if np.any(hi - lo < 1):
+        return not_usable("spot lies outside the volume")
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    ph = np.asarray(local_phase_rad[box], float)
+    mag = np.asarray(magnitude[box], float)
+    # the spot's own footprint (void and blooming) is left out
+    own = np.zeros(mag.shape, bool)
+    bb = spot.bbox
+    for k in range(bb[0].start, bb[0].stop):
+        if not box[0].start <= k < box[0].stop:
+            continue
+        fp = spot.footprint_on(k)
+        r0, c0_ = bb[1].start - box[1].start, bb[2].start - box[2].start
+        rr, cc = np.nonzero(fp)
+        rr, cc = rr + r0, cc + c0_
+        ok = (rr >= 0) & (rr < own.shape[1]) & (cc >= 0) & (cc < own.shape[2])
+        own[k - box[0].start, rr[ok], cc[ok]] = True
+    tissue = float(np.median(mag[~own])) if (~own).any() else 0.0
+    if tissue <= 0:
+        return not_usable("no tissue signal around the spot")
+    rr = (np.arange(box[1].start, box[1].stop) - c0[1]) * vox[1]
+    cc = (np.arange(box[2].start, box[2].stop) - c0[2]) * vox[2]
+    disc = rr[:, None] ** 2 + cc[None, :] ** 2 <= half_mm ** 2
+    use = (~own) & disc[None] & (mag >= max(params.void_fraction * tissue, params.min_voxel_snr * noise_sigma)) \
+        & np.isfinite(ph)
+    if use.sum() < params.min_voxels:
+        return not_usable(f"too few voxels with signal around the spot ({int(use.sum())} < {params.min_voxels})",
+                          int(use.sum()))
+    ref = float(np.angle(np.sum(mag[use] * np.exp(1j * ph[use]))))
+    # wrapped even when the phase was unwrapped: an unwrapping error (2 pi) near a strongly aliasing
+    # spot then vanishes instead of biasing the fit (values beyond max_abs_phase_rad are left out anyway)
+    rel = wrap_rad(ph - ref)
+    use &= np.abs(rel) <= params.max_abs_phase_rad
+    if use.sum() < params.min_voxels:
+        return not_usable(f"too few voxels with an unwrapped phase around the spot ({int(use.sum())})", int(use.sum()))
+
+    idx = np.nonzero(use)
+    pos = np.stack([(idx[i] + lo[i]) * vox[i] for i in range(3)], axis=-1)   # mm in array axes
+    y = rel[idx]
+    sw = mag[idx] / noise_sigma
+    centre_mm = c0 * vox
+    u = (pos - centre_mm) / max(half_mm, 1.0)
+    cols = [np.ones(len(y)), u[:, 0], u[:, 1], u[:, 2]]
+    if params.background_order >= 2:
+        cols += [u[:, 1] ** 2, u[:, 2] ** 2, u[:, 1] * u[:, 2]]     # in plane: few slices cannot carry z^2
+    bgc = np.column_stack(cols)
+    a_model = max(params.model_radius_fraction * d / 2.0, 0.25 * float(vox[1:].min()))
+    n_ip = int(np.clip(np.ceil(float(vox[1:].max()) / params.inplane_sample_mm), 1, 4))
+    oblique = b0_axes is not None and abs(abs(float(b0_axes[0])) - 1.0) > 1e-6
+
+    def kernels(cands_mm: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """(voxels, candidates) kernel matrix."""
+        rel = (p[:, 0, None] - cands_mm[None, :, 0], p[:, 1, None] - cands_mm[None, :, 1],
+               p[:, 2, None] - cands_mm[None, :, 2])
+        return slab_kernel(rel, vox, radius_mm=a_model, n_inplane=n_ip, b0_axes=b0_axes if oblique else None)
+
+    def search(p, proj):
+        """(best centre, moment, |K_perp|^2, rss, moments of the candidates the data cannot tell from it)."""
+        cz = np.array([[dz * vox[0], 0.0, 0.0] for dz in params.slice_offsets]) + centre_mm
+        m, kk, rss = proj.solve(kernels(cz, p))
+        best_z = cz[int(np.argmin(rss))]
+        cxy = np.array([[0.0, dy * vox[1], dx * vox[2]] for dy, dx in params.inplane_offsets]) + best_z
+        m2, kk2, rss2 = proj.solve(kernels(cxy, p))
+        j = int(np.argmin(rss2))
+        # centres within a weighted rss of +1 (x the reduced chi^2) of the best fit equally well:
+        # their moments' spread is part of the moment's uncertainty
+        tol = max(1.0, float(rss2[j]) / max(len(p) - 5, 1))
+        ms, rs = np.concatenate([m, m2]), np.concatenate([rss, rss2])
+        alike = ms[rs <= float(rss2[j]) + tol]
+        return cxy[j], float(m2[j]), float(kk2[j]), float(rss2[j]), alike
+
+    best, m, kk, rss, alike = search(pos, _Projector(y, sw, bgc))
+    sw_noise = sw
+    for _ in range(2):
+        # Where the dipole's phase changes a lot within a voxel, the voxel's phase (the angle of
+        # its complex mean) is not the mean phase the model gives: leave out voxels whose
+        # nearest point to the source sees more than max_model_phase_rad (|m| 2 / r^3 at most).
+        gap = [np.maximum(np.abs(pos[:, i] - best[i]) - vox[i] / 2, 0.0) for i in range(3)]
+        r_near = np.maximum(np.sqrt(gap[0] ** 2 + gap[1] ** 2 + gap[2] ** 2), a_model)
+        keep = abs(m) * 2.0 / r_near ** 3 <= params.max_model_phase_rad
+        pos, y, sw_noise, bgc = pos[keep], y[keep], sw_noise[keep], bgc[keep]
+        if len(y) < params.min_voxels:
+            return not_usable(f"too few voxels where the dipole's phase stays small ({len(y)})", len(y))
+        # the model is not exact (partial volume, complex averaging, shape): a relative error of
+        # model_error of its own phase joins each voxel's noise, so the near field does not dominate
+        pred = m * kernels(best[None, :], pos)[:, 0]
+        sw = 1.0 / np.sqrt(1.0 / sw_noise ** 2 + (params.model_error * pred) ** 2)
+        # refit near the centre found (its slice position +- 1/8 slice): the centre barely moves
+        cands = best[None, :] + np.array([[-0.125 * vox[0], 0, 0], [0, 0, 0], [0.125 * vox[0], 0, 0]])
+        mm_, kk_, rss_ = _Projector(y, sw, bgc).solve(kernels(cands, pos))
+        j = int(np.argmin(rss_))
+        m_before = m
+        best, m, kk, rss = cands[j], float(mm_[j]), float(kk_[j]), float(rss_[j])
+        alike = alike * (m / m_before) if m_before != 0 else alike
+    n, p_free = len(y), 1 + bgc.shape[1]
+    if kk <= 0:
+        return not_usable("the dipole model is not determined by these voxels (all too far or too few)", n)
+    chi2_red = max(rss, 0.0) / max(n - p_free, 1)
+    spread = 0.5 * float(np.ptp(alike)) if len(alike) > 1 else 0.0
+    se = float(np.sqrt(max(1.0, chi2_red) / kk + spread ** 2))
+    centre_idx = tuple(float(v) for v in best / vox)
+    z_phase = m / se
+    para = is_paramagnetic(bool(m < 0), convention) if m != 0 else None
+    sign = 0.0 if para is None else (1.0 if para else -1.0)
+    z = abs(z_phase) * sign if para is not None else z_phase
+    base = dict(usable=True, reason="", moment_rad_mm3=m, moment_se_rad_mm3=se, z=float(z), paramagnetic=para,
+                radius_mm=d / 2.0, center_index=centre_idx, residual_rms=float(np.sqrt(chi2_red)), n_voxels=n)
+    if para is None:
+        base["reason"] = "phase convention unknown: the moment's sign has no meaning yet"
+        return DipoleFit(**base)
+    if echo_time_ms and field_strength_t and echo_time_ms > 0 and field_strength_t > 0:
+        k = physics.phase_per_ppm_rad(b0_t=field_strength_t, echo_time_ms=echo_time_ms)
+        mom, mse = sign * abs(m) / k, se / k
+        ci = (mom - params.ci_z * mse, mom + params.ci_z * mse)
+        a3 = (d / 2.0) ** 3
+        if a3 > 0 and abs(3.0 * mom / a3) > params.max_abs_chi_ppm:
+            return not_usable(f"implausible fit: |chi| {abs(3.0 * mom / a3):.1f} ppm > {params.max_abs_chi_ppm:g} ppm "
+                              f"for a {d:.1f} mm spot (another source in the box?)", n)
+        base.update(moment=mom, moment_se=mse, moment_ci95=ci, moment_unit=MOMENT_UNIT_PPM,
+                    chi_ppm=3.0 * mom / a3 if a3 > 0 else None,
+                    chi_ppm_ci95=(3.0 * ci[0] / a3, 3.0 * ci[1] / a3) if a3 > 0 else None)
+    else:
+        mom = sign * abs(m)
+        base.update(moment=mom, moment_se=se, moment_ci95=(mom - params.ci_z * se, mom + params.ci_z * se),
+                    moment_unit=MOMENT_UNIT_RAD,
+                    reason="echo time or field strength unknown: moment in phase units, no chi estimate")
+    return DipoleFit(**base)
