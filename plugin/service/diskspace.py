@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from plugin.service.permissions import FILE_MODE
+
 LOG = logging.getLogger(__name__)
 RESERVE_FILE = "reserve.bin"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -78,7 +80,7 @@ class DiskReserve:
             if free_bytes(self.path.parent) < self.size_bytes + min_free_after_bytes:
                 return False
             tmp = self.path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             try:
                 os.posix_fallocate(fd, 0, self.size_bytes)  # real blocks, not a sparse file
                 os.fsync(fd)

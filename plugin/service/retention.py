@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 
 from plugin.service.config import Config, RetentionConfig
 from plugin.service.diskspace import DiskUsage, disk_usage
+from plugin.service.permissions import FILE_MODE
 from plugin.service.dispatch import entry_id
 from plugin.service.spool import Spool, atomic_write_json, read_json
 from plugin.service.state import StateLayout
@@ -160,7 +161,7 @@ def _remove(layout: StateLayout, spool: Spool, v: Verdict, reason: str) -> None:
     line = json.dumps({"study": v.study, "study_instance_uid": v.study_instance_uid, "reason": reason,
                        "finished": v.finished, "removed": time.time()}, sort_keys=True) + "\n"
     try:
-        fd = os.open(layout.root / RETENTION_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(layout.root / RETENTION_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         try:
             os.write(fd, line.encode())
         finally:
