@@ -158,7 +158,9 @@ def test_multi_echo_takes_latest_usable_echo_or_the_one_asked(tmp_path):
     doc = analyze_paths([tmp_path / "in"], tmp_path / "o1", write_dicom=False)
     assert len(doc["analyses"]) == 1
     note = doc["analyses"][0]["notes"][0]
-    assert "latest echo" in note and "too little signal" in note and "using TE 25.0 ms" in note
+    # every echo with signal is combined (plugin.method.echoes); the noise-only one is left out
+    assert "latest echo" in note and "2 of 3 echoes used" in note
+    assert "echo 3 (TE 37.5 ms) left out: too little signal" in note and "phase read at TE 25 ms" in note
     assert len(doc["analyses"][0]["lesions"]) == 2
     doc = analyze_paths([tmp_path / "in"], tmp_path / "o2", echo=1, write_dicom=False)
     assert "echo 1 as requested" in doc["analyses"][0]["notes"][0]
