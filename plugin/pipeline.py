@@ -260,10 +260,9 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         except Exception as exc:  # a reader error names the file; report and skip the pair
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
-        note = pair.note
+        note, echo_note = pair.note, None
         if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes
             mag, ph, echo_note = _combine_echoes(dseries, mag, ph, pair.earlier)
-            note += "; " + echo_note
         if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": "magnitude and phase volumes differ in geometry"})
@@ -278,7 +277,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
             continue
-        analysis.notes.insert(0, note)
+        analysis.notes[:0] = [note] + ([echo_note] if echo_note else [])
         tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:
             paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method)
