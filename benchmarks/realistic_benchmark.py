@@ -216,9 +216,11 @@ def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
                 elif len(images.echo_times_ms) > 1 and not args.single_echo:
                     # every echo, combined as analyze_paths combines a multi-echo pair (timed with the analysis)
                     t1 = time.perf_counter()
-                    combo = combine_echoes(images.magnitude, images.phase_rad, images.echo_times_ms, plan.grid.voxel_mm)
+                    combo = combine_echoes(images.magnitude, images.phase_rad, images.echo_times_ms, plan.grid.voxel_mm,
+                                           magnitude=args.echo_magnitude)
+                    background = "smv" if combo.offset_removed and args.background == "auto" else args.background
                     res = analyze_arrays(combo.magnitude, combo.phase_rad, images.affine_lps,
-                                         convention=convention, options=AnalysisOptions(background=args.background))
+                                         convention=convention, options=AnalysisOptions(background=background))
                     secs = time.perf_counter() - t1
                     note = (f"arrays, {convention}, {len(combo.echoes_used)} echoes combined, phase at TE "
                             f"{combo.reference_te_ms:g} ms; {res.background}")
@@ -308,6 +310,8 @@ def main(argv=None) -> int:
     ap.add_argument("--swi-vendors", nargs="+", default=list(VENDOR_CONVENTION), choices=list(VENDOR_CONVENTION))
     ap.add_argument("--single-echo", action="store_true",
                     help="gre3d/gre2d: analyse only the last echo (as before issue 10) instead of combining every echo")
+    ap.add_argument("--echo-magnitude", default="matched", choices=["matched", "last"],
+                    help="combined echoes: the detection magnitude (plugin.method.echoes.combine_echoes)")
     ap.add_argument("--background", default="auto", help="background removal for the array protocols "
                     "(plugin.method.background methods; default auto)")
     ap.add_argument("--json", metavar="FILE", help="write every lesion record and false spot as JSON")

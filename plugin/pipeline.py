@@ -216,7 +216,7 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
 
 def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
     """Load the pair's other echoes and combine them with the chosen one (weighted multi-echo
-    field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note). An
+    field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw). An
     echo that cannot be loaded or has too little signal is left out, said in the note."""
     from plugin.method.echoes import combine_echo_volumes
     echoes, problems = [(mag, ph)], []
@@ -225,8 +225,8 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
             echoes.append((dseries.load_volume(m_alt), dseries.load_volume(p_alt)))
         except Exception as exc:  # a reader error names the file
             problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
-    mag, ph, note = combine_echo_volumes(echoes)
-    return mag, ph, "; ".join([note] + problems)
+    mag, ph, note, raw = combine_echo_volumes(echoes)
+    return mag, ph, "; ".join([note] + problems), raw
 
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
@@ -260,9 +260,12 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         except Exception as exc:  # a reader error names the file; report and skip the pair
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
-        note, echo_note = pair.note, None
+        note, echo_note, pair_options = pair.note, None, options
         if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes
-            mag, ph, echo_note = _combine_echoes(dseries, mag, ph, pair.earlier)
+            mag, ph, echo_note, raw = _combine_echoes(dseries, mag, ph, pair.earlier)
+            if raw and options.background == "auto":   # the fit found raw phase: remove its background
+                pair_options = replace(options, background="smv")
+                echo_note += "; raw phase (receiver offset found): background removed by the SMV method"
         if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": "magnitude and phase volumes differ in geometry"})
@@ -271,7 +274,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         conv, source = phase_series.phase_convention, phase_series.convention_source
         try:
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
-                                            points_lps_mm=points_lps_mm, options=options)
+                                            points_lps_mm=points_lps_mm, options=pair_options)
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
             log.exception("analysis of phase series %s failed", pair.phase_series_uid)
             skipped.append({"series_instance_uid": pair.phase_series_uid,

@@ -182,9 +182,12 @@ def _fit_chunk(mags, phases, tes, mweights, offset, step, te_ref, out_mag, out_p
 def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.ndarray], echo_times_ms: Sequence[float],
                    voxel_size_mm: tuple[float, float, float], *, filtered: Optional[bool] = None,
                    noise_sigma: Optional[float] = None, min_snr: float = MIN_USABLE_SNR,
-                   workers: int = 2) -> EchoCombination:
+                   magnitude: str = "matched", workers: int = 2) -> EchoCombination:
     """Combine the echoes (see the module docstring). ``filtered``: True skips the phase-offset
-    step (scanner-filtered phase has none), False forces it, None decides from the estimate."""
+    step (scanner-filtered phase has none), False forces it, None decides from the estimate.
+    ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo)."""
+    if magnitude not in ("matched", "last"):
+        raise ValueError(f"combine_echoes: magnitude must be 'matched' or 'last', got {magnitude!r}")
     n = len(magnitudes)
     if n == 0 or n != len(phases_rad) or n != len(echo_times_ms):
         raise ValueError(f"combine_echoes: {n} magnitudes, {len(phases_rad)} phases, {len(echo_times_ms)} echo times")
@@ -210,6 +213,8 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
     phs = [phases_rad[k] for k in used]
     cw = np.array([max(a, 0.0) * t * t for a, t in zip(lv, tes)], float)
     cw = cw / cw.sum() if cw.sum() > 0 else np.full(len(tes), 1.0 / len(tes))
+    if magnitude == "last":
+        cw = np.zeros(len(tes)); cw[-1] = 1.0
     te_ref = tes[-1]
 
     offset, step, offset_removed, off_text = None, 1, False, "one echo: no phase offset estimated"
@@ -249,8 +254,11 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
         parts.append("field: temporal unwrapping echo by echo, weighted least squares phase = 2 pi f TE "
                      "(weights magnitude^2 TE^2)")
         parts.append(f"phase read at TE {te_ref:g} ms (the longest usable echo) = 2 pi f TE")
-        parts.append("magnitude: echoes averaged with weights tissue level x TE^2 ("
-                     + ", ".join(f"{w:.2f}" for w in cw) + ")")
+        if magnitude == "last":
+            parts.append(f"magnitude: the TE {te_ref:g} ms echo's")
+        else:
+            parts.append("magnitude: echoes averaged with weights tissue level x TE^2 ("
+                         + ", ".join(f"{w:.2f}" for w in cw) + ")")
     else:
         parts.append("phase and magnitude of that echo as delivered")
     note = "echoes: " + "; ".join(parts)
@@ -261,15 +269,18 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
                            tuple(tes), tuple(float(w) for w in cw), offset_removed, note)
 
 
-def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[object, object, str]:
+def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[object, object, str, Optional[bool]]:
     """Combine the echoes of one paired acquisition given as (magnitude, phase) volume objects
     (anything with ``data``, ``affine_lps``, ``echo_time_ms``; ``dicom_io.read.volume.Volume``),
     the first being the echo the pairing chose (the latest).
 
-    Returns (magnitude, phase, note): copies of the volumes of the reference echo (the longest
-    usable one: its headers are what results reference) holding the combined magnitude and the
-    phase at that echo time. Echoes with another geometry or without an echo time are left out
-    (said in the note); with one echo left the volumes come back unchanged."""
+    Returns (magnitude, phase, note, raw): copies of the volumes of the reference echo (the
+    longest usable one: its headers are what results reference) holding the combined magnitude
+    and the phase at that echo time; ``raw`` is True when the fit found (and removed) a receiver
+    phase offset, i.e. the phase is raw and its background must still be removed (the combined
+    phase lacks the offset that the raw/filtered test partly relies on), None when not combined.
+    Echoes with another geometry or without an echo time are left out (said in the note); with
+    one echo left the volumes come back unchanged."""
     import dataclasses
 
     ref_m, ref_p = echoes[0]
@@ -290,7 +301,7 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
         kept.append((m, p, float(te)))
     if len(kept) < 2:
         note = "echoes: one echo used" + ("; " + "; ".join(notes) if notes else "")
-        return ref_m, ref_p, note
+        return ref_m, ref_p, note, None
     kept.sort(key=lambda k: k[2])          # echo numbers in the note count by echo time
     voxel = tuple(float(np.linalg.norm(ref_m.affine_lps[:3, i])) for i in range(3))
     combo = combine_echoes([np.asarray(k[0].data, np.float32) for k in kept], [k[1].data for k in kept],
@@ -298,4 +309,4 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
     base_m, base_p, _ = kept[max(combo.echoes_used, key=lambda i: kept[i][2])]
     mag = dataclasses.replace(base_m, data=combo.magnitude)
     ph = dataclasses.replace(base_p, data=combo.phase_rad)
-    return mag, ph, "; ".join([combo.note] + notes)
+    return mag, ph, "; ".join([combo.note] + notes), (True if combo.offset_removed else None)
