@@ -92,13 +92,26 @@ def _wrap_(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
     return x
 
 
-def _tissue_sample(magnitudes: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Subsampled echoes and a rough tissue mask on them (bright half of the first echo)."""
+def _tissue_sample(magnitudes: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """Subsampled echoes, a rough tissue mask on them (bright part of the first echo), the step."""
     step = max(1, int(np.sqrt(magnitudes[0].size / 1_000_000)))
     subs = [np.asarray(m[:, ::step, ::step], np.float32) for m in magnitudes]
     ref = subs[0]
     hi = float(np.percentile(ref, 99.0))
-    return subs, ref > 0.35 * hi
+    return subs, ref > 0.35 * hi, step
+
+
+def _signal_box(first: np.ndarray, step: int, shape: tuple[int, int, int], margin: int = 16) -> tuple[slice, slice]:
+    """Rows and columns holding signal (the first echo above a fifth of its bright level, on the
+    subsampled grid) plus ``margin`` pixels: outside it there is only noise, not worth a fit."""
+    hi = float(np.percentile(first, 99.0))
+    sig = first > 0.2 * hi
+    if not sig.any():
+        return slice(0, shape[1]), slice(0, shape[2])
+    rows = np.nonzero(sig.any(axis=(0, 2)))[0] * step
+    cols = np.nonzero(sig.any(axis=(0, 1)))[0] * step
+    return (slice(max(0, rows[0] - margin), min(shape[1], rows[-1] + step + margin)),
+            slice(max(0, cols[0] - margin), min(shape[2], cols[-1] + step + margin)))
 
 
 def _phase_offset(m1, p1, p2, te1: float, te2: float, voxel_size_mm) -> tuple[np.ndarray, int, np.ndarray]:
@@ -137,11 +150,13 @@ def _upsample(coarse: np.ndarray, step: int, shape: tuple[int, int, int], rows: 
     return lo + fc * _wrap_(d, np.empty_like(d))
 
 
-def _fit_chunk(mags, phases, tes, mweights, offset, step, te_ref, out_mag, out_phase, out_slope, out_wsum, sl):
-    """Weighted temporal fit for the slices ``sl`` (writes the outputs in place). Written as
-    in-place float32 passes over a few slices at a time (the arrays stay in cache)."""
-    shape = (sl.stop - sl.start,) + mags[0].shape[1:]
-    off = None if offset is None else _upsample(offset, step, (0,) + shape[1:], sl)
+def _fit_chunk(mags, phases, tes, mweights, offset, step, te_ref, out_mag, out_phase, out_slope, out_wsum, box, sl):
+    """Weighted temporal fit for the slices ``sl`` inside the rows and columns ``box`` (writes
+    the outputs in place). In-place float32 passes over a few slices at a time (cache-sized)."""
+    rb, cb = box
+    shape = (sl.stop - sl.start, rb.stop - rb.start, cb.stop - cb.start)
+    off = None if offset is None else _upsample(offset, step, (0,) + mags[0].shape[1:], sl)[:, rb, cb]
+    sl = (sl, rb, cb)
     num = np.zeros(shape, np.float32)
     den = np.full(shape, np.float32(1e-30))     # no signal: slope 0
     tmp = np.empty(shape, np.float32)
@@ -199,7 +214,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
     tes_all = [float(echo_times_ms[k]) for k in order]
     if tes_all[0] <= 0 or len(set(tes_all)) != len(tes_all):
         raise ValueError(f"combine_echoes: echo times must be positive and distinct (got {tes_all} ms)")
-    subs, tissue = _tissue_sample([magnitudes[k] for k in order])
+    subs, tissue, sstep = _tissue_sample([magnitudes[k] for k in order])
     if noise_sigma is None:
         noise_sigma = estimate_noise_sigma(subs[0], tissue)
     levels = [float(np.median(s[tissue])) if tissue.any() else 0.0 for s in subs]
@@ -231,13 +246,16 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
     elif filtered is True:
         off_text = "filtered phase: no phase offset removed"
 
-    out_mag = np.empty(shape, np.float32)
-    out_phase = np.empty(shape, np.float32)
-    out_slope = np.empty(shape, np.float32)
-    out_wsum = np.empty(shape, np.float32)
-    chunk = max(1, min(shape[0], 262144 // max(1, shape[1] * shape[2])))   # ~1 MB per array
+    # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
+    box = _signal_box(subs[0], sstep, shape)
+    out_mag = np.array(mags[-1], np.float32, copy=True)
+    out_phase = np.array(phs[-1], np.float32, copy=True)
+    out_slope = np.zeros(shape, np.float32)
+    out_wsum = np.zeros(shape, np.float32)
+    area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+    chunk = max(1, min(shape[0], 262144 // max(1, area)))   # ~1 MB per array
     chunks = [slice(s, min(s + chunk, shape[0])) for s in range(0, shape[0], chunk)]
-    args = (mags, phs, tes, cw, offset, step, te_ref, out_mag, out_phase, out_slope, out_wsum)
+    args = (mags, phs, tes, cw, offset, step, te_ref, out_mag, out_phase, out_slope, out_wsum, box)
     if workers > 1 and len(chunks) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(lambda sl: _fit_chunk(*args, sl), chunks))
