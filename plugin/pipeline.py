@@ -43,7 +43,7 @@ SCHEMA = "borderphase.findings/1"
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    background: str = "auto"               # auto | none | homodyne | laplacian | smv
+    background: str = "auto"               # auto | none | homodyne | laplacian | smv (smv3d, smv2d)
     detection: DetectionParams = DetectionParams()
     interpret: InterpretRules = InterpretRules()
     max_tilt_deg: float = 30.0             # slice normal vs B0 (LPS z) beyond which the method does not apply

@@ -212,122 +212,164 @@ def laplacian_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, m
                  f"(magnitude-weighted Gaussian high pass, sigma {sigma_mm:g} mm)")
 
 
-def _disk_spectrum(radius_mm: float, shape: tuple[int, int], spacing_mm: tuple[float, float]) -> np.ndarray:
-    """(rfft2, area in pixels) of a 0/1 disk of ``radius_mm`` centred at the origin (circular)."""
-    nr, nc = shape
-    rr = np.minimum(np.arange(nr), nr - np.arange(nr)) * spacing_mm[0]
-    cc = np.minimum(np.arange(nc), nc - np.arange(nc)) * spacing_mm[1]
-    disk = ((rr[:, None] ** 2 + cc[None, :] ** 2) <= radius_mm ** 2).astype(np.float32)
-    return sfft.rfft2(disk), float(disk.sum())
+def wrapped_laplacian_3d(phase_rad: np.ndarray, voxel_size_mm: tuple[float, float, float]) -> np.ndarray:
+    """3D Laplacian of the unwrapped phase from wrapped neighbour differences along all three
+    axes (:func:`wrapped_laplacian_2d` plus the through-slice term)."""
+    out = wrapped_laplacian_2d(phase_rad, voxel_size_mm)
+    p = np.asarray(phase_rad, np.float32)
+    d = _wrap(p[1:] - p[:-1]) * np.float32(1.0 / voxel_size_mm[0] ** 2)
+    out[:-1] += d
+    out[1:] -= d
+    return out
+
+
+def laplacian_unwrap_3d(phase_rad: np.ndarray, keep: np.ndarray, voxel_size_mm: tuple[float, float, float],
+                        pad_slices: int = 0) -> np.ndarray:
+    """Laplacian unwrapping in 3D (for near-isotropic voxels): the true phase up to a function
+    harmonic in ``keep``. ``pad_slices`` zero slices are added on both ends (returned cropped)."""
+    lap = wrapped_laplacian_3d(phase_rad, voxel_size_mm)
+    lap *= keep
+    if pad_slices:
+        lap = np.pad(lap, ((pad_slices, pad_slices), (0, 0), (0, 0)))
+    shape = lap.shape
+    k = [(2.0 * (np.cos(2 * np.pi * (np.fft.rfftfreq(n) if i == 2 else np.fft.fftfreq(n))) - 1.0) / h ** 2).astype(np.float32)
+         for i, (n, h) in enumerate(zip(shape, voxel_size_mm))]
+    kernel = k[0][:, None, None] + k[1][None, :, None] + k[2][None, None, :]
+    kernel[0, 0, 0] = np.inf
+    spec = sfft.rfftn(lap, workers=-1)
+    spec /= kernel
+    out = sfft.irfftn(spec, s=shape, workers=-1).astype(np.float32)
+    return out[pad_slices: shape[0] - pad_slices] if pad_slices else out
+
+
+def _kernel_spectrum(radius_mm: float, shape: tuple[int, ...], spacing_mm: tuple[float, ...]) -> np.ndarray:
+    """rfftn of a 0/1 disk (2 axes) or ball (3 axes) of ``radius_mm`` centred at the origin (circular)."""
+    axes = [np.minimum(np.arange(n), n - np.arange(n)) * h for n, h in zip(shape, spacing_mm)]
+    r2 = sum(np.square(a).reshape([-1 if i == j else 1 for j in range(len(shape))]) for i, a in enumerate(axes))
+    kern = (r2 <= radius_mm ** 2).astype(np.float32)
+    return sfft.rfftn(kern, workers=-1)
 
 
 def smv_radii_mm(voxel_size_mm: tuple[float, float, float], *, largest_mm: float = 10.0,
                  smallest_mm: float = 3.0) -> list[float]:
-    """Radii from ``largest_mm`` down to max(``smallest_mm``, 2 in-plane voxels), about 1.4 x apart."""
+    """Radii from ``largest_mm`` down to max(``smallest_mm``, 2 in-plane voxels), about 1.6 x apart."""
     lo = max(smallest_mm, 2.0 * max(voxel_size_mm[1], voxel_size_mm[2]))
     radii, r = [], float(largest_mm)
-    while r > lo * 1.2:
+    while r > lo * 1.3:
         radii.append(round(r, 2))
-        r /= 1.4
+        r /= 1.6
     radii.append(round(lo, 2))
     return radii
 
 
+#: slice thickness / in-plane spacing up to which ``auto`` uses balls (3D) rather than disks
+SMV_3D_MAX_ANISOTROPY = 1.5
+
+
 def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
-                           voxel_size_mm: tuple[float, float, float], *, largest_mm: float = 10.0,
-                           smallest_mm: float = 3.0, void_fraction: float = 0.2) -> tuple[np.ndarray, str]:
-    """Unwrapped local phase (radians, float32; 0 outside ``mask``): Laplacian unwrapping in-plane,
-    then a variable-radius spherical-mean-value (SMV) high pass, V-SHARP's first step
-    (Schweser et al. 2011; Li et al. 2011) without its deconvolution.
+                           voxel_size_mm: tuple[float, float, float], *, kernel: str = "auto",
+                           largest_mm: float = 10.0, smallest_mm: float = 3.0,
+                           void_fraction: float = 0.2) -> tuple[np.ndarray, str]:
+    """Unwrapped local phase (radians, float32; 0 outside ``mask``): Laplacian unwrapping, then a
+    variable-radius spherical-mean-value (SMV) high pass, V-SHARP's first step (Schweser et al.
+    2011; Li et al. 2011) without its deconvolution.
 
-    Each voxel's phase minus its mean over the largest disk (``largest_mm`` ~ 10 mm, shrinking by
-    1.4 x toward the brain's edge down to max(``smallest_mm``, 2 voxels)) that lies wholly inside
-    the brain; signal voids are left out of the means (normalised convolution). Voxels where even
-    the smallest disk crosses the edge use the part inside the brain.
+    Each voxel's phase minus its mean over the largest ball or disk (``largest_mm`` ~ 10 mm,
+    shrinking by 1.6 x toward the brain's edge down to max(``smallest_mm``, 2 voxels)) that lies
+    wholly inside the brain (Euclidean distance to the mask's edge); signal voids are left out of
+    the means (normalised convolution). Voxels where even the smallest kernel crosses the edge use
+    the part inside the brain.
 
-    Why it keeps lesions: the mean of a harmonic function over a disk is its value at the centre,
-    and the in-plane unwrapping's residue is harmonic in each slice, so both it and a smooth
-    background go; a lesion's own field is not harmonic where it sits: on a border slice at
-    height h above a point dipole the disk of radius R keeps ``1 - (h^2 / (h^2 + R^2))^1.5`` of the
-    field at the disk's centre (95 % for h = 4 mm, R = 10 mm), where a 4 mm Gaussian high pass
-    keeps a fraction. No deconvolution: it would restore large-scale tissue fields (nuclei,
-    grey/white contrast) that the border patterns do not need, and amplify edge errors.
+    Why it keeps lesions: the mean of a harmonic function over a ball is its value at the centre,
+    so a background field (harmonic inside the brain) and the unwrapping's residue go; a lesion's
+    field is not harmonic where the ball holds it: a ball around a point near the lesion averages
+    its dipole field to about 0 and keeps it whole; a disk on a border slice at height h above
+    a dipole keeps ``1 - (h^2 / (h^2 + R^2))^1.5`` of the field at its centre (95 % for h = 4 mm,
+    R = 10 mm), where a 4 mm Gaussian high pass keeps a fraction. No deconvolution: it would
+    restore large-scale tissue fields (nuclei, grey/white contrast) that the border patterns do
+    not need, and amplify edge errors.
 
-    Why disks (in-plane) and not balls: the unwrapping is in-plane (a 3D Laplacian from wrapped
-    z-differences fails across 2.5-5 mm slices near lesions and sinuses), and its per-slice
-    residue is only removed by in-plane means; the 3D background is not harmonic in 2D, so a
-    disk leaves ``R^2 / 8`` times its through-plane curvature (small for fields that vary over
-    centimetres; the air/tissue fields near the sinuses are partly left: measured in
-    tests/test_background.py and benchmarks/realistic_benchmark.py).
+    ``kernel``: ``ball`` (3D unwrapping and balls), ``disk`` (in-plane unwrapping and disks) or
+    ``auto``: balls when the slices are at most 1.5 x the in-plane spacing (1 mm isotropic),
+    disks on thicker slices: a 3D Laplacian from wrapped through-slice differences fails across
+    2.5-5 mm slices near lesions and sinuses, and in-plane unwrapping leaves a per-slice residue
+    that only in-plane means remove. A disk leaves ``R^2 / 8`` times the background's
+    through-plane curvature (measured in tests/test_background.py and the realistic benchmark).
     """
+    from scipy.ndimage import distance_transform_edt
+
     out = np.zeros(phase_rad.shape, np.float32)
     if not mask.any():
         return out, "SMV background removal skipped: empty brain mask"
+    if kernel == "auto":
+        kernel = "ball" if voxel_size_mm[0] <= SMV_3D_MAX_ANISOTROPY * max(voxel_size_mm[1], voxel_size_mm[2]) else "disk"
+    if kernel not in ("ball", "disk"):
+        raise ValueError(f"SMV kernel must be ball, disk or auto, got {kernel!r}")
+    radii = sorted(smv_radii_mm(voxel_size_mm, largest_mm=largest_mm, smallest_mm=smallest_mm))
     box = _brain_box(mask, pad=8)
     ph, mag, m = phase_rad[box], magnitude[box], mask[box]
     tissue = float(np.median(sample_inside(mag, m)))
     keep = m & (mag >= void_fraction * tissue)
-    unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm)
-    # means on a grid of about 1 mm (block averages): smooth at the radii used, 4 x cheaper on 0.45 mm voxels
+    zpad = int(np.ceil(radii[-1] / voxel_size_mm[0])) if kernel == "ball" else 0
+    if kernel == "ball":
+        unwrapped = laplacian_unwrap_3d(ph, keep, voxel_size_mm, pad_slices=zpad)
+    else:
+        unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm)
+    # distance (mm) to the nearest voxel outside the brain: in-plane only for disks
+    sampling = voxel_size_mm if kernel == "ball" else (1e6, voxel_size_mm[1], voxel_size_mm[2])
+    depth = distance_transform_edt(np.pad(m, 1), sampling=sampling)[1:-1, 1:-1, 1:-1].astype(np.float32)
+    # means on a grid of about 1 mm in-plane (block averages): smooth at these radii, 4 x cheaper on 0.45 mm voxels
     f = max(1, int(1.0 / max(voxel_size_mm[1], voxel_size_mm[2])))
     ns, nr, nc = unwrapped.shape
-    if f > 1 and (nr % f or nc % f):
-        pr, pc = -nr % f, -nc % f
-        pad = ((0, 0), (0, pr), (0, pc))
-    else:
-        pad = None
+    pad = ((zpad, zpad), (0, -nr % f), (0, -nc % f))
 
     def coarse(a):
-        a = a.astype(np.float32, copy=False)
-        if pad is not None:
-            a = np.pad(a, pad)
-        return a if f == 1 else sum(a[:, i::f, j::f] for i in range(f) for j in range(f))
+        a = np.pad(a.astype(np.float32, copy=False), pad)
+        return a if f == 1 else sum(a[:, i::f, j::f] for i in range(f) for j in range(f)) / np.float32(f * f)
 
     wk = keep.astype(np.float32)
-    s_sum = coarse(unwrapped * wk)
-    n_sum = coarse(wk)
-    m_sum = coarse(m.astype(np.float32))
-    spacing = (voxel_size_mm[1] * f, voxel_size_mm[2] * f)
-    cr, cc = s_sum.shape[1:]
-    spec_s = sfft.rfft2(s_sum, axes=(1, 2), workers=-1)
-    spec_n = sfft.rfft2(n_sum, axes=(1, 2), workers=-1)
-    spec_m = sfft.rfft2(m_sum, axes=(1, 2), workers=-1)
-    radii = sorted(smv_radii_mm(voxel_size_mm, largest_mm=largest_mm, smallest_mm=smallest_mm))
-    mean = np.zeros(s_sum.shape, np.float32)
-    used = np.zeros(s_sum.shape, np.float32)
-    full_area = float(f * f)
+    s_sum, n_sum = coarse(unwrapped * wk), coarse(wk)
+    depth_c = coarse(depth)[zpad: zpad + ns] if f == 1 else np.pad(depth, pad)[zpad: zpad + ns, ::f, ::f]
+    axes = (0, 1, 2) if kernel == "ball" else (1, 2)
+    spacing = (voxel_size_mm[0], voxel_size_mm[1] * f, voxel_size_mm[2] * f)
+    cshape = s_sum.shape
+    kshape = tuple(cshape[a] for a in axes)
+    ksp = tuple(spacing[a] for a in axes)
+    spec_s = sfft.rfftn(s_sum, axes=axes, workers=-1)
+    spec_n = sfft.rfftn(n_sum, axes=axes, workers=-1)
+    sl = slice(zpad, zpad + ns)
+    mean = np.zeros((ns,) + cshape[1:], np.float32)
+    used = np.zeros(mean.shape, np.float32)
     for k, radius in enumerate(radii):
-        kern, area = _disk_spectrum(radius, (cr, cc), spacing)
-        num = sfft.irfft2(spec_s * kern, s=(cr, cc), axes=(1, 2), workers=-1)
-        den = sfft.irfft2(spec_n * kern, s=(cr, cc), axes=(1, 2), workers=-1)
+        kern = _kernel_spectrum(radius, kshape, ksp)
+        num = sfft.irfftn(spec_s * kern, s=kshape, axes=axes, workers=-1)[sl]
+        den = sfft.irfftn(spec_n * kern, s=kshape, axes=axes, workers=-1)[sl]
         val = num / np.maximum(den, 1e-3)
-        if k == 0:
-            mean[...] = val
-            used[...] = radius
-        inside = sfft.irfft2(spec_m * kern, s=(cr, cc), axes=(1, 2), workers=-1) >= (area * full_area - 0.5)
-        inside &= den > 0.5
-        mean[inside] = val[inside]
-        used[inside] = radius
+        fits = (depth_c > radius) & (den > 0.5) if k else np.ones(mean.shape, bool)
+        mean[fits] = val[fits]
+        used[fits] = radius
     if f > 1:
-        rr = np.clip((np.arange(nr) - (f - 1) / 2) / f, 0, cr - 1)
-        ci = np.clip((np.arange(nc) - (f - 1) / 2) / f, 0, cc - 1)
-        mean = _bilinear(mean, rr, ci)
-        used_full = used[:, np.minimum(np.arange(nr) // f, cr - 1)][:, :, np.minimum(np.arange(nc) // f, cc - 1)]
-    else:
-        used_full = used
+        rr = np.clip((np.arange(nr) - (f - 1) / 2) / f, 0, cshape[1] - 1)
+        cc = np.clip((np.arange(nc) - (f - 1) / 2) / f, 0, cshape[2] - 1)
+        mean = _bilinear(mean, rr, cc)
     unwrapped -= mean
     unwrapped *= m
     out[box] = unwrapped
-    in_brain = used_full[m]
-    share = float(np.mean(in_brain >= radii[-1] - 1e-6)) if in_brain.size else 0.0
-    return out, (f"Laplacian unwrapping (in-plane, voids excluded) + variable-radius SMV high pass "
-                 f"(in-plane disks {radii[-1]:g} mm shrinking to {radii[0]:g} mm at the brain edge, "
-                 f"{share:.0%} of brain voxels at {radii[-1]:g} mm; V-SHARP without deconvolution)")
+    share = float(np.mean(depth[m] > radii[-1]))
+    shape_word = "balls (3D unwrapping)" if kernel == "ball" else "in-plane disks (in-plane unwrapping)"
+    return out, (f"Laplacian unwrapping + variable-radius SMV high pass ({shape_word} of {radii[-1]:g} mm "
+                 f"shrinking to {radii[0]:g} mm at the brain edge, {share:.0%} of brain voxels at {radii[-1]:g} mm; "
+                 f"V-SHARP without deconvolution)")
+
+
+#: background method name -> SMV kernel (``smv``: balls on near-isotropic voxels, disks on thick slices)
+SMV_METHODS = {"smv": "auto", "smv3d": "ball", "smv2d": "disk"}
 
 
 def remove_background(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
                       voxel_size_mm: tuple[float, float, float], *, method: str = "auto") -> tuple[np.ndarray, bool, str]:
-    """(local phase, wrapped?, what was done). ``method``: auto | none | homodyne | laplacian | smv.
+    """(local phase, wrapped?, what was done). ``method``: auto | none | homodyne | laplacian | smv
+    (| smv3d | smv2d: the SMV kernel forced to balls or disks).
 
     ``auto`` leaves filtered phase alone and applies the variable-radius SMV method to raw phase
     (``laplacian``: the earlier Gaussian high pass; ``homodyne``: the scanners' filter).
@@ -341,11 +383,12 @@ def remove_background(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.nda
     if method == "laplacian":
         out, what = laplacian_background_removal(phase_rad, magnitude, mask, voxel_size_mm)
         return out, False, what
-    if method == "smv":
-        out, what = smv_background_removal(phase_rad, magnitude, mask, voxel_size_mm)
+    if method in SMV_METHODS:
+        out, what = smv_background_removal(phase_rad, magnitude, mask, voxel_size_mm, kernel=SMV_METHODS[method])
         return out, False, what
     if method != "auto":
-        raise ValueError(f"unknown background method {method!r} (auto, none, homodyne, laplacian, smv)")
+        raise ValueError(f"unknown background method {method!r} (auto, none, homodyne, laplacian, "
+                         f"{', '.join(SMV_METHODS)})")
     test = is_raw_phase(phase_rad, magnitude, mask, voxel_size_mm)
     if not test.raw:
         return phase_rad.astype(np.float32), True, test.reason + "; used as delivered"
