@@ -1,7 +1,8 @@
 """A magnitude/phase pair -> lesions -> findings.json (+ DICOM result objects).
 
 ``analyze_paths`` is the agreed entry point: scan the inputs (dicom_io.read.series.scan), pair the
-magnitude and phase stacks of each acquisition (plugin.pairing), analyse every pair, write
+magnitude and phase stacks of each acquisition (plugin.pairing), combine a pair's echoes
+(plugin.method.echoes: weighted multi-echo field fit, phase read at the longest usable TE), analyse every pair, write
 ``out_dir/findings.json`` in the GUIDE's ``borderphase.findings/1`` schema and, unless told not to,
 the SR/SEG/summary/KOS objects (``dicom_io.results.write_results``, given the model translated by
 ``report_input``). The result writers assign each spot's tracking identifier and UID; findings.json
@@ -10,7 +11,8 @@ names the spot with the identity they return, so it matches the SR and SEG.
 The analysis of one pair (``analyze_arrays``):
 1. brain mask and dark spots on the magnitude (plugin.method.detect), or the spots around given points;
 2. background removal of the phase (plugin.method.background: filtered phase is used as delivered, raw
-   phase gets the Laplacian method, or the homodyne filter on request);
+   phase gets Laplacian unwrapping and the variable-radius SMV high pass; the Gaussian (laplacian)
+   or homodyne filter on request);
 3. pattern readings on the superior/inferior border slices and the central slice
    (plugin.method.spotread, plugin.method.patterns);
 4. interpretation through the series' phase convention (plugin.method.interpret).

@@ -133,12 +133,28 @@ def test_smv_keeps_a_6mm_lesion_at_3mm_voxels_and_removes_a_wrapping_background(
         assert _gain(old, true, s + ds, r, c) < _gain(local, true, s + ds, r, c)
 
 
+def test_smv_uses_balls_on_isotropic_voxels_and_they_remove_more_background_than_disks():
+    """Disks leave R^2/8 times the background's through-plane curvature; balls do not (measured
+    on this scene: residual s.d. 0.07 vs 0.12 rad, border-slice phase kept 0.98 vs 0.97)."""
+    from plugin.method.background import smv_background_removal
+    mag, raw, true, brain, background, (s, r, c) = _scene()
+    ball, what = smv_background_removal(raw, mag, brain, SCENE_VOX)
+    assert "balls (3D unwrapping)" in what
+    disk, what = smv_background_removal(raw, mag, brain, SCENE_VOX, kernel="disk")
+    assert "in-plane disks" in what
+    far = brain & (np.abs(true) < 1e-3)
+    far[:, r - 8: r + 9, c - 8: c + 9] = False
+    assert float(np.std(ball[far])) < 0.8 * float(np.std(disk[far]))
+    for ds in (-1, 1):
+        assert _gain(ball, true, s + ds, r, c) >= 0.95
+
+
 def test_smv_radius_shrinks_toward_the_brain_edge_and_never_below_two_voxels():
     from plugin.method.background import smv_radii_mm
     assert smv_radii_mm((3.0, 3.0, 3.0))[-1] == 6.0
     assert smv_radii_mm((2.5, 0.45, 0.45))[-1] == 3.0
     radii = smv_radii_mm((1.0, 1.0, 1.0))
-    assert radii[0] == 10.0 and radii == sorted(radii, reverse=True)
+    assert radii[0] == 10.0 and radii == sorted(radii, reverse=True) and len(radii) >= 3
     # a lesion close to the edge is still kept (smaller disks there), and nothing leaks outside the brain
     from plugin.method.background import smv_background_removal
     mag, raw, true, brain, _, (s, r, c) = _scene()
