@@ -186,6 +186,8 @@ def test_multi_echo_raw_phase_is_combined_and_classified(tmp_path, vendor):
     assert echo_note.startswith("echoes: 4 of 4 echoes used: 1 (TE 6.25 ms), 2 (TE 12.5 ms), 3 (TE 18.75 ms), 4 (TE 25 ms)")
     assert "phase read at TE 25 ms" in echo_note and "weighted least squares" in echo_note
     assert any("variable-radius SMV" in n for n in a["notes"])
+    # (with 3D balls on these 2.5 mm slices the calcification's upper border read black: a wrong
+    # call; plugin.method.background takes in-plane disks on thick slices)
     got = sorted((les["center_lps_mm"][0], les["classification"]) for les in a["lesions"])
     assert [c for _, c in got] == [les.cls for les in sorted(LESIONS, key=lambda les: les.center_index[2])]
     one = analyze_paths([tmp_path / "in"], tmp_path / "one", echo=4, write_dicom=False)
