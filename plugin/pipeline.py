@@ -227,7 +227,11 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
             echoes.append((dseries.load_volume(m_alt), dseries.load_volume(p_alt)))
         except Exception as exc:  # a reader error names the file
             problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
-    mag, ph, note, raw = combine_echo_volumes(echoes)
+    try:
+        mag, ph, note, raw = combine_echo_volumes(echoes)
+    except Exception as exc:  # never lose the pair: read the chosen echo alone, say why
+        log.exception("echo combination failed")
+        return mag, ph, f"echoes: not combined ({type(exc).__name__}: {exc}); the chosen echo read alone", None
     return mag, ph, "; ".join([note] + problems), raw
 
 

@@ -194,6 +194,23 @@ def test_multi_echo_raw_phase_is_combined_and_classified(tmp_path, vendor):
     assert not any(n.startswith("echoes:") for n in one["analyses"][0]["notes"])
 
 
+def test_a_failing_echo_combination_falls_back_to_the_chosen_echo(tmp_path, monkeypatch):
+    import plugin.method.echoes as echoes
+
+    def broken(_echoes, **_kw):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(echoes, "combine_echo_volumes", broken)
+    mag, ph = simulate(SHAPE, VOX, LESIONS, convention="right-handed", snr=40, seed=4)
+    stacks = [StackToWrite("magnitude", 1, 12.5, mag), StackToWrite("phase", 1, 12.5, ph),
+              StackToWrite("magnitude", 2, 25.0, mag), StackToWrite("phase", 2, 25.0, ph)]
+    write_acquisition(tmp_path / "in", vendor="GE", style="classic", stacks=stacks, affine_lps=affine_for(VOX),
+                      study=new_study(), series_description="SWAN", series_number=5)
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "out", write_dicom=False)
+    (a,) = doc["analyses"]
+    assert a["notes"][1] == "echoes: not combined (RuntimeError: out of memory); the chosen echo read alone"
+    assert len(a["lesions"]) == 2
+
+
 def test_sagittal_stack_is_indeterminate_not_guessed():
     """The border-slice method needs B0 across the slices; a sagittal stack must not be called."""
     from plugin.pipeline import analyze_arrays
