@@ -177,3 +177,16 @@ def test_smv_on_thick_slices():
     for ds, least in ((-1, 0.85), (1, 0.7)):
         kept = _gain(local, true, s + ds, r, c, half=12)
         assert kept >= least and kept > _gain(old, true, s + ds, r, c, half=12) + 0.1
+
+
+def test_raw_phase_with_a_weak_background_is_still_raw():
+    """A raw phase whose low-pass spread is only ~0.3 rad (a 1.5 T / short TE / well shimmed
+    head; the Siemens field-mapping phase measures 0.26-0.33) must get its background removed;
+    homodyne-filtered phase stays below 0.05 rad."""
+    mag, raw, true, brain, background, _ = _scene()
+    weak = np.angle(np.exp(1j * (true + 0.15 * background))).astype(np.float32)
+    test = is_raw_phase(weak, mag, brain, SCENE_VOX)
+    assert 0.2 < test.lowpass_spread_rad < 0.5 and test.raw
+    filtered, _ = homodyne_highpass(weak, mag, SCENE_VOX)
+    test = is_raw_phase(filtered, mag, brain, SCENE_VOX)
+    assert test.lowpass_spread_rad < 0.05 and not test.raw
