@@ -217,7 +217,7 @@ def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
                     # every echo, combined as analyze_paths combines a multi-echo pair (timed with the analysis)
                     t1 = time.perf_counter()
                     combo = combine_echoes(images.magnitude, images.phase_rad, images.echo_times_ms, plan.grid.voxel_mm,
-                                           magnitude=args.echo_magnitude)
+                                           magnitude=args.echo_magnitude, te_power=args.echo_te_power)
                     background = "smv" if combo.offset_removed and args.background == "auto" else args.background
                     res = analyze_arrays(combo.magnitude, combo.phase_rad, images.affine_lps,
                                          convention=convention, options=AnalysisOptions(background=background))
@@ -312,6 +312,8 @@ def main(argv=None) -> int:
                     help="gre3d/gre2d: analyse only the last echo (as before issue 10) instead of combining every echo")
     ap.add_argument("--echo-magnitude", default="matched", choices=["matched", "last"],
                     help="combined echoes: the detection magnitude (plugin.method.echoes.combine_echoes)")
+    ap.add_argument("--echo-te-power", type=float, default=2.0,
+                    help="combined echoes: magnitude weights tissue level x TE^power (default 2)")
     ap.add_argument("--background", default="auto", help="background removal for the array protocols "
                     "(plugin.method.background methods; default auto)")
     ap.add_argument("--json", metavar="FILE", help="write every lesion record and false spot as JSON")

@@ -197,7 +197,7 @@ def _fit_chunk(mags, phases, tes, mweights, offset, step, te_ref, out_mag, out_p
 def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.ndarray], echo_times_ms: Sequence[float],
                    voxel_size_mm: tuple[float, float, float], *, filtered: Optional[bool] = None,
                    noise_sigma: Optional[float] = None, min_snr: float = MIN_USABLE_SNR,
-                   magnitude: str = "matched", workers: int = 2) -> EchoCombination:
+                   magnitude: str = "matched", te_power: float = 2.0, workers: int = 2) -> EchoCombination:
     """Combine the echoes (see the module docstring). ``filtered``: True skips the phase-offset
     step (scanner-filtered phase has none), False forces it, None decides from the estimate.
     ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo)."""
@@ -226,7 +226,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
     lv = [levels[i] for i in keep]
     mags = [magnitudes[k] for k in used]
     phs = [phases_rad[k] for k in used]
-    cw = np.array([max(a, 0.0) * t * t for a, t in zip(lv, tes)], float)
+    cw = np.array([max(a, 0.0) * t ** te_power for a, t in zip(lv, tes)], float)
     cw = cw / cw.sum() if cw.sum() > 0 else np.full(len(tes), 1.0 / len(tes))
     if magnitude == "last":
         cw = np.zeros(len(tes)); cw[-1] = 1.0
@@ -275,7 +275,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
         if magnitude == "last":
             parts.append(f"magnitude: the TE {te_ref:g} ms echo's")
         else:
-            parts.append("magnitude: echoes averaged with weights tissue level x TE^2 ("
+            parts.append(f"magnitude: echoes averaged with weights tissue level x TE^{te_power:g} ("
                          + ", ".join(f"{w:.2f}" for w in cw) + ")")
     else:
         parts.append("phase and magnitude of that echo as delivered")
