@@ -94,7 +94,7 @@ def _wrap_(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
 
 def _tissue_sample(magnitudes: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, int]:
     """Subsampled echoes, a rough tissue mask on them (bright part of the first echo), the step."""
-    step = max(1, int(np.sqrt(magnitudes[0].size / 1_000_000)))
+    step = max(1, int(np.sqrt(magnitudes[0].size / 250_000)))
     subs = [np.asarray(m[:, ::step, ::step], np.float32) for m in magnitudes]
     ref = subs[0]
     hi = float(np.percentile(ref, 99.0))
@@ -116,9 +116,9 @@ def _signal_box(first: np.ndarray, step: int, shape: tuple[int, int, int], margi
 
 def _phase_offset(m1, p1, p2, te1: float, te2: float, voxel_size_mm) -> tuple[np.ndarray, int, np.ndarray]:
     """Coarse-grid smooth phase offset (radians), the coarsening step and the tissue on that grid."""
-    # sampled about every 1.5 mm (the low pass then averages ~40 samples per slice): noise of the
-    # extrapolated offset (about 2.2 x a single echo's) drops well below the field's own
-    step = max(1, int(1.5 / voxel_size_mm[1]))
+    # sampled about every 2 mm (the 5 mm low pass then averages ~40 samples per slice): noise of
+    # the extrapolated offset (about 2.2 x a single echo's) drops well below the field's own
+    step = max(1, int(2.0 / voxel_size_mm[1]))
     sl = (slice(None), slice(None, None, step), slice(None, None, step))
     a, b, m = (np.asarray(x[sl], np.float32) for x in (p1, p2, m1))
     d = b - a
