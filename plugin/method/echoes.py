@@ -32,7 +32,18 @@ the echoes are averaged with weights ``A_n TE_n^2`` (normalised to sum 1): the l
 (blooming, as the single-echo reading saw it) and the early ones add signal-to-noise.
 
 An echo whose tissue signal is below ``min_snr`` times the noise is left out (the first echo is
-always kept), and the note says so.
+always kept), and the note says so. Rows and columns outside the head (first echo below a fifth
+of its bright level, plus 16 pixels) are not fitted: they keep the reference echo as delivered.
+
+Measured (benchmarks/realistic_benchmark.py, gre3d_1mm, 4 studies, with the SMV background
+removal; before = the 25 ms echo alone with the Gaussian high pass): decided calls right 0.979 ->
+0.993, indeterminate 0.160 -> 0.086, calcification specificity 0.794 -> 0.932, sensitivity 0.871 ->
+0.867; recall 0.790 -> 0.762 (spots < 2 mm 0.32 -> 0.22: the averaged magnitude blooms less than
+the last echo's; the last echo's magnitude keeps them but abstains more, TE^4 weights were worse).
+Six-echo 512 x 512 x 60 SWI (benchmarks/echo_combination.py): false spots 85 -> 47, indeterminate
+10 -> 5; the combination 0.6 s CPU (0.8-0.9 s wall at load 3). Known gap: the spot reader estimates phase noise as
+magnitude noise / magnitude; on the averaged magnitude that is about 0.8 x the fitted phase's
+true s.d. (:attr:`EchoCombination.phase_sd_rad` has it per voxel).
 """
 from __future__ import annotations
 
