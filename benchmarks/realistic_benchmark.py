@@ -15,7 +15,9 @@ choroid plexus x 2, falx) each.
   ``borderphase phantom`` path), read back through ``dicom_io.read.series`` (scan, pairing, vendor
   scaling, convention from the headers) and analysed;
 * ``gre3d_1mm`` (1 mm isotropic, 3 T, 5 echoes to 25 ms, raw phase, SNR 30) and ``gre2d_5mm`` (0.9 x 0.9
-  x 5 mm, 1.5 T, TE 20 ms, raw phase, SNR 25): analysed as arrays (GE convention, right-handed), last echo.
+  x 5 mm, 1.5 T, TE 20 ms, raw phase, SNR 25): analysed as arrays (GE convention, right-handed); every
+  echo combined by ``plugin.method.echoes.combine_echoes`` as ``analyze_paths`` does (``--single-echo``:
+  the last echo only, as before issue 10).
 
 Analysis: ``plugin.pipeline.analyze_arrays`` with default options (what ``borderphase analyze`` runs).
 
@@ -49,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin.phantom import dicom as phantom_dicom  # noqa: E402
 from plugin.phantom import head as H  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
+from plugin.method.echoes import combine_echoes  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays  # noqa: E402
 from benchmarks.scoring import SIZE_GROUPS, match_spot, rate as _rate  # noqa: E402
 
@@ -202,12 +205,24 @@ def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
                 if protocol == "swi3d":
                     with tempfile.TemporaryDirectory(prefix="bp_real_") as tmp:
                         res, secs, note = analyze_dicom(images, truth, vendor, Path(tmp))
+                elif len(images.echo_times_ms) > 1 and not args.single_echo:
+                    # every echo, combined as analyze_paths combines a multi-echo pair (timed with the analysis)
+                    t1 = time.perf_counter()
+                    combo = combine_echoes(images.magnitude, images.phase_rad, images.echo_times_ms, plan.grid.voxel_mm,
+                                           magnitude=args.echo_magnitude, te_power=args.echo_te_power)
+                    background = "smv" if combo.offset_removed and args.background == "auto" else args.background
+                    res = analyze_arrays(combo.magnitude, combo.phase_rad, images.affine_lps,
+                                         convention=convention, options=AnalysisOptions(background=background),
+                                         echo_time_ms=combo.reference_te_ms, field_strength_t=acq.b0_t)
+                    secs = time.perf_counter() - t1
+                    note = (f"arrays, {convention}, {len(combo.echoes_used)} echoes combined, phase at TE "
+                            f"{combo.reference_te_ms:g} ms; {res.background}")
                 else:
                     t1 = time.perf_counter()
                     res = analyze_arrays(images.magnitude[-1], images.phase_rad[-1], images.affine_lps,
-                                         convention=convention, options=AnalysisOptions(),
+                                         convention=convention, options=AnalysisOptions(background=args.background),
                                          echo_time_ms=images.echo_times_ms[-1], field_strength_t=acq.b0_t)
-                    secs, note = time.perf_counter() - t1, f"arrays, {convention}, echo TE {images.echo_times_ms[-1]:g} ms"
+                    secs, note = time.perf_counter() - t1, f"arrays, {convention}, echo TE {images.echo_times_ms[-1]:g} ms; {res.background}"
                 sc = score_study(protocol, vendor, plan, truth, res)
                 sc.render_s, sc.analysis_s, sc.note = render_s, secs, note
                 results[vendor].append(sc)
@@ -283,6 +298,14 @@ def main(argv=None) -> int:
     ap.add_argument("--studies", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--swi-vendors", nargs="+", default=list(VENDOR_CONVENTION), choices=list(VENDOR_CONVENTION))
+    ap.add_argument("--single-echo", action="store_true",
+                    help="gre3d/gre2d: analyse only the last echo (as before issue 10) instead of combining every echo")
+    ap.add_argument("--echo-magnitude", default="matched", choices=["matched", "last"],
+                    help="combined echoes: the detection magnitude (plugin.method.echoes.combine_echoes)")
+    ap.add_argument("--echo-te-power", type=float, default=2.0,
+                    help="combined echoes: magnitude weights tissue level x TE^power (default 2)")
+    ap.add_argument("--background", default="auto", help="background removal for the array protocols "
+                    "(plugin.method.background methods; default auto)")
     ap.add_argument("--json", metavar="FILE", help="write every lesion record and false spot as JSON")
     ap.add_argument("-v", "--verbose", action="store_true", help="list misses, wrong/indeterminate calls and false spots")
     args = ap.parse_args(argv)

@@ -1,7 +1,8 @@
 """A magnitude/phase pair -> lesions -> findings.json (+ DICOM result objects).
 
 ``analyze_paths`` is the agreed entry point: scan the inputs (dicom_io.read.series.scan), pair the
-magnitude and phase stacks of each acquisition (plugin.pairing), analyse every pair, write
+magnitude and phase stacks of each acquisition (plugin.pairing), combine a pair's echoes
+(plugin.method.echoes: weighted multi-echo field fit, phase read at the longest usable TE), analyse every pair, write
 ``out_dir/findings.json`` in the GUIDE's ``borderphase.findings/1`` schema and, unless told not to,
 the SR/SEG/summary/KOS objects (``dicom_io.results.write_results``, given the model translated by
 ``report_input``). The result writers assign each spot's tracking identifier and UID; findings.json
@@ -10,7 +11,8 @@ names the spot with the identity they return, so it matches the SR and SEG.
 The analysis of one pair (``analyze_arrays``):
 1. brain mask and dark spots on the magnitude (plugin.method.detect), or the spots around given points;
 2. background removal of the phase (plugin.method.background: filtered phase is used as delivered, raw
-   phase gets the Laplacian method, or the homodyne filter on request);
+   phase gets Laplacian unwrapping and the variable-radius SMV high pass; the Gaussian (laplacian)
+   or homodyne filter on request);
 3. pattern readings on the superior/inferior border slices and the central slice
    (plugin.method.spotread, plugin.method.patterns);
 4. interpretation through the series' phase convention (plugin.method.interpret).
@@ -45,7 +47,7 @@ SCHEMA = "borderphase.findings/1"
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    background: str = "auto"               # auto | none | homodyne | laplacian
+    background: str = "auto"               # auto | none | homodyne | laplacian | smv (smv3d, smv2d)
     detection: DetectionParams = DetectionParams()
     interpret: InterpretRules = InterpretRules()
     dipole_fit: FitParams = FitParams()
@@ -249,24 +251,23 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
                         lesions=res.lesions, label_map=res.label_map, notes=notes), res
 
 
-MIN_USABLE_SNR = 5.0   # tissue magnitude / noise s.d. below which an echo is not used (if an earlier one exists)
-
-
-def magnitude_snr(magnitude: np.ndarray) -> float:
-    """Tissue magnitude over noise s.d. of a magnitude volume (brain mask, robust estimates).
-
-    Estimated on every second row and column: a quarter of the voxels gives the same figure
-    (within 2 % on a 512 x 512 x 60 phantom: 39.2 vs 39.6, 29.7 vs 30.0) in a fifth of the time,
-    and this check runs on the node's latency path before every analysis."""
-    magnitude = np.asarray(magnitude[:, ::2, ::2], dtype=np.float32)
-    vox = (1.0, 1.0, 1.0)
-    mask = brain_mask(magnitude, vox)
-    if not mask.any():
-        return 0.0
-    from plugin.method.detect import sample_inside
-    noise = estimate_noise_sigma(magnitude, mask)
-    tissue = float(np.median(sample_inside(magnitude, mask)))
-    return tissue / noise if noise > 0 else float("inf")
+def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
+    """Load the pair's other echoes and combine them with the chosen one (weighted multi-echo
+    field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw). An
+    echo that cannot be loaded or has too little signal is left out, said in the note."""
+    from plugin.method.echoes import combine_echo_volumes
+    echoes, problems = [(mag, ph)], []
+    for m_alt, p_alt, _en, te_alt in earlier:
+        try:
+            echoes.append((dseries.load_volume(m_alt), dseries.load_volume(p_alt)))
+        except Exception as exc:  # a reader error names the file
+            problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
+    try:
+        mag, ph, note, raw = combine_echo_volumes(echoes)
+    except Exception as exc:  # never lose the pair: read the chosen echo alone, say why
+        log.error("echo combination failed: %s: %s", type(exc).__name__, exc)
+        return mag, ph, f"echoes: not combined ({type(exc).__name__}: {exc}); the chosen echo read alone", None
+    return mag, ph, "; ".join([note] + problems), raw
 
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
@@ -300,17 +301,12 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         except Exception as exc:  # a reader error names the file; report and skip the pair
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
-        note = pair.note
-        try:
-            for m_alt, p_alt, en_alt, te_alt in pair.earlier:
-                snr = magnitude_snr(mag.data)
-                if snr >= MIN_USABLE_SNR:
-                    break
-                note += f"; echo TE {mag.echo_time_ms} ms has too little signal (SNR {snr:.1f}): using TE {te_alt} ms"
-                mag, ph = dseries.load_volume(m_alt), dseries.load_volume(p_alt)
-        except Exception as exc:  # an earlier echo that cannot be read: this pair only
-            skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
-            continue
+        note, echo_note, pair_options = pair.note, None, options
+        if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes
+            mag, ph, echo_note, raw = _combine_echoes(dseries, mag, ph, pair.earlier)
+            if raw and options.background == "auto":   # the fit found raw phase: remove its background
+                pair_options = replace(options, background="smv")
+                echo_note += "; raw phase (receiver offset found): background removed by the SMV method"
         if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": "magnitude and phase volumes differ in geometry"})
@@ -332,7 +328,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
             continue
-        analysis.notes.insert(0, note)
+        analysis.notes[:0] = [note] + ([echo_note] if echo_note else [])
         tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:
             paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method)

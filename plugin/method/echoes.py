@@ -1,0 +1,341 @@
+"""Use every echo: combine a multi-echo GRE acquisition into one magnitude and one field estimate.
+
+Input: per echo a magnitude and a phase (radians, wrapped), all (slice,row,col), and the echo
+times in ms. Output (:class:`EchoCombination`): a magnitude for detection, the phase at a reference
+echo time computed from a weighted fit over all usable echoes, the field (frequency, Hz), its
+per-voxel standard deviation and a note that says what was done.
+
+Field (per voxel, model ``phase_n = phi0 + 2 pi f TE_n``):
+
+1. **Phase offset** ``phi0`` (receiver / coil phase at TE = 0; raw phase only): extrapolated from
+   the first two echoes, ``phi1 - TE1 (phi2 - phi1) / (TE2 - TE1)``, as a magnitude-weighted complex
+   low pass (MCPC-3D-S-like; Eckstein et al. 2018), computed on a coarse grid: it is smooth and
+   carries no susceptibility information. Removed when it is not negligible (filtered SWI phase has
+   none: the scanner's homodyne filter removed it, and the estimate then says so).
+2. **Temporal unwrapping**, echo by echo: each echo's phase is predicted from the fit of the echoes
+   before it (``f_so_far * TE_n``) and only the wrapped difference to that prediction is added. This
+   needs the field to change the phase by less than pi between the prediction and the echo, which
+   holds wherever the first echo is not wrapped (uniformly spaced echoes starting at one spacing
+   are consistent even where it is: the aliased field gives the same wrapped phase at every echo).
+3. **Weighted least squares without intercept** (the offset is gone): ``2 pi f = sum(m_n^2 TE_n
+   phase_n) / sum(m_n^2 TE_n^2)``: phase noise is ``sigma / m_n``, so each echo's frequency
+   ``phase_n / TE_n`` has weight ``m_n^2 TE_n^2``. The s.d. of f is ``sigma / (2 pi sqrt(sum m_n^2
+   TE_n^2))`` with ``sigma`` the magnitude noise s.d. On 5 echoes 5-25 ms with white-matter T2* the
+   field's noise is about 1.8 x lower than the 25 ms echo's alone (an intercept fit would gain 1.5 x).
+4. The **phase at the reference echo time** (the longest usable echo: the patterns, thresholds and
+   dipole fit were set up for the single-echo reading at TE 20-25 ms) is ``wrap(2 pi f TE_ref)``:
+   the same scale as that echo's phase, less noise, and no receiver offset.
+
+Magnitude for detection: a matched filter for the dark-spot contrast. For small intravoxel
+dephasing a spot's signal loss grows as ``TE^2`` on top of the tissue's ``A_n = m_tissue(TE_n)``, so
+the echoes are averaged with weights ``A_n TE_n^2`` (normalised to sum 1): the late echoes dominate
+(blooming, as the single-echo reading saw it) and the early ones add signal-to-noise.
+
+An echo whose tissue signal is below ``min_snr`` times the noise is left out (the first echo is
+always kept), and the note says so. Rows and columns outside the head (first echo below a fifth
+of its bright level, plus 16 pixels) are not fitted: they keep the reference echo as delivered.
+
+Measured (benchmarks/realistic_benchmark.py, gre3d_1mm, 4 studies, with the SMV background
+removal; before = the 25 ms echo alone with the Gaussian high pass): decided calls right 0.979 ->
+0.993, indeterminate 0.160 -> 0.086, calcification specificity 0.794 -> 0.932, sensitivity 0.871 ->
+0.867; recall 0.790 -> 0.762 (spots < 2 mm 0.32 -> 0.22: the averaged magnitude blooms less than
+the last echo's; the last echo's magnitude keeps them but abstains more, TE^4 weights were worse).
+Six-echo 512 x 512 x 60 SWI (benchmarks/echo_combination.py): false spots 85 -> 47, indeterminate
+10 -> 5; the combination 0.6 s CPU (0.8-0.9 s wall at load 3). Known gap: the spot reader estimates phase noise as
+magnitude noise / magnitude; on the averaged magnitude that is about 0.8 x the fitted phase's
+true s.d. (:attr:`EchoCombination.phase_sd_rad` has it per voxel).
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from plugin.method.background import smooth_lowpass
+from plugin.method.detect import estimate_noise_sigma
+
+TWO_PI = np.float32(2.0 * np.pi)
+MIN_USABLE_SNR = 5.0          # tissue magnitude / noise s.d. below which an echo is left out
+OFFSET_NEGLIGIBLE_RAD = 0.1   # median |phi0| below which the offset is not removed
+OFFSET_SIGMA_MM = 5.0         # in-plane Gaussian low pass of the phase offset
+
+
+@dataclass
+class EchoCombination:
+    magnitude: np.ndarray                 # for detection, float32
+    phase_rad: np.ndarray                 # wrapped phase at ``reference_te_ms`` from the fit, float32
+    slope_rad_per_ms: np.ndarray = field(repr=False)   # 2 pi f, radians per ms
+    weight_sum: np.ndarray = field(repr=False)          # sum m_n^2 TE_n^2 (ms^2), for the s.d.
+    noise_sigma: float                    # magnitude noise s.d. (per channel)
+    reference_te_ms: float
+    echoes_used: tuple[int, ...]          # indices into the input echoes
+    echo_times_ms: tuple[float, ...]      # of the echoes used
+    magnitude_weights: tuple[float, ...]  # of the echoes used
+    offset_removed: bool
+    note: str
+
+    @property
+    def frequency_hz(self) -> np.ndarray:
+        """The field as a frequency (Hz)."""
+        return self.slope_rad_per_ms * np.float32(1e3 / (2.0 * np.pi))
+
+    @property
+    def frequency_sd_hz(self) -> np.ndarray:
+        """Per-voxel s.d. of :attr:`frequency_hz` (inf where there is no signal)."""
+        with np.errstate(divide="ignore"):
+            return np.float32(self.noise_sigma * 1e3 / (2.0 * np.pi)) / np.sqrt(self.weight_sum)
+
+    @property
+    def phase_sd_rad(self) -> np.ndarray:
+        """Per-voxel s.d. of :attr:`phase_rad` (at the reference echo time)."""
+        with np.errstate(divide="ignore"):
+            return np.float32(self.noise_sigma * self.reference_te_ms) / np.sqrt(self.weight_sum)
+
+
+def _wrap_(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """Wrap ``x`` to [-pi, pi] in place (``tmp``: scratch of the same shape)."""
+    np.multiply(x, np.float32(1.0 / (2.0 * np.pi)), out=tmp)
+    np.rint(tmp, out=tmp)
+    tmp *= TWO_PI
+    x -= tmp
+    return x
+
+
+def _tissue_sample(magnitudes: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """Subsampled echoes, a rough tissue mask on them (bright part of the first echo), the step."""
+    step = max(1, int(np.sqrt(magnitudes[0].size / 250_000)))
+    subs = [np.asarray(m[:, ::step, ::step], np.float32) for m in magnitudes]
+    ref = subs[0]
+    hi = float(np.percentile(ref, 99.0))
+    return subs, ref > 0.35 * hi, step
+
+
+def _signal_box(first: np.ndarray, step: int, shape: tuple[int, int, int], margin: int = 16) -> tuple[slice, slice]:
+    """Rows and columns holding signal (the first echo above a fifth of its bright level, on the
+    subsampled grid) plus ``margin`` pixels: outside it there is only noise, not worth a fit."""
+    hi = float(np.percentile(first, 99.0))
+    sig = first > 0.2 * hi
+    if not sig.any():
+        return slice(0, shape[1]), slice(0, shape[2])
+    rows = np.nonzero(sig.any(axis=(0, 2)))[0] * step
+    cols = np.nonzero(sig.any(axis=(0, 1)))[0] * step
+    return (slice(max(0, rows[0] - margin), min(shape[1], rows[-1] + step + margin)),
+            slice(max(0, cols[0] - margin), min(shape[2], cols[-1] + step + margin)))
+
+
+def _phase_offset(m1, p1, p2, te1: float, te2: float, voxel_size_mm) -> tuple[np.ndarray, int, np.ndarray]:
+    """Coarse-grid smooth phase offset (radians), the coarsening step and the tissue on that grid."""
+    # sampled about every 2 mm (the 5 mm low pass then averages ~40 samples per slice): noise of
+    # the extrapolated offset (about 2.2 x a single echo's) drops well below the field's own
+    step = max(1, int(2.0 / voxel_size_mm[1]))
+    sl = (slice(None), slice(None, None, step), slice(None, None, step))
+    a, b, m = (np.asarray(x[sl], np.float32) for x in (p1, p2, m1))
+    d = b - a
+    d -= TWO_PI * np.rint(d / TWO_PI)
+    off = a - np.float32(te1 / (te2 - te1)) * d
+    vox = (voxel_size_mm[0], voxel_size_mm[1] * step, voxel_size_mm[2] * step)
+    re = smooth_lowpass(np.cos(off), m, OFFSET_SIGMA_MM, vox)
+    im = smooth_lowpass(np.sin(off), m, OFFSET_SIGMA_MM, vox)
+    return np.arctan2(im, re).astype(np.float32), step, m > 0.35 * float(np.percentile(m, 99.0))
+
+
+def _upsample(coarse: np.ndarray, step: int, shape: tuple[int, int, int], rows: slice) -> np.ndarray:
+    """Bilinear upsampling of a coarse grid (every ``step``-th row and column, starting at 0) to
+    ``shape``'s rows and columns, for the slices ``rows``."""
+    if step == 1:
+        return coarse[rows]
+    rr = np.clip(np.arange(shape[1]) / step, 0, coarse.shape[1] - 1)
+    cc = np.clip(np.arange(shape[2]) / step, 0, coarse.shape[2] - 1)
+    a = coarse[rows]
+    r0 = np.floor(rr).astype(int); c0 = np.floor(cc).astype(int)
+    r1 = np.minimum(r0 + 1, a.shape[1] - 1); c1 = np.minimum(c0 + 1, a.shape[2] - 1)
+    fr = (rr - r0).astype(np.float32)[None, :, None]; fc = (cc - c0).astype(np.float32)[None, None, :]
+    # an angle: interpolate the wrapped step between neighbours (the offset wraps across the head)
+    lo = a[:, r0, :]
+    d = a[:, r1, :] - lo
+    t = lo + fr * _wrap_(d, np.empty_like(d))
+    lo = t[:, :, c0]
+    d = t[:, :, c1] - lo
+    return lo + fc * _wrap_(d, np.empty_like(d))
+
+
+def _fit_chunk(mags, phases, tes, mweights, offset, step, te_ref, out_mag, out_phase, out_slope, out_wsum, box, sl):
+    """Weighted temporal fit for the slices ``sl`` inside the rows and columns ``box`` (writes
+    the outputs in place). In-place float32 passes over a few slices at a time (cache-sized)."""
+    rb, cb = box
+    shape = (sl.stop - sl.start, rb.stop - rb.start, cb.stop - cb.start)
+    off = None if offset is None else _upsample(offset, step, (0,) + mags[0].shape[1:], sl)[:, rb, cb]
+    sl = (sl, rb, cb)
+    num = np.zeros(shape, np.float32)
+    den = np.full(shape, np.float32(1e-30))     # no signal: slope 0
+    tmp = np.empty(shape, np.float32)
+    r = np.empty(shape, np.float32)
+    w = np.empty(shape, np.float32)
+    pred = np.empty(shape, np.float32)
+    mag = out_mag[sl]
+    for n, (te, cw) in enumerate(zip(tes, mweights)):
+        m = mags[n][sl]
+        p = phases[n][sl]
+        if n:
+            mag += np.float32(cw) * m
+        else:
+            np.multiply(m, np.float32(cw), out=mag)
+        np.subtract(p, off, out=r) if off is not None else np.copyto(r, p)
+        if n:                        # predicted from the fit so far, only the wrapped rest added
+            np.divide(num, den, out=pred)
+            pred *= np.float32(te)
+            r -= pred
+            _wrap_(r, tmp)
+            r += pred
+        else:
+            _wrap_(r, tmp)
+        np.multiply(m, m, out=w)
+        w *= np.float32(te)
+        r *= w                       # m^2 TE phase
+        num += r
+        w *= np.float32(te)
+        den += w                     # m^2 TE^2
+    slope = out_slope[sl]
+    np.divide(num, den, out=slope)
+    out_wsum[sl] = den
+    ph = out_phase[sl]
+    np.multiply(slope, np.float32(te_ref), out=ph)
+    _wrap_(ph, tmp)
+
+
+def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.ndarray], echo_times_ms: Sequence[float],
+                   voxel_size_mm: tuple[float, float, float], *, filtered: Optional[bool] = None,
+                   noise_sigma: Optional[float] = None, min_snr: float = MIN_USABLE_SNR,
+                   magnitude: str = "matched", te_power: float = 2.0, workers: int = 2) -> EchoCombination:
+    """Combine the echoes (see the module docstring). ``filtered``: True skips the phase-offset
+    step (scanner-filtered phase has none), False forces it, None decides from the estimate.
+    ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo)."""
+    if magnitude not in ("matched", "last"):
+        raise ValueError(f"combine_echoes: magnitude must be 'matched' or 'last', got {magnitude!r}")
+    n = len(magnitudes)
+    if n == 0 or n != len(phases_rad) or n != len(echo_times_ms):
+        raise ValueError(f"combine_echoes: {n} magnitudes, {len(phases_rad)} phases, {len(echo_times_ms)} echo times")
+    shape = magnitudes[0].shape
+    for k in range(n):
+        if magnitudes[k].shape != shape or phases_rad[k].shape != shape:
+            raise ValueError(f"echo {k + 1}: magnitude {magnitudes[k].shape} / phase {phases_rad[k].shape} differ from {shape}")
+    order = sorted(range(n), key=lambda k: float(echo_times_ms[k]))
+    tes_all = [float(echo_times_ms[k]) for k in order]
+    if tes_all[0] <= 0 or len(set(tes_all)) != len(tes_all):
+        raise ValueError(f"combine_echoes: echo times must be positive and distinct (got {tes_all} ms)")
+    subs, tissue, sstep = _tissue_sample([magnitudes[k] for k in order])
+    if noise_sigma is None:
+        noise_sigma = estimate_noise_sigma(subs[0], tissue)
+    levels = [float(np.median(s[tissue])) if tissue.any() else 0.0 for s in subs]
+    snrs = [lv / noise_sigma if noise_sigma > 0 else float("inf") for lv in levels]
+    keep = [i for i in range(n) if i == 0 or snrs[i] >= min_snr]
+    dropped = [i for i in range(n) if i not in keep]
+    used = [order[i] for i in keep]
+    tes = [tes_all[i] for i in keep]
+    lv = [levels[i] for i in keep]
+    mags = [magnitudes[k] for k in used]
+    phs = [phases_rad[k] for k in used]
+    cw = np.array([max(a, 0.0) * t ** te_power for a, t in zip(lv, tes)], float)
+    cw = cw / cw.sum() if cw.sum() > 0 else np.full(len(tes), 1.0 / len(tes))
+    if magnitude == "last":
+        cw = np.zeros(len(tes)); cw[-1] = 1.0
+    te_ref = tes[-1]
+
+    offset, step, offset_removed, off_text = None, 1, False, "one echo: no phase offset estimated"
+    if len(tes) >= 2 and filtered is not True:
+        off, step, bright = _phase_offset(mags[0], phs[0], phs[1], tes[0], tes[1], voxel_size_mm)
+        vals = off[bright] if bright.any() else off.ravel()
+        med = float(np.median(np.abs(vals)))
+        if filtered is False or med >= OFFSET_NEGLIGIBLE_RAD:
+            offset, offset_removed = off, True
+            off_text = (f"phase offset at TE 0 (median |offset| {med:.2f} rad) extrapolated from the first two echoes, "
+                        f"smoothed (in-plane Gaussian {OFFSET_SIGMA_MM:g} mm) and removed")
+        else:
+            off_text = f"phase offset negligible (median {med:.2f} rad < {OFFSET_NEGLIGIBLE_RAD:g}: filtered phase), not removed"
+    elif filtered is True:
+        off_text = "filtered phase: no phase offset removed"
+
+    # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
+    box = _signal_box(subs[0], sstep, shape)
+    out_mag = np.array(mags[-1], np.float32, copy=True)
+    out_phase = np.array(phs[-1], np.float32, copy=True)
+    out_slope = np.zeros(shape, np.float32)
+    out_wsum = np.zeros(shape, np.float32)
+    area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+    chunk = max(1, min(shape[0], 262144 // max(1, area)))   # ~1 MB per array
+    chunks = [slice(s, min(s + chunk, shape[0])) for s in range(0, shape[0], chunk)]
+    args = (mags, phs, tes, cw, offset, step, te_ref, out_mag, out_phase, out_slope, out_wsum, box)
+    if workers > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda sl: _fit_chunk(*args, sl), chunks))
+    else:
+        for sl in chunks:
+            _fit_chunk(*args, sl)
+
+    echo_list = ", ".join(f"{k + 1} (TE {echo_times_ms[k]:g} ms)" for k in used)
+    parts = [f"{len(used)} of {n} echoes used: {echo_list}"]
+    for i in dropped:
+        parts.append(f"echo {order[i] + 1} (TE {tes_all[i]:g} ms) left out: too little signal (SNR {snrs[i]:.1f} < {min_snr:g})")
+    if len(used) > 1:
+        parts.append(off_text)
+        parts.append("field: temporal unwrapping echo by echo, weighted least squares phase = 2 pi f TE "
+                     "(weights magnitude^2 TE^2)")
+        parts.append(f"phase read at TE {te_ref:g} ms (the longest usable echo) = 2 pi f TE")
+        if magnitude == "last":
+            parts.append(f"magnitude: the TE {te_ref:g} ms echo's")
+        else:
+            parts.append(f"magnitude: echoes averaged with weights tissue level x TE^{te_power:g} ("
+                         + ", ".join(f"{w:.2f}" for w in cw) + ")")
+    else:
+        parts.append("phase and magnitude of that echo as delivered")
+    note = "echoes: " + "; ".join(parts)
+    if len(used) == 1:   # one echo: as delivered (the fit would only re-wrap it)
+        out_mag = np.asarray(mags[0], np.float32)
+        out_phase = np.asarray(phs[0], np.float32)
+    return EchoCombination(out_mag, out_phase, out_slope, out_wsum, float(noise_sigma), te_ref, tuple(used),
+                           tuple(tes), tuple(float(w) for w in cw), offset_removed, note)
+
+
+def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[object, object, str, Optional[bool]]:
+    """Combine the echoes of one paired acquisition given as (magnitude, phase) volume objects
+    (anything with ``data``, ``affine_lps``, ``echo_time_ms``; ``dicom_io.read.volume.Volume``),
+    the first being the echo the pairing chose (the latest).
+
+    Returns (magnitude, phase, note, raw): copies of the volumes of the reference echo (the
+    longest usable one: its headers are what results reference) holding the combined magnitude
+    and the phase at that echo time; ``raw`` is True when the fit found (and removed) a receiver
+    phase offset, i.e. the phase is raw and its background must still be removed (the combined
+    phase lacks the offset that the raw/filtered test partly relies on), None when not combined.
+    Echoes with another geometry or without an echo time are left out (said in the note); with
+    one echo left the volumes come back unchanged."""
+    import dataclasses
+
+    ref_m, ref_p = echoes[0]
+    kept, notes = [], []
+    for m, p in echoes:
+        te = getattr(p, "echo_time_ms", None) or getattr(m, "echo_time_ms", None)
+        if te is None or te <= 0:
+            notes.append(f"an echo without echo time left out (series {getattr(p, 'series_instance_uid', '?')})")
+            continue
+        if (m.data.shape != ref_m.data.shape or p.data.shape != ref_m.data.shape
+                or not np.allclose(m.affine_lps, ref_m.affine_lps, atol=1e-2)
+                or not np.allclose(p.affine_lps, ref_m.affine_lps, atol=1e-2)):
+            notes.append(f"echo TE {te:g} ms left out: its geometry differs from the TE "
+                         f"{ref_m.echo_time_ms} ms echo")
+            continue
+        if any(abs(te - k[2]) < 1e-3 for k in kept):
+            continue
+        kept.append((m, p, float(te)))
+    if len(kept) < 2:
+        note = "echoes: one echo used" + ("; " + "; ".join(notes) if notes else "")
+        return ref_m, ref_p, note, None
+    kept.sort(key=lambda k: k[2])          # echo numbers in the note count by echo time
+    voxel = tuple(float(np.linalg.norm(ref_m.affine_lps[:3, i])) for i in range(3))
+    combo = combine_echoes([np.asarray(k[0].data, np.float32) for k in kept], [k[1].data for k in kept],
+                           [k[2] for k in kept], voxel, workers=workers)
+    base_m, base_p, _ = kept[max(combo.echoes_used, key=lambda i: kept[i][2])]
+    mag = dataclasses.replace(base_m, data=combo.magnitude)
+    ph = dataclasses.replace(base_p, data=combo.phase_rad)
+    return mag, ph, "; ".join([combo.note] + notes), (True if combo.offset_removed else None)
