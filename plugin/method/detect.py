@@ -42,6 +42,10 @@ class DetectionParams:
     closing_grid_mm: float = 1.8        # the background (closing) is computed on blocks about this wide
     mask_threshold: float = 0.25        # brain mask: fraction of the 98th percentile
     mask_erosion_mm: float = 3.0
+    mask_split_mm: float = 4.0          # in-plane opening that cuts scalp-brain bridges before the largest component
+    tissue_cap: float = 1.25            # background capped at this x the local tissue level (CSF is not background); 0: off
+    tissue_block_mm: float = 16.0       # blocks of the local tissue level
+    mask_slack_per_mm: float = 0.8      # brain mask: in-plane growth allowed per mm of slice spacing away from the widest slice
     max_diameter_mm: float = 10.0
     min_area_px: int = 3                # on the central slice
     max_elongation_2d: float = 3.0
@@ -104,14 +108,38 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     px = min(voxel_size_mm[1], voxel_size_mm[2]) * f
     sm = ndi.gaussian_filter(coarse, (0, 1.0, 1.0))
     hi = float(np.percentile(sm[sm > 0], 98)) if np.any(sm > 0) else 0.0
-    mask = sm > params.mask_threshold * hi
-    for k in range(mask.shape[0]):
-        mask[k] = ndi.binary_fill_holes(mask[k])
-    labels, n = ndi.label(mask)
-    if n > 1:
+    signal = sm > params.mask_threshold * hi
+    # Scalp and brain are separated by the skull (no signal) but may touch: thin bridges (partial
+    # volume at the vertex, the orbits) and, at the skull base, soft tissue lying against the
+    # posterior fossa. Two steps:
+    # 1. open the signal in-plane by ``mask_split_mm`` and keep the largest 3D component (the
+    #    intracranial contents); its widest slice, grown back inside the signal, seeds the mask;
+    # 2. walk from that slice to both ends of the stack: the brain's cross-section shrinks away
+    #    from its widest level, so a slice keeps only the signal within ``mask_slack_mm`` (in-plane)
+    #    of the slice before it. A scalp ring at the vertex or neck tissue beside the posterior
+    #    fossa, connected in 3D but outside that cone, stays out.
+    # Holes are filled slice by slice after each step (dark spots stay inside; the skull ring
+    # between scalp and brain is never filled in, being outside the kept component).
+    split = max(1, int(round(params.mask_split_mm / px)))
+    disk = _disk(split)
+    core = np.stack([ndi.binary_erosion(signal[k], structure=disk) for k in range(ns)])
+    labels, n = ndi.label(core)
+    mask = np.zeros_like(signal)
+    if n:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
+        core = labels == int(np.argmax(sizes))
+        k0 = int(np.argmax(core.sum(axis=(1, 2))))
+        mask[k0] = ndi.binary_fill_holes(ndi.binary_dilation(core[k0], structure=disk) & signal[k0])
+        slack = max(params.mask_slack_per_mm * voxel_size_mm[0], px)
+        for step in (-1, 1):
+            k = k0 + step
+            while 0 <= k < ns and mask[k - step].any():
+                near = ndi.distance_transform_edt(~mask[k - step]) * px <= slack
+                # the slice's own opened signal, so thin bridges into the scalp do not leak in
+                opened = ndi.binary_dilation(ndi.binary_erosion(signal[k], structure=disk), structure=disk) & signal[k]
+                mask[k] = ndi.binary_fill_holes(opened & near)
+                k += step
     # Erode in-plane by mask_erosion_mm (plus the block's half width lost by the coarse grid).
     dist = np.stack([ndi.distance_transform_edt(mask[k]) for k in range(ns)]) * px
     mask = dist > params.mask_erosion_mm
@@ -122,13 +150,24 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     return np.ascontiguousarray(full[:, :nr, :nc])
 
 
+def _disk(radius_px: int) -> np.ndarray:
+    r = np.arange(-radius_px, radius_px + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius_px ** 2 + 0.5
+
+
 def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
-                   params: DetectionParams = DetectionParams()) -> np.ndarray:
+                   params: DetectionParams = DetectionParams(), mask: Optional[np.ndarray] = None) -> np.ndarray:
     """Magnitude / local background (in-plane grey closing), float32, (slice,row,col).
 
     The closing (background) is computed on a coarser in-plane grid (block maxima over about
     ``closing_grid_mm``, so no dark pixel can pull it down) and expanded back: it is smooth by
     construction, and this keeps 512 x 512 slices cheap.
+
+    Darkness is measured against brain *tissue*, never against CSF: before the closing the
+    magnitude is capped at ``tissue_cap`` x the local tissue level (:func:`tissue_level`, from
+    the brain ``mask``; computed when not given). Without the cap a bright sulcus or ventricle
+    (CSF is about twice as bright as white matter at TE 25 ms) lifts the background, and the
+    ordinary tissue beside it reads as a dark spot.
     """
     mag = np.asarray(magnitude, np.float32)
     if params.smooth_sigma_px > 0:
@@ -149,6 +188,11 @@ def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, flo
                     np.maximum(coarse, padded[:, i::f, j::f], out=coarse)
     else:
         coarse = mag
+    if params.tissue_cap > 0:
+        if mask is None:
+            mask = brain_mask(magnitude, voxel_size_mm, params)
+        level = tissue_level(coarse, mask[:, ::f, ::f], px * f, params)
+        coarse = np.minimum(coarse, np.float32(params.tissue_cap) * level)
     k = max(3, int(round(params.background_window_mm / (px * f))) | 1)
     closing = ndi.minimum_filter(ndi.maximum_filter(coarse, size=(1, k, k)), size=(1, k, k))
     np.maximum(closing, 1e-6, out=closing)
@@ -159,6 +203,40 @@ def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, flo
         for j in range(f):
             np.divide(padded[:, i::f, j::f], closing, out=out[:, i::f, j::f])
     return out[:, :nr, :nc]
+
+
+def tissue_level(values: np.ndarray, mask: np.ndarray, px_mm: float,
+                 params: DetectionParams = DetectionParams()) -> np.ndarray:
+    """Smooth local level of brain tissue, same shape as ``values`` (slice,row,col), float32.
+
+    Per slice, the median of the in-mask values in blocks about ``tissue_block_mm`` wide (a block
+    needs a quarter of its pixels in the mask; dark spots and CSF are minorities there), then a
+    3 x 3 block median (a block filled by a ventricle does not count) and a block-wide smoothing;
+    blocks without brain take the slice's (or the volume's) median. It follows coil shading,
+    which varies over centimetres.
+    """
+    ns, nr, nc = values.shape
+    b = max(2, int(round(params.tissue_block_mm / px_mm)))
+    nbr, nbc = -(-nr // b), -(-nc // b)
+    v = np.full((ns, nbr * b, nbc * b), np.nan, np.float32)
+    v[:, :nr, :nc] = np.where(mask[:, :nr, :nc], values, np.nan)
+    blocks = v.reshape(ns, nbr, b, nbc, b).transpose(0, 1, 3, 2, 4).reshape(ns, nbr, nbc, b * b)
+    enough = np.sum(np.isfinite(blocks), axis=-1) >= (b * b) // 4
+    inside = values[mask[:, :nr, :nc]] if mask.any() else values.ravel()
+    overall = float(np.median(inside)) if inside.size else 1.0
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(blocks, axis=-1)
+    med[~enough] = np.nan
+    for k in range(ns):
+        m = med[k]
+        fill = float(np.nanmedian(m)) if np.isfinite(m).any() else overall
+        m[~np.isfinite(m)] = fill
+    med = ndi.median_filter(med, size=(1, 3, 3), mode="nearest")
+    full = np.repeat(np.repeat(med, b, axis=1), b, axis=2)[:, :nr, :nc]
+    return ndi.uniform_filter(full, size=(1, b, b), mode="nearest").astype(np.float32)
 
 
 def sample_inside(values: np.ndarray, mask: np.ndarray, n: int = 200_000) -> np.ndarray:
@@ -184,7 +262,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     mag = np.asarray(magnitude, np.float32)
     if mask is None:
         mask = brain_mask(mag, voxel_size_mm, params)
-    ratio = darkness_ratio(mag, voxel_size_mm, params)
+    ratio = darkness_ratio(mag, voxel_size_mm, params, mask=mask)
     noise = estimate_noise_sigma(mag, mask)
     tissue = float(np.median(sample_inside(mag, mask))) if mask.any() else 0.0
     # Thresholds are relative to the darkness ratio of ordinary brain tissue (its median), which
