@@ -26,6 +26,7 @@ atlas this package does not ship (say so in reports).
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -47,6 +48,9 @@ class DetectionParams:
     tissue_block_mm: float = 16.0       # blocks of the local tissue level
     mask_slack_per_mm: float = 0.8      # brain mask: in-plane growth allowed per mm of slice spacing away from the widest slice
     max_diameter_mm: float = 10.0
+    void_min_diameter_mm: float = 4.0   # a spot this wide (and >= 2 slice thicknesses) must hold a signal void:
+    void_ratio: float = 0.35            # its darkest point below this x tissue ratio (microbleeds and calcifications
+                                        # have no signal; iron-rich nuclei darken diffusely: the paper excluded the pallidum)
     min_area_px: int = 3                # on the central slice
     max_elongation_2d: float = 3.0
     max_elongation_3d: float = 4.0
@@ -81,10 +85,38 @@ class DetectedSpot:
         return len(self.slice_indices)
 
 
+class RejectReason(str, enum.Enum):
+    """Why a dark candidate was not reported as a spot (findings.json ``rejected[].reason``)."""
+
+    VEIN_ALONG_B0 = "vein along B0"                 # a tube through many slices
+    IN_PLANE_VEIN = "in-plane vein"                 # a line on its central slice
+    BRAIN_EDGE = "brain edge"                       # reaches the brain mask's rim (air/bone/outside beyond)
+    CSF_PARTIAL_VOLUME = "CSF partial volume"       # dark only against bright CSF, not against tissue
+    NO_VOID = "no signal void"                      # large but never black: diffuse (iron) darkening
+    TOO_SMALL = "too small"
+    TOO_LARGE = "too large"
+
+
+@dataclass(frozen=True)
+class RejectedCandidate:
+    """A dark candidate detection did not report: where, how big (equivalent diameter on its
+    largest slice), why (``reason``) and the measured numbers behind it (``detail``)."""
+
+    center_index: tuple[float, float, float]
+    diameter_mm: float
+    n_slices: int
+    reason: RejectReason
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.reason.value + (f" ({self.detail})" if self.detail else "")
+
+
 @dataclass
 class Detection:
     spots: list[DetectedSpot]
-    rejected: list[tuple[tuple[float, float, float], str]]   # (centre index, reason)
+    rejected: list[RejectedCandidate]
     brain_mask: np.ndarray = field(repr=False)
     ratio: np.ndarray = field(repr=False)
     noise_sigma: float = 0.0
@@ -157,7 +189,14 @@ def _disk(radius_px: int) -> np.ndarray:
 
 def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
                    params: DetectionParams = DetectionParams(), mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """Magnitude / local background (in-plane grey closing), float32, (slice,row,col).
+    """Magnitude / local tissue background, float32, (slice,row,col) (see :func:`_darkness`)."""
+    return _darkness(magnitude, voxel_size_mm, params, mask)[0]
+
+
+def _darkness(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
+              params: DetectionParams = DetectionParams(),
+              mask: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ratio, csf_lift, f): magnitude / local background (in-plane grey closing), float32, (slice,row,col).
 
     The closing (background) is computed on a coarser in-plane grid (block maxima over about
     ``closing_grid_mm``, so no dark pixel can pull it down) and expanded back: it is smooth by
@@ -168,6 +207,10 @@ def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, flo
     the brain ``mask``; computed when not given). Without the cap a bright sulcus or ventricle
     (CSF is about twice as bright as white matter at TE 25 ms) lifts the background, and the
     ordinary tissue beside it reads as a dark spot.
+
+    ``csf_lift`` (on the coarse grid, ``f`` pixels per block in-plane): how much higher the
+    uncapped background is than the capped one (>= 1): where it exceeds 1, tissue is dark
+    only against CSF (reported as rejected candidates, never as spots).
     """
     mag = np.asarray(magnitude, np.float32)
     if params.smooth_sigma_px > 0:
@@ -188,21 +231,28 @@ def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, flo
                     np.maximum(coarse, padded[:, i::f, j::f], out=coarse)
     else:
         coarse = mag
+    k = max(3, int(round(params.background_window_mm / (px * f))) | 1)
+
+    def close(v):
+        c = ndi.minimum_filter(ndi.maximum_filter(v, size=(1, k, k)), size=(1, k, k))
+        return np.maximum(c, np.float32(1e-6), out=c)
+
+    closing = close(coarse)
+    lift = np.ones_like(closing)
     if params.tissue_cap > 0:
         if mask is None:
             mask = brain_mask(magnitude, voxel_size_mm, params)
         level = tissue_level(coarse, mask[:, ::f, ::f], px * f, params)
-        coarse = np.minimum(coarse, np.float32(params.tissue_cap) * level)
-    k = max(3, int(round(params.background_window_mm / (px * f))) | 1)
-    closing = ndi.minimum_filter(ndi.maximum_filter(coarse, size=(1, k, k)), size=(1, k, k))
-    np.maximum(closing, 1e-6, out=closing)
+        capped = close(np.minimum(coarse, np.float32(params.tissue_cap) * level))
+        lift = closing / capped
+        closing = capped
     if f == 1:
-        return np.divide(mag, closing, out=mag)
+        return np.divide(mag, closing, out=mag.copy() if mag is magnitude else mag), lift, f
     out = np.empty((ns, nr_c * f, nc_c * f), np.float32)
     for i in range(f):
         for j in range(f):
             np.divide(padded[:, i::f, j::f], closing, out=out[:, i::f, j::f])
-    return out[:, :nr, :nc]
+    return out[:, :nr, :nc], lift, f
 
 
 def tissue_level(values: np.ndarray, mask: np.ndarray, px_mm: float,
@@ -262,7 +312,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     mag = np.asarray(magnitude, np.float32)
     if mask is None:
         mask = brain_mask(mag, voxel_size_mm, params)
-    ratio = darkness_ratio(mag, voxel_size_mm, params, mask=mask)
+    ratio, lift, f = _darkness(mag, voxel_size_mm, params, mask=mask)
     noise = estimate_noise_sigma(mag, mask)
     tissue = float(np.median(sample_inside(mag, mask))) if mask.any() else 0.0
     # Thresholds are relative to the darkness ratio of ordinary brain tissue (its median), which
@@ -275,12 +325,15 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     structure[0, 1, 1] = structure[2, 1, 1] = True
     labels, n = ndi.label(cand, structure=structure)
     spots: list[DetectedSpot] = []
-    rejected: list[tuple[tuple[float, float, float], str]] = []
+    rejected: list[RejectedCandidate] = []
+    core_level = params.core_ratio * tissue_ratio
+    dark_level = params.dark_ratio * tissue_ratio
+    rejected += _csf_partial_volume(ratio, lift, f, mask, voxel_size_mm, core_level, dark_level, params)
     if n == 0:
         return Detection(spots, rejected, mask, ratio, noise, tissue)
     objects = ndi.find_objects(labels)
     # Cheap global filter first: components that never reach the core darkness are noise dips.
-    core = cand & (ratio < params.core_ratio * tissue_ratio)
+    core = cand & (ratio < core_level)
     with_core = np.unique(labels[core])
     with_core = with_core[with_core > 0]
     # Vectorised pre-filters: components of fewer than min_area_px voxels are noise pixels, and
@@ -289,29 +342,105 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     inner = ndi.minimum_filter(mask.view(np.uint8), size=(1, 3, 3)).view(bool)
     at_edge = np.zeros(n + 1, bool)
     at_edge[np.unique(labels[cand & ~inner])] = True
-    n_noise = n_edge = 0
-    for lab in with_core:
-        if sizes[lab] < params.min_area_px:
-            n_noise += 1
-            continue
-        if at_edge[lab]:
-            n_edge += 1
-            continue
+    small = with_core[sizes[with_core] < params.min_area_px]
+    edge = with_core[at_edge[with_core] & (sizes[with_core] >= params.min_area_px)]
+    rejected += _describe_many(labels, cand, small, sizes, voxel_size_mm, RejectReason.TOO_SMALL,
+                               lambda k: f"{int(sizes[k])} voxels")
+    rejected += _describe_many(labels, cand, edge, sizes, voxel_size_mm, RejectReason.BRAIN_EDGE,
+                               lambda k: "reaches the brain mask's rim (air, bone or outside beyond)")
+    for lab in with_core[(sizes[with_core] >= params.min_area_px) & ~at_edge[with_core]]:
         bb = objects[lab - 1]
         sub = labels[bb] == lab
+        sub, bb = _core_slices(sub, bb, ratio[bb], core_level)
         rmin = float(ratio[bb][sub].min())
         sub, bb = extend_to_border_slices(sub, bb, ratio, params, tissue_ratio)
-        spot, reason = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params)
-        if reason:
-            rejected.append((spot.center_index, reason))
+        spot, why = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params, level=dark_level)
+        if not why and spot.diameter_mm >= max(params.void_min_diameter_mm, 2.0 * voxel_size_mm[0]) \
+                and rmin > params.void_ratio * tissue_ratio:
+            why = (RejectReason.NO_VOID, f"{spot.diameter_mm:.1f} mm wide but its darkest point is {rmin / tissue_ratio:.2f} of "
+                                         f"tissue: diffuse darkening (iron-rich deep grey matter, partial volume), not a void")
+        if why:
+            rejected.append(RejectedCandidate(spot.center_index, spot.diameter_mm, spot.n_slices, *why))
         else:
             spot.min_ratio = rmin
             spots.append(spot)
-    if n_edge:
-        rejected.append(((np.nan, np.nan, np.nan), f"{n_edge} candidates touch the brain-mask edge (air/bone/outside)"))
-    if n_noise:
-        rejected.append(((np.nan, np.nan, np.nan), f"{n_noise} candidates too small (noise)"))
     return Detection(spots, rejected, mask, ratio, noise, tissue)
+
+
+def _describe_many(labels: np.ndarray, cand: np.ndarray, which: np.ndarray, sizes: np.ndarray, voxel_size_mm,
+                   reason: RejectReason, detail) -> list[RejectedCandidate]:
+    """Rejections for many components at once (centre of mass, equivalent diameter of the
+    largest slice, slices): vectorised, for the hundreds of rim and noise candidates."""
+    if which.size == 0:
+        return []
+    ns = labels.shape[0]
+    pos = np.nonzero(cand)
+    lab = labels[pos]
+    sel = np.isin(lab, which)
+    lab, pos = lab[sel], tuple(p[sel] for p in pos)
+    order = np.searchsorted(which, lab)
+    count = np.bincount(order, minlength=which.size).astype(float)
+    centres = [np.bincount(order, weights=p.astype(float), minlength=which.size) / np.maximum(count, 1) for p in pos]
+    per_slice = np.bincount(order * ns + pos[0], minlength=which.size * ns).reshape(which.size, ns)
+    area = per_slice.max(axis=1) * voxel_size_mm[1] * voxel_size_mm[2]
+    n_sl = np.count_nonzero(per_slice, axis=1)
+    return [RejectedCandidate((float(centres[0][i]), float(centres[1][i]), float(centres[2][i])),
+                              float(2.0 * np.sqrt(area[i] / np.pi)), int(n_sl[i]), reason, detail(int(k)))
+            for i, k in enumerate(which)]
+
+
+def _core_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, core_level: float
+                 ) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """The component cut to its core slices (those reaching ``core_level``) and one slice either
+    side: textured tissue just under the candidate level, touching the spot on further slices,
+    must not drag its extent (and its border slices) away from the void. The paper's faint
+    border slices are then added by :func:`extend_to_border_slices`."""
+    dark = np.where(sub, ratio_bb, np.inf).min(axis=(1, 2)) < core_level
+    ks = np.nonzero(dark)[0]
+    k0, k1 = max(int(ks[0]) - 1, 0), min(int(ks[-1]) + 2, sub.shape[0])
+    if k0 == 0 and k1 == sub.shape[0]:
+        return sub, bb
+    sub = sub[k0:k1]
+    keep = np.nonzero(sub.any(axis=(0, 2)))[0], np.nonzero(sub.any(axis=(0, 1)))[0]
+    r0, r1, c0, c1 = keep[0][0], keep[0][-1] + 1, keep[1][0], keep[1][-1] + 1
+    nb = (slice(bb[0].start + k0, bb[0].start + k1), slice(bb[1].start + r0, bb[1].start + r1),
+          slice(bb[2].start + c0, bb[2].start + c1))
+    return sub[:, r0:r1, c0:c1], nb
+
+
+def _csf_partial_volume(ratio: np.ndarray, lift: np.ndarray, f: int, mask: np.ndarray, voxel_size_mm,
+                        core_level: float, dark_level: float, params: DetectionParams) -> list[RejectedCandidate]:
+    """Candidates a CSF background would have made: dark against the uncapped background (bright
+    sulci, ventricles) but not against the tissue level. Found on the coarse grid (every f-th
+    pixel in-plane), where the lift lives; each becomes a CSF-partial-volume rejection."""
+    if params.tissue_cap <= 0 or not np.any(lift > 1.05):
+        return []
+    r = ratio[:, ::f, ::f]
+    m = mask[:, ::f, ::f]
+    uncapped = r / lift
+    csf = m & (lift > 1.05) & (uncapped < core_level) & (r >= dark_level)
+    if not csf.any():
+        return []
+    labels, n = ndi.label(csf, structure=np.ones((3, 3, 3), bool))
+    real = np.unique(labels[m & (r < dark_level)])
+    out = []
+    px = voxel_size_mm[1] * f
+    for lab, bb in enumerate(ndi.find_objects(labels), start=1):
+        if bb is None or lab in real:
+            continue
+        sub = labels[bb] == lab
+        areas = sub.sum(axis=(1, 2))
+        d = float(2.0 * np.sqrt(areas.max() * px * voxel_size_mm[2] * f / np.pi))
+        if d >= params.max_diameter_mm:
+            continue                       # a sulcus or a ventricle's rim, not spot-like
+        cen = np.argwhere(sub).mean(axis=0)
+        center = (float(cen[0] + bb[0].start), float((cen[1] + bb[1].start) * f + (f - 1) / 2),
+                  float((cen[2] + bb[2].start) * f + (f - 1) / 2))
+        lu = float(np.min(np.where(sub, uncapped[bb], np.inf)))
+        lc = float(np.min(np.where(sub, r[bb], np.inf)))
+        out.append(RejectedCandidate(center, d, int(np.count_nonzero(areas)), RejectReason.CSF_PARTIAL_VOLUME,
+                                     f"darkness {lu:.2f} against the CSF-lit background, {lc:.2f} against tissue"))
+    return out
 
 
 def segment_at(ratio: np.ndarray, mask: np.ndarray, index: tuple[float, float, float],
@@ -399,13 +528,16 @@ def extend_to_border_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio: np.nd
 
 def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_full: np.ndarray,
              voxel_size_mm: tuple[float, float, float], params: DetectionParams,
-             check_edges: bool = True) -> tuple[DetectedSpot, str]:
+             check_edges: bool = True, level: Optional[float] = None
+             ) -> tuple[DetectedSpot, Optional[tuple[RejectReason, str]]]:
     areas = sub.sum(axis=(1, 2))
     present = np.nonzero(areas)[0]
     slices = [int(bb[0].start + k) for k in present]
     central_local = int(present[np.argmax(areas[present])])
-    # Darkness-weighted centre.
-    w = np.where(sub, np.clip(1.0 - ratio_bb, 0.0, None), 0.0)
+    # Darkness-weighted centre: the weight is how far a voxel lies below the candidate level, so
+    # faint voxels (textured tissue, border slices) barely move it.
+    level = params.dark_ratio if level is None else level
+    w = np.where(sub, np.clip(level - ratio_bb, 0.0, None), 0.0)
     if w.sum() <= 0:
         w = sub.astype(float)
     idx = np.indices(sub.shape).reshape(3, -1).astype(float)
@@ -417,19 +549,19 @@ def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_
                         central_slice=int(bb[0].start + central_local), upper_border_slice=slices[0],
                         lower_border_slice=slices[-1], bbox=tuple(bb), footprint=sub)
     if areas[central_local] < params.min_area_px:
-        return spot, "too small (noise)"
+        return spot, (RejectReason.TOO_SMALL, f"{int(areas[central_local])} pixels on its largest slice")
     if diameter >= params.max_diameter_mm:
-        return spot, f"too large ({diameter:.1f} mm >= {params.max_diameter_mm:g} mm)"
+        return spot, (RejectReason.TOO_LARGE, f"{diameter:.1f} mm >= {params.max_diameter_mm:g} mm")
     if check_edges and _touches_edge(sub, bb, mask_full):
-        return spot, "touches the brain-mask edge (air/bone/outside)"
+        return spot, (RejectReason.BRAIN_EDGE, "reaches the brain mask's rim (air, bone or outside beyond)")
     e2 = _elongation_2d(sub[central_local], voxel_size_mm)
     if e2 > params.max_elongation_2d:
-        return spot, f"in-plane line (elongation {e2:.1f})"
+        return spot, (RejectReason.IN_PLANE_VEIN, f"a line on its central slice, elongation {e2:.1f}")
     if len(slices) >= params.tube_min_slices:
         e3 = _elongation_3d(sub, voxel_size_mm)
         if e3 > params.max_elongation_3d:
-            return spot, f"tube across {len(slices)} slices (elongation {e3:.1f}): vein"
-    return spot, ""
+            return spot, (RejectReason.VEIN_ALONG_B0, f"a tube across {len(slices)} slices, elongation {e3:.1f}")
+    return spot, None
 
 
 def _elongation_2d(fp: np.ndarray, voxel_size_mm) -> float:
