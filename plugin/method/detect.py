@@ -44,10 +44,12 @@ class DetectionParams:
     mask_threshold: float = 0.25        # brain mask: fraction of the 98th percentile
     mask_erosion_mm: float = 3.0
     mask_split_mm: float = 4.0          # in-plane opening that cuts scalp-brain bridges before the largest component
-    tissue_cap: float = 1.25            # background capped at this x the local tissue level (CSF is not background); 0: off
+    tissue_cap: float = 1.0             # background capped at this x the local tissue level (CSF is not background); 0: off
     tissue_block_mm: float = 16.0       # blocks of the local tissue level
     mask_slack_per_mm: float = 0.8      # brain mask: in-plane growth allowed per mm of slice spacing away from the widest slice
     max_diameter_mm: float = 10.0
+    edge_margin_mm: float = 5.0         # within this of the mask's rim (skull, air: through-slice dephasing) a spot
+    edge_void_ratio: float = 0.5        # must be darker than this x tissue ratio somewhere
     void_min_diameter_mm: float = 4.0   # a spot this wide (and >= 2 slice thicknesses) must hold a signal void:
     void_ratio: float = 0.35            # its darkest point below this x tissue ratio (microbleeds and calcifications
                                         # have no signal; iron-rich nuclei darken diffusely: the paper excluded the pallidum)
@@ -359,6 +361,11 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
                 and rmin > params.void_ratio * tissue_ratio:
             why = (RejectReason.NO_VOID, f"{spot.diameter_mm:.1f} mm wide but its darkest point is {rmin / tissue_ratio:.2f} of "
                                          f"tissue: diffuse darkening (iron-rich deep grey matter, partial volume), not a void")
+        if not why and rmin > params.edge_void_ratio * tissue_ratio \
+                and _near_rim(mask, spot.center_index, voxel_size_mm, params.edge_margin_mm):
+            why = (RejectReason.BRAIN_EDGE, f"within {params.edge_margin_mm:g} mm of the brain mask's rim and its darkest point is "
+                                            f"{rmin / tissue_ratio:.2f} of tissue (> {params.edge_void_ratio:g}): through-slice "
+                                            f"dephasing and partial volume at the skull, not a void")
         if why:
             rejected.append(RejectedCandidate(spot.center_index, spot.diameter_mm, spot.n_slices, *why))
         else:
@@ -387,6 +394,19 @@ def _describe_many(labels: np.ndarray, cand: np.ndarray, which: np.ndarray, size
     return [RejectedCandidate((float(centres[0][i]), float(centres[1][i]), float(centres[2][i])),
                               float(2.0 * np.sqrt(area[i] / np.pi)), int(n_sl[i]), reason, detail(int(k)))
             for i, k in enumerate(which)]
+
+
+def _near_rim(mask: np.ndarray, center_index, voxel_size_mm, margin_mm: float) -> bool:
+    """Is there non-brain within ``margin_mm`` (in-plane) of the centre, on its slice?"""
+    s, r, c = (int(round(v)) for v in center_index)
+    hr, hc = (int(np.ceil(margin_mm / voxel_size_mm[i])) for i in (1, 2))
+    r0, c0 = r - hr, c - hc
+    win = np.zeros((2 * hr + 1, 2 * hc + 1), bool)
+    rs, cs = slice(max(r0, 0), min(r + hr + 1, mask.shape[1])), slice(max(c0, 0), min(c + hc + 1, mask.shape[2]))
+    win[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0] = mask[s, rs, cs]
+    rr, cc = np.ogrid[-hr:hr + 1, -hc:hc + 1]
+    disk = (rr * voxel_size_mm[1]) ** 2 + (cc * voxel_size_mm[2]) ** 2 <= margin_mm ** 2
+    return bool(np.any(disk & ~win))
 
 
 def _core_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, core_level: float
