@@ -50,10 +50,11 @@ class DetectionParams:
     max_diameter_mm: float = 10.0
     edge_margin_mm: float = 5.0         # within this of the mask's rim (skull, air: through-slice dephasing) a spot
     edge_void_ratio: float = 0.5        # must be darker than this x tissue ratio somewhere
-    void_min_diameter_mm: float = 4.0   # a spot this wide (and >= 2 slice thicknesses) must hold a signal void:
+    void_min_diameter_mm: float = 4.0   # a spot this wide (and >= 2 slices, >= 4 pixels) must hold a signal void:
     void_ratio: float = 0.35            # its darkest point below this x tissue ratio (microbleeds and calcifications
                                         # have no signal; iron-rich nuclei darken diffusely: the paper excluded the pallidum)
-    min_area_px: int = 3                # on the central slice
+    min_area_px: int = 2                # on the central slice, and at least min_area_mm2 (noise specks on fine grids)
+    min_area_mm2: float = 0.4
     max_elongation_2d: float = 3.0
     max_elongation_3d: float = 4.0
     tube_min_slices: int = 5
@@ -113,6 +114,24 @@ class RejectedCandidate:
     @property
     def text(self) -> str:
         return self.reason.value + (f" ({self.detail})" if self.detail else "")
+
+
+#: Order of relevance for a reader auditing the misses: spots inside the brain a reader might still
+#: call (diffuse darkening, veins, large), then those at the rim, CSF, and noise specks.
+_REASON_ORDER = (RejectReason.NO_VOID, RejectReason.VEIN_ALONG_B0, RejectReason.IN_PLANE_VEIN, RejectReason.TOO_LARGE,
+                 RejectReason.BRAIN_EDGE, RejectReason.CSF_PARTIAL_VOLUME, RejectReason.TOO_SMALL)
+
+
+def most_relevant(rejected: list[RejectedCandidate], limit: int) -> tuple[list[RejectedCandidate], dict[str, int]]:
+    """The ``limit`` most relevant rejections (by reason, see ``_REASON_ORDER``, then larger
+    first, then position: deterministic) and how many more there are per reason."""
+    rank = {r: i for i, r in enumerate(_REASON_ORDER)}
+    ordered = sorted(rejected, key=lambda c: (rank[c.reason], -round(c.diameter_mm, 3),
+                                              tuple(round(v, 2) for v in c.center_index)))
+    rest: dict[str, int] = {}
+    for c in ordered[limit:]:
+        rest[c.reason.value] = rest.get(c.reason.value, 0) + 1
+    return ordered[:limit], rest
 
 
 @dataclass
@@ -344,20 +363,22 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     inner = ndi.minimum_filter(mask.view(np.uint8), size=(1, 3, 3)).view(bool)
     at_edge = np.zeros(n + 1, bool)
     at_edge[np.unique(labels[cand & ~inner])] = True
-    small = with_core[sizes[with_core] < params.min_area_px]
-    edge = with_core[at_edge[with_core] & (sizes[with_core] >= params.min_area_px)]
+    min_area = _min_area_px(params, voxel_size_mm)
+    small = with_core[sizes[with_core] < min_area]
+    edge = with_core[at_edge[with_core] & (sizes[with_core] >= min_area)]
     rejected += _describe_many(labels, cand, small, sizes, voxel_size_mm, RejectReason.TOO_SMALL,
                                lambda k: f"{int(sizes[k])} voxels")
     rejected += _describe_many(labels, cand, edge, sizes, voxel_size_mm, RejectReason.BRAIN_EDGE,
                                lambda k: "reaches the brain mask's rim (air, bone or outside beyond)")
-    for lab in with_core[(sizes[with_core] >= params.min_area_px) & ~at_edge[with_core]]:
+    for lab in with_core[(sizes[with_core] >= min_area) & ~at_edge[with_core]]:
         bb = objects[lab - 1]
         sub = labels[bb] == lab
         sub, bb = _core_slices(sub, bb, ratio[bb], core_level)
         rmin = float(ratio[bb][sub].min())
         sub, bb = extend_to_border_slices(sub, bb, ratio, params, tissue_ratio)
         spot, why = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params, level=dark_level)
-        if not why and spot.diameter_mm >= max(params.void_min_diameter_mm, 2.0 * voxel_size_mm[0]) \
+        if not why and spot.diameter_mm >= max(params.void_min_diameter_mm, 2.0 * voxel_size_mm[0],
+                                                4.0 * max(voxel_size_mm[1], voxel_size_mm[2])) \
                 and rmin > params.void_ratio * tissue_ratio:
             why = (RejectReason.NO_VOID, f"{spot.diameter_mm:.1f} mm wide but its darkest point is {rmin / tissue_ratio:.2f} of "
                                          f"tissue: diffuse darkening (iron-rich deep grey matter, partial volume), not a void")
@@ -394,6 +415,12 @@ def _describe_many(labels: np.ndarray, cand: np.ndarray, which: np.ndarray, size
     return [RejectedCandidate((float(centres[0][i]), float(centres[1][i]), float(centres[2][i])),
                               float(2.0 * np.sqrt(area[i] / np.pi)), int(n_sl[i]), reason, detail(int(k)))
             for i, k in enumerate(which)]
+
+
+def _min_area_px(params: DetectionParams, voxel_size_mm) -> int:
+    """Smallest footprint (pixels on the largest slice): ``min_area_px``, more on fine grids, where
+    a speck of 1 pixel (0.2 mm^2 at 0.45 mm) is texture or noise, not a lesion."""
+    return max(params.min_area_px, int(np.ceil(params.min_area_mm2 / (voxel_size_mm[1] * voxel_size_mm[2]) - 1e-9)))
 
 
 def _near_rim(mask: np.ndarray, center_index, voxel_size_mm, margin_mm: float) -> bool:
@@ -568,7 +595,7 @@ def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_
     spot = DetectedSpot(center_index=center, diameter_mm=diameter, slice_indices=slices,
                         central_slice=int(bb[0].start + central_local), upper_border_slice=slices[0],
                         lower_border_slice=slices[-1], bbox=tuple(bb), footprint=sub)
-    if areas[central_local] < params.min_area_px:
+    if areas[central_local] < _min_area_px(params, voxel_size_mm):
         return spot, (RejectReason.TOO_SMALL, f"{int(areas[central_local])} pixels on its largest slice")
     if diameter >= params.max_diameter_mm:
         return spot, (RejectReason.TOO_LARGE, f"{diameter:.1f} mm >= {params.max_diameter_mm:g} mm")
