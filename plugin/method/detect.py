@@ -39,7 +39,7 @@ class DetectionParams:
     dark_ratio: float = 0.78            # candidate voxel: magnitude / local background below this x tissue ratio
     core_ratio: float = 0.66            # a spot must be this dark (x tissue ratio) somewhere
     background_window_mm: float = 12.0  # grey-closing window (fills dark structures narrower than this)
-    smooth_sigma_px: float = 0.6        # in-plane Gaussian before darkness (noise)
+    smooth_sigma_px: float = 0.4        # in-plane Gaussian before darkness (noise; wider blurs 1.5-pixel spots away)
     closing_grid_mm: float = 1.8        # the background (closing) is computed on blocks about this wide
     mask_threshold: float = 0.25        # brain mask: fraction of the 98th percentile
     mask_erosion_mm: float = 3.0
@@ -49,12 +49,14 @@ class DetectionParams:
     mask_slack_per_mm: float = 0.8      # brain mask: in-plane growth allowed per mm of slice spacing away from the widest slice
     max_diameter_mm: float = 10.0
     edge_margin_mm: float = 5.0         # within this of the mask's rim (skull, air: through-slice dephasing) a spot
-    edge_void_ratio: float = 0.5        # must be darker than this x tissue ratio somewhere
+    edge_void_ratio: float = 0.35       # must be darker than this x tissue ratio somewhere
     void_min_diameter_mm: float = 4.0   # a spot this wide (and >= 2 slices, >= 4 pixels) must hold a signal void:
     void_ratio: float = 0.35            # its darkest point below this x tissue ratio (microbleeds and calcifications
                                         # have no signal; iron-rich nuclei darken diffusely: the paper excluded the pallidum)
     min_area_px: int = 2                # on the central slice, and at least min_area_mm2 (noise specks on fine grids)
-    min_area_mm2: float = 0.4
+    min_area_mm2: float = 0.5
+    mirror_tolerance_mm: float = 5.0    # bilateral deep grey matter: mirror pair within this (midline offset, rows)
+    mirror_size_ratio: float = 1.4
     max_elongation_2d: float = 3.0
     max_elongation_3d: float = 4.0
     tube_min_slices: int = 5
@@ -96,6 +98,8 @@ class RejectReason(str, enum.Enum):
     BRAIN_EDGE = "brain edge"                       # reaches the brain mask's rim (air/bone/outside beyond)
     CSF_PARTIAL_VOLUME = "CSF partial volume"       # dark only against bright CSF, not against tissue
     NO_VOID = "no signal void"                      # large but never black: diffuse (iron) darkening
+    DEEP_GREY_MATTER = "bilateral deep grey matter"  # a mirror pair across the midline, never black
+    SLAB_END = "first or last slice only"           # cannot be bounded or confirmed on a neighbouring slice
     TOO_SMALL = "too small"
     TOO_LARGE = "too large"
 
@@ -118,7 +122,7 @@ class RejectedCandidate:
 
 #: Order of relevance for a reader auditing the misses: spots inside the brain a reader might still
 #: call (diffuse darkening, veins, large), then those at the rim, CSF, and noise specks.
-_REASON_ORDER = (RejectReason.NO_VOID, RejectReason.VEIN_ALONG_B0, RejectReason.IN_PLANE_VEIN, RejectReason.TOO_LARGE,
+_REASON_ORDER = (RejectReason.SLAB_END, RejectReason.DEEP_GREY_MATTER, RejectReason.NO_VOID, RejectReason.VEIN_ALONG_B0, RejectReason.IN_PLANE_VEIN, RejectReason.TOO_LARGE,
                  RejectReason.BRAIN_EDGE, RejectReason.CSF_PARTIAL_VOLUME, RejectReason.TOO_SMALL)
 
 
@@ -392,6 +396,10 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
         else:
             spot.min_ratio = rmin
             spots.append(spot)
+    spots, more = _mirror_pairs(spots, mask, voxel_size_mm, params, tissue_ratio)
+    rejected += more
+    spots, more = _slab_end(spots, mask.shape[0])
+    rejected += more
     return Detection(spots, rejected, mask, ratio, noise, tissue)
 
 
@@ -417,6 +425,60 @@ def _describe_many(labels: np.ndarray, cand: np.ndarray, which: np.ndarray, size
             for i, k in enumerate(which)]
 
 
+def _mirror_pairs(spots: list[DetectedSpot], mask: np.ndarray, voxel_size_mm, params: DetectionParams,
+                  tissue_ratio: float) -> tuple[list[DetectedSpot], list[RejectedCandidate]]:
+    """Iron-rich deep grey matter (pallidum, putamen, substantia nigra, red nucleus) darkens
+    symmetrically: two wide spots (>= ``void_min_diameter_mm``) mirrored across the midline
+    (the brain mask's middle column on their slice), of similar size (within ``mirror_size_ratio``),
+    within ``mirror_tolerance_mm`` in-plane and one slice, neither holding a void, are not
+    lesions. The paper excluded the pallidum for this reason. Assumes the columns run left-right
+    (axial stacks, as the method requires)."""
+    wide = [s for s in spots if s.diameter_mm >= params.void_min_diameter_mm and s.min_ratio > params.void_ratio * tissue_ratio]
+    if len(wide) < 2:
+        return spots, []
+    drop: set[int] = set()
+    tol = params.mirror_tolerance_mm
+    for i, a in enumerate(wide):
+        for b in wide[i + 1:]:
+            if abs(a.center_index[0] - b.center_index[0]) > 1.0:
+                continue
+            if max(a.diameter_mm, b.diameter_mm) > params.mirror_size_ratio * min(a.diameter_mm, b.diameter_mm):
+                continue
+            k = int(round((a.center_index[0] + b.center_index[0]) / 2))
+            cols = np.nonzero(mask[k].any(axis=0))[0]
+            if cols.size == 0:
+                continue
+            mid = (cols[0] + cols[-1]) / 2.0
+            off_mid = abs((a.center_index[2] + b.center_index[2]) / 2.0 - mid) * voxel_size_mm[2]
+            rows = abs(a.center_index[1] - b.center_index[1]) * voxel_size_mm[1]
+            apart = abs(a.center_index[2] - b.center_index[2]) * voxel_size_mm[2]
+            if off_mid <= tol and rows <= tol and apart > max(a.diameter_mm, b.diameter_mm):
+                drop.update((id(a), id(b)))
+    if not drop:
+        return spots, []
+    out = [RejectedCandidate(s.center_index, s.diameter_mm, s.n_slices, RejectReason.DEEP_GREY_MATTER,
+                             f"mirrored across the midline by a spot of similar size; darkest point {s.min_ratio / tissue_ratio:.2f} "
+                             f"of tissue, no void: symmetric iron-rich nuclei")
+           for s in spots if id(s) in drop]
+    return [s for s in spots if id(s) not in drop], out
+
+
+def _slab_end(spots: list[DetectedSpot], n_slices: int) -> tuple[list[DetectedSpot], list[RejectedCandidate]]:
+    """A spot seen only on the first or the last slice of the stack: no slice beyond it shows
+    whether it continues (it cannot be bounded, its far border cannot be read) and no
+    neighbouring slice confirms it (the end slices carry the slab profile's and the skull's
+    partial volume). Listed for the reader, not reported."""
+    keep, out = [], []
+    for s in spots:
+        if s.n_slices == 1 and s.slice_indices[0] in (0, n_slices - 1) and n_slices > 2:
+            out.append(RejectedCandidate(s.center_index, s.diameter_mm, 1, RejectReason.SLAB_END,
+                                         f"only on slice {s.slice_indices[0]} of {n_slices}: it cannot be bounded or "
+                                         f"confirmed on a neighbouring slice"))
+        else:
+            keep.append(s)
+    return keep, out
+
+
 def _min_area_px(params: DetectionParams, voxel_size_mm) -> int:
     """Smallest footprint (pixels on the largest slice): ``min_area_px``, more on fine grids, where
     a speck of 1 pixel (0.2 mm^2 at 0.45 mm) is texture or noise, not a lesion."""
@@ -424,16 +486,23 @@ def _min_area_px(params: DetectionParams, voxel_size_mm) -> int:
 
 
 def _near_rim(mask: np.ndarray, center_index, voxel_size_mm, margin_mm: float) -> bool:
-    """Is there non-brain within ``margin_mm`` (in-plane) of the centre, on its slice?"""
+    """Is there non-brain within ``margin_mm`` of the centre (a 3D ball: in-plane on its slice,
+    and on the slices within ``margin_mm`` above and below, where the vertex or the skull base
+    may be nearer than the side)? Slices beyond the stack do not count (a slab end is not an edge)."""
     s, r, c = (int(round(v)) for v in center_index)
     hr, hc = (int(np.ceil(margin_mm / voxel_size_mm[i])) for i in (1, 2))
-    r0, c0 = r - hr, c - hc
-    win = np.zeros((2 * hr + 1, 2 * hc + 1), bool)
-    rs, cs = slice(max(r0, 0), min(r + hr + 1, mask.shape[1])), slice(max(c0, 0), min(c + hc + 1, mask.shape[2]))
-    win[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0] = mask[s, rs, cs]
+    hs = int(np.floor(margin_mm / voxel_size_mm[0]))
     rr, cc = np.ogrid[-hr:hr + 1, -hc:hc + 1]
-    disk = (rr * voxel_size_mm[1]) ** 2 + (cc * voxel_size_mm[2]) ** 2 <= margin_mm ** 2
-    return bool(np.any(disk & ~win))
+    d2 = (rr * voxel_size_mm[1]) ** 2 + (cc * voxel_size_mm[2]) ** 2
+    r0, c0 = r - hr, c - hc
+    rs, cs = slice(max(r0, 0), min(r + hr + 1, mask.shape[1])), slice(max(c0, 0), min(c + hc + 1, mask.shape[2]))
+    for k in range(max(s - hs, 0), min(s + hs + 1, mask.shape[0])):
+        radius2 = margin_mm ** 2 - ((k - s) * voxel_size_mm[0]) ** 2
+        win = np.zeros((2 * hr + 1, 2 * hc + 1), bool)
+        win[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0] = mask[k, rs, cs]
+        if np.any((d2 <= radius2) & ~win):
+            return True
+    return False
 
 
 def _core_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, core_level: float
