@@ -54,7 +54,7 @@ class DetectionParams:
     void_ratio: float = 0.35            # its darkest point below this x tissue ratio (microbleeds and calcifications
                                         # have no signal; iron-rich nuclei darken diffusely: the paper excluded the pallidum)
     min_area_px: int = 2                # on the central slice, and at least min_area_mm2 (noise specks on fine grids)
-    min_area_mm2: float = 0.5
+    min_area_mm2: float = 0.4
     mirror_tolerance_mm: float = 5.0    # bilateral deep grey matter: mirror pair within this (midline offset, rows)
     mirror_size_ratio: float = 1.4
     max_elongation_2d: float = 3.0
@@ -170,7 +170,8 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     # volume at the vertex, the orbits) and, at the skull base, soft tissue lying against the
     # posterior fossa. Two steps:
     # 1. open the signal in-plane by ``mask_split_mm`` and keep the largest 3D component (the
-    #    intracranial contents); its widest slice, grown back inside the signal, seeds the mask;
+    #    intracranial contents); its thickest cross-section, grown back inside the signal, seeds
+    #    the mask;
     # 2. walk from that slice to both ends of the stack: the brain's cross-section shrinks away
     #    from its widest level, so a slice keeps only the signal within ``mask_slack_mm`` (in-plane)
     #    of the slice before it. A scalp ring at the vertex or neck tissue beside the posterior
@@ -186,8 +187,13 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         core = labels == int(np.argmax(sizes))
-        k0 = int(np.argmax(core.sum(axis=(1, 2))))
-        mask[k0] = ndi.binary_fill_holes(ndi.binary_dilation(core[k0], structure=disk) & signal[k0])
+        # the seed: the thickest cross-section (largest inscribed disc), never a thin shell of
+        # scalp, whatever it touches; only its own 2D component
+        depth = [ndi.distance_transform_edt(core[k]) if core[k].any() else np.zeros(core.shape[1:]) for k in range(ns)]
+        k0 = int(np.argmax([d.max() for d in depth]))
+        lab2, _ = ndi.label(core[k0])
+        seed = lab2 == lab2.flat[int(np.argmax(depth[k0]))]
+        mask[k0] = ndi.binary_fill_holes(ndi.binary_dilation(seed, structure=disk) & signal[k0])
         slack = max(params.mask_slack_per_mm * voxel_size_mm[0], px)
         for step in (-1, 1):
             k = k0 + step
