@@ -182,7 +182,8 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     # between scalp and brain is never filled in, being outside the kept component).
     split = max(1, int(round(params.mask_split_mm / px)))
     disk = _disk(split)
-    core = np.stack([ndi.binary_erosion(signal[k], structure=disk) for k in range(ns)])
+    core = ndi.binary_erosion(signal, structure=disk[None])           # in-plane, every slice at once
+    opened_all = ndi.binary_dilation(core, structure=disk[None]) & signal
     labels, n = ndi.label(core)
     mask = np.zeros_like(signal)
     if n:
@@ -191,19 +192,19 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
         core = labels == int(np.argmax(sizes))
         # the seed: the thickest cross-section (largest inscribed disc), never a thin shell of
         # scalp, whatever it touches; only its own 2D component
-        depth = [ndi.distance_transform_edt(core[k]) if core[k].any() else np.zeros(core.shape[1:]) for k in range(ns)]
+        area = core.sum(axis=(1, 2))
+        depth = [ndi.distance_transform_edt(core[k]) if area[k] else np.zeros(core.shape[1:]) for k in range(ns)]
         k0 = int(np.argmax([d.max() for d in depth]))
         lab2, _ = ndi.label(core[k0])
         seed = lab2 == lab2.flat[int(np.argmax(depth[k0]))]
         mask[k0] = ndi.binary_fill_holes(ndi.binary_dilation(seed, structure=disk) & signal[k0])
-        slack = max(params.mask_slack_per_mm * voxel_size_mm[0], px)
+        grow = _disk(max(1, int(round(params.mask_slack_per_mm * voxel_size_mm[0] / px))))
         for step in (-1, 1):
             k = k0 + step
             while 0 <= k < ns and mask[k - step].any():
-                near = ndi.distance_transform_edt(~mask[k - step]) * px <= slack
+                near = ndi.binary_dilation(mask[k - step], structure=grow)
                 # the slice's own opened signal, so thin bridges into the scalp do not leak in
-                opened = ndi.binary_dilation(ndi.binary_erosion(signal[k], structure=disk), structure=disk) & signal[k]
-                mask[k] = ndi.binary_fill_holes(opened & near)
+                mask[k] = ndi.binary_fill_holes(opened_all[k] & near)
                 k += step
     # Erode in-plane by mask_erosion_mm (plus the block's half width lost by the coarse grid).
     dist = np.stack([ndi.distance_transform_edt(mask[k]) for k in range(ns)]) * px
