@@ -4,25 +4,34 @@ The paper's readers took "dark, round or oval spots in the brain, < 10 mm in dia
 GRE magnitude (method paper, Reference Standards). Here:
 
 * **Brain mask** (:func:`brain_mask`): the smoothed magnitude above a fraction of its robust
-  maximum, holes filled slice by slice (so dark spots stay inside), the largest 3D component,
-  eroded in-plane by ``mask_erosion_mm`` so that air/bone edges (dark, susceptibility-blurred)
-  fall outside.
+  maximum, opened in-plane to cut thin scalp bridges, the largest 3D component; seeded on its
+  thickest cross-section and followed slice by slice towards both ends, each slice keeping only
+  signal near the one before (the brain narrows towards the vertex and the skull base: a scalp
+  shell or neck tissue touching the brain stays out); holes filled slice by slice, eroded
+  in-plane by ``mask_erosion_mm``.
 * **Darkness** (:func:`darkness_ratio`): magnitude divided by its local background, the
-  in-plane grey closing (max then min filter, ``background_window_mm`` wide) which fills every
-  dark structure narrower than the window: a black top-hat expressed as a ratio, so it does not
-  depend on the coil's intensity profile.
-* **Candidates**: voxels with ratio below ``dark_ratio`` inside the mask, connected in 3D; a
-  spot must reach ``core_ratio`` somewhere (a real void, not a noise dip).
-* **Rejection** (:func:`reject_reason`): in-plane equivalent diameter >= ``max_diameter_mm``;
-  touching the mask edge (air/bone/outside); tubes: a vein along B0 is a dark dot on many
-  consecutive slices with a nearly constant cross-section (3D elongation: longest principal
-  axis / second > ``max_elongation_3d`` over >= ``tube_min_slices`` slices); in-plane veins
-  are lines (2D elongation > ``max_elongation_2d`` on the central slice).
+  in-plane grey closing of the magnitude *capped at the local tissue level* (:func:`tissue_level`,
+  block medians of the brain): a black top-hat against tissue, never against bright CSF, so
+  tissue between bright sulci or beside a ventricle is not dark; it follows coil shading.
+* **Candidates**: voxels with ratio below ``dark_ratio`` x the tissue ratio inside the mask,
+  connected in 3D; a spot must reach ``core_ratio`` somewhere (a real void, not a texture dip),
+  or on thick slices (>= ``split_core_min_slice_mm``) two adjacent slices together. A spot is
+  cut to its core slices (+-1) and then followed onto its faint border slices.
+* **Rejection**, each a typed :class:`RejectedCandidate` (``Detection.rejected``; findings.json
+  lists the most relevant, :func:`most_relevant`): too small (< ``min_area_px`` / ``min_area_mm2``);
+  too large (>= ``max_diameter_mm``); brain edge (reaching the mask's rim, or within
+  ``edge_margin_mm`` of it in 3D without a void); vein along B0 (a tube: 3D elongation >
+  ``max_elongation_3d`` over >= ``tube_min_slices`` slices); in-plane vein (a line on its
+  central slice); CSF partial volume (dark only against the uncapped, CSF-lit background);
+  no signal void (wide enough to hold one, never black: diffuse iron darkening); bilateral deep
+  grey matter (such spots mirrored across the midline: pallidum, putamen, nigra, red nucleus;
+  the paper excluded the pallidum); first or last slice only (cannot be bounded or confirmed).
 
 Each kept spot gives its centre (LPS mm), equivalent diameter on its central slice, the slices
 it appears on, its border slices (outermost) and central slice (largest area), and its
-footprint on every slice. Spots in the globus pallidus (iron) are *not* excluded: that needs an
-atlas this package does not ship (say so in reports).
+footprint on every slice. Deep grey matter is recognised by the absence of a void and by
+symmetry, not by an atlas (none is shipped): a unilateral iron-rich nucleus on thick slices
+can still pass.
 """
 from __future__ import annotations
 
