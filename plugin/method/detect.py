@@ -74,6 +74,8 @@ class DetectionParams:
     border_ratio: float = 0.88          # a slice beyond the spot still shows it (partial volume) when its
                                         # darkest footprint pixels are below this x the tissue's ratio
     max_border_extension: int = 2       # slices added on each side at most
+    trim_to_core: bool = True           # cut a candidate to its core slices (+- core_slice_margin) before following its borders
+    core_slice_margin: int = 1
 
 
 @dataclass
@@ -404,7 +406,8 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     for lab in with_core[(sizes[with_core] >= min_area) & ~at_edge[with_core]]:
         bb = objects[lab - 1]
         sub = labels[bb] == lab
-        sub, bb = _core_slices(sub, bb, ratio[bb], core_level, pair_level if split else 0.0)
+        if params.trim_to_core:
+            sub, bb = _core_slices(sub, bb, ratio[bb], core_level, pair_level if split else 0.0, params.core_slice_margin)
         rmin = float(ratio[bb][sub].min())
         sub, bb = extend_to_border_slices(sub, bb, ratio, params, tissue_ratio)
         spot, why = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params, level=dark_level)
@@ -533,7 +536,7 @@ def _near_rim(mask: np.ndarray, center_index, voxel_size_mm, margin_mm: float) -
 
 
 def _core_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, core_level: float,
-                 pair_level: float = 0.0) -> tuple[np.ndarray, tuple[slice, ...]]:
+                 pair_level: float = 0.0, margin: int = 1) -> tuple[np.ndarray, tuple[slice, ...]]:
     """The component cut to its core slices (those reaching ``core_level``) and one slice either
     side: textured tissue just under the candidate level, touching the spot on further slices,
     must not drag its extent (and its border slices) away from the void. The paper's faint
@@ -547,7 +550,7 @@ def _core_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, c
     ks = np.nonzero(dark)[0]
     if ks.size == 0:
         return sub, bb
-    k0, k1 = max(int(ks[0]) - 1, 0), min(int(ks[-1]) + 2, sub.shape[0])
+    k0, k1 = max(int(ks[0]) - margin, 0), min(int(ks[-1]) + 1 + margin, sub.shape[0])
     if k0 == 0 and k1 == sub.shape[0]:
         return sub, bb
     sub = sub[k0:k1]
