@@ -78,6 +78,18 @@ class Lesion:
         return len(self.slice_indices)
 
 
+@dataclass(frozen=True)
+class RejectedSpot:
+    """A dark candidate detection did not report (findings.json ``rejected``): where, how big,
+    why (``reason``: plugin.method.detect.RejectReason's text) and the measured numbers (``detail``)."""
+
+    center_lps_mm: tuple[float, float, float]
+    diameter_mm: float
+    n_slices: int
+    reason: str
+    detail: str = ""
+
+
 @dataclass
 class PairAnalysis:
     """The result for one magnitude/phase pair of one acquisition."""
@@ -91,3 +103,5 @@ class PairAnalysis:
     label_map: np.ndarray = field(repr=False)  # (slice,row,col) int, 0 = none, else lesion id
     lesions: list[Lesion] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rejected: list[RejectedSpot] = field(default_factory=list)          # the most relevant, at most a cap
+    rejected_not_listed: dict[str, int] = field(default_factory=dict)   # reason -> how many more

@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 import numpy as np
 
 from plugin.method.background import remove_background
-from plugin.method.detect import DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, segment_at
+from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma,
+                                  most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine, interpret
-from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern
+from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
 from dicom_io.vocabulary import Handedness
 
@@ -52,6 +53,7 @@ class AnalysisOptions:
     interpret: InterpretRules = InterpretRules()
     dipole_fit: FitParams = FitParams()
     max_tilt_deg: float = 30.0             # slice normal vs B0 (LPS z) beyond which the method does not apply
+    rejected_listed: int = 50              # findings.json lists this many rejected candidates, counts the rest
 
 
 @dataclass
@@ -69,6 +71,8 @@ class ArrayAnalysis:
     local_phase_rad: Optional[np.ndarray] = field(default=None, repr=False)
     local_phase_wrapped: bool = True
     background: str = ""
+    rejected: list[RejectedSpot] = field(default_factory=list)
+    rejected_not_listed: dict[str, int] = field(default_factory=dict)
 
 
 #: What the certainty (Lesion.confidence) is calibrated on (plugin.method.interpret; benchmarks/accuracy.md).
@@ -95,6 +99,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         raise ValueError(f"magnitude {mag.shape} and phase {phase.shape} differ in shape")
     voxel = tuple(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
     notes: list[str] = []
+    rejected: list[RejectedSpot] = []
+    rejected_rest: dict[str, int] = {}
     params = options.detection
     mask = brain_mask(mag, voxel, params)
     # Detection (magnitude) and background removal (phase) are independent once the mask is
@@ -102,7 +108,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     with ThreadPoolExecutor(max_workers=2) as pool:
         bg_future = pool.submit(remove_background, phase, mag, mask, voxel, method=options.background)
         if points_lps_mm:
-            ratio = darkness_ratio(mag, voxel, params)
+            ratio = darkness_ratio(mag, voxel, params, mask=mask)
             noise = estimate_noise_sigma(mag, mask)
             inv = np.linalg.inv(affine_lps)
             spots: list[DetectedSpot] = []
@@ -117,6 +123,9 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             det = detect_spots(mag, voxel, params, mask=mask)
             spots, noise = det.spots, det.noise_sigma
             notes.append(f"{len(det.spots)} spots kept, {len(det.rejected)} candidates rejected")
+            listed, rejected_rest = most_relevant(det.rejected, options.rejected_listed)
+            rejected = [RejectedSpot(_index_to_lps(affine_lps, c.center_index), round(c.diameter_mm, 2), c.n_slices,
+                                     c.reason.value, c.detail) for c in listed]
         local, wrapped, what = bg_future.result()
     notes.append(f"background: {what}")
     superior_up = bool(affine_lps[2, 0] > 0)
@@ -160,8 +169,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         interps.append(it)
         fits.append(fit)
     return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds,
-                         local_phase_rad=local,
-                         local_phase_wrapped=bool(wrapped), background=what)
+                         local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
+                         rejected=rejected, rejected_not_listed=rejected_rest)
 
 
 def _fit_facts(fit) -> dict:
@@ -218,7 +227,16 @@ def analysis_dict(a: PairAnalysis, tracking: Optional[Mapping[int, "TrackingIden
         "convention_source": a.convention_source,
         "lesions": [lesion_dict(les, tracking.get(les.id)) for les in a.lesions],
         "notes": list(a.notes),
+        "rejected": [rejected_dict(r) for r in a.rejected],
+        "rejected_not_listed": dict(a.rejected_not_listed),
     }
+
+
+def rejected_dict(r: RejectedSpot) -> dict:
+    """One rejected candidate in the findings schema (GUIDE: ``center_lps_mm``, ``diameter_mm``,
+    ``reason``; plus ``n_slices`` and ``detail``, the measured numbers behind the reason)."""
+    return {"center_lps_mm": [round(float(v), 2) for v in r.center_lps_mm], "diameter_mm": round(float(r.diameter_mm), 2),
+            "n_slices": int(r.n_slices), "reason": r.reason, "detail": r.detail}
 
 
 def findings_document(analyses: Sequence[dict], skipped: Sequence[dict]) -> dict:
@@ -248,7 +266,8 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
                         magnitude_series_uid=magnitude.series_instance_uid,
                         phase_series_uid=phase.series_instance_uid, vendor=magnitude.vendor,
                         phase_convention=Handedness(convention), convention_source=convention_source,
-                        lesions=res.lesions, label_map=res.label_map, notes=notes), res
+                        lesions=res.lesions, label_map=res.label_map, notes=notes, rejected=res.rejected,
+                        rejected_not_listed=res.rejected_not_listed), res
 
 
 def _combine_echoes(dseries, mag, ph, earlier) -> tuple:

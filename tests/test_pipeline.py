@@ -114,6 +114,29 @@ def test_cli_exit_codes(two_pairs_and_magnitude_only, tmp_path, capsys):
     assert "rules" in capsys.readouterr().err
 
 
+def test_rejected_candidates_are_listed_in_findings(tmp_path):
+    """findings.json ``rejected`` (GUIDE extension): every candidate detection did not report, with
+    its position (LPS mm), size and reason; a vein along B0 is there as a vein, the lesions are not."""
+    mag, ph = simulate(SHAPE, VOX, LESIONS, veins=[(90.0, 40.0, 1.2, 0.45)], convention="right-handed", snr=40, seed=1)
+    stacks = [StackToWrite("magnitude", 1, 25.0, mag), StackToWrite("phase", 1, 25.0, ph)]
+    write_acquisition(tmp_path / "in", vendor="GE", style="classic", stacks=stacks, affine_lps=affine_for(VOX),
+                      study=new_study(), series_description="SWI test", series_number=5)
+    code = cli_main(["analyze", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-dicom"])
+    assert code == 0
+    a = json.loads((tmp_path / "out" / "findings.json").read_text())["analyses"][0]
+    assert sorted(les["classification"] for les in a["lesions"]) == ["calcification", "microbleed"]
+    assert a["rejected"], a["notes"]
+    for r in a["rejected"]:
+        assert {"center_lps_mm", "diameter_mm", "reason"} <= set(r) and len(r["center_lps_mm"]) == 3
+        assert r["diameter_mm"] > 0 and isinstance(r["reason"], str)
+    vein_lps = np.array([40.0, 90.0, 0.0]) * np.array([VOX[2], VOX[1], 0.0])
+    veins = [r for r in a["rejected"] if r["reason"] == "vein along B0"]
+    assert len(veins) == 1 and np.linalg.norm((np.asarray(veins[0]["center_lps_mm"]) - vein_lps)[:2]) < 2.0
+    assert isinstance(a["rejected_not_listed"], dict)
+    lesions_lps = [np.asarray(les["center_lps_mm"]) for les in a["lesions"]]
+    assert all(min(np.linalg.norm(np.asarray(r["center_lps_mm"]) - p) for p in lesions_lps) > 2.0 for r in a["rejected"])
+
+
 def test_marked_points_are_classified_without_detection(two_pairs_and_magnitude_only, tmp_path):
     root = two_pairs_and_magnitude_only[0]
     target = np.asarray(LESIONS[1].center_index) @ affine_for(VOX)[:3, :3].T

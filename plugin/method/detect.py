@@ -4,28 +4,38 @@ The paper's readers took "dark, round or oval spots in the brain, < 10 mm in dia
 GRE magnitude (method paper, Reference Standards). Here:
 
 * **Brain mask** (:func:`brain_mask`): the smoothed magnitude above a fraction of its robust
-  maximum, holes filled slice by slice (so dark spots stay inside), the largest 3D component,
-  eroded in-plane by ``mask_erosion_mm`` so that air/bone edges (dark, susceptibility-blurred)
-  fall outside.
+  maximum, opened in-plane to cut thin scalp bridges, the largest 3D component; seeded on its
+  thickest cross-section and followed slice by slice towards both ends, each slice keeping only
+  signal near the one before (the brain narrows towards the vertex and the skull base: a scalp
+  shell or neck tissue touching the brain stays out); holes filled slice by slice, eroded
+  in-plane by ``mask_erosion_mm``.
 * **Darkness** (:func:`darkness_ratio`): magnitude divided by its local background, the
-  in-plane grey closing (max then min filter, ``background_window_mm`` wide) which fills every
-  dark structure narrower than the window: a black top-hat expressed as a ratio, so it does not
-  depend on the coil's intensity profile.
-* **Candidates**: voxels with ratio below ``dark_ratio`` inside the mask, connected in 3D; a
-  spot must reach ``core_ratio`` somewhere (a real void, not a noise dip).
-* **Rejection** (:func:`reject_reason`): in-plane equivalent diameter >= ``max_diameter_mm``;
-  touching the mask edge (air/bone/outside); tubes: a vein along B0 is a dark dot on many
-  consecutive slices with a nearly constant cross-section (3D elongation: longest principal
-  axis / second > ``max_elongation_3d`` over >= ``tube_min_slices`` slices); in-plane veins
-  are lines (2D elongation > ``max_elongation_2d`` on the central slice).
+  in-plane grey closing of the magnitude *capped at the local tissue level* (:func:`tissue_level`,
+  block medians of the brain): a black top-hat against tissue, never against bright CSF, so
+  tissue between bright sulci or beside a ventricle is not dark; it follows coil shading.
+* **Candidates**: voxels with ratio below ``dark_ratio`` x the tissue ratio inside the mask,
+  connected in 3D; a spot must reach ``core_ratio`` somewhere (a real void, not a texture dip),
+  or on thick slices (>= ``split_core_min_slice_mm``) two adjacent slices together. A spot is
+  cut to its core slices (+-1) and then followed onto its faint border slices.
+* **Rejection**, each a typed :class:`RejectedCandidate` (``Detection.rejected``; findings.json
+  lists the most relevant, :func:`most_relevant`): too small (< ``min_area_px`` / ``min_area_mm2``);
+  too large (>= ``max_diameter_mm``); brain edge (reaching the mask's rim, or within
+  ``edge_margin_mm`` of it in 3D without a void); vein along B0 (a tube: 3D elongation >
+  ``max_elongation_3d`` over >= ``tube_min_slices`` slices); in-plane vein (a line on its
+  central slice); CSF partial volume (dark only against the uncapped, CSF-lit background);
+  no signal void (wide enough to hold one, never black: diffuse iron darkening); bilateral deep
+  grey matter (such spots mirrored across the midline: pallidum, putamen, nigra, red nucleus;
+  the paper excluded the pallidum); first or last slice only (cannot be bounded or confirmed).
 
 Each kept spot gives its centre (LPS mm), equivalent diameter on its central slice, the slices
 it appears on, its border slices (outermost) and central slice (largest area), and its
-footprint on every slice. Spots in the globus pallidus (iron) are *not* excluded: that needs an
-atlas this package does not ship (say so in reports).
+footprint on every slice. Deep grey matter is recognised by the absence of a void and by
+symmetry, not by an atlas (none is shipped): a unilateral iron-rich nucleus on thick slices
+can still pass.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -37,19 +47,35 @@ from scipy import ndimage as ndi
 class DetectionParams:
     dark_ratio: float = 0.78            # candidate voxel: magnitude / local background below this x tissue ratio
     core_ratio: float = 0.66            # a spot must be this dark (x tissue ratio) somewhere
+    split_core_min_slice_mm: float = 3.5  # ... or, on slices this thick, two adjacent slices together (their deficits
+                                          # add: a void split by a slice boundary); 0: never
     background_window_mm: float = 12.0  # grey-closing window (fills dark structures narrower than this)
-    smooth_sigma_px: float = 0.6        # in-plane Gaussian before darkness (noise)
+    smooth_sigma_px: float = 0.4        # in-plane Gaussian before darkness (noise; wider blurs 1.5-pixel spots away)
     closing_grid_mm: float = 1.8        # the background (closing) is computed on blocks about this wide
     mask_threshold: float = 0.25        # brain mask: fraction of the 98th percentile
     mask_erosion_mm: float = 3.0
+    mask_split_mm: float = 4.0          # in-plane opening that cuts scalp-brain bridges before the largest component
+    tissue_cap: float = 1.0             # background capped at this x the local tissue level (CSF is not background); 0: off
+    tissue_block_mm: float = 16.0       # blocks of the local tissue level
+    mask_slack_per_mm: float = 0.8      # brain mask: in-plane growth allowed per mm of slice spacing away from the widest slice
     max_diameter_mm: float = 10.0
-    min_area_px: int = 3                # on the central slice
+    edge_margin_mm: float = 5.0         # within this of the mask's rim (skull, air: through-slice dephasing) a spot
+    edge_void_ratio: float = 0.35       # must be darker than this x tissue ratio somewhere
+    void_min_diameter_mm: float = 4.0   # a spot this wide (and >= 2 slices, >= 4 pixels) must hold a signal void:
+    void_ratio: float = 0.35            # its darkest point below this x tissue ratio (microbleeds and calcifications
+                                        # have no signal; iron-rich nuclei darken diffusely: the paper excluded the pallidum)
+    min_area_px: int = 2                # on the central slice, and at least min_area_mm2 (noise specks on fine grids)
+    min_area_mm2: float = 0.4
+    mirror_tolerance_mm: float = 5.0    # bilateral deep grey matter: mirror pair within this (midline offset, rows)
+    mirror_size_ratio: float = 1.4
     max_elongation_2d: float = 3.0
     max_elongation_3d: float = 4.0
     tube_min_slices: int = 5
     border_ratio: float = 0.88          # a slice beyond the spot still shows it (partial volume) when its
                                         # darkest footprint pixels are below this x the tissue's ratio
     max_border_extension: int = 2       # slices added on each side at most
+    trim_to_core: bool = True           # cut a candidate to its core slices (+- core_slice_margin) before following its borders
+    core_slice_margin: int = 1
 
 
 @dataclass
@@ -77,10 +103,58 @@ class DetectedSpot:
         return len(self.slice_indices)
 
 
+class RejectReason(str, enum.Enum):
+    """Why a dark candidate was not reported as a spot (findings.json ``rejected[].reason``)."""
+
+    VEIN_ALONG_B0 = "vein along B0"                 # a tube through many slices
+    IN_PLANE_VEIN = "in-plane vein"                 # a line on its central slice
+    BRAIN_EDGE = "brain edge"                       # reaches the brain mask's rim (air/bone/outside beyond)
+    CSF_PARTIAL_VOLUME = "CSF partial volume"       # dark only against bright CSF, not against tissue
+    NO_VOID = "no signal void"                      # large but never black: diffuse (iron) darkening
+    DEEP_GREY_MATTER = "bilateral deep grey matter"  # a mirror pair across the midline, never black
+    SLAB_END = "first or last slice only"           # cannot be bounded or confirmed on a neighbouring slice
+    TOO_SMALL = "too small"
+    TOO_LARGE = "too large"
+
+
+@dataclass(frozen=True)
+class RejectedCandidate:
+    """A dark candidate detection did not report: where, how big (equivalent diameter on its
+    largest slice), why (``reason``) and the measured numbers behind it (``detail``)."""
+
+    center_index: tuple[float, float, float]
+    diameter_mm: float
+    n_slices: int
+    reason: RejectReason
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.reason.value + (f" ({self.detail})" if self.detail else "")
+
+
+#: Order of relevance for a reader auditing the misses: spots inside the brain a reader might still
+#: call (diffuse darkening, veins, large), then those at the rim, CSF, and noise specks.
+_REASON_ORDER = (RejectReason.SLAB_END, RejectReason.DEEP_GREY_MATTER, RejectReason.NO_VOID, RejectReason.VEIN_ALONG_B0, RejectReason.IN_PLANE_VEIN, RejectReason.TOO_LARGE,
+                 RejectReason.BRAIN_EDGE, RejectReason.CSF_PARTIAL_VOLUME, RejectReason.TOO_SMALL)
+
+
+def most_relevant(rejected: list[RejectedCandidate], limit: int) -> tuple[list[RejectedCandidate], dict[str, int]]:
+    """The ``limit`` most relevant rejections (by reason, see ``_REASON_ORDER``, then larger
+    first, then position: deterministic) and how many more there are per reason."""
+    rank = {r: i for i, r in enumerate(_REASON_ORDER)}
+    ordered = sorted(rejected, key=lambda c: (rank[c.reason], -round(c.diameter_mm, 3),
+                                              tuple(round(v, 2) for v in c.center_index)))
+    rest: dict[str, int] = {}
+    for c in ordered[limit:]:
+        rest[c.reason.value] = rest.get(c.reason.value, 0) + 1
+    return ordered[:limit], rest
+
+
 @dataclass
 class Detection:
     spots: list[DetectedSpot]
-    rejected: list[tuple[tuple[float, float, float], str]]   # (centre index, reason)
+    rejected: list[RejectedCandidate]
     brain_mask: np.ndarray = field(repr=False)
     ratio: np.ndarray = field(repr=False)
     noise_sigma: float = 0.0
@@ -104,14 +178,45 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     px = min(voxel_size_mm[1], voxel_size_mm[2]) * f
     sm = ndi.gaussian_filter(coarse, (0, 1.0, 1.0))
     hi = float(np.percentile(sm[sm > 0], 98)) if np.any(sm > 0) else 0.0
-    mask = sm > params.mask_threshold * hi
-    for k in range(mask.shape[0]):
-        mask[k] = ndi.binary_fill_holes(mask[k])
-    labels, n = ndi.label(mask)
-    if n > 1:
+    signal = sm > params.mask_threshold * hi
+    # Scalp and brain are separated by the skull (no signal) but may touch: thin bridges (partial
+    # volume at the vertex, the orbits) and, at the skull base, soft tissue lying against the
+    # posterior fossa. Two steps:
+    # 1. open the signal in-plane by ``mask_split_mm`` and keep the largest 3D component (the
+    #    intracranial contents); its thickest cross-section, grown back inside the signal, seeds
+    #    the mask;
+    # 2. walk from that slice to both ends of the stack: the brain's cross-section shrinks away
+    #    from its widest level, so a slice keeps only the signal within ``mask_slack_mm`` (in-plane)
+    #    of the slice before it. A scalp ring at the vertex or neck tissue beside the posterior
+    #    fossa, connected in 3D but outside that cone, stays out.
+    # Holes are filled slice by slice after each step (dark spots stay inside; the skull ring
+    # between scalp and brain is never filled in, being outside the kept component).
+    split = max(1, int(round(params.mask_split_mm / px)))
+    disk = _disk(split)
+    core = ndi.binary_erosion(signal, structure=disk[None])           # in-plane, every slice at once
+    opened_all = ndi.binary_dilation(core, structure=disk[None]) & signal
+    labels, n = ndi.label(core)
+    mask = np.zeros_like(signal)
+    if n:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
+        core = labels == int(np.argmax(sizes))
+        # the seed: the thickest cross-section (largest inscribed disc), never a thin shell of
+        # scalp, whatever it touches; only its own 2D component
+        area = core.sum(axis=(1, 2))
+        depth = [ndi.distance_transform_edt(core[k]) if area[k] else np.zeros(core.shape[1:]) for k in range(ns)]
+        k0 = int(np.argmax([d.max() for d in depth]))
+        lab2, _ = ndi.label(core[k0])
+        seed = lab2 == lab2.flat[int(np.argmax(depth[k0]))]
+        mask[k0] = ndi.binary_fill_holes(ndi.binary_dilation(seed, structure=disk) & signal[k0])
+        grow = _disk(max(1, int(round(params.mask_slack_per_mm * voxel_size_mm[0] / px))))
+        for step in (-1, 1):
+            k = k0 + step
+            while 0 <= k < ns and mask[k - step].any():
+                near = ndi.binary_dilation(mask[k - step], structure=grow)
+                # the slice's own opened signal, so thin bridges into the scalp do not leak in
+                mask[k] = ndi.binary_fill_holes(opened_all[k] & near)
+                k += step
     # Erode in-plane by mask_erosion_mm (plus the block's half width lost by the coarse grid).
     dist = np.stack([ndi.distance_transform_edt(mask[k]) for k in range(ns)]) * px
     mask = dist > params.mask_erosion_mm
@@ -122,13 +227,35 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     return np.ascontiguousarray(full[:, :nr, :nc])
 
 
+def _disk(radius_px: int) -> np.ndarray:
+    r = np.arange(-radius_px, radius_px + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius_px ** 2 + 0.5
+
+
 def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
-                   params: DetectionParams = DetectionParams()) -> np.ndarray:
-    """Magnitude / local background (in-plane grey closing), float32, (slice,row,col).
+                   params: DetectionParams = DetectionParams(), mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Magnitude / local tissue background, float32, (slice,row,col) (see :func:`_darkness`)."""
+    return _darkness(magnitude, voxel_size_mm, params, mask)[0]
+
+
+def _darkness(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
+              params: DetectionParams = DetectionParams(),
+              mask: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ratio, csf_lift, f): magnitude / local background (in-plane grey closing), float32, (slice,row,col).
 
     The closing (background) is computed on a coarser in-plane grid (block maxima over about
     ``closing_grid_mm``, so no dark pixel can pull it down) and expanded back: it is smooth by
     construction, and this keeps 512 x 512 slices cheap.
+
+    Darkness is measured against brain *tissue*, never against CSF: before the closing the
+    magnitude is capped at ``tissue_cap`` x the local tissue level (:func:`tissue_level`, from
+    the brain ``mask``; computed when not given). Without the cap a bright sulcus or ventricle
+    (CSF is about twice as bright as white matter at TE 25 ms) lifts the background, and the
+    ordinary tissue beside it reads as a dark spot.
+
+    ``csf_lift`` (on the coarse grid, ``f`` pixels per block in-plane): how much higher the
+    uncapped background is than the capped one (>= 1): where it exceeds 1, tissue is dark
+    only against CSF (reported as rejected candidates, never as spots).
     """
     mag = np.asarray(magnitude, np.float32)
     if params.smooth_sigma_px > 0:
@@ -150,15 +277,61 @@ def darkness_ratio(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, flo
     else:
         coarse = mag
     k = max(3, int(round(params.background_window_mm / (px * f))) | 1)
-    closing = ndi.minimum_filter(ndi.maximum_filter(coarse, size=(1, k, k)), size=(1, k, k))
-    np.maximum(closing, 1e-6, out=closing)
+
+    def close(v):
+        c = ndi.minimum_filter(ndi.maximum_filter(v, size=(1, k, k)), size=(1, k, k))
+        return np.maximum(c, np.float32(1e-6), out=c)
+
+    closing = close(coarse)
+    lift = np.ones_like(closing)
+    if params.tissue_cap > 0:
+        if mask is None:
+            mask = brain_mask(magnitude, voxel_size_mm, params)
+        level = tissue_level(coarse, mask[:, ::f, ::f], px * f, params)
+        capped = close(np.minimum(coarse, np.float32(params.tissue_cap) * level))
+        lift = closing / capped
+        closing = capped
     if f == 1:
-        return np.divide(mag, closing, out=mag)
+        return np.divide(mag, closing, out=mag.copy() if mag is magnitude else mag), lift, f
     out = np.empty((ns, nr_c * f, nc_c * f), np.float32)
     for i in range(f):
         for j in range(f):
             np.divide(padded[:, i::f, j::f], closing, out=out[:, i::f, j::f])
-    return out[:, :nr, :nc]
+    return out[:, :nr, :nc], lift, f
+
+
+def tissue_level(values: np.ndarray, mask: np.ndarray, px_mm: float,
+                 params: DetectionParams = DetectionParams()) -> np.ndarray:
+    """Smooth local level of brain tissue, same shape as ``values`` (slice,row,col), float32.
+
+    Per slice, the median of the in-mask values in blocks about ``tissue_block_mm`` wide (a block
+    needs a quarter of its pixels in the mask; dark spots and CSF are minorities there), then a
+    3 x 3 block median (a block filled by a ventricle does not count) and a block-wide smoothing;
+    blocks without brain take the slice's (or the volume's) median. It follows coil shading,
+    which varies over centimetres.
+    """
+    ns, nr, nc = values.shape
+    b = max(2, int(round(params.tissue_block_mm / px_mm)))
+    nbr, nbc = -(-nr // b), -(-nc // b)
+    v = np.full((ns, nbr * b, nbc * b), np.nan, np.float32)
+    v[:, :nr, :nc] = np.where(mask[:, :nr, :nc], values, np.nan)
+    blocks = v.reshape(ns, nbr, b, nbc, b).transpose(0, 1, 3, 2, 4).reshape(ns, nbr, nbc, b * b)
+    enough = np.sum(np.isfinite(blocks), axis=-1) >= (b * b) // 4
+    inside = values[mask[:, :nr, :nc]] if mask.any() else values.ravel()
+    overall = float(np.median(inside)) if inside.size else 1.0
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(blocks, axis=-1)
+    med[~enough] = np.nan
+    for k in range(ns):
+        m = med[k]
+        fill = float(np.nanmedian(m)) if np.isfinite(m).any() else overall
+        m[~np.isfinite(m)] = fill
+    med = ndi.median_filter(med, size=(1, 3, 3), mode="nearest")
+    full = np.repeat(np.repeat(med, b, axis=1), b, axis=2)[:, :nr, :nc]
+    return ndi.uniform_filter(full, size=(1, b, b), mode="nearest").astype(np.float32)
 
 
 def sample_inside(values: np.ndarray, mask: np.ndarray, n: int = 200_000) -> np.ndarray:
@@ -184,7 +357,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     mag = np.asarray(magnitude, np.float32)
     if mask is None:
         mask = brain_mask(mag, voxel_size_mm, params)
-    ratio = darkness_ratio(mag, voxel_size_mm, params)
+    ratio, lift, f = _darkness(mag, voxel_size_mm, params, mask=mask)
     noise = estimate_noise_sigma(mag, mask)
     tissue = float(np.median(sample_inside(mag, mask))) if mask.any() else 0.0
     # Thresholds are relative to the darkness ratio of ordinary brain tissue (its median), which
@@ -197,12 +370,24 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     structure[0, 1, 1] = structure[2, 1, 1] = True
     labels, n = ndi.label(cand, structure=structure)
     spots: list[DetectedSpot] = []
-    rejected: list[tuple[tuple[float, float, float], str]] = []
+    rejected: list[RejectedCandidate] = []
+    core_level = params.core_ratio * tissue_ratio
+    dark_level = params.dark_ratio * tissue_ratio
+    rejected += _csf_partial_volume(ratio, lift, f, mask, voxel_size_mm, core_level, dark_level, params)
     if n == 0:
         return Detection(spots, rejected, mask, ratio, noise, tissue)
     objects = ndi.find_objects(labels)
     # Cheap global filter first: components that never reach the core darkness are noise dips.
-    core = cand & (ratio < params.core_ratio * tissue_ratio)
+    core = cand & (ratio < core_level)
+    pair_level = (1.0 + params.core_ratio) * tissue_ratio
+    split = params.split_core_min_slice_mm > 0 and voxel_size_mm[0] >= params.split_core_min_slice_mm and mag.shape[0] > 1
+    if split:
+        # Through-plane partial volume on thick slices (2D clinical GRE, 4-5 mm: thicker than the
+        # 3 mm lesions to find): a void split between two slices darkens each by about half. The darkness deficits of the same pixel on two adjacent
+        # slices add up to what one slice would show: together they reach the core.
+        pair = cand[:-1] & cand[1:] & ((ratio[:-1] + ratio[1:]) <= pair_level)
+        core[:-1] |= pair
+        core[1:] |= pair
     with_core = np.unique(labels[core])
     with_core = with_core[with_core > 0]
     # Vectorised pre-filters: components of fewer than min_area_px voxels are noise pixels, and
@@ -211,29 +396,204 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     inner = ndi.minimum_filter(mask.view(np.uint8), size=(1, 3, 3)).view(bool)
     at_edge = np.zeros(n + 1, bool)
     at_edge[np.unique(labels[cand & ~inner])] = True
-    n_noise = n_edge = 0
-    for lab in with_core:
-        if sizes[lab] < params.min_area_px:
-            n_noise += 1
-            continue
-        if at_edge[lab]:
-            n_edge += 1
-            continue
+    min_area = _min_area_px(params, voxel_size_mm)
+    small = with_core[sizes[with_core] < min_area]
+    edge = with_core[at_edge[with_core] & (sizes[with_core] >= min_area)]
+    rejected += _describe_many(labels, cand, small, sizes, voxel_size_mm, RejectReason.TOO_SMALL,
+                               lambda k: f"{int(sizes[k])} voxels")
+    rejected += _describe_many(labels, cand, edge, sizes, voxel_size_mm, RejectReason.BRAIN_EDGE,
+                               lambda k: "reaches the brain mask's rim (air, bone or outside beyond)")
+    for lab in with_core[(sizes[with_core] >= min_area) & ~at_edge[with_core]]:
         bb = objects[lab - 1]
         sub = labels[bb] == lab
+        if params.trim_to_core:
+            sub, bb = _core_slices(sub, bb, ratio[bb], core_level, pair_level if split else 0.0, params.core_slice_margin)
         rmin = float(ratio[bb][sub].min())
         sub, bb = extend_to_border_slices(sub, bb, ratio, params, tissue_ratio)
-        spot, reason = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params)
-        if reason:
-            rejected.append((spot.center_index, reason))
+        spot, why = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params, level=dark_level)
+        if not why and spot.diameter_mm >= max(params.void_min_diameter_mm, 2.0 * voxel_size_mm[0],
+                                                4.0 * max(voxel_size_mm[1], voxel_size_mm[2])) \
+                and rmin > params.void_ratio * tissue_ratio:
+            why = (RejectReason.NO_VOID, f"{spot.diameter_mm:.1f} mm wide but its darkest point is {rmin / tissue_ratio:.2f} of "
+                                         f"tissue: diffuse darkening (iron-rich deep grey matter, partial volume), not a void")
+        if not why and rmin > params.edge_void_ratio * tissue_ratio \
+                and _near_rim(mask, spot.center_index, voxel_size_mm, params.edge_margin_mm):
+            why = (RejectReason.BRAIN_EDGE, f"within {params.edge_margin_mm:g} mm of the brain mask's rim and its darkest point is "
+                                            f"{rmin / tissue_ratio:.2f} of tissue (> {params.edge_void_ratio:g}): through-slice "
+                                            f"dephasing and partial volume at the skull, not a void")
+        if why:
+            rejected.append(RejectedCandidate(spot.center_index, spot.diameter_mm, spot.n_slices, *why))
         else:
             spot.min_ratio = rmin
             spots.append(spot)
-    if n_edge:
-        rejected.append(((np.nan, np.nan, np.nan), f"{n_edge} candidates touch the brain-mask edge (air/bone/outside)"))
-    if n_noise:
-        rejected.append(((np.nan, np.nan, np.nan), f"{n_noise} candidates too small (noise)"))
+    spots, more = _mirror_pairs(spots, mask, voxel_size_mm, params, tissue_ratio)
+    rejected += more
+    spots, more = _slab_end(spots, mask.shape[0])
+    rejected += more
     return Detection(spots, rejected, mask, ratio, noise, tissue)
+
+
+def _describe_many(labels: np.ndarray, cand: np.ndarray, which: np.ndarray, sizes: np.ndarray, voxel_size_mm,
+                   reason: RejectReason, detail) -> list[RejectedCandidate]:
+    """Rejections for many components at once (centre of mass, equivalent diameter of the
+    largest slice, slices): vectorised, for the hundreds of rim and noise candidates."""
+    if which.size == 0:
+        return []
+    ns = labels.shape[0]
+    pos = np.nonzero(cand)
+    lab = labels[pos]
+    sel = np.isin(lab, which)
+    lab, pos = lab[sel], tuple(p[sel] for p in pos)
+    order = np.searchsorted(which, lab)
+    count = np.bincount(order, minlength=which.size).astype(float)
+    centres = [np.bincount(order, weights=p.astype(float), minlength=which.size) / np.maximum(count, 1) for p in pos]
+    per_slice = np.bincount(order * ns + pos[0], minlength=which.size * ns).reshape(which.size, ns)
+    area = per_slice.max(axis=1) * voxel_size_mm[1] * voxel_size_mm[2]
+    n_sl = np.count_nonzero(per_slice, axis=1)
+    return [RejectedCandidate((float(centres[0][i]), float(centres[1][i]), float(centres[2][i])),
+                              float(2.0 * np.sqrt(area[i] / np.pi)), int(n_sl[i]), reason, detail(int(k)))
+            for i, k in enumerate(which)]
+
+
+def _mirror_pairs(spots: list[DetectedSpot], mask: np.ndarray, voxel_size_mm, params: DetectionParams,
+                  tissue_ratio: float) -> tuple[list[DetectedSpot], list[RejectedCandidate]]:
+    """Iron-rich deep grey matter (pallidum, putamen, substantia nigra, red nucleus) darkens
+    symmetrically: two wide spots (>= ``void_min_diameter_mm``) mirrored across the midline
+    (the brain mask's middle column on their slice), of similar size (within ``mirror_size_ratio``),
+    within ``mirror_tolerance_mm`` in-plane and one slice, neither holding a void, are not
+    lesions. The paper excluded the pallidum for this reason. Assumes the columns run left-right
+    (axial stacks, as the method requires)."""
+    wide = [s for s in spots if s.diameter_mm >= params.void_min_diameter_mm and s.min_ratio > params.void_ratio * tissue_ratio]
+    if len(wide) < 2:
+        return spots, []
+    drop: set[int] = set()
+    tol = params.mirror_tolerance_mm
+    for i, a in enumerate(wide):
+        for b in wide[i + 1:]:
+            if abs(a.center_index[0] - b.center_index[0]) > 1.0:
+                continue
+            if max(a.diameter_mm, b.diameter_mm) > params.mirror_size_ratio * min(a.diameter_mm, b.diameter_mm):
+                continue
+            k = int(round((a.center_index[0] + b.center_index[0]) / 2))
+            cols = np.nonzero(mask[k].any(axis=0))[0]
+            if cols.size == 0:
+                continue
+            mid = (cols[0] + cols[-1]) / 2.0
+            off_mid = abs((a.center_index[2] + b.center_index[2]) / 2.0 - mid) * voxel_size_mm[2]
+            rows = abs(a.center_index[1] - b.center_index[1]) * voxel_size_mm[1]
+            apart = abs(a.center_index[2] - b.center_index[2]) * voxel_size_mm[2]
+            if off_mid <= tol and rows <= tol and apart > max(a.diameter_mm, b.diameter_mm):
+                drop.update((id(a), id(b)))
+    if not drop:
+        return spots, []
+    out = [RejectedCandidate(s.center_index, s.diameter_mm, s.n_slices, RejectReason.DEEP_GREY_MATTER,
+                             f"mirrored across the midline by a spot of similar size; darkest point {s.min_ratio / tissue_ratio:.2f} "
+                             f"of tissue, no void: symmetric iron-rich nuclei")
+           for s in spots if id(s) in drop]
+    return [s for s in spots if id(s) not in drop], out
+
+
+def _slab_end(spots: list[DetectedSpot], n_slices: int) -> tuple[list[DetectedSpot], list[RejectedCandidate]]:
+    """A spot seen only on the first or the last slice of the stack: no slice beyond it shows
+    whether it continues (it cannot be bounded, its far border cannot be read) and no
+    neighbouring slice confirms it (the end slices carry the slab profile's and the skull's
+    partial volume). Listed for the reader, not reported."""
+    keep, out = [], []
+    for s in spots:
+        if s.n_slices == 1 and s.slice_indices[0] in (0, n_slices - 1) and n_slices > 2:
+            out.append(RejectedCandidate(s.center_index, s.diameter_mm, 1, RejectReason.SLAB_END,
+                                         f"only on slice {s.slice_indices[0]} of {n_slices}: it cannot be bounded or "
+                                         f"confirmed on a neighbouring slice"))
+        else:
+            keep.append(s)
+    return keep, out
+
+
+def _min_area_px(params: DetectionParams, voxel_size_mm) -> int:
+    """Smallest footprint (pixels on the largest slice): ``min_area_px``, more on fine grids, where
+    a speck of 1 pixel (0.2 mm^2 at 0.45 mm) is texture or noise, not a lesion."""
+    return max(params.min_area_px, int(np.ceil(params.min_area_mm2 / (voxel_size_mm[1] * voxel_size_mm[2]) - 1e-9)))
+
+
+def _near_rim(mask: np.ndarray, center_index, voxel_size_mm, margin_mm: float) -> bool:
+    """Is there non-brain within ``margin_mm`` of the centre (a 3D ball: in-plane on its slice,
+    and on the slices within ``margin_mm`` above and below, where the vertex or the skull base
+    may be nearer than the side)? Slices beyond the stack do not count (a slab end is not an edge)."""
+    s, r, c = (int(round(v)) for v in center_index)
+    hr, hc = (int(np.ceil(margin_mm / voxel_size_mm[i])) for i in (1, 2))
+    hs = int(np.floor(margin_mm / voxel_size_mm[0]))
+    rr, cc = np.ogrid[-hr:hr + 1, -hc:hc + 1]
+    d2 = (rr * voxel_size_mm[1]) ** 2 + (cc * voxel_size_mm[2]) ** 2
+    r0, c0 = r - hr, c - hc
+    rs, cs = slice(max(r0, 0), min(r + hr + 1, mask.shape[1])), slice(max(c0, 0), min(c + hc + 1, mask.shape[2]))
+    for k in range(max(s - hs, 0), min(s + hs + 1, mask.shape[0])):
+        radius2 = margin_mm ** 2 - ((k - s) * voxel_size_mm[0]) ** 2
+        win = np.zeros((2 * hr + 1, 2 * hc + 1), bool)
+        win[rs.start - r0:rs.stop - r0, cs.start - c0:cs.stop - c0] = mask[k, rs, cs]
+        if np.any((d2 <= radius2) & ~win):
+            return True
+    return False
+
+
+def _core_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, core_level: float,
+                 pair_level: float = 0.0, margin: int = 1) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """The component cut to its core slices (those reaching ``core_level``) and one slice either
+    side: textured tissue just under the candidate level, touching the spot on further slices,
+    must not drag its extent (and its border slices) away from the void. The paper's faint
+    border slices are then added by :func:`extend_to_border_slices`."""
+    mins = np.where(sub, ratio_bb, np.inf).min(axis=(1, 2))
+    dark = mins < core_level
+    if pair_level > 0 and sub.shape[0] > 1:
+        pair = (mins[:-1] + mins[1:]) <= pair_level
+        dark[:-1] |= pair
+        dark[1:] |= pair
+    ks = np.nonzero(dark)[0]
+    if ks.size == 0:
+        return sub, bb
+    k0, k1 = max(int(ks[0]) - margin, 0), min(int(ks[-1]) + 1 + margin, sub.shape[0])
+    if k0 == 0 and k1 == sub.shape[0]:
+        return sub, bb
+    sub = sub[k0:k1]
+    keep = np.nonzero(sub.any(axis=(0, 2)))[0], np.nonzero(sub.any(axis=(0, 1)))[0]
+    r0, r1, c0, c1 = keep[0][0], keep[0][-1] + 1, keep[1][0], keep[1][-1] + 1
+    nb = (slice(bb[0].start + k0, bb[0].start + k1), slice(bb[1].start + r0, bb[1].start + r1),
+          slice(bb[2].start + c0, bb[2].start + c1))
+    return sub[:, r0:r1, c0:c1], nb
+
+
+def _csf_partial_volume(ratio: np.ndarray, lift: np.ndarray, f: int, mask: np.ndarray, voxel_size_mm,
+                        core_level: float, dark_level: float, params: DetectionParams) -> list[RejectedCandidate]:
+    """Candidates a CSF background would have made: dark against the uncapped background (bright
+    sulci, ventricles) but not against the tissue level. Found on the coarse grid (every f-th
+    pixel in-plane), where the lift lives; each becomes a CSF-partial-volume rejection."""
+    if params.tissue_cap <= 0 or not np.any(lift > 1.05):
+        return []
+    r = ratio[:, ::f, ::f]
+    m = mask[:, ::f, ::f]
+    uncapped = r / lift
+    csf = m & (lift > 1.05) & (uncapped < core_level) & (r >= dark_level)
+    if not csf.any():
+        return []
+    labels, n = ndi.label(csf, structure=np.ones((3, 3, 3), bool))
+    real = np.unique(labels[m & (r < dark_level)])
+    out = []
+    px = voxel_size_mm[1] * f
+    for lab, bb in enumerate(ndi.find_objects(labels), start=1):
+        if bb is None or lab in real:
+            continue
+        sub = labels[bb] == lab
+        areas = sub.sum(axis=(1, 2))
+        d = float(2.0 * np.sqrt(areas.max() * px * voxel_size_mm[2] * f / np.pi))
+        if d >= params.max_diameter_mm:
+            continue                       # a sulcus or a ventricle's rim, not spot-like
+        cen = np.argwhere(sub).mean(axis=0)
+        center = (float(cen[0] + bb[0].start), float((cen[1] + bb[1].start) * f + (f - 1) / 2),
+                  float((cen[2] + bb[2].start) * f + (f - 1) / 2))
+        lu = float(np.min(np.where(sub, uncapped[bb], np.inf)))
+        lc = float(np.min(np.where(sub, r[bb], np.inf)))
+        out.append(RejectedCandidate(center, d, int(np.count_nonzero(areas)), RejectReason.CSF_PARTIAL_VOLUME,
+                                     f"darkness {lu:.2f} against the CSF-lit background, {lc:.2f} against tissue"))
+    return out
 
 
 def segment_at(ratio: np.ndarray, mask: np.ndarray, index: tuple[float, float, float],
@@ -321,13 +681,16 @@ def extend_to_border_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio: np.nd
 
 def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_full: np.ndarray,
              voxel_size_mm: tuple[float, float, float], params: DetectionParams,
-             check_edges: bool = True) -> tuple[DetectedSpot, str]:
+             check_edges: bool = True, level: Optional[float] = None
+             ) -> tuple[DetectedSpot, Optional[tuple[RejectReason, str]]]:
     areas = sub.sum(axis=(1, 2))
     present = np.nonzero(areas)[0]
     slices = [int(bb[0].start + k) for k in present]
     central_local = int(present[np.argmax(areas[present])])
-    # Darkness-weighted centre.
-    w = np.where(sub, np.clip(1.0 - ratio_bb, 0.0, None), 0.0)
+    # Darkness-weighted centre: the weight is how far a voxel lies below the candidate level, so
+    # faint voxels (textured tissue, border slices) barely move it.
+    level = params.dark_ratio if level is None else level
+    w = np.where(sub, np.clip(level - ratio_bb, 0.0, None), 0.0)
     if w.sum() <= 0:
         w = sub.astype(float)
     idx = np.indices(sub.shape).reshape(3, -1).astype(float)
@@ -338,20 +701,20 @@ def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_
     spot = DetectedSpot(center_index=center, diameter_mm=diameter, slice_indices=slices,
                         central_slice=int(bb[0].start + central_local), upper_border_slice=slices[0],
                         lower_border_slice=slices[-1], bbox=tuple(bb), footprint=sub)
-    if areas[central_local] < params.min_area_px:
-        return spot, "too small (noise)"
+    if areas[central_local] < _min_area_px(params, voxel_size_mm):
+        return spot, (RejectReason.TOO_SMALL, f"{int(areas[central_local])} pixels on its largest slice")
     if diameter >= params.max_diameter_mm:
-        return spot, f"too large ({diameter:.1f} mm >= {params.max_diameter_mm:g} mm)"
+        return spot, (RejectReason.TOO_LARGE, f"{diameter:.1f} mm >= {params.max_diameter_mm:g} mm")
     if check_edges and _touches_edge(sub, bb, mask_full):
-        return spot, "touches the brain-mask edge (air/bone/outside)"
+        return spot, (RejectReason.BRAIN_EDGE, "reaches the brain mask's rim (air, bone or outside beyond)")
     e2 = _elongation_2d(sub[central_local], voxel_size_mm)
     if e2 > params.max_elongation_2d:
-        return spot, f"in-plane line (elongation {e2:.1f})"
+        return spot, (RejectReason.IN_PLANE_VEIN, f"a line on its central slice, elongation {e2:.1f}")
     if len(slices) >= params.tube_min_slices:
         e3 = _elongation_3d(sub, voxel_size_mm)
         if e3 > params.max_elongation_3d:
-            return spot, f"tube across {len(slices)} slices (elongation {e3:.1f}): vein"
-    return spot, ""
+            return spot, (RejectReason.VEIN_ALONG_B0, f"a tube across {len(slices)} slices, elongation {e3:.1f}")
+    return spot, None
 
 
 def _elongation_2d(fp: np.ndarray, voxel_size_mm) -> float:
