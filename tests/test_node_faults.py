@@ -4,7 +4,6 @@ Out of Resources. A tiny real analysis keeps these about the service, not the me
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import struct
@@ -15,6 +14,7 @@ import pytest
 from pydicom import dcmread
 
 from conftest import require_peer
+from reliability_trials import acknowledged
 from node_helpers import (ORTHANC, STORESCU, Orthanc, free_port, make_mr_study, node_env, start_serve,
                           stop_proc, storescu, wait_for, write_config)
 from plugin.service.spool import Spool
@@ -82,20 +82,6 @@ def test_archive_down_then_up_everything_arrives_once(tmp_path):
         orthanc.stop()
 
 
-def _acknowledged(storescu_log: str) -> list[str]:
-    """Files that ``storescu -v`` reports as stored: "Sending file: X" ... "Received Store
-    Response (Success)" per instance, in order."""
-    acked, current = [], None
-    for line in storescu_log.splitlines():
-        m = re.search(r"Sending file: (\S+)", line)
-        if m:
-            current = m.group(1)
-        elif "Received Store Response (Success)" in line and current:
-            acked.append(current)
-            current = None
-    return acked
-
-
 def test_kill_during_transfer_loses_nothing_acknowledged(tmp_path):
     """The promise: every instance the node acknowledged before kill -9 is in the spool, intact,
     and in the analysis after restart. How many were acknowledged is up to the race between the
@@ -115,7 +101,7 @@ def test_kill_during_transfer_loses_nothing_acknowledged(tmp_path):
         node.wait()
         sender.wait(60)
         log.close()
-        acked = _acknowledged((tmp_path / "storescu.log").read_text())
+        acked = acknowledged((tmp_path / "storescu.log").read_text())
         # storescu waits for each response before sending the next file, so with 30 spooled at
         # least 29 were acknowledged; the rest of the 300 (~2 s) cannot have gone in a poll interval
         assert 0 < len(acked) < len(study["files"]), f"{len(acked)} acknowledged: the kill missed the transfer"

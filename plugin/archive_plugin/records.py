@@ -17,12 +17,11 @@ Records hold UIDs and Orthanc ids only, never patient names or IDs.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugin.service.spool import atomic_write_json, read_json, safe_uid
+from plugin.service.spool import append_json_line, atomic_write_json, read_json, safe_uid
 
 FINAL = ("stored", "failed", "ignored")
 
@@ -81,13 +80,7 @@ class PluginState:
         return sorted((self.results_dir(study_uid, last["version"]) / "sr").glob("*.dcm"))
 
     def log_run(self, doc: dict) -> None:
-        line = (json.dumps(doc, sort_keys=True) + "\n").encode()
-        fd = os.open(self.runs_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_json_line(self.runs_log, doc)
 
     def runs(self) -> list[dict]:
         if not self.runs_log.exists():

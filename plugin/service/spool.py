@@ -121,6 +121,18 @@ def atomic_write_json(path: Path, doc: dict) -> None:
     atomic_write_bytes(path, json.dumps(doc, indent=1, sort_keys=True).encode())
 
 
+def append_json_line(path: Path, doc: dict) -> None:
+    """Append ``doc`` as one JSON line to an audit log and fsync it (one write: a crash leaves at
+    most a torn last line, which readers skip)."""
+    line = (json.dumps(doc, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

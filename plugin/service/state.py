@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.service.permissions import FILE_MODE
-from plugin.service.spool import atomic_write_json, read_json
+from plugin.service.spool import append_json_line, atomic_write_json, read_json
 
 _VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
 
@@ -95,13 +95,7 @@ class StateLayout:
         atomic_write_json(self.result_path(study, version), doc)
 
     def log_run(self, doc: dict) -> None:
-        line = (json.dumps(doc, sort_keys=True) + "\n").encode()
-        fd = os.open(self.runs_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_json_line(self.runs_log, doc)
 
     def runs(self) -> list[dict]:
         if not self.runs_log.exists():
