@@ -24,7 +24,6 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 

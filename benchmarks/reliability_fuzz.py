@@ -78,8 +78,8 @@ def main(argv=None) -> int:
     print(f"Reader fuzz: {len(mutants)} mutated files (seed {args.seed}), {len(mixed_jobs)} mixed folders "
           f"({n_mixed_files} files); made in {t_make:.0f} s, inspect {t_inspect:.0f} s, analyze {t_mixed:.0f} s")
     print()
-    print(f"| input class | files | exit 0 | exit 1 | other exit | tracebacks | non-JSON | peak RSS MiB |")
-    print(f"|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| input class | files | exit 0 | exit 1 | other exit | tracebacks | non-JSON | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     by = defaultdict(list)
     for r in results:
         by[r["kind"]].append(r)

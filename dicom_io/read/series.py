@@ -35,7 +35,6 @@ from dicom_io.read import geometry, pixels
 from dicom_io.errors import DicomInputError, FileProblem
 from dicom_io.frames import FrameHeader
 from dicom_io.read.files import scan_files
-from dicom_io.frames import FrameHeader
 from dicom_io.read.headers import assign_echo_numbers, frames_from_headers, is_enhanced
 from dicom_io.read.volume import Volume
 from dicom_io.vocabulary import Handedness, PhaseKind

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
