@@ -22,7 +22,7 @@ import json
 import shlex
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
