@@ -25,7 +25,7 @@ overall but only 87 % below that evidence) **or** a mean phase offset of at leas
 ``min_single_border_z`` noise s.d.: the dominance evidence counts tissue pixels, so on 1 mm voxels
 a border footprint of 2-4 pixels never reaches it however clear its phase, while on the merged
 pipeline's realistic cohort (all three protocols, 2026-12-01) every single-border reading with
-``|z| >= 3`` was right (39/39) and the 4 wrong ones all had ``|z| < 2.8``. A border slice that
+``|z| >= 3`` was right (40/40) and the 4 wrong ones all had ``|z| < 2.8``. A border slice that
 holds only the partial-volume edge of the spot (signed weight below ``min_signed_weight``) but
 whose dominance, margin and mean offset agree with the readable border (:func:`supports`) adds its
 signed weight to the dominance evidence (the paper: both borders show the same pattern).
@@ -43,7 +43,7 @@ error, over all slices around the spot) is its quantitative twin. The fit *decid
 upper and lower border; weak or single-border evidence), but not when the upper and lower borders
 disagree (conflicting evidence: the fit alone was wrong on most such spots). ``fit_min_z`` is 3
 on thick slices and ``fit_min_z_thin`` (2.5) on slices up to ``thin_slice_mm`` (2.5 mm): on the
-realistic cohort the fit's sign was right on 15/15 spots with ``|z|`` 2.5-3 at 1 and 2.5 mm, but on
+realistic cohort the fit's sign was right on 13/13 spots with ``|z|`` 2.5-3 at 1 and 2.5 mm, but on
 5 mm slices (centre along B0 loosely determined, SE too small) only 6/10 with ``|z|`` 2.5-4
 (:func:`fit_threshold`; the pipeline passes the slice spacing). A single readable border too weak
 to decide alone and a fit of ``|z| >= fit_support_z`` (2) of the same sign decide together (two
