@@ -148,8 +148,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
                          params=options.dipole_fit)
         fit_seconds += time.perf_counter() - t_fit
-        it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret,
-                     slice_mm=voxel[0])
+        it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")

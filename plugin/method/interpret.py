@@ -41,14 +41,12 @@ reported as it is; the dipole fit of :mod:`plugin.method.dipolefit` (a moment wi
 error, over all slices around the spot) is its quantitative twin. The fit *decides* when its
 ``|z| >= fit_min_z`` and the border reading does not (a spot on one or two slices has no separate
 upper and lower border; weak or single-border evidence), but not when the upper and lower borders
-disagree (conflicting evidence: the fit alone was wrong on most such spots). ``fit_min_z`` is 3
-on thick slices and ``fit_min_z_thin`` (2.5) on slices up to ``thin_slice_mm`` (2.5 mm): on the
-realistic cohort the fit's sign was right on 13/13 spots with ``|z|`` 2.5-3 at 1 and 2.5 mm, but on
-5 mm slices (centre along B0 loosely determined, SE too small) only 6/10 with ``|z|`` 2.5-4
-(:func:`fit_threshold`; the pipeline passes the slice spacing). A single readable border too weak
-to decide alone and a fit of ``|z| >= fit_support_z`` (2) of the same sign decide together (two
+disagree (conflicting evidence: the fit alone was wrong on most such spots). (A lower
+``fit_min_z`` of 2.5 on slices up to 2.5 mm was tried on 2026-12-01: right on 13/13 such spots
+of the realistic cohort, but 2 wrong calls on the paper cohort at SNR 15: not adopted.) A single
+readable border too weak to decide alone and a fit of ``|z| >= fit_support_z`` (2) of the same sign decide together (two
 independent readings: the border's footprint pixels, the fit's surrounding voxels; right on every
-such spot of the cohort). When both decide
+such spot of the cohort); of opposite signs they are weighed as a disagreement (below). When both decide
 they must agree; when they disagree the call goes to the side whose calibrated evidence is
 clearly larger (a logit margin of at least ``override_margin``, the reason names it), otherwise
 ``indeterminate`` with both readings in the reason. The confidence of a combined call is one
@@ -109,8 +107,6 @@ class InterpretRules:
     override_margin: float = 2.0     # border and fit disagree: the side whose logit evidence is larger by this wins
     fit_max_rms_override: float = 1.5  # ... but a fit whose residuals exceed this (noise s.d.) never overrides
     fit_support_z: float = 2.0       # a single readable but weak border and a fit of this |z| agreeing decide together
-    fit_min_z_thin: float = 2.5      # fit_min_z on slices no thicker than thin_slice_mm (the fit's SE is honest there)
-    thin_slice_mm: float = 2.5
 
 
 @dataclass(frozen=True)
@@ -274,22 +270,12 @@ def _fit_words(fit: FitEvidence) -> str:
     return f"dipole fit {kind} (moment {fit.moment:+.3g} {fit.moment_unit}{ci}, z {fit.abs_z:.1f})"
 
 
-def fit_threshold(rules: InterpretRules, slice_mm: Optional[float]) -> float:
-    """|z| at which the dipole fit decides alone: ``fit_min_z_thin`` on slices up to ``thin_slice_mm``
-    (module docstring), else ``fit_min_z``."""
-    if slice_mm is not None and 0 < slice_mm <= rules.thin_slice_mm + 1e-6:
-        return min(rules.fit_min_z, rules.fit_min_z_thin)
-    return rules.fit_min_z
-
-
 def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
-            rules: InterpretRules = InterpretRules(), slice_mm: Optional[float] = None) -> Interpretation:
-    """The border reading (:func:`interpret`) and the dipole fit -> one call (module docstring).
-    ``slice_mm``: the slice thickness (spacing), which sets the fit's deciding |z| (:func:`fit_threshold`)."""
+            rules: InterpretRules = InterpretRules()) -> Interpretation:
+    """The border reading (:func:`interpret`) and the dipole fit -> one call (module docstring)."""
     border_call = border.paramagnetic if border.classification != Classification.INDETERMINATE else None
     fit_z = fit.abs_z if fit is not None else 0.0
-    min_z = fit_threshold(rules, slice_mm)
-    fit_call = fit.paramagnetic if fit is not None and fit.usable and fit_z >= min_z else None
+    fit_call = fit.paramagnetic if fit is not None and fit.usable and fit_z >= rules.fit_min_z else None
     base = replace(border, border_call=border_call, fit_call=fit_call, fit_z=fit_z)
     if is_paramagnetic(True, convention) is None:
         return replace(base, basis="none")      # unknown convention: the border's reason says so
@@ -299,7 +285,7 @@ def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
     if fit is None or not fit.usable:
         why_fit = "no dipole fit" if fit is None else f"dipole fit not usable: {fit.reason}"
     else:
-        why_fit = f"dipole fit not decisive (z {fit_z:.1f} < {min_z:g})"
+        why_fit = f"dipole fit not decisive (z {fit_z:.1f} < {rules.fit_min_z:g})"
     if border_call is None and fit_call is None:
         weak = border.weak_border_call
         if (weak is not None and fit is not None and fit.usable and fit_z >= rules.fit_support_z
@@ -322,6 +308,19 @@ def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
         return replace(base, basis="border", reason=f"{border.reason}; {why_fit}",
                        confidence=combined_confidence(0.0, b_ev, both))
     words = _fit_words(fit)  # type: ignore[arg-type]
+    weak = border.weak_border_call
+    if border_call is None and weak is not None and weak != fit_call:
+        # a single readable border too weak to decide alone, against the fit: conflicting
+        # evidence, weighed as a disagreement (the weak border's evidence: log(1 + its |z|))
+        w_ev = float(np.log1p(border.z_evidence))
+        for_fit, for_border = combined_logit(f_ev, -w_ev, False), combined_logit(-f_ev, w_ev, False)
+        if for_fit - for_border >= rules.override_margin and fit.residual_rms <= rules.fit_max_rms_override:  # type: ignore[union-attr]
+            return replace(base, classification=classification_for(fit_call), paramagnetic=fit_call, basis="fit",
+                           reason=f"{words} overrides a weak single border ({border.reason}): calibrated logit "
+                                  f"{for_fit:.1f} vs {for_border:.1f}",
+                           confidence=min(CONFIDENCE_CAP, _logistic(for_fit)))
+        return replace(base, basis="none",
+                       reason=f"weak border and dipole fit disagree: {border.reason}; {words}")
     if border_call is None:
         return replace(base, classification=classification_for(fit_call), paramagnetic=fit_call, basis="fit",
                        reason=f"{words} decides: border reading gives no call ({border.reason})",
