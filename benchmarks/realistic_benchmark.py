@@ -72,6 +72,7 @@ class LesionRecord:
     classification: str = ""
     confidence: float = 0.0
     reason: str = ""
+    decided_by: str = ""       # border | fit | border+fit | none (Lesion.decided_by)
 
 
 @dataclass
@@ -151,6 +152,7 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
             les = spots[k]
             rec.detected, rec.classification = True, les.classification.value
             rec.confidence, rec.reason = float(les.confidence), les.reason
+            rec.decided_by = les.decided_by
         out.records.append(rec)
     for t in truth["physiological_calcifications"]:
         out.n_physiological_visible += int(t.get("n_slices", 0) > 0)
@@ -252,6 +254,9 @@ def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -
         lines.append(f"    |chi| >= 0.03 ppm: sensitivity {_rate(sum(r.classification == 'calcification' for r in strong(ca)), len(strong(ca)))}, "
                      f"specificity {_rate(sum(r.classification == 'microbleed' for r in strong(mb)), len(strong(mb)))}")
         lines.append(f"  decided calls right {_rate(right, len(decided))}; indeterminate {_rate(len(ind), len(det))} of detected")
+        basis = Counter(r.decided_by or "?" for r in det)
+        lines.append("    decided by (detected lesions; border = the paper's border-slice reading, fit = the dipole fit): "
+                     + ", ".join(f"{n} {b}" for b, n in basis.most_common()))
         recall = "  recall: all " + _rate(len(det), len(recs))
         for name, lo, hi in SIZE_GROUPS:
             sel = [r for r in recs if lo <= r.diameter_mm < hi]

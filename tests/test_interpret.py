@@ -128,7 +128,7 @@ def fit(paramagnetic: bool, z: float = 12.0, rms: float = 1.0) -> DipoleFit:
 
 def test_fit_decides_when_the_border_reading_gives_no_call():
     """A spot on one or two slices (no separate borders, or weak/single-border evidence): the fit decides."""
-    for upper, lower in ((NONE, NONE), (reading(5, 0.4, 4.0), NONE)):
+    for upper, lower in ((NONE, NONE), (reading(6, 0.4, 4.0), NONE)):
         border = interpret(upper, lower, "right-handed")
         assert border.classification == Classification.INDETERMINATE
         res = combine(border, fit(False), "right-handed")
@@ -185,3 +185,62 @@ def test_disagreement_is_indeterminate_unless_one_side_is_clearly_stronger():
     # ... unless the fit's residuals say the dipole model does not describe the data
     res = combine(weak_border, fit(False, z=400.0, rms=3.0), "right-handed", InterpretRules(override_margin=0.5))
     assert res.classification != Classification.CALCIFICATION
+
+
+# --- Tuned on the merged pipeline (realistic cohort, benchmarks/realistic.md) ----------------------
+
+def test_an_unreadable_border_does_not_veto_a_readable_one():
+    """A border slice whose 'pattern' has a mean phase offset within the noise is noise, not a
+    disagreement: the readable border decides."""
+    noise_bright = PatternReading(PhasePattern(2), 0.0, 1.0, 17, 3, 0.98, 0.01, 0.35)   # |z| < min_z
+    strong_dark = PatternReading(PhasePattern(1), 1.0, 0.0, 9, 9, 4.1, -0.3, -5.6)
+    res = interpret(strong_dark, noise_bright, "right-handed")
+    assert res.classification == Classification.MICROBLEED and not res.borders_disagree
+    # two readable borders of opposite dominance still disagree
+    assert interpret(strong_dark, BRIGHT, "right-handed").borders_disagree
+
+
+def test_single_border_with_a_clear_phase_offset_decides_on_small_footprints():
+    """On 1 mm voxels a border footprint has 2-4 pixels: its dominance evidence stays below 1.5
+    however clear its phase; a mean offset of >= 3 noise s.d. decides (calibrated on the cohort)."""
+    small_clear = PatternReading(PhasePattern(1), 1.0, 0.0, 2, 2, 0.9, -0.8, -6.4)
+    small_faint = PatternReading(PhasePattern(1), 1.0, 0.0, 2, 2, 0.9, -0.3, -2.2)
+    assert interpret(small_clear, NONE, "right-handed").classification == Classification.MICROBLEED
+    assert "z 6.4 >= 3" in interpret(small_clear, NONE, "right-handed").reason
+    res = interpret(small_faint, NONE, "right-handed")
+    assert res.classification == Classification.INDETERMINATE and "only one border" in res.reason
+    assert interpret(small_clear, NONE, "right-handed", InterpretRules(min_single_border_z=10.0)).classification \
+        == Classification.INDETERMINATE
+
+
+def test_partial_volume_border_that_agrees_pools_its_evidence():
+    readable = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.9, -0.3, -2.5)        # evidence 1.38 < 1.5
+    edge = PatternReading(PhasePattern(1), 1.0, 0.0, 1, 1, 0.45, -0.4, -1.9)            # weight < 0.5: not readable
+    res = interpret(readable, edge, "right-handed")
+    assert res.classification == Classification.MICROBLEED and "partial-volume" in res.reason
+    edge_opposite = PatternReading(PhasePattern(2), 0.0, 1.0, 1, 1, 0.45, 0.4, 1.9)
+    assert interpret(readable, edge_opposite, "right-handed").classification == Classification.INDETERMINATE
+
+
+def test_weak_single_border_and_agreeing_fit_decide_together():
+    weak = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, -0.3, -2.0)             # evidence 1.0, z 2.0
+    border = interpret(weak, NONE, "right-handed")
+    assert border.classification == Classification.INDETERMINATE and border.weak_border_call is True
+    res = combine(border, fit(True, z=2.2), "right-handed")
+    assert res.classification == Classification.MICROBLEED and res.basis == "border+fit"
+    assert "together they decide" in res.reason and 0.5 < res.confidence < CONFIDENCE_CAP
+    # the fit disagreeing, or too weak: no call
+    assert combine(border, fit(False, z=2.2), "right-handed").classification == Classification.INDETERMINATE
+    assert combine(border, fit(True, z=1.5), "right-handed").classification == Classification.INDETERMINATE
+
+
+
+def test_weak_single_border_against_the_fit_is_a_disagreement():
+    """Paper cohort, SNR 15: a weak dark border (right) and a z-3 diamagnetic fit (wrong): no call."""
+    weak = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 0.85, -0.3, -2.8)
+    border = interpret(weak, NONE, "right-handed")
+    res = combine(border, fit(False, z=3.0), "right-handed")
+    assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason
+    # a far stronger fit still overrides it, saying so
+    res = combine(border, fit(False, z=500.0), "right-handed")
+    assert res.classification == Classification.CALCIFICATION and "overrides a weak single border" in res.reason
