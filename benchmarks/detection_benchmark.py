@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.realistic_benchmark import SIZE_GROUPS, _rate, place_spot  # noqa: E402
+from benchmarks.scoring import match_spot  # noqa: E402
 from plugin.method.detect import DetectionParams, detect_spots  # noqa: E402
 from plugin.phantom import head as H  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
@@ -57,27 +58,15 @@ def score(spots, truth: dict, anat) -> tuple[list[tuple[float, bool]], list[tupl
     used: set[int] = set()
     slice_mm = truth["voxel_mm_slice_row_column"][0]
 
-    def match(t):
-        if not len(centres):
-            return None
-        diff = centres - np.asarray(t["center_lps_mm"])
-        d = np.linalg.norm(diff, axis=1)
-        ok = (np.linalg.norm(diff[:, :2], axis=1) <= max(3.0, t["diameter_mm"])) & \
-             (np.abs(diff[:, 2]) <= max(3.0, t["diameter_mm"], slice_mm))
-        d[~ok] = np.inf
-        d[list(used)] = np.inf
-        k = int(np.argmin(d))
-        return k if np.isfinite(d[k]) else None
-
     found = []
     for t in sorted(truth["lesions"], key=lambda t: -t["diameter_mm"]):
-        k = match(t)
+        k = match_spot(t, centres, used, slice_mm)
         if k is not None:
             used.add(k)
         found.append((t["diameter_mm"], k is not None, t))
     n_phys = 0
     for t in truth["physiological_calcifications"]:
-        k = match(t)
+        k = match_spot(t, centres, used, slice_mm)
         if k is not None:
             used.add(k)
             n_phys += 1

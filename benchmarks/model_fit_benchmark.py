@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.scoring import match_spot  # noqa: E402
 from plugin.method.interpret import InterpretRules, is_paramagnetic  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.phantom import render as phantom  # noqa: E402
@@ -87,31 +88,24 @@ def score(cohort: str, convention: str, study: int, truth: dict, res, slice_mm: 
     out = []
     for t in sorted(truth["lesions"], key=lambda t: -t["diameter_mm"]):
         rec = Rec(cohort, convention, study, t["class"], t.get("kind", "paper"), t["diameter_mm"], t["chi_ppm"])
-        if len(centres):
-            diff = centres - np.asarray(t["center_lps_mm"])
-            d = np.linalg.norm(diff, axis=1)
-            ok = (np.linalg.norm(diff[:, :2], axis=1) <= max(3.0, t["diameter_mm"])) & \
-                 (np.abs(diff[:, 2]) <= max(3.0, t["diameter_mm"], slice_mm))
-            d[~ok] = np.inf
-            d[list(used)] = np.inf
-            k = int(np.argmin(d))
-            if np.isfinite(d[k]):
-                used.add(k)
-                les, it, rd, fit = spots[k], res.interpretations[k], res.readings[k], res.fits[k]
-                central = rd.central.pattern
-                rec.detected, rec.n_slices = True, les.n_slices
-                rec.calls = {"border": _cls(it.border_call),
-                             "central": _cls(None if central is None else is_paramagnetic(central.dark_dominant, convention)),
-                             "fit": _cls(it.fit_call), "combined": les.classification.value}
-                rec.confidence, rec.basis, rec.reason = les.confidence, it.basis, les.reason
-                rec.fit_z, rec.fit_chi = it.fit_z, fit.chi_ppm if fit.usable else None
-                if it.paramagnetic is not None and les.classification.value != "indeterminate":
-                    final = it.paramagnetic
-                    if it.fit_call is not None:
-                        rec.f_feature = np.log1p(it.fit_z) * (1 if it.fit_call == final else -1)
-                    if it.border_call is not None:
-                        rec.b_feature = it.evidence * (1 if it.border_call == final else -1)
-                        rec.both = it.n_readable_borders == 2 and it.border_call == final
+        k = match_spot(t, centres, used, slice_mm)
+        if k is not None:
+            used.add(k)
+            les, it, rd, fit = spots[k], res.interpretations[k], res.readings[k], res.fits[k]
+            central = rd.central.pattern
+            rec.detected, rec.n_slices = True, les.n_slices
+            rec.calls = {"border": _cls(it.border_call),
+                         "central": _cls(None if central is None else is_paramagnetic(central.dark_dominant, convention)),
+                         "fit": _cls(it.fit_call), "combined": les.classification.value}
+            rec.confidence, rec.basis, rec.reason = les.confidence, it.basis, les.reason
+            rec.fit_z, rec.fit_chi = it.fit_z, fit.chi_ppm if fit.usable else None
+            if it.paramagnetic is not None and les.classification.value != "indeterminate":
+                final = it.paramagnetic
+                if it.fit_call is not None:
+                    rec.f_feature = np.log1p(it.fit_z) * (1 if it.fit_call == final else -1)
+                if it.border_call is not None:
+                    rec.b_feature = it.evidence * (1 if it.border_call == final else -1)
+                    rec.both = it.n_readable_borders == 2 and it.border_call == final
         out.append(rec)
     return out
 
