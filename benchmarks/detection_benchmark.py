@@ -153,7 +153,7 @@ def _reason_key(r) -> str:
     text = text.value if hasattr(text, "value") else text
     if text is None:
         text = r[1]
-    return re.sub(r"[0-9]+(\.[0-9]+)?", "#", str(text)).split("(")[0].strip()
+    return re.sub(r"\b[0-9]+(\.[0-9]+)?\b", "#", str(text)).split("(")[0].strip()   # numbers, not the 0 of "B0"
 
 
 if __name__ == "__main__":
