@@ -172,8 +172,7 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     ns, nr, nc = mag.shape
     f = max(1, int(round(1.8 / min(voxel_size_mm[1], voxel_size_mm[2]))))
     nr_c, nc_c = -(-nr // f), -(-nc // f)
-    padded = np.zeros((ns, nr_c * f, nc_c * f), np.float32)
-    padded[:, :nr, :nc] = mag
+    padded = _pad_blocks(mag, f)
     coarse = sum(padded[:, i::f, j::f] for i in range(f) for j in range(f)) / np.float32(f * f)
     px = min(voxel_size_mm[1], voxel_size_mm[2]) * f
     sm = ndi.gaussian_filter(coarse, (0, 1.0, 1.0))
@@ -220,11 +219,19 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     # Erode in-plane by mask_erosion_mm (plus the block's half width lost by the coarse grid).
     dist = np.stack([ndi.distance_transform_edt(mask[k]) for k in range(ns)]) * px
     mask = dist > params.mask_erosion_mm
-    full = np.empty((ns, nr_c * f, nc_c * f), bool)
-    for i in range(f):
-        for j in range(f):
-            full[:, i::f, j::f] = mask
+    full = np.broadcast_to(mask[:, :, None, :, None], (ns, nr_c, f, nc_c, f)).reshape(ns, nr_c * f, nc_c * f)
     return np.ascontiguousarray(full[:, :nr, :nc])
+
+
+def _pad_blocks(a: np.ndarray, f: int) -> np.ndarray:
+    """``a`` (slice,row,col) zero-padded to whole f x f in-plane blocks; ``a`` itself (no copy)
+    when it already divides."""
+    ns, nr, nc = a.shape
+    if nr % f == 0 and nc % f == 0:
+        return a
+    padded = np.zeros((ns, -(-nr // f) * f, -(-nc // f) * f), a.dtype)
+    padded[:, :nr, :nc] = a
+    return padded
 
 
 def _disk(radius_px: int) -> np.ndarray:
@@ -266,14 +273,9 @@ def _darkness(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     if min(nr, nc) < 16 * f:
         f = 1
     nr_c, nc_c = -(-nr // f), -(-nc // f)
-    if f > 1:
-        padded = np.zeros((ns, nr_c * f, nc_c * f), np.float32)
-        padded[:, :nr, :nc] = mag
-        coarse = padded[:, 0::f, 0::f].copy()
-        for i in range(f):
-            for j in range(f):
-                if i or j:
-                    np.maximum(coarse, padded[:, i::f, j::f], out=coarse)
+    if f > 1:   # block maxima (one reduction over the f x f blocks, no strided passes)
+        padded = _pad_blocks(mag, f)
+        coarse = padded.reshape(ns, nr_c, f, nc_c, f).max(axis=(2, 4))
     else:
         coarse = mag
     k = max(3, int(round(params.background_window_mm / (px * f))) | 1)
@@ -293,11 +295,12 @@ def _darkness(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
         closing = capped
     if f == 1:
         return np.divide(mag, closing, out=mag.copy() if mag is magnitude else mag), lift, f
-    out = np.empty((ns, nr_c * f, nc_c * f), np.float32)
-    for i in range(f):
-        for j in range(f):
-            np.divide(padded[:, i::f, j::f], closing, out=out[:, i::f, j::f])
-    return out[:, :nr, :nc], lift, f
+    # each block divided by its closing value: one broadcast division, written in place when
+    # ``padded`` is this function's own smoothed copy
+    blocks = padded.reshape(ns, nr_c, f, nc_c, f)
+    own = padded is not magnitude and (padded is not mag or params.smooth_sigma_px > 0)
+    out = np.divide(blocks, closing[:, :, None, :, None], out=blocks if own else None)
+    return out.reshape(ns, nr_c * f, nc_c * f)[:, :nr, :nc], lift, f
 
 
 def tissue_level(values: np.ndarray, mask: np.ndarray, px_mm: float,
