@@ -206,3 +206,36 @@ def test_void_split_by_a_thick_slice_boundary_is_found():
     assert len(det.spots) == len(lesions)
     off = detect_spots(mag, vox, DetectionParams(split_core_min_slice_mm=0.0))
     assert off.spots == []                                   # each slice alone is not dark enough
+
+
+def test_block_median_matches_numpy_nanmedian():
+    """tissue_level's fast block median is np.nanmedian's value exactly (odd/even counts, all-NaN rows)."""
+    import warnings
+    from plugin.method.detect import _nanmedian_last
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 5, 6, 81)).astype(np.float32)
+    x[rng.random(x.shape) < 0.6] = np.nan
+    x[0, 0] = np.nan                     # rows without a finite value
+    x[1, 1, :, 1:] = np.nan              # one value
+    x[1, 2, :, 2:] = np.nan              # two values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.nanmedian(x, axis=-1)
+    got = _nanmedian_last(x)
+    assert got.dtype == ref.dtype
+    assert np.array_equal(got, ref, equal_nan=True)
+
+
+def test_noise_estimate_on_the_mask_box_equals_the_whole_volume():
+    """The noise estimate crops to the mask's box: same value as on the whole image, 0 for an empty mask."""
+    from plugin.method.detect import estimate_noise_sigma
+    rng = np.random.default_rng(4)
+    mag = rng.normal(100.0, 5.0, (3, 64, 64)).astype(np.float32)
+    mask = np.zeros(mag.shape, bool)
+    mask[:, 13:50, 9:41] = True          # odd first row: the even rows must stay those of the image
+    sub = mag[:, ::2, :]
+    m = mask[:, ::2, :]
+    d = (sub[:, 1:, :] - sub[:, :-1, :])[m[:, 1:, :] & m[:, :-1, :]]
+    ref = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    assert estimate_noise_sigma(mag, mask) == ref
+    assert estimate_noise_sigma(mag, np.zeros_like(mask)) == 0.0

@@ -292,10 +292,19 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
     def search(p, proj):
         """(best centre, moment, |K_perp|^2, rss, moments of the candidates the data cannot tell from it)."""
         cz = np.array([[dz * vox[0], 0.0, 0.0] for dz in params.slice_offsets]) + centre_mm
-        m, kk, rss = proj.solve(kernels(cz, p))
+        k_z = kernels(cz, p)
+        m, kk, rss = proj.solve(k_z)
         best_z = cz[int(np.argmin(rss))]
         cxy = np.array([[0.0, dy * vox[1], dx * vox[2]] for dy, dx in params.inplane_offsets]) + best_z
-        m2, kk2, rss2 = proj.solve(kernels(cxy, p))
+        # an in-plane offset (0, 0) is best_z itself: its kernel column is already there
+        same = [i for i, (dy, dx) in enumerate(params.inplane_offsets) if dy == 0 and dx == 0]
+        k_xy = np.empty((len(p), len(cxy)))
+        rest = [i for i in range(len(cxy)) if i not in same]
+        if rest:
+            k_xy[:, rest] = kernels(cxy[rest], p)
+        if same:
+            k_xy[:, same] = k_z[:, [int(np.argmin(rss))]]
+        m2, kk2, rss2 = proj.solve(k_xy)
         j = int(np.argmin(rss2))
         # centres within a weighted rss of +1 (x the reduced chi^2) of the best fit equally well:
         # their moments' spread is part of the moment's uncertainty
@@ -318,11 +327,14 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
             return not_usable(f"too few voxels where the dipole's phase stays small ({len(y)})", len(y))
         # the model is not exact (partial volume, complex averaging, shape): a relative error of
         # model_error of its own phase joins each voxel's noise, so the near field does not dominate
-        pred = m * kernels(best[None, :], pos)[:, 0]
-        sw = 1.0 / np.sqrt(1.0 / sw_noise ** 2 + (params.model_error * pred) ** 2)
-        # refit near the centre found (its slice position +- 1/8 slice): the centre barely moves
+        # refit near the centre found (its slice position +- 1/8 slice): the centre barely moves;
+        # the middle candidate is the centre itself (the kernel is computed column by column, so
+        # its column is the centre's kernel, computed once for the prediction and the refit)
         cands = best[None, :] + np.array([[-0.125 * vox[0], 0, 0], [0, 0, 0], [0.125 * vox[0], 0, 0]])
-        mm_, kk_, rss_ = _Projector(y, sw, bgc).solve(kernels(cands, pos))
+        k_cands = kernels(cands, pos)
+        pred = m * k_cands[:, 1]
+        sw = 1.0 / np.sqrt(1.0 / sw_noise ** 2 + (params.model_error * pred) ** 2)
+        mm_, kk_, rss_ = _Projector(y, sw, bgc).solve(k_cands)
         j = int(np.argmin(rss_))
         m_before = m
         best, m, kk, rss = cands[j], float(mm_[j]), float(kk_[j]), float(rss_[j])

@@ -182,14 +182,18 @@ def _fit_chunk(mags, phases, tes, mweights, offset, step, te_ref, out_mag, out_p
             mag += np.float32(cw) * m
         else:
             np.multiply(m, np.float32(cw), out=mag)
-        np.subtract(p, off, out=r) if off is not None else np.copyto(r, p)
         if n:                        # predicted from the fit so far, only the wrapped rest added
             np.divide(num, den, out=pred)
             pred *= np.float32(te)
-            r -= pred
+            if off is not None:
+                np.subtract(p, off, out=r)
+                r -= pred
+            else:                    # no copy of the phase first: the same difference, one pass less
+                np.subtract(p, pred, out=r)
             _wrap_(r, tmp)
             r += pred
         else:
+            np.subtract(p, off, out=r) if off is not None else np.copyto(r, p)
             _wrap_(r, tmp)
         np.multiply(m, m, out=w)
         w *= np.float32(te)
