@@ -59,7 +59,7 @@ class DetectionParams:
     mask_split_mm: float = 4.0          # in-plane opening that cuts scalp-brain bridges before the largest component
     tissue_cap: float = 1.0             # background capped at this x the local tissue level (CSF is not background); 0: off
     tissue_block_mm: float = 16.0       # blocks of the local tissue level
-    mask_valley_min_px_mm: float = 2.0  # on pixels this coarse (64-128 matrices) the skull is a one-pixel, partial-volumed
+    mask_valley_min_px_mm: float = 2.0  # on native pixels this coarse (64-128 matrices) the skull is a one-pixel, partial-volumed
     mask_valley_ratio: float = 0.5      # valley between scalp and brain: a pixel below this x its 3 x 3 grey closing is
                                         # no brain signal (else a bright scalp joins the mask across it)
     mask_slack_per_mm: float = 0.8      # brain mask: in-plane growth allowed per mm of slice spacing away from the widest slice
@@ -187,7 +187,7 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     sm = ndi.gaussian_filter(coarse, (0, 1.0, 1.0))
     hi = float(np.percentile(sm[sm > 0], 98)) if np.any(sm > 0) else 0.0
     signal = sm > params.mask_threshold * hi
-    if px >= params.mask_valley_min_px_mm > 0:
+    if min(voxel_size_mm[1], voxel_size_mm[2]) >= params.mask_valley_min_px_mm > 0:
         # Coarse grids: the skull between scalp and brain is one partial-volumed pixel, above the
         # threshold once smoothed; it is still a valley of the unsmoothed magnitude (at 3.4 mm:
         # 380 between scalp 1030 and cortex 1090). Dark spots inside the brain cut this way come
