@@ -72,7 +72,8 @@ def main(argv=None) -> int:
                     else:
                         rej = [x for x in det.rejected if near(x.center_index)]
                         fate = ("rejected: " + rej[0].text[:90]) if rej else (
-                            "no candidate" if rmin >= params.dark_ratio else "candidate without core" if rmin >= params.core_ratio else "?")
+                            "no candidate" if rmin >= params.dark_ratio else "candidate without core" if rmin >= params.core_ratio else
+                            "beside or merged with another dark structure (no spot or rejection within reach)")
                     key = fate.split(" (")[0]
                     summary[(name, key)] += 1
                     print(f"  s{i + 1} {L['class'][:5]} d={L['diameter_mm']:.1f} chi={L['chi_ppm']:+.2f} n_sl={L.get('n_slices', 0)} "
