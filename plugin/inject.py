@@ -268,11 +268,12 @@ class LesionSignal:
     source_field: np.ndarray
     b0_t: float
     sign: float
-    te_scale: float = 1.0                  # lesion phase/void as at te_scale * TE (1: the series' own TEs)
+    te_scale: float = 1.0                  # lesion phase as at te_scale * TE (1: the series' own TEs)
+    magnitude_te_scale: Optional[float] = None   # lesion void/blooming as at this x TE (None: te_scale)
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def factor(self, te_ms: float) -> np.ndarray:
-        te_ms = float(te_ms) * self.te_scale
+    def factor(self, te_ms: float, scale: Optional[float] = None) -> np.ndarray:
+        te_ms = float(te_ms) * (self.te_scale if scale is None else scale)
         key = round(te_ms, 6)
         if key not in self._cache:
             k = np.float32(self.sign * physics.phase_per_ppm_rad(b0_t=self.b0_t, echo_time_ms=te_ms))
@@ -288,9 +289,13 @@ class LesionSignal:
             return self.factor(te2) * np.conj(self.factor(te2 - float(stack.effective_echo_time_ms)))
         return self.factor(float(stack.echo_time_ms))
 
+    def magnitude_factor(self, te_ms: float) -> np.ndarray:
+        """The factor of a magnitude echo at ``te_ms`` (its void and blooming)."""
+        return self.factor(te_ms, self.te_scale if self.magnitude_te_scale is None else self.magnitude_te_scale)
+
 
 def lesion_signal(acq: RealAcquisition, lesions_lps: Sequence[P.SphereLesion],
-                  te_scale: float = 1.0) -> tuple[LesionSignal, list[ObliqueSphere]]:
+                  te_scale: float = 1.0, magnitude_te_scale: Optional[float] = None) -> tuple[LesionSignal, list[ObliqueSphere]]:
     grid, b0 = stack_grid(acq)
     inv = np.linalg.inv(acq.affine_lps)
     local = []
@@ -299,10 +304,11 @@ def lesion_signal(acq: RealAcquisition, lesions_lps: Sequence[P.SphereLesion],
         local.append(ObliqueSphere(L.id, tuple(float(v) for v in index_to_grid_mm(grid, idx)), L.diameter_mm,
                                    L.chi_ppm, L.lesion_class, b0_grid=tuple(float(v) for v in b0)))
     supersample = tuple(int(min(9, max(3, math.ceil(v / FINE_STEP_MM)))) for v in grid.voxel_mm)
-    te_max = max(float(st.echo_time_ms) for st in acq.stacks) * te_scale
+    te_max = max(float(st.echo_time_ms) for st in acq.stacks) * max(te_scale, magnitude_te_scale or te_scale)
     per_ppm_max = physics.phase_per_ppm_rad(b0_t=acq.b0_t, echo_time_ms=te_max)
     source_field, samples = P.sample_sources(local, grid, per_ppm_max, P.subvoxel_offsets(grid, supersample))
-    return LesionSignal(grid, samples, source_field, acq.b0_t, physics.handedness_sign(acq.convention), te_scale), local
+    return LesionSignal(grid, samples, source_field, acq.b0_t, physics.handedness_sign(acq.convention), te_scale,
+                        magnitude_te_scale), local
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,6 +384,12 @@ def _truth_lesion(signal: LesionSignal, acq: RealAcquisition, lesion_grid: Obliq
     images = type("StackImages", (), {})()
     images.grid, images.source_factor = signal.grid, truth_factor
     out = lesion_truth(images, lesion_grid)
+    # the darkest the lesion makes the analysed magnitude (relative to the real signal): how deep
+    # a dip a reader or the detector can see, whatever the voxel size does to a small void
+    s, r, c = (int(round(float(v))) for v in signal.grid.index_of(lesion_grid.center_lps_mm))
+    reach = [max(1, int(math.ceil((lesion_grid.radius_mm + 1.5) / v))) for v in signal.grid.voxel_mm]
+    win = tuple(slice(max(i - h, 0), i + h + 1) for i, h in zip((s, r, c), reach))
+    out["darkest_relative_magnitude"] = round(float(np.abs(truth_factor[win]).min()), 4)
     out["center_lps_mm"] = [round(float(v), 3) for v in lesion_lps.center_lps_mm]
     if acq.affine_lps[2, 0] < 0:      # slice index runs superior -> inferior: swap upper and lower
         for a, b in (("upper_border_slice", "lower_border_slice"), ("border_pattern", "lower_border_pattern"),
@@ -396,9 +408,12 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
     :func:`inject_into`).
 
     ``lesion_echo_time_ms``: None (default) = the physics at the series' own echo times. Else
-    the lesions' phase and void are made as at that echo time for the analysed phase (every
-    echo's TE scaled alike), over the real background as acquired: a stated contrast knob for
-    field-map acquisitions whose TEs (2-12 ms) hide most lesions; the truth records it."""
+    the lesions are made as at that echo time over the real background as acquired: the analysed
+    phase (for a phase difference: its dTE) as at that TE (every phase echo's TE scaled alike),
+    and the analysed magnitude echo as at that TE (every magnitude echo's TE scaled by that
+    echo's ratio, so its void and blooming are those of a TE-``lesion_echo_time_ms`` image, not of
+    the phase difference's 10x scale). A stated contrast knob for field-map acquisitions whose TEs
+    (2-12 ms) hide most lesions; the truth records both scales."""
     from dicom_io.read import series as dseries
 
     acq = acquisition or open_acquisition(paths)
@@ -410,7 +425,11 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
     lesions = place(draw_specs(rng, n_microbleeds, n_calcifications), allowed, acq, rng)
     ref_te = float(acq.pair.phase.effective_echo_time_ms or acq.pair.phase.echo_time_ms)
     te_scale = 1.0 if lesion_echo_time_ms is None else float(lesion_echo_time_ms) / ref_te
-    signal, local = lesion_signal(acq, lesions, te_scale)
+    # The analysed magnitude is made as at lesion_echo_time_ms too: scaled by ITS echo time, not the
+    # phase's (a Siemens phase difference has dTE 2.46 ms: its scale would put the magnitude echoes
+    # at 50-130 ms, blooming a 6 mm calcification past the 10 mm limit).
+    mag_scale = None if lesion_echo_time_ms is None else float(lesion_echo_time_ms) / float(acq.pair.magnitude.echo_time_ms)
+    signal, local = lesion_signal(acq, lesions, te_scale, mag_scale)
 
     new_stored: dict[tuple[str, Optional[int]], np.ndarray] = {}
     scaling = {}
@@ -422,7 +441,7 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
             new = wrap_rad(vol.data + np.angle(f).astype(np.float32))
             scaling[st.label] = vol.phase_scaling
         else:
-            f = signal.factor(float(st.echo_time_ms))
+            f = signal.magnitude_factor(float(st.echo_time_ms))
             new = np.asarray(vol.data, np.float32) * np.abs(f)
         changed = np.abs(f - 1) > UNCHANGED_TOLERANCE
         for k, frame in enumerate(st.frames):
@@ -437,7 +456,7 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
     files = write_copies(acq, new_stored, out, uid_map)
 
     # truth: what the analysed pair shows (magnitude of the paired echo, phase of the paired stack)
-    truth_factor = (np.abs(signal.factor(float(acq.pair.magnitude.echo_time_ms)))
+    truth_factor = (np.abs(signal.magnitude_factor(float(acq.pair.magnitude.echo_time_ms)))
                     * np.exp(1j * np.angle(signal.phase_factor(acq.pair.phase)))).astype(np.complex64)
     truth_lesions = [_truth_lesion(signal, acq, lg, L, truth_factor) for lg, L in zip(local, lesions)]
     phase_stack = acq.pair.phase
@@ -457,6 +476,7 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
         "phase_effective_echo_time_ms": phase_stack.effective_echo_time_ms,
         "lesion_echo_time_scale": round(te_scale, 6),
         "lesion_echo_time_ms": round(ref_te * te_scale, 4),
+        "lesion_magnitude_echo_time_scale": None if mag_scale is None else round(mag_scale, 6),
         "snr": None,
         "filtered_phase": False,
         "background_ptp_rad": None,        # the real head's own background field: not a parameter here

@@ -208,3 +208,20 @@ def test_phase_difference_is_read_at_dte_as_raw_phase(vendor_dicom_dir, tmp_path
     note = a["notes"][0]
     assert "phase difference" in note and "dTE 2.46 ms" in note
     assert any(n.startswith("background:") and "Laplacian" in n for n in a["notes"])
+
+
+def test_lesion_te_makes_the_analysed_magnitude_as_at_that_te(vendor_dicom_dir, tmp_path):
+    """``lesion_echo_time_ms=25`` on a Siemens phase difference (dTE 2.46 ms): the phase is scaled
+    by 25 / 2.46, the analysed magnitude (TE 7.65 ms) by 25 / 7.65, not by the phase's factor
+    (which put it at 78 ms); the truth gives each lesion's darkest relative magnitude."""
+    paths = _folders(vendor_dicom_dir, "siemens_e11")
+    study = I.inject_into(paths, tmp_path, seed=3, n_studies=1, n_microbleeds=1, n_calcifications=1,
+                          lesion_echo_time_ms=25.0)["studies"][0]
+    assert study["lesion_echo_time_scale"] == pytest.approx(25.0 / 2.46, rel=1e-3)
+    assert study["lesion_magnitude_echo_time_scale"] == pytest.approx(25.0 / 7.65, rel=1e-3)
+    assert all(0.0 <= L["darkest_relative_magnitude"] <= 1.0 for L in study["lesions"])
+    own = I.inject_into(paths, tmp_path / "own", seed=3, n_studies=1, n_microbleeds=1, n_calcifications=1)["studies"][0]
+    assert own["lesion_magnitude_echo_time_scale"] is None
+    # the same lesions are darker at TE 25 ms than at the series' own 7.65 ms
+    for a, b in zip(own["lesions"], study["lesions"]):
+        assert b["darkest_relative_magnitude"] < a["darkest_relative_magnitude"]

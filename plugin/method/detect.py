@@ -18,7 +18,9 @@ GRE magnitude (method paper, Reference Standards). Here:
   or on thick slices (>= ``split_core_min_slice_mm``) two adjacent slices together. A spot is
   cut to its core slices (+-1) and then followed onto its faint border slices.
 * **Rejection**, each a typed :class:`RejectedCandidate` (``Detection.rejected``; findings.json
-  lists the most relevant, :func:`most_relevant`): too small (< ``min_area_px`` / ``min_area_mm2``);
+  lists the most relevant, :func:`most_relevant`): too small (< ``min_area_px`` / ``min_area_mm2``;
+  on coarse grids, pixels >= ``single_pixel_min_mm2``, one pixel is enough when its deficit is
+  >= ``single_pixel_sigma`` noise s.d.);
   too large (>= ``max_diameter_mm``); brain edge (reaching the mask's rim, or within
   ``edge_margin_mm`` of it in 3D without a void); vein along B0 (a tube: 3D elongation >
   ``max_elongation_3d`` over >= ``tube_min_slices`` slices); in-plane vein (a line on its
@@ -57,6 +59,9 @@ class DetectionParams:
     mask_split_mm: float = 4.0          # in-plane opening that cuts scalp-brain bridges before the largest component
     tissue_cap: float = 1.0             # background capped at this x the local tissue level (CSF is not background); 0: off
     tissue_block_mm: float = 16.0       # blocks of the local tissue level
+    mask_valley_min_px_mm: float = 2.0  # on native pixels this coarse (64-128 matrices) the skull is a one-pixel, partial-volumed
+    mask_valley_ratio: float = 0.5      # valley between scalp and brain: a pixel below this x its 3 x 3 grey closing is
+                                        # no brain signal (else a bright scalp joins the mask across it)
     mask_slack_per_mm: float = 0.8      # brain mask: in-plane growth allowed per mm of slice spacing away from the widest slice
     max_diameter_mm: float = 10.0
     edge_margin_mm: float = 5.0         # within this of the mask's rim (skull, air: through-slice dephasing) a spot
@@ -66,6 +71,9 @@ class DetectionParams:
                                         # have no signal; iron-rich nuclei darken diffusely: the paper excluded the pallidum)
     min_area_px: int = 2                # on the central slice, and at least min_area_mm2 (noise specks on fine grids)
     min_area_mm2: float = 0.4
+    single_pixel_min_mm2: float = 4.0   # on pixels this large (>= 2 x 2 mm: 64-128 matrices) one pixel already holds a
+                                        # small lesion's whole void and blooming: a one-pixel spot is kept when
+    single_pixel_sigma: float = 5.0     # its darkness deficit below tissue is at least this many noise s.d.
     mirror_tolerance_mm: float = 5.0    # bilateral deep grey matter: mirror pair within this (midline offset, rows)
     mirror_size_ratio: float = 1.4
     max_elongation_2d: float = 3.0
@@ -178,6 +186,12 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     sm = ndi.gaussian_filter(coarse, (0, 1.0, 1.0))
     hi = float(np.percentile(sm[sm > 0], 98)) if np.any(sm > 0) else 0.0
     signal = sm > params.mask_threshold * hi
+    if min(voxel_size_mm[1], voxel_size_mm[2]) >= params.mask_valley_min_px_mm > 0:
+        # Coarse grids: the skull between scalp and brain is one partial-volumed pixel, above the
+        # threshold once smoothed; it is still a valley of the unsmoothed magnitude (at 3.4 mm:
+        # 380 between scalp 1030 and cortex 1090). Dark spots inside the brain cut this way come
+        # back with the slice-wise hole filling below.
+        signal &= coarse >= params.mask_valley_ratio * ndi.grey_closing(coarse, size=(1, 3, 3))
     # Scalp and brain are separated by the skull (no signal) but may touch: thin bridges (partial
     # volume at the vertex, the orbits) and, at the skull base, soft tissue lying against the
     # posterior fossa. Two steps:
@@ -449,6 +463,14 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
         if params.trim_to_core:
             sub, bb = _core_slices(sub, bb, ratio[bb], core_level, pair_level if split else 0.0, params.core_slice_margin)
         rmin = float(ratio[bb][sub].min())
+        if sizes[lab] < params.min_area_px and tissue > 0 \
+                and (tissue_ratio - rmin) * tissue < params.single_pixel_sigma * noise:
+            # a one-pixel candidate (coarse grids only, see _min_area_px) that noise could make
+            rejected.append(RejectedCandidate(tuple(float(b.start) for b in bb), float(2.0 * np.sqrt(voxel_size_mm[1] * voxel_size_mm[2] / np.pi)),
+                                              1, RejectReason.TOO_SMALL,
+                                              f"one pixel, darkness deficit {(tissue_ratio - rmin) * tissue / max(noise, 1e-9):.1f} "
+                                              f"noise s.d. (< {params.single_pixel_sigma:g})"))
+            continue
         sub, bb = extend_to_border_slices(sub, bb, ratio, params, tissue_ratio)
         spot, why = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params, level=dark_level)
         if not why and spot.diameter_mm >= max(params.void_min_diameter_mm, 2.0 * voxel_size_mm[0],
@@ -550,7 +572,12 @@ def _slab_end(spots: list[DetectedSpot], n_slices: int) -> tuple[list[DetectedSp
 
 def _min_area_px(params: DetectionParams, voxel_size_mm) -> int:
     """Smallest footprint (pixels on the largest slice): ``min_area_px``, more on fine grids, where
-    a speck of 1 pixel (0.2 mm^2 at 0.45 mm) is texture or noise, not a lesion."""
+    a speck of 1 pixel (0.2 mm^2 at 0.45 mm) is texture or noise, not a lesion; 1 on coarse grids
+    (pixel area >= ``single_pixel_min_mm2``: 2-3.4 mm field maps, 64-128 matrices), where a 2-3 mm
+    lesion's void and blooming fill one pixel (2 pixels would be a 5-7 mm spot). Such one-pixel
+    spots must then be dark beyond noise (``single_pixel_sigma``, :func:`detect_spots`)."""
+    if params.single_pixel_min_mm2 > 0 and voxel_size_mm[1] * voxel_size_mm[2] >= params.single_pixel_min_mm2:
+        return 1
     return max(params.min_area_px, int(np.ceil(params.min_area_mm2 / (voxel_size_mm[1] * voxel_size_mm[2]) - 1e-9)))
 
 
