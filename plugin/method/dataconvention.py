@@ -19,8 +19,9 @@ Every brain carries structures of known susceptibility sign. Medullary veins (de
 Each structure gives a reading: the angle of the magnitude-weighted complex mean of the local
 phase in its dark core, relative to a ring around it, on every slice it crosses (the darkest
 pixel near the detected centre is followed from slice to slice, so a tilted vein is tracked). The
-reading's noise is that of a complex mean (``sigma * sqrt(N) / |sum|``, sigma the magnitude noise)
-and the slices are combined by inverse variance.
+reading's noise is that of a complex mean (``sigma * sqrt(N) / |sum|``, sigma the magnitude noise),
+or more where the ring's own circular spread says the phase is noisier than that, and the slices
+are combined by inverse variance.
 
 The vote (a Bayesian sign vote with per-structure reliability): a reading with z-score ``z``
 says "the structure's field sign is +" with probability ``q = r * Phi(|z|) + (1 - r) / 2``, where
@@ -147,7 +148,11 @@ def _read_structure(mag: np.ndarray, local: np.ndarray, mask: np.ndarray, voxel_
             continue
         d = float(np.angle(zc * np.conj(zr)))
         var = (noise_sigma ** 2) * (r1.size / abs(zc) ** 2 + r2.size / abs(zr) ** 2)
-        var = max(var, 1e-8)
+        # the magnitude's noise is not the only phase noise (flow, texture, a phase that is noise
+        # throughout): the ring's own circular spread bounds the per-pixel phase variance from below
+        rbar = float(abs(np.mean(np.exp(1j * local[s, r2, c2]))))
+        spread = -2.0 * math.log(max(rbar, 1e-6))
+        var = max(var, spread * (1.0 / r1.size + 1.0 / r2.size), 1e-8)
         num += d / var
         den += 1.0 / var
         n_read += 1
@@ -218,4 +223,66 @@ def estimate_data_convention(magnitude: np.ndarray, local_phase_rad: np.ndarray,
                           f"{n_votes} structures of known sign voted, posterior {confidence:.4f}")
 
 
-__all__ = ["DataConvention", "DataConventionParams", "StructureReading", "estimate_data_convention"]
+# ----------------------------------------------------------------------------------------------
+# Decision rule: header table vs the data
+# ----------------------------------------------------------------------------------------------
+#: ``[convention] on_conflict`` / ``analyze --on-conflict``: what happens when strong data evidence
+#: contradicts the header's convention. ``data``: the data's convention is used (and said);
+#: ``header``: the header's is kept (and the contradiction said).
+ON_CONFLICT = ("data", "header")
+
+
+@dataclass(frozen=True)
+class ConventionDecision:
+    convention: str          # the convention the spots are interpreted with (right-handed|left-handed|unknown)
+    source: str              # findings.json convention_source: which header rule and what the data said
+    status: str              # agree | contradicted | contradicted_header_kept | unconfirmed | data_only | unknown
+    warning: Optional[str] = None
+
+
+def decide_convention(header_convention: str, header_source: str, data: DataConvention,
+                      on_conflict: str = "data") -> ConventionDecision:
+    """The decision rule (issue 12):
+
+    * header and data agree -> the header's convention, the source names both;
+    * they disagree and the data evidence is strong -> ``on_conflict="data"``: the data's convention,
+      the source says the header table was contradicted and by what (and a warning);
+      ``on_conflict="header"``: the header's, with the same warning;
+    * data evidence weak -> the header decides and the source says the data could not confirm it;
+    * unknown header convention and strong data -> the data decides; both unknown -> unknown.
+    """
+    if on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}")
+    header = str(header_convention)
+    known = header in (Handedness.RIGHT.value, Handedness.LEFT.value)
+    said = f"{data.reason}; counted: {_counts_text(data.evidence)}"
+    if data.data_convention is None:
+        if known:
+            return ConventionDecision(header, f"{header_source}; the data could not confirm it ({said})", "unconfirmed")
+        return ConventionDecision(header, f"{header_source}; the data could not decide either ({said})", "unknown")
+    dconv = data.data_convention.value
+    if not known:
+        return ConventionDecision(dconv, f"data: {dconv} from structures of known sign ({said}); the header named none "
+                                         f"({header_source})", "data_only")
+    if dconv == header:
+        return ConventionDecision(header, f"{header_source}; confirmed by the data ({said})", "agree")
+    warning = (f"the header's phase convention {header} ({header_source}) is contradicted by the data: {dconv} "
+               f"({said})")
+    if on_conflict == "header":
+        return ConventionDecision(header, f"{header_source}; CONTRADICTED by the data ({dconv}: {said}); header kept "
+                                          f"(on_conflict=header)", "contradicted_header_kept", warning)
+    return ConventionDecision(dconv, f"data: {dconv} ({said}); the header table ({header_source}) said {header} and "
+                                     f"was contradicted", "contradicted", warning)
+
+
+def _counts_text(evidence: dict) -> str:
+    parts = []
+    for name, v in evidence.items():
+        if isinstance(v, dict):
+            parts.append(f"{name.replace('_', ' ')} {v['right_handed']} right-handed / {v['left_handed']} left-handed / "
+                         f"{v['unclear']} unclear")
+    return ", ".join(parts) or "nothing"
+
+
+__all__ = ["ConventionDecision", "DataConvention", "DataConventionParams", "ON_CONFLICT", "StructureReading",
+           "decide_convention", "estimate_data_convention"]
