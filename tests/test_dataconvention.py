@@ -119,3 +119,21 @@ def test_decision_rule_table():
 
 from plugin.pipeline import AnalysisOptions  # noqa: E402
 R_OPTIONS_HEADER = AnalysisOptions(on_conflict="header")
+
+
+def test_node_config_convention_on_conflict_reaches_the_analysis(tmp_path):
+    from plugin.service.config import Config
+    from plugin.service.worker import run_analysis
+    seen = {}
+
+    def fake(paths, out, **kw):
+        seen.update(kw)
+        return {}
+
+    run_analysis(Config(state_dir=tmp_path, convention={"on_conflict": "header"}), [], tmp_path, analyse=fake)
+    assert seen["options"].on_conflict == "header"
+    seen.clear()
+    run_analysis(Config(state_dir=tmp_path), [], tmp_path, analyse=fake)
+    assert "options" not in seen
+    with pytest.raises(Exception):
+        Config(state_dir=tmp_path, convention={"on_conflict": "sometimes"})
