@@ -137,3 +137,9 @@ def test_node_config_convention_on_conflict_reaches_the_analysis(tmp_path):
     assert "options" not in seen
     with pytest.raises(Exception):
         Config(state_dir=tmp_path, convention={"on_conflict": "sometimes"})
+
+
+def test_phantom_flip_phase_is_for_the_realistic_cohort_only(tmp_path):
+    from plugin.phantom import dicom as phantom_dicom
+    with pytest.raises(ValueError, match="flip-phase"):
+        phantom_dicom.generate(tmp_path, vendor="GE", cohort="paper", flip_phase=True, n_studies=1, size="small")
