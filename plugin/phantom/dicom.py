@@ -210,7 +210,8 @@ def _generate_realistic(out: Path, *, vendor: str, convention: Handedness, seed:
 
 
 def _render_and_write_realistic(task) -> dict:
-    plan, acq, convention, out, opts, header_convention = task
+    plan, acq, convention, out, opts, *header = task        # header: the vendor table's convention (--flip-phase)
+    header_convention = header[0] if header else convention
     images, truth = R.make_study(plan, acquisition=acq, convention=convention, seed=opts.seed * 1000 + plan.index,
                                  vendor=opts.vendor)
     truth["vendor_table_convention"] = str(header_convention)
