@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("inspect", "phantom", "analyze", "serve", "status", "demo")
+COMMANDS = ("inspect", "phantom", "analyze", "conformance", "serve", "status", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

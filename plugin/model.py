@@ -105,3 +105,5 @@ class PairAnalysis:
     notes: list[str] = field(default_factory=list)
     rejected: list[RejectedSpot] = field(default_factory=list)          # the most relevant, at most a cap
     rejected_not_listed: dict[str, int] = field(default_factory=dict)   # reason -> how many more
+    data_convention: Optional[Handedness] = None   # the data's own estimate (plugin.method.dataconvention)
+    data_evidence: dict = field(default_factory=dict)

@@ -15,7 +15,10 @@ The analysis of one pair (``analyze_arrays``):
    or homodyne filter on request);
 3. pattern readings on the superior/inferior border slices and the central slice
    (plugin.method.spotread, plugin.method.patterns);
-4. interpretation through the series' phase convention (plugin.method.interpret).
+4. the data's own phase convention (plugin.method.dataconvention: the sign of the local phase in
+   the veins along B0 detection rejected) checked against the header's, the decision rule
+   (``AnalysisOptions.on_conflict``) naming the convention used;
+5. interpretation through that phase convention (plugin.method.interpret).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 import numpy as np
 
 from plugin.method.background import remove_background
+from plugin.method.dataconvention import DataConvention, decide_convention, estimate_data_convention
 from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma,
                                   most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
@@ -54,6 +58,8 @@ class AnalysisOptions:
     dipole_fit: FitParams = FitParams()
     max_tilt_deg: float = 30.0             # slice normal vs B0 (LPS z) beyond which the method does not apply
     rejected_listed: int = 50              # findings.json lists this many rejected candidates, counts the rest
+    on_conflict: str = "data"              # strong data evidence against the header: data | header (dataconvention.ON_CONFLICT)
+    check_convention: bool = True          # estimate the convention from the data (needs detection, not given points)
 
 
 @dataclass
@@ -73,6 +79,10 @@ class ArrayAnalysis:
     background: str = ""
     rejected: list[RejectedSpot] = field(default_factory=list)
     rejected_not_listed: dict[str, int] = field(default_factory=dict)
+    data_convention: Optional[DataConvention] = None
+    convention_used: str = ""                        # after the decision rule
+    convention_source: str = ""                      # the decision's text ("" when not checked)
+    convention_status: str = ""
 
 
 #: What the certainty (Lesion.confidence) is calibrated on (plugin.method.interpret; benchmarks/accuracy.md).
@@ -86,6 +96,7 @@ def _index_to_lps(affine_lps: np.ndarray, index) -> tuple[float, float, float]:
 
 
 def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.ndarray, *, convention: str,
+                   convention_source: str = "given",
                    points_lps_mm: Optional[Sequence[Sequence[float]]] = None,
                    options: AnalysisOptions = AnalysisOptions(), echo_time_ms: Optional[float] = None,
                    field_strength_t: Optional[float] = None) -> ArrayAnalysis:
@@ -101,6 +112,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     notes: list[str] = []
     rejected: list[RejectedSpot] = []
     rejected_rest: dict[str, int] = {}
+    vein_candidates: list = []
     params = options.detection
     mask = brain_mask(mag, voxel, params)
     # Detection (magnitude) and background removal (phase) are independent once the mask is
@@ -122,12 +134,21 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         else:
             det = detect_spots(mag, voxel, params, mask=mask)
             spots, noise = det.spots, det.noise_sigma
+            vein_candidates = det.rejected
             notes.append(f"{len(det.spots)} spots kept, {len(det.rejected)} candidates rejected")
             listed, rejected_rest = most_relevant(det.rejected, options.rejected_listed)
             rejected = [RejectedSpot(_index_to_lps(affine_lps, c.center_index), round(c.diameter_mm, 2), c.n_slices,
                                      c.reason.value, c.detail) for c in listed]
         local, wrapped, what = bg_future.result()
     notes.append(f"background: {what}")
+    data_conv, decision = None, None
+    if options.check_convention and not points_lps_mm:
+        data_conv = estimate_data_convention(mag, local, mask, voxel, vein_candidates, noise)
+        decision = decide_convention(convention, convention_source, data_conv, options.on_conflict)
+        if decision.warning:
+            log.warning("%s", decision.warning)
+            notes.append("WARNING: " + decision.warning)
+        convention = decision.convention
     superior_up = bool(affine_lps[2, 0] > 0)
     # The method reads axial slices: B0 (LPS z) must run across the slices. Oblique-axial
     # stacks (a few tens of degrees) are fine; sagittal/coronal stacks are not.
@@ -170,7 +191,9 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         fits.append(fit)
     return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds,
                          local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
-                         rejected=rejected, rejected_not_listed=rejected_rest)
+                         rejected=rejected, rejected_not_listed=rejected_rest, data_convention=data_conv,
+                         convention_used=str(convention), convention_source=decision.source if decision else "",
+                         convention_status=decision.status if decision else "")
 
 
 def _fit_facts(fit) -> dict:
@@ -225,6 +248,8 @@ def analysis_dict(a: PairAnalysis, tracking: Optional[Mapping[int, "TrackingIden
         "vendor": a.vendor,
         "phase_convention": a.phase_convention.value,
         "convention_source": a.convention_source,
+        "data_convention": None if a.data_convention is None else str(a.data_convention),
+        "data_evidence": dict(a.data_evidence),
         "lesions": [lesion_dict(les, tracking.get(les.id)) for les in a.lesions],
         "notes": list(a.notes),
         "rejected": [rejected_dict(r) for r in a.rejected],
@@ -256,18 +281,22 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
     """:func:`analyze_volumes`, and the method's own outputs (the background-removed phase the
     patterns were read on, which :func:`report_input` passes to the summary card)."""
     res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase.data, magnitude.affine_lps,
-                         convention=convention,
+                         convention=convention, convention_source=convention_source,
                          points_lps_mm=points_lps_mm, options=options, echo_time_ms=phase.echo_time_ms,
                          field_strength_t=getattr(phase, "field_strength_t", None) or getattr(magnitude, "field_strength_t", None))
     notes = list(res.notes)
+    dc = res.data_convention
     if phase.phase_scaling:
         notes.insert(0, f"phase scaling: {phase.phase_scaling}")
     return PairAnalysis(study_instance_uid=magnitude.study_instance_uid,
                         magnitude_series_uid=magnitude.series_instance_uid,
                         phase_series_uid=phase.series_instance_uid, vendor=magnitude.vendor,
-                        phase_convention=Handedness(convention), convention_source=convention_source,
+                        phase_convention=Handedness(res.convention_used or convention),
+                        convention_source=res.convention_source or convention_source,
                         lesions=res.lesions, label_map=res.label_map, notes=notes, rejected=res.rejected,
-                        rejected_not_listed=res.rejected_not_listed), res
+                        rejected_not_listed=res.rejected_not_listed,
+                        data_convention=None if dc is None else dc.data_convention,
+                        data_evidence={} if dc is None else {**dc.evidence_dict(), "decision": res.convention_status}), res
 
 
 def _combine_echoes(dseries, mag, ph, earlier) -> tuple:

@@ -40,6 +40,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--convention-rules", metavar="FILE", help="site phase-convention rules (TOML)")
     p.add_argument("--background", choices=("auto", "none", "homodyne", "laplacian"), default="auto",
                    help="phase background removal (default auto: filtered phase as is, raw phase -> Laplacian)")
+    p.add_argument("--on-conflict", choices=("data", "header"), default="data",
+                   help="when the data's own phase convention (veins along B0) strongly contradicts the header's: "
+                        "data (default) uses the data's and says so; header keeps the header's and says so")
     p.add_argument("--no-dicom", action="store_true", help="write findings.json only, no DICOM result objects")
     p.set_defaults(run=run)
 
@@ -109,7 +112,7 @@ def run(args) -> int:
         return 2
     try:
         doc = analyze_paths(args.inputs, args.out, convention_rules=rules, points_lps_mm=points or None,
-                            echo=args.echo, options=AnalysisOptions(background=args.background),
+                            echo=args.echo, options=AnalysisOptions(background=args.background, on_conflict=args.on_conflict),
                             write_dicom=not args.no_dicom)
     except Exception as exc:  # never a traceback: findings.json still says what happened
         log.debug("analyze failed", exc_info=True)

@@ -3,7 +3,7 @@
     borderphase phantom --vendor GE --out DIR [--cohort paper|realistic] [--protocol swi3d|gre3d_1mm|gre2d_5mm]
                         [--seed N] [--style classic|enhanced]
                         [--anonymize none|no_private|no_description|no_manufacturer] [--snr S]
-                        [--echoes N] [--filtered] [--size small|full]
+                        [--echoes N] [--filtered] [--size small|full] [--flip-phase]
     borderphase phantom --sample-set --out sample_dicom     # regenerate the sample_dicom set
     borderphase phantom --inject-into DIR [DIR...] --out OUT [--studies N] [--seed N]
                         # the paper's lesions injected into a REAL magnitude+phase acquisition
@@ -54,6 +54,9 @@ def add_parser(subparsers) -> None:
     phase_kind.add_argument("--raw", dest="filtered", action="store_false", default=None, help="raw phase (realistic: overrides swi3d's filtered default)")
     p.add_argument("--size", choices=("small", "full"), default="full",
                    help="full: 512x512x60; small: 224x224x20 (0.45x0.45x2.5 mm either way)")
+    p.add_argument("--flip-phase", action="store_true",
+                   help="for --cohort realistic: render the phase in the opposite convention to the vendor's table "
+                        "(a site that flips the phase): tests the data's own convention check")
     p.add_argument("--jobs", type=int, default=None, help="studies rendered in parallel (default: up to 2)")
     p.add_argument("--inject-into", nargs="+", metavar="DIR",
                    help="files or folders of ONE real magnitude+phase acquisition: inject the paper's lesions into its "
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 args.out, vendor=args.vendor, cohort=args.cohort, seed=args.seed, style=args.style,
                 anonymize=args.anonymize, snr=args.snr, echoes=args.echoes, filtered=args.filtered,
                 size=args.size, n_studies=4 if args.studies is None else args.studies, jobs=args.jobs, protocol=args.protocol,
+                flip_phase=args.flip_phase,
             )
     except ValueError as exc:
         print(f"borderphase phantom: {exc}")

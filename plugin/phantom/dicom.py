@@ -125,6 +125,7 @@ def generate(
     n_studies: int = 4,
     jobs: Optional[int] = None,
     protocol: Optional[str] = None,
+    flip_phase: bool = False,
 ) -> dict:
     """Render and write a phantom (``cohort='paper'``: the paper's 190 lesions over ``n_studies``
     studies; ``cohort='realistic'``: the same population plus faint and cored lesions in
@@ -132,13 +133,17 @@ def generate(
     gre3d_1mm, gre2d_5mm; ``snr``, ``echoes`` and ``filtered`` default to the protocol's);
     otherwise one study of 6 microbleeds + 4 calcifications) and ``out_dir/truth.json``.
     Studies are rendered in up to ``jobs`` processes (default: up to 2, the cores the project
-    targets); the result does not depend on ``jobs``."""
+    targets); the result does not depend on ``jobs``. ``flip_phase`` (realistic only): the phase is
+    rendered in the opposite convention to the vendor's table (a site or product series that flips
+    the phase for display); truth.json's ``phase_convention`` is the rendered one."""
     convention = vendor_convention(vendor)
     out = Path(out_dir)
     if cohort == "realistic":
         return _generate_realistic(out, vendor=vendor, convention=convention, seed=seed, style=style,
                                    anonymize=anonymize, snr=snr, echoes=echoes, filtered=filtered,
-                                   n_studies=n_studies, jobs=jobs, protocol=protocol or "swi3d")
+                                   n_studies=n_studies, jobs=jobs, protocol=protocol or "swi3d", flip_phase=flip_phase)
+    if flip_phase:
+        raise ValueError("--flip-phase applies to --cohort realistic only")
     if protocol:
         raise ValueError("--protocol applies to --cohort realistic only")
     snr = 40.0 if snr is None else snr
@@ -182,18 +187,22 @@ def _render_and_write(task) -> dict:
 
 def _generate_realistic(out: Path, *, vendor: str, convention: Handedness, seed: int, style: str, anonymize: str,
                         snr: Optional[float], echoes: Optional[int], filtered: Optional[bool], n_studies: int,
-                        jobs: Optional[int], protocol: str) -> dict:
+                        jobs: Optional[int], protocol: str, flip_phase: bool = False) -> dict:
     """The realistic cohort (:func:`plugin.phantom.realistic.realistic_cohort`) written as ``vendor``."""
     if protocol not in R.PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (use {', '.join(R.PROTOCOLS)})")
     acq = R.PROTOCOLS[protocol].acquisition(echoes=echoes, snr=snr, filtered=filtered)
     plans = R.realistic_cohort(seed, protocol=protocol, n_studies=n_studies)
     opts = WriteOptions(vendor, style, anonymize, seed)
-    tasks = [(plan, acq, convention, out, opts) for plan in plans]
+    header_convention = convention
+    if flip_phase:
+        convention = Handedness.LEFT if convention == Handedness.RIGHT else Handedness.RIGHT
+    tasks = [(plan, acq, convention, out, opts, header_convention) for plan in plans]
     studies = _map_studies(_render_and_write_realistic, tasks, jobs)
     line = (f"borderphase phantom --cohort realistic --protocol {protocol} --vendor {vendor} --seed {seed} "
             f"--studies {n_studies} --style {style} --snr {acq.snr:g} --echoes {len(acq.echo_times_ms)}"
-            + (" --filtered" if acq.filtered else " --raw") + (f" --anonymize {anonymize}" if anonymize != "none" else ""))
+            + (" --filtered" if acq.filtered else " --raw") + (f" --anonymize {anonymize}" if anonymize != "none" else "")
+            + (" --flip-phase" if flip_phase else ""))
     document = {"schema": R.REALISTIC_SCHEMA, "generator": line, "studies": studies}
     out.mkdir(parents=True, exist_ok=True)
     (out / TRUTH_NAME).write_text(json.dumps(document, indent=1) + "\n")
@@ -201,9 +210,12 @@ def _generate_realistic(out: Path, *, vendor: str, convention: Handedness, seed:
 
 
 def _render_and_write_realistic(task) -> dict:
-    plan, acq, convention, out, opts = task
+    plan, acq, convention, out, opts, *header = task        # header: the vendor table's convention (--flip-phase)
+    header_convention = header[0] if header else convention
     images, truth = R.make_study(plan, acquisition=acq, convention=convention, seed=opts.seed * 1000 + plan.index,
                                  vendor=opts.vendor)
+    truth["vendor_table_convention"] = str(header_convention)
+    truth["phase_flipped"] = str(header_convention) != str(convention)
     sub = out / f"study_{plan.index + 1:02d}"
     doc = write_study(images, truth, sub, opts, study_index=plan.index)  # type: ignore[arg-type]
     doc["directory"] = sub.relative_to(out).as_posix()

@@ -166,6 +166,13 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True, config=STRICT_TABLE)
+class ConventionConfig:
+    # strong data evidence (veins along B0) against the header's convention: use the data's
+    # (data) or keep the header's (header); either way the result says so (plugin.method.dataconvention)
+    on_conflict: Literal["data", "header"] = "data"
+
+
+@dataclass(frozen=True, config=STRICT_TABLE)
 class DispatchConfig:
     retry_initial_s: StrictFloat = Field(5.0, gt=0)
     retry_max_s: StrictFloat = Field(300.0, gt=0)
@@ -286,6 +293,7 @@ class Config:
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    convention: ConventionConfig = field(default_factory=ConventionConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     destinations: dict[str, Destination] = field(default_factory=dict)
     rules: tuple[RoutingRule, ...] = ()

@@ -1,0 +1,288 @@
+"""The data's own estimate of the phase convention (issue 12).
+
+Every brain carries structures of known susceptibility sign. Medullary veins (deoxygenated blood,
++0.35..0.45 ppm) are the most numerous and the best understood:
+
+* a vein running along B0 (detection rejects it as ``vein along B0``: a tube through many slices)
+  is, to first order, an infinite cylinder parallel to B0: its inner field is uniform,
+  ``+chi/3`` (Lorentz-corrected), with the sign of chi (positive), and there is no field outside.
+  Its core's local phase against a ring around it therefore carries the sign of the convention:
+  negative for right-handed (GE, Philips: paramagnetic dark), positive for left-handed
+  (Siemens, Canon), ``plugin.physics.handedness_sign``;
+* a vein in the axial plane (``in-plane vein``) is a cylinder perpendicular to B0: its inner field
+  is ``-chi/6``, the opposite sign and half the size, and its outside field is a quadrupole that
+  partial volume mixes in on thick slices: it would vote with the reversed sign, but on the
+  realistic phantom the detector's in-plane rejections are mostly slab-end and rim mimics that
+  outvote the through-plane veins the wrong way, so its reliability is 0 (not used) by default.
+  Deep nuclei and physiological calcifications are not used yet.
+
+Each structure gives a reading: the angle of the magnitude-weighted complex mean of the local
+phase in its dark core, relative to a ring around it, on every slice it crosses (the darkest
+pixel near the detected centre is followed from slice to slice, so a tilted vein is tracked). The
+reading's noise is that of a complex mean (``sigma * sqrt(N) / |sum|``, sigma the magnitude noise),
+or more where the ring's own circular spread says the phase is noisier than that, and the slices
+are combined by inverse variance.
+
+The vote (a Bayesian sign vote with per-structure reliability): a reading with z-score ``z``
+says "the structure's field sign is +" with probability ``q = r * Phi(|z|) + (1 - r) / 2``, where
+``r`` is the reliability of its kind (the chance that a candidate of that kind is what it seems and
+its reading is not spoiled by wraps, residual background or a neighbour: a mimic votes at random);
+``|z|`` is capped (``z_cap``) so that no single structure decides. The log odds of the two
+conventions add up over the structures; the confidence is the posterior of the winner (flat prior).
+A convention is named only when the confidence reaches ``decide_confidence`` with at least
+``min_votes`` structures; otherwise ``data_convention`` is None and the evidence says why.
+Thresholds were set on the realistic phantom (benchmarks/convention.md): a flipped study is
+caught and a normal one never flipped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from dicom_io.vocabulary import Handedness
+from plugin.method.detect import RejectedCandidate, RejectReason
+
+
+@dataclass(frozen=True)
+class DataConventionParams:
+    reliability_through_plane: float = 0.95   # a tube through many slices that is a vein along B0 and reads cleanly
+    reliability_in_plane: float = 0.0         # 0: not used. Inner field -chi/6, the outer quadrupole mixed in by
+                                              # partial volume; on the realistic phantom the in-plane rejections are
+                                              # mostly slab-end and rim mimics that vote the wrong way
+    z_cap: float = 3.0                        # no single structure decides
+    min_z: float = 1.0                        # readings weaker than this abstain (counted as unclear)
+    decide_confidence: float = 0.999          # posterior needed to name a convention
+    min_votes: int = 3                        # structures that voted, at least
+    search_radius_mm: float = 1.5             # the core is looked for this far from the detected centre (per slice)
+    core_radius_mm: float = 0.5               # the core: pixels within this of the darkest pixel (at least the pixel itself)
+    ring_mm: tuple[float, float] = (2.5, 4.0)  # the reference ring around the core
+    max_structures: int = 60                  # of each kind (largest first): enough, and bounded time
+
+
+@dataclass(frozen=True)
+class StructureReading:
+    """One structure's reading: where (volume indices), what, the field-sign reading (phase of its
+    core relative to a ring, rad, with its z-score) and the vote it gave (+1: its field reads
+    positive in a left-handed sense, i.e. positive phase for positive field; -1: negative; 0: abstained)."""
+
+    kind: str
+    center_index: tuple[float, float, float]
+    n_slices_read: int
+    phase_rad: float
+    z: float
+    vote: int               # +1 the data says left-handed, -1 right-handed, 0 none
+
+
+@dataclass(frozen=True)
+class DataConvention:
+    """The data's estimate of the phase convention and what it rests on."""
+
+    data_convention: Optional[Handedness]
+    confidence: float                   # posterior probability of the named (or leading) convention
+    leaning: Optional[Handedness]       # the leading convention even when not named
+    evidence: dict                      # counts per kind: votes for each convention, unclear
+    readings: list[StructureReading] = field(default_factory=list, repr=False)
+    reason: str = ""
+
+    @property
+    def strong(self) -> bool:
+        return self.data_convention is not None
+
+    def evidence_dict(self) -> dict:
+        """The findings.json ``data_evidence`` object."""
+        return {**self.evidence, "confidence": round(float(self.confidence), 4),
+                "leaning": None if self.leaning is None else self.leaning.value, "reason": self.reason}
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _disk_offsets(radius_px_r: float, radius_px_c: float, inner_r: float = 0.0, inner_c: float = 0.0) -> np.ndarray:
+    rr = int(math.ceil(radius_px_r))
+    rc = int(math.ceil(radius_px_c))
+    dr, dc = np.mgrid[-rr:rr + 1, -rc:rc + 1]
+    d = (dr / max(radius_px_r, 1e-6)) ** 2 + (dc / max(radius_px_c, 1e-6)) ** 2
+    keep = d <= 1.0
+    if inner_r > 0:
+        keep &= (dr / inner_r) ** 2 + (dc / inner_c) ** 2 > 1.0
+    return np.stack([dr[keep], dc[keep]], axis=1)
+
+
+def _read_structure(mag: np.ndarray, local: np.ndarray, mask: np.ndarray, voxel_mm, center, slices: Sequence[int],
+                    noise_sigma: float, p: DataConventionParams) -> tuple[float, float, int]:
+    """(phase of core vs ring in rad, its z-score, slices read) of one structure."""
+    ns, nr, nc = mag.shape
+    pr, pc = voxel_mm[1], voxel_mm[2]
+    search = _disk_offsets(p.search_radius_mm / pr, p.search_radius_mm / pc)
+    core_off = _disk_offsets(max(p.core_radius_mm / pr, 0.5), max(p.core_radius_mm / pc, 0.5))
+    ring_off = _disk_offsets(p.ring_mm[1] / pr, p.ring_mm[1] / pc, p.ring_mm[0] / pr, p.ring_mm[0] / pc)
+    r0, c0 = float(center[1]), float(center[2])
+    num, den, n_read = 0.0, 0.0, 0
+    for s in slices:
+        if not 0 <= s < ns:
+            continue
+        rr = np.clip(np.round(r0).astype(int) + search[:, 0], 0, nr - 1)
+        cc = np.clip(np.round(c0).astype(int) + search[:, 1], 0, nc - 1)
+        k = int(np.argmin(mag[s, rr, cc]))
+        rd, cd = int(rr[k]), int(cc[k])
+        r0, c0 = 0.5 * (r0 + rd), 0.5 * (c0 + cd)      # follow a tilted vein, damped
+        def pts(off):
+            r = rd + off[:, 0]
+            c = cd + off[:, 1]
+            ok = (r >= 0) & (r < nr) & (c >= 0) & (c < nc)
+            r, c = r[ok], c[ok]
+            ok = mask[s, r, c]
+            return r[ok], c[ok]
+        r1, c1 = pts(core_off)
+        r2, c2 = pts(ring_off)
+        if r1.size == 0 or r2.size < 4:
+            continue
+        zc = np.sum(mag[s, r1, c1] * np.exp(1j * local[s, r1, c1]))
+        zr = np.sum(mag[s, r2, c2] * np.exp(1j * local[s, r2, c2]))
+        if abs(zc) <= 0 or abs(zr) <= 0:
+            continue
+        d = float(np.angle(zc * np.conj(zr)))
+        var = (noise_sigma ** 2) * (r1.size / abs(zc) ** 2 + r2.size / abs(zr) ** 2)
+        # the magnitude's noise is not the only phase noise (flow, texture, a phase that is noise
+        # throughout): the ring's own circular spread bounds the per-pixel phase variance from below
+        rbar = float(abs(np.mean(np.exp(1j * local[s, r2, c2]))))
+        spread = -2.0 * math.log(max(rbar, 1e-6))
+        var = max(var, spread * (1.0 / r1.size + 1.0 / r2.size), 1e-8)
+        num += d / var
+        den += 1.0 / var
+        n_read += 1
+    if n_read == 0 or den <= 0:
+        return 0.0, 0.0, 0
+    mean = num / den
+    return float(mean), float(mean * math.sqrt(den)), n_read
+
+
+def estimate_data_convention(magnitude: np.ndarray, local_phase_rad: np.ndarray, mask: np.ndarray,
+                             voxel_size_mm: tuple[float, float, float], rejected: Sequence[RejectedCandidate],
+                             noise_sigma: float, params: DataConventionParams = DataConventionParams()) -> DataConvention:
+    """The data's convention from the detector's rejected veins (see module docstring).
+
+    ``local_phase_rad``: background-removed phase (wrapped or not); ``noise_sigma``: the magnitude's
+    noise (``plugin.method.detect.estimate_noise_sigma``); ``rejected``: ``Detection.rejected``."""
+    mag = np.asarray(magnitude, np.float32)
+    local = np.asarray(local_phase_rad, np.float32)
+    p = params
+    kinds = ((RejectReason.VEIN_ALONG_B0, "through_plane_veins", +1.0, p.reliability_through_plane),
+             (RejectReason.IN_PLANE_VEIN, "in_plane_veins", -1.0, p.reliability_in_plane))
+    evidence: dict = {}
+    readings: list[StructureReading] = []
+    log_odds_left = 0.0
+    sigma = max(float(noise_sigma), 1e-6)
+    for reason, name, field_sign, reliability in kinds:
+        if reliability <= 0:
+            evidence[name] = "not used (reliability 0)"
+            continue
+        cands = sorted((c for c in rejected if c.reason == reason),
+                       key=lambda c: (-c.n_slices, -round(c.diameter_mm, 3), tuple(round(v, 2) for v in c.center_index)))
+        cands = cands[:p.max_structures]
+        counts = {"left_handed": 0, "right_handed": 0, "unclear": 0}
+        for c in cands:
+            s0 = c.center_index[0]
+            half = (c.n_slices - 1) / 2.0
+            lo, hi = int(math.ceil(s0 - half - 1e-6)), int(math.floor(s0 + half + 1e-6))
+            if c.n_slices >= 3:        # the tube's ends: partial volume and the end caps' dipole
+                lo, hi = lo + 1, hi - 1
+            slices = list(range(lo, hi + 1)) or [int(round(s0))]
+            ph, z, n_read = _read_structure(mag, local, mask, voxel_size_mm, c.center_index, slices, sigma, p)
+            # a positive field reads as positive phase in a left-handed convention
+            zz = z * field_sign
+            vote = 0
+            if n_read and abs(zz) >= p.min_z:
+                vote = 1 if zz > 0 else -1
+                q = reliability * _phi(min(abs(zz), p.z_cap)) + (1.0 - reliability) / 2.0
+                log_odds_left += vote * math.log(q / (1.0 - q))
+                counts["left_handed" if vote > 0 else "right_handed"] += 1
+            else:
+                counts["unclear"] += 1
+            readings.append(StructureReading(name, tuple(round(float(v), 2) for v in c.center_index), n_read,
+                                             round(ph, 4), round(z, 2), vote))
+        evidence[name] = counts
+    n_votes = sum(v["left_handed"] + v["right_handed"] for v in evidence.values() if isinstance(v, dict))
+    lo = max(min(log_odds_left, 700.0), -700.0)
+    p_left = 1.0 / (1.0 + math.exp(-lo))
+    leaning = None if abs(log_odds_left) < 1e-9 else (Handedness.LEFT if log_odds_left > 0 else Handedness.RIGHT)
+    confidence = max(p_left, 1.0 - p_left)
+    if n_votes < p.min_votes:
+        return DataConvention(None, confidence, leaning, evidence, readings,
+                              f"{n_votes} structure(s) of known sign gave a clear reading (< {p.min_votes}): too few")
+    if confidence < p.decide_confidence:
+        return DataConvention(None, confidence, leaning, evidence, readings,
+                              f"the structures of known sign disagree or read weakly (posterior {confidence:.3f} "
+                              f"< {p.decide_confidence})")
+    return DataConvention(leaning, confidence, leaning, evidence, readings,
+                          f"{n_votes} structures of known sign voted, posterior {confidence:.4f}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Decision rule: header table vs the data
+# ----------------------------------------------------------------------------------------------
+#: ``[convention] on_conflict`` / ``analyze --on-conflict``: what happens when strong data evidence
+#: contradicts the header's convention. ``data``: the data's convention is used (and said);
+#: ``header``: the header's is kept (and the contradiction said).
+ON_CONFLICT = ("data", "header")
+
+
+@dataclass(frozen=True)
+class ConventionDecision:
+    convention: str          # the convention the spots are interpreted with (right-handed|left-handed|unknown)
+    source: str              # findings.json convention_source: which header rule and what the data said
+    status: str              # agree | contradicted | contradicted_header_kept | unconfirmed | data_only | unknown
+    warning: Optional[str] = None
+
+
+def decide_convention(header_convention: str, header_source: str, data: DataConvention,
+                      on_conflict: str = "data") -> ConventionDecision:
+    """The decision rule (issue 12):
+
+    * header and data agree -> the header's convention, the source names both;
+    * they disagree and the data evidence is strong -> ``on_conflict="data"``: the data's convention,
+      the source says the header table was contradicted and by what (and a warning);
+      ``on_conflict="header"``: the header's, with the same warning;
+    * data evidence weak -> the header decides and the source says the data could not confirm it;
+    * unknown header convention and strong data -> the data decides; both unknown -> unknown.
+    """
+    if on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}")
+    header = str(header_convention)
+    known = header in (Handedness.RIGHT.value, Handedness.LEFT.value)
+    said = f"{data.reason}; counted: {_counts_text(data.evidence)}"
+    if data.data_convention is None:
+        if known:
+            return ConventionDecision(header, f"{header_source}; the data could not confirm it ({said})", "unconfirmed")
+        return ConventionDecision(header, f"{header_source}; the data could not decide either ({said})", "unknown")
+    dconv = data.data_convention.value
+    if not known:
+        return ConventionDecision(dconv, f"data: {dconv} from structures of known sign ({said}); the header named none "
+                                         f"({header_source})", "data_only")
+    if dconv == header:
+        return ConventionDecision(header, f"{header_source}; confirmed by the data ({said})", "agree")
+    warning = (f"the header's phase convention {header} ({header_source}) is contradicted by the data: {dconv} "
+               f"({said})")
+    if on_conflict == "header":
+        return ConventionDecision(header, f"{header_source}; CONTRADICTED by the data ({dconv}: {said}); header kept "
+                                          f"(on_conflict=header)", "contradicted_header_kept", warning)
+    return ConventionDecision(dconv, f"data: {dconv} ({said}); the header table ({header_source}) said {header} and "
+                                     f"was contradicted", "contradicted", warning)
+
+
+def _counts_text(evidence: dict) -> str:
+    parts = []
+    for name, v in evidence.items():
+        if isinstance(v, dict):
+            parts.append(f"{name.replace('_', ' ')} {v['right_handed']} right-handed / {v['left_handed']} left-handed / "
+                         f"{v['unclear']} unclear")
+    return ", ".join(parts) or "nothing"
+
+
+__all__ = ["ConventionDecision", "DataConvention", "DataConventionParams", "ON_CONFLICT", "StructureReading",
+           "decide_convention", "estimate_data_convention"]
