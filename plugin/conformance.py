@@ -100,7 +100,8 @@ def conformance_report(paths: Sequence, out_dir, *, rules=None) -> dict:
 def _stack_text(st: dict) -> str:
     geo = f"{st.get('rows')}x{st.get('columns')}x{st.get('n_slices')}"
     if st.get("pixel_spacing_mm"):
-        geo += f" @ {'x'.join(str(v) for v in st['pixel_spacing_mm'])}x{st.get('slice_spacing_mm')} mm"
+        spacing = st.get("slice_spacing_mm")   # None when the stack is no volume (its problem says why)
+        geo += f" @ {'x'.join(str(v) for v in st['pixel_spacing_mm'])}{'' if spacing is None else f'x{spacing}'} mm"
     parts = [f"{st.get('component')} ({st.get('component_source')})", f"echo {st.get('echo_number')} TE {st.get('echo_time_ms')} ms",
              geo]
     if st.get("kind"):
