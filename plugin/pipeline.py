@@ -78,6 +78,7 @@ class ArrayAnalysis:
     rejected: list[RejectedSpot] = field(default_factory=list)
     rejected_not_listed: dict[str, int] = field(default_factory=dict)
     qsm: Optional[QsmMap] = field(default=None, repr=False)   # the susceptibility map, when made
+    echo_time_ms: Optional[float] = None                      # of the phase analysed
 
 
 #: What the certainty (Lesion.confidence) is calibrated on (plugin.method.interpret; benchmarks/accuracy.md).
@@ -182,7 +183,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         fits.append(fit)
     return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds,
                          local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
-                         rejected=rejected, rejected_not_listed=rejected_rest, qsm=qmap)
+                         rejected=rejected, rejected_not_listed=rejected_rest, qsm=qmap,
+                         echo_time_ms=echo_time_ms)
 
 
 def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes) -> Optional[QsmMap]:
@@ -457,7 +459,10 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         spots=spots, label_map=analysis.label_map,
         local_phase_rad=None if method is None else method.local_phase_rad,
         local_phase_wrapped=True if method is None else method.local_phase_wrapped,
-        background_removal="" if method is None else method.background, confidence_basis=CONFIDENCE_BASIS)
+        background_removal="" if method is None else method.background, confidence_basis=CONFIDENCE_BASIS,
+        qsm_chi_ppm=None if method is None or method.qsm is None else method.qsm.chi_ppm,
+        qsm_description="" if method is None or method.qsm is None else method.qsm.description,
+        qsm_echo_time_ms=None if method is None else method.echo_time_ms)
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),
