@@ -32,7 +32,7 @@ surrounding level (median of the map in a shell around the spot), is the source'
 susceptibility ``sum chi dV`` (ppm mm^3; the L2 blur spreads chi but keeps most of its integral
 near the source). Divided by the sphere of the spot's diameter it gives ``qsm_chi_ppm`` on the
 same footing as the dipole fit's ``chi_ppm = 3 m / a^3`` (``sum chi dV = 4 pi m``). Its
-uncertainty is the spread of the same measurement on the region shifted to ``n_shifts``
+uncertainty is the robust spread (1.4826 x median absolute deviation) of the same measurement on the region shifted to ``n_shifts``
 positions around the spot (inside the mask): that includes the map's spatially correlated noise
 and the tissue's own variation, which ``sigma / sqrt(N)`` would not.
 """
@@ -222,6 +222,9 @@ def spot_susceptibility(qmap: QsmMap, footprint: np.ndarray, bbox: tuple, voxel_
     if len(samples) < 4:
         return SpotChi(round(chi, 4), None, round(total, 3), UNCLEAR,
                        f"too few neighbouring regions inside the brain ({len(samples)}) for an uncertainty")
-    sd = float(np.std(samples, ddof=1)) * vol / sphere_mm3
+    # robust s.d. (1.4826 MAD): a shifted region that lands on a vein, a nucleus or another spot is
+    # an outlier of the tissue's variation, not the spot's noise
+    arr = np.asarray(samples)
+    sd = 1.4826 * float(np.median(np.abs(arr - np.median(arr)))) * vol / sphere_mm3
     ci = (chi - ci_z * sd, chi + ci_z * sd)
     return SpotChi(round(chi, 4), (round(ci[0], 4), round(ci[1], 4)), round(total, 3), qsm_call(ci))
