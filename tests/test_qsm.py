@@ -151,3 +151,37 @@ def test_qsm_call_rule():
     assert Q.qsm_call((-0.3, -0.1)) == Q.DIAMAGNETIC
     assert Q.qsm_call((-0.1, 0.3)) == Q.UNCLEAR
     assert Q.qsm_call(None) == Q.UNCLEAR
+
+
+def _small_study(chi_true: float):
+    shape, vox = (40, 96, 96), (1.0, 1.0, 1.0)
+    z, y, x = [(np.arange(n) - n / 2 + 0.5) * h for n, h in zip(shape, vox)]
+    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
+    brain = (Z / 18) ** 2 + (Y / 44) ** 2 + (X / 44) ** 2 <= 1
+    sphere = X ** 2 + Y ** 2 + Z ** 2 <= 2.5 ** 2
+    rng = np.random.default_rng(5)
+    mag = np.where(brain, 1.0, 0.02) * np.where(sphere, 0.15, 1.0) + rng.normal(0, 0.02, shape)
+    field = physics.field_from_chi(np.where(sphere, chi_true, 0.0), vox)
+    phase = physics.field_to_phase_rad(field, b0_t=B0_T, echo_time_ms=TE_MS, convention="right-handed")
+    phase = phase + rng.normal(0, 0.02, shape)
+    return np.abs(mag).astype(np.float32), phase.astype(np.float32), _affine(vox)
+
+
+@pytest.mark.parametrize("chi_true, call", [(0.6, Q.PARAMAGNETIC), (-0.6, Q.DIAMAGNETIC)])
+def test_pipeline_reports_the_qsm_reading(chi_true, call):
+    from plugin.pipeline import AnalysisOptions, analyze_arrays, lesion_dict
+    mag, phase, aff = _small_study(chi_true)
+    centre = [float(v) for v in aff[:3, 3] + aff[:3, :3] @ (np.array(mag.shape) / 2 - 0.5)]
+    kw = dict(convention="right-handed", points_lps_mm=[centre], echo_time_ms=TE_MS, field_strength_t=B0_T)
+    res = analyze_arrays(mag, phase, aff, options=AnalysisOptions(background="none"), **kw)
+    assert res.qsm is not None and any(n.startswith("QSM: ") for n in res.notes)
+    (les,) = res.lesions
+    d = lesion_dict(les)
+    assert d["qsm_call"] == call, d
+    assert np.sign(d["qsm_chi_ppm"]) == np.sign(chi_true) and len(d["qsm_chi_ppm_ci"]) == 2
+    off = analyze_arrays(mag, phase, aff, options=AnalysisOptions(background="none", qsm=False), **kw)
+    assert off.qsm is None and lesion_dict(off.lesions[0])["qsm_call"] is None
+    # no field strength: no map, said in the notes
+    kw["field_strength_t"] = None
+    none = analyze_arrays(mag, phase, aff, options=AnalysisOptions(background="none"), **kw)
+    assert none.qsm is None and any("QSM: not made" in n for n in none.notes)
