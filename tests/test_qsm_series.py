@@ -39,7 +39,7 @@ def _write(tmp_path, mag, ph, spots):
     chi = _chi(mag.shape)
     a = replace(a, qsm_chi_ppm=chi, qsm_description="QSM closed-form L2 (lambda 0.005 mm^2); chi relative to the mean over the brain mask",
                 qsm_echo_time_ms=20.0)
-    written = write_results(a, mag, ph, tmp_path / "out")
+    written = write_results(a, mag, ph, tmp_path / "out", include=("sr", "seg", "summary", "kos", "qsm"))
     return chi, sorted(p for p in written.paths if p.parent.name == "qsm")
 
 

@@ -14,7 +14,6 @@ from dicom_io.results.sr import read_spots
 from plugin.pipeline import analyze_paths
 
 from conftest import require_peer
-from test_qsm_series import QSM_ALLOWED
 from test_results_validators import DCIODVFY, dciodvfy
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
@@ -63,11 +62,9 @@ def test_dciodvfy_finds_no_error_in_what_the_pipeline_wrote(analysed):
     require_peer(DCIODVFY, "dicom3tools")
     vendor, out, _ = analysed
     files = sorted(out.glob("*/*.dcm"))
-    assert {f.parent.name for f in files} == {"sr", "seg", "summary", "kos", "qsm"}
+    assert {f.parent.name for f in files} == {"sr", "seg", "summary", "kos"}
     for f in files:
         errors, warnings = dciodvfy(f)
-        if f.parent.name == "qsm":   # the rescale to ppm in a classic MR (dicom_io/results/qsm.py)
-            warnings = [w for w in warnings if not any(a in w for a in QSM_ALLOWED)]
         assert not errors, f"{vendor} {f.parent.name} {f.name}: {errors}"
         assert not warnings, f"{vendor} {f.parent.name} {f.name}: {warnings}"
 
