@@ -72,6 +72,12 @@ class Lesion:
     fit_n_voxels: int = 0
     fit_reason: str = ""                                  # why the fit is not usable, or what it lacks
     decided_by: str = ""                                  # border | fit | border+fit | none
+    # The spot read on the whole-volume QSM map (plugin.method.qsm): chi relative to the
+    # surrounding tissue, its 95 % interval, and the sign call (paramagnetic | diamagnetic |
+    # unclear; "" when no QSM map was made).
+    qsm_chi_ppm: Optional[float] = None
+    qsm_chi_ppm_ci: Optional[tuple[float, float]] = None
+    qsm_call: str = ""
 
     @property
     def n_slices(self) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from plugin.method.background import remove_background
 from plugin.method.dataconvention import DataConvention, decide_convention, estimate_data_convention
@@ -38,6 +39,7 @@ from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, dar
                                   most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine, interpret
+from plugin.method.qsm import QsmMap, QsmParams, compute_qsm, spot_susceptibility
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
 from dicom_io.vocabulary import Handedness
@@ -60,6 +62,8 @@ class AnalysisOptions:
     rejected_listed: int = 50              # findings.json lists this many rejected candidates, counts the rest
     on_conflict: str = "data"              # strong data evidence against the header: data | header (dataconvention.ON_CONFLICT)
     check_convention: bool = True          # estimate the convention from the data (needs detection, not given points)
+    qsm: bool = True                       # whole-volume QSM map and per-spot QSM chi (plugin.method.qsm)
+    qsm_params: QsmParams = QsmParams()
 
 
 @dataclass
@@ -83,6 +87,8 @@ class ArrayAnalysis:
     convention_used: str = ""                        # after the decision rule
     convention_source: str = ""                      # the decision's text ("" when not checked)
     convention_status: str = ""
+    qsm: Optional[QsmMap] = field(default=None, repr=False)   # the susceptibility map, when made
+    echo_time_ms: Optional[float] = None                      # of the phase analysed
 
 
 #: What the certainty (Lesion.confidence) is calibrated on (plugin.method.interpret; benchmarks/accuracy.md).
@@ -149,6 +155,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             log.warning("%s", decision.warning)
             notes.append("WARNING: " + decision.warning)
         convention = decision.convention
+    qmap = _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes)
     superior_up = bool(affine_lps[2, 0] > 0)
     # The method reads axial slices: B0 (LPS z) must run across the slices. Oblique-axial
     # stacks (a few tens of degrees) are fine; sagittal/coronal stacks are not.
@@ -175,6 +182,11 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
         elif rd.resolved_by_outer:
             it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
+        qsm_facts = {}
+        if qmap is not None:
+            sc = spot_susceptibility(qmap, spot.footprint, spot.bbox, voxel, spot.diameter_mm, ci_z=options.qsm_params.ci_z)
+            qsm_facts = dict(qsm_chi_ppm=sc.chi_ppm, qsm_chi_ppm_ci=sc.ci95, qsm_call=sc.call)
+            it = replace(it, reason=it.reason + _qsm_agreement(it.classification, sc))
         center = _index_to_lps(affine_lps, spot.center_index)
         spot.center_lps_mm = center
         lesions.append(Lesion(
@@ -183,7 +195,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             border_pattern=it.border_pattern, central_pattern=rd.central.pattern, classification=it.classification,
             confidence=round(it.confidence, 3), reason=it.reason, upper_border_pattern=rd.upper.pattern,
             lower_border_pattern=rd.lower.pattern, upper_read_slice=rd.upper_read_slice,
-            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit), decided_by=it.basis))
+            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit), decided_by=it.basis,
+            **qsm_facts))
         view = label_map[spot.bbox]
         view[spot.footprint & (view == 0)] = i
         readings.append(rd)
@@ -193,7 +206,43 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
                          rejected=rejected, rejected_not_listed=rejected_rest, data_convention=data_conv,
                          convention_used=str(convention), convention_source=decision.source if decision else "",
-                         convention_status=decision.status if decision else "")
+                         convention_status=decision.status if decision else "", qsm=qmap,
+                         echo_time_ms=echo_time_ms)
+
+
+def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes) -> Optional[QsmMap]:
+    """The QSM map of the local phase, or None with a note saying why not (switched off, echo
+    time/field strength or convention unknown). Phase used wrapped as delivered (scanner-filtered)
+    is inverted as it is: the note says its chi is low for structures wider than the filter."""
+    if not options.qsm:
+        return None
+    if convention not in (Handedness.RIGHT, Handedness.LEFT):
+        notes.append("QSM: not made (phase convention unknown: the field's sign has no meaning)")
+        return None
+    if not (echo_time_ms and field_strength_t and echo_time_ms > 0 and field_strength_t > 0):
+        notes.append("QSM: not made (echo time or field strength unknown)")
+        return None
+    try:
+        qmap = compute_qsm(local, mask & ndi.binary_fill_holes(local != 0), affine_lps, echo_time_ms=echo_time_ms,
+                           field_strength_t=field_strength_t, convention=convention, params=options.qsm_params)
+    except Exception as exc:   # the border reading stands without it
+        log.error("QSM failed: %s: %s", type(exc).__name__, exc)
+        notes.append(f"QSM: not made ({type(exc).__name__}: {exc})")
+        return None
+    extra = ("; from the scanner-filtered phase: chi of structures wider than the filter is underestimated"
+             if wrapped else "")
+    notes.append(f"QSM: {qmap.description}{extra}")
+    return qmap
+
+
+def _qsm_agreement(classification: Classification, sc) -> str:
+    """Reason text when the QSM reading disagrees with the call (the call itself is unchanged in
+    this round; plugin.method.qsm)."""
+    expected = {Classification.MICROBLEED: "paramagnetic", Classification.CALCIFICATION: "diamagnetic"}.get(classification)
+    if expected is None or sc.call in ("unclear", expected) or sc.ci95 is None:
+        return ""
+    return (f"; QSM disagrees: reads it {sc.call} (chi {sc.chi_ppm:+.3f} ppm, 95 % {sc.ci95[0]:+.3f} to "
+            f"{sc.ci95[1]:+.3f})")
 
 
 def _fit_facts(fit) -> dict:
@@ -230,6 +279,9 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "chi_ppm_ci": None if lesion.chi_ppm_ci is None else list(lesion.chi_ppm_ci),
         "moment": lesion.moment,
         "moment_unit": lesion.moment_unit or None,
+        "qsm_chi_ppm": lesion.qsm_chi_ppm,
+        "qsm_chi_ppm_ci": None if lesion.qsm_chi_ppm_ci is None else list(lesion.qsm_chi_ppm_ci),
+        "qsm_call": lesion.qsm_call or None,
         "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
                 "reason": lesion.fit_reason, "decided_by": lesion.decided_by},
         "tracking_identifier": None if tracking is None else tracking.identifier,
@@ -436,7 +488,10 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         spots=spots, label_map=analysis.label_map,
         local_phase_rad=None if method is None else method.local_phase_rad,
         local_phase_wrapped=True if method is None else method.local_phase_wrapped,
-        background_removal="" if method is None else method.background, confidence_basis=CONFIDENCE_BASIS)
+        background_removal="" if method is None else method.background, confidence_basis=CONFIDENCE_BASIS,
+        qsm_chi_ppm=None if method is None or method.qsm is None else method.qsm.chi_ppm,
+        qsm_description="" if method is None or method.qsm is None else method.qsm.description,
+        qsm_echo_time_ms=None if method is None else method.echo_time_ms)
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),

@@ -56,8 +56,9 @@ SERIES_DESCRIPTIONS = {
     "seg": "borderphase SEG",
     "summary": "borderphase summary",
     "kos": "borderphase key images",
+    "qsm": "borderphase QSM (ppm)",
 }
-SERIES_OFFSETS = {"sr": 1, "seg": 2, "summary": 3, "kos": 4}
+SERIES_OFFSETS = {"sr": 1, "seg": 2, "summary": 3, "kos": 4, "qsm": 5}
 
 
 # --- the per-spot facts shared by every writer ----------------------------------------------

@@ -93,6 +93,10 @@ class ReportInput:
     local_phase_wrapped: bool = True                # still wrapped to [-pi, pi) (filtered, homodyne) or not
     background_removal: str = ""                    # what was done to the delivered phase
     confidence_basis: str = ""                      # what the certainty is calibrated on; "": not calibrated
+    # --- the susceptibility map (QSM series); None: none was made ---
+    qsm_chi_ppm: Optional[np.ndarray] = None        # (slice,row,col) float, ppm
+    qsm_description: str = ""                       # method, parameters and reference
+    qsm_echo_time_ms: Optional[float] = None        # the echo time of the phase it was computed from
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 
 from dicom_io.read.volume import Volume
-from dicom_io.results import kos, seg, sr, summary
+from dicom_io.results import kos, qsm, seg, sr, summary
 from dicom_io.results.context import build_context, package_version, source_names_tolerated
 from dicom_io.results.report import ReportInput, TrackingIdentity
 
@@ -50,7 +50,10 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
                   include: Sequence[str] = ("sr", "seg", "summary", "kos"),
                   previous_sr_paths: Sequence[Union[str, Path]] = ()) -> WrittenResults:
-    """Write SR, SEG, summary SC images and KOS for one analysed pair into ``out_dir``.
+    """Write SR, SEG, summary SC images, KOS and (when the report has a QSM map) the QSM MR
+    series (:mod:`.qsm`, only when ``include`` names "qsm": stored into an archive the node
+    watches, an MR series would be routed back to analysis as a new input until routing knows
+    borderphase's own MR series) for one analysed pair into ``out_dir``.
 
     Built in this order, the KOS last: it references the SR, SEG and summary instances as well
     as the key images. Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``) and
@@ -81,6 +84,9 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
         if "kos" in include and ctx.spots:
             # last: the key object selection references every object built above
             objects.append(("kos", kos.build_kos(ctx, [ds for _, ds in objects])))
+        if "qsm" in include and report.qsm_chi_ppm is not None:
+            # after the KOS: the key images are the border slices, not the susceptibility map
+            objects.extend(("qsm", ds) for ds in qsm.build_qsm(ctx))
     paths = []
     for kind, ds in objects:
         d = out / kind

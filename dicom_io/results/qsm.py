@@ -1,0 +1,141 @@
+"""The QSM map as a derived MR image series, "borderphase QSM (ppm)", one classic MR Image
+Storage instance per slice of the magnitude volume (same geometry and Frame of Reference), so
+every viewer shows it beside the source.
+
+Classic MR Image Storage has no Modality LUT module, so dciodvfy warns that Rescale
+Slope/Intercept/Type are "not expected" in it (warnings, not errors; tests/test_qsm_series.py
+allows exactly these). They are kept because the issue asks for a series every viewer shows in
+ppm, and viewers apply the rescale to MR as Philips' own rescaled MR images need; a highdicom
+Parametric Map (float, Real World Value Mapping in UCUM ppm) is the strictly standard
+alternative, left for later.
+
+Pixels: int16, chi (ppm) = stored value x Rescale Slope (:data:`PPM_PER_UNIT`) + 0; values beyond
++-3.2767 ppm saturate (say so in the Derivation Description). Rescale Type "US" (unspecified:
+PS3.3 C.11.1.1.2 defines no ppm term); the unit is written out in the Derivation Description,
+the Window Center & Width Explanation and the Image Comments. Window preset: centre 0, width
+0.4 ppm ("QSM +-0.2 ppm"), in rescaled units, VOI LUT Function LINEAR_EXACT (a width below 1 needs
+it). Image Type DERIVED\\SECONDARY\\OTHER\\QSM; each slice
+references its phase source image (Source Image Sequence). Like every result object it says
+"NOT FOR PRIMARY DIAGNOSIS" (Image Comments) and carries the method and its parameters
+(Derivation Description, from the report).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from dicom_io.results.context import (DEVICE_SERIAL_NUMBER, INTENDED_USE, MANUFACTURER, NOT_FOR_DIAGNOSIS,
+                                      ResultContext, finish)
+
+PPM_PER_UNIT = 1e-4          # Rescale Slope: 0.0001 ppm per stored unit
+WINDOW_WIDTH_PPM = 0.4
+ST_MAX = 1024                # Short Text (Derivation Description) holds at most 1024 characters
+_COPIED = ("PatientPosition", "MRAcquisitionType", "RepetitionTime", "MagneticFieldStrength", "FlipAngle",
+           "EchoTrainLength", "ImagedNucleus", "FrameOfReferenceUID", "PositionReferenceIndicator")
+
+
+def _geometry(ctx: ResultContext, k: int):
+    """(position, orientation, (row, col) spacing, thickness) of slice k: the magnitude frame's
+    own header, else the affine (columns of affine_lps are the (slice,row,col) steps)."""
+    vol = ctx.magnitude
+    fh = vol.frames[k]
+    a = vol.affine_lps
+    pos = fh.position_lps_mm
+    if pos is None:
+        pos = tuple(float(v) for v in a[:3, 0] * k + a[:3, 3])
+    ori = fh.orientation
+    spacing = fh.pixel_spacing_mm
+    if ori is None or spacing is None:
+        row_dir = a[:3, 2] / np.linalg.norm(a[:3, 2])
+        col_dir = a[:3, 1] / np.linalg.norm(a[:3, 1])
+        ori = (*row_dir, *col_dir)
+        spacing = (float(vol.voxel_size_mm[1]), float(vol.voxel_size_mm[2]))
+    thickness = fh.slice_thickness_mm or float(vol.voxel_size_mm[0])
+    return pos, ori, spacing, thickness
+
+
+def to_stored(chi_ppm: np.ndarray) -> np.ndarray:
+    """ppm -> int16 stored values (rounded, saturated)."""
+    return np.clip(np.rint(np.asarray(chi_ppm, np.float64) / PPM_PER_UNIT), -32768, 32767).astype(np.int16)
+
+
+def build_qsm(ctx: ResultContext) -> list[pydicom.Dataset]:
+    """One MR image per slice holding the report's QSM map (module docstring)."""
+    chi = ctx.report.qsm_chi_ppm
+    if chi is None:
+        raise ValueError("the report has no QSM map")
+    if chi.shape != ctx.magnitude.shape:
+        raise ValueError(f"QSM map shape {chi.shape} differs from the magnitude volume {ctx.magnitude.shape}")
+    stored = to_stored(chi)
+    template = ctx.template
+    description = (f"{ctx.report.qsm_description}; stored value x {PPM_PER_UNIT:g} = chi in ppm, "
+                   f"saturates at +-{32767 * PPM_PER_UNIT:.4f} ppm")[:ST_MAX]
+    series_uid = ctx.series_uids.setdefault("qsm", generate_uid())
+    out = []
+    for k in range(stored.shape[0]):
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.Modality = "MR"
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = ctx.series_numbers.get("qsm", ctx.series_numbers["sr"] + 4)
+        ds.InstanceNumber = k + 1
+        ds.Manufacturer = MANUFACTURER
+        ds.DeviceSerialNumber = DEVICE_SERIAL_NUMBER
+        for kw in _COPIED:
+            if kw in template:
+                ds[kw] = template[kw]
+        if "FrameOfReferenceUID" not in ds:
+            ds.FrameOfReferenceUID = ctx.magnitude.frames[k].frame_of_reference_uid or generate_uid()
+        if "PositionReferenceIndicator" not in ds:
+            ds.PositionReferenceIndicator = ""
+        # General Series: an unpaired body part named, so no Laterality (2C) is expected
+        ds.BodyPartExamined = template.get("BodyPartExamined", "") or "BRAIN"
+        if "PatientPosition" not in ds:
+            ds.PatientPosition = ""
+        ds.ImageType = ["DERIVED", "SECONDARY", "OTHER", "QSM"]
+        ds.ScanningSequence = "GR"
+        ds.SequenceVariant = "NONE"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = ds.get("MRAcquisitionType", "3D") or "3D"
+        ds.EchoTime = f"{float(ctx.report.qsm_echo_time_ms or ctx.phase.echo_time_ms or 0):.4g}"
+        for kw in ("RepetitionTime", "EchoTrainLength"):
+            if kw not in ds:
+                setattr(ds, kw, None)
+        pos, ori, spacing, thickness = _geometry(ctx, k)
+        ds.ImagePositionPatient = [f"{float(v):.6g}" for v in pos]
+        ds.ImageOrientationPatient = [f"{float(v):.6g}" for v in ori]
+        ds.PixelSpacing = [f"{float(v):.6g}" for v in spacing]
+        ds.SliceThickness = f"{float(thickness):.6g}"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept = "0"
+        ds.RescaleSlope = f"{PPM_PER_UNIT:g}"
+        ds.RescaleType = "US"
+        ds.WindowCenter = "0"
+        ds.WindowWidth = f"{WINDOW_WIDTH_PPM:g}"
+        ds.VOILUTFunction = "LINEAR_EXACT"   # a window below 1 (ppm) needs it (PS3.3 C.11.2.1.2)
+        ds.WindowCenterWidthExplanation = f"QSM +-{WINDOW_WIDTH_PPM / 2:g} ppm"
+        ds.DerivationDescription = description
+        ds.ImageComments = f"{NOT_FOR_DIAGNOSIS}. Magnetic susceptibility (chi) in ppm. {INTENDED_USE}"
+        ds.BurnedInAnnotation = "NO"
+        ds.LossyImageCompression = "00"
+        src, frame = ctx.frame_ref(ctx.phase, k)
+        ref = pydicom.Dataset()
+        ref.ReferencedSOPClassUID = src.SOPClassUID
+        ref.ReferencedSOPInstanceUID = src.SOPInstanceUID
+        if frame is not None:
+            ref.ReferencedFrameNumber = frame
+        ds.SourceImageSequence = [ref]
+        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        ds["PixelData"].VR = "OW"
+        out.append(finish(ctx, ds, "qsm"))
+    return out

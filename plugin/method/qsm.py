@@ -1,0 +1,230 @@
+"""Whole-volume quantitative susceptibility mapping (QSM) from the local (background-removed) phase.
+
+Input: the local phase in radians at the echo time ``TE`` (plugin.method.background, after the
+multi-echo field fit of plugin.method.echoes), the brain mask, the voxel size and the LPS affine.
+
+1. **Field**: ``field_ppm = phase_rad / (s * 2 pi gamma B0 TE)`` with ``s`` the series' handedness
+   sign (:func:`plugin.physics.handedness_sign`, the rule the forward model and
+   ``interpret.is_paramagnetic`` share: right-handed -> a positive field gives negative phase).
+   Zero outside the mask.
+2. **B0 direction** in the array axes (slice, row, column) from the affine
+   (:func:`plugin.method.dipolefit.b0_in_array_axes`: B0 is LPS z).
+3. **Dipole inversion** of ``F(field) = D(k) F(chi)``, ``D = 1/3 - (k.b0)^2/k^2``
+   (:func:`plugin.physics.dipole_kernel`), on the brain's bounding box zero-padded by
+   ``pad_mm`` on every side (rounded up to fast FFT lengths), real FFTs (``scipy.fft``, float32,
+   ``workers``):
+
+   * ``l2`` (default, closed form; Bilgic et al. 2014 "fast QSM with L2 regularisation"):
+     ``chi = F^-1[ D F(field) / (D^2 + lambda |G(k)|^2) ]``, ``|G|^2 = sum_i 4 sin^2(pi k_i h_i) / h_i^2``
+     the Fourier magnitude of the forward-difference gradient in mm (so ``lambda`` is in mm^2
+     and anisotropic voxels are penalised per mm, not per voxel);
+   * ``tkd`` (thresholded k-space division, Shmueli et al. 2009): ``1/D`` where ``|D| > t``,
+     ``sign(D)/t`` elsewhere.
+
+   ``k = 0`` is set to 0: QSM is relative.
+4. **Reference**: the mean over the brain mask is subtracted (chi relative to the whole-brain
+   mean, :data:`REFERENCE`). CSF is not used: the magnitude-only brain mask does not find the
+   ventricles robustly on 2D protocols.
+
+Per spot (:func:`spot_susceptibility`): the map's integral over the spot's segmented voxels
+dilated by one voxel in plane and one slice, minus the same region's integral of the local
+surrounding level (median of the map in a shell around the spot), is the source's total
+susceptibility ``sum chi dV`` (ppm mm^3; the L2 blur spreads chi but keeps most of its integral
+near the source). Divided by the sphere of the spot's diameter it gives ``qsm_chi_ppm`` on the
+same footing as the dipole fit's ``chi_ppm = 3 m / a^3`` (``sum chi dV = 4 pi m``). Its
+uncertainty is the robust spread (1.4826 x median absolute deviation) of the same measurement on the region shifted to ``n_shifts``
+positions around the spot (inside the mask): that includes the map's spatially correlated noise
+and the tissue's own variation, which ``sigma / sqrt(N)`` would not.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage as ndi
+
+from plugin import physics
+from plugin.method.dipolefit import b0_in_array_axes
+
+L2 = "l2"
+TKD = "tkd"
+REFERENCE = "mean over the brain mask"
+PARAMAGNETIC = "paramagnetic"
+DIAMAGNETIC = "diamagnetic"
+UNCLEAR = "unclear"
+
+
+@dataclass(frozen=True)
+class QsmParams:
+    method: str = L2                 # l2 (closed form, fast default) | tkd
+    l2_lambda_mm2: float = 0.005     # gradient penalty (mm^2): forward-simulated head with noise, RMSE least near 0.003-0.01 (tests/test_qsm.py)
+    tkd_threshold: float = 0.19      # |D| below which TKD truncates
+    pad_mm: float = 24.0             # zero padding around the brain's bounding box, each side
+    workers: int = 2                 # scipy.fft threads
+    ci_z: float = 1.96               # spot chi interval half-width in s.d.
+
+
+@dataclass
+class QsmMap:
+    chi_ppm: np.ndarray              # float32 (slice,row,col), 0 outside the mask
+    mask: np.ndarray                 # bool
+    method: str
+    parameters: str                  # human-readable, for DerivationDescription and notes
+    reference: str
+    seconds: float
+
+    @property
+    def description(self) -> str:
+        return f"QSM {self.parameters}; chi in ppm relative to the {self.reference}"
+
+
+def field_ppm_from_phase(local_phase_rad: np.ndarray, *, echo_time_ms: float, field_strength_t: float,
+                         convention: str) -> np.ndarray:
+    """Local phase (rad at ``echo_time_ms``) -> field dB/B0 (ppm), signed by the handedness
+    (paramagnetic sources give positive fields whatever the vendor)."""
+    if not (echo_time_ms and echo_time_ms > 0 and field_strength_t and field_strength_t > 0):
+        raise ValueError(f"QSM needs the echo time and field strength (got TE {echo_time_ms} ms, B0 {field_strength_t} T)")
+    k = physics.handedness_sign(convention) * physics.phase_per_ppm_rad(b0_t=field_strength_t, echo_time_ms=echo_time_ms)
+    return np.asarray(local_phase_rad, np.float32) * np.float32(1.0 / k)
+
+
+def _gradient_power(shape, voxel_mm) -> np.ndarray:
+    """sum_i |forward difference_i|^2 in k-space (mm^-2), rfftn layout."""
+    out = None
+    for i, (n, h) in enumerate(zip(shape, voxel_mm)):
+        f = sfft.rfftfreq(n) if i == len(shape) - 1 else sfft.fftfreq(n)   # cycles/voxel
+        g = (4.0 * np.sin(np.pi * f) ** 2 / (h * h)).astype(np.float32)
+        sh = [1, 1, 1]
+        sh[i] = g.size
+        g = g.reshape(sh)
+        out = g if out is None else out + g
+    return out
+
+
+def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams()) -> np.ndarray:
+    """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32."""
+    if params.method not in (L2, TKD):
+        raise ValueError(f"QSM method must be {L2!r} or {TKD!r}, got {params.method!r}")
+    mask = np.asarray(mask, bool)
+    out = np.zeros(field_ppm.shape, np.float32)
+    if not mask.any():
+        return out
+    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
+    f = np.where(mask[box], field_ppm[box], 0).astype(np.float32)
+    shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(f.shape, voxel_mm)]
+    D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True).astype(np.float32)
+    if params.method == L2:
+        G = _gradient_power(shape, voxel_mm)
+        denom = D * D + np.float32(params.l2_lambda_mm2) * G
+        denom[0, 0, 0] = 1.0
+        filt = D / denom
+    else:
+        t = np.float32(params.tkd_threshold)
+        filt = np.where(np.abs(D) > t, 1.0 / np.where(D == 0, 1, D), np.sign(D) / t).astype(np.float32)
+    filt[0, 0, 0] = 0.0
+    spec = sfft.rfftn(f, s=shape, workers=params.workers)
+    spec *= filt
+    chi = sfft.irfftn(spec, s=shape, workers=params.workers)[: f.shape[0], : f.shape[1], : f.shape[2]]
+    m = mask[box]
+    chi = np.where(m, chi - np.float32(chi[m].mean()), 0).astype(np.float32)
+    out[box] = chi
+    return out
+
+
+def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.ndarray, *, echo_time_ms: float,
+                field_strength_t: float, convention: str, params: QsmParams = QsmParams()) -> QsmMap:
+    """The susceptibility map of one pair's local phase (module docstring)."""
+    t0 = time.perf_counter()
+    voxel = tuple(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
+    field = field_ppm_from_phase(local_phase_rad, echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
+                                 convention=convention)
+    b0 = b0_in_array_axes(affine_lps)
+    chi = invert_field(field, mask, voxel, b0, params)
+    if params.method == L2:
+        what = f"closed-form L2 with gradient penalty (lambda {params.l2_lambda_mm2:g} mm^2)"
+    else:
+        what = f"TKD (threshold {params.tkd_threshold:g})"
+    what += (f", zero padding {params.pad_mm:g} mm, B0 ({b0[0]:.3f}, {b0[1]:.3f}, {b0[2]:.3f}) in slice/row/col axes, "
+             f"TE {echo_time_ms:g} ms, {field_strength_t:g} T, {convention}")
+    return QsmMap(chi, np.asarray(mask, bool), params.method, what, REFERENCE, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class SpotChi:
+    chi_ppm: Optional[float]                      # relative to the surrounding tissue
+    ci95: Optional[tuple[float, float]]
+    sum_ppm_mm3: Optional[float]                  # total susceptibility (integral of chi dV)
+    call: str                                     # paramagnetic | diamagnetic | unclear
+    reason: str = ""
+
+
+def qsm_call(ci95: Optional[tuple[float, float]]) -> str:
+    """paramagnetic when the whole interval is above 0, diamagnetic when below, else unclear."""
+    if ci95 is None:
+        return UNCLEAR
+    if ci95[0] > 0:
+        return PARAMAGNETIC
+    if ci95[1] < 0:
+        return DIAMAGNETIC
+    return UNCLEAR
+
+
+def _region_sum(chi: np.ndarray, mask: np.ndarray, region_idx: tuple, offset, shell_idx: tuple) -> Optional[float]:
+    """Sum over the region (shifted by ``offset`` voxels) minus its size times the median of the
+    shell; None when any of it leaves the volume or the mask."""
+    shp = chi.shape
+    r = [a + o for a, o in zip(region_idx, offset)]
+    s = [a + o for a, o in zip(shell_idx, offset)]
+    for arr, n in zip(r + s, list(shp) * 2):
+        if arr.min() < 0 or arr.max() >= n:
+            return None
+    r, s = tuple(r), tuple(s)
+    if not mask[r].all() or mask[s].mean() < 0.7:
+        return None
+    shell_vals = chi[s][mask[s]]
+    return float(chi[r].sum() - r[0].size * np.median(shell_vals))
+
+
+def spot_susceptibility(qmap: QsmMap, footprint: np.ndarray, bbox: tuple, voxel_mm, diameter_mm: float, *,
+                        n_shifts: int = 12, ci_z: float = 1.96) -> SpotChi:
+    """A spot's chi from the QSM map (module docstring). ``footprint`` (bool) lies at ``bbox``
+    (slices) in the volume, as :class:`plugin.method.detect.DetectedSpot` keeps it."""
+    full = np.zeros(qmap.chi_ppm.shape, bool)
+    full[bbox] = footprint
+    if not full.any():
+        return SpotChi(None, None, None, UNCLEAR, "empty spot footprint")
+    region = ndi.binary_dilation(full, structure=ndi.generate_binary_structure(3, 1))
+    shell_r = max(2, int(np.ceil(3.0 / min(voxel_mm[1], voxel_mm[2]))))
+    grown = ndi.binary_dilation(region, structure=np.ones((3, 2 * shell_r + 1, 2 * shell_r + 1), bool))
+    shell = grown & ~region
+    region_idx, shell_idx = np.nonzero(region), np.nonzero(shell)
+    vol = float(np.prod(voxel_mm))
+    centre = _region_sum(qmap.chi_ppm, qmap.mask, region_idx, (0, 0, 0), shell_idx)
+    if centre is None:
+        return SpotChi(None, None, None, UNCLEAR, "the spot touches the brain mask's edge: no QSM value")
+    # in-plane shifts by about two region widths: the spread of the same measurement nearby
+    extent = max(int(np.ptp(region_idx[1])), int(np.ptp(region_idx[2]))) + 1
+    step = extent + 2 * shell_r
+    samples = []
+    for j in range(n_shifts):
+        ang = 2 * np.pi * j / n_shifts
+        for rad in (1.0, 1.6):
+            off = (0, int(round(rad * step * np.sin(ang))), int(round(rad * step * np.cos(ang))))
+            v = _region_sum(qmap.chi_ppm, qmap.mask, region_idx, off, shell_idx)
+            if v is not None:
+                samples.append(v)
+    sphere_mm3 = np.pi / 6.0 * float(diameter_mm) ** 3
+    total = centre * vol
+    chi = total / sphere_mm3
+    if len(samples) < 4:
+        return SpotChi(round(chi, 4), None, round(total, 3), UNCLEAR,
+                       f"too few neighbouring regions inside the brain ({len(samples)}) for an uncertainty")
+    # robust s.d. (1.4826 MAD): a shifted region that lands on a vein, a nucleus or another spot is
+    # an outlier of the tissue's variation, not the spot's noise
+    arr = np.asarray(samples)
+    sd = 1.4826 * float(np.median(np.abs(arr - np.median(arr)))) * vol / sphere_mm3
+    ci = (chi - ci_z * sd, chi + ci_z * sd)
+    return SpotChi(round(chi, 4), (round(ci[0], 4), round(ci[1], 4)), round(total, 3), qsm_call(ci))

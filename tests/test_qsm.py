@@ -1,0 +1,187 @@
+"""QSM (plugin.method.qsm): the inversion recovers a chi map whose field a published forward model
+(the PyPI package ``qsm-forward``, a [test] extra) simulated; the sign follows the phase handedness;
+per-spot chi and the QSM call. Timing is not asserted (benchmarks/qsm.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from plugin import physics
+from plugin.method import qsm as Q
+from plugin.method.interpret import is_paramagnetic
+
+VOX = (1.5, 1.0, 1.0)       # (slice, row, col) mm
+SHAPE = (48, 128, 128)
+TE_MS, B0_T = 20.0, 3.0
+
+
+def _affine(vox=VOX) -> np.ndarray:
+    """Axial stack: slice axis along LPS z (B0), rows along y, columns along x."""
+    a = np.zeros((4, 4))
+    a[2, 0], a[1, 1], a[0, 2], a[3, 3] = vox[0], vox[1], vox[2], 1.0
+    return a
+
+
+def _head(seed: int = 0):
+    """A brain ellipsoid with paired deep nuclei (+0.15, +0.08 ppm) and ten spheres of 3-7 mm at
+    +-0.2..0.8 ppm; chi relative to the brain mean (the reference QSM states)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = [(np.arange(n) - n / 2 + 0.5) * h for n, h in zip(SHAPE, VOX)]
+    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
+    mask = (Z / 30) ** 2 + (Y / 55) ** 2 + (X / 48) ** 2 <= 1
+    chi = np.zeros(SHAPE, np.float32)
+    for cx, cy, cz, ax, val in [(-18, 0, 0, (6, 8, 8), 0.15), (18, 0, 0, (6, 8, 8), 0.15),
+                                (-25, -10, -5, (5, 12, 10), 0.08), (25, -10, -5, (5, 12, 10), 0.08)]:
+        chi[((X - cx) / ax[0]) ** 2 + ((Y - cy) / ax[1]) ** 2 + ((Z - cz) / ax[2]) ** 2 <= 1] = val
+    spheres = []
+    for _ in range(10):
+        d, v = rng.uniform(3, 7), float(rng.choice([-1, 1]) * rng.uniform(0.2, 0.8))
+        c = np.array([rng.uniform(-20, 20), rng.uniform(-35, 35), rng.uniform(-15, 15)])
+        chi[(X - c[0]) ** 2 + (Y - c[1]) ** 2 + (Z - c[2]) ** 2 <= (d / 2) ** 2] = v
+        spheres.append((c, d, v))
+    chi[~mask] = 0
+    chi -= np.float32(chi[mask].mean())
+    chi[~mask] = 0
+    return chi, mask
+
+
+def _forward_field_qsm_forward(chi: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """qsm-forward's field (ppm of B0). Its kernel takes B0 and voxel sizes in its own (x, y, z)
+    array order and pairs axis 1 with voxel_size[0]; the volume is transposed so that B0 is its
+    axis 2 and the two equal in-plane sizes take axes 0/1."""
+    from qsm_forward import qsm_forward as qf
+    t = chi.transpose(1, 2, 0).astype(float)
+    f = qf.generate_field(t, mask=mask.transpose(1, 2, 0), voxel_size=[VOX[1], VOX[2], VOX[0]], B0_dir=[0, 0, 1])
+    return f.transpose(2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def forward_case():
+    chi, mask = _head()
+    return chi, mask, _forward_field_qsm_forward(chi, mask)
+
+
+def _recovery(chi_true, chi_est, mask):
+    inner = ndi.binary_erosion(mask, iterations=3)
+    a, b = chi_est[inner], chi_true[inner]
+    slope = float(np.polyfit(b, a, 1)[0])
+    return float(np.sqrt(np.mean((a - b) ** 2))), slope
+
+
+def test_qsm_forward_field_matches_the_projects_kernel(forward_case):
+    chi, mask, field = forward_case
+    ours = physics.field_from_chi(chi, VOX, b0_direction=(1.0, 0.0, 0.0))
+    d = (field - field[mask].mean()) - (ours - ours[mask].mean())
+    assert np.sqrt(np.mean(d[mask] ** 2)) < 1e-3 * np.std(field[mask])
+
+
+@pytest.mark.parametrize("method, max_rmse, slope_range", [(Q.L2, 0.012, (0.75, 1.05)), (Q.TKD, 0.014, (0.7, 1.05))])
+@pytest.mark.parametrize("noise_ppm", [0.0, 0.003])
+def test_inversion_recovers_the_qsm_forward_chi_map(forward_case, method, max_rmse, slope_range, noise_ppm):
+    chi, mask, field = forward_case
+    noisy = field + np.random.default_rng(1).normal(0, noise_ppm, field.shape) if noise_ppm else field
+    phase = physics.field_to_phase_rad(noisy, b0_t=B0_T, echo_time_ms=TE_MS, convention="right-handed", wrap=False)
+    qmap = Q.compute_qsm(phase, mask, _affine(), echo_time_ms=TE_MS, field_strength_t=B0_T,
+                         convention="right-handed", params=Q.QsmParams(method=method))
+    rmse, slope = _recovery(chi, qmap.chi_ppm, mask)
+    assert rmse < max_rmse + 2 * noise_ppm, (rmse, slope)
+    assert slope_range[0] < slope < slope_range[1], (rmse, slope)
+    assert qmap.chi_ppm.dtype == np.float32
+    assert abs(float(qmap.chi_ppm[mask].mean())) < 1e-4          # the stated reference
+    assert not qmap.chi_ppm[~mask].any()
+    # a wrong B0 axis (along the rows) does not recover it: the test can fail
+    wrong = np.zeros((4, 4))
+    wrong[1, 0], wrong[2, 1], wrong[0, 2], wrong[3, 3] = VOX[0], VOX[1], VOX[2], 1.0
+    bad = Q.compute_qsm(phase, mask, wrong, echo_time_ms=TE_MS, field_strength_t=B0_T, convention="right-handed",
+                        params=Q.QsmParams(method=method))
+    assert _recovery(chi, bad.chi_ppm, mask)[0] > 1.5 * rmse
+
+
+def test_sign_follows_the_handedness(forward_case):
+    chi, mask, field = forward_case
+    maps = {}
+    for conv in ("right-handed", "left-handed"):
+        phase = physics.field_to_phase_rad(field, b0_t=B0_T, echo_time_ms=TE_MS, convention=conv, wrap=False)
+        maps[conv] = Q.compute_qsm(phase, mask, _affine(), echo_time_ms=TE_MS, field_strength_t=B0_T, convention=conv).chi_ppm
+        # the same phase read with the other convention flips every chi
+        other = "left-handed" if conv == "right-handed" else "right-handed"
+        flipped = Q.compute_qsm(phase, mask, _affine(), echo_time_ms=TE_MS, field_strength_t=B0_T, convention=other).chi_ppm
+        np.testing.assert_allclose(flipped, -maps[conv], atol=1e-5)
+        assert _recovery(chi, maps[conv], mask)[1] > 0.7
+    np.testing.assert_allclose(maps["right-handed"], maps["left-handed"], atol=1e-5)
+    # one sign rule: a positive field (paramagnetic) is dark exactly when interpret says dark = paramagnetic
+    for conv in ("right-handed", "left-handed"):
+        assert (physics.handedness_sign(conv) < 0) == is_paramagnetic(True, conv)
+
+
+def test_missing_echo_time_is_a_clear_error():
+    with pytest.raises(ValueError, match="echo time and field strength"):
+        Q.field_ppm_from_phase(np.zeros((2, 2, 2)), echo_time_ms=None, field_strength_t=3.0, convention="right-handed")
+
+
+@pytest.mark.parametrize("chi_true", [0.5, -0.5])
+def test_spot_chi_and_call(chi_true):
+    """A 5 mm sphere in a noisy uniform brain: the spot's QSM chi has the right sign, about the
+    right size, and a call that follows it."""
+    shape, vox = (40, 96, 96), (1.0, 1.0, 1.0)
+    z, y, x = [(np.arange(n) - n / 2 + 0.5) * h for n, h in zip(shape, vox)]
+    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
+    mask = (Z / 18) ** 2 + (Y / 44) ** 2 + (X / 44) ** 2 <= 1
+    d = 5.0
+    sphere = X ** 2 + Y ** 2 + Z ** 2 <= (d / 2) ** 2
+    chi = np.where(sphere, chi_true, 0.0).astype(np.float32)
+    field = physics.field_from_chi(chi, vox) + np.random.default_rng(3).normal(0, 0.003, shape)
+    phase = physics.field_to_phase_rad(field, b0_t=B0_T, echo_time_ms=TE_MS, convention="left-handed", wrap=False)
+    aff = _affine(vox)
+    qmap = Q.compute_qsm(phase, mask, aff, echo_time_ms=TE_MS, field_strength_t=B0_T, convention="left-handed")
+    bbox = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(sphere))
+    got = Q.spot_susceptibility(qmap, sphere[bbox], bbox, vox, d)
+    assert got.ci95 is not None, got
+    assert got.call == (Q.PARAMAGNETIC if chi_true > 0 else Q.DIAMAGNETIC)
+    assert 0.6 * abs(chi_true) < abs(got.chi_ppm) < 1.3 * abs(chi_true) and np.sign(got.chi_ppm) == np.sign(chi_true)
+    # no source where there is none: unclear or a chi near 0
+    empty = tuple(slice(s.start, s.stop) for s in (bbox[0], slice(bbox[1].start + 20, bbox[1].stop + 20), bbox[2]))
+    none = Q.spot_susceptibility(qmap, sphere[bbox], empty, vox, d)
+    assert abs(none.chi_ppm) < 0.15 * abs(chi_true)
+
+
+def test_qsm_call_rule():
+    assert Q.qsm_call((0.1, 0.3)) == Q.PARAMAGNETIC
+    assert Q.qsm_call((-0.3, -0.1)) == Q.DIAMAGNETIC
+    assert Q.qsm_call((-0.1, 0.3)) == Q.UNCLEAR
+    assert Q.qsm_call(None) == Q.UNCLEAR
+
+
+def _small_study(chi_true: float):
+    shape, vox = (40, 96, 96), (1.0, 1.0, 1.0)
+    z, y, x = [(np.arange(n) - n / 2 + 0.5) * h for n, h in zip(shape, vox)]
+    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
+    brain = (Z / 18) ** 2 + (Y / 44) ** 2 + (X / 44) ** 2 <= 1
+    sphere = X ** 2 + Y ** 2 + Z ** 2 <= 2.5 ** 2
+    rng = np.random.default_rng(5)
+    mag = np.where(brain, 1.0, 0.02) * np.where(sphere, 0.15, 1.0) + rng.normal(0, 0.02, shape)
+    field = physics.field_from_chi(np.where(sphere, chi_true, 0.0), vox)
+    phase = physics.field_to_phase_rad(field, b0_t=B0_T, echo_time_ms=TE_MS, convention="right-handed")
+    phase = phase + rng.normal(0, 0.02, shape)
+    return np.abs(mag).astype(np.float32), phase.astype(np.float32), _affine(vox)
+
+
+@pytest.mark.parametrize("chi_true, call", [(0.6, Q.PARAMAGNETIC), (-0.6, Q.DIAMAGNETIC)])
+def test_pipeline_reports_the_qsm_reading(chi_true, call):
+    from plugin.pipeline import AnalysisOptions, analyze_arrays, lesion_dict
+    mag, phase, aff = _small_study(chi_true)
+    centre = [float(v) for v in aff[:3, 3] + aff[:3, :3] @ (np.array(mag.shape) / 2 - 0.5)]
+    kw = dict(convention="right-handed", points_lps_mm=[centre], echo_time_ms=TE_MS, field_strength_t=B0_T)
+    res = analyze_arrays(mag, phase, aff, options=AnalysisOptions(background="none"), **kw)
+    assert res.qsm is not None and any(n.startswith("QSM: ") for n in res.notes)
+    (les,) = res.lesions
+    d = lesion_dict(les)
+    assert d["qsm_call"] == call, d
+    assert np.sign(d["qsm_chi_ppm"]) == np.sign(chi_true) and len(d["qsm_chi_ppm_ci"]) == 2
+    off = analyze_arrays(mag, phase, aff, options=AnalysisOptions(background="none", qsm=False), **kw)
+    assert off.qsm is None and lesion_dict(off.lesions[0])["qsm_call"] is None
+    # no field strength: no map, said in the notes
+    kw["field_strength_t"] = None
+    none = analyze_arrays(mag, phase, aff, options=AnalysisOptions(background="none"), **kw)
+    assert none.qsm is None and any("QSM: not made" in n for n in none.notes)

@@ -1,0 +1,106 @@
+"""The QSM series (dicom_io.results.qsm): valid DICOM for dciodvfy, pixel-aligned with the
+magnitude, chi read back in ppm through Rescale Slope/Intercept, described and marked not for
+primary diagnosis; written only when the analysis made a QSM map."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_io.results import write_results
+from dicom_io.results.qsm import PPM_PER_UNIT
+
+from conftest import require_peer
+from results_fixtures import CLASSIC_SPOTS, classic_pair, enhanced_pair, make_analysis
+from test_results_validators import DCIODVFY, dciodvfy
+
+#: dciodvfy warnings allowed on the QSM slices (dicom_io/results/qsm.py says why): the classic MR
+#: IOD has no Modality LUT module, and ppm is not a defined Rescale Type; nothing else.
+QSM_ALLOWED = ("RescaleSlope(0028,1053)", "RescaleIntercept(0028,1052)", "RescaleType(0028,1054)")
+
+
+def _problems(path):
+    errors, warnings = dciodvfy(path)
+    return errors + [w for w in warnings if not any(a in w for a in QSM_ALLOWED)]
+
+
+def _chi(shape) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    chi = rng.normal(0, 0.05, shape).astype(np.float32)
+    chi[:, 10:14, 10:14] = 0.5
+    chi[:, 30:33, 40:43] = -0.8
+    return chi
+
+
+def _write(tmp_path, mag, ph, spots):
+    a = make_analysis(mag, ph, spots)
+    chi = _chi(mag.shape)
+    a = replace(a, qsm_chi_ppm=chi, qsm_description="QSM closed-form L2 (lambda 0.005 mm^2); chi relative to the mean over the brain mask",
+                qsm_echo_time_ms=20.0)
+    written = write_results(a, mag, ph, tmp_path / "out", include=("sr", "seg", "summary", "kos", "qsm"))
+    return chi, sorted(p for p in written.paths if p.parent.name == "qsm")
+
+
+@pytest.fixture(scope="module")
+def classic(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qsm_series")
+    mag, ph = classic_pair(tmp)
+    chi, paths = _write(tmp, mag, ph, CLASSIC_SPOTS)
+    return mag, ph, chi, paths
+
+
+def test_one_instance_per_slice_with_chi_in_ppm(classic):
+    mag, ph, chi, paths = classic
+    assert len(paths) == mag.shape[0]
+    got = np.zeros(chi.shape, np.float32)
+    series = set()
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        series.add(ds.SeriesInstanceUID)
+        assert ds.SeriesDescription == "borderphase QSM (ppm)"
+        assert ds.Modality == "MR" and list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+        assert "NOT FOR PRIMARY DIAGNOSIS" in ds.ImageComments and "ppm" in ds.ImageComments
+        assert "L2" in ds.DerivationDescription and "ppm" in ds.DerivationDescription
+        assert float(ds.WindowWidth) > 0 and ds.StudyInstanceUID == mag.study_instance_uid
+        assert ds.FrameOfReferenceUID == mag.frames[0].frame_of_reference_uid
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID in {f.sop_instance_uid for f in ph.frames}
+        k = int(ds.InstanceNumber) - 1
+        np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], mag.frames[k].position_lps_mm, atol=1e-3)
+        got[k] = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert len(series) == 1
+    np.testing.assert_allclose(got, chi, atol=PPM_PER_UNIT)
+
+
+def test_dciodvfy_passes_the_qsm_series(classic, tmp_path):
+    require_peer(DCIODVFY, "dicom3tools")
+    _, _, _, paths = classic
+    problems = []
+    for p in (paths[0], paths[len(paths) // 2]):
+        problems += _problems(p)
+    assert not problems, "\n".join(problems)
+    # and it can fail: a QSM slice without its pixel geometry is an error
+    ds = pydicom.dcmread(paths[0])
+    del ds.PixelSpacing
+    bad = tmp_path / "bad.dcm"
+    ds.save_as(bad, enforce_file_format=True)
+    assert dciodvfy(bad)[0]
+
+
+def test_enhanced_source_gets_the_qsm_series(tmp_path):
+    pair = enhanced_pair()
+    if pair is None:
+        pytest.skip("../shared/vendor_dicom Siemens XA30 enhanced files absent")
+    mag, ph = pair
+    chi, paths = _write(tmp_path, mag, ph, [])
+    assert len(paths) == mag.shape[0]
+    require_peer(DCIODVFY, "dicom3tools")
+    problems = _problems(paths[0])
+    assert not problems, "\n".join(problems)
+
+
+def test_no_qsm_map_no_qsm_series(tmp_path):
+    mag, ph = classic_pair(tmp_path, shape=(6, 48, 48), spots=[])
+    written = write_results(make_analysis(mag, ph, []), mag, ph, tmp_path / "out")
+    assert not [p for p in written.paths if p.parent.name == "qsm"]
