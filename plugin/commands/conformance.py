@@ -10,6 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
+from plugin.commands.inputs import InputRefused, checked_inputs
+
 log = logging.getLogger(__name__)
 
 
@@ -26,18 +28,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from plugin.conformance import conformance_report
 
-    missing = [str(p) for p in args.paths if not Path(p).exists()]
-    if missing:
-        print(f"borderphase conformance: no such file or directory: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    rules = None
-    if args.convention_rules is not None:
-        from dicom_io.convention import ConventionConfigError, load_rules
-        try:
-            rules = load_rules(args.convention_rules)
-        except ConventionConfigError as exc:
-            print(f"borderphase conformance: convention rules: {exc}", file=sys.stderr)
-            return 2
+    try:
+        rules = checked_inputs("conformance", args.paths, args.convention_rules)
+    except InputRefused as exc:
+        return exc.exit_code
     try:
         doc = conformance_report(args.paths, args.out, rules=rules)
     except OSError as exc:

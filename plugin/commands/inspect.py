@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from plugin.commands.inputs import InputRefused, checked_inputs
+
 log = logging.getLogger(__name__)
 
 
@@ -30,18 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from dicom_io.inspect import format_table, has_problems, inspect_paths
 
-    missing = [str(p) for p in args.paths if not Path(p).exists()]
-    if missing:
-        print(f"borderphase inspect: no such file or directory: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    rules = None
-    if args.convention_rules is not None:
-        from dicom_io.convention import ConventionConfigError, load_rules
-        try:
-            rules = load_rules(args.convention_rules)
-        except ConventionConfigError as exc:  # names the file, the key and the problem
-            print(f"borderphase inspect: convention rules: {exc}", file=sys.stderr)
-            return 2
+    try:
+        rules = checked_inputs("inspect", args.paths, args.convention_rules)
+    except InputRefused as exc:
+        return exc.exit_code
     try:
         doc = inspect_paths(args.paths, rules=rules)
     except Exception as exc:  # never a traceback: the document still says what happened
