@@ -40,3 +40,8 @@ class PhaseKind(StrEnum):
     ECHO_PHASE = "echo phase"
     PHASE_DIFFERENCE = "phase difference"
     FIELD_MAP_HZ = "field map (Hz)"
+
+
+#: Manufacturer (0008,0070) of every object borderphase writes (SR, SEG, summary, KOS, QSM). A
+#: series carrying it is borderphase's own result and is never routed back into an analysis.
+RESULTS_MANUFACTURER = "borderphase"

@@ -115,6 +115,16 @@ def test_routing_first_match_wins():
     assert route(cfg, SeriesFacts("1.5", modality="SR")).rule == "our own results"
 
 
+def test_routing_never_analyses_our_own_result_series():
+    """The QSM series is an MR image series: a rule matching every MR series (as a site may write)
+    must still not take borderphase's own results back into an analysis (the Orthanc plugin did)."""
+    cfg = parse_config({"state_dir": "/x", "rules": [{"name": "every MR", "match": {"modality": "MR"}}]})
+    qsm = SeriesFacts("1.6", modality="MR", manufacturer="borderphase", series_description="borderphase QSM (ppm)")
+    d = route(cfg, qsm)
+    assert d.action == "ignore" and "own result" in d.reason
+    assert route(cfg, SeriesFacts("1.7", modality="MR", manufacturer="SIEMENS")).action == "analyse"
+
+
 def test_routing_image_type_and_ae():
     cfg = parse_config({"state_dir": "/x", "destinations": {"a": {"ae_title": "A", "host": "h", "port": 1}},
                         "rules": [{"name": "phase from scanner1", "match": {"image_type": ["P"], "calling_ae": ["MR1"],

@@ -22,9 +22,10 @@ from pydicom.uid import generate_uid
 from dicom_io.results import codes
 from dicom_io.results.report import Finding, ReportedSpot, ReportInput, TrackingIdentity
 from dicom_io.errors import DicomInputError
+from dicom_io.vocabulary import RESULTS_MANUFACTURER
 from dicom_io.read.volume import Volume
 
-MANUFACTURER = "borderphase"
+MANUFACTURER = RESULTS_MANUFACTURER
 MODEL_NAME = "borderphase"
 DEVICE_SERIAL_NUMBER = "borderphase-1"
 #: Stable UID of the "device" observer (the algorithm), the same in every SR it writes.

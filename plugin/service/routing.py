@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plugin.service.config import Config, RoutingRule
+from dicom_io.vocabulary import RESULTS_MANUFACTURER
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,15 @@ def rule_matches(rule: RoutingRule, s: SeriesFacts) -> bool:
     return rule.match.header_rule.matches(s)
 
 
+OWN_RESULTS = RouteDecision("ignore", "<borderphase's own results>", (),
+                            f"Manufacturer {RESULTS_MANUFACTURER!r}: borderphase's own result series, never analysed again")
+
+
 def route(config: Config, s: SeriesFacts) -> RouteDecision:
+    """The first matching rule decides; before any rule, borderphase's own result series (its MR
+    QSM series included) are ignored, whatever the site's rules say."""
+    if s.manufacturer.strip().lower() == RESULTS_MANUFACTURER:
+        return OWN_RESULTS
     for rule in config.rules:
         if rule_matches(rule, s):
             reason = rule.reason or (f"rule {rule.name!r}: ignore" if rule.action == "ignore" else "")
