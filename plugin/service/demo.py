@@ -152,7 +152,7 @@ def format_demo(doc: dict) -> str:
              f"{doc['send_s']} s; all results back after {doc['total_s']} s"
              + ("  (TIMED OUT)" if doc["timed_out"] else ""), ""]
     hdr = (f"{'study':<14} {'vendor':<8} {'convention':<13} {'spot':<22} {'diam mm':>7} {'border':>6} {'central':>7}"
-           f"  {'classification':<14} {'conf':>4}  {'phantom truth'}")
+           f"  {'classification':<14} {'conf':>5}  {'phantom truth'}")
     lines += [hdr, "-" * len(hdr)]
     for s in doc["studies"]:
         short = "…" + s["study_instance_uid"][-12:]
@@ -171,7 +171,7 @@ def format_demo(doc: dict) -> str:
                 lines.append(f"{short:<14} {a.get('vendor', ''):<8} {a.get('phase_convention', ''):<13} "
                              f"{str(l.get('tracking_identifier') or l.get('id')):<22} {l.get('diameter_mm', 0):>7.1f} "
                              f"{str(l.get('border_pattern')):>6} {str(l.get('central_pattern')):>7}  "
-                             f"{l.get('classification', ''):<14} {l.get('confidence', 0):>4.2f}  {truth}")
+                             f"{l.get('classification', ''):<14} {l.get('confidence', 0):>5.3f}  {truth}")
         if s.get("truth_missed"):
             lines.append(f"{short:<14} phantom truth lesions not found: {', '.join(map(str, s['truth_missed']))}")
         for sk in f.get("skipped", []):
