@@ -283,10 +283,20 @@ class LesionSignal:
 
     def phase_factor(self, stack) -> np.ndarray:
         """The factor that multiplies this phase stack's complex signal: F(TE), or for a phase
-        difference F(TE2) conj(F(TE2 - dTE))."""
+        difference F(TE2) conj(F(TE2 - dTE)).
+
+        With a lesion TE (``te_scale`` != 1) a phase difference gets F(dTE x te_scale) conj F(0)
+        = F(lesion TE): the difference of two echoes at 0 and the lesion TE, whose intravoxel
+        dephasing is that of a lesion-TE echo (the analysed magnitude's). Scaling both echo times
+        instead (TE2 12.46 ms x 10 = 127 ms and TE1 x 10 = 102 ms for a lesion TE of 25 ms on
+        dTE 2.46 ms) dephased the voxels beside a lesion to |F| < 0.05 and left 0.1-0.4 rad of
+        noise-like phase where a 25 ms echo has radians."""
         if stack.kind == PhaseKind.PHASE_DIFFERENCE:
+            dte = float(stack.effective_echo_time_ms)
+            if self.te_scale != 1.0:
+                return self.factor(dte)           # F(dte * te_scale) conj F(0), F(0) = 1
             te2 = float(stack.echo_time_ms)
-            return self.factor(te2) * np.conj(self.factor(te2 - float(stack.effective_echo_time_ms)))
+            return self.factor(te2) * np.conj(self.factor(te2 - dte))
         return self.factor(float(stack.echo_time_ms))
 
     def magnitude_factor(self, te_ms: float) -> np.ndarray:
