@@ -74,7 +74,9 @@ def main(argv=None) -> int:
         # detector uses; the phase noise below is from the thermal one
         head = ndi.binary_dilation(mag > 0.1 * np.percentile(mag, 98), iterations=3)
         air = mag[~head]
-        noise_air = float(np.sqrt(np.mean(air.astype(np.float64) ** 2) / 2.0)) if air.size > 100 else noise
+        zeroed = air.size > 100 and float(np.mean(air == 0)) > 0.2    # background set to 0 by the scanner
+        noise_air = noise if (air.size <= 100 or zeroed) else float(np.sqrt(np.mean(air.astype(np.float64) ** 2) / 2.0))
+        thermal = ("not measurable: the scanner zeroed the air" if zeroed else "thermal, from the air")
         diff = acq.pair.phase.kind == PhaseKind.PHASE_DIFFERENCE
         phase_sd = noise_air / tissue * (np.sqrt(2.0) if diff else 1.0)
         te_ph = float(acq.pair.phase.effective_echo_time_ms or acq.pair.phase.echo_time_ms)
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
         base = {m: remove_background(ph, mag, mask, vox, method=m)[0] for m in (used, other)}
         print(f"\n{name}: {acq.shape} voxels of {tuple(round(v, 2) for v in vox)} mm, B0 {acq.b0_t:g} T; magnitude TE "
               f"{te_mag:g} ms, phase {'difference, dTE' if diff else 'TE'} {te_ph:g} ms; tissue SNR {tissue / noise_air:.0f} "
-              f"(thermal, from the air; {tissue / noise:.0f} with texture, the detector's), "
+              f"({thermal}; {tissue / noise:.0f} with texture, the detector's), "
               f"phase noise {phase_sd:.3f} rad; background removal used: {used}")
         print("  study class  d_mm   chi  | own: contrast dip_sd phase_max n3 | te25: contrast dip_sd phase_max n3 "
               f"| kept own: {used} {other} | phase_max of one echo at the magnitude's TE (not delivered)")

@@ -417,13 +417,16 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
     ``out_dir`` (one folder per source folder); return the study's truth (no truth.json: see
     :func:`inject_into`).
 
-    ``lesion_echo_time_ms``: None (default) = the physics at the series' own echo times. Else
-    the lesions are made as at that echo time over the real background as acquired: the analysed
-    phase (for a phase difference: its dTE) as at that TE (every phase echo's TE scaled alike),
-    and the analysed magnitude echo as at that TE (every magnitude echo's TE scaled by that
-    echo's ratio, so its void and blooming are those of a TE-``lesion_echo_time_ms`` image, not of
-    the phase difference's 10x scale). A stated contrast knob for field-map acquisitions whose TEs
-    (2-12 ms) hide most lesions; the truth records both scales."""
+    ``lesion_echo_time_ms``: None (default) = the physics at the series' own echo times: the
+    real-world figure for these acquisitions. Else the lesions are made as at that echo time over
+    the real background as acquired (a counterfactual: the head's own background, noise and
+    contrast stay those of the short-TE acquisition): the analysed phase as at that TE (every
+    phase echo's TE scaled alike; a phase difference gets F(lesion TE), the difference of echoes
+    at 0 and the lesion TE, see :meth:`LesionSignal.phase_factor`), and the analysed magnitude
+    echo as at that TE (every magnitude echo's TE scaled by that echo's ratio, so its void and
+    blooming are those of a TE-``lesion_echo_time_ms`` image, not of the phase difference's 10x
+    scale). A stated contrast knob for field-map acquisitions whose TEs (2-12 ms) hide most
+    lesions; the truth records both scales."""
     from dicom_io.read import series as dseries
 
     acq = acquisition or open_acquisition(paths)
