@@ -417,8 +417,9 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             # a field-map phase difference still holds the whole background field (only the
             # receiver phase cancels): never take it for the scanner's filtered phase. Removed as
             # raw phase is (variable-radius SMV, its kernel sized to the voxels and the brain's
-            # edge): the 4 mm Gaussian high pass used before kept 0.77-0.91 of a 4-5 mm lesion's
-            # phase at 3-3.6 mm voxels, the SMV 1.00 (benchmarks/real_background_physics.py)
+            # edge): the 4 mm Gaussian high pass used before kept 0.66-0.80 of an injected lesion's
+            # phase near it on the 3.25-3.6 mm Siemens field maps, the SMV 1.00
+            # (benchmarks/real_background_physics.py)
             pair_options = replace(options, background="smv")
             note += "; phase difference: background removed as for raw phase"
         try:
