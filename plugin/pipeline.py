@@ -413,11 +413,14 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             continue
         phase_series = series_by_uid[ph.series_instance_uid]
         conv, source = phase_series.phase_convention, phase_series.convention_source
-        pair_options = options
         if str(getattr(pair.phase, "kind", "")) == "phase difference" and options.background == "auto":
             # a field-map phase difference still holds the whole background field (only the
-            # receiver phase cancels): never take it for the scanner's filtered phase
-            pair_options = replace(options, background="laplacian")
+            # receiver phase cancels): never take it for the scanner's filtered phase. Removed as
+            # raw phase is (variable-radius SMV, its kernel sized to the voxels and the brain's
+            # edge): the 4 mm Gaussian high pass used before kept 0.66-0.80 of an injected lesion's
+            # phase near it on the 3.25-3.6 mm Siemens field maps, the SMV 1.00
+            # (benchmarks/real_background_physics.py)
+            pair_options = replace(options, background="smv")
             note += "; phase difference: background removed as for raw phase"
         try:
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,

@@ -15,7 +15,9 @@ GRE magnitude (method paper, Reference Standards). Here:
   tissue between bright sulci or beside a ventricle is not dark; it follows coil shading.
 * **Candidates**: voxels with ratio below ``dark_ratio`` x the tissue ratio inside the mask,
   connected in 3D; a spot must reach ``core_ratio`` somewhere (a real void, not a texture dip),
-  or on thick slices (>= ``split_core_min_slice_mm``) two adjacent slices together. A spot is
+  or on thick slices (>= ``split_core_min_slice_mm``) two adjacent slices together; on coarse
+  pixels (>= ``single_pixel_min_mm2``) a dip of ``coarse_core_sigma`` noise s.d. is a core too
+  (:func:`coarse_core_level`). A spot is
   cut to its core slices (+-1) and then followed onto its faint border slices.
 * **Rejection**, each a typed :class:`RejectedCandidate` (``Detection.rejected``; findings.json
   lists the most relevant, :func:`most_relevant`): too small (< ``min_area_px`` / ``min_area_mm2``;
@@ -74,6 +76,8 @@ class DetectionParams:
     single_pixel_min_mm2: float = 4.0   # on pixels this large (>= 2 x 2 mm: 64-128 matrices) one pixel already holds a
                                         # small lesion's whole void and blooming: a one-pixel spot is kept when
     single_pixel_sigma: float = 5.0     # its darkness deficit below tissue is at least this many noise s.d.
+    coarse_core_sigma: float = 5.0      # on the same coarse pixels, a deficit of this many noise(+texture) s.d. is a core
+                                        # too (when shallower than core_ratio; the one-pixel rule's s.d.); 0: off
     mirror_tolerance_mm: float = 5.0    # bilateral deep grey matter: mirror pair within this (midline offset, rows)
     mirror_size_ratio: float = 1.4
     max_elongation_2d: float = 3.0
@@ -424,6 +428,9 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     core_level = params.core_ratio * tissue_ratio
     dark_level = params.dark_ratio * tissue_ratio
     rejected += _csf_partial_volume(ratio, lift, f, mask, voxel_size_mm, core_level, dark_level, params)
+    # coarse grids (64-128 matrices, 2-3.4 mm pixels): a 2-4 mm lesion partial-volumed in one
+    # pixel dips by 20-40 %, above core_ratio; a dip of coarse_core_sigma noise s.d. is a core too
+    core_level = max(core_level, coarse_core_level(params, voxel_size_mm, tissue_ratio, noise, tissue))
     if n == 0:
         return Detection(spots, rejected, mask, ratio, noise, tissue)
     objects = ndi.find_objects(labels_b)     # in the box
@@ -493,6 +500,19 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     spots, more = _slab_end(spots, mask.shape[0])
     rejected += more
     return Detection(spots, rejected, mask, ratio, noise, tissue)
+
+
+def coarse_core_level(params: DetectionParams, voxel_size_mm, tissue_ratio: float, noise_sigma: float,
+                      tissue: float) -> float:
+    """On coarse pixels (area >= ``single_pixel_min_mm2``) the darkness ratio at which a dip is
+    ``coarse_core_sigma`` noise s.d. below tissue (never above the candidate level); 0 elsewhere
+    or when off. The noise s.d. comes from pixel differences, which at 3 mm include the head's
+    own texture: on a textured head the level stays below ``core_ratio``, on a smooth one it
+    rises towards the candidate level."""
+    if params.coarse_core_sigma <= 0 or tissue <= 0 or noise_sigma <= 0 \
+            or voxel_size_mm[1] * voxel_size_mm[2] < params.single_pixel_min_mm2:
+        return 0.0
+    return min(params.dark_ratio * tissue_ratio, tissue_ratio - params.coarse_core_sigma * noise_sigma / tissue)
 
 
 def _describe_many(candidates, which: np.ndarray, ns: int, voxel_size_mm,
