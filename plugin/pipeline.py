@@ -40,6 +40,8 @@ from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, dar
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine, interpret
 from plugin.method.qsm import QsmMap, QsmParams, compute_qsm, spot_susceptibility
+from plugin.method.bloom import source_diameter
+from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
 from dicom_io.vocabulary import Handedness
@@ -64,6 +66,8 @@ class AnalysisOptions:
     check_convention: bool = True          # estimate the convention from the data (needs detection, not given points)
     qsm: bool = True                       # whole-volume QSM map and per-spot QSM chi (plugin.method.qsm)
     qsm_params: QsmParams = QsmParams()
+    qsm_agree: QsmAgreeRules = QsmAgreeRules()   # a disagreeing QSM reading (plugin.method.qsmagree)
+    source_size: bool = True               # chi over the bloom-corrected source volume (plugin.method.bloom)
 
 
 @dataclass
@@ -105,8 +109,13 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                    convention_source: str = "given",
                    points_lps_mm: Optional[Sequence[Sequence[float]]] = None,
                    options: AnalysisOptions = AnalysisOptions(), echo_time_ms: Optional[float] = None,
-                   field_strength_t: Optional[float] = None) -> ArrayAnalysis:
+                   field_strength_t: Optional[float] = None,
+                   magnitude_echoes: Optional[Sequence[tuple[float, float]]] = None) -> ArrayAnalysis:
     """Analyse one magnitude/phase pair given as (slice,row,col) arrays and the LPS affine.
+
+    ``magnitude_echoes``: (TE ms, weight) of the echoes the magnitude averages (an echo
+    combination's ``echo_times_ms`` / ``magnitude_weights``); default the phase's echo alone. The
+    bloom model of the source size (plugin.method.bloom) simulates that magnitude.
 
     ``echo_time_ms`` and ``field_strength_t``: of the phase, when known; the dipole fit then gives
     moments in ppm*mm^3 and chi in ppm (else moments in rad*mm^3 and no chi)."""
@@ -182,11 +191,18 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
         elif rd.resolved_by_outer:
             it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
-        qsm_facts = {}
+        qsm_facts, sc = {}, None
         if qmap is not None:
             sc = spot_susceptibility(qmap, spot.footprint, spot.bbox, voxel, spot.diameter_mm, ci_z=options.qsm_params.ci_z)
-            qsm_facts = dict(qsm_chi_ppm=sc.chi_ppm, qsm_chi_ppm_ci=sc.ci95, qsm_call=sc.call)
-            it = replace(it, reason=it.reason + _qsm_agreement(it.classification, sc))
+        size = _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options)
+        if sc is not None:
+            if size is not None and not size.bloom_limited:
+                v_lo, v_hi = (np.pi / 6 * d ** 3 for d in size.diameter_ci_mm)
+                sc = sc.over_volume(size.volume_mm3, (v_lo, v_hi))
+            qsm_facts = dict(qsm_chi_ppm=sc.chi_ppm, qsm_chi_ppm_ci=sc.ci95, qsm_call=sc.call,
+                             qsm_total_ppm_mm3=sc.sum_ppm_mm3, qsm_total_ppm_mm3_ci=sc.sum_ci95)
+            if not not_axial:
+                it = qsm_agreement(it, sc, voxel[0], options.qsm_agree)
         center = _index_to_lps(affine_lps, spot.center_index)
         spot.center_lps_mm = center
         lesions.append(Lesion(
@@ -195,8 +211,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             border_pattern=it.border_pattern, central_pattern=rd.central.pattern, classification=it.classification,
             confidence=round(it.confidence, 3), reason=it.reason, upper_border_pattern=rd.upper.pattern,
             lower_border_pattern=rd.lower.pattern, upper_read_slice=rd.upper_read_slice,
-            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit), decided_by=it.basis,
-            **qsm_facts))
+            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit, size, spot.diameter_mm),
+            decided_by=it.basis, **_size_facts(size), **qsm_facts))
         view = label_map[spot.bbox]
         view[spot.footprint & (view == 0)] = i
         readings.append(rd)
@@ -235,21 +251,51 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
     return qmap
 
 
-def _qsm_agreement(classification: Classification, sc) -> str:
-    """Reason text when the QSM reading disagrees with the call (the call itself is unchanged in
-    this round; plugin.method.qsm)."""
-    expected = {Classification.MICROBLEED: "paramagnetic", Classification.CALCIFICATION: "diamagnetic"}.get(classification)
-    if expected is None or sc.call in ("unclear", expected) or sc.ci95 is None:
-        return ""
-    return (f"; QSM disagrees: reads it {sc.call} (chi {sc.chi_ppm:+.3f} ppm, 95 % {sc.ci95[0]:+.3f} to "
-            f"{sc.ci95[1]:+.3f})")
+def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options):
+    """The source's size behind the bloomed spot (plugin.method.bloom), from the dipole fit's total
+    susceptibility (4 pi m; the QSM map's when there is no usable fit in ppm), or None when there
+    is no total susceptibility, TE or B0 (chi then stays over the detected diameter)."""
+    if not options.source_size or not (echo_time_ms and field_strength_t):
+        return None
+    if fit.usable and fit.moment is not None and fit.moment_unit.startswith("ppm"):
+        total = 4.0 * np.pi * float(fit.moment)
+    elif sc is not None and sc.sum_ppm_mm3 is not None:
+        total = float(sc.sum_ppm_mm3)
+    else:
+        return None
+    if total == 0:
+        return None
+    echoes = tuple(magnitude_echoes) if magnitude_echoes else ((float(echo_time_ms), 1.0),)
+    try:
+        return source_diameter(total, spot.diameter_mm, voxel, b0_axes, echoes, float(field_strength_t))
+    except ValueError as exc:
+        log.warning("source size: %s", exc)
+        return None
 
 
-def _fit_facts(fit) -> dict:
-    """The Lesion fields of a ``DipoleFit`` (rounded: they are reported)."""
+def _size_facts(size) -> dict:
+    if size is None:
+        return {}
+    if size.bloom_limited:
+        return dict(source_diameter_mm=None, source_diameter_mm_ci=None, source_size_note=size.note +
+                    "; chi over the detected diameter: |chi| a lower estimate")
+    return dict(source_diameter_mm=size.diameter_mm, source_diameter_mm_ci=size.diameter_ci_mm, source_size_note=size.note)
+
+
+def _fit_facts(fit, size=None, detected_diameter_mm: float = 0.0) -> dict:
+    """The Lesion fields of a ``DipoleFit`` (rounded: they are reported). With a resolved source
+    size (plugin.method.bloom) chi is ``3 m / a^3`` over the source's radius instead of the
+    detected spot's, its interval spanning the moment's interval over the size's range."""
     def r(v, n=4):
         return None if v is None else round(float(v), n)
-    return dict(chi_ppm=r(fit.chi_ppm), chi_ppm_ci=None if fit.chi_ppm_ci95 is None else (r(fit.chi_ppm_ci95[0]), r(fit.chi_ppm_ci95[1])),
+    chi, chi_ci = fit.chi_ppm, fit.chi_ppm_ci95
+    if chi is not None and size is not None and not size.bloom_limited and size.diameter_mm > 0 and detected_diameter_mm > 0:
+        scale = (detected_diameter_mm / size.diameter_mm) ** 3
+        chi = chi * scale
+        if chi_ci is not None:
+            vals = [c * (detected_diameter_mm / d) ** 3 for c in chi_ci for d in size.diameter_ci_mm if d > 0]
+            chi_ci = (min(vals), max(vals)) if vals else None
+    return dict(chi_ppm=r(chi), chi_ppm_ci=None if chi_ci is None else (r(chi_ci[0]), r(chi_ci[1])),
                 moment=r(fit.moment, 5), moment_ci=None if fit.moment_ci95 is None else (r(fit.moment_ci95[0], 5), r(fit.moment_ci95[1], 5)),
                 moment_unit=fit.moment_unit if fit.usable else "", fit_z=round(float(fit.z), 2) if fit.usable else 0.0,
                 fit_n_voxels=int(fit.n_voxels), fit_reason=fit.reason)
@@ -282,6 +328,12 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "qsm_chi_ppm": lesion.qsm_chi_ppm,
         "qsm_chi_ppm_ci": None if lesion.qsm_chi_ppm_ci is None else list(lesion.qsm_chi_ppm_ci),
         "qsm_call": lesion.qsm_call or None,
+        "qsm_total_ppm_mm3": lesion.qsm_total_ppm_mm3,
+        "qsm_total_ppm_mm3_ci": None if lesion.qsm_total_ppm_mm3_ci is None else list(lesion.qsm_total_ppm_mm3_ci),
+        "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
+        "source_diameter_mm": lesion.source_diameter_mm,
+        "source_diameter_mm_ci": None if lesion.source_diameter_mm_ci is None else list(lesion.source_diameter_mm_ci),
+        "source_size_note": lesion.source_size_note or None,
         "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
                 "reason": lesion.fit_reason, "decided_by": lesion.decided_by},
         "tracking_identifier": None if tracking is None else tracking.identifier,
