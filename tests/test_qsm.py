@@ -76,7 +76,8 @@ def test_qsm_forward_field_matches_the_projects_kernel(forward_case):
     assert np.sqrt(np.mean(d[mask] ** 2)) < 1e-3 * np.std(field[mask])
 
 
-@pytest.mark.parametrize("method, max_rmse, slope_range", [(Q.L2, 0.012, (0.75, 1.05)), (Q.TKD, 0.014, (0.7, 1.05))])
+@pytest.mark.parametrize("method, max_rmse, slope_range", [(Q.L2, 0.012, (0.75, 1.05)), (Q.TKD, 0.014, (0.7, 1.05)),
+                                                       (Q.ITERATIVE, 0.0105, (0.88, 1.05))])
 @pytest.mark.parametrize("noise_ppm", [0.0, 0.003])
 def test_inversion_recovers_the_qsm_forward_chi_map(forward_case, method, max_rmse, slope_range, noise_ppm):
     chi, mask, field = forward_case
@@ -274,3 +275,21 @@ def test_qsm_disagreement_rule(basis, slice_mm, expect):
     calc = _interp(Classification.CALCIFICATION, basis)
     assert qsm_agreement(calc, dia, slice_mm) == calc
     assert (qsm_agreement(calc, para, slice_mm).classification == Classification.INDETERMINATE) == (expect == "indeterminate")
+
+
+@pytest.mark.parametrize("noise_ppm", [0.0, 0.003])
+def test_iterative_option_beats_the_closed_form(forward_case, noise_ppm):
+    """The wl2 option (edge-weighted L2 by preconditioned CG) recovers the qsm-forward chi map
+    better than the fast default: measured RMSE 0.0050 vs 0.0091 ppm noise-free, 0.0098 vs 0.0122
+    with 0.003 ppm noise; slope 0.93 vs 0.83."""
+    chi, mask, field = forward_case
+    noisy = field + np.random.default_rng(1).normal(0, noise_ppm, field.shape) if noise_ppm else field
+    phase = physics.field_to_phase_rad(noisy, b0_t=B0_T, echo_time_ms=TE_MS, convention="right-handed", wrap=False)
+    got = {}
+    for m in (Q.L2, Q.ITERATIVE):
+        q = Q.compute_qsm(phase, mask, _affine(), echo_time_ms=TE_MS, field_strength_t=B0_T, convention="right-handed",
+                          params=Q.QsmParams(method=m))
+        got[m] = _recovery(chi, q.chi_ppm, mask)
+        assert q.chi_ppm.dtype == np.float32
+    assert got[Q.ITERATIVE][0] < 0.9 * got[Q.L2][0], got
+    assert got[Q.ITERATIVE][1] > got[Q.L2][1] + 0.05, got
