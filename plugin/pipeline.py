@@ -381,12 +381,14 @@ def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str
 
 
 def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, points_lps_mm=None,
-                 options: AnalysisOptions = AnalysisOptions()) -> tuple[PairAnalysis, ArrayAnalysis]:
+                 options: AnalysisOptions = AnalysisOptions(),
+                 magnitude_echoes=None) -> tuple[PairAnalysis, ArrayAnalysis]:
     """:func:`analyze_volumes`, and the method's own outputs (the background-removed phase the
     patterns were read on, which :func:`report_input` passes to the summary card)."""
     res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase.data, magnitude.affine_lps,
                          convention=convention, convention_source=convention_source,
                          points_lps_mm=points_lps_mm, options=options, echo_time_ms=phase.echo_time_ms,
+                         magnitude_echoes=magnitude_echoes,
                          field_strength_t=getattr(phase, "field_strength_t", None) or getattr(magnitude, "field_strength_t", None))
     notes = list(res.notes)
     dc = res.data_convention
@@ -405,7 +407,8 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
 
 def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
     """Load the pair's other echoes and combine them with the chosen one (weighted multi-echo
-    field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw). An
+    field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw,
+    magnitude_echoes). An
     echo that cannot be loaded or has too little signal is left out, said in the note."""
     from plugin.method.echoes import combine_echo_volumes
     echoes, problems = [(mag, ph)], []
@@ -415,11 +418,11 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
         except Exception as exc:  # a reader error names the file
             problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
     try:
-        mag, ph, note, raw = combine_echo_volumes(echoes)
+        mag, ph, note, raw, mag_echoes = combine_echo_volumes(echoes)
     except Exception as exc:  # never lose the pair: read the chosen echo alone, say why
         log.error("echo combination failed: %s: %s", type(exc).__name__, exc)
-        return mag, ph, f"echoes: not combined ({type(exc).__name__}: {exc}); the chosen echo read alone", None
-    return mag, ph, "; ".join([note] + problems), raw
+        return mag, ph, f"echoes: not combined ({type(exc).__name__}: {exc}); the chosen echo read alone", None, None
+    return mag, ph, "; ".join([note] + problems), raw, mag_echoes
 
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
@@ -453,9 +456,9 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         except Exception as exc:  # a reader error names the file; report and skip the pair
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
-        note, echo_note, pair_options = pair.note, None, options
+        note, echo_note, pair_options, mag_echoes = pair.note, None, options, None
         if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes
-            mag, ph, echo_note, raw = _combine_echoes(dseries, mag, ph, pair.earlier)
+            mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, ph, pair.earlier)
             if raw and options.background == "auto":   # the fit found raw phase: remove its background
                 pair_options = replace(options, background="smv")
                 echo_note += "; raw phase (receiver offset found): background removed by the SMV method"
@@ -473,7 +476,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             note += "; phase difference: background removed as for raw phase"
         try:
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
-                                            points_lps_mm=points_lps_mm, options=pair_options)
+                                            points_lps_mm=points_lps_mm, options=pair_options,
+                                            magnitude_echoes=mag_echoes)
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
             log.error("analysis of phase series %s failed: %s: %s", pair.phase_series_uid, type(exc).__name__, exc)
             log.debug("analysis of phase series %s", pair.phase_series_uid, exc_info=True)   # traceback with -vv
