@@ -80,6 +80,7 @@ class ArrayAnalysis:
     interpretations: list = field(default_factory=list)
     fits: list = field(default_factory=list)         # DipoleFit per lesion
     fit_seconds: float = 0.0                         # wall time of all dipole fits (benchmarks)
+    size_seconds: float = 0.0                        # wall time of all source-size (bloom model) estimates
     # the phase the patterns were read on (background removed) and how it was made: the
     # summary card shows it rather than the delivered phase
     local_phase_rad: Optional[np.ndarray] = field(default=None, repr=False)
@@ -177,7 +178,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     label_map = np.zeros(mag.shape, np.uint16)
     lesions, readings, interps, fits = [], [], [], []
     b0_axes = b0_in_array_axes(affine_lps)
-    fit_seconds = 0.0
+    fit_seconds = size_seconds = 0.0
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
         t_fit = time.perf_counter()
@@ -194,7 +195,9 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         qsm_facts, sc = {}, None
         if qmap is not None:
             sc = spot_susceptibility(qmap, spot.footprint, spot.bbox, voxel, spot.diameter_mm, ci_z=options.qsm_params.ci_z)
+        t_size = time.perf_counter()
         size = _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options)
+        size_seconds += time.perf_counter() - t_size
         if sc is not None:
             if size is not None and not size.bloom_limited:
                 v_lo, v_hi = (np.pi / 6 * d ** 3 for d in size.diameter_ci_mm)
@@ -218,7 +221,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         readings.append(rd)
         interps.append(it)
         fits.append(fit)
-    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds,
+    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds, size_seconds=size_seconds,
                          local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
                          rejected=rejected, rejected_not_listed=rejected_rest, data_convention=data_conv,
                          convention_used=str(convention), convention_source=decision.source if decision else "",
