@@ -78,6 +78,16 @@ class Lesion:
     qsm_chi_ppm: Optional[float] = None
     qsm_chi_ppm_ci: Optional[tuple[float, float]] = None
     qsm_call: str = ""
+    # The QSM map's total susceptibility of the spot (sum chi dV, ppm*mm^3; = 4 pi x the dipole
+    # fit's moment) and its 95 % interval.
+    qsm_total_ppm_mm3: Optional[float] = None
+    qsm_total_ppm_mm3_ci: Optional[tuple[float, float]] = None
+    # The source's own diameter behind the bloomed dark spot (plugin.method.bloom), over whose
+    # sphere chi_ppm and qsm_chi_ppm are given; None when not resolved (chi then over the detected
+    # diameter, |chi| a lower estimate; source_size_note says why).
+    source_diameter_mm: Optional[float] = None
+    source_diameter_mm_ci: Optional[tuple[float, float]] = None
+    source_size_note: str = ""
 
     @property
     def n_slices(self) -> int:

@@ -40,6 +40,8 @@ from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, dar
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine, interpret
 from plugin.method.qsm import QsmMap, QsmParams, compute_qsm, spot_susceptibility
+from plugin.method.bloom import source_diameter
+from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
 from dicom_io.vocabulary import Handedness
@@ -64,6 +66,8 @@ class AnalysisOptions:
     check_convention: bool = True          # estimate the convention from the data (needs detection, not given points)
     qsm: bool = True                       # whole-volume QSM map and per-spot QSM chi (plugin.method.qsm)
     qsm_params: QsmParams = QsmParams()
+    qsm_agree: QsmAgreeRules = QsmAgreeRules()   # a disagreeing QSM reading (plugin.method.qsmagree)
+    source_size: bool = True               # chi over the bloom-corrected source volume (plugin.method.bloom)
 
 
 @dataclass
@@ -76,6 +80,7 @@ class ArrayAnalysis:
     interpretations: list = field(default_factory=list)
     fits: list = field(default_factory=list)         # DipoleFit per lesion
     fit_seconds: float = 0.0                         # wall time of all dipole fits (benchmarks)
+    size_seconds: float = 0.0                        # wall time of all source-size (bloom model) estimates
     # the phase the patterns were read on (background removed) and how it was made: the
     # summary card shows it rather than the delivered phase
     local_phase_rad: Optional[np.ndarray] = field(default=None, repr=False)
@@ -105,8 +110,13 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                    convention_source: str = "given",
                    points_lps_mm: Optional[Sequence[Sequence[float]]] = None,
                    options: AnalysisOptions = AnalysisOptions(), echo_time_ms: Optional[float] = None,
-                   field_strength_t: Optional[float] = None) -> ArrayAnalysis:
+                   field_strength_t: Optional[float] = None,
+                   magnitude_echoes: Optional[Sequence[tuple[float, float]]] = None) -> ArrayAnalysis:
     """Analyse one magnitude/phase pair given as (slice,row,col) arrays and the LPS affine.
+
+    ``magnitude_echoes``: (TE ms, weight) of the echoes the magnitude averages (an echo
+    combination's ``echo_times_ms`` / ``magnitude_weights``); default the phase's echo alone. The
+    bloom model of the source size (plugin.method.bloom) simulates that magnitude.
 
     ``echo_time_ms`` and ``field_strength_t``: of the phase, when known; the dipole fit then gives
     moments in ppm*mm^3 and chi in ppm (else moments in rad*mm^3 and no chi)."""
@@ -168,7 +178,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     label_map = np.zeros(mag.shape, np.uint16)
     lesions, readings, interps, fits = [], [], [], []
     b0_axes = b0_in_array_axes(affine_lps)
-    fit_seconds = 0.0
+    fit_seconds = size_seconds = 0.0
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
         t_fit = time.perf_counter()
@@ -182,11 +192,20 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
         elif rd.resolved_by_outer:
             it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
-        qsm_facts = {}
+        qsm_facts, sc = {}, None
         if qmap is not None:
             sc = spot_susceptibility(qmap, spot.footprint, spot.bbox, voxel, spot.diameter_mm, ci_z=options.qsm_params.ci_z)
-            qsm_facts = dict(qsm_chi_ppm=sc.chi_ppm, qsm_chi_ppm_ci=sc.ci95, qsm_call=sc.call)
-            it = replace(it, reason=it.reason + _qsm_agreement(it.classification, sc))
+        t_size = time.perf_counter()
+        size = _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options)
+        size_seconds += time.perf_counter() - t_size
+        if sc is not None:
+            if size is not None and not size.bloom_limited:
+                v_lo, v_hi = (np.pi / 6 * d ** 3 for d in size.diameter_ci_mm)
+                sc = sc.over_volume(size.volume_mm3, (v_lo, v_hi))
+            qsm_facts = dict(qsm_chi_ppm=sc.chi_ppm, qsm_chi_ppm_ci=sc.ci95, qsm_call=sc.call,
+                             qsm_total_ppm_mm3=sc.sum_ppm_mm3, qsm_total_ppm_mm3_ci=sc.sum_ci95)
+            if not not_axial:
+                it = qsm_agreement(it, sc, voxel[0], options.qsm_agree)
         center = _index_to_lps(affine_lps, spot.center_index)
         spot.center_lps_mm = center
         lesions.append(Lesion(
@@ -195,14 +214,14 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             border_pattern=it.border_pattern, central_pattern=rd.central.pattern, classification=it.classification,
             confidence=round(it.confidence, 3), reason=it.reason, upper_border_pattern=rd.upper.pattern,
             lower_border_pattern=rd.lower.pattern, upper_read_slice=rd.upper_read_slice,
-            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit), decided_by=it.basis,
-            **qsm_facts))
+            lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit, size, spot.diameter_mm),
+            decided_by=it.basis, **_size_facts(size), **qsm_facts))
         view = label_map[spot.bbox]
         view[spot.footprint & (view == 0)] = i
         readings.append(rd)
         interps.append(it)
         fits.append(fit)
-    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds,
+    return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds, size_seconds=size_seconds,
                          local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
                          rejected=rejected, rejected_not_listed=rejected_rest, data_convention=data_conv,
                          convention_used=str(convention), convention_source=decision.source if decision else "",
@@ -235,21 +254,51 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
     return qmap
 
 
-def _qsm_agreement(classification: Classification, sc) -> str:
-    """Reason text when the QSM reading disagrees with the call (the call itself is unchanged in
-    this round; plugin.method.qsm)."""
-    expected = {Classification.MICROBLEED: "paramagnetic", Classification.CALCIFICATION: "diamagnetic"}.get(classification)
-    if expected is None or sc.call in ("unclear", expected) or sc.ci95 is None:
-        return ""
-    return (f"; QSM disagrees: reads it {sc.call} (chi {sc.chi_ppm:+.3f} ppm, 95 % {sc.ci95[0]:+.3f} to "
-            f"{sc.ci95[1]:+.3f})")
+def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options):
+    """The source's size behind the bloomed spot (plugin.method.bloom), from the dipole fit's total
+    susceptibility (4 pi m; the QSM map's when there is no usable fit in ppm), or None when there
+    is no total susceptibility, TE or B0 (chi then stays over the detected diameter)."""
+    if not options.source_size or not (echo_time_ms and field_strength_t):
+        return None
+    if fit.usable and fit.moment is not None and fit.moment_unit.startswith("ppm"):
+        total = 4.0 * np.pi * float(fit.moment)
+    elif sc is not None and sc.sum_ppm_mm3 is not None:
+        total = float(sc.sum_ppm_mm3)
+    else:
+        return None
+    if total == 0:
+        return None
+    echoes = tuple(magnitude_echoes) if magnitude_echoes else ((float(echo_time_ms), 1.0),)
+    try:
+        return source_diameter(total, spot.diameter_mm, voxel, b0_axes, echoes, float(field_strength_t))
+    except ValueError as exc:
+        log.warning("source size: %s", exc)
+        return None
 
 
-def _fit_facts(fit) -> dict:
-    """The Lesion fields of a ``DipoleFit`` (rounded: they are reported)."""
+def _size_facts(size) -> dict:
+    if size is None:
+        return {}
+    if size.bloom_limited:
+        return dict(source_diameter_mm=None, source_diameter_mm_ci=None, source_size_note=size.note +
+                    "; chi over the detected diameter: |chi| a lower estimate")
+    return dict(source_diameter_mm=size.diameter_mm, source_diameter_mm_ci=size.diameter_ci_mm, source_size_note=size.note)
+
+
+def _fit_facts(fit, size=None, detected_diameter_mm: float = 0.0) -> dict:
+    """The Lesion fields of a ``DipoleFit`` (rounded: they are reported). With a resolved source
+    size (plugin.method.bloom) chi is ``3 m / a^3`` over the source's radius instead of the
+    detected spot's, its interval spanning the moment's interval over the size's range."""
     def r(v, n=4):
         return None if v is None else round(float(v), n)
-    return dict(chi_ppm=r(fit.chi_ppm), chi_ppm_ci=None if fit.chi_ppm_ci95 is None else (r(fit.chi_ppm_ci95[0]), r(fit.chi_ppm_ci95[1])),
+    chi, chi_ci = fit.chi_ppm, fit.chi_ppm_ci95
+    if chi is not None and size is not None and not size.bloom_limited and size.diameter_mm > 0 and detected_diameter_mm > 0:
+        scale = (detected_diameter_mm / size.diameter_mm) ** 3
+        chi = chi * scale
+        if chi_ci is not None:
+            vals = [c * (detected_diameter_mm / d) ** 3 for c in chi_ci for d in size.diameter_ci_mm if d > 0]
+            chi_ci = (min(vals), max(vals)) if vals else None
+    return dict(chi_ppm=r(chi), chi_ppm_ci=None if chi_ci is None else (r(chi_ci[0]), r(chi_ci[1])),
                 moment=r(fit.moment, 5), moment_ci=None if fit.moment_ci95 is None else (r(fit.moment_ci95[0], 5), r(fit.moment_ci95[1], 5)),
                 moment_unit=fit.moment_unit if fit.usable else "", fit_z=round(float(fit.z), 2) if fit.usable else 0.0,
                 fit_n_voxels=int(fit.n_voxels), fit_reason=fit.reason)
@@ -282,6 +331,12 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "qsm_chi_ppm": lesion.qsm_chi_ppm,
         "qsm_chi_ppm_ci": None if lesion.qsm_chi_ppm_ci is None else list(lesion.qsm_chi_ppm_ci),
         "qsm_call": lesion.qsm_call or None,
+        "qsm_total_ppm_mm3": lesion.qsm_total_ppm_mm3,
+        "qsm_total_ppm_mm3_ci": None if lesion.qsm_total_ppm_mm3_ci is None else list(lesion.qsm_total_ppm_mm3_ci),
+        "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
+        "source_diameter_mm": lesion.source_diameter_mm,
+        "source_diameter_mm_ci": None if lesion.source_diameter_mm_ci is None else list(lesion.source_diameter_mm_ci),
+        "source_size_note": lesion.source_size_note or None,
         "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
                 "reason": lesion.fit_reason, "decided_by": lesion.decided_by},
         "tracking_identifier": None if tracking is None else tracking.identifier,
@@ -329,12 +384,14 @@ def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str
 
 
 def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, points_lps_mm=None,
-                 options: AnalysisOptions = AnalysisOptions()) -> tuple[PairAnalysis, ArrayAnalysis]:
+                 options: AnalysisOptions = AnalysisOptions(),
+                 magnitude_echoes=None) -> tuple[PairAnalysis, ArrayAnalysis]:
     """:func:`analyze_volumes`, and the method's own outputs (the background-removed phase the
     patterns were read on, which :func:`report_input` passes to the summary card)."""
     res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase.data, magnitude.affine_lps,
                          convention=convention, convention_source=convention_source,
                          points_lps_mm=points_lps_mm, options=options, echo_time_ms=phase.echo_time_ms,
+                         magnitude_echoes=magnitude_echoes,
                          field_strength_t=getattr(phase, "field_strength_t", None) or getattr(magnitude, "field_strength_t", None))
     notes = list(res.notes)
     dc = res.data_convention
@@ -353,7 +410,8 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
 
 def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
     """Load the pair's other echoes and combine them with the chosen one (weighted multi-echo
-    field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw). An
+    field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw,
+    magnitude_echoes). An
     echo that cannot be loaded or has too little signal is left out, said in the note."""
     from plugin.method.echoes import combine_echo_volumes
     echoes, problems = [(mag, ph)], []
@@ -363,11 +421,11 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
         except Exception as exc:  # a reader error names the file
             problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
     try:
-        mag, ph, note, raw = combine_echo_volumes(echoes)
+        mag, ph, note, raw, mag_echoes = combine_echo_volumes(echoes)
     except Exception as exc:  # never lose the pair: read the chosen echo alone, say why
         log.error("echo combination failed: %s: %s", type(exc).__name__, exc)
-        return mag, ph, f"echoes: not combined ({type(exc).__name__}: {exc}); the chosen echo read alone", None
-    return mag, ph, "; ".join([note] + problems), raw
+        return mag, ph, f"echoes: not combined ({type(exc).__name__}: {exc}); the chosen echo read alone", None, None
+    return mag, ph, "; ".join([note] + problems), raw, mag_echoes
 
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
@@ -401,9 +459,9 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         except Exception as exc:  # a reader error names the file; report and skip the pair
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
-        note, echo_note, pair_options = pair.note, None, options
+        note, echo_note, pair_options, mag_echoes = pair.note, None, options, None
         if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes
-            mag, ph, echo_note, raw = _combine_echoes(dseries, mag, ph, pair.earlier)
+            mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, ph, pair.earlier)
             if raw and options.background == "auto":   # the fit found raw phase: remove its background
                 pair_options = replace(options, background="smv")
                 echo_note += "; raw phase (receiver offset found): background removed by the SMV method"
@@ -424,7 +482,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             note += "; phase difference: background removed as for raw phase"
         try:
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
-                                            points_lps_mm=points_lps_mm, options=pair_options)
+                                            points_lps_mm=points_lps_mm, options=pair_options,
+                                            magnitude_echoes=mag_echoes)
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
             log.error("analysis of phase series %s failed: %s: %s", pair.phase_series_uid, type(exc).__name__, exc)
             log.debug("analysis of phase series %s", pair.phase_series_uid, exc_info=True)   # traceback with -vv

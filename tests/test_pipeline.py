@@ -218,8 +218,13 @@ def test_multi_echo_raw_phase_is_combined_and_classified(tmp_path, vendor):
     # call; plugin.method.background takes in-plane disks on thick slices)
     got = sorted((les["center_lps_mm"][0], les["classification"]) for les in a["lesions"])
     assert [c for _, c in got] == [les.cls for les in sorted(LESIONS, key=lambda les: les.center_index[2])]
+    # the bloom model of the source size simulates the combined magnitude: every echo with its weight
+    for les in a["lesions"]:
+        note = les["source_size_note"]
+        assert note and all(f"{te:g} ms x" in note for te in tes), note
     one = analyze_paths([tmp_path / "in"], tmp_path / "one", echo=4, write_dicom=False)
     assert not any(n.startswith("echoes:") for n in one["analyses"][0]["notes"])
+    assert all("TE 25 ms x 1.00" in les["source_size_note"] for les in one["analyses"][0]["lesions"])
 
 
 def test_a_failing_echo_combination_falls_back_to_the_chosen_echo(tmp_path, monkeypatch):

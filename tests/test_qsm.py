@@ -76,7 +76,8 @@ def test_qsm_forward_field_matches_the_projects_kernel(forward_case):
     assert np.sqrt(np.mean(d[mask] ** 2)) < 1e-3 * np.std(field[mask])
 
 
-@pytest.mark.parametrize("method, max_rmse, slope_range", [(Q.L2, 0.012, (0.75, 1.05)), (Q.TKD, 0.014, (0.7, 1.05))])
+@pytest.mark.parametrize("method, max_rmse, slope_range", [(Q.L2, 0.012, (0.75, 1.05)), (Q.TKD, 0.014, (0.7, 1.05)),
+                                                       (Q.ITERATIVE, 0.0105, (0.88, 1.05))])
 @pytest.mark.parametrize("noise_ppm", [0.0, 0.003])
 def test_inversion_recovers_the_qsm_forward_chi_map(forward_case, method, max_rmse, slope_range, noise_ppm):
     chi, mask, field = forward_case
@@ -185,3 +186,110 @@ def test_pipeline_reports_the_qsm_reading(chi_true, call):
     kw["field_strength_t"] = None
     none = analyze_arrays(mag, phase, aff, options=AnalysisOptions(background="none"), **kw)
     assert none.qsm is None and any("QSM: not made" in n for n in none.notes)
+
+
+# --- the source's size behind the bloom (plugin.method.bloom) and the QSM disagreement rule ---
+
+def _bloom_study():
+    """Three spheres on 1 mm voxels at TE 25 ms, 3 T, rendered by the phantom (sub-voxel phasor
+    sums with the lesion's own T2*: an independent renderer, not the bloom model's code)."""
+    from plugin.phantom import render as P
+    grid = P.Grid((40, 112, 112), (1.0, 1.0, 1.0))
+    lesions = [P.SphereLesion(1, (-22.0, 0.0, 0.0), 3.2, 0.5, "microbleed"),
+               P.SphereLesion(2, (0.0, 18.0, 4.0), 5.0, -0.35, "calcification"),
+               P.SphereLesion(3, (22.0, -10.0, -3.0), 4.0, 0.3, "microbleed")]
+    acq = P.Acquisition(b0_t=B0_T, echo_times_ms=(25.0,), snr=40.0, background_ptp_rad=0.0)
+    images = P.render(lesions, grid=grid, acquisition=acq, convention="right-handed", seed=2)
+    return images, grid, lesions
+
+
+def test_source_size_undoes_the_bloom():
+    """The detected spot blooms (wider than the sphere); the bloom model's source diameter is within
+    12 % of the truth (measured: 3.50 / 5.21 / 3.90 mm for 3.2 / 5.0 / 4.0) and chi over it within
+    30 % and closer to the truth than chi over the detected diameter: this fails if the volume
+    estimate breaks (or is switched off)."""
+    from plugin.pipeline import AnalysisOptions, analyze_arrays, lesion_dict
+    images, grid, lesions = _bloom_study()
+    aff = grid.affine_lps
+    kw = dict(convention="right-handed", echo_time_ms=25.0, field_strength_t=B0_T,
+              points_lps_mm=[les.center_lps_mm for les in lesions])
+    res = analyze_arrays(images.magnitude[-1], images.phase_rad[-1], aff, options=AnalysisOptions(background="none"), **kw)
+    off = analyze_arrays(images.magnitude[-1], images.phase_rad[-1], aff,
+                         options=AnalysisOptions(background="none", source_size=False), **kw)
+    assert len(res.lesions) == 3 and len(off.lesions) == 3
+    bloomed = 0
+    for truth, got, before in zip(lesions, res.lesions, off.lesions):
+        d = lesion_dict(got)
+        assert d["source_diameter_mm"] is not None, d["source_size_note"]
+        assert abs(d["source_diameter_mm"] - truth.diameter_mm) < 0.12 * truth.diameter_mm, (truth, d)
+        lo, hi = d["source_diameter_mm_ci"]
+        assert lo <= d["source_diameter_mm"] <= hi
+        bloomed += got.diameter_mm > 1.08 * truth.diameter_mm
+        for key in ("chi_ppm", "qsm_chi_ppm"):
+            assert abs(d[key] - truth.chi_ppm) < 0.30 * abs(truth.chi_ppm), (key, truth, d)
+            # over the detected (bloomed) diameter, as without the model: farther from the truth
+            assert abs(getattr(before, key) - truth.chi_ppm) > abs(d[key] - truth.chi_ppm) + 0.01, (key, truth, d)
+        assert before.source_diameter_mm is None
+        # the total susceptibility and its interval, the same quantity as 4 pi x the fit's moment
+        s_true = truth.chi_ppm * np.pi / 6 * truth.diameter_mm ** 3
+        assert abs(d["qsm_total_ppm_mm3"] - s_true) < 0.25 * abs(s_true), (truth, d)
+        assert d["qsm_total_ppm_mm3_ci"][0] < d["qsm_total_ppm_mm3"] < d["qsm_total_ppm_mm3_ci"][1]
+        assert abs(4 * np.pi * d["moment"] - s_true) < 0.25 * abs(s_true)
+    assert bloomed >= 2     # the case needs the correction
+
+
+def test_source_size_bad_input_is_a_clear_error():
+    from plugin.method.bloom import source_diameter
+    with pytest.raises(ValueError, match="detected diameter"):
+        source_diameter(5.0, 0.0, (1, 1, 1), (1, 0, 0), ((25.0, 1.0),), 3.0)
+    with pytest.raises(ValueError, match="echo times and B0"):
+        source_diameter(5.0, 3.0, (1, 1, 1), (1, 0, 0), (), 3.0)
+
+
+def _interp(classification, basis):
+    from plugin.method.interpret import Interpretation
+    return Interpretation(classification=classification, confidence=0.9, reason="border pattern 1 (dark)",
+                          border_pattern=None, evidence=2.0, paramagnetic=classification.value == "microbleed", basis=basis)
+
+
+@pytest.mark.parametrize("basis, slice_mm, expect", [("border", 1.0, "indeterminate"), ("fit", 1.0, "indeterminate"),
+                                                     ("border+fit", 1.0, "kept"), ("border", 5.0, "kept")])
+def test_qsm_disagreement_rule(basis, slice_mm, expect):
+    from plugin.model import Classification
+    from plugin.method.qsmagree import qsm_agreement
+    it = _interp(Classification.MICROBLEED, basis)
+    dia = Q.SpotChi(-0.2, (-0.3, -0.1), -4.0, Q.DIAMAGNETIC, sum_ci95=(-6.0, -2.0))
+    out = qsm_agreement(it, dia, slice_mm)
+    assert "QSM reads it diamagnetic" in out.reason
+    if expect == "indeterminate":
+        assert out.classification == Classification.INDETERMINATE and out.confidence == 0.0 and out.basis == "none"
+        assert "the readings disagree" in out.reason and "microbleed by the" in out.reason
+    else:
+        assert out.classification == Classification.MICROBLEED and out.confidence == it.confidence
+        assert "more reliable" in out.reason
+    # agreeing or unclear QSM readings leave the call alone
+    para = Q.SpotChi(0.2, (0.1, 0.3), 4.0, Q.PARAMAGNETIC, sum_ci95=(2.0, 6.0))
+    unclear = Q.SpotChi(-0.05, (-0.2, 0.1), -1.0, Q.UNCLEAR, sum_ci95=(-4.0, 2.0))
+    assert qsm_agreement(it, para, slice_mm) == it
+    assert qsm_agreement(it, unclear, slice_mm) == it
+    calc = _interp(Classification.CALCIFICATION, basis)
+    assert qsm_agreement(calc, dia, slice_mm) == calc
+    assert (qsm_agreement(calc, para, slice_mm).classification == Classification.INDETERMINATE) == (expect == "indeterminate")
+
+
+@pytest.mark.parametrize("noise_ppm", [0.0, 0.003])
+def test_iterative_option_beats_the_closed_form(forward_case, noise_ppm):
+    """The wl2 option (edge-weighted L2 by preconditioned CG) recovers the qsm-forward chi map
+    better than the fast default: measured RMSE 0.0050 vs 0.0091 ppm noise-free, 0.0098 vs 0.0122
+    with 0.003 ppm noise; slope 0.93 vs 0.83."""
+    chi, mask, field = forward_case
+    noisy = field + np.random.default_rng(1).normal(0, noise_ppm, field.shape) if noise_ppm else field
+    phase = physics.field_to_phase_rad(noisy, b0_t=B0_T, echo_time_ms=TE_MS, convention="right-handed", wrap=False)
+    got = {}
+    for m in (Q.L2, Q.ITERATIVE):
+        q = Q.compute_qsm(phase, mask, _affine(), echo_time_ms=TE_MS, field_strength_t=B0_T, convention="right-handed",
+                          params=Q.QsmParams(method=m))
+        got[m] = _recovery(chi, q.chi_ppm, mask)
+        assert q.chi_ppm.dtype == np.float32
+    assert got[Q.ITERATIVE][0] < 0.9 * got[Q.L2][0], got
+    assert got[Q.ITERATIVE][1] > got[Q.L2][1] + 0.05, got

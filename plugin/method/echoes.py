@@ -307,13 +307,15 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
     (anything with ``data``, ``affine_lps``, ``echo_time_ms``; ``dicom_io.read.volume.Volume``),
     the first being the echo the pairing chose (the latest).
 
-    Returns (magnitude, phase, note, raw): copies of the volumes of the reference echo (the
+    Returns (magnitude, phase, note, raw, magnitude_echoes): copies of the volumes of the reference echo (the
     longest usable one: its headers are what results reference) holding the combined magnitude
     and the phase at that echo time; ``raw`` is True when the fit found (and removed) a receiver
     phase offset, i.e. the phase is raw and its background must still be removed (the combined
     phase lacks the offset that the raw/filtered test partly relies on), None when not combined.
     Echoes with another geometry or without an echo time are left out (said in the note); with
-    one echo left the volumes come back unchanged."""
+    one echo left the volumes come back unchanged. ``magnitude_echoes``: (TE ms, weight) of the
+    echoes the magnitude averages (None when not combined), for models of the magnitude
+    (plugin.method.bloom)."""
     import dataclasses
 
     ref_m, ref_p = echoes[0]
@@ -334,7 +336,7 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
         kept.append((m, p, float(te)))
     if len(kept) < 2:
         note = "echoes: one echo used" + ("; " + "; ".join(notes) if notes else "")
-        return ref_m, ref_p, note, None
+        return ref_m, ref_p, note, None, None
     kept.sort(key=lambda k: k[2])          # echo numbers in the note count by echo time
     voxel = tuple(float(np.linalg.norm(ref_m.affine_lps[:3, i])) for i in range(3))
     combo = combine_echoes([np.asarray(k[0].data, np.float32) for k in kept], [k[1].data for k in kept],
@@ -342,4 +344,5 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
     base_m, base_p, _ = kept[max(combo.echoes_used, key=lambda i: kept[i][2])]
     mag = dataclasses.replace(base_m, data=combo.magnitude)
     ph = dataclasses.replace(base_p, data=combo.phase_rad)
-    return mag, ph, "; ".join([combo.note] + notes), (True if combo.offset_removed else None)
+    return (mag, ph, "; ".join([combo.note] + notes), (True if combo.offset_removed else None),
+            tuple(zip(combo.echo_times_ms, combo.magnitude_weights)))

@@ -19,7 +19,11 @@ multi-echo field fit of plugin.method.echoes), the brain mask, the voxel size an
      the Fourier magnitude of the forward-difference gradient in mm (so ``lambda`` is in mm^2
      and anisotropic voxels are penalised per mm, not per voxel);
    * ``tkd`` (thresholded k-space division, Shmueli et al. 2009): ``1/D`` where ``|D| > t``,
-     ``sign(D)/t`` elsewhere.
+     ``sign(D)/t`` elsewhere;
+   * ``wl2`` (the iterative option): ``min ||D chi - f||^2 + lambda sum_i ||w_i grad_i chi||^2`` by
+     conjugate gradients preconditioned with the closed-form filter, started from the closed-form
+     map, ``w`` small on that map's strongest edges (MEDI's idea, the map's own edges instead of the
+     magnitude's): less blur of nuclei, vessels and spots at several FFT pairs per iteration.
 
    ``k = 0`` is set to 0: QSM is relative.
 4. **Reference**: the mean over the brain mask is subtracted (chi relative to the whole-brain
@@ -27,19 +31,22 @@ multi-echo field fit of plugin.method.echoes), the brain mask, the voxel size an
    ventricles robustly on 2D protocols.
 
 Per spot (:func:`spot_susceptibility`): the map's integral over the spot's segmented voxels
-dilated by one voxel in plane and one slice, minus the same region's integral of the local
-surrounding level (median of the map in a shell around the spot), is the source's total
-susceptibility ``sum chi dV`` (ppm mm^3; the L2 blur spreads chi but keeps most of its integral
-near the source). Divided by the sphere of the spot's diameter it gives ``qsm_chi_ppm`` on the
-same footing as the dipole fit's ``chi_ppm = 3 m / a^3`` (``sum chi dV = 4 pi m``). Its
-uncertainty is the robust spread (1.4826 x median absolute deviation) of the same measurement on the region shifted to ``n_shifts``
-positions around the spot (inside the mask): that includes the map's spatially correlated noise
-and the tissue's own variation, which ``sigma / sqrt(N)`` would not.
+grown by :data:`REGION_MARGIN_MM` (at least one voxel in plane and one slice), minus the same
+region's integral of the local surrounding level (median of the map in a shell around the spot),
+is the source's total susceptibility ``S = sum chi dV`` (ppm mm^3; the L2 blur spreads chi but keeps
+most of its integral near the source), with a 95 % interval. Its uncertainty is the robust spread
+(1.4826 x median absolute deviation) of the same measurement on the region shifted to
+``n_shifts`` positions around the spot (inside the mask): that includes the map's spatially
+correlated noise and the tissue's own variation, which ``sigma / sqrt(N)`` would not. ``S``
+divided by a volume is chi: by the sphere of the detected diameter here (``qsm_chi_ppm`` before
+the bloom correction; the detected spot blooms, so that chi is low), or by the source volume of
+:mod:`plugin.method.bloom` (:meth:`SpotChi.over_volume`, what the pipeline reports). The dipole
+fit's moment ``m`` is the same quantity: ``S = 4 pi m``.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -51,20 +58,31 @@ from plugin.method.dipolefit import b0_in_array_axes
 
 L2 = "l2"
 TKD = "tkd"
+ITERATIVE = "wl2"      # edge-weighted L2 solved by preconditioned conjugate gradients (the iterative option)
 REFERENCE = "mean over the brain mask"
 PARAMAGNETIC = "paramagnetic"
 DIAMAGNETIC = "diamagnetic"
 UNCLEAR = "unclear"
+# Per spot, the region summed is the segmented spot grown by this (mm; at least one voxel/slice).
+# On the realistic cohort's 1 mm GRE (2 studies, 143 spots >= 2 mm) growing by 2 mm instead of
+# one voxel raised the total's slope against the truth's (0.90 -> 0.94) but lowered the R^2 of
+# chi (0.94 -> 0.86 over the detected diameter) and the QSM call's decided calls (146 -> 97 of
+# 197, the wider region's spread at the shifted positions is larger): one voxel.
+REGION_MARGIN_MM = 1.0
 
 
 @dataclass(frozen=True)
 class QsmParams:
-    method: str = L2                 # l2 (closed form, fast default) | tkd
+    method: str = L2                 # l2 (closed form, fast default) | tkd | wl2 (iterative)
     l2_lambda_mm2: float = 0.005     # gradient penalty (mm^2): forward-simulated head with noise, RMSE least near 0.003-0.01 (tests/test_qsm.py)
     tkd_threshold: float = 0.19      # |D| below which TKD truncates
     pad_mm: float = 24.0             # zero padding around the brain's bounding box, each side
     workers: int = 2                 # scipy.fft threads
     ci_z: float = 1.96               # spot chi interval half-width in s.d.
+    wl2_iterations: int = 6          # wl2: conjugate-gradient iterations (preconditioned by the closed form; 6 and 25 gave the same RMSE)
+    wl2_lambda_mm2: float = 0.01     # wl2: gradient penalty away from edges
+    wl2_edge_fraction: float = 0.1   # wl2: the voxels with the largest gradient of the closed-form map (this fraction) are edges
+    wl2_edge_weight: float = 0.1     # wl2: the gradient penalty's weight on an edge (1 elsewhere)
 
 
 @dataclass
@@ -104,10 +122,71 @@ def _gradient_power(shape, voxel_mm) -> np.ndarray:
     return out
 
 
+def _forward_diff(x: np.ndarray, axis: int, h: float) -> np.ndarray:
+    return (np.roll(x, -1, axis) - x) * np.float32(1.0 / h)
+
+
+def _backward_adjoint(y: np.ndarray, axis: int, h: float) -> np.ndarray:
+    """The adjoint of :func:`_forward_diff` (periodic): ``-(y - roll(y, 1)) / h``."""
+    return (np.roll(y, 1, axis) - y) * np.float32(1.0 / h)
+
+
+def _edge_weighted_l2(f: np.ndarray, D: np.ndarray, G: np.ndarray, shape, voxel_mm, params: QsmParams) -> np.ndarray:
+    """min ||D chi - f||^2 + lambda sum_i ||w_i grad_i chi||^2 by preconditioned conjugate gradients
+    (the closed-form L2 filter ``1/(D^2 + lambda |G|^2)`` is the preconditioner: exact when all
+    w = 1). ``w_i`` is ``wl2_edge_weight`` on the ``wl2_edge_fraction`` of voxels with the largest
+    gradient of the closed-form map (edges of nuclei, vessels and spots: penalised less, so less
+    blurred), 1 elsewhere -- the MEDI idea with the map's own edges instead of the magnitude's."""
+    lam = np.float32(params.wl2_lambda_mm2)
+    w = params.workers
+    pre = D * D + lam * G
+    pre[0, 0, 0] = 1.0
+    pre = (1.0 / pre).astype(np.float32)
+    pre[0, 0, 0] = 0.0
+    D2 = (D * D).astype(np.float32)
+
+    def fft(x):
+        return sfft.rfftn(x, workers=w)
+
+    def ifft(X):
+        return sfft.irfftn(X, s=shape, workers=w).astype(np.float32, copy=False)
+
+    b = ifft(D * fft(np.pad(f, [(0, n - m) for n, m in zip(shape, f.shape)])))
+    x = ifft(pre * fft(b))                         # the closed-form L2 solution: the start
+    grads = [_forward_diff(x, i, h) for i, h in enumerate(voxel_mm)]
+    gmag = np.sqrt(sum(g * g for g in grads))
+    inside = np.zeros(shape, bool)
+    inside[tuple(slice(0, m) for m in f.shape)] = True
+    thr = np.quantile(gmag[inside], 1.0 - params.wl2_edge_fraction) if inside.any() else np.inf
+    wt = np.where(gmag >= thr, np.float32(params.wl2_edge_weight), np.float32(1.0)).astype(np.float32)
+    del grads, gmag
+
+    def A(v):
+        out = ifft(D2 * fft(v))
+        for i, h in enumerate(voxel_mm):
+            out += lam * _backward_adjoint(wt * _forward_diff(v, i, h), i, h)
+        return out
+
+    r = b - A(x)
+    z = ifft(pre * fft(r))
+    p = z.copy()
+    rz = float(np.vdot(r, z))
+    for _ in range(params.wl2_iterations):
+        Ap = A(p)
+        alpha = rz / max(float(np.vdot(p, Ap)), 1e-30)
+        x += np.float32(alpha) * p
+        r -= np.float32(alpha) * Ap
+        z = ifft(pre * fft(r))
+        rz_new = float(np.vdot(r, z))
+        p = z + np.float32(rz_new / max(rz, 1e-30)) * p
+        rz = rz_new
+    return x
+
+
 def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams()) -> np.ndarray:
     """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32."""
-    if params.method not in (L2, TKD):
-        raise ValueError(f"QSM method must be {L2!r} or {TKD!r}, got {params.method!r}")
+    if params.method not in (L2, TKD, ITERATIVE):
+        raise ValueError(f"QSM method must be {L2!r}, {TKD!r} or {ITERATIVE!r}, got {params.method!r}")
     mask = np.asarray(mask, bool)
     out = np.zeros(field_ppm.shape, np.float32)
     if not mask.any():
@@ -116,6 +195,11 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     f = np.where(mask[box], field_ppm[box], 0).astype(np.float32)
     shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(f.shape, voxel_mm)]
     D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True).astype(np.float32)
+    if params.method == ITERATIVE:
+        chi = _edge_weighted_l2(f, D, _gradient_power(shape, voxel_mm), shape, voxel_mm, params)[: f.shape[0], : f.shape[1], : f.shape[2]]
+        m = mask[box]
+        out[box] = np.where(m, chi - np.float32(chi[m].mean()), 0).astype(np.float32)
+        return out
     if params.method == L2:
         G = _gradient_power(shape, voxel_mm)
         denom = D * D + np.float32(params.l2_lambda_mm2) * G
@@ -145,6 +229,10 @@ def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.nd
     chi = invert_field(field, mask, voxel, b0, params)
     if params.method == L2:
         what = f"closed-form L2 with gradient penalty (lambda {params.l2_lambda_mm2:g} mm^2)"
+    elif params.method == ITERATIVE:
+        what = (f"edge-weighted L2 by preconditioned conjugate gradients ({params.wl2_iterations} iterations, lambda "
+                f"{params.wl2_lambda_mm2:g} mm^2, weight {params.wl2_edge_weight:g} on the {params.wl2_edge_fraction:.0%} "
+                f"strongest edges of the closed-form map)")
     else:
         what = f"TKD (threshold {params.tkd_threshold:g})"
     what += (f", zero padding {params.pad_mm:g} mm, B0 ({b0[0]:.3f}, {b0[1]:.3f}, {b0[2]:.3f}) in slice/row/col axes, "
@@ -154,11 +242,25 @@ def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.nd
 
 @dataclass(frozen=True)
 class SpotChi:
-    chi_ppm: Optional[float]                      # relative to the surrounding tissue
+    chi_ppm: Optional[float]                      # relative to the surrounding tissue, over the volume used
     ci95: Optional[tuple[float, float]]
     sum_ppm_mm3: Optional[float]                  # total susceptibility (integral of chi dV)
     call: str                                     # paramagnetic | diamagnetic | unclear
     reason: str = ""
+    sum_ci95: Optional[tuple[float, float]] = None   # 95 % interval of the total susceptibility
+
+    def over_volume(self, volume_mm3: float, volume_range_mm3: Optional[tuple[float, float]] = None) -> "SpotChi":
+        """This spot's chi over another source volume (mm^3), e.g. the bloom-corrected one of
+        :mod:`plugin.method.bloom`; the interval spans the total's interval over the volume's range."""
+        if self.sum_ppm_mm3 is None or not volume_mm3 > 0:
+            return self
+        lo_v, hi_v = volume_range_mm3 or (volume_mm3, volume_mm3)
+        lo_v, hi_v = max(min(lo_v, volume_mm3), 1e-6), max(hi_v, volume_mm3)
+        ci = None
+        if self.sum_ci95 is not None:
+            vals = [s / v for s in self.sum_ci95 for v in (lo_v, hi_v)]
+            ci = (round(min(vals), 4), round(max(vals), 4))
+        return replace(self, chi_ppm=round(self.sum_ppm_mm3 / volume_mm3, 4), ci95=ci)
 
 
 def qsm_call(ci95: Optional[tuple[float, float]]) -> str:
@@ -197,20 +299,22 @@ def _inside(idx: tuple, shape) -> tuple:
 
 
 def spot_susceptibility(qmap: QsmMap, footprint: np.ndarray, bbox: tuple, voxel_mm, diameter_mm: float, *,
-                        n_shifts: int = 12, ci_z: float = 1.96) -> SpotChi:
+                        n_shifts: int = 12, ci_z: float = 1.96, region_margin_mm: float = REGION_MARGIN_MM) -> SpotChi:
     """A spot's chi from the QSM map (module docstring). ``footprint`` (bool) lies at ``bbox``
     (slices) in the volume, as :class:`plugin.method.detect.DetectedSpot` keeps it."""
     if not np.asarray(footprint).any():
         return SpotChi(None, None, None, UNCLEAR, "empty spot footprint")
     shell_r = max(2, int(np.ceil(3.0 / min(voxel_mm[1], voxel_mm[2]))))
+    grow_px = max(1, int(round(region_margin_mm / min(voxel_mm[1], voxel_mm[2]))))
+    grow_sl = max(1, int(round(region_margin_mm / voxel_mm[0])))
     # region (footprint + one voxel) and shell, built in a crop around the spot that holds both
     # (dilating the whole volume once per spot took minutes on 512 x 512 x 60 with 180 spots);
     # voxels the crop puts past the volume's edge are dropped, as a dilation of the whole volume drops them
-    margin = (2, shell_r + 2, shell_r + 2)
+    margin = (grow_sl + 2, grow_px + shell_r + 2, grow_px + shell_r + 2)
     lo = [sl.start - m for sl, m in zip(bbox, margin)]
     crop = np.zeros(tuple(sl.stop - sl.start + 2 * m for sl, m in zip(bbox, margin)), bool)
     crop[tuple(slice(m, m + sl.stop - sl.start) for sl, m in zip(bbox, margin))] = footprint
-    region = ndi.binary_dilation(crop, structure=ndi.generate_binary_structure(3, 1))
+    region = ndi.binary_dilation(crop, structure=_ellipsoid(grow_sl, grow_px))
     grown = ndi.binary_dilation(region, structure=np.ones((3, 2 * shell_r + 1, 2 * shell_r + 1), bool))
     shell = grown & ~region
     region_idx = _inside(tuple(a + o for a, o in zip(np.nonzero(region), lo)), qmap.chi_ppm.shape)
@@ -236,9 +340,17 @@ def spot_susceptibility(qmap: QsmMap, footprint: np.ndarray, bbox: tuple, voxel_
     if len(samples) < 4:
         return SpotChi(round(chi, 4), None, round(total, 3), UNCLEAR,
                        f"too few neighbouring regions inside the brain ({len(samples)}) for an uncertainty")
+    sum_sd = 1.4826 * float(np.median(np.abs(np.asarray(samples) - np.median(samples)))) * vol
     # robust s.d. (1.4826 MAD): a shifted region that lands on a vein, a nucleus or another spot is
     # an outlier of the tissue's variation, not the spot's noise
     arr = np.asarray(samples)
     sd = 1.4826 * float(np.median(np.abs(arr - np.median(arr)))) * vol / sphere_mm3
     ci = (chi - ci_z * sd, chi + ci_z * sd)
-    return SpotChi(round(chi, 4), (round(ci[0], 4), round(ci[1], 4)), round(total, 3), qsm_call(ci))
+    return SpotChi(round(chi, 4), (round(ci[0], 4), round(ci[1], 4)), round(total, 3), qsm_call(ci),
+                   sum_ci95=(round(total - ci_z * sum_sd, 3), round(total + ci_z * sum_sd, 3)))
+
+
+def _ellipsoid(r_slices: int, r_px: int) -> np.ndarray:
+    """Structuring element: the voxels of an ellipsoid with these semi-axes (voxels)."""
+    z, y, x = np.ogrid[-r_slices:r_slices + 1, -r_px:r_px + 1, -r_px:r_px + 1]
+    return (z / max(r_slices, 1e-9)) ** 2 + (y / r_px) ** 2 + (x / r_px) ** 2 <= 1.0 + 1e-9

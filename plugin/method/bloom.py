@@ -1,0 +1,163 @@
+"""The source's own size behind a bloomed dark spot: an intravoxel-dephasing model of the magnitude.
+
+A dark spot on gradient-echo magnitude is wider than its source: outside a sphere of radius ``a``
+and susceptibility ``chi`` (against the tissue) the field is that of a point dipole,
+``dB/B0 = S (3 cos^2 theta - 1) / (4 pi r^3)`` with ``S = chi 4/3 pi a^3`` the total
+susceptibility (ppm mm^3), and where it varies across a voxel the voxel's spins dephase and its
+magnitude drops. The detected diameter (plugin.method.detect: equivalent-circle diameter of the
+largest slice's voxels below ``dark_ratio`` x the tissue level) therefore depends on ``S``, ``a``,
+the echo time, B0 and the voxel size; dividing ``S`` by the sphere of the detected diameter gives
+chi too low (slope 0.63 on the realistic cohort's 1 mm GRE, benchmarks/qsm.md).
+
+:func:`source_diameter` inverts the model: with ``S`` measured (the QSM map's integral, or the
+dipole fit's moment x 4 pi) it simulates the spot's central slice for radii ``a`` -- the slice
+through the source's centre, each voxel sampled on a ``supersample``^3 sub-grid, the magnitude
+``|mean(exp(i 2 pi gamma B0 TE dB))|`` outside the sphere and 0 inside it (hemosiderin and calcium
+have a T2* of a few ms: a void at clinical echo times; an assumption, not a measurement), the echoes
+of a combined magnitude averaged with their weights -- counts the voxels below ``dark_ratio`` as
+detection does (the diameter averaged over the source on a voxel centre and on a voxel corner; one
+position alone gave chi R^2 0.89 instead of 0.91 on the 1 mm GRE cohort), and takes the ``a``
+whose simulated diameter equals the detected one (linear interpolation on a grid of radii; every
+radius from one binned pass over the sub-samples, about 10 ms per spot). The dark area only grows with ``a`` at fixed ``S`` (the exterior
+field does not depend on ``a``; the void does).
+
+Limits, stated in the result's ``note``:
+
+* when the dipole's bloom alone (``a`` at its smallest, a quarter voxel) is already as wide as
+  the detected spot, the magnitude cannot tell the source's size: ``bloom_limited`` is set and the
+  pipeline keeps chi over the detected diameter (|chi| then a lower estimate), saying so;
+* when even a void of the detected size with no bloom stays narrower, the source is taken as
+  the detected size;
+* the detected area is quantised to voxels: the interval ``diameter_ci_mm`` is the inversion of the
+  detected area +- one voxel, so chi's interval carries that part of the size's uncertainty (not
+  the model's own error: on the realistic 1 mm GRE cohort the estimate against the true diameter
+  had slope 1.02, R^2 0.94; benchmarks/qsm.md).
+
+Nothing here uses a phantom's truth: the inputs are the measured ``S``, the detected diameter and
+the acquisition (TE, B0, voxel size, B0 direction).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from plugin import physics
+
+VOID = "void inside the source (T2* of a few ms)"
+
+
+@dataclass(frozen=True)
+class BloomParams:
+    supersample: int = 3                  # sub-samples per voxel and axis
+    n_radii: int = 24                     # grid of source radii searched
+    dark_ratio: float = 0.78              # as plugin.method.detect.DetectionParams.dark_ratio
+
+
+@dataclass(frozen=True)
+class SourceSize:
+    diameter_mm: float                    # the source's estimated diameter
+    diameter_ci_mm: tuple[float, float]   # from the detected area +- one voxel
+    bloom_limited: bool                   # the bloom alone explains the detected spot: size not resolved
+    note: str
+
+    @property
+    def volume_mm3(self) -> float:
+        return math.pi / 6.0 * self.diameter_mm ** 3
+
+
+def _slice_samples(voxel_mm, half_px: int, supersample: int, offset_px: tuple[float, float]) -> np.ndarray:
+    """Sub-sample positions (mm, slice/row/col axes, source at the origin) of the central slice's
+    voxels: shape (n_voxels, supersample^3, 3)."""
+    s = supersample
+    sub = (np.arange(s) + 0.5) / s - 0.5
+    dz, dy, dx = np.meshgrid(sub * voxel_mm[0], sub * voxel_mm[1], sub * voxel_mm[2], indexing="ij")
+    subs = np.stack([dz.ravel(), dy.ravel(), dx.ravel()], -1)                     # (s^3, 3)
+    r = np.arange(-half_px, half_px + 1)
+    rr, cc = np.meshgrid((r + offset_px[0]) * voxel_mm[1], (r + offset_px[1]) * voxel_mm[2], indexing="ij")
+    centres = np.stack([np.zeros(rr.size), rr.ravel(), cc.ravel()], -1)          # (n, 3)
+    return (centres[:, None, :] + subs[None, :, :]).astype(np.float32)
+
+
+def simulated_diameters(total_ppm_mm3: float, radii_mm: np.ndarray, voxel_mm, b0_axes, echoes: Sequence[tuple[float, float]],
+                        b0_t: float, params: BloomParams = BloomParams()) -> np.ndarray:
+    """Detected diameter (mm) the model predicts for each source radius at total susceptibility
+    ``total_ppm_mm3``; ``echoes``: (TE ms, weight) of the magnitude detection saw."""
+    h = min(voxel_mm[1], voxel_mm[2])
+    # the bloom's reach: where the dipole's phase at the longest TE falls to ~0.1 rad
+    k_max = max(physics.phase_per_ppm_rad(b0_t=b0_t, echo_time_ms=te) for te, _ in echoes)
+    reach = (abs(total_ppm_mm3) * k_max * 2.0 / (4 * math.pi * 0.1)) ** (1.0 / 3.0)
+    half_px = int(math.ceil(max(reach, float(np.max(radii_mm))) / h)) + 2
+    b = np.asarray(b0_axes, np.float32)
+    b = b / max(float(np.linalg.norm(b)), 1e-9)
+    w = np.array([wt for _, wt in echoes], float)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(echoes), 1.0 / len(echoes))
+    ks = [physics.phase_per_ppm_rad(b0_t=b0_t, echo_time_ms=te) for te, _ in echoes]
+    px_area = voxel_mm[1] * voxel_mm[2]
+    radii = np.asarray(radii_mm, float)
+    n_r = len(radii)
+    out = np.zeros(n_r)
+    offsets = ((0.0, 0.0), (0.5, 0.5))        # source on a voxel centre and on a voxel corner
+    for off in offsets:
+        p = _slice_samples(voxel_mm, half_px, params.supersample, off)
+        n_vox, n_sub = p.shape[0], p.shape[1]
+        r2 = np.maximum((p * p).sum(-1), 1e-6)
+        r = np.sqrt(r2)
+        cos2 = (p @ b) ** 2 / r2
+        field = (np.float32(total_ppm_mm3 / (4 * math.pi)) * (3 * cos2 - 1) / (r2 * r)).ravel()
+        # a sub-sample lies outside the sphere of radius radii[j] for every j < k, k = how many radii are below r:
+        # bin each sub-sample's phasor by (voxel, k) once, then a reverse cumulative sum over k gives every
+        # radius's outside sum (one pass instead of one per radius)
+        k_bin = np.searchsorted(radii, r.ravel(), side="left")
+        flat = np.repeat(np.arange(n_vox), n_sub) * (n_r + 1) + k_bin
+        mag = np.zeros((n_vox, n_r))
+        for wk, (_, kk) in zip(w, zip(echoes, ks)):
+            ph = np.float32(kk) * field
+            re = np.bincount(flat, weights=np.cos(ph), minlength=n_vox * (n_r + 1)).reshape(n_vox, n_r + 1)
+            im = np.bincount(flat, weights=np.sin(ph), minlength=n_vox * (n_r + 1)).reshape(n_vox, n_r + 1)
+            re = np.cumsum(re[:, ::-1], axis=1)[:, ::-1][:, 1:]      # sum over k > j
+            im = np.cumsum(im[:, ::-1], axis=1)[:, ::-1][:, 1:]
+            mag += wk * np.hypot(re, im) / n_sub
+        n_dark = (mag < params.dark_ratio).sum(axis=0)
+        out += 2.0 * np.sqrt(n_dark * px_area / math.pi) / len(offsets)
+    return out
+
+
+def source_diameter(total_ppm_mm3: float, detected_diameter_mm: float, voxel_mm, b0_axes,
+                    echoes: Sequence[tuple[float, float]], b0_t: float, *,
+                    params: BloomParams = BloomParams()) -> SourceSize:
+    """The source's diameter from its total susceptibility and the detected diameter (module
+    docstring)."""
+    d_det = float(detected_diameter_mm)
+    if not (d_det > 0 and np.isfinite(total_ppm_mm3)):
+        raise ValueError(f"source_diameter: needs a detected diameter > 0 and a finite S (got {d_det}, {total_ppm_mm3})")
+    if not echoes or b0_t <= 0:
+        raise ValueError("source_diameter: needs the magnitude's echo times and B0")
+    px_area = voxel_mm[1] * voxel_mm[2]
+    area = math.pi * d_det ** 2 / 4
+    d_lo_obs = 2.0 * math.sqrt(max(area - px_area, 0.0) / math.pi)
+    d_hi_obs = 2.0 * math.sqrt((area + px_area) / math.pi)
+    radii = np.linspace(0.25 * min(voxel_mm[1], voxel_mm[2]), max(0.6 * d_hi_obs, 0.5), params.n_radii)
+
+    sim = np.maximum.accumulate(simulated_diameters(total_ppm_mm3, radii, voxel_mm, b0_axes, echoes, b0_t, params))
+
+    def invert(d_target):
+        if sim[0] >= d_target:
+            return float(2 * radii[0]), True
+        if sim[-1] < d_target:
+            return float(min(d_target, 2 * radii[-1])), False
+        j = int(np.argmax(sim >= d_target))
+        a0, a1, s0, s1 = radii[j - 1], radii[j], sim[j - 1], sim[j]
+        return float(2 * (a0 + (a1 - a0) * (d_target - s0) / max(s1 - s0, 1e-9))), False
+
+    d, limited = invert(d_det)
+    cands = [invert(d_lo_obs)[0], invert(d_hi_obs)[0]]
+    lo, hi = min(cands + [d]), max(cands + [d])
+    te_text = ", ".join(f"{te:g} ms x {wt:.2f}" for te, wt in echoes)
+    note = (f"source diameter {d:.2f} mm (range {lo:.2f}-{hi:.2f}) from the detected {d_det:.2f} mm and S "
+            f"{total_ppm_mm3:+.2f} ppm mm^3 by the intravoxel-dephasing model (TE {te_text}; {VOID})")
+    if limited:
+        note += "; the dipole's bloom alone is as wide as the spot: the source's size is not resolved (chi an upper estimate)"
+    return SourceSize(round(d, 3), (round(lo, 3), round(hi, 3)), limited, note)
