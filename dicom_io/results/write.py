@@ -1,4 +1,4 @@
-"""The one entry point: an analysed pair -> SR, SEG, summary and KOS files in the source study."""
+"""The one entry point: an analysed pair -> SR, SEG, summary, KOS and QSM series files in the source study."""
 from __future__ import annotations
 
 import logging
@@ -48,12 +48,13 @@ def superseded_srs(report: ReportInput, previous_sr_paths: Sequence[Union[str, P
 
 def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir, *,
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
-                  include: Sequence[str] = ("sr", "seg", "summary", "kos"),
+                  include: Sequence[str] = ("sr", "seg", "summary", "kos", "qsm"),
                   previous_sr_paths: Sequence[Union[str, Path]] = ()) -> WrittenResults:
     """Write SR, SEG, summary SC images, KOS and (when the report has a QSM map) the QSM MR
-    series (:mod:`.qsm`, only when ``include`` names "qsm": stored into an archive the node
-    watches, an MR series would be routed back to analysis as a new input until routing knows
-    borderphase's own MR series) for one analysed pair into ``out_dir``.
+    series (:mod:`.qsm`; leave "qsm" out of ``include`` to skip it: the node's and the Orthanc
+    plugin's ``[analysis] qsm_series = false``, ``borderphase analyze --no-qsm-series``) for one
+    analysed pair into ``out_dir``. Routing never takes the QSM series for an input: its
+    Manufacturer is ``dicom_io.vocabulary.RESULTS_MANUFACTURER``.
 
     Built in this order, the KOS last: it references the SR, SEG and summary instances as well
     as the key images. Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``) and
