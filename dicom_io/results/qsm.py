@@ -56,6 +56,17 @@ def _geometry(ctx: ResultContext, k: int):
     return pos, ori, spacing, thickness
 
 
+def qsm_reading_text(spot) -> str:
+    """A spot's QSM value in words (:class:`~dicom_io.results.report.ReportedSpot`; the SR's
+    "QSM reading" and the summary card): value, 95 % interval, reference, sign call."""
+    chi, ci = spot.qsm_chi_ppm, spot.qsm_chi_ppm_ci
+    if chi is None:
+        return "not measured on the QSM map"
+    ci_text = "" if ci is None else f" (95 % interval {ci[0]:+.3f} to {ci[1]:+.3f} ppm)"
+    call = f": {spot.qsm_call}" if spot.qsm_call else ""
+    return f"chi {chi:+.3f} ppm{ci_text} relative to the surrounding tissue{call}"
+
+
 def to_stored(chi_ppm: np.ndarray) -> np.ndarray:
     """ppm -> int16 stored values (rounded, saturated)."""
     return np.clip(np.rint(np.asarray(chi_ppm, np.float64) / PPM_PER_UNIT), -32768, 32767).astype(np.int16)

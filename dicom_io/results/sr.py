@@ -43,6 +43,7 @@ import pydicom
 from pydicom.sr.codedict import codes as pcodes
 
 from dicom_io.results import codes
+from dicom_io.results.qsm import qsm_reading_text
 from dicom_io.results.report import Finding
 from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, \
     NOT_FOR_DIAGNOSIS, ResultContext, SpotRegion, TrackedSpot, certainty_text, declare_private_scheme, finish, \
@@ -87,16 +88,6 @@ def qsm_algorithm_identification(ctx: ResultContext) -> hd.sr.AlgorithmIdentific
     parameters.append(QSM_SPOT_VALUE)
     return hd.sr.AlgorithmIdentification(name=QSM_ALGORITHM_NAME, version=ctx.algorithm_version,
                                          parameters=parameters or None)
-
-
-def qsm_reading_text(spot_facts) -> str:
-    """The spot's QSM value in words (SR TEXT and summary card)."""
-    chi, ci = spot_facts.qsm_chi_ppm, spot_facts.qsm_chi_ppm_ci
-    if chi is None:
-        return "not measured on the QSM map"
-    ci_text = "" if ci is None else f" (95 % interval {ci[0]:+.3f} to {ci[1]:+.3f} ppm)"
-    call = f": {spot_facts.qsm_call}" if spot_facts.qsm_call else ""
-    return f"chi {chi:+.3f} ppm{ci_text} relative to the surrounding tissue{call}"
 
 
 def _qsm_measurements(ctx: ResultContext, facts, at) -> list[hd.sr.Measurement]:
