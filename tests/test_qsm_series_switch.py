@@ -76,3 +76,16 @@ def test_analyze_writes_the_qsm_series_unless_told_not_to(tmp_path):
     from dicom_io.results.sr import read_spots
     chis = [s["qsm_chi_ppm"] for s in read_spots(pydicom.dcmread(sorted((out / "sr").glob("*.dcm"))[0]))]
     assert chis and None not in chis
+
+
+def test_results_are_delivered_sr_first_qsm_last(tmp_path):
+    """The node's outbox and the plugin's store send the SR first and the QSM series (one image per
+    slice) last, so the bulky series does not delay the report."""
+    from plugin.archive_plugin.storing import result_files as plugin_files
+    from plugin.service.worker import result_files as node_files
+    for kind in ("kos", "qsm", "seg", "sr", "summary"):
+        (tmp_path / kind).mkdir()
+        for i in range(2):
+            (tmp_path / kind / f"{i}.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    for files in (node_files(tmp_path), plugin_files(tmp_path)):
+        assert [p.parent.name for p in files] == ["sr"] * 2 + ["seg"] * 2 + ["summary"] * 2 + ["kos"] * 2 + ["qsm"] * 2

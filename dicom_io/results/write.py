@@ -17,6 +17,18 @@ from dicom_io.results.report import ReportInput, TrackingIdentity
 log = logging.getLogger(__name__)
 
 
+#: The order results are delivered in (by their folder, ``out_dir/<kind>/``): the report a
+#: reader opens first, the bulky QSM series (one image per slice) last, so it does not delay the SR.
+DELIVERY_ORDER = ("sr", "seg", "summary", "kos", "qsm")
+
+
+def delivery_order(paths) -> list[Path]:
+    """``paths`` of result files sorted for delivery: by kind (:data:`DELIVERY_ORDER`, unknown
+    kinds last), then by path."""
+    rank = {kind: i for i, kind in enumerate(DELIVERY_ORDER)}
+    return sorted((Path(p) for p in paths), key=lambda p: (rank.get(p.parent.name, len(rank)), str(p)))
+
+
 @dataclass(frozen=True)
 class WrittenResults:
     """What :func:`write_results` wrote, and how the objects name each spot."""

@@ -66,7 +66,9 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def result_files(out_dir: Path) -> list[Path]:
-    return sorted(p for p in out_dir.rglob("*") if p.is_file() and is_dicom_file(p))
+    """The DICOM result files under ``out_dir`` in delivery order (the SR first, the QSM series last)."""
+    from dicom_io.results import delivery_order
+    return delivery_order(p for p in out_dir.rglob("*") if p.is_file() and is_dicom_file(p))
 
 
 def analyse_version(config: Config, study: str, version: int, *, enqueue_delivery: Callable[[str], None],
