@@ -49,6 +49,16 @@ def _finding_types(sr) -> list[str]:
             for g in sr.content.get_image_measurement_groups()]
 
 
+def _rendered(orthanc, instance_id: str):
+    """Orthanc's own rendering of an instance (its first window preset), as grey levels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    png = orthanc.get(f"/instances/{instance_id}/rendered")
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+
+
 def test_scanner_to_node_to_orthanc(tmp_path):
     vendors = vendor_dirs()
     assert vendors, f"no sample studies under {SAMPLES} (regenerate: python -m plugin.phantom --sample-dicom sample_dicom)"
@@ -100,7 +110,7 @@ def test_scanner_to_node_to_orthanc(tmp_path):
             assert set(in_orthanc) == set(local), f"study {uid}: results missing in Orthanc"
             lesions = [l for a in findings["analyses"] for l in a["lesions"]]
             by_uid = {l["tracking_uid"]: l for l in lesions}
-            n_groups, types, chis, qsm_slices = 0, [], {}, []
+            n_groups, types, chis, qsm_slices, n_rendered = 0, [], {}, [], 0
             for sop, iid in in_orthanc.items():
                 raw = orthanc.get(f"/instances/{iid}/file")
                 ds = dcmread(DicomBytesIO(raw))
@@ -117,6 +127,12 @@ def test_scanner_to_node_to_orthanc(tmp_path):
                     assert "NOT FOR PRIMARY DIAGNOSIS" in ds.ImageComments and "QSM" in ds.DerivationDescription
                     assert float(ds.RescaleSlope) > 0 and ds.VOILUTFunction == "LINEAR_EXACT"
                     qsm_slices.append((str(ds.SeriesInstanceUID), float(ds.ImagePositionPatient[2])))
+                    chi = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+                    if (chi > 0.1).any():   # a viewer: Orthanc renders it with the window preset
+                        shown = _rendered(orthanc, iid)
+                        assert abs(shown[chi == 0].mean() - 127.5) < 3, "0 ppm is not mid grey"
+                        assert shown[chi > 0.1].mean() > 127.5 + 30, "paramagnetic is not bright"
+                        n_rendered += 1
                 if ds.Modality == "SEG":
                     assert len(ds.SegmentSequence) == sum(len(a["lesions"]) for a in findings["analyses"]
                                                           if a["magnitude_series_uid"] in
@@ -127,6 +143,7 @@ def test_scanner_to_node_to_orthanc(tmp_path):
             qsm_series = Counter(s for s, _ in qsm_slices)
             assert len(qsm_series) == len(findings["analyses"]), f"study {uid}: QSM series {dict(qsm_series)}"
             assert all(n >= 2 for n in qsm_series.values()) and len(set(qsm_slices)) == len(qsm_slices)
+            assert n_rendered, f"study {uid}: no QSM slice with a paramagnetic spot to render"
             # each spot's chi (DCM 126396, ppm) in the SR Orthanc holds is findings.json's
             assert set(chis) == set(by_uid)
             for tuid, chi in chis.items():

@@ -18,6 +18,14 @@ it). Image Type DERIVED\\SECONDARY\\OTHER\\QSM; each slice
 references its phase source image (Source Image Sequence). Like every result object it says
 "NOT FOR PRIMARY DIAGNOSIS" (Image Comments) and carries the method and its parameters
 (Derivation Description, from the report).
+
+Viewers checked: Orthanc's renderer (``/instances/{id}/rendered``) applies the preset, 0 ppm mid
+grey and paramagnetic spots bright (tests/test_node_e2e.py). dcmtk 3.6.7 (``dcm2pnm +Wi 1``, and
+viewers built on dcmtk's dcmimgle) does not: it ignores LINEAR_EXACT, refuses a LINEAR window
+narrower than 1, and its modality transform of a +-3.3 ppm rescaled range renders the slice flat
+(one grey level, also with ``+Wm``). Only a rescaled range of hundreds of units renders there
+(e.g. the same pixels with Rescale Slope 0.1 in ppb and a 400 ppb window); that would rename the
+unit the issue asks for (ppm), so it is left as an open choice. Not yet checked in OHIF.
 """
 from __future__ import annotations
 
