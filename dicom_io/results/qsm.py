@@ -20,7 +20,8 @@ references its phase source image (Source Image Sequence). Like every result obj
 (Derivation Description, from the report).
 
 Viewers checked: Orthanc's renderer (``/instances/{id}/rendered``) applies the preset, 0 ppm mid
-grey and paramagnetic spots bright (tests/test_node_e2e.py). dcmtk 3.6.7 (``dcm2pnm +Wi 1``, and
+grey and paramagnetic spots bright (tests/test_node_e2e.py), though it widens the 0.4 ppm window
+to 1 ppm (+0.1 ppm shows as grey 153 of 255, not 191). dcmtk 3.6.7 (``dcm2pnm +Wi 1``, and
 viewers built on dcmtk's dcmimgle) does not: it ignores LINEAR_EXACT, refuses a LINEAR window
 narrower than 1, and its modality transform of a +-3.3 ppm rescaled range renders the slice flat
 (one grey level, also with ``+Wm``). Only a rescaled range of hundreds of units renders there
