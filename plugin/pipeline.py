@@ -64,7 +64,7 @@ class AnalysisOptions:
     check_convention: bool = True          # estimate the convention from the data (needs detection, not given points)
     qsm: bool = True                       # whole-volume QSM map and per-spot QSM chi (plugin.method.qsm)
     qsm_params: QsmParams = QsmParams()
-    qsm_series: bool = True                # write the map as the "borderphase QSM (ppm)" MR series when one was made
+    qsm_series: bool = True                # write the map as the "borderphase QSM (ppb)" MR series when one was made
 
 
 @dataclass

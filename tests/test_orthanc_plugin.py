@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.peers, pytest.mark.slow]
 SAMPLES = REPO / "sample_dicom"
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
 RESULT_MODALITIES = {"SR": "borderphase SR", "SEG": "borderphase SEG", "KO": "borderphase key images",
-                     "OT": "borderphase summary", "MR": "borderphase QSM (ppm)"}
+                     "OT": "borderphase summary", "MR": "borderphase QSM (ppb)"}
 
 
 def _study_uid(vendor: str) -> str:

@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
                         "data (default) uses the data's and says so; header keeps the header's and says so")
     p.add_argument("--no-dicom", action="store_true", help="write findings.json only, no DICOM result objects")
     p.add_argument("--no-qsm-series", action="store_true",
-                   help="do not write the QSM map as the 'borderphase QSM (ppm)' MR series (per-spot chi stays)")
+                   help="do not write the QSM map as the 'borderphase QSM (ppb)' MR series (per-spot chi stays)")
     p.set_defaults(run=run)
 
 
