@@ -11,6 +11,14 @@
 4. Idle latency: one more study sent alone to the idle node; time from its last instance stored to
    its SR accepted by Orthanc, split into completion wait, queue wait, analysis and delivery.
 Prints a JSON report and a Markdown table. TCP_NODELAY=1 is exported for dcmtk and Orthanc.
+
+    python benchmarks/load_benchmark.py --qsm-latency 3 [--work DIR]
+
+runs only the idle-latency step, for the QSM series (issue 11): two idle nodes (real pipeline),
+one with ``[analysis] qsm_series = true`` (the default), one with ``false``, deliver to one real
+Orthanc; R fresh copies of the study go to each, alternately (on/off, then off/on, ...), one at a
+time. Per study: last instance stored -> SR visible in Orthanc (polled every 0.1 s) and -> all
+results delivered (the outbox entry), with the analysis time; then the medians and the growth.
 """
 from __future__ import annotations
 
@@ -133,13 +141,15 @@ def main(argv=None) -> int:
     ap.add_argument("--worker-type", default="process", choices=("thread", "process"))
     ap.add_argument("--work", default=None, help="work dir (kept); default: a temp dir removed at the end")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--qsm-latency", type=int, default=0, metavar="R",
+                    help="only the idle latency with and without the QSM series, R studies each (module docstring)")
     args = ap.parse_args(argv)
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
     work.mkdir(parents=True, exist_ok=True)
     src = make_source(work)
     studies = []
-    for i in range(args.studies + 1):
+    for i in range(2 * args.qsm_latency if args.qsm_latency else args.studies + 1):
         d = work / "studies" / f"s{i:02d}"
         meta = d / "meta.json"
         if meta.exists():
@@ -148,6 +158,11 @@ def main(argv=None) -> int:
         info = copy_study(src, d / "dicom")
         studies.append({"study_uid": info["study_uid"], "n": info["n"], "dir": d})
         meta.write_text(json.dumps({"study_uid": info["study_uid"], "n": info["n"]}))
+    if args.qsm_latency:
+        code = qsm_latency(args, work, studies)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+        return code
     load, idle = studies[:-1], studies[-1]
     n_load = sum(s["n"] for s in load)
     groups = split([s["dir"] / "dicom" for s in load], args.senders)
@@ -249,6 +264,65 @@ def main(argv=None) -> int:
     print(markdown(report))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _sr_in_orthanc(orthanc, study_uid: str) -> bool:
+    oid = orthanc.find_study(study_uid)
+    return bool(oid) and any(s["MainDicomTags"].get("Modality") == "SR"
+                             for s in orthanc.get(f"/studies/{oid}/series?expand"))
+
+
+def qsm_latency(args, work: Path, studies: list[dict]) -> int:
+    """Idle last-instance -> SR latency with and without the QSM series (``--qsm-latency R``)."""
+    from plugin.service.state import StateLayout
+    orthanc = Orthanc(work / "orthanc_qsm", free_port()).start()
+    nodes: dict[str, tuple] = {}
+    rows: list[dict] = []
+    try:
+        for setting in ("on", "off"):
+            port = free_port()
+            state = work / f"state_qsm_{setting}"
+            shutil.rmtree(state, ignore_errors=True)
+            cfg = write_config(work / f"node_qsm_{setting}.toml", state, port, quiet_s=args.quiet_period, grace_s=2.0,
+                               workers=1, retry_initial_s=1, retry_max_s=10,
+                               destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1",
+                                                         "port": orthanc.dicom_port}})
+            cfg.write_text(cfg.read_text() + f"\n[analysis]\nqsm_series = {'true' if setting == 'on' else 'false'}\n")
+            node = start_serve(cfg, port, work / f"node_qsm_{setting}.log", stand_in=False)   # the real pipeline
+            nodes[setting] = (node, port, StateLayout(state))
+        queue = list(studies)
+        for i in range(args.qsm_latency):
+            for setting in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                study = queue.pop(0)
+                _, port, layout = nodes[setting]
+                uid = study["study_uid"]
+                run_senders(port, "BPNODE", [[study["dir"] / "dicom"]])
+                wait_for(lambda: _sr_in_orthanc(orthanc, uid), args.timeout, interval_s=0.1, what="SR in Orthanc")
+                t_sr = time.time()
+                wait_for(lambda: list(layout.outbox_sent.glob(f"{uid}-v*.json")) or None, args.timeout,
+                         interval_s=0.2, what="results delivered")
+                d = latencies(layout, [uid], detail=True)[0]
+                last_in = max(p.stat().st_mtime for p in (layout.spool / uid).rglob("*.dcm"))
+                d |= {"qsm_series": setting, "sr_in_orthanc_s": round(t_sr - last_in, 2),
+                      "result_files": len((layout.result(uid, d["versions"]) or {}).get("result_files", []))}
+                rows.append(d)
+                print(json.dumps(d), flush=True)
+    finally:
+        for node, _, _ in nodes.values():
+            stop_proc(node)
+        orthanc.stop()
+
+    def median(setting: str, key: str) -> float:
+        values = sorted(r[key] for r in rows if r["qsm_series"] == setting and r[key] is not None)
+        return values[len(values) // 2] if values else float("nan")
+
+    keys = ("sr_in_orthanc_s", "total_s", "analysis_s", "delivery_s", "completion_wait_s", "result_files")
+    print("| median over %d studies each | QSM series on | off | growth |" % args.qsm_latency)
+    print("|---|---|---|---|")
+    for key in keys:
+        on, off = median("on", key), median("off", key)
+        print(f"| {key} | {on} | {off} | {on - off:+.2f} |")
     return 0
 
 

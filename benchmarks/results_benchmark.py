@@ -159,7 +159,7 @@ def example_png(png: Path, vendor: str = "GE", label: str = "CMB 2") -> None:
         analyze_paths(sorted((ROOT / "sample_dicom" / vendor).glob("*.dcm")), Path(tmp))
         for p in (Path(tmp) / "summary").glob("*.dcm"):
             ds = pydicom.dcmread(p)
-            if f"({label})" in str(ds.DerivationDescription):
+            if f"({label})" in str(ds.DerivationDescription) or f"({label} " in str(ds.DerivationDescription):
                 Image.fromarray(ds.pixel_array).save(png)
                 print(f"wrote {png} (sample_dicom/{vendor}, summary card of {label}, "
                       f"{ds.Columns} x {ds.Rows} px)")

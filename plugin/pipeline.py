@@ -68,6 +68,7 @@ class AnalysisOptions:
     qsm_params: QsmParams = QsmParams()
     qsm_agree: QsmAgreeRules = QsmAgreeRules()   # a disagreeing QSM reading (plugin.method.qsmagree)
     source_size: bool = True               # chi over the bloom-corrected source volume (plugin.method.bloom)
+    qsm_series: bool = True                # write the map as the "borderphase QSM (ppb)" MR series when one was made
 
 
 @dataclass
@@ -493,7 +494,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         analysis.notes[:0] = [note] + ([echo_note] if echo_note else [])
         tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:
-            paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method)
+            paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method,
+                                             qsm_series=pair_options.qsm_series)
             result_paths += paths
         del method   # the background-removed phase volume is not needed any more
         analyses.append(analysis_dict(analysis, tracking))
@@ -541,7 +543,8 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         upper_border_pattern=_pattern_number(les.upper_border_pattern),
         lower_border_pattern=_pattern_number(les.lower_border_pattern), confidence=les.confidence, reason=les.reason,
         largest_slice=largest[les.id][0], largest_diameter_mm=largest[les.id][1],
-        upper_read_slice=les.upper_read_slice, lower_read_slice=les.lower_read_slice, read_note=les.read_note)
+        upper_read_slice=les.upper_read_slice, lower_read_slice=les.lower_read_slice, read_note=les.read_note,
+        qsm_chi_ppm=les.qsm_chi_ppm, qsm_chi_ppm_ci=les.qsm_chi_ppm_ci, qsm_call=les.qsm_call)
         for les in analysis.lesions)
     return ReportInput(
         study_instance_uid=analysis.study_instance_uid, magnitude_series_uid=analysis.magnitude_series_uid,
@@ -557,12 +560,16 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),
-                   method: Optional[ArrayAnalysis] = None) -> tuple[list[str], dict[int, TrackingIdentity]]:
+                   method: Optional[ArrayAnalysis] = None, *, qsm_series: bool = True
+                   ) -> tuple[list[str], dict[int, TrackingIdentity]]:
     """Write the DICOM results of one pair: (paths, lesion id -> tracking identity), or
-    ([], {}) with a note on the analysis when they could not be written."""
+    ([], {}) with a note on the analysis when they could not be written. ``qsm_series``: also the
+    QSM map as an MR series (when one was made; AnalysisOptions.qsm_series)."""
     from dicom_io.results import write_results
+    include = ("sr", "seg", "summary", "kos") + (("qsm",) if qsm_series else ())
     try:
-        written = write_results(report_input(analysis, method), mag, ph, out, previous_sr_paths=previous_sr_paths)
+        written = write_results(report_input(analysis, method), mag, ph, out, previous_sr_paths=previous_sr_paths,
+                                include=include)
     except Exception as exc:  # results must never lose the findings
         log.error("DICOM result objects not written: %s", exc)
         analysis.notes.append(f"DICOM result objects not written: {exc}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -314,3 +315,26 @@ def analysis_from_truth(mag: Volume, ph: Volume, truth: dict, *, indeterminate_i
         phase_convention=Handedness(truth["phase_convention"]), convention_source=f"table: {truth['vendor']}",
         spots=tuple(reported), label_map=lm,
     )
+
+
+QSM_DESCRIPTION = ("QSM closed-form L2 with gradient penalty (lambda 0.005 mm^2), TE 20 ms, 3 T; "
+                   "chi in ppm relative to the mean over the brain mask")
+
+
+def with_qsm(analysis: ReportInput, *, missing: tuple[int, ...] = ()) -> ReportInput:
+    """``analysis`` with a QSM map (+0.4 ppm in microbleeds, -0.3 ppm in calcifications, 0
+    elsewhere) and each spot's QSM value, distinct per spot (+-(0.3 + 0.01 id) ppm, CI +-0.05);
+    the spots whose ids are in ``missing`` get none (not measurable)."""
+    chi = np.zeros(analysis.label_map.shape, np.float32)
+    spots = []
+    for s in analysis.spots:
+        sign = {Finding.MICROBLEED: 1.0, Finding.CALCIFICATION: -1.0}.get(s.finding, 0.0)
+        chi[analysis.label_map == s.id] = 0.4 if sign > 0 else -0.3 if sign < 0 else 0.05
+        if s.id in missing:
+            spots.append(s)
+            continue
+        value = round((sign or 1.0) * (0.3 + 0.01 * s.id), 4)
+        call = "paramagnetic" if value > 0 else "diamagnetic"
+        spots.append(replace(s, qsm_chi_ppm=value, qsm_chi_ppm_ci=(value - 0.05, value + 0.05), qsm_call=call))
+    return replace(analysis, spots=tuple(spots), qsm_chi_ppm=chi, qsm_description=QSM_DESCRIPTION,
+                   qsm_echo_time_ms=20.0)

@@ -1,6 +1,7 @@
 """End to end with real peers: dcmtk storescu sends the sample studies of every vendor to
 `borderphase serve` (real pipeline); the results land in a real Orthanc in the same study; the test
-reads them back through Orthanc's REST API and checks them against findings.json."""
+reads them back through Orthanc's REST API and checks them against findings.json: the SR's spots
+(class, QSM chi per spot) and the QSM series "borderphase QSM (ppb)", one image per slice."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,8 @@ from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
 from conftest import require_peer
+from dicom_io.results.qsm import chi_ppm_of
+from dicom_io.results.sr import read_spots
 from node_helpers import (ORTHANC, REPO, STORESCU, Orthanc, free_port, node_env, start_serve, stop_proc,
                           storescu, wait_for, write_config)
 from plugin.service.demo import studies_in
@@ -45,6 +48,16 @@ def _finding_types(sr) -> list[str]:
     slices read are TID 1410 groups beside it."""
     return [g.finding_type.value if g.finding_type is not None else ""
             for g in sr.content.get_image_measurement_groups()]
+
+
+def _rendered(orthanc, instance_id: str):
+    """Orthanc's own rendering of an instance (its first window preset), as grey levels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    png = orthanc.get(f"/instances/{instance_id}/rendered")
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
 
 
 def test_scanner_to_node_to_orthanc(tmp_path):
@@ -97,7 +110,8 @@ def test_scanner_to_node_to_orthanc(tmp_path):
                         in_orthanc[tags["SOPInstanceUID"]] = iid
             assert set(in_orthanc) == set(local), f"study {uid}: results missing in Orthanc"
             lesions = [l for a in findings["analyses"] for l in a["lesions"]]
-            n_groups, types = 0, []
+            by_uid = {l["tracking_uid"]: l for l in lesions}
+            n_groups, types, chis, qsm_slices, n_rendered = 0, [], {}, [], 0
             for sop, iid in in_orthanc.items():
                 raw = orthanc.get(f"/instances/{iid}/file")
                 ds = dcmread(DicomBytesIO(raw))
@@ -108,12 +122,34 @@ def test_scanner_to_node_to_orthanc(tmp_path):
                     t = _finding_types(sr)
                     n_groups += len(t)
                     types += t
+                    chis.update({s["tracking_uid"]: s["qsm_chi_ppm"] for s in read_spots(ds)})
+                if ds.Modality == "MR":   # the only MR result: the QSM series
+                    assert ds.SeriesDescription == "borderphase QSM (ppb)" and ds.Manufacturer == "borderphase"
+                    assert "NOT FOR PRIMARY DIAGNOSIS" in ds.ImageComments and "QSM" in ds.DerivationDescription
+                    assert float(ds.RescaleSlope) > 0 and ds.get("VOILUTFunction", "LINEAR") == "LINEAR"
+                    qsm_slices.append((str(ds.SeriesInstanceUID), float(ds.ImagePositionPatient[2])))
+                    chi = chi_ppm_of(ds)
+                    if (chi > 0.15).any():   # a viewer: Orthanc renders it with the window preset (+-0.2 ppm)
+                        shown = _rendered(orthanc, iid)
+                        assert abs(shown[chi == 0].mean() - 127.5) < 3, "0 ppm is not mid grey"
+                        assert shown[chi > 0.15].mean() > 127.5 + 80, "paramagnetic is not bright"
+                        n_rendered += 1
                 if ds.Modality == "SEG":
                     assert len(ds.SegmentSequence) == sum(len(a["lesions"]) for a in findings["analyses"]
                                                           if a["magnitude_series_uid"] in
                                                           {r.SeriesInstanceUID for r in ds.ReferencedSeriesSequence})
             assert n_groups == len(lesions), f"study {uid}: SR has {n_groups} spots, findings.json {len(lesions)}"
             assert Counter(types) == Counter(FINDING_CODES[l["classification"]] for l in lesions)
+            # the QSM series: one per analysed pair, one image per slice (distinct positions)
+            qsm_series = Counter(s for s, _ in qsm_slices)
+            assert len(qsm_series) == len(findings["analyses"]), f"study {uid}: QSM series {dict(qsm_series)}"
+            assert all(n >= 2 for n in qsm_series.values()) and len(set(qsm_slices)) == len(qsm_slices)
+            assert n_rendered, f"study {uid}: no QSM slice with a paramagnetic spot to render"
+            # each spot's chi (DCM 126396, ppm) in the SR Orthanc holds is findings.json's
+            assert set(chis) == set(by_uid)
+            for tuid, chi in chis.items():
+                want = by_uid[tuid]["qsm_chi_ppm"]
+                assert want is not None and chi == pytest.approx(want, abs=1e-4), (uid, tuid, chi, want)
         # logs carry UIDs, never patient names or IDs
         log = (tmp_path / "node.log").read_text()
         for vdir in vendors:

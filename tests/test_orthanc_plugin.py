@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.peers, pytest.mark.slow]
 SAMPLES = REPO / "sample_dicom"
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
 RESULT_MODALITIES = {"SR": "borderphase SR", "SEG": "borderphase SEG", "KO": "borderphase key images",
-                     "OT": "borderphase summary"}
+                     "OT": "borderphase summary", "MR": "borderphase QSM (ppb)"}
 
 
 def _study_uid(vendor: str) -> str:
@@ -135,6 +135,18 @@ def test_plugin_analyses_every_vendor_once_in_the_archive_and_survives_sigkill(o
         assert [s["class"] for s in spots] == [l["classification"] for l in lesions], vendor
         assert [s["diameter_mm"] for s in spots] == pytest.approx([l["diameter_mm"] for l in lesions]), vendor
         assert all(s["convention"] == analysis["phase_convention"] for s in spots), vendor
+        # each spot's QSM chi (DCM 126396, ppm) is in the SR, as findings.json has it
+        assert all(l["qsm_chi_ppm"] is not None for l in lesions), vendor
+        assert [s["qsm_chi_ppm"] for s in spots] == pytest.approx([l["qsm_chi_ppm"] for l in lesions], abs=1e-4), vendor
+        # the QSM series, in the same study: one MR image per slice, rescaled to ppm, marked derived
+        [qsm] = results["MR"]
+        assert qsm["MainDicomTags"]["SeriesDescription"] == RESULT_MODALITIES["MR"]
+        slices = [pydicom.dcmread(BytesIO(orthanc.get(f"/instances/{i}/file")), stop_before_pixels=True)
+                  for i in qsm["Instances"]]
+        assert len(slices) >= 2 and len({float(d.ImagePositionPatient[2]) for d in slices}) == len(slices), vendor
+        for d in slices:
+            assert d.StudyInstanceUID == uids[vendor] and d.Manufacturer == "borderphase"
+            assert float(d.RescaleSlope) > 0 and "NOT FOR PRIMARY DIAGNOSIS" in d.ImageComments
 
     # 4. the plugin's findings are the pipeline's on the same files (the GE study, run here)
     from plugin.pipeline import analyze_paths

@@ -3,6 +3,7 @@ magnitude, chi read back in ppm through Rescale Slope/Intercept, described and m
 primary diagnosis; written only when the analysis made a QSM map."""
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,7 @@ import pydicom
 import pytest
 
 from dicom_io.results import write_results
-from dicom_io.results.qsm import PPM_PER_UNIT
+from dicom_io.results.qsm import PPM_PER_UNIT, chi_ppm_of
 
 from conftest import require_peer
 from results_fixtures import CLASSIC_SPOTS, classic_pair, enhanced_pair, make_analysis
@@ -59,7 +60,7 @@ def test_one_instance_per_slice_with_chi_in_ppm(classic):
     for p in paths:
         ds = pydicom.dcmread(p)
         series.add(ds.SeriesInstanceUID)
-        assert ds.SeriesDescription == "borderphase QSM (ppm)"
+        assert ds.SeriesDescription == "borderphase QSM (ppb)"
         assert ds.Modality == "MR" and list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
         assert "NOT FOR PRIMARY DIAGNOSIS" in ds.ImageComments and "ppm" in ds.ImageComments
         assert "L2" in ds.DerivationDescription and "ppm" in ds.DerivationDescription
@@ -68,7 +69,7 @@ def test_one_instance_per_slice_with_chi_in_ppm(classic):
         assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID in {f.sop_instance_uid for f in ph.frames}
         k = int(ds.InstanceNumber) - 1
         np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], mag.frames[k].position_lps_mm, atol=1e-3)
-        got[k] = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        got[k] = chi_ppm_of(ds)
     assert len(series) == 1
     np.testing.assert_allclose(got, chi, atol=PPM_PER_UNIT)
 
@@ -104,3 +105,18 @@ def test_no_qsm_map_no_qsm_series(tmp_path):
     mag, ph = classic_pair(tmp_path, shape=(6, 48, 48), spots=[])
     written = write_results(make_analysis(mag, ph, []), mag, ph, tmp_path / "out")
     assert not [p for p in written.paths if p.parent.name == "qsm"]
+
+
+def test_dcmtk_renders_it_with_its_window_preset(classic, tmp_path):
+    """A viewer built on dcmtk (dcm2pnm, its first window preset): 0 ppm mid grey, the +0.5 ppm
+    block white, the -0.8 ppm block black (with ppm as the rescaled unit and a 0.4 ppm
+    LINEAR_EXACT window it rendered every pixel the same grey)."""
+    from PIL import Image
+    dcm2pnm = require_peer("/usr/bin/dcm2pnm", "dcmtk")
+    _, _, chi, paths = classic
+    out = tmp_path / "slice.png"
+    run = subprocess.run([str(dcm2pnm), "+Wi", "1", "+on", str(paths[0]), str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    grey = np.asarray(Image.open(out), dtype=float)
+    assert grey[10:14, 10:14].mean() == 255 and grey[30:33, 40:43].mean() == 0
+    assert abs(np.median(grey) - 127.5) < 20          # the noise (s.d. 0.05 ppm) about mid grey

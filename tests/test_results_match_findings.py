@@ -1,6 +1,7 @@
 """The real pipeline on every vendor's sample study: the SR and SEG it writes, read back with
-highdicom, carry the same spots as findings.json (tracking identifier and UID, class, diameter),
-and dciodvfy finds no errors in any object it wrote (issue 5, Done when)."""
+highdicom, carry the same spots as findings.json (tracking identifier and UID, class, diameter,
+QSM chi), and dciodvfy finds no errors in any object it wrote, the QSM series included (issue 5,
+issue 11, Done when)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from plugin.pipeline import analyze_paths
 
 from conftest import require_peer
 from test_results_validators import DCIODVFY, dciodvfy
+from test_qsm_series import QSM_ALLOWED
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
@@ -52,6 +54,12 @@ def test_sr_and_seg_carry_the_spots_of_findings_json(analysed):
         assert s["diameter_mm"] == pytest.approx(les["diameter_mm"], abs=0.01)
         assert s["border_pattern"] == les["border_pattern"]
         assert s["convention"] == analysis["phase_convention"]
+        # the QSM value of findings.json, as DCM 126396 in ppm (None where findings has none)
+        assert s["qsm_chi_ppm"] == (None if les["qsm_chi_ppm"] is None else pytest.approx(les["qsm_chi_ppm"], abs=1e-4))
+        if les["qsm_call"]:
+            assert s["qsm_reading"].endswith(les["qsm_call"])
+    # the sample studies carry TE and field strength: every spot gets a QSM value
+    assert all(les["qsm_chi_ppm"] is not None for les in lesions), f"{vendor}: a spot without QSM chi"
 
     seg = hd.seg.Segmentation.from_dataset(_one(out, "seg"))
     segments = {str(item.TrackingUID): str(item.TrackingID) for item in seg.SegmentSequence}
@@ -62,9 +70,11 @@ def test_dciodvfy_finds_no_error_in_what_the_pipeline_wrote(analysed):
     require_peer(DCIODVFY, "dicom3tools")
     vendor, out, _ = analysed
     files = sorted(out.glob("*/*.dcm"))
-    assert {f.parent.name for f in files} == {"sr", "seg", "summary", "kos"}
+    assert {f.parent.name for f in files} == {"sr", "seg", "summary", "kos", "qsm"}
     for f in files:
         errors, warnings = dciodvfy(f)
+        if f.parent.name == "qsm":   # the Modality LUT warnings tests/test_qsm_series.py explains
+            warnings = [w for w in warnings if not any(a in w for a in QSM_ALLOWED)]
         assert not errors, f"{vendor} {f.parent.name} {f.name}: {errors}"
         assert not warnings, f"{vendor} {f.parent.name} {f.name}: {warnings}"
 

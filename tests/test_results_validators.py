@@ -33,7 +33,7 @@ from dicom_io.results import write_results
 from dicom_io.results.sr import read_spots
 
 from conftest import require_peer
-from results_fixtures import (CLASSIC_SPOTS, ENHANCED_SPOTS, VENDORS, analysis_from_truth, classic_pair,
+from results_fixtures import (CLASSIC_SPOTS, ENHANCED_SPOTS, VENDORS, analysis_from_truth, classic_pair, with_qsm,
                               enhanced_pair, make_analysis, sample_pair)
 
 pytestmark = pytest.mark.peers
@@ -80,6 +80,9 @@ def written(tmp_path_factory):
     mag, ph = classic_pair(tmp / "small", spots=CLASSIC_SPOTS[:3])
     a = make_analysis(mag, ph, CLASSIC_SPOTS[:3])
     cases["classic-3"] = (a, _by_kind(write_results(a, mag, ph, tmp / "small" / "out", include=("sr",))))
+    # per-spot QSM chi (DCM 126396 NUM with its own TID 4019) in the SR, one spot without a value
+    a = with_qsm(make_analysis(mag, ph, CLASSIC_SPOTS[:3]), missing=(2,))
+    cases["classic-qsm"] = (a, _by_kind(write_results(a, mag, ph, tmp / "small" / "qsm", include=("sr", "summary"))))
     mag, ph = classic_pair(tmp / "empty", shape=(6, 48, 48), spots=[])
     a = make_analysis(mag, ph, [])
     cases["empty"] = (a, _by_kind(write_results(a, mag, ph, tmp / "empty" / "out")))
@@ -190,7 +193,7 @@ def test_pixelmed_sr_validator(written, tmp_path):
                                              "CodeMeaning": "Source"})
     named_path = tmp_path / "kos_with_named_reference.dcm"
     kos.save_as(named_path)
-    good = [written["classic-3"][1]["sr"][0], written["empty"][1]["sr"][0], kos_path]
+    good = [written["classic-3"][1]["sr"][0], written["classic-qsm"][1]["sr"][0], written["empty"][1]["sr"][0], kos_path]
     reports = pixelmed_reports(good + [broken_path, named_path])
     for p in good:
         assert reports[str(p)] == [], "\n".join(reports[str(p)])
@@ -205,6 +208,7 @@ def test_highdicom_read_back_matches_every_analysis(written):
         assert [s["class"] for s in spots] == [l.finding.value for l in lesions], name
         assert [s["diameter_mm"] for s in spots] == pytest.approx([l.diameter_mm for l in lesions]), name
         assert all(s["convention"] == analysis.phase_convention for s in spots), name
+        assert [s["qsm_chi_ppm"] for s in spots] == [l.qsm_chi_ppm for l in lesions], name
         if "seg" in kinds:
             import highdicom as hd
             seg = hd.seg.segread(kinds["seg"][0])

@@ -354,3 +354,41 @@ def test_a_largest_slice_outside_the_volume_is_refused(tmp_path):
     bad = replace(report, spots=(replace(report.spots[0], largest_slice=6),))
     with pytest.raises(ValueError, match="largest slice 6 outside the volume"):
         write_results(bad, mag, ph, tmp_path / "out", include=("sr",))
+
+
+def test_each_spot_carries_its_qsm_susceptibility(tmp_path):
+    """Magnetic susceptibility (DCM 126396, UCUM [ppm]) per spot, the value of the report, with
+    the QSM method as its algorithm identification; a spot without a QSM value has no NUM and
+    says so in its QSM reading."""
+    from results_fixtures import QSM_DESCRIPTION, with_qsm
+    mag, ph = classic_pair(tmp_path)
+    report = with_qsm(make_analysis(mag, ph, CLASSIC_SPOTS), missing=(4,))
+    sr = pydicom.dcmread(_by_kind(write_results(report, mag, ph, tmp_path / "out", include=("sr",)))["sr"][0])
+    spots = read_spots(sr)
+    facts = sorted(report.spots, key=lambda s: s.id)
+    assert [s["qsm_chi_ppm"] for s in spots] == [f.qsm_chi_ppm for f in facts]
+    assert spots[3]["qsm_chi_ppm"] is None and "not measured" in spots[3]["qsm_reading"]
+    assert spots[0]["qsm_reading"].startswith("chi +0.310 ppm (95 % interval +0.260 to +0.360 ppm)")
+    assert spots[0]["qsm_reading"].endswith("paramagnetic")
+    nums = [c for c in _walk(sr) if c.ValueType == "NUM"
+            and c.ConceptNameCodeSequence[0].CodeValue == "126396"]
+    assert len(nums) == 4
+    for num in nums:
+        name = num.ConceptNameCodeSequence[0]
+        assert (name.CodingSchemeDesignator, name.CodeMeaning) == ("DCM", "Magnetic Susceptibility")
+        unit = num.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0]
+        assert (unit.CodeValue, unit.CodingSchemeDesignator) == ("[ppm]", "UCUM")
+        texts = [c.TextValue for c in num.ContentSequence if c.ValueType == "TEXT"]
+        assert texts[0] == "borderphase QSM"                            # TID 4019 Algorithm Name
+        assert QSM_DESCRIPTION.split("; ")[0] in texts and any("per spot" in t for t in texts)
+
+
+def test_a_wrong_qsm_unit_is_not_read_as_ppm(tmp_path):
+    from results_fixtures import with_qsm
+    mag, ph = classic_pair(tmp_path)
+    report = with_qsm(make_analysis(mag, ph, CLASSIC_SPOTS[:1]))
+    sr = pydicom.dcmread(_by_kind(write_results(report, mag, ph, tmp_path / "out", include=("sr",)))["sr"][0])
+    num = next(c for c in _walk(sr) if c.ValueType == "NUM" and c.ConceptNameCodeSequence[0].CodeValue == "126396")
+    num.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = "ppb"
+    with pytest.raises(ValueError, match="ppm"):
+        read_spots(sr)

@@ -250,3 +250,41 @@ def test_certainty_is_shown_with_its_basis(pair, sample):
     assert "phantom" in summary.certainty_basis(ctx) and "not on clinical cases" in summary.certainty_basis(ctx)
     rows = summary.table_rows(ctx)
     assert all(cells[5] != "100 %" for _, cells in rows)
+
+
+def test_qsm_crop_beside_the_phase_crops_shows_each_spots_sign(sample, pair):
+    """With a QSM map each card has a fifth crop, the map on the central slice, right of the
+    phase crops and level with them, with a grey-scale bar under it: a spot the QSM calls
+    paramagnetic is brighter than mid grey (0 ppm), a diamagnetic one darker, on the stored
+    pixels. Without a map (hand-made analysis) there is no QSM crop."""
+    ctx, images = sample
+    mag_win = summary.magnitude_window(ctx.magnitude.data)
+    calls = set()
+    for spot, image in zip(ctx.spots, images[1:]):
+        card = render_spot_card(ctx, spot, mag_win)
+        qsm_box, phase_box = card.boxes["qsm_crop"], card.boxes["phase_central_crop"]
+        assert qsm_box[0] > phase_box[2] and qsm_box[1] == phase_box[1], (qsm_box, phase_box)
+        scale = card.boxes["qsm_scale"]
+        assert scale[1] > qsm_box[3] and (scale[0], scale[2]) == (qsm_box[0], qsm_box[2])
+        px = image.pixel_array.mean(axis=-1)
+        bar = px[(scale[1] + scale[3]) // 2, scale[0]:scale[2]]
+        assert bar[0] < 10 and bar[-1] > 245 and np.all(np.diff(bar) >= -1)   # black -> white
+        call = spot.reported.qsm_call
+        assert call in ("paramagnetic", "diamagnetic"), (spot.label, call)
+        calls.add(call)
+        grey = _inside_spot_grey(px, card.boxes["qsm_spot"])
+        if call == "paramagnetic":
+            assert grey > 127.5 + 25, (spot.label, grey)
+        else:
+            assert grey < 127.5 - 25, (spot.label, grey)
+    assert calls == {"paramagnetic", "diamagnetic"}
+    mag, ph = pair
+    hand_made = build_context(make_analysis(mag, ph, CLASSIC_SPOTS), mag, ph, algorithm_version="1")
+    card = render_spot_card(hand_made, hand_made.spots[0], summary.magnitude_window(mag.data))
+    assert "qsm_crop" not in card.boxes and len(card.boxes) == 7
+
+
+def test_qsm_window_is_symmetric_and_rounded():
+    assert summary.qsm_window_half_ppm(np.zeros((5, 5))) == 0.1
+    assert summary.qsm_window_half_ppm(np.full((5, 5), 0.34)) == 0.4
+    assert summary.qsm_window_half_ppm(np.full((5, 5), -5.0)) == 1.0

@@ -119,7 +119,7 @@ def seen(request, stack: Stack, tmp_path_factory) -> dict:
     for path in sorted((REPO / "sample_dicom" / vendor).glob("*.dcm")):
         stack.upload(path)
     uploaded = {kind: {p: stack.upload(p) for p in sorted((out / "results" / kind).glob("*.dcm"))}
-                for kind in ("sr", "seg", "summary", "kos")}
+                for kind in ("sr", "seg", "summary", "kos", "qsm")}
     # The study overview card is the summary series' first image.
     overview = min(uploaded["summary"], key=lambda p: int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber))
     seg_file = next((out / "results" / "seg").glob("*.dcm"))
@@ -137,6 +137,10 @@ def seen(request, stack: Stack, tmp_path_factory) -> dict:
         "summary_series_id": uploaded["summary"][overview]["ParentSeries"],
         "summary_instance_id": uploaded["summary"][overview]["ID"],
     }
+    qsm_files = sorted((out / "results" / "qsm").glob("*.dcm"))
+    if qsm_files:   # the QSM series (issue 11): opened alone in OHIF
+        job["qsm_series_uid"] = str(pydicom.dcmread(qsm_files[0], stop_before_pixels=True).SeriesInstanceUID)
+        job["qsm_description"] = "borderphase QSM (ppb)"
     job_path = shots / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
     run = subprocess.run(["node", str(VIEWER / "ohif_check.mjs"), str(job_path)], cwd=VIEWER,
@@ -261,3 +265,11 @@ def test_summary_series_in_orthanc_explorer(seen):
     assert "borderphase summary" in explorer["series_page"]
     size = explorer["preview_size"]
     assert size and size["width"] >= 256 and size["height"] >= 256, size
+
+
+def test_qsm_series_shows_in_ohif(seen):
+    """Issue 11: the QSM series opens in OHIF as an image (many grey levels, not a black or flat
+    viewport), without an error boundary."""
+    qsm = step(seen, "qsm")
+    assert not qsm["error_lines"], qsm["error_lines"]
+    assert qsm["grey_levels"] >= 16 and qsm["lit_fraction"] > 0.05, (qsm["grey_levels"], qsm["lit_fraction"])

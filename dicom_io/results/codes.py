@@ -212,3 +212,13 @@ INTENDED_USE_TEXT = _private("BP-INTENDED-USE", "Intended use")
 AREA = CodedConcept.from_code(codes.SCT.Area)                       # SCT 42798000, pydicom's dictionary
 UNIT_MM2 = CodedConcept("mm2", "UCUM", "square millimeter")
 COMMENT = CodedConcept.from_code(codes.DCM.Comment)                 # DCM 121106: the spot's name as a label
+
+
+# --- QSM (issue 11) ---
+#: DCM 126396 "Magnetic Susceptibility", pydicom ``codes.DCM.MagneticSusceptibility`` (PS3.16
+#: CID 7180 Abstract Multi-dimensional Image Model Component Semantics, units ppm).
+MAGNETIC_SUSCEPTIBILITY = CodedConcept.from_code(codes.DCM.MagneticSusceptibility)
+#: UCUM "[ppm]" (parts per million, the unit CID 7180 names for DCM 126396).
+UNIT_PPM = CodedConcept("[ppm]", "UCUM", "parts per million")
+#: The spot's QSM reading in words: chi, its 95 % interval, the reference and the sign call.
+QSM_READING_TEXT = _private("BP-QSM", "QSM reading")

@@ -57,7 +57,7 @@ SERIES_DESCRIPTIONS = {
     "seg": "borderphase SEG",
     "summary": "borderphase summary",
     "kos": "borderphase key images",
-    "qsm": "borderphase QSM (ppm)",
+    "qsm": "borderphase QSM (ppb)",     # chi x 1000: windows >= 1 unit (dicom_io/results/qsm.py)
 }
 SERIES_OFFSETS = {"sr": 1, "seg": 2, "summary": 3, "kos": 4, "qsm": 5}
 

@@ -1,23 +1,32 @@
-"""The QSM map as a derived MR image series, "borderphase QSM (ppm)", one classic MR Image
+"""The QSM map as a derived MR image series, "borderphase QSM (ppb)", one classic MR Image
 Storage instance per slice of the magnitude volume (same geometry and Frame of Reference), so
 every viewer shows it beside the source.
 
 Classic MR Image Storage has no Modality LUT module, so dciodvfy warns that Rescale
 Slope/Intercept/Type are "not expected" in it (warnings, not errors; tests/test_qsm_series.py
 allows exactly these). They are kept because the issue asks for a series every viewer shows in
-ppm, and viewers apply the rescale to MR as Philips' own rescaled MR images need; a highdicom
-Parametric Map (float, Real World Value Mapping in UCUM ppm) is the strictly standard
+physical units, and viewers apply the rescale to MR as Philips' own rescaled MR images need; a
+highdicom Parametric Map (float, Real World Value Mapping in UCUM ppm) is the strictly standard
 alternative, left for later.
 
-Pixels: int16, chi (ppm) = stored value x Rescale Slope (:data:`PPM_PER_UNIT`) + 0; values beyond
-+-3.2767 ppm saturate (say so in the Derivation Description). Rescale Type "US" (unspecified:
-PS3.3 C.11.1.1.2 defines no ppm term); the unit is written out in the Derivation Description,
-the Window Center & Width Explanation and the Image Comments. Window preset: centre 0, width
-0.4 ppm ("QSM +-0.2 ppm"), in rescaled units, VOI LUT Function LINEAR_EXACT (a width below 1 needs
-it). Image Type DERIVED\\SECONDARY\\OTHER\\QSM; each slice
-references its phase source image (Source Image Sequence). Like every result object it says
-"NOT FOR PRIMARY DIAGNOSIS" (Image Comments) and carries the method and its parameters
-(Derivation Description, from the report).
+Pixels: int16, chi in ppb (parts per billion, 1000 ppb = 1 ppm) = stored value x Rescale Slope
+(:data:`PPB_PER_UNIT`, 0.1) + 0, i.e. 0.0001 ppm per stored unit (:data:`PPM_PER_UNIT`); values
+beyond +-3276.7 ppb (+-3.2767 ppm) saturate (said in the Derivation Description). Rescale Type
+"US" (unspecified: PS3.3 C.11.1.1.2 defines no ppb term); the unit and its conversion to ppm are
+written out in the Series Description, the Derivation Description, the Window Center & Width
+Explanation and the Image Comments. Window preset: centre 0, width 400 ppb ("QSM +-0.2 ppm"), VOI
+LUT Function LINEAR (the default). Image Type DERIVED\\SECONDARY\\OTHER\\QSM; each slice references its
+phase source image (Source Image Sequence). Like every result object it says "NOT FOR PRIMARY
+DIAGNOSIS" (Image Comments) and carries the method and its parameters (Derivation Description,
+from the report).
+
+Why ppb rather than ppm as the issue first asked: a useful window on a ppm scale is narrower than
+1 unit, which LINEAR does not allow (PS3.3 C.11.2.1.2: width >= 1) and LINEAR_EXACT was needed
+for; measured with ppm (slope 0.0001, window 0.4 ppm, LINEAR_EXACT): OHIF 3.13 stops with "Invalid
+VOI LUT function" (error boundary, tests/test_viewer_ohif.py), dcmtk 3.6.7 (``dcm2pnm +Wi 1``)
+ignores LINEAR_EXACT, refuses the sub-1 window and renders the +-3.3 unit range flat, and Orthanc
+widens the window to 1 ppm. In ppb the same pixels render in all three (tests/test_viewer_ohif.py,
+tests/test_node_e2e.py, tests/test_qsm_series.py). :func:`chi_ppm_of` reads a slice back in ppm.
 """
 from __future__ import annotations
 
@@ -29,8 +38,11 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from dicom_io.results.context import (DEVICE_SERIAL_NUMBER, INTENDED_USE, MANUFACTURER, NOT_FOR_DIAGNOSIS,
                                       ResultContext, finish)
 
-PPM_PER_UNIT = 1e-4          # Rescale Slope: 0.0001 ppm per stored unit
+PPB_PER_UNIT = 0.1           # Rescale Slope: 0.1 ppb per stored unit
+PPM_PER_UNIT = PPB_PER_UNIT / 1000.0   # = 0.0001 ppm per stored unit
 WINDOW_WIDTH_PPM = 0.4
+WINDOW_WIDTH_PPB = WINDOW_WIDTH_PPM * 1000.0
+UNIT = "ppb"                 # what the rescaled values are (series description, comments)
 ST_MAX = 1024                # Short Text (Derivation Description) holds at most 1024 characters
 _COPIED = ("PatientPosition", "MRAcquisitionType", "RepetitionTime", "MagneticFieldStrength", "FlipAngle",
            "EchoTrainLength", "ImagedNucleus", "FrameOfReferenceUID", "PositionReferenceIndicator")
@@ -56,6 +68,22 @@ def _geometry(ctx: ResultContext, k: int):
     return pos, ori, spacing, thickness
 
 
+def qsm_reading_text(spot) -> str:
+    """A spot's QSM value in words (:class:`~dicom_io.results.report.ReportedSpot`; the SR's
+    "QSM reading" and the summary card): value, 95 % interval, reference, sign call."""
+    chi, ci = spot.qsm_chi_ppm, spot.qsm_chi_ppm_ci
+    if chi is None:
+        return "not measured on the QSM map"
+    ci_text = "" if ci is None else f" (95 % interval {ci[0]:+.3f} to {ci[1]:+.3f} ppm)"
+    call = f": {spot.qsm_call}" if spot.qsm_call else ""
+    return f"chi {chi:+.3f} ppm{ci_text} relative to the surrounding tissue{call}"
+
+
+def chi_ppm_of(ds: pydicom.Dataset) -> np.ndarray:
+    """chi in ppm of one QSM slice (stored x Rescale Slope + Intercept is ppb)."""
+    return (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)) / 1000.0
+
+
 def to_stored(chi_ppm: np.ndarray) -> np.ndarray:
     """ppm -> int16 stored values (rounded, saturated)."""
     return np.clip(np.rint(np.asarray(chi_ppm, np.float64) / PPM_PER_UNIT), -32768, 32767).astype(np.int16)
@@ -70,8 +98,8 @@ def build_qsm(ctx: ResultContext) -> list[pydicom.Dataset]:
         raise ValueError(f"QSM map shape {chi.shape} differs from the magnitude volume {ctx.magnitude.shape}")
     stored = to_stored(chi)
     template = ctx.template
-    description = (f"{ctx.report.qsm_description}; stored value x {PPM_PER_UNIT:g} = chi in ppm, "
-                   f"saturates at +-{32767 * PPM_PER_UNIT:.4f} ppm")[:ST_MAX]
+    description = (f"{ctx.report.qsm_description}; stored value x {PPB_PER_UNIT:g} = chi in ppb "
+                   f"(1000 ppb = 1 ppm), saturates at +-{32767 * PPM_PER_UNIT:.4f} ppm")[:ST_MAX]
     series_uid = ctx.series_uids.setdefault("qsm", generate_uid())
     out = []
     for k in range(stored.shape[0]):
@@ -118,14 +146,14 @@ def build_qsm(ctx: ResultContext) -> list[pydicom.Dataset]:
         ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleIntercept = "0"
-        ds.RescaleSlope = f"{PPM_PER_UNIT:g}"
+        ds.RescaleSlope = f"{PPB_PER_UNIT:g}"
         ds.RescaleType = "US"
         ds.WindowCenter = "0"
-        ds.WindowWidth = f"{WINDOW_WIDTH_PPM:g}"
-        ds.VOILUTFunction = "LINEAR_EXACT"   # a window below 1 (ppm) needs it (PS3.3 C.11.2.1.2)
+        ds.WindowWidth = f"{WINDOW_WIDTH_PPB:g}"      # LINEAR, in rescaled units (ppb)
         ds.WindowCenterWidthExplanation = f"QSM +-{WINDOW_WIDTH_PPM / 2:g} ppm"
         ds.DerivationDescription = description
-        ds.ImageComments = f"{NOT_FOR_DIAGNOSIS}. Magnetic susceptibility (chi) in ppm. {INTENDED_USE}"
+        ds.ImageComments = (f"{NOT_FOR_DIAGNOSIS}. Magnetic susceptibility (chi) in ppb "
+                            f"(1000 ppb = 1 ppm). {INTENDED_USE}")
         ds.BurnedInAnnotation = "NO"
         ds.LossyImageCompression = "00"
         src, frame = ctx.frame_ref(ctx.phase, k)

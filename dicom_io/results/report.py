@@ -56,6 +56,10 @@ class ReportedSpot:
     upper_read_slice: Optional[int] = None      # slice the upper border was read on; None: the border slice
     lower_read_slice: Optional[int] = None
     read_note: str = ""                         # why a slice further out was read ("" when none was)
+    # --- the spot read on the QSM map (ReportInput.qsm_chi_ppm); None: no map or not measurable ---
+    qsm_chi_ppm: Optional[float] = None         # relative to the surrounding tissue (SR: DCM 126396, ppm)
+    qsm_chi_ppm_ci: Optional[tuple[float, float]] = None   # 95 %
+    qsm_call: str = ""                          # paramagnetic | diamagnetic | unclear
 
     @property
     def border_slice(self) -> int:

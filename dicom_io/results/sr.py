@@ -15,7 +15,11 @@ SCOORD, the label in a TEXT "Comment"):
   algorithm identification (TID 4019: name, version, phase convention and its source),
   measurements area (mm2) and diameter (mm) of the spot and the certainty of the call named
   after the class ("Microbleed certainty", %), each INFERRED FROM (TID 320) a SCOORD CIRCLE on
-  the slice where the spot's cross-section is largest, with the in-plane diameter there;
+  the slice where the spot's cross-section is largest, with the in-plane diameter there; when
+  the QSM map gave the spot a value, its magnetic susceptibility (DCM 126396, UCUM "[ppm]")
+  with the QSM method as its own algorithm identification (TID 4019 in TID 300: name
+  "borderphase QSM", the method, parameters and reference as parameters) and a TEXT "QSM
+  reading" (value, 95 % interval, sign call);
   qualitative evaluations border, upper/lower border and central phase patterns and the phase
   convention (private scheme 99BORDERPHASE, declared in the Coding Scheme Identification
   Sequence); as TEXT the label a viewer lists ("CMB 1 microbleed, 6.2 mm, certainty > 99 %"),
@@ -39,6 +43,7 @@ import pydicom
 from pydicom.sr.codedict import codes as pcodes
 
 from dicom_io.results import codes
+from dicom_io.results.qsm import qsm_reading_text
 from dicom_io.results.report import Finding
 from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, \
     NOT_FOR_DIAGNOSIS, ResultContext, SpotRegion, TrackedSpot, certainty_text, declare_private_scheme, finish, \
@@ -68,6 +73,30 @@ def algorithm_identification(ctx: ResultContext) -> hd.sr.AlgorithmIdentificatio
             f"vendor: {a.vendor}",
         ],
     )
+
+
+QSM_ALGORITHM_NAME = "borderphase QSM"
+#: How a spot's value is taken from the map (plugin.method.qsm.spot_susceptibility).
+QSM_SPOT_VALUE = ("per spot: the map's integral over the segmented spot (dilated by one voxel) minus the "
+                  "surrounding tissue's level, divided by the volume of a sphere of the spot's diameter")
+
+
+def qsm_algorithm_identification(ctx: ResultContext) -> hd.sr.AlgorithmIdentification:
+    """TID 4019 of the per-spot susceptibility: the QSM method, its parameters and its reference
+    (the report's ``qsm_description``, split at its "; ")."""
+    parameters = [p.strip() for p in ctx.report.qsm_description.split("; ") if p.strip()]
+    parameters.append(QSM_SPOT_VALUE)
+    return hd.sr.AlgorithmIdentification(name=QSM_ALGORITHM_NAME, version=ctx.algorithm_version,
+                                         parameters=parameters or None)
+
+
+def _qsm_measurements(ctx: ResultContext, facts, at) -> list[hd.sr.Measurement]:
+    """The spot's magnetic susceptibility from the QSM map (none when it has no value)."""
+    if facts.qsm_chi_ppm is None or not np.isfinite(facts.qsm_chi_ppm):
+        return []
+    return [hd.sr.Measurement(name=codes.MAGNETIC_SUSCEPTIBILITY, value=round(float(facts.qsm_chi_ppm), 4),
+                              unit=codes.UNIT_PPM, referenced_coordinates=at,
+                              algorithm_id=qsm_algorithm_identification(ctx))]
 
 
 def _observation_context() -> hd.sr.ObservationContext:
@@ -227,7 +256,7 @@ def _main_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIden
         hd.sr.Measurement(name=codes.CERTAINTY_BY_CLASS[spot.finding],
                           value=round(100.0 * float(facts.confidence), 1), unit=codes.UNIT_PERCENT,
                           referenced_coordinates=at),
-    ]
+    ] + _qsm_measurements(ctx, facts, at)
     # TID 1501 (each measurement INFERRED FROM the circle) rather than TID 1410 (one region for the
     # group): the layout OHIF lists in its measurement panel; the border groups stay TID 1410
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -246,6 +275,8 @@ def _main_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIden
                                        f"{largest.diameter_mm:.1f} mm)"),
         _text(codes.EVIDENCE_TEXT, evidence_text(ctx, spot, largest)),
     ]
+    if ctx.report.qsm_chi_ppm is not None or facts.qsm_chi_ppm is not None:
+        texts.append(_text(codes.QSM_READING_TEXT, qsm_reading_text(facts)))
     if facts.reason:
         texts.insert(1, _text(codes.REASON_TEXT, facts.reason))
     group[0].ContentSequence.extend(texts)
@@ -462,11 +493,22 @@ def _region(group) -> dict:
     }
 
 
+def _qsm_value(group) -> Optional[float]:
+    """The magnetic susceptibility NUM (DCM 126396) of a group, in ppm; None when absent.
+    A unit other than UCUM "[ppm]" is an error (the value would be misread)."""
+    for m in group.get_measurements(name=codes.MAGNETIC_SUSCEPTIBILITY):
+        if m.unit.value != codes.UNIT_PPM.value or m.unit.scheme_designator != "UCUM":
+            raise ValueError(f"magnetic susceptibility in {m.unit.value!r}, expected UCUM '[ppm]'")
+        return float(m.value)
+    return None
+
+
 def read_spots(sr_dataset: pydicom.Dataset) -> list[dict]:
     """Read the spots back from a borderphase SR with highdicom (for tests and round trips):
     one dict per spot (its main TID 1501 group, the one with measurements) with label,
-    tracking_uid, class, diameter_mm, certainty_pct, border/central pattern, convention, the
-    texts (reason, evidence, region shown), the SOP instance (and frames) its circle is on, and
+    tracking_uid, class, diameter_mm, certainty_pct, qsm_chi_ppm (None without one), border/central
+    pattern, convention, the texts (reason, evidence, region shown, QSM reading), the SOP instance
+    (and frames) its circle is on, and
     ``border_regions``: the TID 1410 groups of the border slices read ("<spot>: <role>")."""
     report = read_report(sr_dataset)
     out: dict[str, dict] = {}
@@ -489,6 +531,8 @@ def read_spots(sr_dataset: pydicom.Dataset) -> list[dict]:
             "reason": texts.get(codes.REASON_TEXT.value, ""),
             "evidence": texts.get(codes.EVIDENCE_TEXT.value, ""),
             "region_shown": texts.get(codes.REGION_SHOWN_TEXT.value, ""),
+            "qsm_chi_ppm": _qsm_value(group),
+            "qsm_reading": texts.get(codes.QSM_READING_TEXT.value, ""),
             "border_regions": [],
             **_region(group),
         }

@@ -6,7 +6,9 @@ table of all spots. Then one "spot card" per spot: the magnitude of its border s
 phase the method actually read (its background-removed phase, or the delivered filtered phase
 it used unchanged, on the slice read: the border slice, or the slice one further out when the
 method read there, with a note saying why), zoomed crops of those and of the central slice, and
-the spot's facts with the basis of its certainty.
+the spot's facts with the basis of its certainty. When the analysis made a QSM map, a fifth
+crop shows it on the central slice (grey scale black = diamagnetic, white = paramagnetic, its
+range in ppm drawn under it) and the facts give the spot's chi in ppm.
 
 What a viewer shows over an image is left free: the top 8 % (OHIF's cine bar and the corner
 overlays) and the bottom 5 % (corner overlays) of every image are background only. Text is
@@ -33,6 +35,7 @@ from dicom_io.phase import wrap_rad
 from dicom_io.results import codes
 from dicom_io.results.context import (CLASS_DISPLAY_RGB, certainty_text, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot,
                                       finish, source_names_tolerated)
+from dicom_io.results.qsm import qsm_reading_text
 from dicom_io.results.report import Finding
 from dicom_io.vocabulary import Handedness
 
@@ -141,6 +144,30 @@ def relative_window(rel: np.ndarray, magnitude: np.ndarray) -> tuple[float, floa
     half = float(np.percentile(np.abs(sample), 98.0))
     half = min(max(half, 0.1), math.pi)
     return -half, half
+
+
+def qsm_window_half_ppm(patch_ppm: np.ndarray) -> float:
+    """Half-width (ppm) of the QSM crop's symmetric grey scale: the 98th percentile of |chi| in
+    the crop rounded up to 0.1 ppm, between 0.1 and 1 ppm (0 ppm = mid grey, white = paramagnetic)."""
+    half = math.ceil(float(np.percentile(np.abs(patch_ppm), 98.0)) * 10.0 - 1e-6) / 10.0
+    return min(max(half, 0.1), 1.0)
+
+
+def _qsm_volume(ctx: ResultContext) -> Optional[np.ndarray]:
+    """The report's QSM map when it matches the magnitude volume, else None."""
+    chi = ctx.report.qsm_chi_ppm
+    return chi if chi is not None and tuple(chi.shape) == tuple(ctx.magnitude.shape) else None
+
+
+def _draw_grey_scale(canvas: Image.Image, draw: ImageDraw.ImageDraw, x0: int, y0: int, width_px: int,
+                     half_ppm: float) -> tuple[Box, int]:
+    """A black-to-white bar under the QSM crop and its end values in ppm; (bar box, y below)."""
+    bar = np.tile(np.linspace(0, 255, width_px).astype(np.uint8), (12, 1))
+    canvas.paste(Image.fromarray(bar, mode="L").convert("RGB"), (x0, y0))
+    y = y0 + 12 + 3
+    draw.text((x0, y), f"{-half_ppm:+.1f}", fill=FG, font=body())
+    draw.text((x0 + width_px, y), f"{half_ppm:+.1f} ppm", fill=FG, font=body(), anchor="ra")
+    return (x0, y0, x0 + width_px, y0 + 12), y + LINE_PX
 
 
 def _to_rgb(gray: np.ndarray, size_px: int) -> tuple[Image.Image, float]:
@@ -428,7 +455,8 @@ class SpotCard:
     """A rendered spot card and where its parts are (named boxes, used by the tests and the
     README): "magnitude_slice", "phase_slice", "magnitude_border_crop", "phase_read_crop",
     "magnitude_central_crop", "phase_central_crop", and "phase_read_spot" (the spot's own
-    footprint inside the phase read crop: an axis-aligned box around its circle)."""
+    footprint inside the phase read crop: an axis-aligned box around its circle); with a QSM map
+    also "qsm_crop", "qsm_spot" (as "phase_read_spot") and "qsm_scale" (the grey-scale bar)."""
 
     pixels: np.ndarray
     boxes: dict[str, Box]
@@ -511,10 +539,18 @@ def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=N
         ("magnitude_central_crop", "magnitude", central, "Magnitude", f"central sl. {central + 1}"),
         ("phase_central_crop", "phase", central, "Phase", f"central sl. {central + 1}"),
     )
-    crop_w = (width - 5 * MARGIN) // 4
+    qsm = _qsm_volume(ctx)
+    qsm_half = None
+    if qsm is not None:   # beside the phase crops: the susceptibility map on the central slice
+        crops += (("qsm_crop", "qsm", central, "QSM", f"central sl. {central + 1}"),)
+    crop_w = (width - (len(crops) + 1) * MARGIN) // len(crops)
     for i, (name, what, kk, title, sub) in enumerate(crops):
         mag_patch = _crop(ctx.magnitude.data[kk], r0, c0, half_px, 0.0)
-        if what == "magnitude":
+        if what == "qsm":
+            chi_patch = _crop(qsm[kk], r0, c0, half_px, 0.0)
+            qsm_half = qsm_window_half_ppm(chi_patch)
+            gray = window(chi_patch, -qsm_half, qsm_half)
+        elif what == "magnitude":
             gray = window(mag_patch, *mag_win)
         else:
             own = footprint if kk == read else \
@@ -531,11 +567,15 @@ def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=N
         top = y + 2 * LINE_PX + 2
         canvas.paste(im, (x0, top))
         boxes[name] = (x0, top, x0 + im.width, top + im.height)
-        if name == "phase_read_crop":
+        if name in ("phase_read_crop", "qsm_crop"):
             rr = reg.radius_px * scale
-            boxes["phase_read_spot"] = (int(round(x0 + ctr - rr)), int(round(top + ctr - rr)),
+            boxes[name.replace("_crop", "_spot")] = (int(round(x0 + ctr - rr)), int(round(top + ctr - rr)),
                                         int(round(x0 + ctr + rr)) + 1, int(round(top + ctr + rr)) + 1)
     y = boxes["phase_central_crop"][3] + 12
+    if qsm_half is not None:
+        x0, _, x1, bottom = boxes["qsm_crop"]
+        boxes["qsm_scale"], y = _draw_grey_scale(canvas, draw, x0, bottom + 6, x1 - x0, qsm_half)
+        y += 6
     # the spot's facts
     ub, lb = facts.upper_border_slice, facts.lower_border_slice
     facts_lines = [
@@ -547,6 +587,10 @@ def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=N
          f"Central (slice {central + 1}): {_pattern(facts.central_pattern)}", FG),
         (f"Certainty: {certainty_text(facts.confidence, spot.finding)} ({certainty_basis(ctx)})", FG),
     ]
+    if qsm_half is not None:
+        facts_lines.append((f"QSM: {qsm_reading_text(facts)}. Grey scale black {-qsm_half:+.1f} to white "
+                            f"{qsm_half:+.1f} ppm (white = paramagnetic); map relative to the "
+                            f"{_qsm_reference(ctx)}", FG))
     if facts.reason:
         facts_lines.append((f"Why: {facts.reason}", FG))
     for text, fill in facts_lines:
@@ -556,6 +600,12 @@ def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=N
     out, top = _clear_edges(canvas.crop((0, 0, width, y + 4)))
     boxes = {name: (b[0], b[1] + top, b[2], b[3] + top) for name, b in boxes.items()}
     return SpotCard(np.asarray(out), boxes, read, phase_shown)
+
+
+def _qsm_reference(ctx: ResultContext) -> str:
+    """What the map's zero is, from the report's QSM description ("... relative to the X")."""
+    _, found, ref = ctx.report.qsm_description.rpartition("relative to the ")
+    return ref.strip().rstrip(".") if found and ref.strip() else "reference stated in the QSM series"
 
 
 def spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=None) -> np.ndarray:
@@ -588,6 +638,7 @@ def build_summary(ctx: ResultContext) -> list[hd.sc.SCImage]:
         # slice read and of the central slice
         shown = [(ctx.magnitude, s.border_slice), (ctx.phase, card.read_slice),
                  (ctx.magnitude, s.reported.central_slice), (ctx.phase, s.reported.central_slice)]
+        # (the QSM crop is derived from the phase: its central slice is listed above)
         refs, seen = [], set()
         for vol, k in shown:
             ds, frame = ctx.frame_ref(vol, k)

@@ -1,4 +1,4 @@
-"""The one entry point: an analysed pair -> SR, SEG, summary and KOS files in the source study."""
+"""The one entry point: an analysed pair -> SR, SEG, summary, KOS and QSM series files in the source study."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +15,18 @@ from dicom_io.results.context import build_context, package_version, source_name
 from dicom_io.results.report import ReportInput, TrackingIdentity
 
 log = logging.getLogger(__name__)
+
+
+#: The order results are delivered in (by their folder, ``out_dir/<kind>/``): the report a
+#: reader opens first, the bulky QSM series (one image per slice) last, so it does not delay the SR.
+DELIVERY_ORDER = ("sr", "seg", "summary", "kos", "qsm")
+
+
+def delivery_order(paths) -> list[Path]:
+    """``paths`` of result files sorted for delivery: by kind (:data:`DELIVERY_ORDER`, unknown
+    kinds last), then by path."""
+    rank = {kind: i for i, kind in enumerate(DELIVERY_ORDER)}
+    return sorted((Path(p) for p in paths), key=lambda p: (rank.get(p.parent.name, len(rank)), str(p)))
 
 
 @dataclass(frozen=True)
@@ -48,12 +60,13 @@ def superseded_srs(report: ReportInput, previous_sr_paths: Sequence[Union[str, P
 
 def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir, *,
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
-                  include: Sequence[str] = ("sr", "seg", "summary", "kos"),
+                  include: Sequence[str] = ("sr", "seg", "summary", "kos", "qsm"),
                   previous_sr_paths: Sequence[Union[str, Path]] = ()) -> WrittenResults:
     """Write SR, SEG, summary SC images, KOS and (when the report has a QSM map) the QSM MR
-    series (:mod:`.qsm`, only when ``include`` names "qsm": stored into an archive the node
-    watches, an MR series would be routed back to analysis as a new input until routing knows
-    borderphase's own MR series) for one analysed pair into ``out_dir``.
+    series (:mod:`.qsm`; leave "qsm" out of ``include`` to skip it: the node's and the Orthanc
+    plugin's ``[analysis] qsm_series = false``, ``borderphase analyze --no-qsm-series``) for one
+    analysed pair into ``out_dir``. Routing never takes the QSM series for an input: its
+    Manufacturer is ``dicom_io.vocabulary.RESULTS_MANUFACTURER``.
 
     Built in this order, the KOS last: it references the SR, SEG and summary instances as well
     as the key images. Returns the written paths (``out_dir/<kind>/<SOPInstanceUID>.dcm``) and

@@ -7,7 +7,7 @@ dies with Orthanc (``PR_SET_PDEATHSIG``): a killed Orthanc leaves no orphan anal
 the restarted plugin runs the version again.
 
 REQUEST.json: ``{"inputs": [paths], "out": dir, "previous_sr_paths": [paths],
-"convention_rules": path or null, "nice": int}``. Exit 0: ``out/findings.json`` and the DICOM
+"convention_rules": path or null, "nice": int, "qsm_series": bool (default true)}``. Exit 0: ``out/findings.json`` and the DICOM
 results are written; exit 1: one line on stderr says why (no traceback unless ``-v``).
 """
 from __future__ import annotations
@@ -48,6 +48,9 @@ def main(argv: list[str]) -> int:
         kwargs = {"previous_sr_paths": request.get("previous_sr_paths") or ()}
         if request.get("convention_rules"):
             kwargs["convention_rules"] = request["convention_rules"]
+        if request.get("qsm_series") is False:   # [analysis] qsm_series = false: no QSM MR series
+            from plugin.pipeline import AnalysisOptions
+            kwargs["options"] = AnalysisOptions(qsm_series=False)
         analyze_paths(request["inputs"], request["out"], **kwargs)
     except Exception as exc:
         if verbose:

@@ -17,14 +17,16 @@ class StoreFailed(Exception):
 
 
 def result_files(out_dir: Path) -> list[Path]:
-    """The DICOM result objects under ``out_dir`` (Part 10 files: 'DICM' at byte 128), sorted."""
+    """The DICOM result objects under ``out_dir`` (Part 10 files: 'DICM' at byte 128), in delivery
+    order (``dicom_io.results.delivery_order``: the SR first, the QSM series last)."""
+    from dicom_io.results import delivery_order
     found = []
     for path in sorted(out_dir.rglob("*.dcm")):
         with open(path, "rb") as fh:
             fh.seek(128)
             if fh.read(4) == b"DICM":
                 found.append(path)
-    return found
+    return delivery_order(found)
 
 
 def store_results(api: OrthancApi, files: list[Path], study_id: str) -> list[str]:

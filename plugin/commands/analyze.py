@@ -44,6 +44,8 @@ def add_parser(subparsers) -> None:
                    help="when the data's own phase convention (veins along B0) strongly contradicts the header's: "
                         "data (default) uses the data's and says so; header keeps the header's and says so")
     p.add_argument("--no-dicom", action="store_true", help="write findings.json only, no DICOM result objects")
+    p.add_argument("--no-qsm-series", action="store_true",
+                   help="do not write the QSM map as the 'borderphase QSM (ppb)' MR series (per-spot chi stays)")
     p.set_defaults(run=run)
 
 
@@ -112,7 +114,8 @@ def run(args) -> int:
         return 2
     try:
         doc = analyze_paths(args.inputs, args.out, convention_rules=rules, points_lps_mm=points or None,
-                            echo=args.echo, options=AnalysisOptions(background=args.background, on_conflict=args.on_conflict),
+                            echo=args.echo, options=AnalysisOptions(background=args.background, on_conflict=args.on_conflict,
+                                                    qsm_series=not args.no_qsm_series),
                             write_dicom=not args.no_dicom)
     except Exception as exc:  # never a traceback: findings.json still says what happened
         log.debug("analyze failed", exc_info=True)

@@ -143,6 +143,7 @@ class QueueConfig:
 class AnalysisConfig:
     convention_rules: Optional[StrictStr] = None   # site rules file (checked when the config is read)
     lease_s: StrictFloat = Field(3600.0, gt=0)
+    qsm_series: StrictBool = True                  # store the QSM map as the "borderphase QSM (ppb)" MR series
 
     @model_validator(mode="before")
     @classmethod

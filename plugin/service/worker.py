@@ -40,9 +40,10 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
     if config.analysis.convention_rules:
         from dicom_io.convention import load_rules  # optional site overrides
         kwargs["convention_rules"] = load_rules(config.analysis.convention_rules)
-    if config.convention.on_conflict != "data":   # [convention] on_conflict (the default needs no options)
+    if config.convention.on_conflict != "data" or not config.analysis.qsm_series:   # the defaults need no options
         from plugin.pipeline import AnalysisOptions
-        kwargs["options"] = AnalysisOptions(on_conflict=config.convention.on_conflict)
+        kwargs["options"] = AnalysisOptions(on_conflict=config.convention.on_conflict,
+                                            qsm_series=config.analysis.qsm_series)
     return analyse([str(p) for p in paths], str(out_dir), **kwargs)
 
 
@@ -65,7 +66,9 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def result_files(out_dir: Path) -> list[Path]:
-    return sorted(p for p in out_dir.rglob("*") if p.is_file() and is_dicom_file(p))
+    """The DICOM result files under ``out_dir`` in delivery order (the SR first, the QSM series last)."""
+    from dicom_io.results import delivery_order
+    return delivery_order(p for p in out_dir.rglob("*") if p.is_file() and is_dicom_file(p))
 
 
 def analyse_version(config: Config, study: str, version: int, *, enqueue_delivery: Callable[[str], None],

@@ -216,6 +216,33 @@ try {
     return { open_prompt_accepted: prompted, segmentation_panel: panel, segments, notices_on_load: notices };
   });
 
+  if (job.qsm_series_uid) await step("qsm", async () => {
+    // The QSM series alone, opened by its thumbnail as a user would; what the viewport draws
+    // (distinct grey levels on the canvas: a flat or black image has one or two) and its overlays.
+    await openStudy(page, [job.qsm_series_uid]);
+    await page.getByText(job.qsm_description, { exact: true }).dblclick().catch(() => {});
+    await page.waitForTimeout(2500);
+    await page.mouse.move(5, (job.height || 900) - 5);
+    await page.screenshot({ path: shot("ohif_qsm") });
+    const canvas = await page.$$eval('[data-cy="viewport-pane"] canvas', (canvases) => {
+      const levels = new Set();
+      let lit = 0, total = 0;
+      for (const c of canvases) {
+        const ctx = c.getContext("2d", { willReadFrequently: true });
+        if (!ctx || !c.width || !c.height) continue;
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        for (let i = 0; i < d.length; i += 4) {
+          total += 1;
+          levels.add(d[i]);
+          if (d[i] + d[i + 1] + d[i + 2] > 30) lit += 1;
+        }
+      }
+      return { grey_levels: levels.size, lit_fraction: total ? lit / total : 0 };
+    });
+    const overlays = await page.$$eval('[data-cy^="viewport-overlay"]', (nodes) => nodes.map((n) => n.innerText.replace(/\s+/g, " ").trim()));
+    return { ...canvas, overlays, image: await imageIndexText(page), error_lines: errorBoundarySeen() };
+  });
+
   await step("explorer", async () => {
     await page.goto(`${job.base}/app/explorer.html#series?uuid=${job.summary_series_id}`, { waitUntil: "load" });
     await page.waitForTimeout(2500);
