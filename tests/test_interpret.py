@@ -288,6 +288,12 @@ def test_faint_spot_decided_by_pooled_border_offset_and_fit():
     weak_mixed = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, 0.1, 1.2)
     res = combine(interpret(weak_mixed, NONE, "right-handed"), fit(False, z=4.0), "right-handed")
     assert res.classification == Classification.CALCIFICATION and "pooled evidence decides" in res.reason
+    # two readable borders that disagree are conflicting evidence: the pooled offsets do not settle them
+    dark_edge = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, -0.3, -4.0)
+    bright_edge = PatternReading(PhasePattern(2), 0.0, 1.0, 7, 7, 1.0, 0.1, 1.2)
+    split = interpret(dark_edge, bright_edge, "right-handed")
+    assert split.borders_disagree and split.border_offset_z > 1.0
+    assert combine(split, fit(True, z=2.9), "right-handed").classification == Classification.INDETERMINATE
     # no usable fit or an unknown convention: no pooled call
     assert combine(border, not_usable("too few voxels"), "right-handed").classification == Classification.INDETERMINATE
     assert combine(interpret(faint, faint, "unknown"), fit(True, z=1.9), "unknown").classification \

@@ -303,10 +303,12 @@ def pooled_offset_call(border: Interpretation, fit: Optional[FitEvidence],
     tissue ring; the fit's surrounding voxels), paramagnetic positive, pooled as
     ``(z_border + z_fit) / sqrt(2)``; a call when that reaches ``pooled_min_z`` and neither reading
     points the other way by more than ``pooled_max_opposing_z``. None otherwise (no fit, no
-    convention, not enough evidence). On the realistic 3D SWI cohort (seed 0, both handednesses,
-    2026-12-01) such spots were right 12 of 13 times; the confidence is the combined logistic
-    (:func:`combined_confidence`) of the two readings, which puts them in the 0.6-0.8 range."""
-    if fit is None or not fit.usable or fit.paramagnetic is None:
+    convention, not enough evidence, or two readable borders that disagree: conflicting, not
+    missing, evidence). On the realistic 3D SWI cohort (seed 0, both handednesses, 2026-12-01) such
+    calls were right 12 of 13 times, over every cohort (realistic swi3d, gre3d_1mm, gre2d_5mm; paper
+    cohort SNR 15 and filtered) 27 of 29 (benchmarks/realistic.md); the confidence is the combined
+    logistic (:func:`combined_confidence`) of the two readings, 0.6-0.8 for them: conservative."""
+    if fit is None or not fit.usable or fit.paramagnetic is None or border.borders_disagree:
         return None
     zb, zf = border.border_offset_z, float(fit.z)
     pooled = (zb + zf) / float(np.sqrt(2.0))
