@@ -284,6 +284,17 @@ def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -
         nvis = sum(s.n_physiological_visible for s in scores)
         lines.append(f"  physiological calcifications (visible {nvis}): found {len(phys)}, called "
                      + (", ".join(f"{n} {c}" for c, n in Counter(c for _, c in phys).most_common()) or "-"))
+        rel = []
+        for lo, hi in ((0.0, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.99), (0.99, 1.01)):
+            sel = [r for r in decided if lo <= r.confidence < hi]
+            if sel:
+                rel.append(f"{lo:.2f}-{min(hi, 1.0):.2f}: {_rate(sum(r.classification == r.truth_class for r in sel), len(sel))} right "
+                           f"(mean confidence {np.mean([r.confidence for r in sel]):.3f})")
+        lines.append("  confidence reliability (decided calls): " + "; ".join(rel))
+        pooled = [r for r in decided if "pooled evidence decides" in r.reason]
+        if pooled:
+            lines.append(f"    decided by pooled border offset + fit (interpret.pooled_offset_call): "
+                         f"{_rate(sum(r.classification == r.truth_class for r in pooled), len(pooled))} right")
         reasons = Counter(re.sub(r"[0-9]+(\.[0-9]+)?", "#", r.reason.split(";")[0].strip()) for r in ind)
         if reasons:
             lines.append("  indeterminate reasons: " + "; ".join(f"{n} x '{w}'" for w, n in reasons.most_common()))

@@ -231,7 +231,8 @@ def test_weak_single_border_and_agreeing_fit_decide_together():
     assert "together they decide" in res.reason and 0.5 < res.confidence < CONFIDENCE_CAP
     # the fit disagreeing, or too weak: no call
     assert combine(border, fit(False, z=2.2), "right-handed").classification == Classification.INDETERMINATE
-    assert combine(border, fit(True, z=1.5), "right-handed").classification == Classification.INDETERMINATE
+    # too weak even pooled with the border's mean offset (z 2.0): (2.0 + 0.5) / sqrt 2 < pooled_min_z
+    assert combine(border, fit(True, z=0.5), "right-handed").classification == Classification.INDETERMINATE
 
 
 
@@ -244,3 +245,56 @@ def test_weak_single_border_against_the_fit_is_a_disagreement():
     # a far stronger fit still overrides it, saying so
     res = combine(border, fit(False, z=500.0), "right-handed")
     assert res.classification == Classification.CALCIFICATION and "overrides a weak single border" in res.reason
+
+
+def test_border_offset_is_signed_paramagnetic_positive_and_pooled_over_distinct_slices():
+    from dataclasses import replace as dc_replace
+    from plugin.method.interpret import border_offset_z
+    dark2, dark1 = dc_replace(NONE, z_score=-2.0), dc_replace(NONE, z_score=-1.0)
+    assert border_offset_z(dark2, dark1, "right-handed") == pytest.approx(3.0 / 2 ** 0.5)
+    assert border_offset_z(dark2, dark1, "left-handed") == pytest.approx(-3.0 / 2 ** 0.5)
+    assert border_offset_z(dark2, dark2, "right-handed") == pytest.approx(2.0)      # one slice counted once
+    assert border_offset_z(dark2, dark1, "unknown") == 0.0
+    assert interpret(dark2, dark1, "right-handed").border_offset_z == pytest.approx(3.0 / 2 ** 0.5)
+
+
+def test_faint_spot_decided_by_pooled_border_offset_and_fit():
+    """Realistic SWI cohort: a 1.5 mm, 0.026 ppm microbleed on one slice: no border pixel beyond the
+    pattern threshold (mean offset z -1.9 on a right-handed series), fit z +1.9: neither decides
+    alone, pooled (1.9 + 1.9) / sqrt 2 = 2.7 they do, with a modest confidence."""
+    faint = PatternReading(None, 0.0, 0.0, 7, 0, 0.0, -0.05, -1.9)
+    border = interpret(faint, faint, "right-handed")
+    assert border.classification == Classification.INDETERMINATE
+    res = combine(border, fit(True, z=1.9), "right-handed")
+    assert res.classification == Classification.MICROBLEED and res.basis == "border+fit"
+    assert "pooled evidence decides" in res.reason and "together z +2.7" in res.reason
+    assert 0.5 < res.confidence < 0.9
+    # the same data on a left-handed series (phase negated) is the same call
+    mirrored = PatternReading(None, 0.0, 0.0, 7, 0, 0.0, 0.05, 1.9)
+    assert combine(interpret(mirrored, mirrored, "left-handed"), fit(True, z=1.9), "left-handed").classification \
+        == Classification.MICROBLEED
+    # calcification side: mean offset bright on right-handed phase, diamagnetic fit
+    bright = PatternReading(None, 0.0, 0.0, 7, 0, 0.0, 0.05, 2.5)
+    assert combine(interpret(bright, bright, "right-handed"), fit(False, z=1.4), "right-handed").classification \
+        == Classification.CALCIFICATION
+    # below the pooled threshold, or one reading pointing the other way by more than 1 s.d.: no call
+    assert combine(border, fit(True, z=0.5), "right-handed").classification == Classification.INDETERMINATE
+    # (a weak dark single border, z -1.5, against a diamagnetic fit of z 6: pooled -3.2, but the
+    # border's offset opposes by 1.5 s.d.)
+    weak_dark = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, -0.3, -1.5)
+    res = combine(interpret(weak_dark, NONE, "right-handed"), fit(False, z=6.0), "right-handed")
+    assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason
+    # its offset siding with the fit instead (dominance dark, mean offset bright z +1.2): pooled decides
+    weak_mixed = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, 0.1, 1.2)
+    res = combine(interpret(weak_mixed, NONE, "right-handed"), fit(False, z=4.0), "right-handed")
+    assert res.classification == Classification.CALCIFICATION and "pooled evidence decides" in res.reason
+    # two readable borders that disagree are conflicting evidence: the pooled offsets do not settle them
+    dark_edge = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, -0.3, -4.0)
+    bright_edge = PatternReading(PhasePattern(2), 0.0, 1.0, 7, 7, 1.0, 0.1, 1.2)
+    split = interpret(dark_edge, bright_edge, "right-handed")
+    assert split.borders_disagree and split.border_offset_z > 1.0
+    assert combine(split, fit(True, z=2.9), "right-handed").classification == Classification.INDETERMINATE
+    # no usable fit or an unknown convention: no pooled call
+    assert combine(border, not_usable("too few voxels"), "right-handed").classification == Classification.INDETERMINATE
+    assert combine(interpret(faint, faint, "unknown"), fit(True, z=1.9), "unknown").classification \
+        == Classification.INDETERMINATE
