@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from plugin.method.background import remove_background
-from plugin.method.dataconvention import DataConvention, decide_convention, estimate_data_convention
+from plugin.method.dataconvention import CONTRADICTED, DataConvention, decide_convention, estimate_data_convention
 from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma,
                                   most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
@@ -87,6 +87,7 @@ class ArrayAnalysis:
     convention_used: str = ""                        # after the decision rule
     convention_source: str = ""                      # the decision's text ("" when not checked)
     convention_status: str = ""
+    convention_statement: str = ""                   # the decision's one line for every result (dataconvention)
     qsm: Optional[QsmMap] = field(default=None, repr=False)   # the susceptibility map, when made
     echo_time_ms: Optional[float] = None                      # of the phase analysed
 
@@ -207,6 +208,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          rejected=rejected, rejected_not_listed=rejected_rest, data_convention=data_conv,
                          convention_used=str(convention), convention_source=decision.source if decision else "",
                          convention_status=decision.status if decision else "", qsm=qmap,
+                         convention_statement=decision.statement if decision else "",
                          echo_time_ms=echo_time_ms)
 
 
@@ -348,7 +350,8 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
                         lesions=res.lesions, label_map=res.label_map, notes=notes, rejected=res.rejected,
                         rejected_not_listed=res.rejected_not_listed,
                         data_convention=None if dc is None else dc.data_convention,
-                        data_evidence={} if dc is None else {**dc.evidence_dict(), "decision": res.convention_status}), res
+                        data_evidence={} if dc is None else {**dc.evidence_dict(), "decision": res.convention_status,
+                                                                      "statement": res.convention_statement}), res
 
 
 def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
@@ -485,6 +488,8 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         study_instance_uid=analysis.study_instance_uid, magnitude_series_uid=analysis.magnitude_series_uid,
         phase_series_uid=analysis.phase_series_uid, vendor=analysis.vendor,
         phase_convention=analysis.phase_convention, convention_source=analysis.convention_source,
+        convention_check=str(analysis.data_evidence.get("statement", "")),
+        convention_contradicted=analysis.data_evidence.get("decision") in CONTRADICTED,
         spots=spots, label_map=analysis.label_map,
         local_phase_rad=None if method is None else method.local_phase_rad,
         local_phase_wrapped=True if method is None else method.local_phase_wrapped,

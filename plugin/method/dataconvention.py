@@ -238,6 +238,11 @@ class ConventionDecision:
     source: str              # findings.json convention_source: which header rule and what the data said
     status: str              # agree | contradicted | contradicted_header_kept | unconfirmed | data_only | unknown
     warning: Optional[str] = None
+    statement: str = ""      # one line for every result (findings, SR, summary card, status): what the check found
+
+
+#: Decision statuses in which the header's convention was contradicted by strong data evidence.
+CONTRADICTED = ("contradicted", "contradicted_header_kept")
 
 
 def decide_convention(header_convention: str, header_source: str, data: DataConvention,
@@ -255,24 +260,35 @@ def decide_convention(header_convention: str, header_source: str, data: DataConv
         raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}")
     header = str(header_convention)
     known = header in (Handedness.RIGHT.value, Handedness.LEFT.value)
-    said = f"{data.reason}; counted: {_counts_text(data.evidence)}"
+    counted = _counts_text(data.evidence)
+    said = f"{data.reason}; counted: {counted}"
     if data.data_convention is None:
         if known:
-            return ConventionDecision(header, f"{header_source}; the data could not confirm it ({said})", "unconfirmed")
-        return ConventionDecision(header, f"{header_source}; the data could not decide either ({said})", "unknown")
+            return ConventionDecision(header, f"{header_source}; the data could not confirm it ({said})", "unconfirmed",
+                                      statement=f"Convention NOT CONFIRMED by the data: header {header} "
+                                                f"({header_source}) used; {data.reason}")
+        return ConventionDecision(header, f"{header_source}; the data could not decide either ({said})", "unknown",
+                                  statement=f"Convention unknown: the header named none ({header_source}) and the "
+                                            f"data could not decide ({data.reason})")
     dconv = data.data_convention.value
     if not known:
         return ConventionDecision(dconv, f"data: {dconv} from structures of known sign ({said}); the header named none "
-                                         f"({header_source})", "data_only")
+                                         f"({header_source})", "data_only",
+                                  statement=f"Convention from the data: {dconv} ({counted}); the header named none")
     if dconv == header:
-        return ConventionDecision(header, f"{header_source}; confirmed by the data ({said})", "agree")
+        return ConventionDecision(header, f"{header_source}; confirmed by the data ({said})", "agree",
+                                  statement=f"Convention {header} ({header_source}) confirmed by the data ({counted})")
     warning = (f"the header's phase convention {header} ({header_source}) is contradicted by the data: {dconv} "
                f"({said})")
+    contradicted = (f"HEADER CONTRADICTED: the header table said {header} ({header_source}), the data say {dconv} "
+                    f"({counted}, posterior {data.confidence:.4f})")
     if on_conflict == "header":
         return ConventionDecision(header, f"{header_source}; CONTRADICTED by the data ({dconv}: {said}); header kept "
-                                          f"(on_conflict=header)", "contradicted_header_kept", warning)
+                                          f"(on_conflict=header)", "contradicted_header_kept", warning,
+                                  f"{contradicted}; the header's {header} was kept (on_conflict=header)")
     return ConventionDecision(dconv, f"data: {dconv} ({said}); the header table ({header_source}) said {header} and "
-                                     f"was contradicted", "contradicted", warning)
+                                     f"was contradicted", "contradicted", warning,
+                              f"{contradicted}; the data's {dconv} was used")
 
 
 def _counts_text(evidence: dict) -> str:
@@ -284,5 +300,5 @@ def _counts_text(evidence: dict) -> str:
     return ", ".join(parts) or "nothing"
 
 
-__all__ = ["ConventionDecision", "DataConvention", "DataConventionParams", "ON_CONFLICT", "StructureReading",
+__all__ = ["CONTRADICTED", "ConventionDecision", "DataConvention", "DataConventionParams", "ON_CONFLICT", "StructureReading",
            "decide_convention", "estimate_data_convention"]
