@@ -67,7 +67,7 @@ def data_conventions(scan_result, thumbs_dir: Optional[Path] = None) -> tuple[di
             mask = brain_mask(m, vox)
             det = detect_spots(m, vox, mask=mask)
             local, _w, _what = remove_background(np.asarray(ph.data, np.float32), m, mask, vox)
-            dc = estimate_data_convention(m, local, mask, vox, det.rejected, det.noise_sigma)
+            dc = estimate_data_convention(m, local, mask, vox, det.rejected, det.noise_sigma, spots=det.spots)
             conventions[pair.phase_series_uid] = {
                 "data_convention": None if dc.data_convention is None else str(dc.data_convention),
                 "data_evidence": dc.evidence_dict()}

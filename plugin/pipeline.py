@@ -150,7 +150,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     notes.append(f"background: {what}")
     data_conv, decision = None, None
     if options.check_convention and not points_lps_mm:
-        data_conv = estimate_data_convention(mag, local, mask, voxel, vein_candidates, noise)
+        data_conv = estimate_data_convention(mag, local, mask, voxel, vein_candidates, noise, spots=spots)
         decision = decide_convention(convention, convention_source, data_conv, options.on_conflict)
         if decision.warning:
             log.warning("%s", decision.warning)
