@@ -40,13 +40,13 @@ VENDORS = {"right-handed": "GE/Philips", "left-handed": "Siemens/Canon"}
 THROUGH_PLANE_KINDS = ("through_plane_veins", "thin_tubes_along_b0")
 
 
-def rendered(plan, conv: str, cache: Path | None):
+def rendered(plan, conv: str, cache: Path | None, seed: int = 0):
     """(magnitude, phase, affine, TE ms, B0 T, truth) of the latest echo, from the cache when there."""
-    key = f"{plan.spec.name}_{plan.index}_{conv}"
+    key = f"{plan.spec.name}_{plan.index}_{conv}" + (f"_seed{seed}" if seed else "")
     if cache is not None and (cache / f"{key}.npz").exists() and (cache / f"{key}.json").exists():
         z = np.load(cache / f"{key}.npz")
         return z["mag"], z["ph"], z["aff"], float(z["te"]), float(z["b0"]), json.loads((cache / f"{key}.json").read_text())
-    images, truth = R.make_study(plan, convention=conv, seed=plan.index)
+    images, truth = R.make_study(plan, convention=conv, seed=seed * 1000 + plan.index)
     out = (images.magnitude[-1], images.phase_rad[-1], images.affine_lps, float(images.echo_times_ms[-1]),
            float(truth["b0_t"]), truth)
     if cache is not None:
@@ -62,7 +62,7 @@ def run(protocols, n_studies: int, seed: int, cache: Path | None, first: int = 0
         for plan in R.realistic_cohort(seed, protocol=prot, n_studies=n_studies)[first:]:
             conv = ("right-handed", "left-handed")[plan.index % 2]
             t0 = time.perf_counter()
-            mag, ph, aff, te, b0, truth = rendered(plan, conv, cache)
+            mag, ph, aff, te, b0, truth = rendered(plan, conv, cache, seed)
             t_render = time.perf_counter() - t0
             for case, phase, header, true_conv in (("normal", ph, conv, conv), ("flipped", -ph, conv, OTHER[conv]),
                                                    ("stripped", ph, "unknown", conv)):
@@ -72,7 +72,7 @@ def run(protocols, n_studies: int, seed: int, cache: Path | None, first: int = 0
                 dc = res.data_convention
                 read = [r for r in dc.readings if r.kind in THROUGH_PLANE_KINDS and r.n_slices_read > 0]
                 sc = score_study(prot, VENDORS[conv], plan, truth, res)
-                rows.append(dict(protocol=prot, study=plan.index, rendered=conv, case=case, through_plane=len(read),
+                rows.append(dict(protocol=prot, seed=seed, study=plan.index, rendered=conv, case=case, through_plane=len(read),
                                  data=None if dc.data_convention is None else dc.data_convention.value, truth=true_conv,
                                  used=res.convention_used, status=res.convention_status,
                                  confidence=round(dc.confidence, 4), evidence=dc.evidence_dict(),
