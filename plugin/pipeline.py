@@ -88,6 +88,7 @@ class ArrayAnalysis:
     convention_source: str = ""                      # the decision's text ("" when not checked)
     convention_status: str = ""
     convention_statement: str = ""                   # the decision's one line for every result (dataconvention)
+    convention_headline: str = ""                    # the same in short (the summary card)
     qsm: Optional[QsmMap] = field(default=None, repr=False)   # the susceptibility map, when made
     echo_time_ms: Optional[float] = None                      # of the phase analysed
 
@@ -209,6 +210,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          convention_used=str(convention), convention_source=decision.source if decision else "",
                          convention_status=decision.status if decision else "", qsm=qmap,
                          convention_statement=decision.statement if decision else "",
+                         convention_headline=decision.headline if decision else "",
                          echo_time_ms=echo_time_ms)
 
 
@@ -351,7 +353,8 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
                         rejected_not_listed=res.rejected_not_listed,
                         data_convention=None if dc is None else dc.data_convention,
                         data_evidence={} if dc is None else {**dc.evidence_dict(), "decision": res.convention_status,
-                                                                      "statement": res.convention_statement}), res
+                                                                      "statement": res.convention_statement,
+                                                                      "headline": res.convention_headline}), res
 
 
 def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
@@ -489,6 +492,7 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         phase_series_uid=analysis.phase_series_uid, vendor=analysis.vendor,
         phase_convention=analysis.phase_convention, convention_source=analysis.convention_source,
         convention_check=str(analysis.data_evidence.get("statement", "")),
+        convention_headline=str(analysis.data_evidence.get("headline", "")),
         convention_contradicted=analysis.data_evidence.get("decision") in CONTRADICTED,
         spots=spots, label_map=analysis.label_map,
         local_phase_rad=None if method is None else method.local_phase_rad,

@@ -19,7 +19,7 @@ import pytest
 
 from dicom_io.results import codes
 from dicom_io.results.sr import read_study
-from dicom_io.results.summary import WARN
+from dicom_io.results.summary import LINE_PX, WARN
 from plugin.phantom import realistic as R
 from plugin.phantom import render as P
 from plugin.pipeline import analyze_paths
@@ -138,8 +138,13 @@ def test_flipped_study_every_result_says_the_header_was_contradicted_and_by_what
     # the SR: a TEXT item in the report's qualitative evaluations, and what a viewer renders
     assert _sr_text(objs["sr"]) == statement
     assert statement in _dsr2html(objs["sr"], tmp_path)
-    # the summary card: the statement as a red line
+    # the summary card: the statement in short, as one red line of text
+    n_right = ev["through_plane_veins"]["right_handed"] + ev["thin_tubes_along_b0"]["right_handed"]
+    n = n_right + ev["through_plane_veins"]["left_handed"] + ev["thin_tubes_along_b0"]["left_handed"]
+    assert ev["headline"] == f"HEADER CONTRADICTED: header left-handed, data right-handed ({n_right}/{n} veins)"
     assert _warn_pixels(objs["overview"]) > 300
+    rows = np.nonzero(np.all(objs["overview"].pixel_array == np.array(WARN, np.uint8), axis=-1).any(axis=1))[0]
+    assert rows.max() - rows.min() < LINE_PX, "the red line wraps"
 
 
 def test_normal_study_is_confirmed_and_nothing_is_flagged(normal):

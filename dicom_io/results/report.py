@@ -100,6 +100,7 @@ class ReportInput:
     # --- the check of the header's phase convention against the data (issue 12) ---
     convention_check: str = ""                      # one line: confirmed / NOT CONFIRMED / HEADER CONTRADICTED ...; "": not checked
     convention_contradicted: bool = False           # strong data evidence contradicted the header's convention
+    convention_headline: str = ""                   # the check in short (the summary card's line); "": the check itself
 
 
 @dataclass(frozen=True)

@@ -317,8 +317,8 @@ def _convention_lines(draw: ImageDraw.ImageDraw, x: int, y: int, width_px: float
                "unknown": "spots cannot be classified"}.get(conv, conv)
     y = _paragraph(draw, x, y, f"Phase convention: {conv} - {meaning}", width_px)
     if a.convention_check:   # issue 12: the data's check of the header, red when it contradicted the header
-        y = _paragraph(draw, x, y, a.convention_check, width_px, fill=WARN if a.convention_contradicted else DIM,
-                       bold=a.convention_contradicted)
+        y = _paragraph(draw, x, y, a.convention_headline or a.convention_check, width_px,
+                       fill=WARN if a.convention_contradicted else DIM)
     return _paragraph(draw, x, y, f"Decided by: {a.convention_source}; vendor {a.vendor}", width_px, fill=DIM)
 
 

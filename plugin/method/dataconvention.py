@@ -43,7 +43,7 @@ caught and a normal one never flipped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -278,6 +278,7 @@ class ConventionDecision:
     status: str              # agree | contradicted | contradicted_header_kept | unconfirmed | data_only | unknown
     warning: Optional[str] = None
     statement: str = ""      # one line for every result (findings, SR, summary card, status): what the check found
+    headline: str = ""       # the statement in short (no header rule, no posterior): the summary card's one line
 
 
 #: Decision statuses in which the header's convention was contradicted by strong data evidence.
@@ -286,6 +287,37 @@ CONTRADICTED = ("contradicted", "contradicted_header_kept")
 
 def decide_convention(header_convention: str, header_source: str, data: DataConvention,
                       on_conflict: str = "data") -> ConventionDecision:
+    """See :func:`_decide`; the decision with its :attr:`ConventionDecision.headline`."""
+    d = _decide(header_convention, header_source, data, on_conflict)
+    return replace(d, headline=_headline(d, str(header_convention), data))
+
+
+def _votes(evidence: dict) -> tuple[int, int]:
+    """(votes for right-handed, votes for left-handed) over every kind."""
+    kinds = [v for v in evidence.values() if isinstance(v, dict)]
+    return sum(v["right_handed"] for v in kinds), sum(v["left_handed"] for v in kinds)
+
+
+def _headline(d: ConventionDecision, header: str, data: DataConvention) -> str:
+    right, left = _votes(data.evidence)
+    dconv = None if data.data_convention is None else data.data_convention.value
+    n = right + left
+    with_data = f"{right if dconv == Handedness.RIGHT.value else left}/{n} veins"
+    if d.status == "contradicted":
+        return f"HEADER CONTRADICTED: header {header}, data {dconv} ({with_data})"
+    if d.status == "contradicted_header_kept":
+        return f"HEADER CONTRADICTED: data {dconv} ({with_data}), header's {header} kept"
+    if d.status == "unconfirmed":
+        return f"NOT CONFIRMED by the data ({n} veins voted): header's {header} used"
+    if d.status == "agree":
+        return f"Confirmed by the data ({with_data})"
+    if d.status == "data_only":
+        return f"From the data ({with_data}): the header named none"
+    return f"Unknown: neither the header nor the data ({n} veins voted) name one"
+
+
+def _decide(header_convention: str, header_source: str, data: DataConvention,
+            on_conflict: str = "data") -> ConventionDecision:
     """The decision rule (issue 12):
 
     * header and data agree -> the header's convention, the source names both;
