@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--protocol", default="gre2d_5mm")
     ap.add_argument("--vendors", nargs="+", default=["GE", "Philips", "Siemens", "Canon"])
     a = ap.parse_args()
-    print("| vendor | case | vendor read | phase written | header convention (source) | data convention | decision | used right | calls (mb/calc/indet) |")
+    print("| vendor | case | vendor read | phase written | vendor table says | data convention | decision | used right | calls (mb/calc/indet) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for vendor in a.vendors:
         for case, extra in CASES:
@@ -39,15 +39,16 @@ def main() -> None:
                 cli("phantom", "--cohort", "realistic", "--protocol", a.protocol, "--vendor", vendor, "--studies", "1",
                     "--jobs", "1", "--out", str(d / "in"), *extra)
                 truth = json.loads((d / "in" / "truth.json").read_text())
-                written = truth.get("studies", [truth])[0]["phase_convention"]
+                study = truth.get("studies", [truth])[0]
+                written = study["phase_convention"]
+                table = study.get("vendor_table_convention", written)
                 cli("analyze", str(d / "in"), "--out", str(d / "out"), "--no-dicom")
                 doc = json.loads((d / "out" / "findings.json").read_text())
             for an in doc["analyses"]:
                 ev = an["data_evidence"]
-                header = an["convention_source"]
                 calls = [les["classification"] for les in an["lesions"]]
                 counts = "/".join(str(calls.count(c)) for c in ("microbleed", "calcification", "indeterminate"))
-                print(f"| {vendor} | {case} | {an['vendor']} | {written} | {header[:90]} | {an['data_convention']} | "
+                print(f"| {vendor} | {case} | {an['vendor']} | {written} | {table} | {an['data_convention']} | "
                       f"{ev.get('decision')} | {'yes' if an['phase_convention'] == written else 'NO'} | {counts} |", flush=True)
             print(f"# {vendor} {case}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
