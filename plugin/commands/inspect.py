@@ -47,7 +47,12 @@ def run(args) -> int:
         doc = inspect_scan(result)
         if args.data_convention:   # issue 12: the data's own convention, as conformance reports it
             from plugin.conformance import attach_data_conventions, data_conventions
-            attach_data_conventions(doc, data_conventions(result)[0])
+            try:
+                attach_data_conventions(doc, data_conventions(result)[0])
+            except Exception as exc:  # the series facts stand without it; say why it is missing
+                log.warning("data convention not estimated: %s: %s", type(exc).__name__, exc)
+                log.debug("data convention failed", exc_info=True)
+                attach_data_conventions(doc, {})
     except Exception as exc:  # never a traceback: the document still says what happened
         log.debug("inspect failed", exc_info=True)
         from dicom_io.inspect import SCHEMA
