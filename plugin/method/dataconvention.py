@@ -366,7 +366,9 @@ def _counts_text(evidence: dict) -> str:
     parts = []
     for name, v in evidence.items():
         if isinstance(v, dict):
-            parts.append(f"{name.replace('_', ' ')} {v['right_handed']} right-handed / {v['left_handed']} left-handed / "
+            label = {"through_plane_veins": "veins along B0", "thin_tubes_along_b0": "thin tubes along B0",
+                     "in_plane_veins": "in-plane veins"}.get(name, name.replace("_", " "))
+            parts.append(f"{label} {v['right_handed']} right-handed / {v['left_handed']} left-handed / "
                          f"{v['unclear']} unclear")
     return ", ".join(parts) or "nothing"
 
