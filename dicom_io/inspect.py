@@ -159,6 +159,9 @@ def format_table(doc: dict) -> str:
                    f"{s['software_versions'] or ''} | {s['modality'] or '-'} {s['sop_class']} | "
                    f"{s['n_files']} file(s), {s['n_frames']} frame(s)")
         out.append(f"  phase convention: {s['phase_convention']} ({s['convention_source']})")
+        if s.get("data_evidence"):   # added by the plugin's inspect (the data's own convention, issue 12)
+            ev = s["data_evidence"]
+            out.append(f"  data convention: {s.get('data_convention') or 'undecided'} ({ev.get('reason', '')})")
         header = f"  {'component':<10} {'echo':>4} {'TE ms':>7} {'slices':>6} {'size':>9} {'pixel mm':>13} " \
                  f"{'slice mm':>8}  decided by / phase"
         out.append(header)

@@ -34,8 +34,10 @@ def _thumbnail(data: np.ndarray, path: Path, phase: bool) -> None:
     im.save(path)
 
 
-def _data_conventions(scan_result, out: Path) -> tuple[dict, dict]:
-    """phase series uid -> data convention facts; series uid -> thumbnail names."""
+def data_conventions(scan_result, thumbs_dir: Optional[Path] = None) -> tuple[dict, dict]:
+    """phase series uid -> data convention facts (``data_convention``, ``data_evidence``) of every
+    magnitude/phase pair of a scan; series uid -> thumbnail names, written to ``thumbs_dir``
+    (none when it is None). ``borderphase inspect`` and ``conformance`` both report these."""
     from dicom_io.read import series as dseries
     from plugin.method.background import remove_background
     from plugin.method.dataconvention import estimate_data_convention
@@ -52,10 +54,10 @@ def _data_conventions(scan_result, out: Path) -> tuple[dict, dict]:
         except Exception as exc:  # the reader names the file
             conventions[pair.phase_series_uid] = {"data_convention": None, "data_evidence": {"reason": f"cannot load: {exc}"}}
             continue
-        for vol, is_phase in ((mag, False), (ph, True)):
+        for vol, is_phase in ((mag, False), (ph, True)) if thumbs_dir is not None else ():
             name = f"{vol.series_instance_uid}_{'phase' if is_phase else 'magnitude'}.png"
             try:
-                _thumbnail(vol.data, out / "thumbs" / name, is_phase)
+                _thumbnail(vol.data, Path(thumbs_dir) / name, is_phase)
                 thumbs.setdefault(vol.series_instance_uid, []).append(name)
             except Exception as exc:
                 log.warning("thumbnail of %s failed: %s", vol.series_instance_uid, exc)
@@ -65,7 +67,7 @@ def _data_conventions(scan_result, out: Path) -> tuple[dict, dict]:
             mask = brain_mask(m, vox)
             det = detect_spots(m, vox, mask=mask)
             local, _w, _what = remove_background(np.asarray(ph.data, np.float32), m, mask, vox)
-            dc = estimate_data_convention(m, local, mask, vox, det.rejected, det.noise_sigma)
+            dc = estimate_data_convention(m, local, mask, vox, det.rejected, det.noise_sigma, spots=det.spots)
             conventions[pair.phase_series_uid] = {
                 "data_convention": None if dc.data_convention is None else str(dc.data_convention),
                 "data_evidence": dc.evidence_dict()}
@@ -73,6 +75,16 @@ def _data_conventions(scan_result, out: Path) -> tuple[dict, dict]:
             conventions[pair.phase_series_uid] = {"data_convention": None,
                                                   "data_evidence": {"reason": f"{type(exc).__name__}: {exc}"}}
     return conventions, thumbs
+
+
+def attach_data_conventions(doc: dict, conventions: dict) -> dict:
+    """Add ``data_convention`` and ``data_evidence`` (None for a series that is no analysable
+    pair's phase) to every series of an inspect document (``dicom_io.inspect``)."""
+    for s in doc["series"]:
+        dc = conventions.get(s["series_instance_uid"])
+        s["data_convention"] = None if dc is None else dc["data_convention"]
+        s["data_evidence"] = None if dc is None else dc["data_evidence"]
+    return doc
 
 
 def conformance_report(paths: Sequence, out_dir, *, rules=None) -> dict:
@@ -84,13 +96,10 @@ def conformance_report(paths: Sequence, out_dir, *, rules=None) -> dict:
     (out / "thumbs").mkdir(parents=True, exist_ok=True)
     result = scan([Path(p) for p in paths], rules=rules)
     doc = inspect_scan(result)
-    conventions, thumbs = _data_conventions(result, out)
+    conventions, thumbs = data_conventions(result, out / "thumbs")
+    attach_data_conventions(doc, conventions)
     for s in doc["series"]:
-        uid = s["series_instance_uid"]
-        dc = conventions.get(uid)
-        s["data_convention"] = None if dc is None else dc["data_convention"]
-        s["data_evidence"] = None if dc is None else dc["data_evidence"]
-        s["thumbnails"] = [f"thumbs/{n}" for n in thumbs.get(uid, [])]
+        s["thumbnails"] = [f"thumbs/{n}" for n in thumbs.get(s["series_instance_uid"], [])]
     doc["schema"] = SCHEMA
     (out / "conformance.json").write_text(json.dumps(doc, indent=2))
     (out / "conformance.html").write_text(render_html(doc))

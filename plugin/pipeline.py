@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from plugin.method.background import remove_background
-from plugin.method.dataconvention import DataConvention, decide_convention, estimate_data_convention
+from plugin.method.dataconvention import CONTRADICTED, DataConvention, decide_convention, estimate_data_convention
 from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma,
                                   most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
@@ -93,6 +93,8 @@ class ArrayAnalysis:
     convention_used: str = ""                        # after the decision rule
     convention_source: str = ""                      # the decision's text ("" when not checked)
     convention_status: str = ""
+    convention_statement: str = ""                   # the decision's one line for every result (dataconvention)
+    convention_headline: str = ""                    # the same in short (the summary card)
     qsm: Optional[QsmMap] = field(default=None, repr=False)   # the susceptibility map, when made
     echo_time_ms: Optional[float] = None                      # of the phase analysed
 
@@ -160,7 +162,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     notes.append(f"background: {what}")
     data_conv, decision = None, None
     if options.check_convention and not points_lps_mm:
-        data_conv = estimate_data_convention(mag, local, mask, voxel, vein_candidates, noise)
+        data_conv = estimate_data_convention(mag, local, mask, voxel, vein_candidates, noise, spots=spots)
         decision = decide_convention(convention, convention_source, data_conv, options.on_conflict)
         if decision.warning:
             log.warning("%s", decision.warning)
@@ -227,6 +229,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          rejected=rejected, rejected_not_listed=rejected_rest, data_convention=data_conv,
                          convention_used=str(convention), convention_source=decision.source if decision else "",
                          convention_status=decision.status if decision else "", qsm=qmap,
+                         convention_statement=decision.statement if decision else "",
+                         convention_headline=decision.headline if decision else "",
                          echo_time_ms=echo_time_ms)
 
 
@@ -406,7 +410,9 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
                         lesions=res.lesions, label_map=res.label_map, notes=notes, rejected=res.rejected,
                         rejected_not_listed=res.rejected_not_listed,
                         data_convention=None if dc is None else dc.data_convention,
-                        data_evidence={} if dc is None else {**dc.evidence_dict(), "decision": res.convention_status}), res
+                        data_evidence={} if dc is None else {**dc.evidence_dict(), "decision": res.convention_status,
+                                                                      "statement": res.convention_statement,
+                                                                      "headline": res.convention_headline}), res
 
 
 def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
@@ -550,6 +556,9 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         study_instance_uid=analysis.study_instance_uid, magnitude_series_uid=analysis.magnitude_series_uid,
         phase_series_uid=analysis.phase_series_uid, vendor=analysis.vendor,
         phase_convention=analysis.phase_convention, convention_source=analysis.convention_source,
+        convention_check=str(analysis.data_evidence.get("statement", "")),
+        convention_headline=str(analysis.data_evidence.get("headline", "")),
+        convention_contradicted=analysis.data_evidence.get("decision") in CONTRADICTED,
         spots=spots, label_map=analysis.label_map,
         local_phase_rad=None if method is None else method.local_phase_rad,
         local_phase_wrapped=True if method is None else method.local_phase_wrapped,

@@ -143,3 +143,32 @@ def test_phantom_flip_phase_is_for_the_realistic_cohort_only(tmp_path):
     from plugin.phantom import dicom as phantom_dicom
     with pytest.raises(ValueError, match="flip-phase"):
         phantom_dicom.generate(tmp_path, vendor="GE", cohort="paper", flip_phase=True, n_studies=1, size="small")
+
+
+def test_thin_tubes_along_b0_vote_once_and_short_ones_not_at_all(rendered):
+    """A vein along B0 too thin for detection's minimum area (rejected 'too small') or kept as a
+    spot still votes when it is >= 15 mm tall and >= 8 times taller than wide (gre2d_5mm: most
+    medullary veins); a shorter one (a microbleed blooming over a few slices) does not; a vein
+    found twice (in pieces) votes once."""
+    from dataclasses import replace as dc_replace
+    mag, phase, affine = rendered["left-handed"]
+    _dc, det, (mask, vox, local) = _estimate(mag, phase, affine)
+    veins = [c for c in det.rejected if c.reason == RejectReason.VEIN_ALONG_B0]
+    assert len(veins) >= 3
+    thin = [dc_replace(c, reason=RejectReason.TOO_SMALL) for c in veins]
+    dc = estimate_data_convention(mag, local, mask, vox, thin, det.noise_sigma)
+    assert dc.data_convention == Handedness.LEFT
+    assert dc.evidence["thin_tubes_along_b0"]["left_handed"] >= 3 and dc.evidence["through_plane_veins"]["left_handed"] == 0
+    # the same veins found twice: each votes once
+    both = estimate_data_convention(mag, local, mask, vox, list(veins) + thin, det.noise_sigma)
+    assert both.evidence["thin_tubes_along_b0"] == {"left_handed": 0, "right_handed": 0, "unclear": 0}
+    assert both.evidence["through_plane_veins"] == dc.evidence["thin_tubes_along_b0"]
+    # too short to be a tube (< 15 mm along B0 on 2.5 mm slices): no vote
+    short = [dc_replace(c, n_slices=5) for c in thin]
+    dc = estimate_data_convention(mag, local, mask, vox, short, det.noise_sigma)
+    assert dc.data_convention is None and sum(dc.evidence["thin_tubes_along_b0"].values()) == 0
+    # a kept spot that is a thin tube votes as one
+    dc = estimate_data_convention(mag, local, mask, vox, [], det.noise_sigma, spots=[
+        type("Spot", (), {"center_index": c.center_index, "slice_indices": list(range(c.n_slices)),
+                          "diameter_mm": c.diameter_mm})() for c in veins])
+    assert dc.data_convention == Handedness.LEFT

@@ -206,6 +206,9 @@ EVIDENCE_TEXT = _private("BP-EVIDENCE", "Method evidence")
 REGION_SHOWN_TEXT = _private("BP-REGION", "Region shown")
 DISCLAIMER_TEXT = _private("BP-DISCLAIMER", "Disclaimer")
 INTENDED_USE_TEXT = _private("BP-INTENDED-USE", "Intended use")
+#: The check of the header's phase convention against the data (issue 12): confirmed, not
+#: confirmed, or "HEADER CONTRADICTED ..." with what contradicted it.
+CONVENTION_CHECK_TEXT = _private("BP-CONV-CHECK", "Phase convention check against the data")
 
 
 # --- what OHIF's measurement panel reads (issue 13) ---

@@ -71,7 +71,7 @@ def algorithm_identification(ctx: ResultContext) -> hd.sr.AlgorithmIdentificatio
             f"phase convention: {a.phase_convention}",
             f"convention source: {a.convention_source}",
             f"vendor: {a.vendor}",
-        ],
+        ] + ([f"convention check: {a.convention_check}"] if a.convention_check else []),
     )
 
 
@@ -334,6 +334,8 @@ def study_evaluations(ctx: ResultContext) -> hd.sr.ContainerContentItem:
         _text(codes.DISCLAIMER_TEXT, NOT_FOR_DIAGNOSIS),
         _text(codes.INTENDED_USE_TEXT, INTENDED_USE),
     ]
+    if ctx.report.convention_check:   # issue 12: a contradicted header must be readable in any viewer
+        items.insert(3, _text(codes.CONVENTION_CHECK_TEXT, ctx.report.convention_check))
     container = hd.sr.ContainerContentItem(name=codes.QUALITATIVE_EVALUATIONS, relationship_type=rel)
     container.ContentSequence = hd.sr.ContentSequence(items)
     return container

@@ -45,6 +45,7 @@ BG = (0, 0, 0)
 FG = (235, 235, 235)
 DIM = (175, 175, 175)
 NOTE = (255, 215, 0)
+WARN = (255, 96, 96)        # a header convention contradicted by the data (issue 12)
 ORIENT = (255, 255, 0)
 
 BODY_PX = 20            # body text font size: DejaVu Sans capitals 15 px high, descenders included 19 px
@@ -342,6 +343,9 @@ def _convention_lines(draw: ImageDraw.ImageDraw, x: int, y: int, width_px: float
                Handedness.LEFT: "paramagnetic (microbleed) shows bright on phase",
                "unknown": "spots cannot be classified"}.get(conv, conv)
     y = _paragraph(draw, x, y, f"Phase convention: {conv} - {meaning}", width_px)
+    if a.convention_check:   # issue 12: the data's check of the header, red when it contradicted the header
+        y = _paragraph(draw, x, y, a.convention_headline or a.convention_check, width_px,
+                       fill=WARN if a.convention_contradicted else DIM)
     return _paragraph(draw, x, y, f"Decided by: {a.convention_source}; vendor {a.vendor}", width_px, fill=DIM)
 
 

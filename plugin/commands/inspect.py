@@ -1,5 +1,7 @@
-"""``borderphase inspect PATH... [--json] [--convention-rules FILE]``: what every DICOM series
-under the paths is (vendor, components, echoes, geometry, phase scaling and convention).
+"""``borderphase inspect PATH... [--json] [--convention-rules FILE] [--no-data-convention]``: what
+every DICOM series under the paths is (vendor, components, echoes, geometry, phase scaling and
+convention) and, per phase series of a magnitude/phase pair, the data's own phase convention
+(``data_convention``, ``data_evidence``: plugin.conformance.data_conventions, issue 12).
 
 Exit codes (GUIDE): 0 every series readable; 1 unreadable files or series problems reported;
 2 usage or configuration error (missing path, bad rules file).
@@ -25,19 +27,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the machine-readable document (GUIDE contract)")
     p.add_argument("--convention-rules", metavar="FILE", type=Path, default=None,
                    help="site phase-convention overrides (TOML)")
+    p.add_argument("--no-data-convention", dest="data_convention", action="store_false",
+                   help="skip the data's own phase convention per phase series (veins of known sign; "
+                        "it reads every pair's pixels, seconds per series)")
     p.set_defaults(run=run)
     return p
 
 
 def run(args) -> int:
-    from dicom_io.inspect import format_table, has_problems, inspect_paths
+    from dicom_io.inspect import format_table, has_problems, inspect_scan
+    from dicom_io.read.series import scan
 
     try:
         rules = checked_inputs("inspect", args.paths, args.convention_rules)
     except InputRefused as exc:
         return exc.exit_code
     try:
-        doc = inspect_paths(args.paths, rules=rules)
+        result = scan([Path(p) for p in args.paths], rules=rules)
+        doc = inspect_scan(result)
+        if args.data_convention:   # issue 12: the data's own convention, as conformance reports it
+            from plugin.conformance import attach_data_conventions, data_conventions
+            try:
+                attach_data_conventions(doc, data_conventions(result)[0])
+            except Exception as exc:  # the series facts stand without it; say why it is missing
+                log.warning("data convention not estimated: %s: %s", type(exc).__name__, exc)
+                log.debug("data convention failed", exc_info=True)
+                attach_data_conventions(doc, {})
     except Exception as exc:  # never a traceback: the document still says what happened
         log.debug("inspect failed", exc_info=True)
         from dicom_io.inspect import SCHEMA

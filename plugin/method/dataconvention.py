@@ -9,6 +9,12 @@ Every brain carries structures of known susceptibility sign. Medullary veins (de
   Its core's local phase against a ring around it therefore carries the sign of the convention:
   negative for right-handed (GE, Philips: paramagnetic dark), positive for left-handed
   (Siemens, Canon), ``plugin.physics.handedness_sign``;
+* a vein along B0 too thin for detection's minimum area (rejected ``too small``) or kept as a spot
+  (it spans too few slices for detection's tube test) is the same cylinder: a dark dot on slices
+  covering >= ``thin_tube_min_length_mm`` along B0 and >= ``thin_tube_min_aspect`` times taller
+  than wide votes as a ``thin tube along B0`` (no microbleed or calcification is that tall and
+  thin). On 5 mm slices (gre2d_5mm) most medullary veins are found only this way. A structure
+  found twice (a vein in pieces) votes once;
 * a vein in the axial plane (``in-plane vein``) is a cylinder perpendicular to B0: its inner field
   is ``-chi/6``, the opposite sign and half the size, and its outside field is a quadrupole that
   partial volume mixes in on thick slices: it would vote with the reversed sign, but on the
@@ -37,19 +43,26 @@ caught and a normal one never flipped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from dicom_io.vocabulary import Handedness
-from plugin.method.detect import RejectedCandidate, RejectReason
+from plugin.method.detect import DetectedSpot, RejectedCandidate, RejectReason
 
 
 @dataclass(frozen=True)
 class DataConventionParams:
     reliability_through_plane: float = 0.95   # a tube through many slices that is a vein along B0 and reads cleanly
+    reliability_thin_tube: float = 0.9        # a dark dot too thin for detection (or kept as a spot) on slices
+                                              # covering >= thin_tube_min_length_mm, >= thin_tube_min_aspect
+                                              # times longer than wide: a vein along B0 too
+    thin_tube_min_length_mm: float = 15.0     # along B0 (slices x slice spacing): no microbleed is this tall
+    thin_tube_min_aspect: float = 8.0         # length / diameter: a 3 mm microbleed blooming over 3 slices of
+                                              # 5 mm is 5; a 1.4 mm vein over 4 slices is 14
+    same_structure_mm: float = 3.0            # candidates this close in-plane with touching slice ranges are one
     reliability_in_plane: float = 0.0         # 0: not used. Inner field -chi/6, the outer quadrupole mixed in by
                                               # partial volume; on the realistic phantom the in-plane rejections are
                                               # mostly slab-end and rim mimics that vote the wrong way
@@ -164,36 +177,62 @@ def _read_structure(mag: np.ndarray, local: np.ndarray, mask: np.ndarray, voxel_
 
 def estimate_data_convention(magnitude: np.ndarray, local_phase_rad: np.ndarray, mask: np.ndarray,
                              voxel_size_mm: tuple[float, float, float], rejected: Sequence[RejectedCandidate],
-                             noise_sigma: float, params: DataConventionParams = DataConventionParams()) -> DataConvention:
+                             noise_sigma: float, params: DataConventionParams = DataConventionParams(),
+                             spots: Sequence[DetectedSpot] = ()) -> DataConvention:
     """The data's convention from the detector's rejected veins (see module docstring).
 
     ``local_phase_rad``: background-removed phase (wrapped or not); ``noise_sigma``: the magnitude's
-    noise (``plugin.method.detect.estimate_noise_sigma``); ``rejected``: ``Detection.rejected``."""
+    noise (``plugin.method.detect.estimate_noise_sigma``); ``rejected``: ``Detection.rejected``;
+    ``spots``: ``Detection.spots`` (a kept spot that is a thin tube along B0 votes as one)."""
     mag = np.asarray(magnitude, np.float32)
     local = np.asarray(local_phase_rad, np.float32)
     p = params
-    kinds = ((RejectReason.VEIN_ALONG_B0, "through_plane_veins", +1.0, p.reliability_through_plane),
-             (RejectReason.IN_PLANE_VEIN, "in_plane_veins", -1.0, p.reliability_in_plane))
+    slice_mm = float(voxel_size_mm[0])
+
+    def thin_tube(n_slices: int, diameter_mm: float) -> bool:
+        length = n_slices * slice_mm
+        return length >= p.thin_tube_min_length_mm and length >= p.thin_tube_min_aspect * max(diameter_mm, 1e-3)
+
+    # (kind name, field sign of its core reading, reliability, candidates); a candidate: (centre index,
+    # slices, diameter mm)
+    def of(reason):
+        return [(c.center_index, c.n_slices, c.diameter_mm) for c in rejected if c.reason == reason]
+    tubes = [c for c in of(RejectReason.TOO_SMALL) if thin_tube(c[1], c[2])]
+    tubes += [(sp.center_index, len(sp.slice_indices), sp.diameter_mm) for sp in spots
+              if thin_tube(len(sp.slice_indices), sp.diameter_mm)]
+    kinds = (("through_plane_veins", +1.0, p.reliability_through_plane, of(RejectReason.VEIN_ALONG_B0)),
+             ("thin_tubes_along_b0", +1.0, p.reliability_thin_tube, tubes),
+             ("in_plane_veins", -1.0, p.reliability_in_plane, of(RejectReason.IN_PLANE_VEIN)))
+    used: list[tuple[float, float, float, float]] = []   # (row mm, col mm, first slice, last slice) read so far
+
+    def same_as_read(center, n_slices) -> bool:
+        r, c = center[1] * voxel_size_mm[1], center[2] * voxel_size_mm[2]
+        lo, hi = center[0] - (n_slices - 1) / 2.0, center[0] + (n_slices - 1) / 2.0
+        return any(math.hypot(r - r2, c - c2) < p.same_structure_mm and lo <= hi2 + 1 and lo2 <= hi + 1
+                   for r2, c2, lo2, hi2 in used)
     evidence: dict = {}
     readings: list[StructureReading] = []
     log_odds_left = 0.0
     sigma = max(float(noise_sigma), 1e-6)
-    for reason, name, field_sign, reliability in kinds:
+    for name, field_sign, reliability, cands in kinds:
         if reliability <= 0:
             evidence[name] = "not used (reliability 0)"
             continue
-        cands = sorted((c for c in rejected if c.reason == reason),
-                       key=lambda c: (-c.n_slices, -round(c.diameter_mm, 3), tuple(round(v, 2) for v in c.center_index)))
+        cands = sorted(cands, key=lambda c: (-c[1], -round(c[2], 3), tuple(round(v, 2) for v in c[0])))
         cands = cands[:p.max_structures]
         counts = {"left_handed": 0, "right_handed": 0, "unclear": 0}
-        for c in cands:
-            s0 = c.center_index[0]
-            half = (c.n_slices - 1) / 2.0
+        for center, n_slices, _diameter in cands:
+            if same_as_read(center, n_slices):   # a vein found twice (in pieces) votes once
+                continue
+            used.append((center[1] * voxel_size_mm[1], center[2] * voxel_size_mm[2],
+                         center[0] - (n_slices - 1) / 2.0, center[0] + (n_slices - 1) / 2.0))
+            s0 = center[0]
+            half = (n_slices - 1) / 2.0
             lo, hi = int(math.ceil(s0 - half - 1e-6)), int(math.floor(s0 + half + 1e-6))
-            if c.n_slices >= 3:        # the tube's ends: partial volume and the end caps' dipole
+            if n_slices >= 3:        # the tube's ends: partial volume and the end caps' dipole
                 lo, hi = lo + 1, hi - 1
             slices = list(range(lo, hi + 1)) or [int(round(s0))]
-            ph, z, n_read = _read_structure(mag, local, mask, voxel_size_mm, c.center_index, slices, sigma, p)
+            ph, z, n_read = _read_structure(mag, local, mask, voxel_size_mm, center, slices, sigma, p)
             # a positive field reads as positive phase in a left-handed convention
             zz = z * field_sign
             vote = 0
@@ -204,7 +243,7 @@ def estimate_data_convention(magnitude: np.ndarray, local_phase_rad: np.ndarray,
                 counts["left_handed" if vote > 0 else "right_handed"] += 1
             else:
                 counts["unclear"] += 1
-            readings.append(StructureReading(name, tuple(round(float(v), 2) for v in c.center_index), n_read,
+            readings.append(StructureReading(name, tuple(round(float(v), 2) for v in center), n_read,
                                              round(ph, 4), round(z, 2), vote))
         evidence[name] = counts
     n_votes = sum(v["left_handed"] + v["right_handed"] for v in evidence.values() if isinstance(v, dict))
@@ -238,10 +277,47 @@ class ConventionDecision:
     source: str              # findings.json convention_source: which header rule and what the data said
     status: str              # agree | contradicted | contradicted_header_kept | unconfirmed | data_only | unknown
     warning: Optional[str] = None
+    statement: str = ""      # one line for every result (findings, SR, summary card, status): what the check found
+    headline: str = ""       # the statement in short (no header rule, no posterior): the summary card's one line
+
+
+#: Decision statuses in which the header's convention was contradicted by strong data evidence.
+CONTRADICTED = ("contradicted", "contradicted_header_kept")
 
 
 def decide_convention(header_convention: str, header_source: str, data: DataConvention,
                       on_conflict: str = "data") -> ConventionDecision:
+    """See :func:`_decide`; the decision with its :attr:`ConventionDecision.headline`."""
+    d = _decide(header_convention, header_source, data, on_conflict)
+    return replace(d, headline=_headline(d, str(header_convention), data))
+
+
+def _votes(evidence: dict) -> tuple[int, int]:
+    """(votes for right-handed, votes for left-handed) over every kind."""
+    kinds = [v for v in evidence.values() if isinstance(v, dict)]
+    return sum(v["right_handed"] for v in kinds), sum(v["left_handed"] for v in kinds)
+
+
+def _headline(d: ConventionDecision, header: str, data: DataConvention) -> str:
+    right, left = _votes(data.evidence)
+    dconv = None if data.data_convention is None else data.data_convention.value
+    n = right + left
+    with_data = f"{right if dconv == Handedness.RIGHT.value else left}/{n} veins"
+    if d.status == "contradicted":
+        return f"HEADER CONTRADICTED: header {header}, data {dconv} ({with_data})"
+    if d.status == "contradicted_header_kept":
+        return f"HEADER CONTRADICTED: data {dconv} ({with_data}), header's {header} kept"
+    if d.status == "unconfirmed":
+        return f"NOT CONFIRMED by the data ({n} veins voted): header's {header} used"
+    if d.status == "agree":
+        return f"Confirmed by the data ({with_data})"
+    if d.status == "data_only":
+        return f"From the data ({with_data}): the header named none"
+    return f"Unknown: neither the header nor the data ({n} veins voted) name one"
+
+
+def _decide(header_convention: str, header_source: str, data: DataConvention,
+            on_conflict: str = "data") -> ConventionDecision:
     """The decision rule (issue 12):
 
     * header and data agree -> the header's convention, the source names both;
@@ -255,34 +331,47 @@ def decide_convention(header_convention: str, header_source: str, data: DataConv
         raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}")
     header = str(header_convention)
     known = header in (Handedness.RIGHT.value, Handedness.LEFT.value)
-    said = f"{data.reason}; counted: {_counts_text(data.evidence)}"
+    counted = _counts_text(data.evidence)
+    said = f"{data.reason}; counted: {counted}"
     if data.data_convention is None:
         if known:
-            return ConventionDecision(header, f"{header_source}; the data could not confirm it ({said})", "unconfirmed")
-        return ConventionDecision(header, f"{header_source}; the data could not decide either ({said})", "unknown")
+            return ConventionDecision(header, f"{header_source}; the data could not confirm it ({said})", "unconfirmed",
+                                      statement=f"Convention NOT CONFIRMED by the data: header {header} "
+                                                f"({header_source}) used; {data.reason}")
+        return ConventionDecision(header, f"{header_source}; the data could not decide either ({said})", "unknown",
+                                  statement=f"Convention unknown: the header named none ({header_source}) and the "
+                                            f"data could not decide ({data.reason})")
     dconv = data.data_convention.value
     if not known:
         return ConventionDecision(dconv, f"data: {dconv} from structures of known sign ({said}); the header named none "
-                                         f"({header_source})", "data_only")
+                                         f"({header_source})", "data_only",
+                                  statement=f"Convention from the data: {dconv} ({counted}); the header named none")
     if dconv == header:
-        return ConventionDecision(header, f"{header_source}; confirmed by the data ({said})", "agree")
+        return ConventionDecision(header, f"{header_source}; confirmed by the data ({said})", "agree",
+                                  statement=f"Convention {header} ({header_source}) confirmed by the data ({counted})")
     warning = (f"the header's phase convention {header} ({header_source}) is contradicted by the data: {dconv} "
                f"({said})")
+    contradicted = (f"HEADER CONTRADICTED: the header table said {header} ({header_source}), the data say {dconv} "
+                    f"({counted}, posterior {data.confidence:.4f})")
     if on_conflict == "header":
         return ConventionDecision(header, f"{header_source}; CONTRADICTED by the data ({dconv}: {said}); header kept "
-                                          f"(on_conflict=header)", "contradicted_header_kept", warning)
+                                          f"(on_conflict=header)", "contradicted_header_kept", warning,
+                                  f"{contradicted}; the header's {header} was kept (on_conflict=header)")
     return ConventionDecision(dconv, f"data: {dconv} ({said}); the header table ({header_source}) said {header} and "
-                                     f"was contradicted", "contradicted", warning)
+                                     f"was contradicted", "contradicted", warning,
+                              f"{contradicted}; the data's {dconv} was used")
 
 
 def _counts_text(evidence: dict) -> str:
     parts = []
     for name, v in evidence.items():
         if isinstance(v, dict):
-            parts.append(f"{name.replace('_', ' ')} {v['right_handed']} right-handed / {v['left_handed']} left-handed / "
+            label = {"through_plane_veins": "veins along B0", "thin_tubes_along_b0": "thin tubes along B0",
+                     "in_plane_veins": "in-plane veins"}.get(name, name.replace("_", " "))
+            parts.append(f"{label} {v['right_handed']} right-handed / {v['left_handed']} left-handed / "
                          f"{v['unclear']} unclear")
     return ", ".join(parts) or "nothing"
 
 
-__all__ = ["ConventionDecision", "DataConvention", "DataConventionParams", "ON_CONFLICT", "StructureReading",
+__all__ = ["CONTRADICTED", "ConventionDecision", "DataConvention", "DataConventionParams", "ON_CONFLICT", "StructureReading",
            "decide_convention", "estimate_data_convention"]

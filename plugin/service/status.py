@@ -36,6 +36,7 @@ def collect(state_dir: Path) -> dict:
                              "n_lesions": (r or {}).get("n_lesions"), "n_analyses": (r or {}).get("n_analyses"),
                              "skipped": (r or {}).get("skipped", []), "created": m.get("created"),
                              "finished": (r or {}).get("finished"),
+                             "convention_checks": (r or {}).get("convention_checks", []),
                              "results_dir": str(layout.results_dir(study, v)) if r and r["state"] == "analysed" else None})
             if versions[-1]["state"] == "no_analysable_pair" and not versions[-1]["reason"]:
                 versions[-1]["reason"] = "; ".join(f"{sk.get('series_instance_uid')}: {sk.get('reason')}"
@@ -97,6 +98,9 @@ def format_status(doc: dict) -> str:
             extra = f" v{last['version']}"
             if last["state"] == "analysed":
                 extra += f" pairs={last['n_analyses']} lesions={last['n_lesions']}"
+                for cc in last.get("convention_checks") or []:   # issue 12: only what needs a reader's eye
+                    if cc.get("decision") not in ("agree", "data_only"):
+                        extra += f"\n            convention {cc.get('phase_series_uid')}: {cc.get('statement')}"
                 for sk in last.get("skipped") or []:
                     extra += f"\n            skipped series {sk.get('series_instance_uid')}: {sk.get('reason')}"
             if last.get("reason") and last["state"] in ("failed", "ignored", "no_analysable_pair"):

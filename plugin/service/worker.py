@@ -10,7 +10,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
@@ -63,6 +63,19 @@ def is_dicom_file(path: Path) -> bool:
             return fh.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def convention_checks(findings: Optional[dict]) -> list[dict]:
+    """Per analysed pair, what the check of the header's phase convention against the data found
+    (findings.json ``data_evidence``: decision and its one-line statement; issue 12), for the
+    result record that ``borderphase status`` reads."""
+    out = []
+    for a in (findings or {}).get("analyses", []):
+        ev = a.get("data_evidence") or {}
+        if ev.get("decision"):
+            out.append({"phase_series_uid": a.get("phase_series_uid"), "decision": ev["decision"],
+                        "phase_convention": a.get("phase_convention"), "statement": ev.get("statement", "")})
+    return out
 
 
 def result_files(out_dir: Path) -> list[Path]:
@@ -154,9 +167,14 @@ def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: i
     skipped = (findings or {}).get("skipped", [])
     entries.extend(write_despite_full(
         reserve, lambda: create_outbox_entries(config, layout, study, version, manifest, files)))
+    checks = convention_checks(findings)
+    for c in checks:   # issue 12: a contradicted header is said in the node's log at WARNING as well
+        if c["decision"] in ("contradicted", "contradicted_header_kept"):
+            LOG.warning("study %s v%d phase series %s: %s", manifest["study_instance_uid"], version,
+                        c["phase_series_uid"], c["statement"])
     record({"state": "analysed", "finished": time.time(), "started": started,
             "n_lesions": n_lesions, "n_analyses": len((findings or {}).get("analyses", [])),
-            "skipped": skipped, "result_files": [str(p.relative_to(out_dir)) for p in files],
+            "skipped": skipped, "convention_checks": checks, "result_files": [str(p.relative_to(out_dir)) for p in files],
             "outbox": list(entries), "worker": worker_identity()})
     LOG.info("study %s v%d analysed: %d lesion(s), %d result object(s), %d delivery(ies)",
              manifest["study_instance_uid"], version, n_lesions, len(files), len(entries))
