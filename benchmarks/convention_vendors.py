@@ -1,6 +1,7 @@
 """The data's own phase convention end to end through DICOM, for every vendor (issue 12): the
 phantom command writes one realistic study as each vendor writes it (normal, ``--flip-phase``,
-``--anonymize no_manufacturer``), ``borderphase analyze --no-dicom`` reads it back; printed per
+``--anonymize no_manufacturer``, ``--anonymize vendor_stripped``: no private elements and nothing
+naming the equipment, so the reader cannot name the vendor), ``borderphase analyze --no-dicom`` reads it back; printed per
 vendor and case: the vendor and header convention the reader resolved, the data's convention,
 the decision and whether the convention used is the one the phase was written in.
 
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = (("normal", []), ("flipped", ["--flip-phase"]), ("no_manufacturer", ["--anonymize", "no_manufacturer"]))
+CASES = (("normal", []), ("flipped", ["--flip-phase"]), ("no_manufacturer", ["--anonymize", "no_manufacturer"]),
+         ("vendor_stripped", ["--anonymize", "vendor_stripped"]))
 
 
 def cli(*args: str) -> None:

@@ -278,3 +278,26 @@ def test_uid_factory_makes_output_reproducible(tmp_path, phantom, style):
                               uid_factory=lambda: f"1.2.826.0.1.3680043.8.498.9.{next(counter)}")
         outs.append([p.read_bytes() for p in w.paths])
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_vendor_stripped_export_reads_as_unknown_vendor_with_phase_intact(tmp_path, phantom, vendor, style):
+    """An anonymising export (no private elements, nothing naming the equipment): the reader must
+    not guess the vendor (so no header convention), yet still read magnitude and phase in radians,
+    which is what the data's own convention check then decides on (issue 12)."""
+    mag, phase = phantom
+    w, _ = write(tmp_path, vendor, style, "vendor_stripped", mag, phase)
+    scan = series.scan([tmp_path])
+    assert {s.series_instance_uid for s in scan.series} == set(w.series_uids.values())
+    want = {(s.component, s.echo_number): s for s in stacks(mag, phase)}
+    for s in scan.series:
+        assert s.vendor == "unknown", (s.vendor, s.vendor_source)
+        assert s.phase_convention == "unknown"
+        for st in s.stacks:
+            assert (st.component, st.echo_number) in want, (st.component, st.component_source)
+            if st.component == "phase":
+                vol = series.load_volume(st)
+                src = want[(st.component, st.echo_number)]
+                err = np.abs(np.angle(np.exp(1j * (vol.data.astype(float) - wrapped(src.data)))))
+                assert err.max() < PHASE_TOL_RAD, (err.max(), vol.phase_scaling)

@@ -15,7 +15,8 @@ step) lengths (PS3.3 C.7.6.2.1.1).
 
 Anonymized variants: ``no_private`` (every private element removed, in sequences too),
 ``no_description`` (SeriesDescription and ProtocolName removed), ``no_manufacturer``
-(Manufacturer removed).
+(Manufacturer removed), ``vendor_stripped`` (private elements and every element that names the
+equipment, its software or the protocol removed: the vendor cannot be identified from the headers).
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 VENDOR_NAMES = VENDORS
 STYLES = WRITE_STYLES
-ANONYMIZE = ("none", "no_private", "no_description", "no_manufacturer")
+ANONYMIZE = ("none", "no_private", "no_description", "no_manufacturer", "vendor_stripped")
 #: Magnitude is stored as counts; the largest magnitude of the acquisition becomes this value.
 MAGNITUDE_FULL_SCALE = 4000.0
 
@@ -264,6 +264,10 @@ def window(enc: Encoded, component: str) -> tuple[float, float]:
     return ds_num((lo + hi) / 2), ds_num(width)
 
 
+VENDOR_NAMING_KEYWORDS = ("Manufacturer", "ManufacturerModelName", "SoftwareVersions", "DeviceSerialNumber",
+                          "StationName", "InstitutionName", "SeriesDescription", "ProtocolName", "SequenceName")
+
+
 def anonymize_dataset(ds: Dataset, anonymize: str) -> None:
     if anonymize == "no_private":
         ds.remove_private_tags()
@@ -274,6 +278,13 @@ def anonymize_dataset(ds: Dataset, anonymize: str) -> None:
     elif anonymize == "no_manufacturer":
         if "Manufacturer" in ds:
             del ds.Manufacturer
+    elif anonymize == "vendor_stripped":
+        # what an anonymising export leaves: no private elements and nothing that names the
+        # equipment, so the vendor cannot be identified from the headers (issue 12)
+        ds.remove_private_tags()
+        for kw in VENDOR_NAMING_KEYWORDS:
+            if kw in ds:
+                delattr(ds, kw)
 
 
 def save(ds: Dataset, path: Path) -> Path:

@@ -266,7 +266,7 @@ def _build_series(uid: str, frames: list[FrameHeader], rules: Optional[Conventio
     comp_order = {"magnitude": 0, "phase": 1, "real": 2, "imaginary": 3}
     for key in sorted(keyed, key=lambda k: (comp_order.get(k[0], 9), k[1] if k[1] is not None else 0)):
         fs = keyed[key]
-        srcs = list(dict.fromkeys(sources[key]))
+        srcs = _summarised_sources(sources[key])
         geo = geometry.check_stack(fs)
         tes = sorted({round(f.echo_time_ms, 4) for f in fs if f.echo_time_ms is not None})
         stack_problems = list(geo.problems)
@@ -391,3 +391,15 @@ def _field_strength_t(frames: list[FrameHeader]) -> Optional[float]:
         if t is not None and np.isfinite(t) and t > 0:
             return t
     return None
+
+
+def _summarised_sources(per_frame: list[str]) -> list[str]:
+    """The distinct rules that decided a stack's frames, once each: a per-frame pixel-statistics
+    rule carries that frame's numbers, so 60 frames would print 60 near-identical texts; keep the
+    first text of each rule (the part before its numbers) and count the other frames it decided."""
+    by_rule: dict[str, list[str]] = {}
+    for src in dict.fromkeys(per_frame):
+        by_rule.setdefault(src.split(" (", 1)[0], []).append(src)
+    return [texts[0] if len(texts) == 1 else f"{texts[0]} (+{len(texts) - 1} more frames by the same rule)"
+            for texts in by_rule.values()]
+

@@ -2,7 +2,7 @@
 
     borderphase phantom --vendor GE --out DIR [--cohort paper|realistic] [--protocol swi3d|gre3d_1mm|gre2d_5mm]
                         [--seed N] [--style classic|enhanced]
-                        [--anonymize none|no_private|no_description|no_manufacturer] [--snr S]
+                        [--anonymize none|no_private|no_description|no_manufacturer|vendor_stripped] [--snr S]
                         [--echoes N] [--filtered] [--size small|full] [--flip-phase]
     borderphase phantom --sample-set --out sample_dicom     # regenerate the sample_dicom set
     borderphase phantom --inject-into DIR [DIR...] --out OUT [--studies N] [--seed N]
@@ -20,7 +20,7 @@ from dicom_io.vendors import VENDORS
 
 log = logging.getLogger(__name__)
 
-ANONYMIZE = ("none", "no_private", "no_description", "no_manufacturer")
+ANONYMIZE = ("none", "no_private", "no_description", "no_manufacturer", "vendor_stripped")
 
 
 def add_parser(subparsers) -> None:
