@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--worker-type", default="process", choices=("thread", "process"))
     ap.add_argument("--work", default=None, help="work dir (kept); default: a temp dir removed at the end")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--receive-only", action="store_true",
+                    help="run only the receiving steps (storescp baseline, node receiving without analysis)")
     args = ap.parse_args(argv)
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
@@ -193,6 +195,13 @@ def main(argv=None) -> int:
                                    "failed_senders": r["failed_senders"]}
     stop_proc(node)
     shutil.rmtree(state, ignore_errors=True)
+    if args.receive_only:
+        report["node_receive_only"]["ratio_to_storescp"] = round(
+            report["node_receive_only"]["images_per_s"] / report["storescp"]["images_per_s"], 2)
+        print(json.dumps(report, indent=2))
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
 
     # -- the node, same load, analysing and delivering to Orthanc ------------------------------
     node_port = free_port()

@@ -32,6 +32,8 @@ from typing import Callable
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_io.net.prompt_io import PromptRequestHandler
+
 LOG = logging.getLogger(__name__)
 
 RefusedCallback = Callable[[str, str], None]
@@ -163,6 +165,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         self._on_tls_failure = on_tls_failure
         self._by_socket: dict[int, _Connection] = {}
         self._by_socket_lock = threading.Lock()
+        kwargs.setdefault("request_handler", PromptRequestHandler)  # fewer wake-ups per instance
         super().__init__(*args, **kwargs)
 
     def get_request(self) -> tuple[socket.socket, tuple]:
