@@ -90,6 +90,12 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -168,11 +174,13 @@ def main(argv=None) -> int:
     sampler = RssSampler(scp.pid)
     sampler.start()
     r = run_senders(port, "STORESCP", groups)
+    scp_cpu_ms = cpu_s(scp.pid) / n_load * 1e3
     sampler.stop_flag.set()
     sampler.join()
     n_scp = sum(1 for _ in out.rglob("*") if _.is_file())
     report["storescp"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
                           "received": n_scp, "peak_rss_mb": round(sampler.peak_mb, 1),
+                          "cpu_ms_per_image": round(scp_cpu_ms, 2),
                           "failed_senders": r["failed_senders"]}
     stop_proc(scp)
     shutil.rmtree(out, ignore_errors=True)
@@ -186,12 +194,15 @@ def main(argv=None) -> int:
     node = start_serve(cfg, node_port, work / "node_rx.log")
     sampler = RssSampler(node.pid)
     sampler.start()
+    cpu0 = cpu_s(node.pid)
     r = run_senders(node_port, "BPNODE", groups)
+    rx_cpu_ms = (cpu_s(node.pid) - cpu0) / n_load * 1e3
     sampler.stop_flag.set()
     sampler.join()
     spooled = sum(len(list((state / "spool" / s["study_uid"]).rglob("*.dcm"))) for s in load)
     report["node_receive_only"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
                                    "spooled": spooled, "peak_rss_mb": round(sampler.peak_mb, 1),
+                                   "cpu_ms_per_image": round(rx_cpu_ms, 2),
                                    "failed_senders": r["failed_senders"]}
     stop_proc(node)
     shutil.rmtree(state, ignore_errors=True)
