@@ -220,11 +220,11 @@ def main(argv=None) -> int:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     cfg = write_config(work / "node.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
-                       analysis="plugin.pipeline:analyze_paths", workers=args.workers, retry_initial_s=1, retry_max_s=10,
+                       workers=args.workers, retry_initial_s=1, retry_max_s=10,
                        destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
     cfg.write_text(cfg.read_text().replace('workers = %d' % args.workers,
                                            'workers = %d\nworker_type = "%s"' % (args.workers, args.worker_type)))
-    node = start_serve(cfg, node_port, work / "node.log")
+    node = start_serve(cfg, node_port, work / "node.log", stand_in=False)  # the real pipeline
     sampler = RssSampler(node.pid)
     sampler.start()
     try:

@@ -16,7 +16,9 @@ silent peer stops all accepts. :class:`GuardedAssociationServer` changes only th
   connections wait (the oldest pending one from the same address, or overall, goes first), so
   idle sockets cannot keep a real sender out.
 
-Every refusal is reported through ``on_refused(address, reason)``.
+Every refusal is reported through ``on_refused(address, reason)``. Accepted connections become
+associations through :class:`~dicom_io.net.prompt_io.PromptRequestHandler` (event-driven waits
+instead of pynetdicom's 1 ms polling; same protocol).
 """
 from __future__ import annotations
 
