@@ -98,6 +98,12 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -143,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--qsm-latency", type=int, default=0, metavar="R",
                     help="only the idle latency with and without the QSM series, R studies each (module docstring)")
+    ap.add_argument("--receive-only", action="store_true",
+                    help="run only the receiving steps (storescp baseline, node receiving without analysis)")
     args = ap.parse_args(argv)
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
@@ -181,11 +189,13 @@ def main(argv=None) -> int:
     sampler = RssSampler(scp.pid)
     sampler.start()
     r = run_senders(port, "STORESCP", groups)
+    scp_cpu_ms = cpu_s(scp.pid) / n_load * 1e3
     sampler.stop_flag.set()
     sampler.join()
     n_scp = sum(1 for _ in out.rglob("*") if _.is_file())
     report["storescp"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
                           "received": n_scp, "peak_rss_mb": round(sampler.peak_mb, 1),
+                          "cpu_ms_per_image": round(scp_cpu_ms, 2),
                           "failed_senders": r["failed_senders"]}
     stop_proc(scp)
     shutil.rmtree(out, ignore_errors=True)
@@ -199,15 +209,25 @@ def main(argv=None) -> int:
     node = start_serve(cfg, node_port, work / "node_rx.log")
     sampler = RssSampler(node.pid)
     sampler.start()
+    cpu0 = cpu_s(node.pid)
     r = run_senders(node_port, "BPNODE", groups)
+    rx_cpu_ms = (cpu_s(node.pid) - cpu0) / n_load * 1e3
     sampler.stop_flag.set()
     sampler.join()
     spooled = sum(len(list((state / "spool" / s["study_uid"]).rglob("*.dcm"))) for s in load)
     report["node_receive_only"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
                                    "spooled": spooled, "peak_rss_mb": round(sampler.peak_mb, 1),
+                                   "cpu_ms_per_image": round(rx_cpu_ms, 2),
                                    "failed_senders": r["failed_senders"]}
     stop_proc(node)
     shutil.rmtree(state, ignore_errors=True)
+    if args.receive_only:
+        report["node_receive_only"]["ratio_to_storescp"] = round(
+            report["node_receive_only"]["images_per_s"] / report["storescp"]["images_per_s"], 2)
+        print(json.dumps(report, indent=2))
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
 
     # -- the node, same load, analysing and delivering to Orthanc ------------------------------
     node_port = free_port()
@@ -215,11 +235,11 @@ def main(argv=None) -> int:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     cfg = write_config(work / "node.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
-                       analysis="plugin.pipeline:analyze_paths", workers=args.workers, retry_initial_s=1, retry_max_s=10,
+                       workers=args.workers, retry_initial_s=1, retry_max_s=10,
                        destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
     cfg.write_text(cfg.read_text().replace('workers = %d' % args.workers,
                                            'workers = %d\nworker_type = "%s"' % (args.workers, args.worker_type)))
-    node = start_serve(cfg, node_port, work / "node.log")
+    node = start_serve(cfg, node_port, work / "node.log", stand_in=False)  # the real pipeline
     sampler = RssSampler(node.pid)
     sampler.start()
     try:
