@@ -39,6 +39,7 @@ from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, dar
                                   most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine, interpret
+from plugin.method.morphology import fill_holes
 from plugin.method.qsm import QsmMap, QsmParams, compute_qsm, spot_susceptibility
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
@@ -223,7 +224,7 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
         notes.append("QSM: not made (echo time or field strength unknown)")
         return None
     try:
-        qmap = compute_qsm(local, mask & ndi.binary_fill_holes(local != 0), affine_lps, echo_time_ms=echo_time_ms,
+        qmap = compute_qsm(local, mask & fill_holes(local != 0), affine_lps, echo_time_ms=echo_time_ms,
                            field_strength_t=field_strength_t, convention=convention, params=options.qsm_params)
     except Exception as exc:   # the border reading stands without it
         log.error("QSM failed: %s: %s", type(exc).__name__, exc)

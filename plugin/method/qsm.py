@@ -104,6 +104,16 @@ def _gradient_power(shape, voxel_mm) -> np.ndarray:
     return out
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every True voxel of a non-empty ``mask`` (from its projections:
+    no index array of the whole mask)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams()) -> np.ndarray:
     """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32."""
     if params.method not in (L2, TKD):
@@ -112,10 +122,10 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     out = np.zeros(field_ppm.shape, np.float32)
     if not mask.any():
         return out
-    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
+    box = _bounding_box(mask)
     f = np.where(mask[box], field_ppm[box], 0).astype(np.float32)
     shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(f.shape, voxel_mm)]
-    D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True).astype(np.float32)
+    D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
     if params.method == L2:
         G = _gradient_power(shape, voxel_mm)
         denom = D * D + np.float32(params.l2_lambda_mm2) * G
