@@ -133,11 +133,16 @@ def main(argv=None) -> int:
     ap.add_argument("--worker-type", default="process", choices=("thread", "process"))
     ap.add_argument("--work", default=None, help="work dir (kept); default: a temp dir removed at the end")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--idle-only", type=int, default=0, metavar="N",
+                    help="only the idle-latency part: N studies sent one at a time to an idle node (each after "
+                         "the previous one's results are in Orthanc); no storescp, no load")
     args = ap.parse_args(argv)
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
     work.mkdir(parents=True, exist_ok=True)
     src = make_source(work)
+    if args.idle_only:
+        return idle_only(args, work, src)
     studies = []
     for i in range(args.studies + 1):
         d = work / "studies" / f"s{i:02d}"
@@ -200,11 +205,11 @@ def main(argv=None) -> int:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     cfg = write_config(work / "node.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
-                       analysis="plugin.pipeline:analyze_paths", workers=args.workers, retry_initial_s=1, retry_max_s=10,
+                       workers=args.workers, retry_initial_s=1, retry_max_s=10,
                        destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
     cfg.write_text(cfg.read_text().replace('workers = %d' % args.workers,
                                            'workers = %d\nworker_type = "%s"' % (args.workers, args.worker_type)))
-    node = start_serve(cfg, node_port, work / "node.log")
+    node = start_serve(cfg, node_port, work / "node.log", stand_in=False)  # the real pipeline
     sampler = RssSampler(node.pid)
     sampler.start()
     try:
@@ -250,6 +255,68 @@ def main(argv=None) -> int:
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def prepared_studies(work: Path, src: Path, names: list[str]) -> list[dict]:
+    """Copies of the phantom study with fresh UIDs under ``work/studies/<name>`` (kept between runs)."""
+    out = []
+    for name in names:
+        d = work / "studies" / name
+        meta = d / "meta.json"
+        if not meta.exists():
+            info = copy_study(src, d / "dicom")
+            meta.write_text(json.dumps({"study_uid": info["study_uid"], "n": info["n"]}))
+        out.append(json.loads(meta.read_text()) | {"dir": d})
+    return out
+
+
+def idle_only(args, work: Path, src: Path) -> int:
+    """The idle-latency part alone: each study sent by one storescu to the idle node, the next one
+    only once the previous one's results are accepted by Orthanc; per study the split of last
+    instance -> SR in Orthanc, and the median of completion -> SR (queue + analysis + delivery)."""
+    studies = prepared_studies(work, src, [f"idle{i:02d}" for i in range(args.idle_only)])
+    node_port = free_port()
+    orthanc = Orthanc(work / "orthanc_idle", node_port).start()
+    state = work / "state_idle"
+    shutil.rmtree(state, ignore_errors=True)
+    cfg = write_config(work / "node_idle.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
+                       workers=args.workers, retry_initial_s=1, retry_max_s=10,
+                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
+    node = start_serve(cfg, node_port, work / "node_idle.log", stand_in=False)
+    rows = []
+    try:
+        from plugin.service.state import StateLayout
+        from plugin.service.status import collect
+        layout = StateLayout(state)
+
+        def done(n):
+            st = collect(state)
+            finished = [s for s in st["studies"] if s["state"] in ("analysed", "failed")]
+            return st if len(finished) == n and not st["outbox"]["pending"] else None
+
+        for i, s in enumerate(studies):
+            load_before = os.getloadavg()[0]
+            run_senders(node_port, "BPNODE", [[s["dir"] / "dicom"]])
+            wait_for(lambda: done(i + 1), args.timeout, interval_s=0.1, what="idle study analysed")
+            d = latencies(layout, [s["study_uid"]], detail=True)[0]
+            d["completion_to_sr_s"] = round(d["total_s"] - d["completion_wait_s"], 2) if d["total_s"] else None
+            d["load_average_1min"] = round(load_before, 1)
+            d["sr_in_orthanc"] = any(x["MainDicomTags"].get("Modality") == "SR" for x in orthanc.series_of(s["study_uid"]))
+            rows.append(d)
+            time.sleep(1.0)   # the node idle again before the next study
+    finally:
+        stop_proc(node)
+        orthanc.stop()
+    c2sr = sorted(r["completion_to_sr_s"] for r in rows if r["completion_to_sr_s"] is not None)
+    report = {"idle_studies": rows, "completion_to_sr_s_median": c2sr[len(c2sr) // 2] if c2sr else None,
+              "cpus": os.cpu_count()}
+    print(json.dumps(report, indent=2))
+    print("| study | completion -> SR s | = queue | + analysis | + delivery | last instance -> SR s | load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|")
+    for i, r in enumerate(rows):
+        print(f"| {i + 1} | {r['completion_to_sr_s']} | {r['queue_wait_s']} | {r['analysis_s']} | {r['delivery_s']} | "
+              f"{r['total_s']} | {r['load_average_1min']} |")
+    return 0 if all(r["sr_in_orthanc"] for r in rows) else 1
 
 
 def latencies(layout, study_uids: list[str], detail: bool = False) -> list | dict:
