@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -373,14 +373,15 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
                   options: AnalysisOptions = AnalysisOptions(), write_dicom: bool = True,
-                  previous_sr_paths: Sequence = ()) -> dict:
+                  previous_sr_paths: Sequence = (), on_result_file: Optional[Callable[[Path], None]] = None) -> dict:
     """Scan ``paths``, pair, analyse every pair, write ``out_dir/findings.json``; return the document.
 
     ``convention_rules``: a ``dicom_io.convention.ConventionRules`` or a path to a rules file; the
     scan applies them once per series and each analysis reports its phase series' convention.
     The document also carries ``errors`` (unreadable files) and, per analysis, ``notes``.
     ``previous_sr_paths``: the SRs of an earlier version of this study (the node passes them when
-    late instances reopened it); each new SR names the one it supersedes.
+    late instances reopened it); each new SR names the one it supersedes. ``on_result_file(path)``:
+    called with each DICOM result file as soon as it is written (the node starts delivering it).
     """
     from dicom_io.read import series as dseries
     from dicom_io import convention as dconv
@@ -432,7 +433,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         analysis.notes[:0] = [note] + ([echo_note] if echo_note else [])
         tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:
-            paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method)
+            paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method, on_result_file)
             result_paths += paths
         del method   # the background-removed phase volume is not needed any more
         analyses.append(analysis_dict(analysis, tracking))
@@ -496,12 +497,14 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),
-                   method: Optional[ArrayAnalysis] = None) -> tuple[list[str], dict[int, TrackingIdentity]]:
+                   method: Optional[ArrayAnalysis] = None,
+                   on_written: Optional[Callable[[Path], None]] = None) -> tuple[list[str], dict[int, TrackingIdentity]]:
     """Write the DICOM results of one pair: (paths, lesion id -> tracking identity), or
     ([], {}) with a note on the analysis when they could not be written."""
     from dicom_io.results import write_results
     try:
-        written = write_results(report_input(analysis, method), mag, ph, out, previous_sr_paths=previous_sr_paths)
+        written = write_results(report_input(analysis, method), mag, ph, out, previous_sr_paths=previous_sr_paths,
+                                on_written=on_written)
     except Exception as exc:  # results must never lose the findings
         log.error("DICOM result objects not written: %s", exc)
         analysis.notes.append(f"DICOM result objects not written: {exc}")
