@@ -276,15 +276,16 @@ def idle_only(args, work: Path, src: Path) -> int:
     instance -> SR in Orthanc, and the median of completion -> SR (queue + analysis + delivery)."""
     studies = prepared_studies(work, src, [f"idle{i:02d}" for i in range(args.idle_only)])
     node_port = free_port()
+    shutil.rmtree(work / "orthanc_idle", ignore_errors=True)   # an empty archive each run
     orthanc = Orthanc(work / "orthanc_idle", node_port).start()
     state = work / "state_idle"
     shutil.rmtree(state, ignore_errors=True)
     cfg = write_config(work / "node_idle.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
                        workers=args.workers, retry_initial_s=1, retry_max_s=10,
                        destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
-    node = start_serve(cfg, node_port, work / "node_idle.log", stand_in=False)
-    rows = []
+    node, rows = None, []
     try:
+        node = start_serve(cfg, node_port, work / "node_idle.log", stand_in=False)
         from plugin.service.state import StateLayout
         from plugin.service.status import collect
         layout = StateLayout(state)
@@ -305,7 +306,8 @@ def idle_only(args, work: Path, src: Path) -> int:
             rows.append(d)
             time.sleep(1.0)   # the node idle again before the next study
     finally:
-        stop_proc(node)
+        if node is not None:
+            stop_proc(node)
         orthanc.stop()
     c2sr = sorted(r["completion_to_sr_s"] for r in rows if r["completion_to_sr_s"] is not None)
     report = {"idle_studies": rows, "completion_to_sr_s_median": c2sr[len(c2sr) // 2] if c2sr else None,
