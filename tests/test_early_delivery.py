@@ -50,6 +50,28 @@ def test_stream_sends_each_file_before_the_next_is_given_and_stops_at_a_refused_
         orthanc.stop()
 
 
+def test_stream_reopens_an_association_the_archive_closed_while_idle(tmp_path):
+    require_peer(ORTHANC, "orthanc")
+    files = make_mr_study(tmp_path / "in", n_slices=2, components=("M",))["files"]
+    orthanc = Orthanc(tmp_path / "orthanc", free_port())
+    cfg = json.loads(orthanc.config_path.read_text())
+    cfg["DicomScpTimeout"] = 1          # closes an association idle for 1 s (default 30)
+    orthanc.config_path.write_text(json.dumps(cfg))
+    orthanc.start()
+    try:
+        stream = StoreStream(DicomDestination("ORTHANC", "127.0.0.1", orthanc.dicom_port, timeout_s=10),
+                             {MRImageStorage: ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]})
+        stream.put(files[0])
+        uid = str(dcmread(files[0], stop_before_pixels=True).SOPInstanceUID)
+        wait_for(lambda: _orthanc_has(orthanc, uid), 20, what="first C-STORE")
+        time.sleep(4)                   # the producer busy: Orthanc drops the idle association
+        stream.put(files[1])
+        assert stream.close() == [str(p) for p in files] and stream.error is None
+        assert _orthanc_has(orthanc, str(dcmread(files[1], stop_before_pixels=True).SOPInstanceUID))
+    finally:
+        orthanc.stop()
+
+
 def test_outbox_sends_only_what_was_not_accepted_early(tmp_path):
     from plugin.service.archive import ArchiveStandIn
     from plugin.service.config import parse_config

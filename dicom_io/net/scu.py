@@ -144,8 +144,9 @@ class StoreStream:
     -> transfer syntaxes, one presentation context each), :meth:`close` waits for the queue to
     drain, releases the association and returns the files the destination accepted.
 
-    Best effort by design: the first problem (refused association, a file whose class or syntax
-    was not accepted, a failure status) stops the stream and is kept in :attr:`error`; what was
+    An association the peer closed while idle is opened again for the next file. Best effort
+    by design: the first problem (refused association, a file whose class or syntax was not
+    accepted, a failure status) stops the stream and is kept in :attr:`error`; what was
     not accepted is for the caller's ordinary delivery (:func:`send_files`) to send.
     """
 
@@ -183,6 +184,21 @@ class StoreStream:
             raise SendError(f"association with {self.dest.ae_title}@{self.dest.host}:{self.dest.port} not established")
         return assoc
 
+    def _send(self, assoc, path: Path):
+        """C-STORE ``path``, (re)opening the association when the peer closed it while it was
+        idle (Orthanc's DicomScpTimeout, 30 s by default, is shorter than a loaded analysis);
+        the association used."""
+        for attempt in (1, 2):
+            if assoc is None or not assoc.is_established:
+                assoc = self._associate()
+            try:
+                _store(assoc, self.dest, path)
+                return assoc
+            except Exception:
+                if attempt == 2 or assoc.is_established:   # a refusal, not a closed association
+                    raise
+        return assoc
+
     def _run(self) -> None:
         assoc = None
         try:
@@ -193,9 +209,7 @@ class StoreStream:
                 if self.error is not None:
                     continue   # stopped: drain the queue, send nothing more
                 try:
-                    if assoc is None:
-                        assoc = self._associate()
-                    _store(assoc, self.dest, path)
+                    assoc = self._send(assoc, path)
                     self.accepted.append(str(path))
                 except Exception as exc:   # never raised to the producer: its delivery sends the rest
                     self.error = f"{type(exc).__name__}: {exc}"
