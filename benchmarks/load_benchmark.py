@@ -34,11 +34,11 @@ from node_helpers import (Orthanc, free_port, node_env, start_serve, stop_proc, 
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
 
 
-def make_source(work: Path) -> Path:
-    src = work / "phantom"
+def make_source(work: Path, echoes: int = 2) -> Path:
+    src = work / ("phantom" if echoes == 2 else f"phantom_{echoes}echoes")
     if not (src / "truth.json").exists():
         subprocess.run([sys.executable, "-m", "plugin.cli", "phantom", "--vendor", "Siemens", "--out", str(src),
-                        "--echoes", "2", "--size", "full", "--seed", "7"], cwd=REPO, check=True)
+                        "--echoes", str(echoes), "--size", "full", "--seed", "7"], cwd=REPO, check=True)
     return src
 
 
@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker-type", default="process", choices=("thread", "process"))
     ap.add_argument("--work", default=None, help="work dir (kept); default: a temp dir removed at the end")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--echoes", type=int, default=2, help="echoes of the phantom study (2: 240 instances; 6: 720)")
     ap.add_argument("--idle-only", type=int, default=0, metavar="N",
                     help="only the idle-latency part: N studies sent one at a time to an idle node (each after "
                          "the previous one's results are in Orthanc); no storescp, no load")
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
     work.mkdir(parents=True, exist_ok=True)
-    src = make_source(work)
+    src = make_source(work, args.echoes)
     if args.idle_only:
         return idle_only(args, work, src)
     studies = []
@@ -283,7 +284,8 @@ def idle_only(args, work: Path, src: Path) -> int:
     """The idle-latency part alone: each study sent by one storescu to the idle node, the next one
     only once the previous one's results are accepted by Orthanc; per study the split of last
     instance -> SR in Orthanc, and the median of completion -> SR (queue + analysis + delivery)."""
-    studies = prepared_studies(work, src, [f"idle{i:02d}" for i in range(args.idle_only)])
+    tag = "" if args.echoes == 2 else f"_{args.echoes}echoes"
+    studies = prepared_studies(work, src, [f"idle{tag}{i:02d}" for i in range(args.idle_only)])
     node_port = free_port()
     shutil.rmtree(work / "orthanc_idle", ignore_errors=True)   # an empty archive each run
     orthanc = Orthanc(work / "orthanc_idle", node_port).start()
