@@ -25,7 +25,7 @@ from plugin.service.config import Config
 from plugin.service.diskspace import is_disk_full
 from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
-from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version
+from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version, preload_analysis_modules
 
 LOG = logging.getLogger(__name__)
 
@@ -163,6 +163,8 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
                 _die_with_parent()
             if nice and isinstance(process, Worker):
                 os.nice(nice)
+            if isinstance(process, Worker):
+                preload_analysis_modules()   # at start, not on the first study
             original(process)
 
         consumer.environment.init_child = init_child

@@ -57,6 +57,18 @@ def _takes(fn: Callable, name: str) -> bool:
     return name in params
 
 
+def preload_analysis_modules() -> None:
+    """Import what :func:`plugin.pipeline.analyze_paths` imports on its first call (the DICOM
+    reader, the echo combination, the result writers and highdicom: about 1 CPU second), so that
+    a forked analysis worker pays it when it starts, not on its first study. Not done in the
+    receiving process: it does not need them."""
+    import dicom_io.convention  # noqa: F401
+    import dicom_io.read.series  # noqa: F401
+    import dicom_io.results  # noqa: F401
+    import plugin.method.echoes  # noqa: F401
+    import plugin.pairing  # noqa: F401
+
+
 def previous_srs(layout: StateLayout, study: str, version: int) -> list[Path]:
     """The SR files of the latest earlier version of ``study`` that was analysed."""
     for earlier in sorted((v for v in layout.versions(study) if v < version), reverse=True):
