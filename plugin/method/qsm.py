@@ -104,16 +104,6 @@ def _gradient_power(shape, voxel_mm) -> np.ndarray:
     return out
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box holding every True voxel of a non-empty ``mask`` (from its projections:
-    no index array of the whole mask)."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
-
-
 def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams()) -> np.ndarray:
     """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32."""
     if params.method not in (L2, TKD):
@@ -252,3 +242,13 @@ def spot_susceptibility(qmap: QsmMap, footprint: np.ndarray, bbox: tuple, voxel_
     sd = 1.4826 * float(np.median(np.abs(arr - np.median(arr)))) * vol / sphere_mm3
     ci = (chi - ci_z * sd, chi + ci_z * sd)
     return SpotChi(round(chi, 4), (round(ci[0], 4), round(ci[1], 4)), round(total, 3), qsm_call(ci))
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every True voxel of a non-empty ``mask`` (from its projections:
+    no index array of the whole mask)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
