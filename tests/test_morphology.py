@@ -28,3 +28,14 @@ def test_hole_touching_the_border_is_not_filled_and_closed_one_is():
     assert out[2, 4, 4] and not out[2, 4, 7]
     assert not fill_holes(np.zeros((3, 4), bool)).any()
     assert fill_holes(np.ones((3, 4), bool)).all()
+
+
+def test_bounding_box_is_the_nonzero_extent():
+    from plugin.method.morphology import bounding_box
+    rng = np.random.default_rng(3)
+    m = np.zeros((9, 20, 30), bool)
+    m[2:7, 5:12, 8:25] = rng.random((5, 7, 17)) < 0.05
+    m[2, 5, 8] = m[6, 11, 24] = True
+    assert bounding_box(m) == tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(m))
+    with pytest.raises(ValueError, match="empty"):
+        bounding_box(np.zeros((2, 2), bool))

@@ -30,3 +30,20 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     hole = ~outside
     hole[0] = True              # keep the mask's own voxels
     return hole[labels]
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every True voxel of a non-empty ``mask``, from its projections on
+    the axes (no index array of the whole volume, as ``np.nonzero`` would build).
+
+    >>> m = np.zeros((3, 4, 5), bool); m[1, 1:3, 2] = True
+    >>> bounding_box(m)
+    (slice(1, 2, None), slice(1, 3, None), slice(2, 3, None))
+    """
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            raise ValueError("bounding_box: the mask is empty")
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)

@@ -48,6 +48,7 @@ from scipy import ndimage as ndi
 
 from plugin import physics
 from plugin.method.dipolefit import b0_in_array_axes
+from plugin.method.morphology import bounding_box
 
 L2 = "l2"
 TKD = "tkd"
@@ -112,7 +113,7 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     out = np.zeros(field_ppm.shape, np.float32)
     if not mask.any():
         return out
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     f = np.where(mask[box], field_ppm[box], 0).astype(np.float32)
     shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(f.shape, voxel_mm)]
     D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
@@ -242,13 +243,3 @@ def spot_susceptibility(qmap: QsmMap, footprint: np.ndarray, bbox: tuple, voxel_
     sd = 1.4826 * float(np.median(np.abs(arr - np.median(arr)))) * vol / sphere_mm3
     ci = (chi - ci_z * sd, chi + ci_z * sd)
     return SpotChi(round(chi, 4), (round(ci[0], 4), round(ci[1], 4)), round(total, 3), qsm_call(ci))
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box holding every True voxel of a non-empty ``mask`` (from its projections:
-    no index array of the whole mask)."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
