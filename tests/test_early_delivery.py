@@ -43,7 +43,7 @@ def test_stream_sends_each_file_before_the_next_is_given_and_stops_at_a_refused_
         stream.put(private)
         stream.put(files[2])   # after the refusal: left for the ordinary delivery
         accepted = stream.close()
-        assert accepted == [str(p) for p in files[:2]]
+        assert accepted == [str(p) for p in files[:2]] and set(stream.accepted_at) == set(accepted)
         assert stream.error and "private.dcm" in stream.error
         assert not _orthanc_has(orthanc, str(dcmread(files[2]).SOPInstanceUID))
     finally:
@@ -87,11 +87,12 @@ def test_outbox_sends_only_what_was_not_accepted_early(tmp_path):
         layout = StateLayout(cfg.state_dir)
         layout.create()
         manifest = {"study_instance_uid": study["study_uid"], "destinations": ["arch"]}
-        ids = create_outbox_entries(cfg, layout, "s1", 1, manifest, files, {"arch": [str(files[0])]})
+        t_early = time.time()
+        ids = create_outbox_entries(cfg, layout, "s1", 1, manifest, files, {"arch": {str(files[0]): t_early}})
         assert ids == [entry_id("s1", 1, "arch")]
         assert deliver_entry(cfg, ids[0]) is None
         sent = json.loads((layout.outbox_sent / f"{ids[0]}.json").read_text())
-        assert sent["accepted_early"] == [str(files[0])] and sent["delivered"] <= time.time()
+        assert sent["accepted_early"] == {str(files[0]): t_early} and t_early <= sent["delivered"] <= time.time()
         got = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in archive.files()}
         want = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files[1:]}
         assert got == want   # the early one was not sent twice

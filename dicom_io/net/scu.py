@@ -11,6 +11,7 @@ import logging
 import queue
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -154,6 +155,7 @@ class StoreStream:
         self.dest = dest
         self.contexts = {k: list(v) for k, v in contexts.items()}
         self.accepted: list[str] = []
+        self.accepted_at: dict[str, float] = {}   # path -> time.time() of the destination's success status
         self.error: str | None = None
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"store-stream-{dest.ae_title}", daemon=True)
@@ -211,6 +213,7 @@ class StoreStream:
                 try:
                     assoc = self._send(assoc, path)
                     self.accepted.append(str(path))
+                    self.accepted_at[str(path)] = time.time()
                 except Exception as exc:   # never raised to the producer: its delivery sends the rest
                     self.error = f"{type(exc).__name__}: {exc}"
                     LOG.info("early delivery to %s stopped, the rest goes with the ordinary delivery: %s",

@@ -34,7 +34,7 @@ def entry_id(study: str, version: int, destination: str) -> str:
 
 def create_outbox_entries(config: Config, layout: StateLayout, study: str, version: int,
                           manifest: dict, files: list[Path],
-                          accepted_early: dict[str, list[str]] | None = None) -> list[str]:
+                          accepted_early: dict[str, dict[str, float]] | None = None) -> list[str]:
     ids = []
     if not files:
         return ids
@@ -49,7 +49,8 @@ def create_outbox_entries(config: Config, layout: StateLayout, study: str, versi
             "id": eid, "study": study, "version": version,
             "study_instance_uid": manifest["study_instance_uid"], "destination": name,
             "target": dest.describe(), "files": [str(p) for p in files], "attempts": 0,
-            "accepted_early": sorted(set((accepted_early or {}).get(name, [])) & {str(p) for p in files}),
+            "accepted_early": {f: t for f, t in sorted((accepted_early or {}).get(name, {}).items())
+                               if f in {str(p) for p in files}},   # file -> when it was accepted
             "created": time.time(), "last_error": None, "next_attempt": time.time()})
         ids.append(eid)
     return ids
@@ -99,8 +100,13 @@ class EarlyDelivery:
         for stream in self.streams.values():
             stream.put(path)
 
-    def finish(self) -> dict[str, list[str]]:
-        return {name: stream.close() for name, stream in self.streams.items()}
+    def finish(self) -> dict[str, dict[str, float]]:
+        """Destination name -> {file: when the destination accepted it}."""
+        out = {}
+        for name, stream in self.streams.items():
+            accepted = set(stream.close())
+            out[name] = {p: t for p, t in stream.accepted_at.items() if p in accepted}
+        return out
 
 
 def deliver_entry(config: Config, eid: str) -> float | None:
