@@ -42,11 +42,11 @@ from node_helpers import (Orthanc, free_port, node_env, start_serve, stop_proc, 
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
 
 
-def make_source(work: Path) -> Path:
-    src = work / "phantom"
+def make_source(work: Path, echoes: int = 2) -> Path:
+    src = work / ("phantom" if echoes == 2 else f"phantom_{echoes}echoes")
     if not (src / "truth.json").exists():
         subprocess.run([sys.executable, "-m", "plugin.cli", "phantom", "--vendor", "Siemens", "--out", str(src),
-                        "--echoes", "2", "--size", "full", "--seed", "7"], cwd=REPO, check=True)
+                        "--echoes", str(echoes), "--size", "full", "--seed", "7"], cwd=REPO, check=True)
     return src
 
 
@@ -134,6 +134,15 @@ class RssSampler(threading.Thread):
             self.stop_flag.wait(0.5)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (all its threads), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def split(items: list, k: int) -> list[list]:
     return [items[i::k] for i in range(k) if items[i::k]]
 
@@ -151,11 +160,17 @@ def main(argv=None) -> int:
                     help="only the idle latency with and without the QSM series, R studies each (module docstring)")
     ap.add_argument("--receive-only", action="store_true",
                     help="run only the receiving steps (storescp baseline, node receiving without analysis)")
+    ap.add_argument("--echoes", type=int, default=2, help="echoes of the phantom study (2: 240 instances; 6: 720)")
+    ap.add_argument("--idle-only", type=int, default=0, metavar="N",
+                    help="only the idle-latency part: N studies sent one at a time to an idle node (each after "
+                         "the previous one's results are in Orthanc); no storescp, no load")
     args = ap.parse_args(argv)
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
     work.mkdir(parents=True, exist_ok=True)
-    src = make_source(work)
+    src = make_source(work, args.echoes)
+    if args.idle_only:
+        return idle_only(args, work, src)
     studies = []
     for i in range(2 * args.qsm_latency if args.qsm_latency else args.studies + 1):
         d = work / "studies" / f"s{i:02d}"
@@ -346,6 +361,88 @@ def qsm_latency(args, work: Path, studies: list[dict]) -> int:
     return 0
 
 
+def prepared_studies(work: Path, src: Path, names: list[str]) -> list[dict]:
+    """Copies of the phantom study with fresh UIDs under ``work/studies/<name>`` (kept between runs)."""
+    out = []
+    for name in names:
+        d = work / "studies" / name
+        meta = d / "meta.json"
+        if not meta.exists():
+            info = copy_study(src, d / "dicom")
+            meta.write_text(json.dumps({"study_uid": info["study_uid"], "n": info["n"]}))
+        out.append(json.loads(meta.read_text()) | {"dir": d})
+    return out
+
+
+def idle_only(args, work: Path, src: Path) -> int:
+    """The idle-latency part alone: each study sent by one storescu to the idle node, the next one
+    only once the previous one's results are accepted by Orthanc; per study the split of last
+    instance -> SR in Orthanc, and the median of completion -> SR (queue + analysis + delivery)."""
+    tag = "" if args.echoes == 2 else f"_{args.echoes}echoes"
+    studies = prepared_studies(work, src, [f"idle{tag}{i:02d}" for i in range(args.idle_only)])
+    node_port = free_port()
+    shutil.rmtree(work / "orthanc_idle", ignore_errors=True)   # an empty archive each run
+    orthanc = Orthanc(work / "orthanc_idle", node_port).start()
+    state = work / "state_idle"
+    shutil.rmtree(state, ignore_errors=True)
+    cfg = write_config(work / "node_idle.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
+                       workers=args.workers, retry_initial_s=1, retry_max_s=10,
+                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
+    node, rows = None, []
+    try:
+        node = start_serve(cfg, node_port, work / "node_idle.log", stand_in=False)
+        from plugin.service.state import StateLayout
+        from plugin.service.status import collect
+        layout = StateLayout(state)
+
+        def done(n):
+            st = collect(state)
+            finished = [s for s in st["studies"] if s["state"] in ("analysed", "failed")]
+            return st if len(finished) == n and not st["outbox"]["pending"] else None
+
+        for i, s in enumerate(studies):
+            load_before = os.getloadavg()[0]
+            workers = children(node.pid)
+            cpu_before = {pid: cpu_s(pid) for pid in workers}
+            run_senders(node_port, "BPNODE", [[s["dir"] / "dicom"]])
+            wait_for(lambda: done(i + 1), args.timeout, interval_s=0.1, what="idle study analysed")
+            d = latencies(layout, [s["study_uid"]], detail=True)[0]
+            # CPU the analysis worker process(es) used for this study (wall time follows the load)
+            d["worker_cpu_s"] = round(sum(cpu_s(pid) - cpu_before.get(pid, 0.0) for pid in children(node.pid)), 2)
+            d["completion_to_sr_s"] = round(d["total_s"] - d["completion_wait_s"], 2) if d["total_s"] else None
+            d["load_average_1min"] = round(load_before, 1)
+            d["sr_in_orthanc"] = any(x["MainDicomTags"].get("Modality") == "SR" for x in orthanc.series_of(s["study_uid"]))
+            rows.append(d)
+            time.sleep(1.0)   # the node idle again before the next study
+    finally:
+        if node is not None:
+            stop_proc(node)
+        orthanc.stop()
+    c2sr = sorted(r["completion_to_sr_s"] for r in rows if r["completion_to_sr_s"] is not None)
+    report = {"idle_studies": rows, "completion_to_sr_s_median": c2sr[len(c2sr) // 2] if c2sr else None,
+              "cpus": os.cpu_count()}
+    print(json.dumps(report, indent=2))
+    print("| study | completion -> all results s | = queue | + analysis | + delivery | completion -> SR accepted s "
+          "| worker CPU s | last instance -> all results s | load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(rows):
+        print(f"| {i + 1} | {r['completion_to_sr_s']} | {r['queue_wait_s']} | {r['analysis_s']} | {r['delivery_s']} | "
+              f"{r['completion_to_sr_accepted_s']} | {r['worker_cpu_s']} | {r['total_s']} | {r['load_average_1min']} |")
+    return 0 if all(r["sr_in_orthanc"] for r in rows) else 1
+
+
+def sr_accepted_at(entry: dict) -> float | None:
+    """When the destination accepted the SR of an outbox entry: its early C-STORE response (the
+    entry's ``accepted_early`` times), else the entry's delivery."""
+    early = entry.get("accepted_early") or {}
+    srs = [f for f in entry["files"] if "/sr/" in f]
+    if not srs:
+        return None
+    if isinstance(early, dict) and all(f in early for f in srs):
+        return max(early[f] for f in srs)
+    return entry.get("delivered")
+
+
 def latencies(layout, study_uids: list[str], detail: bool = False) -> list | dict:
     """Last instance stored (newest spool file mtime) -> results accepted by the destination."""
     out = []
@@ -355,7 +452,10 @@ def latencies(layout, study_uids: list[str], detail: bool = False) -> list | dic
         m, r = layout.manifest(uid, v), layout.result(uid, v)
         sent = [json.loads(p.read_text()) for p in layout.outbox_sent.glob(f"{uid}-v*.json")]
         delivered = max(e["delivered"] for e in sent) if sent else None
+        sr_at = [sr_accepted_at(e) for e in sent]
+        sr_at = [t for t in sr_at if t is not None]
         d = {"versions": v, "completion_wait_s": round(m["created"] - last_in, 2),
+             "completion_to_sr_accepted_s": round(min(sr_at) - m["created"], 2) if sr_at else None,
              "queue_wait_s": round(r["started"] - m["created"], 2) if r and "started" in r else None,
              "analysis_s": round(r["finished"] - r["started"], 2) if r and "started" in r else None,
              "delivery_s": round(delivered - r["finished"], 2) if delivered and r else None,

@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -39,6 +39,7 @@ from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, dar
                                   most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine, interpret
+from plugin.method.morphology import fill_holes
 from plugin.method.qsm import QsmMap, QsmParams, compute_qsm, spot_susceptibility
 from plugin.method.bloom import source_diameter
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
@@ -247,7 +248,7 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
         notes.append("QSM: not made (echo time or field strength unknown)")
         return None
     try:
-        qmap = compute_qsm(local, mask & ndi.binary_fill_holes(local != 0), affine_lps, echo_time_ms=echo_time_ms,
+        qmap = compute_qsm(local, mask & fill_holes(local != 0), affine_lps, echo_time_ms=echo_time_ms,
                            field_strength_t=field_strength_t, convention=convention, params=options.qsm_params)
     except Exception as exc:   # the border reading stands without it
         log.error("QSM failed: %s: %s", type(exc).__name__, exc)
@@ -437,14 +438,15 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
                   options: AnalysisOptions = AnalysisOptions(), write_dicom: bool = True,
-                  previous_sr_paths: Sequence = ()) -> dict:
+                  previous_sr_paths: Sequence = (), on_result_file: Optional[Callable[[Path], None]] = None) -> dict:
     """Scan ``paths``, pair, analyse every pair, write ``out_dir/findings.json``; return the document.
 
     ``convention_rules``: a ``dicom_io.convention.ConventionRules`` or a path to a rules file; the
     scan applies them once per series and each analysis reports its phase series' convention.
     The document also carries ``errors`` (unreadable files) and, per analysis, ``notes``.
     ``previous_sr_paths``: the SRs of an earlier version of this study (the node passes them when
-    late instances reopened it); each new SR names the one it supersedes.
+    late instances reopened it); each new SR names the one it supersedes. ``on_result_file(path)``:
+    called with each DICOM result file as soon as it is written (the node starts delivering it).
     """
     from dicom_io.read import series as dseries
     from dicom_io import convention as dconv
@@ -501,7 +503,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:
             paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method,
-                                             qsm_series=pair_options.qsm_series)
+                                             qsm_series=pair_options.qsm_series, on_written=on_result_file)
             result_paths += paths
         del method   # the background-removed phase volume is not needed any more
         analyses.append(analysis_dict(analysis, tracking))
@@ -569,8 +571,8 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),
-                   method: Optional[ArrayAnalysis] = None, *, qsm_series: bool = True
-                   ) -> tuple[list[str], dict[int, TrackingIdentity]]:
+                   method: Optional[ArrayAnalysis] = None, *, qsm_series: bool = True,
+                   on_written: Optional[Callable[[Path], None]] = None) -> tuple[list[str], dict[int, TrackingIdentity]]:
     """Write the DICOM results of one pair: (paths, lesion id -> tracking identity), or
     ([], {}) with a note on the analysis when they could not be written. ``qsm_series``: also the
     QSM map as an MR series (when one was made; AnalysisOptions.qsm_series)."""
@@ -578,7 +580,7 @@ def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths
     include = ("sr", "seg", "summary", "kos") + (("qsm",) if qsm_series else ())
     try:
         written = write_results(report_input(analysis, method), mag, ph, out, previous_sr_paths=previous_sr_paths,
-                                include=include)
+                                include=include, on_written=on_written)
     except Exception as exc:  # results must never lose the findings
         log.error("DICOM result objects not written: %s", exc)
         analysis.notes.append(f"DICOM result objects not written: {exc}")

@@ -1,18 +1,23 @@
 """C-STORE SCU (PS3.4 Annex B): send DICOM files to a remote AE over one association.
 
 Presentation contexts are proposed per (SOP Class, Transfer Syntax) actually present in the files,
-so that every file is sent exactly as stored (no transcoding).
+so that every file is sent exactly as stored (no transcoding): the dataset's bytes are streamed from
+the file as they are (pynetdicom's ``STORE_SEND_CHUNKED_DATASET``), never decoded and re-encoded.
+:class:`StoreStream` sends files as they are produced, over one association opened on the first.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import ssl
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from pydicom import dcmread
-from pynetdicom import AE
+from pydicom.filereader import read_file_meta_info
+from pynetdicom import AE, _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
 
 LOG = logging.getLogger(__name__)
@@ -41,9 +46,33 @@ class SendReport:
     statuses: dict[str, int]
 
 
+#: Files given by path are sent from their bytes, not decoded (process-wide pynetdicom setting; it
+#: only concerns C-STORE requests made with a path, which only this module makes).
+pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a C-STORE needs from a file's meta information (PS3.10 7.1)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+
+
+def file_facts(path: Path) -> FileFacts:
+    """The file meta information of ``path``; :class:`SendError` naming the file when it has none."""
+    try:
+        meta = read_file_meta_info(path)
+        return FileFacts(str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
+                         str(meta.TransferSyntaxUID))
+    except Exception as exc:
+        raise SendError(f"{path}: not a DICOM file with file meta information ({exc})") from exc
+
+
 def _file_syntax(path: Path) -> tuple[str, str]:
-    ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    return str(ds.file_meta.MediaStorageSOPClassUID), str(ds.file_meta.TransferSyntaxUID)
+    facts = file_facts(path)
+    return facts.sop_class_uid, facts.transfer_syntax_uid
 
 
 def echo(dest: DicomDestination) -> bool:
@@ -88,16 +117,107 @@ def send_files(dest: DicomDestination, paths: Sequence[str | Path]) -> SendRepor
     sent: list[str] = []
     try:
         for p in paths:
-            ds = dcmread(p)
-            status = assoc.send_c_store(ds)
-            if not status or "Status" not in status:
-                raise SendError(f"no C-STORE response for {p.name} from {dest.ae_title}")
-            code = int(status.Status)
-            statuses[str(ds.SOPInstanceUID)] = code
-            if code not in ACCEPTABLE_STATUSES:
-                raise SendError(f"{dest.ae_title} answered 0x{code:04X} for {p.name}")
+            statuses[file_facts(p).sop_instance_uid] = _store(assoc, dest, p)
             sent.append(str(p))
     finally:
         if assoc.is_established:
             assoc.release()
     return SendReport(sent=sent, statuses=statuses)
+
+
+def _store(assoc, dest: DicomDestination, path: Path) -> int:
+    """C-STORE one file (its bytes as stored); the status, or :class:`SendError` unless accepted."""
+    try:
+        status = assoc.send_c_store(path)
+    except (ValueError, AttributeError) as exc:   # no accepted context for it, missing file meta
+        raise SendError(f"{path.name} not sent to {dest.ae_title}: {exc}") from exc
+    if not status or "Status" not in status:
+        raise SendError(f"no C-STORE response for {path.name} from {dest.ae_title}")
+    code = int(status.Status)
+    if code not in ACCEPTABLE_STATUSES:
+        raise SendError(f"{dest.ae_title} answered 0x{code:04X} for {path.name}")
+    return code
+
+
+class StoreStream:
+    """Send files to one destination as they are produced: :meth:`put` queues a file, a thread
+    sends it over one association (opened on the first file, proposing ``contexts``: SOP Class
+    -> transfer syntaxes, one presentation context each), :meth:`close` waits for the queue to
+    drain, releases the association and returns the files the destination accepted.
+
+    An association the peer closed while idle is opened again for the next file. Best effort
+    by design: the first problem (refused association, a file whose class or syntax was not
+    accepted, a failure status) stops the stream and is kept in :attr:`error`; what was
+    not accepted is for the caller's ordinary delivery (:func:`send_files`) to send.
+    """
+
+    def __init__(self, dest: DicomDestination, contexts: dict[str, Sequence[str]]):
+        self.dest = dest
+        self.contexts = {k: list(v) for k, v in contexts.items()}
+        self.accepted: list[str] = []
+        self.accepted_at: dict[str, float] = {}   # path -> time.time() of the destination's success status
+        self.error: str | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"store-stream-{dest.ae_title}", daemon=True)
+        self._thread.start()
+
+    def put(self, path: str | Path) -> None:
+        self._queue.put(Path(path))
+
+    def close(self, timeout_s: float | None = None) -> list[str]:
+        """Wait until every queued file was sent (or the stream stopped); the accepted paths."""
+        self._queue.put(None)
+        self._thread.join(timeout_s if timeout_s is not None else self.dest.timeout_s * 4)
+        if self._thread.is_alive():
+            self.error = self.error or "still sending when closed"
+            return []   # unknown for the file in flight: the ordinary delivery sends them all
+        return list(self.accepted)
+
+    def _associate(self):
+        ae = AE(ae_title=self.dest.calling_ae_title)
+        ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = self.dest.timeout_s
+        ae.connection_timeout = self.dest.timeout_s
+        for sop_class, syntaxes in self.contexts.items():
+            for ts in syntaxes:
+                ae.add_requested_context(sop_class, [ts])
+        tls = (self.dest.ssl_context, self.dest.host) if self.dest.ssl_context else None
+        assoc = ae.associate(self.dest.host, self.dest.port, ae_title=self.dest.ae_title, tls_args=tls)
+        if not assoc.is_established:
+            raise SendError(f"association with {self.dest.ae_title}@{self.dest.host}:{self.dest.port} not established")
+        return assoc
+
+    def _send(self, assoc, path: Path):
+        """C-STORE ``path``, (re)opening the association when the peer closed it while it was
+        idle (Orthanc's DicomScpTimeout, 30 s by default, is shorter than a loaded analysis);
+        the association used."""
+        for attempt in (1, 2):
+            if assoc is None or not assoc.is_established:
+                assoc = self._associate()
+            try:
+                _store(assoc, self.dest, path)
+                return assoc
+            except Exception:
+                if attempt == 2 or assoc.is_established:   # a refusal, not a closed association
+                    raise
+        return assoc
+
+    def _run(self) -> None:
+        assoc = None
+        try:
+            while True:
+                path = self._queue.get()
+                if path is None:
+                    return
+                if self.error is not None:
+                    continue   # stopped: drain the queue, send nothing more
+                try:
+                    assoc = self._send(assoc, path)
+                    self.accepted.append(str(path))
+                    self.accepted_at[str(path)] = time.time()
+                except Exception as exc:   # never raised to the producer: its delivery sends the rest
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    LOG.info("early delivery to %s stopped, the rest goes with the ordinary delivery: %s",
+                             self.dest.ae_title, self.error)
+        finally:
+            if assoc is not None and assoc.is_established:
+                assoc.release()

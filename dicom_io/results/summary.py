@@ -480,11 +480,13 @@ def _phase_volume(ctx: ResultContext) -> tuple[np.ndarray, bool, str]:
     return delivered, True, "as delivered"
 
 
-def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=None) -> SpotCard:
-    """One spot's card (module docstring)."""
+def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=None,
+                     phase_view: Optional[tuple[np.ndarray, bool, str]] = None) -> SpotCard:
+    """One spot's card (module docstring). ``phase_view``: :func:`_phase_volume` of ``ctx``, when
+    the caller has it (it compares two whole volumes)."""
     facts = spot.reported
     colour = CLASS_COLOURS[spot.finding]
-    phase, wrapped, phase_shown = _phase_volume(ctx)
+    phase, wrapped, phase_shown = phase_view or _phase_volume(ctx)
     if phase_win is None:
         phase_win = phase_window(phase, ctx.magnitude.data)
     k = spot.border_slice
@@ -632,12 +634,12 @@ def _patient_orientation(ctx: ResultContext) -> tuple[str, str]:
 def build_summary(ctx: ResultContext) -> list[hd.sc.SCImage]:
     """The overview image and one card per spot, as RGB Secondary Capture instances."""
     mag_win = magnitude_window(ctx.magnitude.data)
-    phase, _, _ = _phase_volume(ctx)
-    phase_win = phase_window(phase, ctx.magnitude.data)
+    view = _phase_volume(ctx)
+    phase_win = phase_window(view[0], ctx.magnitude.data)
     pages: list[tuple[np.ndarray, list[tuple[pydicom.Dataset, Optional[int]]], str]] = [
         (overview_image(ctx, mag_win), [], "overview")]
     for s in ctx.spots:
-        card = render_spot_card(ctx, s, mag_win, phase_win)
+        card = render_spot_card(ctx, s, mag_win, phase_win, view)
         # the source images it shows: magnitude of the border and central slices, phase of the
         # slice read and of the central slice
         shown = [(ctx.magnitude, s.border_slice), (ctx.phase, card.read_slice),

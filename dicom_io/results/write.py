@@ -4,10 +4,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import pydicom
+from pydicom.uid import (Comprehensive3DSRStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                         KeyObjectSelectionDocumentStorage, MRImageStorage, SecondaryCaptureImageStorage,
+                         SegmentationStorage)
 
 from dicom_io.read.volume import Volume
 from dicom_io.results import kos, qsm, seg, sr, summary
@@ -15,6 +18,13 @@ from dicom_io.results.context import build_context, package_version, source_name
 from dicom_io.results.report import ReportInput, TrackingIdentity
 
 log = logging.getLogger(__name__)
+
+#: The presentation contexts that carry every object :func:`write_results` writes (SOP Class ->
+#: transfer syntaxes): what a sender proposes before it has seen the files (PS3.8 7.1.1.13).
+RESULT_STORAGE_CONTEXTS: dict[str, tuple[str, ...]] = {
+    uid: (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    for uid in (Comprehensive3DSRStorage, SegmentationStorage, SecondaryCaptureImageStorage,
+                KeyObjectSelectionDocumentStorage, MRImageStorage)}
 
 
 #: The order results are delivered in (by their folder, ``out_dir/<kind>/``): the report a
@@ -61,7 +71,8 @@ def superseded_srs(report: ReportInput, previous_sr_paths: Sequence[Union[str, P
 def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir, *,
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
                   include: Sequence[str] = ("sr", "seg", "summary", "kos", "qsm"),
-                  previous_sr_paths: Sequence[Union[str, Path]] = ()) -> WrittenResults:
+                  previous_sr_paths: Sequence[Union[str, Path]] = (),
+                  on_written: Optional[Callable[[Path], None]] = None) -> WrittenResults:
     """Write SR, SEG, summary SC images, KOS and (when the report has a QSM map) the QSM MR
     series (:mod:`.qsm`; leave "qsm" out of ``include`` to skip it: the node's and the Orthanc
     plugin's ``[analysis] qsm_series = false``, ``borderphase analyze --no-qsm-series``) for one
@@ -75,37 +86,51 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
     still gets an SR (findings absent), a summary image saying so, and no SEG or KOS (a SEG
     needs a segment, a KOS a key image). ``previous_sr_paths``: SRs of an earlier version of
     this study (a study reopened by late instances); those on the same magnitude series become
-    the new SR's predecessor documents.
+    the new SR's predecessor documents. Each object is saved as soon as it is built, and
+    ``on_written(path)`` called with its file (a sender can start delivering the SR while the
+    SEG and summary are still being made).
     """
     ctx = build_context(report, magnitude, phase,
                         algorithm_version=algorithm_version or package_version(),
                         series_number_base=series_number_base)
     ctx.previous_srs = superseded_srs(report, previous_sr_paths)
     out = Path(out_dir)
-    objects: list[tuple[str, pydicom.Dataset]] = []
-    with source_names_tolerated():
-        if "sr" in include:
-            objects.append(("sr", sr.build_sr(ctx)))
-        if "seg" in include and ctx.spots:
-            ids = [s.reported.id for s in ctx.spots]
-            if np.isin(ctx.label_map, ids).any():
-                objects.append(("seg", seg.build_seg(ctx)))
-            else:
-                log.warning("label map shows none of the %d spots: no SEG written", len(ids))
-        if "summary" in include:
-            objects.extend(("summary", im) for im in summary.build_summary(ctx))
-        if "kos" in include and ctx.spots:
-            # last: the key object selection references every object built above
-            objects.append(("kos", kos.build_kos(ctx, [ds for _, ds in objects])))
-        if "qsm" in include and report.qsm_chi_ppm is not None:
-            # after the KOS: the key images are the border slices, not the susceptibility map
-            objects.extend(("qsm", ds) for ds in qsm.build_qsm(ctx))
-    paths = []
-    for kind, ds in objects:
+    objects: list[pydicom.Dataset] = []   # for the KOS, which references the others
+    paths: list[Path] = []
+
+    def save(kind: str, ds: pydicom.Dataset) -> None:
         d = out / kind
         d.mkdir(parents=True, exist_ok=True)
         p = d / f"{ds.SOPInstanceUID}.dcm"
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)
+        objects.append(ds)
+        if on_written is not None:
+            on_written(p)
+
+    try:
+        with source_names_tolerated():
+            if "sr" in include:
+                save("sr", sr.build_sr(ctx))
+            if "seg" in include and ctx.spots:
+                ids = [s.reported.id for s in ctx.spots]
+                if np.isin(ctx.label_map, ids).any():
+                    save("seg", seg.build_seg(ctx))
+                else:
+                    log.warning("label map shows none of the %d spots: no SEG written", len(ids))
+            if "summary" in include:
+                for im in summary.build_summary(ctx):
+                    save("summary", im)
+            if "kos" in include and ctx.spots:
+                # last: the key object selection references every object built above
+                save("kos", kos.build_kos(ctx, list(objects)))
+            if "qsm" in include and report.qsm_chi_ppm is not None:
+                # after the KOS: the key images are the border slices, not the susceptibility map
+                for ds in qsm.build_qsm(ctx):
+                    save("qsm", ds)
+    except BaseException:
+        for p in paths:   # all or nothing on disk, as before objects were saved one by one
+            p.unlink(missing_ok=True)
+        raise
     log.info("wrote %d result objects (%d spots) to %s", len(paths), len(ctx.spots), out)
     return WrittenResults(paths=paths, tracking=ctx.tracking)

@@ -55,6 +55,7 @@ from scipy import ndimage as ndi
 
 from plugin import physics
 from plugin.method.dipolefit import b0_in_array_axes
+from plugin.method.morphology import bounding_box
 
 L2 = "l2"
 TKD = "tkd"
@@ -191,10 +192,10 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     out = np.zeros(field_ppm.shape, np.float32)
     if not mask.any():
         return out
-    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
+    box = bounding_box(mask)
     f = np.where(mask[box], field_ppm[box], 0).astype(np.float32)
     shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(f.shape, voxel_mm)]
-    D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True).astype(np.float32)
+    D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
     if params.method == ITERATIVE:
         chi = _edge_weighted_l2(f, D, _gradient_power(shape, voxel_mm), shape, voxel_mm, params)[: f.shape[0], : f.shape[1], : f.shape[2]]
         m = mask[box]

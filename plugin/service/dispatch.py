@@ -4,6 +4,12 @@ failure reschedules the delivery with exponential backoff (``retry_initial_s`` d
 ``retry_max_s``), forever: a destination that is down delays results, never drops them. A crash
 between "sent" and "recorded" re-sends the same SOP instances, which archives treat as the same
 objects (same SOP Instance UIDs).
+
+Early delivery (:class:`EarlyDelivery`): while a study is analysed, each result file is sent to the
+study's DICOM destinations as soon as it is written, over one association per destination; the
+outbox entry then records what each destination already accepted (``accepted_early``) and the
+ordinary delivery sends only the rest. A crash during the analysis can leave early objects in the
+archive that the re-run replaces with new ones (the new SR does not name them).
 """
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ def entry_id(study: str, version: int, destination: str) -> str:
 
 
 def create_outbox_entries(config: Config, layout: StateLayout, study: str, version: int,
-                          manifest: dict, files: list[Path]) -> list[str]:
+                          manifest: dict, files: list[Path],
+                          accepted_early: dict[str, dict[str, float]] | None = None) -> list[str]:
     ids = []
     if not files:
         return ids
@@ -42,6 +49,8 @@ def create_outbox_entries(config: Config, layout: StateLayout, study: str, versi
             "id": eid, "study": study, "version": version,
             "study_instance_uid": manifest["study_instance_uid"], "destination": name,
             "target": dest.describe(), "files": [str(p) for p in files], "attempts": 0,
+            "accepted_early": {f: t for f, t in sorted((accepted_early or {}).get(name, {}).items())
+                               if f in {str(p) for p in files}},   # file -> when it was accepted
             "created": time.time(), "last_error": None, "next_attempt": time.time()})
         ids.append(eid)
     return ids
@@ -55,13 +64,49 @@ def send(config: Config, dest: Destination, files: list[Path]) -> None:
     if dest.kind == "stowrs":
         stow_files(StowDestination(dest.url, dest.username, dest.password, timeout_s=config.dispatch.timeout_s), files)
     else:
-        ctx = None
-        if dest.tls_ca_file or dest.tls_cert_file:
-            from dicom_io.net.scp import client_ssl_context
-            ctx = client_ssl_context(dest.tls_ca_file, dest.tls_cert_file, dest.tls_key_file)
-        send_files(DicomDestination(dest.ae_title, dest.host, dest.port,
-                                    calling_ae_title=dest.calling_ae_title or config.node.ae_title,
-                                    timeout_s=config.dispatch.timeout_s, ssl_context=ctx), files)
+        send_files(dicom_destination(config, dest), files)
+
+
+def dicom_destination(config: Config, dest: Destination) -> DicomDestination:
+    ctx = None
+    if dest.tls_ca_file or dest.tls_cert_file:
+        from dicom_io.net.scp import client_ssl_context
+        ctx = client_ssl_context(dest.tls_ca_file, dest.tls_cert_file, dest.tls_key_file)
+    return DicomDestination(dest.ae_title, dest.host, dest.port,
+                            calling_ae_title=dest.calling_ae_title or config.node.ae_title,
+                            timeout_s=config.dispatch.timeout_s, ssl_context=ctx)
+
+
+class EarlyDelivery:
+    """Send a study version's result files to its DICOM destinations while they are being written
+    (:class:`dicom_io.net.scu.StoreStream`, one per destination); STOW-RS destinations wait for
+    the ordinary delivery. :meth:`put` is the analysis's ``on_result_file``; :meth:`finish` waits
+    for the streams and returns destination name -> files it accepted."""
+
+    def __init__(self, config: Config, destinations: list[str]):
+        from dicom_io.net.scu import StoreStream
+        from dicom_io.results.write import RESULT_STORAGE_CONTEXTS
+        self.streams: dict[str, StoreStream] = {}
+        for name in destinations:
+            dest = config.destinations.get(name)
+            if dest is None or dest.kind == "stowrs":
+                continue
+            try:
+                self.streams[name] = StoreStream(dicom_destination(config, dest), RESULT_STORAGE_CONTEXTS)
+            except Exception as exc:   # e.g. an unreadable TLS file: the ordinary delivery reports it
+                LOG.info("no early delivery to %s: %s", name, exc)
+
+    def put(self, path: Path) -> None:
+        for stream in self.streams.values():
+            stream.put(path)
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        """Destination name -> {file: when the destination accepted it}."""
+        out = {}
+        for name, stream in self.streams.items():
+            accepted = set(stream.close())
+            out[name] = {p: t for p, t in stream.accepted_at.items() if p in accepted}
+        return out
 
 
 def deliver_entry(config: Config, eid: str) -> float | None:
@@ -75,7 +120,10 @@ def deliver_entry(config: Config, eid: str) -> float | None:
     try:
         if dest is None:
             raise SendError(f"destination {entry['destination']!r} is not configured")
-        send(config, dest, [Path(f) for f in entry["files"]])
+        early = set(entry.get("accepted_early", []))
+        rest = [Path(f) for f in entry["files"] if f not in early]
+        if rest:
+            send(config, dest, rest)
     except (SendError, OSError) as exc:
         entry["attempts"] += 1
         entry["last_error"] = str(exc)

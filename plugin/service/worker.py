@@ -6,6 +6,7 @@ small stand-in through ``Node(config, analyse=...)`` / ``make_queue(config, anal
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 import time
@@ -15,7 +16,7 @@ from typing import Callable, Optional, Sequence
 from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
 from plugin.service.diskspace import DiskReserve, is_disk_full, write_despite_full
-from plugin.service.dispatch import create_outbox_entries
+from plugin.service.dispatch import EarlyDelivery, create_outbox_entries
 from plugin.service.state import Claim, StateLayout, worker_identity
 
 LOG = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class ClaimBusy(Exception):
 
 
 def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_paths: Sequence[Path] = (), *,
-                 analyse: AnalysisFn = analyze_paths) -> dict:
+                 analyse: AnalysisFn = analyze_paths, on_result_file: Callable[[Path], None] | None = None) -> dict:
     """Analyse ``paths`` (one study's routed series) into ``out_dir`` with ``analyse``; return the
     findings document. ``previous_sr_paths`` (the SRs of the study's last analysed version) and the
     site's convention rules are passed only when there are some."""
@@ -44,7 +45,29 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
         from plugin.pipeline import AnalysisOptions
         kwargs["options"] = AnalysisOptions(on_conflict=config.convention.on_conflict,
                                             qsm_series=config.analysis.qsm_series)
+    if on_result_file is not None and _takes(analyse, "on_result_file"):
+        kwargs["on_result_file"] = on_result_file   # results delivered while the rest is written
     return analyse([str(p) for p in paths], str(out_dir), **kwargs)
+
+
+def _takes(fn: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def preload_analysis_modules() -> None:
+    """Import what :func:`plugin.pipeline.analyze_paths` imports on its first call (the DICOM
+    reader, the echo combination, the result writers and highdicom: about 1 CPU second), so that
+    a forked analysis worker pays it when it starts, not on its first study. Not done in the
+    receiving process: it does not need them."""
+    import dicom_io.convention  # noqa: F401
+    import dicom_io.read.series  # noqa: F401
+    import dicom_io.results  # noqa: F401
+    import plugin.method.echoes  # noqa: F401
+    import plugin.pairing  # noqa: F401
 
 
 def previous_srs(layout: StateLayout, study: str, version: int) -> list[Path]:
@@ -151,9 +174,12 @@ def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: i
     started = time.time()
     layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started})
     LOG.info("analysing study %s v%d (%d instances)", manifest["study_instance_uid"], version, len(paths))
+    early = EarlyDelivery(config, manifest.get("destinations", []))
     try:
-        findings = run_analysis(config, paths, out_dir, previous_srs(layout, study, version), analyse=analyse)
+        findings = run_analysis(config, paths, out_dir, previous_srs(layout, study, version), analyse=analyse,
+                                on_result_file=early.put)
     except Exception as exc:
+        early.finish()
         if is_disk_full(exc):
             raise
         reason = f"{type(exc).__name__}: {exc}"
@@ -162,11 +188,12 @@ def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: i
         record({"state": "failed", "reason": reason, "finished": time.time(), "started": started,
                 "worker": worker_identity()})
         return "failed"
+    accepted_early = early.finish()
     files = result_files(out_dir)
     n_lesions = sum(len(a.get("lesions", [])) for a in (findings or {}).get("analyses", []))
     skipped = (findings or {}).get("skipped", [])
     entries.extend(write_despite_full(
-        reserve, lambda: create_outbox_entries(config, layout, study, version, manifest, files)))
+        reserve, lambda: create_outbox_entries(config, layout, study, version, manifest, files, accepted_early)))
     checks = convention_checks(findings)
     for c in checks:   # issue 12: a contradicted header is said in the node's log at WARNING as well
         if c["decision"] in ("contradicted", "contradicted_header_kept"):
