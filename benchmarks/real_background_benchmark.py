@@ -2,6 +2,8 @@
 
     python benchmarks/real_background_benchmark.py                  # 4 studies per acquisition, seed 0
     python benchmarks/real_background_benchmark.py --studies 2 -v    # list misses and false spots
+    python benchmarks/real_background_benchmark.py --acquisitions --backgrounds /data/swi_case1 /data/swi_case2
+                                                # other real acquisitions (one folder each), e.g. a clinical SWI
 
 Data: the real magnitude+phase acquisitions of ``../shared/vendor_dicom`` (env
 ``BORDERPHASE_VENDOR_DICOM``; :data:`plugin.inject.KNOWN_ACQUISITIONS`: Siemens E11 classic and
@@ -77,12 +79,36 @@ class AcqResult:
     seconds: float = 0.0
 
 
+class BackgroundError(ValueError):
+    """A ``--backgrounds`` folder that cannot serve as one real acquisition."""
+
+
+def background_acquisitions(dirs: list[str | Path]) -> dict[str, tuple[Path, ...]]:
+    """``--backgrounds``: each folder is ONE real acquisition (its magnitude and phase series anywhere
+    below it), named by the folder. Kept outside the repository (e.g. ``/work/realswi_data``); the
+    pairing, vendor scaling and convention are decided from the files exactly as for the shared ones."""
+    out: dict[str, tuple[Path, ...]] = {}
+    for d in dirs:
+        path = Path(d).expanduser().resolve()
+        if not path.is_dir():
+            raise BackgroundError(f"{d}: --backgrounds needs a folder holding one acquisition's DICOM files; "
+                                  f"{'it is a file' if path.exists() else 'it does not exist'}")
+        if not any(f.is_file() for f in path.rglob("*")):
+            raise BackgroundError(f"{d}: --backgrounds folder holds no files")
+        name = path.name
+        if name in out or name in I.KNOWN_ACQUISITIONS:
+            raise BackgroundError(f"{d}: acquisition name {name!r} (the folder's name) is already used; "
+                                  f"rename the folder")
+        out[name] = (path,)
+    return out
+
+
 def spots_of(doc: dict) -> list[dict]:
     return [les for a in doc["analyses"] for les in a["lesions"]]
 
 
-def run_acquisition(name: str, folders: tuple[str, ...], args) -> AcqResult:
-    paths = [VENDOR_DICOM / f for f in folders]
+def run_acquisition(name: str, folders: tuple[str | Path, ...], args) -> AcqResult:
+    paths = [VENDOR_DICOM / f for f in folders]          # absolute folders (--backgrounds) stay as given
     res = AcqResult(name)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bp_realbg_") as tmp:
@@ -153,7 +179,11 @@ def report(results: list[AcqResult], verbose: bool) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--acquisitions", nargs="+", default=list(I.KNOWN_ACQUISITIONS), choices=list(I.KNOWN_ACQUISITIONS))
+    ap.add_argument("--acquisitions", nargs="*", default=list(I.KNOWN_ACQUISITIONS), choices=list(I.KNOWN_ACQUISITIONS),
+                    help="the shared acquisitions to use (default all; give the flag alone for none)")
+    ap.add_argument("--backgrounds", nargs="+", default=[], metavar="DIR",
+                    help="more real acquisitions, one folder each (magnitude + phase series below it; the folder "
+                         "name names it), e.g. a clinical SWI kept outside the repository")
     ap.add_argument("--studies", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lesions", type=int, nargs=2, default=(3, 3), metavar=("MICROBLEEDS", "CALCIFICATIONS"))
@@ -162,20 +192,35 @@ def main(argv=None) -> int:
                          "series' own TEs, 2-12 ms on these field maps; 25 = the paper's TE)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    if not VENDOR_DICOM.is_dir():
+    try:
+        extra = background_acquisitions(args.backgrounds)
+    except BackgroundError as e:
+        print(e)
+        return 2
+    if args.acquisitions and not VENDOR_DICOM.is_dir():
         print(f"real vendor DICOM not found at {VENDOR_DICOM} (set BORDERPHASE_VENDOR_DICOM)")
+        return 2
+    if not args.acquisitions and not extra:
+        print("nothing to run: no --acquisitions and no --backgrounds")
         return 2
     command = "python benchmarks/real_background_benchmark.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     t0 = time.perf_counter()
-    results = [run_acquisition(n, I.KNOWN_ACQUISITIONS[n], args) for n in args.acquisitions]
+    try:
+        results = ([run_acquisition(n, I.KNOWN_ACQUISITIONS[n], args) for n in args.acquisitions]
+                   + [run_acquisition(n, folders, args) for n, folders in extra.items()])
+    except I.InjectError as e:          # e.g. a --backgrounds folder without a magnitude/phase pair
+        print(f"cannot inject: {e}")
+        return 2
     print(f"$ {command.strip()}")
     print(f"borderphase real-background benchmark: seed {args.seed}, {args.studies} studies per acquisition, "
           f"{args.lesions[0]} microbleeds + {args.lesions[1]} calcifications each, lesions at "
           f"{'the series own TEs' if args.lesion_te_ms is None else f'TE {args.lesion_te_ms:g} ms'}, "
           f"{time.perf_counter() - t0:.0f} s in all")
-    for folder, why in I.NOT_INJECTABLE.items():
+    for folder, why in (I.NOT_INJECTABLE.items() if args.acquisitions else ()):
         print(f"not injectable: {folder}: {why}")
+    for n, folders in extra.items():
+        print(f"background {n}: {', '.join(map(str, folders))}")
     print("\n".join(report(results, args.verbose)))
     return 0
 
