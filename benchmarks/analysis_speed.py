@@ -3,6 +3,7 @@
     python benchmarks/analysis_speed.py            # renders one phantom study (paper cohort, study 0)
     python benchmarks/analysis_speed.py --repeat 5
     python benchmarks/analysis_speed.py --six-echo --repeat 5   # issue 10's target: six-echo SWI pair, per stage
+    python benchmarks/analysis_speed.py --six-echo --with-qsm   # the same with TE/B0 known: + QSM map, chi, source sizes
 
 ``--six-echo``: the realistic swi3d study (seed 0, six echoes 4.2-25 ms, scanner-filtered phase,
 512 x 512 x 60; plugin.phantom.realistic) rendered once (``--cache DIR`` keeps the rendered echoes
@@ -76,7 +77,9 @@ def timed(name, fn):
     return out
 load = os.getloadavg()[0]
 combo = timed("echo combination", lambda: combine_echoes(mags, phs, tes, voxel))
-res = timed("analyze_arrays", lambda: analyze_arrays(combo.magnitude, combo.phase_rad, aff, convention="right-handed"))
+full = dict(echo_time_ms=combo.reference_te_ms, field_strength_t=3.0,
+            magnitude_echoes=tuple(zip(combo.echo_times_ms, combo.magnitude_weights))) if {with_qsm!r} else {{}}
+res = timed("analyze_arrays", lambda: analyze_arrays(combo.magnitude, combo.phase_rad, aff, convention="right-handed", **full))
 m, p = combo.magnitude, combo.phase_rad
 mask = timed("brain mask", lambda: brain_mask(m, voxel, DetectionParams()))
 det = timed("detection", lambda: detect_spots(m, voxel, DetectionParams(), mask=mask))
@@ -114,7 +117,7 @@ def six_echo(args) -> int:
         del images
     runs = []
     for _ in range(args.repeat):
-        out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(ROOT), npz=str(npz))],
+        out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(ROOT), npz=str(npz), with_qsm=args.with_qsm)],
                              capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     med = lambda name, k: statistics.median(r["rows"][name][k] for r in runs)   # noqa: E731
@@ -122,7 +125,8 @@ def six_echo(args) -> int:
     command = "python benchmarks/analysis_speed.py " + " ".join(shlex.quote(a) for a in (args.argv or []))
     loads = [r["load"] for r in runs]
     print(f"command: {command}")
-    print(f"borderphase six-echo analysis speed: swi3d seed 0, 6 echoes, 512 x 512 x 60, reading excluded, "
+    what = " with QSM, chi and source sizes (TE, B0 known)" if args.with_qsm else ""
+    print(f"borderphase six-echo analysis speed{what}: swi3d seed 0, 6 echoes, 512 x 512 x 60, reading excluded, "
           f"{os.cpu_count()} cores, median of {args.repeat} runs, load average {min(loads):.1f}-{max(loads):.1f}, "
           f"{runs[0]['n_lesions']} lesions reported")
     print(f"| stage | wall s | CPU s | CPU min-max |")
@@ -148,6 +152,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--six-echo", action="store_true", help="the six-echo swi3d pair, per stage (issue 10's target)")
+    ap.add_argument("--with-qsm", action="store_true",
+                    help="with --six-echo: pass the echo time, field strength and echo weights as the pipeline does "
+                         "from the headers, so analyze_arrays also makes the QSM map, per-spot chi and source sizes")
     ap.add_argument("--cache", default="", help="with --six-echo: folder keeping the rendered echoes between runs")
     args = ap.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
