@@ -150,12 +150,15 @@ def dipole_kernel(
     *,
     b0_direction: Sequence[float] = (1.0, 0.0, 0.0),
     real: bool = True,
+    first_axis: slice = slice(None),
 ) -> np.ndarray:
     """The k-space dipole kernel ``D(k) = 1/3 - (k.b0)^2 / |k|^2`` with ``D(0) = 0``.
 
     ``shape`` and ``voxel_size_mm`` follow the array axes (slice, row, column); ``b0_direction``
     is B0 in those axes (default: along the slice axis, i.e. axial slices). With ``real=True``
-    the last axis is halved to match :func:`scipy.fft.rfftn`.
+    the last axis is halved to match :func:`scipy.fft.rfftn`. ``first_axis``: only these
+    indices of the first axis (a slab of the kernel, the same values as that part of the whole:
+    callers build a large kernel a slab at a time in float32 instead of whole in float64).
     """
     b0 = _unit(b0_direction)
     axes = []
@@ -164,12 +167,15 @@ def dipole_kernel(
             axes.append(scipy.fft.rfftfreq(int(n), d=float(d)))
         else:
             axes.append(scipy.fft.fftfreq(int(n), d=float(d)))
+    has_origin = 0 in range(int(shape[0]))[first_axis]
+    axes[0] = axes[0][first_axis]
     k = np.meshgrid(*axes, indexing="ij", sparse=True)
     k2 = k[0] ** 2 + k[1] ** 2 + k[2] ** 2
     kb = b0[0] * k[0] + b0[1] * k[1] + b0[2] * k[2]
     with np.errstate(invalid="ignore", divide="ignore"):
         kernel = 1.0 / 3.0 - kb**2 / k2
-    kernel[0, 0, 0] = 0.0
+    if has_origin:
+        kernel[list(range(int(shape[0]))[first_axis]).index(0), 0, 0] = 0.0
     return kernel
 
 

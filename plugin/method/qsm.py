@@ -91,17 +91,43 @@ def field_ppm_from_phase(local_phase_rad: np.ndarray, *, echo_time_ms: float, fi
     return np.asarray(local_phase_rad, np.float32) * np.float32(1.0 / k)
 
 
-def _gradient_power(shape, voxel_mm) -> np.ndarray:
-    """sum_i |forward difference_i|^2 in k-space (mm^-2), rfftn layout."""
+def _gradient_power(shape, voxel_mm, first_axis: slice = slice(None)) -> np.ndarray:
+    """sum_i |forward difference_i|^2 in k-space (mm^-2), rfftn layout; ``first_axis``: only
+    these indices of the first axis (a slab)."""
     out = None
     for i, (n, h) in enumerate(zip(shape, voxel_mm)):
         f = sfft.rfftfreq(n) if i == len(shape) - 1 else sfft.fftfreq(n)   # cycles/voxel
         g = (4.0 * np.sin(np.pi * f) ** 2 / (h * h)).astype(np.float32)
+        if i == 0:
+            g = g[first_axis]
         sh = [1, 1, 1]
         sh[i] = g.size
         g = g.reshape(sh)
         out = g if out is None else out + g
     return out
+
+
+_FILTER_SLAB = 8   # k-space slices per slab of the inverse filter
+
+
+def _apply_inverse_filter(spec: np.ndarray, shape, voxel_mm, b0_axes, params: QsmParams) -> None:
+    """``spec *= filter`` (L2 or TKD inverse of the dipole kernel), the filter built a slab of
+    k-space slices at a time (float64 kernel only for the slab): the same values as building it
+    whole, without four full-size float64/float32 temporaries (~400 MB on 512 x 512 x 60)."""
+    for k in range(0, spec.shape[0], _FILTER_SLAB):
+        sl = slice(k, min(k + _FILTER_SLAB, spec.shape[0]))
+        D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, first_axis=sl).astype(np.float32)
+        if params.method == L2:
+            denom = D * D + np.float32(params.l2_lambda_mm2) * _gradient_power(shape, voxel_mm, sl)
+            if k == 0:
+                denom[0, 0, 0] = 1.0
+            filt = D / denom
+        else:
+            t = np.float32(params.tkd_threshold)
+            filt = np.where(np.abs(D) > t, 1.0 / np.where(D == 0, 1, D), np.sign(D) / t).astype(np.float32)
+        if k == 0:
+            filt[0, 0, 0] = 0.0
+        spec[sl] *= filt
 
 
 def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams()) -> np.ndarray:
@@ -115,19 +141,12 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
     f = np.where(mask[box], field_ppm[box], 0).astype(np.float32)
     shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(f.shape, voxel_mm)]
-    D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True).astype(np.float32)
-    if params.method == L2:
-        G = _gradient_power(shape, voxel_mm)
-        denom = D * D + np.float32(params.l2_lambda_mm2) * G
-        denom[0, 0, 0] = 1.0
-        filt = D / denom
-    else:
-        t = np.float32(params.tkd_threshold)
-        filt = np.where(np.abs(D) > t, 1.0 / np.where(D == 0, 1, D), np.sign(D) / t).astype(np.float32)
-    filt[0, 0, 0] = 0.0
     spec = sfft.rfftn(f, s=shape, workers=params.workers)
-    spec *= filt
-    chi = sfft.irfftn(spec, s=shape, workers=params.workers)[: f.shape[0], : f.shape[1], : f.shape[2]]
+    del f
+    _apply_inverse_filter(spec, shape, voxel_mm, b0_axes, params)
+    chi = sfft.irfftn(spec, s=shape, workers=params.workers)
+    del spec
+    chi = chi[: box[0].stop - box[0].start, : box[1].stop - box[1].start, : box[2].stop - box[2].start]
     m = mask[box]
     chi = np.where(m, chi - np.float32(chi[m].mean()), 0).astype(np.float32)
     out[box] = chi
@@ -139,10 +158,18 @@ def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.nd
     """The susceptibility map of one pair's local phase (module docstring)."""
     t0 = time.perf_counter()
     voxel = tuple(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
-    field = field_ppm_from_phase(local_phase_rad, echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
-                                 convention=convention)
+    mask = np.asarray(mask, bool)
     b0 = b0_in_array_axes(affine_lps)
-    chi = invert_field(field, mask, voxel, b0, params)
+    chi = np.zeros(np.shape(local_phase_rad), np.float32)
+    if mask.any():   # the field of the mask's box only (what the inversion reads): no full-size copy
+        box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
+        field = field_ppm_from_phase(np.asarray(local_phase_rad)[box], echo_time_ms=echo_time_ms,
+                                     field_strength_t=field_strength_t, convention=convention)
+        chi[box] = invert_field(field, mask[box], voxel, b0, params)
+        del field
+    else:
+        field_ppm_from_phase(local_phase_rad[:0], echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
+                             convention=convention)   # the same checks of TE and B0
     if params.method == L2:
         what = f"closed-form L2 with gradient penalty (lambda {params.l2_lambda_mm2:g} mm^2)"
     else:
