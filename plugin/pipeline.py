@@ -145,6 +145,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             listed, rejected_rest = most_relevant(det.rejected, options.rejected_listed)
             rejected = [RejectedSpot(_index_to_lps(affine_lps, c.center_index), round(c.diameter_mm, 2), c.n_slices,
                                      c.reason.value, c.detail) for c in listed]
+            del det   # its darkness-ratio volume is not needed any more (memory: issue 15)
         local, wrapped, what = bg_future.result()
     notes.append(f"background: {what}")
     data_conv, decision = None, None

@@ -135,21 +135,22 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     if params.method not in (L2, TKD):
         raise ValueError(f"QSM method must be {L2!r} or {TKD!r}, got {params.method!r}")
     mask = np.asarray(mask, bool)
-    out = np.zeros(field_ppm.shape, np.float32)
     if not mask.any():
-        return out
+        return np.zeros(field_ppm.shape, np.float32)
     box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
-    f = np.where(mask[box], field_ppm[box], 0).astype(np.float32)
-    shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(f.shape, voxel_mm)]
-    spec = sfft.rfftn(f, s=shape, workers=params.workers)
+    n_box = [sl.stop - sl.start for sl in box]
+    shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(n_box, voxel_mm)]
+    f = np.zeros(shape, np.float32)   # the field inside the mask, zero-padded once (no separate crop)
+    np.copyto(f[: n_box[0], : n_box[1], : n_box[2]], field_ppm[box], where=mask[box])
+    spec = sfft.rfftn(f, workers=params.workers, overwrite_x=True)
     del f
     _apply_inverse_filter(spec, shape, voxel_mm, b0_axes, params)
     chi = sfft.irfftn(spec, s=shape, workers=params.workers)
     del spec
-    chi = chi[: box[0].stop - box[0].start, : box[1].stop - box[1].start, : box[2].stop - box[2].start]
+    chi = chi[: n_box[0], : n_box[1], : n_box[2]]
     m = mask[box]
-    chi = np.where(m, chi - np.float32(chi[m].mean()), 0).astype(np.float32)
-    out[box] = chi
+    out = np.zeros(field_ppm.shape, np.float32)   # allocated once the k-space arrays are gone
+    np.subtract(chi, np.float32(chi[m].mean()), out=out[box], where=m)   # 0 outside the mask
     return out
 
 
@@ -160,14 +161,16 @@ def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.nd
     voxel = tuple(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
     mask = np.asarray(mask, bool)
     b0 = b0_in_array_axes(affine_lps)
-    chi = np.zeros(np.shape(local_phase_rad), np.float32)
     if mask.any():   # the field of the mask's box only (what the inversion reads): no full-size copy
         box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
         field = field_ppm_from_phase(np.asarray(local_phase_rad)[box], echo_time_ms=echo_time_ms,
                                      field_strength_t=field_strength_t, convention=convention)
-        chi[box] = invert_field(field, mask[box], voxel, b0, params)
+        chi_box = invert_field(field, mask[box], voxel, b0, params)
         del field
+        chi = np.zeros(np.shape(local_phase_rad), np.float32)
+        chi[box] = chi_box
     else:
+        chi = np.zeros(np.shape(local_phase_rad), np.float32)
         field_ppm_from_phase(local_phase_rad[:0], echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
                              convention=convention)   # the same checks of TE and B0
     if params.method == L2:

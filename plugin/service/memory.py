@@ -3,9 +3,8 @@
 glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB), so after
 the first study the worker's 10-60 MB arrays come from the heap and the arenas of the analysis
 threads, and freed ones stay in the process: its resident size then holds the sum of every
-stage's arrays instead of the largest stage's (measured on a 512 x 512 x 60 two-echo study: peak
-RSS 915 MB with the dynamic threshold, 590 MB with a fixed one; benchmarks/load.md). A fixed
-threshold maps every large array on its own and returns it to the system when freed.
+stage's arrays instead of the largest stage's. A fixed threshold maps every large array on its
+own and returns it to the system when freed (figures below and in benchmarks/load.md).
 """
 from __future__ import annotations
 
@@ -16,7 +15,12 @@ import logging
 LOG = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3          # mallopt parameter (glibc malloc.h)
-MMAP_THRESHOLD_BYTES = 128 * 1024   # glibc's initial value; fixing it stops the dynamic raise
+#: Fixed (setting it stops the dynamic raise). Above the slab temporaries of the chunked steps
+#: (1-3 MB, reused from the heap), below every volume-sized array. Measured with
+#: benchmarks/worker_memory.py on 512 x 512 x 60 (2 / 6 echoes): glibc's initial 128 KiB 560 / 670
+#: MiB but every slab temporary a fresh mmap (slower), 4 MiB 570 / 684 MiB, 16 MiB 640 / 682-713 MiB,
+#: none (dynamic) 654 / 704-720 MiB.
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 
 
 def return_freed_memory() -> bool:
