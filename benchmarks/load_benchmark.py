@@ -10,6 +10,14 @@
    same load from the same senders; then every study must end analysed with its SR in Orthanc.
 4. Idle latency: one more study sent alone to the idle node; time from its last instance stored to
    its SR accepted by Orthanc, split into completion wait, queue wait, analysis and delivery.
+5. ``--six-echo``: then a 6-echo study (the paper's protocol: 720 instances, 360 MB of pixels) sent
+   alone: its idle latency and the analysis worker's peak RSS (VmHWM of the forked workers, the
+   2-echo figure taken before it is sent).
+6. ``--compare-workers 1``: the same load again on a fresh node with that many SQLite workers (median
+   last instance -> SR beside the main run's ``--workers``).
+7. ``--redis-workers 1,2``: the Redis mode (real redis-server, ``serve`` receiving only, N separate
+   ``serve --worker --workers 1`` processes): studies/hour from the first instance sent to the last
+   study's results accepted by Orthanc.
 Prints a JSON report and a Markdown table. TCP_NODELAY=1 is exported for dcmtk and Orthanc.
 
     python benchmarks/load_benchmark.py --qsm-latency 3 [--work DIR]
@@ -36,7 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from node_helpers import (Orthanc, free_port, node_env, start_serve, stop_proc, wait_for,  # noqa: E402
+from node_helpers import (Orthanc, free_port, node_env, start_redis, start_serve, stop_proc, wait_for,  # noqa: E402
                           wait_port, write_config)
 
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
@@ -48,6 +56,16 @@ def make_source(work: Path, echoes: int = 2) -> Path:
         subprocess.run([sys.executable, "-m", "plugin.cli", "phantom", "--vendor", "Siemens", "--out", str(src),
                         "--echoes", str(echoes), "--size", "full", "--seed", "7"], cwd=REPO, check=True)
     return src
+
+
+def prepared_study(src: Path, d: Path) -> dict:
+    """``src`` copied with fresh UIDs to ``d/dicom`` once (kept in ``d/meta.json`` for reruns)."""
+    meta = d / "meta.json"
+    if meta.exists():
+        return json.loads(meta.read_text()) | {"dir": d}
+    info = copy_study(src, d / "dicom")
+    meta.write_text(json.dumps({"study_uid": info["study_uid"], "n": info["n"]}))
+    return {"study_uid": info["study_uid"], "n": info["n"], "dir": d}
 
 
 def copy_study(src: Path, dst: Path) -> dict:
@@ -154,6 +172,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet-period", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--worker-type", default="process", choices=("thread", "process"))
+    ap.add_argument("--six-echo", action="store_true", help="also a 6-echo study (720 instances) sent alone")
+    ap.add_argument("--compare-workers", default="", help="comma list: the load again with these SQLite worker counts")
+    ap.add_argument("--redis-workers", default="", help="comma list: the load in the Redis mode with these worker processes")
     ap.add_argument("--work", default=None, help="work dir (kept); default: a temp dir removed at the end")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--qsm-latency", type=int, default=0, metavar="R",
@@ -281,9 +302,22 @@ def main(argv=None) -> int:
         r = run_senders(node_port, "BPNODE", [[idle["dir"] / "dicom"]])
         wait_for(lambda: all_done(len(load) + 1), args.timeout, interval_s=0.2, what="idle study analysed")
         report["idle_latency"] = latencies(layout, [idle["study_uid"]], detail=True)[0]
+        sent = list(studies)
+        if args.six_echo:   # the paper's protocol, alone: latency and the worker's peak RSS
+            report["worker_peak_rss_mb_2echo"] = round(sampler.child_peak_mb, 1)
+            six = prepared_study(make_source(work, echoes=6), work / "studies" / "six_echo")
+            t_six = time.time()
+            run_senders(node_port, "BPNODE", [[six["dir"] / "dicom"]])
+            report["six_echo_send_s"] = round(time.time() - t_six, 2)
+            wait_for(lambda: all_done(len(load) + 2), args.timeout, interval_s=0.2, what="6-echo study analysed")
+            time.sleep(1.0)   # one more RSS sample
+            report["six_echo"] = latencies(layout, [six["study_uid"]], detail=True)[0] | {
+                "instances": six["n"], "pixel_mb": round(pixel_mb(six["dir"] / "dicom"), 1),
+                "worker_peak_rss_mb": round(sampler.child_peak_mb, 1)}
+            sent.append(six)
         # SR of every study in Orthanc
         missing = []
-        for s in studies:
+        for s in sent:
             series = orthanc.series_of(s["study_uid"])
             if not any(x["MainDicomTags"].get("Modality") == "SR" for x in series):
                 missing.append(s["study_uid"])
@@ -295,6 +329,12 @@ def main(argv=None) -> int:
         report["worker_peak_rss_mb"] = round(sampler.child_peak_mb, 1)
         stop_proc(node)
         orthanc.stop()
+    for n in [int(x) for x in args.compare_workers.split(",") if x.strip()]:
+        report.setdefault("compare_workers", []).append(
+            analysing_run(work, f"sqlite{n}", groups, load, args.quiet_period, args.timeout, workers=n))
+    for n in [int(x) for x in args.redis_workers.split(",") if x.strip()]:
+        report.setdefault("redis", []).append(
+            analysing_run(work, f"redis{n}", groups, load, args.quiet_period, args.timeout, workers=n, redis=True))
     print(json.dumps(report, indent=2))
     print(markdown(report))
     if not args.work:
@@ -443,6 +483,75 @@ def sr_accepted_at(entry: dict) -> float | None:
     return entry.get("delivered")
 
 
+def pixel_mb(d: Path) -> float:
+    """MB (10^6 bytes) of stored pixel data in the DICOM files under ``d`` (from the headers)."""
+    from pydicom import dcmread
+    total = 0
+    for p in d.rglob("*.dcm"):
+        ds = dcmread(p, stop_before_pixels=True)
+        total += int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
+    return total / 1e6
+
+
+def analysing_run(work: Path, tag: str, groups: list[list[Path]], load: list[dict], quiet_s: float, timeout_s: float,
+                  *, workers: int, redis: bool = False) -> dict:
+    """The load on a fresh node analysing with the real pipeline and delivering to a fresh Orthanc:
+    SQLite with ``workers`` embedded process workers, or (``redis``) a real redis-server, ``serve``
+    receiving only and ``workers`` separate ``serve --worker --workers 1`` processes. Returns the
+    wall time from the first instance sent to the last study's results accepted, studies/hour and
+    the last instance -> SR latencies."""
+    from plugin.service.state import StateLayout
+    from plugin.service.status import collect
+    node_port = free_port()
+    shutil.rmtree(work / f"orthanc_{tag}", ignore_errors=True)
+    orthanc = Orthanc(work / f"orthanc_{tag}", node_port).start()
+    state = work / f"state_{tag}"
+    shutil.rmtree(state, ignore_errors=True)
+    procs, samplers, redis_proc = [], [], None
+    try:
+        extra = {}
+        if redis:
+            redis_proc, rport = start_redis(work / f"redis_{tag}")
+            extra = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{rport}/0"}
+        cfg = write_config(work / f"node_{tag}.toml", state, node_port, quiet_s=quiet_s, grace_s=2.0,
+                           workers=0 if redis else workers, retry_initial_s=1, retry_max_s=10, **extra,
+                           destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1",
+                                                     "port": orthanc.dicom_port}})
+        procs.append(start_serve(cfg, node_port, work / f"node_{tag}.log", stand_in=False))
+        if redis:
+            procs += [start_serve(cfg, node_port, work / f"worker_{tag}_{i}.log", "--worker", "--workers", "1",
+                                  stand_in=False) for i in range(workers)]
+        samplers = [RssSampler(p.pid) for p in procs]
+        for smp in samplers:
+            smp.start()
+        layout = StateLayout(state)
+        t0 = time.time()
+        r = run_senders(node_port, "BPNODE", groups)
+
+        def all_done():
+            st = collect(state)
+            done = [x for x in st["studies"] if x["state"] in ("analysed", "failed")]
+            return st if len(done) == len(load) and not st["outbox"]["pending"] else None
+
+        st = wait_for(all_done, timeout_s, interval_s=0.5, what=f"{tag}: all studies analysed")
+        last = max(json.loads(p.read_text())["delivered"] for p in layout.outbox_sent.glob("*.json"))
+        wall = last - t0
+        return {"tag": tag, "backend": "redis" if redis else "sqlite", "workers": workers,
+                "receive_s": round(r["wall_s"], 2), "wall_s": round(wall, 1),
+                "studies_per_hour": round(len(load) / wall * 3600, 1), "states": st["counts"],
+                "load_latency_s": latencies(layout, [x["study_uid"] for x in load]),
+                "worker_peak_rss_mb": round(max(x.child_peak_mb for x in samplers), 1),
+                "workers_distinct": len({rr["worker"]["pid"] for rr in layout.runs()})}
+    finally:
+        for smp in samplers:
+            smp.stop_flag.set()
+        for p in procs:
+            stop_proc(p)
+        if redis_proc is not None:
+            stop_proc(redis_proc)
+        orthanc.stop()
+
+
 def latencies(layout, study_uids: list[str], detail: bool = False) -> list | dict:
     """Last instance stored (newest spool file mtime) -> results accepted by the destination."""
     out = []
@@ -488,7 +597,31 @@ def markdown(r: dict) -> str:
         f" + queue {il.get('queue_wait_s')} + analysis {il.get('analysis_s')} + delivery {il.get('delivery_s')} |",
         f"| under load: last instance -> SR (min/median/max) | | {ll.get('min')} / {ll.get('median')} / {ll.get('max')} s |",
         f"| studies ending analysed / without SR in Orthanc | | {r['states'].get('analysed')} / {len(r['studies_without_sr_in_orthanc'])} |",
-    ])
+    ] + extra_rows(r))
+
+
+def extra_rows(r: dict) -> list[str]:
+    """Rows of ``--six-echo``, ``--compare-workers`` and ``--redis-workers``."""
+    rows = []
+    if "six_echo" in r:
+        s = r["six_echo"]
+        rows += [f"| worker peak RSS, 2-echo studies (120 MB pixels) | | {r.get('worker_peak_rss_mb_2echo')} MB |",
+                 f"| 6-echo study ({s['instances']} instances, {s['pixel_mb']} MB pixels) alone: last instance -> SR | | "
+                 f"{s.get('total_s')} s = completion {s.get('completion_wait_s')} + queue {s.get('queue_wait_s')} + "
+                 f"analysis {s.get('analysis_s')} + delivery {s.get('delivery_s')} |",
+                 f"| worker peak RSS with the 6-echo study | | {s['worker_peak_rss_mb']} MB |"]
+    for x in [{"backend": "sqlite", "workers": r["workers"], "main": True}] + r.get("compare_workers", []) + r.get("redis", []):
+        if x.get("main"):
+            ll = r.get("load_latency_s", {})
+            rows.append(f"| sqlite, {x['workers']} worker(s): last instance -> SR (min/median/max) | | "
+                        f"{ll.get('min')} / {ll.get('median')} / {ll.get('max')} s |")
+            continue
+        ll = x["load_latency_s"]
+        rows.append(f"| {x['backend']}, {x['workers']} worker {'process(es)' if x['backend'] == 'redis' else '(s)'}: "
+                    f"last instance -> SR (min/median/max); studies/hour | | {ll.get('min')} / {ll.get('median')} / "
+                    f"{ll.get('max')} s; {x['studies_per_hour']} studies/h ({x['wall_s']} s for {r['studies']}; "
+                    f"{x['workers_distinct']} worker(s) took work; peak RSS {x['worker_peak_rss_mb']} MB) |")
+    return rows
 
 
 if __name__ == "__main__":

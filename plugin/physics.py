@@ -151,13 +151,16 @@ def dipole_kernel(
     b0_direction: Sequence[float] = (1.0, 0.0, 0.0),
     real: bool = True,
     dtype=np.float64,
+    first_axis: slice = slice(None),
 ) -> np.ndarray:
     """The k-space dipole kernel ``D(k) = 1/3 - (k.b0)^2 / |k|^2`` with ``D(0) = 0``.
 
     ``shape`` and ``voxel_size_mm`` follow the array axes (slice, row, column); ``b0_direction``
     is B0 in those axes (default: along the slice axis, i.e. axial slices). With ``real=True``
     the last axis is halved to match :func:`scipy.fft.rfftn`. ``dtype``: of the kernel, computed
-    in it (float32 halves the time and memory of a whole-volume kernel).
+    in it (float32 halves the time and memory of a whole-volume kernel). ``first_axis``: only these
+    indices of the first axis (a slab of the kernel, the same values as that part of the whole:
+    callers build a large kernel a slab at a time instead of whole).
     """
     b0 = _unit(b0_direction)
     axes = []
@@ -167,6 +170,8 @@ def dipole_kernel(
         else:
             axes.append(scipy.fft.fftfreq(int(n), d=float(d)))
     t = np.dtype(dtype).type
+    has_origin = 0 in range(int(shape[0]))[first_axis]
+    axes[0] = axes[0][first_axis]
     k = [np.asarray(a, t) for a in np.meshgrid(*axes, indexing="ij", sparse=True)]
     k2 = k[0] ** 2 + k[1] ** 2 + k[2] ** 2
     kb = t(b0[0]) * k[0] + t(b0[1]) * k[1] + t(b0[2]) * k[2]
@@ -174,7 +179,8 @@ def dipole_kernel(
         kernel = kb * kb
         kernel /= k2
         np.subtract(t(1.0 / 3.0), kernel, out=kernel)
-    kernel[0, 0, 0] = 0.0
+    if has_origin:
+        kernel[list(range(int(shape[0]))[first_axis]).index(0), 0, 0] = 0.0
     return kernel
 
 

@@ -159,6 +159,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             listed, rejected_rest = most_relevant(det.rejected, options.rejected_listed)
             rejected = [RejectedSpot(_index_to_lps(affine_lps, c.center_index), round(c.diameter_mm, 2), c.n_slices,
                                      c.reason.value, c.detail) for c in listed]
+            del det   # its darkness-ratio volume is not needed any more (memory: issue 15)
         local, wrapped, what = bg_future.result()
     notes.append(f"background: {what}")
     data_conv, decision = None, None
@@ -421,11 +422,16 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
     field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw,
     magnitude_echoes). An
     echo that cannot be loaded or has too little signal is left out, said in the note."""
-    from plugin.method.echoes import combine_echo_volumes
+    from plugin.method.echoes import DeferredVolume, combine_echo_volumes
     echoes, problems = [(mag, ph)], []
     for m_alt, p_alt, _en, te_alt in earlier:
-        try:
-            echoes.append((dseries.load_volume(m_alt), dseries.load_volume(p_alt)))
+        try:   # magnitudes now (stored integers, for the echo weights); each phase when the fit reaches it
+            if not p_alt.can_load:
+                dseries.load_volume(p_alt)   # raises, naming the file and why
+            p_later = DeferredVolume(p_alt.echo_time_ms, np.asarray(p_alt.affine_lps, float),
+                                     (p_alt.n_slices, p_alt.rows, p_alt.columns), p_alt.series_instance_uid,
+                                     load=lambda s=p_alt: dseries.load_volume(s))
+            echoes.append((dseries.load_volume(m_alt), p_later))
         except Exception as exc:  # a reader error names the file
             problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
     try:

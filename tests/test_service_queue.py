@@ -55,6 +55,35 @@ def test_two_redis_workers_analyse_each_study_exactly_once(tmp_path):
         archive.stop()
 
 
+def test_two_sqlite_process_workers_analyse_each_study_once_at_lower_priority(tmp_path):
+    """The embedded SQLite queue with ``workers = 2``: both forked workers take studies, none is
+    analysed twice (the claim files), and both run at the node's niceness + ``worker_nice`` so
+    that receiving keeps the CPU."""
+    import os
+    archive = ArchiveStandIn(tmp_path / "archive").start()
+    port = free_port()
+    cfg = write_config(tmp_path / "node.toml", tmp_path / "state", port, workers=2,
+                       destinations={"archive": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": archive.port}})
+    node = start_serve(cfg, port, tmp_path / "node.log", BORDERPHASE_TEST_ANALYSIS_DELAY_S="0.6")
+    try:
+        studies = [make_mr_study(tmp_path / f"in{i}", n_slices=2) for i in range(6)]
+        storescu(port, [tmp_path / f"in{i}" for i in range(6)])
+        layout = StateLayout(tmp_path / "state")
+        wait_for(lambda: collect(layout.root)["counts"]["analysed"] == 6, 90, what="6 studies analysed")
+        runs = list(layout.runs())
+        counts = collections.Counter((r["study"], r["version"]) for r in runs)
+        assert set(counts) == {(s["study_uid"], 1) for s in studies}
+        assert all(n == 1 for n in counts.values()), counts
+        pids = {r["worker"]["pid"] for r in runs}
+        assert len(pids) == 2 and node.pid not in pids, f"two forked workers should share the work: {pids}"
+        base = os.getpriority(os.PRIO_PROCESS, node.pid)
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in pids} == {min(base + 10, 19)}
+        wait_for(lambda: len(archive.files()) == 6, 30, what="6 results delivered")
+    finally:
+        stop_proc(node)
+        archive.stop()
+
+
 def test_destination_down_delays_never_drops(tmp_path):
     archive_port = free_port()  # nothing listens yet
     port = free_port()

@@ -328,3 +328,13 @@ def test_serve_and_status_exit_2_with_every_config_problem(tmp_path, capsys):
         assert f"{bad}: analysis.callable: removed" in err
         assert f'{bad}: [[rules]][1] "gre".match.series_description: not a valid regular expression' in err
     assert not (tmp_path / "s").exists()     # refused before anything was created
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 1), (2, 1), (8, 7)])
+def test_workers_default_to_cores_minus_one_at_least_one(monkeypatch, cores, expected):
+    """Without ``[queue] workers`` the node runs one analysis worker per core but one (left to
+    receiving), at least one; a configured number (0 included) is kept."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert parse_config({"state_dir": "/x"}).queue.workers == expected
+    assert parse_config({"state_dir": "/x", "queue": {"workers": 0}}).queue.workers == 0
+    assert load_config(EXAMPLE).queue.workers == expected   # the example leaves it to the default

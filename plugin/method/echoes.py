@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -57,6 +57,8 @@ from plugin.method.background import smooth_lowpass
 from plugin.method.detect import estimate_noise_sigma
 
 TWO_PI = np.float32(2.0 * np.pi)
+#: An echo's phase: the array, or a zero-argument callable that loads it when the fit needs it.
+PhaseSource = Union[np.ndarray, Callable[[], np.ndarray]]
 MIN_USABLE_SNR = 5.0          # tissue magnitude / noise s.d. below which an echo is left out
 OFFSET_NEGLIGIBLE_RAD = 0.1   # median |phi0| below which the offset is not removed
 OFFSET_SIGMA_MM = 5.0         # in-plane Gaussian low pass of the phase offset
@@ -161,61 +163,83 @@ def _upsample(coarse: np.ndarray, step: int, shape: tuple[int, int, int], rows: 
     return lo + fc * _wrap_(d, np.empty_like(d))
 
 
-def _fit_chunk(mags, phases, tes, mweights, offset, step, te_ref, out_mag, out_phase, out_slope, out_wsum, box, sl):
-    """Weighted temporal fit for the slices ``sl`` inside the rows and columns ``box`` (writes
-    the outputs in place). In-place float32 passes over a few slices at a time (cache-sized)."""
+def _chunk_offset(offset, step, shape, sl, box):
+    """The phase offset upsampled for the slices ``sl`` inside ``box`` (None without an offset)."""
+    return None if offset is None else _upsample(offset, step, (0,) + tuple(shape[1:]), sl)[:, box[0], box[1]]
+
+
+def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num_all, den_all, box, sl):
+    """Add echo ``n`` (magnitude ``m_all``, phase ``p_all``) to the weighted temporal fit for the
+    slices ``sl`` inside the rows and columns ``box``: the running sums ``num`` (m^2 TE phase) and
+    ``den`` (m^2 TE^2) and the magnitude average, all in place. The echoes come one at a time in
+    TE order, so only the running sums and the echo at hand are held (never every echo), each
+    echo in float32 slabs of a few slices (cache-sized)."""
     rb, cb = box
     shape = (sl.stop - sl.start, rb.stop - rb.start, cb.stop - cb.start)
-    off = None if offset is None else _upsample(offset, step, (0,) + mags[0].shape[1:], sl)[:, rb, cb]
+    off = _chunk_offset(offset, step, m_all.shape, sl, box)
     sl = (sl, rb, cb)
-    num = np.zeros(shape, np.float32)
-    den = np.full(shape, np.float32(1e-30))     # no signal: slope 0
+    num, den, mag = num_all[sl], den_all[sl], out_mag[sl]
     tmp = np.empty(shape, np.float32)
     r = np.empty(shape, np.float32)
     w = np.empty(shape, np.float32)
-    pred = np.empty(shape, np.float32)
-    mag = out_mag[sl]
-    for n, (te, cw) in enumerate(zip(tes, mweights)):
-        m = mags[n][sl]
-        p = phases[n][sl]
-        if n:
-            mag += np.float32(cw) * m
-        else:
-            np.multiply(m, np.float32(cw), out=mag)
-        if n:                        # predicted from the fit so far, only the wrapped rest added
-            np.divide(num, den, out=pred)
-            pred *= np.float32(te)
-            if off is not None:
-                np.subtract(p, off, out=r)
-                r -= pred
-            else:                    # no copy of the phase first: the same difference, one pass less
-                np.subtract(p, pred, out=r)
-            _wrap_(r, tmp)
-            r += pred
-        else:
-            np.subtract(p, off, out=r) if off is not None else np.copyto(r, p)
-            _wrap_(r, tmp)
-        np.multiply(m, m, out=w)
-        w *= np.float32(te)
-        r *= w                       # m^2 TE phase
-        num += r
-        w *= np.float32(te)
-        den += w                     # m^2 TE^2
-    slope = out_slope[sl]
-    np.divide(num, den, out=slope)
-    out_wsum[sl] = den
+    m = np.asarray(m_all[sl], np.float32)       # stored integers -> float32 a slab at a time
+    p = p_all[sl]
+    if n:
+        mag += np.float32(cw) * m
+    else:
+        np.multiply(m, np.float32(cw), out=mag)
+    if n:                        # predicted from the fit so far, only the wrapped rest added
+        pred = np.empty(shape, np.float32)
+        np.divide(num, den, out=pred)
+        pred *= np.float32(te)
+        if off is not None:
+            np.subtract(p, off, out=r)
+            r -= pred
+        else:                    # no copy of the phase first: the same difference, one pass less
+            np.subtract(p, pred, out=r)
+        _wrap_(r, tmp)
+        r += pred
+    else:
+        np.subtract(p, off, out=r) if off is not None else np.copyto(r, p)
+        _wrap_(r, tmp)
+    np.multiply(m, m, out=w)
+    w *= np.float32(te)
+    r *= w                       # m^2 TE phase
+    num += r
+    w *= np.float32(te)
+    den += w                     # m^2 TE^2
+
+
+def _finish_chunk(te_ref, out_phase, num_all, den_all, box, sl):
+    """slope = num / den (in place of ``num``) and the wrapped phase at ``te_ref``."""
+    sl = (sl,) + tuple(box)
+    num = num_all[sl]
+    np.divide(num, den_all[sl], out=num)
     ph = out_phase[sl]
-    np.multiply(slope, np.float32(te_ref), out=ph)
-    _wrap_(ph, tmp)
+    np.multiply(num, np.float32(te_ref), out=ph)
+    _wrap_(ph, np.empty(ph.shape, np.float32))
 
 
-def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.ndarray], echo_times_ms: Sequence[float],
+def _phase_array(value, shape, k: int) -> np.ndarray:
+    """An echo's phase: the array, or what its loader returns (loaded when the fit reaches it)."""
+    arr = np.asarray(value() if callable(value) else value, np.float32)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"echo {k + 1}: phase {arr.shape} differs from {tuple(shape)}")
+    return arr
+
+
+def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseSource], echo_times_ms: Sequence[float],
                    voxel_size_mm: tuple[float, float, float], *, filtered: Optional[bool] = None,
                    noise_sigma: Optional[float] = None, min_snr: float = MIN_USABLE_SNR,
                    magnitude: str = "matched", te_power: float = 2.0, workers: int = 2) -> EchoCombination:
     """Combine the echoes (see the module docstring). ``filtered``: True skips the phase-offset
     step (scanner-filtered phase has none), False forces it, None decides from the estimate.
-    ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo)."""
+    ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo).
+
+    Memory: each phase may be given as a zero-argument callable returning it (an echo's reader);
+    it is then loaded only when the fit reaches its echo and dropped after it, so at most two
+    phases (the first two, for the phase offset) are held at once besides the running sums.
+    Magnitudes may be stored integers: they are converted to float32 a slab at a time."""
     if magnitude not in ("matched", "last"):
         raise ValueError(f"combine_echoes: magnitude must be 'matched' or 'last', got {magnitude!r}")
     n = len(magnitudes)
@@ -223,8 +247,9 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
         raise ValueError(f"combine_echoes: {n} magnitudes, {len(phases_rad)} phases, {len(echo_times_ms)} echo times")
     shape = magnitudes[0].shape
     for k in range(n):
-        if magnitudes[k].shape != shape or phases_rad[k].shape != shape:
-            raise ValueError(f"echo {k + 1}: magnitude {magnitudes[k].shape} / phase {phases_rad[k].shape} differ from {shape}")
+        p_shape = shape if callable(phases_rad[k]) else np.shape(phases_rad[k])   # a loader's: checked on load
+        if magnitudes[k].shape != shape or p_shape != shape:
+            raise ValueError(f"echo {k + 1}: magnitude {magnitudes[k].shape} / phase {p_shape} differ from {shape}")
     order = sorted(range(n), key=lambda k: float(echo_times_ms[k]))
     tes_all = [float(echo_times_ms[k]) for k in order]
     if tes_all[0] <= 0 or len(set(tes_all)) != len(tes_all):
@@ -247,9 +272,16 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
         cw = np.zeros(len(tes)); cw[-1] = 1.0
     te_ref = tes[-1]
 
+    held: dict[int, np.ndarray] = {}      # phases loaded and not yet added to the fit
+
+    def phase(i: int) -> np.ndarray:
+        if i not in held:
+            held[i] = _phase_array(phs[i], shape, used[i])
+        return held[i]
+
     offset, step, offset_removed, off_text = None, 1, False, "one echo: no phase offset estimated"
     if len(tes) >= 2 and filtered is not True:
-        off, step, bright = _phase_offset(mags[0], phs[0], phs[1], tes[0], tes[1], voxel_size_mm)
+        off, step, bright = _phase_offset(mags[0], phase(0), phase(1), tes[0], tes[1], voxel_size_mm)
         vals = off[bright] if bright.any() else off.ravel()
         med = float(np.median(np.abs(vals)))
         if filtered is False or med >= OFFSET_NEGLIGIBLE_RAD:
@@ -264,19 +296,29 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
     # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
     box = _signal_box(subs[0], sstep, shape)
     out_mag = np.array(mags[-1], np.float32, copy=True)
-    out_phase = np.array(phs[-1], np.float32, copy=True)
-    out_slope = np.zeros(shape, np.float32)
-    out_wsum = np.zeros(shape, np.float32)
+    out_slope = np.zeros(shape, np.float32)        # the running sum m^2 TE phase, then the slope
+    out_wsum = np.zeros(shape, np.float32)         # the running sum m^2 TE^2
+    out_wsum[:, box[0], box[1]] = np.float32(1e-30)   # no signal: slope 0
     area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
     chunk = max(1, min(shape[0], 262144 // max(1, area)))   # ~1 MB per array
     chunks = [slice(s, min(s + chunk, shape[0])) for s in range(0, shape[0], chunk)]
-    args = (mags, phs, tes, cw, offset, step, te_ref, out_mag, out_phase, out_slope, out_wsum, box)
-    if workers > 1 and len(chunks) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda sl: _fit_chunk(*args, sl), chunks))
-    else:
-        for sl in chunks:
-            _fit_chunk(*args, sl)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(chunks) > 1 else None
+    run = (lambda f: list(pool.map(f, chunks))) if pool else (lambda f: [f(c) for c in chunks])
+    try:
+        for i, (te, w_mag) in enumerate(zip(tes, cw)):
+            p = phase(i)
+            if i == len(tes) - 1:
+                out_phase = np.array(p, np.float32, copy=True)
+            run(lambda c: _add_echo_chunk(i, mags[i], p, te, w_mag, offset, step, out_mag, out_slope, out_wsum,
+                                          box, c))
+            del held[i], p                         # this echo's phase is in the sums now
+        run(lambda c: _finish_chunk(te_ref, out_phase, out_slope, out_wsum, box, c))
+    finally:
+        if pool:
+            pool.shutdown()
+    if len(used) == 1:   # one echo: as delivered (the fit would only re-wrap it; its slope is kept)
+        out_mag = np.asarray(mags[0], np.float32)
+        out_phase = _phase_array(phs[0], shape, used[0])
 
     echo_list = ", ".join(f"{k + 1} (TE {echo_times_ms[k]:g} ms)" for k in used)
     parts = [f"{len(used)} of {n} echoes used: {echo_list}"]
@@ -295,17 +337,32 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[np.nda
     else:
         parts.append("phase and magnitude of that echo as delivered")
     note = "echoes: " + "; ".join(parts)
-    if len(used) == 1:   # one echo: as delivered (the fit would only re-wrap it)
-        out_mag = np.asarray(mags[0], np.float32)
-        out_phase = np.asarray(phs[0], np.float32)
     return EchoCombination(out_mag, out_phase, out_slope, out_wsum, float(noise_sigma), te_ref, tuple(used),
                            tuple(tes), tuple(float(w) for w in cw), offset_removed, note)
+
+
+@dataclass(frozen=True)
+class DeferredVolume:
+    """An echo's volume known by its geometry and echo time, read only when the fit reaches it
+    (``load()`` returns the volume: ``dicom_io.read.volume.Volume`` or alike). Lets
+    :func:`combine_echo_volumes` hold one echo's phase at a time instead of every echo's."""
+    echo_time_ms: Optional[float]
+    affine_lps: np.ndarray
+    shape: tuple[int, int, int]
+    series_instance_uid: str
+    load: Callable[[], object] = field(repr=False)
+
+
+def _shape_of(v) -> tuple:
+    return tuple(v.shape) if isinstance(v, DeferredVolume) else tuple(v.data.shape)
 
 
 def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[object, object, str, Optional[bool]]:
     """Combine the echoes of one paired acquisition given as (magnitude, phase) volume objects
     (anything with ``data``, ``affine_lps``, ``echo_time_ms``; ``dicom_io.read.volume.Volume``),
-    the first being the echo the pairing chose (the latest).
+    the first being the echo the pairing chose (the latest). A phase may be a
+    :class:`DeferredVolume`: it is read when the fit reaches its echo and dropped after it (at most
+    two phases held at once; a read error then fails the combination, naming the file).
 
     Returns (magnitude, phase, note, raw, magnitude_echoes): copies of the volumes of the reference echo (the
     longest usable one: its headers are what results reference) holding the combined magnitude
@@ -325,7 +382,7 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
         if te is None or te <= 0:
             notes.append(f"an echo without echo time left out (series {getattr(p, 'series_instance_uid', '?')})")
             continue
-        if (m.data.shape != ref_m.data.shape or p.data.shape != ref_m.data.shape
+        if (_shape_of(m) != _shape_of(ref_m) or _shape_of(p) != _shape_of(ref_m)
                 or not np.allclose(m.affine_lps, ref_m.affine_lps, atol=1e-2)
                 or not np.allclose(p.affine_lps, ref_m.affine_lps, atol=1e-2)):
             notes.append(f"echo TE {te:g} ms left out: its geometry differs from the TE "
@@ -336,12 +393,34 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
         kept.append((m, p, float(te)))
     if len(kept) < 2:
         note = "echoes: one echo used" + ("; " + "; ".join(notes) if notes else "")
+        if isinstance(ref_p, DeferredVolume):
+            ref_p = ref_p.load()
         return ref_m, ref_p, note, None, None
     kept.sort(key=lambda k: k[2])          # echo numbers in the note count by echo time
     voxel = tuple(float(np.linalg.norm(ref_m.affine_lps[:3, i])) for i in range(3))
-    combo = combine_echoes([np.asarray(k[0].data, np.float32) for k in kept], [k[1].data for k in kept],
+    headers: dict[int, object] = {}        # deferred phases read so far, without their pixels
+
+    def phase_source(i: int, p):
+        if not isinstance(p, DeferredVolume):
+            return p.data
+
+        def load() -> np.ndarray:
+            vol = p.load()
+            data = vol.data
+            if tuple(data.shape) != p.shape or not np.allclose(vol.affine_lps, p.affine_lps, atol=1e-2):
+                raise ValueError(f"echo TE {kept[i][2]:g} ms: phase series {p.series_instance_uid} read as "
+                                 f"{tuple(data.shape)}, its headers said {p.shape}")
+            headers[i] = dataclasses.replace(vol, data=np.empty((0, 0, 0), np.float32))
+            return data
+        return load
+
+    # magnitudes as stored (integers converted a slab at a time), phases read one echo at a time
+    combo = combine_echoes([k[0].data for k in kept], [phase_source(i, k[1]) for i, k in enumerate(kept)],
                            [k[2] for k in kept], voxel, workers=workers)
-    base_m, base_p, _ = kept[max(combo.echoes_used, key=lambda i: kept[i][2])]
+    ref_i = max(combo.echoes_used, key=lambda i: kept[i][2])
+    base_m, base_p, _ = kept[ref_i]
+    if isinstance(base_p, DeferredVolume):
+        base_p = headers[ref_i]
     mag = dataclasses.replace(base_m, data=combo.magnitude)
     ph = dataclasses.replace(base_p, data=combo.phase_rad)
     return (mag, ph, "; ".join([combo.note] + notes), (True if combo.offset_removed else None),

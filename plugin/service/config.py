@@ -13,6 +13,7 @@ The sections are dataclasses: ``dataclasses.replace`` works on them (and validat
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from dataclasses import field
 from functools import cached_property
@@ -129,12 +130,23 @@ class CompletionConfig:
     release_grace_s: StrictFloat = Field(2.0, ge=0)
 
 
+def default_workers() -> int:
+    """Analysis workers when the config names none: the CPU cores this process may use minus one
+    (left to receiving), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 @dataclass(frozen=True, config=STRICT_TABLE)
 class QueueConfig:
     backend: Literal["sqlite", "redis"] = "sqlite"
     redis_url: StrictStr = "redis://127.0.0.1:6379/0"
     name: StrictStr = "borderphase"
-    workers: StrictInt = Field(1, ge=0)   # embedded consumer threads inside `serve`; 0 = external workers only
+    # analysis workers inside `serve` (default: cores - 1, at least 1); 0 = external workers only
+    workers: StrictInt = Field(default_factory=default_workers, ge=0)
     worker_type: Literal["process", "thread"] = "process"  # huey worker types
     worker_nice: StrictInt = 10           # CPU niceness of process workers (receiving has priority)
 

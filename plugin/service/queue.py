@@ -25,6 +25,7 @@ from plugin.service.config import Config
 from plugin.service.diskspace import is_disk_full
 from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
+from plugin.service.memory import return_freed_memory
 from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version, preload_analysis_modules
 
 LOG = logging.getLogger(__name__)
@@ -155,15 +156,18 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
     consumer = queue.huey.create_consumer(workers=max(workers, 1), worker_type=worker_type, periodic=False,
                                           initial_delay=0.05, backoff=1.5, max_delay=0.1, scheduler_interval=1,
                                           check_worker_health=True)
+    if worker_type == "thread":
+        return_freed_memory()   # the analysis runs in this process
     if worker_type == "process":
         original = consumer.environment.init_child
 
         def init_child(process):
             if embedded:
                 _die_with_parent()
-            if nice and isinstance(process, Worker):
-                os.nice(nice)
             if isinstance(process, Worker):
+                if nice:
+                    os.nice(nice)
+                return_freed_memory()   # a long-lived worker: each study's arrays go back to the system
                 preload_analysis_modules()   # at start, not on the first study
             original(process)
 

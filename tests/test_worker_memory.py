@@ -1,0 +1,73 @@
+"""The analysis worker's memory budget (issue 15): peak RSS <= 3 x the study's pixel data, on the
+paper's protocol (6 echoes, 512 x 512 x 60, magnitude + phase = 720 instances, 360 MB of pixels).
+
+The analysis runs in a child process exactly as a node's process worker runs it (the worker's
+malloc setting, then :func:`plugin.pipeline.analyze_paths` with the DICOM results); the child
+reports its own peak resident size at exit (``VmHWM`` of /proc/self/status: the high-water mark
+of its own address space; ``getrusage(...).ru_maxrss`` would not do: Linux carries it across
+exec, so a child forked from this large test process would report the parent's size).
+Before the streaming echo combination and the slab-wise SMV / QSM steps it peaked at 1.33 GB
+(3.7 x); see benchmarks/load.md."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from plugin.cli import main as cli_main
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc (VmHWM) for the peak RSS")]
+
+REPO = Path(__file__).resolve().parents[1]
+BUDGET_X_PIXELS = 3.0
+
+CHILD = """
+import json, sys
+from plugin.service.memory import return_freed_memory
+return_freed_memory()
+from plugin.pipeline import analyze_paths
+doc = analyze_paths([sys.argv[1]], sys.argv[2])
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+print(json.dumps({"peak_rss_kib": int(hwm.split()[1]),
+                  "analyses": [{"lesions": len(a["lesions"]), "notes": a["notes"]} for a in doc["analyses"]],
+                  "skipped": doc["skipped"], "result_files": len(doc.get("result_files", []))}))
+"""
+
+
+def pixel_bytes(study: Path) -> tuple[int, int]:
+    """(instances, bytes of pixel data as stored) from the headers."""
+    n = total = 0
+    for p in study.rglob("*.dcm"):
+        ds = dcmread(p, stop_before_pixels=True)
+        n += 1
+        total += int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
+    return n, total
+
+
+def test_six_echo_study_analysed_within_three_times_its_pixel_data(tmp_path):
+    study = tmp_path / "study"
+    assert cli_main(["phantom", "--vendor", "Siemens", "--out", str(study), "--echoes", "6", "--size", "full",
+                     "--seed", "7"]) == 0
+    n, pixels = pixel_bytes(study)
+    assert n == 720, f"expected 6 echoes x (magnitude + phase) x 60 slices, found {n} instances"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(tmp_path / "out")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    # the analysis really ran on all six echoes and made its results (not a cheap early exit)
+    assert not report["skipped"] and len(report["analyses"]) == 1, report
+    analysis = report["analyses"][0]
+    assert analysis["lesions"] > 0, analysis
+    assert any("6 of 6 echoes used" in note for note in analysis["notes"]), analysis["notes"]
+    assert report["result_files"] > 0
+    peak = report["peak_rss_kib"] * 1024
+    assert peak <= BUDGET_X_PIXELS * pixels, (
+        f"analysis worker peak RSS {peak / 2**20:.0f} MiB > {BUDGET_X_PIXELS:g} x the study's pixel data "
+        f"({pixels / 2**20:.0f} MiB -> budget {BUDGET_X_PIXELS * pixels / 2**20:.0f} MiB)")
