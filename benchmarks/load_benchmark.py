@@ -485,12 +485,8 @@ def sr_accepted_at(entry: dict) -> float | None:
 
 def pixel_mb(d: Path) -> float:
     """MB (10^6 bytes) of stored pixel data in the DICOM files under ``d`` (from the headers)."""
-    from pydicom import dcmread
-    total = 0
-    for p in d.rglob("*.dcm"):
-        ds = dcmread(p, stop_before_pixels=True)
-        total += int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
-    return total / 1e6
+    from dicom_io.read.files import stored_pixel_bytes
+    return stored_pixel_bytes([d])[1] / 1e6
 
 
 def analysing_run(work: Path, tag: str, groups: list[list[Path]], load: list[dict], quiet_s: float, timeout_s: float,

@@ -42,13 +42,8 @@ print(json.dumps({"peak_rss_kib": int(hwm.split()[1]), "analysis_s": round(wall,
 
 
 def pixel_bytes(study: Path) -> tuple[int, int]:
-    from pydicom import dcmread
-    n = total = 0
-    for p in study.rglob("*.dcm"):
-        ds = dcmread(p, stop_before_pixels=True)
-        n += 1
-        total += int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
-    return n, total
+    from dicom_io.read.files import stored_pixel_bytes
+    return stored_pixel_bytes([study])
 
 
 def main(argv=None) -> int:

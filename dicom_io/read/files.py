@@ -86,6 +86,20 @@ def iter_files(paths: Iterable[Union[str, Path]]) -> Iterator[Path]:
             yield p
 
 
+def stored_pixel_bytes(paths: Iterable[Union[str, Path]], pattern: str = "*.dcm") -> tuple[int, int]:
+    """(files, bytes of pixel data as stored: Rows x Columns x BitsAllocated/8 x frames) of the
+    DICOM files matching ``pattern`` under ``paths``, from their headers (the pixels are not read):
+    the size a memory budget is set against."""
+    n = total = 0
+    for root in paths:
+        for p in sorted(Path(root).rglob(pattern)):
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+            n += 1
+            total += (int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
+                      * int(getattr(ds, "NumberOfFrames", 1) or 1))
+    return n, total
+
+
 # Value access for the hot loop. pydicom's conversion of a raw element (value validation, MultiValue,
 # DSfloat...) costs ~0.26 ms per file for the ~30 attributes the reader needs: 0.06 s of the read
 # benchmark's 240 files, against 0.005 s for decoding the plain little-endian VRs below. Anything
