@@ -526,7 +526,10 @@ def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=N
         d = ImageDraw.Draw(im)
         x, yy = (reg.center_col + 0.5) * scale, (reg.center_row + 0.5) * scale
         _circle(d, x, yy, reg.radius_px * scale + 6, colour)
-        _label(d, x + reg.radius_px * scale + 9, yy - 12, spot.label, colour)
+        # beside the circle, on the left where the right would run off the panel (the card's
+        # title already names the class, so the short identifier suffices)
+        _label(d, *_free_label_spot(d, short_label(spot), x, yy, reg.radius_px * scale + 6, im.size, []),
+               short_label(spot), colour)
         _draw_orientation(im, letters)
         top = y + 2 * LINE_PX + 2
         canvas.paste(im, (x0, top))
