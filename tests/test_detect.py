@@ -365,5 +365,6 @@ def test_spot_joined_to_a_rim_region_by_a_thin_bridge_is_split_off():
     assert piece[1:4, disk].mean() > 0.9 and not piece[0].any() and not piece[:, :12].any()   # opened: corners go
     alone = region & ~bridge & ~disk[None]                     # the region with its lobe alone: nothing
     assert _split_from_rim(alone, inner, ratio, core_level=0.6, min_area=2) == []
+    assert _split_from_rim(region, inner, ratio, 0.6, 2, max_voxels=piece.sum() - 1) == []      # larger than a spot: nothing
     faint = np.where(region, 0.7, 1.0).astype(np.float32)                                  # no core: nothing
     assert _split_from_rim(region, inner, faint, core_level=0.6, min_area=2) == []

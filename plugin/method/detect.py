@@ -478,7 +478,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
         larger = np.pi / 6 * params.max_diameter_mm ** 3 / float(np.prod(voxel_size_mm))
         for lab in edge[sizes[edge] > larger]:
             bb = objects[lab - 1]
-            for piece in _split_from_rim(labels_b[bb] == lab, inner[bb], ratio_b[bb], core_level, min_area):
+            for piece in _split_from_rim(labels_b[bb] == lab, inner[bb], ratio_b[bb], core_level, min_area, max_voxels=larger):
                 items.append((piece, tuple(slice(b.start + o, b.stop + o) for b, o in zip(bb, off)), int(piece.sum()), True))
     for sub, bb, n_vox, from_rim in items:
         if from_rim:
@@ -525,12 +525,12 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
 
 
 def _split_from_rim(component: np.ndarray, inner: np.ndarray, ratio: np.ndarray, core_level: float,
-                    min_area: int, max_joined: float = 0.05) -> list[np.ndarray]:
+                    min_area: int, max_joined: float = 0.05, max_voxels: float = np.inf) -> list[np.ndarray]:
     """Spot-sized parts of a rim-reaching dark region that reach it only through a bridge one
     pixel wide: the region (bool, its bbox) eroded by one pixel in-plane, each piece that then
     keeps off the rim (``inner``: the mask without its outer pixel) grown back by that pixel
     within the region. Only pieces holding a core (``ratio`` below ``core_level``) and at least
-    ``min_area`` voxels, and lying in tissue (the region fills at most ``max_joined`` of the
+    ``min_area`` voxels and at most ``max_voxels`` (a spot's volume at most), and lying in tissue (the region fills at most ``max_joined`` of the
     2-pixel ring around the piece: the bridge), are returned (each a bool array of the region's shape)."""
     plane = np.ones((1, 3, 3), bool)
     eroded = ndi.binary_erosion(component, structure=plane)
@@ -547,7 +547,7 @@ def _split_from_rim(component: np.ndarray, inner: np.ndarray, ratio: np.ndarray,
         grow = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
         piece = np.zeros(component.shape, bool)
         piece[grow] = ndi.binary_dilation(labels[grow] == k, structure=plane) & component[grow]
-        if (piece & ~inner).any() or piece.sum() < min_area or not (ratio[piece] < core_level).any():
+        if (piece & ~inner).any() or not min_area <= piece.sum() <= max_voxels or not (ratio[piece] < core_level).any():
             continue
         # an island in tissue: the region fills at most max_joined of the 2-pixel ring around it (the
         # bridge); a lobe the erosion cut off a dephasing region lies in that region, not in tissue
