@@ -320,3 +320,51 @@ def test_coarse_grid_core_follows_the_measured_noise():
     fine, _ = simulate((12, 160, 160), VOX, [], snr=40, seed=5)
     fine[6:8, 80, 60:62] = 0.70 * float(np.median(fine[6, 60:100, 60:100]))
     assert not any(near(s, (6.5, 80, 60.5)) for s in detect_spots(fine, VOX).spots)
+
+
+def test_lesion_with_faint_axial_lobes_is_not_a_vein_but_a_vein_is():
+    """The vein-along-B0 test reads the candidate's own dark slices: the faint slices that
+    extend_to_border_slices adds above and below (partial volume, the dipole's axial lobes) make a
+    3-slice, 3 mm lesion 7 slices long, yet it is no tube. A vein dark on every slice still is."""
+    mag, _ = simulate(SHAPE, VOX, [], snr=40, seed=6)
+    rr, cc = np.indices(SHAPE[1:])
+    disk = np.hypot(rr - 70, cc - 70) * VOX[1] <= 1.5           # 3 mm lesion
+    mag[6:9, disk] *= 0.15                                      # its void on 3 slices
+    for k in (4, 5, 9, 10):
+        mag[k, disk] *= 0.83                                    # faint lobes: border slices, not candidates
+    tube = np.hypot(rr - 100, cc - 95) * VOX[1] <= 1.5
+    mag[3:12, tube] *= 0.15                                     # a vein along B0, dark on 9 slices
+    det = detect_spots(mag, VOX)
+    lesion = [s for s in det.spots if near(s, (7.0, 70.0, 70.0))]
+    assert len(lesion) == 1 and lesion[0].n_slices >= 5          # its border slices are followed...
+    assert not any(near(s, (7.0, 100.0, 95.0), tol_mm=6.0) for s in det.spots)   # ...and the vein is rejected
+    assert any(r.reason is RejectReason.VEIN_ALONG_B0 and abs(r.center_index[1] - 100) <= 2 for r in det.rejected)
+
+
+def test_spot_joined_to_a_rim_region_by_a_thin_bridge_is_split_off():
+    """A large dark region reaching the brain's rim (skull-base dephasing) is rejected with
+    everything joined to it (detect_spots); a spot in tissue joined to it only by a one-pixel
+    bridge is split off and examined as a spot, the region's own lobes are not."""
+    from plugin.method.detect import _split_from_rim
+    shape = (5, 60, 60)
+    rr, cc = np.indices(shape[1:])
+    inner = np.zeros(shape, bool)
+    inner[:, 1:, 1:59] = True                                   # the rim: row 0 and the side columns
+    region = np.zeros(shape, bool)
+    region[:, 0:12, 5:55] = True                                # reaches the rim at row 0
+    region[:, 12:20, 40:55] = True                              # a lobe of the region (wide neck)
+    disk = np.hypot(rr - 38, cc - 20) <= 7                      # a spot (15 pixels across) deeper in
+    region[1:4, disk] = True
+    bridge = np.zeros(shape, bool)
+    bridge[1:4, 12:32, 20] = True                               # the one-pixel bridge
+    region |= bridge
+    ratio = np.where(region, 0.3, 1.0).astype(np.float32)
+    pieces = _split_from_rim(region, inner, ratio, core_level=0.6, min_area=2)
+    assert len(pieces) == 1
+    piece = pieces[0]
+    assert piece[1:4, disk].mean() > 0.9 and not piece[0].any() and not piece[:, :12].any()   # opened: corners go
+    alone = region & ~bridge & ~disk[None]                     # the region with its lobe alone: nothing
+    assert _split_from_rim(alone, inner, ratio, core_level=0.6, min_area=2) == []
+    assert _split_from_rim(region, inner, ratio, 0.6, 2, max_voxels=piece.sum() - 1) == []      # larger than a spot: nothing
+    faint = np.where(region, 0.7, 1.0).astype(np.float32)                                  # no core: nothing
+    assert _split_from_rim(region, inner, faint, core_level=0.6, min_area=2) == []

@@ -25,7 +25,8 @@ GRE magnitude (method paper, Reference Standards). Here:
   >= ``single_pixel_sigma`` noise s.d.);
   too large (>= ``max_diameter_mm``); brain edge (reaching the mask's rim, or within
   ``edge_margin_mm`` of it in 3D without a void); vein along B0 (a tube: 3D elongation >
-  ``max_elongation_3d`` over >= ``tube_min_slices`` slices); in-plane vein (a line on its
+  ``max_elongation_3d`` over >= ``tube_min_slices`` slices, its own dark slices beyond
+  ``min_core_elongation_3d``); in-plane vein (a line on its
   central slice); CSF partial volume (dark only against the uncapped, CSF-lit background);
   no signal void (wide enough to hold one, never black: diffuse iron darkening); bilateral deep
   grey matter (such spots mirrored across the midline: pallidum, putamen, nigra, red nucleus;
@@ -82,12 +83,16 @@ class DetectionParams:
     mirror_size_ratio: float = 1.4
     max_elongation_2d: float = 3.0
     max_elongation_3d: float = 4.0
+    min_core_elongation_3d: float = 3.0  # ... and its own dark slices (before border slices are added) beyond this
     tube_min_slices: int = 5
     border_ratio: float = 0.88          # a slice beyond the spot still shows it (partial volume) when its
                                         # darkest footprint pixels are below this x the tissue's ratio
     max_border_extension: int = 2       # slices added on each side at most
     trim_to_core: bool = True           # cut a candidate to its core slices (+- core_slice_margin) before following its borders
     core_slice_margin: int = 1
+    split_rim_regions: bool = True      # look for spots inside rim-reaching dark regions larger than any spot (a lesion
+                                        # joined to skull-base dephasing by a one-pixel bridge); they must lie deeper than
+                                        # edge_margin_mm
 
 
 @dataclass
@@ -463,14 +468,27 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
                                lambda k: f"{int(sizes[k])} voxels")
     rejected += _describe_many(candidates, edge, ns_total, voxel_size_mm, RejectReason.BRAIN_EDGE,
                                lambda k: "reaches the brain mask's rim (air, bone or outside beyond)")
+    items = []      # (component in its bbox, bbox in the volume, voxels, split off a rim-reaching region)
     for lab in with_core[(sizes[with_core] >= min_area) & ~at_edge[with_core]]:
         bb = objects[lab - 1]
-        sub = labels_b[bb] == lab
-        bb = tuple(slice(b.start + o, b.stop + o) for b, o in zip(bb, off))
+        items.append((labels_b[bb] == lab, tuple(slice(b.start + o, b.stop + o) for b, o in zip(bb, off)), int(sizes[lab]), False))
+    if params.split_rim_regions:
+        # a rim-reaching region larger than any spot (skull-base dephasing, a sulcus): a lesion deep
+        # inside may touch it through a thin bridge of dark voxels and would be rejected with it
+        larger = np.pi / 6 * params.max_diameter_mm ** 3 / float(np.prod(voxel_size_mm))
+        for lab in edge[sizes[edge] > larger]:
+            bb = objects[lab - 1]
+            for piece in _split_from_rim(labels_b[bb] == lab, inner[bb], ratio_b[bb], core_level, min_area, max_voxels=larger):
+                items.append((piece, tuple(slice(b.start + o, b.stop + o) for b, o in zip(bb, off)), int(piece.sum()), True))
+    for sub, bb, n_vox, from_rim in items:
+        if from_rim:
+            keep = np.nonzero(sub.any(axis=(1, 2)))[0], np.nonzero(sub.any(axis=(0, 2)))[0], np.nonzero(sub.any(axis=(0, 1)))[0]
+            sub = sub[keep[0][0]:keep[0][-1] + 1, keep[1][0]:keep[1][-1] + 1, keep[2][0]:keep[2][-1] + 1]
+            bb = tuple(slice(b.start + int(k[0]), b.start + int(k[-1]) + 1) for b, k in zip(bb, keep))
         if params.trim_to_core:
             sub, bb = _core_slices(sub, bb, ratio[bb], core_level, pair_level if split else 0.0, params.core_slice_margin)
         rmin = float(ratio[bb][sub].min())
-        if sizes[lab] < params.min_area_px and tissue > 0 \
+        if n_vox < params.min_area_px and tissue > 0 \
                 and (tissue_ratio - rmin) * tissue < params.single_pixel_sigma * noise:
             # a one-pixel candidate (coarse grids only, see _min_area_px) that noise could make
             rejected.append(RejectedCandidate(tuple(float(b.start) for b in bb), float(2.0 * np.sqrt(voxel_size_mm[1] * voxel_size_mm[2] / np.pi)),
@@ -478,8 +496,9 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
                                               f"one pixel, darkness deficit {(tissue_ratio - rmin) * tissue / max(noise, 1e-9):.1f} "
                                               f"noise s.d. (< {params.single_pixel_sigma:g})"))
             continue
+        own = sub       # the candidate's own dark extent: the tube test's (see _measure)
         sub, bb = extend_to_border_slices(sub, bb, ratio, params, tissue_ratio)
-        spot, why = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params, level=dark_level)
+        spot, why = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params, level=dark_level, tube_extent=own)
         if not why and spot.diameter_mm >= max(params.void_min_diameter_mm, 2.0 * voxel_size_mm[0],
                                                 4.0 * max(voxel_size_mm[1], voxel_size_mm[2])) \
                 and rmin > params.void_ratio * tissue_ratio:
@@ -490,6 +509,9 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
             why = (RejectReason.BRAIN_EDGE, f"within {params.edge_margin_mm:g} mm of the brain mask's rim and its darkest point is "
                                             f"{rmin / tissue_ratio:.2f} of tissue (> {params.edge_void_ratio:g}): through-slice "
                                             f"dephasing and partial volume at the skull, not a void")
+        if not why and from_rim and _near_rim(mask, spot.center_index, voxel_size_mm, params.edge_margin_mm):
+            why = (RejectReason.BRAIN_EDGE, f"split off a dark region reaching the brain mask's rim and within "
+                                            f"{params.edge_margin_mm:g} mm of the rim: part of that region, not a spot")
         if why:
             rejected.append(RejectedCandidate(spot.center_index, spot.diameter_mm, spot.n_slices, *why))
         else:
@@ -500,6 +522,40 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     spots, more = _slab_end(spots, mask.shape[0])
     rejected += more
     return Detection(spots, rejected, mask, ratio, noise, tissue)
+
+
+def _split_from_rim(component: np.ndarray, inner: np.ndarray, ratio: np.ndarray, core_level: float,
+                    min_area: int, max_joined: float = 0.05, max_voxels: float = np.inf) -> list[np.ndarray]:
+    """Spot-sized parts of a rim-reaching dark region that reach it only through a bridge one
+    pixel wide: the region (bool, its bbox) eroded by one pixel in-plane, each piece that then
+    keeps off the rim (``inner``: the mask without its outer pixel) grown back by that pixel
+    within the region. Only pieces holding a core (``ratio`` below ``core_level``) and at least
+    ``min_area`` voxels and at most ``max_voxels`` (a spot's volume at most), and lying in tissue (the region fills at most ``max_joined`` of the
+    2-pixel ring around the piece: the bridge), are returned (each a bool array of the region's shape)."""
+    plane = np.ones((1, 3, 3), bool)
+    eroded = ndi.binary_erosion(component, structure=plane)
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True
+    structure[0, 1, 1] = structure[2, 1, 1] = True
+    labels, n = ndi.label(eroded, structure=structure)
+    if n < 2:
+        return []
+    out = []
+    for k, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        grow = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+        piece = np.zeros(component.shape, bool)
+        piece[grow] = ndi.binary_dilation(labels[grow] == k, structure=plane) & component[grow]
+        if (piece & ~inner).any() or not min_area <= piece.sum() <= max_voxels or not (ratio[piece] < core_level).any():
+            continue
+        # an island in tissue: the region fills at most max_joined of the 2-pixel ring around it (the
+        # bridge); a lobe the erosion cut off a dephasing region lies in that region, not in tissue
+        ring = ndi.binary_dilation(piece, structure=plane, iterations=2) & ~piece
+        if float(component[ring].mean()) > max_joined:
+            continue
+        out.append(piece)
+    return out
 
 
 def coarse_core_level(params: DetectionParams, voxel_size_mm, tissue_ratio: float, noise_sigma: float,
@@ -767,8 +823,19 @@ def extend_to_border_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio: np.nd
 
 def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_full: np.ndarray,
              voxel_size_mm: tuple[float, float, float], params: DetectionParams,
-             check_edges: bool = True, level: Optional[float] = None
+             check_edges: bool = True, level: Optional[float] = None,
+             tube_extent: Optional[np.ndarray] = None
              ) -> tuple[DetectedSpot, Optional[tuple[RejectReason, str]]]:
+    """The spot ``sub`` (bool, ``bb``-shaped) measured, and why it is rejected (or None).
+
+    ``tube_extent``: the candidate's own dark voxels before :func:`extend_to_border_slices`
+    (any bbox). A tube (the spot with its border slices elongated beyond ``max_elongation_3d``
+    over ``tube_min_slices``) is a vein along B0 only when its own dark voxels are elongated too
+    (beyond ``min_core_elongation_3d``): the faint slices added above and below are partial volume
+    and the dipole's axial lobes, which run along B0 for a lesion as for a vein, and they make a
+    2-3-slice lesion of 3-4 mm a 5-6-slice "tube" (seed 7: 3 lesions of 2.9-3.9 mm lost, own
+    elongation 1.5-2.0); a vein's dark core runs along its length (own elongation 3.6-12 on the
+    seed 0 and 7 cohorts)."""
     areas = sub.sum(axis=(1, 2))
     present = np.nonzero(areas)[0]
     slices = [int(bb[0].start + k) for k in present]
@@ -798,8 +865,10 @@ def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_
         return spot, (RejectReason.IN_PLANE_VEIN, f"a line on its central slice, elongation {e2:.1f}")
     if len(slices) >= params.tube_min_slices:
         e3 = _elongation_3d(sub, voxel_size_mm)
-        if e3 > params.max_elongation_3d:
-            return spot, (RejectReason.VEIN_ALONG_B0, f"a tube across {len(slices)} slices, elongation {e3:.1f}")
+        e_own = None if tube_extent is None else _elongation_3d(tube_extent, voxel_size_mm)
+        if e3 > params.max_elongation_3d and (e_own is None or e_own > params.min_core_elongation_3d):
+            return spot, (RejectReason.VEIN_ALONG_B0, f"a tube across {len(slices)} slices, elongation {e3:.1f}"
+                                                      + ("" if e_own is None else f" (its own dark slices {e_own:.1f})"))
     return spot, None
 
 
