@@ -165,6 +165,32 @@ def split(items: list, k: int) -> list[list]:
     return [items[i::k] for i in range(k) if items[i::k]]
 
 
+def start_storescp(out: Path) -> tuple[subprocess.Popen, int]:
+    """dcmtk ``storescp`` (+B: bit-preserving, no fsync) receiving into a fresh ``out``, listening:
+    (process, port)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    port = free_port()
+    scp = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), "-uf", "+B", str(port)],
+                           env=node_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_port(port)
+    return scp, port
+
+
+def fresh_node(work: Path, tag: str, quiet_s: float, *, workers: int, **config) -> tuple[int, "Orthanc", Path, Path]:
+    """An empty Orthanc (``work/orthanc<tag>``) and the config of a node with an empty state
+    (``work/state<tag>``) delivering to it: (node port, Orthanc, state dir, config file)."""
+    node_port = free_port()
+    shutil.rmtree(work / f"orthanc{tag}", ignore_errors=True)
+    orthanc = Orthanc(work / f"orthanc{tag}", node_port).start()
+    state = work / f"state{tag}"
+    shutil.rmtree(state, ignore_errors=True)
+    cfg = write_config(work / f"node{tag}.toml", state, node_port, quiet_s=quiet_s, grace_s=2.0,
+                       workers=workers, retry_initial_s=1, retry_max_s=10, **config,
+                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
+    return node_port, orthanc, state, cfg
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--studies", type=int, default=9)
@@ -216,12 +242,7 @@ def main(argv=None) -> int:
 
     # -- baseline: dcmtk storescp ---------------------------------------------------------------
     out = work / "storescp_out"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    port = free_port()
-    scp = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), "-uf", "+B", str(port)],
-                           env=node_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    wait_port(port)
+    scp, port = start_storescp(out)
     sampler = RssSampler(scp.pid)
     sampler.start()
     r = run_senders(port, "STORESCP", groups)
@@ -266,13 +287,7 @@ def main(argv=None) -> int:
         return 0
 
     # -- the node, same load, analysing and delivering to Orthanc ------------------------------
-    node_port = free_port()
-    orthanc = Orthanc(work / "orthanc", node_port).start()
-    state = work / "state"
-    shutil.rmtree(state, ignore_errors=True)
-    cfg = write_config(work / "node.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
-                       workers=args.workers, retry_initial_s=1, retry_max_s=10,
-                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
+    node_port, orthanc, state, cfg = fresh_node(work, "", args.quiet_period, workers=args.workers)
     cfg.write_text(cfg.read_text().replace('workers = %d' % args.workers,
                                            'workers = %d\nworker_type = "%s"' % (args.workers, args.worker_type)))
     node = start_serve(cfg, node_port, work / "node.log", stand_in=False)  # the real pipeline
@@ -420,14 +435,7 @@ def idle_only(args, work: Path, src: Path) -> int:
     instance -> SR in Orthanc, and the median of completion -> SR (queue + analysis + delivery)."""
     tag = "" if args.echoes == 2 else f"_{args.echoes}echoes"
     studies = prepared_studies(work, src, [f"idle{tag}{i:02d}" for i in range(args.idle_only)])
-    node_port = free_port()
-    shutil.rmtree(work / "orthanc_idle", ignore_errors=True)   # an empty archive each run
-    orthanc = Orthanc(work / "orthanc_idle", node_port).start()
-    state = work / "state_idle"
-    shutil.rmtree(state, ignore_errors=True)
-    cfg = write_config(work / "node_idle.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0,
-                       workers=args.workers, retry_initial_s=1, retry_max_s=10,
-                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
+    node_port, orthanc, state, cfg = fresh_node(work, "_idle", args.quiet_period, workers=args.workers)
     node, rows = None, []
     try:
         node = start_serve(cfg, node_port, work / "node_idle.log", stand_in=False)

@@ -38,8 +38,8 @@ from pynetdicom.transport import RequestHandler  # noqa: E402
 import dicom_io.net.gate as gate  # noqa: E402
 from dicom_io.net.prompt_io import PromptRequestHandler  # noqa: E402
 from dicom_io.net.scp import StorageSCP  # noqa: E402
-from load_benchmark import STORESCP, STORESCU, make_source  # noqa: E402
-from node_helpers import free_port, node_env, stop_proc, wait_port  # noqa: E402
+from load_benchmark import STORESCU, make_source, start_storescp  # noqa: E402
+from node_helpers import node_env, stop_proc  # noqa: E402
 from plugin.service.spool import Spool  # noqa: E402
 
 HANDLERS = {"pynetdicom": RequestHandler, "prompt": PromptRequestHandler}
@@ -62,13 +62,8 @@ def send(port: int, aec: str, files: list[Path]) -> float:
 
 def storescp_latency_ms(files: list[Path], work: Path) -> float:
     out = work / "storescp_out"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    port = free_port()
-    proc = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), "-uf", "+B", str(port)],
-                            env=node_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc, port = start_storescp(out)
     try:
-        wait_port(port)
         return send(port, "STORESCP", files) / len(files) * 1e3
     finally:
         stop_proc(proc)
