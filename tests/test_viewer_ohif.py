@@ -32,7 +32,7 @@ OHIF_DIST = VIEWER / "node_modules" / ".ohif-app" / "dist"
 PLAYWRIGHT = VIEWER / "node_modules" / "playwright-core" / "package.json"
 CHROMIUM = "/usr/bin/chromium"
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
-SHOTS_FOR_README = {"ohif_sr_panel": "sr", "ohif_seg": "seg", "explorer_summary_card": "summary"}
+SHOTS_FOR_README = {"ohif_sr_panel": "sr", "ohif_seg": "seg", "explorer_summary_card": "summary", "ohif_qsm": "qsm"}
 BROWSER_TIMEOUT_S = 300
 
 sys.path.insert(0, str(VIEWER))
