@@ -582,8 +582,8 @@ def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths
     """Write the DICOM results of one pair: (paths, lesion id -> tracking identity), or
     ([], {}) with a note on the analysis when they could not be written. ``qsm_series``: also the
     QSM map as an MR series (when one was made; AnalysisOptions.qsm_series)."""
-    from dicom_io.results import write_results
-    include = ("sr", "seg", "summary", "kos") + (("qsm",) if qsm_series else ())
+    from dicom_io.results import DELIVERY_ORDER, write_results
+    include = tuple(kind for kind in DELIVERY_ORDER if qsm_series or kind != "qsm")
     try:
         written = write_results(report_input(analysis, method), mag, ph, out, previous_sr_paths=previous_sr_paths,
                                 include=include, on_written=on_written)

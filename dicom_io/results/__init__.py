@@ -15,7 +15,7 @@ tracking identity (:class:`~dicom_io.results.write.WrittenResults`). The builder
 context, never each other and never this package.
 """
 from dicom_io.results.report import Finding, ReportedSpot, ReportInput, TrackingIdentity
-from dicom_io.results.write import WrittenResults, delivery_order, superseded_srs, write_results
+from dicom_io.results.write import DELIVERY_ORDER, WrittenResults, delivery_order, superseded_srs, write_results
 
-__all__ = ["write_results", "delivery_order", "superseded_srs", "WrittenResults", "ReportInput", "ReportedSpot", "Finding",
+__all__ = ["write_results", "DELIVERY_ORDER", "delivery_order", "superseded_srs", "WrittenResults", "ReportInput", "ReportedSpot", "Finding",
            "TrackingIdentity"]

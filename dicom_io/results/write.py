@@ -70,7 +70,7 @@ def superseded_srs(report: ReportInput, previous_sr_paths: Sequence[Union[str, P
 
 def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir, *,
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
-                  include: Sequence[str] = ("sr", "seg", "summary", "kos", "qsm"),
+                  include: Sequence[str] = DELIVERY_ORDER,
                   previous_sr_paths: Sequence[Union[str, Path]] = (),
                   on_written: Optional[Callable[[Path], None]] = None) -> WrittenResults:
     """Write SR, SEG, summary SC images, KOS and (when the report has a QSM map) the QSM MR
