@@ -426,11 +426,7 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
     echoes, problems = [(mag, ph)], []
     for m_alt, p_alt, _en, te_alt in earlier:
         try:   # magnitudes now (stored integers, for the echo weights); each phase when the fit reaches it
-            if not p_alt.can_load:
-                dseries.load_volume(p_alt)   # raises, naming the file and why
-            p_later = DeferredVolume(p_alt.echo_time_ms, np.asarray(p_alt.affine_lps, float),
-                                     (p_alt.n_slices, p_alt.rows, p_alt.columns), p_alt.series_instance_uid,
-                                     load=lambda s=p_alt: dseries.load_volume(s))
+            p_later = _deferred_phase(dseries, p_alt)
             echoes.append((dseries.load_volume(m_alt), p_later))
         except Exception as exc:  # a reader error names the file
             problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
@@ -438,8 +434,22 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
         mag, ph, note, raw, mag_echoes = combine_echo_volumes(echoes)
     except Exception as exc:  # never lose the pair: read the chosen echo alone, say why
         log.error("echo combination failed: %s: %s", type(exc).__name__, exc)
+        if isinstance(ph, DeferredVolume):
+            ph = ph.load()   # a reader error here names the file; the caller skips the pair
         return mag, ph, f"echoes: not combined ({type(exc).__name__}: {exc}); the chosen echo read alone", None, None
     return mag, ph, "; ".join([note] + problems), raw, mag_echoes
+
+
+def _deferred_phase(dseries, stack):
+    """A phase stack to be read when the echo fit reaches it (plugin.method.echoes.DeferredVolume):
+    the fit then owns its pixels and drops (or reuses) them as it goes. A stack that cannot
+    become a volume raises now, naming the file."""
+    from plugin.method.echoes import DeferredVolume
+    if not stack.can_load:
+        dseries.load_volume(stack)   # raises, naming the file and why
+    return DeferredVolume(stack.echo_time_ms, np.asarray(stack.affine_lps, float),
+                          (stack.n_slices, stack.rows, stack.columns), stack.series_instance_uid,
+                          load=lambda: dseries.load_volume(stack))
 
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
@@ -468,15 +478,19 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     analyses: list[dict] = []
     result_paths: list[str] = []
     for pair in pairs:
+        note, echo_note, pair_options, mag_echoes, raw = pair.note, None, options, None, None
         try:
             mag = dseries.load_volume(pair.magnitude)
-            ph = dseries.load_volume(pair.phase)
+            if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes;
+                # the chosen echo's phase too is read when the fit reaches it (memory: issue 15)
+                mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, _deferred_phase(dseries, pair.phase),
+                                                                      pair.earlier)
+            else:
+                ph = dseries.load_volume(pair.phase)
         except Exception as exc:  # a reader error names the file; report and skip the pair
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
-        note, echo_note, pair_options, mag_echoes = pair.note, None, options, None
-        if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes
-            mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, ph, pair.earlier)
+        if pair.earlier:
             if raw and options.background == "auto":   # the fit found raw phase: remove its background
                 pair_options = replace(options, background="smv")
                 echo_note += "; raw phase (receiver offset found): background removed by the SMV method"
