@@ -116,7 +116,7 @@ def _index_to_lps(affine_lps: np.ndarray, index) -> tuple[float, float, float]:
     return tuple(float(v) for v in p)
 
 
-def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.ndarray, *, convention: str,
+def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], np.ndarray], affine_lps: np.ndarray, *, convention: str,
                    convention_source: str = "given",
                    points_lps_mm: Optional[Sequence[Sequence[float]]] = None,
                    options: AnalysisOptions = AnalysisOptions(), echo_time_ms: Optional[float] = None,
@@ -262,8 +262,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
 
 
 #: Resident bytes per voxel that detection and the SMV background removal need beyond their
-#: inputs when they overlap (512 x 512 x 60, tracemalloc: detection +123 MiB, SMV +105 MiB with
-#: its output; benchmarks/load.md "worker memory, 2 echoes")
+#: inputs when they overlap (512 x 512 x 60 = 15.7 M voxels, tracemalloc: detection +123 MiB,
+#: SMV +123 MiB with its output; benchmarks/load.md "Worker memory, 2 echoes")
 OVERLAP_BYTES_PER_VOXEL = 15
 
 
