@@ -2,6 +2,7 @@
 
     python benchmarks/worker_memory.py [--echoes 2 6] [--work DIR] [--no-malloc-setting]
     PYTHONPATH=/other/checkout python benchmarks/worker_memory.py ...   # another version's analysis
+    python benchmarks/worker_memory.py --echoes 2 --stages              # + peak RSS per stage
 
 For each echo count: a physics-phantom study (``borderphase phantom --vendor Siemens --size full``:
 512 x 512 x 60, magnitude + phase per echo, 16-bit) is made once under ``--work``, then analysed
@@ -24,21 +25,48 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = """
-import json, sys, time
+import json, sys, threading, time
 if sys.argv[3] == "1":
     try:
         from plugin.service.memory import return_freed_memory
         return_freed_memory()
     except ImportError:
         pass
+STAGES = json.loads(sys.argv[5])
+stage_peak, done = {}, threading.Event()
+
+def rss_mib():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+
+def sample(main=threading.main_thread().ident):
+    while not done.is_set():   # the innermost named stage the main thread is in, and the RSS now
+        frame, stage = sys._current_frames().get(main), "other"
+        while frame is not None:
+            if frame.f_code.co_name in STAGES:
+                stage = STAGES[frame.f_code.co_name]
+                break
+            frame = frame.f_back
+        stage_peak[stage] = max(stage_peak.get(stage, 0.0), rss_mib())
+        time.sleep(0.002)
+
+if sys.argv[4] == "1":
+    threading.Thread(target=sample, daemon=True).start()
 from plugin.pipeline import analyze_paths
 t0 = time.perf_counter()
 doc = analyze_paths([sys.argv[1]], sys.argv[2])
 wall = time.perf_counter() - t0
+done.set()
 hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
 print(json.dumps({"peak_rss_kib": int(hwm.split()[1]), "analysis_s": round(wall, 2),
-                  "lesions": [len(a["lesions"]) for a in doc["analyses"]], "skipped": len(doc["skipped"])}))
+                  "lesions": [len(a["lesions"]) for a in doc["analyses"]], "skipped": len(doc["skipped"]),
+                  "stage_peak_mib": {k: round(v) for k, v in stage_peak.items()}}))
 """
+#: function name -> stage, for --stages (innermost wins; old and new names of the same step)
+STAGES = {"load_volume": "reading", "combine_echo_volumes": "echo combination", "brain_mask": "brain mask",
+          "remove_background": "background removal", "detect_spots": "detection", "_qsm_map": "QSM map",
+          "build_sr": "SR", "build_seg": "SEG", "build_summary": "summary images", "iter_summary": "summary images",
+          "build_kos": "KOS", "build_qsm": "QSM series", "_qsm_slices": "QSM series"}
 
 
 def pixel_bytes(study: Path) -> tuple[int, int]:
@@ -51,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--echoes", type=int, nargs="+", default=[2, 6])
     ap.add_argument("--work", default=None, help="keeps the phantom studies (default: a temp dir)")
     ap.add_argument("--no-malloc-setting", action="store_true")
+    ap.add_argument("--stages", action="store_true",
+                    help="also the peak RSS per stage (a thread samples the RSS and the main thread's stack every 2 ms)")
     args = ap.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="bp-mem-"))
     rows = []
@@ -61,7 +91,8 @@ def main(argv=None) -> int:
                             "--echoes", str(echoes), "--size", "full", "--seed", "7"], check=True)
         n, pixels = pixel_bytes(study)
         out = work / f"out_{echoes}echo"
-        run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(out), "0" if args.no_malloc_setting else "1"],
+        run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(out), "0" if args.no_malloc_setting else "1",
+                              "1" if args.stages else "0", json.dumps(STAGES)],
                              capture_output=True, text=True, env=os.environ, cwd=work)   # not the repo: PYTHONPATH decides
         if run.returncode:
             print(run.stderr[-3000:], file=sys.stderr)
@@ -71,6 +102,8 @@ def main(argv=None) -> int:
                "peak_rss_mib": round(r["peak_rss_kib"] / 1024, 1),
                "peak_over_pixels": round(r["peak_rss_kib"] * 1024 / pixels, 2), "analysis_s": r["analysis_s"],
                "lesions": r["lesions"], "malloc_setting": not args.no_malloc_setting}
+        if args.stages:
+            row["stage_peak_mib"] = r["stage_peak_mib"]
         print(json.dumps(row))
         rows.append(row)
     print("| study | instances | pixel data | worker peak RSS | peak / pixels (budget 3x) | analysis s |")

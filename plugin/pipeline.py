@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
@@ -70,6 +70,10 @@ class AnalysisOptions:
     qsm_agree: QsmAgreeRules = QsmAgreeRules()   # a disagreeing QSM reading (plugin.method.qsmagree)
     source_size: bool = True               # chi over the bloom-corrected source volume (plugin.method.bloom)
     qsm_series: bool = True                # write the map as the "borderphase QSM (ppb)" MR series when one was made
+    # the worker's peak memory budget as a multiple of the pair's stored pixel data (issue 15):
+    # detection and background removal overlap on two threads only when both working sets fit
+    # under it beside what the process holds already; None: always overlapped
+    memory_budget_x_pixels: Optional[float] = 3.0
 
 
 @dataclass
@@ -98,6 +102,8 @@ class ArrayAnalysis:
     convention_headline: str = ""                    # the same in short (the summary card)
     qsm: Optional[QsmMap] = field(default=None, repr=False)   # the susceptibility map, when made
     echo_time_ms: Optional[float] = None                      # of the phase analysed
+    phase_as_delivered: bool = False      # local_phase_rad equals the phase handed over (no background removed;
+                                          # only told when the analysis owned the phase: hand_over)
 
 
 #: What the certainty (Lesion.confidence) is calibrated on (plugin.method.interpret; benchmarks/accuracy.md).
@@ -110,13 +116,19 @@ def _index_to_lps(affine_lps: np.ndarray, index) -> tuple[float, float, float]:
     return tuple(float(v) for v in p)
 
 
-def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.ndarray, *, convention: str,
+def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], np.ndarray], affine_lps: np.ndarray, *, convention: str,
                    convention_source: str = "given",
                    points_lps_mm: Optional[Sequence[Sequence[float]]] = None,
                    options: AnalysisOptions = AnalysisOptions(), echo_time_ms: Optional[float] = None,
                    field_strength_t: Optional[float] = None,
-                   magnitude_echoes: Optional[Sequence[tuple[float, float]]] = None) -> ArrayAnalysis:
+                   magnitude_echoes: Optional[Sequence[tuple[float, float]]] = None,
+                   pixel_bytes: Optional[int] = None) -> ArrayAnalysis:
     """Analyse one magnitude/phase pair given as (slice,row,col) arrays and the LPS affine.
+
+    ``phase_rad`` may be a zero-argument callable returning the phase (:func:`hand_over`): the
+    analysis then owns it and drops it once the background is removed (memory: issue 15).
+    ``pixel_bytes``: the pair's stored pixel data, which ``options.memory_budget_x_pixels`` is a
+    multiple of (None: no budget).
 
     ``magnitude_echoes``: (TE ms, weight) of the echoes the magnitude averages (an echo
     combination's ``echo_times_ms`` / ``magnitude_weights``); default the phase's echo alone. The
@@ -125,7 +137,9 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     ``echo_time_ms`` and ``field_strength_t``: of the phase, when known; the dipole fit then gives
     moments in ppm*mm^3 and chi in ppm (else moments in rad*mm^3 and no chi)."""
     mag = np.asarray(magnitude, np.float32)
-    phase = np.asarray(phase_rad, np.float32)
+    owned = callable(phase_rad)
+    phase = np.asarray(phase_rad() if owned else phase_rad, np.float32)
+    phase_as_delivered = False
     if mag.shape != phase.shape:
         raise ValueError(f"magnitude {mag.shape} and phase {phase.shape} differ in shape")
     voxel = tuple(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
@@ -136,9 +150,18 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     params = options.detection
     mask = brain_mask(mag, voxel, params)
     # Detection (magnitude) and background removal (phase) are independent once the mask is
-    # known: run them on two threads (numpy/scipy release the GIL in their kernels).
+    # known: run them on two threads (numpy/scipy release the GIL in their kernels), unless
+    # together they would break the memory budget: then the background first, and the phase
+    # (when the analysis owns it) gone before detection starts.
+    budget = None if options.memory_budget_x_pixels is None or not pixel_bytes else options.memory_budget_x_pixels * pixel_bytes
     with ThreadPoolExecutor(max_workers=2) as pool:
-        bg_future = pool.submit(remove_background, phase, mag, mask, voxel, method=options.background)
+        if overlap_fits(mag.size, budget):
+            bg_future = pool.submit(remove_background, phase, mag, mask, voxel, method=options.background)
+        else:
+            bg_future = Future()
+            bg_future.set_result(remove_background(phase, mag, mask, voxel, method=options.background))
+            if owned:
+                phase_as_delivered, phase = _same_array(bg_future.result()[0], phase), None
         if points_lps_mm:
             ratio = darkness_ratio(mag, voxel, params, mask=mask)
             noise = estimate_noise_sigma(mag, mask)
@@ -161,6 +184,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                                      c.reason.value, c.detail) for c in listed]
             del det   # its darkness-ratio volume is not needed any more (memory: issue 15)
         local, wrapped, what = bg_future.result()
+    if owned and phase is not None:   # the delivered phase is not needed past the background removal
+        phase_as_delivered, phase = _same_array(local, phase), None
     notes.append(f"background: {what}")
     data_conv, decision = None, None
     if options.check_convention and not points_lps_mm:
@@ -233,7 +258,48 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          convention_status=decision.status if decision else "", qsm=qmap,
                          convention_statement=decision.statement if decision else "",
                          convention_headline=decision.headline if decision else "",
-                         echo_time_ms=echo_time_ms)
+                         echo_time_ms=echo_time_ms, phase_as_delivered=phase_as_delivered)
+
+
+#: Resident bytes per voxel that detection and the SMV background removal need beyond their
+#: inputs when they overlap (512 x 512 x 60 = 15.7 M voxels, tracemalloc: detection +123 MiB,
+#: SMV +123 MiB with its output; benchmarks/load.md "Worker memory, 2 echoes")
+OVERLAP_BYTES_PER_VOXEL = 15
+
+
+def overlap_fits(n_voxels: int, budget_bytes: Optional[float]) -> bool:
+    """Whether detection and background removal may run at once within ``budget_bytes`` of
+    resident memory, from what this process holds now (True without a budget, or where the
+    resident size cannot be read)."""
+    if budget_bytes is None:
+        return True
+    now = _resident_bytes()
+    return now is None or now + OVERLAP_BYTES_PER_VOXEL * n_voxels <= budget_bytes
+
+
+def _resident_bytes() -> Optional[int]:
+    """This process's resident size now (VmRSS of /proc/self/status), None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b)))
+
+
+def hand_over(volume):
+    """(the volume without its pixels, a one-shot callable returning them): lets
+    :func:`analyze_arrays` own the array and drop it when done, the caller keeping no reference.
+    The volume keeps its shape (a zero-stride NaN placeholder, equal to no phase)."""
+    box = [volume.data]
+    placeholder = np.broadcast_to(np.float32(np.nan), tuple(volume.data.shape))
+    return replace(volume, data=placeholder), box.pop
 
 
 def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes) -> Optional[QsmMap]:
@@ -392,13 +458,16 @@ def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str
 
 def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, points_lps_mm=None,
                  options: AnalysisOptions = AnalysisOptions(),
-                 magnitude_echoes=None) -> tuple[PairAnalysis, ArrayAnalysis]:
+                 magnitude_echoes=None, phase_pixels: Optional[Callable[[], np.ndarray]] = None,
+                 pixel_bytes: Optional[int] = None) -> tuple[PairAnalysis, ArrayAnalysis]:
     """:func:`analyze_volumes`, and the method's own outputs (the background-removed phase the
-    patterns were read on, which :func:`report_input` passes to the summary card)."""
-    res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase.data, magnitude.affine_lps,
+    patterns were read on, which :func:`report_input` passes to the summary card).
+    ``phase_pixels``: the phase's pixels handed over (:func:`hand_over`; ``phase`` then holds
+    none); ``pixel_bytes``: the pair's stored pixel data (:func:`analyze_arrays`)."""
+    res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase_pixels or phase.data, magnitude.affine_lps,
                          convention=convention, convention_source=convention_source,
                          points_lps_mm=points_lps_mm, options=options, echo_time_ms=phase.echo_time_ms,
-                         magnitude_echoes=magnitude_echoes,
+                         magnitude_echoes=magnitude_echoes, pixel_bytes=pixel_bytes,
                          field_strength_t=getattr(phase, "field_strength_t", None) or getattr(magnitude, "field_strength_t", None))
     notes = list(res.notes)
     dc = res.data_convention
@@ -426,11 +495,7 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
     echoes, problems = [(mag, ph)], []
     for m_alt, p_alt, _en, te_alt in earlier:
         try:   # magnitudes now (stored integers, for the echo weights); each phase when the fit reaches it
-            if not p_alt.can_load:
-                dseries.load_volume(p_alt)   # raises, naming the file and why
-            p_later = DeferredVolume(p_alt.echo_time_ms, np.asarray(p_alt.affine_lps, float),
-                                     (p_alt.n_slices, p_alt.rows, p_alt.columns), p_alt.series_instance_uid,
-                                     load=lambda s=p_alt: dseries.load_volume(s))
+            p_later = _deferred_phase(dseries, p_alt)
             echoes.append((dseries.load_volume(m_alt), p_later))
         except Exception as exc:  # a reader error names the file
             problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
@@ -438,8 +503,28 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
         mag, ph, note, raw, mag_echoes = combine_echo_volumes(echoes)
     except Exception as exc:  # never lose the pair: read the chosen echo alone, say why
         log.error("echo combination failed: %s: %s", type(exc).__name__, exc)
+        if isinstance(ph, DeferredVolume):
+            ph = ph.load()   # a reader error here names the file; the caller skips the pair
         return mag, ph, f"echoes: not combined ({type(exc).__name__}: {exc}); the chosen echo read alone", None, None
     return mag, ph, "; ".join([note] + problems), raw, mag_echoes
+
+
+def _stored_bytes(pair) -> int:
+    """Bytes of stored pixel data of a pair's stacks (every echo's magnitude and phase)."""
+    stacks = [pair.magnitude, pair.phase] + [s for m_alt, p_alt, *_ in pair.earlier for s in (m_alt, p_alt)]
+    return sum(f.rows * f.columns * f.bits_allocated // 8 for st in stacks for f in st.frames)
+
+
+def _deferred_phase(dseries, stack):
+    """A phase stack to be read when the echo fit reaches it (plugin.method.echoes.DeferredVolume):
+    the fit then owns its pixels and drops (or reuses) them as it goes. A stack that cannot
+    become a volume raises now, naming the file."""
+    from plugin.method.echoes import DeferredVolume
+    if not stack.can_load:
+        dseries.load_volume(stack)   # raises, naming the file and why
+    return DeferredVolume(stack.echo_time_ms, np.asarray(stack.affine_lps, float),
+                          (stack.n_slices, stack.rows, stack.columns), stack.series_instance_uid,
+                          load=lambda: dseries.load_volume(stack))
 
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
@@ -468,15 +553,19 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     analyses: list[dict] = []
     result_paths: list[str] = []
     for pair in pairs:
+        note, echo_note, pair_options, mag_echoes, raw = pair.note, None, options, None, None
         try:
             mag = dseries.load_volume(pair.magnitude)
-            ph = dseries.load_volume(pair.phase)
+            if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes;
+                # the chosen echo's phase too is read when the fit reaches it (memory: issue 15)
+                mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, _deferred_phase(dseries, pair.phase),
+                                                                      pair.earlier)
+            else:
+                ph = dseries.load_volume(pair.phase)
         except Exception as exc:  # a reader error names the file; report and skip the pair
             skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
             continue
-        note, echo_note, pair_options, mag_echoes = pair.note, None, options, None
-        if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes
-            mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, ph, pair.earlier)
+        if pair.earlier:
             if raw and options.background == "auto":   # the fit found raw phase: remove its background
                 pair_options = replace(options, background="smv")
                 echo_note += "; raw phase (receiver offset found): background removed by the SMV method"
@@ -495,16 +584,23 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             # (benchmarks/real_background_physics.py)
             pair_options = replace(options, background="smv")
             note += "; phase difference: background removed as for raw phase"
+        # the analysis owns the phase's pixels and drops them after the background removal
+        # (memory: issue 15); the results need only its headers, or the pixels when unchanged
+        ph, phase_pixels = hand_over(ph)
         try:
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
                                             points_lps_mm=points_lps_mm, options=pair_options,
-                                            magnitude_echoes=mag_echoes)
+                                            magnitude_echoes=mag_echoes, phase_pixels=phase_pixels,
+                                            pixel_bytes=_stored_bytes(pair))
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
             log.error("analysis of phase series %s failed: %s: %s", pair.phase_series_uid, type(exc).__name__, exc)
             log.debug("analysis of phase series %s", pair.phase_series_uid, exc_info=True)   # traceback with -vv
             skipped.append({"series_instance_uid": pair.phase_series_uid,
                             "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
             continue
+        del phase_pixels
+        if method.phase_as_delivered:
+            ph = replace(ph, data=method.local_phase_rad)
         analysis.notes[:0] = [note] + ([echo_note] if echo_note else [])
         tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:

@@ -7,7 +7,14 @@ reports its own peak resident size at exit (``VmHWM`` of /proc/self/status: the 
 of its own address space; ``getrusage(...).ru_maxrss`` would not do: Linux carries it across
 exec, so a child forked from this large test process would report the parent's size).
 Before the streaming echo combination and the slab-wise SMV / QSM steps it peaked at 1.33 GB
-(3.7 x); see benchmarks/load.md."""
+(3.7 x); see benchmarks/load.md.
+
+The clinical 2-echo study (240 instances, 120 MiB of pixels) is held to 4 x: the issue's 3 x
+(360 MiB) is not met yet. It peaked at 606 MiB (5.05 x) before the slab-wise 2-echo fit, the
+phase handed over to the analysis, the slab-wise QSM FFTs and the one-at-a-time results; what is
+left is mostly fixed: imports ~105 MiB, highdicom's module-attribute table (65 MiB, loaded by the
+first result object and kept) and the four volumes the results read (magnitude, local phase, QSM
+map, labels: ~210 MiB). benchmarks/load.md "Worker memory, 2 echoes"."""
 from __future__ import annotations
 
 import json
@@ -45,24 +52,45 @@ def pixel_bytes(study: Path) -> tuple[int, int]:
     return stored_pixel_bytes([study])
 
 
-def test_six_echo_study_analysed_within_three_times_its_pixel_data(tmp_path):
+#: the 2-echo study's enforced budget (x its pixel data); the issue's target is BUDGET_X_PIXELS
+BUDGET_2_ECHOES_X_PIXELS = 4.0
+
+
+def _analysed_peak(tmp_path: Path, echoes: int) -> tuple[int, int, dict]:
+    """(peak RSS bytes of the analysis child, stored pixel bytes, its report) for a full-size
+    Siemens phantom study with ``echoes`` echoes, checked to have been analysed for real."""
     study = tmp_path / "study"
-    assert cli_main(["phantom", "--vendor", "Siemens", "--out", str(study), "--echoes", "6", "--size", "full",
+    assert cli_main(["phantom", "--vendor", "Siemens", "--out", str(study), "--echoes", str(echoes), "--size", "full",
                      "--seed", "7"]) == 0
     n, pixels = pixel_bytes(study)
-    assert n == 720, f"expected 6 echoes x (magnitude + phase) x 60 slices, found {n} instances"
+    assert n == echoes * 2 * 60, f"expected {echoes} echoes x (magnitude + phase) x 60 slices, found {n} instances"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(tmp_path / "out")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    # the analysis really ran on all six echoes and made its results (not a cheap early exit)
+    # the analysis really ran on every echo and made its results (not a cheap early exit)
     assert not report["skipped"] and len(report["analyses"]) == 1, report
     analysis = report["analyses"][0]
     assert analysis["lesions"] > 0, analysis
-    assert any("6 of 6 echoes used" in note for note in analysis["notes"]), analysis["notes"]
+    assert any(f"{echoes} of {echoes} echoes used" in note for note in analysis["notes"]), analysis["notes"]
     assert report["result_files"] > 0
-    peak = report["peak_rss_kib"] * 1024
-    assert peak <= BUDGET_X_PIXELS * pixels, (
-        f"analysis worker peak RSS {peak / 2**20:.0f} MiB > {BUDGET_X_PIXELS:g} x the study's pixel data "
-        f"({pixels / 2**20:.0f} MiB -> budget {BUDGET_X_PIXELS * pixels / 2**20:.0f} MiB)")
+    return report["peak_rss_kib"] * 1024, pixels, report
+
+
+def _within(peak: int, pixels: int, budget_x: float) -> None:
+    assert peak <= budget_x * pixels, (
+        f"analysis worker peak RSS {peak / 2**20:.0f} MiB > {budget_x:g} x the study's pixel data "
+        f"({pixels / 2**20:.0f} MiB -> budget {budget_x * pixels / 2**20:.0f} MiB)")
+
+
+def test_six_echo_study_analysed_within_three_times_its_pixel_data(tmp_path):
+    peak, pixels, _ = _analysed_peak(tmp_path, 6)
+    _within(peak, pixels, BUDGET_X_PIXELS)
+
+
+def test_two_echo_study_analysed_within_four_times_its_pixel_data(tmp_path):
+    """512 x 512 x 60, 2 echoes (the clinical protocol of the load benchmark): 5.05 x before
+    (606 MiB for 120 MiB), held to 4 x here (module docstring: why not yet 3 x)."""
+    peak, pixels, _ = _analysed_peak(tmp_path, 2)
+    _within(peak, pixels, BUDGET_2_ECHOES_X_PIXELS)

@@ -30,6 +30,8 @@ tests/test_node_e2e.py, tests/test_qsm_series.py). :func:`chi_ppm_of` reads a sl
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
@@ -93,20 +95,25 @@ def to_stored(chi_ppm: np.ndarray) -> np.ndarray:
     return scaled.astype(np.int16)
 
 
-def build_qsm(ctx: ResultContext) -> list[pydicom.Dataset]:
-    """One MR image per slice holding the report's QSM map (module docstring)."""
+def build_qsm(ctx: ResultContext) -> Iterator[pydicom.Dataset]:
+    """One MR image per slice holding the report's QSM map (module docstring), made one at a
+    time as the caller takes them (each slice's stored values converted on its own: no
+    volume-sized copies of the map; memory: issue 15)."""
     chi = ctx.report.qsm_chi_ppm
     if chi is None:
         raise ValueError("the report has no QSM map")
     if chi.shape != ctx.magnitude.shape:
         raise ValueError(f"QSM map shape {chi.shape} differs from the magnitude volume {ctx.magnitude.shape}")
-    stored = to_stored(chi)
+    return _qsm_slices(ctx, chi)
+
+
+def _qsm_slices(ctx: ResultContext, chi: np.ndarray) -> Iterator[pydicom.Dataset]:
     template = ctx.template
     description = (f"{ctx.report.qsm_description}; stored value x {PPB_PER_UNIT:g} = chi in ppb "
                    f"(1000 ppb = 1 ppm), saturates at +-{32767 * PPM_PER_UNIT:.4f} ppm")[:ST_MAX]
     series_uid = ctx.series_uids.setdefault("qsm", generate_uid())
-    out = []
-    for k in range(stored.shape[0]):
+    for k in range(chi.shape[0]):
+        stored = to_stored(chi[k])
         ds = pydicom.Dataset()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -147,7 +154,7 @@ def build_qsm(ctx: ResultContext) -> list[pydicom.Dataset]:
         ds.SliceThickness = f"{float(thickness):.6g}"
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
+        ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleIntercept = "0"
         ds.RescaleSlope = f"{PPB_PER_UNIT:g}"
@@ -167,7 +174,6 @@ def build_qsm(ctx: ResultContext) -> list[pydicom.Dataset]:
         if frame is not None:
             ref.ReferencedFrameNumber = frame
         ds.SourceImageSequence = [ref]
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        ds.PixelData = np.ascontiguousarray(stored).tobytes()
         ds["PixelData"].VR = "OW"
-        out.append(finish(ctx, ds, "qsm"))
-    return out
+        yield finish(ctx, ds, "qsm")

@@ -23,7 +23,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import highdicom as hd
 import numpy as np
@@ -636,68 +636,80 @@ def _patient_orientation(ctx: ResultContext) -> tuple[str, str]:
 @source_names_tolerated()
 def build_summary(ctx: ResultContext) -> list[hd.sc.SCImage]:
     """The overview image and one card per spot, as RGB Secondary Capture instances."""
-    mag_win = magnitude_window(ctx.magnitude.data)
-    view = _phase_volume(ctx)
-    phase_win = phase_window(view[0], ctx.magnitude.data)
-    pages: list[tuple[np.ndarray, list[tuple[pydicom.Dataset, Optional[int]]], str]] = [
-        (overview_image(ctx, mag_win), [], "overview")]
-    for s in ctx.spots:
-        card = render_spot_card(ctx, s, mag_win, phase_win, view)
-        # the source images it shows: magnitude of the border and central slices, phase of the
-        # slice read and of the central slice
-        shown = [(ctx.magnitude, s.border_slice), (ctx.phase, card.read_slice),
-                 (ctx.magnitude, s.reported.central_slice), (ctx.phase, s.reported.central_slice)]
-        # (the QSM crop is derived from the phase: its central slice is listed above)
-        refs, seen = [], set()
-        for vol, k in shown:
-            ds, frame = ctx.frame_ref(vol, k)
-            if (ds.SOPInstanceUID, frame) not in seen:
-                seen.add((ds.SOPInstanceUID, frame))
-                refs.append((ds, frame))
-        pages.append((card.pixels, refs, s.label))
-    out = []
-    for number, (pixels, refs, what) in enumerate(pages, start=1):
-        t = ctx.template
-        kwargs = dict(
-            pixel_array=pixels,
-            photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
-            bits_allocated=8,
-            coordinate_system=hd.CoordinateSystemNames.PATIENT,
-            study_instance_uid=t.StudyInstanceUID,
-            series_instance_uid=ctx.series_uids["summary"],
-            series_number=ctx.series_numbers["summary"],
-            sop_instance_uid=hd.UID(),
-            instance_number=number,
-            manufacturer=MANUFACTURER,
-            patient_id=t.get("PatientID"),
-            patient_name=t.get("PatientName"),
-            patient_birth_date=t.get("PatientBirthDate"),
-            patient_sex=t.get("PatientSex") or None,
-            accession_number=t.get("AccessionNumber"),
-            study_id=t.get("StudyID"),
-            study_date=t.get("StudyDate"),
-            study_time=t.get("StudyTime"),
-            referring_physician_name=t.get("ReferringPhysicianName"),
-            patient_orientation=_patient_orientation(ctx),
-        )
-        sc = hd.sc.SCImage(**kwargs)
-        # General Series Laterality is Type 2C (paired body parts only): naming the unpaired
-        # body part lets validators see that it is not needed.
-        sc.BodyPartExamined = str(ctx.template.get("BodyPartExamined", "") or "BRAIN")
-        sc.BurnedInAnnotation = "YES"
-        sc.RecognizableVisualFeatures = "NO"
-        sc.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
-        sc.ImageComments = NOT_FOR_DIAGNOSIS
-        sc.DerivationDescription = f"borderphase {ctx.algorithm_version} summary ({what}); {NOT_FOR_DIAGNOSIS}"
-        if refs:
-            items = []
-            for ds, frame in refs:
-                item = pydicom.Dataset()
-                item.ReferencedSOPClassUID = ds.SOPClassUID
-                item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-                if frame is not None:
-                    item.ReferencedFrameNumber = frame
-                items.append(item)
-            sc.SourceImageSequence = items
-        out.append(finish(ctx, sc, "summary"))
-    return out
+    return list(iter_summary(ctx))
+
+
+def iter_summary(ctx: ResultContext) -> Iterator[hd.sc.SCImage]:
+    """:func:`build_summary` one image at a time, each made when the caller takes it: a card's
+    pixels and its instance are not held beside the others' (memory: issue 15)."""
+    with source_names_tolerated():
+        mag_win = magnitude_window(ctx.magnitude.data)
+        view = _phase_volume(ctx)
+        phase_win = phase_window(view[0], ctx.magnitude.data)
+        instance = _summary_instance(ctx, 1, overview_image(ctx, mag_win), [], "overview")
+    yield instance
+    for number, s in enumerate(ctx.spots, start=2):
+        with source_names_tolerated():
+            card = render_spot_card(ctx, s, mag_win, phase_win, view)
+            # the source images it shows: magnitude of the border and central slices, phase of the
+            # slice read and of the central slice
+            shown = [(ctx.magnitude, s.border_slice), (ctx.phase, card.read_slice),
+                     (ctx.magnitude, s.reported.central_slice), (ctx.phase, s.reported.central_slice)]
+            # (the QSM crop is derived from the phase: its central slice is listed above)
+            refs, seen = [], set()
+            for vol, k in shown:
+                ds, frame = ctx.frame_ref(vol, k)
+                if (ds.SOPInstanceUID, frame) not in seen:
+                    seen.add((ds.SOPInstanceUID, frame))
+                    refs.append((ds, frame))
+            instance = _summary_instance(ctx, number, card.pixels, refs, s.label)
+            del card
+        yield instance
+
+
+def _summary_instance(ctx: ResultContext, number: int, pixels: np.ndarray,
+                      refs: list[tuple[pydicom.Dataset, Optional[int]]], what: str) -> hd.sc.SCImage:
+    """One summary page as an RGB Secondary Capture instance (``number``: its InstanceNumber)."""
+    t = ctx.template
+    kwargs = dict(
+        pixel_array=pixels,
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        study_instance_uid=t.StudyInstanceUID,
+        series_instance_uid=ctx.series_uids["summary"],
+        series_number=ctx.series_numbers["summary"],
+        sop_instance_uid=hd.UID(),
+        instance_number=number,
+        manufacturer=MANUFACTURER,
+        patient_id=t.get("PatientID"),
+        patient_name=t.get("PatientName"),
+        patient_birth_date=t.get("PatientBirthDate"),
+        patient_sex=t.get("PatientSex") or None,
+        accession_number=t.get("AccessionNumber"),
+        study_id=t.get("StudyID"),
+        study_date=t.get("StudyDate"),
+        study_time=t.get("StudyTime"),
+        referring_physician_name=t.get("ReferringPhysicianName"),
+        patient_orientation=_patient_orientation(ctx),
+    )
+    sc = hd.sc.SCImage(**kwargs)
+    # General Series Laterality is Type 2C (paired body parts only): naming the unpaired
+    # body part lets validators see that it is not needed.
+    sc.BodyPartExamined = str(ctx.template.get("BodyPartExamined", "") or "BRAIN")
+    sc.BurnedInAnnotation = "YES"
+    sc.RecognizableVisualFeatures = "NO"
+    sc.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+    sc.ImageComments = NOT_FOR_DIAGNOSIS
+    sc.DerivationDescription = f"borderphase {ctx.algorithm_version} summary ({what}); {NOT_FOR_DIAGNOSIS}"
+    if refs:
+        items = []
+        for ds, frame in refs:
+            item = pydicom.Dataset()
+            item.ReferencedSOPClassUID = ds.SOPClassUID
+            item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+            if frame is not None:
+                item.ReferencedFrameNumber = frame
+            items.append(item)
+        sc.SourceImageSequence = items
+    return finish(ctx, sc, "summary")

@@ -68,6 +68,17 @@ def superseded_srs(report: ReportInput, previous_sr_paths: Sequence[Union[str, P
     return out
 
 
+def _without_pixels(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """A saved object as the KOS reads it (UIDs, patient, study, Rows/Columns): its elements but
+    the pixel data, so the summary images' pixels are not held until the KOS is built (memory)."""
+    if "PixelData" not in ds:
+        return ds
+    light = pydicom.Dataset({tag: elem for tag, elem in ds.items() if tag != 0x7FE00010})
+    if hasattr(ds, "file_meta"):
+        light.file_meta = ds.file_meta
+    return light
+
+
 def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir, *,
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
                   include: Sequence[str] = DELIVERY_ORDER,
@@ -104,7 +115,8 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
         p = d / f"{ds.SOPInstanceUID}.dcm"
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)
-        objects.append(ds)
+        if kind != "qsm":   # the KOS references the others (their headers); QSM slices are let go once saved
+            objects.append(_without_pixels(ds))
         if on_written is not None:
             on_written(p)
 
@@ -119,13 +131,15 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
                 else:
                     log.warning("label map shows none of the %d spots: no SEG written", len(ids))
             if "summary" in include:
-                for im in summary.build_summary(ctx):
+                for im in summary.iter_summary(ctx):
                     save("summary", im)
             if "kos" in include and ctx.spots:
                 # last: the key object selection references every object built above
                 save("kos", kos.build_kos(ctx, list(objects)))
             if "qsm" in include and report.qsm_chi_ppm is not None:
-                # after the KOS: the key images are the border slices, not the susceptibility map
+                # after the KOS: the key images are the border slices, not the susceptibility map;
+                # built and saved a slice at a time, the objects above let go first (memory: issue 15)
+                objects.clear()
                 for ds in qsm.build_qsm(ctx):
                     save("qsm", ds)
     except BaseException:

@@ -21,6 +21,7 @@ Every function returns the phase in radians and a short text of what was done.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import fft as sfft
@@ -171,7 +172,7 @@ def _brain_box(mask: np.ndarray, pad: int = 8) -> tuple[slice, slice, slice]:
 
 
 def laplacian_unwrap_2d(phase_rad: np.ndarray, keep: np.ndarray,
-                        voxel_size_mm: tuple[float, float, float]) -> np.ndarray:
+                        voxel_size_mm: tuple[float, float, float], *, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Laplacian unwrapping slice by slice: the in-plane Laplacian of the unwrapped phase from
     wrapped neighbour differences (:func:`wrapped_laplacian_2d`), kept where ``keep`` (brain,
     no signal void), inverted with one 2D FFT pair per slice. The result equals the true phase up
@@ -182,7 +183,8 @@ def laplacian_unwrap_2d(phase_rad: np.ndarray, keep: np.ndarray,
     kc = (2.0 * (np.cos(2 * np.pi * np.fft.rfftfreq(nc)) - 1.0) / h_c ** 2).astype(np.float32)
     kernel = kr[:, None] + kc[None, :]
     kernel[0, 0] = np.inf
-    out = np.empty(phase_rad.shape, np.float32)
+    if out is None:
+        out = np.empty(phase_rad.shape, np.float32)
     for k in range(0, phase_rad.shape[0], _SLAB_SLICES):   # slice by slice anyway: a slab at a time bounds the temporaries
         sl = slice(k, k + _SLAB_SLICES)
         lap = wrapped_laplacian_2d(phase_rad[sl], voxel_size_mm)
@@ -330,46 +332,71 @@ def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: n
     tissue = float(np.median(sample_inside(mag, m)))
     keep = m & (mag >= void_fraction * tissue)
     zpad = int(np.ceil(radii[-1] / voxel_size_mm[0])) if kernel == "ball" else 0
+    # the result is written in its place in the output from the start (no box-sized copy at the end)
+    out = np.zeros(phase_rad.shape, np.float32)
     if kernel == "ball":
-        unwrapped = laplacian_unwrap_3d(ph, keep, voxel_size_mm, pad_slices=zpad)
+        unwrapped = out[box]
+        unwrapped[...] = laplacian_unwrap_3d(ph, keep, voxel_size_mm, pad_slices=zpad)
     else:
-        unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm)
+        unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm, out=out[box])
     # distance (mm) to the nearest voxel outside the brain: in-plane only for disks
     sampling = voxel_size_mm if kernel == "ball" else (1e6, voxel_size_mm[1], voxel_size_mm[2])
-    depth = _depth_mm(m, sampling, in_plane=kernel != "ball")
     # means on a grid of about 1 mm in-plane (block averages): smooth at these radii, 4 x cheaper on 0.45 mm voxels
     f = max(1, int(1.0 / max(voxel_size_mm[1], voxel_size_mm[2])))
     ns, nr, nc = unwrapped.shape
     pad = ((zpad, zpad), (0, -nr % f), (0, -nc % f))
+    cshape = (ns + 2 * zpad, (nr + pad[1][1]) // f, (nc + pad[2][1]) // f)
 
     def coarse(a):
         a = np.pad(a.astype(np.float32, copy=False), pad)
         return a if f == 1 else sum(a[:, i::f, j::f] for i in range(f) for j in range(f)) / np.float32(f * f)
 
-    wk = keep.astype(np.float32)
-    s_sum, n_sum = coarse(unwrapped * wk), coarse(wk)
+    # the block averages a slab of slices at a time (the same sums per slice as on the whole
+    # volume): no volume-sized weight, weighted phase or padded copies (memory: issue 15)
+    s_sum, n_sum = np.zeros(cshape, np.float32), np.zeros(cshape, np.float32)
+    for k in range(0, ns, _SLAB_SLICES):
+        sl, wk = slice(k, k + _SLAB_SLICES), keep[k:k + _SLAB_SLICES].astype(np.float32)
+        dst = slice(zpad + k, zpad + min(k + _SLAB_SLICES, ns))
+        s_sum[dst] = coarse_in_plane(unwrapped[sl] * wk, f)
+        n_sum[dst] = coarse_in_plane(wk, f)
     del wk
-    depth_c = coarse(depth)[zpad: zpad + ns] if f == 1 else np.pad(depth, pad)[zpad: zpad + ns, ::f, ::f].copy()
-    share = float(np.mean(depth[m] > radii[-1]))
-    del depth
+    if kernel == "ball":
+        depth = _depth_mm(m, sampling, in_plane=False)
+        depth_c = coarse(depth)[zpad: zpad + ns] if f == 1 else np.pad(depth, pad)[zpad: zpad + ns, ::f, ::f].copy()
+        share = float(np.mean(depth[m] > radii[-1]))
+        del depth
+    else:   # slice by slice: only its coarse samples and the count are kept
+        depth_c = np.zeros((ns,) + cshape[1:], np.float32)
+        deep = 0
+        for k in range(ns):
+            d = _depth_mm(m[k:k + 1], sampling, in_plane=True)[0]
+            deep += int(np.count_nonzero(d[m[k]] > radii[-1]))
+            depth_c[k, : -(-nr // f), : -(-nc // f)] = d[::f, ::f]
+        share = deep / max(1, int(np.count_nonzero(m)))
     axes = (0, 1, 2) if kernel == "ball" else (1, 2)
     spacing = (voxel_size_mm[0], voxel_size_mm[1] * f, voxel_size_mm[2] * f)
-    cshape = s_sum.shape
     kshape = tuple(cshape[a] for a in axes)
     ksp = tuple(spacing[a] for a in axes)
+    del keep
     spec_s = sfft.rfftn(s_sum, axes=axes, workers=-1)
+    del s_sum
     spec_n = sfft.rfftn(n_sum, axes=axes, workers=-1)
+    del n_sum
     sl = slice(zpad, zpad + ns)
     mean = np.zeros((ns,) + cshape[1:], np.float32)
-    used = np.zeros(mean.shape, np.float32)
     for k, radius in enumerate(radii):
         kern = _kernel_spectrum(radius, kshape, ksp)
-        num = sfft.irfftn(spec_s * kern, s=kshape, axes=axes, workers=-1)[sl]
-        den = sfft.irfftn(spec_n * kern, s=kshape, axes=axes, workers=-1)[sl]
-        val = num / np.maximum(den, 1e-3)
+        prod = spec_s * kern
+        num = sfft.irfftn(prod, s=kshape, axes=axes, workers=-1)[sl]
+        np.multiply(spec_n, kern, out=prod)
+        den = sfft.irfftn(prod, s=kshape, axes=axes, workers=-1)[sl]
+        del prod
         fits = (depth_c > radius) & (den > 0.5) if k else np.ones(mean.shape, bool)
+        np.maximum(den, 1e-3, out=den)
+        val = np.divide(num, den, out=num)    # in place, the same quotient
+        del den
         mean[fits] = val[fits]
-        used[fits] = radius
+        del num, val, fits
     if f > 1:
         rr = np.clip((np.arange(nr) - (f - 1) / 2) / f, 0, cshape[1] - 1)
         cc = np.clip((np.arange(nc) - (f - 1) / 2) / f, 0, cshape[2] - 1)
@@ -378,8 +405,6 @@ def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: n
     else:
         unwrapped -= mean
     unwrapped *= m
-    out = np.zeros(phase_rad.shape, np.float32)
-    out[box] = unwrapped
     shape_word = "balls (3D unwrapping)" if kernel == "ball" else "in-plane disks (in-plane unwrapping)"
     return out, (f"Laplacian unwrapping + variable-radius SMV high pass ({shape_word} of {radii[-1]:g} mm "
                  f"shrinking to {radii[0]:g} mm at the brain edge, {share:.0%} of brain voxels at {radii[-1]:g} mm; "
@@ -387,6 +412,13 @@ def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: n
 
 
 _SLAB_SLICES = 4   # slices per slab where a full-resolution step is done in pieces (bounds temporaries)
+
+
+def coarse_in_plane(a: np.ndarray, f: int) -> np.ndarray:
+    """Block averages of ``f`` x ``f`` pixels in each slice (rows and columns zero-padded at their
+    ends to a multiple of ``f``); ``a`` itself (as float32) for ``f`` = 1."""
+    a = np.pad(a.astype(np.float32, copy=False), ((0, 0), (0, -a.shape[1] % f), (0, -a.shape[2] % f)))
+    return a if f == 1 else sum(a[:, i::f, j::f] for i in range(f) for j in range(f)) / np.float32(f * f)
 
 
 def _depth_mm(m: np.ndarray, sampling, *, in_plane: bool) -> np.ndarray:

@@ -68,8 +68,8 @@ OFFSET_SIGMA_MM = 5.0         # in-plane Gaussian low pass of the phase offset
 class EchoCombination:
     magnitude: np.ndarray                 # for detection, float32
     phase_rad: np.ndarray                 # wrapped phase at ``reference_te_ms`` from the fit, float32
-    slope_rad_per_ms: np.ndarray = field(repr=False)   # 2 pi f, radians per ms
-    weight_sum: np.ndarray = field(repr=False)          # sum m_n^2 TE_n^2 (ms^2), for the s.d.
+    slope_rad_per_ms: Optional[np.ndarray] = field(repr=False)   # 2 pi f, radians per ms (None: not kept)
+    weight_sum: Optional[np.ndarray] = field(repr=False)          # sum m_n^2 TE_n^2 (ms^2), for the s.d.
     noise_sigma: float                    # magnitude noise s.d. (per channel)
     reference_te_ms: float
     echoes_used: tuple[int, ...]          # indices into the input echoes
@@ -78,22 +78,28 @@ class EchoCombination:
     offset_removed: bool
     note: str
 
+    @staticmethod
+    def _kept(a: Optional[np.ndarray]) -> np.ndarray:
+        if a is None:
+            raise ValueError("the field was not kept (combine_echoes(..., keep_field=False))")
+        return a
+
     @property
     def frequency_hz(self) -> np.ndarray:
         """The field as a frequency (Hz)."""
-        return self.slope_rad_per_ms * np.float32(1e3 / (2.0 * np.pi))
+        return self._kept(self.slope_rad_per_ms) * np.float32(1e3 / (2.0 * np.pi))
 
     @property
     def frequency_sd_hz(self) -> np.ndarray:
         """Per-voxel s.d. of :attr:`frequency_hz` (inf where there is no signal)."""
         with np.errstate(divide="ignore"):
-            return np.float32(self.noise_sigma * 1e3 / (2.0 * np.pi)) / np.sqrt(self.weight_sum)
+            return np.float32(self.noise_sigma * 1e3 / (2.0 * np.pi)) / np.sqrt(self._kept(self.weight_sum))
 
     @property
     def phase_sd_rad(self) -> np.ndarray:
         """Per-voxel s.d. of :attr:`phase_rad` (at the reference echo time)."""
         with np.errstate(divide="ignore"):
-            return np.float32(self.noise_sigma * self.reference_te_ms) / np.sqrt(self.weight_sum)
+            return np.float32(self.noise_sigma * self.reference_te_ms) / np.sqrt(self._kept(self.weight_sum))
 
 
 def _wrap_(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
@@ -168,17 +174,20 @@ def _chunk_offset(offset, step, shape, sl, box):
     return None if offset is None else _upsample(offset, step, (0,) + tuple(shape[1:]), sl)[:, box[0], box[1]]
 
 
-def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num_all, den_all, box, sl):
+def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num, den, box, sl, off=None):
     """Add echo ``n`` (magnitude ``m_all``, phase ``p_all``) to the weighted temporal fit for the
-    slices ``sl`` inside the rows and columns ``box``: the running sums ``num`` (m^2 TE phase) and
-    ``den`` (m^2 TE^2) and the magnitude average, all in place. The echoes come one at a time in
-    TE order, so only the running sums and the echo at hand are held (never every echo), each
-    echo in float32 slabs of a few slices (cache-sized)."""
+    slices ``sl`` inside the rows and columns ``box``: the sums ``num`` (m^2 TE phase) and ``den``
+    (m^2 TE^2) of those voxels (views of the running sums, or one slab's own when every echo is at
+    hand) and the magnitude average, all in place. The echoes come one at a time in TE order, so
+    only the running sums and the echo at hand are held (never every echo), each echo in float32
+    slabs of a few slices (cache-sized). ``off``: the slab's upsampled offset when the caller has
+    it already."""
     rb, cb = box
     shape = (sl.stop - sl.start, rb.stop - rb.start, cb.stop - cb.start)
-    off = _chunk_offset(offset, step, m_all.shape, sl, box)
+    if off is None:
+        off = _chunk_offset(offset, step, m_all.shape, sl, box)
     sl = (sl, rb, cb)
-    num, den, mag = num_all[sl], den_all[sl], out_mag[sl]
+    mag = out_mag[sl]
     tmp = np.empty(shape, np.float32)
     r = np.empty(shape, np.float32)
     w = np.empty(shape, np.float32)
@@ -210,11 +219,10 @@ def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num_all, den
     den += w                     # m^2 TE^2
 
 
-def _finish_chunk(te_ref, out_phase, num_all, den_all, box, sl):
-    """slope = num / den (in place of ``num``) and the wrapped phase at ``te_ref``."""
+def _finish_chunk(te_ref, out_phase, num, den, box, sl):
+    """slope = num / den (in place of ``num``: the slab's sums) and the wrapped phase at ``te_ref``."""
     sl = (sl,) + tuple(box)
-    num = num_all[sl]
-    np.divide(num, den_all[sl], out=num)
+    np.divide(num, den, out=num)
     ph = out_phase[sl]
     np.multiply(num, np.float32(te_ref), out=ph)
     _wrap_(ph, np.empty(ph.shape, np.float32))
@@ -231,7 +239,8 @@ def _phase_array(value, shape, k: int) -> np.ndarray:
 def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseSource], echo_times_ms: Sequence[float],
                    voxel_size_mm: tuple[float, float, float], *, filtered: Optional[bool] = None,
                    noise_sigma: Optional[float] = None, min_snr: float = MIN_USABLE_SNR,
-                   magnitude: str = "matched", te_power: float = 2.0, workers: int = 2) -> EchoCombination:
+                   magnitude: str = "matched", te_power: float = 2.0, workers: int = 2,
+                   keep_field: bool = True) -> EchoCombination:
     """Combine the echoes (see the module docstring). ``filtered``: True skips the phase-offset
     step (scanner-filtered phase has none), False forces it, None decides from the estimate.
     ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo).
@@ -239,7 +248,10 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     Memory: each phase may be given as a zero-argument callable returning it (an echo's reader);
     it is then loaded only when the fit reaches its echo and dropped after it, so at most two
     phases (the first two, for the phase offset) are held at once besides the running sums.
-    Magnitudes may be stored integers: they are converted to float32 a slab at a time."""
+    Magnitudes may be stored integers: they are converted to float32 a slab at a time. The last
+    echo's phase, when loaded here, is overwritten by the result. ``keep_field=False``: the field
+    (:attr:`EchoCombination.slope_rad_per_ms`, ``weight_sum``) is not kept, and two echoes are
+    fitted slab by slab without volume-sized sums (same magnitude and phase, bit for bit)."""
     if magnitude not in ("matched", "last"):
         raise ValueError(f"combine_echoes: magnitude must be 'matched' or 'last', got {magnitude!r}")
     n = len(magnitudes)
@@ -296,23 +308,51 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
     box = _signal_box(subs[0], sstep, shape)
     out_mag = np.array(mags[-1], np.float32, copy=True)
-    out_slope = np.zeros(shape, np.float32)        # the running sum m^2 TE phase, then the slope
-    out_wsum = np.zeros(shape, np.float32)         # the running sum m^2 TE^2
-    out_wsum[:, box[0], box[1]] = np.float32(1e-30)   # no signal: slope 0
+    # Two echoes are both held anyway (the offset needs them): each slab then gets its whole fit
+    # at once and the sums are the slab's own, not two more volumes (memory: issue 15)
+    slab_sums = not keep_field and len(tes) == 2
+    if slab_sums:
+        out_slope = out_wsum = None
+    else:
+        out_slope = np.zeros(shape, np.float32)        # the running sum m^2 TE phase, then the slope
+        out_wsum = np.zeros(shape, np.float32)         # the running sum m^2 TE^2
+        out_wsum[:, box[0], box[1]] = np.float32(1e-30)   # no signal: slope 0
     area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
     chunk = max(1, min(shape[0], 262144 // max(1, area)))   # ~1 MB per array
     chunks = [slice(s, min(s + chunk, shape[0])) for s in range(0, shape[0], chunk)]
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(chunks) > 1 else None
     run = (lambda f: list(pool.map(f, chunks))) if pool else (lambda f: [f(c) for c in chunks])
+    # a phase loaded here (not the caller's array) is ours: the last one becomes the output in
+    # place (outside the box it is the delivered phase the output keeps; inside, each slab is
+    # read by the fit before its result is written over it)
+    last_owned = callable(phs[-1])
     try:
-        for i, (te, w_mag) in enumerate(zip(tes, cw)):
-            p = phase(i)
-            if i == len(tes) - 1:
-                out_phase = np.array(p, np.float32, copy=True)
-            run(lambda c: _add_echo_chunk(i, mags[i], p, te, w_mag, offset, step, out_mag, out_slope, out_wsum,
-                                          box, c))
-            del held[i], p                         # this echo's phase is in the sums now
-        run(lambda c: _finish_chunk(te_ref, out_phase, out_slope, out_wsum, box, c))
+        if slab_sums:
+            ps = [phase(i) for i in range(len(tes))]
+            out_phase = ps[-1] if last_owned else np.array(ps[-1], np.float32, copy=True)
+
+            def fit_slab(c: slice) -> None:
+                sums_shape = (c.stop - c.start, box[0].stop - box[0].start, box[1].stop - box[1].start)
+                num = np.zeros(sums_shape, np.float32)
+                den = np.full(sums_shape, np.float32(1e-30), np.float32)
+                off = _chunk_offset(offset, step, shape, c, box)
+                for i, (te, w_mag) in enumerate(zip(tes, cw)):
+                    _add_echo_chunk(i, mags[i], ps[i], te, w_mag, offset, step, out_mag, num, den, box, c, off=off)
+                _finish_chunk(te_ref, out_phase, num, den, box, c)
+            run(fit_slab)
+            del ps
+            held.clear()
+        else:
+            for i, (te, w_mag) in enumerate(zip(tes, cw)):
+                p = phase(i)
+                if i == len(tes) - 1:
+                    out_phase = p if last_owned else np.array(p, np.float32, copy=True)
+                run(lambda c: _add_echo_chunk(i, mags[i], p, te, w_mag, offset, step, out_mag,
+                                              out_slope[(c,) + box], out_wsum[(c,) + box], box, c))
+                del held[i], p                         # this echo's phase is in the sums now
+            run(lambda c: _finish_chunk(te_ref, out_phase, out_slope[(c,) + box], out_wsum[(c,) + box], box, c))
+            if not keep_field:
+                out_slope = out_wsum = None
     finally:
         if pool:
             pool.shutdown()
@@ -416,7 +456,7 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
 
     # magnitudes as stored (integers converted a slab at a time), phases read one echo at a time
     combo = combine_echoes([k[0].data for k in kept], [phase_source(i, k[1]) for i, k in enumerate(kept)],
-                           [k[2] for k in kept], voxel, workers=workers)
+                           [k[2] for k in kept], voxel, workers=workers, keep_field=False)
     ref_i = max(combo.echoes_used, key=lambda i: kept[i][2])
     base_m, base_p, _ = kept[ref_i]
     if isinstance(base_p, DeferredVolume):

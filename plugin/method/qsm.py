@@ -56,6 +56,7 @@ from scipy import ndimage as ndi
 from plugin import physics
 from plugin.method.dipolefit import b0_in_array_axes
 from plugin.method.morphology import bounding_box
+from plugin.method.slabfft import irfftn_slabs, rfftn_slabs
 
 L2 = "l2"
 TKD = "tkd"
@@ -106,8 +107,16 @@ def field_ppm_from_phase(local_phase_rad: np.ndarray, *, echo_time_ms: float, fi
     (paramagnetic sources give positive fields whatever the vendor)."""
     if not (echo_time_ms and echo_time_ms > 0 and field_strength_t and field_strength_t > 0):
         raise ValueError(f"QSM needs the echo time and field strength (got TE {echo_time_ms} ms, B0 {field_strength_t} T)")
+    return np.asarray(local_phase_rad, np.float32) * field_scale(echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
+                                                                  convention=convention)
+
+
+def field_scale(*, echo_time_ms: float, field_strength_t: float, convention: str) -> np.float32:
+    """ppm of field per radian of local phase (:func:`field_ppm_from_phase` multiplies by it)."""
+    if not (echo_time_ms and echo_time_ms > 0 and field_strength_t and field_strength_t > 0):
+        raise ValueError(f"QSM needs the echo time and field strength (got TE {echo_time_ms} ms, B0 {field_strength_t} T)")
     k = physics.handedness_sign(convention) * physics.phase_per_ppm_rad(b0_t=field_strength_t, echo_time_ms=echo_time_ms)
-    return np.asarray(local_phase_rad, np.float32) * np.float32(1.0 / k)
+    return np.float32(1.0 / k)
 
 
 def _gradient_power(shape, voxel_mm, first_axis: slice = slice(None)) -> np.ndarray:
@@ -210,34 +219,70 @@ def _apply_inverse_filter(spec: np.ndarray, shape, voxel_mm, b0_axes, params: Qs
         spec[sl] *= filt
 
 
-def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams()) -> np.ndarray:
-    """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32."""
+def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams(), *,
+                 scale: Optional[np.float32] = None, within: Optional[tuple] = None) -> np.ndarray:
+    """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32.
+
+    ``scale``: ``field_ppm`` is a local phase and this its :func:`field_scale` (the field made as
+    it is read, no field-sized copy). ``within``: (shape, index): chi is returned inside a zero
+    volume of that shape at that index (allocated after the k-space arrays are gone) instead of
+    on its own. The closed-form methods transform a slab at a time (:mod:`plugin.method.slabfft`:
+    the same values as whole-volume FFTs, one spectrum-sized array instead of three)."""
     if params.method not in (L2, TKD, ITERATIVE):
         raise ValueError(f"QSM method must be {L2!r}, {TKD!r} or {ITERATIVE!r}, got {params.method!r}")
     mask = np.asarray(mask, bool)
+
+    def result() -> tuple[np.ndarray, np.ndarray]:
+        full = np.zeros(within[0] if within else field_ppm.shape, np.float32)
+        return full, (full[within[1]] if within else full)
+
     if not mask.any():
-        return np.zeros(field_ppm.shape, np.float32)
+        return result()[0]
     box = bounding_box(mask)
     n_box = [sl.stop - sl.start for sl in box]
     shape = [sfft.next_fast_len(n + 2 * int(np.ceil(params.pad_mm / h)), real=True) for n, h in zip(n_box, voxel_mm)]
+    m = mask[box]
     if params.method == ITERATIVE:
-        f = np.where(mask[box], field_ppm[box], 0).astype(np.float32)
+        fb = field_ppm[box] if scale is None else np.asarray(field_ppm[box], np.float32) * scale
+        f = np.where(m, fb, 0).astype(np.float32)
+        del fb
         D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
         chi = _edge_weighted_l2(f, D, _gradient_power(shape, voxel_mm), shape, voxel_mm, params)
         del f, D
-    else:
-        f = np.zeros(shape, np.float32)   # the field inside the mask, zero-padded once (no separate crop)
-        np.copyto(f[: n_box[0], : n_box[1], : n_box[2]], field_ppm[box], where=mask[box])
-        spec = sfft.rfftn(f, workers=params.workers, overwrite_x=True)
-        del f
-        _apply_inverse_filter(spec, shape, voxel_mm, b0_axes, params)
-        chi = sfft.irfftn(spec, s=shape, workers=params.workers)
-        del spec
-    chi = chi[: n_box[0], : n_box[1], : n_box[2]]
-    m = mask[box]
-    out = np.zeros(field_ppm.shape, np.float32)   # allocated once the k-space arrays are gone
-    np.subtract(chi, np.float32(chi[m].mean()), out=out[box], where=m)   # 0 outside the mask
-    return out
+        chi = chi[: n_box[0], : n_box[1], : n_box[2]]
+        full, out = result()
+        np.subtract(chi, np.float32(chi[m].mean()), out=out[box], where=m)   # 0 outside the mask
+        return full
+
+    def field_slab(sl: slice) -> np.ndarray:
+        """The field inside the mask, zero-padded (planes ``sl`` of the padded box)."""
+        part = np.zeros((sl.stop - sl.start,) + tuple(shape[1:]), np.float32)
+        a, b = sl.start, min(sl.stop, n_box[0])
+        if a < b:
+            src = (slice(box[0].start + a, box[0].start + b), box[1], box[2])
+            dst = part[: b - a, : n_box[1], : n_box[2]]
+            if scale is None:
+                np.copyto(dst, field_ppm[src], where=mask[src])
+            else:
+                np.multiply(np.asarray(field_ppm[src], np.float32), scale, out=dst, where=mask[src])
+        return part
+
+    spec = rfftn_slabs(field_slab, tuple(shape), workers=params.workers)
+    _apply_inverse_filter(spec, shape, voxel_mm, b0_axes, params)
+    full, out = result()       # allocated once the field's spectrum is the only k-space array
+    chi_box = out[box]
+
+    def take(sl: slice, values: np.ndarray) -> None:
+        b = min(sl.stop, n_box[0])
+        if sl.start < b:
+            chi_box[sl.start:b] = values[: b - sl.start, : n_box[1], : n_box[2]]
+
+    irfftn_slabs(spec, tuple(shape), take, workers=params.workers)
+    del spec
+    mean = np.float32(chi_box[m].mean())
+    np.subtract(chi_box, mean, out=chi_box, where=m)
+    chi_box[~m] = 0.0                                      # 0 outside the mask
+    return full
 
 
 def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.ndarray, *, echo_time_ms: float,
@@ -249,12 +294,9 @@ def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.nd
     b0 = b0_in_array_axes(affine_lps)
     if mask.any():   # the field of the mask's box only (what the inversion reads): no full-size copy
         box = bounding_box(mask)
-        field = field_ppm_from_phase(np.asarray(local_phase_rad)[box], echo_time_ms=echo_time_ms,
-                                     field_strength_t=field_strength_t, convention=convention)
-        chi_box = invert_field(field, mask[box], voxel, b0, params)
-        del field
-        chi = np.zeros(np.shape(local_phase_rad), np.float32)
-        chi[box] = chi_box
+        scale = field_scale(echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, convention=convention)
+        chi = invert_field(np.asarray(local_phase_rad)[box], mask[box], voxel, b0, params, scale=scale,
+                           within=(np.shape(local_phase_rad), box))
     else:
         chi = np.zeros(np.shape(local_phase_rad), np.float32)
         field_ppm_from_phase(local_phase_rad[:0], echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
