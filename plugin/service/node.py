@@ -103,7 +103,8 @@ class Node:
         self.modes = permissions.apply(config.state_dir, config.storage.group)
         self.layout = StateLayout(config.state_dir)
         self.layout.create()
-        self.spool = Spool(self.layout.spool, min_free_mb=config.node.min_free_mb)
+        self.spool = Spool(self.layout.spool, min_free_mb=config.node.min_free_mb, file_mode=self.modes.file,
+                           file_gid=self.modes.gid)
         self.tracker = CompletionTracker(config.completion.quiet_period_s, config.completion.release_grace_s)
         self.queue: ServiceQueue = make_queue(config, analyse=analyse)
         self.with_workers = config.queue.workers > 0 if with_workers is None else with_workers
@@ -137,8 +138,8 @@ class Node:
                     self.spool.write_series_record(inst.study_instance_uid, inst.series_instance_uid,
                                                    series_record(inst, time.time()))
                     self._series_recorded.add(key)
-                outcome = self.spool.store(inst.study_instance_uid, inst.series_instance_uid,
-                                           inst.sop_instance_uid, inst.encoded)
+                outcome = self.spool.store_file(inst.study_instance_uid, inst.series_instance_uid,
+                                                inst.sop_instance_uid, inst.path)
             except OSError as exc:
                 reason = "disk_full" if isinstance(exc, SpoolFull) or is_disk_full(exc) else "store_error"
                 self.metrics.refused.labels(reason).inc()
