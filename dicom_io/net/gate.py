@@ -159,7 +159,11 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     request_queue_size = 128  # listen backlog (socketserver's default, 5, stalls bursts of connects)
 
     def __init__(self, *args, limits: ConnectionLimits, is_allowed: Callable[[str], bool],
-                 on_refused: RefusedCallback, on_tls_failure: RefusedCallback, **kwargs) -> None:
+                 on_refused: RefusedCallback, on_tls_failure: RefusedCallback, reuse_port: bool = False,
+                 **kwargs) -> None:
+        """``reuse_port``: bind with ``SO_REUSEPORT``, so that several processes listen on one port
+        and the kernel shares the incoming connections among them (Linux: same user only)."""
+        self.reuse_port = reuse_port
         self.limits = limits
         self.connections = ConnectionTable(limits)
         self._is_allowed = is_allowed
@@ -169,6 +173,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         self._by_socket_lock = threading.Lock()
         kwargs.setdefault("request_handler", PromptRequestHandler)  # fewer wake-ups per instance
         super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        # pynetdicom's server_bind sets SO_REUSEADDR only (socketserver's allow_reuse_port is not read)
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple]:
         # no TLS here: a handshake in the accepting thread lets one silent peer stop all accepts

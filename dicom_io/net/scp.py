@@ -28,6 +28,8 @@ address and, once known, the calling AE title.
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import ipaddress
 import logging
 import ssl
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileDataset
 from pydicom.filereader import read_dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
@@ -58,6 +61,7 @@ STATUS_WARNING_DATASET_MISMATCH = 0xB007
 # values longer than this are not read by the C-STORE handler (Pixel Data, large private blobs): their
 # lengths are known from the element headers, which is all the checks need
 HEADER_DEFER_BYTES = 1024
+HEADER_READ_BYTES = 64 * 1024  # read at once and parsed in memory; a longer header is parsed from the file
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,12 @@ class StorageSCP:
         unrestricted_storage: bool = True,
         limits: ConnectionLimits | None = None,
         calling_ae_certificates: dict[str, str] | None = None,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: listen with ``SO_REUSEPORT`` beside other processes on the same port
+        (each process's limits and counters are its own)."""
         self.ae_title = ae_title
+        self._reuse_port = reuse_port
         self.host = host
         self._requested_port = port
         self._on_instance = on_instance
@@ -214,7 +222,8 @@ class StorageSCP:
         server = self._ae.make_server(
             (self.host, self._requested_port), evt_handlers=handlers, ssl_context=self._ssl_context,
             server_class=GuardedAssociationServer, limits=self.limits, is_allowed=self.policy.address_allowed,
-            on_refused=self._connection_refused, on_tls_failure=self._tls_failed)
+            on_refused=self._connection_refused, on_tls_failure=self._tls_failed,
+            reuse_port=self._reuse_port)
         thread = threading.Thread(target=server.serve_forever, name=f"AcceptorServer-{self.ae_title}",
                                   daemon=True)
         thread.start()
@@ -359,16 +368,51 @@ class StorageSCP:
 def _received_header(event, path: Path) -> Dataset:
     """The header of the data set pynetdicom wrote to ``path`` (read in the context's transfer
     syntax, the File Meta Information skipped): values longer than ``HEADER_DEFER_BYTES`` are not
-    read (pydicom reads one from ``path`` if it is asked for). A Deflated Explicit VR data set is
-    inflated within the reader's bound (:func:`dicom_io.read.limits.decode_dataset`), never whole."""
+    read (pydicom reads one from ``path`` if it is asked for). The first ``HEADER_READ_BYTES`` are
+    read at once and parsed in memory (parsing a file object costs a ``tell``/``seek`` system call
+    per element, each one a chance for another thread to take the interpreter lock); a header
+    longer than that is parsed from the file. A Deflated Explicit VR data set is inflated within
+    the reader's bound (:func:`dicom_io.read.limits.decode_dataset`), never whole."""
     ts = event.context.transfer_syntax
-    with open(path, "rb") as fh:
-        fh.seek(_data_set_offset(fh.read(144)))
+    with open(path, "rb", buffering=0) as fh:
+        head = fh.read(HEADER_READ_BYTES)
+        offset = _data_set_offset(head)
         if ts.is_deflated:
+            fh.seek(offset)
             return decode_dataset(fh.read(), implicit_vr=False, little_endian=True, deflated=True,
                                   path=f"C-STORE {event.request.AffectedSOPInstanceUID}")
-        ds = read_dataset(fh, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
+        ds = (_parse_prefix(head, offset, ts, os.fstat(fh.fileno()).st_size) if len(head) == HEADER_READ_BYTES
+              else None)
+        if ds is None:  # the whole file was read, or the header runs past the prefix
+            if len(head) < HEADER_READ_BYTES:
+                buf = io.BytesIO(head)
+                buf.seek(offset)
+                ds = read_dataset(buf, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
+            else:
+                with open(path, "rb") as full:
+                    full.seek(offset)
+                    ds = read_dataset(full, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
     return FileDataset(str(path), ds, is_implicit_VR=ts.is_implicit_VR, is_little_endian=ts.is_little_endian)
+
+
+def _parse_prefix(head: bytes, offset: int, ts, file_size: int) -> Dataset | None:
+    """The data set parsed from the first bytes ``head`` of a ``file_size``-byte file, or None when
+    it may hold more than was parsed (the header is longer than ``head``)."""
+    buf = io.BytesIO(head)
+    buf.seek(offset)
+    try:
+        ds = read_dataset(buf, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
+    except Exception:
+        return None
+    if not len(ds):
+        return None
+    # elements follow one another in the file: the parse read everything up to a deferred value
+    # (skipped) that is the file's last element, usually the Pixel Data; else it stopped short
+    last = ds.get_item(next(reversed(ds.keys())), keep_deferred=True)  # the last one read
+    if (isinstance(last, RawDataElement) and last.value is None and last.length != 0xFFFFFFFF
+            and last.value_tell <= len(head) and last.value_tell + last.length == file_size):
+        return ds
+    return None
 
 
 def _data_set_offset(head: bytes) -> int:

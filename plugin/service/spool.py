@@ -344,6 +344,8 @@ class Spool:
         if path.exists():
             return False
         self.check_space()
+        with self._lock:  # once per series: check the folders for real (another process may have removed them)
+            self._known_dirs.discard(path.parent)
         self._ensure_dir(path.parent)
         atomic_write_bytes(path, json.dumps(record, sort_keys=True).encode(), tmp_dir=self.tmp)
         return True

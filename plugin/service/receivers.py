@@ -1,0 +1,219 @@
+"""Several processes receiving on one port: ``[receive] processes = N``.
+
+One Python process receives at most one core's worth of C-STOREs (pynetdicom runs every
+association's protocol and handler in Python threads that share one interpreter lock), and under
+several senders its threads mostly wait for that lock. With N > 1 the node's own Storage SCP binds
+its port with ``SO_REUSEPORT`` and N - 1 receiver processes (started with ``spawn``: no state is
+inherited from the node's threads) bind the same port; the kernel hands each new connection to
+one of the listening processes, so each association, and its instances, stays in one process.
+
+Every receiving process runs the same :class:`plugin.service.receive.InstanceReceiver`: each
+instance is durable in the shared spool before its Success status, the series record written
+first, study removal excluded by the spool's ``flock`` locks. A receiver process reports over a
+pipe, in order, every instance it stored (``("stored", study dir or None, association)``), every
+refusal and every association end; the node applies them to its one completion tracker, so a
+study whose instances arrive through several processes completes once, after the last of them
+(quiet period) or once every association that delivered to it has ended (release grace). An
+instance is reported before it is answered; the tracker may see it a moment later than the spool
+has it, which completion tolerates (a late instance makes the study due again). Associations are
+named ``(pid, id)`` in the tracker, so two processes' associations never mix.
+
+A receiver process stops when the node stops it (SIGTERM), when its node is gone (parent changed),
+or when its pipe breaks; a dead one is logged and started again by :meth:`ReceiverPool.check_health`
+(its associations count as ended). Connection and association limits (``[node]``) apply per
+process.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Hashable
+
+from dicom_io.net.gate import ConnectionLimits
+from dicom_io.net.scp import AccessPolicy, StorageSCP, server_ssl_context
+
+from plugin.service.config import Config
+from plugin.service.permissions import Modes
+from plugin.service.receive import InstanceReceiver, RefusedCallback, StoredCallback, StudyLock
+from plugin.service.spool import Spool
+from plugin.service.state import StateLayout
+
+LOG = logging.getLogger(__name__)
+
+AssociationEndCallback = Callable[[Hashable, str], None]
+
+
+def storage_scp(config: Config, on_instance, *, on_association_end: AssociationEndCallback,
+                port: int | None = None) -> StorageSCP:
+    """The node's Storage SCP as ``config`` says (``SO_REUSEPORT`` when several processes receive)."""
+    tls, nc = config.node.tls, config.node
+    ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert) if tls else None
+    return StorageSCP(
+        nc.ae_title, nc.host, nc.port if port is None else port, on_instance,
+        on_association_end=on_association_end,
+        policy=AccessPolicy(nc.allowed_calling_ae_titles, nc.allowed_networks),
+        ssl_context=ssl_ctx, maximum_associations=nc.max_associations,
+        network_timeout_s=nc.network_timeout_s,
+        limits=ConnectionLimits(nc.max_connections_per_address, nc.max_pending_connections,
+                                nc.association_request_timeout_s),
+        calling_ae_certificates=dict(tls.calling_ae_certificates) if tls else None,
+        reuse_port=config.receive.processes > 1)
+
+
+def receiver_main(config: Config, port: int, conn, log_levels: dict[str, int]) -> None:
+    """A receiver process (see the module docstring): receive on ``port`` until told to stop.
+    ``log_levels``: the node's levels by logger name ("" the root), kept here."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s [receiver %(process)d] %(name)s: %(message)s")
+    for name, level in log_levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    modes = Modes.for_group(config.storage.group)
+    os.umask(modes.umask)  # as the node's: spooled files owner-only, or group-readable
+    layout = StateLayout(config.state_dir)
+    spool = Spool(layout.spool, min_free_mb=config.node.min_free_mb, file_mode=modes.file, file_gid=modes.gid)
+    pid, send_lock, stop = os.getpid(), threading.Lock(), threading.Event()
+
+    def send(message: tuple) -> None:
+        with send_lock:  # a Connection is not safe for concurrent senders
+            conn.send(message)
+
+    receiver = InstanceReceiver(spool, StudyLock(layout.spool / ".locks"),
+                                on_stored=lambda study, assoc: send(("stored", study, (pid, assoc))),
+                                on_refused=lambda reason: send(("refused", reason)))
+    scp = storage_scp(config, receiver, port=port,
+                      on_association_end=lambda assoc, how: send(("ended", (pid, assoc), how)))
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the node, which stops us
+    parent = os.getppid()
+    scp.start()
+    send(("listening", pid))
+    while not stop.wait(1.0):
+        if os.getppid() != parent:  # the node is gone: nothing would complete what we receive
+            LOG.warning("receiver %d: the node (pid %d) is gone; stopping", pid, parent)
+            break
+    scp.stop()
+    conn.close()
+
+
+def _log_levels() -> dict[str, int]:
+    """The levels a receiver process takes from the node: the root's and every configured logger's."""
+    levels = {"": logging.getLogger().getEffectiveLevel()}
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
+
+
+@dataclass
+class _Receiver:
+    index: int
+    process: multiprocessing.process.BaseProcess
+    listener: threading.Thread | None = None
+    listening: threading.Event = field(default_factory=threading.Event)
+    open_associations: set = field(default_factory=set)
+    stopping: bool = False
+
+
+class ReceiverPool:
+    """The ``[receive] processes`` - 1 receiver processes beside the node's own Storage SCP."""
+
+    START_TIMEOUT_S = 60.0
+
+    def __init__(self, config: Config, *, on_stored: StoredCallback, on_refused: RefusedCallback,
+                 on_association_end: AssociationEndCallback) -> None:
+        self.config = config
+        self.size = config.receive.processes - 1
+        self._on_stored = on_stored
+        self._on_refused = on_refused
+        self._on_association_end = on_association_end
+        self._receivers: list[_Receiver] = []
+        self._port: int | None = None
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+
+    @property
+    def pids(self) -> list[int]:
+        return [r.process.pid for r in self._receivers if r.process.pid is not None]
+
+    def start(self, port: int) -> None:
+        """Start the receiver processes on ``port`` (the node's SCP already listens there) and wait
+        until each one listens."""
+        self._port = port
+        for i in range(self.size):
+            self._receivers.append(self._spawn(i))
+        for r in self._receivers:
+            if not r.listening.wait(self.START_TIMEOUT_S):
+                LOG.error("receiver process %d did not start listening within %.0f s", r.process.pid,
+                          self.START_TIMEOUT_S)
+        if self.size:
+            LOG.info("%d receiver process(es) listening on port %d beside the node: %s", self.size, port,
+                     ", ".join(map(str, self.pids)))
+
+    def _spawn(self, index: int) -> _Receiver:
+        reader, writer = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(target=receiver_main, name=f"borderphase-receiver-{index}",
+                                 args=(self.config, self._port, writer, _log_levels()))
+        proc.start()
+        writer.close()  # the child's end: our reader sees EOF when the child is gone
+        r = _Receiver(index, proc)
+        r.listener = threading.Thread(target=self._listen, args=(r, reader), daemon=True,
+                                      name=f"receiver-{index}-reports")
+        r.listener.start()
+        return r
+
+    def _listen(self, r: _Receiver, reader) -> None:
+        while True:
+            try:
+                message = reader.recv()
+            except (EOFError, OSError):
+                break
+            try:
+                kind = message[0]
+                if kind == "stored":
+                    r.open_associations.add(message[2])
+                    self._on_stored(message[1], message[2])
+                elif kind == "ended":
+                    r.open_associations.discard(message[1])
+                    self._on_association_end(message[1], message[2])
+                elif kind == "refused":
+                    self._on_refused(message[1])
+                elif kind == "listening":
+                    r.listening.set()
+            except Exception:
+                LOG.exception("receiver %s: report %r could not be applied", r.process.pid, message[:1])
+        reader.close()
+        for assoc in list(r.open_associations):  # its associations are over, whatever they were doing
+            self._on_association_end(assoc, "aborted")
+        r.open_associations.clear()
+        if not r.stopping:
+            LOG.warning("receiver process %s ended (exit code %s)", r.process.pid, r.process.exitcode)
+
+    def check_health(self) -> None:
+        """Start again any receiver process that died."""
+        with self._lock:
+            for i, r in enumerate(self._receivers):
+                if not r.stopping and not r.process.is_alive():
+                    LOG.warning("receiver process %s is dead (exit code %s): starting another", r.process.pid,
+                                r.process.exitcode)
+                    if r.listener is not None:
+                        r.listener.join(5)
+                    self._receivers[i] = self._spawn(r.index)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        with self._lock:
+            for r in self._receivers:
+                r.stopping = True
+                if r.process.is_alive():
+                    r.process.terminate()  # SIGTERM: stop listening, finish, exit
+            for r in self._receivers:
+                r.process.join(timeout_s)
+                if r.process.is_alive():
+                    LOG.warning("receiver process %s did not stop within %.0f s: killing it", r.process.pid, timeout_s)
+                    r.process.kill()
+                    r.process.join(5)
+                if r.listener is not None:
+                    r.listener.join(5)
+            self._receivers = []
