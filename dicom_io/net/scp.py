@@ -211,6 +211,11 @@ class StorageSCP:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+            # pynetdicom's standard event handlers format a log record for every DIMSE message and
+            # PDU (INFO/DEBUG); with its logger above INFO they are not bound at all (process-wide,
+            # decided when the server starts; warnings and errors are still logged)
+            _config.LOG_HANDLER_LEVEL = "none"
         handlers = [
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, self._handle_echo),
