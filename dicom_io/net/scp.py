@@ -165,12 +165,13 @@ class StorageSCP:
         unrestricted_storage: bool = True,
         limits: ConnectionLimits | None = None,
         calling_ae_certificates: dict[str, str] | None = None,
-        reuse_port: bool = False,
+        dispatch: Callable | None = None,
     ) -> None:
-        """``reuse_port``: listen with ``SO_REUSEPORT`` beside other processes on the same port
-        (each process's limits and counters are its own)."""
+        """``dispatch(sock, address) -> bool``: offered each accepted connection first (see
+        :class:`dicom_io.net.gate.GuardedAssociationServer`); True = it took the connection."""
         self.ae_title = ae_title
-        self._reuse_port = reuse_port
+        self._dispatch = dispatch
+        self._listening = False
         self.host = host
         self._requested_port = port
         self._on_instance = on_instance
@@ -210,7 +211,9 @@ class StorageSCP:
         self._ae = ae
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, listen: bool = True) -> None:
+        """Listen on ``host:port``; with ``listen=False`` (a receiver process) accept nothing and
+        serve only the connections given to :meth:`hand_in`."""
         if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
             # pynetdicom's standard event handlers format a log record for every DIMSE message and
             # PDU (INFO/DEBUG); with its logger above INFO they are not bound at all (process-wide,
@@ -228,14 +231,23 @@ class StorageSCP:
             (self.host, self._requested_port), evt_handlers=handlers, ssl_context=self._ssl_context,
             server_class=GuardedAssociationServer, limits=self.limits, is_allowed=self.policy.address_allowed,
             on_refused=self._connection_refused, on_tls_failure=self._tls_failed,
-            reuse_port=self._reuse_port)
+            dispatch=self._dispatch)
+        self._server = server
+        if not listen:  # connections come through hand_in only
+            server.socket.close()
+            LOG.info("storage SCP %s serving connections handed in by another process", self.ae_title)
+            return
         thread = threading.Thread(target=server.serve_forever, name=f"AcceptorServer-{self.ae_title}",
                                   daemon=True)
         thread.start()
         self._ae._servers.append(server)  # as AE.start_server does: server.shutdown() removes it
-        self._server = server
+        self._listening = True
         LOG.info("storage SCP %s listening on %s:%d%s", self.ae_title, self.host, self.port,
                  " (TLS)" if self._ssl_context else "")
+
+    def hand_in(self, sock, address: tuple) -> None:
+        """Serve a TCP connection another process accepted (and passed here) on this SCP."""
+        self._server.hand_in(sock, address)
 
     @property
     def port(self) -> int:
@@ -245,7 +257,10 @@ class StorageSCP:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if self._listening:
+                self._server.shutdown()
+            else:
+                self._server.server_close()
             self._server = None
 
     @property

@@ -85,9 +85,10 @@ class Node:
         self.metrics_port: int | None = None
         self._next_reconcile = self._next_retention = 0.0
         self.on_instance = InstanceReceiver(self.spool, self.guard, self._stored, self._refused)
-        self.scp = storage_scp(config, self.on_instance, on_association_end=self.on_association_end)
         self.receivers = ReceiverPool(config, on_stored=self._stored, on_refused=self._refused,
                                       on_association_end=self.on_association_end)
+        self.scp = storage_scp(config, self.on_instance, on_association_end=self.on_association_end,
+                               dispatch=self.receivers.dispatch if self.receivers.size else None)
 
     # -- receiving: this process's association threads and the receiver processes' reports -----
     def _stored(self, study: str | None, association_id) -> None:

@@ -2,10 +2,14 @@
 
 One Python process receives at most one core's worth of C-STOREs (pynetdicom runs every
 association's protocol and handler in Python threads that share one interpreter lock), and under
-several senders its threads mostly wait for that lock. With N > 1 the node's own Storage SCP binds
-its port with ``SO_REUSEPORT`` and N - 1 receiver processes (started with ``spawn``: no state is
-inherited from the node's threads) bind the same port; the kernel hands each new connection to
-one of the listening processes, so each association, and its instances, stays in one process.
+several senders its threads mostly wait for that lock. With N > 1 the node starts N - 1 receiver
+processes (``spawn``: no state inherited from the node's threads). The node's Storage SCP alone
+listens and admits connections (address whitelist, per-address and pending limits); it hands the
+admitted connections round-robin to itself and its receiver processes, passing the socket's
+descriptor over a Unix socket (``SCM_RIGHTS``), so each association, and its instances, stays in
+one process, and concurrent senders are spread evenly (the kernel's ``SO_REUSEPORT`` hashing put
+5 of 6 associations in one process in a trial run). A receiver process serves what it is handed
+exactly as the node does: TLS handshake, A-ASSOCIATE checks, C-STOREs.
 
 Every receiving process runs the same :class:`plugin.service.receive.InstanceReceiver`: each
 instance is durable in the shared spool before its Success status, the series record written
@@ -18,10 +22,10 @@ instance is reported before it is answered; the tracker may see it a moment late
 has it, which completion tolerates (a late instance makes the study due again). Associations are
 named ``(pid, id)`` in the tracker, so two processes' associations never mix.
 
-A receiver process stops when the node stops it (SIGTERM), when its node is gone (parent changed),
-or when its pipe breaks; a dead one is logged and started again by :meth:`ReceiverPool.check_health`
-(its associations count as ended). Connection and association limits (``[node]``) apply per
-process.
+A receiver process stops when the node stops it (SIGTERM), when its node is gone (parent changed,
+or its hand-in socket closed); a dead one is logged, skipped by the round-robin, and started again
+by :meth:`ReceiverPool.check_health` (its associations count as ended). ``maximum_associations``
+applies per process.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
@@ -48,8 +53,8 @@ AssociationEndCallback = Callable[[Hashable, str], None]
 
 
 def storage_scp(config: Config, on_instance, *, on_association_end: AssociationEndCallback,
-                port: int | None = None) -> StorageSCP:
-    """The node's Storage SCP as ``config`` says (``SO_REUSEPORT`` when several processes receive)."""
+                port: int | None = None, dispatch=None) -> StorageSCP:
+    """The node's Storage SCP as ``config`` says (``dispatch``: see :class:`ReceiverPool`)."""
     tls, nc = config.node.tls, config.node
     ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert) if tls else None
     return StorageSCP(
@@ -61,11 +66,12 @@ def storage_scp(config: Config, on_instance, *, on_association_end: AssociationE
         limits=ConnectionLimits(nc.max_connections_per_address, nc.max_pending_connections,
                                 nc.association_request_timeout_s),
         calling_ae_certificates=dict(tls.calling_ae_certificates) if tls else None,
-        reuse_port=config.receive.processes > 1)
+        dispatch=dispatch)
 
 
-def receiver_main(config: Config, port: int, conn, log_levels: dict[str, int]) -> None:
-    """A receiver process (see the module docstring): receive on ``port`` until told to stop.
+def receiver_main(config: Config, hand_in: socket.socket, conn, log_levels: dict[str, int]) -> None:
+    """A receiver process (see the module docstring): serve the connections the node passes over
+    ``hand_in`` until told to stop.
     ``log_levels``: the node's levels by logger name ("" the root), kept here."""
     logging.basicConfig(format="%(asctime)s %(levelname)s [receiver %(process)d] %(name)s: %(message)s")
     for name, level in log_levels.items():
@@ -83,12 +89,27 @@ def receiver_main(config: Config, port: int, conn, log_levels: dict[str, int]) -
     receiver = InstanceReceiver(spool, StudyLock(layout.spool / ".locks"),
                                 on_stored=lambda study, assoc: send(("stored", study, (pid, assoc))),
                                 on_refused=lambda reason: send(("refused", reason)))
-    scp = storage_scp(config, receiver, port=port,
+    scp = storage_scp(config, receiver, port=0,
                       on_association_end=lambda assoc, how: send(("ended", (pid, assoc), how)))
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the node, which stops us
     parent = os.getppid()
-    scp.start()
+    scp.start(listen=False)
+
+    def take_connections() -> None:
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(hand_in, 4096, 4)
+            except OSError:
+                break
+            if not message:  # the node closed its end
+                break
+            host, port = message.decode().split("\n", 1)
+            for fd in fds:
+                scp.hand_in(socket.socket(fileno=fd), (host, int(port)))
+        stop.set()
+
+    threading.Thread(target=take_connections, name="hand-in", daemon=True).start()
     send(("listening", pid))
     while not stop.wait(1.0):
         if os.getppid() != parent:  # the node is gone: nothing would complete what we receive
@@ -113,7 +134,8 @@ class _Receiver:
     process: multiprocessing.process.BaseProcess
     listener: threading.Thread | None = None
     listening: threading.Event = field(default_factory=threading.Event)
-    open_associations: set = field(default_factory=set)
+    open_associations: dict = field(default_factory=dict)  # association -> [instances, study dir]
+    hand_in: socket.socket | None = None  # our end of the socket the connections go through
     stopping: bool = False
 
 
@@ -133,14 +155,30 @@ class ReceiverPool:
         self._port: int | None = None
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
+        self._turn = 0
 
     @property
     def pids(self) -> list[int]:
         return [r.process.pid for r in self._receivers if r.process.pid is not None]
 
+    def dispatch(self, sock: socket.socket, address: tuple) -> bool:
+        """The node SCP's ``dispatch``: every connection in turn to this process (False: serve it
+        here) or to one of the receiver processes (True: passed there; a dead one is skipped)."""
+        with self._lock:
+            self._turn = (self._turn + 1) % (len(self._receivers) + 1)
+            r = self._receivers[self._turn - 1] if self._turn else None
+        if r is None or r.stopping or r.hand_in is None or not r.listening.is_set() or not r.process.is_alive():
+            return False
+        try:
+            socket.send_fds(r.hand_in, [f"{address[0]}\n{address[1]}".encode()], [sock.fileno()])
+        except OSError as exc:
+            LOG.warning("cannot pass a connection to receiver process %s (%s): served by the node", r.process.pid, exc)
+            return False
+        return True
+
     def start(self, port: int) -> None:
-        """Start the receiver processes on ``port`` (the node's SCP already listens there) and wait
-        until each one listens."""
+        """Start the receiver processes (the node's SCP listens on ``port``) and wait until each one
+        takes connections."""
         self._port = port
         for i in range(self.size):
             self._receivers.append(self._spawn(i))
@@ -149,16 +187,18 @@ class ReceiverPool:
                 LOG.error("receiver process %d did not start listening within %.0f s", r.process.pid,
                           self.START_TIMEOUT_S)
         if self.size:
-            LOG.info("%d receiver process(es) listening on port %d beside the node: %s", self.size, port,
-                     ", ".join(map(str, self.pids)))
+            LOG.info("%d receiver process(es) serving connections to port %d beside the node: %s", self.size,
+                     port, ", ".join(map(str, self.pids)))
 
     def _spawn(self, index: int) -> _Receiver:
         reader, writer = self._ctx.Pipe(duplex=False)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one connection per message
         proc = self._ctx.Process(target=receiver_main, name=f"borderphase-receiver-{index}",
-                                 args=(self.config, self._port, writer, _log_levels()))
+                                 args=(self.config, theirs, writer, _log_levels()))
         proc.start()
         writer.close()  # the child's end: our reader sees EOF when the child is gone
-        r = _Receiver(index, proc)
+        theirs.close()
+        r = _Receiver(index, proc, hand_in=ours)
         r.listener = threading.Thread(target=self._listen, args=(r, reader), daemon=True,
                                       name=f"receiver-{index}-reports")
         r.listener.start()
@@ -173,10 +213,14 @@ class ReceiverPool:
             try:
                 kind = message[0]
                 if kind == "stored":
-                    r.open_associations.add(message[2])
+                    r.open_associations.setdefault(message[2], [0, None])[0] += 1
+                    if message[1] is not None:
+                        r.open_associations[message[2]][1] = message[1]
                     self._on_stored(message[1], message[2])
                 elif kind == "ended":
-                    r.open_associations.discard(message[1])
+                    n, study = r.open_associations.pop(message[1], (0, None))
+                    LOG.info("receiver %s: association %s %s after %d instance(s)%s", r.process.pid, message[1][1],
+                             message[2], n, f" (study {study})" if study else "")
                     self._on_association_end(message[1], message[2])
                 elif kind == "refused":
                     self._on_refused(message[1])
@@ -185,6 +229,8 @@ class ReceiverPool:
             except Exception:
                 LOG.exception("receiver %s: report %r could not be applied", r.process.pid, message[:1])
         reader.close()
+        if r.hand_in is not None:
+            r.hand_in.close()
         for assoc in list(r.open_associations):  # its associations are over, whatever they were doing
             self._on_association_end(assoc, "aborted")
         r.open_associations.clear()
@@ -206,6 +252,11 @@ class ReceiverPool:
         with self._lock:
             for r in self._receivers:
                 r.stopping = True
+                if r.hand_in is not None:
+                    try:
+                        r.hand_in.shutdown(socket.SHUT_RDWR)  # no more connections
+                    except OSError:
+                        pass
                 if r.process.is_alive():
                     r.process.terminate()  # SIGTERM: stop listening, finish, exit
             for r in self._receivers:
