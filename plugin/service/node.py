@@ -91,11 +91,11 @@ class Node:
                                dispatch=self.receivers.dispatch if self.receivers.size else None)
 
     # -- receiving: this process's association threads and the receiver processes' reports -----
-    def _stored(self, study: str | None, association_id) -> None:
-        """An instance is durable in the spool (``study`` None: an identical resend, nothing new)."""
+    def _stored(self, study: str | None, association_id, n: int = 1) -> None:
+        """``n`` instances are durable in the spool (``study`` None: identical resends, nothing new)."""
         if study is not None:
             self.tracker.instance_arrived(study, association_id)
-        self.metrics.received.inc()
+        self.metrics.received.inc(n)
 
     def _refused(self, reason: str) -> None:
         self.metrics.refused.labels(reason).inc()

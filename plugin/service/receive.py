@@ -160,7 +160,7 @@ class InstanceReceiver:
                             "beside the earlier bytes (%s); the study will be analysed again",
                             inst.sop_instance_uid, inst.study_instance_uid, outcome.version,
                             outcome.previous.name if outcome.previous else "?")
-            # reported before the answer, while the study is still held: completion sees it first
+            # reported while the study is still held (a receiver process batches its reports)
             self._on_stored(study if outcome.new else None, inst.association_id)
         problems = instance_problems(inst.dataset, inst.sop_class_uid, inst.transfer_syntax_uid)
         if problems:

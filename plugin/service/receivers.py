@@ -14,12 +14,14 @@ exactly as the node does: TLS handshake, A-ASSOCIATE checks, C-STOREs.
 Every receiving process runs the same :class:`plugin.service.receive.InstanceReceiver`: each
 instance is durable in the shared spool before its Success status, the series record written
 first, study removal excluded by the spool's ``flock`` locks. A receiver process reports over a
-pipe, in order, every instance it stored (``("stored", study dir or None, association)``), every
-refusal and every association end; the node applies them to its one completion tracker, so a
+pipe, in order, the instances it stored (``("stored", [((study dir or None, association), count)])``,
+batched every 50 ms and before each association's end), every refusal and every association end;
+the node applies them to its one completion tracker, so a
 study whose instances arrive through several processes completes once, after the last of them
 (quiet period) or once every association that delivered to it has ended (release grace). An
-instance is reported before it is answered; the tracker may see it a moment later than the spool
-has it, which completion tolerates (a late instance makes the study due again). Associations are
+instance is answered once durable and reported within 50 ms; the tracker may see it that much later
+than the spool has it, which completion tolerates (a late instance makes the study due again, as
+one arriving just after completion does). Associations are
 named ``(pid, id)`` in the tracker, so two processes' associations never mix.
 
 A receiver process stops when the node stops it (SIGTERM), when its node is gone (parent changed,
@@ -43,13 +45,14 @@ from dicom_io.net.scp import AccessPolicy, StorageSCP, server_ssl_context
 
 from plugin.service.config import Config
 from plugin.service.permissions import Modes
-from plugin.service.receive import InstanceReceiver, RefusedCallback, StoredCallback, StudyLock
+from plugin.service.receive import InstanceReceiver, RefusedCallback, StudyLock
 from plugin.service.spool import Spool
 from plugin.service.state import StateLayout
 
 LOG = logging.getLogger(__name__)
 
 AssociationEndCallback = Callable[[Hashable, str], None]
+ReportedCallback = Callable[[str | None, Hashable, int], None]  # (study dir or None, association, instances)
 
 
 def storage_scp(config: Config, on_instance, *, on_association_end: AssociationEndCallback,
@@ -69,6 +72,45 @@ def storage_scp(config: Config, on_instance, *, on_association_end: AssociationE
         dispatch=dispatch)
 
 
+REPORT_INTERVAL_S = 0.05  # stored instances are reported in batches at least this often
+
+
+class _Reports:
+    """What a receiver process tells the node, over ``conn``. Stored instances are counted per
+    (study, association) and sent in batches (every ``REPORT_INTERVAL_S``, and before the
+    association's end, so the node always sees an association's instances before its end): one
+    message per instance would wake the node's listener thread, and take its interpreter lock,
+    for every instance. A study's last instance thus reaches the tracker up to
+    ``REPORT_INTERVAL_S`` after its answer, far below any quiet period or release grace."""
+
+    def __init__(self, conn, pid: int) -> None:
+        self._conn, self._pid = conn, pid
+        self._lock = threading.Lock()
+        self._stored: dict[tuple, int] = {}
+
+    def send(self, message: tuple) -> None:
+        with self._lock:  # a Connection is not safe for concurrent senders
+            self._conn.send(message)
+
+    def stored(self, study: str | None, assoc) -> None:
+        key = (study, (self._pid, assoc))
+        with self._lock:
+            self._stored[key] = self._stored.get(key, 0) + 1
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._stored:
+                batch, self._stored = list(self._stored.items()), {}
+                self._conn.send(("stored", batch))
+
+    def refused(self, reason: str) -> None:
+        self.send(("refused", reason))
+
+    def ended(self, assoc, how: str) -> None:
+        self.flush()
+        self.send(("ended", (self._pid, assoc), how))
+
+
 def receiver_main(config: Config, hand_in: socket.socket, conn, log_levels: dict[str, int]) -> None:
     """A receiver process (see the module docstring): serve the connections the node passes over
     ``hand_in`` until told to stop.
@@ -82,15 +124,10 @@ def receiver_main(config: Config, hand_in: socket.socket, conn, log_levels: dict
     spool = Spool(layout.spool, min_free_mb=config.node.min_free_mb, file_mode=modes.file, file_gid=modes.gid)
     pid, send_lock, stop = os.getpid(), threading.Lock(), threading.Event()
 
-    def send(message: tuple) -> None:
-        with send_lock:  # a Connection is not safe for concurrent senders
-            conn.send(message)
-
-    receiver = InstanceReceiver(spool, StudyLock(layout.spool / ".locks"),
-                                on_stored=lambda study, assoc: send(("stored", study, (pid, assoc))),
-                                on_refused=lambda reason: send(("refused", reason)))
-    scp = storage_scp(config, receiver, port=0,
-                      on_association_end=lambda assoc, how: send(("ended", (pid, assoc), how)))
+    reports = _Reports(conn, pid)
+    receiver = InstanceReceiver(spool, StudyLock(layout.spool / ".locks"), on_stored=reports.stored,
+                                on_refused=reports.refused)
+    scp = storage_scp(config, receiver, port=0, on_association_end=reports.ended)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the node, which stops us
     parent = os.getppid()
@@ -110,12 +147,14 @@ def receiver_main(config: Config, hand_in: socket.socket, conn, log_levels: dict
         stop.set()
 
     threading.Thread(target=take_connections, name="hand-in", daemon=True).start()
-    send(("listening", pid))
-    while not stop.wait(1.0):
+    reports.send(("listening", pid))
+    while not stop.wait(REPORT_INTERVAL_S):
+        reports.flush()
         if os.getppid() != parent:  # the node is gone: nothing would complete what we receive
             LOG.warning("receiver %d: the node (pid %d) is gone; stopping", pid, parent)
             break
     scp.stop()
+    reports.flush()
     conn.close()
 
 
@@ -144,7 +183,7 @@ class ReceiverPool:
 
     START_TIMEOUT_S = 60.0
 
-    def __init__(self, config: Config, *, on_stored: StoredCallback, on_refused: RefusedCallback,
+    def __init__(self, config: Config, *, on_stored: ReportedCallback, on_refused: RefusedCallback,
                  on_association_end: AssociationEndCallback) -> None:
         self.config = config
         self.size = config.receive.processes - 1
@@ -213,10 +252,12 @@ class ReceiverPool:
             try:
                 kind = message[0]
                 if kind == "stored":
-                    r.open_associations.setdefault(message[2], [0, None])[0] += 1
-                    if message[1] is not None:
-                        r.open_associations[message[2]][1] = message[1]
-                    self._on_stored(message[1], message[2])
+                    for (study, assoc), n in message[1]:
+                        counts = r.open_associations.setdefault(assoc, [0, None])
+                        counts[0] += n
+                        if study is not None:
+                            counts[1] = study
+                        self._on_stored(study, assoc, n)
                 elif kind == "ended":
                     n, study = r.open_associations.pop(message[1], (0, None))
                     LOG.info("receiver %s: association %s %s after %d instance(s)%s", r.process.pid, message[1][1],
