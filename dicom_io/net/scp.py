@@ -394,24 +394,28 @@ def _received_header(event, path: Path) -> Dataset:
     longer than that is parsed from the file. A Deflated Explicit VR data set is inflated within
     the reader's bound (:func:`dicom_io.read.limits.decode_dataset`), never whole."""
     ts = event.context.transfer_syntax
-    with open(path, "rb", buffering=0) as fh:
-        head = fh.read(HEADER_READ_BYTES)
+    fd = os.open(path, os.O_RDONLY)  # not open(): a FileIO costs an fstat and an lseek more
+    try:
+        head = os.read(fd, HEADER_READ_BYTES)
         offset = _data_set_offset(head)
         if ts.is_deflated:
-            fh.seek(offset)
-            return decode_dataset(fh.read(), implicit_vr=False, little_endian=True, deflated=True,
-                                  path=f"C-STORE {event.request.AffectedSOPInstanceUID}")
-        ds = (_parse_prefix(head, offset, ts, os.fstat(fh.fileno()).st_size) if len(head) == HEADER_READ_BYTES
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                return decode_dataset(fh.read(), implicit_vr=False, little_endian=True, deflated=True,
+                                      path=f"C-STORE {event.request.AffectedSOPInstanceUID}")
+        ds = (_parse_prefix(head, offset, ts, os.fstat(fd).st_size) if len(head) == HEADER_READ_BYTES
               else None)
-        if ds is None:  # the whole file was read, or the header runs past the prefix
-            if len(head) < HEADER_READ_BYTES:
-                buf = io.BytesIO(head)
-                buf.seek(offset)
-                ds = read_dataset(buf, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
-            else:
-                with open(path, "rb") as full:
-                    full.seek(offset)
-                    ds = read_dataset(full, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
+    finally:
+        os.close(fd)
+    if ds is None:  # the whole file was read, or the header runs past the prefix
+        if len(head) < HEADER_READ_BYTES:
+            buf = io.BytesIO(head)
+            buf.seek(offset)
+            ds = read_dataset(buf, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
+        else:
+            with open(path, "rb") as full:
+                full.seek(offset)
+                ds = read_dataset(full, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
     return FileDataset(str(path), ds, is_implicit_VR=ts.is_implicit_VR, is_little_endian=ts.is_little_endian)
 
 

@@ -295,9 +295,11 @@ class Spool:
         self._ensure_dir(path.parent)
         with self._sop_locks[hash(path) % len(self._sop_locks)]:
             latest = 0
+            probe = False  # the first try names version 1 without looking (the common case)
             while True:
-                while version_path(path, latest + 1).exists():
+                while probe and version_path(path, latest + 1).exists():
                     latest += 1
+                probe = True
                 previous = version_path(path, latest) if latest else None
                 if previous is not None and same_content(synced, previous, size):
                     return StoreOutcome(previous, new=False, version=latest)
