@@ -1,6 +1,6 @@
 """Several receiving processes on one port ([receive] processes = 2), with real dcmtk storescu
 against the real node (``serve`` in a subprocess): a study whose associations land in both the
-node's process and its receiver process (the kernel shares connections by SO_REUSEPORT) completes
+node's process and its receiver process (the node hands connections round-robin) completes
 once, with every instance, only after the last of its associations ended, whichever process held
 it; a killed receiver process is started again and the node keeps receiving."""
 from __future__ import annotations

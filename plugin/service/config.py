@@ -152,9 +152,10 @@ def default_receive_processes() -> int:
 
 @dataclass(frozen=True, config=STRICT_TABLE)
 class ReceiveConfig:
-    """How many processes receive C-STOREs on ``[node] port`` (SO_REUSEPORT: the kernel shares the
-    associations among them; see :mod:`plugin.service.receivers`). 1 = the node's own process only.
-    ``[node]`` connection and association limits apply per process."""
+    """How many processes receive C-STOREs on ``[node] port``: the node accepts each connection and
+    hands it round-robin to itself or one of ``processes - 1`` receiver processes (see
+    :mod:`plugin.service.receivers`). 1 = the node's own process only. ``[node]
+    max_associations`` applies per process."""
 
     processes: StrictInt = Field(default_factory=default_receive_processes, ge=1, le=64)
 
