@@ -48,6 +48,7 @@ from node_helpers import (Orthanc, free_port, node_env, start_redis, start_serve
                           wait_port, write_config)
 
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
+RECEIVE_PROCESSES: int | None = None  # --receive-processes; None: the node's default (one per core, at most 4)
 
 
 def make_source(work: Path, echoes: int = 2) -> Path:
@@ -186,6 +187,7 @@ def fresh_node(work: Path, tag: str, quiet_s: float, *, workers: int, **config) 
     state = work / f"state{tag}"
     shutil.rmtree(state, ignore_errors=True)
     cfg = write_config(work / f"node{tag}.toml", state, node_port, quiet_s=quiet_s, grace_s=2.0,
+                       receive_processes=RECEIVE_PROCESSES,
                        workers=workers, retry_initial_s=1, retry_max_s=10, **config,
                        destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
     return node_port, orthanc, state, cfg
@@ -207,11 +209,15 @@ def main(argv=None) -> int:
                     help="only the idle latency with and without the QSM series, R studies each (module docstring)")
     ap.add_argument("--receive-only", action="store_true",
                     help="run only the receiving steps (storescp baseline, node receiving without analysis)")
+    ap.add_argument("--receive-processes", type=int, default=None, metavar="N",
+                    help="[receive] processes of the node (default: the node's own default, one per core up to 4)")
     ap.add_argument("--echoes", type=int, default=2, help="echoes of the phantom study (2: 240 instances; 6: 720)")
     ap.add_argument("--idle-only", type=int, default=0, metavar="N",
                     help="only the idle-latency part: N studies sent one at a time to an idle node (each after "
                          "the previous one's results are in Orthanc); no storescp, no load")
     args = ap.parse_args(argv)
+    global RECEIVE_PROCESSES
+    RECEIVE_PROCESSES = args.receive_processes
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -237,6 +243,7 @@ def main(argv=None) -> int:
     n_load = sum(s["n"] for s in load)
     groups = split([s["dir"] / "dicom" for s in load], args.senders)
     report: dict = {"studies": len(load), "instances": n_load, "senders": len(groups),
+                    "load_average_1min_start": round(os.getloadavg()[0], 1),
                     "rows_columns_bits": "512x512x16", "quiet_period_s": args.quiet_period,
                     "workers": args.workers, "worker_type": args.worker_type, "cpus": os.cpu_count()}
 
@@ -262,23 +269,28 @@ def main(argv=None) -> int:
     state = work / "state_rx"
     shutil.rmtree(state, ignore_errors=True)
     cfg = write_config(work / "node_rx.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0, workers=0,
+                       receive_processes=RECEIVE_PROCESSES,
                        destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": 9}})
     node = start_serve(cfg, node_port, work / "node_rx.log")
+    wait_for(lambda: (state / "node.json").exists(), 120, what="the node and its receiver processes listening")
     sampler = RssSampler(node.pid)
     sampler.start()
-    cpu0 = cpu_s(node.pid)
+    receivers = children(node.pid)  # the receiver processes (CPU counted with the node's)
+    cpu0 = cpu_s(node.pid) + sum(cpu_s(c) for c in receivers)
     r = run_senders(node_port, "BPNODE", groups)
-    rx_cpu_ms = (cpu_s(node.pid) - cpu0) / n_load * 1e3
+    rx_cpu_ms = (cpu_s(node.pid) + sum(cpu_s(c) for c in receivers) - cpu0) / n_load * 1e3
     sampler.stop_flag.set()
     sampler.join()
     spooled = sum(len(list((state / "spool" / s["study_uid"]).rglob("*.dcm"))) for s in load)
     report["node_receive_only"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
                                    "spooled": spooled, "peak_rss_mb": round(sampler.peak_mb, 1),
                                    "cpu_ms_per_image": round(rx_cpu_ms, 2),
+                                   "receive_processes": RECEIVE_PROCESSES or "default",
                                    "failed_senders": r["failed_senders"]}
     stop_proc(node)
     shutil.rmtree(state, ignore_errors=True)
     if args.receive_only:
+        report["load_average_1min_end"] = round(os.getloadavg()[0], 1)
         report["node_receive_only"]["ratio_to_storescp"] = round(
             report["node_receive_only"]["images_per_s"] / report["storescp"]["images_per_s"], 2)
         print(json.dumps(report, indent=2))
@@ -375,6 +387,7 @@ def qsm_latency(args, work: Path, studies: list[dict]) -> int:
             state = work / f"state_qsm_{setting}"
             shutil.rmtree(state, ignore_errors=True)
             cfg = write_config(work / f"node_qsm_{setting}.toml", state, port, quiet_s=args.quiet_period, grace_s=2.0,
+                               receive_processes=RECEIVE_PROCESSES,
                                workers=1, retry_initial_s=1, retry_max_s=10,
                                destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1",
                                                          "port": orthanc.dicom_port}})
@@ -518,6 +531,7 @@ def analysing_run(work: Path, tag: str, groups: list[list[Path]], load: list[dic
             redis_proc, rport = start_redis(work / f"redis_{tag}")
             extra = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{rport}/0"}
         cfg = write_config(work / f"node_{tag}.toml", state, node_port, quiet_s=quiet_s, grace_s=2.0,
+                           receive_processes=RECEIVE_PROCESSES,
                            workers=0 if redis else workers, retry_initial_s=1, retry_max_s=10, **extra,
                            destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1",
                                                      "port": orthanc.dicom_port}})

@@ -77,7 +77,7 @@ def scp_latency_ms(files: list[Path], work: Path, handler: str, store: str) -> t
 
     def on_instance(inst) -> int:
         if store == "spool":
-            spool.store(inst.study_instance_uid, inst.series_instance_uid, inst.sop_instance_uid, inst.encoded)
+            spool.store_file(inst.study_instance_uid, inst.series_instance_uid, inst.sop_instance_uid, inst.path)
         return 0
 
     original = gate.GuardedAssociationServer.__init__

@@ -107,10 +107,16 @@ def tiny_analysis(paths, out_dir, **kwargs) -> dict:
 def write_config(path: Path, state_dir: Path, port: int, *, destinations: dict | None = None,
                  quiet_s: float = 1.0, grace_s: float = 0.5,
                  backend: str = "sqlite", redis_url: str = "", workers: int = 1, extra_node: str = "",
-                 retry_initial_s: float = 1.0, retry_max_s: float = 4.0, rules: str | None = None) -> Path:
+                 retry_initial_s: float = 1.0, retry_max_s: float = 4.0, rules: str | None = None,
+                 receive_processes: int | None = 1) -> Path:
+    """A node config; ``receive_processes`` None leaves ``[receive] processes`` at its default (one per
+    core); tests default to 1 so that every association lands in the process they inspect."""
     lines = [f'state_dir = "{state_dir}"', "", "[node]", 'ae_title = "BPNODE"', 'host = "127.0.0.1"',
              f"port = {port}", "min_free_mb = 0", extra_node, "", "[completion]", f"quiet_period_s = {quiet_s}",
-             f"release_grace_s = {grace_s}", "", "[queue]", f'backend = "{backend}"', f"workers = {workers}"]
+             f"release_grace_s = {grace_s}", ""]
+    if receive_processes is not None:
+        lines += ["[receive]", f"processes = {receive_processes}", ""]
+    lines += ["[queue]", f'backend = "{backend}"', f"workers = {workers}"]
     if redis_url:
         lines.append(f'redis_url = "{redis_url}"')
     lines += ["", "[dispatch]",

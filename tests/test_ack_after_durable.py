@@ -3,8 +3,8 @@ response is issued only after the instance's bytes were fdatasync-ed, renamed in
 directory holding the new name fsync-ed (an fsync that *started after* the rename), and after the
 new study/series directories themselves were made durable.
 
-The file-system calls and the response are recorded in one timeline: ``os.fdatasync``, ``os.fsync``
-and ``os.replace`` are wrapped (the path behind each descriptor read from /proc), and pynetdicom's
+The file-system calls and the response are recorded in one timeline: ``os.fdatasync``, ``os.fsync``,
+``os.replace`` and ``os.link`` (how the spool names an instance) are wrapped (the path behind each descriptor read from /proc), and pynetdicom's
 EVT_DIMSE_SENT, which fires before the response's PDUs are queued for the socket, marks the answer.
 Several associations send at once, so group commit (one directory fsync shared by concurrent
 writers) is exercised too: a shared fsync only counts for the renames it started after."""
@@ -51,7 +51,7 @@ def _fd_path(fd: int) -> str:
 def recorded(tmp_path, monkeypatch):
     require_peer(STORESCU, "dcmtk")
     tl = Timeline()
-    real_fdatasync, real_fsync, real_replace = os.fdatasync, os.fsync, os.replace
+    real_fdatasync, real_fsync, real_replace, real_link = os.fdatasync, os.fsync, os.replace, os.link
 
     def wrap_sync(kind, real):
         def sync(fd):
@@ -64,9 +64,14 @@ def recorded(tmp_path, monkeypatch):
         real_replace(src, dst, *a, **k)
         tl.add(kind="replace", src=os.path.realpath(src), path=os.path.realpath(dst), end=tl.tick())
 
+    def link(src, dst, *a, **k):  # the spool names an instance with a hard link (never overwrites)
+        real_link(src, dst, *a, **k)
+        tl.add(kind="replace", src=os.path.realpath(src), path=os.path.realpath(dst), end=tl.tick())
+
     monkeypatch.setattr(os, "fdatasync", wrap_sync("fdatasync", real_fdatasync))
     monkeypatch.setattr(os, "fsync", wrap_sync("fsync", real_fsync))
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
 
     port = free_port()
     cfg = load_config(write_config(tmp_path / "node.toml", tmp_path / "state", port, quiet_s=30, grace_s=30,

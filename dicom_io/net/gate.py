@@ -159,7 +159,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     request_queue_size = 128  # listen backlog (socketserver's default, 5, stalls bursts of connects)
 
     def __init__(self, *args, limits: ConnectionLimits, is_allowed: Callable[[str], bool],
-                 on_refused: RefusedCallback, on_tls_failure: RefusedCallback, **kwargs) -> None:
+                 on_refused: RefusedCallback, on_tls_failure: RefusedCallback,
+                 dispatch: Callable[[socket.socket, tuple], bool] | None = None, **kwargs) -> None:
+        """``dispatch(sock, address)``: offered every admitted connection first; True means it took
+        the connection (e.g. passed it to another process, :meth:`hand_in` there), and this
+        server only closes its own descriptor."""
+        self.dispatch = dispatch
         self.limits = limits
         self.connections = ConnectionTable(limits)
         self._is_allowed = is_allowed
@@ -169,6 +174,29 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         self._by_socket_lock = threading.Lock()
         kwargs.setdefault("request_handler", PromptRequestHandler)  # fewer wake-ups per instance
         super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if self.dispatch is not None:
+            try:
+                taken = self.dispatch(request, client_address)
+            except Exception:
+                LOG.exception("handing the connection from %s over failed; served here", client_address[0])
+                taken = False
+            if taken:
+                with self._by_socket_lock:
+                    conn = self._by_socket.pop(id(request), None)
+                if conn is not None:
+                    self.connections.drop(conn)
+                request.close()  # our descriptor only: the connection lives on where it was handed
+                return
+        super().process_request(request, client_address)
+
+    def hand_in(self, request: socket.socket, client_address: tuple) -> None:
+        """Serve a connection accepted elsewhere (another process's ``dispatch``) as if accepted here."""
+        if self.verify_request(request, client_address):
+            super().process_request(request, client_address)
+        else:
+            self.shutdown_request(request)
 
     def get_request(self) -> tuple[socket.socket, tuple]:
         # no TLS here: a handshake in the accepting thread lets one silent peer stop all accepts

@@ -1,10 +1,13 @@
 """A Storage SCP (PS3.4 Annex B) and Verification SCP (Annex A) built on pynetdicom.
 
-The C-STORE handler does as little as possible, as pynetdicom recommends: it reads the UIDs it
-needs from the received data set (pydicom defers element parsing, the pixel data is not decoded),
-hands the data set exactly as the peer encoded it (with File Meta Information, PS3.10), together
-with the decoded data set itself (so the caller can take the facts it needs from memory instead of
-re-reading the file), to the caller's ``on_instance`` callback and returns the status that callback gives. The callback is
+The C-STORE handler does as little as possible, as pynetdicom recommends. pynetdicom writes each
+received data set, exactly as the peer encoded it, to a PS3.10 file (File Meta Information added)
+while its fragments arrive (``_config.STORE_RECV_CHUNKED_DATASET``: no copy of the instance is held
+in memory); the handler reads only the header of that file (values longer than
+``HEADER_DEFER_BYTES``, the pixel data above all, are skipped, their lengths kept), hands the file
+and that header to the caller's ``on_instance`` callback and returns the status that callback
+gives. The file is pynetdicom's temporary file: the callback must move or copy it (e.g.
+:meth:`plugin.service.spool.Spool.store_file`) before returning; pynetdicom removes its name after. The callback is
 expected to make the instance durable before returning ``0x0000`` (Success), or to return
 ``0xA700`` (Out of Resources) so that the sender keeps its copy. A Deflated Explicit VR data set
 is inflated within the reader's bound (:mod:`dicom_io.read.limits`); one that would inflate past
@@ -25,14 +28,21 @@ address and, once known, the calling AE title.
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import ipaddress
 import logging
 import ssl
+import struct
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import FileDataset
+from pydicom.filereader import read_dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 
@@ -48,6 +58,12 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_WARNING_DATASET_MISMATCH = 0xB007
 
 
+# values longer than this are not read by the C-STORE handler (Pixel Data, large private blobs): their
+# lengths are known from the element headers, which is all the checks need
+HEADER_DEFER_BYTES = 1024
+HEADER_READ_BYTES = 64 * 1024  # read at once and parsed in memory; a longer header is parsed from the file
+
+
 @dataclass(frozen=True)
 class ReceivedInstance:
     """One instance as received in a C-STORE request, encoded exactly as the peer sent it."""
@@ -57,14 +73,19 @@ class ReceivedInstance:
     sop_instance_uid: str
     sop_class_uid: str
     transfer_syntax_uid: str
-    encoded: bytes  # preamble + DICM + File Meta + data set (PS3.10 file)
+    path: Path  # preamble + DICM + File Meta + data set (PS3.10 file): pynetdicom's, until the callback returns
     calling_ae_title: str
     called_ae_title: str
     peer_address: str
     association_id: int
-    # the data set as pynetdicom decoded it (elements parsed lazily, in memory): read further
-    # attributes from here, never by reading the spooled file back
+    # the data set's header as read from ``path`` (values over HEADER_DEFER_BYTES deferred: their
+    # ``RawDataElement.length`` is known, their value is not read): take the facts from here
     dataset: Dataset = field(default_factory=Dataset, repr=False, compare=False)
+
+    @property
+    def encoded(self) -> bytes:
+        """The whole PS3.10 file (reads it: use ``path`` where a file will do)."""
+        return self.path.read_bytes()
 
 
 @dataclass
@@ -144,8 +165,13 @@ class StorageSCP:
         unrestricted_storage: bool = True,
         limits: ConnectionLimits | None = None,
         calling_ae_certificates: dict[str, str] | None = None,
+        dispatch: Callable | None = None,
     ) -> None:
+        """``dispatch(sock, address) -> bool``: offered each accepted connection first (see
+        :class:`dicom_io.net.gate.GuardedAssociationServer`); True = it took the connection."""
         self.ae_title = ae_title
+        self._dispatch = dispatch
+        self._listening = False
         self.host = host
         self._requested_port = port
         self._on_instance = on_instance
@@ -169,6 +195,9 @@ class StorageSCP:
         ae.dimse_timeout = network_timeout_s
         ae.require_called_aet = True
         ae.require_calling_aet = list(self.policy.allowed_calling_ae_titles)
+        # pynetdicom writes a received data set to a file as it arrives (process-wide setting): the
+        # spool links that file into place instead of copying the instance through memory
+        _config.STORE_RECV_CHUNKED_DATASET = True
         if unrestricted_storage:
             # Accept every storage SOP class, including private and future ones, in whatever
             # transfer syntax the sender proposes (the bytes are stored as sent). This is a
@@ -182,7 +211,14 @@ class StorageSCP:
         self._ae = ae
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, listen: bool = True) -> None:
+        """Listen on ``host:port``; with ``listen=False`` (a receiver process) accept nothing and
+        serve only the connections given to :meth:`hand_in`."""
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+            # pynetdicom's standard event handlers format a log record for every DIMSE message and
+            # PDU (INFO/DEBUG); with its logger above INFO they are not bound at all (process-wide,
+            # decided when the server starts; warnings and errors are still logged)
+            _config.LOG_HANDLER_LEVEL = "none"
         handlers = [
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, self._handle_echo),
@@ -194,14 +230,24 @@ class StorageSCP:
         server = self._ae.make_server(
             (self.host, self._requested_port), evt_handlers=handlers, ssl_context=self._ssl_context,
             server_class=GuardedAssociationServer, limits=self.limits, is_allowed=self.policy.address_allowed,
-            on_refused=self._connection_refused, on_tls_failure=self._tls_failed)
+            on_refused=self._connection_refused, on_tls_failure=self._tls_failed,
+            dispatch=self._dispatch)
+        self._server = server
+        if not listen:  # connections come through hand_in only
+            server.socket.close()
+            LOG.info("storage SCP %s serving connections handed in by another process", self.ae_title)
+            return
         thread = threading.Thread(target=server.serve_forever, name=f"AcceptorServer-{self.ae_title}",
                                   daemon=True)
         thread.start()
         self._ae._servers.append(server)  # as AE.start_server does: server.shutdown() removes it
-        self._server = server
+        self._listening = True
         LOG.info("storage SCP %s listening on %s:%d%s", self.ae_title, self.host, self.port,
                  " (TLS)" if self._ssl_context else "")
+
+    def hand_in(self, sock, address: tuple) -> None:
+        """Serve a TCP connection another process accepted (and passed here) on this SCP."""
+        self._server.hand_in(sock, address)
 
     @property
     def port(self) -> int:
@@ -211,7 +257,10 @@ class StorageSCP:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if self._listening:
+                self._server.shutdown()
+            else:
+                self._server.server_close()
             self._server = None
 
     @property
@@ -293,12 +342,12 @@ class StorageSCP:
     def _handle_store(self, event) -> int:
         requestor = event.assoc.requestor
         try:
-            ds = _bounded_dataset(event)
+            path = Path(event.dataset_path)
+            ds = _received_header(event, path)
             study = str(ds.StudyInstanceUID)
             series = str(ds.SeriesInstanceUID)
             sop = str(event.request.AffectedSOPInstanceUID)
             sop_class = str(event.request.AffectedSOPClassUID)
-            encoded = event.encoded_dataset(include_meta=True)
             tsyntax = str(event.context.transfer_syntax)
         except LimitExceeded as exc:  # a deflate bomb: refused before it is inflated past the bound
             LOG.warning("C-STORE from %s refused (0xA700): %s", requestor.ae_title, exc.problem)
@@ -317,7 +366,7 @@ class StorageSCP:
             sop_instance_uid=sop,
             sop_class_uid=sop_class,
             transfer_syntax_uid=tsyntax,
-            encoded=encoded,
+            path=path,
             calling_ae_title=str(requestor.ae_title).strip(),
             called_ae_title=self.ae_title,
             peer_address=str(requestor.address),
@@ -336,13 +385,69 @@ class StorageSCP:
         return status
 
 
-def _bounded_dataset(event) -> Dataset:
-    """``event.dataset``, except that a Deflated Explicit VR data set is inflated within the
-    reader's bound (:func:`dicom_io.read.limits.decode_dataset`); pynetdicom inflates it whole."""
-    if not event.context.transfer_syntax.is_deflated:
-        return event.dataset
-    return decode_dataset(event.request.DataSet, implicit_vr=False, little_endian=True, deflated=True,
-                          path=f"C-STORE {event.request.AffectedSOPInstanceUID}")
+def _received_header(event, path: Path) -> Dataset:
+    """The header of the data set pynetdicom wrote to ``path`` (read in the context's transfer
+    syntax, the File Meta Information skipped): values longer than ``HEADER_DEFER_BYTES`` are not
+    read (pydicom reads one from ``path`` if it is asked for). The first ``HEADER_READ_BYTES`` are
+    read at once and parsed in memory (parsing a file object costs a ``tell``/``seek`` system call
+    per element, each one a chance for another thread to take the interpreter lock); a header
+    longer than that is parsed from the file. A Deflated Explicit VR data set is inflated within
+    the reader's bound (:func:`dicom_io.read.limits.decode_dataset`), never whole."""
+    ts = event.context.transfer_syntax
+    fd = os.open(path, os.O_RDONLY)  # not open(): a FileIO costs an fstat and an lseek more
+    try:
+        head = os.read(fd, HEADER_READ_BYTES)
+        offset = _data_set_offset(head)
+        if ts.is_deflated:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                return decode_dataset(fh.read(), implicit_vr=False, little_endian=True, deflated=True,
+                                      path=f"C-STORE {event.request.AffectedSOPInstanceUID}")
+        ds = (_parse_prefix(head, offset, ts, os.fstat(fd).st_size) if len(head) == HEADER_READ_BYTES
+              else None)
+    finally:
+        os.close(fd)
+    if ds is None:  # the whole file was read, or the header runs past the prefix
+        if len(head) < HEADER_READ_BYTES:
+            buf = io.BytesIO(head)
+            buf.seek(offset)
+            ds = read_dataset(buf, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
+        else:
+            with open(path, "rb") as full:
+                full.seek(offset)
+                ds = read_dataset(full, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
+    return FileDataset(str(path), ds, is_implicit_VR=ts.is_implicit_VR, is_little_endian=ts.is_little_endian)
+
+
+def _parse_prefix(head: bytes, offset: int, ts, file_size: int) -> Dataset | None:
+    """The data set parsed from the first bytes ``head`` of a ``file_size``-byte file, or None when
+    it may hold more than was parsed (the header is longer than ``head``)."""
+    buf = io.BytesIO(head)
+    buf.seek(offset)
+    try:
+        ds = read_dataset(buf, ts.is_implicit_VR, ts.is_little_endian, defer_size=HEADER_DEFER_BYTES)
+    except Exception:
+        return None
+    if not len(ds):
+        return None
+    # elements follow one another in the file: the parse read everything up to a deferred value
+    # (skipped) that is the file's last element, usually the Pixel Data; else it stopped short
+    last = ds.get_item(next(reversed(ds.keys())), keep_deferred=True)  # the last one read
+    if (isinstance(last, RawDataElement) and last.value is None and last.length != 0xFFFFFFFF
+            and last.value_tell <= len(head) and last.value_tell + last.length == file_size):
+        return ds
+    return None
+
+
+def _data_set_offset(head: bytes) -> int:
+    """Where the data set starts in a PS3.10 file pynetdicom wrote: after the preamble, ``DICM``
+    and the File Meta Information group, whose length (0002,0000) UL comes first."""
+    if len(head) < 144 or head[128:132] != b"DICM":
+        raise ValueError("not a DICOM file (no DICM prefix)")
+    group, element, vr, _, length = struct.unpack_from("<HH2sHI", head, 132)
+    if (group, element, vr) != (2, 0, b"UL"):
+        raise ValueError("no File Meta Information Group Length")
+    return 144 + length
 
 
 def server_ssl_context(cert_file: str, key_file: str, ca_file: str | None = None,

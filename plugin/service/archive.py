@@ -17,7 +17,8 @@ class ArchiveStandIn:
 
     def _store(self, inst: ReceivedInstance) -> int:
         try:
-            self.spool.store(inst.study_instance_uid, inst.series_instance_uid, inst.sop_instance_uid, inst.encoded)
+            self.spool.store_file(inst.study_instance_uid, inst.series_instance_uid, inst.sop_instance_uid,
+                                 inst.path)
         except OSError:
             return STATUS_OUT_OF_RESOURCES
         return STATUS_SUCCESS

@@ -140,6 +140,26 @@ def default_workers() -> int:
     return max(1, cores - 1)
 
 
+def default_receive_processes() -> int:
+    """Receiving processes when the config names none: one per CPU core this process may use, at
+    most 4 (each holds its own Python interpreter, about 100 MB)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+@dataclass(frozen=True, config=STRICT_TABLE)
+class ReceiveConfig:
+    """How many processes receive C-STOREs on ``[node] port``: the node accepts each connection and
+    hands it round-robin to itself or one of ``processes - 1`` receiver processes (see
+    :mod:`plugin.service.receivers`). 1 = the node's own process only. ``[node]
+    max_associations`` applies per process."""
+
+    processes: StrictInt = Field(default_factory=default_receive_processes, ge=1, le=64)
+
+
 @dataclass(frozen=True, config=STRICT_TABLE)
 class QueueConfig:
     backend: Literal["sqlite", "redis"] = "sqlite"
@@ -304,6 +324,7 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
+    receive: ReceiveConfig = field(default_factory=ReceiveConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     convention: ConventionConfig = field(default_factory=ConventionConfig)

@@ -59,6 +59,7 @@ def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: floa
         "state_dir": str(workdir / "node"),
         "node": {"ae_title": "BORDERPHASE", "host": "127.0.0.1", "port": 0, "min_free_mb": 0},
         "completion": {"quiet_period_s": quiet_period_s, "release_grace_s": min(0.5, quiet_period_s)},
+        "receive": {"processes": 1},  # one sender at a time: no receiver processes to start
         "queue": {"backend": "sqlite", "workers": 1},
         "dispatch": {"retry_initial_s": 1.0, "retry_max_s": 5.0},
         "destinations": {"archive": {"type": "dicom", "ae_title": "ARCHIVE", "host": "127.0.0.1",

@@ -1,10 +1,11 @@
 """The running node: Storage SCP -> durable spool -> completion -> routing -> queue.
 
-On the first instance of a series the node records the series' facts (routing input: Modality,
-Manufacturer, SeriesDescription, ImageType, calling/called AE; the Study Instance UID) from the data
-set the C-STORE handler already decoded, in ``spool/<study>/<series>/series.json``, durably and
-before the instance itself, so every spooled instance has its series record. Completion routes from
-these records; no header is read back from disk until the worker's one ``scan`` builds the volumes.
+Receiving (:mod:`.receive`) records each series' facts on its first instance in
+``spool/<study>/<series>/series.json``, durably and before the instance itself, so every spooled
+instance has its series record. Completion routes from these records; no header is read back from
+disk until the worker's one ``scan`` builds the volumes. With ``[receive] processes`` > 1, receiver
+processes listen on the same port beside the node's own Storage SCP (:mod:`.receivers`) and report
+every instance they stored, and every association end, to this process's completion tracker.
 
 ``Node.start()`` first reconciles what a previous run left behind (the restart guarantee), and the
 running node does so again every ``[node] reconcile_interval_s`` (:mod:`.reconcile`): whatever was
@@ -20,58 +21,25 @@ import os
 import threading
 import time
 
-from dicom_io.net.gate import ConnectionLimits
-from dicom_io.net.instance_check import instance_problems
-from dicom_io.net.scp import (STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, STATUS_WARNING_DATASET_MISMATCH, AccessPolicy,
-                              ReceivedInstance, StorageSCP, server_ssl_context)
 
 from plugin.pipeline import analyze_paths
 from plugin.service import permissions
 from plugin.service.completion import CompletionTracker
 from plugin.service.config import Config
 from plugin.service.diskspace import DiskReserve, is_disk_full
+from plugin.service.receive import InstanceReceiver, StudyLock, series_record  # noqa: F401 (series_record: API)
+from plugin.service.receivers import ReceiverPool, storage_scp
 from plugin.service.metrics import NodeMetrics
 from plugin.service.queue import ServiceQueue, make_queue, run_consumer
 from plugin.service.reconcile import format_counts, reconcile
-from plugin.service.retention import StudyGuard, run_retention
+from plugin.service.retention import run_retention
 from plugin.service.routing import RouteDecision, SeriesFacts, route
-from plugin.service.spool import Spool, SpoolFull, atomic_write_json, safe_uid
+from plugin.service.spool import Spool, atomic_write_json
 from plugin.service.state import StateLayout
 from plugin.service.worker import AnalysisFn
 
 LOG = logging.getLogger(__name__)
 _LOCKED_HERE: set[str] = set()  # state dirs locked by this process (POSIX locks are per process)
-
-_FACT_KEYWORDS = {"modality": "Modality", "manufacturer": "Manufacturer",
-                  "series_description": "SeriesDescription", "image_type": "ImageType"}
-
-
-def series_record(inst: ReceivedInstance, received_s: float) -> dict:
-    """What the node needs to know about a series, taken from its first instance's data set as the
-    C-STORE handler decoded it (in memory; the spooled file is never read back for this): the
-    routing facts, who sent it, and the Study Instance UID for manifests and status.
-    An attribute that cannot be decoded is named under ``unreadable`` (routing then ignores the
-    series and says why), without its value (it could carry PHI)."""
-    record: dict = {"study_instance_uid": inst.study_instance_uid,
-                    "series_instance_uid": inst.series_instance_uid,
-                    "calling_ae": inst.calling_ae_title, "called_ae": inst.called_ae_title,
-                    "address": inst.peer_address, "received": received_s}
-    unreadable = []
-    for field_name, keyword in _FACT_KEYWORDS.items():
-        try:
-            value = inst.dataset.get(keyword)
-        except Exception as exc:  # pydicom raises several types for a malformed value
-            unreadable.append(f"{keyword} ({type(exc).__name__})")
-            value = None
-        if field_name == "image_type":
-            record[field_name] = ([] if value is None else [str(value)] if isinstance(value, str)
-                                  else [str(v) for v in value])
-        else:
-            record[field_name] = "" if value is None else str(value)
-    if unreadable:
-        record["unreadable"] = "cannot decode " + ", ".join(unreadable)
-    return record
-
 
 def facts_from_record(record: dict) -> SeriesFacts:
     return SeriesFacts(series_instance_uid=record["series_instance_uid"], modality=record["modality"],
@@ -103,71 +71,36 @@ class Node:
         self.modes = permissions.apply(config.state_dir, config.storage.group)
         self.layout = StateLayout(config.state_dir)
         self.layout.create()
-        self.spool = Spool(self.layout.spool, min_free_mb=config.node.min_free_mb)
+        self.spool = Spool(self.layout.spool, min_free_mb=config.node.min_free_mb, file_mode=self.modes.file,
+                           file_gid=self.modes.gid)
         self.tracker = CompletionTracker(config.completion.quiet_period_s, config.completion.release_grace_s)
         self.queue: ServiceQueue = make_queue(config, analyse=analyse)
         self.with_workers = config.queue.workers > 0 if with_workers is None else with_workers
         self.consumer = None
-        self._series_recorded: set[tuple[str, str]] = set()
         self._complete_lock = threading.Lock()
         self.reserve = DiskReserve(config.state_dir, config.node.reserve_mb)
-        self.guard = StudyGuard()  # receiving and retention never touch one study at once
+        # receiving and retention never touch one study at once, in any of the receiving processes
+        self.guard = StudyLock(self.layout.spool / ".locks")
         self.metrics = NodeMetrics(self.layout, queue_depth=self._queue_depth, reserve=self.reserve)
         self.metrics_port: int | None = None
         self._next_reconcile = self._next_retention = 0.0
-        tls, nc = config.node.tls, config.node
-        ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert) if tls else None
-        self.scp = StorageSCP(
-            nc.ae_title, nc.host, nc.port, self.on_instance,
-            on_association_end=self.on_association_end,
-            policy=AccessPolicy(nc.allowed_calling_ae_titles, nc.allowed_networks),
-            ssl_context=ssl_ctx, maximum_associations=nc.max_associations,
-            network_timeout_s=nc.network_timeout_s,
-            limits=ConnectionLimits(nc.max_connections_per_address, nc.max_pending_connections,
-                                    nc.association_request_timeout_s),
-            calling_ae_certificates=dict(tls.calling_ae_certificates) if tls else None)
+        self.on_instance = InstanceReceiver(self.spool, self.guard, self._stored, self._refused)
+        self.receivers = ReceiverPool(config, on_stored=self._stored, on_refused=self._refused,
+                                      on_association_end=self.on_association_end)
+        self.scp = storage_scp(config, self.on_instance, on_association_end=self.on_association_end,
+                               dispatch=self.receivers.dispatch if self.receivers.size else None)
 
-    # -- receiving (called from pynetdicom's association threads) ----------------------------
-    def on_instance(self, inst: ReceivedInstance) -> int:
-        study, series = safe_uid(inst.study_instance_uid), safe_uid(inst.series_instance_uid)
-        key = (study, series)
-        with self.guard.receiving(study):
-            try:
-                if key not in self._series_recorded:  # first instance of the series (in this run)
-                    self.spool.write_series_record(inst.study_instance_uid, inst.series_instance_uid,
-                                                   series_record(inst, time.time()))
-                    self._series_recorded.add(key)
-                outcome = self.spool.store(inst.study_instance_uid, inst.series_instance_uid,
-                                           inst.sop_instance_uid, inst.encoded)
-            except OSError as exc:
-                reason = "disk_full" if isinstance(exc, SpoolFull) or is_disk_full(exc) else "store_error"
-                self.metrics.refused.labels(reason).inc()
-                LOG.warning("instance %s of study %s not stored (%s): answering Out of Resources",
-                            inst.sop_instance_uid, inst.study_instance_uid, exc)
-                return STATUS_OUT_OF_RESOURCES
-            if not outcome.new:
-                LOG.debug("instance %s of study %s received again with identical content: nothing to do",
-                          inst.sop_instance_uid, inst.study_instance_uid)
-            else:
-                if outcome.changed:
-                    # the late-instance path: the study is due again and gets a new version
-                    LOG.warning("instance %s of study %s received again with different content: kept as version %d "
-                                "beside the earlier bytes (%s); the study will be analysed again",
-                                inst.sop_instance_uid, inst.study_instance_uid, outcome.version,
-                                outcome.previous.name if outcome.previous else "?")
-                self.tracker.instance_arrived(study, inst.association_id)
-        self.metrics.received.inc()
-        LOG.debug("stored %s (study %s, from %s)", inst.sop_instance_uid, inst.study_instance_uid,
-                  inst.calling_ae_title)
-        problems = instance_problems(inst.dataset, inst.sop_class_uid, inst.transfer_syntax_uid)
-        if problems:
-            LOG.warning("instance %s of study %s stored, answered warning 0x%04X (cannot be analysed): %s",
-                        inst.sop_instance_uid, inst.study_instance_uid, STATUS_WARNING_DATASET_MISMATCH,
-                        "; ".join(problems))
-            return STATUS_WARNING_DATASET_MISMATCH
-        return STATUS_SUCCESS
+    # -- receiving: this process's association threads and the receiver processes' reports -----
+    def _stored(self, study: str | None, association_id, n: int = 1) -> None:
+        """``n`` instances are durable in the spool (``study`` None: identical resends, nothing new)."""
+        if study is not None:
+            self.tracker.instance_arrived(study, association_id)
+        self.metrics.received.inc(n)
 
-    def on_association_end(self, association_id: int, how: str) -> None:
+    def _refused(self, reason: str) -> None:
+        self.metrics.refused.labels(reason).inc()
+
+    def on_association_end(self, association_id, how: str) -> None:
         self.tracker.association_ended(association_id)
 
     # -- completion -> version -> queue ---------------------------------------------------------
@@ -239,7 +172,7 @@ class Node:
 
     def _forget_study(self, study: str) -> None:
         """Retention removed ``study``: a later C-STORE into it starts afresh (series record and all)."""
-        self._series_recorded = {k for k in self._series_recorded if k[0] != study}
+        self.on_instance.forget_study(study)
         self.metrics.forget_study(study)
 
     def run_retention(self):
@@ -300,22 +233,27 @@ class Node:
             self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True)
             self.consumer.start()
         self.scp.start()
+        self.receivers.start(self.scp.port)
         atomic_write_json(self.layout.node_file, {
             "pid": os.getpid(), "ae_title": self.config.node.ae_title, "host": self.config.node.host,
             "port": self.scp.port, "started": time.time(), "config": self.config.source,
             "metrics_port": self.metrics_port})
 
     def run(self, stop: threading.Event, poll_s: float = 0.1, health_every_s: float = 5.0) -> None:
-        last_health = time.monotonic()
+        last_health = last_rx_health = time.monotonic()
         while not stop.is_set():
             self.step()
             self.maintain()
             if self.consumer is not None and time.monotonic() - last_health > health_every_s:
                 self.consumer.check_worker_health()  # restart dead worker processes
                 last_health = time.monotonic()
+            if self.receivers.size and time.monotonic() - last_rx_health > health_every_s:
+                self.receivers.check_health()  # restart dead receiver processes
+                last_rx_health = time.monotonic()
             stop.wait(poll_s)
 
     def stop(self) -> None:
+        self.receivers.stop()
         self.scp.stop()
         self.metrics.stop()
         if self.consumer is not None:

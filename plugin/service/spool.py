@@ -6,16 +6,21 @@ the earlier bytes untouched (an analysed study version still names them); :meth:
 lists the latest version of each instance, so the study differs from its last version manifest and
 is analysed again as a new version.
 
-:meth:`Spool.store` returns only once the instance is on stable storage: the bytes go to a temporary
-file in ``spool/.tmp`` (same file system), are ``fsync``-ed, atomically renamed into place
-(``os.replace``) and the directory entry is ``fsync``-ed too (plus the parent directories when they
-were just created). Only then may the C-STORE handler answer Success; a failure raises
-:class:`SpoolFull` / :class:`OSError` and the handler answers 0xA700 (Out of Resources), so the
-sender keeps its copy. Leftover temporary files after a crash belong to instances never
-acknowledged and are removed at start-up.
+:meth:`Spool.store` (bytes) and :meth:`Spool.store_file` (a file already written, e.g. the one
+pynetdicom wrote while the instance arrived) return only once the instance is on stable storage:
+the bytes are in a temporary file on the spool's file system (``spool/.tmp``, or the received file
+itself when it is on that file system; otherwise it is copied there first), ``fdatasync``-ed,
+given its final name atomically and the directory entry is ``fsync``-ed too (plus the parent
+directories when they were just created). The final name is made with ``os.link`` (create, never
+overwrite), so two processes receiving the same SOP Instance UID at once cannot overwrite each
+other's version: the loser sees the name taken and compares or takes the next version. Only then
+may the C-STORE handler answer Success; a failure raises :class:`SpoolFull` / :class:`OSError` and
+the handler answers 0xA700 (Out of Resources), so the sender keeps its copy. Leftover temporary
+files after a crash belong to instances never acknowledged and are removed at start-up.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -116,6 +121,31 @@ def atomic_write_bytes(path: Path, data: bytes, *, tmp_dir: Path | None = None) 
     _DIR_SYNCER.sync(path.parent)
 
 
+def fdatasync_path(path: Path) -> os.stat_result:
+    """``fdatasync`` a file written by someone else (any descriptor of it will do); its stat."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def same_content(a: Path, b: Path, size: int | None = None) -> bool:
+    """Byte-equal files (sizes first, then 1 MiB blocks)."""
+    if size is None:
+        size = a.stat().st_size
+    if b.stat().st_size != size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
 def atomic_write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(doc, indent=1, sort_keys=True).encode())
@@ -158,12 +188,23 @@ def version_path(first: Path, version: int) -> Path:
 
 
 class Spool:
-    def __init__(self, root: Path, *, min_free_mb: float = 0.0):
+    def __init__(self, root: Path, *, min_free_mb: float = 0.0, file_mode: int | None = None,
+                 file_gid: int | None = None):
+        """``file_mode`` / ``file_gid``: what a spooled file made elsewhere (:meth:`store_file`) is
+        given (default: the mode the process umask gives new files; the group is inherited below
+        a set-group-ID state directory, see :mod:`plugin.service.permissions`)."""
         self.root = Path(root)
         self.tmp = self.root / ".tmp"
         self.min_free_mb = min_free_mb
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
+        self._dev = os.stat(self.tmp).st_dev
+        if file_mode is None:
+            mask = os.umask(0o077)
+            os.umask(mask)
+            file_mode = FILE_MODE & ~mask
+        self.file_mode = file_mode
+        self.file_gid = file_gid
         self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
         self._sop_locks = [threading.Lock() for _ in range(64)]  # same SOP UID from two associations
@@ -200,23 +241,98 @@ class Spool:
                 raise SpoolFull(f"spool {self.root}: {free_mb:.0f} MB free, reserve is {self.min_free_mb:.0f} MB")
 
     def store(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> StoreOutcome:
-        """Make one instance durable; see the module docstring for the guarantee."""
+        """Make one instance durable from its bytes; see the module docstring for the guarantee."""
         self.check_space()
+        tmp = self.tmp / f".{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            return self._place(study_uid, series_uid, sop_uid, tmp, len(data))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def store_file(self, study_uid: str, series_uid: str, sop_uid: str, src: Path) -> StoreOutcome:
+        """Make one instance durable from a file holding it (left where it is: the spool links it
+        into place when ``src`` is on the spool's file system, else copies it); see the module
+        docstring for the guarantee."""
+        self.check_space()
+        src = Path(src)
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if st.st_dev == self._dev:
+                os.fdatasync(fd)
+                if (st.st_mode & 0o7777) != self.file_mode:  # e.g. mkstemp's 0600 with a [storage] group
+                    os.fchmod(fd, self.file_mode)
+                if self.file_gid is not None and st.st_gid != self.file_gid:
+                    os.fchown(fd, -1, self.file_gid)
+        finally:
+            os.close(fd)
+        if st.st_dev == self._dev:
+            return self._place(study_uid, series_uid, sop_uid, src, st.st_size)
+        tmp = self.tmp / f".{uuid.uuid4().hex}.tmp"  # another file system: copy it to ours first
+        try:
+            with open(src, "rb") as fin, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE),
+                                              "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fdatasync(fout.fileno())
+            return self._place(study_uid, series_uid, sop_uid, tmp, st.st_size)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _place(self, study_uid: str, series_uid: str, sop_uid: str, synced: Path, size: int) -> StoreOutcome:
+        """Give the fdatasync-ed file ``synced`` (on the spool's file system) the instance's name:
+        the first version's, the latest version's when the content is the same (nothing new), or
+        the next version's; then fsync the directory. ``synced`` keeps its own name."""
         path = self.path_for(study_uid, series_uid, sop_uid)
         self._ensure_dir(path.parent)
         with self._sop_locks[hash(path) % len(self._sop_locks)]:
             latest = 0
-            while version_path(path, latest + 1).exists():
-                latest += 1
-            if latest == 0:
-                atomic_write_bytes(path, data, tmp_dir=self.tmp)
-                return StoreOutcome(path, new=True)
-            previous = version_path(path, latest)
-            if previous.stat().st_size == len(data) and previous.read_bytes() == data:
-                return StoreOutcome(previous, new=False, version=latest)
-            target = version_path(path, latest + 1)
-            atomic_write_bytes(target, data, tmp_dir=self.tmp)
-            return StoreOutcome(target, new=True, version=latest + 1, previous=previous)
+            probe = False  # the first try names version 1 without looking (the common case)
+            while True:
+                while probe and version_path(path, latest + 1).exists():
+                    latest += 1
+                probe = True
+                previous = version_path(path, latest) if latest else None
+                if previous is not None and same_content(synced, previous, size):
+                    return StoreOutcome(previous, new=False, version=latest)
+                target = version_path(path, latest + 1)
+                try:
+                    os.link(synced, target)  # never overwrites: another process may have won the name
+                except FileExistsError:
+                    continue
+                except FileNotFoundError:
+                    if not synced.exists():
+                        raise
+                    with self._lock:  # the directory went away under us (retention): make it again
+                        self._known_dirs.discard(path.parent)
+                    self._ensure_dir(path.parent)
+                    continue
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                        raise
+                    self._copy_into_place(synced, target)  # a file system without hard links
+                break
+        _DIR_SYNCER.sync(target.parent)
+        if latest == 0:
+            return StoreOutcome(target, new=True)
+        return StoreOutcome(target, new=True, version=latest + 1, previous=previous)
+
+    def _copy_into_place(self, synced: Path, target: Path) -> None:
+        tmp = self.tmp / f".{uuid.uuid4().hex}.tmp"
+        try:
+            shutil.copyfile(synced, tmp)
+            fdatasync_path(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def series_record_path(self, study_uid: str, series_uid: str) -> Path:
         return self.root / safe_uid(study_uid) / safe_uid(series_uid) / SERIES_RECORD
@@ -230,6 +346,8 @@ class Spool:
         if path.exists():
             return False
         self.check_space()
+        with self._lock:  # once per series: check the folders for real (another process may have removed them)
+            self._known_dirs.discard(path.parent)
         self._ensure_dir(path.parent)
         atomic_write_bytes(path, json.dumps(record, sort_keys=True).encode(), tmp_dir=self.tmp)
         return True
