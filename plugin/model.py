@@ -88,6 +88,10 @@ class Lesion:
     source_diameter_mm: Optional[float] = None
     source_diameter_mm_ci: Optional[tuple[float, float]] = None
     source_size_note: str = ""
+    # The fraction of a sphere of the source's size that the QSM map and the spot measurement keep
+    # (plugin.method.qsmrecovery); qsm_chi_ppm and qsm_total_ppm_mm3 are divided by it. None when
+    # not applied.
+    qsm_recovery_fraction: Optional[float] = None
 
     @property
     def n_slices(self) -> int:

@@ -40,8 +40,10 @@ from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, dar
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine, interpret
 from plugin.method.morphology import fill_holes
-from plugin.method.qsm import QsmMap, QsmParams, compute_qsm, spot_susceptibility
+from plugin.method.qsm import UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
+from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
+from plugin.method.qsmrecovery import RecoveryParams, SpotSource, corrected_spot_chi, recovery_fractions
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
@@ -69,6 +71,7 @@ class AnalysisOptions:
     qsm_params: QsmParams = QsmParams()
     qsm_agree: QsmAgreeRules = QsmAgreeRules()   # a disagreeing QSM reading (plugin.method.qsmagree)
     source_size: bool = True               # chi over the bloom-corrected source volume (plugin.method.bloom)
+    qsm_recovery: bool = True              # divide the spot's QSM total by the map's recovery fraction (plugin.method.qsmrecovery)
     qsm_series: bool = True                # write the map as the "borderphase QSM (ppb)" MR series when one was made
 
 
@@ -83,6 +86,7 @@ class ArrayAnalysis:
     fits: list = field(default_factory=list)         # DipoleFit per lesion
     fit_seconds: float = 0.0                         # wall time of all dipole fits (benchmarks)
     size_seconds: float = 0.0                        # wall time of all source-size (bloom model) estimates
+    recovery_seconds: float = 0.0                    # wall time of all QSM recovery fractions (plugin.method.qsmrecovery)
     # the phase the patterns were read on (background removed) and how it was made: the
     # summary card shows it rather than the delivered phase
     local_phase_rad: Optional[np.ndarray] = field(default=None, repr=False)
@@ -97,6 +101,7 @@ class ArrayAnalysis:
     convention_statement: str = ""                   # the decision's one line for every result (dataconvention)
     convention_headline: str = ""                    # the same in short (the summary card)
     qsm: Optional[QsmMap] = field(default=None, repr=False)   # the susceptibility map, when made
+    qsm_unreliable_slices: tuple[int, ...] = ()                # its unreliable end slices (plugin.method.qsmedge)
     echo_time_ms: Optional[float] = None                      # of the phase analysed
 
 
@@ -171,6 +176,12 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             notes.append("WARNING: " + decision.warning)
         convention = decision.convention
     qmap = _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes)
+    edge_slices: tuple[int, ...] = ()
+    if qmap is not None:
+        edge_slices = unreliable_edge_slices(qmap.chi_ppm, qmap.mask, voxel)
+        if edge_slices:
+            notes.append(f"QSM: end slices {_slice_list(edge_slices)} (0-based) unreliable (low-frequency artefact "
+                         f"at the slab's end): left out of the spot readings, marked in the QSM series")
     superior_up = bool(affine_lps[2, 0] > 0)
     # The method reads axial slices: B0 (LPS z) must run across the slices. Oblique-axial
     # stacks (a few tens of degrees) are fine; sagittal/coronal stacks are not.
@@ -184,6 +195,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     lesions, readings, interps, fits = [], [], [], []
     b0_axes = b0_in_array_axes(affine_lps)
     fit_seconds = size_seconds = 0.0
+    measured: list = []          # per spot: (its QSM reading as measured, its source size)
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
         t_fit = time.perf_counter()
@@ -198,11 +210,15 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         elif rd.resolved_by_outer:
             it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
         qsm_facts, sc = {}, None
-        if qmap is not None:
+        if qmap is not None and spot_on_slices(spot.slice_indices, edge_slices, margin_slices=2):
+            sc = SpotChi(None, None, None, UNCLEAR, "on or next to the QSM map's unreliable end slices "
+                                                   f"{_slice_list(edge_slices)}: no QSM value")
+        elif qmap is not None:
             sc = spot_susceptibility(qmap, spot.footprint, spot.bbox, voxel, spot.diameter_mm, ci_z=options.qsm_params.ci_z)
         t_size = time.perf_counter()
         size = _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options)
         size_seconds += time.perf_counter() - t_size
+        measured.append((sc, size))
         if sc is not None:
             if size is not None and not size.bloom_limited:
                 v_lo, v_hi = (np.pi / 6 * d ** 3 for d in size.diameter_ci_mm)
@@ -226,7 +242,13 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
         readings.append(rd)
         interps.append(it)
         fits.append(fit)
+    t_rec = time.perf_counter()
+    if qmap is not None and options.qsm_recovery:
+        lesions = _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes,
+                                          filtered=bool(wrapped) and "as delivered" in what, options=options, notes=notes)
+    recovery_seconds = time.perf_counter() - t_rec
     return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds, size_seconds=size_seconds,
+                         recovery_seconds=recovery_seconds, qsm_unreliable_slices=edge_slices,
                          local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
                          rejected=rejected, rejected_not_listed=rejected_rest, data_convention=data_conv,
                          convention_used=str(convention), convention_source=decision.source if decision else "",
@@ -259,6 +281,44 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
              if wrapped else "")
     notes.append(f"QSM: {qmap.description}{extra}")
     return qmap
+
+
+def _slice_list(indices) -> str:
+    return ", ".join(str(int(k)) for k in indices)
+
+
+def _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, *, filtered: bool, options, notes) -> list:
+    """The lesions with their QSM readings divided by the fraction of a sphere of their source's
+    size (the bloom model's when resolved, else the detected diameter's) that the map and the
+    measurement keep (plugin.method.qsmrecovery), computed for all spots at once. The call does not
+    change (a positive factor keeps the interval's sign)."""
+    todo = []
+    for i, (sc, size) in enumerate(measured):
+        if sc is None or sc.sum_ppm_mm3 is None:
+            continue
+        resolved = size is not None and not size.bloom_limited
+        d_mm = size.diameter_mm if resolved else float(spots[i].diameter_mm)
+        todo.append((i, sc, d_mm, tuple(size.diameter_ci_mm) if resolved else None))
+    if not todo:
+        return lesions
+    sources = [SpotSource(spots[i].footprint, spots[i].bbox, tuple(spots[i].center_index), d) for i, _, d, _ in todo]
+    recs = recovery_fractions(sources, qmap.mask, voxel, b0_axes, qsm_params=options.qsm_params, filtered_phase=filtered)
+    out = list(lesions)
+    n_done = 0
+    for (i, sc, d_mm, d_range), rec in zip(todo, recs):
+        if rec is None or rec.fraction < RecoveryParams().min_fraction:
+            continue
+        v_range = None if d_range is None else tuple(np.pi / 6 * d ** 3 for d in d_range)
+        c = corrected_spot_chi(sc, rec, np.pi / 6 * d_mm ** 3, v_range)
+        out[i] = replace(out[i], qsm_chi_ppm=c.chi_ppm, qsm_chi_ppm_ci=c.ci95, qsm_total_ppm_mm3=c.sum_ppm_mm3,
+                         qsm_total_ppm_mm3_ci=c.sum_ci95, qsm_recovery_fraction=rec.fraction)
+        n_done += 1
+    if n_done:
+        fr = [out[i].qsm_recovery_fraction for i, *_ in todo if out[i].qsm_recovery_fraction is not None]
+        notes.append(f"QSM spot readings divided by the map's recovery fraction of a sphere of the source's size "
+                     f"({n_done} spots, median {np.median(fr):.2f}, range {min(fr):.2f}-{max(fr):.2f}"
+                     f"{'; homodyne filter of the scanner-filtered phase modelled (assumed Hann window 0.125)' if filtered else ''})")
+    return out
 
 
 def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options):
@@ -344,6 +404,7 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "source_diameter_mm": lesion.source_diameter_mm,
         "source_diameter_mm_ci": None if lesion.source_diameter_mm_ci is None else list(lesion.source_diameter_mm_ci),
         "source_size_note": lesion.source_size_note or None,
+        "qsm_recovery_fraction": lesion.qsm_recovery_fraction,
         "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
                 "reason": lesion.fit_reason, "decided_by": lesion.decided_by},
         "tracking_identifier": None if tracking is None else tracking.identifier,
@@ -573,7 +634,8 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         background_removal="" if method is None else method.background, confidence_basis=CONFIDENCE_BASIS,
         qsm_chi_ppm=None if method is None or method.qsm is None else method.qsm.chi_ppm,
         qsm_description="" if method is None or method.qsm is None else method.qsm.description,
-        qsm_echo_time_ms=None if method is None else method.echo_time_ms)
+        qsm_echo_time_ms=None if method is None else method.echo_time_ms,
+        qsm_unreliable_slices=() if method is None or method.qsm is None else tuple(method.qsm_unreliable_slices))
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),

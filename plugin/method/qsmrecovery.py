@@ -1,0 +1,192 @@
+"""How much of a small source's susceptibility the QSM map keeps in the spot's measuring region.
+
+The fast QSM map (plugin.method.qsm, closed-form L2) is a linear filter of the true chi:
+``chi_map = F^-1[ R(k) F[chi] ]`` with ``R = D^2 / (D^2 + lambda |G|^2)`` (TKD: ``D / D_t``), and
+when the scanner delivered its filtered phase, the homodyne high-pass ``H`` (``1 -`` a 2D Hann
+window in k-space, per slice) acts on the field before it: ``R = D H D / (D^2 + lambda |G|^2)``.
+The regularisation takes a cone of k-space around the magic angle, and the homodyne filter the low
+in-plane frequencies, so the spot's total susceptibility measured on the map
+(:func:`plugin.method.qsm.spot_susceptibility`: the sum over the segmented spot + one voxel minus
+the surrounding level) is only a fraction of the source's (0.88 on the realistic 1 mm GRE cohort
+with the true diameter; benchmarks/qsm.md).
+
+That fraction is computable for a sphere of the estimated source diameter without any truth:
+:func:`recovery_fraction` puts a unit-chi sphere (its exact Fourier transform, shifted to the
+spot's sub-voxel centre) on a local grid around the spot, applies the same chain (dipole field,
+homodyne when the phase is the scanner's filtered one, the map's inverse filter), and measures it
+with the very function that measured the spot, on the spot's own footprint. Dividing the measured
+total by it undoes the filter's loss for a source of that size; the size's interval gives the
+fraction's interval (:func:`corrected_spot_chi`).
+
+Assumptions, stated in :attr:`Recovery.note`: the source is a uniform sphere at the spot's
+centroid; the homodyne filter, when modelled, is the common vendor default (Hann window over
+:data:`HOMODYNE_FRACTION` of the matrix, :attr:`RecoveryParams.homodyne_fraction`); its
+magnitude weighting (the void and bloom are down-weighted in the scanner's low-pass) is ignored.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
+
+import numpy as np
+import scipy.fft as sfft
+
+from plugin import physics
+from plugin.method.morphology import bounding_box
+from plugin.method.qsm import ITERATIVE, L2, QsmMap, QsmParams, SpotChi, invert_field, spot_susceptibility
+
+#: Hann window width / matrix of the scanner's homodyne filter assumed for filtered phase (64 of 512).
+HOMODYNE_FRACTION = 0.125
+_TEST_CHI_PPM = 100.0          # the simulated sphere's chi (large: the measured total is rounded to 1e-3 ppm mm^3)
+
+
+@dataclass(frozen=True)
+class RecoveryParams:
+    min_fraction: float = 0.25              # below this the correction is not applied (the map keeps too little)
+    homodyne_fraction: float = HOMODYNE_FRACTION
+
+
+@dataclass(frozen=True)
+class Recovery:
+    fraction: float                          # measured / true total for the sphere of ``diameter_mm``
+    fraction_range: tuple[float, float]      # over the source size's interval
+    diameter_mm: float
+    homodyne: bool
+    note: str
+
+
+def _sphere_block(shape, voxel_mm, centre_index, diameter_mm: float, supersample: int = 5):
+    """(slices, block): each voxel's fraction inside a sphere of ``diameter_mm`` centred at
+    ``centre_index`` (fractional voxels), from ``supersample``^3 sub-samples per voxel, on the
+    block of the grid ``shape`` that holds the sphere (float32)."""
+    a = diameter_mm / 2.0
+    lo = [max(int(math.floor(c - a / h)) - 1, 0) for c, h in zip(centre_index, voxel_mm)]
+    hi = [min(int(math.ceil(c + a / h)) + 2, n) for c, h, n in zip(centre_index, voxel_mm, shape)]
+    sub = (np.arange(supersample) + 0.5) / supersample - 0.5
+    axes = [((np.arange(l, u)[:, None] + sub[None, :]).ravel() - c) * h for l, u, c, h in zip(lo, hi, centre_index, voxel_mm)]
+    z, y, x = np.meshgrid(*axes, indexing="ij", sparse=True)
+    inside = (z * z + y * y + x * x <= a * a).astype(np.float32)
+    n = [u - l for l, u in zip(lo, hi)]
+    block = inside.reshape(n[0], supersample, n[1], supersample, n[2], supersample).mean(axis=(1, 3, 5))
+    return tuple(slice(l, u) for l, u in zip(lo, hi)), block
+
+
+def _homodyne_highpass(shape, homodyne_fraction: float, reference_matrix: int = 512) -> np.ndarray:
+    """``1 - LP``, LP the in-plane low-pass of :func:`plugin.phantom.render.homodyne_filter` (a Hann
+    window over ``homodyne_fraction`` of a ``reference_matrix`` matrix) on this local grid: its
+    real-space kernel, cropped to the grid's rows x columns about the centre (a window of a few
+    samples on a small grid would misrepresent it), transformed back. rfftn layout, (1, rows, cols)."""
+    n = reference_matrix
+    w = max(4, int(round(n * homodyne_fraction)))
+    win = np.zeros((n, n))
+    hann = np.outer(np.hanning(w + 2)[1:-1], np.hanning(w + 2)[1:-1])
+    r0 = n // 2 - w // 2
+    win[r0:r0 + w, r0:r0 + w] = hann
+    kernel = np.fft.fftshift(np.real(np.fft.ifft2(np.fft.ifftshift(win))))      # centred at (n//2, n//2)
+    rows, cols = shape[1], shape[2]
+    local = np.zeros((rows, cols))
+    hr, hc = min(rows // 2, n // 2), min(cols // 2, n // 2)
+    crop = kernel[n // 2 - hr:n // 2 - hr + min(rows, n), n // 2 - hc:n // 2 - hc + min(cols, n)]
+    local[:crop.shape[0], :crop.shape[1]] = crop
+    local = np.roll(local, (-hr, -hc), axis=(0, 1))                                # centre -> index 0
+    return (1.0 - sfft.rfft2(local))[None].real.astype(np.float32) if False else \
+        (1.0 - sfft.rfft2(local).real)[None].astype(np.float32)
+
+
+def _forward(shape, voxel_mm, b0_axes, homodyne_fraction: Optional[float]) -> np.ndarray:
+    """chi -> the field the node measured, in k-space (rfftn layout, float32): ``D`` x the
+    homodyne high-pass when modelled."""
+    D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
+    if homodyne_fraction:
+        D *= _homodyne_highpass(shape, homodyne_fraction)
+    return D
+
+
+@dataclass(frozen=True)
+class SpotSource:
+    """A spot's measuring footprint (as :class:`plugin.method.detect.DetectedSpot` keeps it) and the
+    sphere assumed behind it."""
+    footprint: np.ndarray            # bool, bbox-shaped
+    bbox: tuple                      # slices in the volume
+    centre_index: tuple              # fractional (slice, row, col)
+    diameter_mm: float
+
+
+def recovery_fractions(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm, b0_axes, *,
+                       qsm_params: QsmParams = QsmParams(), filtered_phase: bool = False,
+                       params: RecoveryParams = RecoveryParams()) -> list[Optional[Recovery]]:
+    """Every spot's recovery fraction (module docstring) from one synthetic study: a unit-chi
+    sphere at each spot on the mask's box, its field (``D``, then the homodyne high-pass and the
+    source's void when ``filtered_phase``), inverted by :func:`plugin.method.qsm.invert_field` as
+    the map was, each spot measured by :func:`plugin.method.qsm.spot_susceptibility` on its own
+    footprint. The spots are far apart on the scale of the filters (a neighbour's share is what
+    the real map has too). None for a spot that cannot be measured."""
+    mask = np.asarray(mask, bool)
+    out: list[Optional[Recovery]] = [None] * len(sources)
+    if not sources or not mask.any():
+        return out
+    box = bounding_box(mask)
+    n_box = [sl.stop - sl.start for sl in box]
+    pad = [int(math.ceil(qsm_params.pad_mm / h)) for h in voxel_mm]
+    shape = tuple(sfft.next_fast_len(n + 2 * p, real=True) for n, p in zip(n_box, pad))
+    occupancy = np.zeros(shape, np.float32)
+    sphere_sum: list[float] = []
+    for src in sources:
+        centre = [c - b.start for c, b in zip(src.centre_index, box)]
+        if not src.diameter_mm > 0 or any(not (0 <= c < n) for c, n in zip(centre, n_box)):
+            sphere_sum.append(0.0)
+            continue
+        where, block = _sphere_block(shape, voxel_mm, centre, src.diameter_mm)
+        sphere_sum.append(float(block.sum()))
+        np.maximum(occupancy[where], block, out=occupancy[where])
+    homodyne = params.homodyne_fraction if filtered_phase else None
+    spec = sfft.rfftn(occupancy, workers=qsm_params.workers)
+    spec *= _forward(shape, voxel_mm, b0_axes, homodyne)
+    field = sfft.irfftn(spec, s=shape, workers=qsm_params.workers).astype(np.float32)
+    del spec
+    if homodyne:
+        # the source is a signal void (plugin.method.bloom's assumption): no field is measured inside
+        # it (its phase is noise about 0), so the filtered field is zeroed where a sphere fills most
+        # of a voxel -- with a homodyne filter that matters (the low-passed field the filter
+        # subtracts everywhere else is missing there); without one the field inside a sphere is ~0
+        field[occupancy > 0.5] = 0.0
+    field = field[: n_box[0], : n_box[1], : n_box[2]]
+    chi = invert_field(field * np.float32(_TEST_CHI_PPM), mask[box], voxel_mm, b0_axes, replace(qsm_params, method=(
+        L2 if qsm_params.method == ITERATIVE else qsm_params.method)))
+    synthetic = QsmMap(chi, mask[box], qsm_params.method, "recovery model", "", 0.0)
+    what = f"{qsm_params.method} map" + (f" of the homodyne-filtered phase (Hann window {homodyne:g} of the matrix, "
+                                        f"assumed)" if homodyne else "")
+    vox = float(np.prod(voxel_mm))
+    for i, src in enumerate(sources):
+        if sphere_sum[i] <= 0:
+            continue
+        local = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(src.bbox, box))
+        if any(sl.start < 0 or sl.stop > n for sl, n in zip(local, n_box)):
+            continue
+        sc = spot_susceptibility(synthetic, src.footprint, local, voxel_mm, src.diameter_mm, n_shifts=0)
+        if sc.sum_ppm_mm3 is None:
+            continue
+        f = float(sc.sum_ppm_mm3) / (_TEST_CHI_PPM * sphere_sum[i] * vox)
+        note = (f"the {what} keeps {f:.2f} of a {src.diameter_mm:.2f} mm sphere's total susceptibility in the "
+                f"spot's measuring region (the size's interval enters through the volume)")
+        out[i] = Recovery(round(f, 4), (round(f, 4), round(f, 4)), float(src.diameter_mm), bool(homodyne), note)
+    return out
+
+
+def corrected_spot_chi(sc: SpotChi, rec: Optional[Recovery], volume_mm3: float,
+                       volume_range_mm3: Optional[tuple[float, float]] = None,
+                       params: RecoveryParams = RecoveryParams()) -> SpotChi:
+    """``sc`` (the spot's measured total) divided by the recovery fraction, then over the source
+    volume (:meth:`SpotChi.over_volume`); the interval spans the total's interval over both the
+    fraction's and the volume's ranges. Unchanged totals when there is no usable fraction."""
+    if sc.sum_ppm_mm3 is None or rec is None or not rec.fraction >= params.min_fraction:
+        return sc.over_volume(volume_mm3, volume_range_mm3) if volume_mm3 > 0 else sc
+    f_lo = max(min(rec.fraction_range[0], rec.fraction), params.min_fraction)
+    f_hi = max(rec.fraction_range[1], rec.fraction)
+    total = sc.sum_ppm_mm3 / rec.fraction
+    sum_ci = None
+    if sc.sum_ci95 is not None:
+        vals = [s / f for s in sc.sum_ci95 for f in (f_lo, f_hi)]
+        sum_ci = (round(min(vals), 3), round(max(vals), 3))
+    return replace(sc, sum_ppm_mm3=round(total, 3), sum_ci95=sum_ci).over_volume(volume_mm3, volume_range_mm3)
