@@ -43,7 +43,8 @@ from plugin.method.morphology import fill_holes
 from plugin.method.qsm import UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
-from plugin.method.qsmrecovery import RecoveryParams, SpotSource, corrected_spot_chi, recovery_fractions
+from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_fraction,
+                                       recovery_fractions, scaled_fit, synthetic_field)
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
@@ -196,6 +197,12 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     b0_axes = b0_in_array_axes(affine_lps)
     fit_seconds = size_seconds = 0.0
     measured: list = []          # per spot: (its QSM reading as measured, its source size)
+    # the scanner's filtered phase used as it came (auto-detected), or the node's own homodyne high-pass
+    filtered = bool(wrapped) and ("filtered phase" in what or "homodyne" in what)
+    scanner_filtered = bool(wrapped) and "filtered phase" in what
+    t_rec = time.perf_counter()
+    fit_field = _fit_recovery_field(spots, mask, voxel, b0_axes, scanner_filtered, convention, echo_time_ms, field_strength_t, options)
+    recovery_seconds = time.perf_counter() - t_rec
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
         t_fit = time.perf_counter()
@@ -203,6 +210,17 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
                          params=options.dipole_fit)
         fit_seconds += time.perf_counter() - t_fit
+        fit_fraction = None
+        if fit_field is not None and fit.usable and fit.moment is not None:
+            t_rec = time.perf_counter()
+            fit_fraction = fit_recovery_fraction(fit_field, i - 1, spot, mag, voxel, noise, convention=convention,
+                                                 echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
+                                                 b0_axes=b0_axes, fit_params=options.dipole_fit)
+            if fit_fraction is not None and fit_fraction >= RecoveryParams().min_fraction:
+                fit = scaled_fit(fit, fit_fraction)
+            else:
+                fit_fraction = None
+            recovery_seconds += time.perf_counter() - t_rec
         it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
@@ -236,17 +254,26 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             confidence=round(it.confidence, 3), reason=it.reason, upper_border_pattern=rd.upper.pattern,
             lower_border_pattern=rd.lower.pattern, upper_read_slice=rd.upper_read_slice,
             lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit, size, spot.diameter_mm),
-            decided_by=it.basis, **_size_facts(size), **qsm_facts))
+            decided_by=it.basis, **_size_facts(size), **qsm_facts,
+            fit_recovery_fraction=None if fit_fraction is None else round(fit_fraction, 4)))
         view = label_map[spot.bbox]
         view[spot.footprint & (view == 0)] = i
         readings.append(rd)
         interps.append(it)
         fits.append(fit)
     t_rec = time.perf_counter()
-    if qmap is not None and options.qsm_recovery:
+    if qmap is not None and options.qsm_recovery and filtered:
+        notes.append("QSM spot readings not corrected for the map's recovery: on homodyne-filtered "
+                     "phase the modelled fraction (homodyne + void + L2, ~0.4) does not match the loss measured on "
+                     "phantoms (0.75-1.2; benchmarks/qsm.md), so chi there stays a lower estimate")
+    elif qmap is not None and options.qsm_recovery:
         lesions = _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes,
-                                          filtered=bool(wrapped) and "as delivered" in what, options=options, notes=notes)
-    recovery_seconds = time.perf_counter() - t_rec
+                                          filtered=False, options=options, notes=notes)
+    fit_fr = [les.fit_recovery_fraction for les in lesions if les.fit_recovery_fraction is not None]
+    if fit_fr:
+        notes.append(f"dipole fit moments divided by the fraction the fit finds of a sphere's moment in the "
+                     f"homodyne-filtered field ({len(fit_fr)} spots, median {np.median(fit_fr):.2f}; plugin.method.qsmrecovery)")
+    recovery_seconds += time.perf_counter() - t_rec
     return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds, size_seconds=size_seconds,
                          recovery_seconds=recovery_seconds, qsm_unreliable_slices=edge_slices,
                          local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
@@ -281,6 +308,19 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
              if wrapped else "")
     notes.append(f"QSM: {qmap.description}{extra}")
     return qmap
+
+
+def _fit_recovery_field(spots, mask, voxel, b0_axes, filtered, convention, echo_time_ms, field_strength_t, options):
+    """The synthetic field of spheres at the spots (plugin.method.qsmrecovery.synthetic_field) the
+    dipole fit's recovery fraction is measured on: only for the scanner's filtered phase (the fit's
+    pure-dipole model does not know the homodyne filter; on raw phase it finds ~0.98 of a
+    sphere's moment, benchmarks/qsm.md), with the echo time, field strength and convention known."""
+    if not (filtered and options.qsm_recovery and spots and echo_time_ms and field_strength_t and mask.any()
+            and convention in (Handedness.RIGHT, Handedness.LEFT)):
+        return None
+    sources = [SpotSource(sp.footprint, sp.bbox, tuple(sp.center_index), float(sp.diameter_mm)) for sp in spots]
+    return synthetic_field(sources, mask, voxel, b0_axes, filtered_phase=True, pad_mm=options.qsm_params.pad_mm,
+                           workers=options.qsm_params.workers)
 
 
 def _slice_list(indices) -> str:
@@ -405,6 +445,7 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "source_diameter_mm_ci": None if lesion.source_diameter_mm_ci is None else list(lesion.source_diameter_mm_ci),
         "source_size_note": lesion.source_size_note or None,
         "qsm_recovery_fraction": lesion.qsm_recovery_fraction,
+        "fit_recovery_fraction": lesion.fit_recovery_fraction,
         "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
                 "reason": lesion.fit_reason, "decided_by": lesion.decided_by},
         "tracking_identifier": None if tracking is None else tracking.identifier,

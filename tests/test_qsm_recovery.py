@@ -4,8 +4,8 @@ source's size that the closed-form L2 map (and, on scanner-filtered phase, the h
 keeps, so that it matches the truth of spheres rendered by the phantom (an independent renderer:
 sub-voxel phasor sums, its own homodyne filter); the map's end slices with the low-frequency ring
 are found, left out of the spot readings and marked in the QSM series. Each test fails on the code
-before this change (no correction: totals 0.85-0.93 x the truth on raw phase, ~0.5 x on filtered
-phase; no edge marking)."""
+before this change (no correction: QSM totals ~0.9 x the truth on raw phase, fit moments ~0.5 x on
+filtered phase; no edge marking)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -77,22 +77,33 @@ def test_recovery_brings_the_raw_phase_total_to_the_truth(raw_case):
     assert any("recovery fraction" in n for n in res.notes)
 
 
-def test_recovery_models_the_scanners_homodyne_filter():
-    """0.45 x 0.45 x 2.5 mm with the scanner's filtered phase (the phantom's homodyne filter):
-    the map keeps about half of a small source's total; the modelled chain (homodyne + the void
-    inside the source + L2) brings the totals to within 30 % of the truth on average, from ~0.5."""
+def test_fit_recovery_models_the_scanners_homodyne_filter():
+    """0.45 x 0.45 x 2.5 mm with the scanner's filtered phase (the phantom's own homodyne filter):
+    the dipole fit finds about half of a small source's moment (its pure-dipole model does not know
+    the filter); divided by the fraction the same fit finds on the modelled field (dipole field +
+    homodyne high-pass), the moments are within 25 % of the truth on average, from ~0.5. The QSM
+    reading there is left uncorrected, and the notes say why."""
     from plugin.phantom import render as P
-    lesions = [P.SphereLesion(1, (-12.0, -20.0, 0.0), 3.0, 0.4, "microbleed"),
-               P.SphereLesion(2, (12.0, 20.0, 0.0), 4.0, -0.3, "calcification"),
-               P.SphereLesion(3, (15.0, -15.0, 5.0), 3.5, 0.3, "microbleed")]
-    images, grid = _render((24, 224, 224), (2.5, 0.45, 0.45), lesions, filtered=True)
+    lesions = [P.SphereLesion(1, (-12.0, -20.0, 0.0), 3.0, 0.1, "microbleed"),
+               P.SphereLesion(2, (12.0, 20.0, 0.0), 4.0, -0.1, "calcification"),
+               P.SphereLesion(3, (15.0, -15.0, 5.0), 3.5, 0.1, "microbleed")]
+    images, grid = _render((24, 224, 224), (2.5, 0.45, 0.45), lesions, filtered=True, snr=200.0)
     res = _analyse(images, grid, lesions)        # auto: the filtered phase is used as delivered
     off = _analyse(images, grid, lesions, qsm_recovery=False)
-    after, before = _total_ratios(res, lesions), _total_ratios(off, lesions)
-    assert before.mean() < 0.75, before          # the case needs the correction
-    assert abs(after.mean() - 1.0) < 0.3, (after, before)
-    assert abs(after.mean() - 1.0) < abs(before.mean() - 1.0) - 0.15, (after, before)
-    assert any("homodyne" in n for n in res.notes)
+
+    def moment_ratios(r):
+        return np.array([4 * np.pi * got.moment / (t.chi_ppm * np.pi / 6 * t.diameter_mm ** 3)
+                         for t, got in zip(lesions, r.lesions)])
+    after, before = moment_ratios(res), moment_ratios(off)
+    assert before.mean() < 0.65, before           # the case needs the correction
+    assert abs(after.mean() - 1.0) < 0.25, (after, before)
+    assert abs(after.mean() - 1.0) < abs(before.mean() - 1.0) - 0.2, (after, before)
+    for a, b in zip(res.lesions, off.lesions):
+        assert a.fit_recovery_fraction is not None and 0.3 < a.fit_recovery_fraction < 0.9
+        assert a.fit_z == b.fit_z and a.classification == b.classification   # the sign evidence is unchanged
+        assert a.qsm_recovery_fraction is None and a.qsm_chi_ppm is not None
+    assert any("homodyne" in n and "dipole fit" in n for n in res.notes)
+    assert any("not corrected" in n for n in res.notes)
 
 
 def test_corrected_spot_chi_divides_the_total_and_widens_the_interval():
@@ -148,15 +159,20 @@ def test_spots_on_unreliable_end_slices_get_no_qsm_value(raw_case, monkeypatch):
     others keep theirs."""
     import plugin.pipeline as pipeline
     images, grid, lesions = raw_case
-    # the sphere at LPS z -6 lies on slices 13-14 of this grid: mark slice 15 as an unreliable end
-    k = int(round(np.linalg.solve(grid.affine_lps[:3, :3], np.array(lesions[3].center_lps_mm) - grid.affine_lps[:3, 3])[0]))
-    monkeypatch.setattr(pipeline, "unreliable_edge_slices", lambda chi, mask, vox: (k + 1,))
-    res = _analyse(images, grid, lesions, background="none")
-    assert res.qsm_unreliable_slices == (k + 1,)
+    plain = _analyse(images, grid, lesions, background="none", qsm_recovery=False)
+    assert plain.qsm_unreliable_slices == ()          # this map has no ring at its ends
+    # mark a slice next to the fourth spot and more than two slices from the others
+    others = [k for les in plain.lesions[:3] for k in les.slice_indices]
+    mine = plain.lesions[3].slice_indices
+    mark = next(k for k in (min(mine) - 1, max(mine) + 1) if min(abs(k - o) for o in others) > 2)
+    monkeypatch.setattr(pipeline, "unreliable_edge_slices", lambda chi, mask, vox: (mark,))
+    res = _analyse(images, grid, lesions, background="none", qsm_recovery=False)
+    assert res.qsm_unreliable_slices == (mark,)
     marked = res.lesions[3]
     assert marked.qsm_chi_ppm is None and marked.qsm_call == Q.UNCLEAR
-    assert any("unreliable end slices" in n for n in res.notes)
-    assert all(les.qsm_chi_ppm is not None for les in res.lesions[:3])
+    assert any(f"end slices {mark} (0-based) unreliable" in n for n in res.notes)
+    for got, before in zip(res.lesions[:3], plain.lesions[:3]):
+        assert got.qsm_chi_ppm == before.qsm_chi_ppm is not None
 
 
 def test_the_qsm_series_marks_its_unreliable_slices(tmp_path):

@@ -113,22 +113,24 @@ class SpotSource:
     diameter_mm: float
 
 
-def recovery_fractions(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm, b0_axes, *,
-                       qsm_params: QsmParams = QsmParams(), filtered_phase: bool = False,
-                       params: RecoveryParams = RecoveryParams()) -> list[Optional[Recovery]]:
-    """Every spot's recovery fraction (module docstring) from one synthetic study: a unit-chi
-    sphere at each spot on the mask's box, its field (``D``, then the homodyne high-pass and the
-    source's void when ``filtered_phase``), inverted by :func:`plugin.method.qsm.invert_field` as
-    the map was, each spot measured by :func:`plugin.method.qsm.spot_susceptibility` on its own
-    footprint. The spots are far apart on the scale of the filters (a neighbour's share is what
-    the real map has too). None for a spot that cannot be measured."""
-    mask = np.asarray(mask, bool)
-    out: list[Optional[Recovery]] = [None] * len(sources)
-    if not sources or not mask.any():
-        return out
+@dataclass
+class SyntheticField:
+    """The field (ppm per ppm of chi, on the mask's box) that unit-chi spheres at the spots would
+    give the node: dipole field, and for scanner-filtered phase the homodyne high-pass and the
+    source's void."""
+    field: np.ndarray              # float32, the mask's box
+    box: tuple                     # slices of the volume
+    sphere_sum_voxels: list        # per source: its sphere's volume in voxels (0: not placed)
+    homodyne: Optional[float]
+
+
+def synthetic_field(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm, b0_axes, *, filtered_phase: bool,
+                    pad_mm: float = 24.0, workers: int = 2, params: RecoveryParams = RecoveryParams()) -> SyntheticField:
+    """Unit-chi spheres at the spots, on the mask's bounding box zero-padded by ``pad_mm`` (as the
+    map's inversion pads), and the field the node would measure from them (SyntheticField)."""
     box = bounding_box(mask)
     n_box = [sl.stop - sl.start for sl in box]
-    pad = [int(math.ceil(qsm_params.pad_mm / h)) for h in voxel_mm]
+    pad = [int(math.ceil(pad_mm / h)) for h in voxel_mm]
     shape = tuple(sfft.next_fast_len(n + 2 * p, real=True) for n, p in zip(n_box, pad))
     occupancy = np.zeros(shape, np.float32)
     sphere_sum: list[float] = []
@@ -141,9 +143,9 @@ def recovery_fractions(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm
         sphere_sum.append(float(block.sum()))
         np.maximum(occupancy[where], block, out=occupancy[where])
     homodyne = params.homodyne_fraction if filtered_phase else None
-    spec = sfft.rfftn(occupancy, workers=qsm_params.workers)
+    spec = sfft.rfftn(occupancy, workers=workers)
     spec *= _forward(shape, voxel_mm, b0_axes, homodyne)
-    field = sfft.irfftn(spec, s=shape, workers=qsm_params.workers).astype(np.float32)
+    field = sfft.irfftn(spec, s=shape, workers=workers).astype(np.float32)
     del spec
     if homodyne:
         # the source is a signal void (plugin.method.bloom's assumption): no field is measured inside
@@ -151,13 +153,32 @@ def recovery_fractions(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm
         # of a voxel -- with a homodyne filter that matters (the low-passed field the filter
         # subtracts everywhere else is missing there); without one the field inside a sphere is ~0
         field[occupancy > 0.5] = 0.0
-    field = field[: n_box[0], : n_box[1], : n_box[2]]
-    chi = invert_field(field * np.float32(_TEST_CHI_PPM), mask[box], voxel_mm, b0_axes, replace(qsm_params, method=(
+    return SyntheticField(np.ascontiguousarray(field[: n_box[0], : n_box[1], : n_box[2]]), box, sphere_sum, homodyne)
+
+
+def recovery_fractions(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm, b0_axes, *,
+                       qsm_params: QsmParams = QsmParams(), filtered_phase: bool = False,
+                       params: RecoveryParams = RecoveryParams()) -> list[Optional[Recovery]]:
+    """Every spot's recovery fraction (module docstring) from one synthetic study: a unit-chi
+    sphere at each spot on the mask's box, its field (:func:`synthetic_field`), inverted by
+    :func:`plugin.method.qsm.invert_field` as the map was, each spot measured by
+    :func:`plugin.method.qsm.spot_susceptibility` on its own footprint. The spots are far apart on
+    the scale of the filters (a neighbour's share is what the real map has too). None for a spot
+    that cannot be measured."""
+    mask = np.asarray(mask, bool)
+    out: list[Optional[Recovery]] = [None] * len(sources)
+    if not sources or not mask.any():
+        return out
+    syn = synthetic_field(sources, mask, voxel_mm, b0_axes, filtered_phase=filtered_phase, pad_mm=qsm_params.pad_mm,
+                          workers=qsm_params.workers, params=params)
+    box, n_box, homodyne = syn.box, syn.field.shape, syn.homodyne
+    chi = invert_field(syn.field * np.float32(_TEST_CHI_PPM), mask[box], voxel_mm, b0_axes, replace(qsm_params, method=(
         L2 if qsm_params.method == ITERATIVE else qsm_params.method)))
     synthetic = QsmMap(chi, mask[box], qsm_params.method, "recovery model", "", 0.0)
     what = f"{qsm_params.method} map" + (f" of the homodyne-filtered phase (Hann window {homodyne:g} of the matrix, "
                                         f"assumed)" if homodyne else "")
     vox = float(np.prod(voxel_mm))
+    sphere_sum = syn.sphere_sum_voxels
     for i, src in enumerate(sources):
         if sphere_sum[i] <= 0:
             continue
@@ -172,6 +193,53 @@ def recovery_fractions(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm
                 f"spot's measuring region (the size's interval enters through the volume)")
         out[i] = Recovery(round(f, 4), (round(f, 4), round(f, 4)), float(src.diameter_mm), bool(homodyne), note)
     return out
+
+
+#: chi of the synthetic spheres the dipole fit is run on: small, so that the phase stays linear and unwrapped
+FIT_TEST_CHI_PPM = 0.05
+
+
+def fit_recovery_fraction(syn: SyntheticField, index: int, spot, magnitude: np.ndarray, voxel_mm, noise_sigma: float, *,
+                          convention: str, echo_time_ms: float, field_strength_t: float, b0_axes,
+                          fit_params=None) -> Optional[float]:
+    """The fraction of a sphere's moment that the dipole fit (plugin.method.dipolefit) finds in
+    the field the node measures (:func:`synthetic_field`: the homodyne high-pass removes part of a
+    small source's field, which the fit's pure-dipole model does not know): the fit run on the
+    synthetic phase of source ``index`` alone at chi :data:`FIT_TEST_CHI_PPM`, with the spot's
+    own magnitude and footprint. None when the fit is not usable there."""
+    from plugin.method.dipolefit import FitParams, fit_dipole
+    if syn.sphere_sum_voxels[index] <= 0:
+        return None
+    box = syn.box
+    k = physics.handedness_sign(convention) * physics.phase_per_ppm_rad(b0_t=field_strength_t, echo_time_ms=echo_time_ms)
+    phase = syn.field * np.float32(FIT_TEST_CHI_PPM * k)
+    shifted = replace(spot, bbox=tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(spot.bbox, box)),
+                      center_index=tuple(c - o.start for c, o in zip(spot.center_index, box)),
+                      slice_indices=[s - box[0].start for s in spot.slice_indices],
+                      central_slice=spot.central_slice - box[0].start,
+                      upper_border_slice=spot.upper_border_slice - box[0].start,
+                      lower_border_slice=spot.lower_border_slice - box[0].start)
+    if any(b.start < 0 or b.stop > n for b, n in zip(shifted.bbox, phase.shape)):
+        return None
+    fit = fit_dipole(phase, np.asarray(magnitude)[box], shifted, voxel_mm, noise_sigma, convention=convention,
+                     echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
+                     params=fit_params or FitParams())
+    if not fit.usable or fit.moment is None:
+        return None
+    m_true = FIT_TEST_CHI_PPM * syn.sphere_sum_voxels[index] * float(np.prod(voxel_mm)) / (4 * math.pi)
+    return float(fit.moment) / m_true
+
+
+def scaled_fit(fit, fraction: float):
+    """The dipole fit with its moment and chi (and their intervals) divided by ``fraction`` (> 0;
+    z, the sign and the fit's quality unchanged)."""
+    def div(v):
+        return None if v is None else v / fraction
+
+    def div2(ci):
+        return None if ci is None else (ci[0] / fraction, ci[1] / fraction)
+    return replace(fit, moment=div(fit.moment), moment_se=div(fit.moment_se), moment_ci95=div2(fit.moment_ci95),
+                   chi_ppm=div(fit.chi_ppm), chi_ppm_ci95=div2(fit.chi_ppm_ci95))
 
 
 def corrected_spot_chi(sc: SpotChi, rec: Optional[Recovery], volume_mm3: float,
