@@ -43,7 +43,7 @@ from plugin.method.morphology import fill_holes
 from plugin.method.qsm import UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
-from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_fraction,
+from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_by_size,
                                        recovery_fractions, scaled_fit, synthetic_field)
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
@@ -202,6 +202,12 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     scanner_filtered = bool(wrapped) and "filtered phase" in what
     t_rec = time.perf_counter()
     fit_field = _fit_recovery_field(spots, mask, voxel, b0_axes, scanner_filtered, convention, echo_time_ms, field_strength_t, options)
+    fit_fractions = [None] * len(spots)
+    if fit_field is not None:
+        fit_fractions = fit_recovery_by_size(fit_field, spots, mag, voxel, noise, convention=convention,
+                                             echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
+                                             b0_axes=b0_axes, fit_params=options.dipole_fit)
+        del fit_field
     recovery_seconds = time.perf_counter() - t_rec
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
@@ -210,17 +216,9 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
                          params=options.dipole_fit)
         fit_seconds += time.perf_counter() - t_fit
-        fit_fraction = None
-        if fit_field is not None and fit.usable and fit.moment is not None:
-            t_rec = time.perf_counter()
-            fit_fraction = fit_recovery_fraction(fit_field, i - 1, spot, mag, voxel, noise, convention=convention,
-                                                 echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
-                                                 b0_axes=b0_axes, fit_params=options.dipole_fit)
-            if fit_fraction is not None and fit_fraction >= RecoveryParams().min_fraction:
-                fit = scaled_fit(fit, fit_fraction)
-            else:
-                fit_fraction = None
-            recovery_seconds += time.perf_counter() - t_rec
+        fit_fraction = fit_fractions[i - 1] if fit.usable and fit.moment is not None else None
+        if fit_fraction is not None:
+            fit = scaled_fit(fit, fit_fraction)
         it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
@@ -272,7 +270,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     fit_fr = [les.fit_recovery_fraction for les in lesions if les.fit_recovery_fraction is not None]
     if fit_fr:
         notes.append(f"dipole fit moments divided by the fraction the fit finds of a sphere's moment in the "
-                     f"homodyne-filtered field ({len(fit_fr)} spots, median {np.median(fit_fr):.2f}; plugin.method.qsmrecovery)")
+                     f"homodyne-filtered field ({len(fit_fr)} spots, median {np.median(fit_fr):.2f}, measured on up to 12 "
+                     f"spots and interpolated by diameter; plugin.method.qsmrecovery)")
     recovery_seconds += time.perf_counter() - t_rec
     return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds, size_seconds=size_seconds,
                          recovery_seconds=recovery_seconds, qsm_unreliable_slices=edge_slices,

@@ -230,6 +230,32 @@ def fit_recovery_fraction(syn: SyntheticField, index: int, spot, magnitude: np.n
     return float(fit.moment) / m_true
 
 
+def fit_recovery_by_size(syn: SyntheticField, spots: Sequence, magnitude: np.ndarray, voxel_mm, noise_sigma: float, *,
+                         convention: str, echo_time_ms: float, field_strength_t: float, b0_axes, fit_params=None,
+                         n_representative: int = 12, params: RecoveryParams = RecoveryParams()) -> list[Optional[float]]:
+    """Every spot's fit recovery fraction (:func:`fit_recovery_fraction`), measured on at most
+    ``n_representative`` spots spread evenly over the study's detected diameters and interpolated
+    by diameter for the rest (a fit per spot doubled the fits' time: 190 spots on 512 x 512 x 60).
+    None for every spot when no representative gave a usable fraction."""
+    if not spots:
+        return []
+    d = np.array([float(sp.diameter_mm) for sp in spots])
+    order = np.argsort(d, kind="stable")
+    picks = sorted({int(order[int(round(j))]) for j in np.linspace(0, len(spots) - 1, min(n_representative, len(spots)))})
+    got = []
+    for i in picks:
+        f = fit_recovery_fraction(syn, i, spots[i], magnitude, voxel_mm, noise_sigma, convention=convention,
+                                  echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
+                                  fit_params=fit_params)
+        if f is not None and np.isfinite(f) and params.min_fraction <= f <= 1.5:
+            got.append((d[i], f))
+    if not got:
+        return [None] * len(spots)
+    xs, ys = np.array([g[0] for g in got]), np.array([g[1] for g in got])
+    k = np.argsort(xs, kind="stable")
+    return [float(v) for v in np.interp(d, xs[k], ys[k])]
+
+
 def scaled_fit(fit, fraction: float):
     """The dipole fit with its moment and chi (and their intervals) divided by ``fraction`` (> 0;
     z, the sign and the fit's quality unchanged)."""
