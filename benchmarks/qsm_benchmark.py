@@ -61,6 +61,7 @@ def run(protocol: str, studies: int, seed: int, with_options: bool = True, recov
     acq = R.PROTOCOLS[protocol].acquisition()
     rows, qsm_s, tkd_s, nuclei_all, truth_nuclei, wl2_s, nuclei_wl2, size_s = [], [], [], {}, {}, [], {}, []
     rec_s: list[float] = []
+    edge_slices: list[int] = []
     conv = "right-handed"
     for plan in plans:
         images, truth = R.make_study(plan, acquisition=acq, convention=conv, seed=seed * 1000 + plan.index)
@@ -78,6 +79,7 @@ def run(protocol: str, studies: int, seed: int, with_options: bool = True, recov
         if res.qsm is None:
             return [f"{protocol}: no QSM map ({res.notes})"]
         qsm_s.append(res.qsm.seconds)
+        edge_slices.append(len(res.qsm_unreliable_slices))
         size_s.append(res.size_seconds)
         rec_s.append(res.recovery_seconds)
         if with_options:
@@ -131,7 +133,8 @@ def run(protocol: str, studies: int, seed: int, with_options: bool = True, recov
            f"QSM map (L2, fast default) wall s: median {np.median(qsm_s):.2f} (max {max(qsm_s):.2f}); "
            f"TKD option: median {np.median(tkd_s):.2f}; wl2 (iterative) option: median {np.median(wl2_s):.2f}",
            f"source size (bloom model) of every spot, wall s per study: median {np.median(size_s):.2f} (max {max(size_s):.2f})",
-           f"QSM recovery fraction of every spot, wall s per study: median {np.median(rec_s):.2f} (max {max(rec_s):.2f})"]
+           f"QSM recovery fraction of every spot, wall s per study: median {np.median(rec_s):.2f} (max {max(rec_s):.2f})",
+           f"QSM unreliable end slices marked per study: {edge_slices}"]
     big = [r for r in rows if r["d"] >= 2.0]
     for name, key in (("QSM, source volume (reported)", "qsm"),
                       ("QSM, source volume, without the recovery correction", "qsm_raw"),

@@ -18,7 +18,10 @@ Explanation and the Image Comments. Window preset: centre 0, width 400 ppb ("QSM
 LUT Function LINEAR (the default). Image Type DERIVED\\SECONDARY\\OTHER\\QSM; each slice references its
 phase source image (Source Image Sequence). Like every result object it says "NOT FOR PRIMARY
 DIAGNOSIS" (Image Comments) and carries the method and its parameters (Derivation Description,
-from the report).
+from the report). Slices the analysis found unreliable (``ReportInput.qsm_unreliable_slices``: the
+map's low-frequency artefact at the slab's ends, plugin.method.qsmedge) stay in the series, their
+Image Comments starting with :data:`UNRELIABLE_SLICE` and the Derivation Description listing
+their instance numbers.
 
 Why ppb rather than ppm as the issue first asked: a useful window on a ppm scale is narrower than
 1 unit, which LINEAR does not allow (PS3.3 C.11.2.1.2: width >= 1) and LINEAR_EXACT was needed
