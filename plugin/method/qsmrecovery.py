@@ -41,6 +41,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from plugin import physics
+from plugin.method.dipolefit import FitParams, fit_dipole
 from plugin.method.morphology import bounding_box
 from plugin.method.qsm import ITERATIVE, L2, QsmMap, QsmParams, SpotChi, invert_field, spot_susceptibility
 
@@ -214,7 +215,6 @@ def fit_recovery_fraction(syn: SyntheticField, index: int, spot, magnitude: np.n
     small source's field, which the fit's pure-dipole model does not know): the fit run on the
     synthetic phase of source ``index`` alone at chi :data:`FIT_TEST_CHI_PPM`, with the spot's
     own magnitude and footprint. None when the fit is not usable there."""
-    from plugin.method.dipolefit import FitParams, fit_dipole
     if syn.sphere_sum_voxels[index] <= 0:
         return None
     box = syn.box
