@@ -265,8 +265,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                      "phase the modelled fraction (homodyne + void + L2, ~0.4) does not match the loss measured on "
                      "phantoms (0.75-1.2; benchmarks/qsm.md), so chi there stays a lower estimate")
     elif qmap is not None and options.qsm_recovery:
-        lesions = _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes,
-                                          filtered=False, options=options, notes=notes)
+        lesions = _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, options=options, notes=notes)
     fit_fr = [les.fit_recovery_fraction for les in lesions if les.fit_recovery_fraction is not None]
     if fit_fr:
         notes.append(f"dipole fit moments divided by the fraction the fit finds of a sphere's moment in the "
@@ -326,7 +325,7 @@ def _slice_list(indices) -> str:
     return ", ".join(str(int(k)) for k in indices)
 
 
-def _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, *, filtered: bool, options, notes) -> list:
+def _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, *, options, notes) -> list:
     """The lesions with their QSM readings divided by the fraction of a sphere of their source's
     size (the bloom model's when resolved, else the detected diameter's) that the map and the
     measurement keep (plugin.method.qsmrecovery), computed for all spots at once. The call does not
@@ -341,7 +340,7 @@ def _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, *, f
     if not todo:
         return lesions
     sources = [SpotSource(spots[i].footprint, spots[i].bbox, tuple(spots[i].center_index), d) for i, _, d, _ in todo]
-    recs = recovery_fractions(sources, qmap.mask, voxel, b0_axes, qsm_params=options.qsm_params, filtered_phase=filtered)
+    recs = recovery_fractions(sources, qmap.mask, voxel, b0_axes, qsm_params=options.qsm_params)
     out = list(lesions)
     n_done = 0
     for (i, sc, d_mm, d_range), rec in zip(todo, recs):
@@ -355,8 +354,7 @@ def _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, *, f
     if n_done:
         fr = [out[i].qsm_recovery_fraction for i, *_ in todo if out[i].qsm_recovery_fraction is not None]
         notes.append(f"QSM spot readings divided by the map's recovery fraction of a sphere of the source's size "
-                     f"({n_done} spots, median {np.median(fr):.2f}, range {min(fr):.2f}-{max(fr):.2f}"
-                     f"{'; homodyne filter of the scanner-filtered phase modelled (assumed Hann window 0.125)' if filtered else ''})")
+                     f"({n_done} spots, median {np.median(fr):.2f}, range {min(fr):.2f}-{max(fr):.2f})")
     return out
 
 

@@ -7,17 +7,15 @@ map (:func:`plugin.method.qsm.spot_susceptibility`: the sum over the segmented s
 minus the surrounding level) is a fraction of the source's: 0.88 on the realistic 1 mm GRE cohort
 with the true diameter (benchmarks/qsm.md). That fraction is computable without any truth:
 :func:`recovery_fractions` puts a sphere of each spot's estimated source diameter at the spot's
-centroid (partial volume from 5^3 sub-samples per voxel) into one synthetic study, makes its field
-(:func:`synthetic_field`: ``D`` on the mask's box padded as the map pads), inverts it with the
-map's own :func:`plugin.method.qsm.invert_field`, and measures each spot with the very function
-that measured it, on its own footprint. The pipeline divides the measured total by it
-(:func:`corrected_spot_chi`; the size's interval widens chi's through the volume, the call never
-changes). Cost: two FFT pairs of the map's size plus one measurement per spot.
+centroid (partial volume from 5^3 sub-samples per voxel) on a local grid (the spot's box + 16 mm),
+applies ``R`` and measures it with the very function that measured the spot, on its own
+footprint. The pipeline divides the measured total by it (:func:`corrected_spot_chi`; the size's
+interval widens chi's through the volume, the call never changes).
 
 **Scanner-filtered phase.** The homodyne high-pass (``1 -`` a 2D Hann window over
 :data:`HOMODYNE_FRACTION` of the matrix, per slice; :func:`plugin.phantom.render.homodyne_filter`)
 acts on the field before everything else. :func:`synthetic_field` models it (and the source's
-signal void: no field is measured inside it) when ``filtered_phase``. For the **dipole fit** this
+signal void: no field is measured inside it). For the **dipole fit** this
 is the missing piece: its pure-dipole model does not know the filter, and the fit finds about half
 of a small source's moment (0.48 with the true diameter on the realistic SWI cohort);
 :func:`fit_recovery_fraction` runs the fit on the modelled field of a sphere and the pipeline
@@ -26,7 +24,7 @@ by diameter, :func:`fit_recovery_by_size`). For the **QSM map** on filtered phas
 model predicts ~0.4 where the loss measured on phantoms is 0.75 (realistic SWI cohort, true
 diameter) to ~1.1 (a simple phantom, tests/test_qsm_recovery.py): the wrapped near field and the
 magnitude weighting of the scanner's low-pass are not modelled, so the pipeline does not apply it
-there and says so (``recovery_fractions(filtered_phase=True)`` stays available for study).
+there and says so.
 
 Assumptions: the source is a uniform sphere at the spot's centroid; the homodyne window is the
 common vendor default (64 of 512), not read from the data.
@@ -35,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
@@ -43,7 +42,7 @@ import scipy.fft as sfft
 from plugin import physics
 from plugin.method.dipolefit import FitParams, fit_dipole
 from plugin.method.morphology import bounding_box
-from plugin.method.qsm import ITERATIVE, L2, QsmMap, QsmParams, SpotChi, invert_field, spot_susceptibility
+from plugin.method.qsm import L2, TKD, QsmMap, QsmParams, SpotChi, spot_susceptibility
 
 #: Hann window width / matrix of the scanner's homodyne filter assumed for filtered phase (64 of 512).
 HOMODYNE_FRACTION = 0.125
@@ -52,6 +51,7 @@ _TEST_CHI_PPM = 100.0          # the simulated sphere's chi (large: the measured
 
 @dataclass(frozen=True)
 class RecoveryParams:
+    margin_mm: float = 16.0                 # local grid of the QSM fraction: the spot's box + this on every side
     min_fraction: float = 0.25              # below this the correction is not applied (the map keeps too little)
     homodyne_fraction: float = HOMODYNE_FRACTION
 
@@ -164,42 +164,69 @@ def synthetic_field(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm, b
     return SyntheticField(np.ascontiguousarray(field[: n_box[0], : n_box[1], : n_box[2]]), box, sphere_sum, homodyne)
 
 
+@lru_cache(maxsize=32)
+def _local_chain(shape: tuple, voxel_mm: tuple, b0_axes: tuple, method: str, lambda_mm2: float,
+                 tkd_threshold: float) -> np.ndarray:
+    """chi -> the map's chi on a local grid, in k-space (rfftn layout, float32): ``D`` x the map's
+    inverse filter (:mod:`plugin.method.qsm`: ``D / (D^2 + lambda |G|^2)``, ``|G|^2`` the forward
+    differences' power per mm; TKD: ``1/D`` clipped at the threshold). Cached per grid and parameters."""
+    D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
+    if method == TKD:
+        t = np.float32(tkd_threshold)
+        inv = np.where(np.abs(D) > t, 1.0 / np.where(D == 0, 1, D), np.sign(D) / t)
+    else:
+        g = None
+        for i, (n, h) in enumerate(zip(shape, voxel_mm)):
+            f = sfft.rfftfreq(n) if i == 2 else sfft.fftfreq(n)
+            gi = (4.0 * np.sin(np.pi * f) ** 2 / (h * h)).astype(np.float32).reshape([-1 if j == i else 1 for j in range(3)])
+            g = gi if g is None else g + gi
+        denom = D * D + np.float32(lambda_mm2) * g
+        denom[0, 0, 0] = 1.0
+        inv = D / denom
+    out = (D * inv).astype(np.float32)
+    out[0, 0, 0] = 0.0
+    return out
+
+
 def recovery_fractions(sources: Sequence[SpotSource], mask: np.ndarray, voxel_mm, b0_axes, *,
-                       qsm_params: QsmParams = QsmParams(), filtered_phase: bool = False,
-                       params: RecoveryParams = RecoveryParams()) -> list[Optional[Recovery]]:
-    """Every spot's recovery fraction (module docstring) from one synthetic study: a unit-chi
-    sphere at each spot on the mask's box, its field (:func:`synthetic_field`), inverted by
-    :func:`plugin.method.qsm.invert_field` as the map was, each spot measured by
-    :func:`plugin.method.qsm.spot_susceptibility` on its own footprint. The spots are far apart on
-    the scale of the filters (a neighbour's share is what the real map has too). None for a spot
-    that cannot be measured."""
+                       qsm_params: QsmParams = QsmParams(), params: RecoveryParams = RecoveryParams()
+                       ) -> list[Optional[Recovery]]:
+    """Every spot's recovery fraction (module docstring), each on its own local grid: the spot's
+    footprint box + :attr:`RecoveryParams.margin_mm` on every side, a unit sphere at its centroid,
+    the map's chain (``D`` x its inverse filter; wl2 taken as the closed form at its lambda), and
+    :func:`plugin.method.qsm.spot_susceptibility` on the spot's footprint. Local grids keep the
+    memory at a few MB (a synthetic study of the map's size raised the 2-echo worker's peak RSS by
+    ~70 MiB, past its budget) at a few ms per spot. None for a spot inside no mask voxel."""
     mask = np.asarray(mask, bool)
     out: list[Optional[Recovery]] = [None] * len(sources)
-    if not sources or not mask.any():
-        return out
-    syn = synthetic_field(sources, mask, voxel_mm, b0_axes, filtered_phase=filtered_phase, pad_mm=qsm_params.pad_mm,
-                          workers=qsm_params.workers, params=params)
-    box, n_box, homodyne = syn.box, syn.field.shape, syn.homodyne
-    chi = invert_field(syn.field * np.float32(_TEST_CHI_PPM), mask[box], voxel_mm, b0_axes, replace(qsm_params, method=(
-        L2 if qsm_params.method == ITERATIVE else qsm_params.method)))
-    synthetic = QsmMap(chi, mask[box], qsm_params.method, "recovery model", "", 0.0)
-    what = f"{qsm_params.method} map" + (f" of the homodyne-filtered phase (Hann window {homodyne:g} of the matrix, "
-                                        f"assumed)" if homodyne else "")
-    vox = float(np.prod(voxel_mm))
-    sphere_sum = syn.sphere_sum_voxels
+    lam = qsm_params.l2_lambda_mm2 if qsm_params.method == L2 else qsm_params.wl2_lambda_mm2
+    vox = tuple(float(h) for h in voxel_mm)
+    b0 = tuple(round(float(b), 6) for b in b0_axes)
+    margin = [int(math.ceil(params.margin_mm / h)) + 2 for h in vox]
     for i, src in enumerate(sources):
-        if sphere_sum[i] <= 0:
+        c_int = tuple(int(round(c)) for c in src.centre_index)
+        if not src.diameter_mm > 0 or any(not (0 <= c < n) for c, n in zip(c_int, mask.shape)) or not mask[c_int]:
             continue
-        local = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(src.bbox, box))
-        if any(sl.start < 0 or sl.stop > n for sl, n in zip(local, n_box)):
+        fp = np.asarray(src.footprint, bool)
+        # the footprint's box rounded up to 8 voxels: spots of similar size share a grid (and its cached chain)
+        shape = tuple(sfft.next_fast_len(8 * math.ceil(n / 8) + 2 * m, real=True) for n, m in zip(fp.shape, margin))
+        start = [(sh - n) // 2 for sh, n in zip(shape, fp.shape)]
+        local = tuple(slice(s0, s0 + n) for s0, n in zip(start, fp.shape))
+        centre = [c - b.start + s0 for c, b, s0 in zip(src.centre_index, src.bbox, start)]
+        occ = np.zeros(shape, np.float32)
+        where, block = _sphere_block(shape, vox, centre, src.diameter_mm)
+        occ[where] = block
+        spec = sfft.rfftn(occ * np.float32(_TEST_CHI_PPM))
+        spec *= _local_chain(shape, vox, b0, qsm_params.method, float(lam), float(qsm_params.tkd_threshold))
+        chi = sfft.irfftn(spec, s=shape).astype(np.float32)
+        synthetic = QsmMap(chi, np.ones(shape, bool), qsm_params.method, "recovery model", "", 0.0)
+        sc = spot_susceptibility(synthetic, fp, local, vox, src.diameter_mm, n_shifts=0)
+        if sc.sum_ppm_mm3 is None or block.sum() <= 0:
             continue
-        sc = spot_susceptibility(synthetic, src.footprint, local, voxel_mm, src.diameter_mm, n_shifts=0)
-        if sc.sum_ppm_mm3 is None:
-            continue
-        f = float(sc.sum_ppm_mm3) / (_TEST_CHI_PPM * sphere_sum[i] * vox)
-        note = (f"the {what} keeps {f:.2f} of a {src.diameter_mm:.2f} mm sphere's total susceptibility in the "
-                f"spot's measuring region (the size's interval enters through the volume)")
-        out[i] = Recovery(round(f, 4), (round(f, 4), round(f, 4)), float(src.diameter_mm), bool(homodyne), note)
+        f = float(sc.sum_ppm_mm3) / (_TEST_CHI_PPM * float(block.sum()) * float(np.prod(vox)))
+        note = (f"the {qsm_params.method} map keeps {f:.2f} of a {src.diameter_mm:.2f} mm sphere's total susceptibility "
+                f"in the spot's measuring region (the size's interval enters through the volume)")
+        out[i] = Recovery(round(f, 4), (round(f, 4), round(f, 4)), float(src.diameter_mm), False, note)
     return out
 
 
