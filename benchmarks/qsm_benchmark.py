@@ -56,10 +56,12 @@ def nuclei_chi(chi: np.ndarray, affine_lps: np.ndarray, nuclei: list[dict]) -> d
     return out
 
 
-def run(protocol: str, studies: int, seed: int) -> list[str]:
+def run(protocol: str, studies: int, seed: int, with_options: bool = True, recovery: bool = True) -> list[str]:
     plans = R.realistic_cohort(seed, protocol=protocol, n_studies=studies)
     acq = R.PROTOCOLS[protocol].acquisition()
     rows, qsm_s, tkd_s, nuclei_all, truth_nuclei, wl2_s, nuclei_wl2, size_s = [], [], [], {}, {}, [], {}, []
+    rec_s: list[float] = []
+    edge_slices: list[int] = []
     conv = "right-handed"
     for plan in plans:
         images, truth = R.make_study(plan, acquisition=acq, convention=conv, seed=seed * 1000 + plan.index)
@@ -71,20 +73,26 @@ def run(protocol: str, studies: int, seed: int) -> list[str]:
         else:
             mag, ph, te, background = images.magnitude[-1], images.phase_rad[-1], images.echo_times_ms[-1], "auto"
             mag_echoes = None
-        res = analyze_arrays(mag, ph, images.affine_lps, convention=conv, options=AnalysisOptions(background=background),
+        res = analyze_arrays(mag, ph, images.affine_lps, convention=conv,
+                             options=AnalysisOptions(background=background, qsm_recovery=recovery),
                              echo_time_ms=te, field_strength_t=acq.b0_t, magnitude_echoes=mag_echoes)
         if res.qsm is None:
             return [f"{protocol}: no QSM map ({res.notes})"]
         qsm_s.append(res.qsm.seconds)
+        edge_slices.append(len(res.qsm_unreliable_slices))
         size_s.append(res.size_seconds)
-        t0 = time.perf_counter()
-        compute_qsm(res.local_phase_rad, res.qsm.mask, images.affine_lps, echo_time_ms=te, field_strength_t=acq.b0_t,
-                    convention=conv, params=QsmParams(method=TKD))
-        tkd_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        wmap = compute_qsm(res.local_phase_rad, res.qsm.mask, images.affine_lps, echo_time_ms=te, field_strength_t=acq.b0_t,
-                           convention=conv, params=QsmParams(method=ITERATIVE))
-        wl2_s.append(time.perf_counter() - t0)
+        rec_s.append(res.recovery_seconds)
+        if with_options:
+            t0 = time.perf_counter()
+            compute_qsm(res.local_phase_rad, res.qsm.mask, images.affine_lps, echo_time_ms=te, field_strength_t=acq.b0_t,
+                        convention=conv, params=QsmParams(method=TKD))
+            tkd_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            wmap = compute_qsm(res.local_phase_rad, res.qsm.mask, images.affine_lps, echo_time_ms=te, field_strength_t=acq.b0_t,
+                               convention=conv, params=QsmParams(method=ITERATIVE))
+            wl2_s.append(time.perf_counter() - t0)
+        else:   # --skip-options: the wl2 rows repeat the fast default's map (not reported)
+            wmap, tkd_s, wl2_s = res.qsm, [float("nan")], [float("nan")]
         for tis, vals in nuclei_chi(wmap.chi_ppm, images.affine_lps, truth.get("nuclei", [])).items():
             nuclei_wl2.setdefault(tis, []).extend(vals)
         for tis, vals in nuclei_chi(res.qsm.chi_ppm, images.affine_lps, truth.get("nuclei", [])).items():
@@ -108,7 +116,9 @@ def run(protocol: str, studies: int, seed: int) -> list[str]:
             sp = res.spots[k]
             s_w = spot_susceptibility(wmap, sp.footprint, sp.bbox, plan.grid.voxel_mm, sp.diameter_mm).sum_ppm_mm3
             v_src = np.pi / 6 * (les.source_diameter_mm or les.diameter_mm) ** 3
+            f_rec = les.qsm_recovery_fraction
             rows.append(dict(cls=t["class"], d=t["diameter_mm"], chi=t["chi_ppm"], qsm=les.qsm_chi_ppm, fit=les.chi_ppm,
+                             qsm_raw=None if les.qsm_chi_ppm is None else les.qsm_chi_ppm * (f_rec or 1.0),
                              qsm_true_d=None if s_q is None else s_q / v_true,
                              fit_true_d=None if s_fit is None else s_fit / v_true,
                              qsm_det_d=None if s_q is None else s_q / v_det,
@@ -119,18 +129,24 @@ def run(protocol: str, studies: int, seed: int) -> list[str]:
         print(f"  {protocol} study {plan.index}: shape {res.qsm.chi_ppm.shape}, QSM {res.qsm.seconds:.2f} s, "
               f"{len(res.lesions)} spots", file=sys.stderr, flush=True)
         del images, res, wmap
-    out = [f"## {protocol} ({studies} studies, seed {seed}, {conv})",
+    out = [f"## {protocol} ({studies} studies, seed {seed}, {conv}{'' if recovery else ', no recovery fractions'})",
            f"QSM map (L2, fast default) wall s: median {np.median(qsm_s):.2f} (max {max(qsm_s):.2f}); "
            f"TKD option: median {np.median(tkd_s):.2f}; wl2 (iterative) option: median {np.median(wl2_s):.2f}",
-           f"source size (bloom model) of every spot, wall s per study: median {np.median(size_s):.2f} (max {max(size_s):.2f})"]
+           f"source size (bloom model) of every spot, wall s per study: median {np.median(size_s):.2f} (max {max(size_s):.2f})",
+           f"QSM recovery fraction of every spot, wall s per study: median {np.median(rec_s):.2f} (max {max(rec_s):.2f})",
+           f"QSM unreliable end slices marked per study: {edge_slices}"]
     big = [r for r in rows if r["d"] >= 2.0]
-    for name, key in (("QSM, source volume (reported)", "qsm"), ("dipole fit, source volume (reported)", "fit"),
+    for name, key in (("QSM, source volume (reported)", "qsm"),
+                      ("QSM, source volume, without the recovery correction", "qsm_raw"),
+                      ("dipole fit, source volume (reported)", "fit"),
                       ("QSM, detected diameter", "qsm_det_d"), ("dipole fit, detected diameter", "fit_det_d"),
                       ("QSM, true diameter", "qsm_true_d"), ("dipole fit, true diameter", "fit_true_d"),
                       ("QSM wl2 (iterative), source volume", "wl2"), ("QSM wl2 (iterative), true diameter", "wl2_true_d")):
+        if not with_options and key.startswith("wl2"):
+            continue
         pts = [(r["chi"], r[key]) for r in big if r[key] is not None]
         s, i, r2 = _fit([p[0] for p in pts], [p[1] for p in pts])
-        out.append(f"lesion chi vs truth, spots >= 2 mm, {name}: n {len(pts)}, slope {s:.2f}, intercept {i:+.3f} ppm, R^2 {r2:.2f}")
+        out.append(f"lesion chi vs truth, spots >= 2 mm, {name}: n {len(pts)}, slope {s:.2f}, intercept {i:+.3f} ppm, R^2 {r2:.3f}")
     res_d = [(r["d"], r["src_d"]) for r in big if r["src_d"] is not None]
     s, i, r2 = _fit([p[0] for p in res_d], [p[1] for p in res_d])
     s0, i0, r20 = _fit([r["d"] for r in big], [r["det_d"] for r in big])
@@ -171,9 +187,13 @@ def main(argv=None) -> int:
     ap.add_argument("--protocols", nargs="+", default=["gre3d_1mm", "gre2d_5mm", "swi3d"])
     ap.add_argument("--studies", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-options", action="store_true",
+                    help="leave out the TKD and wl2 (iterative) maps (their rows are then not reported)")
+    ap.add_argument("--no-recovery", action="store_true",
+                    help="AnalysisOptions(qsm_recovery=False): the QSM and fit readings without the recovery fractions")
     args = ap.parse_args(argv)
     for p in args.protocols:
-        print("\n".join(run(p, args.studies, args.seed)), flush=True)
+        print("\n".join(run(p, args.studies, args.seed, not args.skip_options, not args.no_recovery)), flush=True)
         print()
     return 0
 

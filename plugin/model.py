@@ -88,6 +88,13 @@ class Lesion:
     source_diameter_mm: Optional[float] = None
     source_diameter_mm_ci: Optional[tuple[float, float]] = None
     source_size_note: str = ""
+    # The fraction of a sphere of the source's size that the QSM map and the spot measurement keep
+    # (plugin.method.qsmrecovery); qsm_chi_ppm and qsm_total_ppm_mm3 are divided by it. None when
+    # not applied.
+    qsm_recovery_fraction: Optional[float] = None
+    # The same for the dipole fit on the scanner's homodyne-filtered phase (the fraction of a
+    # sphere's moment the fit finds there); moment and chi_ppm are divided by it. None when not applied.
+    fit_recovery_fraction: Optional[float] = None
 
     @property
     def n_slices(self) -> int:

@@ -40,8 +40,11 @@ from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, dar
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine, interpret
 from plugin.method.morphology import fill_holes
-from plugin.method.qsm import QsmMap, QsmParams, compute_qsm, spot_susceptibility
+from plugin.method.qsm import UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
+from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
+from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_by_size,
+                                       recovery_fractions, scaled_fit, synthetic_field)
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
@@ -69,6 +72,7 @@ class AnalysisOptions:
     qsm_params: QsmParams = QsmParams()
     qsm_agree: QsmAgreeRules = QsmAgreeRules()   # a disagreeing QSM reading (plugin.method.qsmagree)
     source_size: bool = True               # chi over the bloom-corrected source volume (plugin.method.bloom)
+    qsm_recovery: bool = True              # divide the spot's QSM total by the map's recovery fraction (plugin.method.qsmrecovery)
     qsm_series: bool = True                # write the map as the "borderphase QSM (ppb)" MR series when one was made
     # the worker's peak memory budget as a multiple of the pair's stored pixel data (issue 15):
     # detection and background removal overlap on two threads only when both working sets fit
@@ -87,6 +91,7 @@ class ArrayAnalysis:
     fits: list = field(default_factory=list)         # DipoleFit per lesion
     fit_seconds: float = 0.0                         # wall time of all dipole fits (benchmarks)
     size_seconds: float = 0.0                        # wall time of all source-size (bloom model) estimates
+    recovery_seconds: float = 0.0                    # wall time of all QSM recovery fractions (plugin.method.qsmrecovery)
     # the phase the patterns were read on (background removed) and how it was made: the
     # summary card shows it rather than the delivered phase
     local_phase_rad: Optional[np.ndarray] = field(default=None, repr=False)
@@ -101,6 +106,7 @@ class ArrayAnalysis:
     convention_statement: str = ""                   # the decision's one line for every result (dataconvention)
     convention_headline: str = ""                    # the same in short (the summary card)
     qsm: Optional[QsmMap] = field(default=None, repr=False)   # the susceptibility map, when made
+    qsm_unreliable_slices: tuple[int, ...] = ()                # its unreliable end slices (plugin.method.qsmedge)
     echo_time_ms: Optional[float] = None                      # of the phase analysed
     phase_as_delivered: bool = False      # local_phase_rad equals the phase handed over (no background removed;
                                           # only told when the analysis owned the phase: hand_over)
@@ -196,6 +202,12 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
             notes.append("WARNING: " + decision.warning)
         convention = decision.convention
     qmap = _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes)
+    edge_slices: tuple[int, ...] = ()
+    if qmap is not None:
+        edge_slices = unreliable_edge_slices(qmap.chi_ppm, qmap.mask, voxel)
+        if edge_slices:
+            notes.append(f"QSM: end slices {_slice_list(edge_slices)} (0-based) unreliable (low-frequency artefact "
+                         f"at the slab's end): left out of the spot readings, marked in the QSM series")
     superior_up = bool(affine_lps[2, 0] > 0)
     # The method reads axial slices: B0 (LPS z) must run across the slices. Oblique-axial
     # stacks (a few tens of degrees) are fine; sagittal/coronal stacks are not.
@@ -209,6 +221,19 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     lesions, readings, interps, fits = [], [], [], []
     b0_axes = b0_in_array_axes(affine_lps)
     fit_seconds = size_seconds = 0.0
+    measured: list = []          # per spot: (its QSM reading as measured, its source size)
+    # the scanner's filtered phase used as it came (auto-detected), or the node's own homodyne high-pass
+    filtered = bool(wrapped) and ("filtered phase" in what or "homodyne" in what)
+    scanner_filtered = bool(wrapped) and "filtered phase" in what
+    t_rec = time.perf_counter()
+    fit_field = _fit_recovery_field(spots, mask, voxel, b0_axes, scanner_filtered, convention, echo_time_ms, field_strength_t, options)
+    fit_fractions = [None] * len(spots)
+    if fit_field is not None:
+        fit_fractions = fit_recovery_by_size(fit_field, spots, mag, voxel, noise, convention=convention,
+                                             echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
+                                             b0_axes=b0_axes, fit_params=options.dipole_fit)
+        del fit_field
+    recovery_seconds = time.perf_counter() - t_rec
     for i, spot in enumerate(spots, start=1):
         rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
         t_fit = time.perf_counter()
@@ -216,6 +241,9 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
                          echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
                          params=options.dipole_fit)
         fit_seconds += time.perf_counter() - t_fit
+        fit_fraction = fit_fractions[i - 1] if fit.usable and fit.moment is not None else None
+        if fit_fraction is not None:
+            fit = scaled_fit(fit, fit_fraction)
         it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
@@ -223,11 +251,15 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
         elif rd.resolved_by_outer:
             it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
         qsm_facts, sc = {}, None
-        if qmap is not None:
+        if qmap is not None and spot_on_slices(spot.slice_indices, edge_slices, margin_slices=2):
+            sc = SpotChi(None, None, None, UNCLEAR, "on or next to the QSM map's unreliable end slices "
+                                                   f"{_slice_list(edge_slices)}: no QSM value")
+        elif qmap is not None:
             sc = spot_susceptibility(qmap, spot.footprint, spot.bbox, voxel, spot.diameter_mm, ci_z=options.qsm_params.ci_z)
         t_size = time.perf_counter()
         size = _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options)
         size_seconds += time.perf_counter() - t_size
+        measured.append((sc, size))
         if sc is not None:
             if size is not None and not size.bloom_limited:
                 v_lo, v_hi = (np.pi / 6 * d ** 3 for d in size.diameter_ci_mm)
@@ -245,13 +277,28 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
             confidence=round(it.confidence, 3), reason=it.reason, upper_border_pattern=rd.upper.pattern,
             lower_border_pattern=rd.lower.pattern, upper_read_slice=rd.upper_read_slice,
             lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit, size, spot.diameter_mm),
-            decided_by=it.basis, **_size_facts(size), **qsm_facts))
+            decided_by=it.basis, **_size_facts(size), **qsm_facts,
+            fit_recovery_fraction=None if fit_fraction is None else round(fit_fraction, 4)))
         view = label_map[spot.bbox]
         view[spot.footprint & (view == 0)] = i
         readings.append(rd)
         interps.append(it)
         fits.append(fit)
+    t_rec = time.perf_counter()
+    if qmap is not None and options.qsm_recovery and filtered:
+        notes.append("QSM spot readings not corrected for the map's recovery: on homodyne-filtered "
+                     "phase the modelled fraction (homodyne + void + L2, ~0.4) does not match the loss measured on "
+                     "phantoms (0.75-1.2; benchmarks/qsm.md), so chi there stays a lower estimate")
+    elif qmap is not None and options.qsm_recovery:
+        lesions = _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, options=options, notes=notes)
+    fit_fr = [les.fit_recovery_fraction for les in lesions if les.fit_recovery_fraction is not None]
+    if fit_fr:
+        notes.append(f"dipole fit moments divided by the fraction the fit finds of a sphere's moment in the "
+                     f"homodyne-filtered field ({len(fit_fr)} spots, median {np.median(fit_fr):.2f}, measured on up to 12 "
+                     f"spots and interpolated by diameter; plugin.method.qsmrecovery)")
+    recovery_seconds += time.perf_counter() - t_rec
     return ArrayAnalysis(lesions, label_map, notes, spots, readings, interps, fits=fits, fit_seconds=fit_seconds, size_seconds=size_seconds,
+                         recovery_seconds=recovery_seconds, qsm_unreliable_slices=edge_slices,
                          local_phase_rad=local, local_phase_wrapped=bool(wrapped), background=what,
                          rejected=rejected, rejected_not_listed=rejected_rest, data_convention=data_conv,
                          convention_used=str(convention), convention_source=decision.source if decision else "",
@@ -325,6 +372,56 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
              if wrapped else "")
     notes.append(f"QSM: {qmap.description}{extra}")
     return qmap
+
+
+def _fit_recovery_field(spots, mask, voxel, b0_axes, filtered, convention, echo_time_ms, field_strength_t, options):
+    """The synthetic field of spheres at the spots (plugin.method.qsmrecovery.synthetic_field) the
+    dipole fit's recovery fraction is measured on: only for the scanner's filtered phase (the fit's
+    pure-dipole model does not know the homodyne filter; on raw phase it finds ~0.98 of a
+    sphere's moment, benchmarks/qsm.md), with the echo time, field strength and convention known."""
+    if not (filtered and options.qsm_recovery and spots and echo_time_ms and field_strength_t and mask.any()
+            and convention in (Handedness.RIGHT, Handedness.LEFT)):
+        return None
+    sources = [SpotSource(sp.footprint, sp.bbox, tuple(sp.center_index), float(sp.diameter_mm)) for sp in spots]
+    return synthetic_field(sources, mask, voxel, b0_axes, filtered_phase=True, pad_mm=options.qsm_params.pad_mm,
+                           workers=options.qsm_params.workers)
+
+
+def _slice_list(indices) -> str:
+    return ", ".join(str(int(k)) for k in indices)
+
+
+def _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, *, options, notes) -> list:
+    """The lesions with their QSM readings divided by the fraction of a sphere of their source's
+    size (the bloom model's when resolved, else the detected diameter's) that the map and the
+    measurement keep (plugin.method.qsmrecovery), computed for all spots at once. The call does not
+    change (a positive factor keeps the interval's sign)."""
+    todo = []
+    for i, (sc, size) in enumerate(measured):
+        if sc is None or sc.sum_ppm_mm3 is None:
+            continue
+        resolved = size is not None and not size.bloom_limited
+        d_mm = size.diameter_mm if resolved else float(spots[i].diameter_mm)
+        todo.append((i, sc, d_mm, tuple(size.diameter_ci_mm) if resolved else None))
+    if not todo:
+        return lesions
+    sources = [SpotSource(spots[i].footprint, spots[i].bbox, tuple(spots[i].center_index), d) for i, _, d, _ in todo]
+    recs = recovery_fractions(sources, qmap.mask, voxel, b0_axes, qsm_params=options.qsm_params)
+    out = list(lesions)
+    n_done = 0
+    for (i, sc, d_mm, d_range), rec in zip(todo, recs):
+        if rec is None or rec.fraction < RecoveryParams().min_fraction:
+            continue
+        v_range = None if d_range is None else tuple(np.pi / 6 * d ** 3 for d in d_range)
+        c = corrected_spot_chi(sc, rec, np.pi / 6 * d_mm ** 3, v_range)
+        out[i] = replace(out[i], qsm_chi_ppm=c.chi_ppm, qsm_chi_ppm_ci=c.ci95, qsm_total_ppm_mm3=c.sum_ppm_mm3,
+                         qsm_total_ppm_mm3_ci=c.sum_ci95, qsm_recovery_fraction=rec.fraction)
+        n_done += 1
+    if n_done:
+        fr = [out[i].qsm_recovery_fraction for i, *_ in todo if out[i].qsm_recovery_fraction is not None]
+        notes.append(f"QSM spot readings divided by the map's recovery fraction of a sphere of the source's size "
+                     f"({n_done} spots, median {np.median(fr):.2f}, range {min(fr):.2f}-{max(fr):.2f})")
+    return out
 
 
 def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, magnitude_echoes, options):
@@ -410,6 +507,8 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "source_diameter_mm": lesion.source_diameter_mm,
         "source_diameter_mm_ci": None if lesion.source_diameter_mm_ci is None else list(lesion.source_diameter_mm_ci),
         "source_size_note": lesion.source_size_note or None,
+        "qsm_recovery_fraction": lesion.qsm_recovery_fraction,
+        "fit_recovery_fraction": lesion.fit_recovery_fraction,
         "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
                 "reason": lesion.fit_reason, "decided_by": lesion.decided_by},
         "tracking_identifier": None if tracking is None else tracking.identifier,
@@ -669,7 +768,8 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         background_removal="" if method is None else method.background, confidence_basis=CONFIDENCE_BASIS,
         qsm_chi_ppm=None if method is None or method.qsm is None else method.qsm.chi_ppm,
         qsm_description="" if method is None or method.qsm is None else method.qsm.description,
-        qsm_echo_time_ms=None if method is None else method.echo_time_ms)
+        qsm_echo_time_ms=None if method is None else method.echo_time_ms,
+        qsm_unreliable_slices=() if method is None or method.qsm is None else tuple(method.qsm_unreliable_slices))
 
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),

@@ -18,7 +18,10 @@ Explanation and the Image Comments. Window preset: centre 0, width 400 ppb ("QSM
 LUT Function LINEAR (the default). Image Type DERIVED\\SECONDARY\\OTHER\\QSM; each slice references its
 phase source image (Source Image Sequence). Like every result object it says "NOT FOR PRIMARY
 DIAGNOSIS" (Image Comments) and carries the method and its parameters (Derivation Description,
-from the report).
+from the report). Slices the analysis found unreliable (``ReportInput.qsm_unreliable_slices``: the
+map's low-frequency artefact at the slab's ends, plugin.method.qsmedge) stay in the series, their
+Image Comments starting with :data:`UNRELIABLE_SLICE` and the Derivation Description listing
+their instance numbers.
 
 Why ppb rather than ppm as the issue first asked: a useful window on a ppm scale is narrower than
 1 unit, which LINEAR does not allow (PS3.3 C.11.2.1.2: width >= 1) and LINEAR_EXACT was needed
@@ -45,6 +48,8 @@ PPM_PER_UNIT = PPB_PER_UNIT / 1000.0   # = 0.0001 ppm per stored unit
 WINDOW_WIDTH_PPM = 0.4
 WINDOW_WIDTH_PPB = WINDOW_WIDTH_PPM * 1000.0
 UNIT = "ppb"                 # what the rescaled values are (series description, comments)
+#: Image Comments prefix of a slice the analysis marked unreliable (the map's end-slice artefact).
+UNRELIABLE_SLICE = "UNRELIABLE END SLICE: low-frequency artefact at the slab's end, not read for any spot. "
 ST_MAX = 1024                # Short Text (Derivation Description) holds at most 1024 characters
 _COPIED = ("PatientPosition", "MRAcquisitionType", "RepetitionTime", "MagneticFieldStrength", "FlipAngle",
            "EchoTrainLength", "ImagedNucleus", "FrameOfReferenceUID", "PositionReferenceIndicator")
@@ -109,8 +114,11 @@ def build_qsm(ctx: ResultContext) -> Iterator[pydicom.Dataset]:
 
 def _qsm_slices(ctx: ResultContext, chi: np.ndarray) -> Iterator[pydicom.Dataset]:
     template = ctx.template
+    unreliable = set(int(k) for k in ctx.report.qsm_unreliable_slices)
+    marked = ("" if not unreliable else
+              f"; images {', '.join(str(k + 1) for k in sorted(unreliable))} (instance numbers) are unreliable end slices")
     description = (f"{ctx.report.qsm_description}; stored value x {PPB_PER_UNIT:g} = chi in ppb "
-                   f"(1000 ppb = 1 ppm), saturates at +-{32767 * PPM_PER_UNIT:.4f} ppm")[:ST_MAX]
+                   f"(1000 ppb = 1 ppm), saturates at +-{32767 * PPM_PER_UNIT:.4f} ppm{marked}")[:ST_MAX]
     series_uid = ctx.series_uids.setdefault("qsm", generate_uid())
     for k in range(chi.shape[0]):
         stored = to_stored(chi[k])
@@ -163,8 +171,8 @@ def _qsm_slices(ctx: ResultContext, chi: np.ndarray) -> Iterator[pydicom.Dataset
         ds.WindowWidth = f"{WINDOW_WIDTH_PPB:g}"      # LINEAR, in rescaled units (ppb)
         ds.WindowCenterWidthExplanation = f"QSM +-{WINDOW_WIDTH_PPM / 2:g} ppm"
         ds.DerivationDescription = description
-        ds.ImageComments = (f"{NOT_FOR_DIAGNOSIS}. Magnetic susceptibility (chi) in ppb "
-                            f"(1000 ppb = 1 ppm). {INTENDED_USE}")
+        ds.ImageComments = (f"{UNRELIABLE_SLICE if k in unreliable else ''}{NOT_FOR_DIAGNOSIS}. Magnetic susceptibility "
+                            f"(chi) in ppb (1000 ppb = 1 ppm). {INTENDED_USE}")
         ds.BurnedInAnnotation = "NO"
         ds.LossyImageCompression = "00"
         src, frame = ctx.frame_ref(ctx.phase, k)

@@ -101,6 +101,7 @@ class ReportInput:
     qsm_chi_ppm: Optional[np.ndarray] = None        # (slice,row,col) float, ppm
     qsm_description: str = ""                       # method, parameters and reference
     qsm_echo_time_ms: Optional[float] = None        # the echo time of the phase it was computed from
+    qsm_unreliable_slices: tuple[int, ...] = ()     # 0-based slices of the map marked unreliable (end-slice artefact)
     # --- the check of the header's phase convention against the data (issue 12) ---
     convention_check: str = ""                      # one line: confirmed / NOT CONFIRMED / HEADER CONTRADICTED ...; "": not checked
     convention_contradicted: bool = False           # strong data evidence contradicted the header's convention
