@@ -284,10 +284,11 @@ def test_faint_spot_decided_by_pooled_border_offset_and_fit():
     weak_dark = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, -0.3, -1.5)
     res = combine(interpret(weak_dark, NONE, "right-handed"), fit(False, z=6.0), "right-handed")
     assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason
-    # its offset siding with the fit instead (dominance dark, mean offset bright z +1.2): pooled decides
+    # its offset siding with the fit instead (dominance dark, mean offset bright z +1.2): a reading that
+    # contradicts itself is not readable (interpret.offset_agrees_with_dominance), the fit decides
     weak_mixed = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, 0.1, 1.2)
     res = combine(interpret(weak_mixed, NONE, "right-handed"), fit(False, z=4.0), "right-handed")
-    assert res.classification == Classification.CALCIFICATION and "pooled evidence decides" in res.reason
+    assert res.classification == Classification.CALCIFICATION and res.basis == "fit"
     # two readable borders that disagree are conflicting evidence: the pooled offsets do not settle them
     dark_edge = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, -0.3, -4.0)
     bright_edge = PatternReading(PhasePattern(2), 0.0, 1.0, 7, 7, 1.0, 0.1, 1.2)
@@ -326,3 +327,20 @@ def test_conflicting_borders_decided_when_the_stronger_border_and_a_decisive_fit
     assert combine(interpret(DARK, BRIGHT, "right-handed"), fit(False, z=50.0), "right-handed").classification \
         == Classification.INDETERMINATE
     assert combine(border, fit(False, z=2.5), "right-handed").classification == Classification.INDETERMINATE
+
+
+def test_a_border_whose_mean_offset_contradicts_its_dominance_is_not_readable():
+    """Held-out realistic seed 7 (issue 10): a 0.029 ppm microbleed on left-handed phase, upper
+    border dark-dominant but its mean offset bright (z +2.7), lower border dark (z -3.0), dipole fit
+    paramagnetic z 5.3: both borders counted, the border reading (diamagnetic, 2 of 2) overrode the
+    fit at confidence 1.0 and was wrong. The self-contradicting border is not readable: one weak
+    border against a stronger fit is a disagreement, indeterminate."""
+    from plugin.method.interpret import is_readable, offset_agrees_with_dominance
+    mixed = PatternReading(PhasePattern(1), 0.8, 0.2, 10, 10, 1.01, 0.05, 2.7)
+    dark = PatternReading(PhasePattern(1), 0.9, 0.1, 10, 10, 1.27, -0.1, -3.0)
+    assert not offset_agrees_with_dominance(mixed) and offset_agrees_with_dominance(dark)
+    assert not is_readable(mixed, InterpretRules()) and is_readable(dark, InterpretRules())
+    border = interpret(mixed, dark, "left-handed")
+    assert border.n_readable_borders == 1
+    res = combine(border, fit(True, z=5.3, rms=0.9), "left-handed")
+    assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason
