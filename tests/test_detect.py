@@ -377,7 +377,6 @@ def test_tissue_dark_only_against_a_csf_raised_reference_is_not_a_spot():
     level; the CSF-lift rule does not see it (the capped and uncapped backgrounds are both raised).
     Here a finger of ordinary tissue (3 pixels wide) reaching into a 60 x 70 mm pool of CSF: it is
     rejected, saying why; lesions in tissue, one of them beside the CSF, are kept."""
-    from plugin.method.detect import ring_void_contrast
     lesions = [SimLesion((8.0, 120.0, 50.0), 2.0, 0.3), SimLesion((8.0, 105.0, 70.0), 2.5, 0.3),
                SimLesion((8.0, 60.0, 60.0), 2.5, 0.3)]
     mag, _ = simulate(SHAPE, VOX, lesions, snr=40, seed=6)
@@ -393,6 +392,7 @@ def test_tissue_dark_only_against_a_csf_raised_reference_is_not_a_spot():
     for les in lesions:
         assert any(near(s, les.center_index) for s in det.spots), les
     # the detector without this rule reported the finger as a spot, and the contrast says why not
+    from plugin.method.detect import ring_void_contrast
     old = detect_spots(mag, VOX, DetectionParams(ring_void_ratio=0.0))
     finger_spots = [s for s in old.spots if at_finger(s.center_index)]
     assert finger_spots

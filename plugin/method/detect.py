@@ -27,7 +27,9 @@ GRE magnitude (method paper, Reference Standards). Here:
   ``edge_margin_mm`` of it in 3D without a void); vein along B0 (a tube: 3D elongation >
   ``max_elongation_3d`` over >= ``tube_min_slices`` slices, its own dark slices beyond
   ``min_core_elongation_3d``); in-plane vein (a line on its
-  central slice); CSF partial volume (dark only against the uncapped, CSF-lit background);
+  central slice); CSF partial volume (dark only against the uncapped, CSF-lit background; or,
+  on fine grids, its darkest point not below ``ring_void_ratio`` x the tissue right beside it,
+  :func:`ring_void_contrast`: where CSF fills most of a block and raises the tissue level itself);
   no signal void (wide enough to hold one, never black: diffuse iron darkening); bilateral deep
   grey matter (such spots mirrored across the midline: pallidum, putamen, nigra, red nucleus;
   the paper excluded the pallidum); first or last slice only (cannot be bounded or confirmed).

@@ -41,7 +41,10 @@ reported as it is; the dipole fit of :mod:`plugin.method.dipolefit` (a moment wi
 error, over all slices around the spot) is its quantitative twin. The fit *decides* when its
 ``|z| >= fit_min_z`` and the border reading does not (a spot on one or two slices has no separate
 upper and lower border; weak or single-border evidence), but not when the upper and lower borders
-disagree (conflicting evidence: the fit alone was wrong on most such spots). (A lower
+disagree (conflicting evidence: the fit alone was wrong on most such spots), unless the two
+borders' pooled mean offset (the stronger border) sides with a decisive fit
+(:func:`conflicting_borders_call`); a border whose mean phase offset contradicts its own
+dominance is not readable (:func:`offset_agrees_with_dominance`). (A lower
 ``fit_min_z`` of 2.5 on slices up to 2.5 mm was tried on 2026-12-01: right on 13/13 such spots
 of the realistic cohort, but 2 wrong calls on the paper cohort at SNR 15: not adopted.) A single
 readable border too weak to decide alone and a fit of ``|z| >= fit_support_z`` (2) of the same sign decide together (two
