@@ -140,8 +140,8 @@ def test_tissue_between_bright_csf_is_rejected_as_csf_partial_volume():
     csf = [r for r in det.rejected if r.reason is RejectReason.CSF_PARTIAL_VOLUME]
     assert any(np.hypot(r.center_index[1] - 80, r.center_index[2] - 110) * VOX[1] <= 3.0 for r in csf), csf
     assert all("against tissue" in r.detail for r in csf)
-    # without the tissue cap (the detector before issue 10) the pocket was a spot
-    old = detect_spots(mag, VOX, DetectionParams(tissue_cap=0.0))
+    # without the tissue cap and the ring contrast (the detector before issue 10) the pocket was a spot
+    old = detect_spots(mag, VOX, DetectionParams(tissue_cap=0.0, ring_void_ratio=0.0))
     assert any(np.hypot(s.center_index[1] - 80, s.center_index[2] - 110) * VOX[1] <= 3.0 for s in old.spots)
 
 
@@ -368,3 +368,42 @@ def test_spot_joined_to_a_rim_region_by_a_thin_bridge_is_split_off():
     assert _split_from_rim(region, inner, ratio, 0.6, 2, max_voxels=piece.sum() - 1) == []      # larger than a spot: nothing
     faint = np.where(region, 0.7, 1.0).astype(np.float32)                                  # no core: nothing
     assert _split_from_rim(region, inner, faint, core_level=0.6, min_area=2) == []
+
+
+def test_tissue_dark_only_against_a_csf_raised_reference_is_not_a_spot():
+    """Held-out realistic seed 7 (issue 10): cortex under a thick CSF layer at the skull base read as
+    a spot. CSF fills most of the 16 mm blocks there and raises the local tissue level, so tissue
+    that is not dark at all (its darkest point 0.92 of the tissue beside it) fell below the core
+    level; the CSF-lift rule does not see it (the capped and uncapped backgrounds are both raised).
+    Here a finger of ordinary tissue (3 pixels wide) reaching into a 60 x 70 mm pool of CSF: it is
+    rejected, saying why; lesions in tissue, one of them beside the CSF, are kept."""
+    lesions = [SimLesion((8.0, 120.0, 50.0), 2.0, 0.3), SimLesion((8.0, 105.0, 70.0), 2.5, 0.3),
+               SimLesion((8.0, 60.0, 60.0), 2.5, 0.3)]
+    mag, _ = simulate(SHAPE, VOX, lesions, snr=40, seed=6)
+    rr, cc = np.indices(SHAPE[1:])
+    pool = (rr >= 30) & (rr < 100) & (cc >= 50) & (cc < 130)
+    finger = (rr >= 95) & (rr < 100) & (np.abs(cc - 90) <= 1)
+    mag[5:11, pool & ~finger] *= 2.0
+    det = detect_spots(mag, VOX)
+    at_finger = lambda idx: np.hypot(idx[1] - 97, idx[2] - 90) * VOX[1] <= 3.0  # noqa: E731
+    assert not any(at_finger(s.center_index) for s in det.spots)
+    why = [r for r in det.rejected if at_finger(r.center_index)]
+    assert why and why[0].reason is RejectReason.CSF_PARTIAL_VOLUME and "of the tissue beside it" in why[0].detail
+    for les in lesions:
+        assert any(near(s, les.center_index) for s in det.spots), les
+    # the detector without this rule reported the finger as a spot, and the contrast says why not
+    from plugin.method.detect import ring_void_contrast
+    old = detect_spots(mag, VOX, DetectionParams(ring_void_ratio=0.0))
+    finger_spots = [s for s in old.spots if at_finger(s.center_index)]
+    assert finger_spots
+    assert ring_void_contrast(mag, det.brain_mask, finger_spots[0], VOX) >= 0.85
+    assert all(ring_void_contrast(mag, det.brain_mask, s, VOX) < 0.5 for s in det.spots)
+
+
+def test_ring_void_contrast_is_not_applied_where_partial_volume_makes_voids_shallow():
+    """On thick slices (a void split between two slices) and coarse pixels (a lesion in part of one
+    pixel) a real lesion's dip is shallow: the rule stays off there."""
+    from plugin.method.detect import _void_resolved
+    p = DetectionParams()
+    assert _void_resolved((2.5, 0.45, 0.45), p) and _void_resolved((1.0, 1.0, 1.0), p)
+    assert not _void_resolved((5.0, 0.9, 0.9), p) and not _void_resolved((3.0, 2.5, 2.5), p)

@@ -284,10 +284,11 @@ def test_faint_spot_decided_by_pooled_border_offset_and_fit():
     weak_dark = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, -0.3, -1.5)
     res = combine(interpret(weak_dark, NONE, "right-handed"), fit(False, z=6.0), "right-handed")
     assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason
-    # its offset siding with the fit instead (dominance dark, mean offset bright z +1.2): pooled decides
+    # its offset siding with the fit instead (dominance dark, mean offset bright z +1.2): a reading that
+    # contradicts itself is not readable (interpret.offset_agrees_with_dominance), the fit decides
     weak_mixed = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, 0.1, 1.2)
     res = combine(interpret(weak_mixed, NONE, "right-handed"), fit(False, z=4.0), "right-handed")
-    assert res.classification == Classification.CALCIFICATION and "pooled evidence decides" in res.reason
+    assert res.classification == Classification.CALCIFICATION and res.basis == "fit"
     # two readable borders that disagree are conflicting evidence: the pooled offsets do not settle them
     dark_edge = PatternReading(PhasePattern(1), 1.0, 0.0, 7, 7, 1.0, -0.3, -4.0)
     bright_edge = PatternReading(PhasePattern(2), 0.0, 1.0, 7, 7, 1.0, 0.1, 1.2)
@@ -298,3 +299,48 @@ def test_faint_spot_decided_by_pooled_border_offset_and_fit():
     assert combine(border, not_usable("too few voxels"), "right-handed").classification == Classification.INDETERMINATE
     assert combine(interpret(faint, faint, "unknown"), fit(True, z=1.9), "unknown").classification \
         == Classification.INDETERMINATE
+
+
+def test_conflicting_borders_decided_when_the_stronger_border_and_a_decisive_fit_agree():
+    """Held-out realistic seed 7 (issue 10): a 3.85 mm calcification whose lower border reads the
+    lobe (bright, z +72 on right-handed phase) and whose upper border, on a faint slice 3 slices out,
+    the filtered phase's opposite-sign halo (dark, z -10), with a diamagnetic fit of z 35: the
+    borders' net offset and the fit agree, two readings against one."""
+    from dataclasses import replace as dc_replace
+    lobe = dc_replace(reading(2), z_score=72.4)
+    halo = dc_replace(reading(1), z_score=-10.2)
+    border = interpret(halo, lobe, "right-handed")
+    assert border.borders_disagree and border.classification == Classification.INDETERMINATE
+    res = combine(border, fit(False, z=34.8), "right-handed")
+    assert res.classification == Classification.CALCIFICATION and res.basis == "border+fit"
+    assert "pooled mean phase offset z -44.0" in res.reason and "disagree" in res.reason
+    assert 0.5 < res.confidence < 0.99          # no both-borders certainty: the borders disagree
+    # the same on a left-handed series (phase negated): still a calcification
+    border_l = interpret(dc_replace(reading(1), z_score=-72.4), dc_replace(reading(2), z_score=10.2), "left-handed")
+    assert combine(border_l, fit(False, z=34.8), "left-handed").classification == Classification.CALCIFICATION
+    # seed 11: a 1.9 mm calcification (borders bright z +11.6, dark z -5.1) whose fit is wrong (paramagnetic,
+    # z 4.5): the fit sides with the weaker border, the call stays indeterminate
+    wrong = combine(interpret(dc_replace(reading(2), z_score=11.6), dc_replace(reading(1), z_score=-5.1), "right-handed"),
+                    fit(True, z=4.5), "right-handed")
+    assert wrong.classification == Classification.INDETERMINATE and "not decisive against conflicting borders" in wrong.reason
+    # borders of equal strength (no net offset), or a fit below fit_min_z: no call
+    assert combine(interpret(DARK, BRIGHT, "right-handed"), fit(False, z=50.0), "right-handed").classification \
+        == Classification.INDETERMINATE
+    assert combine(border, fit(False, z=2.5), "right-handed").classification == Classification.INDETERMINATE
+
+
+def test_a_border_whose_mean_offset_contradicts_its_dominance_is_not_readable():
+    """Held-out realistic seed 7 (issue 10): a 0.029 ppm microbleed on left-handed phase, upper
+    border dark-dominant but its mean offset bright (z +2.7), lower border dark (z -3.0), dipole fit
+    paramagnetic z 5.3: both borders counted, the border reading (diamagnetic, 2 of 2) overrode the
+    fit at confidence 1.0 and was wrong. The self-contradicting border is not readable: one weak
+    border against a stronger fit is a disagreement, indeterminate."""
+    from plugin.method.interpret import is_readable, offset_agrees_with_dominance
+    mixed = PatternReading(PhasePattern(1), 0.8, 0.2, 10, 10, 1.01, 0.05, 2.7)
+    dark = PatternReading(PhasePattern(1), 0.9, 0.1, 10, 10, 1.27, -0.1, -3.0)
+    assert not offset_agrees_with_dominance(mixed) and offset_agrees_with_dominance(dark)
+    assert not is_readable(mixed, InterpretRules()) and is_readable(dark, InterpretRules())
+    border = interpret(mixed, dark, "left-handed")
+    assert border.n_readable_borders == 1
+    res = combine(border, fit(True, z=5.3, rms=0.9), "left-handed")
+    assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason

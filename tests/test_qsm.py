@@ -293,3 +293,25 @@ def test_iterative_option_beats_the_closed_form(forward_case, noise_ppm):
         assert q.chi_ppm.dtype == np.float32
     assert got[Q.ITERATIVE][0] < 0.9 * got[Q.L2][0], got
     assert got[Q.ITERATIVE][1] > got[Q.L2][1] + 0.05, got
+
+
+def test_qsm_disagreement_with_a_fit_call_its_border_offset_supports_keeps_the_call():
+    """Held-out realistic seed 7 (issue 10): a 0.035 ppm microbleed decided by the dipole fit (border
+    slices' pooled mean offset z +1.2, paramagnetic) that QSM read -0.36 ppm: two readings against
+    one, the call stands and the reason says so. A border offset below 1 s.d., or pointing the
+    other way, leaves the QSM rule as it was (indeterminate)."""
+    from dataclasses import replace as dc_replace
+    from plugin.model import Classification
+    from plugin.method.qsmagree import qsm_agreement
+    dia = Q.SpotChi(-0.36, (-0.61, -0.08), -0.7, Q.DIAMAGNETIC, sum_ci95=(-1.2, -0.2))
+    mb = dc_replace(_interp(Classification.MICROBLEED, "fit"), border_offset_z=1.2)
+    out = qsm_agreement(mb, dia, 2.5)
+    assert out.classification == Classification.MICROBLEED and out.confidence == mb.confidence
+    assert "mean phase offset (z +1.2" in out.reason and "two readings against one" in out.reason
+    for z in (0.5, -1.2):
+        assert qsm_agreement(dc_replace(mb, border_offset_z=z), dia, 2.5).classification == Classification.INDETERMINATE
+    # a calcification (diamagnetic) call: the offset must be negative to support it
+    para = Q.SpotChi(0.2, (0.1, 0.3), 4.0, Q.PARAMAGNETIC, sum_ci95=(2.0, 6.0))
+    calc = dc_replace(_interp(Classification.CALCIFICATION, "fit"), border_offset_z=-1.5)
+    assert qsm_agreement(calc, para, 2.5).classification == Classification.CALCIFICATION
+    assert qsm_agreement(dc_replace(calc, border_offset_z=1.5), para, 2.5).classification == Classification.INDETERMINATE

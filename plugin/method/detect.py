@@ -27,7 +27,9 @@ GRE magnitude (method paper, Reference Standards). Here:
   ``edge_margin_mm`` of it in 3D without a void); vein along B0 (a tube: 3D elongation >
   ``max_elongation_3d`` over >= ``tube_min_slices`` slices, its own dark slices beyond
   ``min_core_elongation_3d``); in-plane vein (a line on its
-  central slice); CSF partial volume (dark only against the uncapped, CSF-lit background);
+  central slice); CSF partial volume (dark only against the uncapped, CSF-lit background; or,
+  on fine grids, its darkest point not below ``ring_void_ratio`` x the tissue right beside it,
+  :func:`ring_void_contrast`: where CSF fills most of a block and raises the tissue level itself);
   no signal void (wide enough to hold one, never black: diffuse iron darkening); bilateral deep
   grey matter (such spots mirrored across the midline: pallidum, putamen, nigra, red nucleus;
   the paper excluded the pallidum); first or last slice only (cannot be bounded or confirmed).
@@ -93,6 +95,13 @@ class DetectionParams:
     split_rim_regions: bool = True      # look for spots inside rim-reaching dark regions larger than any spot (a lesion
                                         # joined to skull-base dephasing by a one-pixel bridge); they must lie deeper than
                                         # edge_margin_mm
+    ring_void_ratio: float = 0.8        # a spot's darkest point must lie below this x the tissue beside it (the 30th
+                                        # percentile of a ring_inner_mm..ring_outer_mm ring on its darkest slice; CSF in
+                                        # the ring is brighter than tissue): else it is dark only against a reference
+                                        # CSF raised (:func:`ring_void_contrast`); 0: off
+    ring_inner_mm: float = 1.5
+    ring_outer_mm: float = 4.5
+    ring_tissue_percentile: float = 30.0
 
 
 @dataclass
@@ -512,6 +521,12 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
         if not why and from_rim and _near_rim(mask, spot.center_index, voxel_size_mm, params.edge_margin_mm):
             why = (RejectReason.BRAIN_EDGE, f"split off a dark region reaching the brain mask's rim and within "
                                             f"{params.edge_margin_mm:g} mm of the rim: part of that region, not a spot")
+        if not why and params.ring_void_ratio > 0 and _void_resolved(voxel_size_mm, params):
+            contrast = ring_void_contrast(mag, mask, spot, voxel_size_mm, params)
+            if contrast is not None and contrast >= params.ring_void_ratio:
+                why = (RejectReason.CSF_PARTIAL_VOLUME,
+                       f"its darkest point is {contrast:.2f} of the tissue beside it (>= {params.ring_void_ratio:g}): dark only "
+                       f"against a local reference raised by CSF, not a void")
         if why:
             rejected.append(RejectedCandidate(spot.center_index, spot.diameter_mm, spot.n_slices, *why))
         else:
@@ -522,6 +537,61 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     spots, more = _slab_end(spots, mask.shape[0])
     rejected += more
     return Detection(spots, rejected, mask, ratio, noise, tissue)
+
+
+def _void_resolved(voxel_size_mm, params: DetectionParams) -> bool:
+    """Are voxels fine enough that a lesion's signal void shows at full depth? Not on coarse pixels
+    (>= ``single_pixel_min_mm2``: a lesion fills part of one pixel) nor on thick slices (>=
+    ``split_core_min_slice_mm``: a void split between two slices darkens each by about half), where
+    the detector already accepts shallower dips (:func:`coarse_core_level`, the slice-pair core)."""
+    coarse = voxel_size_mm[1] * voxel_size_mm[2] >= params.single_pixel_min_mm2
+    thick = params.split_core_min_slice_mm > 0 and voxel_size_mm[0] >= params.split_core_min_slice_mm
+    return not (coarse or thick)
+
+
+def ring_void_contrast(magnitude: np.ndarray, mask: np.ndarray, spot: "DetectedSpot",
+                       voxel_size_mm: tuple[float, float, float],
+                       params: DetectionParams = DetectionParams()) -> Optional[float]:
+    """The spot's darkest point / the tissue beside it, on the slice where it is darkest (None when
+    the ring holds fewer than 8 brain pixels).
+
+    A microbleed or calcification is a signal void: darker than the tissue around it. The detector
+    measures darkness against a background capped at the local tissue level, a median over
+    ``tissue_block_mm`` blocks; under a thick CSF layer (the skull base) CSF is no minority in the
+    block and raises that level, so cortex that is not dark at all reads as a spot (held-out seed 7:
+    darkest point 0.88-0.92 of the brain's median). Here the reference is the tissue right beside
+    the spot: the ``ring_tissue_percentile`` percentile of the in-mask pixels of a ring
+    ``ring_inner_mm``..``ring_outer_mm`` around its footprint (CSF, brighter than tissue, sits in the
+    upper part of that distribution as long as it fills less than the remaining share of the ring).
+    The magnitude is smoothed as the detector smooths it (``smooth_sigma_px``)."""
+    px = min(voxel_size_mm[1], voxel_size_mm[2])
+    r_in, r_out = max(1, int(round(params.ring_inner_mm / px))), max(2, int(round(params.ring_outer_mm / px)))
+    pad = r_out + 2
+    _, br, bc = spot.bbox
+    ns, nr, nc = magnitude.shape
+    r0, r1 = max(br.start - pad, 0), min(br.stop + pad, nr)
+    c0, c1 = max(bc.start - pad, 0), min(bc.stop + pad, nc)
+    best = None
+    for k in spot.slice_indices:
+        fp_small = spot.footprint_on(k)
+        if not fp_small.any():
+            continue
+        crop = np.asarray(magnitude[k, r0:r1, c0:c1], np.float32)
+        if params.smooth_sigma_px > 0:
+            crop = ndi.gaussian_filter(crop, params.smooth_sigma_px, truncate=2.0)
+        fp = np.zeros(crop.shape, bool)
+        fp[br.start - r0:br.stop - r0, bc.start - c0:bc.stop - c0] = fp_small
+        darkest = float(crop[fp].min())
+        if best is None or darkest < best[0]:
+            best = (darkest, k, crop, fp)
+    if best is None:
+        return None
+    darkest, k, crop, fp = best
+    ring = ndi.binary_dilation(fp, iterations=r_out) & ~ndi.binary_dilation(fp, iterations=r_in) & mask[k, r0:r1, c0:c1]
+    if ring.sum() < 8:
+        return None
+    ref = float(np.percentile(crop[ring], params.ring_tissue_percentile))
+    return darkest / ref if ref > 0 else None
 
 
 def _split_from_rim(component: np.ndarray, inner: np.ndarray, ratio: np.ndarray, core_level: float,
