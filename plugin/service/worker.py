@@ -267,50 +267,59 @@ def speculate(config: Config, study: str, key: str, *, enqueue_delivery: Callabl
     claim = Claim(files.claim_path, config.analysis.lease_s)
     if not claim.acquire():
         return "busy"
+    late: Optional[int] = None   # completion came before this task started: analyse that version now
     try:
         if files.staged_path.exists():
             return "staged"
-        state, _ = verdict(layout, Spool(layout.spool), study, spec)
-        if state is not Verdict.WAITING:   # completion (or a change) came first: the version's task does it
+        state, manifest = verdict(layout, Spool(layout.spool), study, spec)
+        if state is not Verdict.WAITING:   # completion (or a change) came first
             files.remove()
-            return "superseded"
-        out_dir = files.out_dir
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True)
-        started = time.time()
-        paths = [layout.spool / study / rel for rel in spec["analyse_instances"]]
-        previous = previous_srs(layout, study, spec["base_version"] + 1)
-        LOG.info("speculative analysis of study %s (%d instances) during the completion grace",
-                 spec["study_instance_uid"], len(paths))
-        gate = StagedDelivery(config, layout, study, spec, [str(p) for p in previous]).start()
-        try:
-            findings = run_analysis(config, paths, out_dir, previous, analyse=analyse, on_result_file=gate.put)
-        except SpeculationAbandoned:
-            gate.abort()
-            files.remove()
-            LOG.info("study %s: an instance arrived during the grace; the speculative analysis is discarded, "
-                     "nothing was delivered", spec["study_instance_uid"])
-            return "changed"
-        except Exception as exc:
-            gate.abort()
-            files.remove()
-            LOG.info("study %s: speculative analysis failed (%s: %s); the version's own analysis runs",
-                     spec["study_instance_uid"], type(exc).__name__, exc)
-            return "failed"
-        state = gate.settle()
-        if state is Verdict.CHANGED:
-            gate.abort()
-            files.remove()
-            LOG.info("study %s: the instance set changed during the grace; the speculative analysis is "
-                     "discarded, nothing was delivered", spec["study_instance_uid"])
-            return "changed"
-        if state is Verdict.CONFIRMED:
-            return _finish_confirmed(config, layout, study, spec, files, gate, findings, started, enqueue_delivery)
-        atomic_write_json(files.staged_path, {"started": started, "finished": time.time(),
-                                              "previous_srs": [str(p) for p in previous]})
+            if state is not Verdict.CONFIRMED:
+                return "superseded"
+            late = manifest["version"]
+        if late is None:
+            out_dir = files.out_dir
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            out_dir.mkdir(parents=True)
+            started = time.time()
+            paths = [layout.spool / study / rel for rel in spec["analyse_instances"]]
+            previous = previous_srs(layout, study, spec["base_version"] + 1)
+            LOG.info("speculative analysis of study %s (%d instances) during the completion grace",
+                     spec["study_instance_uid"], len(paths))
+            gate = StagedDelivery(config, layout, study, spec, [str(p) for p in previous]).start()
+            try:
+                findings = run_analysis(config, paths, out_dir, previous, analyse=analyse, on_result_file=gate.put)
+            except SpeculationAbandoned:
+                gate.abort()
+                files.remove()
+                LOG.info("study %s: an instance arrived during the grace; the speculative analysis is discarded, "
+                         "nothing was delivered", spec["study_instance_uid"])
+                return "changed"
+            except Exception as exc:
+                gate.abort()
+                files.remove()
+                LOG.info("study %s: speculative analysis failed (%s: %s); the version's own analysis runs",
+                         spec["study_instance_uid"], type(exc).__name__, exc)
+                return "failed"
+            state = gate.settle()
+            if state is Verdict.CHANGED:
+                gate.abort()
+                files.remove()
+                LOG.info("study %s: the instance set changed during the grace; the speculative analysis is "
+                         "discarded, nothing was delivered", spec["study_instance_uid"])
+                return "changed"
+            if state is Verdict.CONFIRMED:
+                return _finish_confirmed(config, layout, study, spec, files, gate, findings, started, enqueue_delivery)
+            atomic_write_json(files.staged_path, {"started": started, "finished": time.time(),
+                                                  "previous_srs": [str(p) for p in previous]})
     finally:
         claim.release()
+    if late is not None:   # this worker is free now, the version's own task may still be queued
+        try:
+            return analyse_version(config, study, late, enqueue_delivery=enqueue_delivery, analyse=analyse)
+        except ClaimBusy:
+            return "superseded"   # another worker analyses it
     # staged; if completion came meanwhile, adopt it here rather than wait for the version's task
     state, manifest = verdict(layout, Spool(layout.spool), study, spec)
     if state is not Verdict.CONFIRMED:
