@@ -31,6 +31,7 @@ import enum
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -46,6 +47,7 @@ LOG = logging.getLogger(__name__)
 
 POLL_S = 0.05            # how often a running speculation looks for completion or a new instance
 CLAIM_WAIT_S = 10.0      # how long it waits for the version's claim (held briefly by the version's task)
+RELIST_S = 2.0           # the spooled instances listed again at least this often (folder times aside)
 
 
 class SpeculationAbandoned(BaseException):
@@ -106,17 +108,30 @@ def matches(spec: dict, manifest: dict) -> bool:
             and list(manifest["destinations"]) == list(spec["destinations"]))
 
 
-def verdict(layout: StateLayout, spool: Spool, study: str, spec: dict) -> tuple[Verdict, Optional[dict]]:
-    """Where speculation ``spec`` stands now, with the confirming version's manifest."""
+def verdict(layout: StateLayout, spool: Optional[Spool], study: str, spec: dict) -> tuple[Verdict, Optional[dict]]:
+    """Where speculation ``spec`` stands now, with the confirming version's manifest. Without
+    ``spool`` the spooled instances are not listed again (the caller knows they did not change)."""
     newer = [v for v in layout.versions(study) if v > spec["base_version"]]
     if newer:
         m = layout.manifest(study, newer[0])
         if len(newer) == 1 and m is not None and matches(spec, m) and layout.result(study, newer[0]) is None:
             return Verdict.CONFIRMED, m
         return Verdict.CHANGED, None
-    if set(spool.instances(study)) != set(spec["instances"]):
+    if spool is not None and set(spool.instances(study)) != set(spec["instances"]):
         return Verdict.CHANGED, None
     return Verdict.WAITING, None
+
+
+def spool_signature(spool: Spool, study: str) -> tuple:
+    """Modification times of the study's spool folders: a stored instance (written, then renamed
+    into its series folder) or a new series changes it. Cheap enough to look at every
+    :data:`POLL_S`; listing the instances themselves (hundreds of names) is done only when it changed."""
+    d = spool.root / study
+    try:
+        return (d.stat().st_mtime_ns,) + tuple(sorted((e.name, e.stat().st_mtime_ns)
+                                                      for e in os.scandir(d) if e.is_dir()))
+    except OSError:
+        return ()
 
 
 def claim_live(claim: Claim) -> bool:
@@ -156,6 +171,8 @@ class StagedDelivery:
         self.early = None
         self.confirmed_at: Optional[float] = None
         self.staged: list[Path] = []
+        self._spool_seen: Optional[tuple] = None   # spool_signature when the instances were last listed
+        self._listed_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"speculation-{study[:12]}", daemon=True)
@@ -176,7 +193,11 @@ class StagedDelivery:
 
     def _check(self) -> None:
         """Under the lock: update :attr:`state`; on confirmation take the version and start sending."""
-        state, manifest = verdict(self.layout, self.spool, self.study, self.spec)
+        signature, now = spool_signature(self.spool, self.study), time.monotonic()
+        relist = signature != self._spool_seen or now - self._listed_at > RELIST_S
+        if relist:
+            self._spool_seen, self._listed_at = signature, now
+        state, manifest = verdict(self.layout, self.spool if relist else None, self.study, self.spec)
         if state is Verdict.CONFIRMED:
             from plugin.service.worker import previous_srs   # worker imports this module
             claim = version_claim(self.config, self.layout, self.study, manifest["version"])
