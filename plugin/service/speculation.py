@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from plugin.service.config import Config
+from plugin.service.dispatch import EarlyDelivery
 from plugin.service.spool import Spool, atomic_write_json, read_json
-from plugin.service.state import Claim, StateLayout
+from plugin.service.state import Claim, StateLayout, previous_srs
 
 LOG = logging.getLogger(__name__)
 
@@ -199,7 +200,6 @@ class StagedDelivery:
             self._spool_seen, self._listed_at = signature, now
         state, manifest = verdict(self.layout, self.spool if relist else None, self.study, self.spec)
         if state is Verdict.CONFIRMED:
-            from plugin.service.worker import previous_srs   # worker imports this module
             claim = version_claim(self.config, self.layout, self.study, manifest["version"])
             if not acquire_within(claim, CLAIM_WAIT_S):
                 state = Verdict.CHANGED   # another worker analyses the version itself
@@ -208,7 +208,6 @@ class StagedDelivery:
                 claim.release()
                 state = Verdict.CHANGED
             else:
-                from plugin.service.dispatch import EarlyDelivery
                 self.claim, self.manifest, self.confirmed_at = claim, manifest, time.time()
                 self.early = EarlyDelivery(self.config, manifest.get("destinations", []))
                 for p in self.staged:
@@ -265,7 +264,6 @@ def take_staged(config: Config, layout: StateLayout, study: str, version: int, m
     instances, moved into ``results/<study>/vNNNN``; returns its staging record (``started``,
     ``finished``, ``findings``), or None when there is none to adopt (then analyse as usual; a
     dead speculation's leftovers are removed). Raises :class:`SpeculationRunning` while it runs."""
-    from plugin.service.worker import previous_srs   # worker imports this module
     files = SpeculationFiles(layout, study, instance_set_key(manifest["instances"]))
     spec = read_json(files.manifest_path)
     if spec is None or not matches(spec, manifest):

@@ -21,7 +21,7 @@ from plugin.service.speculation import (CLAIM_WAIT_S, SpeculationAbandoned, Spec
                                         StagedDelivery, Verdict, acquire_within, discard_stale, move_results,
                                         take_staged, verdict, version_claim)
 from plugin.service.spool import Spool, atomic_write_json, read_json
-from plugin.service.state import Claim, StateLayout, worker_identity
+from plugin.service.state import Claim, StateLayout, previous_srs, worker_identity  # noqa: F401 (previous_srs: used here, kept importable)
 
 LOG = logging.getLogger(__name__)
 
@@ -74,15 +74,6 @@ def preload_analysis_modules() -> None:
     load_standard_tables()   # highdicom's IOD tables: parsed on the first SR otherwise
     import plugin.method.echoes  # noqa: F401
     import plugin.pairing  # noqa: F401
-
-
-def previous_srs(layout: StateLayout, study: str, version: int) -> list[Path]:
-    """The SR files of the latest earlier version of ``study`` that was analysed."""
-    for earlier in sorted((v for v in layout.versions(study) if v < version), reverse=True):
-        result = layout.result(study, earlier) or {}
-        if result.get("state") == "analysed":
-            return sorted((layout.results_dir(study, earlier) / "sr").glob("*.dcm"))
-    return []
 
 
 def is_dicom_file(path: Path) -> bool:
