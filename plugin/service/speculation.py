@@ -41,7 +41,7 @@ from typing import Iterable, Optional
 
 from plugin.service.config import Config
 from plugin.service.dispatch import EarlyDelivery
-from plugin.service.spool import Spool, atomic_write_json, read_json
+from plugin.service.spool import Spool, read_json
 from plugin.service.state import Claim, StateLayout, previous_srs
 
 LOG = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from plugin.service.speculation import (CLAIM_WAIT_S, SpeculationAbandoned, Spec
                                         StagedDelivery, Verdict, acquire_within, discard_stale, move_results,
                                         take_staged, verdict, version_claim)
 from plugin.service.spool import Spool, atomic_write_json, read_json
-from plugin.service.state import Claim, StateLayout, previous_srs, worker_identity  # noqa: F401 (previous_srs: used here, kept importable)
+from plugin.service.state import Claim, StateLayout, previous_srs, worker_identity
 
 LOG = logging.getLogger(__name__)
 
