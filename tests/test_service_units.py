@@ -68,7 +68,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
         load_config(bad)
     assert str(exc.value).splitlines() == [
         f"{bad}: node.port: input should be a valid integer, got '104'",
-        f"{bad}: queue.workerz: unknown key (allowed: backend, name, redis_url, worker_nice, worker_type, workers)"]
+        f"{bad}: queue.workerz: unknown key (allowed: backend, name, redis_url, speculative, worker_nice, worker_type, workers)"]
 
 
 def test_convention_rules_are_checked_on_load_relative_to_the_config(tmp_path):
@@ -179,6 +179,36 @@ def test_completion_release_waits_for_all_associations():
     assert tr.due() == []  # grace counts from the last release
     clock.t = 4.1
     assert tr.due() == ["A"]
+
+
+def test_completion_names_a_released_study_once_per_release_for_speculation():
+    clock = Clock()
+    tr = CompletionTracker(quiet_period_s=10, release_grace_s=2, clock=clock)
+    tr.instance_arrived("A", 1)
+    tr.instance_arrived("A", 2)
+    tr.association_ended(1)
+    assert tr.released() == []          # association 2 still open
+    tr.association_ended(2)
+    assert tr.released() == ["A"] and tr.released() == []   # once per release
+    assert tr.due() == []               # still not complete: the grace runs
+    tr.instance_arrived("A", 3)         # a late instance re-arms it
+    assert tr.released() == []
+    tr.association_ended(3)
+    clock.t = 1.0
+    assert tr.released() == ["A"]
+    clock.t = 3.1
+    assert tr.due() == ["A"] and tr.released() == []
+
+
+def test_speculative_start_is_on_by_default_and_can_be_switched_off(tmp_path):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('state_dir = "s"\n')
+    assert load_config(cfg).queue.speculative is True
+    cfg.write_text('state_dir = "s"\n[queue]\nspeculative = false\n')
+    assert load_config(cfg).queue.speculative is False
+    cfg.write_text('state_dir = "s"\n[queue]\nspeculative = "yes"\n')
+    with pytest.raises(ConfigError, match="queue.speculative"):
+        load_config(cfg)
 
 
 def test_spool_store_is_durable_and_deduplicates(tmp_path):

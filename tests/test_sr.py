@@ -392,3 +392,38 @@ def test_a_wrong_qsm_unit_is_not_read_as_ppm(tmp_path):
     num.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = "ppb"
     with pytest.raises(ValueError, match="ppm"):
         read_spots(sr)
+
+
+def _content_without_uids_and_times(ds: pydicom.Dataset) -> dict:
+    """The data set as DICOM JSON, without the values that differ between two builds of the same
+    report anyway (UIDs made fresh per build, content and series date/time)."""
+    def strip(node):
+        if isinstance(node, dict):
+            if node.get("vr") in ("UI", "DA", "TM", "DT"):
+                return {"vr": node["vr"]}
+            return {k: strip(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    return strip(ds.to_json_dict())
+
+
+def test_the_sr_is_the_same_whether_the_largest_section_is_given_or_read_from_the_label_map(tmp_path):
+    """Issue 15: the SR skips its passes over the whole label map when the pipeline gives each
+    spot's largest slice and diameter (as it does); the SR content is the one the label map gives."""
+    from dicom_io.results.context import build_context
+    from dicom_io.results.sr import build_sr, largest_section
+    mag, ph, report, largest = _tapered(tmp_path)
+    from_map = build_context(report, mag, ph, algorithm_version="1")
+    derived = {s.reported.id: largest_section(from_map, s) for s in from_map.spots}
+    assert {k: v.slice_index for k, v in derived.items()} == largest
+    given = replace(report, spots=tuple(replace(s, largest_slice=derived[s.id].slice_index,
+                                                largest_diameter_mm=derived[s.id].diameter_mm)
+                                        for s in report.spots))
+    from_pipeline = build_context(given, mag, ph, algorithm_version="1")
+    a = _content_without_uids_and_times(build_sr(from_map, sop_instance_uid="1.2.3.4"))
+    b = _content_without_uids_and_times(build_sr(from_pipeline, sop_instance_uid="1.2.3.4"))
+    assert a == b
+    # and given facts are taken as they are, without the label map (here: one that shows nothing)
+    blank = build_context(replace(given, label_map=np.zeros_like(report.label_map)), mag, ph, algorithm_version="1")
+    assert [largest_section(blank, s) for s in blank.spots] == [derived[s.reported.id] for s in blank.spots]

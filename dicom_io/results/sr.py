@@ -125,6 +125,12 @@ def largest_section(ctx: ResultContext, spot: TrackedSpot) -> LargestSection:
     as reported when the input says so, else from the label map's per-slice areas (the reported
     diameter when the label map does not show the spot)."""
     facts = spot.reported
+    if facts.largest_slice is not None and facts.largest_diameter_mm is not None:
+        # the pipeline says both: no pass over the whole label map (twice per spot per SR)
+        k = int(facts.largest_slice)
+        if not 0 <= k < ctx.magnitude.shape[0]:
+            raise ValueError(f"spot {facts.id}: largest slice {k} outside the volume")
+        return LargestSection(k, float(facts.largest_diameter_mm))
     areas = (ctx.label_map == facts.id).sum(axis=(1, 2))
     if facts.largest_slice is not None:
         k = int(facts.largest_slice)

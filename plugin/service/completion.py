@@ -5,6 +5,9 @@ association that delivered to a study has ended, the study completes after the s
 ``release_grace_s`` after the release instead (a scanner typically sends a study per association, but magnitude and
 phase may come in separate associations back to back, hence the grace).
 
+:meth:`CompletionTracker.released` names a study once at its release, before it is due, so that
+its analysis can start speculatively during the grace (:mod:`plugin.service.speculation`).
+
 An instance that arrives after completion simply makes the study due again; the node then
 snapshots a new version (see :mod:`plugin.service.node`).
 """
@@ -21,6 +24,7 @@ class _Pending:
     last_arrival: float
     open_associations: set[int] = field(default_factory=set)
     released_at: float | None = None
+    speculated: bool = False   # handed out by :meth:`CompletionTracker.released` since the last arrival
 
 
 class CompletionTracker:
@@ -39,6 +43,7 @@ class CompletionTracker:
             p = self._pending.setdefault(study, _Pending(now))
             p.last_arrival = now
             p.released_at = None
+            p.speculated = False
             if association_id is not None:
                 p.open_associations.add(association_id)
                 self._assoc_studies.setdefault(association_id, set()).add(study)
@@ -66,6 +71,18 @@ class CompletionTracker:
                         and now - p.released_at >= self.release_grace_s):
                     out.append(study)
                     del self._pending[study]
+        return out
+
+    def released(self) -> list[str]:
+        """Studies whose every association has ended and that are not due yet, each handed out
+        once per release (a new arrival re-arms it): the moment a speculative analysis may start
+        (:mod:`plugin.service.speculation`); the study still completes only when :meth:`due` says so."""
+        out = []
+        with self._lock:
+            for study, p in self._pending.items():
+                if p.released_at is not None and not p.open_associations and not p.speculated:
+                    p.speculated = True
+                    out.append(study)
         return out
 
     def pending(self) -> list[str]:

@@ -169,6 +169,9 @@ class QueueConfig:
     workers: StrictInt = Field(default_factory=default_workers, ge=0)
     worker_type: Literal["process", "thread"] = "process"  # huey worker types
     worker_nice: StrictInt = 10           # CPU niceness of process workers (receiving has priority)
+    # start a study's analysis at its association release, into a staging folder, and deliver it
+    # only once completion confirms the same instances (plugin/service/speculation.py)
+    speculative: StrictBool = True
 
 
 @dataclass(frozen=True, config=STRICT_TABLE)

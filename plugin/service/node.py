@@ -24,7 +24,7 @@ import time
 
 
 from plugin.pipeline import analyze_paths
-from plugin.service import permissions
+from plugin.service import permissions, speculation
 from plugin.service.completion import CompletionTracker
 from plugin.service.config import Config
 from plugin.service.diskspace import DiskReserve, is_disk_full
@@ -105,37 +105,50 @@ class Node:
         self.tracker.association_ended(association_id)
 
     # -- completion -> version -> queue ---------------------------------------------------------
+    def _plan(self, study: str) -> dict | None:
+        """The manifest a version of ``study`` would get now (routing applied; not yet written, no
+        ``version``/``created``), or None when there is nothing new since the last version.
+        Called under ``_complete_lock``."""
+        instances = self.spool.instances(study)
+        versions = self.layout.versions(study)
+        last = self.layout.manifest(study, versions[-1]) if versions else None
+        if not instances or (last is not None and set(last["instances"]) == set(instances)):
+            return None
+        by_series: dict[str, list[str]] = {}
+        for rel in instances:
+            by_series.setdefault(rel.split("/", 1)[0], []).append(rel)
+        series_docs, analyse, dests, study_uid = [], [], [], None
+        for sdir, rels in sorted(by_series.items()):
+            record = self.spool.series_record(study, sdir)
+            facts, decision = route_series(self.config, sdir, record)
+            study_uid = study_uid or (record or {}).get("study_instance_uid")
+            doc = {"series_dir": sdir, "n_instances": len(rels), "action": decision.action,
+                   "rule": decision.rule, "reason": decision.reason,
+                   "destinations": list(decision.destinations), **{
+                       k: (list(v) if isinstance(v, tuple) else v) for k, v in facts.__dict__.items()}}
+            series_docs.append(doc)
+            if decision.action == "analyse":
+                analyse.extend(rels)
+                dests.extend(d for d in decision.destinations if d not in dests)
+        return {"study": study, "study_instance_uid": study_uid or study, "base_version": versions[-1] if versions else 0,
+                "instances": instances, "analyse_instances": analyse, "series": series_docs, "destinations": dests}
+
     def complete_study(self, study: str) -> int | None:
         """Snapshot a new version of ``study`` if it has instances not in the last one; enqueue it."""
         with self._complete_lock:
-            instances = self.spool.instances(study)
-            versions = self.layout.versions(study)
-            last = self.layout.manifest(study, versions[-1]) if versions else None
-            if not instances or (last is not None and set(last["instances"]) == set(instances)):
+            plan = self._plan(study)
+            if plan is None:
                 return None
-            version = (versions[-1] + 1) if versions else 1
-            by_series: dict[str, list[str]] = {}
-            for rel in instances:
-                by_series.setdefault(rel.split("/", 1)[0], []).append(rel)
-            series_docs, analyse, dests, study_uid = [], [], [], None
-            for sdir, rels in sorted(by_series.items()):
-                record = self.spool.series_record(study, sdir)
-                facts, decision = route_series(self.config, sdir, record)
-                study_uid = study_uid or (record or {}).get("study_instance_uid")
-                doc = {"series_dir": sdir, "n_instances": len(rels), "action": decision.action,
-                       "rule": decision.rule, "reason": decision.reason,
-                       "destinations": list(decision.destinations), **{
-                           k: (list(v) if isinstance(v, tuple) else v) for k, v in facts.__dict__.items()}}
-                series_docs.append(doc)
-                if decision.action == "analyse":
-                    analyse.extend(rels)
-                    dests.extend(d for d in decision.destinations if d not in dests)
-                else:
-                    LOG.info("study %s series %s ignored (rule %s): %s", study_uid or study,
-                             facts.series_instance_uid, decision.rule, decision.reason)
-            manifest = {"study": study, "study_instance_uid": study_uid or study, "version": version,
-                        "created": time.time(), "instances": instances, "analyse_instances": analyse,
-                        "series": series_docs, "destinations": dests}
+            version = plan.pop("base_version") + 1
+            for s in plan["series"]:
+                if s["action"] != "analyse":
+                    LOG.info("study %s series %s ignored (rule %s): %s", plan["study_instance_uid"],
+                             s["series_instance_uid"], s["rule"], s["reason"])
+            manifest = {"study": study, "study_instance_uid": plan["study_instance_uid"], "version": version,
+                        "created": time.time(), "instances": plan["instances"],
+                        "analyse_instances": plan["analyse_instances"], "series": plan["series"],
+                        "destinations": plan["destinations"]}
+            analyse, series_docs = manifest["analyse_instances"], manifest["series"]
             atomic_write_json(self.layout.manifest_path(study, version), manifest)
             if not analyse:
                 reasons = "; ".join(f"{s['series_instance_uid']}: {s['reason']}" for s in series_docs)
@@ -145,10 +158,34 @@ class Node:
             else:
                 self.queue.analyse(study, version)
                 LOG.info("study %s v%d complete: %d instance(s), %d to analyse, queued",
-                         manifest["study_instance_uid"], version, len(instances), len(analyse))
+                         manifest["study_instance_uid"], version, len(manifest["instances"]), len(analyse))
             return version
 
+    def speculate(self, study: str) -> str | None:
+        """At ``study``'s association release, before it is complete: queue a speculative analysis
+        of the instances spooled now (:mod:`.speculation`); its results are staged and delivered
+        only if completion snapshots exactly these instances. Returns the speculation's key."""
+        with self._complete_lock:
+            plan = self._plan(study)
+            if plan is None or not plan["analyse_instances"]:
+                return None
+            key = speculation.instance_set_key(plan["instances"])
+            files = speculation.SpeculationFiles(self.layout, study, key)
+            if files.manifest_path.exists():   # this very set is speculated already
+                return None
+            atomic_write_json(files.manifest_path, {**plan, "key": key, "created": time.time()})
+            self.queue.speculate(study, key)
+            LOG.info("study %s released: %d instance(s) analysed speculatively during the completion grace",
+                     plan["study_instance_uid"], len(plan["instances"]))
+            return key
+
     def step(self) -> list[int]:
+        if self.config.queue.speculative:
+            for study in self.tracker.released():
+                try:
+                    self.speculate(study)
+                except Exception:   # only a head start is lost: the study still completes as usual
+                    LOG.exception("speculative start of study %s failed", study)
         out = []
         for study in self.tracker.due():
             try:

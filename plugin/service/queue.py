@@ -2,13 +2,15 @@
 ``<state_dir>/queue.sqlite3`` with fsync on commit, consumed by worker threads inside ``serve``.
 Multi-machine mode: ``RedisHuey`` on ``[queue] redis_url``; any number of ``borderphase serve
 --worker`` processes on other machines consume the same queue (Redis pops each task to exactly one
-consumer). Two tasks exist:
+consumer). Three tasks exist:
 
 * ``borderphase.analyse(study, version)``: analyse one study version (:mod:`.worker`) with the
   queue's ``analyse`` function (:func:`plugin.pipeline.analyze_paths` unless a test passes a stand-in);
 * ``borderphase.deliver(entry_id)``: one outbox delivery retry (:mod:`.dispatch`), at a higher
   priority than analyses; on failure it reschedules itself with backoff, so the outbox drains as
-  soon as the destination is back. The first attempt is made by the analysing worker itself.
+  soon as the destination is back. The first attempt is made by the analysing worker itself;
+* ``borderphase.speculate(study, key)``: a study's analysis started at its association release,
+  before it is complete, delivered only if completion confirms its instances (:mod:`.speculation`).
 """
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
 from plugin.service.memory import return_freed_memory
 from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version, preload_analysis_modules
+from plugin.service.worker import speculate as speculate_version
 
 LOG = logging.getLogger(__name__)
 
 ANALYSE = "borderphase.analyse"
 DELIVER = "borderphase.deliver"
+SPECULATE = "borderphase.speculate"
 CLAIM_RETRY_S = 5
 
 
@@ -77,8 +81,13 @@ class ServiceQueue:
                 LOG.info("%s; will retry in %d s", exc, CLAIM_RETRY_S)
                 raise RetryTask(delay=CLAIM_RETRY_S) from None
 
+        @self.huey.task(name=SPECULATE, priority=0)   # no retries: the version's own task is the fallback
+        def speculate(study: str, key: str) -> str:
+            return speculate_version(config, study, key, enqueue_delivery=deliver_now, analyse=analyse_fn)
+
         self.analyse = analyse
         self.deliver = deliver
+        self.speculate = speculate
 
     # -- queue inspection (restart reconciliation, status) ----------------------------------
     def queued_keys(self) -> set[tuple]:

@@ -103,6 +103,15 @@ class StateLayout:
         return [json.loads(l) for l in self.runs_log.read_text().splitlines() if l.strip()]
 
 
+def previous_srs(layout: StateLayout, study: str, version: int) -> list[Path]:
+    """The SR files of the latest earlier version of ``study`` that was analysed."""
+    for earlier in sorted((v for v in layout.versions(study) if v < version), reverse=True):
+        result = layout.result(study, earlier) or {}
+        if result.get("state") == "analysed":
+            return sorted((layout.results_dir(study, earlier) / "sr").glob("*.dcm"))
+    return []
+
+
 def _proc_start_ticks(pid: int) -> str | None:
     """The start time of live process ``pid`` (None when there is none). A zombie counts as dead: a
     worker killed with the node stays a zombie wherever nothing reaps it (e.g. a container whose

@@ -17,7 +17,11 @@ from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
 from plugin.service.diskspace import DiskReserve, is_disk_full, write_despite_full
 from plugin.service.dispatch import EarlyDelivery, create_outbox_entries
-from plugin.service.state import Claim, StateLayout, worker_identity
+from plugin.service.speculation import (CLAIM_WAIT_S, SpeculationAbandoned, SpeculationFiles, SpeculationRunning,
+                                        StagedDelivery, Verdict, acquire_within, discard_stale, move_results,
+                                        take_staged, verdict, version_claim)
+from plugin.service.spool import Spool, atomic_write_json, read_json
+from plugin.service.state import Claim, StateLayout, previous_srs, worker_identity
 
 LOG = logging.getLogger(__name__)
 
@@ -60,23 +64,16 @@ def _takes(fn: Callable, name: str) -> bool:
 
 def preload_analysis_modules() -> None:
     """Import what :func:`plugin.pipeline.analyze_paths` imports on its first call (the DICOM
-    reader, the echo combination, the result writers and highdicom: about 1 CPU second), so that
-    a forked analysis worker pays it when it starts, not on its first study. Not done in the
-    receiving process: it does not need them."""
+    reader, the echo combination, the result writers, highdicom and its standard tables: about
+    1.5 CPU seconds), so that a forked analysis worker pays it when it starts, not on its first
+    study's way to the SR. Not done in the receiving process: it does not need them."""
     import dicom_io.convention  # noqa: F401
     import dicom_io.read.series  # noqa: F401
     import dicom_io.results  # noqa: F401
+    from dicom_io.results.write import load_standard_tables
+    load_standard_tables()   # highdicom's IOD tables: parsed on the first SR otherwise
     import plugin.method.echoes  # noqa: F401
     import plugin.pairing  # noqa: F401
-
-
-def previous_srs(layout: StateLayout, study: str, version: int) -> list[Path]:
-    """The SR files of the latest earlier version of ``study`` that was analysed."""
-    for earlier in sorted((v for v in layout.versions(study) if v < version), reverse=True):
-        result = layout.result(study, earlier) or {}
-        if result.get("state") == "analysed":
-            return sorted((layout.results_dir(study, earlier) / "sr").glob("*.dcm"))
-    return []
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -132,6 +129,8 @@ def analyse_version(config: Config, study: str, version: int, *, enqueue_deliver
     out_dir = layout.results_dir(study, version)
     try:
         state = _analyse_claimed(config, layout, study, version, reserve, entries, analyse)
+    except SpeculationRunning as exc:   # that worker finishes the version: look again shortly
+        raise ClaimBusy(str(exc)) from None
     except Exception as exc:
         if not is_disk_full(exc):
             raise
@@ -165,9 +164,21 @@ def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: i
         record({"state": "ignored", "finished": time.time(),
                 "reason": "; ".join(f"{s['series_instance_uid']}: {s['reason']}" for s in manifest["series"])})
         return "ignored"
+    out_dir = layout.results_dir(study, version)
+    if config.queue.speculative:
+        staged = take_staged(config, layout, study, version, manifest)   # raises SpeculationRunning
+        if staged is not None:
+            LOG.info("study %s v%d: the speculative analysis of these instances is adopted",
+                     manifest["study_instance_uid"], version)
+            findings = read_json(out_dir / "findings.json")
+            layout.log_run({"study": study, "version": version, "worker": worker_identity(),
+                            "started": staged["started"], "speculative": True})
+            return record_analysed(config, layout, study, version, manifest, findings, {}, reserve, entries,
+                                   started=staged["started"], speculative={
+                                       "started": staged["started"], "finished": staged["finished"],
+                                       "adopted": time.time()})
     spool = layout.spool / study
     paths = [spool / rel for rel in manifest["analyse_instances"]]
-    out_dir = layout.results_dir(study, version)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # leftovers of an interrupted run
     out_dir.mkdir(parents=True)
@@ -182,13 +193,30 @@ def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: i
         early.finish()
         if is_disk_full(exc):
             raise
-        reason = f"{type(exc).__name__}: {exc}"
-        LOG.error("study %s v%d failed: %s", manifest["study_instance_uid"], version, reason)
-        LOG.debug("analysis traceback", exc_info=True)
-        record({"state": "failed", "reason": reason, "finished": time.time(), "started": started,
-                "worker": worker_identity()})
-        return "failed"
-    accepted_early = early.finish()
+        return record_failed(layout, study, version, manifest, reserve, exc, started)
+    return record_analysed(config, layout, study, version, manifest, findings, early.finish(), reserve, entries,
+                           started=started)
+
+
+def record_failed(layout: StateLayout, study: str, version: int, manifest: dict, reserve: DiskReserve,
+                  exc: Exception, started: float) -> str:
+    reason = f"{type(exc).__name__}: {exc}"
+    LOG.error("study %s v%d failed: %s", manifest["study_instance_uid"], version, reason)
+    LOG.debug("analysis traceback", exc_info=True)
+    write_despite_full(reserve, lambda: layout.write_result(study, version, {
+        "state": "failed", "reason": reason, "finished": time.time(), "started": started,
+        "worker": worker_identity()}))
+    return "failed"
+
+
+def record_analysed(config: Config, layout: StateLayout, study: str, version: int, manifest: dict,
+                    findings: Optional[dict], accepted_early: dict, reserve: DiskReserve, entries: list[str], *,
+                    started: float, speculative: Optional[dict] = None) -> str:
+    """``results/<study>/vNNNN`` is complete: create its outbox entries (``entries``; sent by the
+    caller once the claim is released) and record the version as analysed. ``speculative``: when
+    the analysis ran before completion (:mod:`.speculation`), its ``started`` / ``confirmed`` or
+    ``adopted`` times, kept in the record."""
+    out_dir = layout.results_dir(study, version)
     files = result_files(out_dir)
     n_lesions = sum(len(a.get("lesions", [])) for a in (findings or {}).get("analyses", []))
     skipped = (findings or {}).get("skipped", [])
@@ -199,10 +227,129 @@ def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: i
         if c["decision"] in ("contradicted", "contradicted_header_kept"):
             LOG.warning("study %s v%d phase series %s: %s", manifest["study_instance_uid"], version,
                         c["phase_series_uid"], c["statement"])
-    record({"state": "analysed", "finished": time.time(), "started": started,
-            "n_lesions": n_lesions, "n_analyses": len((findings or {}).get("analyses", [])),
-            "skipped": skipped, "convention_checks": checks, "result_files": [str(p.relative_to(out_dir)) for p in files],
-            "outbox": list(entries), "worker": worker_identity()})
-    LOG.info("study %s v%d analysed: %d lesion(s), %d result object(s), %d delivery(ies)",
-             manifest["study_instance_uid"], version, n_lesions, len(files), len(entries))
+    doc = {"state": "analysed", "finished": time.time(), "started": started,
+           "n_lesions": n_lesions, "n_analyses": len((findings or {}).get("analyses", [])),
+           "skipped": skipped, "convention_checks": checks, "result_files": [str(p.relative_to(out_dir)) for p in files],
+           "outbox": list(entries), "worker": worker_identity()}
+    if speculative is not None:
+        doc["speculative"] = speculative
+    write_despite_full(reserve, lambda: layout.write_result(study, version, doc))
+    if config.queue.speculative:
+        discard_stale(config, layout, study, version)
+    LOG.info("study %s v%d analysed: %d lesion(s), %d result object(s), %d delivery(ies)%s",
+             manifest["study_instance_uid"], version, n_lesions, len(files), len(entries),
+             " (speculative analysis)" if speculative else "")
     return "analysed"
+
+
+def speculate(config: Config, study: str, key: str, *, enqueue_delivery: Callable[[str], None],
+              analyse: AnalysisFn = analyze_paths) -> str:
+    """The speculative analysis task (:mod:`.speculation`): analyse the instance set ``key`` of
+    ``study`` before the study is complete. Returns ``analysed`` (completion confirmed it while it
+    ran: recorded and delivered as that version), ``staged`` (finished first: the version's task
+    adopts it), ``adopted`` (staged, then confirmed: recorded and delivered here), ``changed``
+    (discarded: the instance set changed), ``superseded`` / ``gone`` / ``busy`` (nothing done),
+    ``failed`` (discarded: the version's own analysis runs and records the failure)."""
+    layout = StateLayout(config.state_dir)
+    files = SpeculationFiles(layout, study, key)
+    spec = read_json(files.manifest_path)
+    if spec is None:
+        return "gone"
+    claim = Claim(files.claim_path, config.analysis.lease_s)
+    if not claim.acquire():
+        return "busy"
+    late: Optional[int] = None   # completion came before this task started: analyse that version now
+    try:
+        if files.staged_path.exists():
+            return "staged"
+        state, manifest = verdict(layout, Spool(layout.spool), study, spec)
+        if state is not Verdict.WAITING:   # completion (or a change) came first
+            files.remove()
+            if state is not Verdict.CONFIRMED:
+                return "superseded"
+            late = manifest["version"]
+        if late is None:
+            out_dir = files.out_dir
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            out_dir.mkdir(parents=True)
+            started = time.time()
+            paths = [layout.spool / study / rel for rel in spec["analyse_instances"]]
+            previous = previous_srs(layout, study, spec["base_version"] + 1)
+            LOG.info("speculative analysis of study %s (%d instances) during the completion grace",
+                     spec["study_instance_uid"], len(paths))
+            gate = StagedDelivery(config, layout, study, spec, [str(p) for p in previous]).start()
+            try:
+                findings = run_analysis(config, paths, out_dir, previous, analyse=analyse, on_result_file=gate.put)
+            except SpeculationAbandoned:
+                gate.abort()
+                files.remove()
+                LOG.info("study %s: an instance arrived during the grace; the speculative analysis is discarded, "
+                         "nothing was delivered", spec["study_instance_uid"])
+                return "changed"
+            except Exception as exc:
+                gate.abort()
+                files.remove()
+                LOG.info("study %s: speculative analysis failed (%s: %s); the version's own analysis runs",
+                         spec["study_instance_uid"], type(exc).__name__, exc)
+                return "failed"
+            state = gate.settle()
+            if state is Verdict.CHANGED:
+                gate.abort()
+                files.remove()
+                LOG.info("study %s: the instance set changed during the grace; the speculative analysis is "
+                         "discarded, nothing was delivered", spec["study_instance_uid"])
+                return "changed"
+            if state is Verdict.CONFIRMED:
+                return _finish_confirmed(config, layout, study, spec, files, gate, findings, started, enqueue_delivery)
+            atomic_write_json(files.staged_path, {"started": started, "finished": time.time(),
+                                                  "previous_srs": [str(p) for p in previous]})
+    finally:
+        claim.release()
+    if late is not None:   # this worker is free now, the version's own task may still be queued
+        try:
+            return analyse_version(config, study, late, enqueue_delivery=enqueue_delivery, analyse=analyse)
+        except ClaimBusy:
+            return "superseded"   # another worker analyses it
+    # staged; if completion came meanwhile, adopt it here rather than wait for the version's task
+    state, manifest = verdict(layout, Spool(layout.spool), study, spec)
+    if state is not Verdict.CONFIRMED:
+        return "staged"
+    version = manifest["version"]
+    vclaim = version_claim(config, layout, study, version)
+    if not acquire_within(vclaim, CLAIM_WAIT_S):
+        return "staged"
+    reserve = DiskReserve(config.state_dir, config.node.reserve_mb)
+    entries: list[str] = []
+    try:
+        result = "already" if layout.result(study, version) is not None else _analyse_claimed(
+            config, layout, study, version, reserve, entries, analyse)
+    finally:
+        vclaim.release()
+    for eid in entries:
+        enqueue_delivery(eid)
+    return "adopted" if result == "analysed" else result
+
+
+def _finish_confirmed(config: Config, layout: StateLayout, study: str, spec: dict, files: SpeculationFiles,
+                      gate: StagedDelivery, findings: dict, started: float,
+                      enqueue_delivery: Callable[[str], None]) -> str:
+    """Completion confirmed the speculation while it ran (the version's claim is held by ``gate``):
+    record it as that version, as :func:`analyse_version` would."""
+    manifest, version = gate.manifest, gate.manifest["version"]
+    reserve = DiskReserve(config.state_dir, config.node.reserve_mb)
+    entries: list[str] = []
+    try:
+        accepted = gate.early.finish()
+        renamed = move_results(files.out_dir, layout.results_dir(study, version))
+        accepted = {dest: {renamed.get(f, f): t for f, t in got.items()} for dest, got in accepted.items()}
+        layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started,
+                        "speculative": True})
+        state = record_analysed(config, layout, study, version, manifest, findings, accepted, reserve, entries,
+                                started=started, speculative={"started": started, "confirmed": gate.confirmed_at})
+        files.remove()
+    finally:
+        gate.claim.release()
+    for eid in entries:
+        enqueue_delivery(eid)
+    return state
