@@ -42,6 +42,7 @@ from plugin.method.interpret import InterpretRules, combine, interpret
 from plugin.method.morphology import fill_holes
 from plugin.method.qsm import QsmMap, QsmParams, compute_qsm, spot_susceptibility
 from plugin.method.bloom import source_diameter
+from plugin.method.borderexplained import discount_unexplained_borders
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
@@ -191,7 +192,11 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
                          echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
                          params=options.dipole_fit)
         fit_seconds += time.perf_counter() - t_fit
-        it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
+        # a border reading the fitted dipole cannot produce is another source's field (thick slices)
+        kept = discount_unexplained_borders(rd, spot, fit, mag, voxel, noise, options.interpret, fit_params=options.dipole_fit)
+        it = combine(interpret(kept.upper, kept.lower, convention, options.interpret), fit, convention, options.interpret)
+        if kept.note:
+            it = replace(it, reason=f"{it.reason}; {kept.note}")
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
