@@ -101,3 +101,14 @@ def test_fit_plausibility_allows_the_sphere_a_thick_slice_footprint_hides():
     assert lenient.paramagnetic is False and abs(lenient.chi_ppm) > 1.5   # chi itself still on the footprint
     strict = fit_dipole(ph, mag, spot, vox, det.noise_sigma, params=FitParams(max_abs_chi_ppm=0.5), **kw)
     assert not strict.usable and "implausible" in strict.reason
+
+
+def test_a_fit_too_weak_to_decide_cannot_discard_a_border():
+    """Only a decisive fit (|z| >= fit_min_z) says what the spot can produce: a weak, possibly wrong
+    fit (seed 7's left-handed 0.44 ppm microbleed: z -2.3, a fifth of the true moment) must not
+    discard a border reading."""
+    rd, spot, fit, mag, vox, noise = spot_with_a_foreign_border(0.6)
+    weak = replace(fit, z=2.3, moment_rad_mm3=fit.moment_rad_mm3 / 5, moment_se_rad_mm3=abs(fit.moment_rad_mm3) / 5 / 2.3)
+    assert weak.abs_z < 3.0
+    kept = discount_unexplained_borders(rd, spot, weak, mag, vox, noise)
+    assert kept.note == "" and kept.upper is rd.upper and kept.lower is rd.lower
