@@ -13,8 +13,15 @@ The dipole fit (:mod:`plugin.method.dipolefit`) says where the source sits and h
 read on and reads it exactly as the border was read (:func:`plugin.method.spotread.read_slice`:
 same footprint, same tissue ring, same magnitude weights), which gives the mean phase offset, in
 noise s.d., that the spot itself can produce there. With the moment at the upper end of its 95 %
-interval this is the most the spot can explain; a reading that exceeds it by more than
-``excess_z`` noise s.d. carries another source's field, not this spot's.
+interval this is the most the spot can explain. A reading is *out of the spot's reach* when that
+most stays below ``max_reach_z`` (1) noise s.d. (the slice lies beyond where the spot's field can
+be seen at all) and the reading still shows an offset of more than ``excess_z`` (3) noise s.d.
+beyond it: that offset is another source's field, not this spot's. Only out-of-reach readings are
+left out, never readings near the source that the fit merely predicts to be weaker: on 5 mm slices
+the fit's moment and centre can be confidently wrong (held-out seed 41: a 0.29 ppm calcification
+fitted paramagnetic at z 6.4 predicted at most |z| 2.3 on the border slice that read it right at
+z +6.0; an earlier version that left out any reading 3 s.d. beyond the prediction turned that
+abstention into a wrong call).
 
 :func:`discount_unexplained_borders` uses this only where it resolves conflicting evidence: when the
 two readable borders disagree and exactly one of them is unexplained, that one is left out (its
@@ -42,7 +49,8 @@ from plugin.method.spotread import ReadParams, SpotReadings, read_slice
 
 @dataclass(frozen=True)
 class ExplainRules:
-    excess_z: float = 3.0       # observed |z| beyond the fitted dipole's most (upper 95 % moment) by this: not this spot's
+    max_reach_z: float = 1.0    # the fitted dipole (upper 95 % moment) produces less than this there: out of its reach ...
+    excess_z: float = 3.0       # ... and the observed |z| exceeds that by this: not this spot's
     ci_z: float = 1.959964      # the moment's upper bound: |M| + ci_z * SE
 
 
@@ -55,7 +63,9 @@ class BorderCheck:
     read_slice: int
 
     def unexplained(self, rules: ExplainRules = ExplainRules()) -> bool:
-        return abs(self.observed_z) > self.predicted_max_z + rules.excess_z
+        """The slice lies beyond the spot's reach (its field there stays below ``max_reach_z`` noise
+        s.d. even at the upper moment) and the reading shows a clear offset all the same."""
+        return self.predicted_max_z < rules.max_reach_z and abs(self.observed_z) > self.predicted_max_z + rules.excess_z
 
 
 def predicted_border_z(spot: DetectedSpot, fit: DipoleFit, magnitude: np.ndarray, read_slice_index: int,
