@@ -193,7 +193,7 @@ def analyze_dicom(images, truth: dict, vendor: str, workdir: Path):
 def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
     plans = R.realistic_cohort(args.seed, protocol=protocol, n_studies=args.studies)
     acq = R.PROTOCOLS[protocol].acquisition()
-    vendors = args.swi_vendors if protocol == "swi3d" else ["GE"]
+    vendors = args.swi_vendors if protocol == "swi3d" else args.array_vendors
     results: dict[str, list[StudyScore]] = defaultdict(list)
     for plan in plans:
         for convention in ("right-handed", "left-handed"):
@@ -315,6 +315,9 @@ def main(argv=None) -> int:
     ap.add_argument("--studies", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--swi-vendors", nargs="+", default=list(VENDOR_CONVENTION), choices=list(VENDOR_CONVENTION))
+    ap.add_argument("--array-vendors", nargs="+", default=["GE"], choices=list(VENDOR_CONVENTION),
+                    help="gre3d/gre2d (analysed as arrays): one run per handedness these vendors use (default GE: "
+                         "right-handed; add Siemens for the left-handed rendering, another noise draw)")
     ap.add_argument("--single-echo", action="store_true",
                     help="gre3d/gre2d: analyse only the last echo (as before issue 10) instead of combining every echo")
     ap.add_argument("--echo-magnitude", default="matched", choices=["matched", "last"],

@@ -45,6 +45,7 @@ from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
 from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_by_size,
                                        recovery_fractions, scaled_fit, synthetic_field)
+from plugin.method.borderexplained import discount_unexplained_borders
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
@@ -244,7 +245,11 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
         fit_fraction = fit_fractions[i - 1] if fit.usable and fit.moment is not None else None
         if fit_fraction is not None:
             fit = scaled_fit(fit, fit_fraction)
-        it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
+        # a border reading the fitted dipole cannot produce is another source's field (thick slices)
+        kept = discount_unexplained_borders(rd, spot, fit, mag, voxel, noise, options.interpret, fit_params=options.dipole_fit)
+        it = combine(interpret(kept.upper, kept.lower, convention, options.interpret), fit, convention, options.interpret)
+        if kept.note:
+            it = replace(it, reason=f"{it.reason}; {kept.note}")
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
