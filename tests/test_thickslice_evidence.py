@@ -67,8 +67,12 @@ def test_a_border_reading_within_what_the_dipole_and_noise_explain_is_kept():
     kept = discount_unexplained_borders(rd, spot, fit, mag, vox, noise)
     assert kept.note == "" and kept.upper is rd.upper and kept.lower is rd.lower
     it = combine(interpret(kept.upper, kept.lower, "right-handed"), fit, "right-handed")
-    if it.borders_disagree:      # a weak opposite reading is conflicting evidence: still no call
-        assert it.classification == Classification.INDETERMINATE
+    if it.borders_disagree:
+        # a weak opposite reading is conflicting evidence: no call, unless the decisive fit and the
+        # borders' pooled offset agree (interpret.conflicting_borders_call), and never the wrong class
+        assert it.classification in (Classification.INDETERMINATE, Classification.MICROBLEED), it.reason
+        if it.classification == Classification.MICROBLEED:
+            assert "together they decide" in it.reason
 
 
 def test_no_usable_fit_leaves_the_borders_as_read():
