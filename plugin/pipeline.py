@@ -170,7 +170,14 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
             log.warning("%s", decision.warning)
             notes.append("WARNING: " + decision.warning)
         convention = decision.convention
-    qmap = _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes)
+    # The QSM map (FFTs, numpy: mostly without the GIL) is made on a thread while the spots' border
+    # readings and dipole fits (Python-bound, independent of it) run here; its notes go where they
+    # stood when it ran first.
+    qsm_notes: list[str] = []
+    qsm_at = len(notes)
+    qsm_pool = ThreadPoolExecutor(max_workers=1)
+    qsm_future = qsm_pool.submit(_qsm_map, local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t,
+                                 options, qsm_notes)
     superior_up = bool(affine_lps[2, 0] > 0)
     # The method reads axial slices: B0 (LPS z) must run across the slices. Oblique-axial
     # stacks (a few tens of degrees) are fine; sagittal/coronal stacks are not.
@@ -184,13 +191,21 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     lesions, readings, interps, fits = [], [], [], []
     b0_axes = b0_in_array_axes(affine_lps)
     fit_seconds = size_seconds = 0.0
-    for i, spot in enumerate(spots, start=1):
-        rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
-        t_fit = time.perf_counter()
-        fit = fit_dipole(local, mag, spot, voxel, noise, convention=convention, wrapped=wrapped,
-                         echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
-                         params=options.dipole_fit)
-        fit_seconds += time.perf_counter() - t_fit
+    try:
+        read_fit = []
+        for spot in spots:
+            rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
+            t_fit = time.perf_counter()
+            fit = fit_dipole(local, mag, spot, voxel, noise, convention=convention, wrapped=wrapped,
+                             echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
+                             params=options.dipole_fit)
+            fit_seconds += time.perf_counter() - t_fit
+            read_fit.append((rd, fit))
+        qmap = qsm_future.result()
+    finally:
+        qsm_pool.shutdown(wait=True)
+    notes[qsm_at:qsm_at] = qsm_notes
+    for i, (spot, (rd, fit)) in enumerate(zip(spots, read_fit), start=1):
         it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
