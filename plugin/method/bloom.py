@@ -86,7 +86,8 @@ def _slice_samples(voxel_mm, half_px: int, supersample: int, offset_px: tuple[fl
 def _dipole_geometry(voxel_mm: tuple, half_px: int, supersample: int, offset_px: tuple, b_bytes: bytes):
     """The central slice's sub-samples around a source at the origin (:func:`_slice_samples`),
     as the dipole field needs them: ``(3 cos^2 theta - 1, r^3, r)``, each (n_voxels,
-    supersample^3) float32, and each voxel's smallest r; read-only. They depend on the grid and B0's direction only, not on
+    supersample^3) float32, and per voxel its smallest r and the range of (3 cos^2 theta - 1) / r^3
+    over its sub-samples; read-only. They depend on the grid and B0's direction only, not on
     the spot: cached (every spot of a study shares its voxel size and B0 direction)."""
     b = np.frombuffer(b_bytes, np.float32)
     p = _slice_samples(voxel_mm, half_px, supersample, offset_px)
@@ -94,7 +95,9 @@ def _dipole_geometry(voxel_mm: tuple, half_px: int, supersample: int, offset_px:
     r = np.sqrt(r2)
     cos2 = (p @ b) ** 2 / r2
     n_vox = p.shape[0]
-    out = ((3 * cos2 - 1).reshape(n_vox, -1), (r2 * r).reshape(n_vox, -1), r.reshape(n_vox, -1), r.min(axis=1))
+    angular, r3 = (3 * cos2 - 1).reshape(n_vox, -1), (r2 * r).reshape(n_vox, -1)
+    g = angular.astype(float) / r3
+    out = (angular, r3, r.reshape(n_vox, -1), r.min(axis=1), g.max(axis=1) - g.min(axis=1))
     for a in out:
         a.flags.writeable = False
     return out
@@ -121,16 +124,21 @@ def simulated_diameters(total_ppm_mm3: float, radii_mm: np.ndarray, voxel_mm, b0
     offsets = ((0.0, 0.0), (0.5, 0.5))        # source on a voxel centre and on a voxel corner
     n_sub = params.supersample ** 3
     c = np.float32(total_ppm_mm3 / (4 * math.pi))
+    bright_half_rad = math.acos(min(params.dark_ratio + 0.02, 1.0))
     for off in offsets:
-        angular, r3, r, r_min = _dipole_geometry(tuple(float(v) for v in voxel_mm), half_px, params.supersample, off,
-                                                 b.astype(np.float32).tobytes())
+        angular, r3, r, r_min, g_range = _dipole_geometry(tuple(float(v) for v in voxel_mm), half_px, params.supersample,
+                                                          off, b.astype(np.float32).tobytes())
         # a voxel none of whose sub-samples lies within the largest radius is outside every sphere: its
-        # magnitude is the same for every radius (one sum per echo); only the few near voxels need the binning
+        # magnitude is the same for every radius (one sum per echo); only the few near voxels need the binning.
+        # Of those far voxels, one whose sub-samples' phases (longest echo) span at most 2 x bright_half_rad
+        # has |mean(exp(i phase))| >= cos(bright_half_rad) >= dark_ratio + 0.02 at every echo: not dark,
+        # whatever the rounding, so it is not summed at all
         near = r_min <= radii[-1]
-        n_near, n_far = int(near.sum()), int(near.size - near.sum())
+        far = ~near & (abs(float(c)) * float(ks.max()) * g_range > 2.0 * bright_half_rad)
+        n_near, n_far = int(near.sum()), int(far.sum())
         mag_far = np.zeros(n_far)
         if n_far:
-            ph = ks[:, None] * (c * angular[~near] / r3[~near]).ravel()[None, :]
+            ph = ks[:, None] * (c * angular[far] / r3[far]).ravel()[None, :]
             flat = (np.arange(n_e)[:, None] * n_far + np.repeat(np.arange(n_far), n_sub)[None, :]).ravel()
             re = np.bincount(flat, weights=np.cos(ph).ravel(), minlength=n_e * n_far).reshape(n_e, n_far)
             im = np.bincount(flat, weights=np.sin(ph).ravel(), minlength=n_e * n_far).reshape(n_e, n_far)
