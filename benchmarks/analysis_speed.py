@@ -5,6 +5,9 @@
     python benchmarks/analysis_speed.py --six-echo --repeat 5   # issue 10's target: six-echo SWI pair, per stage
     python benchmarks/analysis_speed.py --six-echo --with-qsm   # the same with TE/B0 known: + QSM map, chi, source sizes
 
+``--with-qsm`` adds the QSM map, the per-spot QSM chi and the bloom model's source sizes to the
+stage table.
+
 ``--six-echo``: the realistic swi3d study (seed 0, six echoes 4.2-25 ms, scanner-filtered phase,
 512 x 512 x 60; plugin.phantom.realistic) rendered once (``--cache DIR`` keeps the rendered echoes
 for later runs), then per run in a fresh child: ``combine_echoes`` + ``analyze_arrays`` timed as the
@@ -94,10 +97,23 @@ def label_map():
         v = lm[s.bbox]
         v[s.footprint & (v == 0)] = i
 timed("label map", label_map)
+if {with_qsm!r}:
+    from plugin.method.bloom import source_diameter
+    from plugin.method.morphology import fill_holes
+    from plugin.method.qsm import compute_qsm, spot_susceptibility
+    te, fits = combo.reference_te_ms, [fit_dipole(local, m, s, voxel, det.noise_sigma, convention="right-handed", wrapped=wrapped,
+                                                  b0_axes=b0, echo_time_ms=combo.reference_te_ms, field_strength_t=3.0)
+                                       for s in det.spots]
+    q = timed("QSM map", lambda: compute_qsm(local, mask & fill_holes(local != 0), aff, echo_time_ms=te, field_strength_t=3.0,
+                                             convention="right-handed"))
+    timed("spot QSM chi", lambda: [spot_susceptibility(q, s.footprint, s.bbox, voxel, s.diameter_mm) for s in det.spots])
+    timed("source sizes (bloom)", lambda: [source_diameter(4 * np.pi * f.moment, s.diameter_mm, voxel, b0, full["magnitude_echoes"], 3.0)
+                                           for s, f in zip(det.spots, fits) if f.usable and f.moment and f.moment_unit.startswith("ppm")])
 print(json.dumps(dict(rows=rows, load=load, n_lesions=len(res.lesions))))
 """
 
 STAGES = ("brain mask", "detection", "background", "spot readings", "dipole fits", "label map")
+QSM_STAGES = ("QSM map", "spot QSM chi", "source sizes (bloom)")   # with --with-qsm
 
 
 def six_echo(args) -> int:
@@ -131,11 +147,12 @@ def six_echo(args) -> int:
           f"{runs[0]['n_lesions']} lesions reported")
     print(f"| stage | wall s | CPU s | CPU min-max |")
     print(f"|---|---|---|---|")
-    for name in ("echo combination",) + STAGES:
+    stages = STAGES + (QSM_STAGES if args.with_qsm else ())
+    for name in ("echo combination",) + stages:
         lo, hi = lo_hi(name, 1)
         print(f"| {name} | {med(name, 0):.2f} | {med(name, 1):.2f} | {lo:.2f}-{hi:.2f} |")
-    stage_cpu = sum(med(n, 1) for n in STAGES)
-    print(f"| (analysis stages, one after the other) | {sum(med(n, 0) for n in STAGES):.2f} | {stage_cpu:.2f} | |")
+    stage_cpu = sum(med(n, 1) for n in stages)
+    print(f"| (analysis stages, one after the other) | {sum(med(n, 0) for n in stages):.2f} | {stage_cpu:.2f} | |")
     lo, hi = lo_hi("analyze_arrays", 1)
     print(f"| analyze_arrays as the pipeline runs it | {med('analyze_arrays', 0):.2f} | {med('analyze_arrays', 1):.2f} | {lo:.2f}-{hi:.2f} |")
     tot_w = [r["rows"]["echo combination"][0] + r["rows"]["analyze_arrays"][0] for r in runs]
