@@ -231,7 +231,7 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
         spec = sfft.rfftn(f, workers=params.workers, overwrite_x=True)
         del f
         _apply_inverse_filter(spec, shape, voxel_mm, b0_axes, params)
-        chi = sfft.irfftn(spec, s=shape, workers=params.workers)
+        chi = sfft.irfftn(spec, s=shape, workers=params.workers, overwrite_x=True)   # spec is dropped next: no copy of it
         del spec
     chi = chi[: n_box[0], : n_box[1], : n_box[2]]
     m = mask[box]
