@@ -4,6 +4,7 @@
     python benchmarks/analysis_speed.py --repeat 5
     python benchmarks/analysis_speed.py --six-echo --repeat 5   # issue 10's target: six-echo SWI pair, per stage
     python benchmarks/analysis_speed.py --six-echo --with-qsm   # the same with TE/B0 known: + QSM map, chi, source sizes
+    python benchmarks/analysis_speed.py --six-echo --baseline /tmp/old   # before/after, alternating, same load
 
 ``--with-qsm`` adds the QSM map, the per-spot QSM chi and the bloom model's source sizes to the
 stage table.
@@ -119,7 +120,6 @@ QSM_STAGES = ("QSM map", "spot QSM chi", "source sizes (bloom)")   # with --with
 def six_echo(args) -> int:
     """Issue 10's speed target: the six-echo 512 x 512 x 60 SWI pair, per stage."""
     import shlex
-    import statistics
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="bp_speed6_"))
     npz = cache / "swi3d_six_echo_seed0.npz"
     if not npz.exists():
@@ -131,18 +131,28 @@ def six_echo(args) -> int:
         np.savez(npz, mag=np.asarray(images.magnitude, np.float32), ph=np.asarray(images.phase_rad, np.float32),
                  te=np.asarray(images.echo_times_ms, float), aff=images.affine_lps)
         del images
-    runs = []
-    for _ in range(args.repeat):
-        out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(ROOT), npz=str(npz), with_qsm=args.with_qsm)],
-                             capture_output=True, text=True, check=True)
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    roots = [("this checkout", ROOT)] + ([("baseline " + args.baseline, Path(args.baseline).resolve())] if args.baseline else [])
+    all_runs: dict[str, list] = {label: [] for label, _ in roots}
+    for i in range(args.repeat):   # with --baseline: the two checkouts alternate, in turn first
+        for label, root in (roots if i % 2 == 0 else roots[::-1]):
+            out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(root), npz=str(npz), with_qsm=args.with_qsm)],
+                                 capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(root)))
+            all_runs[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    command = "python benchmarks/analysis_speed.py " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    print(f"command: {command}")
+    for label, runs in all_runs.items():
+        _six_echo_table(args, runs, label if args.baseline else "")
+    return 0
+
+
+def _six_echo_table(args, runs: list, label: str) -> None:
+    """The per-stage table of one checkout's runs."""
+    import statistics
     med = lambda name, k: statistics.median(r["rows"][name][k] for r in runs)   # noqa: E731
     lo_hi = lambda name, k: (min(r["rows"][name][k] for r in runs), max(r["rows"][name][k] for r in runs))  # noqa: E731
-    command = "python benchmarks/analysis_speed.py " + " ".join(shlex.quote(a) for a in (args.argv or []))
     loads = [r["load"] for r in runs]
-    print(f"command: {command}")
     what = " with QSM, chi and source sizes (TE, B0 known)" if args.with_qsm else ""
-    print(f"borderphase six-echo analysis speed{what}: swi3d seed 0, 6 echoes, 512 x 512 x 60, reading excluded, "
+    print(f"{label + ': ' if label else ''}borderphase six-echo analysis speed{what}: swi3d seed 0, 6 echoes, 512 x 512 x 60, reading excluded, "
           f"{os.cpu_count()} cores, median of {args.repeat} runs, load average {min(loads):.1f}-{max(loads):.1f}, "
           f"{runs[0]['n_lesions']} lesions reported")
     print(f"| stage | wall s | CPU s | CPU min-max |")
@@ -162,7 +172,6 @@ def six_echo(args) -> int:
           f"{min(tot_c):.2f}-{max(tot_c):.2f} |")
     print(f"target <= 2 s wall on 2 cores: {'met' if tw <= 2.0 else 'not met'} at load {statistics.median(loads):.1f} "
           f"(CPU {tc:.2f} s: {'fits' if tc <= 4.0 else 'exceeds'} 2 cores x 2 s)")
-    return 0
 
 
 def main(argv=None) -> int:
@@ -172,6 +181,9 @@ def main(argv=None) -> int:
     ap.add_argument("--with-qsm", action="store_true",
                     help="with --six-echo: pass the echo time, field strength and echo weights as the pipeline does "
                          "from the headers, so analyze_arrays also makes the QSM map, per-spot chi and source sizes")
+    ap.add_argument("--baseline", default="", metavar="DIR",
+                    help="with --six-echo: another checkout of the code (e.g. `git archive <commit> | tar -x -C DIR`) run "
+                         "alternately with this one in the same loop, each with its own table (before/after under the same load)")
     ap.add_argument("--cache", default="", help="with --six-echo: folder keeping the rendered echoes between runs")
     args = ap.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
