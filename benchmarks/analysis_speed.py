@@ -5,6 +5,7 @@
     python benchmarks/analysis_speed.py --six-echo --repeat 5   # issue 10's target: six-echo SWI pair, per stage
     python benchmarks/analysis_speed.py --six-echo --with-qsm   # the same with TE/B0 known: + QSM map, chi, source sizes
     python benchmarks/analysis_speed.py --six-echo --baseline /tmp/old   # before/after, alternating, same load
+    python benchmarks/analysis_speed.py --six-echo --echoes 3,6          # a two-echo study (12.6 and 25 ms)
 
 ``--with-qsm`` adds the QSM map, the per-spot QSM chi and the bloom model's source sizes to the
 stage table.
@@ -71,7 +72,8 @@ from plugin.method.echoes import combine_echoes
 from plugin.method.spotread import read_spot
 from plugin.pipeline import analyze_arrays
 d = np.load({npz!r})
-mags, phs, tes, aff = list(d["mag"]), list(d["ph"]), [float(t) for t in d["te"]], d["aff"]
+idx = [i for i in range(len(d["te"])) if i + 1 in {echoes!r}] if {echoes!r} else list(range(len(d["te"])))
+mags, phs, tes, aff = [d["mag"][i] for i in idx], [d["ph"][i] for i in idx], [float(d["te"][i]) for i in idx], d["aff"]
 voxel = tuple(float(np.linalg.norm(aff[:3, i])) for i in range(3))
 rows = {{}}
 def timed(name, fn):
@@ -135,7 +137,7 @@ def six_echo(args) -> int:
     all_runs: dict[str, list] = {label: [] for label, _ in roots}
     for i in range(args.repeat):   # with --baseline: the two checkouts alternate, in turn first
         for label, root in (roots if i % 2 == 0 else roots[::-1]):
-            out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(root), npz=str(npz), with_qsm=args.with_qsm)],
+            out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(root), npz=str(npz), with_qsm=args.with_qsm, echoes=args.echoes)],
                                  capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(root)))
             all_runs[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
     command = "python benchmarks/analysis_speed.py " + " ".join(shlex.quote(a) for a in (args.argv or []))
@@ -152,7 +154,8 @@ def _six_echo_table(args, runs: list, label: str) -> None:
     lo_hi = lambda name, k: (min(r["rows"][name][k] for r in runs), max(r["rows"][name][k] for r in runs))  # noqa: E731
     loads = [r["load"] for r in runs]
     what = " with QSM, chi and source sizes (TE, B0 known)" if args.with_qsm else ""
-    print(f"{label + ': ' if label else ''}borderphase six-echo analysis speed{what}: swi3d seed 0, 6 echoes, 512 x 512 x 60, reading excluded, "
+    n_echoes = f"echoes {','.join(map(str, args.echoes))} of 6" if args.echoes else "6 echoes"
+    print(f"{label + ': ' if label else ''}borderphase six-echo analysis speed{what}: swi3d seed 0, {n_echoes}, 512 x 512 x 60, reading excluded, "
           f"{os.cpu_count()} cores, median of {args.repeat} runs, load average {min(loads):.1f}-{max(loads):.1f}, "
           f"{runs[0]['n_lesions']} lesions reported")
     print(f"| stage | wall s | CPU s | CPU min-max |")
@@ -184,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default="", metavar="DIR",
                     help="with --six-echo: another checkout of the code (e.g. `git archive <commit> | tar -x -C DIR`) run "
                          "alternately with this one in the same loop, each with its own table (before/after under the same load)")
+    ap.add_argument("--echoes", type=lambda v: [int(x) for x in v.split(",")], default=[], metavar="N,N",
+                    help="with --six-echo: only these echoes (1-6 by echo time, e.g. 3,6 for a two-echo study: 12.6 and 25 ms)")
     ap.add_argument("--cache", default="", help="with --six-echo: folder keeping the rendered echoes between runs")
     args = ap.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
