@@ -187,7 +187,6 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     if not_axial:
         notes.append(f"slices are not axial (slice normal {tilt_deg:.0f} degrees from B0): border slices do not run "
                      f"along B0, every spot is indeterminate")
-    label_map = np.zeros(mag.shape, np.uint16)
     lesions, readings, interps, fits = [], [], [], []
     b0_axes = b0_in_array_axes(affine_lps)
     fit_seconds = size_seconds = 0.0
@@ -205,6 +204,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray, affine_lps: np.
     finally:
         qsm_pool.shutdown(wait=True)
     notes[qsm_at:qsm_at] = qsm_notes
+    label_map = np.zeros(mag.shape, np.uint16)   # after the map's k-space arrays are gone (memory: issue 15)
     for i, (spot, (rd, fit)) in enumerate(zip(spots, read_fit), start=1):
         it = combine(interpret(rd.upper, rd.lower, convention, options.interpret), fit, convention, options.interpret)
         if not_axial:
