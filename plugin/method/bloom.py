@@ -38,7 +38,6 @@ the acquisition (TE, B0, voxel size, B0 direction).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -82,25 +81,42 @@ def _slice_samples(voxel_mm, half_px: int, supersample: int, offset_px: tuple[fl
     return (centres[:, None, :] + subs[None, :, :]).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=64)
+_GEOMETRY: dict[tuple, tuple] = {}     # (grid, B0) -> (half_px, arrays) of the widest grid asked for
+_GEOMETRY_KEYS = 4                      # grids kept (a study has one voxel size and B0 direction)
+
+
 def _dipole_geometry(voxel_mm: tuple, half_px: int, supersample: int, offset_px: tuple, b_bytes: bytes):
     """The central slice's sub-samples around a source at the origin (:func:`_slice_samples`),
     as the dipole field needs them: ``(3 cos^2 theta - 1, r^3, r)``, each (n_voxels,
     supersample^3) float32, and per voxel its smallest r and the range of (3 cos^2 theta - 1) / r^3
-    over its sub-samples; read-only. They depend on the grid and B0's direction only, not on
-    the spot: cached (every spot of a study shares its voxel size and B0 direction)."""
-    b = np.frombuffer(b_bytes, np.float32)
-    p = _slice_samples(voxel_mm, half_px, supersample, offset_px)
-    r2 = np.maximum((p * p).sum(-1), 1e-6)
-    r = np.sqrt(r2)
-    cos2 = (p @ b) ** 2 / r2
-    n_vox = p.shape[0]
-    angular, r3 = (3 * cos2 - 1).reshape(n_vox, -1), (r2 * r).reshape(n_vox, -1)
-    g = angular.astype(float) / r3
-    out = (angular, r3, r.reshape(n_vox, -1), r.min(axis=1), g.max(axis=1) - g.min(axis=1))
-    for a in out:
-        a.flags.writeable = False
-    return out
+    over its sub-samples. They depend on the grid and B0's direction only, not on the spot: the
+    widest grid asked for is kept (a few grids at most, so memory stays bounded) and a narrower one
+    is its central square (the same values: each voxel's samples depend on its own position only)."""
+    key = (voxel_mm, supersample, offset_px, b_bytes)
+    kept = _GEOMETRY.get(key)
+    if kept is None or kept[0] < half_px:
+        b = np.frombuffer(b_bytes, np.float32)
+        p = _slice_samples(voxel_mm, half_px, supersample, offset_px)
+        r2 = np.maximum((p * p).sum(-1), 1e-6)
+        r = np.sqrt(r2)
+        cos2 = (p @ b) ** 2 / r2
+        n_vox = p.shape[0]
+        angular, r3 = (3 * cos2 - 1).reshape(n_vox, -1), (r2 * r).reshape(n_vox, -1)
+        g = angular.astype(float) / r3
+        kept = (half_px, (angular, r3, r.reshape(n_vox, -1), r.min(axis=1), g.max(axis=1) - g.min(axis=1)))
+        for a in kept[1]:
+            a.flags.writeable = False
+        _GEOMETRY.pop(key, None)
+        while len(_GEOMETRY) >= _GEOMETRY_KEYS:
+            _GEOMETRY.pop(next(iter(_GEOMETRY)))
+        _GEOMETRY[key] = kept
+    wide, arrays = kept
+    if wide == half_px:
+        return arrays
+    n, lo = 2 * wide + 1, wide - half_px
+    span = np.arange(lo, lo + 2 * half_px + 1)
+    sel = (span[:, None] * n + span[None, :]).ravel()      # the central square, row by row as _slice_samples
+    return tuple(a[sel] for a in arrays)
 
 
 def simulated_diameters(total_ppm_mm3: float, radii_mm: np.ndarray, voxel_mm, b0_axes, echoes: Sequence[tuple[float, float]],
