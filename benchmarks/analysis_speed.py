@@ -4,6 +4,11 @@
     python benchmarks/analysis_speed.py --repeat 5
     python benchmarks/analysis_speed.py --six-echo --repeat 5   # issue 10's target: six-echo SWI pair, per stage
     python benchmarks/analysis_speed.py --six-echo --with-qsm   # the same with TE/B0 known: + QSM map, chi, source sizes
+    python benchmarks/analysis_speed.py --six-echo --baseline /tmp/old   # before/after, alternating, same load
+    python benchmarks/analysis_speed.py --six-echo --echoes 3,6          # a two-echo study (12.6 and 25 ms)
+
+``--with-qsm`` adds the QSM map, the per-spot QSM chi and the bloom model's source sizes to the
+stage table.
 
 ``--six-echo``: the realistic swi3d study (seed 0, six echoes 4.2-25 ms, scanner-filtered phase,
 512 x 512 x 60; plugin.phantom.realistic) rendered once (``--cache DIR`` keeps the rendered echoes
@@ -67,7 +72,8 @@ from plugin.method.echoes import combine_echoes
 from plugin.method.spotread import read_spot
 from plugin.pipeline import analyze_arrays
 d = np.load({npz!r})
-mags, phs, tes, aff = list(d["mag"]), list(d["ph"]), [float(t) for t in d["te"]], d["aff"]
+idx = [i for i in range(len(d["te"])) if i + 1 in {echoes!r}] if {echoes!r} else list(range(len(d["te"])))
+mags, phs, tes, aff = [d["mag"][i] for i in idx], [d["ph"][i] for i in idx], [float(d["te"][i]) for i in idx], d["aff"]
 voxel = tuple(float(np.linalg.norm(aff[:3, i])) for i in range(3))
 rows = {{}}
 def timed(name, fn):
@@ -94,16 +100,28 @@ def label_map():
         v = lm[s.bbox]
         v[s.footprint & (v == 0)] = i
 timed("label map", label_map)
+if {with_qsm!r}:
+    from plugin.method.bloom import source_diameter
+    from plugin.method.morphology import fill_holes
+    from plugin.method.qsm import compute_qsm, spot_susceptibility
+    te, fits = combo.reference_te_ms, [fit_dipole(local, m, s, voxel, det.noise_sigma, convention="right-handed", wrapped=wrapped,
+                                                  b0_axes=b0, echo_time_ms=combo.reference_te_ms, field_strength_t=3.0)
+                                       for s in det.spots]
+    q = timed("QSM map", lambda: compute_qsm(local, mask & fill_holes(local != 0), aff, echo_time_ms=te, field_strength_t=3.0,
+                                             convention="right-handed"))
+    timed("spot QSM chi", lambda: [spot_susceptibility(q, s.footprint, s.bbox, voxel, s.diameter_mm) for s in det.spots])
+    timed("source sizes (bloom)", lambda: [source_diameter(4 * np.pi * f.moment, s.diameter_mm, voxel, b0, full["magnitude_echoes"], 3.0)
+                                           for s, f in zip(det.spots, fits) if f.usable and f.moment and f.moment_unit.startswith("ppm")])
 print(json.dumps(dict(rows=rows, load=load, n_lesions=len(res.lesions))))
 """
 
 STAGES = ("brain mask", "detection", "background", "spot readings", "dipole fits", "label map")
+QSM_STAGES = ("QSM map", "spot QSM chi", "source sizes (bloom)")   # with --with-qsm
 
 
 def six_echo(args) -> int:
     """Issue 10's speed target: the six-echo 512 x 512 x 60 SWI pair, per stage."""
     import shlex
-    import statistics
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="bp_speed6_"))
     npz = cache / "swi3d_six_echo_seed0.npz"
     if not npz.exists():
@@ -115,27 +133,39 @@ def six_echo(args) -> int:
         np.savez(npz, mag=np.asarray(images.magnitude, np.float32), ph=np.asarray(images.phase_rad, np.float32),
                  te=np.asarray(images.echo_times_ms, float), aff=images.affine_lps)
         del images
-    runs = []
-    for _ in range(args.repeat):
-        out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(ROOT), npz=str(npz), with_qsm=args.with_qsm)],
-                             capture_output=True, text=True, check=True)
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    roots = [("this checkout", ROOT)] + ([("baseline " + args.baseline, Path(args.baseline).resolve())] if args.baseline else [])
+    all_runs: dict[str, list] = {label: [] for label, _ in roots}
+    for i in range(args.repeat):   # with --baseline: the two checkouts alternate, in turn first
+        for label, root in (roots if i % 2 == 0 else roots[::-1]):
+            out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(root), npz=str(npz), with_qsm=args.with_qsm, echoes=args.echoes)],
+                                 capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(root)))
+            all_runs[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    command = "python benchmarks/analysis_speed.py " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    print(f"command: {command}")
+    for label, runs in all_runs.items():
+        _six_echo_table(args, runs, label if args.baseline else "")
+    return 0
+
+
+def _six_echo_table(args, runs: list, label: str) -> None:
+    """The per-stage table of one checkout's runs."""
+    import statistics
     med = lambda name, k: statistics.median(r["rows"][name][k] for r in runs)   # noqa: E731
     lo_hi = lambda name, k: (min(r["rows"][name][k] for r in runs), max(r["rows"][name][k] for r in runs))  # noqa: E731
-    command = "python benchmarks/analysis_speed.py " + " ".join(shlex.quote(a) for a in (args.argv or []))
     loads = [r["load"] for r in runs]
-    print(f"command: {command}")
     what = " with QSM, chi and source sizes (TE, B0 known)" if args.with_qsm else ""
-    print(f"borderphase six-echo analysis speed{what}: swi3d seed 0, 6 echoes, 512 x 512 x 60, reading excluded, "
+    n_echoes = f"echoes {','.join(map(str, args.echoes))} of 6" if args.echoes else "6 echoes"
+    print(f"{label + ': ' if label else ''}borderphase six-echo analysis speed{what}: swi3d seed 0, {n_echoes}, 512 x 512 x 60, reading excluded, "
           f"{os.cpu_count()} cores, median of {args.repeat} runs, load average {min(loads):.1f}-{max(loads):.1f}, "
           f"{runs[0]['n_lesions']} lesions reported")
     print(f"| stage | wall s | CPU s | CPU min-max |")
     print(f"|---|---|---|---|")
-    for name in ("echo combination",) + STAGES:
+    stages = STAGES + (QSM_STAGES if args.with_qsm else ())
+    for name in ("echo combination",) + stages:
         lo, hi = lo_hi(name, 1)
         print(f"| {name} | {med(name, 0):.2f} | {med(name, 1):.2f} | {lo:.2f}-{hi:.2f} |")
-    stage_cpu = sum(med(n, 1) for n in STAGES)
-    print(f"| (analysis stages, one after the other) | {sum(med(n, 0) for n in STAGES):.2f} | {stage_cpu:.2f} | |")
+    stage_cpu = sum(med(n, 1) for n in stages)
+    print(f"| (analysis stages, one after the other) | {sum(med(n, 0) for n in stages):.2f} | {stage_cpu:.2f} | |")
     lo, hi = lo_hi("analyze_arrays", 1)
     print(f"| analyze_arrays as the pipeline runs it | {med('analyze_arrays', 0):.2f} | {med('analyze_arrays', 1):.2f} | {lo:.2f}-{hi:.2f} |")
     tot_w = [r["rows"]["echo combination"][0] + r["rows"]["analyze_arrays"][0] for r in runs]
@@ -145,7 +175,6 @@ def six_echo(args) -> int:
           f"{min(tot_c):.2f}-{max(tot_c):.2f} |")
     print(f"target <= 2 s wall on 2 cores: {'met' if tw <= 2.0 else 'not met'} at load {statistics.median(loads):.1f} "
           f"(CPU {tc:.2f} s: {'fits' if tc <= 4.0 else 'exceeds'} 2 cores x 2 s)")
-    return 0
 
 
 def main(argv=None) -> int:
@@ -155,6 +184,11 @@ def main(argv=None) -> int:
     ap.add_argument("--with-qsm", action="store_true",
                     help="with --six-echo: pass the echo time, field strength and echo weights as the pipeline does "
                          "from the headers, so analyze_arrays also makes the QSM map, per-spot chi and source sizes")
+    ap.add_argument("--baseline", default="", metavar="DIR",
+                    help="with --six-echo: another checkout of the code (e.g. `git archive <commit> | tar -x -C DIR`) run "
+                         "alternately with this one in the same loop, each with its own table (before/after under the same load)")
+    ap.add_argument("--echoes", type=lambda v: [int(x) for x in v.split(",")], default=[], metavar="N,N",
+                    help="with --six-echo: only these echoes (1-6 by echo time, e.g. 3,6 for a two-echo study: 12.6 and 25 ms)")
     ap.add_argument("--cache", default="", help="with --six-echo: folder keeping the rendered echoes between runs")
     args = ap.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])

@@ -3,7 +3,9 @@
 wl2 option (6 preconditioned CG iterations), scipy.fft with 2 workers; median of 3 runs.
 
     PYTHONPATH=. nice -n 10 python3 benchmarks/qsm_timing.py
+    PYTHONPATH=. python3 benchmarks/qsm_timing.py l2        # only the methods named (l2, tkd, wl2)
 """
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,12 +22,16 @@ mask = (Z / 80) ** 2 + (Y / 95) ** 2 + (X / 75) ** 2 <= 1
 phase = np.random.default_rng(0).normal(0, 0.05, shape).astype(np.float32)
 aff = np.zeros((4, 4))
 aff[2, 0], aff[1, 1], aff[0, 2], aff[3, 3] = vox[0], vox[1], vox[2], 1
-for method in (L2, TKD, ITERATIVE):
+methods = sys.argv[1:] or [L2, TKD, ITERATIVE]
+unknown = [m for m in methods if m not in (L2, TKD, ITERATIVE)]
+if unknown:
+    sys.exit(f"qsm_timing.py: unknown method(s) {unknown}; choose from {L2}, {TKD}, {ITERATIVE}")
+for method in methods:
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
         compute_qsm(phase, mask, aff, echo_time_ms=25.0, field_strength_t=3.0, convention="right-handed",
                     params=QsmParams(method=method))
         times.append(time.perf_counter() - t0)
-    print(f"{method}: 60 x 512 x 512, brain mask {mask.mean():.0%} of the grid: median {np.median(times):.2f} s wall "
+    print(f"{method}: load {os.getloadavg()[0]:.1f}, 60 x 512 x 512, brain mask {mask.mean():.0%} of the grid: median {np.median(times):.2f} s wall "
           f"(runs {', '.join(f'{t:.2f}' for t in times)})")

@@ -202,13 +202,14 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
             log.warning("%s", decision.warning)
             notes.append("WARNING: " + decision.warning)
         convention = decision.convention
-    qmap = _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes)
-    edge_slices: tuple[int, ...] = ()
-    if qmap is not None:
-        edge_slices = unreliable_edge_slices(qmap.chi_ppm, qmap.mask, voxel)
-        if edge_slices:
-            notes.append(f"QSM: end slices {_slice_list(edge_slices)} (0-based) unreliable (low-frequency artefact "
-                         f"at the slab's end): left out of the spot readings, marked in the QSM series")
+    # The QSM map (FFTs, numpy: mostly without the GIL) is made on a thread while the spots' border
+    # readings and dipole fits (Python-bound, independent of it) run here; its notes go where they
+    # stood when it ran first.
+    qsm_notes: list[str] = []
+    qsm_at = len(notes)
+    qsm_pool = ThreadPoolExecutor(max_workers=1)
+    qsm_future = qsm_pool.submit(_qsm_map, local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t,
+                                 options, qsm_notes)
     superior_up = bool(affine_lps[2, 0] > 0)
     # The method reads axial slices: B0 (LPS z) must run across the slices. Oblique-axial
     # stacks (a few tens of degrees) are fine; sagittal/coronal stacks are not.
@@ -218,7 +219,6 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     if not_axial:
         notes.append(f"slices are not axial (slice normal {tilt_deg:.0f} degrees from B0): border slices do not run "
                      f"along B0, every spot is indeterminate")
-    label_map = np.zeros(mag.shape, np.uint16)
     lesions, readings, interps, fits = [], [], [], []
     b0_axes = b0_in_array_axes(affine_lps)
     fit_seconds = size_seconds = 0.0
@@ -226,6 +226,28 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     # the scanner's filtered phase used as it came (auto-detected), or the node's own homodyne high-pass
     filtered = bool(wrapped) and ("filtered phase" in what or "homodyne" in what)
     scanner_filtered = bool(wrapped) and "filtered phase" in what
+    try:
+        read_fit = []
+        for spot in spots:
+            rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
+            t_fit = time.perf_counter()
+            fit = fit_dipole(local, mag, spot, voxel, noise, convention=convention, wrapped=wrapped,
+                             echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
+                             params=options.dipole_fit)
+            fit_seconds += time.perf_counter() - t_fit
+            read_fit.append((rd, fit))
+        qmap = qsm_future.result()
+    finally:
+        qsm_pool.shutdown(wait=True)
+    edge_slices: tuple[int, ...] = ()
+    if qmap is not None:
+        edge_slices = unreliable_edge_slices(qmap.chi_ppm, qmap.mask, voxel)
+        if edge_slices:
+            qsm_notes.append(f"QSM: end slices {_slice_list(edge_slices)} (0-based) unreliable (low-frequency artefact "
+                             f"at the slab's end): left out of the spot readings, marked in the QSM series")
+    notes[qsm_at:qsm_at] = qsm_notes
+    # the fit's recovery under the scanner's homodyne filter: a volume-sized synthetic field, made
+    # once the QSM map's k-space arrays are gone (memory: issue 15)
     t_rec = time.perf_counter()
     fit_field = _fit_recovery_field(spots, mask, voxel, b0_axes, scanner_filtered, convention, echo_time_ms, field_strength_t, options)
     fit_fractions = [None] * len(spots)
@@ -235,13 +257,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
                                              b0_axes=b0_axes, fit_params=options.dipole_fit)
         del fit_field
     recovery_seconds = time.perf_counter() - t_rec
-    for i, spot in enumerate(spots, start=1):
-        rd = read_spot(local, mag, spot, voxel, noise, superior_up, wrapped=wrapped)
-        t_fit = time.perf_counter()
-        fit = fit_dipole(local, mag, spot, voxel, noise, convention=convention, wrapped=wrapped,
-                         echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
-                         params=options.dipole_fit)
-        fit_seconds += time.perf_counter() - t_fit
+    label_map = np.zeros(mag.shape, np.uint16)   # after the map's k-space arrays are gone (memory: issue 15)
+    for i, (spot, (rd, fit)) in enumerate(zip(spots, read_fit), start=1):
         fit_fraction = fit_fractions[i - 1] if fit.usable and fit.moment is not None else None
         if fit_fraction is not None:
             fit = scaled_fit(fit, fit_fraction)

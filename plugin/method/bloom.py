@@ -81,6 +81,44 @@ def _slice_samples(voxel_mm, half_px: int, supersample: int, offset_px: tuple[fl
     return (centres[:, None, :] + subs[None, :, :]).astype(np.float32)
 
 
+_GEOMETRY: dict[tuple, tuple] = {}     # (grid, B0) -> (half_px, arrays) of the widest grid asked for
+_GEOMETRY_KEYS = 4                      # grids kept (a study has one voxel size and B0 direction)
+
+
+def _dipole_geometry(voxel_mm: tuple, half_px: int, supersample: int, offset_px: tuple, b_bytes: bytes):
+    """The central slice's sub-samples around a source at the origin (:func:`_slice_samples`),
+    as the dipole field needs them: ``(3 cos^2 theta - 1, r^3, r)``, each (n_voxels,
+    supersample^3) float32, and per voxel its smallest r and the range of (3 cos^2 theta - 1) / r^3
+    over its sub-samples. They depend on the grid and B0's direction only, not on the spot: the
+    widest grid asked for is kept (a few grids at most, so memory stays bounded) and a narrower one
+    is its central square (the same values: each voxel's samples depend on its own position only)."""
+    key = (voxel_mm, supersample, offset_px, b_bytes)
+    kept = _GEOMETRY.get(key)
+    if kept is None or kept[0] < half_px:
+        b = np.frombuffer(b_bytes, np.float32)
+        p = _slice_samples(voxel_mm, half_px, supersample, offset_px)
+        r2 = np.maximum((p * p).sum(-1), 1e-6)
+        r = np.sqrt(r2)
+        cos2 = (p @ b) ** 2 / r2
+        n_vox = p.shape[0]
+        angular, r3 = (3 * cos2 - 1).reshape(n_vox, -1), (r2 * r).reshape(n_vox, -1)
+        g = angular.astype(float) / r3
+        kept = (half_px, (angular, r3, r.reshape(n_vox, -1), r.min(axis=1), g.max(axis=1) - g.min(axis=1)))
+        for a in kept[1]:
+            a.flags.writeable = False
+        _GEOMETRY.pop(key, None)
+        while len(_GEOMETRY) >= _GEOMETRY_KEYS:
+            _GEOMETRY.pop(next(iter(_GEOMETRY)))
+        _GEOMETRY[key] = kept
+    wide, arrays = kept
+    if wide == half_px:
+        return arrays
+    n, lo = 2 * wide + 1, wide - half_px
+    span = np.arange(lo, lo + 2 * half_px + 1)
+    sel = (span[:, None] * n + span[None, :]).ravel()      # the central square, row by row as _slice_samples
+    return tuple(a[sel] for a in arrays)
+
+
 def simulated_diameters(total_ppm_mm3: float, radii_mm: np.ndarray, voxel_mm, b0_axes, echoes: Sequence[tuple[float, float]],
                         b0_t: float, params: BloomParams = BloomParams()) -> np.ndarray:
     """Detected diameter (mm) the model predicts for each source radius at total susceptibility
@@ -94,33 +132,63 @@ def simulated_diameters(total_ppm_mm3: float, radii_mm: np.ndarray, voxel_mm, b0
     b = b / max(float(np.linalg.norm(b)), 1e-9)
     w = np.array([wt for _, wt in echoes], float)
     w = w / w.sum() if w.sum() > 0 else np.full(len(echoes), 1.0 / len(echoes))
-    ks = [physics.phase_per_ppm_rad(b0_t=b0_t, echo_time_ms=te) for te, _ in echoes]
+    ks = np.array([physics.phase_per_ppm_rad(b0_t=b0_t, echo_time_ms=te) for te, _ in echoes], np.float32)
     px_area = voxel_mm[1] * voxel_mm[2]
     radii = np.asarray(radii_mm, float)
-    n_r = len(radii)
+    n_r, n_e = len(radii), len(echoes)
     out = np.zeros(n_r)
     offsets = ((0.0, 0.0), (0.5, 0.5))        # source on a voxel centre and on a voxel corner
+    n_sub = params.supersample ** 3
+    c = np.float32(total_ppm_mm3 / (4 * math.pi))
+    bright_half_rad = math.acos(min(params.dark_ratio + 0.02, 1.0))
     for off in offsets:
-        p = _slice_samples(voxel_mm, half_px, params.supersample, off)
-        n_vox, n_sub = p.shape[0], p.shape[1]
-        r2 = np.maximum((p * p).sum(-1), 1e-6)
-        r = np.sqrt(r2)
-        cos2 = (p @ b) ** 2 / r2
-        field = (np.float32(total_ppm_mm3 / (4 * math.pi)) * (3 * cos2 - 1) / (r2 * r)).ravel()
-        # a sub-sample lies outside the sphere of radius radii[j] for every j < k, k = how many radii are below r:
-        # bin each sub-sample's phasor by (voxel, k) once, then a reverse cumulative sum over k gives every
-        # radius's outside sum (one pass instead of one per radius)
-        k_bin = np.searchsorted(radii, r.ravel(), side="left")
-        flat = np.repeat(np.arange(n_vox), n_sub) * (n_r + 1) + k_bin
-        mag = np.zeros((n_vox, n_r))
-        for wk, (_, kk) in zip(w, zip(echoes, ks)):
-            ph = np.float32(kk) * field
-            re = np.bincount(flat, weights=np.cos(ph), minlength=n_vox * (n_r + 1)).reshape(n_vox, n_r + 1)
-            im = np.bincount(flat, weights=np.sin(ph), minlength=n_vox * (n_r + 1)).reshape(n_vox, n_r + 1)
-            re = np.cumsum(re[:, ::-1], axis=1)[:, ::-1][:, 1:]      # sum over k > j
-            im = np.cumsum(im[:, ::-1], axis=1)[:, ::-1][:, 1:]
-            mag += wk * np.hypot(re, im) / n_sub
-        n_dark = (mag < params.dark_ratio).sum(axis=0)
+        angular, r3, r, r_min, g_range = _dipole_geometry(tuple(float(v) for v in voxel_mm), half_px, params.supersample,
+                                                          off, b.astype(np.float32).tobytes())
+        # a voxel none of whose sub-samples lies within the largest radius is outside every sphere: its
+        # magnitude is the same for every radius (one sum per echo); only the few near voxels need the binning.
+        # Of those far voxels, one whose sub-samples' phases (longest echo) span at most 2 x bright_half_rad
+        # has |mean(exp(i phase))| >= cos(bright_half_rad) >= dark_ratio + 0.02 at every echo: not dark,
+        # whatever the rounding, so it is not summed at all
+        near = r_min <= radii[-1]
+        far = ~near & (abs(float(c)) * float(ks.max()) * g_range > 2.0 * bright_half_rad)
+        n_near, n_far = int(near.sum()), int(far.sum())
+        mag_far = np.zeros(n_far)
+        if n_far:
+            ph = ks[:, None] * (c * angular[far] / r3[far]).ravel()[None, :]
+            flat = (np.arange(n_e)[:, None] * n_far + np.repeat(np.arange(n_far), n_sub)[None, :]).ravel()
+            re = np.bincount(flat, weights=np.cos(ph).ravel(), minlength=n_e * n_far).reshape(n_e, n_far)
+            im = np.bincount(flat, weights=np.sin(ph).ravel(), minlength=n_e * n_far).reshape(n_e, n_far)
+            amp = re * re
+            amp += im * im
+            np.sqrt(amp, out=amp)    # |sum|: as np.hypot to 1 ulp, 2 x faster
+            for e, wk in enumerate(w):
+                mag_far += wk * amp[e] / n_sub
+        mag = np.zeros((n_r, n_near))
+        if n_near:
+            field = (c * angular[near] / r3[near]).ravel()
+            # a sub-sample lies outside the sphere of radius radii[j] for every j < k, k = how many radii are below r:
+            # bin each sub-sample's phasor by (echo, n_r - k, voxel) once -- every echo in one bincount -- then a
+            # cumulative sum over the bin axis gives every radius's outside sum (one pass instead of one per radius;
+            # the bins run from the largest k down, so the sums add up in the same order as a reverse sum over k)
+            k_bin = np.searchsorted(radii, r[near].ravel(), side="left")
+            flat = (n_r - k_bin) * n_near + np.repeat(np.arange(n_near), n_sub)
+            flat = (np.arange(n_e)[:, None] * ((n_r + 1) * n_near) + flat[None, :]).ravel()
+            ph = ks[:, None] * field[None, :]
+            size = n_e * (n_r + 1) * n_near
+            re = np.bincount(flat, weights=np.cos(ph).ravel(), minlength=size).reshape(n_e, n_r + 1, n_near)
+            im = np.bincount(flat, weights=np.sin(ph).ravel(), minlength=size).reshape(n_e, n_r + 1, n_near)
+            # row i of the cumulative sum holds the bins k >= n_r - i: radius j's outside sum (k > j) is row
+            # n_r - 1 - j (summed row by row in place: numpy's cumsum along a middle axis is 3 x slower)
+            for i in range(1, n_r):
+                np.add(re[:, i], re[:, i - 1], out=re[:, i])
+                np.add(im[:, i], im[:, i - 1], out=im[:, i])
+            re, im = re[:, n_r - 1::-1], im[:, n_r - 1::-1]
+            amp = re * re
+            amp += im * im
+            np.sqrt(amp, out=amp)
+            for e, wk in enumerate(w):
+                mag += wk * amp[e] / n_sub
+        n_dark = (mag < params.dark_ratio).sum(axis=1) + int((mag_far < params.dark_ratio).sum())
         out += 2.0 * np.sqrt(n_dark * px_area / math.pi) / len(offsets)
     return out
 

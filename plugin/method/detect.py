@@ -49,6 +49,8 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage as ndi
 
+from plugin.method.fastfilters import gaussian_inplane
+
 
 @dataclass(frozen=True)
 class DetectionParams:
@@ -298,7 +300,7 @@ def _darkness(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     """
     mag = np.asarray(magnitude, np.float32)
     if params.smooth_sigma_px > 0:
-        mag = ndi.gaussian_filter(mag, (0, params.smooth_sigma_px, params.smooth_sigma_px), truncate=2.0)
+        mag = gaussian_inplane(mag, params.smooth_sigma_px, truncate=2.0)   # = ndi.gaussian_filter, 4 x faster
     ns, nr, nc = mag.shape
     px = min(voxel_size_mm[1], voxel_size_mm[2])
     f = max(1, min(4, int(round(params.closing_grid_mm / px))))
@@ -615,14 +617,20 @@ def _split_from_rim(component: np.ndarray, inner: np.ndarray, ratio: np.ndarray,
         if sl is None:
             continue
         grow = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
-        piece = np.zeros(component.shape, bool)
-        piece[grow] = ndi.binary_dilation(labels[grow] == k, structure=plane) & component[grow]
-        if (piece & ~inner).any() or not min_area <= piece.sum() <= max_voxels or not (ratio[piece] < core_level).any():
+        # the tests on the piece's own box (plus the ring's 2 pixels), not the whole region's: the
+        # same voxels, without a region-sized dilation per piece
+        local = ndi.binary_dilation(labels[grow] == k, structure=plane) & component[grow]
+        if (local & ~inner[grow]).any() or not min_area <= local.sum() <= max_voxels \
+                or not (ratio[grow][local] < core_level).any():
             continue
         # an island in tissue: the region fills at most max_joined of the 2-pixel ring around it (the
         # bridge); a lobe the erosion cut off a dephasing region lies in that region, not in tissue
-        ring = ndi.binary_dilation(piece, structure=plane, iterations=2) & ~piece
-        if float(component[ring].mean()) > max_joined:
+        ring_box = (grow[0],) + tuple(slice(max(g.start - 2, 0), g.stop + 2) for g in grow[1:])
+        piece = np.zeros(component.shape, bool)
+        piece[grow] = local
+        near = piece[ring_box]
+        ring = ndi.binary_dilation(near, structure=plane, iterations=2) & ~near
+        if float(component[ring_box][ring].mean()) > max_joined:
             continue
         out.append(piece)
     return out

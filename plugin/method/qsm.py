@@ -348,20 +348,66 @@ def qsm_call(ci95: Optional[tuple[float, float]]) -> str:
     return UNCLEAR
 
 
-def _region_sum(chi: np.ndarray, mask: np.ndarray, region_idx: tuple, offset, shell_idx: tuple) -> Optional[float]:
-    """Sum over the region (shifted by ``offset`` voxels) minus its size times the median of the
-    shell; None when any of it leaves the volume or the mask."""
-    shp = chi.shape
-    r = [a + o for a, o in zip(region_idx, offset)]
-    s = [a + o for a, o in zip(shell_idx, offset)]
-    for arr, n in zip(r + s, list(shp) * 2):
-        if arr.min() < 0 or arr.max() >= n:
+@dataclass(frozen=True)
+class _Voxels:
+    """Voxels of a region as flat indices into the volume, with their per-axis index range (to
+    tell whether a shifted copy stays inside the volume)."""
+    flat: np.ndarray
+    lo: tuple
+    hi: tuple
+
+    @classmethod
+    def of(cls, idx: tuple, shape) -> "_Voxels":
+        return cls(np.ravel_multi_index(idx, shape), tuple(int(a.min()) for a in idx), tuple(int(a.max()) for a in idx))
+
+    def shifted(self, offset, shape) -> Optional[np.ndarray]:
+        """The flat indices shifted by ``offset`` voxels, or None when any of them leaves the volume."""
+        if any(lo + o < 0 or hi + o >= n for lo, hi, o, n in zip(self.lo, self.hi, offset, shape)):
             return None
-    r, s = tuple(r), tuple(s)
-    if not mask[r].all() or mask[s].mean() < 0.7:
+        step = (offset[0] * shape[1] + offset[1]) * shape[2] + offset[2]
+        return self.flat + step if step else self.flat
+
+
+def _region_sum(chi: np.ndarray, mask: np.ndarray, shape, region: _Voxels, offset, shell: _Voxels) -> Optional[float]:
+    """Sum over the region (shifted by ``offset`` voxels) minus its size times the median of the
+    shell; None when any of it leaves the volume or the mask. ``chi`` and ``mask``: the volume
+    (``shape``) raveled; flat indices read the same voxels in the same order as (slice,row,col)
+    index arrays, ~3 x faster."""
+    r, s = region.shifted(offset, shape), shell.shifted(offset, shape)
+    if r is None or s is None:
         return None
-    shell_vals = chi[s][mask[s]]
-    return float(chi[r].sum() - r[0].size * np.median(shell_vals))
+    ms = mask.take(s)
+    if not mask.take(r).all() or ms.mean() < 0.7:
+        return None
+    shell_vals = chi.take(s)[ms]
+    return float(chi.take(r).sum() - r.size * np.median(shell_vals))
+
+
+def _shifted_region_sums(chi: np.ndarray, mask: np.ndarray, shape, region: _Voxels, offsets, shell: _Voxels) -> list[float]:
+    """:func:`_region_sum` for every offset (those it gives None for left out, order kept), the
+    shifted copies gathered as rows of one array: the same sums and medians row by row (numpy
+    reduces each contiguous row as it would the row alone), one call instead of one per offset."""
+    steps = []
+    for off in offsets:
+        r = region.shifted(off, shape)
+        if r is not None and shell.shifted(off, shape) is not None:
+            steps.append((off[0] * shape[1] + off[1]) * shape[2] + off[2])
+    if not steps:
+        return []
+    steps = np.asarray(steps, np.intp)[:, None]
+    r_idx, s_idx = region.flat[None, :] + steps, shell.flat[None, :] + steps
+    ms = mask[s_idx]
+    ok = mask[r_idx].all(axis=1) & ~(ms.mean(axis=1) < 0.7)
+    sums = chi[r_idx[ok]].sum(axis=1)
+    ms, s_idx = ms[ok], s_idx[ok]
+    full = ms.all(axis=1)
+    med = np.empty(len(sums), chi.dtype)
+    if full.any():
+        med[full] = np.median(chi[s_idx[full]], axis=1)
+    for i in np.flatnonzero(~full):
+        med[i] = np.median(chi[s_idx[i]][ms[i]])
+    n = region.flat.size
+    return [float(v) for v in sums - n * med]
 
 
 def _inside(idx: tuple, shape) -> tuple:
@@ -396,20 +442,18 @@ def spot_susceptibility(qmap: QsmMap, footprint: np.ndarray, bbox: tuple, voxel_
     region_idx = _inside(tuple(a + o for a, o in zip(np.nonzero(region), lo)), qmap.chi_ppm.shape)
     shell_idx = _inside(tuple(a + o for a, o in zip(np.nonzero(shell), lo)), qmap.chi_ppm.shape)
     vol = float(np.prod(voxel_mm))
-    centre = _region_sum(qmap.chi_ppm, qmap.mask, region_idx, (0, 0, 0), shell_idx)
+    shape = qmap.chi_ppm.shape
+    chi_flat, mask_flat = qmap.chi_ppm.reshape(-1), qmap.mask.reshape(-1)
+    region, shell = _Voxels.of(region_idx, shape), _Voxels.of(shell_idx, shape)
+    centre = _region_sum(chi_flat, mask_flat, shape, region, (0, 0, 0), shell)
     if centre is None:
         return SpotChi(None, None, None, UNCLEAR, "the spot touches the brain mask's edge: no QSM value")
     # in-plane shifts by about two region widths: the spread of the same measurement nearby
     extent = max(int(np.ptp(region_idx[1])), int(np.ptp(region_idx[2]))) + 1
     step = extent + 2 * shell_r
-    samples = []
-    for j in range(n_shifts):
-        ang = 2 * np.pi * j / n_shifts
-        for rad in (1.0, 1.6):
-            off = (0, int(round(rad * step * np.sin(ang))), int(round(rad * step * np.cos(ang))))
-            v = _region_sum(qmap.chi_ppm, qmap.mask, region_idx, off, shell_idx)
-            if v is not None:
-                samples.append(v)
+    offsets = [(0, int(round(rad * step * np.sin(2 * np.pi * j / n_shifts))), int(round(rad * step * np.cos(2 * np.pi * j / n_shifts))))
+               for j in range(n_shifts) for rad in (1.0, 1.6)]
+    samples = _shifted_region_sums(chi_flat, mask_flat, shape, region, offsets, shell)
     sphere_mm3 = np.pi / 6.0 * float(diameter_mm) ** 3
     total = centre * vol
     chi = total / sphere_mm3
