@@ -1,6 +1,6 @@
 """Peak resident memory of one study's analysis, as a node's process worker runs it (issue 15).
 
-    python benchmarks/worker_memory.py [--echoes 2 6] [--work DIR] [--no-malloc-setting]
+    python benchmarks/worker_memory.py [--echoes 2 6] [--work DIR] [--no-malloc-setting] [--no-preload]
     PYTHONPATH=/other/checkout python benchmarks/worker_memory.py ...   # another version's analysis
     python benchmarks/worker_memory.py --echoes 2 --stages              # + peak RSS per stage
 
@@ -8,7 +8,7 @@ For each echo count: a physics-phantom study (``borderphase phantom --vendor Sie
 512 x 512 x 60, magnitude + phase per echo, 16-bit) is made once under ``--work``, then analysed
 by :func:`plugin.pipeline.analyze_paths` (with the DICOM results) in a fresh child process, which
 reports its own ``VmHWM`` (peak RSS of its address space) at exit. The child first applies the
-worker's malloc setting (:func:`plugin.service.memory.return_freed_memory`) unless
+worker's start-up imports (``preload_analysis_modules``, unless ``--no-preload``) and its malloc setting (:func:`plugin.service.memory.return_freed_memory`) unless
 ``--no-malloc-setting`` (or the code under test predates it). Prints one JSON line per study and a
 Markdown table: pixel data, peak RSS, peak / pixel data (the budget is 3x), analysis wall time.
 """
@@ -50,6 +50,12 @@ def sample(main=threading.main_thread().ident):
         stage_peak[stage] = max(stage_peak.get(stage, 0.0), rss_mib())
         time.sleep(0.002)
 
+if sys.argv[6] == "1":
+    try:   # the worker process's start-up imports (plugin.service.queue), where the version has them
+        from plugin.service.worker import preload_analysis_modules
+        preload_analysis_modules()
+    except ImportError:
+        pass
 if sys.argv[4] == "1":
     threading.Thread(target=sample, daemon=True).start()
 from plugin.pipeline import analyze_paths
@@ -79,6 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--echoes", type=int, nargs="+", default=[2, 6])
     ap.add_argument("--work", default=None, help="keeps the phantom studies (default: a temp dir)")
     ap.add_argument("--no-malloc-setting", action="store_true")
+    ap.add_argument("--no-preload", action="store_true",
+                    help="skip the worker's start-up imports (highdicom's tables then load inside the study's peak)")
     ap.add_argument("--stages", action="store_true",
                     help="also the peak RSS per stage (a thread samples the RSS and the main thread's stack every 2 ms)")
     args = ap.parse_args(argv)
@@ -92,7 +100,7 @@ def main(argv=None) -> int:
         n, pixels = pixel_bytes(study)
         out = work / f"out_{echoes}echo"
         run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(out), "0" if args.no_malloc_setting else "1",
-                              "1" if args.stages else "0", json.dumps(STAGES)],
+                              "1" if args.stages else "0", json.dumps(STAGES), "0" if args.no_preload else "1"],
                              capture_output=True, text=True, env=os.environ, cwd=work)   # not the repo: PYTHONPATH decides
         if run.returncode:
             print(run.stderr[-3000:], file=sys.stderr)
