@@ -50,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from node_helpers import (Orthanc, free_port, node_env, start_redis, start_serve, stop_proc, wait_for,  # noqa: E402
+from node_helpers import (Orthanc, child_pids, free_port, node_env, start_redis, start_serve, stop_proc, wait_for,  # noqa: E402
                           wait_port, write_config)
 
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
@@ -129,16 +129,6 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 class RssSampler(threading.Thread):
     """Peak RSS (VmHWM) of a process and, separately, the largest of its child processes (forked
     analysis workers), sampled until stopped."""
@@ -152,7 +142,7 @@ class RssSampler(threading.Thread):
             v = peak_rss_mb(self.pid)
             if v:
                 self.peak_mb = max(self.peak_mb, v)
-            for c in children(self.pid):
+            for c in child_pids(self.pid):
                 v = peak_rss_mb(c)
                 if v:
                     self.child_peak_mb = max(self.child_peak_mb, v)
@@ -283,7 +273,7 @@ def main(argv=None) -> int:
     wait_for(lambda: (state / "node.json").exists(), 120, what="the node and its receiver processes listening")
     sampler = RssSampler(node.pid)
     sampler.start()
-    receivers = children(node.pid)  # the receiver processes (CPU counted with the node's)
+    receivers = child_pids(node.pid)  # the receiver processes (CPU counted with the node's)
     cpu0 = cpu_s(node.pid) + sum(cpu_s(c) for c in receivers)
     r = run_senders(node_port, "BPNODE", groups)
     rx_cpu_ms = (cpu_s(node.pid) + sum(cpu_s(c) for c in receivers) - cpu0) / n_load * 1e3
@@ -473,13 +463,13 @@ def idle_only(args, work: Path, src: Path) -> int:
 
         for i, s in enumerate(studies):
             load_before = os.getloadavg()[0]
-            workers = children(node.pid)
+            workers = child_pids(node.pid)
             cpu_before = {pid: cpu_s(pid) for pid in workers}
             run_senders(node_port, "BPNODE", [[s["dir"] / "dicom"]])
             wait_for(lambda: done(i + 1), args.timeout, interval_s=0.1, what="idle study analysed")
             d = latencies(layout, [s["study_uid"]], detail=True)[0]
             # CPU the analysis worker process(es) used for this study (wall time follows the load)
-            d["worker_cpu_s"] = round(sum(cpu_s(pid) - cpu_before.get(pid, 0.0) for pid in children(node.pid)), 2)
+            d["worker_cpu_s"] = round(sum(cpu_s(pid) - cpu_before.get(pid, 0.0) for pid in child_pids(node.pid)), 2)
             d["completion_to_sr_s"] = round(d["total_s"] - d["completion_wait_s"], 2) if d["total_s"] else None
             d["load_average_1min"] = round(load_before, 1)
             d["sr_in_orthanc"] = any(x["MainDicomTags"].get("Modality") == "SR" for x in orthanc.series_of(s["study_uid"]))

@@ -281,3 +281,14 @@ def serve_with_stand_in(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(serve_with_stand_in(sys.argv[1:]))
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct child processes of ``pid`` (Linux /proc: each thread's ``children`` list)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out

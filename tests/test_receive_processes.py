@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import require_peer
-from node_helpers import STORESCU, free_port, make_mr_study, node_env, start_serve, stop_proc, wait_for, write_config
+from node_helpers import (STORESCU, child_pids, free_port, make_mr_study, node_env, start_serve, stop_proc, wait_for,
+                          write_config)
 from plugin.service.state import StateLayout
 
 pytestmark = pytest.mark.peers
@@ -24,19 +25,9 @@ SENDERS = 8
 GRACE_S = 1.0
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 def _receiver_pids(node_pid: int) -> set[int]:
     """Child processes of the node that listen: its receiver processes (not multiprocessing helpers)."""
-    return {c for c in _children(node_pid)
+    return {c for c in child_pids(node_pid)
             if "receiver" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")
             or b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
 
