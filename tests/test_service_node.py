@@ -162,29 +162,3 @@ def test_a_series_record_without_instances_is_no_study(tmp_path):
     assert node.spool.studies() == ["1.2.3"] and node.spool.instances("1.2.3") == []
     assert collect(node.layout.root)["studies"] == []
     assert node.reconcile()["studies_due"] == 0 and node.tracker.pending() == []
-
-
-def test_received_data_sets_are_written_on_the_spools_file_system_and_not_left_behind(tmp_path):
-    """pynetdicom writes each received data set to a temporary file (chunked receive): those files
-    go to spool/.tmp (same file system: linked, not copied; cleaned at start-up after a crash), none
-    is left there once the instances are acknowledged, and the process's setting is restored on stop."""
-    import tempfile
-    before = tempfile.gettempdir()
-    port = free_port()
-    cfg = load_config(write_config(tmp_path / "node.toml", tmp_path / "state", port))
-    node = Node(cfg, analyse=tiny_analysis, with_workers=False)
-    node.start()
-    stop = threading.Event()
-    t = threading.Thread(target=node.run, args=(stop,), daemon=True)
-    t.start()
-    try:
-        assert tempfile.gettempdir() == str(node.spool.tmp)
-        study = make_mr_study(tmp_path / "in", n_slices=3)
-        storescu(port, [tmp_path / "in"])
-        assert len(node.spool.instances(study["study_uid"])) == 6
-        assert list(node.spool.tmp.iterdir()) == []
-    finally:
-        stop.set()
-        t.join(5)
-        node.stop()
-    assert tempfile.gettempdir() == before

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 
@@ -259,8 +258,6 @@ class Node:
 
     def start(self) -> None:
         self._lock_state_dir()
-        # pynetdicom's per-instance temporary files go to the spool's file system (restored on stop)
-        self._tempdir_before = self.spool.receive_temporary_files_here()
         counts = reconcile(self.config, self.layout, self.spool, self.queue, self.tracker, startup=True)
         if counts.changed():
             LOG.warning("restart reconciliation: %s", format_counts(counts))
@@ -293,8 +290,6 @@ class Node:
             stop.wait(poll_s)
 
     def stop(self) -> None:
-        if hasattr(self, "_tempdir_before"):
-            tempfile.tempdir = self._tempdir_before
         self.receivers.stop()
         self.scp.stop()
         self.metrics.stop()

@@ -122,7 +122,6 @@ def receiver_main(config: Config, hand_in: socket.socket, conn, log_levels: dict
     os.umask(modes.umask)  # as the node's: spooled files owner-only, or group-readable
     layout = StateLayout(config.state_dir)
     spool = Spool(layout.spool, min_free_mb=config.node.min_free_mb, file_mode=modes.file, file_gid=modes.gid)
-    spool.receive_temporary_files_here()
     pid, send_lock, stop = os.getpid(), threading.Lock(), threading.Event()
 
     reports = _Reports(conn, pid)

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -209,14 +208,6 @@ class Spool:
         self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
         self._sop_locks = [threading.Lock() for _ in range(64)]  # same SOP UID from two associations
-
-    def receive_temporary_files_here(self) -> str | None:
-        """Make this process's temporary files (pynetdicom writes each received data set to one,
-        ``STORE_RECV_CHUNKED_DATASET``) land in ``spool/.tmp``: on the spool's file system, so an
-        instance is linked into place rather than copied, and removed by :meth:`clean_tmp` at the
-        next start-up if the process is killed mid-transfer. Returns the previous setting (to restore)."""
-        before, tempfile.tempdir = tempfile.tempdir, str(self.tmp)
-        return before
 
     def clean_tmp(self) -> int:
         """Remove temporary files of never-acknowledged instances (call at start-up only)."""
