@@ -137,7 +137,8 @@ def start_storescp(out_dir: Path) -> tuple[subprocess.Popen, int]:
 
 
 def ops_config(path: Path, state_dir: Path, port: int, archive_port: int, *, extra_node: str = "",
-               sections: str = "", rules: str | None = None, hold_port: int | None = None) -> Path:
+               sections: str = "", rules: str | None = None, hold_port: int | None = None,
+               speculative: bool = True) -> Path:
     dests = {"archive": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": archive_port}}
     if hold_port is not None:
         dests["hold"] = {"ae_title": "HOLD", "host": "127.0.0.1", "port": hold_port}
@@ -146,6 +147,8 @@ def ops_config(path: Path, state_dir: Path, port: int, archive_port: int, *, ext
     text = cfg.read_text()
     if "min_free_mb" in extra_node:
         text = text.replace("min_free_mb = 0\n", "")
+    if not speculative:
+        text = text.replace("[queue]\n", "[queue]\nspeculative = false\n", 1)
     cfg.write_text(text + "\n" + sections + "\n")
     return cfg
 
@@ -174,7 +177,10 @@ def test_disk_full_refuses_with_a700_and_recovers_without_restart(tmp_path, smal
     port = free_port()
     cfg = ops_config(tmp_path / "node.toml", disk.inner / "state", port, aport,
                      extra_node="min_free_mb = 4\nreserve_mb = 2\nreconcile_interval_s = 1",
-                     sections="[retention]\nfree_space_watermark_percent = 0\ninterval_s = 1\n\n[metrics]\nport = 0")
+                     sections="[retention]\nfree_space_watermark_percent = 0\ninterval_s = 1\n\n[metrics]\nport = 0",
+                     # the disk must fill while A's analysis runs: a speculative start at the release
+                     # would have finished it (and delivered) during the completion grace
+                     speculative=False)
     state = disk.outer / "state"
     layout = StateLayout(state)
     node = serve(cfg, port, tmp_path / "node.log", disk.prefix, BORDERPHASE_TEST_ANALYSIS_DELAY_S="2")
