@@ -192,3 +192,33 @@ def test_the_qsm_series_marks_its_unreliable_slices(tmp_path):
         assert ds.ImageComments.startswith("UNRELIABLE END SLICE") == (k in (0, last)), (k, ds.ImageComments)
         assert "NOT FOR PRIMARY DIAGNOSIS" in ds.ImageComments
         assert f"images 1, {last + 1} (instance numbers) are unreliable end slices" in ds.DerivationDescription
+
+
+def test_edge_spread_on_the_masks_box_equals_filtering_the_whole_slice():
+    """slice_spread_ppm filters each slice on the mask's bounding box + the kernel radius: the
+    values inside the mask, hence the spreads and the marked slices, are those of the whole slice."""
+    from scipy import ndimage as ndi
+    from plugin.method.qsmedge import slice_spread_ppm, unreliable_edge_slices
+
+    rng = np.random.default_rng(3)
+    shape, voxel = (24, 96, 80), (2.0, 0.9, 1.1)
+    zz, yy, xx = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    mask = ((yy - 50) / 30.0) ** 2 + ((xx - 38) / 25.0) ** 2 + ((zz - 12) / 10.5) ** 2 <= 1.0
+    chi = (rng.normal(0, 0.05, shape) + 0.3 * np.cos(yy / 7.0) * (np.abs(zz - 12) > 8)).astype(np.float32)
+
+    def whole_slice(k: int) -> float:
+        sig = (4.0 / voxel[1], 4.0 / voxel[2])
+        m = mask[k].astype(np.float32)
+        num = ndi.gaussian_filter(chi[k] * m, sig, mode="constant")
+        den = ndi.gaussian_filter(m, sig, mode="constant")
+        vals = num[mask[k]] / np.maximum(den[mask[k]], 1e-6)
+        return 1.4826 * float(np.median(np.abs(vals - np.median(vals))))
+
+    got = slice_spread_ppm(chi, mask, voxel)
+    for k in range(shape[0]):
+        if mask[k].any():
+            assert got[k] == whole_slice(k), k
+        else:
+            assert np.isnan(got[k])
+    marked = unreliable_edge_slices(chi, mask, voxel)
+    assert marked and all(abs(k - 12) > 6 for k in marked)   # the shaded end slices, found lazily
