@@ -192,6 +192,15 @@ def test_the_qsm_series_marks_its_unreliable_slices(tmp_path):
         assert ds.ImageComments.startswith("UNRELIABLE END SLICE") == (k in (0, last)), (k, ds.ImageComments)
         assert "NOT FOR PRIMARY DIAGNOSIS" in ds.ImageComments
         assert f"images 1, {last + 1} (instance numbers) are unreliable end slices" in ds.DerivationDescription
+        # the words are in the pixels too (OHIF shows no Image Comments): white letters outlined
+        # in black on the marked slices only, in the lower part; the map elsewhere untouched
+        px = ds.pixel_array
+        letters, outline = px == 32767, px == -32768
+        if k in (0, last):
+            assert letters.sum() > 40 and outline.sum() > 40, k
+            assert not letters[: px.shape[0] // 2].any()
+        else:
+            assert not letters.any() and not outline.any() and not px.any(), k
 
 
 def test_edge_spread_on_the_masks_box_equals_filtering_the_whole_slice():
@@ -222,3 +231,30 @@ def test_edge_spread_on_the_masks_box_equals_filtering_the_whole_slice():
             assert np.isnan(got[k])
     marked = unreliable_edge_slices(chi, mask, voxel)
     assert marked and all(abs(k - 12) > 6 for k in marked)   # the shaded end slices, found lazily
+
+
+def test_a_viewer_shows_the_burned_label_at_the_series_window(tmp_path):
+    """dcmtk's dcm2pnm with the series' own window preset (what a PACS viewer shows first): the
+    marked slice has white letters on black outlines in its lower part, an unmarked slice of the
+    same map is flat grey there."""
+    import subprocess
+    from PIL import Image
+    from conftest import require_peer
+    from dicom_io.results import write_results
+    from results_fixtures import classic_pair, make_analysis
+    dcm2pnm = require_peer("/usr/bin/dcm2pnm", "dcmtk")
+    mag, ph = classic_pair(tmp_path, shape=(4, 128, 128), spots=[])
+    a = replace(make_analysis(mag, ph, []), qsm_chi_ppm=np.zeros(mag.shape, np.float32),
+                qsm_description="QSM closed-form L2", qsm_echo_time_ms=20.0, qsm_unreliable_slices=(3,))
+    written = write_results(a, mag, ph, tmp_path / "out", include=("qsm",))
+    by_k = {int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber) - 1: p
+            for p in written.paths if p.parent.name == "qsm"}
+    grey = {}
+    for k in (2, 3):
+        out = tmp_path / f"s{k}.png"
+        run = subprocess.run([str(dcm2pnm), "+Wi", "1", "+on", str(by_k[k]), str(out)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        grey[k] = np.asarray(Image.open(out), dtype=float)
+    low = slice(64, 128)
+    assert np.ptp(grey[2][low]) == 0                       # unmarked: flat mid grey
+    assert (grey[3][low] == 255).sum() > 40 and (grey[3][low] == 0).sum() > 40

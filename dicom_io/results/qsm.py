@@ -21,7 +21,10 @@ DIAGNOSIS" (Image Comments) and carries the method and its parameters (Derivatio
 from the report). Slices the analysis found unreliable (``ReportInput.qsm_unreliable_slices``: the
 map's low-frequency artefact at the slab's ends, plugin.method.qsmedge) stay in the series, their
 Image Comments starting with :data:`UNRELIABLE_SLICE` and the Derivation Description listing
-their instance numbers.
+their instance numbers; and because no viewer shows Image Comments unasked (OHIF 3 does not), the
+words of :data:`UNRELIABLE_LABELS` are burned into the lower part of those slices' pixels, white
+(the largest stored value) outlined in black (the smallest), so they read at the series' own window
+and at any other (:func:`burn_label`; Burned In Annotation stays NO: the label identifies no patient).
 
 Why ppb rather than ppm as the issue first asked: a useful window on a ppm scale is narrower than
 1 unit, which LINEAR does not allow (PS3.3 C.11.2.1.2: width >= 1) and LINEAR_EXACT was needed
@@ -38,10 +41,12 @@ from typing import Iterator
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
+from PIL import Image, ImageDraw
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from dicom_io.results.context import (DEVICE_SERIAL_NUMBER, INTENDED_USE, MANUFACTURER, NOT_FOR_DIAGNOSIS,
                                       ResultContext, finish)
+from dicom_io.results.fonts import font
 
 PPB_PER_UNIT = 0.1           # Rescale Slope: 0.1 ppb per stored unit
 PPM_PER_UNIT = PPB_PER_UNIT / 1000.0   # = 0.0001 ppm per stored unit
@@ -50,6 +55,9 @@ WINDOW_WIDTH_PPB = WINDOW_WIDTH_PPM * 1000.0
 UNIT = "ppb"                 # what the rescaled values are (series description, comments)
 #: Image Comments prefix of a slice the analysis marked unreliable (the map's end-slice artefact).
 UNRELIABLE_SLICE = "UNRELIABLE END SLICE: low-frequency artefact at the slab's end, not read for any spot. "
+#: Burned into the pixels of those slices (module docstring): the first label that fits the
+#: slice's width, one line per string.
+UNRELIABLE_LABELS = (("UNRELIABLE END SLICE", "QSM artefact: do not read"), ("UNRELIABLE", "END SLICE"), ("UNRELIABLE",))
 ST_MAX = 1024                # Short Text (Derivation Description) holds at most 1024 characters
 _COPIED = ("PatientPosition", "MRAcquisitionType", "RepetitionTime", "MagneticFieldStrength", "FlipAngle",
            "EchoTrainLength", "ImagedNucleus", "FrameOfReferenceUID", "PositionReferenceIndicator")
@@ -100,6 +108,39 @@ def to_stored(chi_ppm: np.ndarray) -> np.ndarray:
     return scaled.astype(np.int16)
 
 
+def burn_label(stored: np.ndarray, labels=UNRELIABLE_LABELS) -> np.ndarray:
+    """``stored`` (one int16 slice) with the first of ``labels`` that fits burned in: centred,
+    its foot 6 % of the height above the bottom edge, white letters (32767) outlined in black
+    (-32768). Text height about 1/22 of the slice height, at least 8 px; a label whose widest line
+    does not fit in 92 % of the width at 8 px gives way to the next, shorter one (the last is used
+    whatever its width: on a 64-matrix slice "UNRELIABLE"). Returns a new array; ``stored`` is
+    left as it was."""
+    rows, cols = stored.shape
+    for lines in labels:
+        size = max(8, rows // 22)
+        while True:
+            f = font(size, bold=True)
+            stroke = max(1, size // 8)
+            fits = max(f.getbbox(t, stroke_width=stroke)[2] for t in lines) <= 0.92 * cols
+            if fits or size <= 8:
+                break
+            size -= 1
+        if fits:
+            break
+    line_px = int(round(size * 1.25))
+    text = Image.new("L", (cols, rows), 0)      # 0 none, 128 outline, 255 letter
+    draw = ImageDraw.Draw(text)
+    y = rows - int(round(0.06 * rows)) - line_px * len(lines)
+    for t in lines:
+        draw.text((cols / 2.0, y), t, font=f, fill=255, stroke_width=stroke, stroke_fill=128, anchor="ma")
+        y += line_px
+    m = np.asarray(text)
+    out = np.array(stored, dtype=np.int16, copy=True)
+    out[m >= 192] = 32767
+    out[(m >= 64) & (m < 192)] = -32768
+    return out
+
+
 def build_qsm(ctx: ResultContext) -> Iterator[pydicom.Dataset]:
     """One MR image per slice holding the report's QSM map (module docstring), made one at a
     time as the caller takes them (each slice's stored values converted on its own: no
@@ -122,6 +163,8 @@ def _qsm_slices(ctx: ResultContext, chi: np.ndarray) -> Iterator[pydicom.Dataset
     series_uid = ctx.series_uids.setdefault("qsm", generate_uid())
     for k in range(chi.shape[0]):
         stored = to_stored(chi[k])
+        if k in unreliable:
+            stored = burn_label(stored)
         ds = pydicom.Dataset()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

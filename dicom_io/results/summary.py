@@ -19,10 +19,8 @@ surrounding tissue, black = lower phase, which is how the method's patterns 1-6 
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Optional
 
 import highdicom as hd
@@ -33,6 +31,7 @@ from scipy import ndimage as ndi
 
 from dicom_io.phase import wrap_rad
 from dicom_io.results import codes
+from dicom_io.results.fonts import font
 from dicom_io.results.context import (CLASS_DISPLAY_RGB, certainty_text, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot,
                                       finish, source_names_tolerated)
 from dicom_io.results.qsm import qsm_reading_text
@@ -58,29 +57,6 @@ MARGIN = 14
 CARD_WIDTH = 2 * PANEL_PX + 3 * MARGIN
 OVERVIEW_IMAGE_PX = 512
 CROP_HALF_MM = 12.0     # zoomed crops show at least +-12 mm around the spot (3 diameters for large spots)
-
-_FONT_FILES = {
-    False: ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"),
-    True: ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/dejavu/DejaVuSans-Bold.ttf"),
-}
-
-
-@functools.lru_cache(maxsize=16)
-def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans at ``size`` px (the system's, else matplotlib's copy), else Pillow's bundled
-    scalable font: always a TrueType font, so ``size`` is what is rendered."""
-    for candidate in _FONT_FILES[bold]:
-        if Path(candidate).exists():
-            return ImageFont.truetype(candidate, size)
-    try:
-        import matplotlib
-        p = Path(matplotlib.get_data_path()) / "fonts/ttf" / ("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf")
-        if p.exists():
-            return ImageFont.truetype(str(p), size)
-    except ImportError:
-        pass
-    return ImageFont.load_default(size=size)
-
 
 def body(bold: bool = False) -> ImageFont.FreeTypeFont:
     return font(BODY_PX, bold)
