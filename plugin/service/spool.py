@@ -38,6 +38,7 @@ _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 # <sop>.dcm is the first content received under a SOP Instance UID, <sop>.vN.dcm the N-th (a UID
 # file name is digits and dots, a hashed one "x" + hex: neither contains "v")
 _INSTANCE_FILE = re.compile(r"^(?P<sop>.+?)(?:\.v(?P<version>\d+))?\.dcm$")
+SPOOL_TMP = ".tmp"  # under the spool root: temporary files, and the files C-STOREs are received into
 SERIES_RECORD = "series.json"  # beside the series' instances: its facts, recorded on receipt
 
 
@@ -194,7 +195,7 @@ class Spool:
         given (default: the mode the process umask gives new files; the group is inherited below
         a set-group-ID state directory, see :mod:`plugin.service.permissions`)."""
         self.root = Path(root)
-        self.tmp = self.root / ".tmp"
+        self.tmp = self.root / SPOOL_TMP
         self.min_free_mb = min_free_mb
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
