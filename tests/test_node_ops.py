@@ -281,6 +281,38 @@ def test_disk_full_while_receiving_answers_a700_never_aborts(tmp_path, small_dis
         stop_proc(archive)
 
 
+def test_a_transfer_cut_mid_instance_leaves_no_file_behind(tmp_path):
+    """A sender killed while an instance arrives: pynetdicom never answers that C-STORE, so it never
+    removes the file it was received into (in the spool's .tmp since the full-disk gate); the
+    periodic pass removes it once idle past the network timeout, the node receiving meanwhile."""
+    archive, aport = start_storescp(tmp_path / "archive")
+    port = free_port()
+    cfg = ops_config(tmp_path / "node.toml", tmp_path / "state", port, aport,
+                     extra_node="network_timeout_s = 2.0\nreconcile_interval_s = 1")
+    rx_dir = tmp_path / "state" / "spool" / ".tmp"
+    node = serve(cfg, port, tmp_path / "node.log")
+    try:
+        big = make_mr_study(tmp_path / "big", n_slices=1, rows=4096, cols=4096, components=("M",))  # 32 MB
+        sender = subprocess.Popen([STORESCU, "-aet", "SCANNER", "-aec", "BPNODE", "127.0.0.1", str(port),
+                                   *map(str, big["files"])], env=node_env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        partial = wait_for(lambda: [p for p in rx_dir.glob("rx-*.dcm") if p.stat().st_size > 0], 60, interval_s=0.005,
+                           what="the instance arriving")
+        sender.kill()
+        sender.wait()
+        assert partial[0].exists() and partial[0].stat().st_size < 32e6, "the cut file should still be there"
+        wait_for(lambda: not partial[0].exists(), 30, what="the abandoned receive file removed")
+        assert not list((tmp_path / "state" / "spool").glob("*/*/*.dcm")), "nothing half-received spooled"
+        small = make_mr_study(tmp_path / "small", n_slices=2)
+        storescu(port, [tmp_path / "small"])
+        wait_for(lambda: StateLayout(tmp_path / "state").versions(small["study_uid"]), 30, what="receiving goes on")
+        assert not list(rx_dir.glob("rx-*.dcm"))
+        assert node.poll() is None
+    finally:
+        stop_proc(node)
+        stop_proc(archive)
+
+
 # -- retention --------------------------------------------------------------------------------------
 HOLD_RULES = ("[[rules]]\nname = \"hold\"\naction = \"analyse\"\nmatch.series_description = \"HOLD\"\n"
               "destinations = [\"hold\"]\n\n"

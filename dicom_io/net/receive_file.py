@@ -21,7 +21,9 @@ dies without a C-STORE response and the sender sees a dropped connection, not Ou
 The write itself never raises, so pynetdicom's protocol goes on; the C-STORE handler asks
 :func:`receive_problem` about ``event.dataset_path`` and answers 0xA700 (Out of Resources) with a
 :class:`ReceiveProblem` that names the path and the free bytes. Once space returns, the next data
-set is written as usual: no restart.
+set is written as usual: no restart. A data set whose association ended before it was whole
+(the sender aborted, the network failed) leaves its file behind: pynetdicom removes only the files
+of answered C-STOREs (see :meth:`plugin.service.spool.Spool.remove_abandoned_receive_files`).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from pathlib import Path
 from pynetdicom import dimse_messages
 
 LOG = logging.getLogger(__name__)
+RECEIVE_FILE_PREFIX = "rx-"  # rx-<hex>.dcm: pynetdicom removes the file once the C-STORE is answered
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class ReceiveFile:
     docstring)."""
 
     def __init__(self, directory: Path, min_free_bytes: int) -> None:
-        self.path = directory / f"rx-{uuid.uuid4().hex}.dcm"
+        self.path = directory / f"{RECEIVE_FILE_PREFIX}{uuid.uuid4().hex}.dcm"
         self.name = str(self.path)
         self.problem: ReceiveProblem | None = None
         self.bytes_written = 0

@@ -28,10 +28,12 @@ import re
 import shutil
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom_io.net.receive_file import RECEIVE_FILE_PREFIX
 from plugin.service.permissions import FILE_MODE
 
 _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
@@ -216,6 +218,22 @@ class Spool:
         for p in self.tmp.iterdir():
             p.unlink(missing_ok=True)
             n += 1
+        return n
+
+    def remove_abandoned_receive_files(self, idle_s: float) -> int:
+        """Remove the files C-STOREs were being received into (:mod:`dicom_io.net.receive_file`)
+        that nothing wrote for ``idle_s``: their association ended before the data set was whole
+        (pynetdicom removes the file of every C-STORE it answered, never the others). Safe while
+        receiving when ``idle_s`` is well past the network timeout: a live association writes its
+        file at every fragment or is closed."""
+        cutoff, n = time.time() - idle_s, 0
+        for p in self.tmp.glob(f"{RECEIVE_FILE_PREFIX}*.dcm"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
         return n
 
     def _ensure_dir(self, d: Path) -> None:
