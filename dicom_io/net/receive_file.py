@@ -82,17 +82,25 @@ class ReceiveFile:
         self.problem: ReceiveProblem | None = None
         self.bytes_written = 0
         self._fd: int | None = None
-        free = free_bytes(directory) if min_free_bytes > 0 else None
-        if free is not None and free < min_free_bytes:
-            self.problem = ReceiveProblem(self.path, free, f"not received: below the {min_free_bytes:,}-byte "
-                                                           "free-space floor")
-        else:
-            try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                self._fail(exc, "cannot create")
+        try:
+            free = free_bytes(directory) if min_free_bytes > 0 else None
+            if free is not None and free < min_free_bytes:
+                self.problem = ReceiveProblem(self.path, free, f"not received: below the {min_free_bytes:,}-byte "
+                                                               "free-space floor")
+            else:
+                self._fd = self._create()
+        except OSError as exc:
+            self._fail(exc, "cannot create")
         with _files_lock:
             _open_files[self.name] = self
+
+    def _create(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o600)
+        except FileNotFoundError:  # the directory was removed (by hand): make it again
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, flags, 0o600)
 
     @property
     def file(self) -> "ReceiveFile":  # pynetdicom calls ``file.flush()`` on NamedTemporaryFile's
