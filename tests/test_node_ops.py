@@ -138,12 +138,12 @@ def start_storescp(out_dir: Path) -> tuple[subprocess.Popen, int]:
 
 def ops_config(path: Path, state_dir: Path, port: int, archive_port: int, *, extra_node: str = "",
                sections: str = "", rules: str | None = None, hold_port: int | None = None,
-               speculative: bool = True) -> Path:
+               speculative: bool = True, receive_processes: int = 1) -> Path:
     dests = {"archive": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": archive_port}}
     if hold_port is not None:
         dests["hold"] = {"ae_title": "HOLD", "host": "127.0.0.1", "port": hold_port}
     cfg = write_config(path, state_dir, port, destinations=dests, extra_node=extra_node, rules=rules,
-                       retry_initial_s=1.0, retry_max_s=2.0)
+                       retry_initial_s=1.0, retry_max_s=2.0, receive_processes=receive_processes)
     text = cfg.read_text()
     if "min_free_mb" in extra_node:
         text = text.replace("min_free_mb = 0\n", "")
@@ -153,8 +153,8 @@ def ops_config(path: Path, state_dir: Path, port: int, archive_port: int, *, ext
     return cfg
 
 
-def storescu_verbose(port: int, files) -> str:
-    out = subprocess.run([STORESCU, "-v", "-aet", "SCANNER", "-aec", "BPNODE", "127.0.0.1", str(port),
+def storescu_verbose(port: int, files, *options: str) -> str:
+    out = subprocess.run([STORESCU, "-v", *options, "-aet", "SCANNER", "-aec", "BPNODE", "127.0.0.1", str(port),
                           *[str(f) for f in files]], capture_output=True, text=True, timeout=120, env=node_env())
     return out.stdout + out.stderr
 
@@ -216,6 +216,98 @@ def test_disk_full_refuses_with_a700_and_recovers_without_restart(tmp_path, smal
         assert "Traceback" not in log, log[-3000:]
         assert "periodic reconciliation requeued" in log
         assert not any(layout.result(s, 1).get("state") == "failed" for s in layout.studies())
+    finally:
+        stop_proc(node)
+        stop_proc(archive)
+
+
+@pytest.mark.parametrize("min_free_mb,processes,speculative", [
+    (0, 1, True),   # no floor: the disk fills under the data set as it arrives (ENOSPC mid-write)
+    (0, 2, False),  # the same in a receiver process and in the node's own, no speculation
+    (3, 2, True),   # the free-space floor refuses before a byte is written
+], ids=["enospc-1proc-spec", "enospc-2proc-nospec", "floor-2proc-spec"])
+def test_disk_full_while_receiving_answers_a700_never_aborts(tmp_path, small_disk, min_free_mb, processes,
+                                                             speculative):
+    """pynetdicom writes each received data set to a file as it arrives; a full file system there
+    used to raise inside its state machine (association aborted, reactor thread dead). Every
+    C-STORE must get 0xA700 instead, on the same association, and the node take the study once
+    space is back, without a restart."""
+    disk = small_disk(16)
+    archive, aport = start_storescp(tmp_path / "archive")
+    port = free_port()
+    cfg = ops_config(tmp_path / "node.toml", disk.inner / "state", port, aport,
+                     extra_node=f"min_free_mb = {float(min_free_mb)}\nreserve_mb = 0\nreconcile_interval_s = 1",
+                     sections="[retention]\nfree_space_watermark_percent = 0\ninterval_s = 1\n\n[metrics]\nport = 0",
+                     speculative=speculative, receive_processes=processes)
+    state = disk.outer / "state"
+    (disk.outer / "tmp").mkdir()  # the default temporary directory on the disk that fills, too
+    node = serve(cfg, port, tmp_path / "node.log", disk.prefix, TMPDIR=str(disk.inner / "tmp"))
+    try:
+        metrics_port = wait_for(lambda: (json.loads((state / "node.json").read_text()) or {}).get("metrics_port")
+                                if (state / "node.json").exists() else None, 20, what="node.json")
+        b = make_mr_study(tmp_path / "b", n_slices=3, rows=256, cols=256)  # 6 x 131 kB
+        files = sorted((tmp_path / "b").iterdir())
+        filler = disk.fill(leave_bytes=40_000)  # less than one instance
+        assert disk.free_bytes() < 131_000
+        # one association per receiving process (the node hands them round-robin)
+        for _ in range(processes):
+            text = storescu_verbose(port, files, "--no-halt")  # every instance tried on the one association
+            assert text.count("Refused: OutOfResources") == len(files), text
+            assert "Success" not in text and "abort" not in text.lower(), text
+        log = (tmp_path / "node.log").read_text()
+        refusals = [ln for ln in log.splitlines() if "refused (0xA700 Out of Resources)" in ln]
+        assert len(refusals) == processes * len(files), log[-3000:]
+        assert all(f"{disk.inner}/state/spool/.tmp/rx-" in ln and "bytes free" in ln for ln in refusals), refusals
+        why = "free-space floor" if min_free_mb else "disk full: write"
+        assert all(why in ln for ln in refusals), refusals
+        assert scrape(metrics_port)['borderphase_instances_refused_total{reason="disk_full"}'] == processes * len(files)
+        # nothing half-received left behind to fill the disk further
+        assert not [p for p in (state / "spool" / ".tmp").iterdir() if p.stat().st_size], "partial files kept"
+        assert not list((state / "spool").glob("*/*/*.dcm")), "nothing spooled"
+        # space returns: the same study is accepted by every process, analysed and delivered
+        os.unlink(filler)
+        for _ in range(processes):
+            text = storescu_verbose(port, files)
+            assert text.count("Received Store Response (Success)") == len(files), text
+        st = wait_for(lambda: (d := collect(state))["counts"]["analysed"] == 1 and not d["outbox"]["pending"] and d,
+                      60, what="B analysed and delivered without a restart")
+        assert {s["study_instance_uid"] for s in st["studies"]} == {b["study_uid"]}
+        assert node.poll() is None, "the node kept running"
+        log = (tmp_path / "node.log").read_text()
+        for bad in ("Traceback", "Exception in DUL", "State Machine received an exception", "aborting association"):
+            assert bad not in log, log[-3000:]
+    finally:
+        stop_proc(node)
+        stop_proc(archive)
+
+
+def test_a_transfer_cut_mid_instance_leaves_no_file_behind(tmp_path):
+    """A sender killed while an instance arrives: pynetdicom never answers that C-STORE, so it never
+    removes the file it was received into (in the spool's .tmp since the full-disk gate); the
+    periodic pass removes it once idle past the network timeout, the node receiving meanwhile."""
+    archive, aport = start_storescp(tmp_path / "archive")
+    port = free_port()
+    cfg = ops_config(tmp_path / "node.toml", tmp_path / "state", port, aport,
+                     extra_node="network_timeout_s = 2.0\nreconcile_interval_s = 1")
+    rx_dir = tmp_path / "state" / "spool" / ".tmp"
+    node = serve(cfg, port, tmp_path / "node.log")
+    try:
+        big = make_mr_study(tmp_path / "big", n_slices=1, rows=4096, cols=4096, components=("M",))  # 32 MB
+        sender = subprocess.Popen([STORESCU, "-aet", "SCANNER", "-aec", "BPNODE", "127.0.0.1", str(port),
+                                   *map(str, big["files"])], env=node_env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        partial = wait_for(lambda: [p for p in rx_dir.glob("rx-*.dcm") if p.stat().st_size > 0], 60, interval_s=0.005,
+                           what="the instance arriving")
+        sender.kill()
+        sender.wait()
+        assert partial[0].exists() and partial[0].stat().st_size < 32e6, "the cut file should still be there"
+        wait_for(lambda: not partial[0].exists(), 30, what="the abandoned receive file removed")
+        assert not list((tmp_path / "state" / "spool").glob("*/*/*.dcm")), "nothing half-received spooled"
+        small = make_mr_study(tmp_path / "small", n_slices=2)
+        storescu(port, [tmp_path / "small"])
+        wait_for(lambda: StateLayout(tmp_path / "state").versions(small["study_uid"]), 30, what="receiving goes on")
+        assert not list(rx_dir.glob("rx-*.dcm"))
+        assert node.poll() is None
     finally:
         stop_proc(node)
         stop_proc(archive)

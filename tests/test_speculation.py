@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +21,7 @@ from conftest import require_peer
 from node_helpers import ORTHANC, STORESCU, Orthanc, free_port, make_mr_study, storescu, wait_for, write_config
 from plugin.service.config import load_config
 from plugin.service.node import Node
-from plugin.service.status import collect
+from plugin.service.status import collect, format_status
 
 pytestmark = pytest.mark.peers
 
@@ -194,3 +197,51 @@ def test_the_speculative_result_is_delivered_once_completion_confirms_it_and_not
     findings = json.loads((node.layout.results_dir(uid, 1) / "findings.json").read_text())
     assert findings["analyses"][0]["n_inputs"] == 6
     assert [r.get("speculative") for r in node.layout.runs()] == [True]
+
+
+def _status(node: Node, *options: str) -> str:
+    """``borderphase status`` as an administrator runs it, in its own process."""
+    out = subprocess.run([sys.executable, "-m", "plugin.cli", "status", "--state-dir", str(node.layout.root), *options],
+                         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_status_shows_a_speculation_running_then_staged_then_gone(tmp_path, node_to_orthanc):
+    """``borderphase status`` (text and --json) shows a study analysed speculatively during the
+    grace: running (with its instance count and age), then staged, then nothing once adopted."""
+    node, orthanc, port, runs_file = node_to_orthanc(delay_s=4.0)
+    study = make_mr_study(tmp_path / "in", n_slices=3)          # 6 instances
+    uid = study["study_uid"]
+    t_release = time.time()
+    storescu(port, [tmp_path / "in"])
+    wait_for(lambda: staged_file(node, uid, "result0.dcm"), 60, interval_s=0.05, what="speculation running")
+    # while it runs (read in this process: the CLI's start-up may outlast the analysis on a busy machine)
+    doc = collect(node.layout.root)
+    [spec] = doc["speculations"]
+    assert spec["study_instance_uid"] == uid and spec["state"] == "running", spec
+    assert spec["n_instances"] == 6 and spec["n_analyse_instances"] == 6 and spec["base_version"] == 0
+    assert 0 <= spec["age_s"] <= time.time() - t_release + 1 and spec["running_s"] <= spec["age_s"] + 1
+    [s] = doc["studies"]
+    assert s["state"] == "receiving" and s["speculations"] == [spec]
+    text = format_status(doc)
+    assert "speculations: 1 (running 1)" in text, text
+    assert re.search(rf"speculating +{re.escape(uid)} instances=6 \(analysed 6\) as v1, released \d+\.\d s ago, "
+                     r"running \d+\.\d s", text), text
+
+    # staged until completion: the CLI, text and --json
+    wait_for(lambda: list(node.layout.study_dir(uid).glob("spec-*.staged.json")), 60, interval_s=0.05,
+             what="speculation staged")
+    doc = json.loads(_status(node, "--json"))
+    [spec] = doc["speculations"]
+    assert spec["study_instance_uid"] == uid and spec["n_instances"] == 6, spec
+    assert spec["state"] == "staged" and spec["staged_s"] >= 0 and spec["running_s"] is None, spec
+    text = _status(node)
+    assert "speculations: 1 (staged 1)" in text, text
+    assert re.search(rf"staged +{re.escape(uid)} instances=6 .* staged \d+\.\d s ago", text), text
+
+    complete_now(node)
+    wait_for(lambda: _finished(node, 1), 60, what="study analysed and delivered")
+    doc = json.loads(_status(node, "--json"))
+    assert doc["speculations"] == [] and doc["studies"][0]["state"] == "analysed"
+    assert "speculations:" not in _status(node)

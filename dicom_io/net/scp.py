@@ -12,6 +12,8 @@ expected to make the instance durable before returning ``0x0000`` (Success), or 
 ``0xA700`` (Out of Resources) so that the sender keeps its copy. A Deflated Explicit VR data set
 is inflated within the reader's bound (:mod:`dicom_io.read.limits`); one that would inflate past
 it (a deflate bomb) is refused with ``0xA700`` and a log line before it reaches the callback.
+So is a data set that a full disk (or the configured free-space floor) kept from being written
+whole (:mod:`dicom_io.net.receive_file`): pynetdicom alone would abort the association.
 
 Access control happens as early as the protocol allows:
 * at TCP accept, before any byte is read (:mod:`dicom_io.net.gate`): the peer's IP address must be
@@ -46,6 +48,7 @@ from pydicom.filereader import read_dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 
+from dicom_io.net import receive_file
 from dicom_io.net.gate import ConnectionLimits, GuardedAssociationServer
 from dicom_io.read.limits import LimitExceeded, decode_dataset
 
@@ -166,9 +169,17 @@ class StorageSCP:
         limits: ConnectionLimits | None = None,
         calling_ae_certificates: dict[str, str] | None = None,
         dispatch: Callable | None = None,
+        receive_dir: Path | None = None,
+        receive_min_free_bytes: int = 0,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         """``dispatch(sock, address) -> bool``: offered each accepted connection first (see
-        :class:`dicom_io.net.gate.GuardedAssociationServer`); True = it took the connection."""
+        :class:`dicom_io.net.gate.GuardedAssociationServer`); True = it took the connection.
+        ``receive_dir`` / ``receive_min_free_bytes``: where received data sets are written and the
+        free space below which they are refused (:mod:`dicom_io.net.receive_file`, process-wide;
+        None: as set before, at first the default temporary directory without a floor).
+        ``on_refused(reason)``: a C-STORE answered 0xA700 here, before ``on_instance`` (``disk_full``
+        or ``store_error``)."""
         self.ae_title = ae_title
         self._dispatch = dispatch
         self._listening = False
@@ -176,6 +187,7 @@ class StorageSCP:
         self._requested_port = port
         self._on_instance = on_instance
         self._on_association_end = on_association_end
+        self._on_refused = on_refused
         self.policy = policy or AccessPolicy()
         self._ssl_context = ssl_context
         self._server = None
@@ -198,6 +210,10 @@ class StorageSCP:
         # pynetdicom writes a received data set to a file as it arrives (process-wide setting): the
         # spool links that file into place instead of copying the instance through memory
         _config.STORE_RECV_CHUNKED_DATASET = True
+        if receive_dir is not None:  # and whatever the directory, a full disk: 0xA700, not an abort
+            receive_file.configure(receive_dir, receive_min_free_bytes)
+        else:
+            receive_file.install()
         if unrestricted_storage:
             # Accept every storage SOP class, including private and future ones, in whatever
             # transfer syntax the sender proposes (the bytes are stored as sent). This is a
@@ -341,8 +357,20 @@ class StorageSCP:
 
     def _handle_store(self, event) -> int:
         requestor = event.assoc.requestor
+        path = Path(event.dataset_path)
+        problem = receive_file.receive_problem(path)
+        if problem is not None:  # not (wholly) on disk: a full disk or the free-space floor
+            LOG.warning("C-STORE of SOP instance %s from %s refused (0xA700 Out of Resources): %s",
+                        event.request.AffectedSOPInstanceUID, str(requestor.ae_title).strip(), problem)
+            with self._lock:
+                self.counters["failed_stores"] += 1
+            if self._on_refused is not None:
+                try:
+                    self._on_refused("disk_full" if problem.disk_full else "store_error")
+                except Exception:
+                    LOG.exception("refusal callback failed")
+            return STATUS_OUT_OF_RESOURCES
         try:
-            path = Path(event.dataset_path)
             ds = _received_header(event, path)
             study = str(ds.StudyInstanceUID)
             series = str(ds.SeriesInstanceUID)

@@ -1,4 +1,5 @@
-"""``borderphase status --config FILE``: studies pending / analysed / failed (with reasons), outbox."""
+"""``borderphase status --config FILE``: studies pending / analysed / failed (with reasons),
+speculative analyses in progress, outbox."""
 from __future__ import annotations
 
 import sys
@@ -26,7 +27,7 @@ def run(args) -> int:
         state_dir = config.state_dir
     else:
         state_dir = args.state_dir
-    doc = collect(state_dir)
+    doc = collect(state_dir, lease_s=config.analysis.lease_s) if config is not None else collect(state_dir)
     if config is not None:
         try:  # the work queue itself (SQLite file or Redis)
             from plugin.service.queue import make_huey

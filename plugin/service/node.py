@@ -88,7 +88,8 @@ class Node:
         self.receivers = ReceiverPool(config, on_stored=self._stored, on_refused=self._refused,
                                       on_association_end=self.on_association_end)
         self.scp = storage_scp(config, self.on_instance, on_association_end=self.on_association_end,
-                               dispatch=self.receivers.dispatch if self.receivers.size else None)
+                               dispatch=self.receivers.dispatch if self.receivers.size else None,
+                               on_refused=self._refused)
 
     # -- receiving: this process's association threads and the receiver processes' reports -----
     def _stored(self, study: str | None, association_id, n: int = 1) -> None:

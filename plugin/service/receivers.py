@@ -46,7 +46,7 @@ from dicom_io.net.scp import AccessPolicy, StorageSCP, server_ssl_context
 from plugin.service.config import Config
 from plugin.service.permissions import Modes
 from plugin.service.receive import InstanceReceiver, RefusedCallback, StudyLock
-from plugin.service.spool import Spool
+from plugin.service.spool import SPOOL_TMP, Spool
 from plugin.service.state import StateLayout
 
 LOG = logging.getLogger(__name__)
@@ -56,8 +56,13 @@ ReportedCallback = Callable[[str | None, Hashable, int], None]  # (study dir or 
 
 
 def storage_scp(config: Config, on_instance, *, on_association_end: AssociationEndCallback,
-                port: int | None = None, dispatch=None) -> StorageSCP:
-    """The node's Storage SCP as ``config`` says (``dispatch``: see :class:`ReceiverPool`)."""
+                port: int | None = None, dispatch=None, on_refused: RefusedCallback | None = None) -> StorageSCP:
+    """The node's Storage SCP as ``config`` says (``dispatch``: see :class:`ReceiverPool`).
+
+    Received data sets are written into the spool's temporary directory (linked into the spool from
+    there, never copied across file systems), and refused with 0xA700 when ``[node] min_free_mb``
+    is not free there as one starts, or when the disk fills while it arrives
+    (:mod:`dicom_io.net.receive_file`); ``on_refused`` hears of those refusals."""
     tls, nc = config.node.tls, config.node
     ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert) if tls else None
     return StorageSCP(
@@ -69,7 +74,8 @@ def storage_scp(config: Config, on_instance, *, on_association_end: AssociationE
         limits=ConnectionLimits(nc.max_connections_per_address, nc.max_pending_connections,
                                 nc.association_request_timeout_s),
         calling_ae_certificates=dict(tls.calling_ae_certificates) if tls else None,
-        dispatch=dispatch)
+        dispatch=dispatch, receive_dir=StateLayout(config.state_dir).spool / SPOOL_TMP,
+        receive_min_free_bytes=int(nc.min_free_mb * 1e6), on_refused=on_refused)
 
 
 REPORT_INTERVAL_S = 0.05  # stored instances are reported in batches at least this often
@@ -127,7 +133,7 @@ def receiver_main(config: Config, hand_in: socket.socket, conn, log_levels: dict
     reports = _Reports(conn, pid)
     receiver = InstanceReceiver(spool, StudyLock(layout.spool / ".locks"), on_stored=reports.stored,
                                 on_refused=reports.refused)
-    scp = storage_scp(config, receiver, port=0, on_association_end=reports.ended)
+    scp = storage_scp(config, receiver, port=0, on_association_end=reports.ended, on_refused=reports.refused)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the node, which stops us
     parent = os.getppid()

@@ -12,7 +12,9 @@ analysed once space returns, without a restart.
   live worker holds its claim;
 * every pending outbox entry of an analysed version is queued for delivery unless it is queued
   already, or (periodic pass) it is not overdue (a delivery may be in progress);
-* at start-up only: temporary spool files (never acknowledged) are removed.
+* at start-up: temporary spool files (never acknowledged) are removed; in the periodic pass, only
+  the files of C-STOREs whose association ended mid-instance (idle for
+  ``ABANDONED_AFTER_TIMEOUTS`` x ``[node] network_timeout_s``).
 
 While free space is below ``[node] min_free_mb`` nothing is requeued (it would fail again at once);
 the pass says so and the next one after space returns does it.
@@ -50,6 +52,9 @@ class ReconcileCounts:
         return bool(self.tmp_removed or self.studies_due or self.requeued or self.redelivered)
 
 
+ABANDONED_AFTER_TIMEOUTS = 3  # a receive file idle for this many [node] network_timeout_s is abandoned
+
+
 def _claim_live(config: Config, layout: StateLayout, study: str, version: int) -> bool:
     claim = Claim(layout.study_dir(study) / f"v{version:04d}.claim", config.analysis.lease_s)
     if not claim.path.exists():
@@ -62,6 +67,9 @@ def reconcile(config: Config, layout: StateLayout, spool: Spool, queue: ServiceQ
     counts = ReconcileCounts()
     if startup:
         counts.tmp_removed = spool.clean_tmp()
+    else:  # files of C-STOREs whose association ended mid-instance (a live one writes or times out)
+        counts.tmp_removed = spool.remove_abandoned_receive_files(
+            ABANDONED_AFTER_TIMEOUTS * config.node.network_timeout_s)
     receiving = set(tracker.pending())
     for study in spool.studies():
         if study in receiving:

@@ -300,3 +300,57 @@ def discard_stale(config: Config, layout: StateLayout, study: str, version: int)
         files.claim_path.unlink(missing_ok=True)
         n += 1
     return n
+
+
+class SpeculationState(enum.Enum):
+    """Where a speculation stands, as ``borderphase status`` reads it from the state directory."""
+    QUEUED = "queued"            # recorded at the release, no worker has taken it yet
+    RUNNING = "running"          # a live worker holds its claim
+    STAGED = "staged"            # finished before completion: waits for completion to confirm it
+    INTERRUPTED = "interrupted"  # its worker died; the version's own analysis ignores and removes it
+
+
+@dataclass(frozen=True)
+class SpeculationStatus:
+    study: str
+    key: str
+    state: SpeculationState
+    n_instances: int           # the instance set it analyses (all spooled instances at the release)
+    n_analyse_instances: int   # of which routing sends to the analysis
+    base_version: int          # it would become version base_version + 1
+    created: float             # when the node recorded it at the release (epoch s)
+    age_s: float               # since then
+    running_s: Optional[float] = None  # RUNNING: since its worker took it
+    staged_s: Optional[float] = None   # STAGED: since it finished
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "state": self.state.value}
+
+
+def speculations_of(layout: StateLayout, study: str, lease_s: float, now: Optional[float] = None) -> list[SpeculationStatus]:
+    """The speculations of ``study`` recorded in the state directory, oldest first (read-only)."""
+    now = time.time() if now is None else now
+    d = layout.study_dir(study)
+    out = []
+    for m in sorted(d.glob("spec-*.json")) if d.is_dir() else []:
+        if m.name.endswith(".staged.json"):
+            continue
+        spec = read_json(m)
+        if spec is None:   # removed while we looked
+            continue
+        files = SpeculationFiles(layout, study, m.name[len("spec-"):-len(".json")])
+        staged, holder = read_json(files.staged_path), read_json(files.claim_path)
+        running_s = staged_s = None
+        if staged is not None:
+            state, staged_s = SpeculationState.STAGED, now - float(staged.get("finished", now))
+        elif holder is None:
+            state = SpeculationState.QUEUED
+        elif Claim(files.claim_path, lease_s)._stale(holder):
+            state = SpeculationState.INTERRUPTED
+        else:
+            state, running_s = SpeculationState.RUNNING, now - float(holder.get("time", now))
+        created = float(spec.get("created", now))
+        out.append(SpeculationStatus(study, files.key, state, len(spec.get("instances", [])),
+                                     len(spec.get("analyse_instances", [])), int(spec.get("base_version", 0)),
+                                     created, now - created, running_s, staged_s))
+    return sorted(out, key=lambda s: s.created)

@@ -28,16 +28,19 @@ import re
 import shutil
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom_io.net.receive_file import RECEIVE_FILE_PREFIX
 from plugin.service.permissions import FILE_MODE
 
 _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 # <sop>.dcm is the first content received under a SOP Instance UID, <sop>.vN.dcm the N-th (a UID
 # file name is digits and dots, a hashed one "x" + hex: neither contains "v")
 _INSTANCE_FILE = re.compile(r"^(?P<sop>.+?)(?:\.v(?P<version>\d+))?\.dcm$")
+SPOOL_TMP = ".tmp"  # under the spool root: temporary files, and the files C-STOREs are received into
 SERIES_RECORD = "series.json"  # beside the series' instances: its facts, recorded on receipt
 
 
@@ -194,7 +197,7 @@ class Spool:
         given (default: the mode the process umask gives new files; the group is inherited below
         a set-group-ID state directory, see :mod:`plugin.service.permissions`)."""
         self.root = Path(root)
-        self.tmp = self.root / ".tmp"
+        self.tmp = self.root / SPOOL_TMP
         self.min_free_mb = min_free_mb
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
@@ -215,6 +218,22 @@ class Spool:
         for p in self.tmp.iterdir():
             p.unlink(missing_ok=True)
             n += 1
+        return n
+
+    def remove_abandoned_receive_files(self, idle_s: float) -> int:
+        """Remove the files C-STOREs were being received into (:mod:`dicom_io.net.receive_file`)
+        that nothing wrote for ``idle_s``: their association ended before the data set was whole
+        (pynetdicom removes the file of every C-STORE it answered, never the others). Safe while
+        receiving when ``idle_s`` is well past the network timeout: a live association writes its
+        file at every fragment or is closed."""
+        cutoff, n = time.time() - idle_s, 0
+        for p in self.tmp.glob(f"{RECEIVE_FILE_PREFIX}*.dcm"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
         return n
 
     def _ensure_dir(self, d: Path) -> None:

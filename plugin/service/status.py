@@ -3,7 +3,10 @@
 Study states: ``receiving`` (instances spooled, study not yet complete), ``pending`` (a version is
 queued or being analysed), ``analysed`` (at least one magnitude/phase pair analysed),
 ``no_analysable_pair`` (the analysis ran but found nothing it could analyse; the reasons are listed),
-``failed`` (with the reason), ``ignored`` (routing said so, with the reason). The outbox lists
+``failed`` (with the reason), ``ignored`` (routing said so, with the reason). ``speculations``
+lists the analyses started at an association release before the study completed
+(:mod:`.speculation`): queued, running, staged (finished, waiting for completion to confirm
+them) or interrupted, with their instance count and age. The outbox lists
 deliveries not yet accepted, with attempts and last error. ``disk`` and ``retention`` say how full
 the state_dir file system is and what the last retention pass did (:mod:`.retention`).
 """
@@ -15,13 +18,21 @@ import time
 from pathlib import Path
 
 from plugin.service.diskspace import RESERVE_FILE, disk_usage
+from plugin.service.config import AnalysisConfig
 from plugin.service.retention import last_report
+from plugin.service.speculation import speculations_of
 from plugin.service.spool import Spool, read_json
 from plugin.service.state import StateLayout
 
 
-def collect(state_dir: Path) -> dict:
+DEFAULT_LEASE_S = AnalysisConfig().lease_s  # [analysis] lease_s when no config is given
+
+
+def collect(state_dir: Path, *, lease_s: float = DEFAULT_LEASE_S) -> dict:
+    """``lease_s``: ``[analysis] lease_s`` (a claim older than that is stale)."""
     layout = StateLayout(Path(state_dir))
+    now = time.time()
+    speculations = []
     spool = Spool(layout.spool) if layout.spool.exists() else None
     studies = []
     counts = {"receiving": 0, "pending": 0, "analysed": 0, "no_analysable_pair": 0, "failed": 0, "ignored": 0}
@@ -49,7 +60,10 @@ def collect(state_dir: Path) -> dict:
         state = "receiving" if (last is None or n_spooled > in_last) else last["state"]
         counts[state] = counts.get(state, 0) + 1
         uid = (layout.manifest(study, last["version"]) or {}).get("study_instance_uid", study) if last else study
-        studies.append({"study_instance_uid": uid, "state": state, "n_spooled": n_spooled, "versions": versions})
+        specs = [{**sp.as_dict(), "study_instance_uid": uid} for sp in speculations_of(layout, study, lease_s, now)]
+        speculations += specs
+        studies.append({"study_instance_uid": uid, "state": state, "n_spooled": n_spooled, "versions": versions,
+                        "speculations": specs})
     pending = []
     for p in sorted(layout.outbox_pending.glob("*.json")) if layout.outbox_pending.exists() else []:
         e = read_json(p)
@@ -70,6 +84,7 @@ def collect(state_dir: Path) -> dict:
         disk = {"free_bytes": usage.free_bytes, "total_bytes": usage.total_bytes,
                 "free_percent": round(usage.free_percent, 2), "reserve_present": (layout.root / RESERVE_FILE).exists()}
     return {"state_dir": str(layout.root), "node": node, "counts": counts, "studies": studies,
+            "speculations": speculations,
             "outbox": {"pending": pending, "sent": n_sent}, "disk": disk, "retention": last_report(layout.root)}
 
 
@@ -107,6 +122,19 @@ def format_status(doc: dict) -> str:
                 extra += f" reason: {last['reason']}"
         label = {"no_analysable_pair": "no analysable pair", "failed": "failed:"}.get(s["state"], s["state"])
         lines.append(f"  {label:<9} {s['study_instance_uid']} instances={s['n_spooled']}{extra}")
+    specs = doc.get("speculations") or []
+    if specs:
+        by_state: dict[str, int] = {}
+        for sp in specs:
+            by_state[sp["state"]] = by_state.get(sp["state"], 0) + 1
+        lines.append(f"speculations: {len(specs)} (" + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) + ")")
+        for sp in specs:
+            when = (f", running {sp['running_s']:.1f} s" if sp.get("running_s") is not None else
+                    f", staged {sp['staged_s']:.1f} s ago" if sp.get("staged_s") is not None else "")
+            lines.append(f"  {'speculating' if sp['state'] == 'running' else sp['state']:<11} "
+                         f"{sp['study_instance_uid']} instances={sp['n_instances']} "
+                         f"(analysed {sp['n_analyse_instances']}) as v{sp['base_version'] + 1}, "
+                         f"released {sp['age_s']:.1f} s ago{when}")
     q = doc.get("queue")
     if q:
         lines.append(f"queue ({q['backend']}): " + (f"unreachable: {q['error']}" if "error" in q else
