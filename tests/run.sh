@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 
 # Real peers the tests talk to (no mocks): dcmtk, dicom3tools, PixelMed, Orthanc (+ its DICOMweb and Python
 # plugins; tests/test_orthanc_plugin.py runs borderphase inside Orthanc), redis, dcm2niix,
-# openssl (TLS certificates), Chromium for the real-viewer test (tests/test_viewer_ohif.py; it also needs
+# openssl (TLS certificates), strace (the durability order inside a receiver process, tests/test_receive_processes.py), Chromium for the real-viewer test (tests/test_viewer_ohif.py; it also needs
 # node >= 20 with npm, which the machine provides: playwright-core 1.65 does not run on Debian 12's node 18).
 # A missing one skips its tests, or fails them when CI=true (.ci/run).
-debs=(dcmtk dicom3tools pixelmed-apps orthanc orthanc-dicomweb orthanc-python redis-server dcm2niix openssl
+debs=(dcmtk dicom3tools pixelmed-apps orthanc orthanc-dicomweb orthanc-python redis-server dcm2niix openssl strace
       chromium chromium-driver)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
