@@ -241,7 +241,7 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
         # the seed: the thickest cross-section (largest inscribed disc), never a thin shell of
         # scalp, whatever it touches; only its own 2D component
         area = core.sum(axis=(1, 2))
-        depth = [ndi.distance_transform_edt(core[k]) if area[k] else np.zeros(core.shape[1:]) for k in range(ns)]
+        depth = _per_slice(lambda k: ndi.distance_transform_edt(core[k]) if area[k] else np.zeros(core.shape[1:]), ns)
         k0 = int(np.argmax([d.max() for d in depth]))
         lab2, _ = ndi.label(core[k0])
         seed = lab2 == lab2.flat[int(np.argmax(depth[k0]))]
@@ -255,10 +255,23 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
                 mask[k] = ndi.binary_fill_holes(opened_all[k] & near)
                 k += step
     # Erode in-plane by mask_erosion_mm (plus the block's half width lost by the coarse grid).
-    dist = np.stack([ndi.distance_transform_edt(mask[k]) for k in range(ns)]) * px
+    dist = np.stack(_per_slice(lambda k: ndi.distance_transform_edt(mask[k]), ns)) * px
     mask = dist > params.mask_erosion_mm
     full = np.broadcast_to(mask[:, :, None, :, None], (ns, nr_c, f, nc_c, f)).reshape(ns, nr_c * f, nc_c * f)
     return np.ascontiguousarray(full[:, :nr, :nc])
+
+
+def _per_slice(fn, n_slices: int) -> list:
+    """``[fn(k) for k in range(n_slices)]``, the slices on :data:`INPLANE_WORKERS` threads
+    (scipy.ndimage's distance transform releases the GIL; each slice's numbers are its own)."""
+    out: list = [None] * n_slices
+
+    def run(slices: range) -> None:
+        for k in slices:
+            out[k] = fn(k)
+
+    for_slabs(run, n_slices, INPLANE_WORKERS)
+    return out
 
 
 def _pad_blocks(a: np.ndarray, f: int) -> np.ndarray:
