@@ -190,3 +190,29 @@ def test_raw_phase_with_a_weak_background_is_still_raw():
     filtered, _ = homodyne_highpass(weak, mag, SCENE_VOX)
     test = is_raw_phase(filtered, mag, brain, SCENE_VOX)
     assert test.lowpass_spread_rad < 0.05 and not test.raw
+
+
+@pytest.mark.parametrize("f", [1, 2, 3])
+def test_smv_in_plane_depth_on_each_slices_box_equals_the_whole_slice(f):
+    """The SMV's in-plane depth is computed per slice on the mask's box + 1 pixel (on a thread,
+    while the phase is unwrapped): its coarse samples and deep-voxel count are the numbers of the
+    whole slice's distance transform (``_depth_mm``), including masks that touch the slice's edge
+    and empty slices."""
+    from plugin.method.background import _coarse_depth_in_plane, _depth_mm
+
+    rng = np.random.default_rng(5)
+    shape, sampling = (9, 61, 53), (0.45, 0.47)
+    zz, yy, xx = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    m = ((yy - 30) / 24.0) ** 2 + ((xx - 27) / 20.0) ** 2 + ((zz - 4) / 5.0) ** 2 <= 1.0
+    m &= rng.random(shape) > 0.03                        # holes: ties and odd shapes
+    m[2, :, 40:] = True                                  # touching the slice's edge
+    m[0] = False                                         # an empty slice
+    want = np.zeros((shape[0], -(-shape[1] // f), -(-shape[2] // f)), np.float32)
+    deep = 0
+    for k in range(shape[0]):
+        d = _depth_mm(m[k:k + 1], (1e6,) + sampling, in_plane=True)[0]
+        deep += int(np.count_nonzero(d[m[k]] > 3.0))
+        want[k] = d[::f, ::f]
+    got, got_deep = _coarse_depth_in_plane(m, sampling, f, 3.0)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert got_deep == deep > 0

@@ -17,6 +17,8 @@ def test_gaussian_inplane_equals_scipy_bit_for_bit(shape, sigma):
     assert got.dtype == np.float32 and got.shape == a.shape
     assert np.array_equal(got, want)
     assert not np.shares_memory(got, a)
+    for workers in (2, 3):    # slices on threads: the same numbers
+        assert np.array_equal(gaussian_inplane(a, sigma, truncate=2.0, workers=workers), want)
 
 
 def test_wider_kernel_and_small_images_fall_back_to_scipy():
@@ -32,3 +34,17 @@ def test_kernel_is_scipys():
     x = np.zeros(9)
     x[4] = 1.0
     assert np.allclose(ndi.correlate1d(x, gaussian_kernel(0.8, 4.0)), ndi.gaussian_filter1d(x, 0.8))
+
+
+def test_for_slabs_covers_every_slice_once_and_raises_a_threads_error():
+    from plugin.method.fastfilters import for_slabs
+
+    seen = []
+    for_slabs(lambda r: seen.extend(r), 7, workers=2)
+    assert sorted(seen) == list(range(7))
+
+    def boom(r):
+        if 6 in r:
+            raise ValueError("slab with slice 6")
+    with pytest.raises(ValueError, match="slice 6"):
+        for_slabs(boom, 7, workers=2)

@@ -371,3 +371,28 @@ def test_left_handed_reading_of_negated_phase_gives_the_same_calls():
         assert a.center_lps_mm == b.center_lps_mm
         assert (a.classification, a.confidence, a.decided_by) == (b.classification, b.confidence, b.decided_by)
         assert a.chi_ppm == pytest.approx(b.chi_ppm, rel=1e-6, abs=1e-9) if a.chi_ppm is not None else b.chi_ppm is None
+
+
+def test_largest_section_from_the_labels_boxes_equals_the_whole_map():
+    """report_input finds each lesion's largest section from the label map's boxes (one
+    find_objects pass for all lesions): the same slice and diameter as a pass per lesion, also
+    for a lesion the map does not show and one whose central slice is not its largest."""
+    from scipy import ndimage as ndi
+    from plugin.model import Classification, Lesion
+    from plugin.pipeline import _largest_section
+
+    lm = np.zeros((12, 40, 40), np.uint16)
+    lm[3:6, 5:9, 5:9] = 1
+    lm[7, 20:28, 20:26] = 2
+    lm[8, 21:24, 21:24] = 2
+    lm[9, 30:32, 30:32] = 4          # id 3 is absent
+    boxes = ndi.find_objects(lm)
+
+    def lesion(i, central):
+        return Lesion(id=i, center_lps_mm=(0.0, 0.0, 0.0), diameter_mm=3.0, slice_indices=[central],
+                      upper_border_slice=central, lower_border_slice=central, central_slice=central,
+                      border_pattern=None, central_pattern=None, classification=Classification.INDETERMINATE,
+                      confidence=0.0)
+    for les in (lesion(1, 4), lesion(2, 8), lesion(3, 2), lesion(4, 9)):
+        assert _largest_section(lm, les, boxes) == _largest_section(lm, les), les.id
+    assert _largest_section(lm, lesion(2, 8), boxes)[0] == 7

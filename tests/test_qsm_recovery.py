@@ -204,8 +204,9 @@ def test_the_qsm_series_marks_its_unreliable_slices(tmp_path):
 
 
 def test_edge_spread_on_the_masks_box_equals_filtering_the_whole_slice():
-    """slice_spread_ppm filters each slice on the mask's bounding box + the kernel radius: the
-    values inside the mask, hence the spreads and the marked slices, are those of the whole slice."""
+    """slice_spread_ppm filters each slice on the mask's bounding box + the kernel radius (the
+    second pass only on the mask's rows), on one thread or two: the values inside the mask, hence
+    the spreads and the marked slices, are those of the whole slice."""
     from scipy import ndimage as ndi
     from plugin.method.qsmedge import slice_spread_ppm, unreliable_edge_slices
 
@@ -229,6 +230,8 @@ def test_edge_spread_on_the_masks_box_equals_filtering_the_whole_slice():
             assert got[k] == whole_slice(k), k
         else:
             assert np.isnan(got[k])
+    # on two threads (the pipeline's default): the same numbers
+    assert np.array_equal(slice_spread_ppm(chi, mask, voxel, workers=2), got, equal_nan=True)
     marked = unreliable_edge_slices(chi, mask, voxel)
     assert marked and all(abs(k - 12) > 6 for k in marked)   # the shaded end slices, found lazily
 

@@ -20,6 +20,7 @@ Every function returns the phase in radians and a short text of what was done.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -328,10 +329,28 @@ def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: n
         raise ValueError(f"SMV kernel must be ball, disk or auto, got {kernel!r}")
     radii = sorted(smv_radii_mm(voxel_size_mm, largest_mm=largest_mm, smallest_mm=smallest_mm))
     box = _brain_box(mask, pad=8)
-    ph, mag, m = phase_rad[box], magnitude[box], mask[box]
+    m = mask[box]
+    zpad = int(np.ceil(radii[-1] / voxel_size_mm[0])) if kernel == "ball" else 0
+    # means on a grid of about 1 mm in-plane (block averages): smooth at these radii, 4 x cheaper on 0.45 mm voxels
+    f = max(1, int(1.0 / max(voxel_size_mm[1], voxel_size_mm[2])))
+    # disks: the in-plane depth (the mask's alone, slice by slice: single-threaded, small) on a
+    # thread while the phase is unwrapped (issue 15: time to the SR)
+    depth_pool = ThreadPoolExecutor(max_workers=1) if kernel == "disk" else None
+    depth_future = None if depth_pool is None else depth_pool.submit(
+        _coarse_depth_in_plane, m, (voxel_size_mm[1], voxel_size_mm[2]), f, radii[-1])
+    try:
+        return _smv_with_depth(phase_rad, magnitude, box, m, voxel_size_mm, kernel, radii, zpad, f, depth_future,
+                               void_fraction)
+    finally:
+        if depth_pool is not None:
+            depth_pool.shutdown(wait=True)
+
+
+def _smv_with_depth(phase_rad, magnitude, box, m, voxel_size_mm, kernel, radii, zpad, f, depth_future, void_fraction):
+    """:func:`smv_background_removal` once the box and (disks) the depth's computation are set up."""
+    ph, mag = phase_rad[box], magnitude[box]
     tissue = float(np.median(sample_inside(mag, m)))
     keep = m & (mag >= void_fraction * tissue)
-    zpad = int(np.ceil(radii[-1] / voxel_size_mm[0])) if kernel == "ball" else 0
     # the result is written in its place in the output from the start (no box-sized copy at the end)
     out = np.zeros(phase_rad.shape, np.float32)
     if kernel == "ball":
@@ -340,9 +359,7 @@ def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: n
     else:
         unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm, out=out[box])
     # distance (mm) to the nearest voxel outside the brain: in-plane only for disks
-    sampling = voxel_size_mm if kernel == "ball" else (1e6, voxel_size_mm[1], voxel_size_mm[2])
-    # means on a grid of about 1 mm in-plane (block averages): smooth at these radii, 4 x cheaper on 0.45 mm voxels
-    f = max(1, int(1.0 / max(voxel_size_mm[1], voxel_size_mm[2])))
+    sampling = voxel_size_mm
     ns, nr, nc = unwrapped.shape
     pad = ((zpad, zpad), (0, -nr % f), (0, -nc % f))
     cshape = (ns + 2 * zpad, (nr + pad[1][1]) // f, (nc + pad[2][1]) // f)
@@ -365,13 +382,8 @@ def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: n
         depth_c = coarse(depth)[zpad: zpad + ns] if f == 1 else np.pad(depth, pad)[zpad: zpad + ns, ::f, ::f].copy()
         share = float(np.mean(depth[m] > radii[-1]))
         del depth
-    else:   # slice by slice: only its coarse samples and the count are kept
-        depth_c = np.zeros((ns,) + cshape[1:], np.float32)
-        deep = 0
-        for k in range(ns):
-            d = _depth_mm(m[k:k + 1], sampling, in_plane=True)[0]
-            deep += int(np.count_nonzero(d[m[k]] > radii[-1]))
-            depth_c[k, : -(-nr // f), : -(-nc // f)] = d[::f, ::f]
+    else:   # slice by slice (on its thread): only its coarse samples and the count are kept
+        depth_c, deep = depth_future.result()
         share = deep / max(1, int(np.count_nonzero(m)))
     axes = (0, 1, 2) if kernel == "ball" else (1, 2)
     spacing = (voxel_size_mm[0], voxel_size_mm[1] * f, voxel_size_mm[2] * f)
@@ -435,6 +447,33 @@ def _depth_mm(m: np.ndarray, sampling, *, in_plane: bool) -> np.ndarray:
     for k in range(m.shape[0]):
         out[k] = distance_transform_edt(np.pad(m[k], 1), sampling=sampling[1:])[1:-1, 1:-1]
     return out
+
+
+def _coarse_depth_in_plane(m: np.ndarray, sampling_mm: tuple[float, float], f: int,
+                           deep_mm: float) -> tuple[np.ndarray, int]:
+    """(in-plane depth (mm, float32) sampled every ``f`` pixels, voxels of ``m`` deeper than
+    ``deep_mm``): per slice the distance to the nearest pixel outside ``m`` (the slice's edge
+    counting as outside), computed on the slice's mask box plus one pixel: the pixel nearest to
+    any inside pixel is never beyond that ring (the ring's pixels are outside ``m``, and moving
+    a point onto the box brings it nearer), so the values are those of the whole slice
+    (:func:`_depth_mm`; tests/test_background.py), at the cost of the box only."""
+    from scipy.ndimage import distance_transform_edt
+
+    ns, nr, nc = m.shape
+    out = np.zeros((ns, -(-nr // f), -(-nc // f)), np.float32)
+    deep = 0
+    for k in range(ns):
+        rows, cols = np.flatnonzero(m[k].any(axis=1)), np.flatnonzero(m[k].any(axis=0))
+        if rows.size == 0:
+            continue   # no brain: depth 0
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        sub = m[k, r0:r1, c0:c1]
+        d = distance_transform_edt(np.pad(sub, 1), sampling=sampling_mm)[1:-1, 1:-1].astype(np.float32)
+        deep += int(np.count_nonzero(d[sub] > deep_mm))
+        # the samples [::f, ::f] of the whole slice that fall in the box
+        a, b = -(-r0 // f) * f, -(-c0 // f) * f
+        out[k, a // f: -(-r1 // f), b // f: -(-c1 // f)] = d[a - r0::f, b - c0::f]
+    return out, deep
 
 
 #: background method name -> SMV kernel (``smv``: balls on near-isotropic voxels, disks on thick slices)

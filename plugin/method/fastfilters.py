@@ -35,22 +35,42 @@ def _three_tap_(x: np.ndarray, t: np.ndarray, axis: int, w_centre: float, w_side
     x += t
 
 
-def gaussian_inplane(a: np.ndarray, sigma_px: float, truncate: float = 4.0) -> np.ndarray:
+def gaussian_inplane(a: np.ndarray, sigma_px: float, truncate: float = 4.0, *, workers: int = 1) -> np.ndarray:
     """``ndi.gaussian_filter(a, (0, sigma_px, sigma_px), truncate=truncate)`` of a (slice,row,col)
-    float32 volume, as a new float32 array (module docstring)."""
+    float32 volume, as a new float32 array (module docstring). ``workers``: slices filtered on
+    that many threads (numpy releases the GIL in its loops; each slice's numbers are the same)."""
     a = np.asarray(a)
     w = gaussian_kernel(sigma_px, truncate) if sigma_px > 0 else np.ones(1)
     if a.dtype != np.float32 or a.ndim != 3 or len(w) != 3 or min(a.shape[1:]) < 3:
         return ndi.gaussian_filter(a, (0, sigma_px, sigma_px), truncate=truncate)
     w_side, w_centre = float(w[0]), float(w[1])
     out = np.empty(a.shape, np.float32)
-    x = np.empty(a.shape[1:], np.float64)
-    t = np.empty(a.shape[1:], np.float64)
-    for k in range(a.shape[0]):
-        np.copyto(x, a[k])
-        _three_tap_(x, t, 0, w_centre, w_side)      # rows first, as scipy goes through the axes
-        np.copyto(out[k], x)                        # scipy's float32 intermediate
-        np.copyto(x, out[k])
-        _three_tap_(x, t, 1, w_centre, w_side)
-        np.copyto(out[k], x)
+
+    def run(slices: range) -> None:
+        x = np.empty(a.shape[1:], np.float64)
+        t = np.empty(a.shape[1:], np.float64)
+        for k in slices:
+            np.copyto(x, a[k])
+            _three_tap_(x, t, 0, w_centre, w_side)      # rows first, as scipy goes through the axes
+            np.copyto(out[k], x)                        # scipy's float32 intermediate
+            np.copyto(x, out[k])
+            _three_tap_(x, t, 1, w_centre, w_side)
+            np.copyto(out[k], x)
+
+    for_slabs(run, a.shape[0], workers)
     return out
+
+
+def for_slabs(run, n_slices: int, workers: int = 1) -> None:
+    """``run(range)`` over ``workers`` contiguous ranges of ``range(n_slices)`` at once, on threads
+    (one range, here, for ``workers`` <= 1): for in-plane steps whose slices are independent and
+    whose kernels release the GIL (numpy, scipy.ndimage). Exceptions are raised here."""
+    workers = max(1, min(int(workers), n_slices))
+    if workers == 1:
+        run(range(n_slices))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    bounds = np.linspace(0, n_slices, workers + 1).round().astype(int)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for fut in [pool.submit(run, range(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+            fut.result()

@@ -16,7 +16,9 @@ out of the per-spot QSM readings and the QSM series says which they are.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -28,35 +30,58 @@ class EdgeParams:
     ratio: float = 2.0              # spread above this x the central slices' median: unreliable
     max_fraction: float = 0.25      # at most this fraction of the mask's slices, from each end
     min_mask_fraction: float = 0.05  # a slice with less of the mask than this x its largest slice: unreliable
+    workers: int = 2                # threads smoothing the central slices (the same values as one)
 
 
 def slice_spread_ppm(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm, smooth_mm: float = 4.0,
-                     slices=None) -> np.ndarray:
+                     slices=None, *, workers: int = 1) -> np.ndarray:
     """Per slice (``slices``: only those; default every slice), the robust spread (ppm) of the
     in-plane smoothed map inside the mask (NaN where the mask is empty or the slice not asked for).
     Each slice is filtered on the mask's bounding box plus the kernel's radius: outside it the
     masked map and the mask are zero (``mode="constant"``), so the values inside the mask are
-    the same as filtering the whole slice (tests/test_qsm_recovery.py), at a fraction of the cost."""
+    the same as filtering the whole slice (tests/test_qsm_recovery.py), at a fraction of the cost.
+    ``workers``: slices smoothed on that many threads (scipy.ndimage releases the GIL in its
+    filters; the same values as one thread)."""
     chi = np.asarray(chi_ppm, np.float32)
     mask = np.asarray(mask, bool)
     sig = (smooth_mm / voxel_mm[1], smooth_mm / voxel_mm[2])
-    radius = [int(4.0 * s + 0.5) for s in sig]   # scipy's truncate 4
     out = np.full(chi.shape[0], np.nan)
-    wanted = np.flatnonzero(mask.any(axis=(1, 2))) if slices is None else slices
-    for k in wanted:
-        mk = mask[k]
-        rows, cols = np.flatnonzero(mk.any(axis=1)), np.flatnonzero(mk.any(axis=0))
-        if rows.size == 0:
-            continue
-        box = (slice(max(0, rows[0] - radius[0]), rows[-1] + radius[0] + 1),
-               slice(max(0, cols[0] - radius[1]), cols[-1] + radius[1] + 1))
-        mb = mk[box]
-        m = mb.astype(np.float32)
-        num = ndi.gaussian_filter(chi[k][box] * m, sig, mode="constant")
-        den = ndi.gaussian_filter(m, sig, mode="constant")
-        vals = num[mb] / np.maximum(den[mb], 1e-6)
-        out[k] = 1.4826 * float(np.median(np.abs(vals - np.median(vals))))
+    wanted = [int(k) for k in (np.flatnonzero(mask.any(axis=(1, 2))) if slices is None else slices)]
+    if workers > 1 and len(wanted) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            values = list(pool.map(lambda k: _slice_spread(chi[k], mask[k], sig), wanted))
+    else:
+        values = [_slice_spread(chi[k], mask[k], sig) for k in wanted]
+    for k, v in zip(wanted, values):
+        if v is not None:
+            out[k] = v
     return out
+
+
+def _slice_spread(chi: np.ndarray, mk: np.ndarray, sig: tuple[float, float]) -> Optional[float]:
+    """The robust spread of one slice's smoothed map inside its mask ``mk`` (None when empty):
+    ``ndi.gaussian_filter(x, sig, mode="constant")`` done as its two passes (rows, then columns;
+    the same float32 intermediate), the second only on the rows the mask spans: the values inside
+    the mask are the same numbers as the whole filter's."""
+    radius = [int(4.0 * s + 0.5) for s in sig]   # scipy's truncate 4
+    rows, cols = np.flatnonzero(mk.any(axis=1)), np.flatnonzero(mk.any(axis=0))
+    if rows.size == 0:
+        return None
+    r0 = max(0, rows[0] - radius[0])
+    box = (slice(r0, rows[-1] + radius[0] + 1), slice(max(0, cols[0] - radius[1]), cols[-1] + radius[1] + 1))
+    inner = slice(rows[0] - r0, rows[-1] + 1 - r0)    # the mask's rows within the box
+    mb = mk[box]
+    m = mb.astype(np.float32)
+
+    def smooth(x: np.ndarray) -> np.ndarray:
+        x = ndi.gaussian_filter1d(x, sig[0], axis=0, mode="constant")[inner]
+        return ndi.gaussian_filter1d(x, sig[1], axis=1, mode="constant")
+
+    num = smooth(chi[box] * m)
+    den = smooth(m)
+    mi = mb[inner]
+    vals = num[mi] / np.maximum(den[mi], 1e-6)
+    return 1.4826 * float(np.median(np.abs(vals - np.median(vals))))
 
 
 def unreliable_edge_slices(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm,
@@ -72,11 +97,12 @@ def unreliable_edge_slices(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm,
     limit = max(1, int(params.max_fraction * n))
     # the central slices (the reference) now; an end slice only when the walk below reaches it
     spread = slice_spread_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm,
-                              slices=[k for k in range(first + n // 4, last - n // 4 + 1) if area[k] > 0])
+                              slices=[k for k in range(first + n // 4, last - n // 4 + 1) if area[k] > 0],
+                              workers=params.workers)
     core = spread[first + n // 4: last - n // 4 + 1]
     core = core[np.isfinite(core)]
     if not core.size:   # no central slice to compare with: every slice's spread
-        spread = slice_spread_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm)
+        spread = slice_spread_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm, workers=params.workers)
     reference = float(np.median(core)) if core.size else float(np.nanmedian(spread))
     small = area < params.min_mask_fraction * area.max()
     done = {k for k in range(first + n // 4, last - n // 4 + 1)}
