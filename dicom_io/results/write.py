@@ -46,7 +46,7 @@ def load_standard_tables() -> None:
     use (:mod:`.standard_tables`). A long-lived analysis worker calls this when it starts
     (``plugin.service.worker.preload_analysis_modules``)."""
     from dicom_io.results.standard_tables import load_standard_tables as load
-    load()
+    load(RESULT_STORAGE_CONTEXTS)
 
 
 @dataclass(frozen=True)
