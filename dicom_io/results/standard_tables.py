@@ -24,6 +24,7 @@ from pydicom.uid import EnhancedMRImageStorage, LegacyConvertedEnhancedMRImageSt
 KEPT_SOP_CLASSES: tuple[str, ...] = (MRImageStorage, EnhancedMRImageStorage, LegacyConvertedEnhancedMRImageStorage)
 
 _MODULE_FILE = "_standard/module_attribute_map.json"
+_SLIM_MARK = "borderphase: the slim module table"
 
 
 def _read_module_attribute_map() -> dict[str, list]:
@@ -100,9 +101,12 @@ def load_standard_tables(sop_classes: Iterable[str] = ()) -> None:
     slim = slim_module_attribute_map(sop_class_iod(), iod_modules(), [*KEPT_SOP_CLASSES, *sop_classes])
     # highdicom's cached loader parses the file with its module's ``json``; for this one call it
     # gets the slim table instead, which every later caller then receives from the cache
+    # (only for that file: any other table read meanwhile is parsed as usual)
     real_json, real_pkgutil = standard.json, standard.pkgutil
-    standard.json = types.SimpleNamespace(loads=lambda _text: slim)
-    standard.pkgutil = types.SimpleNamespace(get_data=lambda *_args: b"")
+    standard.json = types.SimpleNamespace(loads=lambda text: slim if text == _SLIM_MARK else real_json.loads(text))
+    standard.pkgutil = types.SimpleNamespace(
+        get_data=lambda package, resource: _SLIM_MARK.encode() if resource == _MODULE_FILE
+        else real_pkgutil.get_data(package, resource))
     try:
         module_attributes()
     finally:
