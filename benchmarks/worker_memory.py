@@ -3,6 +3,7 @@
     python benchmarks/worker_memory.py [--echoes 2 6] [--work DIR] [--no-malloc-setting] [--no-preload]
     PYTHONPATH=/other/checkout python benchmarks/worker_memory.py ...   # another version's analysis
     python benchmarks/worker_memory.py --echoes 2 --stages              # + peak RSS per stage
+    python benchmarks/worker_memory.py --echoes 2 --arrays              # + the arrays held at each stage's peak
 
 For each echo count: a physics-phantom study (``borderphase phantom --vendor Siemens --size full``:
 512 x 512 x 60, magnitude + phase per echo, 16-bit) is made once under ``--work``, then analysed
@@ -56,6 +57,29 @@ if sys.argv[6] == "1":
         preload_analysis_modules()
     except ImportError:
         pass
+ARRAYS = sys.argv[7] == "1"
+arrays = {}
+
+def stage_now(main=threading.main_thread().ident):
+    frame = sys._current_frames().get(main)
+    while frame is not None:
+        if frame.f_code.co_name in STAGES:
+            return STAGES[frame.f_code.co_name]
+        frame = frame.f_back
+    return "other"
+
+def snapshot_peaks():   # per stage, tracemalloc's snapshot when its traced size is largest (numpy arrays are traced)
+    import tracemalloc
+    while not done.is_set():
+        now, stage = tracemalloc.get_traced_memory()[0], stage_now()
+        if now > arrays.get(stage, (0, None))[0] + 4e6:
+            arrays[stage] = (now, tracemalloc.take_snapshot())
+        time.sleep(0.005)
+
+if ARRAYS:
+    import tracemalloc
+    tracemalloc.start(16)
+    threading.Thread(target=snapshot_peaks, daemon=True).start()
 if sys.argv[4] == "1":
     threading.Thread(target=sample, daemon=True).start()
 from plugin.pipeline import analyze_paths
@@ -64,7 +88,14 @@ doc = analyze_paths([sys.argv[1]], sys.argv[2])
 wall = time.perf_counter() - t0
 done.set()
 hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-print(json.dumps({"peak_rss_kib": int(hwm.split()[1]), "analysis_s": round(wall, 2),
+def where(tb):   # the innermost frames of this repository's code that allocated it
+    own = [f"{f.filename.rsplit('/', 2)[-2]}/{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in tb
+           if "site-packages" not in f.filename and "/lib/python3" not in f.filename and "<" not in f.filename]
+    return " < ".join(own[::-1][:3])
+held = {stage: {"traced_mib": round(now / 2**20), "arrays": [[round(st.size / 2**20, 1), where(st.traceback)]
+                for st in snap.statistics("traceback") if st.size >= 2**20][:10]}
+        for stage, (now, snap) in arrays.items()}
+print(json.dumps({"peak_rss_kib": int(hwm.split()[1]), "analysis_s": round(wall, 2), "arrays": held,
                   "lesions": [len(a["lesions"]) for a in doc["analyses"]], "skipped": len(doc["skipped"]),
                   "stage_peak_mib": {k: round(v) for k, v in stage_peak.items()}}))
 """
@@ -87,6 +118,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-malloc-setting", action="store_true")
     ap.add_argument("--no-preload", action="store_true",
                     help="skip the worker's start-up imports (highdicom's tables then load inside the study's peak)")
+    ap.add_argument("--arrays", action="store_true",
+                    help="also what is allocated (numpy arrays included, tracemalloc) at each stage's largest traced "
+                         "size, by the line that allocated it (tracemalloc's own memory inflates the RSS figures)")
     ap.add_argument("--stages", action="store_true",
                     help="also the peak RSS per stage (a thread samples the RSS and the main thread's stack every 2 ms)")
     args = ap.parse_args(argv)
@@ -100,7 +134,8 @@ def main(argv=None) -> int:
         n, pixels = pixel_bytes(study)
         out = work / f"out_{echoes}echo"
         run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(out), "0" if args.no_malloc_setting else "1",
-                              "1" if args.stages else "0", json.dumps(STAGES), "0" if args.no_preload else "1"],
+                              "1" if args.stages else "0", json.dumps(STAGES), "0" if args.no_preload else "1",
+                              "1" if args.arrays else "0"],
                              capture_output=True, text=True, env=os.environ, cwd=work)   # not the repo: PYTHONPATH decides
         if run.returncode:
             print(run.stderr[-3000:], file=sys.stderr)
@@ -112,6 +147,8 @@ def main(argv=None) -> int:
                "lesions": r["lesions"], "malloc_setting": not args.no_malloc_setting}
         if args.stages:
             row["stage_peak_mib"] = r["stage_peak_mib"]
+        if args.arrays:
+            row["arrays_at_stage_peak"] = r["arrays"]
         print(json.dumps(row))
         rows.append(row)
     print("| study | instances | pixel data | worker peak RSS | peak / pixels (budget 3x) | analysis s |")

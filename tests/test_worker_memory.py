@@ -9,15 +9,17 @@ exec, so a child forked from this large test process would report the parent's s
 Before the streaming echo combination and the slab-wise SMV / QSM steps it peaked at 1.33 GB
 (3.7 x); see benchmarks/load.md.
 
-The clinical 2-echo study (240 instances, 120 MiB of pixels) is held to 4.5 x: the issue's 3 x
+The clinical 2-echo study (240 instances, 120 MiB of pixels) is held to 3.6 x: the issue's 3 x
 (360 MiB) is not met. It peaked at 606 MiB (5.05 x, a first study) before the slab-wise 2-echo
 fit, the phase handed over to the analysis, the slab-wise QSM FFTs and the one-at-a-time results.
-A worker process now loads its modules and highdicom's module-attribute table when it starts
-(``preload_analysis_modules``; before, the table loaded with the first study's SR and stayed):
-that is 170 MiB (1.4 x) resident before any pixel is read, so the peak of every study, first or
-later, is ~487 MiB (4.06 x; 3.69 x for a first study without the start-up imports). What is left
-above that floor is mostly the four volumes the results read (magnitude, local phase, QSM map,
-labels: ~210 MiB). benchmarks/load.md "Worker memory, 2 echoes"."""
+A worker process loads its modules and highdicom's tables of the standard when it starts
+(``preload_analysis_modules``); highdicom's module -> attribute table held all 436 modules of the
+standard (68 MiB resident: the study peaked at 471 MiB = 3.93 x) and now holds those of the IODs
+the results use (9 MiB, :mod:`dicom_io.results.standard_tables`): 406-412 MiB = 3.39-3.44 x, 121
+MiB of it resident before any pixel is read. What is left above that floor is the volumes the
+steps hold at once (magnitude, local phase, QSM map and its spectrum, ~60 MiB each): four peaks of
+~400 MiB (echo combination, background removal, detection, QSM map).
+benchmarks/load.md "Worker memory, 2 echoes" and "Worker memory floor"."""
 from __future__ import annotations
 
 import json
@@ -58,7 +60,7 @@ def pixel_bytes(study: Path) -> tuple[int, int]:
 
 
 #: the 2-echo study's enforced budget (x its pixel data); the issue's target is BUDGET_X_PIXELS
-BUDGET_2_ECHOES_X_PIXELS = 4.5
+BUDGET_2_ECHOES_X_PIXELS = 3.6
 
 
 def _analysed_peak(tmp_path: Path, echoes: int) -> tuple[int, int, dict]:
@@ -94,8 +96,9 @@ def test_six_echo_study_analysed_within_three_times_its_pixel_data(tmp_path):
     _within(peak, pixels, BUDGET_X_PIXELS)
 
 
-def test_two_echo_study_analysed_within_four_and_a_half_times_its_pixel_data(tmp_path):
-    """512 x 512 x 60, 2 echoes (the clinical protocol of the load benchmark): 5.05 x before
-    (606 MiB for 120 MiB), held to 4.5 x here (module docstring: why not 3 x)."""
+def test_two_echo_study_analysed_within_3_6_times_its_pixel_data(tmp_path):
+    """512 x 512 x 60, 2 echoes (the clinical protocol of the load benchmark): 5.05 x before the
+    slab-wise steps, 3.93 x with highdicom's full module table preloaded (main at bec4884: fails
+    here), 3.39-3.44 x now; held to 3.6 x (module docstring: why not 3 x)."""
     peak, pixels, _ = _analysed_peak(tmp_path, 2)
     _within(peak, pixels, BUDGET_2_ECHOES_X_PIXELS)

@@ -42,13 +42,11 @@ def delivery_order(paths) -> list[Path]:
 def load_standard_tables() -> None:
     """Load now what highdicom reads on its first SR/SEG: the standard's SOP class -> IOD ->
     module -> attribute tables (three JSON files it parses lazily, about 0.4 s of CPU, paid
-    otherwise by the first study's SR on its way out). A long-lived analysis worker calls this
-    when it starts (``plugin.service.worker.preload_analysis_modules``)."""
-    from highdicom import _standard_utils as standard
-    for name in ("get_sop_class_iod_map", "get_iod_module_map", "get_module_attribute_map"):
-        loader = getattr(standard, name, None)   # absent in another highdicom: nothing to preload
-        if loader is not None:
-            loader()
+    otherwise by the first study's SR on its way out), the last with only the modules the results
+    use (:mod:`.standard_tables`). A long-lived analysis worker calls this when it starts
+    (``plugin.service.worker.preload_analysis_modules``)."""
+    from dicom_io.results.standard_tables import load_standard_tables as load
+    load(RESULT_STORAGE_CONTEXTS)
 
 
 @dataclass(frozen=True)
