@@ -253,6 +253,19 @@ def _chunks(n_slices: int, box: tuple[slice, slice]) -> list[tuple[slice, tuple[
     return [(slice(s, min(s + per, n_slices)), box) for s in range(0, n_slices, per)]
 
 
+def _outside_box_copy(src: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """A float32 volume holding ``src`` outside the rows and columns ``box`` and nothing set
+    inside it (the fit writes every voxel there): a whole copy converted the box too, only to be
+    overwritten."""
+    out = np.empty(src.shape, np.float32)
+    rb, cb = box
+    out[:, :rb.start] = src[:, :rb.start]
+    out[:, rb.stop:] = src[:, rb.stop:]
+    out[:, rb, :cb.start] = src[:, rb, :cb.start]
+    out[:, rb, cb.stop:] = src[:, rb, cb.stop:]
+    return out
+
+
 def _phase_array(value, shape, k: int) -> np.ndarray:
     """An echo's phase: the array, or what its loader returns (loaded when the fit reaches it)."""
     arr = np.asarray(value() if callable(value) else value, np.float32)
@@ -332,7 +345,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
 
     # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
     box = _signal_box(subs[0], sstep, shape)
-    out_mag = np.array(mags[-1], np.float32, copy=True)
+    out_mag = _outside_box_copy(mags[-1], box)    # inside the box the fit writes every voxel
     # Two echoes are both held anyway (the offset needs them): each slab then gets its whole fit
     # at once and the sums are the slab's own, not two more volumes (memory: issue 15)
     slab_sums = not keep_field and len(tes) == 2
@@ -352,7 +365,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     try:
         if slab_sums:
             ps = [phase(i) for i in range(len(tes))]
-            out_phase = ps[-1] if last_owned else np.array(ps[-1], np.float32, copy=True)
+            out_phase = ps[-1] if last_owned else _outside_box_copy(ps[-1], box)
 
             def fit_slab(chunk: tuple[slice, tuple[slice, slice]]) -> None:
                 c, cbox = chunk
@@ -387,7 +400,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
             for i, (te, w_mag) in enumerate(zip(tes, cw)):
                 p = phase(i)
                 if i == len(tes) - 1:
-                    out_phase = p if last_owned else np.array(p, np.float32, copy=True)
+                    out_phase = p if last_owned else _outside_box_copy(p, box)
                 run(lambda ch: _add_echo_chunk(i, mags[i], p, te, w_mag, offset, step, out_mag,
                                                out_slope[(ch[0],) + ch[1]], out_wsum[(ch[0],) + ch[1]], ch[1], ch[0],
                                                off=off_of(ch)))
