@@ -140,7 +140,8 @@ def test_slices_built_from_one_series_template_keep_their_own_elements(tmp_path)
         assert ds.ImageComments.startswith(UNRELIABLE_SLICE) == (k in (0, last))
         np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], mag.frames[k].position_lps_mm, atol=1e-3)
         assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == ph.frames[k].sop_instance_uid
-        np.testing.assert_allclose(chi_ppm_of(ds), a.qsm_chi_ppm[k], atol=PPM_PER_UNIT)
+        if k not in (0, last):   # (main burns a label into the unreliable slices' pixels)
+            np.testing.assert_allclose(chi_ppm_of(ds), a.qsm_chi_ppm[k], atol=PPM_PER_UNIT)
     per_slice = {pydicom.datadict.tag_for_keyword(kw) for kw in PER_SLICE}
     shared = set(slices[0].keys()) - per_slice
     assert {"PatientID", "SeriesInstanceUID", "RescaleSlope", "DerivationDescription"} <= {
