@@ -449,6 +449,9 @@ def idle_only(args, work: Path, src: Path) -> int:
     node_port, orthanc, state, cfg = fresh_node(work, "_idle", args.quiet_period, workers=args.workers)
     if args.no_speculative:
         cfg.write_text(cfg.read_text().replace("[queue]\n", "[queue]\nspeculative = false\n", 1))
+    # retention off: on a shared disk under 10 % free it removed the analysed studies' records
+    # while the benchmark waited for them (the wait then never ended)
+    cfg.write_text(cfg.read_text() + "\n[retention]\nfree_space_watermark_percent = 0.0\n")
     node, rows = None, []
     try:
         node = start_serve(cfg, node_port, work / "node_idle.log", stand_in=False)

@@ -120,3 +120,32 @@ def test_dcmtk_renders_it_with_its_window_preset(classic, tmp_path):
     grey = np.asarray(Image.open(out), dtype=float)
     assert grey[10:14, 10:14].mean() == 255 and grey[30:33, 40:43].mean() == 0
     assert abs(np.median(grey) - 127.5) < 20          # the noise (s.d. 0.05 ppm) about mid grey
+
+
+def test_slices_built_from_one_series_template_keep_their_own_elements(tmp_path):
+    """The series' shared elements are built once (dicom_io.results.qsm._series_common); every
+    slice held at once still has its own instance number, UID, position, source image and
+    comments (only the unreliable end slices marked), and the shared elements are equal."""
+    from dicom_io.results.context import build_context
+    from dicom_io.results.qsm import PER_SLICE, UNRELIABLE_SLICE, build_qsm
+    mag, ph = classic_pair(tmp_path)
+    last = mag.shape[0] - 1
+    a = replace(make_analysis(mag, ph, CLASSIC_SPOTS), qsm_chi_ppm=_chi(mag.shape), qsm_description="QSM L2 (ppm)",
+                qsm_echo_time_ms=20.0, qsm_unreliable_slices=(0, last))
+    slices = list(build_qsm(build_context(a, mag, ph, algorithm_version="test")))
+    assert [int(ds.InstanceNumber) for ds in slices] == list(range(1, mag.shape[0] + 1))
+    assert len({ds.SOPInstanceUID for ds in slices}) == len(slices)
+    assert all(ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID for ds in slices)
+    for k, ds in enumerate(slices):
+        assert ds.ImageComments.startswith(UNRELIABLE_SLICE) == (k in (0, last))
+        np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], mag.frames[k].position_lps_mm, atol=1e-3)
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == ph.frames[k].sop_instance_uid
+        if k not in (0, last):   # (main burns a label into the unreliable slices' pixels)
+            np.testing.assert_allclose(chi_ppm_of(ds), a.qsm_chi_ppm[k], atol=PPM_PER_UNIT)
+    per_slice = {pydicom.datadict.tag_for_keyword(kw) for kw in PER_SLICE}
+    shared = set(slices[0].keys()) - per_slice
+    assert {"PatientID", "SeriesInstanceUID", "RescaleSlope", "DerivationDescription"} <= {
+        pydicom.datadict.keyword_for_tag(t) for t in shared}
+    for ds in slices[1:]:
+        assert set(ds.keys()) - per_slice == shared
+        assert all(ds[t] == slices[0][t] for t in shared)

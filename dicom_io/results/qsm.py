@@ -153,71 +153,88 @@ def build_qsm(ctx: ResultContext) -> Iterator[pydicom.Dataset]:
     return _qsm_slices(ctx, chi)
 
 
-def _qsm_slices(ctx: ResultContext, chi: np.ndarray) -> Iterator[pydicom.Dataset]:
+#: Elements that differ from slice to slice; every other element of the series is built once.
+PER_SLICE = ("SOPInstanceUID", "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient",
+             "PixelSpacing", "SliceThickness", "ImageComments", "SourceImageSequence", "PixelData")
+
+
+def _series_common(ctx: ResultContext, description: str, series_uid: str, rows: int, columns: int) -> pydicom.Dataset:
+    """The elements every slice of the series shares (module docstring), built once: the 60
+    slices of a 512 x 512 x 60 study had each made them again (about a third of the series'
+    CPU). :func:`_qsm_slices` adds the :data:`PER_SLICE` ones (and the Frame of Reference UID
+    when the source has none)."""
     template = ctx.template
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = MRImageStorage
+    ds.Modality = "MR"
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = ctx.series_numbers.get("qsm", ctx.series_numbers["sr"] + 4)
+    ds.Manufacturer = MANUFACTURER
+    ds.DeviceSerialNumber = DEVICE_SERIAL_NUMBER
+    for kw in _COPIED:
+        if kw in template:
+            ds[kw] = template[kw]
+    if "PositionReferenceIndicator" not in ds:
+        ds.PositionReferenceIndicator = ""
+    # General Series: an unpaired body part named, so no Laterality (2C) is expected
+    ds.BodyPartExamined = template.get("BodyPartExamined", "") or "BRAIN"
+    if "PatientPosition" not in ds:
+        ds.PatientPosition = ""
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER", "QSM"]
+    ds.ScanningSequence = "GR"
+    ds.SequenceVariant = "NONE"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = ds.get("MRAcquisitionType", "3D") or "3D"
+    ds.EchoTime = f"{float(ctx.report.qsm_echo_time_ms or ctx.phase.echo_time_ms or 0):.4g}"
+    for kw in ("RepetitionTime", "EchoTrainLength"):
+        if kw not in ds:
+            setattr(ds, kw, None)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(rows), int(columns)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = f"{PPB_PER_UNIT:g}"
+    ds.RescaleType = "US"
+    ds.WindowCenter = "0"
+    ds.WindowWidth = f"{WINDOW_WIDTH_PPB:g}"      # LINEAR, in rescaled units (ppb)
+    ds.WindowCenterWidthExplanation = f"QSM +-{WINDOW_WIDTH_PPM / 2:g} ppm"
+    ds.DerivationDescription = description
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    return finish(ctx, ds, "qsm")
+
+
+def _qsm_slices(ctx: ResultContext, chi: np.ndarray) -> Iterator[pydicom.Dataset]:
     unreliable = set(int(k) for k in ctx.report.qsm_unreliable_slices)
     marked = ("" if not unreliable else
               f"; images {', '.join(str(k + 1) for k in sorted(unreliable))} (instance numbers) are unreliable end slices")
     description = (f"{ctx.report.qsm_description}; stored value x {PPB_PER_UNIT:g} = chi in ppb "
                    f"(1000 ppb = 1 ppm), saturates at +-{32767 * PPM_PER_UNIT:.4f} ppm{marked}")[:ST_MAX]
     series_uid = ctx.series_uids.setdefault("qsm", generate_uid())
+    common = _series_common(ctx, description, series_uid, chi.shape[1], chi.shape[2])
     for k in range(chi.shape[0]):
         stored = to_stored(chi[k])
         if k in unreliable:
             stored = burn_label(stored)
-        ds = pydicom.Dataset()
+        # a new element dict (Dataset(a_dataset) would share the template's dict); the shared
+        # elements themselves are never changed, only replaced
+        ds = pydicom.Dataset(dict(common.items()))
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = MRImageStorage
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.Modality = "MR"
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = ctx.series_numbers.get("qsm", ctx.series_numbers["sr"] + 4)
         ds.InstanceNumber = k + 1
-        ds.Manufacturer = MANUFACTURER
-        ds.DeviceSerialNumber = DEVICE_SERIAL_NUMBER
-        for kw in _COPIED:
-            if kw in template:
-                ds[kw] = template[kw]
         if "FrameOfReferenceUID" not in ds:
             ds.FrameOfReferenceUID = ctx.magnitude.frames[k].frame_of_reference_uid or generate_uid()
-        if "PositionReferenceIndicator" not in ds:
-            ds.PositionReferenceIndicator = ""
-        # General Series: an unpaired body part named, so no Laterality (2C) is expected
-        ds.BodyPartExamined = template.get("BodyPartExamined", "") or "BRAIN"
-        if "PatientPosition" not in ds:
-            ds.PatientPosition = ""
-        ds.ImageType = ["DERIVED", "SECONDARY", "OTHER", "QSM"]
-        ds.ScanningSequence = "GR"
-        ds.SequenceVariant = "NONE"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = ds.get("MRAcquisitionType", "3D") or "3D"
-        ds.EchoTime = f"{float(ctx.report.qsm_echo_time_ms or ctx.phase.echo_time_ms or 0):.4g}"
-        for kw in ("RepetitionTime", "EchoTrainLength"):
-            if kw not in ds:
-                setattr(ds, kw, None)
         pos, ori, spacing, thickness = _geometry(ctx, k)
         ds.ImagePositionPatient = [f"{float(v):.6g}" for v in pos]
         ds.ImageOrientationPatient = [f"{float(v):.6g}" for v in ori]
         ds.PixelSpacing = [f"{float(v):.6g}" for v in spacing]
         ds.SliceThickness = f"{float(thickness):.6g}"
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept = "0"
-        ds.RescaleSlope = f"{PPB_PER_UNIT:g}"
-        ds.RescaleType = "US"
-        ds.WindowCenter = "0"
-        ds.WindowWidth = f"{WINDOW_WIDTH_PPB:g}"      # LINEAR, in rescaled units (ppb)
-        ds.WindowCenterWidthExplanation = f"QSM +-{WINDOW_WIDTH_PPM / 2:g} ppm"
-        ds.DerivationDescription = description
         ds.ImageComments = (f"{UNRELIABLE_SLICE if k in unreliable else ''}{NOT_FOR_DIAGNOSIS}. Magnetic susceptibility "
                             f"(chi) in ppb (1000 ppb = 1 ppm). {INTENDED_USE}")
-        ds.BurnedInAnnotation = "NO"
-        ds.LossyImageCompression = "00"
         src, frame = ctx.frame_ref(ctx.phase, k)
         ref = pydicom.Dataset()
         ref.ReferencedSOPClassUID = src.SOPClassUID
@@ -227,4 +244,4 @@ def _qsm_slices(ctx: ResultContext, chi: np.ndarray) -> Iterator[pydicom.Dataset
         ds.SourceImageSequence = [ref]
         ds.PixelData = np.ascontiguousarray(stored).tobytes()
         ds["PixelData"].VR = "OW"
-        yield finish(ctx, ds, "qsm")
+        yield ds

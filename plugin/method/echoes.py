@@ -149,12 +149,14 @@ def _phase_offset(m1, p1, p2, te1: float, te2: float, voxel_size_mm) -> tuple[np
     return np.arctan2(im, re).astype(np.float32), step, m > 0.35 * float(np.percentile(m, 99.0))
 
 
-def _upsample(coarse: np.ndarray, step: int, shape: tuple[int, int, int], rows: slice) -> np.ndarray:
+def _upsample(coarse: np.ndarray, step: int, shape: tuple[int, int, int], rows: slice,
+              image_rows: slice = slice(None)) -> np.ndarray:
     """Bilinear upsampling of a coarse grid (every ``step``-th row and column, starting at 0) to
-    ``shape``'s rows and columns, for the slices ``rows``."""
+    ``shape``'s rows and columns, for the slices ``rows`` and the image rows ``image_rows`` (each
+    row is interpolated on its own: the same values as the whole slice's rows)."""
     if step == 1:
-        return coarse[rows]
-    rr = np.clip(np.arange(shape[1]) / step, 0, coarse.shape[1] - 1)
+        return coarse[rows][:, image_rows]
+    rr = np.clip(np.arange(shape[1])[image_rows] / step, 0, coarse.shape[1] - 1)
     cc = np.clip(np.arange(shape[2]) / step, 0, coarse.shape[2] - 1)
     a = coarse[rows]
     r0 = np.floor(rr).astype(int); c0 = np.floor(cc).astype(int)
@@ -171,7 +173,7 @@ def _upsample(coarse: np.ndarray, step: int, shape: tuple[int, int, int], rows: 
 
 def _chunk_offset(offset, step, shape, sl, box):
     """The phase offset upsampled for the slices ``sl`` inside ``box`` (None without an offset)."""
-    return None if offset is None else _upsample(offset, step, (0,) + tuple(shape[1:]), sl)[:, box[0], box[1]]
+    return None if offset is None else _upsample(offset, step, (0,) + tuple(shape[1:]), sl, box[0])[:, :, box[1]]
 
 
 def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num, den, box, sl, off=None):
@@ -226,6 +228,42 @@ def _finish_chunk(te_ref, out_phase, num, den, box, sl):
     ph = out_phase[sl]
     np.multiply(num, np.float32(te_ref), out=ph)
     _wrap_(ph, np.empty(ph.shape, np.float32))
+
+
+#: Voxels per work piece of the fit: 8 float32 arrays of this size (the echo's magnitude and
+#: phase, the sums, the magnitude average and scratch) stay within a core's 2 MB L2 cache. Whole
+#: slices of the head's box (576 KB per array at 424 x 340) spilled out of it: every one of the
+#: ~17 elementwise passes per echo then went to L3/memory.
+CHUNK_VOXELS = 32768
+
+
+def _chunks(n_slices: int, box: tuple[slice, slice]) -> list[tuple[slice, tuple[slice, slice]]]:
+    """The fit's work pieces: (slices, (rows, columns)) covering ``box`` on every slice, each of
+    about :data:`CHUNK_VOXELS` voxels (whole slices when a slice's box is smaller, else a band of
+    rows of one slice). Each voxel's fit is its own, so the pieces give the same values in any
+    order and on any thread."""
+    rb, cb = box
+    n_rows, n_cols = rb.stop - rb.start, cb.stop - cb.start
+    area = max(1, n_rows * n_cols)
+    if area >= CHUNK_VOXELS:
+        band = max(1, CHUNK_VOXELS // max(1, n_cols))
+        return [(slice(k, k + 1), (slice(r, min(r + band, rb.stop)), cb))
+                for k in range(n_slices) for r in range(rb.start, rb.stop, band)]
+    per = max(1, min(n_slices, CHUNK_VOXELS // area))
+    return [(slice(s, min(s + per, n_slices)), box) for s in range(0, n_slices, per)]
+
+
+def _outside_box_copy(src: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """A float32 volume holding ``src`` outside the rows and columns ``box`` and nothing set
+    inside it (the fit writes every voxel there): a whole copy converted the box too, only to be
+    overwritten."""
+    out = np.empty(src.shape, np.float32)
+    rb, cb = box
+    out[:, :rb.start] = src[:, :rb.start]
+    out[:, rb.stop:] = src[:, rb.stop:]
+    out[:, rb, :cb.start] = src[:, rb, :cb.start]
+    out[:, rb, cb.stop:] = src[:, rb, cb.stop:]
+    return out
 
 
 def _phase_array(value, shape, k: int) -> np.ndarray:
@@ -307,7 +345,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
 
     # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
     box = _signal_box(subs[0], sstep, shape)
-    out_mag = np.array(mags[-1], np.float32, copy=True)
+    out_mag = _outside_box_copy(mags[-1], box)    # inside the box the fit writes every voxel
     # Two echoes are both held anyway (the offset needs them): each slab then gets its whole fit
     # at once and the sums are the slab's own, not two more volumes (memory: issue 15)
     slab_sums = not keep_field and len(tes) == 2
@@ -317,9 +355,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
         out_slope = np.zeros(shape, np.float32)        # the running sum m^2 TE phase, then the slope
         out_wsum = np.zeros(shape, np.float32)         # the running sum m^2 TE^2
         out_wsum[:, box[0], box[1]] = np.float32(1e-30)   # no signal: slope 0
-    area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
-    chunk = max(1, min(shape[0], 262144 // max(1, area)))   # ~1 MB per array
-    chunks = [slice(s, min(s + chunk, shape[0])) for s in range(0, shape[0], chunk)]
+    chunks = _chunks(shape[0], box)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(chunks) > 1 else None
     run = (lambda f: list(pool.map(f, chunks))) if pool else (lambda f: [f(c) for c in chunks])
     # a phase loaded here (not the caller's array) is ours: the last one becomes the output in
@@ -329,28 +365,49 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     try:
         if slab_sums:
             ps = [phase(i) for i in range(len(tes))]
-            out_phase = ps[-1] if last_owned else np.array(ps[-1], np.float32, copy=True)
+            out_phase = ps[-1] if last_owned else _outside_box_copy(ps[-1], box)
 
-            def fit_slab(c: slice) -> None:
-                sums_shape = (c.stop - c.start, box[0].stop - box[0].start, box[1].stop - box[1].start)
+            def fit_slab(chunk: tuple[slice, tuple[slice, slice]]) -> None:
+                c, cbox = chunk
+                sums_shape = (c.stop - c.start, cbox[0].stop - cbox[0].start, cbox[1].stop - cbox[1].start)
                 num = np.zeros(sums_shape, np.float32)
                 den = np.full(sums_shape, np.float32(1e-30), np.float32)
-                off = _chunk_offset(offset, step, shape, c, box)
+                off = _chunk_offset(offset, step, shape, c, cbox)
                 for i, (te, w_mag) in enumerate(zip(tes, cw)):
-                    _add_echo_chunk(i, mags[i], ps[i], te, w_mag, offset, step, out_mag, num, den, box, c, off=off)
-                _finish_chunk(te_ref, out_phase, num, den, box, c)
+                    _add_echo_chunk(i, mags[i], ps[i], te, w_mag, offset, step, out_mag, num, den, cbox, c, off=off)
+                _finish_chunk(te_ref, out_phase, num, den, cbox, c)
             run(fit_slab)
             del ps
             held.clear()
         else:
+            # the phase offset upsampled once (box-sized float32) for every echo, not once per echo
+            # and piece (that was 40 % of the fit's CPU on a six-echo raw-phase study)
+            off_box = None
+            if offset is not None:
+                off_box = np.empty((shape[0], box[0].stop - box[0].start, box[1].stop - box[1].start), np.float32)
+
+                def fill_offset(ch) -> None:
+                    c, (rb, cb) = ch
+                    off_box[c, rb.start - box[0].start:rb.stop - box[0].start, cb.start - box[1].start:cb.stop - box[1].start] = \
+                        _chunk_offset(offset, step, shape, c, (rb, cb))
+                run(fill_offset)
+
+            def off_of(ch):
+                if off_box is None:
+                    return None
+                c, (rb, cb) = ch
+                return off_box[c, rb.start - box[0].start:rb.stop - box[0].start, cb.start - box[1].start:cb.stop - box[1].start]
             for i, (te, w_mag) in enumerate(zip(tes, cw)):
                 p = phase(i)
                 if i == len(tes) - 1:
-                    out_phase = p if last_owned else np.array(p, np.float32, copy=True)
-                run(lambda c: _add_echo_chunk(i, mags[i], p, te, w_mag, offset, step, out_mag,
-                                              out_slope[(c,) + box], out_wsum[(c,) + box], box, c))
+                    out_phase = p if last_owned else _outside_box_copy(p, box)
+                run(lambda ch: _add_echo_chunk(i, mags[i], p, te, w_mag, offset, step, out_mag,
+                                               out_slope[(ch[0],) + ch[1]], out_wsum[(ch[0],) + ch[1]], ch[1], ch[0],
+                                               off=off_of(ch)))
                 del held[i], p                         # this echo's phase is in the sums now
-            run(lambda c: _finish_chunk(te_ref, out_phase, out_slope[(c,) + box], out_wsum[(c,) + box], box, c))
+            run(lambda ch: _finish_chunk(te_ref, out_phase, out_slope[(ch[0],) + ch[1]], out_wsum[(ch[0],) + ch[1]],
+                                         ch[1], ch[0]))
+            del off_box
             if not keep_field:
                 out_slope = out_wsum = None
     finally:
