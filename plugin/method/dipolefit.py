@@ -90,7 +90,8 @@ class FitParams:
                                      # was unwrapped and high-passed slice by slice (in-plane disks), which
                                      # leaves each slice its own offset (None: as False; the pipeline sets it
                                      # from the background removal it ran)
-    cluster_mm: float = 3.0          # robust (cluster) variance: residuals pooled in blocks of about this size
+    slope_per_slice: bool = True     # with background_per_slice: the in-plane slope per slice too
+    cluster_mm: float = 0.0          # robust (cluster) variance: residuals pooled in blocks of about this size
                                      # (whole slices along the slice axis when thicker); 0: off
     robust_t: bool = True            # the robust z read as a t statistic on the effective number of blocks - 1
 
@@ -387,10 +388,11 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
     if params.background_per_slice:
         # each slice its own constant and in-plane slope: a 2D unwrapping and in-plane high pass leave
         # every slice an offset of its own (R^2/8 x the through-plane curvature for a disk of radius R)
-        cols = []
-        for k in np.unique(idx[0]):
-            on = (idx[0] == k).astype(float)
-            cols += [on, on * u[:, 1], on * u[:, 2]]
+        cols = [(idx[0] == k).astype(float) for k in np.unique(idx[0])]
+        if params.slope_per_slice:
+            cols += [c * u[:, i] for c in list(cols) for i in (1, 2)]
+        else:
+            cols += [u[:, 1], u[:, 2]]
     else:
         cols = [np.ones(len(y)), u[:, 0], u[:, 1], u[:, 2]]
     if params.background_order >= 2:
