@@ -29,8 +29,8 @@ in-plane unwrapping fixed per slice); a single constant + linear background cann
 equatorial field on the source's own slice) correlates with exactly such a slice-to-slice pattern.
 Measured on the realistic gre2d_5mm cohort (benchmarks/model_fit.md, 2026-12-02): with the single
 background, fits placed where there is no spot (the spot's own box shifted 14 mm in plane) reached
-|z| >= 3 in 32 % of cases (s.d. of z 2.8, nominal 1), and 10 of 331 decisive lesion fits had the
-wrong sign; with the per-slice background 4-7 % (s.d. 1.7) and none of 267. The price is
+|z| >= 3 in 46-52 % of cases (s.d. of z 4.4-4.7, nominal 1), and 10 of 331 decisive lesion fits
+had the wrong sign; with the per-slice background 4-7 % (s.d. 1.7-1.8) and none of 267. The price is
 precision: the per-slice constant takes up each slice's mean of the dipole's own field, so a lesion
 without offsets loses about half its z (a 3 mm, 0.4 ppm microbleed: z 13 -> 7).
 
