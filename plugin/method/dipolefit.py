@@ -238,13 +238,20 @@ def slab_kernel(rel_mm, voxel_mm, *, radius_mm: float, n_inplane: int = 2,
     return out / (vz * len(oy) * len(ox))
 
 
-def orthonormal_columns(a: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
-    """An orthonormal basis of the column space of ``a`` (SVD, rank-revealing: a per-slice background
-    column left with one or two voxels, or none, adds no spurious direction as a QR basis would)."""
+def orthonormal_columns(a: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
+    """An orthonormal basis of the column space of ``a`` (n x p, p small), rank-revealing: a per-slice
+    background column left with one or two voxels, or none, adds no spurious direction as a QR basis
+    would. From the eigenvectors of the p x p Gram matrix (an SVD of ``a`` costs 100 x more here)."""
     if a.size == 0:
         return np.zeros((a.shape[0], 0))
-    u, sv, _ = np.linalg.svd(a, full_matrices=False)
-    return u[:, sv > rtol * max(float(sv[0]), 1e-300)]
+    scale = np.sqrt(np.einsum("np,np->p", a, a))
+    cols = scale > 0
+    a = a[:, cols] / scale[cols]
+    if a.shape[1] == 0:
+        return np.zeros((a.shape[0], 0))
+    w, v = np.linalg.eigh(a.T @ a)
+    keep = w > rtol * max(float(w[-1]), 1e-300)
+    return (a @ v[:, keep]) / np.sqrt(w[keep])
 
 
 @dataclass(frozen=True)
@@ -483,10 +490,10 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         return not_usable("the dipole model is not determined by these voxels (all too far or too few)", n)
     chi2_red = max(rss, 0.0) / max(n - p_free, 1)
     spread = 0.5 * float(np.ptp(alike)) if len(alike) > 1 else 0.0
-    robust = cluster_robust_variance(y, sw, bgc, k_best, m, pos, params.cluster_mm, vox)
     var_iid = max(1.0, chi2_red) / kk
     dof: Optional[float] = None
-    if params.cluster_mm > 0 and robust.variance > var_iid:
+    robust = cluster_robust_variance(y, sw, bgc, k_best, m, pos, params.cluster_mm, vox) if params.cluster_mm > 0 else None
+    if robust is not None and robust.variance > var_iid:
         var_stat, dof = robust.variance, (robust.dof if params.robust_t else None)
     else:
         var_stat = var_iid
