@@ -109,6 +109,7 @@ class FitParams:
                                      # was unwrapped and high-passed slice by slice (in-plane disks), which
                                      # leaves each slice its own offset (None: as False; the pipeline sets it
                                      # from the background removal it ran)
+    per_slice_min_half_mm: float = 10.0  # with background_per_slice: in-plane half-width at least this (experiment)
     slope_per_slice: bool = True     # with background_per_slice: the in-plane slope per slice too
     cluster_mm: float = 0.0          # robust (cluster) variance: residuals pooled in blocks of about this size
                                      # (whole slices along the slice axis when thicker); 0: off (module docstring)
@@ -363,6 +364,8 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
     c0 = np.asarray(spot.center_index, float)
     d = float(spot.diameter_mm)
     half_mm = float(np.clip(params.box_factor * d + params.box_margin_mm, params.min_box_half_mm, params.max_box_half_mm))
+    if params.background_per_slice and params.per_slice_min_half_mm > half_mm:
+        half_mm = float(params.per_slice_min_half_mm)
     half = np.maximum(np.ceil(half_mm / vox).astype(int), 1)
     s_lo = min(int(np.floor(c0[0])) - half[0], spot.slice_indices[0] - 1)
     s_hi = max(int(np.ceil(c0[0])) + half[0], spot.slice_indices[-1] + 1)
