@@ -109,7 +109,7 @@ class FitParams:
                                      # was unwrapped and high-passed slice by slice (in-plane disks), which
                                      # leaves each slice its own offset (None: as False; the pipeline sets it
                                      # from the background removal it ran)
-    per_slice_min_half_mm: float = 10.0  # with background_per_slice: in-plane half-width at least this (experiment)
+    per_slice_min_half_mm: float = 8.0   # with background_per_slice: in-plane half-width at least this (module docstring)
     slope_per_slice: bool = True     # with background_per_slice: the in-plane slope per slice too
     cluster_mm: float = 0.0          # robust (cluster) variance: residuals pooled in blocks of about this size
                                      # (whole slices along the slice axis when thicker); 0: off (module docstring)
