@@ -27,17 +27,20 @@ high-passed in plane, as on thick 2D slices): the background is a constant and a
 in-plane unwrapping fixed per slice); a single constant + linear background cannot follow it, and on
 5 mm slices the slab-averaged kernel (same-sign lobes on the slices above and below, the opposite
 equatorial field on the source's own slice) correlates with exactly such a slice-to-slice pattern.
+With it the in-plane box is at least ``per_slice_min_half_mm`` (8 mm) in radius, so that each slice's
+offset is pinned by tissue where the spot's field has decayed, not by the spot's own near field.
 Measured on the realistic gre2d_5mm cohort (benchmarks/model_fit.md, 2026-12-02): with the single
 background, fits placed where there is no spot (the spot's own box shifted 14 mm in plane) reached
-|z| >= 3 in 46-52 % of cases (s.d. of z 4.4-4.7, nominal 1), and 10 of 331 decisive lesion fits
-had the wrong sign; with the per-slice background 4-7 % (s.d. 1.7-1.8) and none of 267. The price is
-precision: the per-slice constant takes up each slice's mean of the dipole's own field, so a lesion
-without offsets loses about half its z (a 3 mm, 0.4 ppm microbleed: z 13 -> 7).
+|z| >= 3 in 46-52 % of places (s.d. of z 4.4-4.7, nominal 1) and 10 of 331 decisive lesion fits had
+the wrong sign (seeds 0, 7); with the per-slice background and the 8 mm box 11-20 % (s.d. 2.1-2.4) and
+4 of 327 (the larger box holds other sources: tissue texture and veins, which the fit's error takes in
+only through the residual RMS); over seeds 0, 7, 61 and 5, wrong decided calls 14 -> 10. Without the
+wider box the per-slice constant takes up each slice's mean of the spot's own field (a 3 mm, 0.4 ppm
+sphere: z 13 -> 7; with it 11).
 
 A cluster-robust (sandwich) variance (:func:`cluster_robust_variance`, ``cluster_mm`` > 0) is
-available for residuals correlated over millimetres; measured off (``cluster_mm`` 0) by default: on
-gre2d_5mm seeds 0 and 7 it changed no call, cut the no-spot |z| >= 3 rate from 4.4 % to 2.8 % and
-the decisive lesion fits from 267 to 256.
+available for residuals correlated over millimetres; off (``cluster_mm`` 0) by default: on gre2d_5mm
+seeds 0 and 7 (with the per-slice background) it changed one call and cost 26 of 327 decisive fits.
 
 Voxels left out: the signal void and low-signal voxels (magnitude below ``void_fraction`` of the
 surrounding tissue, or below ``min_voxel_snr`` noise s.d.: their phase is noise), the spot's own footprint, voxels whose phase relative to
