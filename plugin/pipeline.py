@@ -226,6 +226,11 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     # the scanner's filtered phase used as it came (auto-detected), or the node's own homodyne high-pass
     filtered = bool(wrapped) and ("filtered phase" in what or "homodyne" in what)
     scanner_filtered = bool(wrapped) and "filtered phase" in what
+    fit_params = options.dipole_fit
+    if fit_params.background_per_slice is None:
+        # unwrapped and high-passed slice by slice (in-plane disks: thick slices): every slice keeps
+        # an offset of its own, which the fit's background must carry (plugin.method.dipolefit)
+        fit_params = replace(fit_params, background_per_slice="in-plane unwrapping" in what)
     try:
         read_fit = []
         for spot in spots:
@@ -233,7 +238,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
             t_fit = time.perf_counter()
             fit = fit_dipole(local, mag, spot, voxel, noise, convention=convention, wrapped=wrapped,
                              echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, b0_axes=b0_axes,
-                             params=options.dipole_fit)
+                             params=fit_params)
             fit_seconds += time.perf_counter() - t_fit
             read_fit.append((rd, fit))
         qmap = qsm_future.result()
