@@ -399,6 +399,21 @@ def fit_sides_with_a_foreign_reading(dropped: PatternReading, fit: Optional[FitE
     return is_paramagnetic(dropped.z_score < 0.0, convention) == fit.paramagnetic
 
 
+def combine_after_discount(border: Interpretation, fit: Optional[FitEvidence], convention: str,
+                           rules: "InterpretRules", dropped: Optional[PatternReading] = None, note: str = "") -> Interpretation:
+    """:func:`combine`, after ``plugin.method.borderexplained`` may have left one border reading out
+    (``dropped``: that reading as read; ``note``: why). A fit that shares the left-out reading's sign
+    (:func:`fit_sides_with_a_foreign_reading`) is not used; the remaining border decides by the
+    single-border rules of :func:`interpret`, and the reason says so."""
+    if note and dropped is not None and fit_sides_with_a_foreign_reading(dropped, fit, convention):
+        it = combine(border, None, convention, rules)
+        return replace(it, reason=f"{it.reason}; {note}; the dipole fit ({fit.abs_z:.1f} s.d. "  # type: ignore[union-attr]
+                                  f"{'paramagnetic' if fit.paramagnetic else 'diamagnetic'}) has that field's sign "  # type: ignore[union-attr]
+                                  f"and lies over it: not used")
+    it = combine(border, fit, convention, rules)
+    return replace(it, reason=f"{it.reason}; {note}") if note else it
+
+
 def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
             rules: InterpretRules = InterpretRules()) -> Interpretation:
     """The border reading (:func:`interpret`) and the dipole fit -> one call (module docstring)."""
