@@ -38,7 +38,7 @@ from plugin.method.dataconvention import CONTRADICTED, DataConvention, decide_co
 from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma,
                                   most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
-from plugin.method.interpret import InterpretRules, combine, interpret
+from plugin.method.interpret import InterpretRules, combine_after_discount, interpret
 from plugin.method.morphology import fill_holes
 from plugin.method.qsm import UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
@@ -269,9 +269,9 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
             fit = scaled_fit(fit, fit_fraction)
         # a border reading the fitted dipole cannot produce is another source's field (thick slices)
         kept = discount_unexplained_borders(rd, spot, fit, mag, voxel, noise, options.interpret, fit_params=options.dipole_fit)
-        it = combine(interpret(kept.upper, kept.lower, convention, options.interpret), fit, convention, options.interpret)
-        if kept.note:
-            it = replace(it, reason=f"{it.reason}; {kept.note}")
+        dropped = rd.upper if kept.upper is not rd.upper else rd.lower
+        it = combine_after_discount(interpret(kept.upper, kept.lower, convention, options.interpret), fit, convention,
+                                    options.interpret, dropped if kept.note else None, kept.note)
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
