@@ -74,9 +74,17 @@ class _WaitingMessageQueue(queue.Queue):
         checkpoint = self.reactor_checkpoint
         with self.not_empty:
             deadline = time.monotonic() + self.idle_wait_s
-            while not self._qsize():
+            while True:
+                # checkpoint cleared: a thread is pausing the reactor to send a request and will
+                # read the response itself. pynetdicom's reactor can pass its checkpoint just as
+                # it is cleared again (Event.wait returns once set) and would then take that
+                # response off the queue (the requester waits dimse_timeout): never take one then
+                if checkpoint is not None and not checkpoint.is_set():
+                    raise queue.Empty
+                if self._qsize():
+                    break
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (checkpoint is not None and not checkpoint.is_set()):
+                if remaining <= 0:
                     raise queue.Empty
                 self.not_empty.wait(remaining)
             item = self._get()
