@@ -20,6 +20,8 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
 
+from dicom_io.net.prompt_io import PromptAE
+
 LOG = logging.getLogger(__name__)
 
 #: Success and the Warning statuses of the Storage Service (PS3.4 B.2.3)
@@ -174,7 +176,9 @@ class StoreStream:
         return list(self.accepted)
 
     def _associate(self):
-        ae = AE(ae_title=self.dest.calling_ae_title)
+        # PromptAE: the association stays open and idle while the producer builds the next result;
+        # pynetdicom's own two threads would poll it 1,000 times a second each (dicom_io.net.prompt_io)
+        ae = PromptAE(ae_title=self.dest.calling_ae_title)
         ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = self.dest.timeout_s
         ae.connection_timeout = self.dest.timeout_s
         for sop_class, syntaxes in self.contexts.items():
