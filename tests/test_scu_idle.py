@@ -3,6 +3,7 @@ dcmtk storescp: files still arrive byte-identical, an idle association costs (al
 and release, a peer's idle timeout and a dead peer behave as before (dicom_io.net.prompt_io)."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import struct
@@ -97,28 +98,45 @@ def _requestor_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("RequestorThread")]
 
 
+def _thread_cpu_s(threads) -> float:
+    """CPU seconds (user + system) the given threads have used so far (/proc/self/task/TID/stat;
+    a thread that has ended counts 0): only the association's own threads, so other threads of
+    the test process (earlier tests' servers, the SCP below) cannot move the figure."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for t in threads:
+        try:
+            fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])     # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
 def test_idle_open_association_costs_almost_no_cpu_and_files_arrive_byte_identical(tmp_path):
     files = _small_mr(tmp_path / "in", 20)
     scp = _StoreSCP(tmp_path / "scp")
     try:
+        before = set(threading.enumerate())
         stream = StoreStream(DicomDestination("STORESCP", "127.0.0.1", scp.port, timeout_s=20), CONTEXTS)
         stream.put(files[0])
         _wait_accepted(stream, 1)
         assert _requestor_threads()   # the association is open and idle
-        c0 = time.process_time()
+        # the association's threads: pynetdicom's reactor and its DUL (not the stream's own sender)
+        assoc_threads = [t for t in threading.enumerate() if t not in before and t.name != stream._thread.name]
+        assert len(assoc_threads) >= 2, [t.name for t in assoc_threads]
+        c0 = _thread_cpu_s(assoc_threads)
         time.sleep(IDLE_S)
-        idle_cpu_s = time.process_time() - c0
-        t0 = time.perf_counter()
+        idle_cpu_s = _thread_cpu_s(assoc_threads) - c0
         for p in files[1:]:
             stream.put(p)
         _wait_accepted(stream, len(files))
-        send_s = time.perf_counter() - t0
         assert stream.close() == [str(p) for p in files] and stream.error is None
     finally:
         scp.stop()
     assert idle_cpu_s < MAX_IDLE_CPU_S, f"{idle_cpu_s:.3f} CPU s while idle {IDLE_S} s"
-    # Nagle + delayed ACK held each C-STORE ~50 ms (19 files: ~1 s); generous for a loaded host
-    assert send_s < 0.8, f"{len(files) - 1} small files took {send_s:.2f} s"
+    # (the send time of small files, where TCP_NODELAY matters, is a benchmark figure:
+    # benchmarks/scu_idle_cpu.py, benchmarks/load.md; not a timed unit test)
     want = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): _dataset_bytes(p) for p in files}
     assert scp.received() == want
     deadline = time.monotonic() + 5   # released: pynetdicom's threads end
