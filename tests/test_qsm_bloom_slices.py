@@ -1,0 +1,71 @@
+"""The bloom model on thick slices (issue 11, swi3d): the source's position along the slice axis
+and the dephasing along a 2.5 mm slice decide how wide the largest slice's dark spot is.
+
+The case is rendered by the phantom (plugin.phantom.render: sub-voxel phasor sums with the
+lesion's own T2*, an independent renderer, not the bloom model's code) on the realistic SWI voxel
+(0.45 x 0.45 x 2.5 mm, 3 T, TE 25 ms), with blooming spheres centred 0.4-0.45 slice off a slice centre.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+B0_T = 3.0
+
+
+def _thick_slice_study():
+    from plugin.phantom import render as P
+    grid = P.Grid((20, 128, 128), (2.5, 0.45, 0.45))
+    z0 = grid.axes_lps_mm()[2]
+    zc = float(z0[10])                      # a slice centre
+    step = 2.5
+    lesions = [P.SphereLesion(1, (-14.0, -14.0, zc + 0.4 * step), 4.0, 0.3, "microbleed"),
+               P.SphereLesion(2, (14.0, 14.0, zc - 0.4 * step - 2 * step), 3.6, -0.3, "calcification"),
+               P.SphereLesion(3, (14.0, -14.0, zc + 0.45 * step + 2 * step), 4.4, 0.25, "microbleed")]
+    acq = P.Acquisition(b0_t=B0_T, echo_times_ms=(25.0,), snr=60.0, background_ptp_rad=0.0, supersample=(9, 3, 3))
+    images = P.render(lesions, grid=grid, acquisition=acq, convention="right-handed", seed=5)
+    return images, grid, lesions
+
+
+def test_thick_slice_source_size_uses_the_sources_slice_position():
+    """Source diameters within 8 % of the truth on 2.5 mm slices, chi over them within 22 % (measured:
+    4.27 / 3.78 / 4.55 mm for 4.0 / 3.6 / 4.4, chi -18 / -14 / -10 %). Before the model knew the
+    source's position along the slice (and sampled the 2.5 mm slice 3 times) it gave 4.50 / 4.08 /
+    4.61 mm (chi -29 / -31 / -13 %): this fails then."""
+    from plugin.pipeline import AnalysisOptions, analyze_arrays, lesion_dict
+    images, grid, lesions = _thick_slice_study()
+    res = analyze_arrays(images.magnitude[-1], images.phase_rad[-1], grid.affine_lps, convention="right-handed",
+                         options=AnalysisOptions(background="none", qsm=False), echo_time_ms=25.0,
+                         field_strength_t=B0_T, points_lps_mm=[les.center_lps_mm for les in lesions])
+    assert len(res.lesions) == 3
+    for truth, got in zip(lesions, res.lesions):
+        d = lesion_dict(got)
+        assert got.diameter_mm > 1.05 * truth.diameter_mm, (truth, d)          # the spot blooms: the case needs the model
+        assert d["source_diameter_mm"] is not None, d["source_size_note"]
+        assert "slice from its slice's centre" in d["source_size_note"]
+        assert abs(d["source_diameter_mm"] - truth.diameter_mm) < 0.08 * truth.diameter_mm, (truth, d)
+        assert abs(d["chi_ppm"] - truth.chi_ppm) < 0.22 * abs(truth.chi_ppm), (truth, d)
+
+
+def test_slice_offsets_name_the_sources_slice_and_the_nearer_neighbour():
+    from plugin.method.bloom import slice_offsets_mm, subsamples_per_axis
+    assert slice_offsets_mm(None, 2.5) == (0.0, 2.5)
+    assert slice_offsets_mm(0.4, 2.5) == (-1.0, 1.5)
+    assert slice_offsets_mm(-0.25, 2.0) == (0.5, -1.5)
+    assert slice_offsets_mm(0.9, 1.0) == (-0.5, 0.5)          # clipped to half a slice
+    assert subsamples_per_axis((1.0, 1.0, 1.0), 2, 0.35) == (3, 3, 3)
+    assert subsamples_per_axis((2.5, 0.45, 0.45), 2, 0.35) == (8, 2, 2)
+    assert subsamples_per_axis((5.0, 0.9, 0.9), 2, 0.35) == (15, 3, 3)
+
+
+def test_off_centre_source_predicts_a_wider_largest_slice_than_a_centred_one():
+    """At a fixed total susceptibility and radius, a source half a slice off centre on 2.5 mm
+    slices blooms wider on its largest slice than a centred one (the polar lobes cross the slice):
+    what the model must know to invert the detected diameter."""
+    from plugin.method.bloom import simulated_diameters
+    s = 0.55 * math.pi / 6 * 4.0 ** 3
+    radii = np.array([2.0])
+    centred = simulated_diameters(s, radii, (2.5, 0.45, 0.45), (1, 0, 0), ((25.0, 1.0),), B0_T, slice_offset=0.0)[0]
+    off = simulated_diameters(s, radii, (2.5, 0.45, 0.45), (1, 0, 0), ((25.0, 1.0),), B0_T, slice_offset=0.45)[0]
+    assert off > centred + 0.3, (centred, off)
