@@ -76,7 +76,8 @@ def spot_rows(protocol: str, studies: int, seed: int, options: AnalysisOptions =
                              n_slices=len(sp.slice_indices), z_off=float(ci[0] - round(ci[0])),
                              z_true=float(ci[0]), z_spot=float(sp.center_index[0]),
                              z_fit=float(res.fits[k].center_index[0]) if res.fits[k].usable else None,
-                             cored=bool(t.get("core_diameter_mm")),
+                             cored=bool(t.get("core_diameter_mm")), call=les.classification.value,
+                             qsm_call=les.qsm_call,
                              center_lps=list(t["center_lps_mm"])))
         print(f"  {protocol} study {plan.index}: {len(res.lesions)} spots", file=sys.stderr, flush=True)
         del images, res
@@ -106,6 +107,11 @@ def summarise(rows: list[dict], label: str) -> list[str]:
         pts = [(r["chi_true"], r[num] / r[den]) for r in big if r[num] is not None and r[den]]
         s, i, r2 = _fit(*zip(*pts)) if pts else (np.nan,) * 3
         out.append(f"chi vs truth, {name}: n {len(pts)}, slope {s:.2f}, intercept {i:+.3f} ppm, R^2 {r2:.3f}")
+    calls = {}
+    for r in rows:
+        calls[(r["cls"], r["call"])] = calls.get((r["cls"], r["call"]), 0) + 1
+    out.append("border/final call of every matched spot (truth class, call): "
+               + ", ".join(f"{k[0][:5]}->{k[1]} {v}" for k, v in sorted(calls.items())))
     # the spots that spoil R^2 of the fit reading most (largest |residual| of the reported chi)
     pts = [r for r in big if r["s_fit"] is not None]
     if len(pts) >= 3:
