@@ -10,16 +10,25 @@ the echo time, B0 and the voxel size; dividing ``S`` by the sphere of the detect
 chi too low (slope 0.63 on the realistic cohort's 1 mm GRE, benchmarks/qsm.md).
 
 :func:`source_diameter` inverts the model: with ``S`` measured (the QSM map's integral, or the
-dipole fit's moment x 4 pi) it simulates the spot's central slice for radii ``a`` -- the slice
-through the source's centre, each voxel sampled on a ``supersample``^3 sub-grid, the magnitude
+dipole fit's moment x 4 pi) it simulates, for radii ``a``, the slice holding the source's centre
+and its nearer neighbour (the source's position along the slice axis from the dipole fit's
+centre: on 2.5-5 mm slices it decides which slice is the largest and how wide), each voxel sampled
+on a sub-grid at most ``sample_mm`` apart (:func:`subsamples_per_axis`), the magnitude
 ``|mean(exp(i 2 pi gamma B0 TE dB))|`` outside the sphere and 0 inside it (hemosiderin and calcium
 have a T2* of a few ms: a void at clinical echo times; an assumption, not a measurement), the echoes
 of a combined magnitude averaged with their weights -- counts the voxels below ``dark_ratio`` as
-detection does (the diameter averaged over the source on a voxel centre and on a voxel corner; one
+detection does on the larger of the two slices (the diameter averaged over the source on a voxel centre and on a voxel corner; one
 position alone gave chi R^2 0.89 instead of 0.91 on the 1 mm GRE cohort), and takes the ``a``
 whose simulated diameter equals the detected one (linear interpolation on a grid of radii; every
 radius from one binned pass over the sub-samples, about 10 ms per spot). The dark area only grows with ``a`` at fixed ``S`` (the exterior
 field does not depend on ``a``; the void does).
+
+Where the bloom dominates, the dark area hardly grows with ``a`` (a phantom-rendered 4 mm sphere,
+chi 0.55 ppm, 0.4 slice off centre on 0.45 x 0.45 x 2.5 mm voxels, TE 25 ms, with its true ``S``:
+the model's largest slice is 5.24 mm wide for every ``a`` up to 2.25 mm and 5.34 mm at 2.5 mm; the
+detected 5.37 mm inverts to a 5.16 mm source, +29 %): a 2 % mismatch between model and detection
+then moves the volume by a factor of 2. That limit, not the moment, is what keeps chi low for the
+strongly blooming spots of the SWI cohort (benchmarks/qsm.md, 2026-12-02).
 
 Limits, stated in the result's ``note``:
 
@@ -99,9 +108,9 @@ _GEOMETRY_KEYS = 4                      # grids kept (a study has one voxel size
 
 def _dipole_geometry(voxel_mm: tuple, half_px: int, n_sub: tuple, offset_px: tuple, b_bytes: bytes,
                      slice_offset_mm: float = 0.0):
-    """The central slice's sub-samples around a source at the origin (:func:`_slice_samples`),
+    """One slice's sub-samples around a source at the origin (:func:`_slice_samples`),
     as the dipole field needs them: ``(3 cos^2 theta - 1, r^3, r)``, each (n_voxels,
-    supersample^3) float32, and per voxel its smallest r and the range of (3 cos^2 theta - 1) / r^3
+    n_sub) float32, and per voxel its smallest r and the range of (3 cos^2 theta - 1) / r^3
     over its sub-samples. They depend on the grid and B0's direction only, not on the spot: the
     widest grid asked for is kept (a few grids at most, so memory stays bounded) and a narrower one
     is its central square (the same values: each voxel's samples depend on its own position only)."""
