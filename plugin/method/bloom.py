@@ -62,6 +62,7 @@ VOID = "void inside the source (T2* of a few ms)"
 class BloomParams:
     supersample: int = 2                  # at least this many sub-samples per voxel and axis, and ...
     sample_mm: float = 0.35               # ... at most this far apart (1 mm voxels: 3 per axis; a 2.5 mm slice: 8)
+    max_size_ratio: float = 2.0           # not resolved when the size's range (detected area +- 1 voxel) spans more
     n_radii: int = 24                     # grid of source radii searched
     dark_ratio: float = 0.78              # as plugin.method.detect.DetectionParams.dark_ratio
 
@@ -275,6 +276,11 @@ def source_diameter(total_ppm_mm3: float, detected_diameter_mm: float, voxel_mm,
     limited = limited or d <= 2 * radii[1]
     cands = [invert(d_lo_obs)[0], invert(d_hi_obs)[0]]
     lo, hi = min(cands + [d]), max(cands + [d])
+    # ... and so is a size that the detected area +- one voxel leaves undetermined by more than
+    # ``max_size_ratio``: where the bloom dominates, the whole range of source sizes changes the dark
+    # area by about one voxel (a 2.0 mm SWI calcification's 1.90 mm spot, bloom alone 1.78 mm,
+    # inverted to a 0.76 mm source, range 0.72-1.91 mm: chi 18 x the truth; benchmarks/qsm.md 2026-12-02)
+    limited = limited or hi > params.max_size_ratio * lo
     te_text = ", ".join(f"{te:g} ms x {wt:.2f}" for te, wt in echoes)
     note = (f"source diameter {d:.2f} mm (range {lo:.2f}-{hi:.2f}) from the detected {d_det:.2f} mm and S "
             f"{total_ppm_mm3:+.2f} ppm mm^3 by the intravoxel-dephasing model (TE {te_text}; {VOID}; "
