@@ -12,7 +12,8 @@ chi too low (slope 0.63 on the realistic cohort's 1 mm GRE, benchmarks/qsm.md).
 :func:`source_diameter` inverts the model: with ``S`` measured (the QSM map's integral, or the
 dipole fit's moment x 4 pi) it simulates, for radii ``a``, the slice holding the source's centre
 and its nearer neighbour (the source's position along the slice axis from the dipole fit's
-centre: on 2.5-5 mm slices it decides which slice is the largest and how wide), each voxel sampled
+centre: on 2.5-5 mm slices it decides which slice is the largest and how wide; on slices thinner
+than 1.5 x the in-plane spacing the slice through the centre alone, :func:`thick_slices`), each voxel sampled
 on a sub-grid at most ``sample_mm`` apart (:func:`subsamples_per_axis`), the magnitude
 ``|mean(exp(i 2 pi gamma B0 TE dB))|`` outside the sphere and 0 inside it (hemosiderin and calcium
 have a T2* of a few ms: a void at clinical echo times; an assumption, not a measurement), the echoes
@@ -153,7 +154,7 @@ def thick_slices(voxel_mm, params: BloomParams = BloomParams()) -> bool:
     it is the model, not the position: the lesion's T2* of 10 ms is no void at the 5-15 ms echoes
     the combined magnitude weighs, and the centred void had balanced that). There one voxel of dark
     area is a quarter to a third of a 2-3 mm spot's, so the rule's +- one voxel is quantisation, not
-    an unidentifiable size (benchmarks/qsm.md, 2026-12-02 02:xx)."""
+    an unidentifiable size (benchmarks/qsm.md, 2026-12-02, "gre3d's slope back")."""
     return float(voxel_mm[0]) >= params.thick_slice_ratio * min(float(voxel_mm[1]), float(voxel_mm[2]))
 
 
