@@ -467,7 +467,11 @@ def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, 
         return None
     echoes = tuple(magnitude_echoes) if magnitude_echoes else ((float(echo_time_ms), 1.0),)
     try:
-        return source_diameter(total, spot.diameter_mm, voxel, b0_axes, echoes, float(field_strength_t))
+        # where the source sits along the slice axis (the fit's centre, else the spot's): on thick
+        # slices it decides which slice is the largest and how wide (plugin.method.bloom)
+        z = fit.center_index[0] if fit.usable and fit.center_index is not None else spot.center_index[0]
+        return source_diameter(total, spot.diameter_mm, voxel, b0_axes, echoes, float(field_strength_t),
+                               slice_offset=float(z) - round(float(z)))
     except ValueError as exc:
         log.warning("source size: %s", exc)
         return None

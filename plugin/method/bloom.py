@@ -10,16 +10,26 @@ the echo time, B0 and the voxel size; dividing ``S`` by the sphere of the detect
 chi too low (slope 0.63 on the realistic cohort's 1 mm GRE, benchmarks/qsm.md).
 
 :func:`source_diameter` inverts the model: with ``S`` measured (the QSM map's integral, or the
-dipole fit's moment x 4 pi) it simulates the spot's central slice for radii ``a`` -- the slice
-through the source's centre, each voxel sampled on a ``supersample``^3 sub-grid, the magnitude
+dipole fit's moment x 4 pi) it simulates, for radii ``a``, the slice holding the source's centre
+and its nearer neighbour (the source's position along the slice axis from the dipole fit's
+centre: on 2.5-5 mm slices it decides which slice is the largest and how wide; on slices thinner
+than 1.5 x the in-plane spacing the slice through the centre alone, :func:`thick_slices`), each voxel sampled
+on a sub-grid at most ``sample_mm`` apart (:func:`subsamples_per_axis`), the magnitude
 ``|mean(exp(i 2 pi gamma B0 TE dB))|`` outside the sphere and 0 inside it (hemosiderin and calcium
 have a T2* of a few ms: a void at clinical echo times; an assumption, not a measurement), the echoes
 of a combined magnitude averaged with their weights -- counts the voxels below ``dark_ratio`` as
-detection does (the diameter averaged over the source on a voxel centre and on a voxel corner; one
+detection does on the larger of the two slices (the diameter averaged over the source on a voxel centre and on a voxel corner; one
 position alone gave chi R^2 0.89 instead of 0.91 on the 1 mm GRE cohort), and takes the ``a``
 whose simulated diameter equals the detected one (linear interpolation on a grid of radii; every
 radius from one binned pass over the sub-samples, about 10 ms per spot). The dark area only grows with ``a`` at fixed ``S`` (the exterior
 field does not depend on ``a``; the void does).
+
+Where the bloom dominates, the dark area hardly grows with ``a`` (a phantom-rendered 4 mm sphere,
+chi 0.55 ppm, 0.4 slice off centre on 0.45 x 0.45 x 2.5 mm voxels, TE 25 ms, with its true ``S``:
+the model's largest slice is 5.24 mm wide for every ``a`` up to 2.25 mm and 5.34 mm at 2.5 mm; the
+detected 5.37 mm inverts to a 5.16 mm source, +29 %): a 2 % mismatch between model and detection
+then moves the volume by a factor of 2. That limit, not the moment, is what keeps chi low for the
+strongly blooming spots of the SWI cohort (benchmarks/qsm.md, 2026-12-02).
 
 Limits, stated in the result's ``note``:
 
@@ -40,7 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -51,7 +61,11 @@ VOID = "void inside the source (T2* of a few ms)"
 
 @dataclass(frozen=True)
 class BloomParams:
-    supersample: int = 3                  # sub-samples per voxel and axis
+    supersample: int = 2                  # at least this many sub-samples per voxel and axis, and ...
+    sample_mm: float = 0.35               # ... at most this far apart (1 mm voxels: 3 per axis; a 2.5 mm slice: 8)
+    max_size_ratio: float = 2.0           # not resolved when the size's range (detected area +- 1 voxel) spans more
+    thick_slice_ratio: float = 1.5        # slice / in-plane spacing from which the slice-position model and the
+                                          # max_size_ratio rule apply (:func:`thick_slices`)
     n_radii: int = 24                     # grid of source radii searched
     dark_ratio: float = 0.78              # as plugin.method.detect.DetectionParams.dark_ratio
 
@@ -68,16 +82,27 @@ class SourceSize:
         return math.pi / 6.0 * self.diameter_mm ** 3
 
 
-def _slice_samples(voxel_mm, half_px: int, supersample: int, offset_px: tuple[float, float]) -> np.ndarray:
-    """Sub-sample positions (mm, slice/row/col axes, source at the origin) of the central slice's
-    voxels: shape (n_voxels, supersample^3, 3)."""
-    s = supersample
-    sub = (np.arange(s) + 0.5) / s - 0.5
-    dz, dy, dx = np.meshgrid(sub * voxel_mm[0], sub * voxel_mm[1], sub * voxel_mm[2], indexing="ij")
-    subs = np.stack([dz.ravel(), dy.ravel(), dx.ravel()], -1)                     # (s^3, 3)
+def subsamples_per_axis(voxel_mm, supersample: int, sample_mm: float) -> tuple[int, int, int]:
+    """Sub-samples per voxel along (slice, row, column): at least ``supersample``, at most
+    ``sample_mm`` apart. A 2.5 or 5 mm slice sampled 3 times (0.8-1.7 mm apart) misses much of the
+    dephasing along B0 near the source that blooms a spot on thick slices (on the realistic SWI
+    cohort the model's detected diameter converged at 9 samples per 2.5 mm slice; benchmarks/qsm.md
+    2026-12-02); 1 mm isotropic voxels keep 3 x 3 x 3."""
+    return tuple(max(int(supersample), int(math.ceil(float(v) / sample_mm - 1e-6))) for v in voxel_mm)
+
+
+def _slice_samples(voxel_mm, half_px: int, n_sub: tuple[int, int, int], offset_px: tuple[float, float],
+                   slice_offset_mm: float = 0.0) -> np.ndarray:
+    """Sub-sample positions (mm, slice/row/col axes, source at the origin) of the voxels of the
+    slice whose centre lies ``slice_offset_mm`` from the source along the slice axis: shape
+    (n_voxels, n_sub, 3), n_sub from :func:`subsamples_per_axis`."""
+    nz, ny, nx = n_sub
+    subz, suby, subx = ((np.arange(n) + 0.5) / n - 0.5 for n in (nz, ny, nx))
+    dz, dy, dx = np.meshgrid(subz * voxel_mm[0], suby * voxel_mm[1], subx * voxel_mm[2], indexing="ij")
+    subs = np.stack([dz.ravel(), dy.ravel(), dx.ravel()], -1)                     # (n_sub, 3)
     r = np.arange(-half_px, half_px + 1)
     rr, cc = np.meshgrid((r + offset_px[0]) * voxel_mm[1], (r + offset_px[1]) * voxel_mm[2], indexing="ij")
-    centres = np.stack([np.zeros(rr.size), rr.ravel(), cc.ravel()], -1)          # (n, 3)
+    centres = np.stack([np.full(rr.size, float(slice_offset_mm)), rr.ravel(), cc.ravel()], -1)          # (n, 3)
     return (centres[:, None, :] + subs[None, :, :]).astype(np.float32)
 
 
@@ -85,18 +110,19 @@ _GEOMETRY: dict[tuple, tuple] = {}     # (grid, B0) -> (half_px, arrays) of the 
 _GEOMETRY_KEYS = 4                      # grids kept (a study has one voxel size and B0 direction)
 
 
-def _dipole_geometry(voxel_mm: tuple, half_px: int, supersample: int, offset_px: tuple, b_bytes: bytes):
-    """The central slice's sub-samples around a source at the origin (:func:`_slice_samples`),
+def _dipole_geometry(voxel_mm: tuple, half_px: int, n_sub: tuple, offset_px: tuple, b_bytes: bytes,
+                     slice_offset_mm: float = 0.0):
+    """One slice's sub-samples around a source at the origin (:func:`_slice_samples`),
     as the dipole field needs them: ``(3 cos^2 theta - 1, r^3, r)``, each (n_voxels,
-    supersample^3) float32, and per voxel its smallest r and the range of (3 cos^2 theta - 1) / r^3
+    n_sub) float32, and per voxel its smallest r and the range of (3 cos^2 theta - 1) / r^3
     over its sub-samples. They depend on the grid and B0's direction only, not on the spot: the
     widest grid asked for is kept (a few grids at most, so memory stays bounded) and a narrower one
     is its central square (the same values: each voxel's samples depend on its own position only)."""
-    key = (voxel_mm, supersample, offset_px, b_bytes)
+    key = (voxel_mm, n_sub, offset_px, b_bytes, slice_offset_mm)
     kept = _GEOMETRY.get(key)
     if kept is None or kept[0] < half_px:
         b = np.frombuffer(b_bytes, np.float32)
-        p = _slice_samples(voxel_mm, half_px, supersample, offset_px)
+        p = _slice_samples(voxel_mm, half_px, n_sub, offset_px, slice_offset_mm)
         r2 = np.maximum((p * p).sum(-1), 1e-6)
         r = np.sqrt(r2)
         cos2 = (p @ b) ** 2 / r2
@@ -119,10 +145,38 @@ def _dipole_geometry(voxel_mm: tuple, half_px: int, supersample: int, offset_px:
     return tuple(a[sel] for a in arrays)
 
 
+def thick_slices(voxel_mm, params: BloomParams = BloomParams()) -> bool:
+    """Whether the slice is thick enough (>= ``thick_slice_ratio`` x the in-plane spacing) for the
+    source's position along it and the ``max_size_ratio`` rule to apply. On 1 mm isotropic voxels
+    both cost the realistic gre3d cohort its chi slope (seed 0, fit: 0.95 / R^2 0.908 with neither;
+    0.90 / 0.928 with the position alone, 0.90 / 0.896 with the rule alone, 0.86 / 0.917 with both;
+    the fit's centre is within 0.045 slice of the truth and the true position gives the same, so
+    it is the model, not the position: the lesion's T2* of 10 ms is no void at the 5-15 ms echoes
+    the combined magnitude weighs, and the centred void had balanced that). There one voxel of dark
+    area is a quarter to a third of a 2-3 mm spot's, so the rule's +- one voxel is quantisation, not
+    an unidentifiable size (benchmarks/qsm.md, 2026-12-02, "gre3d's slope back")."""
+    return float(voxel_mm[0]) >= params.thick_slice_ratio * min(float(voxel_mm[1]), float(voxel_mm[2]))
+
+
+def slice_offsets_mm(slice_offset: Optional[float], slice_mm: float) -> tuple[float, ...]:
+    """Centres (mm from the source, along the slice axis) of the slices whose dark area the
+    detected diameter can come from: the slice holding the source's centre and the nearer
+    neighbour. ``slice_offset``: the source's centre minus its slice's centre, in slices (-0.5 to
+    0.5; None: on the slice centre). The detected diameter is the *largest* slice's, and on thick
+    slices the slice that cuts the source off-centre, or the neighbour that holds the dipole's polar
+    lobe, can be the larger one (realistic SWI cohort, benchmarks/qsm.md 2026-12-02)."""
+    d = 0.0 if slice_offset is None or not np.isfinite(slice_offset) else float(np.clip(slice_offset, -0.5, 0.5))
+    nearer = 1.0 if d >= 0 else -1.0
+    return (round(-d * slice_mm, 4), round((nearer - d) * slice_mm, 4))
+
+
 def simulated_diameters(total_ppm_mm3: float, radii_mm: np.ndarray, voxel_mm, b0_axes, echoes: Sequence[tuple[float, float]],
-                        b0_t: float, params: BloomParams = BloomParams()) -> np.ndarray:
+                        b0_t: float, params: BloomParams = BloomParams(), *,
+                        slice_offset: Optional[float] = None) -> np.ndarray:
     """Detected diameter (mm) the model predicts for each source radius at total susceptibility
-    ``total_ppm_mm3``; ``echoes``: (TE ms, weight) of the magnitude detection saw."""
+    ``total_ppm_mm3``: the largest dark area of the slices :func:`slice_offsets_mm` names (the source
+    ``slice_offset`` slices from its slice's centre; None: the slice through its centre alone);
+    ``echoes``: (TE ms, weight) of the magnitude detection saw."""
     h = min(voxel_mm[1], voxel_mm[2])
     # the bloom's reach: where the dipole's phase at the longest TE falls to ~0.1 rad
     k_max = max(physics.phase_per_ppm_rad(b0_t=b0_t, echo_time_ms=te) for te, _ in echoes)
@@ -138,66 +192,74 @@ def simulated_diameters(total_ppm_mm3: float, radii_mm: np.ndarray, voxel_mm, b0
     n_r, n_e = len(radii), len(echoes)
     out = np.zeros(n_r)
     offsets = ((0.0, 0.0), (0.5, 0.5))        # source on a voxel centre and on a voxel corner
-    n_sub = params.supersample ** 3
+    n_axes = subsamples_per_axis(voxel_mm, params.supersample, params.sample_mm)
+    n_sub = int(np.prod(n_axes))
     c = np.float32(total_ppm_mm3 / (4 * math.pi))
     bright_half_rad = math.acos(min(params.dark_ratio + 0.02, 1.0))
+    # no position (or thin slices, :func:`source_diameter`): the slice through the source's centre alone
+    z_mm = (0.0,) if slice_offset is None else slice_offsets_mm(slice_offset, float(voxel_mm[0]))
     for off in offsets:
-        angular, r3, r, r_min, g_range = _dipole_geometry(tuple(float(v) for v in voxel_mm), half_px, params.supersample,
-                                                          off, b.astype(np.float32).tobytes())
-        # a voxel none of whose sub-samples lies within the largest radius is outside every sphere: its
-        # magnitude is the same for every radius (one sum per echo); only the few near voxels need the binning.
-        # Of those far voxels, one whose sub-samples' phases (longest echo) span at most 2 x bright_half_rad
-        # has |mean(exp(i phase))| >= cos(bright_half_rad) >= dark_ratio + 0.02 at every echo: not dark,
-        # whatever the rounding, so it is not summed at all
-        near = r_min <= radii[-1]
-        far = ~near & (abs(float(c)) * float(ks.max()) * g_range > 2.0 * bright_half_rad)
-        n_near, n_far = int(near.sum()), int(far.sum())
-        mag_far = np.zeros(n_far)
-        if n_far:
-            ph = ks[:, None] * (c * angular[far] / r3[far]).ravel()[None, :]
-            flat = (np.arange(n_e)[:, None] * n_far + np.repeat(np.arange(n_far), n_sub)[None, :]).ravel()
-            re = np.bincount(flat, weights=np.cos(ph).ravel(), minlength=n_e * n_far).reshape(n_e, n_far)
-            im = np.bincount(flat, weights=np.sin(ph).ravel(), minlength=n_e * n_far).reshape(n_e, n_far)
-            amp = re * re
-            amp += im * im
-            np.sqrt(amp, out=amp)    # |sum|: as np.hypot to 1 ulp, 2 x faster
-            for e, wk in enumerate(w):
-                mag_far += wk * amp[e] / n_sub
-        mag = np.zeros((n_r, n_near))
-        if n_near:
-            field = (c * angular[near] / r3[near]).ravel()
-            # a sub-sample lies outside the sphere of radius radii[j] for every j < k, k = how many radii are below r:
-            # bin each sub-sample's phasor by (echo, n_r - k, voxel) once -- every echo in one bincount -- then a
-            # cumulative sum over the bin axis gives every radius's outside sum (one pass instead of one per radius;
-            # the bins run from the largest k down, so the sums add up in the same order as a reverse sum over k)
-            k_bin = np.searchsorted(radii, r[near].ravel(), side="left")
-            flat = (n_r - k_bin) * n_near + np.repeat(np.arange(n_near), n_sub)
-            flat = (np.arange(n_e)[:, None] * ((n_r + 1) * n_near) + flat[None, :]).ravel()
-            ph = ks[:, None] * field[None, :]
-            size = n_e * (n_r + 1) * n_near
-            re = np.bincount(flat, weights=np.cos(ph).ravel(), minlength=size).reshape(n_e, n_r + 1, n_near)
-            im = np.bincount(flat, weights=np.sin(ph).ravel(), minlength=size).reshape(n_e, n_r + 1, n_near)
-            # row i of the cumulative sum holds the bins k >= n_r - i: radius j's outside sum (k > j) is row
-            # n_r - 1 - j (summed row by row in place: numpy's cumsum along a middle axis is 3 x slower)
-            for i in range(1, n_r):
-                np.add(re[:, i], re[:, i - 1], out=re[:, i])
-                np.add(im[:, i], im[:, i - 1], out=im[:, i])
-            re, im = re[:, n_r - 1::-1], im[:, n_r - 1::-1]
-            amp = re * re
-            amp += im * im
-            np.sqrt(amp, out=amp)
-            for e, wk in enumerate(w):
-                mag += wk * amp[e] / n_sub
-        n_dark = (mag < params.dark_ratio).sum(axis=1) + int((mag_far < params.dark_ratio).sum())
-        out += 2.0 * np.sqrt(n_dark * px_area / math.pi) / len(offsets)
+        largest = np.zeros(n_r, int)
+        for z0 in z_mm:
+            angular, r3, r, r_min, g_range = _dipole_geometry(tuple(float(v) for v in voxel_mm), half_px, n_axes,
+                                                              off, b.astype(np.float32).tobytes(), z0)
+            # a voxel none of whose sub-samples lies within the largest radius is outside every sphere: its
+            # magnitude is the same for every radius (one sum per echo); only the few near voxels need the binning.
+            # Of those far voxels, one whose sub-samples' phases (longest echo) span at most 2 x bright_half_rad
+            # has |mean(exp(i phase))| >= cos(bright_half_rad) >= dark_ratio + 0.02 at every echo: not dark,
+            # whatever the rounding, so it is not summed at all
+            near = r_min <= radii[-1]
+            far = ~near & (abs(float(c)) * float(ks.max()) * g_range > 2.0 * bright_half_rad)
+            n_near, n_far = int(near.sum()), int(far.sum())
+            mag_far = np.zeros(n_far)
+            if n_far:
+                ph = ks[:, None] * (c * angular[far] / r3[far]).ravel()[None, :]
+                flat = (np.arange(n_e)[:, None] * n_far + np.repeat(np.arange(n_far), n_sub)[None, :]).ravel()
+                re = np.bincount(flat, weights=np.cos(ph).ravel(), minlength=n_e * n_far).reshape(n_e, n_far)
+                im = np.bincount(flat, weights=np.sin(ph).ravel(), minlength=n_e * n_far).reshape(n_e, n_far)
+                amp = re * re
+                amp += im * im
+                np.sqrt(amp, out=amp)    # |sum|: as np.hypot to 1 ulp, 2 x faster
+                for e, wk in enumerate(w):
+                    mag_far += wk * amp[e] / n_sub
+            mag = np.zeros((n_r, n_near))
+            if n_near:
+                field = (c * angular[near] / r3[near]).ravel()
+                # a sub-sample lies outside the sphere of radius radii[j] for every j < k, k = how many radii are below r:
+                # bin each sub-sample's phasor by (echo, n_r - k, voxel) once -- every echo in one bincount -- then a
+                # cumulative sum over the bin axis gives every radius's outside sum (one pass instead of one per radius;
+                # the bins run from the largest k down, so the sums add up in the same order as a reverse sum over k)
+                k_bin = np.searchsorted(radii, r[near].ravel(), side="left")
+                flat = (n_r - k_bin) * n_near + np.repeat(np.arange(n_near), n_sub)
+                flat = (np.arange(n_e)[:, None] * ((n_r + 1) * n_near) + flat[None, :]).ravel()
+                ph = ks[:, None] * field[None, :]
+                size = n_e * (n_r + 1) * n_near
+                re = np.bincount(flat, weights=np.cos(ph).ravel(), minlength=size).reshape(n_e, n_r + 1, n_near)
+                im = np.bincount(flat, weights=np.sin(ph).ravel(), minlength=size).reshape(n_e, n_r + 1, n_near)
+                # row i of the cumulative sum holds the bins k >= n_r - i: radius j's outside sum (k > j) is row
+                # n_r - 1 - j (summed row by row in place: numpy's cumsum along a middle axis is 3 x slower)
+                for i in range(1, n_r):
+                    np.add(re[:, i], re[:, i - 1], out=re[:, i])
+                    np.add(im[:, i], im[:, i - 1], out=im[:, i])
+                re, im = re[:, n_r - 1::-1], im[:, n_r - 1::-1]
+                amp = re * re
+                amp += im * im
+                np.sqrt(amp, out=amp)
+                for e, wk in enumerate(w):
+                    mag += wk * amp[e] / n_sub
+            n_dark = (mag < params.dark_ratio).sum(axis=1) + int((mag_far < params.dark_ratio).sum())
+            np.maximum(largest, n_dark, out=largest)
+        out += 2.0 * np.sqrt(largest * px_area / math.pi) / len(offsets)
     return out
 
 
 def source_diameter(total_ppm_mm3: float, detected_diameter_mm: float, voxel_mm, b0_axes,
                     echoes: Sequence[tuple[float, float]], b0_t: float, *,
-                    params: BloomParams = BloomParams()) -> SourceSize:
+                    params: BloomParams = BloomParams(), slice_offset: Optional[float] = None) -> SourceSize:
     """The source's diameter from its total susceptibility and the detected diameter (module
-    docstring)."""
+    docstring). ``slice_offset``: the source's centre minus its slice's centre, in slices (e.g. from
+    the dipole fit's centre; None: the slice through its centre), rounded to 1/8 slice; used, as
+    ``max_size_ratio``, only on thick slices (:func:`thick_slices`)."""
     d_det = float(detected_diameter_mm)
     if not (d_det > 0 and np.isfinite(total_ppm_mm3)):
         raise ValueError(f"source_diameter: needs a detected diameter > 0 and a finite S (got {d_det}, {total_ppm_mm3})")
@@ -209,7 +271,13 @@ def source_diameter(total_ppm_mm3: float, detected_diameter_mm: float, voxel_mm,
     d_hi_obs = 2.0 * math.sqrt((area + px_area) / math.pi)
     radii = np.linspace(0.25 * min(voxel_mm[1], voxel_mm[2]), max(0.6 * d_hi_obs, 0.5), params.n_radii)
 
-    sim = np.maximum.accumulate(simulated_diameters(total_ppm_mm3, radii, voxel_mm, b0_axes, echoes, b0_t, params))
+    thick = thick_slices(voxel_mm, params)
+    if thick and slice_offset is not None and np.isfinite(slice_offset):
+        slice_offset = round(8.0 * float(np.clip(slice_offset, -0.5, 0.5))) / 8.0
+    else:
+        slice_offset = None
+    sim = np.maximum.accumulate(simulated_diameters(total_ppm_mm3, radii, voxel_mm, b0_axes, echoes, b0_t, params,
+                                                    slice_offset=slice_offset))
 
     def invert(d_target):
         if sim[0] >= d_target:
@@ -227,9 +295,16 @@ def source_diameter(total_ppm_mm3: float, detected_diameter_mm: float, voxel_mm,
     limited = limited or d <= 2 * radii[1]
     cands = [invert(d_lo_obs)[0], invert(d_hi_obs)[0]]
     lo, hi = min(cands + [d]), max(cands + [d])
+    # ... and so is a size that the detected area +- one voxel leaves undetermined by more than
+    # ``max_size_ratio``: where the bloom dominates, the whole range of source sizes changes the dark
+    # area by about one voxel (a 2.0 mm SWI calcification's 1.90 mm spot, bloom alone 1.78 mm,
+    # inverted to a 0.76 mm source, range 0.72-1.91 mm: chi 18 x the truth; benchmarks/qsm.md 2026-12-02)
+    limited = limited or (thick and hi > params.max_size_ratio * lo)
     te_text = ", ".join(f"{te:g} ms x {wt:.2f}" for te, wt in echoes)
     note = (f"source diameter {d:.2f} mm (range {lo:.2f}-{hi:.2f}) from the detected {d_det:.2f} mm and S "
-            f"{total_ppm_mm3:+.2f} ppm mm^3 by the intravoxel-dephasing model (TE {te_text}; {VOID})")
+            f"{total_ppm_mm3:+.2f} ppm mm^3 by the intravoxel-dephasing model (TE {te_text}; {VOID}"
+            + ("; the slice through the source's centre" if slice_offset is None
+               else f"; source {slice_offset:+.3g} slice from its slice's centre") + ")")
     if limited:
         note += "; the dipole's bloom alone is as wide as the spot: the source's size is not resolved (chi an upper estimate)"
     return SourceSize(round(d, 3), (round(lo, 3), round(hi, 3)), limited, note)
