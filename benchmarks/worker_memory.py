@@ -103,7 +103,10 @@ print(json.dumps({"peak_rss_kib": int(hwm.split()[1]), "analysis_s": round(wall,
 STAGES = {"load_volume": "reading", "combine_echo_volumes": "echo combination", "brain_mask": "brain mask",
           "remove_background": "background removal", "detect_spots": "detection", "_qsm_map": "QSM map",
           "build_sr": "SR", "build_seg": "SEG", "build_summary": "summary images", "iter_summary": "summary images",
-          "build_kos": "KOS", "build_qsm": "QSM series", "_qsm_slices": "QSM series"}
+          "build_kos": "KOS", "build_qsm": "QSM series", "_qsm_slices": "QSM series",
+          # the rest of the main thread: the spots read and fitted while the QSM map is made on a
+          # thread, and the results' own steps outside the builders (the SEG's label check...)
+          "analyze_arrays": "spot readings + QSM map (thread)", "write_results": "results (between objects)"}
 
 
 def pixel_bytes(study: Path) -> tuple[int, int]:

@@ -166,9 +166,14 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
             bg_future = pool.submit(remove_background, phase, mag, mask, voxel, method=options.background)
         else:
             bg_future = Future()
-            bg_future.set_result(remove_background(phase, mag, mask, voxel, method=options.background))
+            # an owned phase is overwritten by the local phase where the method allows (memory: issue 15)
+            bg_future.set_result(remove_background(phase, mag, mask, voxel, method=options.background,
+                                                   overwrite_phase=owned))
             if owned:
-                phase_as_delivered, phase = _same_array(bg_future.result()[0], phase), None
+                local0, wrapped0, _ = bg_future.result()
+                overwritten = not wrapped0 and np.shares_memory(local0, phase)
+                phase_as_delivered, phase = (False if overwritten else _same_array(local0, phase)), None
+                del local0
         if points_lps_mm:
             ratio = darkness_ratio(mag, voxel, params, mask=mask)
             noise = estimate_noise_sigma(mag, mask)

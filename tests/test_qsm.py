@@ -315,3 +315,27 @@ def test_qsm_disagreement_with_a_fit_call_its_border_offset_supports_keeps_the_c
     calc = dc_replace(_interp(Classification.CALCIFICATION, "fit"), border_offset_z=-1.5)
     assert qsm_agreement(calc, para, 2.5).classification == Classification.CALCIFICATION
     assert qsm_agreement(dc_replace(calc, border_offset_z=1.5), para, 2.5).classification == Classification.INDETERMINATE
+
+
+@pytest.mark.parametrize("method", [Q.L2, Q.TKD])
+def test_map_written_into_its_spectrum_equals_a_separate_array(monkeypatch, method):
+    """The closed-form map shares its spectrum's memory (memory: issue 15) where a result plane is
+    at least a spectrum plane: the same map, bit for bit, as written into an array of its own,
+    zero outside the mask, and no value left over from the spectrum around the mask's box."""
+    rng = np.random.default_rng(3)
+    shape = (12, 96, 96)
+    mask = np.zeros(shape, bool)
+    mask[2:10, 20:70, 25:75] = ndi.binary_erosion(rng.random((8, 50, 50)) < 0.97, iterations=1)
+    phase = (rng.standard_normal(shape) * 0.2).astype(np.float32)
+    affine = np.diag([2.0, 0.9, 0.9, 1.0])
+    kw = dict(echo_time_ms=20.0, field_strength_t=3.0, convention="right-handed",
+              params=Q.QsmParams(method=method, pad_mm=4.0))
+    box = Q.bounding_box(mask)
+    n1, n2 = (Q.sfft.next_fast_len(sl.stop - sl.start + 2 * int(np.ceil(4.0 / 0.9)), real=True) for sl in box[1:])
+    assert shape[1] * shape[2] * 4 >= n1 * (n2 // 2 + 1) * 8   # the shared path is taken here
+    shared = Q.compute_qsm(phase, mask, affine, **kw).chi_ppm
+    monkeypatch.setattr(Q, "SHARE_RESULT_WITH_SPECTRUM", False)
+    separate = Q.compute_qsm(phase, mask, affine, **kw).chi_ppm
+    assert shared.shape == separate.shape == shape and shared.dtype == np.float32
+    assert np.array_equal(shared, separate)
+    assert not shared[~mask].any() and shared[mask].any()

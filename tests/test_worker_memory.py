@@ -9,8 +9,8 @@ exec, so a child forked from this large test process would report the parent's s
 Before the streaming echo combination and the slab-wise SMV / QSM steps it peaked at 1.33 GB
 (3.7 x); see benchmarks/load.md.
 
-The clinical 2-echo study (240 instances, 120 MiB of pixels) is held to 3.6 x: the issue's 3 x
-(360 MiB) is not met. It peaked at 606 MiB (5.05 x, a first study) before the slab-wise 2-echo
+The clinical 2-echo study (240 instances, 120 MiB of pixels) is held to 3.45 x: the issue's 3 x
+(360 MiB) is not met (394-400 MiB = 3.28-3.33 x, 2026-12-02; 3.45 x leaves ~14 MiB for run-to-run spread). It peaked at 606 MiB (5.05 x, a first study) before the slab-wise 2-echo
 fit, the phase handed over to the analysis, the slab-wise QSM FFTs and the one-at-a-time results.
 A worker process loads its modules and highdicom's tables of the standard when it starts
 (``preload_analysis_modules``); highdicom's module -> attribute table held all 436 modules of the
@@ -18,8 +18,12 @@ standard (68 MiB resident: the study peaked at 471 MiB = 3.93 x) and now holds t
 the results use (9 MiB, :mod:`dicom_io.results.standard_tables`): 406-412 MiB = 3.39-3.44 x, 121
 MiB of it resident before any pixel is read. What is left above that floor is the volumes the
 steps hold at once (magnitude, local phase, QSM map and its spectrum, ~60 MiB each): four peaks of
-~400 MiB (echo combination, background removal, detection, QSM map).
-benchmarks/load.md "Worker memory, 2 echoes" and "Worker memory floor"."""
+~400 MiB (echo combination, background removal, detection, QSM map). Since then: scipy.stats
+no longer imported by the dipole fit (it had put the floor back up to 163 MiB: 470 MiB = 3.92 x),
+the echo combination's magnitude written into the first echo's phase, the local phase into the
+combined phase, the QSM map into its spectrum: echo combination 349, background removal 337, QSM
+387, detection 377 MiB (the peak now at the results, 397 MiB).
+benchmarks/load.md "Worker memory, 2 echoes", "Worker memory floor" and "Worker memory, in place"."""
 from __future__ import annotations
 
 import json
@@ -60,7 +64,7 @@ def pixel_bytes(study: Path) -> tuple[int, int]:
 
 
 #: the 2-echo study's enforced budget (x its pixel data); the issue's target is BUDGET_X_PIXELS
-BUDGET_2_ECHOES_X_PIXELS = 3.6
+BUDGET_2_ECHOES_X_PIXELS = 3.45
 
 
 def _analysed_peak(tmp_path: Path, echoes: int) -> tuple[int, int, dict]:
@@ -96,9 +100,10 @@ def test_six_echo_study_analysed_within_three_times_its_pixel_data(tmp_path):
     _within(peak, pixels, BUDGET_X_PIXELS)
 
 
-def test_two_echo_study_analysed_within_3_6_times_its_pixel_data(tmp_path):
+def test_two_echo_study_analysed_within_3_45_times_its_pixel_data(tmp_path):
     """512 x 512 x 60, 2 echoes (the clinical protocol of the load benchmark): 5.05 x before the
-    slab-wise steps, 3.93 x with highdicom's full module table preloaded (main at bec4884: fails
-    here), 3.39-3.44 x now; held to 3.6 x (module docstring: why not 3 x)."""
+    slab-wise steps, 3.93 x with highdicom's full module table preloaded (main at bec4884) and
+    again with scipy.stats imported by the dipole fit (main at 7fa37b4: fails here), 3.28-3.33 x
+    now; held to 3.45 x (module docstring: why not 3 x)."""
     peak, pixels, _ = _analysed_peak(tmp_path, 2)
     _within(peak, pixels, BUDGET_2_ECHOES_X_PIXELS)

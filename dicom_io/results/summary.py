@@ -445,13 +445,19 @@ class SpotCard:
                               # or no background-removed phase in the input)
 
 
+def _equal_by_slabs(a: np.ndarray, b: np.ndarray, slab: int = 4) -> bool:
+    """``np.array_equal(a, b)`` of two volumes of one shape, a few slices at a time (stops at the
+    first difference): no volume-sized bool temporary (15 MiB on 512 x 512 x 60; memory: issue 15)."""
+    return all(np.array_equal(a[k:k + slab], b[k:k + slab]) for k in range(0, a.shape[0], slab))
+
+
 def _phase_volume(ctx: ResultContext) -> tuple[np.ndarray, bool, str]:
     """(phase the card shows, still wrapped?, what it is): the method's background-removed phase
     when the report carries it, else the delivered phase."""
     local = ctx.report.local_phase_rad
     delivered = ctx.phase.data
     if local is not None and tuple(local.shape) == tuple(delivered.shape):
-        unchanged = local is delivered or (local.dtype == delivered.dtype and np.array_equal(local, delivered))
+        unchanged = local is delivered or (local.dtype == delivered.dtype and _equal_by_slabs(local, delivered))
         return local, bool(ctx.report.local_phase_wrapped), "as delivered" if unchanged else "background removed"
     return delivered, True, "as delivered"
 

@@ -289,7 +289,7 @@ SMV_3D_MAX_ANISOTROPY = 1.5
 def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
                            voxel_size_mm: tuple[float, float, float], *, kernel: str = "auto",
                            largest_mm: float = 10.0, smallest_mm: float = 3.0,
-                           void_fraction: float = 0.2) -> tuple[np.ndarray, str]:
+                           void_fraction: float = 0.2, overwrite_phase: bool = False) -> tuple[np.ndarray, str]:
     """Unwrapped local phase (radians, float32; 0 outside ``mask``): Laplacian unwrapping, then a
     variable-radius spherical-mean-value (SMV) high pass, V-SHARP's first step (Schweser et al.
     2011; Li et al. 2011) without its deconvolution.
@@ -320,6 +320,9 @@ def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: n
     tests/test_pipeline.py (a 4 mm calcification, -0.3 ppm, TE 25 ms at 3 T) balls turned its
     upper border black and called it a microbleed, disks and the Gaussian read it right. A disk
     leaves ``R^2 / 8`` times the background's through-plane curvature: the price on thick slices.
+
+    ``overwrite_phase``: the result is written into ``phase_rad`` (a writeable C-contiguous
+    float32 volume the caller no longer needs): one volume-sized array less (memory: issue 15).
     """
     if not mask.any():
         return np.zeros(phase_rad.shape, np.float32), "SMV background removal skipped: empty brain mask"
@@ -340,19 +343,30 @@ def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: n
         _coarse_depth_in_plane, m, (voxel_size_mm[1], voxel_size_mm[2]), f, radii[-1])
     try:
         return _smv_with_depth(phase_rad, magnitude, box, m, voxel_size_mm, kernel, radii, zpad, f, depth_future,
-                               void_fraction)
+                               void_fraction, overwrite_phase)
     finally:
         if depth_pool is not None:
             depth_pool.shutdown(wait=True)
 
 
-def _smv_with_depth(phase_rad, magnitude, box, m, voxel_size_mm, kernel, radii, zpad, f, depth_future, void_fraction):
+def _smv_with_depth(phase_rad, magnitude, box, m, voxel_size_mm, kernel, radii, zpad, f, depth_future, void_fraction,
+                    overwrite_phase=False):
     """:func:`smv_background_removal` once the box and (disks) the depth's computation are set up."""
     ph, mag = phase_rad[box], magnitude[box]
     tissue = float(np.median(sample_inside(mag, m)))
     keep = m & (mag >= void_fraction * tissue)
-    # the result is written in its place in the output from the start (no box-sized copy at the end)
-    out = np.zeros(phase_rad.shape, np.float32)
+    # the result is written in its place in the output from the start (no box-sized copy at the end);
+    # into the phase's own memory when the caller gave it up: the in-plane unwrapping reads each
+    # slab before writing it, the 3D one reads the whole box first
+    if overwrite_phase and _overwritable(phase_rad):
+        out = phase_rad
+        rb, cb = box[1], box[2]
+        out[:, :rb.start] = 0.0
+        out[:, rb.stop:] = 0.0
+        out[:, rb, :cb.start] = 0.0
+        out[:, rb, cb.stop:] = 0.0
+    else:
+        out = np.zeros(phase_rad.shape, np.float32)
     if kernel == "ball":
         unwrapped = out[box]
         unwrapped[...] = laplacian_unwrap_3d(ph, keep, voxel_size_mm, pad_slices=zpad)
@@ -423,6 +437,11 @@ def _smv_with_depth(phase_rad, magnitude, box, m, voxel_size_mm, kernel, radii, 
                  f"V-SHARP without deconvolution)")
 
 
+def _overwritable(a) -> bool:
+    return (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 3 and a.flags.c_contiguous
+            and a.flags.writeable)
+
+
 _SLAB_SLICES = 4   # slices per slab where a full-resolution step is done in pieces (bounds temporaries)
 
 
@@ -481,13 +500,16 @@ SMV_METHODS = {"smv": "auto", "smv3d": "ball", "smv2d": "disk"}
 
 
 def remove_background(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
-                      voxel_size_mm: tuple[float, float, float], *, method: str = "auto") -> tuple[np.ndarray, bool, str]:
+                      voxel_size_mm: tuple[float, float, float], *, method: str = "auto",
+                      overwrite_phase: bool = False) -> tuple[np.ndarray, bool, str]:
     """(local phase, wrapped?, what was done). ``method``: auto | none | homodyne | laplacian | smv
     (| smv3d | smv2d: the SMV kernel forced to balls or disks).
 
     ``auto`` leaves filtered phase alone and applies the variable-radius SMV method to raw phase
     (``laplacian``: the earlier Gaussian high pass; ``homodyne``: the scanners' filter).
     The returned ``wrapped`` flag says whether values are still wrapped to [-pi, pi).
+    ``overwrite_phase``: the caller gives ``phase_rad`` up: the SMV methods write the local phase
+    into its memory (memory: issue 15); the others leave it alone.
     """
     if method == "none":
         return phase_rad.astype(np.float32), True, "none (phase used as delivered)"
@@ -498,7 +520,8 @@ def remove_background(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.nda
         out, what = laplacian_background_removal(phase_rad, magnitude, mask, voxel_size_mm)
         return out, False, what
     if method in SMV_METHODS:
-        out, what = smv_background_removal(phase_rad, magnitude, mask, voxel_size_mm, kernel=SMV_METHODS[method])
+        out, what = smv_background_removal(phase_rad, magnitude, mask, voxel_size_mm, kernel=SMV_METHODS[method],
+                                           overwrite_phase=overwrite_phase)
         return out, False, what
     if method != "auto":
         raise ValueError(f"unknown background method {method!r} (auto, none, homodyne, laplacian, "
@@ -506,5 +529,5 @@ def remove_background(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.nda
     test = is_raw_phase(phase_rad, magnitude, mask, voxel_size_mm)
     if not test.raw:
         return phase_rad.astype(np.float32), True, test.reason + "; used as delivered"
-    out, what = smv_background_removal(phase_rad, magnitude, mask, voxel_size_mm)
+    out, what = smv_background_removal(phase_rad, magnitude, mask, voxel_size_mm, overwrite_phase=overwrite_phase)
     return out, False, test.reason + "; " + what

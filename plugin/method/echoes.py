@@ -176,14 +176,15 @@ def _chunk_offset(offset, step, shape, sl, box):
     return None if offset is None else _upsample(offset, step, (0,) + tuple(shape[1:]), sl, box[0])[:, :, box[1]]
 
 
-def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num, den, box, sl, off=None):
+def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num, den, box, sl, off=None, p_is_slab=False):
     """Add echo ``n`` (magnitude ``m_all``, phase ``p_all``) to the weighted temporal fit for the
     slices ``sl`` inside the rows and columns ``box``: the sums ``num`` (m^2 TE phase) and ``den``
     (m^2 TE^2) of those voxels (views of the running sums, or one slab's own when every echo is at
     hand) and the magnitude average, all in place. The echoes come one at a time in TE order, so
     only the running sums and the echo at hand are held (never every echo), each echo in float32
     slabs of a few slices (cache-sized). ``off``: the slab's upsampled offset when the caller has
-    it already."""
+    it already. ``p_is_slab``: ``p_all`` is already this piece's phase (taken before ``out_mag``,
+    which may share its memory, is written)."""
     rb, cb = box
     shape = (sl.stop - sl.start, rb.stop - rb.start, cb.stop - cb.start)
     if off is None:
@@ -194,7 +195,7 @@ def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num, den, bo
     r = np.empty(shape, np.float32)
     w = np.empty(shape, np.float32)
     m = np.asarray(m_all[sl], np.float32)       # stored integers -> float32 a slab at a time
-    p = p_all[sl]
+    p = p_all if p_is_slab else p_all[sl]
     if n:
         mag += np.float32(cw) * m
     else:
@@ -258,6 +259,17 @@ def _outside_box_copy(src: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
     inside it (the fit writes every voxel there): a whole copy converted the box too, only to be
     overwritten."""
     out = np.empty(src.shape, np.float32)
+    rb, cb = box
+    out[:, :rb.start] = src[:, :rb.start]
+    out[:, rb.stop:] = src[:, rb.stop:]
+    out[:, rb, :cb.start] = src[:, rb, :cb.start]
+    out[:, rb, cb.stop:] = src[:, rb, cb.stop:]
+    return out
+
+
+def _outside_box_into(src: np.ndarray, box: tuple[slice, slice], out: np.ndarray) -> np.ndarray:
+    """:func:`_outside_box_copy` written into ``out`` (a float32 volume of the same shape whose
+    values are no longer needed outside ``box``)."""
     rb, cb = box
     out[:, :rb.start] = src[:, :rb.start]
     out[:, rb.stop:] = src[:, rb.stop:]
@@ -345,10 +357,12 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
 
     # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
     box = _signal_box(subs[0], sstep, shape)
-    out_mag = _outside_box_copy(mags[-1], box)    # inside the box the fit writes every voxel
     # Two echoes are both held anyway (the offset needs them): each slab then gets its whole fit
     # at once and the sums are the slab's own, not two more volumes (memory: issue 15)
     slab_sums = not keep_field and len(tes) == 2
+    # inside the box the fit writes every voxel; with two echoes, the first one's phase when it is
+    # ours becomes the magnitude (below)
+    out_mag = None if slab_sums and callable(phs[0]) else _outside_box_copy(mags[-1], box)
     if slab_sums:
         out_slope = out_wsum = None
     else:
@@ -366,6 +380,14 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
         if slab_sums:
             ps = [phase(i) for i in range(len(tes))]
             out_phase = ps[-1] if last_owned else _outside_box_copy(ps[-1], box)
+            # the first echo's phase, when loaded here, becomes the output magnitude in place: each
+            # piece's phase is taken before its magnitude is written over it (memory: issue 15)
+            first_owned = (out_mag is None and ps[0] is not ps[-1] and ps[0].flags.writeable
+                           and ps[0].flags.c_contiguous)
+            if first_owned:
+                out_mag = _outside_box_into(mags[-1], box, ps[0])
+            elif out_mag is None:
+                out_mag = _outside_box_copy(mags[-1], box)
 
             def fit_slab(chunk: tuple[slice, tuple[slice, slice]]) -> None:
                 c, cbox = chunk
@@ -374,7 +396,9 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
                 den = np.full(sums_shape, np.float32(1e-30), np.float32)
                 off = _chunk_offset(offset, step, shape, c, cbox)
                 for i, (te, w_mag) in enumerate(zip(tes, cw)):
-                    _add_echo_chunk(i, mags[i], ps[i], te, w_mag, offset, step, out_mag, num, den, cbox, c, off=off)
+                    p_i = ps[i][(c,) + tuple(cbox)].copy() if i == 0 and first_owned else ps[i]
+                    _add_echo_chunk(i, mags[i], p_i, te, w_mag, offset, step, out_mag, num, den, cbox, c, off=off,
+                                    p_is_slab=p_i is not ps[i])
                 _finish_chunk(te_ref, out_phase, num, den, cbox, c)
             run(fit_slab)
             del ps

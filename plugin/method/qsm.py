@@ -56,7 +56,7 @@ from scipy import ndimage as ndi
 from plugin import physics
 from plugin.method.dipolefit import b0_in_array_axes
 from plugin.method.morphology import bounding_box
-from plugin.method.slabfft import irfftn_slabs, rfftn_slabs
+from plugin.method.slabfft import irfftn_slabs, rfftn_slabs, spectrum_shape
 
 L2 = "l2"
 TKD = "tkd"
@@ -219,6 +219,27 @@ def _apply_inverse_filter(spec: np.ndarray, shape, voxel_mm, b0_axes, params: Qs
         spec[sl] *= filt
 
 
+#: the closed-form map written into its spectrum's memory where it fits (:func:`invert_field`);
+#: False: a separate result array (the same values; tests compare the two)
+SHARE_RESULT_WITH_SPECTRUM = True
+
+
+def _zero_outside(full: np.ndarray, out: np.ndarray, box: tuple) -> None:
+    """Zero ``full`` everywhere but ``out[box]`` (``out`` a view of ``full`` by basic slices)."""
+    inner = out[box]
+    # the inner box's extent in full's index space, from the views' offsets
+    offset = (inner.__array_interface__["data"][0] - full.__array_interface__["data"][0]) // full.itemsize
+    start = np.unravel_index(offset, full.shape)
+    z0, r0, c0 = (int(v) for v in start)
+    z1, r1, c1 = z0 + inner.shape[0], r0 + inner.shape[1], c0 + inner.shape[2]
+    full[:z0] = 0.0
+    full[z1:] = 0.0
+    full[z0:z1, :r0] = 0.0
+    full[z0:z1, r1:] = 0.0
+    full[z0:z1, r0:r1, :c0] = 0.0
+    full[z0:z1, r0:r1, c1:] = 0.0
+
+
 def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams(), *,
                  scale: Optional[np.float32] = None, within: Optional[tuple] = None) -> np.ndarray:
     """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32.
@@ -267,9 +288,27 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
                 np.multiply(np.asarray(field_ppm[src], np.float32), scale, out=dst, where=mask[src])
         return part
 
-    spec = rfftn_slabs(field_slab, tuple(shape), workers=params.workers)
+    full_shape = tuple(within[0] if within else field_ppm.shape)
+    spec_shape = spectrum_shape(tuple(shape))
+    plane_bytes, spec_plane_bytes = int(np.prod(full_shape[1:])) * 4, int(np.prod(spec_shape[1:])) * 8
+    # The result shares the spectrum's memory when each of its planes is at least a spectrum
+    # plane's size (memory: issue 15): the inverse runs from the last planes to the first, and the
+    # result's plane of the box's padded plane k (z0 + k, z0 the box's first plane in the result: bytes from
+    # (z0 + k) x plane_bytes on) lies past every spectrum plane
+    # before k that is still to be read. The values are the same either way.
+    shared = SHARE_RESULT_WITH_SPECTRUM and plane_bytes >= spec_plane_bytes
+    if shared:
+        buf = np.empty(max(int(np.prod(spec_shape)) * 8, int(np.prod(full_shape)) * 4), np.uint8)
+        spec = rfftn_slabs(field_slab, tuple(shape), workers=params.workers,
+                           out=buf[: int(np.prod(spec_shape)) * 8].view(np.complex64).reshape(spec_shape))
+    else:
+        spec = rfftn_slabs(field_slab, tuple(shape), workers=params.workers)
     _apply_inverse_filter(spec, shape, voxel_mm, b0_axes, params)
-    full, out = result()       # allocated once the field's spectrum is the only k-space array
+    if shared:
+        full = buf[: int(np.prod(full_shape)) * 4].view(np.float32).reshape(full_shape)
+        out = full[within[1]] if within else full
+    else:
+        full, out = result()       # allocated once the field's spectrum is the only k-space array
     chi_box = out[box]
 
     def take(sl: slice, values: np.ndarray) -> None:
@@ -277,8 +316,10 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
         if sl.start < b:
             chi_box[sl.start:b] = values[: b - sl.start, : n_box[1], : n_box[2]]
 
-    irfftn_slabs(spec, tuple(shape), take, workers=params.workers)
+    irfftn_slabs(spec, tuple(shape), take, workers=params.workers, last_first=shared)
     del spec
+    if shared:   # 0 around the box: the spectrum's values were there
+        _zero_outside(full, out, box)
     mean = np.float32(chi_box[m].mean())
     np.subtract(chi_box, mean, out=chi_box, where=m)
     chi_box[~m] = 0.0                                      # 0 outside the mask

@@ -38,13 +38,21 @@ def _complex_axes_01(spec: np.ndarray, *, forward: bool, workers: Optional[int])
         spec[rows] = transform(spec[rows], axis=1, norm=norm, workers=workers)
 
 
+def spectrum_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The shape of ``rfftn``'s spectrum of a real array of ``shape``."""
+    return (shape[0], shape[1], shape[2] // 2 + 1)
+
+
 def rfftn_slabs(slab_of_input: Callable[[slice], np.ndarray], shape: tuple[int, int, int], *,
-                workers: Optional[int] = None) -> np.ndarray:
+                workers: Optional[int] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
     """``scipy.fft.rfftn`` of a float32 3D array given a slab at a time: ``slab_of_input(sl)``
     returns the planes ``sl`` of the first axis (float32, the full other two axes). Returns the
-    complex64 spectrum (shape[2] // 2 + 1 on the last axis)."""
+    complex64 spectrum (shape[2] // 2 + 1 on the last axis), in ``out`` when given (a complex64
+    array of that shape)."""
     n0, n1, n2 = shape
-    spec = np.empty((n0, n1, n2 // 2 + 1), np.complex64)
+    if out is not None and (out.dtype != np.complex64 or out.shape != spectrum_shape(shape)):
+        raise ValueError(f"rfftn_slabs: out {out.dtype} {out.shape} is not the spectrum {spectrum_shape(shape)}")
+    spec = np.empty(spectrum_shape(shape), np.complex64) if out is None else out
     for k in range(0, n0, SLAB_PLANES):
         sl = slice(k, min(k + SLAB_PLANES, n0))
         part = np.asarray(slab_of_input(sl), np.float32)
@@ -57,14 +65,18 @@ def rfftn_slabs(slab_of_input: Callable[[slice], np.ndarray], shape: tuple[int, 
 
 
 def irfftn_slabs(spec: np.ndarray, shape: tuple[int, int, int], take_slab: Callable[[slice, np.ndarray], None], *,
-                 workers: Optional[int] = None) -> None:
+                 workers: Optional[int] = None, last_first: bool = False) -> None:
     """``scipy.fft.irfftn(spec, s=shape)`` handed over a slab at a time: ``take_slab(sl, values)``
-    gets the planes ``sl`` of the first axis (float32). ``spec`` (complex64) is overwritten."""
+    gets the planes ``sl`` of the first axis (float32). ``spec`` (complex64) is overwritten.
+    ``last_first``: the slabs from the last planes to the first (the same values), so that
+    ``take_slab`` may write over the planes of ``spec`` at and after ``sl`` (its memory holding
+    the result: the spectrum's planes before ``sl`` are all that is still read)."""
     if spec.dtype != np.complex64 or spec.shape != (shape[0], shape[1], shape[2] // 2 + 1):
         raise ValueError(f"irfftn_slabs: spectrum {spec.dtype} {spec.shape} does not fit the real shape {shape}")
     _complex_axes_01(spec, forward=False, workers=workers)
     scale = np.float32(np.longdouble(1) / np.longdouble(int(np.prod(shape))))   # as pocketfft rounds 1/N
-    for k in range(0, shape[0], SLAB_PLANES):
+    starts = range(0, shape[0], SLAB_PLANES)
+    for k in (reversed(starts) if last_first else starts):
         sl = slice(k, min(k + SLAB_PLANES, shape[0]))
         values = sfft.irfft(spec[sl], n=shape[2], axis=2, norm="forward", workers=workers)
         values *= scale
