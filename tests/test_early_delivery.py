@@ -98,36 +98,3 @@ def test_outbox_sends_only_what_was_not_accepted_early(tmp_path):
         assert got == want   # the early one was not sent twice
     finally:
         archive.stop()
-
-
-def test_early_delivery_returns_from_the_first_file_once_the_archive_accepted_it(tmp_path):
-    """The analysis hands the SR first and waits for it before building the rest (issue 15: the
-    SEG/summary built meanwhile held the GIL from the sending threads); later files do not wait,
-    and a destination that refuses the association does not hold the analysis."""
-    require_peer(ORTHANC, "orthanc")
-    from plugin.service.config import parse_config
-    from plugin.service.dispatch import EarlyDelivery
-    files = make_mr_study(tmp_path / "in", n_slices=3, components=("M",))["files"]
-    orthanc = Orthanc(tmp_path / "orthanc", free_port()).start()
-    dead_port = free_port()   # nothing listens there
-    try:
-        cfg = parse_config({"state_dir": str(tmp_path / "state"), "node": {"port": free_port()},
-                            "queue": {"workers": 0},
-                            "destinations": {
-                                "orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port},
-                                "dead": {"ae_title": "NOBODY", "host": "127.0.0.1", "port": dead_port}}})
-        early = EarlyDelivery(cfg, ["orthanc"])
-        early.put(files[0])
-        assert str(files[0]) in early.streams["orthanc"].accepted_at   # no sleep: put waited for it
-        assert _orthanc_has(orthanc, str(dcmread(files[0], stop_before_pixels=True).SOPInstanceUID))
-        for p in files[1:]:
-            early.put(p)
-        assert set(early.finish()["orthanc"]) == {str(p) for p in files}
-
-        t0 = time.monotonic()
-        refused = EarlyDelivery(cfg, ["dead"], first_file_wait_s=5.0)
-        refused.put(files[0])          # returns at the stream's error, not after the 5 s
-        assert time.monotonic() - t0 < 4.0 and refused.streams["dead"].error
-        assert refused.finish() == {"dead": {}}
-    finally:
-        orthanc.stop()

@@ -27,14 +27,6 @@ from plugin.service.state import StateLayout
 
 LOG = logging.getLogger(__name__)
 
-FIRST_FILE_WAIT_S = 1.0
-"""How long the analysis waits, at most, for the destinations to accept the first result file it
-hands to :class:`EarlyDelivery` (the SR: ``write_results`` writes it first) before it builds the
-rest. The SEG, summary and KOS are built in Python on the analysis thread; while they hold the GIL
-the stream's association (pynetdicom: several threads handing each PDU over) gets it only at
-each switch interval, which stretched the SR's association + C-STORE (issue 15)."""
-WAIT_POLL_S = 0.002
-
 
 def entry_id(study: str, version: int, destination: str) -> str:
     return f"{study}-v{version:04d}-{destination}"
@@ -91,7 +83,7 @@ class EarlyDelivery:
     the ordinary delivery. :meth:`put` is the analysis's ``on_result_file``; :meth:`finish` waits
     for the streams and returns destination name -> files it accepted."""
 
-    def __init__(self, config: Config, destinations: list[str], *, first_file_wait_s: float = FIRST_FILE_WAIT_S):
+    def __init__(self, config: Config, destinations: list[str]):
         from dicom_io.net.scu import StoreStream
         from dicom_io.results.write import RESULT_STORAGE_CONTEXTS
         self.streams: dict[str, StoreStream] = {}
@@ -103,25 +95,10 @@ class EarlyDelivery:
                 self.streams[name] = StoreStream(dicom_destination(config, dest), RESULT_STORAGE_CONTEXTS)
             except Exception as exc:   # e.g. an unreadable TLS file: the ordinary delivery reports it
                 LOG.info("no early delivery to %s: %s", name, exc)
-        self.first_file_wait_s = first_file_wait_s
-        self._first: str | None = None   # the first file put (the SR)
 
     def put(self, path: Path) -> None:
         for stream in self.streams.values():
             stream.put(path)
-        if self._first is None:
-            self._first = str(path)
-            self.wait_accepted(self._first, self.first_file_wait_s)
-
-    def wait_accepted(self, path: str, timeout_s: float) -> bool:
-        """Block until every stream accepted ``path`` or stopped, at most ``timeout_s``; whether
-        they all answered. Nothing else depends on it: a file not accepted in time is still sent."""
-        deadline = time.monotonic() + timeout_s
-        while any(path not in s.accepted_at and s.error is None for s in self.streams.values()):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(WAIT_POLL_S)
-        return True
 
     def finish(self) -> dict[str, dict[str, float]]:
         """Destination name -> {file: when the destination accepted it}."""
