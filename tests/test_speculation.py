@@ -80,7 +80,7 @@ def node_to_orthanc(tmp_path, monkeypatch):
     require_peer(ORTHANC, "orthanc")
     made = []
 
-    def start(delay_s: float):
+    def start(delay_s: float, poll_s: float = 0.1):
         runs_file = tmp_path / "runs.jsonl"
         monkeypatch.setenv("SPECULATION_TEST_RUNS", str(runs_file))
         monkeypatch.setenv("SPECULATION_TEST_DELAY_S", str(delay_s))
@@ -95,7 +95,7 @@ def node_to_orthanc(tmp_path, monkeypatch):
         node = Node(cfg, analyse=recording_analysis)
         node.start()
         stop = threading.Event()
-        t = threading.Thread(target=node.run, args=(stop,), daemon=True)
+        t = threading.Thread(target=node.run, args=(stop, poll_s), daemon=True)
         t.start()
         made.append((node, stop, t))
         return node, orthanc, port, runs_file
@@ -105,6 +105,7 @@ def node_to_orthanc(tmp_path, monkeypatch):
         if isinstance(m, tuple):
             node, stop, t = m
             stop.set()
+            node._wake.set()   # the loop looks at ``stop`` now, not after its poll_s
             t.join(5)
             node.stop()
         else:
@@ -134,6 +135,22 @@ def _accepted_times(node: Node, study_uid: str) -> list[float]:
         early = entry.get("accepted_early") or {}
         out += [early.get(f, entry["delivered"]) for f in entry["files"]]
     return out
+
+
+def test_the_speculation_is_queued_at_the_association_release_not_at_the_next_poll(tmp_path, node_to_orthanc):
+    """The node's loop wakes at an association end (issue 15: the release -> speculation start
+    was up to a poll interval, directly on the way to the SR). With a 60 s poll interval the
+    speculation's record must still appear within seconds of storescu's release."""
+    node, orthanc, port, runs_file = node_to_orthanc(delay_s=0.0, poll_s=60.0)
+    study = make_mr_study(tmp_path / "in", n_slices=2)
+    time.sleep(0.5)                  # the loop's first step is done: it waits its 60 s now
+    storescu(port, study["files"])
+    released = time.time()
+    wait_for(lambda: list(node.layout.study_dir(study["study_uid"]).glob("spec-*.json")), 20, interval_s=0.02,
+             what="speculation recorded after the release")
+    assert time.time() - released < 20
+    wait_for(lambda: runs(runs_file), 30, interval_s=0.05, what="speculative analysis started")
+    assert [r["n_inputs"] for r in runs(runs_file)] == [4]
 
 
 def test_a_late_instance_during_the_grace_discards_the_speculation_unsent(tmp_path, node_to_orthanc):

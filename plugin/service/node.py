@@ -78,6 +78,9 @@ class Node:
         self.with_workers = config.queue.workers > 0 if with_workers is None else with_workers
         self.consumer = None
         self._complete_lock = threading.Lock()
+        # set at every association end: the loop (:meth:`run`) looks at once for a released study
+        # (its speculative analysis starts then, not at the next poll: issue 15)
+        self._wake = threading.Event()
         self.reserve = DiskReserve(config.state_dir, config.node.reserve_mb)
         # receiving and retention never touch one study at once, in any of the receiving processes
         self.guard = StudyLock(self.layout.spool / ".locks")
@@ -103,6 +106,7 @@ class Node:
 
     def on_association_end(self, association_id, how: str) -> None:
         self.tracker.association_ended(association_id)
+        self._wake.set()
 
     # -- completion -> version -> queue ---------------------------------------------------------
     def _plan(self, study: str) -> dict | None:
@@ -288,7 +292,8 @@ class Node:
             if self.receivers.size and time.monotonic() - last_rx_health > health_every_s:
                 self.receivers.check_health()  # restart dead receiver processes
                 last_rx_health = time.monotonic()
-            stop.wait(poll_s)
+            if self._wake.wait(poll_s):   # an association ended: step again now (stop: within poll_s)
+                self._wake.clear()
 
     def stop(self) -> None:
         self.receivers.stop()
