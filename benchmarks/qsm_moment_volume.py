@@ -22,9 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plugin.phantom import realistic as R  # noqa: E402
-from plugin.method.echoes import combine_echoes  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays  # noqa: E402
-from benchmarks.scoring import match_spot  # noqa: E402
+from benchmarks.scoring import analysis_inputs, match_spot  # noqa: E402
 
 
 def _fit(x, y):
@@ -43,14 +42,7 @@ def spot_rows(protocol: str, studies: int, seed: int, options: AnalysisOptions =
     rows = []
     for plan in plans:
         images, truth = R.make_study(plan, acquisition=acq, convention=conv, seed=seed * 1000 + plan.index)
-        if len(images.echo_times_ms) > 1:
-            combo = combine_echoes(images.magnitude, images.phase_rad, images.echo_times_ms, plan.grid.voxel_mm)
-            mag, ph, te = combo.magnitude, combo.phase_rad, combo.reference_te_ms
-            background = "smv" if combo.offset_removed else "auto"
-            mag_echoes = tuple(zip(combo.echo_times_ms, combo.magnitude_weights))
-        else:
-            mag, ph, te, background = images.magnitude[-1], images.phase_rad[-1], images.echo_times_ms[-1], "auto"
-            mag_echoes = None
+        mag, ph, te, background, mag_echoes = analysis_inputs(images, plan.grid.voxel_mm)
         opts = replace(options, background=background)
         res = analyze_arrays(mag, ph, images.affine_lps, convention=conv, options=opts, echo_time_ms=te,
                              field_strength_t=acq.b0_t, magnitude_echoes=mag_echoes)

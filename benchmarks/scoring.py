@@ -63,3 +63,16 @@ def call_rates(records: Iterable) -> dict:
         "recall_by_size": {name: (sum(r.detected for r in recs if lo <= r.diameter_mm < hi),
                                   sum(1 for r in recs if lo <= r.diameter_mm < hi)) for name, lo, hi in SIZE_GROUPS},
     }
+
+
+def analysis_inputs(images, voxel_mm):
+    """(magnitude, phase_rad, echo time ms, background, magnitude_echoes) of a rendered realistic
+    study as ``analyze_paths`` hands them to ``analyze_arrays``: every echo combined
+    (``combine_echoes``; the SMV background when the fit removed the phase offset), or the one
+    echo as it is."""
+    from plugin.method.echoes import combine_echoes
+    if len(images.echo_times_ms) > 1:
+        combo = combine_echoes(images.magnitude, images.phase_rad, images.echo_times_ms, voxel_mm)
+        return (combo.magnitude, combo.phase_rad, combo.reference_te_ms, "smv" if combo.offset_removed else "auto",
+                tuple(zip(combo.echo_times_ms, combo.magnitude_weights)))
+    return images.magnitude[-1], images.phase_rad[-1], images.echo_times_ms[-1], "auto", None

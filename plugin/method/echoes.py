@@ -258,13 +258,7 @@ def _outside_box_copy(src: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
     """A float32 volume holding ``src`` outside the rows and columns ``box`` and nothing set
     inside it (the fit writes every voxel there): a whole copy converted the box too, only to be
     overwritten."""
-    out = np.empty(src.shape, np.float32)
-    rb, cb = box
-    out[:, :rb.start] = src[:, :rb.start]
-    out[:, rb.stop:] = src[:, rb.stop:]
-    out[:, rb, :cb.start] = src[:, rb, :cb.start]
-    out[:, rb, cb.stop:] = src[:, rb, cb.stop:]
-    return out
+    return _outside_box_into(src, box, np.empty(src.shape, np.float32))
 
 
 def _outside_box_into(src: np.ndarray, box: tuple[slice, slice], out: np.ndarray) -> np.ndarray:
