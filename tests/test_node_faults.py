@@ -132,20 +132,31 @@ def test_kill_during_transfer_loses_nothing_acknowledged(tmp_path):
         orthanc.stop()
 
 
-def test_kill_during_analysis_reruns_it(tmp_path):
+@pytest.mark.parametrize("speculative", [False, True])
+def test_kill_during_analysis_reruns_it(tmp_path, speculative):
+    """kill -9 while the analysis runs (it sleeps 30 s in the test's analysis function), restart:
+    the study is analysed again, once, and its results reach Orthanc. With ``[queue] speculative``
+    (the default) the analysis may start at the association release, before completion, and then
+    logs its run only when it is adopted: "started" is then its speculation record."""
     node_port, orthanc, cfg, layout = _setup(tmp_path)
+    if not speculative:
+        cfg.write_text(cfg.read_text().replace("[queue]\n", "[queue]\nspeculative = false\n", 1))
     node = start_serve(cfg, node_port, tmp_path / "node.log", BORDERPHASE_TEST_ANALYSIS_DELAY_S="30")
     try:
-        make_mr_study(tmp_path / "in", n_slices=3)
+        study = make_mr_study(tmp_path / "in", n_slices=3)
         storescu(node_port, [tmp_path / "in"])
-        wait_for(lambda: layout.runs(), 30, what="analysis started")
+        wait_for(lambda: layout.runs() or list(layout.study_dir(study["study_uid"]).glob("spec-*.json")), 30,
+                 what="analysis started")
         node.send_signal(signal.SIGKILL)
         node.wait()
-        assert collect(layout.root)["counts"]["pending"] == 1
+        if not speculative:
+            assert collect(layout.root)["counts"]["pending"] == 1
         node = start_serve(cfg, node_port, tmp_path / "node.log")
         st = wait_for(lambda: _all_analysed(layout, 1), 60, what="analysis re-run after restart")
         runs = layout.runs()
-        assert [(r["study"], r["version"]) for r in runs] == [(runs[0]["study"], 1)] * 2
+        if not speculative:
+            assert [(r["study"], r["version"]) for r in runs] == [(runs[0]["study"], 1)] * 2
+        assert {(r["study"], r["version"]) for r in runs} == {(runs[0]["study"], 1)}
         assert len(st["studies"][0]["versions"]) == 1
         assert _orthanc_sops(orthanc) == sorted(_result_uids(layout))
     finally:
