@@ -12,13 +12,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from conftest import require_peer
+from benchmarks.scu_idle_cpu import write_small_instances
 from dicom_io.net.scu import DicomDestination, StoreStream
 
 pytestmark = [pytest.mark.peers]
@@ -28,27 +27,6 @@ IDLE_S = 5.0
 #: measured (benchmarks/load.md, 2026-12-02, load 4-8): polling reactors 0.21-0.34 CPU s per 5 s
 #: idle, event-driven 0.02-0.03 s; the bound sits 4x above the latter and 2x below the former
 MAX_IDLE_CPU_S = 0.10
-
-
-def _small_mr(out: Path, n: int) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    study, series, paths = generate_uid(), generate_uid(), []
-    rng = np.random.default_rng(15)
-    for i in range(n):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = MRImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.PatientID, ds.PatientName, ds.Modality = "SCUIDLE", "Scu^Idle", "MR"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, i + 1
-        ds.Rows = ds.Columns = 16
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = rng.integers(0, 4096, 256, dtype=np.uint16).tobytes()
-        paths.append(out / f"mr{i:03d}.dcm")
-        ds.save_as(paths[-1], enforce_file_format=True)
-    return paths
 
 
 def _dataset_bytes(path: Path) -> bytes:
@@ -114,7 +92,7 @@ def _thread_cpu_s(threads) -> float:
 
 
 def test_idle_open_association_costs_almost_no_cpu_and_files_arrive_byte_identical(tmp_path):
-    files = _small_mr(tmp_path / "in", 20)
+    files = write_small_instances(tmp_path / "in", 20, rows=16)
     scp = _StoreSCP(tmp_path / "scp")
     try:
         before = set(threading.enumerate())
@@ -149,7 +127,7 @@ def test_peer_that_dies_while_idle_is_noticed_and_reported(tmp_path):
     """The peer's close is seen while the association idles (its threads end, as with polling);
     the next file is not accepted and the stream reports why (the ordinary delivery sends it).
     Reopening after a peer's idle timeout: tests/test_early_delivery.py (Orthanc)."""
-    files = _small_mr(tmp_path / "in", 2)
+    files = write_small_instances(tmp_path / "in", 2, rows=16)
     scp = _StoreSCP(tmp_path / "scp")
     try:
         stream = StoreStream(DicomDestination("STORESCP", "127.0.0.1", scp.port, timeout_s=5), CONTEXTS)
