@@ -407,3 +407,21 @@ def test_ring_void_contrast_is_not_applied_where_partial_volume_makes_voids_shal
     p = DetectionParams()
     assert _void_resolved((2.5, 0.45, 0.45), p) and _void_resolved((1.0, 1.0, 1.0), p)
     assert not _void_resolved((5.0, 0.9, 0.9), p) and not _void_resolved((3.0, 2.5, 2.5), p)
+
+
+def test_the_mask_erosion_is_the_distance_transform_threshold_bit_for_bit():
+    """brain_mask's in-plane erosion (one binary erosion by an exact disc) keeps exactly the pixels
+    whose distance transform, per slice, exceeds the distance: on blobs touching the array's
+    edge, for several pixel sizes, and with a slice that has no outside pixel at all."""
+    from scipy import ndimage as ndi
+
+    from plugin.method.detect import _erode_beyond_mm
+    rng = np.random.default_rng(2)
+    mask = ndi.gaussian_filter(rng.standard_normal((5, 40, 37)), (0, 3, 3)) > -0.05
+    mask[1] = True                                         # no outside pixel in this slice
+    mask[2, :, :4] = True                                  # reaches the edge
+    for px_mm, d_mm in ((1.8, 3.0), (0.9, 3.0), (1.0, 2.0), (2.5, 3.0), (0.45, 1.0)):
+        ref = np.stack([ndi.distance_transform_edt(s) * px_mm > d_mm for s in mask])
+        assert np.array_equal(_erode_beyond_mm(mask, px_mm, d_mm), ref), (px_mm, d_mm)
+        ref_no_full = np.stack([ndi.distance_transform_edt(s) * px_mm > d_mm for s in mask[2:]])
+        assert np.array_equal(_erode_beyond_mm(mask[2:], px_mm, d_mm), ref_no_full), (px_mm, d_mm)
