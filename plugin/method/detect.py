@@ -455,7 +455,10 @@ def estimate_noise_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
     d = (mag[:, 1:, :] - mag[:, :-1, :])[mask[:, 1:, :] & mask[:, :-1, :]]
     if d.size < 10:
         return 0.0
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    # the medians partition ``d`` (this function's own array) in place: the same values, no copies
+    med = np.median(d, overwrite_input=True)
+    np.subtract(d, med, out=d)
+    return float(1.4826 * np.median(np.abs(d, out=d), overwrite_input=True) / np.sqrt(2.0))
 
 
 def _mask_box(mask: np.ndarray, margin: int) -> Optional[tuple[slice, slice, slice]]:
@@ -706,13 +709,19 @@ def ring_void_contrast(magnitude: np.ndarray, mask: np.ndarray, spot: "DetectedS
     r0, r1 = max(br.start - pad, 0), min(br.stop + pad, nr)
     c0, c1 = max(bc.start - pad, 0), min(bc.stop + pad, nc)
     best = None
+    if not spot.slice_indices:
+        return None
+    # the crops of every slice of the spot smoothed at once: in-plane, each slice's numbers are
+    # those of ndi.gaussian_filter on its own crop (gaussian_inplane, bit for bit)
+    k_lo = min(spot.slice_indices)
+    crops = np.asarray(magnitude[k_lo:max(spot.slice_indices) + 1, r0:r1, c0:c1], np.float32)
+    if params.smooth_sigma_px > 0:
+        crops = gaussian_inplane(crops, params.smooth_sigma_px, truncate=2.0)
     for k in spot.slice_indices:
         fp_small = spot.footprint_on(k)
         if not fp_small.any():
             continue
-        crop = np.asarray(magnitude[k, r0:r1, c0:c1], np.float32)
-        if params.smooth_sigma_px > 0:
-            crop = ndi.gaussian_filter(crop, params.smooth_sigma_px, truncate=2.0)
+        crop = crops[k - k_lo]
         fp = np.zeros(crop.shape, bool)
         fp[br.start - r0:br.stop - r0, bc.start - c0:bc.stop - c0] = fp_small
         darkest = float(crop[fp].min())
