@@ -288,7 +288,7 @@ def _erode_beyond_mm(mask: np.ndarray, px_mm: float, distance_mm: float) -> np.n
     if not mask.all(axis=(1, 2)).any():
         return ndi.binary_erosion(mask, structure=disc[None], border_value=1)
     # a slice without any outside pixel: the distance transform has no outside to measure from
-    return np.stack([ndi.distance_transform_edt(s) * px_mm > distance_mm for s in mask]) if mask.ndim == 3 else mask
+    return np.stack([ndi.distance_transform_edt(s) * px_mm > distance_mm for s in mask])
 
 
 def _per_slice(fn, n_slices: int) -> list:
