@@ -216,3 +216,28 @@ def test_smv_in_plane_depth_on_each_slices_box_equals_the_whole_slice(f):
     got, got_deep = _coarse_depth_in_plane(m, sampling, f, 3.0)
     assert got.dtype == np.float32 and np.array_equal(got, want)
     assert got_deep == deep > 0
+
+
+@pytest.mark.parametrize("voxel", [(2.5, 1.8, 1.8), (2.5, 0.45, 0.45)])   # no coarsening / 2 x 2 blocks, padded
+def test_smooth_lowpass_many_is_each_smooth_lowpass_bit_for_bit(voxel):
+    """The shared-weights, threaded low pass (the echo fit's phase offset, homodyne) gives each
+    value's ``smooth_lowpass`` bit for bit, whatever the threads' split of the slices; without
+    coarsening it is the normalised convolution ``G*(w v) / max(G*w, 1e-12)`` itself."""
+    from scipy import ndimage as ndi
+
+    from plugin.method.background import smooth_lowpass, smooth_lowpass_many
+    rng = np.random.default_rng(4)
+    shape = (7, 61, 53)                       # odd sizes: blocks padded on the fine grid
+    w = rng.uniform(0.0, 2.0, shape).astype(np.float32)
+    w[:, :5] = 0.0                            # no weight: the 1e-12 floor
+    vals = [np.cos(rng.uniform(-3, 3, shape)).astype(np.float32), rng.standard_normal(shape).astype(np.float32)]
+    for workers in (1, 2, 3):
+        many = smooth_lowpass_many(vals, w, 5.0, voxel, workers=workers)
+        for v, got in zip(vals, many):
+            assert got.dtype == np.float32 and np.array_equal(got, smooth_lowpass(v, w, 5.0, voxel))
+    if int(5.0 / voxel[1] / 2) <= 1:
+        sig = (0, 5.0 / voxel[1], 5.0 / voxel[2])
+        ref = ndi.gaussian_filter((vals[1] * w).astype(np.float32), sig) / np.maximum(ndi.gaussian_filter(w, sig), 1e-12)
+        assert np.array_equal(many[1], ref.astype(np.float32))
+    with pytest.raises(ValueError, match="differ in shape"):
+        smooth_lowpass_many([vals[0][:, :-1]], w, 5.0, voxel)

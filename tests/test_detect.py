@@ -407,3 +407,37 @@ def test_ring_void_contrast_is_not_applied_where_partial_volume_makes_voids_shal
     p = DetectionParams()
     assert _void_resolved((2.5, 0.45, 0.45), p) and _void_resolved((1.0, 1.0, 1.0), p)
     assert not _void_resolved((5.0, 0.9, 0.9), p) and not _void_resolved((3.0, 2.5, 2.5), p)
+
+
+def test_the_mask_erosion_is_the_distance_transform_threshold_bit_for_bit():
+    """brain_mask's in-plane erosion (one binary erosion by an exact disc) keeps exactly the pixels
+    whose distance transform, per slice, exceeds the distance: on blobs touching the array's
+    edge, for several pixel sizes, and with a slice that has no outside pixel at all."""
+    from scipy import ndimage as ndi
+
+    from plugin.method.detect import _erode_beyond_mm
+    rng = np.random.default_rng(2)
+    mask = ndi.gaussian_filter(rng.standard_normal((5, 40, 37)), (0, 3, 3)) > -0.05
+    mask[1] = True                                         # no outside pixel in this slice
+    mask[2, :, :4] = True                                  # reaches the edge
+    for px_mm, d_mm in ((1.8, 3.0), (0.9, 3.0), (1.0, 2.0), (2.5, 3.0), (0.45, 1.0)):
+        ref = np.stack([ndi.distance_transform_edt(s) * px_mm > d_mm for s in mask])
+        assert np.array_equal(_erode_beyond_mm(mask, px_mm, d_mm), ref), (px_mm, d_mm)
+        ref_no_full = np.stack([ndi.distance_transform_edt(s) * px_mm > d_mm for s in mask[2:]])
+        assert np.array_equal(_erode_beyond_mm(mask[2:], px_mm, d_mm), ref_no_full), (px_mm, d_mm)
+
+
+def test_the_rim_and_ring_shortcuts_are_scipys_filters_bit_for_bit():
+    """Detection's mask-rim test (four ANDs) is ``minimum_filter(size=(1, 3, 3))`` and the ring
+    test's city-block distance is scipy's iterated cross dilation, edges included."""
+    from scipy import ndimage as ndi
+
+    from plugin.method.detect import _inner_3x3
+    rng = np.random.default_rng(8)
+    mask = ndi.gaussian_filter(rng.standard_normal((4, 33, 29)), (0, 2, 2)) > -0.1
+    assert np.array_equal(_inner_3x3(mask), ndi.minimum_filter(mask.view(np.uint8), size=(1, 3, 3)).view(bool))
+    fp = np.zeros((30, 26), bool)
+    fp[0, 3] = fp[12, 11] = fp[13, 11] = fp[29, 25] = True      # touching the edges too
+    steps = ndi.distance_transform_cdt(~fp, metric="taxicab")
+    for r in (1, 3, 10):
+        assert np.array_equal(steps <= r, ndi.binary_dilation(fp, iterations=r)), r

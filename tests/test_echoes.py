@@ -204,3 +204,21 @@ def test_the_work_pieces_and_the_offset_done_once_change_no_bit(monkeypatch, n_e
         assert outside.any() and (~outside).any()
         assert np.array_equal(a.magnitude[outside], mags[-1][outside].astype(np.float32))
         assert np.array_equal(a.phase_rad[outside], phases[-1][outside])
+
+
+@pytest.mark.parametrize("n_echoes", [3, 5])
+def test_every_phase_at_hand_fits_piece_by_piece_with_the_same_field(n_echoes):
+    """Every phase given as a float32 array: each work piece fits all its echoes at once (sums in
+    cache); phases given by loaders: the echo-by-echo fit over volume-sized sums. Magnitude,
+    phase, slope and weight sums are the same bit for bit, with a receiver offset and threads,
+    and the caller's arrays are left as they were."""
+    mags, phases, _ = _acquire(_field(), 1.0 + 0.5 * _grid()[2], tes=TES[:n_echoes])
+    delivered = [p.copy() for p in phases]
+    for workers in (1, 2):
+        at_hand = combine_echoes(mags, phases, TES[:n_echoes], VOX, workers=workers)
+        loaded = combine_echoes(mags, [lambda p=p: p.copy() for p in phases], TES[:n_echoes], VOX, workers=workers)
+        assert at_hand.offset_removed and loaded.offset_removed
+        for name in ("magnitude", "phase_rad", "slope_rad_per_ms", "weight_sum"):
+            assert np.array_equal(getattr(at_hand, name), getattr(loaded, name)), name
+        assert at_hand.note == loaded.note
+    assert all(np.array_equal(p, d) for p, d in zip(phases, delivered))

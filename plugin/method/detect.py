@@ -50,6 +50,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from plugin.method.fastfilters import for_slabs, gaussian_inplane
+from plugin.method.morphology import fill_holes
 
 #: threads for the in-plane steps of the darkness map (smoothing, closing): slices are independent
 #: and numpy/scipy.ndimage release the GIL, so the numbers are those of one thread (issue 15)
@@ -252,20 +253,42 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
         k0 = int(np.argmax([d.max() for d in depth]))
         lab2, _ = ndi.label(core[k0])
         seed = lab2 == lab2.flat[int(np.argmax(depth[k0]))]
-        mask[k0] = ndi.binary_fill_holes(ndi.binary_dilation(seed, structure=disk) & signal[k0])
+        mask[k0] = fill_holes(ndi.binary_dilation(seed, structure=disk) & signal[k0])   # = ndi.binary_fill_holes
         grow = _disk(max(1, int(round(params.mask_slack_per_mm * voxel_size_mm[0] / px))))
         for step in (-1, 1):
             k = k0 + step
             while 0 <= k < ns and mask[k - step].any():
                 near = ndi.binary_dilation(mask[k - step], structure=grow)
                 # the slice's own opened signal, so thin bridges into the scalp do not leak in
-                mask[k] = ndi.binary_fill_holes(opened_all[k] & near)
+                mask[k] = fill_holes(opened_all[k] & near)
                 k += step
     # Erode in-plane by mask_erosion_mm (plus the block's half width lost by the coarse grid).
-    dist = np.stack(_per_slice(lambda k: ndi.distance_transform_edt(mask[k]), ns)) * px
-    mask = dist > params.mask_erosion_mm
-    full = np.broadcast_to(mask[:, :, None, :, None], (ns, nr_c, f, nc_c, f)).reshape(ns, nr_c * f, nc_c * f)
+    mask = _erode_beyond_mm(mask, px, params.mask_erosion_mm)
+    # back to the fine grid: each coarse pixel repeated f x f (one copy per axis, 8 x faster than
+    # reshaping a 5-D broadcast)
+    full = np.repeat(np.repeat(mask, f, axis=2), f, axis=1) if f > 1 else mask
     return np.ascontiguousarray(full[:, :nr, :nc])
+
+
+def _erode_beyond_mm(mask: np.ndarray, px_mm: float, distance_mm: float) -> np.ndarray:
+    """In-plane, every slice: the pixels whose Euclidean distance to the nearest pixel outside
+    ``mask`` (in its own slice, the array's edge not counting) exceeds ``distance_mm``: bit for bit
+    ``distance_transform_edt(mask[k]) * px_mm > distance_mm``, as one binary erosion of the whole
+    stack by the disc of offsets (i, j) with ``sqrt(i^2 + j^2) * px_mm <= distance_mm`` (the same
+    float64 arithmetic as the transform's: a pixel survives exactly when no outside pixel lies in
+    that disc around it), 6 x faster than a distance transform per slice.
+
+    >>> m = np.zeros((1, 7, 7), bool); m[0, 1:6, 1:6] = True
+    >>> bool(_erode_beyond_mm(m, 1.0, 1.5)[0, 2:5, 2:5].all()), int(_erode_beyond_mm(m, 1.0, 1.5).sum())
+    (True, 9)
+    """
+    r = int(np.floor(distance_mm / px_mm)) + 1
+    i = np.arange(-r, r + 1)
+    disc = np.sqrt((i[:, None] ** 2 + i[None, :] ** 2).astype(np.float64)) * px_mm <= distance_mm
+    if not mask.all(axis=(1, 2)).any():
+        return ndi.binary_erosion(mask, structure=disc[None], border_value=1)
+    # a slice without any outside pixel: the distance transform has no outside to measure from
+    return np.stack([ndi.distance_transform_edt(s) * px_mm > distance_mm for s in mask])
 
 
 def _per_slice(fn, n_slices: int) -> list:
@@ -334,11 +357,17 @@ def _darkness(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     nr_c, nc_c = -(-nr // f), -(-nc // f)
     if f > 1:   # block maxima (f x f strided maxima: 4 x faster than numpy's reduction over two axes)
         padded = _pad_blocks(mag, f)
-        coarse = padded[:, 0::f, 0::f].copy()
-        for i in range(f):
-            for j in range(f):
-                if i or j:
-                    np.maximum(coarse, padded[:, i::f, j::f], out=coarse)
+        coarse = np.empty((ns, nr_c, nc_c), np.float32)
+
+        def block_max(slices: range) -> None:   # the slices on two threads, each its own numbers
+            sl = slice(slices.start, slices.stop)
+            np.copyto(coarse[sl], padded[sl, 0::f, 0::f])
+            for i in range(f):
+                for j in range(f):
+                    if i or j:
+                        np.maximum(coarse[sl], padded[sl, i::f, j::f], out=coarse[sl])
+
+        for_slabs(block_max, ns, INPLANE_WORKERS)
     else:
         coarse = mag
     k = max(3, int(round(params.background_window_mm / (px * f))) | 1)
@@ -370,7 +399,13 @@ def _darkness(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
     # ``padded`` is this function's own smoothed copy
     blocks = padded.reshape(ns, nr_c, f, nc_c, f)
     own = padded is not magnitude and (padded is not mag or params.smooth_sigma_px > 0)
-    out = np.divide(blocks, closing[:, :, None, :, None], out=blocks if own else None)
+    out = blocks if own else np.empty(blocks.shape, np.result_type(blocks, closing))
+
+    def divide(slices: range) -> None:      # the slices on two threads, each its own numbers
+        sl = slice(slices.start, slices.stop)
+        np.divide(blocks[sl], closing[sl, :, None, :, None], out=out[sl])
+
+    for_slabs(divide, ns, INPLANE_WORKERS)
     return out.reshape(ns, nr_c * f, nc_c * f)[:, :nr, :nc], lift, f
 
 
@@ -432,7 +467,10 @@ def estimate_noise_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
     d = (mag[:, 1:, :] - mag[:, :-1, :])[mask[:, 1:, :] & mask[:, :-1, :]]
     if d.size < 10:
         return 0.0
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    # the medians partition ``d`` (this function's own array) in place: the same values, no copies
+    med = np.median(d, overwrite_input=True)
+    np.subtract(d, med, out=d)
+    return float(1.4826 * np.median(np.abs(d, out=d), overwrite_input=True) / np.sqrt(2.0))
 
 
 def _mask_box(mask: np.ndarray, margin: int) -> Optional[tuple[slice, slice, slice]]:
@@ -501,7 +539,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     # components reaching the mask's rim (air/bone edge, outside) are rejected wholesale.
     in_cand = labels_b[cand]
     sizes = np.bincount(in_cand, minlength=n + 1)
-    inner = ndi.minimum_filter(mask_b.view(np.uint8), size=(1, 3, 3)).view(bool)
+    inner = _inner_3x3(mask_b)
     at_edge = np.zeros(n + 1, bool)
     at_edge[np.unique(labels_b[cand & ~inner])] = True
     min_area = _min_area_px(params, voxel_size_mm)
@@ -683,13 +721,19 @@ def ring_void_contrast(magnitude: np.ndarray, mask: np.ndarray, spot: "DetectedS
     r0, r1 = max(br.start - pad, 0), min(br.stop + pad, nr)
     c0, c1 = max(bc.start - pad, 0), min(bc.stop + pad, nc)
     best = None
+    if not spot.slice_indices:
+        return None
+    # the crops of every slice of the spot smoothed at once: in-plane, each slice's numbers are
+    # those of ndi.gaussian_filter on its own crop (gaussian_inplane, bit for bit)
+    k_lo = min(spot.slice_indices)
+    crops = np.asarray(magnitude[k_lo:max(spot.slice_indices) + 1, r0:r1, c0:c1], np.float32)
+    if params.smooth_sigma_px > 0:
+        crops = gaussian_inplane(crops, params.smooth_sigma_px, truncate=2.0)
     for k in spot.slice_indices:
         fp_small = spot.footprint_on(k)
         if not fp_small.any():
             continue
-        crop = np.asarray(magnitude[k, r0:r1, c0:c1], np.float32)
-        if params.smooth_sigma_px > 0:
-            crop = ndi.gaussian_filter(crop, params.smooth_sigma_px, truncate=2.0)
+        crop = crops[k - k_lo]
         fp = np.zeros(crop.shape, bool)
         fp[br.start - r0:br.stop - r0, bc.start - c0:bc.stop - c0] = fp_small
         darkest = float(crop[fp].min())
@@ -698,11 +742,32 @@ def ring_void_contrast(magnitude: np.ndarray, mask: np.ndarray, spot: "DetectedS
     if best is None:
         return None
     darkest, k, crop, fp = best
-    ring = ndi.binary_dilation(fp, iterations=r_out) & ~ndi.binary_dilation(fp, iterations=r_in) & mask[k, r0:r1, c0:c1]
+    # = binary_dilation(fp, iterations=r_out) & ~binary_dilation(fp, iterations=r_in) (the cross
+    # structure: a city-block distance; in a box the shortest such path never leaves it), one transform
+    steps = ndi.distance_transform_cdt(~fp, metric="taxicab")
+    ring = (steps <= r_out) & (steps > r_in) & mask[k, r0:r1, c0:c1]
     if ring.sum() < 8:
         return None
     ref = float(np.percentile(crop[ring], params.ring_tissue_percentile))
     return darkest / ref if ref > 0 else None
+
+
+def _inner_3x3(mask: np.ndarray) -> np.ndarray:
+    """The mask's pixels whose whole in-plane 3 x 3 neighbourhood (within the image) is in the
+    mask: ``ndi.minimum_filter(mask, size=(1, 3, 3))`` (mode reflect: beyond the edge a pixel's
+    neighbour is itself) as four whole-array ANDs, rows then columns.
+
+    >>> m = np.ones((1, 4, 5), bool); m[0, 0, 0] = False
+    >>> _inner_3x3(m).astype(int)[0, :2].tolist()
+    [[0, 0, 1, 1, 1], [0, 0, 1, 1, 1]]
+    """
+    rows = mask.copy()
+    rows[:, 1:] &= mask[:, :-1]
+    rows[:, :-1] &= mask[:, 1:]
+    out = rows.copy()
+    out[:, :, 1:] &= rows[:, :, :-1]
+    out[:, :, :-1] &= rows[:, :, 1:]
+    return out
 
 
 def _label_compact(cand: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:

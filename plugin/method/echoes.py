@@ -53,7 +53,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from plugin.method.background import smooth_lowpass
+from plugin.method.background import smooth_lowpass_many
 from plugin.method.detect import estimate_noise_sigma
 
 TWO_PI = np.float32(2.0 * np.pi)
@@ -133,7 +133,7 @@ def _signal_box(first: np.ndarray, step: int, shape: tuple[int, int, int], margi
             slice(max(0, cols[0] - margin), min(shape[2], cols[-1] + step + margin)))
 
 
-def _phase_offset(m1, p1, p2, te1: float, te2: float, voxel_size_mm) -> tuple[np.ndarray, int, np.ndarray]:
+def _phase_offset(m1, p1, p2, te1: float, te2: float, voxel_size_mm, workers: int = 1) -> tuple[np.ndarray, int, np.ndarray]:
     """Coarse-grid smooth phase offset (radians), the coarsening step and the tissue on that grid."""
     # sampled about every 2 mm (the 5 mm low pass then averages ~40 samples per slice): noise of
     # the extrapolated offset (about 2.2 x a single echo's) drops well below the field's own
@@ -144,8 +144,9 @@ def _phase_offset(m1, p1, p2, te1: float, te2: float, voxel_size_mm) -> tuple[np
     d -= TWO_PI * np.rint(d / TWO_PI)
     off = a - np.float32(te1 / (te2 - te1)) * d
     vox = (voxel_size_mm[0], voxel_size_mm[1] * step, voxel_size_mm[2] * step)
-    re = smooth_lowpass(np.cos(off), m, OFFSET_SIGMA_MM, vox)
-    im = smooth_lowpass(np.sin(off), m, OFFSET_SIGMA_MM, vox)
+    # both low passes share the weights' one; the slices on ``workers`` threads (the same numbers:
+    # this step runs before the fit, on the serial path of every multi-echo study)
+    re, im = smooth_lowpass_many((np.cos(off), np.sin(off)), m, OFFSET_SIGMA_MM, vox, workers=workers)
     return np.arctan2(im, re).astype(np.float32), step, m > 0.35 * float(np.percentile(m, 99.0))
 
 
@@ -337,7 +338,8 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
 
     offset, step, offset_removed, off_text = None, 1, False, "one echo: no phase offset estimated"
     if len(tes) >= 2 and filtered is not True:
-        off, step, bright = _phase_offset(mags[0], phase(0), phase(1), tes[0], tes[1], voxel_size_mm)
+        off, step, bright = _phase_offset(mags[0], phase(0), phase(1), tes[0], tes[1], voxel_size_mm,
+                                          workers=workers)
         vals = off[bright] if bright.any() else off.ravel()
         med = float(np.median(np.abs(vals)))
         if filtered is False or med >= OFFSET_NEGLIGIBLE_RAD:
@@ -352,13 +354,22 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
     box = _signal_box(subs[0], sstep, shape)
     # Two echoes are both held anyway (the offset needs them): each slab then gets its whole fit
-    # at once and the sums are the slab's own, not two more volumes (memory: issue 15)
-    slab_sums = not keep_field and len(tes) == 2
+    # at once and the sums are the slab's own, not two more volumes (memory: issue 15). So does
+    # every echo when the caller gave every phase as an array (nothing to load one at a time): each
+    # work piece then runs all its echoes while its sums stay in the core's cache, instead of every
+    # echo streaming two volume-sized sums through memory (the same arithmetic per voxel, in the
+    # same echo order: the same bits). With the field kept, the sums are the field's own views.
+    # (float32 arrays only: other types would be converted, every echo's copy held at once.)
+    all_at_hand = all(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in phs)   # no conversion held
+    slab_sums = (not keep_field and len(tes) == 2) or all_at_hand
     # inside the box the fit writes every voxel; with two echoes, the first one's phase when it is
     # ours becomes the magnitude (below)
     out_mag = None if slab_sums and callable(phs[0]) else _outside_box_copy(mags[-1], box)
-    if slab_sums:
+    if slab_sums and not keep_field:
         out_slope = out_wsum = None
+    elif slab_sums:                                    # every voxel inside the box is written by its piece
+        out_slope = np.zeros(shape, np.float32)        # the slope (0 outside the box: no signal)
+        out_wsum = np.zeros(shape, np.float32)         # sum m^2 TE^2 (0 outside the box)
     else:
         out_slope = np.zeros(shape, np.float32)        # the running sum m^2 TE phase, then the slope
         out_wsum = np.zeros(shape, np.float32)         # the running sum m^2 TE^2
@@ -386,8 +397,13 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
             def fit_slab(chunk: tuple[slice, tuple[slice, slice]]) -> None:
                 c, cbox = chunk
                 sums_shape = (c.stop - c.start, cbox[0].stop - cbox[0].start, cbox[1].stop - cbox[1].start)
-                num = np.zeros(sums_shape, np.float32)
-                den = np.full(sums_shape, np.float32(1e-30), np.float32)
+                if out_slope is None:
+                    num = np.zeros(sums_shape, np.float32)
+                    den = np.full(sums_shape, np.float32(1e-30), np.float32)
+                else:     # the field's own memory (zeros): the running sums, then slope and weight
+                    num = out_slope[(c,) + tuple(cbox)]
+                    den = out_wsum[(c,) + tuple(cbox)]
+                    den.fill(np.float32(1e-30))            # no signal: slope 0 (as the volume fit)
                 off = _chunk_offset(offset, step, shape, c, cbox)
                 for i, (te, w_mag) in enumerate(zip(tes, cw)):
                     p_i = ps[i][(c,) + tuple(cbox)].copy() if i == 0 and first_owned else ps[i]
