@@ -18,12 +18,13 @@ Two designs:
   eigen-decomposition keeps it); the numbers agree with the dense route to rounding (1e-15
   relative; tests/test_fitprojection.py).
 
-Why the slice route (issue 15, benchmarks/load.md "Dipole fit without multi-threaded BLAS"): with
+Why the slice route (issue 15, benchmarks/load.md "Pre-SR CPU: the dipole fit without multi-threaded BLAS"): with
 an 8 mm in-plane box on 0.45 mm pixels a fit holds about 10,000 voxels and 30 background columns.
 The dense route's products (10,000 x 30 by 30) are above OpenBLAS's threshold for threading, and
-on 2 cores shared with the QSM thread its threads wait for each other: 28 such orthonormalisations
-took 0.9-1.6 s of the main thread's CPU (and more wall) on the 2-echo 512 x 512 x 60 phantom for
-work worth a few milliseconds. The slice route uses no BLAS call on the tall arrays at all and
+on 2 busy cores (the QSM thread beside the fits, other processes) the calling thread spins waiting
+for its BLAS threads: 28 such orthonormalisations took 0.9-2.0 s of the main thread's CPU (and more
+wall; measured at load 6-15) on the 2-echo 512 x 512 x 60 phantom for work worth a few milliseconds
+(with ``OPENBLAS_NUM_THREADS=1`` 0.06 s). The slice route uses no BLAS call on the tall arrays at all and
 about 3 x 3 (not 30 x 30) operations per voxel.
 """
 from __future__ import annotations
