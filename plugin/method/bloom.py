@@ -106,6 +106,20 @@ def _slice_samples(voxel_mm, half_px: int, n_sub: tuple[int, int, int], offset_p
     return (centres[:, None, :] + subs[None, :, :]).astype(np.float32)
 
 
+def _axis_samples(voxel_mm, half_px: int, n_sub: tuple[int, int, int], offset_px: tuple[float, float],
+                  slice_offset_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coordinates :func:`_slice_samples` combines, per axis: slice (n_sub[0],), row
+    (2 half_px + 1, n_sub[1]) and column (2 half_px + 1, n_sub[2]) in float32, each the float64 sum
+    of voxel centre and sub-sample offset rounded once, as there."""
+    nz, ny, nx = n_sub
+    subz, suby, subx = ((np.arange(n) + 0.5) / n - 0.5 for n in (nz, ny, nx))
+    r = np.arange(-half_px, half_px + 1)
+    pz = float(slice_offset_mm) + subz * voxel_mm[0]
+    py = ((r + offset_px[0]) * voxel_mm[1])[:, None] + (suby * voxel_mm[1])[None, :]
+    px = ((r + offset_px[1]) * voxel_mm[2])[:, None] + (subx * voxel_mm[2])[None, :]
+    return pz.astype(np.float32), py.astype(np.float32), px.astype(np.float32)
+
+
 _GEOMETRY: dict[tuple, tuple] = {}     # (grid, B0) -> (half_px, arrays) of the widest grid asked for
 _GEOMETRY_KEYS = 4                      # grids kept (a study has one voxel size and B0 direction)
 
@@ -122,11 +136,24 @@ def _dipole_geometry(voxel_mm: tuple, half_px: int, n_sub: tuple, offset_px: tup
     kept = _GEOMETRY.get(key)
     if kept is None or kept[0] < half_px:
         b = np.frombuffer(b_bytes, np.float32)
-        p = _slice_samples(voxel_mm, half_px, n_sub, offset_px, slice_offset_mm)
-        r2 = np.maximum((p * p).sum(-1), 1e-6)
-        r = np.sqrt(r2)
-        cos2 = (p @ b) ** 2 / r2
-        n_vox = p.shape[0]
+        if b[1] == 0 and b[2] == 0:
+            # B0 along the slice axis: p . b is the slice coordinate, and every sub-sample's
+            # coordinate is one of few per axis: squared per axis and broadcast, the same float32
+            # values as from the (voxels, sub-samples, 3) array, in a third of the time
+            pz, py, px = _axis_samples(voxel_mm, half_px, n_sub, offset_px, slice_offset_mm)
+            zz, yy, xx = pz * pz, py * py, px * px
+            r2 = np.maximum((zz[None, None, :, None, None] + yy[:, None, None, :, None]) + xx[None, :, None, None, :], 1e-6)
+            n_vox = r2.shape[0] * r2.shape[1]
+            r2 = r2.reshape(n_vox, -1)
+            r = np.sqrt(r2)
+            pb = np.broadcast_to((pz * abs(b[0]))[:, None, None], n_sub).ravel()
+            cos2 = pb ** 2 / r2
+        else:
+            p = _slice_samples(voxel_mm, half_px, n_sub, offset_px, slice_offset_mm)
+            r2 = np.maximum((p * p).sum(-1), 1e-6)
+            r = np.sqrt(r2)
+            cos2 = (p @ b) ** 2 / r2
+            n_vox = p.shape[0]
         angular, r3 = (3 * cos2 - 1).reshape(n_vox, -1), (r2 * r).reshape(n_vox, -1)
         g = angular.astype(float) / r3
         kept = (half_px, (angular, r3, r.reshape(n_vox, -1), r.min(axis=1), g.max(axis=1) - g.min(axis=1)))

@@ -76,6 +76,7 @@ from scipy import special
 
 from plugin import physics
 from plugin.method.detect import DetectedSpot
+from plugin.method.fitprojection import Background, DenseBackground, SliceBackground, orthonormal_columns
 from plugin.method.interpret import is_paramagnetic
 from dicom_io.phase import wrap_rad
 
@@ -275,22 +276,6 @@ def slab_kernel(rel_mm, voxel_mm, *, radius_mm: float, n_inplane: int = 2,
     return out / (vz * len(oy) * len(ox))
 
 
-def orthonormal_columns(a: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
-    """An orthonormal basis of the column space of ``a`` (n x p, p small), rank-revealing: a per-slice
-    background column left with one or two voxels, or none, adds no spurious direction as a QR basis
-    would. From the eigenvectors of the p x p Gram matrix (an SVD of ``a`` costs 100 x more here)."""
-    if a.size == 0:
-        return np.zeros((a.shape[0], 0))
-    scale = np.sqrt(np.einsum("np,np->p", a, a))
-    cols = scale > 0
-    a = a[:, cols] / scale[cols]
-    if a.shape[1] == 0:
-        return np.zeros((a.shape[0], 0))
-    w, v = np.linalg.eigh(a.T @ a)
-    keep = w > rtol * max(float(w[-1]), 1e-300)
-    return (a @ v[:, keep]) / np.sqrt(w[keep])
-
-
 @dataclass(frozen=True)
 class RobustVariance:
     """Cluster-robust (sandwich) variance of the moment and the effective number of blocks behind it."""
@@ -367,21 +352,22 @@ def normal_z_of_t(t: float, dof: float) -> float:
 
 class _Projector:
     """Weighted least squares of y on [kernel_c, background] for many candidates c at once: the
-    background (n, p) is projected out once (QR of the weighted columns)."""
+    background is projected out once (an orthonormal basis of its weighted columns,
+    :mod:`plugin.method.fitprojection`); ``rank``: how many background directions it holds."""
 
-    def __init__(self, y: np.ndarray, sw: np.ndarray, bg: np.ndarray):
+    def __init__(self, y: np.ndarray, sw: np.ndarray, bg: Background):
         self.sw = sw
-        self.q = orthonormal_columns(bg * sw[:, None])
-        yw = y * sw
-        self.yp = yw - self.q @ (self.q.T @ yw)
-        self.yy = float(self.yp @ self.yp)
+        self.basis = bg.basis(sw)
+        self.rank = self.basis.rank
+        self.yp = self.basis.residual(y * sw)
+        self.yy = float(self.basis.inner(self.yp, self.yp))
 
     def solve(self, kernels: np.ndarray):
         """``kernels`` (n, C) -> (moment (C,), |K_perp|^2 (C,), weighted rss (C,))."""
         kw = kernels * self.sw[:, None]
-        kp = kw - self.q @ (self.q.T @ kw)
+        kp = self.basis.residual(kw)
         kk = np.einsum("nc,nc->c", kp, kp)
-        ky = kp.T @ self.yp
+        ky = self.basis.inner(kp, self.yp)
         ok = kk > 0
         safe = np.where(ok, kk, 1.0)
         m = np.where(ok, ky / safe, 0.0)
@@ -457,19 +443,24 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
     z_lo, z_hi = void_slice_range(spot, params.void_slice_fraction) if constrained else (-np.inf, np.inf)
     z_lo_mm, z_hi_mm = z_lo * vox[0], z_hi * vox[0]
     u = (pos - centre_mm) / max(half_mm, 1.0)
-    if params.background_per_slice:
+    slicewise = bool(params.background_per_slice) and params.slope_per_slice and params.background_order < 2
+    if slicewise:
         # each slice its own constant and in-plane slope: a 2D unwrapping and in-plane high pass leave
-        # every slice an offset of its own (R^2/8 x the through-plane curvature for a disk of radius R)
-        cols = [(idx[0] == k).astype(float) for k in np.unique(idx[0])]
-        if params.slope_per_slice:
-            cols += [c * u[:, i] for c in list(cols) for i in (1, 2)]
-        else:
-            cols += [u[:, 1], u[:, 2]]
+        # every slice an offset of its own (R^2/8 x the through-plane curvature for a disk of radius R);
+        # block-diagonal over the slices, projected slice by slice (plugin.method.fitprojection)
+        bgc: Background = SliceBackground(idx[0], u[:, 1], u[:, 2])
     else:
-        cols = [np.ones(len(y)), u[:, 0], u[:, 1], u[:, 2]]
-    if params.background_order >= 2:
-        cols += [u[:, 1] ** 2, u[:, 2] ** 2, u[:, 1] * u[:, 2]]     # in plane: few slices cannot carry z^2
-    bgc = np.column_stack(cols)
+        if params.background_per_slice:
+            cols = [(idx[0] == k).astype(float) for k in np.unique(idx[0])]
+            if params.slope_per_slice:
+                cols += [c * u[:, i] for c in list(cols) for i in (1, 2)]
+            else:
+                cols += [u[:, 1], u[:, 2]]
+        else:
+            cols = [np.ones(len(y)), u[:, 0], u[:, 1], u[:, 2]]
+        if params.background_order >= 2:
+            cols += [u[:, 1] ** 2, u[:, 2] ** 2, u[:, 1] * u[:, 2]]     # in plane: few slices cannot carry z^2
+        bgc = DenseBackground(np.column_stack(cols))
     a_model = max(params.model_radius_fraction * d / 2.0, 0.25 * float(vox[1:].min()))
     n_ip = int(np.clip(np.ceil(float(vox[1:].max()) / params.inplane_sample_mm), 1, 4))
     oblique = b0_axes is not None and abs(abs(float(b0_axes[0])) - 1.0) > 1e-6
@@ -514,7 +505,7 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         gap = [np.maximum(np.abs(pos[:, i] - best[i]) - vox[i] / 2, 0.0) for i in range(3)]
         r_near = np.maximum(np.sqrt(gap[0] ** 2 + gap[1] ** 2 + gap[2] ** 2), a_model)
         keep = abs(m) * 2.0 / r_near ** 3 <= params.max_model_phase_rad
-        pos, y, sw_noise, bgc = pos[keep], y[keep], sw_noise[keep], bgc[keep]
+        pos, y, sw_noise, bgc = pos[keep], y[keep], sw_noise[keep], bgc.take(keep)
         if len(y) < params.min_voxels:
             return not_usable(f"too few voxels where the dipole's phase stays small ({len(y)})", len(y))
         # the model is not exact (partial volume, complex averaging, shape): a relative error of
@@ -527,20 +518,22 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         k_cands = kernels(cands, pos)
         pred = m * k_cands[:, 1]
         sw = 1.0 / np.sqrt(1.0 / sw_noise ** 2 + (params.model_error * pred) ** 2)
-        mm_, kk_, rss_ = _Projector(y, sw, bgc).solve(k_cands)
+        proj = _Projector(y, sw, bgc)
+        mm_, kk_, rss_ = proj.solve(k_cands)
         j = int(np.argmin(rss_))
         m_before = m
         best, m, kk, rss = cands[j], float(mm_[j]), float(kk_[j]), float(rss_[j])
         k_best = k_cands[:, j]
         alike = alike * (m / m_before) if m_before != 0 else alike
-    n, p_free = len(y), 1 + orthonormal_columns(bgc).shape[1]
+    # the background's rank as the last projection found it (weights > 0 do not change a rank)
+    n, p_free = len(y), 1 + proj.rank
     if kk <= 0:
         return not_usable("the dipole model is not determined by these voxels (all too far or too few)", n)
     chi2_red = max(rss, 0.0) / max(n - p_free, 1)
     spread = 0.5 * float(np.ptp(alike)) if len(alike) > 1 else 0.0
     var_iid = max(1.0, chi2_red) / kk
     dof: Optional[float] = None
-    robust = cluster_robust_variance(y, sw, bgc, k_best, m, pos, params.cluster_mm, vox) if params.cluster_mm > 0 else None
+    robust = cluster_robust_variance(y, sw, bgc.dense(), k_best, m, pos, params.cluster_mm, vox) if params.cluster_mm > 0 else None
     if robust is not None and robust.variance > var_iid:
         var_stat, dof = robust.variance, (robust.dof if params.robust_t else None)
     else:
