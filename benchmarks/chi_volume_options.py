@@ -102,6 +102,7 @@ def collect(protocol: str, studies: int, seed: int, options: AnalysisOptions = A
                              s_qsm=les.qsm_total_ppm_mm3, s_qsm_ci=les.qsm_total_ppm_mm3_ci, s_fit=s_fit, s_fit_ci=s_fit_ci,
                              chi_qsm=les.qsm_chi_ppm, chi_qsm_ci=les.qsm_chi_ppm_ci,
                              chi_fit=les.chi_ppm, chi_fit_ci=les.chi_ppm_ci,
+                             chi_core=les.qsm_core_chi_ppm, chi_core_ci=les.qsm_core_chi_ppm_ci,
                              fit_frac=les.fit_recovery_fraction, qsm_frac=les.qsm_recovery_fraction,
                              n_slices=len(sp.slice_indices), cored=bool(t.get("core_diameter_mm")),
                              call=les.classification.value, voxel_mm=vox,
@@ -191,6 +192,7 @@ def summarise(rows, label: str) -> list[str]:
 
     reading("fit, bloom volume (reported chi_ppm)", lambda r: r["chi_fit"])
     reading("QSM, bloom volume (reported qsm_chi_ppm)", lambda r: r["chi_qsm"])
+    reading("QSM core (reported qsm_core_chi_ppm)", lambda r: r.get("chi_core"))
     reading("QSM half-peak mean", lambda r: r["chi_half"])
     reading("fit moment / half-peak volume", lambda r: r["s_fit"] / r["v_half"])
     reading("QSM total / half-peak volume", lambda r: r["s_qsm"] / r["v_half"])
@@ -226,7 +228,7 @@ def summarise(rows, label: str) -> list[str]:
     def coverage(name, key_ci, key_truth, subset):
         inside = n = 0
         for r in subset:
-            ci = r[key_ci]
+            ci = r.get(key_ci)
             if ci is None:
                 continue
             n += 1
@@ -242,6 +244,7 @@ def summarise(rows, label: str) -> list[str]:
                      ("size not resolved", [r for r in plain if r["size_not_resolved"]])):
         out.append(f"  {lab}: " + "; ".join([coverage("chi_ppm_ci", "chi_fit_ci", "chi_true", sub),
                                              coverage("qsm_chi_ppm_ci", "chi_qsm_ci", "chi_true", sub),
+                                             coverage("qsm_core_chi_ppm_ci", "chi_core_ci", "chi_true", sub),
                                              coverage("4 pi moment_ci", "s_fit_ci", "s_true", sub)]))
     return out
 

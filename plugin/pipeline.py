@@ -43,6 +43,7 @@ from plugin.method.morphology import fill_holes
 from plugin.method.qsm import UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
+from plugin.method.qsmcore import core_susceptibility
 from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_by_size,
                                        recovery_fractions, scaled_fit, synthetic_field)
 from plugin.method.borderexplained import discount_unexplained_borders
@@ -298,7 +299,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
                 sc = sc.over_volume(np.pi / 6 * spot.diameter_mm ** 3 if size.bloom_limited else size.volume_mm3,
                                     (v_lo, v_hi))
             qsm_facts = dict(qsm_chi_ppm=sc.chi_ppm, qsm_chi_ppm_ci=sc.ci95, qsm_call=sc.call,
-                             qsm_total_ppm_mm3=sc.sum_ppm_mm3, qsm_total_ppm_mm3_ci=sc.sum_ci95)
+                             qsm_total_ppm_mm3=sc.sum_ppm_mm3, qsm_total_ppm_mm3_ci=sc.sum_ci95,
+                             **_core_facts(qmap, spot, fit, sc, voxel))
             if not not_axial:
                 it = qsm_agreement(it, sc, voxel[0], options.qsm_agree)
         center = _index_to_lps(affine_lps, spot.center_index)
@@ -484,6 +486,20 @@ def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, 
         return None
 
 
+def _core_facts(qmap, spot, fit, sc, voxel) -> dict:
+    """The spot's QSM core reading (plugin.method.qsmcore) at the fit's centre (else the spot's),
+    of the sign of the fit's moment (else of the map's total); {} where neither has a sign."""
+    if fit.usable and fit.moment:
+        sign = 1.0 if fit.moment > 0 else -1.0
+    elif sc.sum_ppm_mm3:
+        sign = 1.0 if sc.sum_ppm_mm3 > 0 else -1.0
+    else:
+        return {}
+    centre = fit.center_index if fit.usable and fit.center_index is not None else spot.center_index
+    core = core_susceptibility(qmap.chi_ppm, qmap.mask, centre, voxel, float(spot.diameter_mm), sign)
+    return dict(qsm_core_chi_ppm=core.chi_ppm, qsm_core_chi_ppm_ci=core.ci95)
+
+
 def _volume_diameters_mm(size, detected_diameter_mm: float) -> tuple[float, float]:
     """The diameters whose spheres bound the volume chi is divided by: the size's interval where it
     is resolved; where it is not (the bloom alone explains the spot), from the interval's smallest
@@ -556,6 +572,8 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "qsm_total_ppm_mm3": lesion.qsm_total_ppm_mm3,
         "qsm_total_ppm_mm3_ci": None if lesion.qsm_total_ppm_mm3_ci is None else list(lesion.qsm_total_ppm_mm3_ci),
         "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
+        "qsm_core_chi_ppm": lesion.qsm_core_chi_ppm,
+        "qsm_core_chi_ppm_ci": None if lesion.qsm_core_chi_ppm_ci is None else list(lesion.qsm_core_chi_ppm_ci),
         "source_diameter_mm": lesion.source_diameter_mm,
         "source_diameter_mm_ci": None if lesion.source_diameter_mm_ci is None else list(lesion.source_diameter_mm_ci),
         "source_size_note": lesion.source_size_note or None,
