@@ -45,6 +45,7 @@ def test_core_of_a_source_thinner_than_the_slice_reads_low():
     core = core_susceptibility(chi, mask, c, (5.0, 0.9, 0.9), 2.4, 1.0)
     assert 0.0 < core.chi_ppm < 0.3, core
     assert "partial volume" in core.note
+    assert core.ci95[1] > 0.4, core          # the interval reaches the chi the slice averaged away
 
 
 def test_core_needs_a_sign_and_a_diameter():
