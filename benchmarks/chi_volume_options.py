@@ -246,6 +246,15 @@ def summarise(rows, label: str) -> list[str]:
                                              coverage("qsm_chi_ppm_ci", "chi_qsm_ci", "chi_true", sub),
                                              coverage("qsm_core_chi_ppm_ci", "chi_core_ci", "chi_true", sub),
                                              coverage("4 pi moment_ci", "s_fit_ci", "s_true", sub)]))
+    def width(name, key, key_ci, subset):
+        w = [(r[key_ci][1] - r[key_ci][0]) / abs(r[key]) for r in subset
+             if r.get(key_ci) is not None and r.get(key) not in (None, 0)]
+        return f"{name} {np.median(w):.2f} (p90 {np.percentile(w, 90):.2f})" if w else f"{name} -"
+    for lab, sub in (("size resolved", [r for r in big if not r["size_not_resolved"]]),
+                     ("size not resolved", [r for r in big if r["size_not_resolved"]])):
+        out.append(f"  interval width / |value|, median, {lab}: " + "; ".join(
+            [width("chi_ppm", "chi_fit", "chi_fit_ci", sub), width("qsm_chi_ppm", "chi_qsm", "chi_qsm_ci", sub),
+             width("qsm_core_chi_ppm", "chi_core", "chi_core_ci", sub)]))
     return out
 
 

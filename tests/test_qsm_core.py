@@ -34,8 +34,9 @@ def test_core_reads_a_resolved_sphere_s_chi_whatever_its_size(chi_true):
         chi, mask, c = _map(chi_true, d)
         core = core_susceptibility(chi, mask, c, (1.0, 1.0, 1.0), d * 1.2, np.sign(chi_true))
         assert abs(core.chi_ppm / chi_true - 1) < 0.1, (d, core)
-        assert core.ci95[0] < chi_true < core.ci95[1] or abs(core.chi_ppm - chi_true) < 0.02, core
-        assert core.ci95[0] < core.chi_ppm < core.ci95[1] and core.ci95[1] - core.ci95[0] < 0.1
+        assert core.ci95[0] < chi_true < core.ci95[1], core
+        # the map's own error (model_error_rel) sets the width, not the (small) noise
+        assert 0.5 * abs(chi_true) < core.ci95[1] - core.ci95[0] < 1.0 * abs(chi_true), core
 
 
 def test_core_of_a_source_thinner_than_the_slice_reads_low():

@@ -31,6 +31,8 @@ class CoreParams:
     core_fraction: float = 0.9       # voxels within this fraction of the extreme value make the core
     min_shell_mm: float = 2.0        # the level's shell runs from max(spot diameter, this) to twice that
     n_shifts: int = 12               # directions of the shifted readings (at two distances each)
+    model_error_rel: float = 0.2     # s.d. of log(core / true chi) from the map's resolution and regularisation
+                                     # (0.19 on the realistic 1 mm cohort, seed 0, spots >= 2 mm; benchmarks/qsm.md)
     ci_z: float = 1.96
 
 
@@ -104,7 +106,10 @@ def core_susceptibility(chi_ppm: np.ndarray, mask: np.ndarray, centre_index: Seq
         return CoreChi(round(value, 4), None, n, CORE_NOTE + f"; too few neighbouring readings ({len(samples)}) for an interval")
     arr = np.asarray(samples)
     sd = 1.4826 * float(np.median(np.abs(arr - np.median(arr))))
-    lo, hi = value - params.ci_z * sd, value + params.ci_z * sd
+    # the noise (the shifted readings' spread) and the map's own error on a source's core value (its
+    # resolution and regularisation: 0.82-1.25 x the truth by size on 1 mm voxels), which the noise does not show
+    k = math.exp(params.ci_z * params.model_error_rel)
+    lo, hi = min(value / k, value * k) - params.ci_z * sd, max(value / k, value * k) + params.ci_z * sd
     # partial volume: a source of the spot's diameter cut by a voxel boundary fills at worst half its
     # diameter of the voxel along that axis, so |chi| may be up to 2 x voxel / diameter the core's
     # (a bound, not a correction: the column model over-corrected on the realistic 5 mm cohort)
