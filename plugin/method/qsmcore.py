@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
@@ -30,6 +31,7 @@ CORE_NOTE = ("QSM core: mean of the map's voxels within 0.9 of the spot's extrem
 class CoreParams:
     core_fraction: float = 0.9       # voxels within this fraction of the extreme value make the core
     min_shell_mm: float = 2.0        # the level's shell runs from max(spot diameter, this) to twice that
+    max_shell_voxels: int = 400      # shell voxels sampled for the level's median
     n_shifts: int = 12               # directions of the shifted readings (at two distances each)
     model_error_rel: float = 0.2     # s.d. of log(core / true chi) from the map's resolution and regularisation
                                      # (0.19 on the realistic 1 mm cohort, seed 0, spots >= 2 mm; benchmarks/qsm.md)
@@ -44,35 +46,58 @@ class CoreChi:
     note: str
 
 
-def _offsets(voxel_mm: Sequence[float], r_mm: float, r_min_mm: float = 0.0) -> np.ndarray:
+@lru_cache(maxsize=64)
+def _offsets(voxel_mm: tuple, r_mm: float, r_min_mm: float = 0.0, max_n: int = 0) -> np.ndarray:
     """Integer (slice, row, column) offsets of the voxels whose centres lie within ``r_min_mm`` <
-    distance <= ``r_mm`` of the origin."""
+    distance <= ``r_mm`` of the origin; at most ``max_n`` of them (evenly strided; 0: all)."""
     h = [int(math.ceil(r_mm / float(v))) for v in voxel_mm]
     z, y, x = np.meshgrid(*(np.arange(-k, k + 1) for k in h), indexing="ij")
     d = np.sqrt((z * voxel_mm[0]) ** 2 + (y * voxel_mm[1]) ** 2 + (x * voxel_mm[2]) ** 2)
     keep = (d <= r_mm) & (d > r_min_mm) if r_min_mm > 0 else d <= r_mm
-    return np.stack([z[keep], y[keep], x[keep]], -1)
+    out = np.stack([z[keep], y[keep], x[keep]], -1)
+    if max_n and len(out) > max_n:
+        out = out[np.linspace(0, len(out) - 1, max_n).astype(int)]
+    out.flags.writeable = False
+    return out
 
 
-def _reading(chi: np.ndarray, mask: np.ndarray, centre: np.ndarray, near: np.ndarray, shell: np.ndarray,
-             sign: float, fraction: float) -> Optional[tuple[float, int]]:
-    """(core mean, its voxel count) at ``centre`` (int index), or None where the near region or the
-    shell leaves the volume or the brain mask, or no voxel has the sign."""
+def _readings(chi: np.ndarray, mask: np.ndarray, centres: np.ndarray, near: np.ndarray, shell: np.ndarray,
+              sign: float, fraction: float) -> list:
+    """Per centre (rows of int indices): (core mean, its voxel count), or None where the near
+    region or the shell leaves the volume or the brain mask; (0.0, 0) where no voxel has the sign.
+    All centres in one gather (a loop over them cost ~4 ms per spot on SWI voxels)."""
     shape = np.asarray(chi.shape)
-    pn, ps = centre + near, centre + shell
-    if (pn.min() < 0 or (pn >= shape).any() or ps.min() < 0 or (ps >= shape).any()):
-        return None
-    in_n = mask[tuple(pn.T)]
-    in_s = mask[tuple(ps.T)]
-    if in_n.mean() < 0.9 or in_s.sum() < 10:
-        return None
-    level = float(np.median(chi[tuple(ps[in_s].T)]))
-    s = sign * (chi[tuple(pn[in_n].T)] - level)
-    peak = float(s.max())
-    if not peak > 0:
-        return 0.0, 0
-    core = s >= fraction * peak
-    return sign * float(s[core].mean()), int(core.sum())
+    lo = np.minimum(near.min(0), shell.min(0))
+    hi = np.maximum(near.max(0), shell.max(0))
+    inside = ((centres + lo) >= 0).all(1) & ((centres + hi) < shape).all(1)
+    out: list = [None] * len(centres)
+    if not inside.any():
+        return out
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    c_flat = centres[inside] @ strides
+    n_flat, s_flat = near @ strides, shell @ strides
+    chi_f, mask_f = chi.reshape(-1), mask.reshape(-1)
+    idx_n = c_flat[:, None] + n_flat[None, :]
+    idx_s = c_flat[:, None] + s_flat[None, :]
+    in_n, in_s = mask_f[idx_n], mask_f[idx_s]
+    vals_s = np.where(in_s, chi_f[idx_s], np.nan)
+    ok = (in_n.mean(1) >= 0.9) & (in_s.sum(1) >= 10)
+    level = np.full(len(c_flat), np.nan)
+    if ok.any():
+        # np.median where every shell voxel is in the brain (the usual case): 3 x faster than nanmedian
+        level[ok] = (np.median(vals_s[ok], axis=1) if in_s[ok].all() else np.nanmedian(vals_s[ok], axis=1))
+    s = sign * (chi_f[idx_n] - level[:, None])
+    s = np.where(in_n, s, -np.inf)
+    for j, k in enumerate(np.flatnonzero(inside)):
+        if not ok[j]:
+            continue
+        peak = float(s[j].max())
+        if not peak > 0:
+            out[k] = (0.0, 0)
+            continue
+        core = s[j] >= fraction * peak
+        out[k] = (sign * float(s[j][core].mean()), int(core.sum()))
+    return out
 
 
 def core_susceptibility(chi_ppm: np.ndarray, mask: np.ndarray, centre_index: Sequence[float], voxel_mm: Sequence[float],
@@ -85,23 +110,20 @@ def core_susceptibility(chi_ppm: np.ndarray, mask: np.ndarray, centre_index: Seq
         raise ValueError(f"core_susceptibility: needs a diameter > 0 and a sign of +-1 (got {diameter_mm}, {sign})")
     vox = tuple(float(v) for v in voxel_mm)
     r_shell = max(float(diameter_mm), params.min_shell_mm)
-    near = _offsets(vox, float(diameter_mm) / 2 + max(vox))
-    shell = _offsets(vox, 2.0 * r_shell, r_shell)
+    near = _offsets(vox, round(float(diameter_mm) / 2 + max(vox), 2))
+    # the level is a median: a strided sample of the shell gives it (a 4-8 mm shell on SWI voxels has ~4000)
+    shell = _offsets(vox, round(2.0 * r_shell, 2), round(r_shell, 2), params.max_shell_voxels)
     c = np.rint(np.asarray(centre_index, float)).astype(int)
-    got = _reading(chi_ppm, mask, c, near, shell, float(sign), params.core_fraction)
-    if got is None:
-        return CoreChi(None, None, 0, "QSM core: the spot's neighbourhood leaves the brain mask")
-    value, n = got
     # shifted in plane by about two shell widths: the same reading where there is no spot
     step = 2.0 * r_shell / min(vox[1], vox[2]) + 2
-    samples = []
-    for j in range(params.n_shifts):
-        for rad in (1.0, 1.6):
-            a = 2 * math.pi * j / params.n_shifts
-            d = np.array([0, int(round(rad * step * math.sin(a))), int(round(rad * step * math.cos(a)))])
-            s = _reading(chi_ppm, mask, c + d, near, shell, float(sign), params.core_fraction)
-            if s is not None:
-                samples.append(s[0])
+    shifts = [(0, 0, 0)] + [(0, int(round(rad * step * math.sin(2 * math.pi * j / params.n_shifts))),
+                             int(round(rad * step * math.cos(2 * math.pi * j / params.n_shifts))))
+                            for j in range(params.n_shifts) for rad in (1.0, 1.6)]
+    got = _readings(chi_ppm, mask, c[None, :] + np.array(shifts), near, shell, float(sign), params.core_fraction)
+    if got[0] is None:
+        return CoreChi(None, None, 0, "QSM core: the spot's neighbourhood leaves the brain mask")
+    value, n = got[0]
+    samples = [g[0] for g in got[1:] if g is not None]
     if len(samples) < 4:
         return CoreChi(round(value, 4), None, n, CORE_NOTE + f"; too few neighbouring readings ({len(samples)}) for an interval")
     arr = np.asarray(samples)
