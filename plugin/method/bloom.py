@@ -313,6 +313,9 @@ def source_diameter(total_ppm_mm3: float, detected_diameter_mm: float, voxel_mm,
                else f"; source {slice_offset:+.3g} slice from its slice's centre") + ")")
     if limited:
         note += "; the dipole's bloom alone is as wide as the spot: the source's size is not resolved (the volume is not identified)"
+    elif ci[1] > params.max_size_ratio * ci[0]:
+        note += ("; with the model's error the size spans more than a factor 2: the volume is poorly identified "
+                 "(the moment is the measurement; chi over this size is an estimate, its interval says how far)")
     return SourceSize(round(d, 3), (round(ci[0], 3), round(ci[1], 3)), limited, note)
 
 
