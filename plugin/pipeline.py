@@ -300,7 +300,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
                                     (v_lo, v_hi))
             qsm_facts = dict(qsm_chi_ppm=sc.chi_ppm, qsm_chi_ppm_ci=sc.ci95, qsm_call=sc.call,
                              qsm_total_ppm_mm3=sc.sum_ppm_mm3, qsm_total_ppm_mm3_ci=sc.sum_ci95,
-                             **_core_facts(qmap, spot, fit, sc, voxel))
+                             **_core_facts(qmap, spot, fit, sc, voxel, size))
             if not not_axial:
                 it = qsm_agreement(it, sc, voxel[0], options.qsm_agree)
         center = _index_to_lps(affine_lps, spot.center_index)
@@ -486,7 +486,7 @@ def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, 
         return None
 
 
-def _core_facts(qmap, spot, fit, sc, voxel) -> dict:
+def _core_facts(qmap, spot, fit, sc, voxel, size=None) -> dict:
     """The spot's QSM core reading (plugin.method.qsmcore) at the fit's centre (else the spot's),
     of the sign of the fit's moment (else of the map's total); {} where neither has a sign."""
     if fit.usable and fit.moment:
@@ -496,7 +496,9 @@ def _core_facts(qmap, spot, fit, sc, voxel) -> dict:
     else:
         return {}
     centre = fit.center_index if fit.usable and fit.center_index is not None else spot.center_index
-    core = core_susceptibility(qmap.chi_ppm, qmap.mask, centre, voxel, float(spot.diameter_mm), sign)
+    d_src = size.diameter_mm if size is not None and not size.bloom_limited else float(spot.diameter_mm)
+    core = core_susceptibility(qmap.chi_ppm, qmap.mask, centre, voxel, float(spot.diameter_mm), sign,
+                               source_diameter_mm=d_src)
     return dict(qsm_core_chi_ppm=core.chi_ppm, qsm_core_chi_ppm_ci=core.ci95)
 
 

@@ -7,12 +7,13 @@ import pytest
 from plugin.method.qsmcore import core_susceptibility
 
 
-def _map(chi_ppm: float, diameter_mm: float, voxel_mm=(1.0, 1.0, 1.0), noise_ppm: float = 0.01, seed: int = 3):
+def _map(chi_ppm: float, diameter_mm: float, voxel_mm=(1.0, 1.0, 1.0), noise_ppm: float = 0.01, seed: int = 3,
+         centre=None):
     """A 30 x 72 x 72 map: a uniform sphere (sub-sampled 4 x per axis: partial volume at its edge) on a
     noisy background of +0.02 ppm, centred off the voxel grid."""
     rng = np.random.default_rng(seed)
     shape = (30, 72, 72)
-    centre = np.array([15.3, 35.6, 36.2])
+    centre = np.array([15.3, 35.6, 36.2]) if centre is None else np.asarray(centre, float)
     sub = (np.arange(4) + 0.5) / 4 - 0.5
     idx = np.indices(shape).reshape(3, -1).T.astype(float)
     frac = np.zeros(len(idx))
@@ -62,3 +63,24 @@ def test_core_outside_the_brain_mask_says_so():
     mask[:, :, :36] = False                  # the brain ends through the spot
     core = core_susceptibility(chi, mask, c, (1.0, 1.0, 1.0), 4.0, 1.0)
     assert core.chi_ppm is None and "brain mask" in core.note
+
+
+def test_a_source_thinner_than_a_thick_slice_reads_its_chi_in_the_column():
+    """On 2.5 mm slices (0.45 mm pixels) a 2.2 mm sphere centred on a slice boundary is averaged
+    through both slices: the core reads about half its chi. The column through it, integrated along
+    the slice axis over the source's diameter, gives chi x chord / chord: with the source's size the
+    reading comes back within 15 %; without it (or on 5 mm slices, where the column is not used)
+    the core stays low."""
+    from plugin.method.qsmcore import CoreParams, column_applies
+    vox = (2.5, 0.45, 0.45)
+    chi, mask, c = _map(0.4, 2.2, voxel_mm=vox, noise_ppm=0.002)
+    c = c.copy()
+    c[0] = 15.5                                   # on the boundary of slices 15 and 16
+    chi, mask, _ = _map(0.4, 2.2, voxel_mm=vox, noise_ppm=0.002, centre=c)
+    core_only = core_susceptibility(chi, mask, c, vox, 2.6, 1.0)
+    assert core_only.chi_ppm < 0.3, core_only
+    with_size = core_susceptibility(chi, mask, c, vox, 2.6, 1.0, source_diameter_mm=2.2)
+    assert abs(with_size.chi_ppm / 0.4 - 1) < 0.15, with_size
+    assert "column" in with_size.note
+    assert column_applies(vox, CoreParams()) and not column_applies((5.0, 0.9, 0.9), CoreParams())
+    assert not column_applies((1.0, 1.0, 1.0), CoreParams())
