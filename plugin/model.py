@@ -82,6 +82,11 @@ class Lesion:
     # fit's moment) and its 95 % interval.
     qsm_total_ppm_mm3: Optional[float] = None
     qsm_total_ppm_mm3_ci: Optional[tuple[float, float]] = None
+    # The QSM map's core of the spot (plugin.method.qsmcore): chi read where the map resolves the
+    # source, with no volume (mean of the voxels within 0.9 of its extreme value), and its 95 %
+    # interval; a source thinner than the slice reads low.
+    qsm_core_chi_ppm: Optional[float] = None
+    qsm_core_chi_ppm_ci: Optional[tuple[float, float]] = None
     # The source's own diameter behind the bloomed dark spot (plugin.method.bloom), over whose
     # sphere chi_ppm and qsm_chi_ppm are given; None when not resolved (chi then over the detected
     # diameter, |chi| a lower estimate; source_size_note says why).

@@ -43,6 +43,7 @@ from plugin.method.morphology import fill_holes
 from plugin.method.qsm import UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
+from plugin.method.qsmcore import core_susceptibility
 from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_by_size,
                                        recovery_fractions, scaled_fit, synthetic_field)
 from plugin.method.borderexplained import discount_unexplained_borders
@@ -293,11 +294,13 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
         size_seconds += time.perf_counter() - t_size
         measured.append((sc, size))
         if sc is not None:
-            if size is not None and not size.bloom_limited:
-                v_lo, v_hi = (np.pi / 6 * d ** 3 for d in size.diameter_ci_mm)
-                sc = sc.over_volume(size.volume_mm3, (v_lo, v_hi))
+            if size is not None:
+                v_lo, v_hi = (np.pi / 6 * d ** 3 for d in _volume_diameters_mm(size, spot.diameter_mm))
+                sc = sc.over_volume(np.pi / 6 * spot.diameter_mm ** 3 if size.bloom_limited else size.volume_mm3,
+                                    (v_lo, v_hi))
             qsm_facts = dict(qsm_chi_ppm=sc.chi_ppm, qsm_chi_ppm_ci=sc.ci95, qsm_call=sc.call,
-                             qsm_total_ppm_mm3=sc.sum_ppm_mm3, qsm_total_ppm_mm3_ci=sc.sum_ci95)
+                             qsm_total_ppm_mm3=sc.sum_ppm_mm3, qsm_total_ppm_mm3_ci=sc.sum_ci95,
+                             **_core_facts(qmap, spot, fit, sc, voxel, size))
             if not not_axial:
                 it = qsm_agreement(it, sc, voxel[0], options.qsm_agree)
         center = _index_to_lps(affine_lps, spot.center_index)
@@ -434,7 +437,7 @@ def _recovered_qsm_readings(lesions, spots, measured, qmap, voxel, b0_axes, *, o
             continue
         resolved = size is not None and not size.bloom_limited
         d_mm = size.diameter_mm if resolved else float(spots[i].diameter_mm)
-        todo.append((i, sc, d_mm, tuple(size.diameter_ci_mm) if resolved else None))
+        todo.append((i, sc, d_mm, None if size is None else _volume_diameters_mm(size, spots[i].diameter_mm)))
     if not todo:
         return lesions
     sources = [SpotSource(spots[i].footprint, spots[i].bbox, tuple(spots[i].center_index), d) for i, _, d, _ in todo]
@@ -464,8 +467,9 @@ def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, 
         return None
     if fit.usable and fit.moment is not None and fit.moment_unit.startswith("ppm"):
         total = 4.0 * np.pi * float(fit.moment)
+        total_range = None if fit.moment_ci95 is None else tuple(4.0 * np.pi * float(v) for v in fit.moment_ci95)
     elif sc is not None and sc.sum_ppm_mm3 is not None:
-        total = float(sc.sum_ppm_mm3)
+        total, total_range = float(sc.sum_ppm_mm3), sc.sum_ci95
     else:
         return None
     if total == 0:
@@ -476,10 +480,38 @@ def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, 
         # slices it decides which slice is the largest and how wide (plugin.method.bloom)
         z = fit.center_index[0] if fit.usable and fit.center_index is not None else spot.center_index[0]
         return source_diameter(total, spot.diameter_mm, voxel, b0_axes, echoes, float(field_strength_t),
-                               slice_offset=float(z) - round(float(z)))
+                               slice_offset=float(z) - round(float(z)), total_range_ppm_mm3=total_range)
     except ValueError as exc:
         log.warning("source size: %s", exc)
         return None
+
+
+def _core_facts(qmap, spot, fit, sc, voxel, size=None) -> dict:
+    """The spot's QSM core reading (plugin.method.qsmcore) at the fit's centre (else the spot's),
+    of the sign of the fit's moment (else of the map's total); {} where neither has a sign."""
+    if fit.usable and fit.moment:
+        sign = 1.0 if fit.moment > 0 else -1.0
+    elif sc.sum_ppm_mm3:
+        sign = 1.0 if sc.sum_ppm_mm3 > 0 else -1.0
+    else:
+        return {}
+    centre = fit.center_index if fit.usable and fit.center_index is not None else spot.center_index
+    d_src = size.diameter_mm if size is not None and not size.bloom_limited else float(spot.diameter_mm)
+    core = core_susceptibility(qmap.chi_ppm, qmap.mask, centre, voxel, float(spot.diameter_mm), sign,
+                               source_diameter_mm=d_src)
+    return dict(qsm_core_chi_ppm=core.chi_ppm, qsm_core_chi_ppm_ci=core.ci95)
+
+
+def _volume_diameters_mm(size, detected_diameter_mm: float) -> tuple[float, float]:
+    """The diameters whose spheres bound the volume chi is divided by: the size's interval where it
+    is resolved; where it is not (the bloom alone explains the spot), from the interval's smallest
+    source to the detected spot (chi is then over the detected diameter, |chi| a lower estimate, and
+    its interval must reach the small sources the magnitude cannot exclude: the volume, and so chi,
+    is not identified from one echo's magnitude or from the field outside the source)."""
+    lo, hi = size.diameter_ci_mm
+    if size.bloom_limited:
+        return (min(lo, detected_diameter_mm), max(hi, detected_diameter_mm))
+    return (lo, hi)
 
 
 def _size_facts(size) -> dict:
@@ -487,7 +519,8 @@ def _size_facts(size) -> dict:
         return {}
     if size.bloom_limited:
         return dict(source_diameter_mm=None, source_diameter_mm_ci=None, source_size_note=size.note +
-                    "; chi over the detected diameter: |chi| a lower estimate")
+                    "; chi over the detected diameter: |chi| a lower estimate, its interval reaching the "
+                    f"smallest source the magnitude allows ({size.diameter_ci_mm[0]:.2f} mm)")
     return dict(source_diameter_mm=size.diameter_mm, source_diameter_mm_ci=size.diameter_ci_mm, source_size_note=size.note)
 
 
@@ -498,11 +531,12 @@ def _fit_facts(fit, size=None, detected_diameter_mm: float = 0.0) -> dict:
     def r(v, n=4):
         return None if v is None else round(float(v), n)
     chi, chi_ci = fit.chi_ppm, fit.chi_ppm_ci95
-    if chi is not None and size is not None and not size.bloom_limited and size.diameter_mm > 0 and detected_diameter_mm > 0:
-        scale = (detected_diameter_mm / size.diameter_mm) ** 3
-        chi = chi * scale
+    if chi is not None and size is not None and size.diameter_mm > 0 and detected_diameter_mm > 0:
+        if not size.bloom_limited:
+            chi = chi * (detected_diameter_mm / size.diameter_mm) ** 3
         if chi_ci is not None:
-            vals = [c * (detected_diameter_mm / d) ** 3 for c in chi_ci for d in size.diameter_ci_mm if d > 0]
+            vals = [c * (detected_diameter_mm / d) ** 3 for c in chi_ci
+                    for d in _volume_diameters_mm(size, detected_diameter_mm) if d > 0]
             chi_ci = (min(vals), max(vals)) if vals else None
     return dict(chi_ppm=r(chi), chi_ppm_ci=None if chi_ci is None else (r(chi_ci[0]), r(chi_ci[1])),
                 moment=r(fit.moment, 5), moment_ci=None if fit.moment_ci95 is None else (r(fit.moment_ci95[0], 5), r(fit.moment_ci95[1], 5)),
@@ -540,6 +574,8 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "qsm_total_ppm_mm3": lesion.qsm_total_ppm_mm3,
         "qsm_total_ppm_mm3_ci": None if lesion.qsm_total_ppm_mm3_ci is None else list(lesion.qsm_total_ppm_mm3_ci),
         "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
+        "qsm_core_chi_ppm": lesion.qsm_core_chi_ppm,
+        "qsm_core_chi_ppm_ci": None if lesion.qsm_core_chi_ppm_ci is None else list(lesion.qsm_core_chi_ppm_ci),
         "source_diameter_mm": lesion.source_diameter_mm,
         "source_diameter_mm_ci": None if lesion.source_diameter_mm_ci is None else list(lesion.source_diameter_mm_ci),
         "source_size_note": lesion.source_size_note or None,

@@ -68,12 +68,15 @@ class BloomParams:
                                           # max_size_ratio rule apply (:func:`thick_slices`)
     n_radii: int = 24                     # grid of source radii searched
     dark_ratio: float = 0.78              # as plugin.method.detect.DetectionParams.dark_ratio
+    model_error_rel: float = 0.04         # s.d. of log(detected / model diameter) at the true S and size (0.033-0.048
+                                          # on the realistic SWI cohort, benchmarks/qsm.md 2026-12-02): in the interval
+    ci_z: float = 1.96                    # the interval's half-width in s.d. of the model error
 
 
 @dataclass(frozen=True)
 class SourceSize:
     diameter_mm: float                    # the source's estimated diameter
-    diameter_ci_mm: tuple[float, float]   # from the detected area +- one voxel
+    diameter_ci_mm: tuple[float, float]   # the detected area +- one voxel, the model's error and S's interval
     bloom_limited: bool                   # the bloom alone explains the detected spot: size not resolved
     note: str
 
@@ -282,11 +285,13 @@ def simulated_diameters(total_ppm_mm3: float, radii_mm: np.ndarray, voxel_mm, b0
 
 def source_diameter(total_ppm_mm3: float, detected_diameter_mm: float, voxel_mm, b0_axes,
                     echoes: Sequence[tuple[float, float]], b0_t: float, *,
-                    params: BloomParams = BloomParams(), slice_offset: Optional[float] = None) -> SourceSize:
+                    params: BloomParams = BloomParams(), slice_offset: Optional[float] = None,
+                    total_range_ppm_mm3: Optional[tuple[float, float]] = None) -> SourceSize:
     """The source's diameter from its total susceptibility and the detected diameter (module
     docstring). ``slice_offset``: the source's centre minus its slice's centre, in slices (e.g. from
     the dipole fit's centre; None: the slice through its centre), rounded to 1/8 slice; used, as
-    ``max_size_ratio``, only on thick slices (:func:`thick_slices`)."""
+    ``max_size_ratio``, only on thick slices (:func:`thick_slices`). ``total_range_ppm_mm3``: S's
+    interval (e.g. 4 pi x the fit's moment interval), carried into the size's interval (:func:`_size_interval`)."""
     d_det = float(detected_diameter_mm)
     if not (d_det > 0 and np.isfinite(total_ppm_mm3)):
         raise ValueError(f"source_diameter: needs a detected diameter > 0 and a finite S (got {d_det}, {total_ppm_mm3})")
@@ -322,16 +327,48 @@ def source_diameter(total_ppm_mm3: float, detected_diameter_mm: float, voxel_mm,
     limited = limited or d <= 2 * radii[1]
     cands = [invert(d_lo_obs)[0], invert(d_hi_obs)[0]]
     lo, hi = min(cands + [d]), max(cands + [d])
+    ci = _size_interval(invert, lo, hi, d_lo_obs, d_hi_obs, total_ppm_mm3, total_range_ppm_mm3, params)
     # ... and so is a size that the detected area +- one voxel leaves undetermined by more than
     # ``max_size_ratio``: where the bloom dominates, the whole range of source sizes changes the dark
     # area by about one voxel (a 2.0 mm SWI calcification's 1.90 mm spot, bloom alone 1.78 mm,
     # inverted to a 0.76 mm source, range 0.72-1.91 mm: chi 18 x the truth; benchmarks/qsm.md 2026-12-02)
     limited = limited or (thick and hi > params.max_size_ratio * lo)
     te_text = ", ".join(f"{te:g} ms x {wt:.2f}" for te, wt in echoes)
-    note = (f"source diameter {d:.2f} mm (range {lo:.2f}-{hi:.2f}) from the detected {d_det:.2f} mm and S "
+    note = (f"source diameter {d:.2f} mm (range {ci[0]:.2f}-{ci[1]:.2f}) from the detected {d_det:.2f} mm and S "
             f"{total_ppm_mm3:+.2f} ppm mm^3 by the intravoxel-dephasing model (TE {te_text}; {VOID}"
             + ("; the slice through the source's centre" if slice_offset is None
                else f"; source {slice_offset:+.3g} slice from its slice's centre") + ")")
     if limited:
-        note += "; the dipole's bloom alone is as wide as the spot: the source's size is not resolved (chi an upper estimate)"
-    return SourceSize(round(d, 3), (round(lo, 3), round(hi, 3)), limited, note)
+        note += "; the dipole's bloom alone is as wide as the spot: the source's size is not resolved (the volume is not identified)"
+    elif ci[1] > params.max_size_ratio * ci[0]:
+        note += ("; with the model's error the size spans more than a factor 2: the volume is poorly identified "
+                 "(the moment is the measurement; chi over this size is an estimate, its interval says how far)")
+    return SourceSize(round(d, 3), (round(ci[0], 3), round(ci[1], 3)), limited, note)
+
+
+def _size_interval(invert, lo: float, hi: float, d_lo_obs: float, d_hi_obs: float, total: float,
+                   total_range: Optional[tuple[float, float]], params: BloomParams) -> tuple[float, float]:
+    """The size's reported interval: the inversion of the detected area +- one voxel (``lo``,
+    ``hi``: quantisation, which alone decides ``max_size_ratio``), widened by the model's own error
+    on the detected diameter (``ci_z`` x ``model_error_rel``, log scale) and by S's interval (more S
+    blooms more: a smaller source explains the same spot). Where the bloom dominates, a few per cent
+    on the diameter move the volume by a factor of 2 or more (module docstring): that is what this
+    interval must show. S's ends use the bloom's scale law ``D(a, S') = f D(a / f, S)``, ``f =
+    (S'/S)^(1/3)`` (exact for a dipole and a sphere in the continuum; the voxel breaks it a
+    little), so no second simulation; an end with less than half of |S| (or the other sign) takes
+    the void alone, ``d_hi``, as the largest source (the bloom can only add to the dark area)."""
+    widen = math.exp(params.ci_z * params.model_error_rel)
+    d_lo, d_hi = d_lo_obs / widen, d_hi_obs * widen
+    ends_lo, ends_hi = [lo, invert(d_lo)[0]], [hi, invert(d_hi)[0]]
+    if total_range is not None and all(np.isfinite(total_range)) and total != 0:
+        ratios = [v / total for v in total_range]
+        f_big = max(ratios) ** (1.0 / 3.0) if max(ratios) > 0 else None
+        if f_big is not None and f_big > 1.0:
+            ends_lo.append(f_big * invert(d_lo / f_big)[0])
+        small = min(ratios)
+        if small < 0.5:
+            ends_hi.append(d_hi)
+        elif small < 1.0:
+            f_small = small ** (1.0 / 3.0)
+            ends_hi.append(f_small * invert(d_hi / f_small)[0])
+    return max(min(ends_lo), 1e-3), max(ends_hi)
