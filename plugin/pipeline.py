@@ -49,6 +49,7 @@ from plugin.method.borderexplained import discount_unexplained_borders
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
+from plugin.zeropages import release_zero_pages
 from dicom_io.vocabulary import Handedness
 
 if TYPE_CHECKING:   # imported where used: dicom_io.results loads highdicom (0.2 s), needless without DICOM output
@@ -156,19 +157,22 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     vein_candidates: list = []
     params = options.detection
     mask = brain_mask(mag, voxel, params)
+    release_zero_pages(mask)   # zero outside the head: its pages need not stay resident (memory: issue 15)
     # Detection (magnitude) and background removal (phase) are independent once the mask is
     # known: run them on two threads (numpy/scipy release the GIL in their kernels), unless
     # together they would break the memory budget: then the background first, and the phase
     # (when the analysis owns it) gone before detection starts.
     budget = None if options.memory_budget_x_pixels is None or not pixel_bytes else options.memory_budget_x_pixels * pixel_bytes
     with ThreadPoolExecutor(max_workers=2) as pool:
-        if overlap_fits(mag.size, budget):
+        overlap_fits_used = overlap_fits(mag.size, budget)
+        if overlap_fits_used:
             bg_future = pool.submit(remove_background, phase, mag, mask, voxel, method=options.background)
         else:
             bg_future = Future()
             # an owned phase is overwritten by the local phase where the method allows (memory: issue 15)
             bg_future.set_result(remove_background(phase, mag, mask, voxel, method=options.background,
                                                    overwrite_phase=owned))
+            release_zero_pages(bg_future.result()[0])   # zero outside the brain's box (memory: issue 15)
             if owned:
                 local0, wrapped0, _ = bg_future.result()
                 overwritten = not wrapped0 and np.shares_memory(local0, phase)
@@ -196,6 +200,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
                                      c.reason.value, c.detail) for c in listed]
             del det   # its darkness-ratio volume is not needed any more (memory: issue 15)
         local, wrapped, what = bg_future.result()
+    if overlap_fits_used:
+        release_zero_pages(local)
     if owned and phase is not None:   # the delivered phase is not needed past the background removal
         phase_as_delivered, phase = _same_array(local, phase), None
     notes.append(f"background: {what}")
@@ -316,6 +322,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
         readings.append(rd)
         interps.append(it)
         fits.append(fit)
+    release_zero_pages(label_map)   # only the spots are not zero (memory: issue 15)
     t_rec = time.perf_counter()
     if qmap is not None and options.qsm_recovery and filtered:
         notes.append("QSM spot readings not corrected for the map's recovery: on homodyne-filtered "
@@ -400,6 +407,9 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
         log.error("QSM failed: %s: %s", type(exc).__name__, exc)
         notes.append(f"QSM: not made ({type(exc).__name__}: {exc})")
         return None
+    # zero outside the mask's box; kept to the end of the results (memory: issue 15)
+    release_zero_pages(qmap.chi_ppm)
+    release_zero_pages(qmap.mask)
     extra = ("; from the scanner-filtered phase: chi of structures wider than the filter is underestimated"
              if wrapped else "")
     notes.append(f"QSM: {qmap.description}{extra}")
