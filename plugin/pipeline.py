@@ -49,7 +49,7 @@ from plugin.method.borderexplained import discount_unexplained_borders
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
-from plugin.zeropages import release_zero_pages
+from plugin.pagerelease import release_zero_pages, trim_heap
 from dicom_io.vocabulary import Handedness
 
 if TYPE_CHECKING:   # imported where used: dicom_io.results loads highdicom (0.2 s), needless without DICOM output
@@ -158,6 +158,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     params = options.detection
     mask = brain_mask(mag, voxel, params)
     release_zero_pages(mask)   # zero outside the head: its pages need not stay resident (memory: issue 15)
+    trim_heap()                # the echo combination's and the mask's slab temporaries
     # Detection (magnitude) and background removal (phase) are independent once the mask is
     # known: run them on two threads (numpy/scipy release the GIL in their kernels), unless
     # together they would break the memory budget: then the background first, and the phase
@@ -173,6 +174,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
             bg_future.set_result(remove_background(phase, mag, mask, voxel, method=options.background,
                                                    overwrite_phase=owned))
             release_zero_pages(bg_future.result()[0])   # zero outside the brain's box (memory: issue 15)
+            trim_heap()
             if owned:
                 local0, wrapped0, _ = bg_future.result()
                 overwritten = not wrapped0 and np.shares_memory(local0, phase)
@@ -218,6 +220,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     # stood when it ran first.
     qsm_notes: list[str] = []
     qsm_at = len(notes)
+    trim_heap()   # detection's temporaries, before the QSM map and the fits (memory: issue 15)
     qsm_pool = ThreadPoolExecutor(max_workers=1)
     qsm_future = qsm_pool.submit(_qsm_map, local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t,
                                  options, qsm_notes)
@@ -323,6 +326,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
         interps.append(it)
         fits.append(fit)
     release_zero_pages(label_map)   # only the spots are not zero (memory: issue 15)
+    trim_heap()                     # the fits' temporaries, before the results
     t_rec = time.perf_counter()
     if qmap is not None and options.qsm_recovery and filtered:
         notes.append("QSM spot readings not corrected for the map's recovery: on homodyne-filtered "
@@ -401,7 +405,9 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
         notes.append("QSM: not made (echo time or field strength unknown)")
         return None
     try:
-        qmap = compute_qsm(local, mask & fill_holes(local != 0), affine_lps, echo_time_ms=echo_time_ms,
+        qsm_mask = mask & fill_holes(local != 0)
+        release_zero_pages(qsm_mask)   # before the map's k-space arrays (memory: issue 15)
+        qmap = compute_qsm(local, qsm_mask, affine_lps, echo_time_ms=echo_time_ms,
                            field_strength_t=field_strength_t, convention=convention, params=options.qsm_params)
     except Exception as exc:   # the border reading stands without it
         log.error("QSM failed: %s: %s", type(exc).__name__, exc)

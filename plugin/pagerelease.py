@@ -1,4 +1,5 @@
-"""Give the kernel back the all-zero pages of a volume the analysis keeps (memory: issue 15).
+"""Give the kernel back pages the analysis holds but does not need: the all-zero pages of the
+volumes it keeps, and malloc's free pages between its steps (memory: issue 15).
 
 The background-removed phase, the QSM map and its mask, the brain mask and the label map are
 zero outside the head (or outside the spots), and they stay in the worker until the results are
@@ -111,3 +112,26 @@ def release_zero_pages(array: Optional[np.ndarray]) -> int:
             log.debug("madvise(MADV_DONTNEED) refused (errno %d)", ctypes.get_errno())
             break
     return released
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):   # not glibc
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def trim_heap() -> bool:
+    """Give the kernel back the free pages inside malloc's heap and thread arenas
+    (``malloc_trim(0)``: glibc releases every whole free page, not only the top of the heap).
+    Between the analysis steps the slab temporaries of the last step (below the worker's 4 MiB
+    mmap threshold, so from the heap) are free but resident: 5-9 MiB on a 512 x 512 x 60 study.
+    True when the C library released something; False off glibc."""
+    trim = _malloc_trim()
+    return bool(trim is not None and trim(0))
