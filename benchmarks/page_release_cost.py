@@ -23,10 +23,14 @@ from plugin.service.worker import preload_analysis_modules
 preload_analysis_modules()
 import plugin.pipeline as P
 calls = {"release_zero_pages": [0, 0.0, 0], "trim_heap": [0, 0.0, 0]}
+by_site = {}
 release, trim = P.release_zero_pages, P.trim_heap
 def timed_release(a):
     t = time.thread_time(); n = release(a); c = calls["release_zero_pages"]
     c[0] += 1; c[1] += time.thread_time() - t; c[2] += n
+    f = sys._getframe(1)
+    site = f"{f.f_code.co_name}:{f.f_lineno}"
+    by_site[site] = round(by_site.get(site, 0) + n / 2**20, 1)
     return n
 def timed_trim():
     t = time.thread_time(); ok = trim(); c = calls["trim_heap"]
@@ -38,7 +42,7 @@ P.analyze_paths([sys.argv[1]], sys.argv[2])
 total = time.process_time() - t0
 print(json.dumps({"analysis_cpu_s": round(total, 2),
                   **{k: {"calls": v[0], "cpu_s": round(v[1], 4), "released_mib": round(v[2] / 2**20, 1)}
-                     for k, v in calls.items()}}))
+                     for k, v in calls.items()}, "released_mib_by_call_site": by_site}))
 """
 
 
