@@ -50,6 +50,7 @@ from plugin.method.borderexplained import discount_unexplained_borders
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
+from plugin.pagerelease import release_zero_pages, trim_heap
 from dicom_io.vocabulary import Handedness
 
 if TYPE_CHECKING:   # imported where used: dicom_io.results loads highdicom (0.2 s), needless without DICOM output
@@ -157,19 +158,24 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     vein_candidates: list = []
     params = options.detection
     mask = brain_mask(mag, voxel, params)
+    release_zero_pages(mask)   # zero outside the head: its pages need not stay resident (memory: issue 15)
+    trim_heap()                # the echo combination's and the mask's slab temporaries
     # Detection (magnitude) and background removal (phase) are independent once the mask is
     # known: run them on two threads (numpy/scipy release the GIL in their kernels), unless
     # together they would break the memory budget: then the background first, and the phase
     # (when the analysis owns it) gone before detection starts.
     budget = None if options.memory_budget_x_pixels is None or not pixel_bytes else options.memory_budget_x_pixels * pixel_bytes
     with ThreadPoolExecutor(max_workers=2) as pool:
-        if overlap_fits(mag.size, budget):
+        overlap_fits_used = overlap_fits(mag.size, budget)
+        if overlap_fits_used:
             bg_future = pool.submit(remove_background, phase, mag, mask, voxel, method=options.background)
         else:
             bg_future = Future()
             # an owned phase is overwritten by the local phase where the method allows (memory: issue 15)
             bg_future.set_result(remove_background(phase, mag, mask, voxel, method=options.background,
                                                    overwrite_phase=owned))
+            release_zero_pages(bg_future.result()[0])   # zero outside the brain's box (memory: issue 15)
+            trim_heap()
             if owned:
                 local0, wrapped0, _ = bg_future.result()
                 overwritten = not wrapped0 and np.shares_memory(local0, phase)
@@ -197,6 +203,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
                                      c.reason.value, c.detail) for c in listed]
             del det   # its darkness-ratio volume is not needed any more (memory: issue 15)
         local, wrapped, what = bg_future.result()
+    if overlap_fits_used:
+        release_zero_pages(local)
     if owned and phase is not None:   # the delivered phase is not needed past the background removal
         phase_as_delivered, phase = _same_array(local, phase), None
     notes.append(f"background: {what}")
@@ -213,6 +221,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     # stood when it ran first.
     qsm_notes: list[str] = []
     qsm_at = len(notes)
+    trim_heap()   # detection's temporaries, before the QSM map and the fits (memory: issue 15)
     qsm_pool = ThreadPoolExecutor(max_workers=1)
     qsm_future = qsm_pool.submit(_qsm_map, local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t,
                                  options, qsm_notes)
@@ -319,6 +328,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
         readings.append(rd)
         interps.append(it)
         fits.append(fit)
+    release_zero_pages(label_map)   # only the spots are not zero (memory: issue 15)
+    trim_heap()                     # the fits' temporaries, before the results
     t_rec = time.perf_counter()
     if qmap is not None and options.qsm_recovery and filtered:
         notes.append("QSM spot readings not corrected for the map's recovery: on homodyne-filtered "
@@ -397,12 +408,17 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
         notes.append("QSM: not made (echo time or field strength unknown)")
         return None
     try:
-        qmap = compute_qsm(local, mask & fill_holes(local != 0), affine_lps, echo_time_ms=echo_time_ms,
+        qsm_mask = mask & fill_holes(local != 0)
+        release_zero_pages(qsm_mask)   # before the map's k-space arrays (memory: issue 15)
+        qmap = compute_qsm(local, qsm_mask, affine_lps, echo_time_ms=echo_time_ms,
                            field_strength_t=field_strength_t, convention=convention, params=options.qsm_params)
     except Exception as exc:   # the border reading stands without it
         log.error("QSM failed: %s: %s", type(exc).__name__, exc)
         notes.append(f"QSM: not made ({type(exc).__name__}: {exc})")
         return None
+    # zero outside the mask's box; kept to the end of the results (memory: issue 15)
+    release_zero_pages(qmap.chi_ppm)
+    release_zero_pages(qmap.mask)
     extra = ("; from the scanner-filtered phase: chi of structures wider than the filter is underestimated"
              if wrapped else "")
     notes.append(f"QSM: {qmap.description}{extra}")
