@@ -106,6 +106,10 @@ def smooth_lowpass(values: np.ndarray, weights: np.ndarray, sigma_mm: float,
     return _smooth_lowpass_slab((values,), weights, sigma_mm, voxel_size_mm)[0]
 
 
+#: slices per piece of :func:`smooth_lowpass_many` (each piece's temporaries ~10 x its own size)
+LOWPASS_SLAB_SLICES = 8
+
+
 def smooth_lowpass_many(values: Sequence[np.ndarray], weights: np.ndarray, sigma_mm: float,
                         voxel_size_mm: tuple[float, float, float], *, workers: int = 1) -> list[np.ndarray]:
     """:func:`smooth_lowpass` of each of ``values`` with the same ``weights``, bit for bit: the
@@ -124,9 +128,12 @@ def smooth_lowpass_many(values: Sequence[np.ndarray], weights: np.ndarray, sigma
     out = [np.empty(shape, np.float32) for _ in values]
 
     def run(slices: range) -> None:
-        sl = slice(slices.start, slices.stop)
-        for o, low in zip(out, _smooth_lowpass_slab([v[sl] for v in values], weights[sl], sigma_mm, voxel_size_mm)):
-            o[sl] = low
+        # a few slices at a time (in-plane filter: the same numbers): the temporaries of both low
+        # passes are a slab's, not a volume's (memory: issue 15)
+        for k0 in range(slices.start, slices.stop, LOWPASS_SLAB_SLICES):
+            sl = slice(k0, min(k0 + LOWPASS_SLAB_SLICES, slices.stop))
+            for o, low in zip(out, _smooth_lowpass_slab([v[sl] for v in values], weights[sl], sigma_mm, voxel_size_mm)):
+                o[sl] = low
 
     for_slabs(run, shape[0], workers)
     return out
