@@ -370,6 +370,29 @@ def overlap_fits(n_voxels: int, budget_bytes: Optional[float]) -> bool:
     return now is None or now + OVERLAP_BYTES_PER_VOXEL * n_voxels <= budget_bytes
 
 
+#: Share of the worker's memory budget (``AnalysisOptions.memory_budget_x_pixels`` x pixel data,
+#: 3 x) the echo fit may fill holding every phase at once: 2.6 x of 3 x, the rest left for the
+#: fit's pieces and the reading of a phase (issue 15)
+ALL_PHASES_BUDGET_FRACTION = 2.6 / 3.0
+#: Bytes per voxel beyond the phases' float32 volumes while the last one is read: its stored
+#: 16-bit pixels, held until its radians are made
+PHASE_READ_BYTES_PER_VOXEL = 2
+
+
+def all_phases_fit(n_phases: int, n_voxels: int, budget_bytes: Optional[float]) -> bool:
+    """Whether the echo fit may read every one of ``n_phases`` phases (float32 volumes of
+    ``n_voxels``) before it starts, from what this process holds now, within
+    :data:`ALL_PHASES_BUDGET_FRACTION` of ``budget_bytes`` (True without a budget; False where the
+    resident size cannot be read: the echo-by-echo fit holds at most two phases)."""
+    if budget_bytes is None:
+        return True
+    now = _resident_bytes()
+    if now is None:
+        return False
+    need = (4 * n_phases + PHASE_READ_BYTES_PER_VOXEL) * n_voxels
+    return now + need <= ALL_PHASES_BUDGET_FRACTION * budget_bytes
+
+
 def _resident_bytes() -> Optional[int]:
     """This process's resident size now (VmRSS of /proc/self/status), None where there is none."""
     try:
@@ -673,11 +696,14 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
                                                                       "headline": res.convention_headline}), res
 
 
-def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
+def _combine_echoes(dseries, mag, ph, earlier, budget_bytes: Optional[float] = None) -> tuple:
     """Load the pair's other echoes and combine them with the chosen one (weighted multi-echo
     field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw,
     magnitude_echoes). An
-    echo that cannot be loaded or has too little signal is left out, said in the note."""
+    echo that cannot be loaded or has too little signal is left out, said in the note.
+    ``budget_bytes``: the worker's peak memory budget; with more than two echoes every phase is
+    read before the fit (its all-echoes-per-piece path, same bits) when they fit under
+    :data:`ALL_PHASES_BUDGET_FRACTION` of it (:func:`all_phases_fit`), else one at a time."""
     from plugin.method.echoes import DeferredVolume, combine_echo_volumes
     echoes, problems = [(mag, ph)], []
     for m_alt, p_alt, _en, te_alt in earlier:
@@ -686,8 +712,12 @@ def _combine_echoes(dseries, mag, ph, earlier) -> tuple:
             echoes.append((dseries.load_volume(m_alt), p_later))
         except Exception as exc:  # a reader error names the file
             problems.append(f"echo TE {te_alt} ms left out: cannot load it ({exc})")
+    # two echoes are fitted piece by piece anyway (both phases are held for the offset)
+    load_all = len(echoes) > 2 and all_phases_fit(len(echoes), int(np.prod(mag.shape)), budget_bytes)
+    log.debug("echo combination of %d echoes: %s", len(echoes),
+              "every phase read first, all echoes per work piece" if load_all else "phases read echo by echo")
     try:
-        mag, ph, note, raw, mag_echoes = combine_echo_volumes(echoes)
+        mag, ph, note, raw, mag_echoes = combine_echo_volumes(echoes, load_all_phases=load_all)
     except Exception as exc:  # never lose the pair: read the chosen echo alone, say why
         log.error("echo combination failed: %s: %s", type(exc).__name__, exc)
         if isinstance(ph, DeferredVolume):
@@ -741,12 +771,14 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     result_paths: list[str] = []
     for pair in pairs:
         note, echo_note, pair_options, mag_echoes, raw = pair.note, None, options, None, None
+        pixel_bytes = _stored_bytes(pair)
+        budget = None if options.memory_budget_x_pixels is None else options.memory_budget_x_pixels * pixel_bytes
         try:
             mag = dseries.load_volume(pair.magnitude)
             if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes;
                 # the chosen echo's phase too is read when the fit reaches it (memory: issue 15)
                 mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, _deferred_phase(dseries, pair.phase),
-                                                                      pair.earlier)
+                                                                      pair.earlier, budget_bytes=budget)
             else:
                 ph = dseries.load_volume(pair.phase)
         except Exception as exc:  # a reader error names the file; report and skip the pair
@@ -778,7 +810,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
             analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
                                             points_lps_mm=points_lps_mm, options=pair_options,
                                             magnitude_echoes=mag_echoes, phase_pixels=phase_pixels,
-                                            pixel_bytes=_stored_bytes(pair))
+                                            pixel_bytes=pixel_bytes)
         except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
             log.error("analysis of phase series %s failed: %s: %s", pair.phase_series_uid, type(exc).__name__, exc)
             log.debug("analysis of phase series %s", pair.phase_series_uid, exc_info=True)   # traceback with -vv

@@ -222,3 +222,32 @@ def test_every_phase_at_hand_fits_piece_by_piece_with_the_same_field(n_echoes):
             assert np.array_equal(getattr(at_hand, name), getattr(loaded, name)), name
         assert at_hand.note == loaded.note
     assert all(np.array_equal(p, d) for p, d in zip(phases, delivered))
+
+
+@pytest.mark.parametrize("n_echoes", [3, 5])
+def test_loaders_read_all_first_give_the_echo_by_echo_bits_and_reuse_their_phases(n_echoes):
+    """``load_all_phases=True`` (the node's path when every phase fits its memory budget, issue 15):
+    phases given by loaders are all read before the fit, which then runs every echo per work piece.
+    Magnitude and phase are bit for bit those of the echo-by-echo fit of the same loaders, with a
+    receiver offset and threads; every loader is called once, and the first and last loaded phases
+    become the output magnitude and phase in place (no further volume is allocated for them)."""
+    mags, phases, _ = _acquire(_field(), 1.0 + 0.5 * _grid()[2], tes=TES[:n_echoes])
+    for workers in (1, 2):
+        loaded: list[np.ndarray] = []
+
+        def loader(p):
+            def load():
+                loaded.append(p.copy())
+                return loaded[-1]
+            return load
+        by_echo = combine_echoes(mags, [lambda p=p: p.copy() for p in phases], TES[:n_echoes], VOX,
+                                 workers=workers, keep_field=False)
+        all_first = combine_echoes(mags, [loader(p) for p in phases], TES[:n_echoes], VOX,
+                                   workers=workers, keep_field=False, load_all_phases=True)
+        assert by_echo.offset_removed and all_first.offset_removed
+        assert np.array_equal(by_echo.magnitude, all_first.magnitude)
+        assert np.array_equal(by_echo.phase_rad, all_first.phase_rad)
+        assert all_first.note == by_echo.note and all_first.slope_rad_per_ms is None
+        assert len(loaded) == n_echoes
+        assert np.shares_memory(all_first.magnitude, loaded[0])
+        assert np.shares_memory(all_first.phase_rad, loaded[-1])

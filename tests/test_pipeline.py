@@ -396,3 +396,47 @@ def test_largest_section_from_the_labels_boxes_equals_the_whole_map():
     for les in (lesion(1, 4), lesion(2, 8), lesion(3, 2), lesion(4, 9)):
         assert _largest_section(lm, les, boxes) == _largest_section(lm, les), les.id
     assert _largest_section(lm, lesion(2, 8), boxes)[0] == 7
+
+
+def test_all_phases_fit_follows_the_memory_budget(monkeypatch):
+    """The echo fit reads every phase first only while this process's resident size plus every
+    phase (float32) and one phase's stored pixels stay within 2.6 x of the 3 x budget (issue 15)."""
+    import plugin.pipeline as pipeline
+    voxels, pixels = 1_000_000, 6 * 2 * 2 * 1_000_000          # 6 echoes of 16-bit magnitude + phase
+    budget = 3.0 * pixels
+    monkeypatch.setattr(pipeline, "_resident_bytes", lambda: 35_000_000)
+    assert pipeline.all_phases_fit(6, voxels, budget)           # 35 MB + 26 MB <= 2.6 x 24 MB = 62.4 MB
+    assert not pipeline.all_phases_fit(7, voxels, budget)       # 35 MB + 30 MB > 62.4 MB
+    assert pipeline.all_phases_fit(7, voxels, None)             # no budget
+    monkeypatch.setattr(pipeline, "_resident_bytes", lambda: None)
+    assert not pipeline.all_phases_fit(2, voxels, budget)       # resident size unknown: echo by echo
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_multi_echo_fit_reads_all_phases_only_when_they_fit_and_finds_the_same(tmp_path, monkeypatch, fits):
+    """Four echoes through real DICOM: the node's path reads every phase before the fit when
+    :func:`all_phases_fit` says they fit the budget, else one at a time; findings.json is the same."""
+    import plugin.method.echoes as echoes
+    import plugin.pipeline as pipeline
+    tes = (6.25, 12.5, 18.75, 25.0)
+    stacks = []
+    for k, te in enumerate(tes, start=1):
+        mag, ph = simulate(SHAPE, VOX, LESIONS, convention="left-handed", snr=40, seed=20 + k,
+                           echo_time_ms=te, background_rad=4.0 * te / 25.0)
+        stacks += [StackToWrite("magnitude", k, te, mag), StackToWrite("phase", k, te, ph)]
+    write_acquisition(tmp_path / "in", vendor="Siemens", style="classic", stacks=stacks, affine_lps=affine_for(VOX),
+                      study=new_study(), series_description="GRE multi-echo", series_number=7)
+    asked, real = [], echoes.combine_echo_volumes
+
+    def spy(echo_list, **kw):
+        asked.append(kw.get("load_all_phases", False))
+        return real(echo_list, **kw)
+    monkeypatch.setattr(echoes, "combine_echo_volumes", spy)
+    monkeypatch.setattr(pipeline, "all_phases_fit", lambda *_a: fits)
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "a", write_dicom=False)
+    monkeypatch.setattr(pipeline, "all_phases_fit", lambda *_a: not fits)
+    other = analyze_paths([tmp_path / "in"], tmp_path / "b", write_dicom=False)
+    assert asked == [fits, not fits]
+    assert (tmp_path / "a" / "findings.json").read_bytes() == (tmp_path / "b" / "findings.json").read_bytes()
+    assert doc["analyses"][0]["notes"][1].startswith("echoes: 4 of 4 echoes used")
+    assert len(doc["analyses"][0]["lesions"]) == 2

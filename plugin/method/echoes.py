@@ -285,7 +285,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
                    voxel_size_mm: tuple[float, float, float], *, filtered: Optional[bool] = None,
                    noise_sigma: Optional[float] = None, min_snr: float = MIN_USABLE_SNR,
                    magnitude: str = "matched", te_power: float = 2.0, workers: int = 2,
-                   keep_field: bool = True) -> EchoCombination:
+                   keep_field: bool = True, load_all_phases: bool = False) -> EchoCombination:
     """Combine the echoes (see the module docstring). ``filtered``: True skips the phase-offset
     step (scanner-filtered phase has none), False forces it, None decides from the estimate.
     ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo).
@@ -296,7 +296,11 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     Magnitudes may be stored integers: they are converted to float32 a slab at a time. The last
     echo's phase, when loaded here, is overwritten by the result. ``keep_field=False``: the field
     (:attr:`EchoCombination.slope_rad_per_ms`, ``weight_sum``) is not kept, and two echoes are
-    fitted slab by slab without volume-sized sums (same magnitude and phase, bit for bit)."""
+    fitted slab by slab without volume-sized sums (same magnitude and phase, bit for bit).
+    ``load_all_phases=True``: phases given by loaders are all loaded before the fit (the caller
+    has checked that they fit its memory budget), which then runs every echo per work piece as
+    for phases given as float32 arrays (same bits); a loaded first and last phase still become
+    the output magnitude and phase in place."""
     if magnitude not in ("matched", "last"):
         raise ValueError(f"combine_echoes: magnitude must be 'matched' or 'last', got {magnitude!r}")
     n = len(magnitudes)
@@ -360,7 +364,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     # echo streaming two volume-sized sums through memory (the same arithmetic per voxel, in the
     # same echo order: the same bits). With the field kept, the sums are the field's own views.
     # (float32 arrays only: other types would be converted, every echo's copy held at once.)
-    all_at_hand = all(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in phs)   # no conversion held
+    all_at_hand = load_all_phases or all(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in phs)   # no conversion held
     slab_sums = (not keep_field and len(tes) == 2) or all_at_hand
     # inside the box the fit writes every voxel; with two echoes, the first one's phase when it is
     # ours becomes the magnitude (below)
@@ -488,12 +492,15 @@ def _shape_of(v) -> tuple:
     return tuple(v.shape) if isinstance(v, DeferredVolume) else tuple(v.data.shape)
 
 
-def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[object, object, str, Optional[bool]]:
+def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2,
+                         load_all_phases: bool = False) -> tuple[object, object, str, Optional[bool]]:
     """Combine the echoes of one paired acquisition given as (magnitude, phase) volume objects
     (anything with ``data``, ``affine_lps``, ``echo_time_ms``; ``dicom_io.read.volume.Volume``),
     the first being the echo the pairing chose (the latest). A phase may be a
     :class:`DeferredVolume`: it is read when the fit reaches its echo and dropped after it (at most
-    two phases held at once; a read error then fails the combination, naming the file).
+    two phases held at once; a read error then fails the combination, naming the file), unless
+    ``load_all_phases``: then every deferred phase is read (float32) before the fit, which runs all
+    echoes per work piece (faster, same bits; the caller decides that they fit its memory budget).
 
     Returns (magnitude, phase, note, raw, magnitude_echoes): copies of the volumes of the reference echo (the
     longest usable one: its headers are what results reference) holding the combined magnitude
@@ -547,7 +554,8 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2) -> tuple[
 
     # magnitudes as stored (integers converted a slab at a time), phases read one echo at a time
     combo = combine_echoes([k[0].data for k in kept], [phase_source(i, k[1]) for i, k in enumerate(kept)],
-                           [k[2] for k in kept], voxel, workers=workers, keep_field=False)
+                           [k[2] for k in kept], voxel, workers=workers, keep_field=False,
+                           load_all_phases=load_all_phases)
     ref_i = max(combo.echoes_used, key=lambda i: kept[i][2])
     base_m, base_p, _ = kept[ref_i]
     if isinstance(base_p, DeferredVolume):
