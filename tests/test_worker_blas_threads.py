@@ -53,19 +53,20 @@ def test_limit_blas_threads_sets_every_loaded_pool_and_refuses_negative():
 
 
 @pytest.mark.peers
-@pytest.mark.parametrize("setting", [None, 0])
-def test_forked_worker_analyses_with_the_configured_blas_threads(tmp_path, setting):
+@pytest.mark.parametrize("worker_type, setting", [("process", None), ("process", 0), ("thread", None)])
+def test_worker_analyses_with_the_configured_blas_threads(tmp_path, worker_type, setting):
+    """A forked worker (and, with ``worker_type = "thread"``, the node's own process) analyses with
+    the configured BLAS threads."""
     require_peer(STORESCU, "dcmtk")
     archive = ArchiveStandIn(tmp_path / "archive").start()
     port = free_port()
     cfg_path = write_config(tmp_path / "node.toml", tmp_path / "state", port,
                             destinations={"archive": {"type": "dicom", "ae_title": "ARCHIVE",
                                                       "host": "127.0.0.1", "port": archive.port}})
-    if setting is not None:
-        text = cfg_path.read_text().replace("[queue]\n", f"[queue]\nblas_threads = {setting}\n", 1)
-        cfg_path.write_text(text)
+    extra = f'worker_type = "{worker_type}"\n' + ("" if setting is None else f"blas_threads = {setting}\n")
+    cfg_path.write_text(cfg_path.read_text().replace("[queue]\n", "[queue]\n" + extra, 1))
     cfg = load_config(cfg_path)
-    assert cfg.queue.worker_type == "process" and cfg.queue.blas_threads == (1 if setting is None else setting)
+    assert cfg.queue.worker_type == worker_type and cfg.queue.blas_threads == (1 if setting is None else setting)
     parent = blas_threads_now()   # this process's pools: what a fork starts with
     node = Node(cfg, analyse=analysis_reporting_blas_threads)
     node.start()
@@ -81,6 +82,9 @@ def test_forked_worker_analyses_with_the_configured_blas_threads(tmp_path, setti
         stop.set()
         t.join(5)
         node.stop()
+        if worker_type == "thread":   # the limit was set in this process: give the other tests the pools back
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(limits=max(parent.values(), default=1), user_api="blas")
     assert len(findings) == 1
     worker = findings[0]["blas_threads"]
     assert worker, "the worker saw no BLAS library"

@@ -169,7 +169,9 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
                                           check_worker_health=True)
     if worker_type == "thread":
         return_freed_memory()   # the analysis runs in this process
-        limit_blas_threads(blas_threads)
+        if blas_threads:
+            preload_analysis_modules()   # so that every BLAS library the analysis uses is loaded, then limited
+            limit_blas_threads(blas_threads)
     if worker_type == "process":
         original = consumer.environment.init_child
 
