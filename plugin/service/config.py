@@ -170,8 +170,8 @@ class QueueConfig:
     worker_type: Literal["process", "thread"] = "process"  # huey worker types
     worker_nice: StrictInt = 10           # CPU niceness of process workers (receiving has priority)
     # BLAS (OpenBLAS) threads in each analysis worker; 0 = the library's default (one per core).
-    # Its idle threads busy-wait between the analysis's many small BLAS calls: 1 halves a study's
-    # CPU when two workers run (plugin/service/cputhreads.py, benchmarks/load.md)
+    # Its threads busy-wait around every threaded call: with the dipole fit's tall products on BLAS
+    # that doubled a study's CPU beside a second worker (plugin/service/cputhreads.py, benchmarks/load.md)
     blas_threads: StrictInt = Field(1, ge=0)
     # start a study's analysis at its association release, into a staging folder, and deliver it
     # only once completion confirms the same instances (plugin/service/speculation.py)

@@ -1,12 +1,16 @@
 """BLAS threads of the analysis worker processes (issue 15: studies under load).
 
-numpy and scipy each load an OpenBLAS whose thread pool has one thread per core. The analysis
-calls BLAS many times on small matrices (dipole fits, least squares): OpenBLAS runs those on the
-calling thread, but its pool threads busy-wait after every call for the next one. In a worker
-that already runs its own threads (the QSM map beside the spot readings, the in-plane filters)
-beside a second worker and the receivers, that spinning takes cores the analysis needs:
+numpy and scipy each load an OpenBLAS whose thread pool has one thread per core; on a threaded
+call (products above OpenBLAS's size threshold, e.g. the dipole fit's 10,000 x 30 background
+designs) the calling thread and the pool busy-wait for each other. In a worker that already runs
+its own threads (the QSM map beside the spot readings, the in-plane filters) beside a second
+worker and the receivers, that spinning takes the cores the analysis needs:
 ``benchmarks/load.md`` (2026-12-02, h/load2) measured two concurrent analyses of the 2-echo study
-at 12.5-12.9 CPU s each with the default pools and 5.6 CPU s with one BLAS thread (same findings).
+at 8.6-15.9 CPU s each with the default pools and 4.4-6.4 CPU s with one BLAS thread (same
+findings), on a main whose dipole fit still used those products. h/cpu3 has since taken them off
+BLAS (``plugin/method/fitprojection.py``); on that main the limit changed nothing measurable
+(5.7-6.4 vs 6.0-6.6 CPU s): it stays as the guard that keeps any threaded BLAS call from spinning
+in a worker.
 
 :func:`limit_blas_threads` sets the pools of the BLAS libraries loaded in this process (so call
 it after the analysis modules are imported: :func:`plugin.service.worker.preload_analysis_modules`)
