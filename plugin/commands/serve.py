@@ -47,7 +47,8 @@ def run_with(args, *, analyse: AnalysisFn) -> int:
         permissions.apply(config.state_dir, config.storage.group)  # results written here: same modes
         queue = make_queue(config, analyse=analyse)
         n = args.workers if args.workers is not None else max(config.queue.workers, 1)
-        consumer = run_consumer(queue, n, config.queue.worker_type, config.queue.worker_nice, embedded=False)
+        consumer = run_consumer(queue, n, config.queue.worker_type, config.queue.worker_nice, embedded=False,
+                                blas_threads=config.queue.blas_threads)
         LOG.info("queue worker on %s backend (%d %s worker(s))", config.queue.backend, n, config.queue.worker_type)
         consumer.run()
         return 0

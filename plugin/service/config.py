@@ -169,6 +169,10 @@ class QueueConfig:
     workers: StrictInt = Field(default_factory=default_workers, ge=0)
     worker_type: Literal["process", "thread"] = "process"  # huey worker types
     worker_nice: StrictInt = 10           # CPU niceness of process workers (receiving has priority)
+    # BLAS (OpenBLAS) threads in each analysis worker; 0 = the library's default (one per core).
+    # Its threads busy-wait around every threaded call: with the dipole fit's tall products on BLAS
+    # that doubled a study's CPU beside a second worker (plugin/service/cputhreads.py, benchmarks/load.md)
+    blas_threads: StrictInt = Field(1, ge=0)
     # start a study's analysis at its association release, into a staging folder, and deliver it
     # only once completion confirms the same instances (plugin/service/speculation.py)
     speculative: StrictBool = True

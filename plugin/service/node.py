@@ -272,7 +272,8 @@ class Node:
         self._next_reconcile = time.monotonic() + self.config.node.reconcile_interval_s
         if self.with_workers:
             q = self.config.queue
-            self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True)
+            self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True,
+                                         blas_threads=q.blas_threads)
             self.consumer.start()
         self.scp.start()
         self.receivers.start(self.scp.port)

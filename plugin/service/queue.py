@@ -24,6 +24,7 @@ from huey.exceptions import RetryTask
 
 from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
+from plugin.service.cputhreads import limit_blas_threads
 from plugin.service.diskspace import is_disk_full
 from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
@@ -152,12 +153,13 @@ def quiet_disk_full_tracebacks() -> None:
 
 
 def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process", nice: int = 10,
-                 embedded: bool = True):
+                 embedded: bool = True, blas_threads: int = 1):
     """Create a Huey consumer for this queue (``.start()`` embedded or ``.run()`` standalone).
 
     With ``worker_type="process"`` the analysis runs in forked worker processes at a lower CPU
     priority (``nice``), so that receiving (the C-STORE SCP threads of the parent) keeps the CPU it
     needs and never waits on the analysis for the GIL; embedded workers die with the node.
+    ``blas_threads``: the BLAS pools of the analysing process(es) (:mod:`.cputhreads`; 0: as loaded).
     """
     from huey.consumer import Worker
     quiet_disk_full_tracebacks()
@@ -167,6 +169,9 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
                                           check_worker_health=True)
     if worker_type == "thread":
         return_freed_memory()   # the analysis runs in this process
+        if blas_threads:
+            preload_analysis_modules()   # so that every BLAS library the analysis uses is loaded, then limited
+            limit_blas_threads(blas_threads)
     if worker_type == "process":
         original = consumer.environment.init_child
 
@@ -178,6 +183,7 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
                     os.nice(nice)
                 return_freed_memory()   # a long-lived worker: each study's arrays go back to the system
                 preload_analysis_modules()   # at start, not on the first study
+                limit_blas_threads(blas_threads)   # after the imports: every BLAS library is loaded
             original(process)
 
         consumer.environment.init_child = init_child
