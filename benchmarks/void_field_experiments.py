@@ -11,8 +11,12 @@ QSM map inverts is corrupted in and around the void. Experiments, each a patch a
 * ``both``: the two together.
 
     PYTHONPATH=. python3 benchmarks/void_field_experiments.py sample_dicom/GE --variant main --out /tmp/vf_main
-    PYTHONPATH=. python3 benchmarks/void_field_experiments.py --cohort swi3d --seed 0 --studies 1 --variant both
-    (the cohort form runs benchmarks/chi_volume_options.py under the patch; its other options pass through)
+    PYTHONPATH=. python3 benchmarks/void_field_experiments.py sample_dicom/GE --probe 11,93,89 --out /tmp/vf_probe
+    (--probe: the local field (rad) fed to the QSM map, the map (ppm) and magnitude / brain median
+    along the row through that (slice, row, column) and along the slice axis through it)
+    PYTHONPATH=. python3 benchmarks/void_field_experiments.py --cohort swi3d --studies=1 --seed=0 --variant both
+    (the cohort form runs benchmarks/chi_volume_options.py under the patch; its other options pass
+    through, written --option=value)
 """
 from __future__ import annotations
 
@@ -42,6 +46,36 @@ def _laplacian_pairs(p: np.ndarray, keep: np.ndarray, vox) -> np.ndarray:
     out[:, :, :-1] += d
     out[:, :, 1:] -= d
     return out
+
+
+def _probe(where) -> dict:
+    """Keep the QSM input field, the map and the magnitude (for --probe)."""
+    kept: dict = {}
+    analyze, qsm = P.analyze_arrays, P.compute_qsm
+
+    def analyze_keeping(mag, *a, **k):
+        kept["mag"] = np.array(mag, np.float32)
+        return analyze(mag, *a, **k)
+
+    def qsm_keeping(local, m, *a, **k):
+        kept["local"], kept["mask"] = np.array(local), np.array(m)
+        q = qsm(local, m, *a, **k)
+        kept["chi"] = np.array(q.chi_ppm)
+        return q
+    P.analyze_arrays, P.compute_qsm = analyze_keeping, qsm_keeping
+    return kept
+
+
+def _print_probe(kept: dict, z: int, r: int, c: int) -> None:
+    mag = kept["mag"] / float(np.median(kept["mag"][kept["mask"]]))
+    cols = slice(c - 14, c + 15, 2)
+    print(f"probe slice {z} row {r}, columns {c - 14}..{c + 14} step 2:")
+    print("  local field rad :", np.round(kept["local"][z, r, cols].astype(float), 2).tolist())
+    print("  QSM chi ppm     :", np.round(kept["chi"][z, r, cols].astype(float), 2).tolist())
+    print("  magnitude/median:", np.round(mag[z, r, cols].astype(float), 2).tolist())
+    zs = range(max(z - 4, 0), min(z + 5, kept["chi"].shape[0]))
+    print(f"  along the slices {zs.start}..{zs.stop - 1} at ({r}, {c}): local",
+          np.round(kept["local"][zs.start:zs.stop, r, c].astype(float), 2).tolist(), "chi", np.round(kept["chi"][zs.start:zs.stop, r, c].astype(float), 2).tolist())
 
 
 def apply(variant: str, analyze_modules=()) -> None:
@@ -84,12 +118,14 @@ def main(argv=None) -> int:
     ap.add_argument("input", nargs="?")
     ap.add_argument("--variant", choices=("main", "pairs", "zero", "both"), default="main")
     ap.add_argument("--out", default="/tmp/void_field_experiments")
+    ap.add_argument("--probe", help="slice,row,column to print the field, map and magnitude around")
     ap.add_argument("--cohort", help="a realistic protocol: run chi_volume_options.py under the patch")
     a, rest = ap.parse_known_args(argv)
     if a.cohort:
         import benchmarks.chi_volume_options as C
         apply(a.variant, (C,))
         return C.main(["--protocol", a.cohort, *rest])
+    kept = _probe(a.probe) if a.probe else None
     apply(a.variant)
     from plugin.cli import main as cli
     try:
@@ -101,6 +137,8 @@ def main(argv=None) -> int:
     for les in d["analyses"][0]["lesions"]:
         print(f"  {les['id']} {les['diameter_mm']:.2f} {les['classification']} {les.get('chi_ppm')} "
               f"{les.get('qsm_chi_ppm')} {les.get('qsm_core_chi_ppm')} {les.get('qsm_core_chi_ppm_ci')}")
+    if kept is not None:
+        _print_probe(kept, *(int(v) for v in a.probe.split(",")))
     return 0
 
 
