@@ -22,6 +22,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from benchmarks.warm_children import add_checkout_args, six_echo_npz  # noqa: E402
 
 CHILD = r"""
 import json, os, sys, time
@@ -49,15 +52,9 @@ print(json.dumps(dict(detection=min(det), analysis=min(ana), load=os.getloadavg(
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", default="", metavar="DIR", help="another checkout, run alternately with this one")
-    ap.add_argument("--cache", required=True, help="folder with swi3d_six_echo_seed0.npz (analysis_speed.py --six-echo --cache)")
-    ap.add_argument("--runs", type=int, default=5, help="warm calls per child (the least CPU time is kept)")
-    ap.add_argument("--rounds", type=int, default=2, help="children per checkout, alternating")
-    ap.add_argument("--with-qsm", action="store_true")
+    add_checkout_args(ap, runs=5, runs_help="warm calls per child (the least CPU time is kept)")
     args = ap.parse_args(argv)
-    npz = Path(args.cache) / "swi3d_six_echo_seed0.npz"
-    if not npz.exists():
-        ap.error(f"{npz} not found: render it first with python benchmarks/analysis_speed.py --six-echo --cache {args.cache}")
+    npz = six_echo_npz(ap, args.cache)
     roots = [("this checkout", ROOT)] + ([("baseline " + args.baseline, Path(args.baseline).resolve())] if args.baseline else [])
     print("command: python benchmarks/analysis_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     for i in range(args.rounds):

@@ -16,7 +16,6 @@ machine is loaded).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import shutil
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
+
+from benchmarks.warm_children import study_paths  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,10 +36,7 @@ def main(argv=None) -> int:
     from plugin.service.worker import preload_analysis_modules
     preload_analysis_modules()
     from plugin.pipeline import analyze_paths
-    paths = sorted(glob.glob(str(Path(args.study) / "**" / "*.dcm"), recursive=True))
-    if not paths:
-        print(f"{args.study}: no .dcm files", file=sys.stderr)
-        return 2
+    paths = study_paths(args.study)
     rows = []
     for _ in range(args.repeats):
         out = Path(tempfile.mkdtemp(prefix="bp-cpu-to-sr-"))

@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
+from benchmarks.load_benchmark import sr_accepted_at  # noqa: E402
 from plugin.service.state import StateLayout  # noqa: E402
 
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -41,16 +42,6 @@ def log_events(log: Path | None) -> list[tuple[float, str]]:
         if m:
             out.append((datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(), line))
     return out
-
-
-def sr_accepted_at(entry: dict) -> float | None:
-    early = entry.get("accepted_early") or {}
-    srs = [f for f in entry["files"] if "/sr/" in f]
-    if not srs:
-        return None
-    if isinstance(early, dict) and all(f in early for f in srs):
-        return max(early[f] for f in srs)
-    return entry.get("delivered")
 
 
 def cpu_in_window(samples: list[dict], pid: int, t0: float, t1: float) -> tuple[float, float] | None:

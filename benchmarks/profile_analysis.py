@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import glob
 import pstats
 import shutil
 import sys
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
+
+from benchmarks.warm_children import study_paths  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,10 +32,7 @@ def main(argv=None) -> int:
     from plugin.service.worker import preload_analysis_modules
     preload_analysis_modules()
     from plugin.pipeline import analyze_paths
-    paths = sorted(glob.glob(str(Path(args.study) / "**" / "*.dcm"), recursive=True))
-    if not paths:
-        print(f"{args.study}: no .dcm files", file=sys.stderr)
-        return 2
+    paths = study_paths(args.study)
     out = tempfile.mkdtemp(prefix="bp-profile-")
     try:
         analyze_paths(paths, out)                       # warm-up

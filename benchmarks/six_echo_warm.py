@@ -26,6 +26,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from benchmarks.warm_children import add_checkout_args, six_echo_npz  # noqa: E402
 
 CHILD = r"""
 import dataclasses, hashlib, json, os, sys, time
@@ -59,15 +62,9 @@ print(json.dumps(dict(least=least, load=os.getloadavg()[0], n=len(res.lesions), 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", default="", metavar="DIR", help="another checkout, run alternately with this one")
-    ap.add_argument("--cache", required=True, help="folder with swi3d_six_echo_seed0.npz (analysis_speed.py --six-echo --cache)")
-    ap.add_argument("--runs", type=int, default=4, help="warm runs per child (the least of each time is kept)")
-    ap.add_argument("--rounds", type=int, default=2, help="children per checkout, alternating")
-    ap.add_argument("--with-qsm", action="store_true")
+    add_checkout_args(ap, runs=4, runs_help="warm runs per child (the least of each time is kept)")
     args = ap.parse_args(argv)
-    npz = Path(args.cache) / "swi3d_six_echo_seed0.npz"
-    if not npz.exists():
-        ap.error(f"{npz} not found: render it first with python benchmarks/analysis_speed.py --six-echo --cache {args.cache}")
+    npz = six_echo_npz(ap, args.cache)
     roots = [("this checkout", ROOT)] + ([("baseline", Path(args.baseline).resolve())] if args.baseline else [])
     print("command: python benchmarks/six_echo_warm.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"least of {args.runs} warm runs per child, seconds wall / CPU{' (with QSM, chi, source sizes)' if args.with_qsm else ''}")

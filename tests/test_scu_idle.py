@@ -4,7 +4,6 @@ and release, a peer's idle timeout and a dead peer behave as before (dicom_io.ne
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import struct
 import subprocess
