@@ -27,11 +27,19 @@ SENDERS = 8
 GRACE_S = 1.0
 
 
+def _cmdline(pid: int) -> bytes:
+    """A process's command line; empty when it has gone between listing and reading (a killed
+    receiver is reaped while the test looks for its replacement: CI failed on exactly that)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def _receiver_pids(node_pid: int) -> set[int]:
     """Child processes of the node that listen: its receiver processes (not multiprocessing helpers)."""
     return {c for c in child_pids(node_pid)
-            if "receiver" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")
-            or b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+            if b"receiver" in (cmd := _cmdline(c)) or b"spawn_main" in cmd}
 
 
 @pytest.fixture
