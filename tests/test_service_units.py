@@ -368,3 +368,18 @@ def test_workers_default_to_cores_minus_one_at_least_one(monkeypatch, cores, exp
     assert parse_config({"state_dir": "/x"}).queue.workers == expected
     assert parse_config({"state_dir": "/x", "queue": {"workers": 0}}).queue.workers == 0
     assert load_config(EXAMPLE).queue.workers == expected   # the example leaves it to the default
+
+
+def test_a_retried_task_of_a_study_removed_since_does_nothing(tmp_path):
+    """A version's analysis task retried (ClaimBusy while its speculation ran) after the study was
+    analysed, delivered and removed by retention: no manifest any more. It must neither fail (huey
+    would retry it 10,000 times) nor bring back an empty study folder through its claim (retention
+    then counted it as a pending study)."""
+    from dataclasses import replace
+
+    from plugin.service.state import StateLayout
+    from plugin.service.worker import analyse_version
+    cfg = replace(load_config(EXAMPLE), state_dir=str(tmp_path / "state"))
+    StateLayout(cfg.state_dir).create()
+    assert analyse_version(cfg, "1.2.3.4", 1, enqueue_delivery=lambda eid: None) == "gone"
+    assert not StateLayout(cfg.state_dir).study_dir("1.2.3.4").exists()

@@ -107,13 +107,18 @@ def result_files(out_dir: Path) -> list[Path]:
 def analyse_version(config: Config, study: str, version: int, *, enqueue_delivery: Callable[[str], None],
                     analyse: AnalysisFn = analyze_paths) -> str:
     """Run one study version once with ``analyse``; returns the final state (analysed | failed |
-    ignored | already), or ``deferred`` when the disk filled up: then the partial output is removed,
+    ignored | already | gone: removed by retention since), or ``deferred`` when the disk filled up: then the partial output is removed,
     nothing is recorded (a full disk is not a property of the study) and the node's periodic
     reconcile (:mod:`.reconcile`) queues the version again once space has returned. Result and failure
     records are written through the disk reserve (:mod:`.diskspace`), so they rarely need free space."""
     layout = StateLayout(config.state_dir)
     if layout.result(study, version) is not None:
         return "already"
+    if layout.manifest(study, version) is None:
+        # removed by retention since (a retried task of a version that was analysed meanwhile):
+        # nothing to do, and the claim below must not bring back an empty study folder
+        LOG.info("study %s v%d is no longer in the state (removed after delivery): nothing to analyse", study, version)
+        return "gone"
     claim = Claim(layout.study_dir(study) / f"v{version:04d}.claim", config.analysis.lease_s)
     try:
         acquired = claim.acquire()
