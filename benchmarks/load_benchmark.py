@@ -55,7 +55,6 @@ from node_helpers import (Orthanc, child_pids, free_port, node_env, start_redis,
 
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
 RECEIVE_PROCESSES: int | None = None  # --receive-processes; None: the node's default (one per core, at most 4)
-QUEUE_EXTRA = ""  # --no-report-first: "report_first = false" in the nodes' [queue]
 
 
 def make_source(work: Path, echoes: int = 2) -> Path:
@@ -126,8 +125,7 @@ def peak_rss_mb(pid: int) -> float | None:
 
 class RssSampler(threading.Thread):
     """Peak RSS (VmHWM) of a process and, separately, the largest of its child processes (forked
-    analysis workers) and of theirs (each study's analysis process, plugin/service/handoff.py),
-    sampled every 0.5 s until stopped (a process's peak in its last 0.5 s may be missed)."""
+    analysis workers), sampled until stopped."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
@@ -138,7 +136,7 @@ class RssSampler(threading.Thread):
             v = peak_rss_mb(self.pid)
             if v:
                 self.peak_mb = max(self.peak_mb, v)
-            for c in [c for w in child_pids(self.pid) for c in [w, *child_pids(w)]]:
+            for c in child_pids(self.pid):
                 v = peak_rss_mb(c)
                 if v:
                     self.child_peak_mb = max(self.child_peak_mb, v)
@@ -180,7 +178,7 @@ def fresh_node(work: Path, tag: str, quiet_s: float, *, workers: int, **config) 
     shutil.rmtree(state, ignore_errors=True)
     cfg = write_config(work / f"node{tag}.toml", state, node_port, quiet_s=quiet_s, grace_s=2.0,
                        receive_processes=RECEIVE_PROCESSES,
-                       workers=workers, retry_initial_s=1, retry_max_s=10, queue_extra=QUEUE_EXTRA, **config,
+                       workers=workers, retry_initial_s=1, retry_max_s=10, **config,
                        destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
     return node_port, orthanc, state, cfg
 
@@ -209,13 +207,9 @@ def main(argv=None) -> int:
                          "the previous one's results are in Orthanc); no storescp, no load")
     ap.add_argument("--no-speculative", action="store_true",
                     help="with --idle-only: the node's [queue] speculative = false (analysis only at completion)")
-    ap.add_argument("--no-report-first", action="store_true",
-                    help="the analysing nodes with [queue] report_first = false (a worker finishes every result "
-                         "of a study before it takes the next)")
     args = ap.parse_args(argv)
-    global RECEIVE_PROCESSES, QUEUE_EXTRA
+    global RECEIVE_PROCESSES
     RECEIVE_PROCESSES = args.receive_processes
-    QUEUE_EXTRA = "report_first = false" if args.no_report_first else ""
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -241,7 +235,6 @@ def main(argv=None) -> int:
     n_load = sum(s["n"] for s in load)
     groups = split([s["dir"] / "dicom" for s in load], args.senders)
     report: dict = {"studies": len(load), "instances": n_load, "senders": len(groups),
-                    "report_first": not args.no_report_first,
                     "load_average_1min_start": round(os.getloadavg()[0], 1),
                     "rows_columns_bits": "512x512x16", "quiet_period_s": args.quiet_period,
                     "workers": args.workers, "worker_type": args.worker_type, "cpus": os.cpu_count()}
@@ -574,7 +567,7 @@ def analysing_run(work: Path, tag: str, groups: list[list[Path]], load: list[dic
                 "studies_per_hour": round(len(load) / wall * 3600, 1), "states": st["counts"],
                 "load_latency_s": latencies(layout, [x["study_uid"] for x in load]),
                 "worker_peak_rss_mb": round(max(x.child_peak_mb for x in samplers), 1),
-                "workers_distinct": len({rr["worker"].get("worker_pid", rr["worker"]["pid"]) for rr in layout.runs()})}
+                "workers_distinct": len({rr["worker"]["pid"] for rr in layout.runs()})}
     finally:
         for smp in samplers:
             smp.stop_flag.set()
@@ -613,20 +606,9 @@ def latencies(layout, study_uids: list[str], detail: bool = False) -> list | dic
     if detail:
         return out
     totals = sorted(d["total_s"] for d in out if d["total_s"] is not None)
-    srs = sorted(d["last_instance_to_sr_accepted_s"] for d in out if d["last_instance_to_sr_accepted_s"] is not None)
-    # min / median / max: last instance -> SR accepted (issue 15's figure); all_results_*: last
-    # instance -> the last result object delivered (before 2026-12-02 07:00 the summary's min /
-    # median / max were these, labelled "-> SR")
-    return {"min": srs[0], "median": _median(srs), "max": srs[-1],
-            "all_results_min": totals[0], "all_results_median": _median(totals), "all_results_max": totals[-1],
-            "analysis_s_median": _median(sorted(d["analysis_s"] for d in out if d["analysis_s"] is not None)),
-            "versions_max": max(d["versions"] for d in out)} if totals and srs else {}
-
-
-def _median(xs: list) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return round(xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2, 2)
+    return {"min": totals[0], "median": totals[len(totals) // 2], "max": totals[-1],
+            "analysis_s_median": sorted(d["analysis_s"] for d in out)[len(out) // 2],
+            "versions_max": max(d["versions"] for d in out)} if totals else {}
 
 
 def markdown(r: dict) -> str:
@@ -644,20 +626,11 @@ def markdown(r: dict) -> str:
         f"| received / acknowledged and durable | {r['storescp']['received']} | {r['node_receive']['spooled']} |",
         f"| peak RSS | {r['storescp']['peak_rss_mb']} MB | receiver {r['node_peak_rss_mb']} MB"
         f" + analysis worker process {r.get('worker_peak_rss_mb')} MB |",
-        f"| idle study: last instance -> SR accepted by Orthanc | | {il.get('last_instance_to_sr_accepted_s')} s |",
-        f"| idle study: last instance -> all results in Orthanc | | {il.get('total_s')} s = completion {il.get('completion_wait_s')}"
+        f"| idle study: last instance -> SR in Orthanc | | {il.get('total_s')} s = completion {il.get('completion_wait_s')}"
         f" + queue {il.get('queue_wait_s')} + analysis {il.get('analysis_s')} + delivery {il.get('delivery_s')} |",
-        f"| under load: last instance -> SR accepted (min/median/max) | | {ll.get('min')} / {ll.get('median')} / {ll.get('max')} s"
-        f" (median / idle = {_ratio(ll.get('median'), il.get('last_instance_to_sr_accepted_s'))}) |",
-        f"| under load: last instance -> all results (min/median/max) | | {ll.get('all_results_min')} / "
-        f"{ll.get('all_results_median')} / {ll.get('all_results_max')} s (median / idle = "
-        f"{_ratio(ll.get('all_results_median'), il.get('total_s'))}) |",
+        f"| under load: last instance -> SR (min/median/max) | | {ll.get('min')} / {ll.get('median')} / {ll.get('max')} s |",
         f"| studies ending analysed / without SR in Orthanc | | {r['states'].get('analysed')} / {len(r['studies_without_sr_in_orthanc'])} |",
     ] + extra_rows(r))
-
-
-def _ratio(a, b) -> str:
-    return f"{a / b:.2f}" if a is not None and b else "-"
 
 
 def extra_rows(r: dict) -> list[str]:

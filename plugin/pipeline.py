@@ -746,8 +746,7 @@ def _deferred_phase(dseries, stack):
 
 def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, echo: Optional[int] = None,
                   options: AnalysisOptions = AnalysisOptions(), write_dicom: bool = True,
-                  previous_sr_paths: Sequence = (), on_result_file: Optional[Callable[[Path], None]] = None,
-                  on_reports_out: Optional[Callable[[], None]] = None) -> dict:
+                  previous_sr_paths: Sequence = (), on_result_file: Optional[Callable[[Path], None]] = None) -> dict:
     """Scan ``paths``, pair, analyse every pair, write ``out_dir/findings.json``; return the document.
 
     ``convention_rules``: a ``dicom_io.convention.ConventionRules`` or a path to a rules file; the
@@ -756,9 +755,6 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     ``previous_sr_paths``: the SRs of an earlier version of this study (the node passes them when
     late instances reopened it); each new SR names the one it supersedes. ``on_result_file(path)``:
     called with each DICOM result file as soon as it is written (the node starts delivering it).
-    ``on_reports_out()``: called once the last pair's SR has been written and passed to
-    ``on_result_file`` (the node's worker then takes its next study while the other results are
-    finished: :mod:`plugin.service.handoff`).
     """
     from dicom_io.read import series as dseries
     from dicom_io import convention as dconv
@@ -773,7 +769,7 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     pairs, skipped = pair_series(scan.series, echo=echo)
     analyses: list[dict] = []
     result_paths: list[str] = []
-    for i_pair, pair in enumerate(pairs):
+    for pair in pairs:
         note, echo_note, pair_options, mag_echoes, raw = pair.note, None, options, None, None
         pixel_bytes = _stored_bytes(pair)
         budget = None if options.memory_budget_x_pixels is None else options.memory_budget_x_pixels * pixel_bytes
@@ -827,11 +823,8 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         analysis.notes[:0] = [note] + ([echo_note] if echo_note else [])
         tracking: Optional[Mapping[int, TrackingIdentity]] = None
         if write_dicom:
-            last = on_reports_out is not None and i_pair == len(pairs) - 1
             paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method,
-                                             qsm_series=pair_options.qsm_series,
-                                             on_written=_then_after_sr(on_result_file, on_reports_out) if last
-                                             else on_result_file)
+                                             qsm_series=pair_options.qsm_series, on_written=on_result_file)
             result_paths += paths
         del method   # the background-removed phase volume is not needed any more
         analyses.append(analysis_dict(analysis, tracking))
@@ -841,19 +834,6 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         doc["result_files"] = result_paths
     (out / "findings.json").write_text(json.dumps(doc, indent=2))
     return doc
-
-
-def _then_after_sr(on_written: Optional[Callable[[Path], None]], then: Callable[[], None]) -> Callable[[Path], None]:
-    """``on_written``, and ``then()`` once after the SR file (``<out>/sr/...``) has been passed to it."""
-    done = []
-
-    def put(path: Path) -> None:
-        if on_written is not None:
-            on_written(path)
-        if not done and Path(path).parent.name == "sr":
-            done.append(True)
-            then()
-    return put
 
 
 def _pattern_number(pattern: Optional[PhasePattern]) -> Optional[int]:

@@ -78,24 +78,14 @@ def make_mr_study(out: Path, *, n_slices: int = 4, rows: int = 32, cols: int = 3
     return {"study_uid": study_uid, "series_uids": series_uids, "files": files}
 
 
-def tiny_analysis(paths, out_dir, *, on_reports_out=None, **kwargs) -> dict:
+def tiny_analysis(paths, out_dir, **kwargs) -> dict:
     """A real (if trivial) analysis for service tests: one derived Secondary-Capture-like result per
-    study (same study, new series) + findings.json. Raises when a path contains 'FAILME'.
-    With ``BORDERPHASE_TEST_REPORT_DIR`` set: writes ``started-<study>`` there, says its reports are
-    out (``on_reports_out``, the node's hand-off) and waits for ``open-<study>`` before the rest."""
+    study (same study, new series) + findings.json. Raises when a path contains 'FAILME'."""
     from pydicom import dcmread
     out_dir = Path(out_dir)
     first = dcmread(paths[0])
     if "FAILME" in str(first.get("SeriesDescription", "")):
         raise ValueError("series asked to fail")
-    gates = os.environ.get("BORDERPHASE_TEST_REPORT_DIR")
-    if gates:
-        (Path(gates) / f"started-{first.StudyInstanceUID}").touch()
-        if on_reports_out is not None:
-            on_reports_out()
-        deadline = time.monotonic() + 60
-        while not (Path(gates) / f"open-{first.StudyInstanceUID}").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
     delay = float(os.environ.get("BORDERPHASE_TEST_ANALYSIS_DELAY_S", "0"))
     if delay:
         time.sleep(delay)
@@ -118,7 +108,7 @@ def write_config(path: Path, state_dir: Path, port: int, *, destinations: dict |
                  quiet_s: float = 1.0, grace_s: float = 0.5,
                  backend: str = "sqlite", redis_url: str = "", workers: int = 1, extra_node: str = "",
                  retry_initial_s: float = 1.0, retry_max_s: float = 4.0, rules: str | None = None,
-                 receive_processes: int | None = 1, queue_extra: str = "") -> Path:
+                 receive_processes: int | None = 1) -> Path:
     """A node config; ``receive_processes`` None leaves ``[receive] processes`` at its default (one per
     core); tests default to 1 so that every association lands in the process they inspect."""
     lines = [f'state_dir = "{state_dir}"', "", "[node]", 'ae_title = "BPNODE"', 'host = "127.0.0.1"',
@@ -126,7 +116,7 @@ def write_config(path: Path, state_dir: Path, port: int, *, destinations: dict |
              f"release_grace_s = {grace_s}", ""]
     if receive_processes is not None:
         lines += ["[receive]", f"processes = {receive_processes}", ""]
-    lines += ["[queue]", f'backend = "{backend}"', f"workers = {workers}", queue_extra]
+    lines += ["[queue]", f'backend = "{backend}"', f"workers = {workers}"]
     if redis_url:
         lines.append(f'redis_url = "{redis_url}"')
     lines += ["", "[dispatch]",

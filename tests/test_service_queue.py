@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 
 import pytest
 
@@ -46,7 +45,7 @@ def test_two_redis_workers_analyse_each_study_exactly_once(tmp_path):
         runs = collections.Counter((r["study"], r["version"]) for r in layout.runs())
         assert set(runs) == {(s["study_uid"], 1) for s in studies}
         assert all(n == 1 for n in runs.values()), runs
-        workers = {r["worker"]["worker_pid"] for r in layout.runs()}
+        workers = {r["worker"]["pid"] for r in layout.runs()}
         assert len(workers) == 2, "both worker processes should have taken work"
         wait_for(lambda: len(archive.files()) == 8, 30, what="8 results delivered")
     finally:
@@ -75,7 +74,7 @@ def test_two_sqlite_process_workers_analyse_each_study_once_at_lower_priority(tm
         counts = collections.Counter((r["study"], r["version"]) for r in runs)
         assert set(counts) == {(s["study_uid"], 1) for s in studies}
         assert all(n == 1 for n in counts.values()), counts
-        pids = {r["worker"]["worker_pid"] for r in runs}
+        pids = {r["worker"]["pid"] for r in runs}
         assert len(pids) == 2 and node.pid not in pids, f"two forked workers should share the work: {pids}"
         base = os.getpriority(os.PRIO_PROCESS, node.pid)
         assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in pids} == {min(base + 10, 19)}
@@ -115,35 +114,3 @@ def test_destination_down_delays_never_drops(tmp_path):
         node.stop()
         if archive:
             archive.stop()
-
-
-@pytest.mark.parametrize("report_first", [True, False])
-def test_one_worker_takes_the_next_study_once_the_report_is_out(tmp_path, report_first):
-    """``[queue] report_first`` (plugin/service/handoff.py): with one worker, a second study's
-    analysis starts while the first is still finishing its other results; without it, the second
-    waits for the whole first analysis."""
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    port = free_port()
-    cfg = write_config(tmp_path / "node.toml", tmp_path / "state", port, workers=1,
-                       queue_extra=f"report_first = {str(report_first).lower()}")
-    node = start_serve(cfg, port, tmp_path / "node.log", BORDERPHASE_TEST_REPORT_DIR=str(gates))
-    try:
-        a, b = (make_mr_study(tmp_path / name, n_slices=2) for name in ("a", "b"))
-        storescu(port, [tmp_path / "a"])
-        wait_for(lambda: (gates / f"started-{a['study_uid']}").exists(), 60, what="study A's analysis")
-        storescu(port, [tmp_path / "b"])
-        started_b = gates / f"started-{b['study_uid']}"
-        if report_first:
-            wait_for(started_b.exists, 60, what="study B's analysis while A finishes in the background")
-        else:
-            time.sleep(4)
-            assert not started_b.exists(), "without report_first one worker takes B only after A"
-        (gates / f"open-{a['study_uid']}").touch()
-        (gates / f"open-{b['study_uid']}").touch()
-        layout = StateLayout(tmp_path / "state")
-        wait_for(lambda: collect(layout.root)["counts"]["analysed"] == 2, 60, what="both analysed")
-        runs = list(layout.runs())
-        assert len({r["worker"]["worker_pid"] for r in runs}) == 1 and len(runs) == 2
-    finally:
-        stop_proc(node)

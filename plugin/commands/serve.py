@@ -48,8 +48,7 @@ def run_with(args, *, analyse: AnalysisFn) -> int:
         queue = make_queue(config, analyse=analyse)
         n = args.workers if args.workers is not None else max(config.queue.workers, 1)
         consumer = run_consumer(queue, n, config.queue.worker_type, config.queue.worker_nice, embedded=False,
-                                blas_threads=config.queue.blas_threads, report_first=config.queue.report_first,
-                                nice_after_report=config.queue.nice_after_report)
+                                blas_threads=config.queue.blas_threads)
         LOG.info("queue worker on %s backend (%d %s worker(s))", config.queue.backend, n, config.queue.worker_type)
         consumer.run()
         return 0

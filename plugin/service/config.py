@@ -173,11 +173,6 @@ class QueueConfig:
     # Its threads busy-wait around every threaded call: with the dipole fit's tall products on BLAS
     # that doubled a study's CPU beside a second worker (plugin/service/cputhreads.py, benchmarks/load.md)
     blas_threads: StrictInt = Field(1, ge=0)
-    # the report first, across studies: a process worker takes its next study once this one's SR is
-    # out and the rest (SEG, summary cards, KOS, QSM series) is finished in a forked child at
-    # nice_after_report more niceness (plugin/service/handoff.py)
-    report_first: StrictBool = True
-    nice_after_report: StrictInt = Field(9, ge=0, le=19)
     # start a study's analysis at its association release, into a staging folder, and deliver it
     # only once completion confirms the same instances (plugin/service/speculation.py)
     speculative: StrictBool = True

@@ -273,8 +273,7 @@ class Node:
         if self.with_workers:
             q = self.config.queue
             self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True,
-                                         blas_threads=q.blas_threads, report_first=q.report_first,
-                                         nice_after_report=q.nice_after_report)
+                                         blas_threads=q.blas_threads)
             self.consumer.start()
         self.scp.start()
         self.receivers.start(self.scp.port)

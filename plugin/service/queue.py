@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
@@ -27,7 +26,6 @@ from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
 from plugin.service.cputhreads import limit_blas_threads
 from plugin.service.diskspace import is_disk_full
-from plugin.service.handoff import Handoff, own_sql_connection
 from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
 from plugin.service.memory import return_freed_memory
@@ -76,28 +74,17 @@ class ServiceQueue:
 
         @self.huey.task(name=ANALYSE, retries=10_000, retry_delay=5, priority=0)
         def analyse(study: str, version: int) -> str:
-            def again(_exc: BaseException) -> None:   # failed after its SR went out: as huey's retry would
-                analyse.schedule(args=(study, version), delay=5)
             try:
                 # first delivery attempt right after the analysis, in the same worker (the outbox
                 # entry is already durable); a failure schedules retries on the queue
-                return in_task_process(lambda: analyse_version(config, study, version, enqueue_delivery=deliver_now,
-                                                               analyse=analyse_fn),
-                                       f"study {study} v{version}", again)
+                return analyse_version(config, study, version, enqueue_delivery=deliver_now, analyse=analyse_fn)
             except ClaimBusy as exc:  # a live worker has it: look again later, quietly (no traceback)
                 LOG.info("%s; will retry in %d s", exc, CLAIM_RETRY_S)
                 raise RetryTask(delay=CLAIM_RETRY_S) from None
 
         @self.huey.task(name=SPECULATE, priority=0)   # no retries: the version's own task is the fallback
         def speculate(study: str, key: str) -> str:
-            return in_task_process(lambda: speculate_version(config, study, key, enqueue_delivery=deliver_now,
-                                                             analyse=analyse_fn),
-                                   f"speculative analysis of study {study}")
-
-        @self.huey.on_shutdown()
-        def finish_background() -> None:   # a worker stopping lets its handed-off study finish
-            if _HANDOFF is not None:
-                _HANDOFF.shutdown()
+            return speculate_version(config, study, key, enqueue_delivery=deliver_now, analyse=analyse_fn)
 
         self.analyse = analyse
         self.deliver = deliver
@@ -123,19 +110,6 @@ class ServiceQueue:
             return False
         self.deliver(eid)
         return True
-
-
-_HANDOFF: Optional[Handoff] = None
-"""In a forked worker process with ``[queue] report_first``: runs each analysis task in a child that
-hands the worker on once the study's SR is out (:mod:`.handoff`). None elsewhere: inline."""
-
-
-def in_task_process(body: Callable[[], str], label: str,
-                    on_late_failure: Optional[Callable[[BaseException], None]] = None) -> str:
-    """``body()`` as this process runs analysis tasks: in a handoff child, or inline."""
-    if _HANDOFF is None:
-        return body()
-    return _HANDOFF.run(body, label, on_late_failure)
 
 
 def make_queue(config: Config, *, analyse: AnalysisFn = analyze_paths) -> ServiceQueue:
@@ -179,17 +153,13 @@ def quiet_disk_full_tracebacks() -> None:
 
 
 def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process", nice: int = 10,
-                 embedded: bool = True, blas_threads: int = 1, report_first: bool = True,
-                 nice_after_report: int = 9):
+                 embedded: bool = True, blas_threads: int = 1):
     """Create a Huey consumer for this queue (``.start()`` embedded or ``.run()`` standalone).
 
     With ``worker_type="process"`` the analysis runs in forked worker processes at a lower CPU
     priority (``nice``), so that receiving (the C-STORE SCP threads of the parent) keeps the CPU it
     needs and never waits on the analysis for the GIL; embedded workers die with the node.
     ``blas_threads``: the BLAS pools of the analysing process(es) (:mod:`.cputhreads`; 0: as loaded).
-    ``report_first``: process workers run each analysis in a child that hands the worker on to the
-    next study once the SR is out, and finishes the other results at ``nice_after_report`` more
-    niceness (:mod:`.handoff`).
     """
     from huey.consumer import Worker
     quiet_disk_full_tracebacks()
@@ -214,10 +184,6 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
                 return_freed_memory()   # a long-lived worker: each study's arrays go back to the system
                 preload_analysis_modules()   # at start, not on the first study
                 limit_blas_threads(blas_threads)   # after the imports: every BLAS library is loaded
-                if report_first:
-                    global _HANDOFF
-                    storage = queue.huey.storage
-                    _HANDOFF = Handoff(nice_after_report, in_child=lambda: own_sql_connection(storage))
             original(process)
 
         consumer.environment.init_child = init_child

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugin.service.handoff import worker_pid
 from plugin.service.permissions import FILE_MODE
 from plugin.service.spool import append_json_line, atomic_write_json, read_json
 
@@ -126,10 +125,8 @@ def _proc_start_ticks(pid: int) -> str | None:
 
 
 def worker_identity() -> dict:
-    """This process (``pid``, ``start``: what a claim's liveness is judged by) and the worker process
-    it runs for (``worker_pid``: its parent when it is a handoff child, :mod:`.handoff`)."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start_ticks(pid), "worker_pid": worker_pid()}
+    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start_ticks(pid)}
 
 
 class Claim:

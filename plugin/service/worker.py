@@ -17,7 +17,6 @@ from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
 from plugin.service.diskspace import DiskReserve, is_disk_full, write_despite_full
 from plugin.service.dispatch import EarlyDelivery, create_outbox_entries
-from plugin.service.handoff import reports_out
 from plugin.service.speculation import (CLAIM_WAIT_S, SpeculationAbandoned, SpeculationFiles, SpeculationRunning,
                                         StagedDelivery, Verdict, acquire_within, discard_stale, move_results,
                                         take_staged, verdict, version_claim)
@@ -52,8 +51,6 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
                                             qsm_series=config.analysis.qsm_series)
     if on_result_file is not None and _takes(analyse, "on_result_file"):
         kwargs["on_result_file"] = on_result_file   # results delivered while the rest is written
-    if _takes(analyse, "on_reports_out"):
-        kwargs["on_reports_out"] = reports_out   # in a handoff child: the worker takes its next study
     return analyse([str(p) for p in paths], str(out_dir), **kwargs)
 
 
