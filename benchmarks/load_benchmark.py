@@ -152,6 +152,21 @@ def cpu_s(pid: int) -> float:
         return 0.0
 
 
+def machine_speed() -> dict:
+    """What the latency figures depend on: the CPU's model and one core's pure-Python speed (ms for
+    ``sum(range(10**6))``, best of 5; 29 ms on the 2.45 GHz EPYC of 2026-12-02's seventh session, where
+    a 2-echo study took 2.5 x the worker CPU of the sixth session's machine: benchmarks/load.md)."""
+    import timeit
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    best = min(timeit.repeat("sum(range(10**6))", number=5, repeat=5)) / 5
+    return {"cpu_model": model, "python_sum_range_1e6_ms": round(best * 1e3, 1)}
+
+
 def split(items: list, k: int) -> list[list]:
     return [items[i::k] for i in range(k) if items[i::k]]
 
@@ -237,7 +252,8 @@ def main(argv=None) -> int:
     report: dict = {"studies": len(load), "instances": n_load, "senders": len(groups),
                     "load_average_1min_start": round(os.getloadavg()[0], 1),
                     "rows_columns_bits": "512x512x16", "quiet_period_s": args.quiet_period,
-                    "workers": args.workers, "worker_type": args.worker_type, "cpus": os.cpu_count()}
+                    "workers": args.workers, "worker_type": args.worker_type, "cpus": os.cpu_count(),
+                    "machine": machine_speed()}
 
     # -- baseline: dcmtk storescp ---------------------------------------------------------------
     out = work / "storescp_out"
@@ -482,7 +498,8 @@ def idle_only(args, work: Path, src: Path) -> int:
         return values[len(values) // 2] if values else None
     # issue 15's figure is completion -> SR accepted by the archive; all results follow it
     report = {"idle_studies": rows, "completion_to_sr_accepted_s_median": median_of("completion_to_sr_accepted_s"),
-              "completion_to_all_results_s_median": median_of("completion_to_all_results_s"), "cpus": os.cpu_count()}
+              "completion_to_all_results_s_median": median_of("completion_to_all_results_s"), "cpus": os.cpu_count(),
+              "machine": machine_speed()}
     print(json.dumps(report, indent=2))
     print("Speculative analysis (`[queue] speculative`, default on) starts at the association release and "
           "overlaps the completion grace: then `queue` is negative and `started before completion` says by "
