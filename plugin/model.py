@@ -73,11 +73,15 @@ class Lesion:
     fit_reason: str = ""                                  # why the fit is not usable, or what it lacks
     decided_by: str = ""                                  # border | fit | border+fit | none
     # The spot read on the whole-volume QSM map (plugin.method.qsm): chi relative to the
-    # surrounding tissue, its 95 % interval, and the sign call (paramagnetic | diamagnetic |
+    # surrounding tissue (its total over the source's volume), its 95 % interval, and the sign
+    # call from the map's core (plugin.method.qsmcore.core_sign: paramagnetic | diamagnetic |
     # unclear; "" when no QSM map was made).
     qsm_chi_ppm: Optional[float] = None
     qsm_chi_ppm_ci: Optional[tuple[float, float]] = None
     qsm_call: str = ""
+    # The z of the QSM call (plugin.method.qsmcore.core_sign: the core above against the core below
+    # the surrounding tissue, + = paramagnetic); None when the map gave the spot no value.
+    qsm_call_z: Optional[float] = None
     # The QSM map's total susceptibility of the spot (sum chi dV, ppm*mm^3; = 4 pi x the dipole
     # fit's moment) and its 95 % interval.
     qsm_total_ppm_mm3: Optional[float] = None

@@ -148,7 +148,7 @@ def test_scanner_to_node_to_orthanc(tmp_path):
             # each spot's chi (DCM 126396, ppm) in the SR Orthanc holds is findings.json's
             assert set(chis) == set(by_uid)
             for tuid, chi in chis.items():
-                want = by_uid[tuid]["qsm_chi_ppm"]
+                want = by_uid[tuid][by_uid[tuid]["qsm_reported"]]
                 assert want is not None and chi == pytest.approx(want, abs=1e-4), (uid, tuid, chi, want)
         # logs carry UIDs, never patient names or IDs
         log = (tmp_path / "node.log").read_text()

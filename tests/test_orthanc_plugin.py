@@ -137,7 +137,7 @@ def test_plugin_analyses_every_vendor_once_in_the_archive_and_survives_sigkill(o
         assert all(s["convention"] == analysis["phase_convention"] for s in spots), vendor
         # each spot's QSM chi (DCM 126396, ppm) is in the SR, as findings.json has it
         assert all(l["qsm_chi_ppm"] is not None for l in lesions), vendor
-        assert [s["qsm_chi_ppm"] for s in spots] == pytest.approx([l["qsm_chi_ppm"] for l in lesions], abs=1e-4), vendor
+        assert [s["qsm_chi_ppm"] for s in spots] == pytest.approx([l[l["qsm_reported"]] for l in lesions], abs=1e-4), vendor
         # the QSM series, in the same study: one MR image per slice, rescaled to ppm, marked derived
         [qsm] = results["MR"]
         assert qsm["MainDicomTags"]["SeriesDescription"] == RESULT_MODALITIES["MR"]

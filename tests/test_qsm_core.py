@@ -84,3 +84,48 @@ def test_a_source_thinner_than_a_thick_slice_reads_its_chi_in_the_column():
     assert "column" in with_size.note
     assert column_applies(vox, CoreParams()) and not column_applies((5.0, 0.9, 0.9), CoreParams())
     assert not column_applies((1.0, 1.0, 1.0), CoreParams())
+
+
+def _with_streak(chi: np.ndarray, centre, chi_true: float, voxel_mm) -> np.ndarray:
+    """The sphere's map with an L2 inversion's weaker opposite-sign lobes above and below it along
+    B0 (the slice axis here): 0.3 x its chi, one sphere's height away."""
+    out = chi.copy()
+    step = max(1, int(round(4.0 / voxel_mm[0])))
+    for dz in (-step, step):
+        z, y, x = (int(round(centre[0])) + dz, int(round(centre[1])), int(round(centre[2])))
+        out[z, y - 1:y + 2, x - 1:x + 2] -= 0.3 * chi_true
+    return out
+
+
+@pytest.mark.parametrize("chi_true, call", [(0.3, "paramagnetic"), (-0.2, "diamagnetic"), (0.06, "paramagnetic")])
+def test_the_qsm_call_reads_the_sign_of_the_core_not_of_the_lobes(chi_true, call):
+    """The map's core above the tissue against its core below it: a source with the inversion's
+    opposite-sign lobes beside it is called by its own sign, with |z| past the threshold."""
+    from plugin.method.qsmcore import core_sign
+    chi, mask, c = _map(chi_true, 4.0)
+    got = core_sign(_with_streak(chi, c, chi_true, (1.0, 1.0, 1.0)), mask, c, (1.0, 1.0, 1.0), 4.8)
+    assert got.call == call, got
+    assert abs(got.z) >= 1.96 and np.sign(got.z) == np.sign(chi_true), got
+    assert got.above_ppm >= 0 >= got.below_ppm
+    assert call in "paramagnetic diamagnetic" and f"z {got.z:+.1f}" in got.words()
+
+
+def test_the_qsm_call_on_noise_alone_is_mostly_unclear():
+    """No source: the core above and below the tissue are the noise's; over 20 places the call is
+    made (|z| >= 1.96) at most 3 times (the threshold's 5 % two-sided, with the sample's spread)."""
+    from plugin.method.qsmcore import core_sign
+    made = 0
+    for seed in range(20):
+        chi, mask, c = _map(0.0, 4.0, seed=seed)
+        made += core_sign(chi, mask, c, (1.0, 1.0, 1.0), 3.0).call != "unclear"
+    assert made <= 3, made
+
+
+def test_the_qsm_call_at_the_brain_mask_edge_is_unclear_and_says_why():
+    from plugin.method.qsmcore import core_sign
+    chi, mask, c = _map(0.4, 4.0)
+    mask[:, :, :36] = False
+    got = core_sign(chi, mask, c, (1.0, 1.0, 1.0), 4.0)
+    assert got.call == "unclear" and got.z is None and "brain mask" in got.note
+    with pytest.raises(ValueError, match="diameter"):
+        core_sign(chi, mask, c, (1.0, 1.0, 1.0), 0.0)

@@ -54,10 +54,13 @@ def test_sr_and_seg_carry_the_spots_of_findings_json(analysed):
         assert s["diameter_mm"] == pytest.approx(les["diameter_mm"], abs=0.01)
         assert s["border_pattern"] == les["border_pattern"]
         assert s["convention"] == analysis["phase_convention"]
-        # the QSM value of findings.json, as DCM 126396 in ppm (None where findings has none)
-        assert s["qsm_chi_ppm"] == (None if les["qsm_chi_ppm"] is None else pytest.approx(les["qsm_chi_ppm"], abs=1e-4))
+        # the QSM value findings.json names as reported, as DCM 126396 in ppm (None where findings has none)
+        want = None if les["qsm_reported"] is None else les[les["qsm_reported"]]
+        assert s["qsm_chi_ppm"] == (None if want is None else pytest.approx(want, abs=1e-4))
         if les["qsm_call"]:
             assert s["qsm_reading"].endswith(les["qsm_call"])
+    # the SR reports the map's core reading wherever the analysis read one (every sample spot does)
+    assert all(les["qsm_reported"] == "qsm_core_chi_ppm" for les in lesions), vendor
     # the sample studies carry TE and field strength: every spot gets a QSM value
     assert all(les["qsm_chi_ppm"] is not None for les in lesions), f"{vendor}: a spot without QSM chi"
 

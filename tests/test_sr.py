@@ -383,6 +383,24 @@ def test_each_spot_carries_its_qsm_susceptibility(tmp_path):
         assert QSM_DESCRIPTION.split("; ")[0] in texts and any("per spot" in t for t in texts)
 
 
+def test_a_core_reading_is_named_as_such_in_the_sr(tmp_path):
+    """A spot whose reported chi is the map's core: the SR's TID 4019 parameters and its QSM
+    reading say so, the other spots keep the total-over-volume wording."""
+    from dataclasses import replace as _replace
+    from dicom_io.results.report import QSM_CHI_CORE, QSM_CHI_TOTAL
+    from results_fixtures import with_qsm
+    mag, ph = classic_pair(tmp_path)
+    report = with_qsm(make_analysis(mag, ph, CLASSIC_SPOTS[:2]))
+    spots = sorted(report.spots, key=lambda s: s.id)
+    report = _replace(report, spots=(_replace(spots[0], qsm_chi_basis=QSM_CHI_CORE), _replace(spots[1], qsm_chi_basis=QSM_CHI_TOTAL)))
+    sr = pydicom.dcmread(_by_kind(write_results(report, mag, ph, tmp_path / "out", include=("sr",)))["sr"][0])
+    read = read_spots(sr)
+    assert "(the map's core)" in read[0]["qsm_reading"] and "(total over the source's volume)" in read[1]["qsm_reading"]
+    nums = [c for c in _walk(sr) if c.ValueType == "NUM" and c.ConceptNameCodeSequence[0].CodeValue == "126396"]
+    params = [[c.TextValue for c in num.ContentSequence if c.ValueType == "TEXT"] for num in nums]
+    assert f"per spot: {QSM_CHI_CORE}" in params[0] and f"per spot: {QSM_CHI_TOTAL}" in params[1]
+
+
 def test_a_wrong_qsm_unit_is_not_read_as_ppm(tmp_path):
     from results_fixtures import with_qsm
     mag, ph = classic_pair(tmp_path)

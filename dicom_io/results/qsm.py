@@ -47,6 +47,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from dicom_io.results.context import (DEVICE_SERIAL_NUMBER, INTENDED_USE, MANUFACTURER, NOT_FOR_DIAGNOSIS,
                                       ResultContext, finish)
 from dicom_io.results.fonts import font
+from dicom_io.results.report import QSM_CHI_CORE, QSM_CHI_TOTAL
 
 PPB_PER_UNIT = 0.1           # Rescale Slope: 0.1 ppb per stored unit
 PPM_PER_UNIT = PPB_PER_UNIT / 1000.0   # = 0.0001 ppm per stored unit
@@ -91,7 +92,9 @@ def qsm_reading_text(spot) -> str:
         return "not measured on the QSM map"
     ci_text = "" if ci is None else f" (95 % interval {ci[0]:+.3f} to {ci[1]:+.3f} ppm)"
     call = f": {spot.qsm_call}" if spot.qsm_call else ""
-    return f"chi {chi:+.3f} ppm{ci_text} relative to the surrounding tissue{call}"
+    basis = {QSM_CHI_CORE: " (the map's core)", QSM_CHI_TOTAL: " (total over the source's volume)"}.get(
+        getattr(spot, "qsm_chi_basis", ""), "")
+    return f"chi {chi:+.3f} ppm{basis}{ci_text} relative to the surrounding tissue{call}"
 
 
 def chi_ppm_of(ds: pydicom.Dataset) -> np.ndarray:

@@ -31,6 +31,13 @@ class Finding(StrEnum):
     INDETERMINATE = "indeterminate"
 
 
+#: Which reading of the QSM map a spot's reported chi is (ReportedSpot.qsm_chi_basis): the SR names
+#: it in the measurement's algorithm parameters, the summary card and the "QSM reading" TEXT say it.
+QSM_CHI_CORE = "the map's core: mean of the voxels within 0.9 of the spot's extreme value, no volume needed"
+QSM_CHI_TOTAL = ("the map's integral over the segmented spot (dilated by one voxel) minus the surrounding tissue's "
+                 "level, divided by the volume of a sphere of the source's diameter")
+
+
 @dataclass(frozen=True)
 class ReportedSpot:
     """One dark spot as the result objects report it. Slices are indices of the magnitude
@@ -60,6 +67,7 @@ class ReportedSpot:
     qsm_chi_ppm: Optional[float] = None         # relative to the surrounding tissue (SR: DCM 126396, ppm)
     qsm_chi_ppm_ci: Optional[tuple[float, float]] = None   # 95 %
     qsm_call: str = ""                          # paramagnetic | diamagnetic | unclear
+    qsm_chi_basis: str = ""                     # which reading qsm_chi_ppm is: QSM_CHI_CORE | QSM_CHI_TOTAL ("": unstated)
 
     @property
     def border_slice(self) -> int:

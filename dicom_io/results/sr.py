@@ -16,10 +16,11 @@ SCOORD, the label in a TEXT "Comment"):
   measurements area (mm2) and diameter (mm) of the spot and the certainty of the call named
   after the class ("Microbleed certainty", %), each INFERRED FROM (TID 320) a SCOORD CIRCLE on
   the slice where the spot's cross-section is largest, with the in-plane diameter there; when
-  the QSM map gave the spot a value, its magnetic susceptibility (DCM 126396, UCUM "[ppm]")
-  with the QSM method as its own algorithm identification (TID 4019 in TID 300: name
-  "borderphase QSM", the method, parameters and reference as parameters) and a TEXT "QSM
-  reading" (value, 95 % interval, sign call);
+  the QSM map gave the spot a value, its magnetic susceptibility (DCM 126396, UCUM "[ppm]";
+  the map's core where the analysis read one, else its total over the source's volume:
+  ``ReportedSpot.qsm_chi_basis``) with the QSM method as its own algorithm identification
+  (TID 4019 in TID 300: name "borderphase QSM", the method, parameters, reference and the
+  reading as parameters) and a TEXT "QSM reading" (value, which reading, 95 % interval, sign call);
   qualitative evaluations border, upper/lower border and central phase patterns and the phase
   convention (private scheme 99BORDERPHASE, declared in the Coding Scheme Identification
   Sequence); as TEXT the label a viewer lists ("CMB 1 microbleed, 6.2 mm, certainty > 99 %"),
@@ -44,7 +45,7 @@ from pydicom.sr.codedict import codes as pcodes
 
 from dicom_io.results import codes
 from dicom_io.results.qsm import qsm_reading_text
-from dicom_io.results.report import Finding
+from dicom_io.results.report import QSM_CHI_TOTAL, Finding
 from dicom_io.results.context import source_names_tolerated, DEVICE_OBSERVER_UID, MANUFACTURER, MODEL_NAME, \
     NOT_FOR_DIAGNOSIS, ResultContext, SpotRegion, TrackedSpot, certainty_text, declare_private_scheme, finish, \
     _region_on_slice
@@ -76,16 +77,14 @@ def algorithm_identification(ctx: ResultContext) -> hd.sr.AlgorithmIdentificatio
 
 
 QSM_ALGORITHM_NAME = "borderphase QSM"
-#: How a spot's value is taken from the map (plugin.method.qsm.spot_susceptibility).
-QSM_SPOT_VALUE = ("per spot: the map's integral over the segmented spot (dilated by one voxel) minus the "
-                  "surrounding tissue's level, divided by the volume of a sphere of the spot's diameter")
 
 
-def qsm_algorithm_identification(ctx: ResultContext) -> hd.sr.AlgorithmIdentification:
+def qsm_algorithm_identification(ctx: ResultContext, basis: str = QSM_CHI_TOTAL) -> hd.sr.AlgorithmIdentification:
     """TID 4019 of the per-spot susceptibility: the QSM method, its parameters and its reference
-    (the report's ``qsm_description``, split at its "; ")."""
+    (the report's ``qsm_description``, split at its "; "), and which reading of the map the spot's
+    value is (``basis``: :data:`~dicom_io.results.report.QSM_CHI_CORE` or ``QSM_CHI_TOTAL``)."""
     parameters = [p.strip() for p in ctx.report.qsm_description.split("; ") if p.strip()]
-    parameters.append(QSM_SPOT_VALUE)
+    parameters.append(f"per spot: {basis or QSM_CHI_TOTAL}")
     return hd.sr.AlgorithmIdentification(name=QSM_ALGORITHM_NAME, version=ctx.algorithm_version,
                                          parameters=parameters or None)
 
@@ -96,7 +95,7 @@ def _qsm_measurements(ctx: ResultContext, facts, at) -> list[hd.sr.Measurement]:
         return []
     return [hd.sr.Measurement(name=codes.MAGNETIC_SUSCEPTIBILITY, value=round(float(facts.qsm_chi_ppm), 4),
                               unit=codes.UNIT_PPM, referenced_coordinates=at,
-                              algorithm_id=qsm_algorithm_identification(ctx))]
+                              algorithm_id=qsm_algorithm_identification(ctx, facts.qsm_chi_basis))]
 
 
 def _observation_context() -> hd.sr.ObservationContext:

@@ -360,9 +360,12 @@ class SpotChi:
     chi_ppm: Optional[float]                      # relative to the surrounding tissue, over the volume used
     ci95: Optional[tuple[float, float]]
     sum_ppm_mm3: Optional[float]                  # total susceptibility (integral of chi dV)
-    call: str                                     # paramagnetic | diamagnetic | unclear
+    call: str                                     # paramagnetic | diamagnetic | unclear (the total's interval;
+                                                  # the pipeline replaces it with the core's call, call_z)
     reason: str = ""
     sum_ci95: Optional[tuple[float, float]] = None   # 95 % interval of the total susceptibility
+    call_z: Optional[float] = None                # the call's z when the map's core made it (plugin.method.qsmcore.core_sign)
+    call_words: str = ""                          # that reading in words
 
     def over_volume(self, volume_mm3: float, volume_range_mm3: Optional[tuple[float, float]] = None) -> "SpotChi":
         """This spot's chi over another source volume (mm^3), e.g. the bloom-corrected one of

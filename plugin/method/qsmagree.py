@@ -1,7 +1,8 @@
 """The QSM reading beside the border/fit call: agreement, and what a disagreement does.
 
-The spot's QSM call (plugin.method.qsm: paramagnetic / diamagnetic when the total
-susceptibility's 95 % interval excludes 0, else unclear) is a third reading of the spot. When it
+The spot's QSM call (plugin.method.qsmcore.core_sign: paramagnetic / diamagnetic when the map's
+core above the surrounding tissue outweighs the core below it, or the reverse, by ``call_z``
+of the same difference's spread nearby, else unclear) is a third reading of the spot. When it
 disagrees with a microbleed / calcification call (paramagnetic for a calcification or diamagnetic
 for a microbleed), the call becomes ``indeterminate`` with both readings in the reason, unless one
 side is clearly the more reliable, which the reason then names:
@@ -41,7 +42,8 @@ class QsmAgreeRules:
 def _words(sc) -> str:
     ci = f", 95 % {sc.ci95[0]:+.3f} to {sc.ci95[1]:+.3f}" if sc.ci95 is not None else ""
     total = f", total {sc.sum_ppm_mm3:+.2f} ppm mm^3" if sc.sum_ppm_mm3 is not None else ""
-    return f"QSM reads it {sc.call} (chi {sc.chi_ppm:+.3f} ppm{ci}{total})"
+    core = f"{sc.call_words}; " if getattr(sc, "call_words", "") else ""
+    return f"QSM reads it {sc.call} ({core}chi {sc.chi_ppm:+.3f} ppm{ci}{total})"
 
 
 def fit_and_border_offset_agree(it, rules: "QsmAgreeRules" = None) -> bool:
