@@ -383,6 +383,28 @@ def test_each_spot_carries_its_qsm_susceptibility(tmp_path):
         assert QSM_DESCRIPTION.split("; ")[0] in texts and any("per spot" in t for t in texts)
 
 
+def test_the_label_a_viewer_lists_carries_the_qsm_chi(tmp_path):
+    """OHIF lists each spot by its TEXT "Comment": name, diameter, certainty and, where the map gave
+    the spot a value, its QSM chi (the second opinion in the viewer the radiologist already has);
+    a spot without a value has no QSM words in its label."""
+    from results_fixtures import with_qsm
+    mag, ph = classic_pair(tmp_path)
+    report = with_qsm(make_analysis(mag, ph, CLASSIC_SPOTS), missing=(4,))
+    sr = pydicom.dcmread(_by_kind(write_results(report, mag, ph, tmp_path / "out", include=("sr",)))["sr"][0])
+    comments = [c.TextValue for c in _walk(sr) if c.ValueType == "TEXT"
+                and c.ConceptNameCodeSequence[0].CodeMeaning == "Comment"]
+    facts = sorted(report.spots, key=lambda s: s.id)
+    assert len(comments) == len(facts)
+    for text, f in zip(comments, facts):
+        if f.qsm_chi_ppm is None:
+            assert "QSM" not in text, text
+        else:
+            assert text.endswith(f" mm, QSM {f.qsm_chi_ppm:+.2f} ppm"), text
+        # the certainty follows the class (none for an indeterminate spot), the diameter after it
+        assert ("indeterminate," in text) == (f.finding.value == "indeterminate"), text
+        assert f.finding.value == "indeterminate" or " %, " in text.split(" mm")[0], text
+
+
 def test_a_core_reading_is_named_as_such_in_the_sr(tmp_path):
     """A spot whose reported chi is the map's core: the SR's TID 4019 parameters and its QSM
     reading say so, the other spots keep the total-over-volume wording."""

@@ -288,3 +288,15 @@ def test_qsm_window_is_symmetric_and_rounded():
     assert summary.qsm_window_half_ppm(np.zeros((5, 5))) == 0.1
     assert summary.qsm_window_half_ppm(np.full((5, 5), 0.34)) == 0.4
     assert summary.qsm_window_half_ppm(np.full((5, 5), -5.0)) == 1.0
+
+
+def test_the_overview_table_gives_each_spots_qsm_chi(sample, pair):
+    """The overview's table has a "QSM chi (ppm)" column: the reported chi (SR DCM 126396) of every
+    spot of the real pipeline's analysis, "-" where an analysis has no QSM map (hand-made)."""
+    ctx, _ = sample
+    col = summary.TABLE_HEADERS.index("QSM chi (ppm)")
+    rows = summary.table_rows(ctx)
+    assert rows and all(cells[col] == f"{s.reported.qsm_chi_ppm:+.2f}" for s, cells in rows)
+    mag, ph = pair
+    hand_made = build_context(make_analysis(mag, ph, CLASSIC_SPOTS), mag, ph, algorithm_version="1")
+    assert all(cells[col] == "-" for _, cells in summary.table_rows(hand_made))

@@ -218,13 +218,17 @@ def certainty_words(lesion: dict) -> str:
 def test_measurement_panel_lists_every_spot(seen):
     """Issue 13: OHIF's measurement panel stayed 'Measurements (0)' (the SR was not rehydratable)
     and nothing on screen named a spot or its class. Each spot is now listed with its name,
-    class, diameter and certainty."""
+    class, diameter, certainty and its QSM chi."""
     panel = step(seen, "sr")["measurement_panel"]
     expect(panel.startswith(f"Measurements ({len(seen['lesions'])})"), f"{seen['vendor']}: {panel[:120]!r}")
     missing = []
     for lesion in seen["lesions"]:
-        line = (f"{lesion['tracking_identifier']}, {float(lesion['diameter_mm']):.1f} mm, "
-                f"certainty {certainty_words(lesion)}")
+        name = lesion["tracking_identifier"]
+        if lesion["classification"] != "indeterminate":
+            name += f" {certainty_words(lesion)}"
+        line = f"{name}, {float(lesion['diameter_mm']):.1f} mm"
+        if lesion.get("qsm_reported"):   # the QSM second opinion in the same line
+            line += f", QSM {float(lesion[lesion['qsm_reported']]):+.2f} ppm"
         if line not in panel or lesion["classification"] not in lesion["tracking_identifier"]:
             missing.append(line)
     expect(not missing, f"{seen['vendor']}: measurement panel lacks {missing}: {panel[:600]!r}")

@@ -23,7 +23,7 @@ SCOORD, the label in a TEXT "Comment"):
   reading as parameters) and a TEXT "QSM reading" (value, which reading, 95 % interval, sign call);
   qualitative evaluations border, upper/lower border and central phase patterns and the phase
   convention (private scheme 99BORDERPHASE, declared in the Coding Scheme Identification
-  Sequence); as TEXT the label a viewer lists ("CMB 1 microbleed, 6.2 mm, certainty > 99 %"),
+  Sequence); as TEXT the label a viewer lists ("CMB 1 microbleed > 99 %, 6.2 mm, QSM +0.68 ppm"),
   the classification, the reason and the method's evidence;
 - per border slice read (upper, lower), a TID 1410 group with a Tracking UID of its own (OHIF
   would otherwise look for the spot's circle on that slice), identifier
@@ -272,9 +272,8 @@ def _main_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIden
         qualitative_evaluations=evaluations,
     )
     texts = [
-        # the label OHIF lists: name, class, diameter and certainty in one line
-        _text(codes.COMMENT, f"{spot.label}, {float(facts.diameter_mm):.1f} mm, "
-                             f"certainty {certainty_text(facts.confidence, spot.finding)}"),
+        # the label OHIF lists: name, class, certainty, diameter and the QSM chi in one line
+        _text(codes.COMMENT, comment_text(spot)),
         _text(codes.CLASSIFICATION_TEXT, spot.finding.value),
         _text(codes.REGION_SHOWN_TEXT, f"{ROLE_LARGEST} ({_image_number(ctx, largest.slice_index)}, "
                                        f"{largest.diameter_mm:.1f} mm)"),
@@ -286,6 +285,23 @@ def _main_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIden
         texts.insert(1, _text(codes.REASON_TEXT, facts.reason))
     group[0].ContentSequence.extend(texts)
     return group
+
+
+def comment_text(spot: TrackedSpot) -> str:
+    """The spot's one-line label (TEXT "Comment", what OHIF's measurement panel lists): name with
+    its class and the call's certainty, diameter and, when the map gave the spot one, the
+    reported QSM chi ("CMB 2 microbleed > 99 %, 6.0 mm, QSM +0.68 ppm"; an indeterminate spot has
+    no certainty: "Indet 3 indeterminate, 2.1 mm, QSM +0.05 ppm"). OHIF 3.13 shows two lines of
+    about 28-33 characters and cuts the rest, so the label is kept that short: with the words
+    "certainty ..." it cut the chi or the certainty itself (benchmarks/viewer_GE_sr.png)."""
+    facts = spot.reported
+    name = spot.label
+    if spot.finding != Finding.INDETERMINATE:
+        name += f" {certainty_text(facts.confidence, spot.finding)}"
+    text = f"{name}, {float(facts.diameter_mm):.1f} mm"
+    if facts.qsm_chi_ppm is not None and np.isfinite(facts.qsm_chi_ppm):
+        text += f", QSM {float(facts.qsm_chi_ppm):+.2f} ppm"
+    return text
 
 
 def border_slices(spot: TrackedSpot) -> list[tuple[str, int, Optional[int], hd.sr.CodedConcept]]:

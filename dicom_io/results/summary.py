@@ -261,7 +261,13 @@ def _paragraph(draw: ImageDraw.ImageDraw, x: int, y: int, text: str, width_px: f
     return y
 
 
-TABLE_HEADERS = ("Spot", "Class", "Diam. (mm)", "Border pattern", "Central pattern", "Certainty", "Slices")
+TABLE_HEADERS = ("Spot", "Class", "Diam. (mm)", "Border pattern", "Central pattern", "Certainty", "QSM chi (ppm)", "Slices")
+
+
+def qsm_cell(facts) -> str:
+    """A spot's QSM chi as the table and the viewer's label give it ("+0.68"; "-" without one)."""
+    chi = facts.qsm_chi_ppm
+    return "-" if chi is None or not math.isfinite(chi) else f"{chi:+.2f}"
 
 
 def table_rows(ctx: ResultContext) -> list[tuple[TrackedSpot, list[str]]]:
@@ -272,7 +278,7 @@ def table_rows(ctx: ResultContext) -> list[tuple[TrackedSpot, list[str]]]:
         span = f"{slices[0]}-{slices[-1]}" if slices else "-"
         rows.append((s, [s.label, s.finding.value, f"{float(facts.diameter_mm):.1f}",
                          _pattern(facts.border_pattern), _pattern(facts.central_pattern),
-                         certainty_text(facts.confidence, s.finding), span]))
+                         certainty_text(facts.confidence, s.finding), qsm_cell(facts), span]))
     return rows
 
 
