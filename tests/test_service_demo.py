@@ -59,5 +59,8 @@ def test_readme_demo_on_sample_dicom_agrees_with_the_phantom_truth(tmp_path):
             vendors.add(analysis["vendor"])
             for lesion in analysis["lesions"]:
                 assert lesion["truth_class"] == lesion["classification"], (analysis["vendor"], lesion)
+                # the QSM second opinion the SR reports has the truth's sign on every sample spot
+                chi = lesion[lesion["qsm_reported"]]
+                assert chi * lesion["truth_chi_ppm"] > 0, (analysis["vendor"], chi, lesion["truth_chi_ppm"])
         assert {"SR", "SEG", "KO", "OT"} <= {r["modality"] for r in study["landed"]}
     assert vendors == {"GE", "Philips", "Siemens", "Canon"}

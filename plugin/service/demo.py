@@ -123,7 +123,7 @@ def run_demo(samples: Path, workdir: Path | None = None, *, quiet_period_s: floa
 
 
 def attach_truth(studies: list[dict], truth_path: Path) -> None:
-    """Give each found lesion the class of the phantom truth lesion it lies on (centre within
+    """Give each found lesion the class (and chi) of the phantom truth lesion it lies on (centre within
     max(3 mm, truth diameter)), or "no truth lesion" (a false positive); count truth lesions missed.
     Does nothing when the samples carry no truth.json (real studies)."""
     if not truth_path.is_file():
@@ -142,6 +142,7 @@ def attach_truth(studies: list[dict], truth_path: Path) -> None:
                            default=None)
                 if best is not None and np.linalg.norm(np.asarray(best["center_lps_mm"]) - c) <= max(3.0, best["diameter_mm"]):
                     les["truth_class"] = best["class"]
+                    les["truth_chi_ppm"] = best.get("chi_ppm")
                     hit.add(best["id"])
                 else:
                     les["truth_class"] = "no truth lesion"
@@ -153,7 +154,7 @@ def format_demo(doc: dict) -> str:
              f"{doc['send_s']} s; all results back after {doc['total_s']} s"
              + ("  (TIMED OUT)" if doc["timed_out"] else ""), ""]
     hdr = (f"{'study':<14} {'vendor':<8} {'convention':<13} {'spot':<22} {'diam mm':>7} {'border':>6} {'central':>7}"
-           f"  {'classification':<14} {'conf':>5}  {'phantom truth'}")
+           f"  {'classification':<14} {'conf':>5} {'QSM ppm':>8}  {'phantom truth'}")
     lines += [hdr, "-" * len(hdr)]
     for s in doc["studies"]:
         short = "…" + s["study_instance_uid"][-12:]
@@ -169,10 +170,14 @@ def format_demo(doc: dict) -> str:
                 truth = l.get("truth_class", "")
                 if truth and truth == l.get("classification"):
                     truth += " (agrees)"
+                if l.get("truth_chi_ppm") is not None:
+                    truth += f", chi {l['truth_chi_ppm']:+.2f} ppm"
+                reported = l.get("qsm_reported")
+                qsm = f"{l[reported]:+8.2f}" if reported and l.get(reported) is not None else f"{'-':>8}"
                 lines.append(f"{short:<14} {a.get('vendor', ''):<8} {a.get('phase_convention', ''):<13} "
                              f"{str(l.get('tracking_identifier') or l.get('id')):<22} {l.get('diameter_mm', 0):>7.1f} "
                              f"{str(l.get('border_pattern')):>6} {str(l.get('central_pattern')):>7}  "
-                             f"{l.get('classification', ''):<14} {l.get('confidence', 0):>5.3f}  {truth}")
+                             f"{l.get('classification', ''):<14} {l.get('confidence', 0):>5.3f} {qsm}  {truth}")
         if s.get("truth_missed"):
             lines.append(f"{short:<14} phantom truth lesions not found: {', '.join(map(str, s['truth_missed']))}")
         for sk in f.get("skipped", []):
