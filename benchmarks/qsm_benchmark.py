@@ -124,7 +124,8 @@ def run(protocol: str, studies: int, seed: int, with_options: bool = True, recov
         print(f"  {protocol} study {plan.index}: shape {res.qsm.chi_ppm.shape}, QSM {res.qsm.seconds:.2f} s, "
               f"{len(res.lesions)} spots", file=sys.stderr, flush=True)
         del images, res, wmap
-    out = [f"## {protocol} ({studies} studies, seed {seed}, {conv}{'' if recovery else ', no recovery fractions'})",
+    raw = "" if not R.PROTOCOLS[protocol].filtered else ", scanner-filtered phase"
+    out = [f"## {protocol} ({studies} studies, seed {seed}, {conv}{raw}{'' if recovery else ', no recovery fractions'})",
            f"QSM map (L2, fast default) wall s: median {np.median(qsm_s):.2f} (max {max(qsm_s):.2f}); "
            f"TKD option: median {np.median(tkd_s):.2f}; wl2 (iterative) option: median {np.median(wl2_s):.2f}",
            f"source size (bloom model) of every spot, wall s per study: median {np.median(size_s):.2f} (max {max(size_s):.2f})",
@@ -189,9 +190,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-options", action="store_true",
                     help="leave out the TKD and wl2 (iterative) maps (their rows are then not reported)")
+    ap.add_argument("--raw-phase", action="store_true",
+                    help="render the protocols' phase raw (swi3d's is the scanner's filtered phase otherwise): "
+                         "2.5 mm slices, 3 T, TE 25 ms through the in-plane unwrap, with signal voids")
     ap.add_argument("--no-recovery", action="store_true",
                     help="AnalysisOptions(qsm_recovery=False): the QSM and fit readings without the recovery fractions")
     args = ap.parse_args(argv)
+    if args.raw_phase:
+        import dataclasses
+        for name in args.protocols:
+            R.PROTOCOLS[name] = dataclasses.replace(R.PROTOCOLS[name], filtered=False)
     for p in args.protocols:
         print("\n".join(run(p, args.studies, args.seed, not args.skip_options, not args.no_recovery)), flush=True)
         print()

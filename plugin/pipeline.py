@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 
 from plugin.method.background import remove_background
 from plugin.method.dataconvention import CONTRADICTED, DataConvention, decide_convention, estimate_data_convention
-from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma,
+from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, sample_inside,
                                   most_relevant, segment_at)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine_after_discount, interpret
@@ -224,7 +224,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     trim_heap()   # detection's temporaries, before the QSM map and the fits (memory: issue 15)
     qsm_pool = ThreadPoolExecutor(max_workers=1)
     qsm_future = qsm_pool.submit(_qsm_map, local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t,
-                                 options, qsm_notes)
+                                 options, qsm_notes, _void_floor(mag, mask, what))
     superior_up = bool(affine_lps[2, 0] > 0)
     # The method reads axial slices: B0 (LPS z) must run across the slices. Oblique-axial
     # stacks (a few tens of degrees) are fine; sagittal/coronal stacks are not.
@@ -422,10 +422,29 @@ def hand_over(volume):
     return replace(volume, data=placeholder), box.pop
 
 
-def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes) -> Optional[QsmMap]:
+#: The magnitude (x the brain's median) under which the in-plane unwrapped phase is not read by the
+#: QSM map: the background step's void level (plugin.method.background, ``void_fraction``)
+VOID_FRACTION = 0.2
+
+
+def _void_floor(mag, mask, background: str) -> Optional[tuple]:
+    """(magnitude, level) under which the QSM map does not read the local phase, where the phase
+    was unwrapped in plane (``background`` says "in-plane unwrapping"), else None. There a signal
+    void's phase is the in-plane unwrap's harmonic fill from the void's rim, not a measured field;
+    read as one, it made the sample study's 6 mm, -0.40 ppm calcification's core -1.18 ppm
+    (benchmarks/qsm.md, "The sample study's 6 mm calcification" and "The void left out"). The 3D
+    unwrap and the scanner-filtered phase keep their voids (the realistic cohort reads them right)."""
+    if "in-plane unwrapping" not in background or not mask.any():
+        return None
+    return mag, VOID_FRACTION * float(np.median(sample_inside(mag, mask)))
+
+
+def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_strength_t, options, notes,
+             field_floor=None) -> Optional[QsmMap]:
     """The QSM map of the local phase, or None with a note saying why not (switched off, echo
     time/field strength or convention unknown). Phase used wrapped as delivered (scanner-filtered)
-    is inverted as it is: the note says its chi is low for structures wider than the filter."""
+    is inverted as it is: the note says its chi is low for structures wider than the filter.
+    ``field_floor``: :func:`_void_floor`'s (magnitude, level), or None."""
     if not options.qsm:
         return None
     if convention not in (Handedness.RIGHT, Handedness.LEFT):
@@ -438,7 +457,8 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
         qsm_mask = mask & fill_holes(local != 0)
         release_zero_pages(qsm_mask)   # before the map's k-space arrays (memory: issue 15)
         qmap = compute_qsm(local, qsm_mask, affine_lps, echo_time_ms=echo_time_ms,
-                           field_strength_t=field_strength_t, convention=convention, params=options.qsm_params)
+                           field_strength_t=field_strength_t, convention=convention, params=options.qsm_params,
+                           field_floor=field_floor)
     except Exception as exc:   # the border reading stands without it
         log.error("QSM failed: %s: %s", type(exc).__name__, exc)
         notes.append(f"QSM: not made ({type(exc).__name__}: {exc})")

@@ -241,3 +241,51 @@ def test_smooth_lowpass_many_is_each_smooth_lowpass_bit_for_bit(voxel):
         assert np.array_equal(many[1], ref.astype(np.float32))
     with pytest.raises(ValueError, match="differ in shape"):
         smooth_lowpass_many([vals[0][:, :-1]], w, 5.0, voxel)
+
+
+def test_the_in_plane_unwrap_does_not_read_a_signal_void():
+    """A void's phase is noise: with zero flux at the void's edge (``keep`` false inside the brain
+    ``mask``) the unwrapped phase outside the void does not depend on it (before, the rim's wrapped differences to the void's noise put a
+    charge on the rim whose potential was a plateau of radians across the void, benchmarks/qsm.md)."""
+    from plugin.method.background import laplacian_unwrap_2d, wrapped_laplacian_2d
+    rng = np.random.default_rng(4)
+    shape, vox = (2, 64, 64), (2.5, 0.5, 0.5)
+    yy, xx = np.mgrid[:64, :64]
+    smooth = np.broadcast_to((0.002 * (yy - 32) ** 2 - 0.001 * (xx - 20) ** 2).astype(np.float32), shape).copy()
+    keep = np.ones(shape, bool)
+    void = (yy - 32) ** 2 + (xx - 32) ** 2 <= 36
+    keep[:, void] = False
+    a, b = smooth.copy(), smooth.copy()
+    a[:, void] = rng.uniform(-np.pi, np.pi, (2, int(void.sum())))
+    b[:, void] = rng.uniform(-np.pi, np.pi, (2, int(void.sum())))
+    la, lb = wrapped_laplacian_2d(a, vox, keep), wrapped_laplacian_2d(b, vox, keep)
+    assert np.array_equal(la, lb) and not la[~keep].any()
+    brain = np.ones(shape, bool)
+    ua, ub = laplacian_unwrap_2d(a, keep, vox, mask=brain), laplacian_unwrap_2d(b, keep, vox, mask=brain)
+    assert np.allclose(ua, ub, atol=1e-4)
+    # without the brain mask (as before) the void's noise reaches the unwrapped phase around it
+    assert not np.allclose(laplacian_unwrap_2d(a, keep, vox), laplacian_unwrap_2d(b, keep, vox), atol=1e-2)
+    # without the keep mask the void's noise reaches the rim's Laplacian
+    assert not np.array_equal(wrapped_laplacian_2d(a, vox)[keep], wrapped_laplacian_2d(b, vox)[keep])
+
+
+def test_the_qsm_map_does_not_read_the_phase_under_its_field_floor():
+    """``field_floor`` (magnitude, level): the map is the same whatever the phase in the void, and
+    without it the void's phase changes the map around it."""
+    from plugin.method.qsm import compute_qsm
+    rng = np.random.default_rng(5)
+    shape = (16, 48, 48)
+    mask = np.zeros(shape, bool)
+    mask[2:14, 6:42, 6:42] = True
+    mag = np.ones(shape, np.float32)
+    mag[7:9, 22:26, 22:26] = 0.05
+    ph = rng.normal(0, 0.05, shape).astype(np.float32)
+    other = ph.copy()
+    other[mag < 0.2] = rng.uniform(-3, 3, int((mag < 0.2).sum()))
+    aff = affine_for((2.5, 0.5, 0.5))
+    kw = dict(echo_time_ms=20.0, field_strength_t=3.0, convention="right-handed")
+    a = compute_qsm(ph, mask, aff, field_floor=(mag, 0.2), **kw).chi_ppm
+    b = compute_qsm(other, mask, aff, field_floor=(mag, 0.2), **kw).chi_ppm
+    assert np.allclose(a, b, atol=1e-6) and a[mask].std() > 0
+    c = compute_qsm(other, mask, aff, **kw).chi_ppm
+    assert not np.allclose(a, c, atol=1e-3)

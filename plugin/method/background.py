@@ -182,21 +182,30 @@ def _wrap(x: np.ndarray) -> np.ndarray:
     return x - two_pi * np.round(x / two_pi)
 
 
-def wrapped_laplacian_2d(phase_rad: np.ndarray, voxel_size_mm: tuple[float, float, float]) -> np.ndarray:
+def wrapped_laplacian_2d(phase_rad: np.ndarray, voxel_size_mm: tuple[float, float, float],
+                         keep: Optional[np.ndarray] = None) -> np.ndarray:
     """In-plane Laplacian of the (unknown) unwrapped phase from the wrapped one.
 
     Built from wrapped neighbour differences (Ghiglia & Romero 1994: the right-hand side of
     unweighted least-squares unwrapping), which equals Schofield & Zhu's
     ``cos(phi) lap(sin phi) - sin(phi) lap(cos phi)`` wherever neighbours differ by less than pi,
-    at a fraction of the cost. Zero-flux edges."""
+    at a fraction of the cost. Zero-flux edges: at the array's, and with ``keep`` (bool, the
+    phase's shape) at the edge of ``keep`` too: a difference to a voxel outside it is left out. A
+    signal void's phase is noise; its differences put a spurious charge on the void's rim whose
+    in-plane potential is a plateau of several radians across the void (benchmarks/qsm.md, "The
+    sample study's 6 mm calcification")."""
     p = np.asarray(phase_rad, np.float32)
     wr = np.float32(1.0 / voxel_size_mm[1] ** 2)
     wc = np.float32(1.0 / voxel_size_mm[2] ** 2)
     out = np.zeros_like(p)
     d = _wrap(p[:, 1:, :] - p[:, :-1, :]) * wr      # forward differences along rows
+    if keep is not None:
+        d *= keep[:, 1:, :] & keep[:, :-1, :]
     out[:, :-1, :] += d
     out[:, 1:, :] -= d
     d = _wrap(p[:, :, 1:] - p[:, :, :-1]) * wc
+    if keep is not None:
+        d *= keep[:, :, 1:] & keep[:, :, :-1]
     out[:, :, :-1] += d
     out[:, :, 1:] -= d
     return out
@@ -216,10 +225,13 @@ def _brain_box(mask: np.ndarray, pad: int = 8) -> tuple[slice, slice, slice]:
 
 
 def laplacian_unwrap_2d(phase_rad: np.ndarray, keep: np.ndarray,
-                        voxel_size_mm: tuple[float, float, float], *, out: Optional[np.ndarray] = None) -> np.ndarray:
+                        voxel_size_mm: tuple[float, float, float], *, out: Optional[np.ndarray] = None,
+                        mask: Optional[np.ndarray] = None) -> np.ndarray:
     """Laplacian unwrapping slice by slice: the in-plane Laplacian of the unwrapped phase from
     wrapped neighbour differences (:func:`wrapped_laplacian_2d`), kept where ``keep`` (brain,
-    no signal void), inverted with one 2D FFT pair per slice. The result equals the true phase up
+    no signal void), inverted with one 2D FFT pair per slice. With ``mask`` (the brain) the
+    differences to a signal void inside it (``mask`` and not ``keep``) are left out: zero flux
+    across the void's edge (the brain's edge is as before). The result equals the true phase up
     to a function harmonic in each slice (zero Laplacian inside ``keep``)."""
     h_r, h_c = float(voxel_size_mm[1]), float(voxel_size_mm[2])
     nr, nc = phase_rad.shape[1:]
@@ -231,7 +243,7 @@ def laplacian_unwrap_2d(phase_rad: np.ndarray, keep: np.ndarray,
         out = np.empty(phase_rad.shape, np.float32)
     for k in range(0, phase_rad.shape[0], _SLAB_SLICES):   # slice by slice anyway: a slab at a time bounds the temporaries
         sl = slice(k, k + _SLAB_SLICES)
-        lap = wrapped_laplacian_2d(phase_rad[sl], voxel_size_mm)
+        lap = wrapped_laplacian_2d(phase_rad[sl], voxel_size_mm, None if mask is None else keep[sl] | ~mask[sl])
         lap *= keep[sl]
         spec = sfft.rfft2(lap, axes=(1, 2), workers=-1)
         spec /= kernel
@@ -264,7 +276,7 @@ def laplacian_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, m
     ph, mag, m = phase_rad[box], magnitude[box], mask[box]
     tissue = float(np.median(sample_inside(mag, m)))
     keep = m & (mag >= void_fraction * tissue)
-    unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm)
+    unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm, mask=m)
     w = np.square(mag, dtype=np.float32) * keep
     low = smooth_lowpass(unwrapped, w, sigma_mm, voxel_size_mm)
     unwrapped -= low
@@ -414,7 +426,7 @@ def _smv_with_depth(phase_rad, magnitude, box, m, voxel_size_mm, kernel, radii, 
         unwrapped = out[box]
         unwrapped[...] = laplacian_unwrap_3d(ph, keep, voxel_size_mm, pad_slices=zpad)
     else:
-        unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm, out=out[box])
+        unwrapped = laplacian_unwrap_2d(ph, keep, voxel_size_mm, out=out[box], mask=m)
     # distance (mm) to the nearest voxel outside the brain: in-plane only for disks
     sampling = voxel_size_mm
     ns, nr, nc = unwrapped.shape

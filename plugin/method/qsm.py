@@ -241,14 +241,18 @@ def _zero_outside(full: np.ndarray, out: np.ndarray, box: tuple) -> None:
 
 
 def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams(), *,
-                 scale: Optional[np.float32] = None, within: Optional[tuple] = None) -> np.ndarray:
+                 scale: Optional[np.float32] = None, within: Optional[tuple] = None,
+                 field_floor: Optional[tuple[np.ndarray, float]] = None) -> np.ndarray:
     """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32.
 
     ``scale``: ``field_ppm`` is a local phase and this its :func:`field_scale` (the field made as
     it is read, no field-sized copy). ``within``: (shape, index): chi is returned inside a zero
     volume of that shape at that index (allocated after the k-space arrays are gone) instead of
     on its own. The closed-form methods transform a slab at a time (:mod:`plugin.method.slabfft`:
-    the same values as whole-volume FFTs, one spectrum-sized array instead of three)."""
+    the same values as whole-volume FFTs, one spectrum-sized array instead of three).
+    ``field_floor``: (magnitude, level), in ``field_ppm``'s coordinates: the field is read only
+    where the magnitude is at least the level (0 in a signal void, whose phase says nothing;
+    :func:`compute_qsm`); chi is still given over the whole mask."""
     if params.method not in (L2, TKD, ITERATIVE):
         raise ValueError(f"QSM method must be {L2!r}, {TKD!r} or {ITERATIVE!r}, got {params.method!r}")
     mask = np.asarray(mask, bool)
@@ -265,7 +269,8 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     m = mask[box]
     if params.method == ITERATIVE:
         fb = field_ppm[box] if scale is None else np.asarray(field_ppm[box], np.float32) * scale
-        f = np.where(m, fb, 0).astype(np.float32)
+        used = m if field_floor is None else m & (np.asarray(field_floor[0])[box] >= field_floor[1])
+        f = np.where(used, fb, 0).astype(np.float32)
         del fb
         D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
         chi = _edge_weighted_l2(f, D, _gradient_power(shape, voxel_mm), shape, voxel_mm, params)
@@ -282,10 +287,11 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
         if a < b:
             src = (slice(box[0].start + a, box[0].start + b), box[1], box[2])
             dst = part[: b - a, : n_box[1], : n_box[2]]
+            used = mask[src] if field_floor is None else mask[src] & (field_floor[0][src] >= field_floor[1])
             if scale is None:
-                np.copyto(dst, field_ppm[src], where=mask[src])
+                np.copyto(dst, field_ppm[src], where=used)
             else:
-                np.multiply(np.asarray(field_ppm[src], np.float32), scale, out=dst, where=mask[src])
+                np.multiply(np.asarray(field_ppm[src], np.float32), scale, out=dst, where=used)
         return part
 
     full_shape = tuple(within[0] if within else field_ppm.shape)
@@ -327,8 +333,11 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
 
 
 def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.ndarray, *, echo_time_ms: float,
-                field_strength_t: float, convention: str, params: QsmParams = QsmParams()) -> QsmMap:
-    """The susceptibility map of one pair's local phase (module docstring)."""
+                field_strength_t: float, convention: str, params: QsmParams = QsmParams(),
+                field_floor: Optional[tuple[np.ndarray, float]] = None) -> QsmMap:
+    """The susceptibility map of one pair's local phase (module docstring). ``field_floor``
+    (magnitude, level): the phase is read only where the magnitude reaches the level
+    (:func:`invert_field`)."""
     t0 = time.perf_counter()
     voxel = tuple(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
     mask = np.asarray(mask, bool)
@@ -336,8 +345,9 @@ def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.nd
     if mask.any():   # the field of the mask's box only (what the inversion reads): no full-size copy
         box = bounding_box(mask)
         scale = field_scale(echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, convention=convention)
+        floor = None if field_floor is None else (np.asarray(field_floor[0])[box], float(field_floor[1]))
         chi = invert_field(np.asarray(local_phase_rad)[box], mask[box], voxel, b0, params, scale=scale,
-                           within=(np.shape(local_phase_rad), box))
+                           within=(np.shape(local_phase_rad), box), field_floor=floor)
     else:
         chi = np.zeros(np.shape(local_phase_rad), np.float32)
         field_ppm_from_phase(local_phase_rad[:0], echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
