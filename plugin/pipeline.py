@@ -40,7 +40,7 @@ from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, dar
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine_after_discount, interpret
 from plugin.method.morphology import fill_holes
-from plugin.method.qsm import UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
+from plugin.method.qsm import DIAMAGNETIC, PARAMAGNETIC, UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
 from plugin.method.qsmcore import core_sign, core_susceptibility
@@ -551,11 +551,14 @@ def _source_size(spot, fit, sc, voxel, b0_axes, echo_time_ms, field_strength_t, 
 
 def _core_facts(qmap, spot, fit, sc, voxel, size=None) -> dict:
     """The spot's QSM core reading (plugin.method.qsmcore) at the fit's centre (else the spot's),
-    of the sign of the fit's moment (else of the map's total); {} where neither has a sign or the
-    map gave the spot no value (its unreliable end slices, the mask's edge)."""
+    of the sign of the QSM call where the map's core decided it (so that the chi reported beside
+    the call has its sign), else of the fit's moment, else of the map's total; {} where none has a
+    sign or the map gave the spot no value (its unreliable end slices, the mask's edge)."""
     if sc is None or sc.chi_ppm is None:
         return {}
-    if fit.usable and fit.moment:
+    if sc.call in (PARAMAGNETIC, DIAMAGNETIC):
+        sign = 1.0 if sc.call == PARAMAGNETIC else -1.0
+    elif fit.usable and fit.moment:
         sign = 1.0 if fit.moment > 0 else -1.0
     elif sc.sum_ppm_mm3:
         sign = 1.0 if sc.sum_ppm_mm3 > 0 else -1.0
