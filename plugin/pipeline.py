@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from plugin.method.background import remove_background
+from plugin.method.background import VOID_FRACTION, remove_background
 from plugin.method.dataconvention import CONTRADICTED, DataConvention, decide_convention, estimate_data_convention
 from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, sample_inside,
                                   most_relevant, segment_at)
@@ -420,11 +420,6 @@ def hand_over(volume):
     box = [volume.data]
     placeholder = np.broadcast_to(np.float32(np.nan), tuple(volume.data.shape))
     return replace(volume, data=placeholder), box.pop
-
-
-#: The magnitude (x the brain's median) under which the in-plane unwrapped phase is not read by the
-#: QSM map: the background step's void level (plugin.method.background, ``void_fraction``)
-VOID_FRACTION = 0.2
 
 
 def _void_floor(mag, mask, background: str) -> Optional[tuple]:

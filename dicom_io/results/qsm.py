@@ -93,7 +93,7 @@ def qsm_reading_text(spot) -> str:
     ci_text = "" if ci is None else f" (95 % interval {ci[0]:+.3f} to {ci[1]:+.3f} ppm)"
     call = f": {spot.qsm_call}" if spot.qsm_call else ""
     basis = {QSM_CHI_CORE: " (the map's core)", QSM_CHI_TOTAL: " (total over the source's volume)"}.get(
-        getattr(spot, "qsm_chi_basis", ""), "")
+        spot.qsm_chi_basis, "")
     return f"chi {chi:+.3f} ppm{basis}{ci_text} relative to the surrounding tissue{call}"
 
 

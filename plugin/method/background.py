@@ -182,6 +182,11 @@ def _wrap(x: np.ndarray) -> np.ndarray:
     return x - two_pi * np.round(x / two_pi)
 
 
+#: A signal void: magnitude under this fraction of the brain's median. Its phase is noise; the
+#: in-plane unwrap leaves it out (and the QSM map does not read it, plugin.pipeline._void_floor).
+VOID_FRACTION = 0.2
+
+
 def wrapped_laplacian_2d(phase_rad: np.ndarray, voxel_size_mm: tuple[float, float, float],
                          keep: Optional[np.ndarray] = None) -> np.ndarray:
     """In-plane Laplacian of the (unknown) unwrapped phase from the wrapped one.
@@ -253,7 +258,7 @@ def laplacian_unwrap_2d(phase_rad: np.ndarray, keep: np.ndarray,
 
 def laplacian_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
                                  voxel_size_mm: tuple[float, float, float], *, sigma_mm: float = 4.0,
-                                 void_fraction: float = 0.2) -> tuple[np.ndarray, str]:
+                                 void_fraction: float = VOID_FRACTION) -> tuple[np.ndarray, str]:
     """Unwrapped local phase (radians, float32; 0 outside ``mask``).
 
     1. Laplacian unwrapping slice by slice (:func:`laplacian_unwrap_2d`), inside the brain and
@@ -344,7 +349,7 @@ SMV_3D_MAX_ANISOTROPY = 1.5
 def smv_background_removal(phase_rad: np.ndarray, magnitude: np.ndarray, mask: np.ndarray,
                            voxel_size_mm: tuple[float, float, float], *, kernel: str = "auto",
                            largest_mm: float = 10.0, smallest_mm: float = 3.0,
-                           void_fraction: float = 0.2, overwrite_phase: bool = False) -> tuple[np.ndarray, str]:
+                           void_fraction: float = VOID_FRACTION, overwrite_phase: bool = False) -> tuple[np.ndarray, str]:
     """Unwrapped local phase (radians, float32; 0 outside ``mask``): Laplacian unwrapping, then a
     variable-radius spherical-mean-value (SMV) high pass, V-SHARP's first step (Schweser et al.
     2011; Li et al. 2011) without its deconvolution.

@@ -42,7 +42,7 @@ class QsmAgreeRules:
 def _words(sc) -> str:
     ci = f", 95 % {sc.ci95[0]:+.3f} to {sc.ci95[1]:+.3f}" if sc.ci95 is not None else ""
     total = f", total {sc.sum_ppm_mm3:+.2f} ppm mm^3" if sc.sum_ppm_mm3 is not None else ""
-    core = f"{sc.call_words}; " if getattr(sc, "call_words", "") else ""
+    core = f"{sc.call_words}; " if sc.call_words else ""
     return f"QSM reads it {sc.call} ({core}chi {sc.chi_ppm:+.3f} ppm{ci}{total})"
 
 
