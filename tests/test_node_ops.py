@@ -400,9 +400,12 @@ def test_metrics_endpoint_moves_after_a_real_store_and_status_json(tmp_path):
         storescu(port, [tmp_path / "in"])
         # the queue drained too: the version's own task, queued at completion while its speculative
         # analysis ran, may still be waiting for a worker (or for its retry) when the study is
-        # recorded; it then finds the version analysed (seen on a slower 2-core machine)
+        # recorded; it then finds the version analysed (seen on a slower 2-core machine). And the
+        # outbox emptied: a delivery's "sent" record is written before its pending entry is removed
+        # (never lose one), so a scrape between the two sees both (seen once in a fresh-clone CI)
         m = wait_for(lambda: (m := scrape(mport))['borderphase_studies{state="analysed"}'] == 1
                      and m["borderphase_delivery_latency_seconds_count"] == 1
+                     and m["borderphase_outbox_pending"] == 0
                      and m['borderphase_queue_depth{kind="ready"}'] == 0
                      and m['borderphase_queue_depth{kind="scheduled"}'] == 0 and m, 60,
                      what="the study analysed and delivered and the queue drained, as the metrics see it")
