@@ -312,3 +312,24 @@ def test_the_overview_table_gives_each_spots_qsm_chi(sample, pair):
     mag, ph = pair
     hand_made = build_context(make_analysis(mag, ph, CLASSIC_SPOTS), mag, ph, algorithm_version="1")
     assert all(cells[col] == "-" for _, cells in summary.table_rows(hand_made))
+
+
+def test_overview_names_stay_apart_and_off_other_spots_where_spots_crowd():
+    """28 spots, many within a few label heights of each other (as on a 2D T2*-GRE study's
+    projection, benchmarks/qsm.md ninth session): no two names overlap and no name covers another
+    spot's circle. The earlier placement (right of the circle, moved down a line at a time off
+    earlier names only) overlapped names and covered circles here."""
+    rng = np.random.default_rng(3)
+    size = (900, 900)
+    centres = np.r_[rng.uniform(250, 650, (20, 2)), rng.uniform(380, 520, (8, 2))]
+    radii = rng.uniform(6, 14, len(centres))
+    circles = [(float(x), float(y), float(r)) for (x, y), r in zip(centres, radii)]
+    draw = ImageDraw.Draw(Image.new("RGB", size))
+    placed: list = []
+    for i, (x, y, r) in enumerate(circles):
+        summary._free_label_spot(draw, f"Calc {i + 1}", x, y, r, size, placed, circles)
+    for i, (x0, y0, x1, y1) in enumerate(placed):
+        assert 0 <= x0 and x1 <= size[0] and 0 <= y0 and y1 <= size[1]
+        assert summary._overlaps((x0, y0, x1, y1), placed[:i] + placed[i + 1:], []) == 0, f"name {i + 1} on another name"
+        others = [c for j, c in enumerate(circles) if j != i]
+        assert summary._overlaps((x0, y0, x1, y1), [], others) == 0, f"name {i + 1} on another spot"

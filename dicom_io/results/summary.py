@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -35,7 +35,7 @@ from dicom_io.results.fonts import font
 from dicom_io.results.context import (CLASS_DISPLAY_RGB, certainty_text, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot,
                                       finish, source_names_tolerated)
 from dicom_io.results.qsm import qsm_reading_text
-from dicom_io.results.report import Finding
+from dicom_io.results.report import QSM_CHI_CORE, Finding
 from dicom_io.vocabulary import Handedness
 
 CLASS_COLOURS = CLASS_DISPLAY_RGB  # the SEG's recommended display colours, one per class
@@ -56,6 +56,8 @@ PANEL_PX = 420          # full-slice panel edge
 MARGIN = 14
 CARD_WIDTH = 2 * PANEL_PX + 3 * MARGIN
 OVERVIEW_IMAGE_PX = 512
+OVERVIEW_MAX_PX = 900   # ... up to this (within the card's width) when it holds many spots: their names stay legible
+OVERVIEW_MANY_SPOTS = 12
 CROP_HALF_MM = 12.0     # zoomed crops show at least +-12 mm around the spot (3 diameters for large spots)
 
 def body(bold: bool = False) -> ImageFont.FreeTypeFont:
@@ -205,21 +207,65 @@ def short_label(spot: TrackedSpot) -> str:
     return spot.label.removesuffix(f" {spot.finding.value}")
 
 
+Circle = tuple[float, float, float]   # (x, y, radius) in the image's pixels
+LABEL_STEPS = 6   # distances tried for a spot's name: beside its circle, then 1-5 label heights further out
+
+
+def _overlaps(box: tuple[float, float, float, float], placed: Sequence, circles: Sequence[Circle]) -> int:
+    """How many of the ``placed`` label boxes and of the ``circles`` the label ``box`` covers."""
+    x0, y0, x1, y1 = box
+    n = sum(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for bx0, by0, bx1, by1 in placed)
+    for cx, cy, cr in circles:
+        nx, ny = min(max(cx, x0), x1), min(max(cy, y0), y1)     # the box's point nearest the centre
+        n += (nx - cx) ** 2 + (ny - cy) ** 2 < cr * cr
+    return n
+
+
 def _free_label_spot(draw: ImageDraw.ImageDraw, text: str, x: float, y: float, r: float,
-                     size: tuple[int, int], placed: list) -> tuple[float, float]:
-    """Top-left of a label beside a circle at (x, y) of radius r: right of it, else left of it
-    where the right side would leave the image, moved down a line at a time off earlier labels;
-    the chosen box is appended to ``placed``."""
+                     size: tuple[int, int], placed: list, circles: Sequence[Circle] = ()) -> tuple[float, float, bool]:
+    """Top-left of a label for the circle at (x, y) of radius r, and whether it sits away from the
+    circle (then a leader line should join them). Tried in order: right, left, above, below and the
+    four diagonals beside the circle, then the same directions 1 to ``LABEL_STEPS`` - 1 label heights further out;
+    the first inside the image that covers no earlier label (``placed``) and no other spot's circle
+    (``circles``, this spot's own left out by position) wins, else the one that covers fewest. The
+    chosen box is appended to ``placed``."""
     x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=body(bold=True), stroke_width=2)
     w, h = x1 - x0, y1 - y0
-    lx = x + r + 3 if x + r + 3 + w <= size[0] else max(0.0, x - r - 3 - w)
-    ly = min(max(0.0, y - h / 2), size[1] - h)
-    for _ in range(8):
-        if not any(lx < bx1 and bx0 < lx + w and ly < by1 and by0 < ly + h for bx0, by0, bx1, by1 in placed):
+    others = [c for c in circles if (c[0] - x) ** 2 + (c[1] - y) ** 2 > 1.0]
+    best = None
+    for step in range(LABEL_STEPS):
+        gap = 3 + step * (h + 2)
+        cands = ((x + r + gap, y - h / 2), (x - r - gap - w, y - h / 2),                  # right, left
+                 (x - w / 2, y - r - gap - h), (x - w / 2, y + r + gap),                  # above, below
+                 (x + 0.7 * r + gap, y - 0.7 * r - gap - h), (x - 0.7 * r - gap - w, y - 0.7 * r - gap - h),
+                 (x + 0.7 * r + gap, y + 0.7 * r + gap), (x - 0.7 * r - gap - w, y + 0.7 * r + gap))
+        for lx, ly in cands:
+            if lx < 0 or ly < 0 or lx + w > size[0] or ly + h > size[1]:
+                continue
+            n = _overlaps((lx, ly, lx + w, ly + h), placed, others)
+            if best is None or n < best[0]:
+                best = (n, lx, ly, step > 0)
+            if n == 0:
+                break
+        if best is not None and best[0] == 0:
             break
-        ly = min(ly + h + 2, size[1] - h)
+    if best is None:    # no candidate inside the image: beside the circle, clamped
+        lx = x + r + 3 if x + r + 3 + w <= size[0] else max(0.0, x - r - 3 - w)
+        best = (0, lx, min(max(0.0, y - h / 2), size[1] - h), False)
+    _, lx, ly, away = best
     placed.append((lx, ly, lx + w, ly + h))
-    return lx, ly
+    return lx, ly, away
+
+
+def _leader(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, box: tuple[float, float, float, float],
+            colour) -> None:
+    """A thin line from the circle's edge towards the label's nearest point."""
+    x0, y0, x1, y1 = box
+    nx, ny = min(max(x, x0), x1), min(max(y, y0), y1)
+    d = math.hypot(nx - x, ny - y)
+    if d > r + 2:
+        ex, ey = x + (nx - x) * r / d, y + (ny - y) * r / d
+        draw.line([(ex, ey), (nx, ny)], fill=colour, width=1)
 
 
 def _label(draw: ImageDraw.ImageDraw, x: float, y: float, text: str, colour) -> None:
@@ -268,6 +314,21 @@ def qsm_cell(facts) -> str:
     """A spot's QSM chi as the table and the viewer's label give it ("+0.68"; "-" without one)."""
     chi = facts.qsm_chi_ppm
     return "-" if chi is None or not math.isfinite(chi) else f"{chi:+.2f}"
+
+
+def qsm_partial_volume_note(ctx: ResultContext) -> str:
+    """What the table's QSM chi cannot show on thick slices ("" when it does not apply): the core
+    reading of a spot narrower than the slice is averaged with the tissue above and below it, so
+    its |chi| reads low (on the realistic 0.9 x 0.9 x 5 mm cohort, median 0.53-0.56 of the truth for
+    2-3 mm spots, 0.90 above 4 mm: benchmarks/qsm.md); the SR's "QSM reading" gives its interval."""
+    slice_mm = float(ctx.magnitude.voxel_size_mm[0])
+    thin = [s for s in ctx.spots if s.reported.qsm_chi_basis == QSM_CHI_CORE and s.reported.qsm_chi_ppm is not None
+            and s.reported.diameter_mm < slice_mm]
+    if not thin:
+        return ""
+    return (f"QSM chi of a spot narrower than the {slice_mm:g} mm slice ({len(thin)} here) reads low: the slice "
+            f"averages it with the tissue above and below (partial volume); its 95 % interval is in the SR's "
+            f"QSM reading.")
 
 
 def table_rows(ctx: ResultContext) -> list[tuple[TrackedSpot, list[str]]]:
@@ -407,19 +468,29 @@ def render_overview(ctx: ResultContext, mag_win) -> Overview:
     held = [k for sp in ctx.spots for k in sp.reported.slice_indices]
     k0, k1 = (min(held), max(held) + 1) if held else (0, data.shape[0])
     mip = data[k0:k1, r0:r1, c0:c1].min(axis=0)
-    im, scale = _to_rgb(window(mip, *mag_win), OVERVIEW_IMAGE_PX)
+    image_px = OVERVIEW_IMAGE_PX if len(ctx.spots) <= OVERVIEW_MANY_SPOTS else \
+        max(OVERVIEW_IMAGE_PX, min(OVERVIEW_MAX_PX, width - 2 * MARGIN))
+    im, scale = _to_rgb(window(mip, *mag_win), image_px)
     d = ImageDraw.Draw(im)
     placed: list[tuple[float, float, float, float]] = []
+    marks = []
     for s in ctx.spots:
         c = ctx.magnitude.lps_mm_to_index(np.asarray(s.reported.center_lps_mm, dtype=float))[0]
         x, yy = (c[2] - c0 + 0.5) * scale, (c[1] - r0 + 0.5) * scale
-        colour = CLASS_COLOURS[s.finding]
-        r = s.region.radius_px * scale + 4
-        _circle(d, x, yy, r, colour)
+        marks.append((s, x, yy, max(s.region.radius_px * scale + 4, 5.0)))
+    circles = [(x, yy, r) for _, x, yy, r in marks]
+    for s, x, yy, r in marks:
+        _circle(d, x, yy, r, CLASS_COLOURS[s.finding])
+    for s, x, yy, r in marks:
         # the colour and the table below give the class: the projection carries the short name,
-        # placed where it is neither cut by the panel's edge nor on top of another name
+        # placed where it is neither cut by the panel's edge nor on another name or another spot's
+        # circle, joined to its circle by a line when it had to move away
+        colour = CLASS_COLOURS[s.finding]
         text = short_label(s)
-        _label(d, *_free_label_spot(d, text, x, yy, r, im.size, placed), text, colour)
+        lx, ly, away = _free_label_spot(d, text, x, yy, r, im.size, placed, circles)
+        if away:
+            _leader(d, x, yy, r, placed[-1], colour)
+        _label(d, lx, ly, text, colour)
     _draw_orientation(im, _orientation_letters(ctx))
     x_img = (width - im.width) // 2
     canvas.paste(im, (x_img, y))
@@ -431,6 +502,9 @@ def render_overview(ctx: ResultContext, mag_win) -> Overview:
     if rows:
         y = _draw_table(draw, MARGIN, y, rows, widths) + 6
         y = _paragraph(draw, MARGIN, y, f"Certainty: {certainty_basis(ctx)}.", text_w, fill=DIM)
+        note = qsm_partial_volume_note(ctx)
+        if note:
+            y = _paragraph(draw, MARGIN, y, note, text_w, fill=DIM)
     y = _footer(draw, MARGIN, y + 6, text_w, ctx)
     out, top = _clear_edges(canvas.crop((0, 0, width, y + 4)))
     return Overview(np.asarray(out), {"projection": (box[0], box[1] + top, box[2], box[3] + top)})
@@ -516,8 +590,8 @@ def render_spot_card(ctx: ResultContext, spot: TrackedSpot, mag_win, phase_win=N
         _circle(d, x, yy, reg.radius_px * scale + 6, colour)
         # beside the circle, on the left where the right would run off the panel (the card's
         # title already names the class, so the short identifier suffices)
-        _label(d, *_free_label_spot(d, short_label(spot), x, yy, reg.radius_px * scale + 6, im.size, []),
-               short_label(spot), colour)
+        lx, ly, _ = _free_label_spot(d, short_label(spot), x, yy, reg.radius_px * scale + 6, im.size, [])
+        _label(d, lx, ly, short_label(spot), colour)
         _draw_orientation(im, letters)
         top = y + 2 * LINE_PX + 2
         canvas.paste(im, (x0, top))
