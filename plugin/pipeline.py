@@ -43,7 +43,7 @@ from plugin.method.morphology import fill_holes
 from plugin.method.qsm import DIAMAGNETIC, PARAMAGNETIC, UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
-from plugin.method.qsmcore import core_sign, core_susceptibility
+from plugin.method.qsmcore import CoreParams, column_applies, core_sign, core_susceptibility
 from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_by_size,
                                        recovery_fractions, scaled_fit, synthetic_field)
 from plugin.method.borderexplained import discount_unexplained_borders
@@ -563,7 +563,9 @@ def _core_facts(qmap, spot, fit, sc, voxel, size=None) -> dict:
     d_src = size.diameter_mm if size is not None and not size.bloom_limited else float(spot.diameter_mm)
     core = core_susceptibility(qmap.chi_ppm, qmap.mask, centre, voxel, float(spot.diameter_mm), sign,
                                source_diameter_mm=d_src)
-    return dict(qsm_core_chi_ppm=core.chi_ppm, qsm_core_chi_ppm_ci=core.ci95)
+    thick = float(voxel[0]) >= 1.5 * min(float(voxel[1]), float(voxel[2])) and not column_applies(voxel, CoreParams())
+    return dict(qsm_core_chi_ppm=core.chi_ppm, qsm_core_chi_ppm_ci=core.ci95,
+                qsm_core_partial_volume=bool(core.chi_ppm is not None and thick and float(spot.diameter_mm) < float(voxel[0])))
 
 
 def _volume_diameters_mm(size, detected_diameter_mm: float) -> tuple[float, float]:
@@ -642,6 +644,7 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
         "qsm_core_chi_ppm": lesion.qsm_core_chi_ppm,
         "qsm_core_chi_ppm_ci": None if lesion.qsm_core_chi_ppm_ci is None else list(lesion.qsm_core_chi_ppm_ci),
+        "qsm_core_partial_volume": lesion.qsm_core_partial_volume,
         "source_diameter_mm": lesion.source_diameter_mm,
         "source_diameter_mm_ci": None if lesion.source_diameter_mm_ci is None else list(lesion.source_diameter_mm_ci),
         "source_size_note": lesion.source_size_note or None,
@@ -905,7 +908,8 @@ def _reported_qsm_chi(les: Lesion) -> dict:
     from dicom_io.results.report import QSM_CHI_CORE, QSM_CHI_TOTAL
     key = reported_qsm_key(les)
     if key == "qsm_core_chi_ppm":
-        return dict(qsm_chi_ppm=les.qsm_core_chi_ppm, qsm_chi_ppm_ci=les.qsm_core_chi_ppm_ci, qsm_chi_basis=QSM_CHI_CORE)
+        return dict(qsm_chi_ppm=les.qsm_core_chi_ppm, qsm_chi_ppm_ci=les.qsm_core_chi_ppm_ci, qsm_chi_basis=QSM_CHI_CORE,
+                    qsm_chi_partial_volume=les.qsm_core_partial_volume)
     return dict(qsm_chi_ppm=les.qsm_chi_ppm, qsm_chi_ppm_ci=les.qsm_chi_ppm_ci, qsm_chi_basis=QSM_CHI_TOTAL if key else "")
 
 

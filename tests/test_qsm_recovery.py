@@ -154,6 +154,23 @@ def test_unreliable_edge_slices_finds_the_ring_and_only_it():
     assert spot_on_slices([26, 27], (29,), margin_slices=2) and not spot_on_slices([25, 26], (29,), margin_slices=2)
 
 
+def test_fine_rings_on_a_thick_slice_end_are_unreliable_too():
+    """Rings a few pixels apart on an end slice (residual wraps on a 5 mm slice at the vertex,
+    benchmarks/qsm.md ninth session) barely move the smoothed map's spread, which alone missed
+    them; the fine spread (the map minus its smoothed self) marks the slice."""
+    from plugin.method.qsmedge import slice_spread_ppm
+    chi, mask = _map_with_ring(shape=(28, 80, 80), ring_slices=())
+    z, y, x = np.meshgrid(*[np.arange(n) - n / 2 + 0.5 for n in chi.shape], indexing="ij")
+    r = np.sqrt(y[-1] ** 2 + x[-1] ** 2)
+    chi[-1] += np.where(mask[-1], 0.1 * np.cos(2 * np.pi * r / 4.0), 0).astype(np.float32)
+    voxel = (5.0, 0.9, 0.9)
+    smooth = slice_spread_ppm(chi, mask, voxel)
+    assert smooth[-1] < 2 * np.median(smooth[7:21])       # the smoothed criterion alone misses them
+    assert unreliable_edge_slices(chi, mask, voxel) == (27,)
+    clean, mask = _map_with_ring(shape=(28, 80, 80), ring_slices=())
+    assert unreliable_edge_slices(clean, mask, voxel) == ()
+
+
 def test_spots_on_unreliable_end_slices_get_no_qsm_value(raw_case, monkeypatch):
     """A spot on or next to a marked end slice has no QSM value (reason given, call unclear); the
     others keep theirs."""
@@ -261,3 +278,22 @@ def test_a_viewer_shows_the_burned_label_at_the_series_window(tmp_path):
     low = slice(64, 128)
     assert np.ptp(grey[2][low]) == 0                       # unmarked: flat mid grey
     assert (grey[3][low] == 255).sum() > 40 and (grey[3][low] == 0).sum() > 40
+
+
+@pytest.mark.parametrize("protocol, flagged", [("gre2d 0.9x0.9x5", True), ("swi 0.45x0.45x2.5", False)])
+def test_a_core_reading_through_a_thick_slice_is_flagged_as_reading_low(protocol, flagged):
+    """On 5 mm slices the map's core of a 3 mm spot averages it with the tissue above and below
+    (|chi| reads low: the summary card says so); on 2.5 mm slices the through-slice column reading
+    applies and the core is not flagged."""
+    from plugin.pipeline import AnalysisOptions, analyze_arrays
+    from tests.test_dipolefit import PROTOCOLS, render
+    centre = (-10.0, 4.0, 2.0)
+    images, grid, _ = render(protocol, [(centre, 3.0, 0.4)], seed=5)
+    _, _, b0_t, te = PROTOCOLS[protocol]
+    res = analyze_arrays(images.magnitude[0], images.phase_rad[0], images.affine_lps, convention="right-handed",
+                         options=AnalysisOptions(), echo_time_ms=te, field_strength_t=b0_t)
+    d = [np.linalg.norm(np.asarray(x.center_lps_mm) - np.asarray(centre)) for x in res.lesions]
+    assert d and min(d) < 3.0, "the rendered lesion was not detected"
+    les = res.lesions[int(np.argmin(d))]
+    assert les.qsm_core_chi_ppm is not None
+    assert les.qsm_core_partial_volume is flagged

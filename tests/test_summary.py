@@ -333,3 +333,18 @@ def test_overview_names_stay_apart_and_off_other_spots_where_spots_crowd():
         assert summary._overlaps((x0, y0, x1, y1), placed[:i] + placed[i + 1:], []) == 0, f"name {i + 1} on another name"
         others = [c for j, c in enumerate(circles) if j != i]
         assert summary._overlaps((x0, y0, x1, y1), [], others) == 0, f"name {i + 1} on another spot"
+
+
+def test_overview_says_when_a_thick_slice_makes_the_qsm_chi_read_low(pair):
+    """The note appears when the analysis flags a spot's core reading as partial-volumed through
+    the slice (ReportedSpot.qsm_chi_partial_volume), names the slice thickness and how many, and
+    not otherwise (the 2.5 mm sample's spots are read with the through-slice column)."""
+    from dataclasses import replace
+    mag, ph = pair
+    analysis = make_analysis(mag, ph, CLASSIC_SPOTS)
+    assert summary.qsm_partial_volume_note(build_context(analysis, mag, ph, algorithm_version="1")) == ""
+    spots = tuple(replace(s, qsm_chi_partial_volume=(i == 0)) for i, s in enumerate(analysis.spots))
+    ctx = build_context(replace(analysis, spots=spots), mag, ph, algorithm_version="1")
+    note = summary.qsm_partial_volume_note(ctx)
+    assert "reads low" in note and "(1 here)" in note
+    assert f"{float(ctx.magnitude.voxel_size_mm[0]):g} mm slice" in note

@@ -68,6 +68,7 @@ class ReportedSpot:
     qsm_chi_ppm_ci: Optional[tuple[float, float]] = None   # 95 %
     qsm_call: str = ""                          # paramagnetic | diamagnetic | unclear
     qsm_chi_basis: str = ""                     # which reading qsm_chi_ppm is: QSM_CHI_CORE | QSM_CHI_TOTAL ("": unstated)
+    qsm_chi_partial_volume: bool = False        # the spot is narrower than a slice the map does not resolve: |chi| reads low
 
     @property
     def border_slice(self) -> int:

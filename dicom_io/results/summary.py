@@ -35,7 +35,7 @@ from dicom_io.results.fonts import font
 from dicom_io.results.context import (CLASS_DISPLAY_RGB, certainty_text, MANUFACTURER, NOT_FOR_DIAGNOSIS, ResultContext, TrackedSpot,
                                       finish, source_names_tolerated)
 from dicom_io.results.qsm import qsm_reading_text
-from dicom_io.results.report import QSM_CHI_CORE, Finding
+from dicom_io.results.report import Finding
 from dicom_io.vocabulary import Handedness
 
 CLASS_COLOURS = CLASS_DISPLAY_RGB  # the SEG's recommended display colours, one per class
@@ -317,15 +317,15 @@ def qsm_cell(facts) -> str:
 
 
 def qsm_partial_volume_note(ctx: ResultContext) -> str:
-    """What the table's QSM chi cannot show on thick slices ("" when it does not apply): the core
-    reading of a spot narrower than the slice is averaged with the tissue above and below it, so
-    its |chi| reads low (on the realistic 0.9 x 0.9 x 5 mm cohort, median 0.53-0.56 of the truth for
-    2-3 mm spots, 0.90 above 4 mm: benchmarks/qsm.md); the SR's "QSM reading" gives its interval."""
-    slice_mm = float(ctx.magnitude.voxel_size_mm[0])
-    thin = [s for s in ctx.spots if s.reported.qsm_chi_basis == QSM_CHI_CORE and s.reported.qsm_chi_ppm is not None
-            and s.reported.diameter_mm < slice_mm]
+    """What the table's QSM chi cannot show on thick slices ("" when it does not apply): the
+    analysis flags (``ReportedSpot.qsm_chi_partial_volume``) a core reading of a spot narrower than
+    a slice the map does not resolve through; the slice averages it with the tissue above and below,
+    so its |chi| reads low (realistic 0.9 x 0.9 x 5 mm cohort: median 0.53-0.56 of the truth for
+    2-3 mm spots, 0.90 above 4 mm; benchmarks/qsm.md). The SR's "QSM reading" gives its interval."""
+    thin = [s for s in ctx.spots if s.reported.qsm_chi_partial_volume]
     if not thin:
         return ""
+    slice_mm = float(ctx.magnitude.voxel_size_mm[0])
     return (f"QSM chi of a spot narrower than the {slice_mm:g} mm slice ({len(thin)} here) reads low: the slice "
             f"averages it with the tissue above and below (partial volume); its 95 % interval is in the SR's "
             f"QSM reading.")

@@ -13,6 +13,14 @@ spread of the mask's central slices, or when it holds too little of the mask to 
 inwards from each end of the mask, slices are marked until the first reliable one (at most
 :attr:`EdgeParams.max_fraction` of the mask's slices per end). The pipeline leaves those slices
 out of the per-spot QSM readings and the QSM series says which they are.
+
+The same walk also reads the map's *fine* spread per slice (the robust spread of the map minus its
+smoothed self, inside the mask): on thick 2D slices the end slices' artefact is not a broad shading
+but rings a few pixels apart (residual phase wraps where the field varies fast through a 5 mm slice
+at the vertex and the skull base), which the smoothing averages away. A slice whose fine spread
+exceeds the same ``ratio`` x that of the central slices is unreliable too. Seen on a realistic
+0.9 x 0.9 x 5 mm study (benchmarks/qsm.md, ninth session): its top slice's rings had a fine spread of
+0.174 ppm against 0.030 in the central slices, its smoothed spread 0.041 against 0.050.
 """
 from __future__ import annotations
 
@@ -33,10 +41,11 @@ class EdgeParams:
     workers: int = 2                # threads smoothing the central slices (the same values as one)
 
 
-def slice_spread_ppm(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm, smooth_mm: float = 4.0,
-                     slices=None, *, workers: int = 1) -> np.ndarray:
+def slice_spreads_ppm(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm, smooth_mm: float = 4.0,
+                      slices=None, *, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Per slice (``slices``: only those; default every slice), the robust spread (ppm) of the
-    in-plane smoothed map inside the mask (NaN where the mask is empty or the slice not asked for).
+    in-plane smoothed map inside the mask, and that of the map minus its smoothed self (the fine
+    spread); NaN where the mask is empty or the slice not asked for.
     Each slice is filtered on the mask's bounding box plus the kernel's radius: outside it the
     masked map and the mask are zero (``mode="constant"``), so the values inside the mask are
     the same as filtering the whole slice (tests/test_qsm_recovery.py), at a fraction of the cost.
@@ -45,7 +54,7 @@ def slice_spread_ppm(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm, smooth_mm:
     chi = np.asarray(chi_ppm, np.float32)
     mask = np.asarray(mask, bool)
     sig = (smooth_mm / voxel_mm[1], smooth_mm / voxel_mm[2])
-    out = np.full(chi.shape[0], np.nan)
+    smooth, fine = np.full(chi.shape[0], np.nan), np.full(chi.shape[0], np.nan)
     wanted = [int(k) for k in (np.flatnonzero(mask.any(axis=(1, 2))) if slices is None else slices)]
     if workers > 1 and len(wanted) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -54,13 +63,23 @@ def slice_spread_ppm(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm, smooth_mm:
         values = [_slice_spread(chi[k], mask[k], sig) for k in wanted]
     for k, v in zip(wanted, values):
         if v is not None:
-            out[k] = v
-    return out
+            smooth[k], fine[k] = v
+    return smooth, fine
 
 
-def _slice_spread(chi: np.ndarray, mk: np.ndarray, sig: tuple[float, float]) -> Optional[float]:
-    """The robust spread of one slice's smoothed map inside its mask ``mk`` (None when empty):
-    ``ndi.gaussian_filter(x, sig, mode="constant")`` done as its two passes (rows, then columns;
+def slice_spread_ppm(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm, smooth_mm: float = 4.0,
+                     slices=None, *, workers: int = 1) -> np.ndarray:
+    """The smoothed map's spread per slice alone (:func:`slice_spreads_ppm`)."""
+    return slice_spreads_ppm(chi_ppm, mask, voxel_mm, smooth_mm, slices, workers=workers)[0]
+
+
+def _robust_spread(v: np.ndarray) -> float:
+    return 1.4826 * float(np.median(np.abs(v - np.median(v))))
+
+
+def _slice_spread(chi: np.ndarray, mk: np.ndarray, sig: tuple[float, float]) -> Optional[tuple[float, float]]:
+    """(robust spread of one slice's smoothed map inside its mask ``mk``, that of the map minus the
+    smoothed map there); None when empty. ``ndi.gaussian_filter(x, sig, mode="constant")`` done as its two passes (rows, then columns;
     the same float32 intermediate), the second only on the rows the mask spans: the values inside
     the mask are the same numbers as the whole filter's."""
     radius = [int(4.0 * s + 0.5) for s in sig]   # scipy's truncate 4
@@ -81,7 +100,7 @@ def _slice_spread(chi: np.ndarray, mk: np.ndarray, sig: tuple[float, float]) -> 
     den = smooth(m)
     mi = mb[inner]
     vals = num[mi] / np.maximum(den[mi], 1e-6)
-    return 1.4826 * float(np.median(np.abs(vals - np.median(vals))))
+    return _robust_spread(vals), _robust_spread(chi[box][inner][mi] - vals)
 
 
 def unreliable_edge_slices(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm,
@@ -96,22 +115,26 @@ def unreliable_edge_slices(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm,
     n = last - first + 1
     limit = max(1, int(params.max_fraction * n))
     # the central slices (the reference) now; an end slice only when the walk below reaches it
-    spread = slice_spread_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm,
-                              slices=[k for k in range(first + n // 4, last - n // 4 + 1) if area[k] > 0],
-                              workers=params.workers)
+    spread, fine = slice_spreads_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm,
+                                     slices=[k for k in range(first + n // 4, last - n // 4 + 1) if area[k] > 0],
+                                     workers=params.workers)
     core = spread[first + n // 4: last - n // 4 + 1]
-    core = core[np.isfinite(core)]
+    core_fine = fine[first + n // 4: last - n // 4 + 1]
+    core, core_fine = core[np.isfinite(core)], core_fine[np.isfinite(core_fine)]
     if not core.size:   # no central slice to compare with: every slice's spread
-        spread = slice_spread_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm, workers=params.workers)
+        spread, fine = slice_spreads_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm, workers=params.workers)
     reference = float(np.median(core)) if core.size else float(np.nanmedian(spread))
+    reference_fine = float(np.median(core_fine)) if core_fine.size else float(np.nanmedian(fine))
     small = area < params.min_mask_fraction * area.max()
     done = {k for k in range(first + n // 4, last - n // 4 + 1)}
 
     def bad(k: int) -> bool:
         if k not in done and area[k] > 0:
-            spread[k] = slice_spread_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm, slices=[k])[k]
+            one, one_fine = slice_spreads_ppm(chi_ppm, mask, voxel_mm, params.smooth_mm, slices=[k])
+            spread[k], fine[k] = one[k], one_fine[k]
             done.add(k)
-        return bool(small[k] or not np.isfinite(spread[k]) or spread[k] > params.ratio * reference)
+        return bool(small[k] or not np.isfinite(spread[k]) or spread[k] > params.ratio * reference
+                    or fine[k] > params.ratio * reference_fine)
 
     out: set[int] = set()
     for ends in (range(first, first + limit), range(last, last - limit, -1)):
