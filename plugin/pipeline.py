@@ -43,7 +43,7 @@ from plugin.method.morphology import fill_holes
 from plugin.method.qsm import DIAMAGNETIC, PARAMAGNETIC, UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
 from plugin.method.bloom import source_diameter
-from plugin.method.qsmcore import CoreParams, column_applies, core_sign, core_susceptibility
+from plugin.method.qsmcore import CoreParams, core_sign, core_susceptibility, reads_low_through_slice
 from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_by_size,
                                        recovery_fractions, scaled_fit, synthetic_field)
 from plugin.method.borderexplained import discount_unexplained_borders
@@ -563,9 +563,9 @@ def _core_facts(qmap, spot, fit, sc, voxel, size=None) -> dict:
     d_src = size.diameter_mm if size is not None and not size.bloom_limited else float(spot.diameter_mm)
     core = core_susceptibility(qmap.chi_ppm, qmap.mask, centre, voxel, float(spot.diameter_mm), sign,
                                source_diameter_mm=d_src)
-    thick = float(voxel[0]) >= 1.5 * min(float(voxel[1]), float(voxel[2])) and not column_applies(voxel, CoreParams())
     return dict(qsm_core_chi_ppm=core.chi_ppm, qsm_core_chi_ppm_ci=core.ci95,
-                qsm_core_partial_volume=bool(core.chi_ppm is not None and thick and float(spot.diameter_mm) < float(voxel[0])))
+                qsm_core_partial_volume=core.chi_ppm is not None
+                and reads_low_through_slice(voxel, float(spot.diameter_mm), CoreParams()))
 
 
 def _volume_diameters_mm(size, detected_diameter_mm: float) -> tuple[float, float]:
