@@ -163,6 +163,20 @@ def _run_job(job: dict, log_buf: io.StringIO) -> dict:
     return res
 
 
+def _own_peak_rss_bytes() -> int:
+    """Peak resident size of this process's own address space: ``VmHWM`` of /proc/self/status.
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` would not do: Linux carries it across fork + exec, so a
+    batch started from a pytest process that had rendered a head reported that process's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux: kilobytes
+
+
 def worker(spec: Path) -> int:
     jobs = json.loads(spec.read_text())
     log_buf = io.StringIO()
@@ -174,7 +188,7 @@ def worker(spec: Path) -> int:
         res = _run_job(job, log_buf)
         real_stdout.write(json.dumps(res) + "\n")
         real_stdout.flush()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux: kilobytes
+    peak = _own_peak_rss_bytes()
     real_stdout.write(json.dumps({"peak_rss_bytes": peak}) + "\n")
     return 0
 
