@@ -451,9 +451,11 @@ def _qsm_map(local, wrapped, mask, affine_lps, convention, echo_time_ms, field_s
     try:
         qsm_mask = mask & fill_holes(local != 0)
         release_zero_pages(qsm_mask)   # before the map's k-space arrays (memory: issue 15)
+        # where the phase was unwrapped in plane (_void_floor gives a floor exactly then), each
+        # slice's own constant is taken off (plugin.method.qsm.slice_offsets)
         qmap = compute_qsm(local, qsm_mask, affine_lps, echo_time_ms=echo_time_ms,
                            field_strength_t=field_strength_t, convention=convention, params=options.qsm_params,
-                           field_floor=field_floor)
+                           field_floor=field_floor, per_slice_offsets=field_floor is not None)
     except Exception as exc:   # the border reading stands without it
         log.error("QSM failed: %s: %s", type(exc).__name__, exc)
         notes.append(f"QSM: not made ({type(exc).__name__}: {exc})")

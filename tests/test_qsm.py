@@ -339,3 +339,23 @@ def test_map_written_into_its_spectrum_equals_a_separate_array(monkeypatch, meth
     assert shared.shape == separate.shape == shape and shared.dtype == np.float32
     assert np.array_equal(shared, separate)
     assert not shared[~mask].any() and shared[mask].any()
+
+
+def test_a_constant_per_slice_is_taken_off_where_the_phase_was_unwrapped_in_plane():
+    """A 2D unwrap and an in-plane high pass leave each slice a constant of its own; inverted as a
+    field, such constants make a radial bowl across the map (benchmarks/qsm.md, ninth session).
+    With ``per_slice_offsets`` the map of pure per-slice constants is flat; without, it is not."""
+    from plugin.method.qsm import compute_qsm, slice_offsets
+    shape, vox = (12, 64, 64), (5.0, 0.9, 0.9)
+    z, y, x = np.meshgrid(*[(np.arange(n) - n / 2 + 0.5) * h for n, h in zip(shape, vox)], indexing="ij")
+    mask = (x / 25) ** 2 + (y / 22) ** 2 + (z / 26) ** 2 <= 1
+    rng = np.random.default_rng(0)
+    local = np.where(mask, rng.normal(0, 0.05, shape[0])[:, None, None], 0).astype(np.float32)
+    aff = np.array([[0, 0, vox[2], 0], [0, vox[1], 0, 0], [vox[0], 0, 0, 0], [0, 0, 0, 1]], float)
+    kw = dict(echo_time_ms=20.0, field_strength_t=1.5, convention="right-handed")
+    flat = compute_qsm(local, mask, aff, per_slice_offsets=True, **kw).chi_ppm[mask]
+    bowl = compute_qsm(local, mask, aff, **kw).chi_ppm[mask]
+    assert np.abs(flat).max() < 1e-4
+    assert np.abs(bowl).max() > 0.02
+    assert np.allclose(slice_offsets(local, mask)[mask.any(axis=(1, 2))],
+                       local[:, 32, 32][mask.any(axis=(1, 2))])

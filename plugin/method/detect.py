@@ -263,8 +263,17 @@ def brain_mask(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float],
             k = k0 + step
             while 0 <= k < ns and mask[k - step].any():
                 near = ndi.binary_dilation(mask[k - step], structure=grow)
-                # the slice's own opened signal, so thin bridges into the scalp do not leak in
-                mask[k] = fill_holes(opened_all[k] & near)
+                # the slice's own opened signal, so thin bridges into the scalp do not leak in; of
+                # it only the pieces over the slice before's mask: on thick slices the slack
+                # reaches the scalp where the head curves in (vertex, skull base), and a scalp
+                # piece kept once carried the walk along the scalp ring (a realistic 5 mm study:
+                # 4.8 % of the mask was scalp, 0.5 % now; benchmarks/qsm.md, ninth session)
+                cand = opened_all[k] & near
+                lab, n = ndi.label(cand)
+                if n > 1:
+                    over = np.unique(lab[mask[k - step] & cand])
+                    cand = np.isin(lab, over[over > 0])
+                mask[k] = fill_holes(cand)
                 k += step
     # Erode in-plane by mask_erosion_mm (plus the block's half width lost by the coarse grid).
     mask = _erode_beyond_mm(mask, px, params.mask_erosion_mm)

@@ -242,7 +242,8 @@ def _zero_outside(full: np.ndarray, out: np.ndarray, box: tuple) -> None:
 
 def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, params: QsmParams = QsmParams(), *,
                  scale: Optional[np.float32] = None, within: Optional[tuple] = None,
-                 field_floor: Optional[tuple[np.ndarray, float]] = None) -> np.ndarray:
+                 field_floor: Optional[tuple[np.ndarray, float]] = None,
+                 plane_offsets: Optional[np.ndarray] = None) -> np.ndarray:
     """Dipole inversion of a local field (ppm) -> chi (ppm, mean over the mask 0), float32.
 
     ``scale``: ``field_ppm`` is a local phase and this its :func:`field_scale` (the field made as
@@ -252,7 +253,9 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     the same values as whole-volume FFTs, one spectrum-sized array instead of three).
     ``field_floor``: (magnitude, level), in ``field_ppm``'s coordinates: the field is read only
     where the magnitude is at least the level (0 in a signal void, whose phase says nothing;
-    :func:`compute_qsm`); chi is still given over the whole mask."""
+    :func:`compute_qsm`); chi is still given over the whole mask. ``plane_offsets``: one value per
+    plane of ``field_ppm`` (its units, before ``scale``) taken off that plane's field where it is
+    read (:func:`slice_offsets`)."""
     if params.method not in (L2, TKD, ITERATIVE):
         raise ValueError(f"QSM method must be {L2!r}, {TKD!r} or {ITERATIVE!r}, got {params.method!r}")
     mask = np.asarray(mask, bool)
@@ -272,6 +275,9 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
         used = m if field_floor is None else m & (np.asarray(field_floor[0])[box] >= field_floor[1])
         f = np.where(used, fb, 0).astype(np.float32)
         del fb
+        if plane_offsets is not None:
+            off = np.asarray(plane_offsets, np.float32)[box[0]] * (np.float32(1) if scale is None else np.float32(scale))
+            np.subtract(f, off[:, None, None], out=f, where=used)
         D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
         chi = _edge_weighted_l2(f, D, _gradient_power(shape, voxel_mm), shape, voxel_mm, params)
         del f, D
@@ -292,6 +298,9 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
                 np.copyto(dst, field_ppm[src], where=used)
             else:
                 np.multiply(np.asarray(field_ppm[src], np.float32), scale, out=dst, where=used)
+            if plane_offsets is not None:
+                off = np.asarray(plane_offsets, np.float32)[src[0]] * (np.float32(1) if scale is None else np.float32(scale))
+                np.subtract(dst, off[:, None, None], out=dst, where=used)
         return part
 
     full_shape = tuple(within[0] if within else field_ppm.shape)
@@ -332,12 +341,30 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     return full
 
 
+def slice_offsets(local: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each slice's median of ``local`` inside ``mask`` (0 where the slice holds none of it).
+
+    A 2D unwrap and an in-plane disk high pass leave every slice a constant of its own (the module
+    docstring of plugin.method.dipolefit, whose fit carries it). The inversion turns such
+    constants into a radial bowl across the slice: on a realistic 5 mm study a 0.018 rad change of
+    them put +0.11 ppm at the brain's centre and -0.06 ppm at its edge (benchmarks/qsm.md, ninth
+    session). A uniform field within one thin slice is not a susceptibility the slice can show, so
+    the map takes it off."""
+    out = np.zeros(local.shape[0], np.float32)
+    for k in range(local.shape[0]):
+        mk = mask[k]
+        if mk.any():
+            out[k] = np.float32(np.median(local[k][mk]))
+    return out
+
+
 def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.ndarray, *, echo_time_ms: float,
                 field_strength_t: float, convention: str, params: QsmParams = QsmParams(),
-                field_floor: Optional[tuple[np.ndarray, float]] = None) -> QsmMap:
+                field_floor: Optional[tuple[np.ndarray, float]] = None, per_slice_offsets: bool = False) -> QsmMap:
     """The susceptibility map of one pair's local phase (module docstring). ``field_floor``
     (magnitude, level): the phase is read only where the magnitude reaches the level
-    (:func:`invert_field`)."""
+    (:func:`invert_field`). ``per_slice_offsets``: each slice's median local phase inside the mask
+    is taken off first (:func:`slice_offsets`: where the phase was unwrapped and high-passed in plane)."""
     t0 = time.perf_counter()
     voxel = tuple(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
     mask = np.asarray(mask, bool)
@@ -346,8 +373,9 @@ def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.nd
         box = bounding_box(mask)
         scale = field_scale(echo_time_ms=echo_time_ms, field_strength_t=field_strength_t, convention=convention)
         floor = None if field_floor is None else (np.asarray(field_floor[0])[box], float(field_floor[1]))
+        offsets = slice_offsets(np.asarray(local_phase_rad)[box], mask[box]) if per_slice_offsets else None
         chi = invert_field(np.asarray(local_phase_rad)[box], mask[box], voxel, b0, params, scale=scale,
-                           within=(np.shape(local_phase_rad), box), field_floor=floor)
+                           within=(np.shape(local_phase_rad), box), field_floor=floor, plane_offsets=offsets)
     else:
         chi = np.zeros(np.shape(local_phase_rad), np.float32)
         field_ppm_from_phase(local_phase_rad[:0], echo_time_ms=echo_time_ms, field_strength_t=field_strength_t,
@@ -360,6 +388,8 @@ def compute_qsm(local_phase_rad: np.ndarray, mask: np.ndarray, affine_lps: np.nd
                 f"strongest edges of the closed-form map)")
     else:
         what = f"TKD (threshold {params.tkd_threshold:g})"
+    if per_slice_offsets:
+        what += ", each slice's median local field taken off (in-plane unwrapping)"
     what += (f", zero padding {params.pad_mm:g} mm, B0 ({b0[0]:.3f}, {b0[1]:.3f}, {b0[2]:.3f}) in slice/row/col axes, "
              f"TE {echo_time_ms:g} ms, {field_strength_t:g} T, {convention}")
     return QsmMap(chi, np.asarray(mask, bool), params.method, what, REFERENCE, time.perf_counter() - t0)
