@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.quicksim import simulate  # noqa: E402
@@ -94,3 +95,50 @@ def test_a_putamen_cut_under_5_mm_on_thin_slices_needs_a_void():
     assert any(r.reason is RejectReason.NO_VOID and near(r.center_index, 40, 40) for r in det.rejected)
     old = detect_spots(mag, vox, DetectionParams(void_min_diameter_resolved_mm=0.0))
     assert any(near(s.center_index, 40, 40) for s in old.spots)
+
+
+@pytest.mark.parametrize("vessel", ["in-plane line", "oblique oval"])
+def test_a_bead_over_a_vessel_is_the_vessels_end(vessel):
+    """Realistic swi3d (dev seed 41): where the superior sagittal sinus grazes the last slices at the
+    vertex, or is cut obliquely where it curves down, a 2-3 mm dark bead beside it was kept as a spot
+    (two called calcification): its border slice lands on the sinus, a void 14-20 mm long (a line,
+    or an oval 12 x the bead's area). Here a 3 mm x 30 mm void line, or a 7 x 16 mm void oval
+    (elongation 2.3), on slice 8, a faint slice 9 and a 2.5 mm dark bead on slice 10 over its end:
+    the bead is rejected as the vessel's end, naming the slice. A 3 mm lesion on the same head, whose
+    border slices hold only its own bloom, is kept; so is a bead darker than the vessel its border slice
+    reaches (dev seed 53: a 3.3 mm microbleed under the sinus), and a bead over an iron-rich nucleus
+    (0.45 of tissue: dark, but no void) on slice 8."""
+    mag, (kk, rr, cc) = _head(13)
+    if vessel == "in-plane line":
+        body = (np.abs(cc - 80) * VOX[2] <= 1.5) & (rr >= 90) & (rr <= 90 + int(30 / VOX[1]))
+    else:
+        body = ((rr - 118) * VOX[1] / 8.0) ** 2 + ((cc - 80) * VOX[2] / 3.5) ** 2 <= 1.0
+    mag[(kk == 8) & body] *= 0.12
+    bead = np.hypot(rr - 100, cc - 80) * VOX[1] <= 1.25
+    mag[(kk == 10) & bead] *= 0.2
+    mag[(kk == 9) & bead] *= 0.82
+    lesion = ((rr - 120) * VOX[1]) ** 2 + ((cc - 170) * VOX[2]) ** 2 + ((kk - 8) * VOX[0]) ** 2 <= 1.5 ** 2
+    mag[lesion] *= 0.05
+    # the seed-53 case: a lesion with a void of its own, darker than the vessel its border slice reaches
+    mag[(kk == 8) & (np.abs(cc - 110) * VOX[2] <= 1.5) & (rr >= 190)] *= 0.12
+    own_void = np.hypot(rr - 200, cc - 110) * VOX[1] <= 1.25
+    mag[(kk == 10) & own_void] *= 0.03
+    mag[(kk == 9) & own_void] *= 0.82
+    nucleus = (((rr - 180) * VOX[1] / 8.0) ** 2 + ((cc - 170) * VOX[2] / 4.0) ** 2 <= 1.0) & (kk == 8)
+    mag[nucleus] *= 0.45
+    bead_on_nucleus = np.hypot(rr - 180, cc - 170) * VOX[1] <= 1.25
+    mag[(kk == 10) & bead_on_nucleus] *= 0.4
+    mag[(kk == 9) & bead_on_nucleus] *= 0.82
+    old = detect_spots(mag, VOX, replace(DetectionParams(), vessel_min_length_mm=0.0))
+    assert any(near(s.center_index, (10, 100, 80)) for s in old.spots)        # kept before
+    det = detect_spots(mag, VOX)
+    assert not any(near(s.center_index, (10, 100, 80)) for s in det.spots)
+    why = [r for r in det.rejected if near(r.center_index, (10, 100, 80)) and r.reason is RejectReason.IN_PLANE_VEIN]
+    assert why and "the end of a vessel" in why[0].detail and "on slice 8" in why[0].detail, det.rejected
+    assert [s for s in det.spots if near(s.center_index, (8, 120, 170))]
+    # a bead over an iron-rich nucleus (its border slice 8 on a dark region 16 mm long, many times
+    # its area, but at 0.45 of tissue: no void) is kept
+    beside_vessel = [s for s in det.spots if near(s.center_index, (10, 200, 110))]
+    assert beside_vessel and 8 in beside_vessel[0].slice_indices
+    on_nucleus = [s for s in det.spots if near(s.center_index, (10, 180, 170))]
+    assert on_nucleus and 8 in on_nucleus[0].slice_indices
