@@ -144,6 +144,14 @@ class DetectedSpot:
     footprint: np.ndarray = field(repr=False)   # bool, bbox-shaped
     min_ratio: float = 0.0
     center_lps_mm: Optional[tuple[float, float, float]] = None
+    extent_diameter_mm: Optional[float] = None   # of its largest footprint on any slice, border slices included
+                                                 # (what the structure tests measure; diameter_mm is its own
+                                                 # central slice's); None: diameter_mm
+
+    @property
+    def extent_mm(self) -> float:
+        """The equivalent diameter of its largest footprint on any of its slices (mm)."""
+        return self.diameter_mm if self.extent_diameter_mm is None else self.extent_diameter_mm
 
     def footprint_on(self, slice_index: int) -> np.ndarray:
         """2D bool footprint (bbox rows x cols) on one slice of the volume."""
@@ -603,10 +611,10 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
         sub, bb = extend_to_border_slices(sub, bb, ratio, params, tissue_ratio)
         spot, why = _measure(sub, bb, ratio[bb], mask, voxel_size_mm, params, level=dark_level, tube_extent=own,
                              own_bb=own_bb)
-        if not why and spot.diameter_mm >= max(params.void_min_diameter_mm, 2.0 * voxel_size_mm[0],
+        if not why and spot.extent_mm >= max(params.void_min_diameter_mm, 2.0 * voxel_size_mm[0],
                                                 4.0 * max(voxel_size_mm[1], voxel_size_mm[2])) \
                 and rmin > params.void_ratio * tissue_ratio:
-            why = (RejectReason.NO_VOID, f"{spot.diameter_mm:.1f} mm wide but its darkest point is {rmin / tissue_ratio:.2f} of "
+            why = (RejectReason.NO_VOID, f"{spot.extent_mm:.1f} mm wide but its darkest point is {rmin / tissue_ratio:.2f} of "
                                          f"tissue: diffuse darkening (iron-rich deep grey matter, partial volume), not a void")
         if not why and rmin > params.edge_void_ratio * tissue_ratio \
                 and _near_rim(mask, spot.center_index, voxel_size_mm, params.edge_margin_mm):
@@ -620,7 +628,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
             d_vol = volume_diameter_mm(spot, voxel_size_mm)
             if d_vol >= params.max_volume_diameter_mm:
                 why = (RejectReason.TOO_LARGE, f"its volume over {spot.n_slices} slices is a sphere of {d_vol:.1f} mm (>= "
-                                               f"{params.max_volume_diameter_mm:g} mm; {spot.diameter_mm:.1f} mm in-plane): a "
+                                               f"{params.max_volume_diameter_mm:g} mm; {spot.extent_mm:.1f} mm in-plane): a "
                                                f"structure this large (an iron-rich nucleus) is no lesion, blooming included")
         if not why and params.tube_max_width_fraction > 0:
             run = thin_tube_run(spot, voxel_size_mm, params)
@@ -629,7 +637,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
                 rejected.append(RejectedCandidate(
                     centre, d_run, last - first + 1, RejectReason.VEIN_ALONG_B0,
                     f"a tube {d_run:.1f} mm wide across slices {first}-{last} (footprints within "
-                    f"{params.tube_area_tolerance:g}x of each other) ending in a {spot.diameter_mm:.1f} mm wide part on "
+                    f"{params.tube_area_tolerance:g}x of each other) ending in a {spot.extent_mm:.1f} mm wide part on "
                     f"slices {spot.slice_indices[0]}-{spot.slice_indices[-1]}: a vein along B0 and its end's field"))
                 continue
         if not why and params.ring_void_ratio > 0 and _void_resolved(voxel_size_mm, params):
@@ -642,15 +650,15 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
             end = vessel_end(spot, ratio, mask, params.void_ratio * tissue_ratio, voxel_size_mm, params)
             if end is not None:
                 why = (RejectReason.IN_PLANE_VEIN, end)
-        if not why and spot.diameter_mm >= _void_min_diameter_mm(voxel_size_mm, params) \
+        if not why and spot.extent_mm >= _void_min_diameter_mm(voxel_size_mm, params) \
                 and rmin > params.void_ratio * tissue_ratio:
             # thin slices: the narrower no-void bar, after the more specific reasons above
-            why = (RejectReason.NO_VOID, f"{spot.diameter_mm:.1f} mm wide on {spot.n_slices} slices of "
+            why = (RejectReason.NO_VOID, f"{spot.extent_mm:.1f} mm wide on {spot.n_slices} slices of "
                                          f"{voxel_size_mm[0]:g} mm but its darkest point is {rmin / tissue_ratio:.2f} of "
                                          f"tissue (a void >= {_void_min_diameter_mm(voxel_size_mm, params):g} mm wide is "
                                          f"resolved here): diffuse darkening (an iron-rich nucleus), not a void")
         if why:
-            rejected.append(RejectedCandidate(spot.center_index, spot.diameter_mm, spot.n_slices, *why))
+            rejected.append(RejectedCandidate(spot.center_index, spot.extent_mm, spot.n_slices, *why))
         else:
             spot.min_ratio = rmin
             spots.append(spot)
@@ -676,7 +684,7 @@ def vessel_end(spot: "DetectedSpot", ratio: np.ndarray, mask: np.ndarray, void_l
     on its own; its end was kept (realistic swi3d, dev seed 41: 2-3 mm spots on the sinus, two
     called calcification, their border slice on a void 14-20 mm long). A lesion's border slices
     show its own bloom, no longer than it is wide; iron-rich nuclei darken diffusely, not to a void."""
-    min_len = max(params.vessel_min_length_mm, params.vessel_length_ratio * spot.diameter_mm)
+    min_len = max(params.vessel_min_length_mm, params.vessel_length_ratio * spot.extent_mm)
     bb = spot.bbox
     largest = int(spot.footprint.sum(axis=(1, 2)).max())
     pad_r, pad_c = (int(np.ceil(2.0 * min_len / voxel_size_mm[i])) for i in (1, 2))
@@ -708,7 +716,7 @@ def vessel_end(spot: "DetectedSpot", ratio: np.ndarray, mask: np.ndarray, void_l
         length = float(np.sqrt(12.0 * ev[-1]))      # a uniform bar's length from its variance
         if length >= min_len and (elong > params.max_elongation_2d or area >= params.vessel_area_ratio * largest):
             return (f"its footprint on slice {k} (its darkest) touches a signal void {length:.0f} mm long (elongation "
-                    f"{elong:.1f}, {area / largest:.0f} x the spot's area; the spot {spot.diameter_mm:.1f} mm): the end "
+                    f"{elong:.1f}, {area / largest:.0f} x the spot's area; the spot {spot.extent_mm:.1f} mm): the end "
                     f"of a vessel (a dural sinus, a vein), not a lesion")
     return None
 
@@ -964,7 +972,7 @@ def _mirror_pairs(spots: list[DetectedSpot], mask: np.ndarray, voxel_size_mm, pa
     within ``mirror_tolerance_mm`` in-plane and one slice, neither holding a void, are not
     lesions. The paper excluded the pallidum for this reason. Assumes the columns run left-right
     (axial stacks, as the method requires)."""
-    wide = [s for s in spots if s.diameter_mm >= params.void_min_diameter_mm and s.min_ratio > params.void_ratio * tissue_ratio]
+    wide = [s for s in spots if s.extent_mm >= params.void_min_diameter_mm and s.min_ratio > params.void_ratio * tissue_ratio]
     if len(wide) < 2:
         return spots, []
     drop: set[int] = set()
@@ -973,7 +981,7 @@ def _mirror_pairs(spots: list[DetectedSpot], mask: np.ndarray, voxel_size_mm, pa
         for b in wide[i + 1:]:
             if abs(a.center_index[0] - b.center_index[0]) > 1.0:
                 continue
-            if max(a.diameter_mm, b.diameter_mm) > params.mirror_size_ratio * min(a.diameter_mm, b.diameter_mm):
+            if max(a.extent_mm, b.extent_mm) > params.mirror_size_ratio * min(a.extent_mm, b.extent_mm):
                 continue
             k = int(round((a.center_index[0] + b.center_index[0]) / 2))
             cols = np.nonzero(mask[k].any(axis=0))[0]
@@ -983,11 +991,11 @@ def _mirror_pairs(spots: list[DetectedSpot], mask: np.ndarray, voxel_size_mm, pa
             off_mid = abs((a.center_index[2] + b.center_index[2]) / 2.0 - mid) * voxel_size_mm[2]
             rows = abs(a.center_index[1] - b.center_index[1]) * voxel_size_mm[1]
             apart = abs(a.center_index[2] - b.center_index[2]) * voxel_size_mm[2]
-            if off_mid <= tol and rows <= tol and apart > max(a.diameter_mm, b.diameter_mm):
+            if off_mid <= tol and rows <= tol and apart > max(a.extent_mm, b.extent_mm):
                 drop.update((id(a), id(b)))
     if not drop:
         return spots, []
-    out = [RejectedCandidate(s.center_index, s.diameter_mm, s.n_slices, RejectReason.DEEP_GREY_MATTER,
+    out = [RejectedCandidate(s.center_index, s.extent_mm, s.n_slices, RejectReason.DEEP_GREY_MATTER,
                              f"mirrored across the midline by a spot of similar size; darkest point {s.min_ratio / tissue_ratio:.2f} "
                              f"of tissue, no void: symmetric iron-rich nuclei")
            for s in spots if id(s) in drop]
@@ -1002,7 +1010,7 @@ def _slab_end(spots: list[DetectedSpot], n_slices: int) -> tuple[list[DetectedSp
     keep, out = [], []
     for s in spots:
         if s.n_slices == 1 and s.slice_indices[0] in (0, n_slices - 1) and n_slices > 2:
-            out.append(RejectedCandidate(s.center_index, s.diameter_mm, 1, RejectReason.SLAB_END,
+            out.append(RejectedCandidate(s.center_index, s.extent_mm, 1, RejectReason.SLAB_END,
                                          f"only on slice {s.slice_indices[0]} of {n_slices}: it cannot be bounded or "
                                          f"confirmed on a neighbouring slice"))
         else:
@@ -1233,13 +1241,14 @@ def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_
     center = tuple(float(c + b.start) for c, b in zip(cen_local, bb))
     px_area = voxel_size_mm[1] * voxel_size_mm[2]
     diameter = float(2.0 * np.sqrt(areas[central_local] * px_area / np.pi))
+    extent = float(2.0 * np.sqrt(areas.max() * px_area / np.pi))
     spot = DetectedSpot(center_index=center, diameter_mm=diameter, slice_indices=slices,
                         central_slice=int(bb[0].start + central_local), upper_border_slice=slices[0],
-                        lower_border_slice=slices[-1], bbox=tuple(bb), footprint=sub)
-    if areas[central_local] < _min_area_px(params, voxel_size_mm):
-        return spot, (RejectReason.TOO_SMALL, f"{int(areas[central_local])} pixels on its largest slice")
-    if diameter >= params.max_diameter_mm:
-        return spot, (RejectReason.TOO_LARGE, f"{diameter:.1f} mm >= {params.max_diameter_mm:g} mm")
+                        lower_border_slice=slices[-1], bbox=tuple(bb), footprint=sub, extent_diameter_mm=extent)
+    if areas.max() < _min_area_px(params, voxel_size_mm):
+        return spot, (RejectReason.TOO_SMALL, f"{int(areas.max())} pixels on its largest slice")
+    if extent >= params.max_diameter_mm:
+        return spot, (RejectReason.TOO_LARGE, f"{extent:.1f} mm >= {params.max_diameter_mm:g} mm")
     if check_edges and _touches_edge(sub, bb, mask_full):
         return spot, (RejectReason.BRAIN_EDGE, "reaches the brain mask's rim (air, bone or outside beyond)")
     e2 = _elongation_2d(sub[central_local], voxel_size_mm)
