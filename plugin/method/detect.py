@@ -1209,11 +1209,11 @@ def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_
     elongation 1.5-2.0); a vein's dark core runs along its length (own elongation 3.6-12 on the
     seed 0 and 7 cohorts).
 
-    ``own_bb``: ``tube_extent``'s bbox, when it is the candidate's own voxels inside ``bb``: the
-    central slice (largest footprint) and the darkness-weighted centre are then the candidate's
-    own. The border slices show the spot faintly, but where one lands on another dark structure
-    (the rim of an ear canal, a vessel) its footprint there is wider and darker than the spot's
-    own: realistic swi3d dev seed 53, a 2 mm calcification whose border slices reached an ear
+    ``own_bb``: ``tube_extent``'s bbox, when it is the candidate's own voxels inside ``bb``: where a
+    border slice's footprint is larger than the candidate's own largest, the central slice (largest
+    footprint), the diameter and the darkness-weighted centre are the candidate's own. The border
+    slices show the spot faintly, but where one lands on another dark structure (the rim of an ear
+    canal, a vessel) its footprint there is wider and darker than the spot's own: realistic swi3d dev seed 53, a 2 mm calcification whose border slices reached an ear
     canal's rim two slices below was placed on that rim, 4 mm from it (its central slice, the
     SR's coordinate and the dipole fit's start all there)."""
     areas = sub.sum(axis=(1, 2))
@@ -1221,12 +1221,15 @@ def _measure(sub: np.ndarray, bb: tuple[slice, ...], ratio_bb: np.ndarray, mask_
     slices = [int(bb[0].start + k) for k in present]
     centred = sub
     if own_bb is not None and tube_extent is not None:
-        centred = np.zeros_like(sub)
+        own = np.zeros_like(sub)
         o = [ob.start - b.start for ob, b in zip(own_bb, bb)]
-        centred[o[0]:o[0] + tube_extent.shape[0], o[1]:o[1] + tube_extent.shape[1], o[2]:o[2] + tube_extent.shape[2]] = tube_extent
-        centred &= sub
-        if not centred.any():
-            centred = sub
+        own[o[0]:o[0] + tube_extent.shape[0], o[1]:o[1] + tube_extent.shape[1], o[2]:o[2] + tube_extent.shape[2]] = tube_extent
+        own &= sub
+        # only where a border slice's footprint outgrows the spot's own largest: the border slices
+        # then lie on something else; otherwise they are its faint ends, which barely move the
+        # darkness-weighted centre (and on 5 mm slices carry much of a lesion's partial volume)
+        if own.any() and areas.max() > own.sum(axis=(1, 2)).max():
+            centred = own
     own_areas = centred.sum(axis=(1, 2))
     own_present = np.nonzero(own_areas)[0]
     central_local = int(own_present[np.argmax(own_areas[own_present])])
