@@ -699,10 +699,8 @@ def vessel_end(spot: "DetectedSpot", ratio: np.ndarray, mask: np.ndarray, void_l
     dark = (ratio[k, r0:r1, c0:c1] < void_level) & mask[k, r0:r1, c0:c1]
     placed = np.zeros_like(dark)
     placed[bb[1].start - r0:bb[1].stop - r0, bb[2].start - c0:bb[2].stop - c0] = spot.footprint[j]
-    hr, hc = (max(1, int(round(params.vessel_touch_mm / voxel_size_mm[i]))) for i in (1, 2))
-    yy, xx = np.ogrid[-hr:hr + 1, -hc:hc + 1]
-    disk = (yy * voxel_size_mm[1]) ** 2 + (xx * voxel_size_mm[2]) ** 2 <= max(params.vessel_touch_mm, voxel_size_mm[1], voxel_size_mm[2]) ** 2
-    touched = ndi.binary_dilation(placed, structure=disk) & dark
+    px = min(voxel_size_mm[1], voxel_size_mm[2])
+    touched = ndi.binary_dilation(placed, structure=_disk(max(1, int(round(params.vessel_touch_mm / px))))) & dark
     if not touched.any():
         return None
     lab, _n = ndi.label(dark, structure=np.ones((3, 3), bool))

@@ -259,6 +259,9 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
     if params.method not in (L2, TKD, ITERATIVE):
         raise ValueError(f"QSM method must be {L2!r}, {TKD!r} or {ITERATIVE!r}, got {params.method!r}")
     mask = np.asarray(mask, bool)
+    # per-plane offsets in the units the field is read in (after ``scale``)
+    offsets = None if plane_offsets is None else \
+        np.asarray(plane_offsets, np.float32) * (np.float32(1) if scale is None else np.float32(scale))
 
     def result() -> tuple[np.ndarray, np.ndarray]:
         full = np.zeros(within[0] if within else field_ppm.shape, np.float32)
@@ -275,9 +278,8 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
         used = m if field_floor is None else m & (np.asarray(field_floor[0])[box] >= field_floor[1])
         f = np.where(used, fb, 0).astype(np.float32)
         del fb
-        if plane_offsets is not None:
-            off = np.asarray(plane_offsets, np.float32)[box[0]] * (np.float32(1) if scale is None else np.float32(scale))
-            np.subtract(f, off[:, None, None], out=f, where=used)
+        if offsets is not None:
+            np.subtract(f, offsets[box[0], None, None], out=f, where=used)
         D = physics.dipole_kernel(shape, voxel_mm, b0_direction=b0_axes, real=True, dtype=np.float32)
         chi = _edge_weighted_l2(f, D, _gradient_power(shape, voxel_mm), shape, voxel_mm, params)
         del f, D
@@ -298,9 +300,8 @@ def invert_field(field_ppm: np.ndarray, mask: np.ndarray, voxel_mm, b0_axes, par
                 np.copyto(dst, field_ppm[src], where=used)
             else:
                 np.multiply(np.asarray(field_ppm[src], np.float32), scale, out=dst, where=used)
-            if plane_offsets is not None:
-                off = np.asarray(plane_offsets, np.float32)[src[0]] * (np.float32(1) if scale is None else np.float32(scale))
-                np.subtract(dst, off[:, None, None], out=dst, where=used)
+            if offsets is not None:
+                np.subtract(dst, offsets[src[0], None, None], out=dst, where=used)
         return part
 
     full_shape = tuple(within[0] if within else field_ppm.shape)
