@@ -253,6 +253,31 @@ def test_edge_spread_on_the_masks_box_equals_filtering_the_whole_slice():
     assert marked and all(abs(k - 12) > 6 for k in marked)   # the shaded end slices, found lazily
 
 
+def test_edge_spread_on_a_coarse_grid_matches_the_full_grid_filter():
+    """On fine pixels (0.45 mm: sigma 8.9 px) slice_spreads_ppm smooths 2 x 2 block sums and
+    interpolates back (issue 15's speed); its spreads stay within 1 % (or 0.0002 ppm, on slices of
+    smoothed noise alone) of the full-grid normalised Gaussian's, and the same end slices are
+    marked: the shaded ones and no others."""
+    from scipy import ndimage as ndi
+    from plugin.method.qsmedge import _robust_spread, slice_spreads_ppm, unreliable_edge_slices
+
+    rng = np.random.default_rng(5)
+    shape, voxel = (20, 240, 200), (2.5, 0.45, 0.45)
+    zz, yy, xx = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    mask = ((yy - 118) / 100.0) ** 2 + ((xx - 97) / 80.0) ** 2 + ((zz - 9.5) / 11.0) ** 2 <= 1.0
+    shade = 0.25 * np.cos(yy / 25.0) * np.sin(xx / 31.0) * ((zz <= 1) | (zz >= 18))
+    chi = np.where(mask, rng.normal(0, 0.04, shape) + shade, 0).astype(np.float32)
+    sig = (4.0 / voxel[1], 4.0 / voxel[2])
+    smooth, fine = slice_spreads_ppm(chi, mask, voxel)
+    for k in range(shape[0]):
+        m = mask[k].astype(np.float32)
+        vals = (ndi.gaussian_filter(chi[k] * m, sig, mode="constant")[mask[k]]
+                / np.maximum(ndi.gaussian_filter(m, sig, mode="constant")[mask[k]], 1e-6))
+        assert smooth[k] == pytest.approx(_robust_spread(vals), rel=0.01, abs=2e-4), k
+        assert fine[k] == pytest.approx(_robust_spread(chi[k][mask[k]] - vals), rel=0.01, abs=2e-4), k
+    assert unreliable_edge_slices(chi, mask, voxel) == (0, 1, 18, 19)
+
+
 def test_a_viewer_shows_the_burned_label_at_the_series_window(tmp_path):
     """dcmtk's dcm2pnm with the series' own window preset (what a PACS viewer shows first): the
     marked slice has white letters on black outlines in its lower part, an unmarked slice of the

@@ -77,30 +77,99 @@ def _robust_spread(v: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(v - np.median(v))))
 
 
+def _block_sums(x: np.ndarray, f: int) -> np.ndarray:
+    """Sums over ``f`` x ``f`` pixel blocks (the array zero-padded to a multiple of ``f``)."""
+    if f == 1:
+        return x
+    r, c = -(-x.shape[0] // f) * f, -(-x.shape[1] // f) * f
+    padded = np.zeros((r, c), x.dtype)
+    padded[:x.shape[0], :x.shape[1]] = x
+    out = padded[::f, ::f].copy()     # f * f strided adds: several times faster than a 4-axis sum
+    for i in range(f):
+        for j in range(f):
+            if i or j:
+                out += padded[i::f, j::f]
+    return out
+
+
+#: the in-plane smoothing runs on a grid coarsened by whole pixels while its sigma stays at least
+#: this many coarse pixels (block sums, then bilinear interpolation back: see :func:`_slice_spread`)
+COARSE_SIGMA_PX = 4.0
+
+
 def _slice_spread(chi: np.ndarray, mk: np.ndarray, sig: tuple[float, float]) -> Optional[tuple[float, float]]:
     """(robust spread of one slice's smoothed map inside its mask ``mk``, that of the map minus the
-    smoothed map there); None when empty. ``ndi.gaussian_filter(x, sig, mode="constant")`` done as its two passes (rows, then columns;
-    the same float32 intermediate), the second only on the rows the mask spans: the values inside
-    the mask are the same numbers as the whole filter's."""
-    radius = [int(4.0 * s + 0.5) for s in sig]   # scipy's truncate 4
+    smoothed map there); None when empty. The smoothing is ``ndi.gaussian_filter(x, sig,
+    mode="constant")`` of the masked map over that of the mask (normalised convolution), on the
+    mask's bounding box plus the kernel's reach, the second pass only on the rows the mask spans.
+
+    Where the kernel is wide in pixels (sigma >= 2 x :data:`COARSE_SIGMA_PX`: 0.45 mm pixels, sigma
+    8.9 px), it runs on ``f`` x ``f`` block sums (sigma / f) and is interpolated back bilinearly
+    (issue 15: 8 x fewer operations, 0.35 s of a 512 x 512 x 60 study's way to the SR). The block
+    adds an ``f``-pixel box to a Gaussian of sigma >= 8 px, and the interpolation's error on a
+    curve that smooth is far below the spreads compared (tests/test_qsm_recovery.py measures it
+    against the full-grid filter)."""
+    f = max(1, int(min(sig) // COARSE_SIGMA_PX))
     rows, cols = np.flatnonzero(mk.any(axis=1)), np.flatnonzero(mk.any(axis=0))
     if rows.size == 0:
         return None
-    r0 = max(0, rows[0] - radius[0])
-    box = (slice(r0, rows[-1] + radius[0] + 1), slice(max(0, cols[0] - radius[1]), cols[-1] + radius[1] + 1))
-    inner = slice(rows[0] - r0, rows[-1] + 1 - r0)    # the mask's rows within the box
-    mb = mk[box]
-    m = mb.astype(np.float32)
+    if f == 1:
+        smoothed = _smooth_full(chi, mk, sig, rows, cols)
+    else:
+        smoothed = _smooth_coarse(chi, mk, sig, rows, cols, f)
+    r0, c0 = rows[0], cols[0]
+    mi = mk[r0:rows[-1] + 1, c0:cols[-1] + 1]
+    num, den = smoothed
+    vals = num[mi] / np.maximum(den[mi], 1e-6)
+    return _robust_spread(vals), _robust_spread(chi[r0:rows[-1] + 1, c0:cols[-1] + 1][mi] - vals)
+
+
+def _smooth_full(chi, mk, sig, rows, cols) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian of the masked map and of the mask on the full grid, over the mask's bounding box."""
+    radius = [int(4.0 * s + 0.5) for s in sig]   # scipy's truncate 4
+    r0, c0 = max(0, rows[0] - radius[0]), max(0, cols[0] - radius[1])
+    box = (slice(r0, rows[-1] + radius[0] + 1), slice(c0, cols[-1] + radius[1] + 1))
+    inner = (slice(rows[0] - r0, rows[-1] + 1 - r0), slice(cols[0] - c0, cols[-1] + 1 - c0))
+    m = mk[box].astype(np.float32)
 
     def smooth(x: np.ndarray) -> np.ndarray:
-        x = ndi.gaussian_filter1d(x, sig[0], axis=0, mode="constant")[inner]
-        return ndi.gaussian_filter1d(x, sig[1], axis=1, mode="constant")
+        x = ndi.gaussian_filter1d(x, sig[0], axis=0, mode="constant")[inner[0]]
+        return ndi.gaussian_filter1d(x, sig[1], axis=1, mode="constant")[:, inner[1]]
 
-    num = smooth(chi[box] * m)
-    den = smooth(m)
-    mi = mb[inner]
-    vals = num[mi] / np.maximum(den[mi], 1e-6)
-    return _robust_spread(vals), _robust_spread(chi[box][inner][mi] - vals)
+    return smooth(chi[box] * m), smooth(m)
+
+
+def _smooth_coarse(chi, mk, sig, rows, cols, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_smooth_full`'s two arrays from ``f`` x ``f`` block sums smoothed with sigma / f and
+    interpolated back (bilinear, block centres at their pixels' centre) over the mask's bounding box."""
+    sc = (sig[0] / f, sig[1] / f)
+    reach = [f * (int(4.0 * s + 0.5) + 2) for s in sc]    # the kernel's reach plus the interpolation's
+    r0, c0 = max(0, rows[0] - reach[0]), max(0, cols[0] - reach[1])
+    box = (slice(r0, rows[-1] + reach[0] + 1), slice(c0, cols[-1] + reach[1] + 1))
+    m = mk[box].astype(np.float32)
+    out = []
+    for x in (chi[box] * m, m):
+        g = _block_sums(x, f) / float(f * f)
+        g = ndi.gaussian_filter(g, sc, mode="constant")
+        # fine pixel i's centre is at coarse coordinate (i + 0.5) / f - 0.5
+        fr = (np.arange(rows[0] - r0, rows[-1] + 1 - r0) + 0.5) / f - 0.5
+        fc = (np.arange(cols[0] - c0, cols[-1] + 1 - c0) + 0.5) / f - 0.5
+        out.append(_bilinear_grid(g, fr, fc))
+    return out[0], out[1]
+
+
+def _bilinear_grid(g: np.ndarray, fr: np.ndarray, fc: np.ndarray) -> np.ndarray:
+    """``g`` interpolated bilinearly at the rows ``fr`` x columns ``fc`` (coarse pixel coordinates,
+    clamped to the grid)."""
+    def weights(f: np.ndarray, n: int):
+        f = np.clip(f, 0, n - 1)
+        i0 = np.minimum(np.floor(f).astype(int), n - 2) if n > 1 else np.zeros(f.shape, int)
+        w = (f - i0).astype(np.float32) if n > 1 else np.zeros(f.shape, np.float32)
+        return i0, np.minimum(i0 + 1, n - 1), w
+    r0, r1, wr = weights(fr, g.shape[0])
+    c0, c1, wc = weights(fc, g.shape[1])
+    rows = g[r0] * (1 - wr)[:, None] + g[r1] * wr[:, None]
+    return rows[:, c0] * (1 - wc)[None, :] + rows[:, c1] * wc[None, :]
 
 
 def unreliable_edge_slices(chi_ppm: np.ndarray, mask: np.ndarray, voxel_mm,
