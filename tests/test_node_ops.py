@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from conftest import in_ci, require_peer
-from node_helpers import (REPO, STORESCU, free_port, make_mr_study, node_env, stop_proc, storescu, wait_for, wait_port,
-                          write_config)
+from node_helpers import (REPO, STORESCU, child_pids, free_port, make_mr_study, node_env, stop_proc, storescu, wait_for,
+                          wait_port, write_config)
 from plugin.service.state import Claim, StateLayout, _proc_start_ticks
 from plugin.service.status import collect, format_status
 
@@ -462,3 +462,45 @@ def test_claim_of_a_zombie_worker_is_stale(tmp_path):
         assert Claim(path, lease_s=3600).acquire(), "a zombie's claim is stale"
     finally:
         child.wait()
+
+
+def _environ(pid: int) -> dict:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+@pytest.mark.parametrize("setting, site_value, expected", [
+    (None, None, "glibc.malloc.hugetlb=1"),                     # the default: restarted with it
+    ("false", None, None),                                       # switched off in the config
+    (None, "glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"),  # the site's own tunable stands
+])
+def test_serve_backs_the_workers_malloc_with_huge_pages(tmp_path, setting, site_value, expected):
+    """``borderphase serve`` execs itself with GLIBC_TUNABLES glibc.malloc.hugetlb=1 (glibc >= 2.35)
+    before it starts anything, so its forked analysis workers' arrays get transparent huge pages
+    (plugin/service/memory.py: 14 % less worker CPU per study, benchmarks/load.md); the same process
+    (PID) then listens and its worker inherits the setting. ``[queue] malloc_hugepages = false``
+    leaves malloc alone, and a site's own ``glibc.malloc.hugetlb`` value is kept."""
+    from plugin.service.memory import glibc_version
+    version = glibc_version()
+    if version is None or version < (2, 35):
+        pytest.skip(f"glibc.malloc.hugetlb needs glibc >= 2.35 (this C library: {version or 'not glibc'})")
+    port = free_port()
+    cfg = write_config(tmp_path / "node.toml", tmp_path / "state", port)
+    if setting is not None:
+        cfg.write_text(cfg.read_text().replace("[queue]\n", f"[queue]\nmalloc_hugepages = {setting}\n", 1))
+    env = node_env()
+    env.pop("GLIBC_TUNABLES", None)
+    if site_value:
+        env["GLIBC_TUNABLES"] = site_value
+    with open(tmp_path / "node.log", "ab") as log:   # the node with the tests' stand-in analysis
+        proc = subprocess.Popen([sys.executable, "-m", "node_helpers", "serve", "--config", str(cfg)],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port, proc=proc)
+    try:
+        assert _environ(proc.pid).get("GLIBC_TUNABLES") == expected, (tmp_path / "node.log").read_text()
+        workers = wait_for(lambda: [p for p in child_pids(proc.pid)
+                                    if b"multiprocessing" not in Path(f"/proc/{p}/cmdline").read_bytes()], 20,
+                           what="the analysis worker process")
+        assert all(_environ(p).get("GLIBC_TUNABLES") == expected for p in workers)
+    finally:
+        stop_proc(proc)

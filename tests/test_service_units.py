@@ -68,7 +68,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
         load_config(bad)
     assert str(exc.value).splitlines() == [
         f"{bad}: node.port: input should be a valid integer, got '104'",
-        f"{bad}: queue.workerz: unknown key (allowed: backend, blas_threads, name, redis_url, speculative, worker_nice, worker_type, workers)"]
+        f"{bad}: queue.workerz: unknown key (allowed: backend, blas_threads, malloc_hugepages, name, redis_url, speculative, worker_nice, worker_type, workers)"]
 
 
 def test_convention_rules_are_checked_on_load_relative_to_the_config(tmp_path):
@@ -383,3 +383,16 @@ def test_a_retried_task_of_a_study_removed_since_does_nothing(tmp_path):
     StateLayout(cfg.state_dir).create()
     assert analyse_version(cfg, "1.2.3.4", 1, enqueue_delivery=lambda eid: None) == "gone"
     assert not StateLayout(cfg.state_dir).study_dir("1.2.3.4").exists()
+
+
+def test_malloc_hugepages_tunable_is_added_once_and_only_where_glibc_has_it():
+    """plugin.service.memory.with_malloc_hugepages: glibc >= 2.35 gets glibc.malloc.hugetlb=1 beside the
+    site's other tunables; an older glibc, another C library or a hugetlb value already set: nothing."""
+    from plugin.service.memory import with_malloc_hugepages
+    env = with_malloc_hugepages({"PATH": "/bin"}, version=(2, 36))
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    kept = with_malloc_hugepages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, version=(2, 36))
+    assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert with_malloc_hugepages(kept, version=(2, 36)) is None            # the exec'ed command goes on
+    assert with_malloc_hugepages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, version=(2, 38)) is None
+    assert with_malloc_hugepages({}, version=(2, 31)) is None

@@ -28,6 +28,27 @@ def run(args) -> int:
     return run_with(args, analyse=analyze_paths)
 
 
+def _restart_with_malloc_hugepages(config) -> None:
+    """Exec this same command again with glibc's malloc backed by huge pages
+    (:func:`plugin.service.memory.with_malloc_hugepages`; ``[queue] malloc_hugepages``), before
+    any thread, socket or worker exists; the forked analysis workers inherit it. Nothing happens
+    where it does not apply or is set already (so the exec'ed command goes on), or if the exec fails."""
+    import os
+
+    from plugin.service.memory import with_malloc_hugepages
+    if not config.queue.malloc_hugepages or threading.active_count() > 1:
+        return
+    env = with_malloc_hugepages(os.environ)
+    if env is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, sys.orig_argv, env)
+    except OSError as exc:   # the node runs on without it
+        LOG.warning("could not restart with glibc.malloc.hugetlb=1 (%s): malloc uses 4 KiB pages", exc)
+
+
 def run_with(args, *, analyse: AnalysisFn) -> int:
     """``serve`` with the analysis given by a parameter: the command passes the pipeline
     (:func:`plugin.pipeline.analyze_paths`); tests pass a small stand-in."""
@@ -37,6 +58,7 @@ def run_with(args, *, analyse: AnalysisFn) -> int:
     except ConfigError as exc:
         print(f"borderphase serve: {exc}", file=sys.stderr)
         return 2
+    _restart_with_malloc_hugepages(config)
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
     if getattr(args, "verbose", 0) < 2:  # pynetdicom logs every request at INFO; -vv to see them
