@@ -10,7 +10,8 @@ For each echo count: a physics-phantom study (``borderphase phantom --vendor Sie
 by :func:`plugin.pipeline.analyze_paths` (with the DICOM results) in a fresh child process, which
 reports its own ``VmHWM`` (peak RSS of its address space) at exit. The child first applies the
 worker's start-up imports (``preload_analysis_modules``, unless ``--no-preload``) and its malloc setting (:func:`plugin.service.memory.return_freed_memory`) unless
-``--no-malloc-setting`` (or the code under test predates it). Prints one JSON line per study and a
+``--no-malloc-setting`` (or the code under test predates it), and is started with glibc's huge-page
+malloc tunable as ``serve`` starts itself (``[queue] malloc_hugepages``) unless ``--no-malloc-setting``. Prints one JSON line per study and a
 Markdown table: pixel data, peak RSS, peak / pixel data (the budget is 3x), analysis wall time.
 """
 from __future__ import annotations
@@ -114,6 +115,18 @@ def pixel_bytes(study: Path) -> tuple[int, int]:
     return stored_pixel_bytes([study])
 
 
+def child_env(args) -> dict:
+    """The analysis child's environment: as ``serve`` starts itself (glibc's huge-page malloc tunable,
+    ``[queue] malloc_hugepages``), unless ``--no-malloc-setting`` or the code under test predates it."""
+    if args.no_malloc_setting:
+        return dict(os.environ)
+    try:
+        from plugin.service.memory import with_malloc_hugepages
+    except ImportError:
+        return dict(os.environ)
+    return with_malloc_hugepages(os.environ) or dict(os.environ)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--echoes", type=int, nargs="+", default=[2, 6])
@@ -139,7 +152,7 @@ def main(argv=None) -> int:
         run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(out), "0" if args.no_malloc_setting else "1",
                               "1" if args.stages else "0", json.dumps(STAGES), "0" if args.no_preload else "1",
                               "1" if args.arrays else "0"],
-                             capture_output=True, text=True, env=os.environ, cwd=work)   # not the repo: PYTHONPATH decides
+                             capture_output=True, text=True, env=child_env(args), cwd=work)   # not the repo: PYTHONPATH decides
         if run.returncode:
             print(run.stderr[-3000:], file=sys.stderr)
             return 1

@@ -477,7 +477,7 @@ def _environ(pid: int) -> dict:
 def test_serve_backs_the_workers_malloc_with_huge_pages(tmp_path, setting, site_value, expected):
     """``borderphase serve`` execs itself with GLIBC_TUNABLES glibc.malloc.hugetlb=1 (glibc >= 2.35)
     before it starts anything, so its forked analysis workers' arrays get transparent huge pages
-    (plugin/service/memory.py: 14 % less worker CPU per study, benchmarks/load.md); the same process
+    (plugin/service/memory.py: half the page faults of a study, benchmarks/load.md); the same process
     (PID) then listens and its worker inherits the setting. ``[queue] malloc_hugepages = false``
     leaves malloc alone, and a site's own ``glibc.malloc.hugetlb`` value is kept."""
     from plugin.service.memory import glibc_version

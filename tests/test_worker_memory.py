@@ -40,6 +40,7 @@ import pytest
 
 from dicom_io.read.files import stored_pixel_bytes
 from plugin.cli import main as cli_main
+from plugin.service.memory import with_malloc_hugepages
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc (VmHWM) for the peak RSS")]
@@ -47,6 +48,7 @@ pytestmark = [pytest.mark.slow,
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_X_PIXELS = 3.0
 
+# the child is started as `serve` starts itself (glibc's huge-page malloc tunable where it has one)
 CHILD = """
 import json, sys
 from plugin.service.memory import return_freed_memory
@@ -80,6 +82,7 @@ def _analysed_peak(tmp_path: Path, echoes: int) -> tuple[int, int, dict]:
     n, pixels = pixel_bytes(study)
     assert n == echoes * 2 * 60, f"expected {echoes} echoes x (magnitude + phase) x 60 slices, found {n} instances"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env = with_malloc_hugepages(env) or env   # the node's workers run so ([queue] malloc_hugepages, its default)
     run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(tmp_path / "out")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
