@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,8 +34,6 @@ def _restart_with_malloc_hugepages(config) -> None:
     (:func:`plugin.service.memory.with_malloc_hugepages`; ``[queue] malloc_hugepages``), before
     any thread, socket or worker exists; the forked analysis workers inherit it. Nothing happens
     where it does not apply or is set already (so the exec'ed command goes on), or if the exec fails."""
-    import os
-
     from plugin.service.memory import with_malloc_hugepages
     if not config.queue.malloc_hugepages or threading.active_count() > 1:
         return

@@ -148,15 +148,12 @@ def _smooth_coarse(chi, mk, sig, rows, cols, f: int) -> tuple[np.ndarray, np.nda
     r0, c0 = max(0, rows[0] - reach[0]), max(0, cols[0] - reach[1])
     box = (slice(r0, rows[-1] + reach[0] + 1), slice(c0, cols[-1] + reach[1] + 1))
     m = mk[box].astype(np.float32)
-    out = []
-    for x in (chi[box] * m, m):
-        g = _block_sums(x, f) / float(f * f)
-        g = ndi.gaussian_filter(g, sc, mode="constant")
-        # fine pixel i's centre is at coarse coordinate (i + 0.5) / f - 0.5
-        fr = (np.arange(rows[0] - r0, rows[-1] + 1 - r0) + 0.5) / f - 0.5
-        fc = (np.arange(cols[0] - c0, cols[-1] + 1 - c0) + 0.5) / f - 0.5
-        out.append(_bilinear_grid(g, fr, fc))
-    return out[0], out[1]
+    # fine pixel i's centre is at coarse coordinate (i + 0.5) / f - 0.5
+    fr = (np.arange(rows[0] - r0, rows[-1] + 1 - r0) + 0.5) / f - 0.5
+    fc = (np.arange(cols[0] - c0, cols[-1] + 1 - c0) + 0.5) / f - 0.5
+    num, den = (_bilinear_grid(ndi.gaussian_filter(_block_sums(x, f) / float(f * f), sc, mode="constant"), fr, fc)
+                for x in (chi[box] * m, m))
+    return num, den
 
 
 def _bilinear_grid(g: np.ndarray, fr: np.ndarray, fc: np.ndarray) -> np.ndarray:
