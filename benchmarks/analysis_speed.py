@@ -13,7 +13,9 @@ stage table.
 ``--six-echo``: the realistic swi3d study (seed 0, six echoes 4.2-25 ms, scanner-filtered phase,
 512 x 512 x 60; plugin.phantom.realistic) rendered once (``--cache DIR`` keeps the rendered echoes
 for later runs), then per run in a fresh child: ``combine_echoes`` + ``analyze_arrays`` timed as the
-pipeline runs them (wall and CPU, the 2 s target is on their sum), and each stage timed alone,
+pipeline runs them (wall and CPU, the 2 s target is on their sum; the brain mask and detection start
+on their own thread as soon as the combination has the magnitude, beside its phase fit:
+plugin.magnitudereading; ``--serial``: after it, as before), and each stage timed alone,
 one after the other (brain mask, detection, background, spot readings, dipole fits, label map):
 CPU per stage is what the stage costs; the pipeline's wall is below the stage sum where detection
 and background overlap on two threads.
@@ -71,6 +73,8 @@ from plugin.method.dipolefit import b0_in_array_axes, fit_dipole
 from plugin.method.echoes import combine_echoes
 from plugin.method.spotread import read_spot
 from plugin.pipeline import analyze_arrays
+if not {serial!r}:   # (a baseline checkout older than it runs serial)
+    from plugin.magnitudereading import MagnitudeReading
 d = np.load({npz!r})
 idx = [i for i in range(len(d["te"])) if i + 1 in {echoes!r}] if {echoes!r} else list(range(len(d["te"])))
 mags, phs, tes, aff = [d["mag"][i] for i in idx], [d["ph"][i] for i in idx], [float(d["te"][i]) for i in idx], d["aff"]
@@ -82,10 +86,13 @@ def timed(name, fn):
     rows[name] = (time.perf_counter() - w, time.process_time() - c)
     return out
 load = os.getloadavg()[0]
-combo = timed("echo combination", lambda: combine_echoes(mags, phs, tes, voxel))
+early = {{}}   # as the pipeline runs it: the magnitude's mask and detection start beside the echo fit
+on_mag = None if {serial!r} else (lambda m: early.setdefault("reading", MagnitudeReading(m, voxel)))
+combo = timed("echo combination", lambda: combine_echoes(mags, phs, tes, voxel, **({{"on_magnitude": on_mag}} if on_mag else {{}})))
 full = dict(echo_time_ms=combo.reference_te_ms, field_strength_t=3.0,
             magnitude_echoes=tuple(zip(combo.echo_times_ms, combo.magnitude_weights))) if {with_qsm!r} else {{}}
-res = timed("analyze_arrays", lambda: analyze_arrays(combo.magnitude, combo.phase_rad, aff, convention="right-handed", **full))
+res = timed("analyze_arrays", lambda: analyze_arrays(combo.magnitude, combo.phase_rad, aff, convention="right-handed",
+                                                     **({{"magnitude_reading": early["reading"]}} if early else {{}}), **full))
 m, p = combo.magnitude, combo.phase_rad
 mask = timed("brain mask", lambda: brain_mask(m, voxel, DetectionParams()))
 det = timed("detection", lambda: detect_spots(m, voxel, DetectionParams(), mask=mask))
@@ -112,7 +119,10 @@ if {with_qsm!r}:
     timed("spot QSM chi", lambda: [spot_susceptibility(q, s.footprint, s.bbox, voxel, s.diameter_mm) for s in det.spots])
     timed("source sizes (bloom)", lambda: [source_diameter(4 * np.pi * f.moment, s.diameter_mm, voxel, b0, full["magnitude_echoes"], 3.0)
                                            for s, f in zip(det.spots, fits) if f.usable and f.moment and f.moment_unit.startswith("ppm")])
-print(json.dumps(dict(rows=rows, load=load, n_lesions=len(res.lesions))))
+import hashlib   # the results' fingerprint: the ways and checkouts compared report the same
+sig = hashlib.sha1(repr(([(l.center_lps_mm, l.diameter_mm, l.classification.value, l.reason, l.confidence) for l in res.lesions],
+                         res.rejected, res.notes)).encode()).hexdigest()[:12]
+print(json.dumps(dict(rows=rows, load=load, n_lesions=len(res.lesions), results_sha1=sig)))
 """
 
 STAGES = ("brain mask", "detection", "background", "spot readings", "dipole fits", "label map")
@@ -133,17 +143,21 @@ def six_echo(args) -> int:
         np.savez(npz, mag=np.asarray(images.magnitude, np.float32), ph=np.asarray(images.phase_rad, np.float32),
                  te=np.asarray(images.echo_times_ms, float), aff=images.affine_lps)
         del images
-    roots = [("this checkout", ROOT)] + ([("baseline " + args.baseline, Path(args.baseline).resolve())] if args.baseline else [])
-    all_runs: dict[str, list] = {label: [] for label, _ in roots}
-    for i in range(args.repeat):   # with --baseline: the two checkouts alternate, in turn first
-        for label, root in (roots if i % 2 == 0 else roots[::-1]):
-            out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(root), npz=str(npz), with_qsm=args.with_qsm, echoes=args.echoes)],
+    # (label, checkout, serial); a baseline checkout (older code) runs the serial way
+    roots = ([("this checkout, mask and detection beside the echo fit", ROOT, False), ("this checkout, serial", ROOT, True)]
+             if args.compare_serial else [("this checkout", ROOT, args.serial)])
+    roots += [("baseline " + args.baseline, Path(args.baseline).resolve(), True)] if args.baseline else []
+    all_runs: dict[str, list] = {label: [] for label, *_ in roots}
+    for i in range(args.repeat):   # with --baseline or --compare-serial: the two alternate, in turn first
+        for label, root, serial in (roots if i % 2 == 0 else roots[::-1]):
+            out = subprocess.run([sys.executable, "-c", SIX_ECHO_CHILD.format(root=str(root), npz=str(npz), with_qsm=args.with_qsm, echoes=args.echoes,
+                                                                          serial=serial)],
                                  capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(root)))
             all_runs[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
     command = "python benchmarks/analysis_speed.py " + " ".join(shlex.quote(a) for a in (args.argv or []))
     print(f"command: {command}")
     for label, runs in all_runs.items():
-        _six_echo_table(args, runs, label if args.baseline else "")
+        _six_echo_table(args, runs, label if len(roots) > 1 else "")
     return 0
 
 
@@ -157,7 +171,8 @@ def _six_echo_table(args, runs: list, label: str) -> None:
     n_echoes = f"echoes {','.join(map(str, args.echoes))} of 6" if args.echoes else "6 echoes"
     print(f"{label + ': ' if label else ''}borderphase six-echo analysis speed{what}: swi3d seed 0, {n_echoes}, 512 x 512 x 60, reading excluded, "
           f"{os.cpu_count()} cores, median of {args.repeat} runs, load average {min(loads):.1f}-{max(loads):.1f}, "
-          f"{runs[0]['n_lesions']} lesions reported")
+          f"{runs[0]['n_lesions']} lesions reported (results SHA-1 "
+          f"{', '.join(sorted(set(r.get('results_sha1', '?') for r in runs)))})")
     print(f"| stage | wall s | CPU s | CPU min-max |")
     print(f"|---|---|---|---|")
     stages = STAGES + (QSM_STAGES if args.with_qsm else ())
@@ -190,6 +205,11 @@ def main(argv=None) -> int:
     ap.add_argument("--echoes", type=lambda v: [int(x) for x in v.split(",")], default=[], metavar="N,N",
                     help="with --six-echo: only these echoes (1-6 by echo time, e.g. 3,6 for a two-echo study: 12.6 and 25 ms)")
     ap.add_argument("--cache", default="", help="with --six-echo: folder keeping the rendered echoes between runs")
+    ap.add_argument("--serial", action="store_true",
+                    help="with --six-echo: brain mask and detection after the echo combination, not beside its phase "
+                         "fit (the pipeline before 2026-12-03)")
+    ap.add_argument("--compare-serial", action="store_true",
+                    help="with --six-echo: both ways alternately in the same loop, each with its own table")
     args = ap.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.six_echo:

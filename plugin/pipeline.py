@@ -50,6 +50,7 @@ from plugin.method.borderexplained import discount_unexplained_borders
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
+from plugin.magnitudereading import MagnitudeReading
 from plugin.pagerelease import release_zero_pages, trim_heap
 from dicom_io.vocabulary import Handedness
 
@@ -131,7 +132,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
                    options: AnalysisOptions = AnalysisOptions(), echo_time_ms: Optional[float] = None,
                    field_strength_t: Optional[float] = None,
                    magnitude_echoes: Optional[Sequence[tuple[float, float]]] = None,
-                   pixel_bytes: Optional[int] = None) -> ArrayAnalysis:
+                   pixel_bytes: Optional[int] = None,
+                   magnitude_reading: Optional[MagnitudeReading] = None) -> ArrayAnalysis:
     """Analyse one magnitude/phase pair given as (slice,row,col) arrays and the LPS affine.
 
     ``phase_rad`` may be a zero-argument callable returning the phase (:func:`hand_over`): the
@@ -144,8 +146,31 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     bloom model of the source size (plugin.method.bloom) simulates that magnitude.
 
     ``echo_time_ms`` and ``field_strength_t``: of the phase, when known; the dipole fit then gives
-    moments in ppm*mm^3 and chi in ppm (else moments in rad*mm^3 and no chi)."""
+    moments in ppm*mm^3 and chi in ppm (else moments in rad*mm^3 and no chi).
+
+    ``magnitude_reading``: the brain mask and detection of this magnitude already under way on a
+    thread of their own (:class:`plugin.magnitudereading.MagnitudeReading`, started while the echoes
+    were combined): used instead of computing them here (the same results); closed here."""
     mag = np.asarray(magnitude, np.float32)
+    reading = magnitude_reading
+    if reading is not None and (points_lps_mm or not reading.reads(mag, tuple(float(np.linalg.norm(affine_lps[:3, i]))
+                                                                            for i in range(3)), options.detection)):
+        reading.close()   # not this magnitude's, or points given (no detection): computed here
+        reading = None
+    try:
+        return _analyze_arrays(mag, phase_rad, affine_lps, convention=convention, convention_source=convention_source,
+                               points_lps_mm=points_lps_mm, options=options, echo_time_ms=echo_time_ms,
+                               field_strength_t=field_strength_t, magnitude_echoes=magnitude_echoes,
+                               pixel_bytes=pixel_bytes, reading=reading)
+    finally:
+        if reading is not None:
+            reading.close()
+
+
+def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, convention: str, convention_source: str,
+                    points_lps_mm, options: AnalysisOptions, echo_time_ms, field_strength_t, magnitude_echoes,
+                    pixel_bytes, reading: Optional[MagnitudeReading]) -> ArrayAnalysis:
+    """:func:`analyze_arrays` once its magnitude reading (if any) is checked."""
     owned = callable(phase_rad)
     phase = np.asarray(phase_rad() if owned else phase_rad, np.float32)
     phase_as_delivered = False
@@ -157,7 +182,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     rejected_rest: dict[str, int] = {}
     vein_candidates: list = []
     params = options.detection
-    mask = brain_mask(mag, voxel, params)
+    mask = brain_mask(mag, voxel, params) if reading is None else reading.mask()
     release_zero_pages(mask)   # zero outside the head: its pages need not stay resident (memory: issue 15)
     trim_heap()                # the echo combination's and the mask's slab temporaries
     # Detection (magnitude) and background removal (phase) are independent once the mask is
@@ -194,7 +219,7 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
                     continue
                 spots.append(spot)
         else:
-            det = detect_spots(mag, voxel, params, mask=mask)
+            det = detect_spots(mag, voxel, params, mask=mask) if reading is None else reading.take_detection()
             spots, noise = det.spots, det.noise_sigma
             vein_candidates = det.rejected
             notes.append(f"{len(det.spots)} spots kept, {len(det.rejected)} candidates rejected")
@@ -395,6 +420,27 @@ def all_phases_fit(n_phases: int, n_voxels: int, budget_bytes: Optional[float]) 
         return False
     need = (4 * n_phases + PHASE_READ_BYTES_PER_VOXEL) * n_voxels
     return now + need <= ALL_PHASES_BUDGET_FRACTION * budget_bytes
+
+
+#: Bytes per voxel the magnitude's own work adds while it runs beside the echo fit: the combined
+#: magnitude in a volume of its own (float32; else written over the first echo's phase once read),
+#: the brain mask, and detection's temporaries (tracemalloc: +123 MiB on 15.7 M voxels, see
+#: :data:`OVERLAP_BYTES_PER_VOXEL`)
+EARLY_READING_BYTES_PER_VOXEL = 4 + 1 + 9
+
+
+def early_reading_fits(n_phases_held: int, n_voxels: int, budget_bytes: Optional[float]) -> bool:
+    """Whether brain mask and detection may run beside an echo fit holding ``n_phases_held`` phases
+    (float32 volumes of ``n_voxels``, one being read), within ``budget_bytes`` of resident memory
+    from what this process holds now (True without a budget; False where the resident size cannot
+    be read)."""
+    if budget_bytes is None:
+        return True
+    now = _resident_bytes()
+    if now is None:
+        return False
+    need = (4 * n_phases_held + PHASE_READ_BYTES_PER_VOXEL + EARLY_READING_BYTES_PER_VOXEL) * n_voxels
+    return now + need <= budget_bytes
 
 
 def _resident_bytes() -> Optional[int]:
@@ -701,15 +747,17 @@ def analyze_volumes(magnitude, phase, *, convention: str, convention_source: str
 def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, points_lps_mm=None,
                  options: AnalysisOptions = AnalysisOptions(),
                  magnitude_echoes=None, phase_pixels: Optional[Callable[[], np.ndarray]] = None,
-                 pixel_bytes: Optional[int] = None) -> tuple[PairAnalysis, ArrayAnalysis]:
+                 pixel_bytes: Optional[int] = None,
+                 magnitude_reading: Optional[MagnitudeReading] = None) -> tuple[PairAnalysis, ArrayAnalysis]:
     """:func:`analyze_volumes`, and the method's own outputs (the background-removed phase the
     patterns were read on, which :func:`report_input` passes to the summary card).
     ``phase_pixels``: the phase's pixels handed over (:func:`hand_over`; ``phase`` then holds
-    none); ``pixel_bytes``: the pair's stored pixel data (:func:`analyze_arrays`)."""
+    none); ``pixel_bytes``: the pair's stored pixel data, ``magnitude_reading``: the magnitude's mask
+    and detection under way (:func:`analyze_arrays`)."""
     res = analyze_arrays(np.asarray(magnitude.data, dtype=np.float32), phase_pixels or phase.data, magnitude.affine_lps,
                          convention=convention, convention_source=convention_source,
                          points_lps_mm=points_lps_mm, options=options, echo_time_ms=phase.echo_time_ms,
-                         magnitude_echoes=magnitude_echoes, pixel_bytes=pixel_bytes,
+                         magnitude_echoes=magnitude_echoes, pixel_bytes=pixel_bytes, magnitude_reading=magnitude_reading,
                          field_strength_t=getattr(phase, "field_strength_t", None) or getattr(magnitude, "field_strength_t", None))
     notes = list(res.notes)
     dc = res.data_convention
@@ -728,14 +776,18 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
                                                                       "headline": res.convention_headline}), res
 
 
-def _combine_echoes(dseries, mag, ph, earlier, budget_bytes: Optional[float] = None) -> tuple:
+def _combine_echoes(dseries, mag, ph, earlier, budget_bytes: Optional[float] = None,
+                    on_magnitude: Optional[Callable[[np.ndarray], None]] = None) -> tuple:
     """Load the pair's other echoes and combine them with the chosen one (weighted multi-echo
     field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw,
     magnitude_echoes). An
     echo that cannot be loaded or has too little signal is left out, said in the note.
     ``budget_bytes``: the worker's peak memory budget; with more than two echoes every phase is
     read before the fit (its all-echoes-per-piece path, same bits) when they fit under
-    :data:`ALL_PHASES_BUDGET_FRACTION` of it (:func:`all_phases_fit`), else one at a time."""
+    :data:`ALL_PHASES_BUDGET_FRACTION` of it (:func:`all_phases_fit`), else one at a time.
+    ``on_magnitude``: passed to the combination (called with the combined magnitude before the
+    phase fit) where the magnitude's own work beside the fit fits the budget too
+    (:func:`early_reading_fits`); else not called."""
     from plugin.method.echoes import DeferredVolume, combine_echo_volumes
     echoes, problems = [(mag, ph)], []
     for m_alt, p_alt, _en, te_alt in earlier:
@@ -748,8 +800,12 @@ def _combine_echoes(dseries, mag, ph, earlier, budget_bytes: Optional[float] = N
     load_all = len(echoes) > 2 and all_phases_fit(len(echoes), int(np.prod(mag.shape)), budget_bytes)
     log.debug("echo combination of %d echoes: %s", len(echoes),
               "every phase read first, all echoes per work piece" if load_all else "phases read echo by echo")
+    if on_magnitude is not None and not early_reading_fits(len(echoes) if load_all else 2, int(np.prod(mag.shape)),
+                                                           budget_bytes):
+        log.debug("brain mask and detection after the echo combination: beside it they would break the memory budget")
+        on_magnitude = None
     try:
-        mag, ph, note, raw, mag_echoes = combine_echo_volumes(echoes, load_all_phases=load_all)
+        mag, ph, note, raw, mag_echoes = combine_echo_volumes(echoes, load_all_phases=load_all, on_magnitude=on_magnitude)
     except Exception as exc:  # never lose the pair: read the chosen echo alone, say why
         log.error("echo combination failed: %s: %s", type(exc).__name__, exc)
         if isinstance(ph, DeferredVolume):
@@ -802,70 +858,96 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
     analyses: list[dict] = []
     result_paths: list[str] = []
     for pair in pairs:
-        note, echo_note, pair_options, mag_echoes, raw = pair.note, None, options, None, None
         pixel_bytes = _stored_bytes(pair)
         budget = None if options.memory_budget_x_pixels is None else options.memory_budget_x_pixels * pixel_bytes
+        readings: list[MagnitudeReading] = []   # the combined magnitude's mask and detection, beside the fit
+
+        def read_magnitude(m: np.ndarray) -> None:
+            readings.append(MagnitudeReading(m, tuple(float(np.linalg.norm(pair.magnitude.affine_lps[:3, i])) for i in range(3)),
+                                             options.detection))
         try:
-            mag = dseries.load_volume(pair.magnitude)
-            if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes;
-                # the chosen echo's phase too is read when the fit reaches it (memory: issue 15)
-                mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, _deferred_phase(dseries, pair.phase),
-                                                                      pair.earlier, budget_bytes=budget)
-            else:
-                ph = dseries.load_volume(pair.phase)
-        except Exception as exc:  # a reader error names the file; report and skip the pair
-            skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
-            continue
-        if pair.earlier:
-            if raw and options.background == "auto":   # the fit found raw phase: remove its background
-                pair_options = replace(options, background="smv")
-                echo_note += "; raw phase (receiver offset found): background removed by the SMV method"
-        if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
-            skipped.append({"series_instance_uid": pair.phase_series_uid,
-                            "reason": "magnitude and phase volumes differ in geometry"})
-            continue
-        phase_series = series_by_uid[ph.series_instance_uid]
-        conv, source = phase_series.phase_convention, phase_series.convention_source
-        if str(getattr(pair.phase, "kind", "")) == "phase difference" and options.background == "auto":
-            # a field-map phase difference still holds the whole background field (only the
-            # receiver phase cancels): never take it for the scanner's filtered phase. Removed as
-            # raw phase is (variable-radius SMV, its kernel sized to the voxels and the brain's
-            # edge): the 4 mm Gaussian high pass used before kept 0.66-0.80 of an injected lesion's
-            # phase near it on the 3.25-3.6 mm Siemens field maps, the SMV 1.00
-            # (benchmarks/real_background_physics.py)
-            pair_options = replace(options, background="smv")
-            note += "; phase difference: background removed as for raw phase"
-        # the analysis owns the phase's pixels and drops them after the background removal
-        # (memory: issue 15); the results need only its headers, or the pixels when unchanged
-        ph, phase_pixels = hand_over(ph)
-        try:
-            analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
-                                            points_lps_mm=points_lps_mm, options=pair_options,
-                                            magnitude_echoes=mag_echoes, phase_pixels=phase_pixels,
-                                            pixel_bytes=pixel_bytes)
-        except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
-            log.error("analysis of phase series %s failed: %s: %s", pair.phase_series_uid, type(exc).__name__, exc)
-            log.debug("analysis of phase series %s", pair.phase_series_uid, exc_info=True)   # traceback with -vv
-            skipped.append({"series_instance_uid": pair.phase_series_uid,
-                            "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
-            continue
-        del phase_pixels
-        if method.phase_as_delivered:
-            ph = replace(ph, data=method.local_phase_rad)
-        analysis.notes[:0] = [note] + ([echo_note] if echo_note else [])
-        tracking: Optional[Mapping[int, TrackingIdentity]] = None
-        if write_dicom:
-            paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method,
-                                             qsm_series=pair_options.qsm_series, on_written=on_result_file)
-            result_paths += paths
-        del method   # the background-removed phase volume is not needed any more
-        analyses.append(analysis_dict(analysis, tracking))
+            analysis, paths_written = _analyze_one_pair(
+                pair, dseries, series_by_uid, out, options, budget, pixel_bytes, points_lps_mm, write_dicom,
+                previous_sr_paths, on_result_file, skipped, read_magnitude if not points_lps_mm else None, readings)
+        finally:
+            for r in readings:   # not used (a pair skipped, the combination failed): wait for it, let it go
+                r.close()
+        if analysis is not None:
+            analyses.append(analysis)
+            result_paths += paths_written
     doc = findings_document(analyses, skipped)
     doc["errors"] = [p.as_dict() if hasattr(p, "as_dict") else {"path": str(p), "reason": ""} for p in scan.problems]
     if result_paths:
         doc["result_files"] = result_paths
     (out / "findings.json").write_text(json.dumps(doc, indent=2))
     return doc
+
+
+def _analyze_one_pair(pair, dseries, series_by_uid, out: Path, options: AnalysisOptions, budget, pixel_bytes,
+                      points_lps_mm, write_dicom: bool, previous_sr_paths, on_result_file, skipped: list,
+                      on_magnitude, readings: list) -> tuple[Optional[dict], list[str]]:
+    """One pair of :func:`analyze_paths`: (its analysis_dict, result files written), or (None, [])
+    with the reason appended to ``skipped``. ``on_magnitude`` (None: off) starts the combined
+    magnitude's reading (appended to ``readings``), which the analysis then uses."""
+    note, echo_note, pair_options, mag_echoes, raw = pair.note, None, options, None, None
+    try:
+        mag = dseries.load_volume(pair.magnitude)
+        if pair.earlier:   # several echoes: all are combined (plugin.method.echoes), said in the notes;
+            # the chosen echo's phase too is read when the fit reaches it (memory: issue 15); the
+            # combined magnitude's mask and detection start beside the fit where memory allows
+            mag, ph, echo_note, raw, mag_echoes = _combine_echoes(dseries, mag, _deferred_phase(dseries, pair.phase),
+                                                                  pair.earlier, budget_bytes=budget,
+                                                                  on_magnitude=on_magnitude)
+        else:
+            ph = dseries.load_volume(pair.phase)
+    except Exception as exc:  # a reader error names the file; report and skip the pair
+        skipped.append({"series_instance_uid": pair.phase_series_uid, "reason": f"cannot load volume: {exc}"})
+        return None, []
+    if pair.earlier:
+        if raw and options.background == "auto":   # the fit found raw phase: remove its background
+            pair_options = replace(options, background="smv")
+            echo_note += "; raw phase (receiver offset found): background removed by the SMV method"
+    if mag.shape != ph.shape or not np.allclose(mag.affine_lps, ph.affine_lps, atol=1e-2):
+        skipped.append({"series_instance_uid": pair.phase_series_uid,
+                        "reason": "magnitude and phase volumes differ in geometry"})
+        return None, []
+    phase_series = series_by_uid[ph.series_instance_uid]
+    conv, source = phase_series.phase_convention, phase_series.convention_source
+    if str(getattr(pair.phase, "kind", "")) == "phase difference" and options.background == "auto":
+        # a field-map phase difference still holds the whole background field (only the
+        # receiver phase cancels): never take it for the scanner's filtered phase. Removed as
+        # raw phase is (variable-radius SMV, its kernel sized to the voxels and the brain's
+        # edge): the 4 mm Gaussian high pass used before kept 0.66-0.80 of an injected lesion's
+        # phase near it on the 3.25-3.6 mm Siemens field maps, the SMV 1.00
+        # (benchmarks/real_background_physics.py)
+        pair_options = replace(options, background="smv")
+        note += "; phase difference: background removed as for raw phase"
+    # the analysis owns the phase's pixels and drops them after the background removal
+    # (memory: issue 15); the results need only its headers, or the pixels when unchanged
+    ph, phase_pixels = hand_over(ph)
+    try:
+        analysis, method = analyze_pair(mag, ph, convention=conv, convention_source=source,
+                                        points_lps_mm=points_lps_mm, options=pair_options,
+                                        magnitude_echoes=mag_echoes, phase_pixels=phase_pixels,
+                                        pixel_bytes=pixel_bytes,
+                                        magnitude_reading=readings[-1] if readings else None)
+    except Exception as exc:  # never a traceback for one bad pair: say why it was skipped
+        log.error("analysis of phase series %s failed: %s: %s", pair.phase_series_uid, type(exc).__name__, exc)
+        log.debug("analysis of phase series %s", pair.phase_series_uid, exc_info=True)   # traceback with -vv
+        skipped.append({"series_instance_uid": pair.phase_series_uid,
+                        "reason": f"analysis failed: {type(exc).__name__}: {exc}"})
+        return None, []
+    del phase_pixels
+    if method.phase_as_delivered:
+        ph = replace(ph, data=method.local_phase_rad)
+    analysis.notes[:0] = [note] + ([echo_note] if echo_note else [])
+    tracking: Optional[Mapping[int, TrackingIdentity]] = None
+    paths: list[str] = []
+    if write_dicom:
+        paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method,
+                                         qsm_series=pair_options.qsm_series, on_written=on_result_file)
+    del method   # the background-removed phase volume is not needed any more
+    return analysis_dict(analysis, tracking), paths
 
 
 def _pattern_number(pattern: Optional[PhasePattern]) -> Optional[int]:

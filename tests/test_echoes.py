@@ -251,3 +251,41 @@ def test_loaders_read_all_first_give_the_echo_by_echo_bits_and_reuse_their_phase
         assert len(loaded) == n_echoes
         assert np.shares_memory(all_first.magnitude, loaded[0])
         assert np.shares_memory(all_first.phase_rad, loaded[-1])
+
+
+@pytest.mark.parametrize("n_echoes", [2, 3, 5])
+def test_the_magnitude_handed_out_before_the_fit_changes_no_bit(n_echoes):
+    """``on_magnitude`` (the pipeline starts the brain mask and detection on the magnitude while the
+    phase fit runs, issue 10's six-echo time): the magnitude is averaged in a pass of its own before
+    any echo's phase is fitted, handed out once, and is the output magnitude; magnitude and phase
+    are bit for bit those without it, for phases given as arrays, by loaders echo by echo, and by
+    loaders all read first, with a receiver offset and threads."""
+    mags, phases, _ = _acquire(_field(), 1.0 + 0.5 * _grid()[2], tes=TES[:n_echoes])
+    for workers in (1, 2):
+        for how in ("arrays", "echo by echo", "all first"):
+            events: list = []
+
+            def source():
+                if how == "arrays":
+                    return phases
+
+                def loader(i, p):
+                    def load():
+                        events.append(("phase", i))
+                        return p.copy()
+                    return load
+                return [loader(i, p) for i, p in enumerate(phases)]
+            kw = dict(workers=workers, keep_field=how == "arrays", load_all_phases=how == "all first")
+            plain = combine_echoes(mags, source(), TES[:n_echoes], VOX, **kw)
+            events.clear()
+            handed: list = []
+            early = combine_echoes(mags, source(), TES[:n_echoes], VOX,
+                                   on_magnitude=lambda m: (handed.append(m.copy()), events.append(("magnitude",))), **kw)
+            assert len(handed) == 1 and np.array_equal(handed[0], early.magnitude), how
+            assert np.array_equal(plain.magnitude, early.magnitude), how
+            assert np.array_equal(plain.phase_rad, early.phase_rad), how
+            assert plain.note == early.note
+            if how != "arrays":   # handed out before the fit: only the offset's two phases read before it
+                first = events.index(("magnitude",))
+                assert all(e[0] == "phase" for e in events[:first]) and first <= (n_echoes if how == "all first" else 2), events
+                assert len(events) == n_echoes + 1, events

@@ -440,3 +440,85 @@ def test_multi_echo_fit_reads_all_phases_only_when_they_fit_and_finds_the_same(t
     assert (tmp_path / "a" / "findings.json").read_bytes() == (tmp_path / "b" / "findings.json").read_bytes()
     assert doc["analyses"][0]["notes"][1].startswith("echoes: 4 of 4 echoes used")
     assert len(doc["analyses"][0]["lesions"]) == 2
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_multi_echo_mask_and_detection_run_beside_the_fit_and_find_the_same(tmp_path, monkeypatch, early):
+    """Four echoes through real DICOM (issue 10's six-echo time): where :func:`early_reading_fits`
+    says the memory budget allows, the combination hands the magnitude out before its phase fit and
+    the brain mask and detection run on a thread of their own (plugin.magnitudereading) while it goes
+    on; the analysis uses them. findings.json is the same byte for byte either way."""
+    import threading
+
+    import plugin.magnitudereading as magread
+    import plugin.method.echoes as echoes
+    import plugin.pipeline as pipeline
+    tes = (6.25, 12.5, 18.75, 25.0)
+    stacks = []
+    for k, te in enumerate(tes, start=1):
+        mag, ph = simulate(SHAPE, VOX, LESIONS, convention="left-handed", snr=40, seed=30 + k,
+                           echo_time_ms=te, background_rad=4.0 * te / 25.0)
+        stacks += [StackToWrite("magnitude", k, te, mag), StackToWrite("phase", k, te, ph)]
+    write_acquisition(tmp_path / "in", vendor="Siemens", style="classic", stacks=stacks, affine_lps=affine_for(VOX),
+                      study=new_study(), series_description="GRE multi-echo", series_number=7)
+    events: list[str] = []
+    real_combine, real_detect = echoes.combine_echo_volumes, magread.detect_spots
+
+    def combine(echo_list, **kw):
+        out = real_combine(echo_list, **kw)
+        events.append("combined")
+        return out
+
+    def detect(*a, **kw):
+        events.append("detection on " + threading.current_thread().name.split("_")[0])
+        return real_detect(*a, **kw)
+    monkeypatch.setattr(echoes, "combine_echo_volumes", combine)
+    monkeypatch.setattr(magread, "detect_spots", detect)
+    monkeypatch.setattr(pipeline, "detect_spots", detect)
+    monkeypatch.setattr(pipeline, "early_reading_fits", lambda *_a: early)
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "a", write_dicom=False)
+    if early:   # started inside the combination (its thread may reach detection before or after it returns)
+        assert sorted(events) == ["combined", "detection on magnitude-reading"], events
+    else:
+        assert events == ["combined", "detection on MainThread"], events
+    monkeypatch.setattr(pipeline, "early_reading_fits", lambda *_a: not early)
+    analyze_paths([tmp_path / "in"], tmp_path / "b", write_dicom=False)
+    assert (tmp_path / "a" / "findings.json").read_bytes() == (tmp_path / "b" / "findings.json").read_bytes()
+    assert doc["analyses"][0]["notes"][1].startswith("echoes: 4 of 4 echoes used")
+    assert len(doc["analyses"][0]["lesions"]) == 2
+
+
+def test_a_reading_of_a_magnitude_the_analysis_does_not_use_is_dropped(tmp_path, monkeypatch):
+    """The combination handed a magnitude out, its reading started, and then failed: the chosen echo
+    is read alone and analysed with its own mask and detection (the reading is closed, not used)."""
+    import plugin.method.echoes as echoes
+    import plugin.pipeline as pipeline
+
+    def broken(_echoes, on_magnitude=None, **_kw):
+        on_magnitude(np.ones(SHAPE, np.float32))
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(echoes, "combine_echo_volumes", broken)
+    monkeypatch.setattr(pipeline, "early_reading_fits", lambda *_a: True)
+    mag, ph = simulate(SHAPE, VOX, LESIONS, convention="right-handed", snr=40, seed=4)
+    stacks = [StackToWrite("magnitude", 1, 12.5, mag), StackToWrite("phase", 1, 12.5, ph),
+              StackToWrite("magnitude", 2, 25.0, mag), StackToWrite("phase", 2, 25.0, ph)]
+    write_acquisition(tmp_path / "in", vendor="GE", style="classic", stacks=stacks, affine_lps=affine_for(VOX),
+                      study=new_study(), series_description="SWAN", series_number=5)
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "out", write_dicom=False)
+    (a,) = doc["analyses"]
+    assert a["notes"][1] == "echoes: not combined (RuntimeError: out of memory); the chosen echo read alone"
+    assert len(a["lesions"]) == 2
+
+
+def test_early_reading_fits_the_budget_or_waits(monkeypatch):
+    """Brain mask and detection beside the echo fit only where the fit's phases, the magnitude of
+    its own and detection's temporaries fit the worker's budget from what it holds now."""
+    import plugin.pipeline as pipeline
+    voxels, pixels = 1_000_000, 6 * 2 * 2 * 1_000_000          # 6 echoes of 16-bit magnitude + phase
+    budget = 3.0 * pixels                                      # 72 MB
+    monkeypatch.setattr(pipeline, "_resident_bytes", lambda: 30_000_000)
+    assert pipeline.early_reading_fits(6, voxels, budget)       # 30 MB + (24 + 2 + 14) MB = 70 MB
+    assert not pipeline.early_reading_fits(7, voxels, budget)   # 74 MB
+    assert pipeline.early_reading_fits(9, voxels, None)         # no budget
+    monkeypatch.setattr(pipeline, "_resident_bytes", lambda: None)
+    assert not pipeline.early_reading_fits(2, voxels, budget)   # resident size unknown: after the fit

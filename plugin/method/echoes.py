@@ -185,22 +185,20 @@ def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num, den, bo
     only the running sums and the echo at hand are held (never every echo), each echo in float32
     slabs of a few slices (cache-sized). ``off``: the slab's upsampled offset when the caller has
     it already. ``p_is_slab``: ``p_all`` is already this piece's phase (taken before ``out_mag``,
-    which may share its memory, is written)."""
+    which may share its memory, is written). ``out_mag`` None: the magnitude is averaged elsewhere
+    (:func:`_magnitude_chunk`, before the fit)."""
     rb, cb = box
     shape = (sl.stop - sl.start, rb.stop - rb.start, cb.stop - cb.start)
     if off is None:
         off = _chunk_offset(offset, step, m_all.shape, sl, box)
     sl = (sl, rb, cb)
-    mag = out_mag[sl]
     tmp = np.empty(shape, np.float32)
     r = np.empty(shape, np.float32)
     w = np.empty(shape, np.float32)
     m = np.asarray(m_all[sl], np.float32)       # stored integers -> float32 a slab at a time
     p = p_all if p_is_slab else p_all[sl]
-    if n:
-        mag += np.float32(cw) * m
-    else:
-        np.multiply(m, np.float32(cw), out=mag)
+    if out_mag is not None:
+        _add_magnitude(n, m, cw, out_mag[sl])
     if n:                        # predicted from the fit so far, only the wrapped rest added
         pred = np.empty(shape, np.float32)
         np.divide(num, den, out=pred)
@@ -223,6 +221,24 @@ def _add_echo_chunk(n, m_all, p_all, te, cw, offset, step, out_mag, num, den, bo
     den += w                     # m^2 TE^2
 
 
+def _add_magnitude(n: int, m: np.ndarray, cw: float, mag: np.ndarray) -> None:
+    """Echo ``n``'s magnitude ``m`` (float32) times its weight ``cw`` added to the average ``mag``
+    (set by the first echo), in place: the same float32 operations wherever it is done."""
+    if n:
+        mag += np.float32(cw) * m
+    else:
+        np.multiply(m, np.float32(cw), out=mag)
+
+
+def _magnitude_chunk(mags, cw, out_mag, box, sl) -> None:
+    """The weighted magnitude average of every echo for the slices ``sl`` inside ``box``, echo by
+    echo in TE order as the fit adds them (:func:`_add_echo_chunk`): the same bits."""
+    sl = (sl,) + tuple(box)
+    mag = out_mag[sl]
+    for n, (m_all, w) in enumerate(zip(mags, cw)):
+        _add_magnitude(n, np.asarray(m_all[sl], np.float32), w, mag)
+
+
 def _finish_chunk(te_ref, out_phase, num, den, box, sl):
     """slope = num / den (in place of ``num``: the slab's sums) and the wrapped phase at ``te_ref``."""
     sl = (sl,) + tuple(box)
@@ -237,6 +253,20 @@ def _finish_chunk(te_ref, out_phase, num, den, box, sl):
 #: slices of the head's box (576 KB per array at 424 x 340) spilled out of it: every one of the
 #: ~17 elementwise passes per echo then went to L3/memory.
 CHUNK_VOXELS = 32768
+
+
+class _NoPool:
+    """A ThreadPoolExecutor's ``map`` on the calling thread (one worker), as a context manager."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        return None
+
+    @staticmethod
+    def map(fn, items) -> list:
+        return [fn(x) for x in items]
 
 
 def _chunks(n_slices: int, box: tuple[slice, slice]) -> list[tuple[slice, tuple[slice, slice]]]:
@@ -285,7 +315,8 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
                    voxel_size_mm: tuple[float, float, float], *, filtered: Optional[bool] = None,
                    noise_sigma: Optional[float] = None, min_snr: float = MIN_USABLE_SNR,
                    magnitude: str = "matched", te_power: float = 2.0, workers: int = 2,
-                   keep_field: bool = True, load_all_phases: bool = False) -> EchoCombination:
+                   keep_field: bool = True, load_all_phases: bool = False,
+                   on_magnitude: Optional[Callable[[np.ndarray], None]] = None) -> EchoCombination:
     """Combine the echoes (see the module docstring). ``filtered``: True skips the phase-offset
     step (scanner-filtered phase has none), False forces it, None decides from the estimate.
     ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo).
@@ -300,7 +331,12 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     ``load_all_phases=True``: phases given by loaders are all loaded before the fit (the caller
     has checked that they fit its memory budget), which then runs every echo per work piece as
     for phases given as float32 arrays (same bits); a loaded first and last phase still become
-    the output magnitude and phase in place."""
+    the output magnitude and phase in place.
+
+    ``on_magnitude(magnitude)``: called once with the output magnitude as soon as it is final,
+    before the phase fit (the magnitude average is then made in a pass of its own, into a volume of
+    its own: the same bits), so that work on the magnitude alone (brain mask, detection) can run
+    beside the fit."""
     if magnitude not in ("matched", "last"):
         raise ValueError(f"combine_echoes: magnitude must be 'matched' or 'last', got {magnitude!r}")
     n = len(magnitudes)
@@ -340,6 +376,34 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
             held[i] = _phase_array(phs[i], shape, used[i])
         return held[i]
 
+    # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
+    box = _signal_box(subs[0], sstep, shape)
+    # Two echoes are both held anyway (the offset needs them): each slab then gets its whole fit
+    # at once and the sums are the slab's own, not two more volumes (memory: issue 15). So does
+    # every echo when the caller gave every phase as an array (nothing to load one at a time): each
+    # work piece then runs all its echoes while its sums stay in the core's cache, instead of every
+    # echo streaming two volume-sized sums through memory (the same arithmetic per voxel, in the
+    # same echo order: the same bits). With the field kept, the sums are the field's own views.
+    # (float32 arrays only: other types would be converted, every echo's copy held at once.)
+    all_at_hand = load_all_phases or all(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in phs)   # no conversion held
+    slab_sums = (not keep_field and len(tes) == 2) or all_at_hand
+    # inside the box the fit writes every voxel; with two echoes, the first one's phase when it is
+    # ours becomes the magnitude (below)
+    mag_first = on_magnitude is not None and len(tes) > 1
+    out_mag = None if slab_sums and callable(phs[0]) and not mag_first else _outside_box_copy(mags[-1], box)
+    chunks = _chunks(shape[0], box)
+    if mag_first:
+        if load_all_phases:   # read (Python-bound: DICOM) before the work on the magnitude starts beside the fit
+            for i in range(len(tes)):
+                phase(i)
+        # the magnitude first, on every worker, then handed out; the phase offset and fit that follow
+        # leave one core to the work on it (brain mask and detection: measured, the fit on both cores
+        # beside that work cost 0.4 CPU s more and gained no time on the six-echo study)
+        with ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(chunks) > 1 else _NoPool() as mpool:
+            list(mpool.map(lambda ch: _magnitude_chunk(mags, cw, out_mag, ch[1], ch[0]), chunks))   # (errors raised)
+        on_magnitude(out_mag)
+        workers = max(1, workers - 1)
+
     offset, step, offset_removed, off_text = None, 1, False, "one echo: no phase offset estimated"
     if len(tes) >= 2 and filtered is not True:
         off, step, bright = _phase_offset(mags[0], phase(0), phase(1), tes[0], tes[1], voxel_size_mm,
@@ -355,20 +419,6 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     elif filtered is True:
         off_text = "filtered phase: no phase offset removed"
 
-    # outside the head's box: the reference echo as delivered, no field (slope 0, weight 0)
-    box = _signal_box(subs[0], sstep, shape)
-    # Two echoes are both held anyway (the offset needs them): each slab then gets its whole fit
-    # at once and the sums are the slab's own, not two more volumes (memory: issue 15). So does
-    # every echo when the caller gave every phase as an array (nothing to load one at a time): each
-    # work piece then runs all its echoes while its sums stay in the core's cache, instead of every
-    # echo streaming two volume-sized sums through memory (the same arithmetic per voxel, in the
-    # same echo order: the same bits). With the field kept, the sums are the field's own views.
-    # (float32 arrays only: other types would be converted, every echo's copy held at once.)
-    all_at_hand = load_all_phases or all(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in phs)   # no conversion held
-    slab_sums = (not keep_field and len(tes) == 2) or all_at_hand
-    # inside the box the fit writes every voxel; with two echoes, the first one's phase when it is
-    # ours becomes the magnitude (below)
-    out_mag = None if slab_sums and callable(phs[0]) else _outside_box_copy(mags[-1], box)
     if slab_sums and not keep_field:
         out_slope = out_wsum = None
     elif slab_sums:                                    # every voxel inside the box is written by its piece
@@ -378,7 +428,6 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
         out_slope = np.zeros(shape, np.float32)        # the running sum m^2 TE phase, then the slope
         out_wsum = np.zeros(shape, np.float32)         # the running sum m^2 TE^2
         out_wsum[:, box[0], box[1]] = np.float32(1e-30)   # no signal: slope 0
-    chunks = _chunks(shape[0], box)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(chunks) > 1 else None
     run = (lambda f: list(pool.map(f, chunks))) if pool else (lambda f: [f(c) for c in chunks])
     # a phase loaded here (not the caller's array) is ours: the last one becomes the output in
@@ -397,6 +446,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
                 out_mag = _outside_box_into(mags[-1], box, ps[0])
             elif out_mag is None:
                 out_mag = _outside_box_copy(mags[-1], box)
+            fit_mag = None if mag_first else out_mag      # the fit's pieces average the magnitude too
 
             def fit_slab(chunk: tuple[slice, tuple[slice, slice]]) -> None:
                 c, cbox = chunk
@@ -411,7 +461,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
                 off = _chunk_offset(offset, step, shape, c, cbox)
                 for i, (te, w_mag) in enumerate(zip(tes, cw)):
                     p_i = ps[i][(c,) + tuple(cbox)].copy() if i == 0 and first_owned else ps[i]
-                    _add_echo_chunk(i, mags[i], p_i, te, w_mag, offset, step, out_mag, num, den, cbox, c, off=off,
+                    _add_echo_chunk(i, mags[i], p_i, te, w_mag, offset, step, fit_mag, num, den, cbox, c, off=off,
                                     p_is_slab=p_i is not ps[i])
                 _finish_chunk(te_ref, out_phase, num, den, cbox, c)
             run(fit_slab)
@@ -435,11 +485,12 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
                     return None
                 c, (rb, cb) = ch
                 return off_box[c, rb.start - box[0].start:rb.stop - box[0].start, cb.start - box[1].start:cb.stop - box[1].start]
+            fit_mag = None if mag_first else out_mag
             for i, (te, w_mag) in enumerate(zip(tes, cw)):
                 p = phase(i)
                 if i == len(tes) - 1:
                     out_phase = p if last_owned else _outside_box_copy(p, box)
-                run(lambda ch: _add_echo_chunk(i, mags[i], p, te, w_mag, offset, step, out_mag,
+                run(lambda ch: _add_echo_chunk(i, mags[i], p, te, w_mag, offset, step, fit_mag,
                                                out_slope[(ch[0],) + ch[1]], out_wsum[(ch[0],) + ch[1]], ch[1], ch[0],
                                                off=off_of(ch)))
                 del held[i], p                         # this echo's phase is in the sums now
@@ -454,6 +505,8 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     if len(used) == 1:   # one echo: as delivered (the fit would only re-wrap it; its slope is kept)
         out_mag = np.asarray(mags[0], np.float32)
         out_phase = _phase_array(phs[0], shape, used[0])
+        if on_magnitude is not None:
+            on_magnitude(out_mag)
 
     echo_list = ", ".join(f"{k + 1} (TE {echo_times_ms[k]:g} ms)" for k in used)
     parts = [f"{len(used)} of {n} echoes used: {echo_list}"]
@@ -492,8 +545,9 @@ def _shape_of(v) -> tuple:
     return tuple(v.shape) if isinstance(v, DeferredVolume) else tuple(v.data.shape)
 
 
-def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2,
-                         load_all_phases: bool = False) -> tuple[object, object, str, Optional[bool]]:
+def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2, load_all_phases: bool = False,
+                         on_magnitude: Optional[Callable[[np.ndarray], None]] = None
+                         ) -> tuple[object, object, str, Optional[bool]]:
     """Combine the echoes of one paired acquisition given as (magnitude, phase) volume objects
     (anything with ``data``, ``affine_lps``, ``echo_time_ms``; ``dicom_io.read.volume.Volume``),
     the first being the echo the pairing chose (the latest). A phase may be a
@@ -501,6 +555,7 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2,
     two phases held at once; a read error then fails the combination, naming the file), unless
     ``load_all_phases``: then every deferred phase is read (float32) before the fit, which runs all
     echoes per work piece (faster, same bits; the caller decides that they fit its memory budget).
+    ``on_magnitude``: :func:`combine_echoes`'s (the combined magnitude's array, before the phase fit).
 
     Returns (magnitude, phase, note, raw, magnitude_echoes): copies of the volumes of the reference echo (the
     longest usable one: its headers are what results reference) holding the combined magnitude
@@ -555,7 +610,7 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2,
     # magnitudes as stored (integers converted a slab at a time), phases read one echo at a time
     combo = combine_echoes([k[0].data for k in kept], [phase_source(i, k[1]) for i, k in enumerate(kept)],
                            [k[2] for k in kept], voxel, workers=workers, keep_field=False,
-                           load_all_phases=load_all_phases)
+                           load_all_phases=load_all_phases, on_magnitude=on_magnitude)
     ref_i = max(combo.echoes_used, key=lambda i: kept[i][2])
     base_m, base_p, _ = kept[ref_i]
     if isinstance(base_p, DeferredVolume):
