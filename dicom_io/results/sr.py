@@ -158,22 +158,23 @@ def _source(ctx: ResultContext, slice_index: int) -> hd.sr.SourceImageForRegion:
     )
 
 
-def _circle(ctx: ResultContext, region: SpotRegion) -> hd.sr.ImageRegion:
-    """SCOORD CIRCLE (centre, one point on the perimeter) in the image's pixel coordinates:
-    (column, row) with (0, 0) the top-left corner of the top-left pixel (PS3.3 C.18.6.1.2)."""
+def _circle_points(region: SpotRegion) -> np.ndarray:
+    """A circle's SCOORD points (centre, one point on the perimeter) in the image's pixel
+    coordinates: (column, row) with (0, 0) the top-left corner of the top-left pixel (PS3.3 C.18.6.1.2)."""
     cx, cy = region.center_col + 0.5, region.center_row + 0.5
-    source = _source(ctx, region.slice_index)
-    return hd.sr.ImageRegion(
-        graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
-        graphic_data=np.array([[cx, cy], [cx + region.radius_px, cy]], dtype=float),
-        source_image=source,
-    )
+    return np.array([[cx, cy], [cx + region.radius_px, cy]], dtype=float)
+
+
+def _circle(ctx: ResultContext, region: SpotRegion) -> hd.sr.ImageRegion:
+    """SCOORD CIRCLE on the region's slice (:func:`_circle_points`)."""
+    return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.CIRCLE, graphic_data=_circle_points(region),
+                             source_image=_source(ctx, region.slice_index))
 
 
 def _main_region(ctx: ResultContext, spot: TrackedSpot, largest: LargestSection) -> SpotRegion:
     """The spot's circle on its largest slice: centred on its label there, radius its real
     in-plane radius (in columns' pixel spacing)."""
-    at = _region_on_slice(ctx.label_map, spot.reported, largest.slice_index, ctx.magnitude)
+    at = _region_on_slice(ctx.label_map, spot.reported, largest.slice_index, ctx.magnitude, ctx.label_boxes)
     _, _, dc = ctx.magnitude.voxel_size_mm
     radius_px = max(largest.diameter_mm / 2.0 / max(dc, 1e-6), 0.5)
     return SpotRegion(largest.slice_index, at.center_row, at.center_col, radius_px)
@@ -232,9 +233,8 @@ def _tracking(spot: TrackedSpot, *, viewer_tool: bool = False) -> hd.sr.Tracking
 
 def _coordinates(ctx: ResultContext, region: SpotRegion) -> hd.sr.CoordinatesForMeasurement:
     """The circle again, as the region a measurement is INFERRED FROM (TID 320)."""
-    circle = _circle(ctx, region)
     return hd.sr.CoordinatesForMeasurement(graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
-                                           graphic_data=np.asarray(circle.GraphicData, dtype=float).reshape(-1, 2),
+                                           graphic_data=_circle_points(region),
                                            source_image=_source(ctx, region.slice_index))
 
 
@@ -322,7 +322,7 @@ def _border_groups(ctx: ResultContext, spot: TrackedSpot
     for role, k, pattern, concept in border_slices(spot):
         if not 0 <= k < ctx.magnitude.shape[0]:
             raise ValueError(f"spot {spot.reported.id}: border slice {k} outside the volume")
-        region = _region_on_slice(ctx.label_map, spot.reported, k, ctx.magnitude)
+        region = _region_on_slice(ctx.label_map, spot.reported, k, ctx.magnitude, ctx.label_boxes)
         # a Tracking UID of its own: OHIF merges groups by Tracking UID and would then look for
         # the main group's circle on this slice
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
