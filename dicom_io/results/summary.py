@@ -211,10 +211,17 @@ Circle = tuple[float, float, float]   # (x, y, radius) in the image's pixels
 LABEL_STEPS = 6   # distances tried for a spot's name: beside its circle, then 1-5 label heights further out
 
 
-def _overlaps(box: tuple[float, float, float, float], placed: Sequence, circles: Sequence[Circle]) -> int:
-    """How many of the ``placed`` label boxes and of the ``circles`` the label ``box`` covers."""
+def _overlaps(box: tuple[float, float, float, float], placed: Sequence, circles) -> int:
+    """How many of the ``placed`` label boxes and of the ``circles`` the label ``box`` covers
+    (``circles``: a sequence of (x, y, r), or their float64 (n, 3) array: the same count, one
+    numpy pass for an overview with many spots)."""
     x0, y0, x1, y1 = box
     n = sum(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for bx0, by0, bx1, by1 in placed)
+    if isinstance(circles, np.ndarray):
+        cx, cy, cr = circles[:, 0], circles[:, 1], circles[:, 2]
+        dx = np.minimum(np.maximum(cx, x0), x1) - cx      # the box's point nearest each centre
+        dy = np.minimum(np.maximum(cy, y0), y1) - cy
+        return n + int(np.count_nonzero(dx * dx + dy * dy < cr * cr))
     for cx, cy, cr in circles:
         nx, ny = min(max(cx, x0), x1), min(max(cy, y0), y1)     # the box's point nearest the centre
         n += (nx - cx) ** 2 + (ny - cy) ** 2 < cr * cr
@@ -231,7 +238,7 @@ def _free_label_spot(draw: ImageDraw.ImageDraw, text: str, x: float, y: float, r
     chosen box is appended to ``placed``."""
     x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=body(bold=True), stroke_width=2)
     w, h = x1 - x0, y1 - y0
-    others = [c for c in circles if (c[0] - x) ** 2 + (c[1] - y) ** 2 > 1.0]
+    others = np.asarray([c for c in circles if (c[0] - x) ** 2 + (c[1] - y) ** 2 > 1.0], dtype=float).reshape(-1, 3)
     best = None
     for step in range(LABEL_STEPS):
         gap = 3 + step * (h + 2)
@@ -281,8 +288,25 @@ def certainty_basis(ctx: ResultContext) -> str:
     return ctx.report.confidence_basis or "not calibrated"
 
 
+#: wrap_text's lines by (text, font, width, the draw's font mode): the cards of a study repeat the
+#: same paragraphs (phase convention, what was read, certainty basis), measured word by word
+_WRAPPED: dict[tuple, list[str]] = {}
+_WRAPPED_MAX = 4096
+
+
 def wrap_text(draw: ImageDraw.ImageDraw, text: str, f: ImageFont.FreeTypeFont, width_px: float) -> list[str]:
     """``text`` broken at spaces into lines no wider than ``width_px`` (a longer word stands alone)."""
+    key = (text, f, width_px, draw.fontmode)
+    lines = _WRAPPED.get(key)   # (one get: another thread may clear the cache meanwhile)
+    if lines is None:
+        lines = _wrap_text(draw, text, f, width_px)
+        if len(_WRAPPED) >= _WRAPPED_MAX:
+            _WRAPPED.clear()
+        _WRAPPED[key] = lines
+    return list(lines)
+
+
+def _wrap_text(draw: ImageDraw.ImageDraw, text: str, f: ImageFont.FreeTypeFont, width_px: float) -> list[str]:
     lines: list[str] = []
     line = ""
     for word in text.split():
