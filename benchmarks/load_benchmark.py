@@ -55,6 +55,14 @@ from node_helpers import (Orthanc, child_pids, free_port, node_env, start_redis,
 
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
 RECEIVE_PROCESSES: int | None = None  # --receive-processes; None: the node's default (one per core, at most 4)
+KEEP_FREED_MEMORY = False             # --keep-freed-memory: the node's [queue] keep_freed_memory = true
+
+
+def with_queue_settings(cfg: Path) -> Path:
+    """The node config ``cfg`` with this run's [queue] settings (``--keep-freed-memory``) added."""
+    if KEEP_FREED_MEMORY:
+        cfg.write_text(cfg.read_text().replace("[queue]\n", "[queue]\nkeep_freed_memory = true\n", 1))
+    return cfg
 
 
 def make_source(work: Path, echoes: int = 2) -> Path:
@@ -195,7 +203,7 @@ def fresh_node(work: Path, tag: str, quiet_s: float, *, workers: int, **config) 
                        receive_processes=RECEIVE_PROCESSES,
                        workers=workers, retry_initial_s=1, retry_max_s=10, **config,
                        destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}})
-    return node_port, orthanc, state, cfg
+    return node_port, orthanc, state, with_queue_settings(cfg)
 
 
 def main(argv=None) -> int:
@@ -222,9 +230,12 @@ def main(argv=None) -> int:
                          "the previous one's results are in Orthanc); no storescp, no load")
     ap.add_argument("--no-speculative", action="store_true",
                     help="with --idle-only: the node's [queue] speculative = false (analysis only at completion)")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="the node's [queue] keep_freed_memory = true (workers keep freed memory for the next study)")
     args = ap.parse_args(argv)
-    global RECEIVE_PROCESSES
+    global RECEIVE_PROCESSES, KEEP_FREED_MEMORY
     RECEIVE_PROCESSES = args.receive_processes
+    KEEP_FREED_MEMORY = args.keep_freed_memory
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -560,6 +571,7 @@ def analysing_run(work: Path, tag: str, groups: list[list[Path]], load: list[dic
                            workers=0 if redis else workers, retry_initial_s=1, retry_max_s=10, **extra,
                            destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1",
                                                      "port": orthanc.dicom_port}})
+        with_queue_settings(cfg)
         procs.append(start_serve(cfg, node_port, work / f"node_{tag}.log", stand_in=False))
         if redis:
             procs += [start_serve(cfg, node_port, work / f"worker_{tag}_{i}.log", "--worker", "--workers", "1",

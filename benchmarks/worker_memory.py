@@ -4,6 +4,7 @@
     PYTHONPATH=/other/checkout python benchmarks/worker_memory.py ...   # another version's analysis
     python benchmarks/worker_memory.py --echoes 2 --stages              # + peak RSS per stage
     python benchmarks/worker_memory.py --echoes 2 --arrays              # + the arrays held at each stage's peak
+    python benchmarks/worker_memory.py --keep-freed-memory              # the worker as [queue] keep_freed_memory = true sets it
 
 For each echo count: a physics-phantom study (``borderphase phantom --vendor Siemens --size full``:
 512 x 512 x 60, magnitude + phase per echo, 16-bit) is made once under ``--work``, then analysed
@@ -34,6 +35,9 @@ if sys.argv[3] == "1":
         return_freed_memory()
     except ImportError:
         pass
+elif sys.argv[3] == "keep":   # [queue] keep_freed_memory = true
+    from plugin.service.memory import keep_freed_memory
+    keep_freed_memory()
 STAGES = json.loads(sys.argv[5])
 stage_peak, done = {}, threading.Event()
 
@@ -132,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--echoes", type=int, nargs="+", default=[2, 6])
     ap.add_argument("--work", default=None, help="keeps the phantom studies (default: a temp dir)")
     ap.add_argument("--no-malloc-setting", action="store_true")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="the worker's [queue] keep_freed_memory = true setting instead of its default")
     ap.add_argument("--no-preload", action="store_true",
                     help="skip the worker's start-up imports (highdicom's tables then load inside the study's peak)")
     ap.add_argument("--arrays", action="store_true",
@@ -149,7 +155,7 @@ def main(argv=None) -> int:
                             "--echoes", str(echoes), "--size", "full", "--seed", "7"], check=True)
         n, pixels = pixel_bytes(study)
         out = work / f"out_{echoes}echo"
-        run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(out), "0" if args.no_malloc_setting else "1",
+        run = subprocess.run([sys.executable, "-c", CHILD, str(study), str(out), "0" if args.no_malloc_setting else "keep" if args.keep_freed_memory else "1",
                               "1" if args.stages else "0", json.dumps(STAGES), "0" if args.no_preload else "1",
                               "1" if args.arrays else "0"],
                              capture_output=True, text=True, env=child_env(args), cwd=work)   # not the repo: PYTHONPATH decides
@@ -160,7 +166,8 @@ def main(argv=None) -> int:
         row = {"echoes": echoes, "instances": n, "pixel_mib": round(pixels / 2**20, 1),
                "peak_rss_mib": round(r["peak_rss_kib"] / 1024, 1),
                "peak_over_pixels": round(r["peak_rss_kib"] * 1024 / pixels, 2), "analysis_s": r["analysis_s"],
-               "lesions": r["lesions"], "malloc_setting": not args.no_malloc_setting}
+               "lesions": r["lesions"], "malloc_setting": not args.no_malloc_setting,
+               "keep_freed_memory": args.keep_freed_memory}
         if args.stages:
             row["stage_peak_mib"] = r["stage_peak_mib"]
         if args.arrays:

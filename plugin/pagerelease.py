@@ -127,11 +127,23 @@ def _malloc_trim():
     return fn
 
 
+_TRIMMING = [True]
+
+
+def set_heap_trimming(on: bool) -> None:
+    """Switch :func:`trim_heap` on or off for this process (off: a worker that keeps its freed
+    memory for the next study, :func:`plugin.service.memory.keep_freed_memory`)."""
+    _TRIMMING[0] = bool(on)
+
+
 def trim_heap() -> bool:
     """Give the kernel back the free pages inside malloc's heap and thread arenas
     (``malloc_trim(0)``: glibc releases every whole free page, not only the top of the heap).
     Between the analysis steps the slab temporaries of the last step (below the worker's 4 MiB
     mmap threshold, so from the heap) are free but resident: 5-9 MiB on a 512 x 512 x 60 study.
-    True when the C library released something; False off glibc."""
+    True when the C library released something; False off glibc or when switched off
+    (:func:`set_heap_trimming`)."""
+    if not _TRIMMING[0]:
+        return False
     trim = _malloc_trim()
     return bool(trim is not None and trim(0))

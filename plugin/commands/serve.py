@@ -69,7 +69,8 @@ def run_with(args, *, analyse: AnalysisFn) -> int:
         queue = make_queue(config, analyse=analyse)
         n = args.workers if args.workers is not None else max(config.queue.workers, 1)
         consumer = run_consumer(queue, n, config.queue.worker_type, config.queue.worker_nice, embedded=False,
-                                blas_threads=config.queue.blas_threads)
+                                blas_threads=config.queue.blas_threads,
+                                keep_memory=config.queue.keep_freed_memory)
         LOG.info("queue worker on %s backend (%d %s worker(s))", config.queue.backend, n, config.queue.worker_type)
         consumer.run()
         return 0

@@ -5,6 +5,15 @@ the first study the worker's 10-60 MB arrays come from the heap and the arenas o
 threads, and freed ones stay in the process: its resident size then holds the sum of every
 stage's arrays instead of the largest stage's. A fixed threshold maps every large array on its
 own and returns it to the system when freed (figures below and in benchmarks/load.md).
+
+The price of returning: every study's arrays are fresh pages the kernel must fault in and zero
+(about 200,000 faults, 1.0-1.5 s of system time for the 2-echo 512 x 512 x 60 study), and on a
+virtual machine that hands free guest memory back to its host (virtio free page reporting) they
+are fresh host pages too once the worker has been idle for a few seconds.
+:func:`keep_freed_memory` (``[queue] keep_freed_memory``) is the other choice: one heap for every
+thread, no trimming, so the next study reuses the last one's pages; the worker's resident size
+then stays at its peak between studies and that peak is higher (heap fragmentation: 368 -> 412
+MiB on the 2-echo study, benchmarks/load.md "Thirteenth session").
 """
 from __future__ import annotations
 
@@ -25,16 +34,49 @@ M_MMAP_THRESHOLD = -3          # mallopt parameter (glibc malloc.h)
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 
 
-def return_freed_memory() -> bool:
-    """Fix glibc's mmap threshold in this process (see the module docstring). True when set; False
-    where the C library is not glibc (nothing changed)."""
+M_TRIM_THRESHOLD = -1          # mallopt parameters (glibc malloc.h)
+M_ARENA_MAX = -8
+#: With :func:`keep_freed_memory`: every array up to this size comes from the heap, and free
+#: memory at its top up to this size stays
+KEEP_THRESHOLD_BYTES = 1 << 30
+
+
+def _mallopt():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
+    return mallopt
+
+
+def keep_freed_memory() -> bool:
+    """Keep what the analysis frees in this process for the next study (module docstring): arrays
+    from one heap shared by every thread (one arena: several made the peak 457-559 MiB against 412
+    on the 2-echo study), never mapped on their own, the heap never trimmed (also not between the
+    analysis steps: :func:`plugin.pagerelease.trim_heap` is switched off). The analysis's zero pages
+    are still given back (:func:`plugin.pagerelease.release_zero_pages`). True when set; False where
+    the C library is not glibc (nothing changed)."""
+    from plugin.pagerelease import set_heap_trimming
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    ok = all(bool(mallopt(param, value)) for param, value in
+             ((M_MMAP_THRESHOLD, KEEP_THRESHOLD_BYTES), (M_TRIM_THRESHOLD, KEEP_THRESHOLD_BYTES), (M_ARENA_MAX, 1)))
+    if not ok:
+        LOG.debug("mallopt refused a setting: the worker's freed memory may partly go back to the system")
+    set_heap_trimming(False)
+    return ok
+
+
+def return_freed_memory() -> bool:
+    """Fix glibc's mmap threshold in this process (see the module docstring). True when set; False
+    where the C library is not glibc (nothing changed)."""
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
     if not ok:
         LOG.debug("mallopt(M_MMAP_THRESHOLD) refused: freed arrays may stay in the worker")

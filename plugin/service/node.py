@@ -273,7 +273,8 @@ class Node:
         if self.with_workers:
             q = self.config.queue
             self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True,
-                                         blas_threads=q.blas_threads)
+                                         blas_threads=q.blas_threads,
+                                         keep_memory=q.keep_freed_memory)
             self.consumer.start()
         self.scp.start()
         self.receivers.start(self.scp.port)

@@ -28,7 +28,7 @@ from plugin.service.cputhreads import limit_blas_threads
 from plugin.service.diskspace import is_disk_full
 from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
-from plugin.service.memory import return_freed_memory
+from plugin.service.memory import keep_freed_memory, return_freed_memory
 from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version, preload_analysis_modules
 from plugin.service.worker import speculate as speculate_version
 
@@ -153,14 +153,17 @@ def quiet_disk_full_tracebacks() -> None:
 
 
 def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process", nice: int = 10,
-                 embedded: bool = True, blas_threads: int = 1):
+                 embedded: bool = True, blas_threads: int = 1, keep_memory: bool = False):
     """Create a Huey consumer for this queue (``.start()`` embedded or ``.run()`` standalone).
 
     With ``worker_type="process"`` the analysis runs in forked worker processes at a lower CPU
     priority (``nice``), so that receiving (the C-STORE SCP threads of the parent) keeps the CPU it
     needs and never waits on the analysis for the GIL; embedded workers die with the node.
     ``blas_threads``: the BLAS pools of the analysing process(es) (:mod:`.cputhreads`; 0: as loaded).
+    ``keep_memory``: the analysing process keeps its freed memory for the next study
+    (:func:`.memory.keep_freed_memory`) instead of returning it (:func:`.memory.return_freed_memory`).
     """
+    set_memory = keep_freed_memory if keep_memory else return_freed_memory
     from huey.consumer import Worker
     quiet_disk_full_tracebacks()
     # max_delay: an idle worker polls the queue every 0.1 s (was 0.5: 0.25 s of queue wait on average)
@@ -181,7 +184,7 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
             if isinstance(process, Worker):
                 if nice:
                     os.nice(nice)
-                return_freed_memory()   # a long-lived worker: each study's arrays go back to the system
+                set_memory()   # a long-lived worker: each study's arrays go back to the system, or stay for the next
                 preload_analysis_modules()   # at start, not on the first study
                 limit_blas_threads(blas_threads)   # after the imports: every BLAS library is loaded
             original(process)
