@@ -127,13 +127,25 @@ def serve(config: Path, port: int, log: Path, prefix: list[str] = (), **env) -> 
     return proc
 
 
-def start_storescp(out_dir: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def start_storescp(out_dir: Path, attempts: int = 3) -> tuple[subprocess.Popen, int]:
+    """dcmtk storescp on a free port. The port is free when chosen but another process (a test run
+    beside this one) may take it before storescp binds it: storescp then exits at once and is
+    started again on another port; its own words are in the error when every attempt failed."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([STORESCP, "-aet", "ARCHIVE", "-od", str(out_dir), "+xa", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=node_env())
-    wait_port(port, proc=proc)
-    return proc, port
+    for attempt in range(attempts):
+        port = free_port()
+        log = out_dir.parent / f"{out_dir.name}-storescp-{port}.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen([STORESCP, "-aet", "ARCHIVE", "-od", str(out_dir), "+xa", str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=err, env=node_env())
+        try:
+            wait_port(port, proc=proc)
+        except RuntimeError as exc:
+            if proc.poll() is None or attempt == attempts - 1:
+                raise RuntimeError(f"{exc}: storescp said {log.read_text(errors='replace').strip()!r}") from exc
+            continue
+        return proc, port
+    raise AssertionError("unreachable")
 
 
 def ops_config(path: Path, state_dir: Path, port: int, archive_port: int, *, extra_node: str = "",
