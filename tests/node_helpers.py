@@ -200,6 +200,41 @@ def wait_for(pred, timeout_s: float, interval_s: float = 0.2, what: str = "condi
     raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+
+def node_to_archive_config(tmp_path: Path, queue_settings: str = ""):
+    """(config, archive stand-in, node port): a node under ``tmp_path`` delivering to a started
+    ``plugin.service.archive.ArchiveStandIn``, ``queue_settings`` (TOML lines) added to its [queue]."""
+    from plugin.service.archive import ArchiveStandIn
+    from plugin.service.config import load_config
+    archive = ArchiveStandIn(tmp_path / "archive").start()
+    port = free_port()
+    cfg_path = write_config(tmp_path / "node.toml", tmp_path / "state", port,
+                            destinations={"archive": {"type": "dicom", "ae_title": "ARCHIVE",
+                                                      "host": "127.0.0.1", "port": archive.port}})
+    cfg_path.write_text(cfg_path.read_text().replace("[queue]\n", "[queue]\n" + queue_settings, 1))
+    return load_config(cfg_path), archive, port
+
+
+def findings_of_one_study(tmp_path: Path, cfg, archive, port: int, analyse) -> list[dict]:
+    """Run a node with ``cfg`` and ``analyse`` in this process, send it a tiny two-slice MR study
+    with dcmtk storescu, wait for a result in ``archive``, stop the node; every findings.json it wrote."""
+    import threading
+    from plugin.service.node import Node
+    node = Node(cfg, analyse=analyse)
+    node.start()
+    stop = threading.Event()
+    t = threading.Thread(target=node.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        study = make_mr_study(tmp_path / "in", n_slices=2)
+        storescu(port, [tmp_path / "in"])
+        wait_for(lambda: archive.files(study["study_uid"]), 60, what="result in archive")
+        return [json.loads(p.read_text()) for p in (tmp_path / "state" / "results").rglob("findings.json")]
+    finally:
+        stop.set()
+        t.join(5)
+        node.stop()
+
 class Orthanc:
     """A real Orthanc on loopback with a throw-away config (no remote access, no auth)."""
 

@@ -7,18 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import require_peer
-from node_helpers import REPO, STORESCU, free_port, make_mr_study, node_env, storescu, tiny_analysis, wait_for, \
-    write_config
-from plugin.service.archive import ArchiveStandIn
-from plugin.service.config import load_config
+from node_helpers import REPO, STORESCU, findings_of_one_study, node_env, node_to_archive_config, tiny_analysis
 from plugin.service.cputhreads import limit_blas_threads
-from plugin.service.node import Node
 
 
 def blas_threads_now() -> dict[str, int]:
@@ -58,30 +53,13 @@ def test_worker_analyses_with_the_configured_blas_threads(tmp_path, worker_type,
     """A forked worker (and, with ``worker_type = "thread"``, the node's own process) analyses with
     the configured BLAS threads."""
     require_peer(STORESCU, "dcmtk")
-    archive = ArchiveStandIn(tmp_path / "archive").start()
-    port = free_port()
-    cfg_path = write_config(tmp_path / "node.toml", tmp_path / "state", port,
-                            destinations={"archive": {"type": "dicom", "ae_title": "ARCHIVE",
-                                                      "host": "127.0.0.1", "port": archive.port}})
     extra = f'worker_type = "{worker_type}"\n' + ("" if setting is None else f"blas_threads = {setting}\n")
-    cfg_path.write_text(cfg_path.read_text().replace("[queue]\n", "[queue]\n" + extra, 1))
-    cfg = load_config(cfg_path)
+    cfg, archive, port = node_to_archive_config(tmp_path, extra)
     assert cfg.queue.worker_type == worker_type and cfg.queue.blas_threads == (1 if setting is None else setting)
     parent = blas_threads_now()   # this process's pools: what a fork starts with
-    node = Node(cfg, analyse=analysis_reporting_blas_threads)
-    node.start()
-    stop = threading.Event()
-    t = threading.Thread(target=node.run, args=(stop,), daemon=True)
-    t.start()
     try:
-        study = make_mr_study(tmp_path / "in", n_slices=2)
-        storescu(port, [tmp_path / "in"])
-        wait_for(lambda: archive.files(study["study_uid"]), 60, what="result in archive")
-        findings = [json.loads(p.read_text()) for p in (tmp_path / "state" / "results").rglob("findings.json")]
+        findings = findings_of_one_study(tmp_path, cfg, archive, port, analysis_reporting_blas_threads)
     finally:
-        stop.set()
-        t.join(5)
-        node.stop()
         if worker_type == "thread":   # the limit was set in this process: give the other tests the pools back
             from threadpoolctl import threadpool_limits
             threadpool_limits(limits=max(parent.values(), default=1), user_api="blas")

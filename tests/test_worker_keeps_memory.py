@@ -5,17 +5,13 @@ forked worker keeps it for the next study (:func:`plugin.service.memory.keep_fre
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import require_peer
-from node_helpers import STORESCU, free_port, make_mr_study, storescu, tiny_analysis, wait_for, write_config
-from plugin.service.archive import ArchiveStandIn
-from plugin.service.config import load_config
-from plugin.service.node import Node
+from node_helpers import STORESCU, findings_of_one_study, node_to_archive_config, tiny_analysis
 
 FREED_MIB = 96
 
@@ -46,29 +42,9 @@ def analysis_reporting_freed_memory(paths, out_dir, **kwargs) -> dict:
 @pytest.mark.parametrize("keep", [None, True])
 def test_a_worker_returns_freed_memory_unless_told_to_keep_it(tmp_path, keep):
     require_peer(STORESCU, "dcmtk")
-    archive = ArchiveStandIn(tmp_path / "archive").start()
-    port = free_port()
-    cfg_path = write_config(tmp_path / "node.toml", tmp_path / "state", port,
-                            destinations={"archive": {"type": "dicom", "ae_title": "ARCHIVE",
-                                                      "host": "127.0.0.1", "port": archive.port}})
-    if keep is not None:
-        cfg_path.write_text(cfg_path.read_text().replace("[queue]\n", "[queue]\nkeep_freed_memory = true\n", 1))
-    cfg = load_config(cfg_path)
+    cfg, archive, port = node_to_archive_config(tmp_path, "" if keep is None else "keep_freed_memory = true\n")
     assert cfg.queue.keep_freed_memory is bool(keep) and cfg.queue.worker_type == "process"
-    node = Node(cfg, analyse=analysis_reporting_freed_memory)
-    node.start()
-    stop = threading.Event()
-    t = threading.Thread(target=node.run, args=(stop,), daemon=True)
-    t.start()
-    try:
-        study = make_mr_study(tmp_path / "in", n_slices=2)
-        storescu(port, [tmp_path / "in"])
-        wait_for(lambda: archive.files(study["study_uid"]), 60, what="result in archive")
-        findings = [json.loads(p.read_text()) for p in (tmp_path / "state" / "results").rglob("findings.json")]
-    finally:
-        stop.set()
-        t.join(5)
-        node.stop()
+    findings = findings_of_one_study(tmp_path, cfg, archive, port, analysis_reporting_freed_memory)
     assert len(findings) == 1
     got = findings[0]
     if keep:
