@@ -28,6 +28,8 @@ def test_example_config_loads():
     ({"state_dir": "/x", "node": {"port": "104"}}, "node.port: input should be a valid integer, got '104'"),
     ({"state_dir": "/x", "node": {"ae_title": "A" * 17}}, "node.ae_title: must be 1-16 characters"),
     ({"state_dir": "/x", "queue": {"backend": "kafka"}}, "queue.backend: input should be 'sqlite' or 'redis', got 'kafka'"),
+    ({"state_dir": "/x", "queue": {"keep_freed_memory": "yes"}},
+     "queue.keep_freed_memory: input should be a valid boolean, got 'yes'"),
     ({"state_dir": "/x", "rules": [{"action": "analyse", "destinations": ["nowhere"]}]},
      "[[rules]][1].destinations: unknown destination 'nowhere' (define [destinations.nowhere])"),
     ({"state_dir": "/x", "rules": [{"name": "a"}, {"name": "b", "action": "delete"}]},

@@ -178,8 +178,8 @@ class QueueConfig:
     # a study's page faults halved, completion -> SR about 0.3 s sooner, peak memory unchanged (plugin/service/memory.py)
     malloc_hugepages: StrictBool = True
     # analysis workers keep the memory a study frees for the next one instead of returning it to the
-    # system: no page faults for the next study's arrays (2-echo study: completion -> SR 1.85-2.45 ->
-    # 1.24-1.33 s on a 2-core VM), but the worker's resident size stays at its peak between studies
+    # system: no page faults for the next study's arrays (2-echo study: completion -> SR median 1.87 ->
+    # 1.39 s on a 2-core VM), but the worker's resident size stays at its peak between studies
     # and that peak is ~12 % higher (368 -> 412 MiB; plugin/service/memory.py, benchmarks/load.md)
     keep_freed_memory: StrictBool = False
     # start a study's analysis at its association release, into a staging folder, and deliver it
