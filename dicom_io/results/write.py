@@ -89,6 +89,43 @@ def _without_pixels(ds: pydicom.Dataset) -> pydicom.Dataset:
     return light
 
 
+def _sequence_items(ds: pydicom.Dataset):
+    """Every item of every sequence of ``ds``, depth first (not ``ds`` itself)."""
+    for elem in ds.elements():
+        if elem.VR == "SQ":
+            for item in ds[elem.tag].value:
+                yield item
+                yield from _sequence_items(item)
+
+
+def mark_items_in_file_encoding(ds: pydicom.Dataset) -> int:
+    """Mark every sequence item of ``ds`` as already in the encoding its file is written in (its
+    ``file_meta`` transfer syntax, its own character set); ``ds`` itself stays unmarked. Returns
+    the number of items marked (0 without a transfer syntax).
+
+    Why: a dataset made in memory has no original encoding, so pydicom's ``write_dataset`` runs its
+    ambiguous-VR correction over each item's whole subtree before writing that item, at every
+    level of the tree. An SR's content tree is five to seven levels deep, so its elements were
+    walked that many times: 0.2 s of the 1.7 s a 180-spot report took to write. The top-level
+    dataset, left unmarked, still gets pydicom's correction once over the whole tree, with every
+    ancestor at hand for the items (an ``US or SS`` element in an item is resolved from the
+    top-level Pixel Representation). The bytes written are the same
+    (``tests/test_results_encoding.py``)."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None:
+        return 0
+    implicit, little = ts.is_implicit_VR, ts.is_little_endian
+    n = 0
+    for item in _sequence_items(ds):
+        charset = getattr(item, "_character_set", None)   # pydicom's own notion, compared when writing
+        if charset is None:     # another pydicom: leave its writer to do what it does
+            return n
+        item.set_original_encoding(implicit, little, charset)
+        n += 1
+    return n
+
+
 def _shows_any(label_map: np.ndarray, ids: Sequence[int], slab: int = 4) -> bool:
     """``np.isin(label_map, ids).any()`` a few slices at a time (stops at the first hit): no
     volume-sized temporaries (np.isin's were 45 MiB on 512 x 512 x 60; memory: issue 15)."""
@@ -130,6 +167,7 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
         d = out / kind
         d.mkdir(parents=True, exist_ok=True)
         p = d / f"{ds.SOPInstanceUID}.dcm"
+        mark_items_in_file_encoding(ds)   # the same bytes, without re-walking the tree per item
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)
         if kind != "qsm":   # the KOS references the others (their headers); QSM slices are let go once saved
