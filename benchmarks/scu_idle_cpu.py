@@ -10,7 +10,6 @@ same association. Compare trees by ``PYTHONPATH`` (before = a checkout of the ol
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -67,8 +66,8 @@ def free_port() -> int:
 
 def start_storescp(out: Path, port: int) -> subprocess.Popen:
     """dcmtk ``storescp`` on ``port`` writing to ``out``; returns once it accepts connections."""
-    exe = shutil.which("storescp")
-    if exe is None:
+    exe = "/usr/bin/storescp"   # not shutil.which: pynetdicom's own Python "storescp" may come first on PATH
+    if not Path(exe).exists():
         raise SystemExit("storescp not found (Debian package dcmtk)")
     out.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([exe, "-aet", "STORESCP", "-od", str(out), str(port)],

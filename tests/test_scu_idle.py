@@ -37,7 +37,9 @@ def _dataset_bytes(path: Path) -> bytes:
 
 class _StoreSCP:
     def __init__(self, out: Path, *extra: str):
-        exe = require_peer("storescp", "dcmtk")
+        # the path, not the name: pynetdicom installs a Python "storescp" of its own, which a
+        # virtualenv puts ahead of dcmtk's on PATH
+        exe = require_peer("/usr/bin/storescp", "dcmtk")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
