@@ -32,7 +32,8 @@ OHIF_DIST = VIEWER / "node_modules" / ".ohif-app" / "dist"
 PLAYWRIGHT = VIEWER / "node_modules" / "playwright-core" / "package.json"
 CHROMIUM = "/usr/bin/chromium"
 VENDORS = ("GE", "Philips", "Siemens", "Canon")
-SHOTS_FOR_README = {"ohif_sr_panel": "sr", "ohif_seg": "seg", "explorer_summary_card": "summary", "ohif_qsm": "qsm"}
+SHOTS_FOR_README = {"ohif_sr_panel": "sr", "ohif_seg": "seg", "explorer_summary_card": "summary", "ohif_qsm": "qsm",
+                    "ohif_summary": "ohif_summary"}
 BROWSER_TIMEOUT_S = 300
 
 sys.path.insert(0, str(VIEWER))
@@ -136,6 +137,8 @@ def seen(request, stack: Stack, tmp_path_factory) -> dict:
         "segment_labels": segment_labels(seg_file),
         "summary_series_id": uploaded["summary"][overview]["ParentSeries"],
         "summary_instance_id": uploaded["summary"][overview]["ID"],
+        "summary_series_uid": str(pydicom.dcmread(overview, stop_before_pixels=True).SeriesInstanceUID),
+        "summary_description": "borderphase summary",
     }
     qsm_files = sorted((out / "results" / "qsm").glob("*.dcm"))
     if qsm_files:   # the QSM series (issue 11): opened alone in OHIF
@@ -269,6 +272,15 @@ def test_summary_series_in_orthanc_explorer(seen):
     assert "borderphase summary" in explorer["series_page"]
     size = explorer["preview_size"]
     assert size and size["width"] >= 256 and size["height"] >= 256, size
+
+
+def test_summary_series_shows_in_ohif(seen):
+    """The summary cards (RGB, stored JPEG-LS Lossless) open in OHIF as pictures: many grey levels,
+    the burned-in colour (red/cyan/yellow marks and the phase crops), no error boundary."""
+    summary = step(seen, "summary")
+    assert not summary["error_lines"], summary["error_lines"]
+    assert summary["grey_levels"] >= 16 and summary["lit_fraction"] > 0.05, (summary["grey_levels"], summary["lit_fraction"])
+    assert summary["coloured_pixels"] > 500, summary["coloured_pixels"]
 
 
 def test_qsm_series_shows_in_ohif(seen):

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
 
@@ -102,6 +105,8 @@ def send_files(dest: DicomDestination, paths: Sequence[str | Path]) -> SendRepor
     ae.connection_timeout = dest.timeout_s
     n = 0
     for sop_class, syntaxes in sorted(contexts.items()):
+        if any(_compressed(ts) for ts in syntaxes):   # to be decoded if the peer refuses them
+            syntaxes |= set(UNCOMPRESSED)
         for ts in sorted(syntaxes):  # one context per syntax: the peer may accept only some
             ae.add_requested_context(sop_class, [ts])
             n += 1
@@ -127,10 +132,70 @@ def send_files(dest: DicomDestination, paths: Sequence[str | Path]) -> SendRepor
     return SendReport(sent=sent, statuses=statuses)
 
 
-def _store(assoc, dest: DicomDestination, path: Path) -> int:
-    """C-STORE one file (its bytes as stored); the status, or :class:`SendError` unless accepted."""
+#: What a compressed file is decoded to when the peer accepts only these for its class.
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def _compressed(ts: str) -> bool:
+    """Whether ``ts`` is a compressed transfer syntax pydicom knows (False for anything else:
+    such a file goes as stored, and the peer decides)."""
     try:
-        status = assoc.send_c_store(path)
+        return bool(UID(ts).is_compressed)
+    except ValueError:
+        return False
+
+
+def _accepted_syntaxes(assoc, sop_class: str) -> set[str]:
+    return {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+            if str(cx.abstract_syntax) == sop_class and cx.transfer_syntax}
+
+
+#: Decoder plugins by preference where pydicom has several: CharLS (pyjpegls, a highdicom
+#: dependency) decodes a JPEG-LS summary card in ~25 ms, libjpeg (pylibjpeg) in ~130 ms.
+PREFERRED_DECODERS = ("pyjpegls",)
+
+
+def _fast_decoder(ts: UID) -> str:
+    """The decoding plugin to ask pydicom for (``""`` = its own choice)."""
+    try:
+        available = get_decoder(ts).available_plugins
+    except (NotImplementedError, ValueError):
+        return ""
+    return next((name for name in PREFERRED_DECODERS if name in available), "")
+
+
+def _decoded(path: Path):
+    """``path``'s data set with its pixel data decoded (Explicit VR Little Endian), for a peer
+    that did not accept the file's compressed transfer syntax; :class:`SendError` naming the
+    file when it cannot be decoded."""
+    try:
+        ds = dcmread(path)
+        # the same instance in another (lossless) syntax: it keeps its SOP Instance UID, which
+        # pydicom would otherwise replace
+        ds.decompress(generate_instance_uid=False, decoding_plugin=_fast_decoder(ds.file_meta.TransferSyntaxUID))
+        return ds
+    except Exception as exc:
+        raise SendError(f"{path.name}: cannot decode its {read_file_meta_info(path).TransferSyntaxUID.name} "
+                        f"pixel data for a peer that refused it ({type(exc).__name__}: {exc})") from exc
+
+
+def _store(assoc, dest: DicomDestination, path: Path) -> int:
+    """C-STORE one file (its bytes as stored; decoded first when its compressed transfer
+    syntax was refused and an uncompressed one for its class accepted); the status, or
+    :class:`SendError` unless accepted."""
+    what = path
+    try:
+        facts = file_facts(path)
+    except SendError:
+        facts = None           # the send below names the problem, as for any file
+    if facts is not None:
+        ts = UID(facts.transfer_syntax_uid)
+        accepted = _accepted_syntaxes(assoc, facts.sop_class_uid)
+        if str(ts) not in accepted and _compressed(ts) and accepted & set(UNCOMPRESSED):
+            LOG.info("%s: %s did not accept %s for it: sent decoded", path.name, dest.ae_title, ts.name)
+            what = _decoded(path)
+    try:
+        status = assoc.send_c_store(what)
     except (ValueError, AttributeError) as exc:   # no accepted context for it, missing file meta
         raise SendError(f"{path.name} not sent to {dest.ae_title}: {exc}") from exc
     if not status or "Status" not in status:

@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 
 #: The presentation contexts that carry every object :func:`write_results` writes (SOP Class ->
 #: transfer syntaxes): what a sender proposes before it has seen the files (PS3.8 7.1.1.13).
+#: The summary images go as stored (JPEG-LS Lossless, :data:`summary.SUMMARY_TRANSFER_SYNTAX`) where
+#: the peer accepts it, else decoded to an uncompressed syntax (:mod:`dicom_io.net.scu`).
 RESULT_STORAGE_CONTEXTS: dict[str, tuple[str, ...]] = {
-    uid: (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    uid: ((summary.SUMMARY_TRANSFER_SYNTAX,) if uid == SecondaryCaptureImageStorage else ())
+    + (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
     for uid in (Comprehensive3DSRStorage, SegmentationStorage, SecondaryCaptureImageStorage,
                 KeyObjectSelectionDocumentStorage, MRImageStorage)}
 

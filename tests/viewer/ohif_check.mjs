@@ -7,8 +7,8 @@
 // "track measurements" prompt when OHIF offers one), step through the SR viewport's measurements
 // with its arrows, open the measurement panel; double-click the SEG, accept "open this
 // Segmentation", open the segmentation panel and click every segment (OHIF jumps to the segment)
-// counting coloured pixels on the viewport canvas; finally open the summary series in Orthanc
-// Explorer and its first image's preview. Writes JOB.out_dir/observed.json and screenshots there.
+// counting coloured pixels on the viewport canvas; open the QSM and the summary series alone;
+// finally open the summary series in Orthanc Explorer and its first image's preview. Writes JOB.out_dir/observed.json and screenshots there.
 // No assertion here: every step records what it saw (or the error) and the next step still runs.
 import { chromium } from "playwright-core";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -216,14 +216,15 @@ try {
     return { open_prompt_accepted: prompted, segmentation_panel: panel, segments, notices_on_load: notices };
   });
 
-  if (job.qsm_series_uid) await step("qsm", async () => {
-    // The QSM series alone, opened by its thumbnail as a user would; what the viewport draws
-    // (distinct grey levels on the canvas: a flat or black image has one or two) and its overlays.
-    await openStudy(page, [job.qsm_series_uid]);
-    await page.getByText(job.qsm_description, { exact: true }).dblclick().catch(() => {});
+  /** One series alone, opened by its thumbnail as a user would: what the viewport draws (distinct
+   * grey levels on the canvas: a flat or black image has one or two; coloured pixels), its
+   * overlays, and any error boundary. */
+  async function seriesAlone(uid, description, screenshotName) {
+    await openStudy(page, [uid]);
+    await page.getByText(description, { exact: true }).dblclick().catch(() => {});
     await page.waitForTimeout(2500);
     await page.mouse.move(5, (job.height || 900) - 5);
-    await page.screenshot({ path: shot("ohif_qsm") });
+    await page.screenshot({ path: shot(screenshotName) });
     const canvas = await page.$$eval('[data-cy="viewport-pane"] canvas', (canvases) => {
       const levels = new Set();
       let lit = 0, total = 0;
@@ -240,8 +241,16 @@ try {
       return { grey_levels: levels.size, lit_fraction: total ? lit / total : 0 };
     });
     const overlays = await page.$$eval('[data-cy^="viewport-overlay"]', (nodes) => nodes.map((n) => n.innerText.replace(/\s+/g, " ").trim()));
-    return { ...canvas, overlays, image: await imageIndexText(page), error_lines: errorBoundarySeen() };
-  });
+    return { ...canvas, coloured_pixels: await colouredPixels(page), overlays, image: await imageIndexText(page),
+             error_lines: errorBoundarySeen() };
+  }
+
+  // The QSM series (issue 11) and the summary series (burned-in RGB cards, stored JPEG-LS Lossless:
+  // OHIF must decode them from what Orthanc's DICOMweb serves).
+  if (job.qsm_series_uid) await step("qsm", () => seriesAlone(job.qsm_series_uid, job.qsm_description, "ohif_qsm"));
+  if (job.summary_series_uid) {
+    await step("summary", () => seriesAlone(job.summary_series_uid, job.summary_description, "ohif_summary"));
+  }
 
   await step("explorer", async () => {
     await page.goto(`${job.base}/app/explorer.html#series?uuid=${job.summary_series_id}`, { waitUntil: "load" });

@@ -1,0 +1,77 @@
+"""Summary images are stored JPEG-LS Lossless (4-9 x smaller, the same pixels) and reach every
+archive: as stored where the peer accepts JPEG-LS, decoded to an uncompressed syntax where it
+does not. Against a real dcmtk storescp, once accepting only uncompressed syntaxes (its default)
+and once accepting all (+xa); both senders: the early stream and the ordinary delivery."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.uid import JPEGLSLossless
+
+from dicom_io.net.scu import DicomDestination, StoreStream, send_files
+from dicom_io.results import write_results
+from dicom_io.results.context import build_context
+from dicom_io.results.summary import render_spot_card, iter_summary
+from dicom_io.results.write import RESULT_STORAGE_CONTEXTS
+
+from results_fixtures import CLASSIC_SPOTS, classic_pair, make_analysis
+from test_scu_idle import _StoreSCP, _wait_accepted
+
+pytestmark = [pytest.mark.peers]
+
+
+@pytest.fixture(scope="module")
+def summary_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("summary_transfer")
+    mag, ph = classic_pair(tmp)
+    written = write_results(make_analysis(mag, ph, CLASSIC_SPOTS[:2]), mag, ph, tmp / "out", include=("summary",))
+    files = sorted(p for p in written.paths if p.parent.name == "summary")
+    assert len(files) == 3     # the overview and one card per spot
+    return files
+
+
+def _pixels_by_uid(paths) -> dict[str, np.ndarray]:
+    return {str(ds.SOPInstanceUID): ds.pixel_array for ds in (dcmread(p) for p in paths)}
+
+
+def test_a_card_is_stored_jpeg_ls_lossless_with_the_rendered_pixels(tmp_path):
+    mag, ph = classic_pair(tmp_path)
+    ctx = build_context(make_analysis(mag, ph, CLASSIC_SPOTS[:1]), mag, ph, algorithm_version="1")
+    images = list(iter_summary(ctx))
+    card = images[1]
+    assert card.file_meta.TransferSyntaxUID == JPEGLSLossless
+    assert card.get("LossyImageCompression", "00") == "00"
+    from dicom_io.results.summary import magnitude_window, phase_window, _phase_volume
+    view = _phase_volume(ctx)
+    rendered = render_spot_card(ctx, ctx.spots[0], magnitude_window(ctx.magnitude.data),
+                                phase_window(view[0], ctx.magnitude.data), view).pixels
+    assert np.array_equal(card.pixel_array, rendered)
+    assert len(card.PixelData) < rendered.nbytes / 3
+
+
+@pytest.mark.parametrize("accept_all", [False, True], ids=["uncompressed-only", "accepts-jpeg-ls"])
+def test_every_summary_image_arrives_with_its_pixels(summary_files, tmp_path, accept_all):
+    want = _pixels_by_uid(summary_files)
+    for how in ("stream", "send_files"):
+        scp = _StoreSCP(tmp_path / f"{how}_{accept_all}", *(["+xa"] if accept_all else []))
+        try:
+            dest = DicomDestination("STORESCP", "127.0.0.1", scp.port, timeout_s=20)
+            if how == "stream":
+                stream = StoreStream(dest, RESULT_STORAGE_CONTEXTS)
+                for p in summary_files:
+                    stream.put(p)
+                _wait_accepted(stream, len(summary_files))
+                assert stream.close() == [str(p) for p in summary_files] and stream.error is None
+            else:
+                report = send_files(dest, summary_files)
+                assert report.sent == [str(p) for p in summary_files]
+        finally:
+            scp.stop()
+        got = sorted(p for p in scp.out.iterdir() if p.is_file())
+        syntaxes = {str(dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in got}
+        assert syntaxes == ({JPEGLSLossless} if accept_all else {"1.2.840.10008.1.2.1"}), (how, syntaxes)
+        received = _pixels_by_uid(got)
+        assert received.keys() == want.keys(), how
+        for uid, px in want.items():
+            assert np.array_equal(received[uid], px), (how, uid)
