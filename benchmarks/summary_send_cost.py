@@ -4,10 +4,13 @@ on loopback with dicom_io.net.scu.send_files (one association); files, MB, wall 
     python benchmarks/summary_send_cost.py RESULTS/summary [+xa]
 
 With ``+xa`` storescp accepts every transfer syntax (the JPEG-LS cards go as stored); without, it
-accepts only uncompressed ones, so the sender decodes each card first.
+accepts only uncompressed ones, so the sender decodes each card first. storescp runs with
+``TCP_NODELAY=1`` (dcmtk's switch for Nagle's algorithm, as in load_benchmark.py): without it the
+delayed ACKs cost about 60 ms a file, whatever its size, and hide the difference.
 """
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -33,7 +36,8 @@ def main(argv: list[str]) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        scp = subprocess.Popen([STORESCP, *extra, "-aet", "STORESCP", "-od", out, str(port)])
+        scp = subprocess.Popen([STORESCP, *extra, "-aet", "STORESCP", "-od", out, str(port)],
+                               env={**os.environ, "TCP_NODELAY": os.environ.get("TCP_NODELAY", "1")})
         time.sleep(0.5)
         try:
             wall, cpu = time.perf_counter(), time.process_time()

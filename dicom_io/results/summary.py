@@ -18,11 +18,12 @@ Burned In Annotation YES (PS3.3 C.7.6.1.1.3). Zoomed phase is shown relative to 
 surrounding tissue, black = lower phase, which is how the method's patterns 1-6 are defined.
 
 Encoding: JPEG-LS Lossless (:data:`SUMMARY_TRANSFER_SYNTAX`, pyjpegls through highdicom): the
-same pixels in 4-9 x less space (a card is 882 x 1700-1800 RGB, 4.5-5.6 MB uncompressed; a study
-of 182 spots wrote 830 MB of them, 18 x its 51 MB source). Encoding costs ~24 ms of CPU a card
-(a full-size 199-card study: 905 -> 139 MB, +4.7 s CPU, sending it -1.6 s). A peer that does not
-accept JPEG-LS gets the card decoded to Explicit VR Little Endian by the sender
-(:mod:`dicom_io.net.scu`, CharLS: ~25 ms a card).
+same pixels in 4-9 x less space. A card is 882 x 1700-1900 RGB, 4.5-5.6 MB uncompressed; a full-size
+199-card study wrote 905 MB of them (18 x its 51 MB source), now 139 MB. Encoding costs ~24 ms of
+CPU a card (+4.7 s there, after the SR); sending them to dcmtk storescp takes 3.6 instead of 9 s
+and 0.8 instead of 2.5 s of CPU (benchmarks/results.md). A peer that does not accept JPEG-LS gets
+each card decoded to Explicit VR Little Endian by the sender (:mod:`dicom_io.net.scu`, CharLS:
+~25 ms a card).
 """
 from __future__ import annotations
 
