@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import JPEGLSLossless
 
-from dicom_io.net.scu import DicomDestination, StoreStream, send_files
+from dicom_io.net.scu import DicomDestination, SendError, StoreStream, send_files
 from dicom_io.results import write_results
 from dicom_io.results.context import build_context
 from dicom_io.results.summary import render_spot_card, iter_summary
@@ -75,3 +76,22 @@ def test_every_summary_image_arrives_with_its_pixels(summary_files, tmp_path, ac
         assert received.keys() == want.keys(), how
         for uid, px in want.items():
             assert np.array_equal(received[uid], px), (how, uid)
+
+
+def test_a_card_that_cannot_be_decoded_for_the_peer_is_named(summary_files, tmp_path):
+    """A card whose JPEG-LS stream is damaged, for a peer that accepts only uncompressed syntaxes:
+    a SendError naming the file and the problem, not a half-sent or silently skipped card."""
+    ds = dcmread(summary_files[1])
+    frame = bytes(ds.PixelData)
+    # keep the Basic Offset Table and the item header; cut the codestream after its first bytes
+    ds.PixelData = encapsulate([next(generate_frames(frame, number_of_frames=1))[:64]])
+    damaged = tmp_path / "damaged_card.dcm"
+    ds.save_as(damaged, enforce_file_format=True)
+    scp = _StoreSCP(tmp_path / "rx")
+    try:
+        dest = DicomDestination("STORESCP", "127.0.0.1", scp.port, timeout_s=20)
+        with pytest.raises(SendError, match=r"damaged_card\.dcm: cannot decode its JPEG-LS Lossless"):
+            send_files(dest, [damaged])
+    finally:
+        scp.stop()
+    assert not any(p.is_file() for p in scp.out.iterdir())
