@@ -662,10 +662,10 @@ def markdown(r: dict) -> str:
         f"{r['node_receive']['images_per_s']} img/s ({r['node_receive']['wall_s']} s) while analysing |",
         f"| same load, node receiving only (no analysis running) | | "
         f"{r['node_receive_only']['images_per_s']} img/s ({r['node_receive_only']['wall_s']} s), "
-        f"peak RSS {r['node_receive_only']['peak_rss_mb']} MB |",
+        f"peak RSS {r['node_receive_only']['peak_rss_mb']} MiB |",
         f"| received / acknowledged and durable | {r['storescp']['received']} | {r['node_receive']['spooled']} |",
-        f"| peak RSS | {r['storescp']['peak_rss_mb']} MB | receiver {r['node_peak_rss_mb']} MB"
-        f" + analysis worker process {r.get('worker_peak_rss_mb')} MB |",
+        f"| peak RSS (VmHWM) | {r['storescp']['peak_rss_mb']} MiB | receiver {r['node_peak_rss_mb']} MiB"
+        f" + analysis worker process {r.get('worker_peak_rss_mb')} MiB |",
         f"| idle study: last instance -> SR accepted by Orthanc | | {il.get('last_instance_to_sr_accepted_s')} s |",
         f"| idle study: last instance -> all results in Orthanc | | {il.get('total_s')} s = completion {il.get('completion_wait_s')}"
         f" + queue {il.get('queue_wait_s')} + analysis {il.get('analysis_s')} + delivery {il.get('delivery_s')} |",
@@ -687,11 +687,13 @@ def extra_rows(r: dict) -> list[str]:
     rows = []
     if "six_echo" in r:
         s = r["six_echo"]
-        rows += [f"| worker peak RSS, 2-echo studies (120 MB pixels) | | {r.get('worker_peak_rss_mb_2echo')} MB |",
+        two = r.get("worker_peak_rss_mb_2echo")
+        rows += [f"| worker peak RSS, 2-echo studies (120 MiB pixels) | | {two} MiB ({_ratio(two, 120.0)} x) |",
                  f"| 6-echo study ({s['instances']} instances, {s['pixel_mb']} MB pixels) alone: last instance -> SR | | "
                  f"{s.get('total_s')} s = completion {s.get('completion_wait_s')} + queue {s.get('queue_wait_s')} + "
                  f"analysis {s.get('analysis_s')} + delivery {s.get('delivery_s')} |",
-                 f"| worker peak RSS with the 6-echo study | | {s['worker_peak_rss_mb']} MB |"]
+                 f"| worker peak RSS with the 6-echo study | | {s['worker_peak_rss_mb']} MiB "
+                 f"({_ratio(s['worker_peak_rss_mb'], s['pixel_mb'] * 1e6 / 2 ** 20)} x its pixels) |"]
     for x in [{"backend": "sqlite", "workers": r["workers"], "main": True}] + r.get("compare_workers", []) + r.get("redis", []):
         if x.get("main"):
             ll = r.get("load_latency_s", {})
@@ -702,7 +704,7 @@ def extra_rows(r: dict) -> list[str]:
         rows.append(f"| {x['backend']}, {x['workers']} worker {'process(es)' if x['backend'] == 'redis' else '(s)'}: "
                     f"last instance -> SR (min/median/max); studies/hour | | {ll.get('min')} / {ll.get('median')} / "
                     f"{ll.get('max')} s; {x['studies_per_hour']} studies/h ({x['wall_s']} s for {r['studies']}; "
-                    f"{x['workers_distinct']} worker(s) took work; peak RSS {x['worker_peak_rss_mb']} MB) |")
+                    f"{x['workers_distinct']} worker(s) took work; peak RSS {x['worker_peak_rss_mb']} MiB) |")
     return rows
 
 
