@@ -78,6 +78,7 @@ class AnalysisOptions:
     source_size: bool = True               # chi over the bloom-corrected source volume (plugin.method.bloom)
     qsm_recovery: bool = True              # divide the spot's QSM total by the map's recovery fraction (plugin.method.qsmrecovery)
     qsm_series: bool = True                # write the map as the "borderphase QSM (ppb)" MR series when one was made
+    summary_encoding: str = "jpeg-ls-lossless"   # how the summary images are stored (dicom_io.results.summary.SUMMARY_ENCODINGS)
     # the worker's peak memory budget as a multiple of the pair's stored pixel data (issue 15):
     # detection and background removal overlap on two threads only when both working sets fit
     # under it beside what the process holds already; None: always overlapped
@@ -945,7 +946,8 @@ def _analyze_one_pair(pair, dseries, series_by_uid, out: Path, options: Analysis
     paths: list[str] = []
     if write_dicom:
         paths, tracking = _write_results(analysis, mag, ph, out, previous_sr_paths, method,
-                                         qsm_series=pair_options.qsm_series, on_written=on_result_file)
+                                         qsm_series=pair_options.qsm_series, on_written=on_result_file,
+                                         summary_encoding=pair_options.summary_encoding)
     del method   # the background-removed phase volume is not needed any more
     return analysis_dict(analysis, tracking), paths
 
@@ -1037,7 +1039,8 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
 
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),
                    method: Optional[ArrayAnalysis] = None, *, qsm_series: bool = True,
-                   on_written: Optional[Callable[[Path], None]] = None) -> tuple[list[str], dict[int, TrackingIdentity]]:
+                   on_written: Optional[Callable[[Path], None]] = None,
+                   summary_encoding: str = "jpeg-ls-lossless") -> tuple[list[str], dict[int, TrackingIdentity]]:
     """Write the DICOM results of one pair: (paths, lesion id -> tracking identity), or
     ([], {}) with a note on the analysis when they could not be written. ``qsm_series``: also the
     QSM map as an MR series (when one was made; AnalysisOptions.qsm_series)."""
@@ -1045,7 +1048,7 @@ def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths
     include = tuple(kind for kind in DELIVERY_ORDER if qsm_series or kind != "qsm")
     try:
         written = write_results(report_input(analysis, method), mag, ph, out, previous_sr_paths=previous_sr_paths,
-                                include=include, on_written=on_written)
+                                include=include, on_written=on_written, summary_encoding=summary_encoding)
     except Exception as exc:  # results must never lose the findings
         log.error("DICOM result objects not written: %s", exc)
         analysis.notes.append(f"DICOM result objects not written: {exc}")

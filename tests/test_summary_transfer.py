@@ -5,6 +5,8 @@ Implicit VR Little Endian (+xi) and everything (+xa); both senders: the early st
 ordinary delivery."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from pydicom import dcmread
@@ -100,3 +102,60 @@ def test_a_card_that_cannot_be_decoded_for_the_peer_is_named(summary_files, tmp_
     finally:
         scp.stop()
     assert not any(p.is_file() for p in scp.out.iterdir())
+
+
+def test_the_encoding_is_a_site_choice_everywhere(tmp_path, monkeypatch):
+    """``[analysis] summary_encoding`` (node and Orthanc plugin) and ``analyze --summary-encoding``
+    offer the writer's encodings, JPEG-LS first; a wrong value is a config error naming the key;
+    the node's and the plugin's settings reach the analysis."""
+    from plugin.archive_plugin import analyse_child
+    from plugin.commands.analyze import SUMMARY_ENCODING_CHOICES
+    from plugin.service.config import Config, ConfigError, parse_config
+    from plugin.service.worker import run_analysis
+    from dicom_io.results.summary import DEFAULT_SUMMARY_ENCODING, SUMMARY_ENCODINGS
+    assert SUMMARY_ENCODING_CHOICES == tuple(SUMMARY_ENCODINGS) and SUMMARY_ENCODING_CHOICES[0] == DEFAULT_SUMMARY_ENCODING
+    assert Config(state_dir=tmp_path).analysis.summary_encoding == DEFAULT_SUMMARY_ENCODING
+    assert parse_config({"state_dir": "/x", "analysis": {"summary_encoding": "uncompressed"}}).analysis.summary_encoding \
+        == "uncompressed"
+    with pytest.raises(ConfigError, match="analysis.summary_encoding"):
+        parse_config({"state_dir": "/x", "analysis": {"summary_encoding": "jpeg2000"}}, source="node.toml")
+    seen: dict = {}
+
+    def fake(paths, out, **kw):
+        seen.clear()
+        seen.update(kw)
+        return {}
+
+    run_analysis(Config(state_dir=tmp_path, analysis={"summary_encoding": "uncompressed"}), [], tmp_path, analyse=fake)
+    assert seen["options"].summary_encoding == "uncompressed"
+    run_analysis(Config(state_dir=tmp_path), [], tmp_path, analyse=fake)
+    assert "options" not in seen
+    import plugin.pipeline
+    requests: list[dict] = []
+    monkeypatch.setattr(plugin.pipeline, "analyze_paths", lambda inputs, out, **kw: requests.append(kw))
+    monkeypatch.setattr(analyse_child, "die_with_parent", lambda pid: None)
+    for value in ("uncompressed", None):
+        request = {"inputs": [], "out": str(tmp_path), "parent_pid": 1}
+        if value:
+            request["summary_encoding"] = value
+        (tmp_path / "request.json").write_text(json.dumps(request))
+        assert analyse_child.main([str(tmp_path / "request.json")]) == 0
+    assert requests[0]["options"].summary_encoding == "uncompressed" and "options" not in requests[1]
+
+
+def test_uncompressed_cards_when_the_site_says_so(tmp_path):
+    """The writer with ``summary_encoding="uncompressed"``: every card Explicit VR Little Endian,
+    the same pixels as the JPEG-LS default; an unknown encoding fails before anything is written."""
+    mag, ph = classic_pair(tmp_path)
+    analysis = make_analysis(mag, ph, CLASSIC_SPOTS[:2])
+    plain = write_results(analysis, mag, ph, tmp_path / "plain", include=("summary",), summary_encoding="uncompressed")
+    packed = write_results(analysis, mag, ph, tmp_path / "packed", include=("summary",))
+    plain_ds = sorted((dcmread(p) for p in plain.paths), key=lambda d: int(d.InstanceNumber))
+    packed_ds = sorted((dcmread(p) for p in packed.paths), key=lambda d: int(d.InstanceNumber))
+    assert {d.file_meta.TransferSyntaxUID for d in plain_ds} == {ExplicitVRLittleEndian}
+    assert {d.file_meta.TransferSyntaxUID for d in packed_ds} == {JPEGLSLossless}
+    for a, b in zip(plain_ds, packed_ds):
+        assert np.array_equal(a.pixel_array, b.pixel_array)
+    with pytest.raises(ValueError, match="summary encoding 'jpeg2000': expected one of jpeg-ls-lossless, uncompressed"):
+        write_results(analysis, mag, ph, tmp_path / "bad", summary_encoding="jpeg2000")
+    assert not (tmp_path / "bad").exists()

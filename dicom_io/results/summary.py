@@ -46,8 +46,24 @@ from dicom_io.results.qsm import qsm_reading_text
 from dicom_io.results.report import Finding
 from dicom_io.vocabulary import Handedness
 
-#: How every summary image is stored and sent first (lossless: the pixels rendered, bit for bit).
-SUMMARY_TRANSFER_SYNTAX = pydicom.uid.JPEGLSLossless
+#: How a site may store its summary images (lossless either way: the pixels rendered, bit for
+#: bit): ``[analysis] summary_encoding`` of the node and the Orthanc plugin, ``borderphase analyze
+#: --summary-encoding``. "uncompressed" suits an archive that refuses JPEG-LS (the sender would
+#: otherwise decode every card for it) or a site that stores derived images uncompressed.
+SUMMARY_ENCODINGS: dict[str, pydicom.uid.UID] = {"jpeg-ls-lossless": pydicom.uid.JPEGLSLossless,
+                                                "uncompressed": pydicom.uid.ExplicitVRLittleEndian}
+DEFAULT_SUMMARY_ENCODING = "jpeg-ls-lossless"
+#: How every summary image is stored and sent first by default.
+SUMMARY_TRANSFER_SYNTAX = SUMMARY_ENCODINGS[DEFAULT_SUMMARY_ENCODING]
+
+
+def summary_transfer_syntax(encoding: str) -> pydicom.uid.UID:
+    """The transfer syntax of ``encoding`` (a key of :data:`SUMMARY_ENCODINGS`); ValueError naming
+    the choices otherwise."""
+    try:
+        return SUMMARY_ENCODINGS[encoding]
+    except KeyError:
+        raise ValueError(f"summary encoding {encoding!r}: expected one of {', '.join(SUMMARY_ENCODINGS)}") from None
 
 CLASS_COLOURS = CLASS_DISPLAY_RGB  # the SEG's recommended display colours, one per class
 BANNER = (170, 0, 0)
@@ -731,19 +747,21 @@ def _patient_orientation(ctx: ResultContext) -> tuple[str, str]:
 
 
 @source_names_tolerated()
-def build_summary(ctx: ResultContext) -> list[hd.sc.SCImage]:
-    """The overview image and one card per spot, as RGB Secondary Capture instances."""
-    return list(iter_summary(ctx))
+def build_summary(ctx: ResultContext, encoding: str = DEFAULT_SUMMARY_ENCODING) -> list[hd.sc.SCImage]:
+    """The overview image and one card per spot, as RGB Secondary Capture instances stored as
+    ``encoding`` says (:data:`SUMMARY_ENCODINGS`)."""
+    return list(iter_summary(ctx, encoding))
 
 
-def iter_summary(ctx: ResultContext) -> Iterator[hd.sc.SCImage]:
+def iter_summary(ctx: ResultContext, encoding: str = DEFAULT_SUMMARY_ENCODING) -> Iterator[hd.sc.SCImage]:
     """:func:`build_summary` one image at a time, each made when the caller takes it: a card's
     pixels and its instance are not held beside the others' (memory: issue 15)."""
+    syntax = summary_transfer_syntax(encoding)   # an unknown encoding fails before any work
     with source_names_tolerated():
         mag_win = magnitude_window(ctx.magnitude.data)
         view = _phase_volume(ctx)
         phase_win = phase_window(view[0], ctx.magnitude.data)
-        instance = _summary_instance(ctx, 1, overview_image(ctx, mag_win), [], "overview")
+        instance = _summary_instance(ctx, 1, overview_image(ctx, mag_win), [], "overview", syntax)
     yield instance
     for number, s in enumerate(ctx.spots, start=2):
         with source_names_tolerated():
@@ -759,13 +777,14 @@ def iter_summary(ctx: ResultContext) -> Iterator[hd.sc.SCImage]:
                 if (ds.SOPInstanceUID, frame) not in seen:
                     seen.add((ds.SOPInstanceUID, frame))
                     refs.append((ds, frame))
-            instance = _summary_instance(ctx, number, card.pixels, refs, s.label)
+            instance = _summary_instance(ctx, number, card.pixels, refs, s.label, syntax)
             del card
         yield instance
 
 
 def _summary_instance(ctx: ResultContext, number: int, pixels: np.ndarray,
-                      refs: list[tuple[pydicom.Dataset, Optional[int]]], what: str) -> hd.sc.SCImage:
+                      refs: list[tuple[pydicom.Dataset, Optional[int]]], what: str,
+                      transfer_syntax: str = SUMMARY_TRANSFER_SYNTAX) -> hd.sc.SCImage:
     """One summary page as an RGB Secondary Capture instance (``number``: its InstanceNumber)."""
     t = ctx.template
     kwargs = dict(
@@ -789,7 +808,7 @@ def _summary_instance(ctx: ResultContext, number: int, pixels: np.ndarray,
         study_time=t.get("StudyTime"),
         referring_physician_name=t.get("ReferringPhysicianName"),
         patient_orientation=_patient_orientation(ctx),
-        transfer_syntax_uid=SUMMARY_TRANSFER_SYNTAX,
+        transfer_syntax_uid=transfer_syntax,
     )
     sc = hd.sc.SCImage(**kwargs)
     # General Series Laterality is Type 2C (paired body parts only): naming the unpaired

@@ -140,7 +140,8 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
                   algorithm_version: Optional[str] = None, series_number_base: Optional[int] = None,
                   include: Sequence[str] = DELIVERY_ORDER,
                   previous_sr_paths: Sequence[Union[str, Path]] = (),
-                  on_written: Optional[Callable[[Path], None]] = None) -> WrittenResults:
+                  on_written: Optional[Callable[[Path], None]] = None,
+                  summary_encoding: str = summary.DEFAULT_SUMMARY_ENCODING) -> WrittenResults:
     """Write SR, SEG, summary SC images, KOS and (when the report has a QSM map) the QSM MR
     series (:mod:`.qsm`; leave "qsm" out of ``include`` to skip it: the node's and the Orthanc
     plugin's ``[analysis] qsm_series = false``, ``borderphase analyze --no-qsm-series``) for one
@@ -156,8 +157,10 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
     this study (a study reopened by late instances); those on the same magnitude series become
     the new SR's predecessor documents. Each object is saved as soon as it is built, and
     ``on_written(path)`` called with its file (a sender can start delivering the SR while the
-    SEG and summary are still being made).
+    SEG and summary are still being made). ``summary_encoding``: how the summary images are stored
+    (:data:`.summary.SUMMARY_ENCODINGS`: JPEG-LS Lossless by default, or uncompressed).
     """
+    summary.summary_transfer_syntax(summary_encoding)   # a wrong choice fails before anything is written
     ctx = build_context(report, magnitude, phase,
                         algorithm_version=algorithm_version or package_version(),
                         series_number_base=series_number_base)
@@ -189,7 +192,7 @@ def write_results(report: ReportInput, magnitude: Volume, phase: Volume, out_dir
                 else:
                     log.warning("label map shows none of the %d spots: no SEG written", len(ids))
             if "summary" in include:
-                for im in summary.iter_summary(ctx):
+                for im in summary.iter_summary(ctx, summary_encoding):
                     save("summary", im)
             if "kos" in include and ctx.spots:
                 # last: the key object selection references every object built above

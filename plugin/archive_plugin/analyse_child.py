@@ -48,9 +48,14 @@ def main(argv: list[str]) -> int:
         kwargs = {"previous_sr_paths": request.get("previous_sr_paths") or ()}
         if request.get("convention_rules"):
             kwargs["convention_rules"] = request["convention_rules"]
+        options = {}
         if request.get("qsm_series") is False:   # [analysis] qsm_series = false: no QSM MR series
+            options["qsm_series"] = False
+        if request.get("summary_encoding", "jpeg-ls-lossless") != "jpeg-ls-lossless":   # [analysis] summary_encoding
+            options["summary_encoding"] = str(request["summary_encoding"])
+        if options:
             from plugin.pipeline import AnalysisOptions
-            kwargs["options"] = AnalysisOptions(qsm_series=False)
+            kwargs["options"] = AnalysisOptions(**options)
         analyze_paths(request["inputs"], request["out"], **kwargs)
     except Exception as exc:
         if verbose:

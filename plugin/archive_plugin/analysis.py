@@ -37,13 +37,14 @@ def child_env() -> dict:
 
 def run_child(python: str, inputs: Sequence[Path], out_dir: Path, *, previous_sr_paths: Sequence[Path] = (),
               convention_rules: str | None = None, nice: int = 10, timeout_s: float = 3600,
-              qsm_series: bool = True) -> dict:
+              qsm_series: bool = True, summary_encoding: str = "jpeg-ls-lossless") -> dict:
     """Analyse ``inputs`` into ``out_dir`` in a child process; return the findings document."""
     out_dir.mkdir(parents=True, exist_ok=True)
     request = out_dir / "request.json"
     request.write_text(json.dumps({"inputs": [str(p) for p in inputs], "out": str(out_dir),
                                    "previous_sr_paths": [str(p) for p in previous_sr_paths],
                                    "convention_rules": convention_rules, "nice": nice, "qsm_series": qsm_series,
+                                   "summary_encoding": summary_encoding,
                                    "parent_pid": os.getpid()}))
     log_path = out_dir / "analysis.log"
     with open(log_path, "wb") as log:

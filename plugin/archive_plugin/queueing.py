@@ -125,7 +125,8 @@ def _analyse(ctx: PluginContext, study_id: str, uid: str, key: str, routed, inst
         state.update(uid, key, copied=time.time())
         findings = run_child(ctx.settings.python, paths, out, previous_sr_paths=state.previous_sr_paths(uid, key),
                              convention_rules=config.analysis.convention_rules,
-                             qsm_series=config.analysis.qsm_series)
+                             qsm_series=config.analysis.qsm_series,
+                             summary_encoding=config.analysis.summary_encoding)
     except (AnalysisFailed, OrthancApiError, OSError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         LOG.error("borderphase: study %s version %s failed: %s", uid, key, reason)

@@ -26,6 +26,11 @@ class UsageError(Exception):
     pass
 
 
+#: dicom_io.results.summary.SUMMARY_ENCODINGS' keys, the default first (spelled out here so that the
+#: CLI starts without importing the result writers; tests/test_summary_transfer.py keeps them equal)
+SUMMARY_ENCODING_CHOICES = ("jpeg-ls-lossless", "uncompressed")
+
+
 def add_parser(subparsers) -> None:
     import argparse
     p = subparsers.add_parser(
@@ -46,6 +51,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-dicom", action="store_true", help="write findings.json only, no DICOM result objects")
     p.add_argument("--no-qsm-series", action="store_true",
                    help="do not write the QSM map as the 'borderphase QSM (ppb)' MR series (per-spot chi stays)")
+    p.add_argument("--summary-encoding", choices=SUMMARY_ENCODING_CHOICES, default=SUMMARY_ENCODING_CHOICES[0],
+                   help="how the summary images are stored: jpeg-ls-lossless (default, 4-9 x smaller) or "
+                        "uncompressed (for an archive that refuses JPEG-LS); the same pixels either way")
     p.set_defaults(run=run)
 
 
@@ -115,7 +123,8 @@ def run(args) -> int:
     try:
         doc = analyze_paths(args.inputs, args.out, convention_rules=rules, points_lps_mm=points or None,
                             echo=args.echo, options=AnalysisOptions(background=args.background, on_conflict=args.on_conflict,
-                                                    qsm_series=not args.no_qsm_series),
+                                                    qsm_series=not args.no_qsm_series,
+                                                    summary_encoding=args.summary_encoding),
                             write_dicom=not args.no_dicom)
     except Exception as exc:  # never a traceback: findings.json still says what happened
         log.debug("analyze failed", exc_info=True)

@@ -192,6 +192,9 @@ class AnalysisConfig:
     convention_rules: Optional[StrictStr] = None   # site rules file (checked when the config is read)
     lease_s: StrictFloat = Field(3600.0, gt=0)
     qsm_series: StrictBool = True                  # store the QSM map as the "borderphase QSM (ppb)" MR series
+    # how the summary images are stored: JPEG-LS Lossless (4-9 x smaller), or uncompressed for an
+    # archive that refuses JPEG-LS (dicom_io.results.summary.SUMMARY_ENCODINGS)
+    summary_encoding: Literal["jpeg-ls-lossless", "uncompressed"] = "jpeg-ls-lossless"
 
     @model_validator(mode="before")
     @classmethod

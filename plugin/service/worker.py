@@ -45,10 +45,11 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
     if config.analysis.convention_rules:
         from dicom_io.convention import load_rules  # optional site overrides
         kwargs["convention_rules"] = load_rules(config.analysis.convention_rules)
-    if config.convention.on_conflict != "data" or not config.analysis.qsm_series:   # the defaults need no options
-        from plugin.pipeline import AnalysisOptions
-        kwargs["options"] = AnalysisOptions(on_conflict=config.convention.on_conflict,
-                                            qsm_series=config.analysis.qsm_series)
+    a = config.analysis
+    if config.convention.on_conflict != "data" or not a.qsm_series or a.summary_encoding != "jpeg-ls-lossless":
+        from plugin.pipeline import AnalysisOptions   # (the defaults need no options)
+        kwargs["options"] = AnalysisOptions(on_conflict=config.convention.on_conflict, qsm_series=a.qsm_series,
+                                            summary_encoding=a.summary_encoding)
     if on_result_file is not None and _takes(analyse, "on_result_file"):
         kwargs["on_result_file"] = on_result_file   # results delivered while the rest is written
     return analyse([str(p) for p in paths], str(out_dir), **kwargs)
