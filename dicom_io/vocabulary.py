@@ -45,3 +45,9 @@ class PhaseKind(StrEnum):
 #: Manufacturer (0008,0070) of every object borderphase writes (SR, SEG, summary, KOS, QSM). A
 #: series carrying it is borderphase's own result and is never routed back into an analysis.
 RESULTS_MANUFACTURER = "borderphase"
+
+#: How the summary images may be stored (dicom_io.results.summary.SUMMARY_ENCODINGS maps each to
+#: its transfer syntax), the default first: the node's and the Orthanc plugin's
+#: ``[analysis] summary_encoding``, ``borderphase analyze --summary-encoding``.
+SUMMARY_ENCODING_NAMES = ("jpeg-ls-lossless", "uncompressed")
+DEFAULT_SUMMARY_ENCODING = SUMMARY_ENCODING_NAMES[0]

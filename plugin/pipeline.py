@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING
+
 from plugin.method.background import VOID_FRACTION, remove_background
 from plugin.method.dataconvention import CONTRADICTED, DataConvention, decide_convention, estimate_data_convention
 from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, sample_inside,
@@ -78,7 +80,7 @@ class AnalysisOptions:
     source_size: bool = True               # chi over the bloom-corrected source volume (plugin.method.bloom)
     qsm_recovery: bool = True              # divide the spot's QSM total by the map's recovery fraction (plugin.method.qsmrecovery)
     qsm_series: bool = True                # write the map as the "borderphase QSM (ppb)" MR series when one was made
-    summary_encoding: str = "jpeg-ls-lossless"   # how the summary images are stored (dicom_io.results.summary.SUMMARY_ENCODINGS)
+    summary_encoding: str = DEFAULT_SUMMARY_ENCODING   # how the summary images are stored (dicom_io.results.summary.SUMMARY_ENCODINGS)
     # the worker's peak memory budget as a multiple of the pair's stored pixel data (issue 15):
     # detection and background removal overlap on two threads only when both working sets fit
     # under it beside what the process holds already; None: always overlapped
@@ -1040,7 +1042,7 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
 def _write_results(analysis: PairAnalysis, mag, ph, out: Path, previous_sr_paths: Sequence = (),
                    method: Optional[ArrayAnalysis] = None, *, qsm_series: bool = True,
                    on_written: Optional[Callable[[Path], None]] = None,
-                   summary_encoding: str = "jpeg-ls-lossless") -> tuple[list[str], dict[int, TrackingIdentity]]:
+                   summary_encoding: str = DEFAULT_SUMMARY_ENCODING) -> tuple[list[str], dict[int, TrackingIdentity]]:
     """Write the DICOM results of one pair: (paths, lesion id -> tracking identity), or
     ([], {}) with a note on the analysis when they could not be written. ``qsm_series``: also the
     QSM map as an MR series (when one was made; AnalysisOptions.qsm_series)."""

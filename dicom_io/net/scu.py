@@ -75,11 +75,6 @@ def file_facts(path: Path) -> FileFacts:
         raise SendError(f"{path}: not a DICOM file with file meta information ({exc})") from exc
 
 
-def _file_syntax(path: Path) -> tuple[str, str]:
-    facts = file_facts(path)
-    return facts.sop_class_uid, facts.transfer_syntax_uid
-
-
 def echo(dest: DicomDestination) -> bool:
     ae = AE(ae_title=dest.calling_ae_title)
     ae.add_requested_context(Verification)
@@ -96,10 +91,10 @@ def echo(dest: DicomDestination) -> bool:
 def send_files(dest: DicomDestination, paths: Sequence[str | Path]) -> SendReport:
     """Send ``paths`` to ``dest``; raise :class:`SendError` unless every file is accepted."""
     paths = [Path(p) for p in paths]
+    facts = [file_facts(p) for p in paths]
     contexts: dict[str, set[str]] = {}
-    for p in paths:
-        sop_class, ts = _file_syntax(p)
-        contexts.setdefault(sop_class, set()).add(ts)
+    for f in facts:
+        contexts.setdefault(f.sop_class_uid, set()).add(f.transfer_syntax_uid)
     ae = AE(ae_title=dest.calling_ae_title)
     ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = dest.timeout_s
     ae.connection_timeout = dest.timeout_s
@@ -123,8 +118,8 @@ def send_files(dest: DicomDestination, paths: Sequence[str | Path]) -> SendRepor
     statuses: dict[str, int] = {}
     sent: list[str] = []
     try:
-        for p in paths:
-            statuses[file_facts(p).sop_instance_uid] = _store(assoc, dest, p)
+        for p, f in zip(paths, facts):
+            statuses[f.sop_instance_uid] = _store(assoc, dest, p, f)
             sent.append(str(p))
     finally:
         if assoc.is_established:
@@ -164,36 +159,31 @@ def _fast_decoder(ts: UID) -> str:
     return next((name for name in PREFERRED_DECODERS if name in available), "")
 
 
-def _decoded(path: Path):
-    """``path``'s data set with its pixel data decoded (Explicit VR Little Endian), for a peer
-    that did not accept the file's compressed transfer syntax; :class:`SendError` naming the
-    file when it cannot be decoded."""
+def _decoded(path: Path, ts: UID):
+    """``path``'s data set (stored as ``ts``) with its pixel data decoded (Explicit VR Little
+    Endian), for a peer that did not accept ``ts``; :class:`SendError` naming the file when it
+    cannot be decoded."""
     try:
         ds = dcmread(path)
         # the same instance in another (lossless) syntax: it keeps its SOP Instance UID, which
         # pydicom would otherwise replace
-        ds.decompress(generate_instance_uid=False, decoding_plugin=_fast_decoder(ds.file_meta.TransferSyntaxUID))
+        ds.decompress(generate_instance_uid=False, decoding_plugin=_fast_decoder(ts))
         return ds
     except Exception as exc:
-        raise SendError(f"{path.name}: cannot decode its {read_file_meta_info(path).TransferSyntaxUID.name} "
-                        f"pixel data for a peer that refused it ({type(exc).__name__}: {exc})") from exc
+        raise SendError(f"{path.name}: cannot decode its {ts.name} pixel data for a peer that refused it "
+                        f"({type(exc).__name__}: {exc})") from exc
 
 
-def _store(assoc, dest: DicomDestination, path: Path) -> int:
+def _store(assoc, dest: DicomDestination, path: Path, facts: FileFacts) -> int:
     """C-STORE one file (its bytes as stored; decoded first when its compressed transfer
     syntax was refused and an uncompressed one for its class accepted); the status, or
-    :class:`SendError` unless accepted."""
+    :class:`SendError` unless accepted. ``facts``: :func:`file_facts` of ``path``."""
     what = path
-    try:
-        facts = file_facts(path)
-    except SendError:
-        facts = None           # the send below names the problem, as for any file
-    if facts is not None:
-        ts = UID(facts.transfer_syntax_uid)
-        accepted = _accepted_syntaxes(assoc, facts.sop_class_uid)
-        if str(ts) not in accepted and _compressed(ts) and accepted & set(UNCOMPRESSED):
-            LOG.info("%s: %s did not accept %s for it: sent decoded", path.name, dest.ae_title, ts.name)
-            what = _decoded(path)
+    ts = UID(facts.transfer_syntax_uid)
+    accepted = _accepted_syntaxes(assoc, facts.sop_class_uid)
+    if str(ts) not in accepted and _compressed(ts) and accepted & set(UNCOMPRESSED):
+        LOG.info("%s: %s did not accept %s for it: sent decoded", path.name, dest.ae_title, ts.name)
+        what = _decoded(path, ts)
     try:
         status = assoc.send_c_store(what)
     except (ValueError, AttributeError) as exc:   # no accepted context for it, missing file meta
@@ -259,11 +249,12 @@ class StoreStream:
         """C-STORE ``path``, (re)opening the association when the peer closed it while it was
         idle (Orthanc's DicomScpTimeout, 30 s by default, is shorter than a loaded analysis);
         the association used."""
+        facts = file_facts(path)   # SendError naming the file when it is not DICOM
         for attempt in (1, 2):
             if assoc is None or not assoc.is_established:
                 assoc = self._associate()
             try:
-                _store(assoc, self.dest, path)
+                _store(assoc, self.dest, path, facts)
                 return assoc
             except Exception:
                 if attempt == 2 or assoc.is_established:   # a refusal, not a closed association

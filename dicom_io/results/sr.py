@@ -90,7 +90,7 @@ def qsm_algorithm_identification(ctx: ResultContext, basis: str = QSM_CHI_TOTAL)
 
 
 def _qsm_measurements(ctx: ResultContext, facts, at,
-                      qsm_algorithms: Optional[dict[str, hd.sr.AlgorithmIdentification]] = None) -> list[hd.sr.Measurement]:
+                      qsm_algorithms: dict[str, hd.sr.AlgorithmIdentification]) -> list[hd.sr.Measurement]:
     """The spot's magnetic susceptibility from the QSM map (none when it has no value).
     ``qsm_algorithms``: the report's TID 4019 items by basis, made once and shared by every spot's
     measurement (the same items written under each: one report of 180 spots spent 0.4 s CPU
@@ -98,12 +98,9 @@ def _qsm_measurements(ctx: ResultContext, facts, at,
     if facts.qsm_chi_ppm is None or not np.isfinite(facts.qsm_chi_ppm):
         return []
     basis = facts.qsm_chi_basis
-    if qsm_algorithms is None:
-        algorithm = qsm_algorithm_identification(ctx, basis)
-    else:
-        algorithm = qsm_algorithms.get(basis)
-        if algorithm is None:
-            algorithm = qsm_algorithms[basis] = qsm_algorithm_identification(ctx, basis)
+    if basis not in qsm_algorithms:
+        qsm_algorithms[basis] = qsm_algorithm_identification(ctx, basis)
+    algorithm = qsm_algorithms[basis]
     return [hd.sr.Measurement(name=codes.MAGNETIC_SUSCEPTIBILITY, value=round(float(facts.qsm_chi_ppm), 4),
                               unit=codes.UNIT_PPM, referenced_coordinates=at, algorithm_id=algorithm)]
 
@@ -249,7 +246,7 @@ def _coordinates(ctx: ResultContext, region: SpotRegion) -> hd.sr.CoordinatesFor
 
 
 def _main_group(ctx: ResultContext, spot: TrackedSpot, algo: hd.sr.AlgorithmIdentification,
-                qsm_algorithms: Optional[dict[str, hd.sr.AlgorithmIdentification]] = None
+                qsm_algorithms: dict[str, hd.sr.AlgorithmIdentification]
                 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     facts = spot.reported
     largest = largest_section(ctx, spot)

@@ -44,15 +44,14 @@ from dicom_io.results.context import (CLASS_DISPLAY_RGB, certainty_text, MANUFAC
                                       finish, source_names_tolerated)
 from dicom_io.results.qsm import qsm_reading_text
 from dicom_io.results.report import Finding
-from dicom_io.vocabulary import Handedness
+from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING, SUMMARY_ENCODING_NAMES, Handedness
 
 #: How a site may store its summary images (lossless either way: the pixels rendered, bit for
 #: bit): ``[analysis] summary_encoding`` of the node and the Orthanc plugin, ``borderphase analyze
 #: --summary-encoding``. "uncompressed" suits an archive that refuses JPEG-LS (the sender would
 #: otherwise decode every card for it) or a site that stores derived images uncompressed.
-SUMMARY_ENCODINGS: dict[str, pydicom.uid.UID] = {"jpeg-ls-lossless": pydicom.uid.JPEGLSLossless,
-                                                "uncompressed": pydicom.uid.ExplicitVRLittleEndian}
-DEFAULT_SUMMARY_ENCODING = "jpeg-ls-lossless"
+SUMMARY_ENCODINGS: dict[str, pydicom.uid.UID] = dict(zip(
+    SUMMARY_ENCODING_NAMES, (pydicom.uid.JPEGLSLossless, pydicom.uid.ExplicitVRLittleEndian), strict=True))
 #: How every summary image is stored and sent first by default.
 SUMMARY_TRANSFER_SYNTAX = SUMMARY_ENCODINGS[DEFAULT_SUMMARY_ENCODING]
 

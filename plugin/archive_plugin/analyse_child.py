@@ -17,6 +17,8 @@ import os
 import signal
 import sys
 
+from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING
+
 
 def die_with_parent(parent_pid: int) -> None:
     """Linux: SIGKILL this process when the Orthanc thread that started it dies."""
@@ -51,7 +53,7 @@ def main(argv: list[str]) -> int:
         options = {}
         if request.get("qsm_series") is False:   # [analysis] qsm_series = false: no QSM MR series
             options["qsm_series"] = False
-        if request.get("summary_encoding", "jpeg-ls-lossless") != "jpeg-ls-lossless":   # [analysis] summary_encoding
+        if request.get("summary_encoding", DEFAULT_SUMMARY_ENCODING) != DEFAULT_SUMMARY_ENCODING:   # [analysis] summary_encoding
             options["summary_encoding"] = str(request["summary_encoding"])
         if options:
             from plugin.pipeline import AnalysisOptions

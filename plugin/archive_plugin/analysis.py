@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING
+
 import plugin
 
 PACKAGE_ROOT = Path(plugin.__file__).resolve().parents[1]
@@ -37,7 +39,7 @@ def child_env() -> dict:
 
 def run_child(python: str, inputs: Sequence[Path], out_dir: Path, *, previous_sr_paths: Sequence[Path] = (),
               convention_rules: str | None = None, nice: int = 10, timeout_s: float = 3600,
-              qsm_series: bool = True, summary_encoding: str = "jpeg-ls-lossless") -> dict:
+              qsm_series: bool = True, summary_encoding: str = DEFAULT_SUMMARY_ENCODING) -> dict:
     """Analyse ``inputs`` into ``out_dir`` in a child process; return the findings document."""
     out_dir.mkdir(parents=True, exist_ok=True)
     request = out_dir / "request.json"

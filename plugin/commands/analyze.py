@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from dicom_io.vocabulary import SUMMARY_ENCODING_NAMES
+
 log = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
@@ -26,9 +28,9 @@ class UsageError(Exception):
     pass
 
 
-#: dicom_io.results.summary.SUMMARY_ENCODINGS' keys, the default first (spelled out here so that the
-#: CLI starts without importing the result writers; tests/test_summary_transfer.py keeps them equal)
-SUMMARY_ENCODING_CHOICES = ("jpeg-ls-lossless", "uncompressed")
+#: dicom_io.results.summary.SUMMARY_ENCODINGS' keys, the default first (from the light vocabulary
+#: module: the CLI starts without importing the result writers)
+SUMMARY_ENCODING_CHOICES = SUMMARY_ENCODING_NAMES
 
 
 def add_parser(subparsers) -> None:

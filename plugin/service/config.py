@@ -26,6 +26,7 @@ from pydantic.dataclasses import dataclass
 
 from dicom_io.convention import ConventionConfigError, load_rules
 from dicom_io.rules import STRICT_TABLE, HeaderRule, KeyProblem, Regex, Strings, describe_errors, header_rule
+from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING, SUMMARY_ENCODING_NAMES
 
 ACTIONS = ("analyse", "ignore")
 MATCH_KEYS = ("modality", "manufacturer", "series_description", "image_type", "calling_ae", "called_ae")
@@ -194,7 +195,7 @@ class AnalysisConfig:
     qsm_series: StrictBool = True                  # store the QSM map as the "borderphase QSM (ppb)" MR series
     # how the summary images are stored: JPEG-LS Lossless (4-9 x smaller), or uncompressed for an
     # archive that refuses JPEG-LS (dicom_io.results.summary.SUMMARY_ENCODINGS)
-    summary_encoding: Literal["jpeg-ls-lossless", "uncompressed"] = "jpeg-ls-lossless"
+    summary_encoding: Literal[SUMMARY_ENCODING_NAMES] = DEFAULT_SUMMARY_ENCODING   # type: ignore[valid-type]
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING
+
 from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
 from plugin.service.diskspace import DiskReserve, is_disk_full, write_despite_full
@@ -46,7 +48,7 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
         from dicom_io.convention import load_rules  # optional site overrides
         kwargs["convention_rules"] = load_rules(config.analysis.convention_rules)
     a = config.analysis
-    if config.convention.on_conflict != "data" or not a.qsm_series or a.summary_encoding != "jpeg-ls-lossless":
+    if config.convention.on_conflict != "data" or not a.qsm_series or a.summary_encoding != DEFAULT_SUMMARY_ENCODING:
         from plugin.pipeline import AnalysisOptions   # (the defaults need no options)
         kwargs["options"] = AnalysisOptions(on_conflict=config.convention.on_conflict, qsm_series=a.qsm_series,
                                             summary_encoding=a.summary_encoding)
