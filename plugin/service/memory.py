@@ -72,14 +72,22 @@ def keep_freed_memory() -> bool:
 
 
 def return_freed_memory() -> bool:
-    """Fix glibc's mmap threshold in this process (see the module docstring). True when set; False
-    where the C library is not glibc (nothing changed)."""
+    """Fix glibc's mmap threshold in this process (see the module docstring) and give back the free
+    pages its heap already holds. A worker forked from a process whose heap has large free holes
+    (a long-running node, or a test runner that analysed studies in-process) inherits them resident;
+    malloc serves a volume-sized array from such a hole before it maps one, and freeing it then
+    returns nothing until the next :func:`plugin.pagerelease.trim_heap` (seen in CI: a freed 96 MiB
+    array left the worker's resident size unchanged). True when set; False where the C library is
+    not glibc (nothing changed)."""
+    from plugin.pagerelease import set_heap_trimming, trim_heap
     mallopt = _mallopt()
     if mallopt is None:
         return False
+    set_heap_trimming(True)
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
     if not ok:
         LOG.debug("mallopt(M_MMAP_THRESHOLD) refused: freed arrays may stay in the worker")
+    trim_heap()
     return ok
 
 
