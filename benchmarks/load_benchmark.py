@@ -131,6 +131,15 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def descendant_pids(pid: int) -> list[int]:
+    out, todo = [], child_pids(pid)
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo += child_pids(c)
+    return out
+
+
 class RssSampler(threading.Thread):
     """Peak RSS (VmHWM) of a process and, separately, the largest of its child processes (forked
     analysis workers), sampled until stopped."""
@@ -144,18 +153,21 @@ class RssSampler(threading.Thread):
             v = peak_rss_mb(self.pid)
             if v:
                 self.peak_mb = max(self.peak_mb, v)
-            for c in child_pids(self.pid):
+            for c in descendant_pids(self.pid):   # workers, and their per-study analysis processes
                 v = peak_rss_mb(c)
                 if v:
                     self.child_peak_mb = max(self.child_peak_mb, v)
             self.stop_flag.wait(0.5)
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (all its threads), 0 when it is gone."""
+def cpu_s(pid: int, reaped_children: bool = False) -> float:
+    """User + system CPU seconds a process has used (all its threads), 0 when it is gone; with
+    ``reaped_children`` also its children's that it has waited for (a worker's per-study analysis
+    processes, ``[queue] study_process``)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        n = 4 if reaped_children else 2
+        return sum(int(f) for f in fields[11:11 + n]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
 
@@ -230,6 +242,9 @@ def main(argv=None) -> int:
                          "the previous one's results are in Orthanc); no storescp, no load")
     ap.add_argument("--no-speculative", action="store_true",
                     help="with --idle-only: the node's [queue] speculative = false (analysis only at completion)")
+    ap.add_argument("--no-study-process", action="store_true",
+                    help="with --idle-only: the node's [queue] study_process = false (each study analysed in the "
+                         "worker process itself, not in a child forked per study)")
     ap.add_argument("--keep-freed-memory", action="store_true",
                     help="the node's [queue] keep_freed_memory = true (workers keep freed memory for the next study)")
     args = ap.parse_args(argv)
@@ -350,16 +365,19 @@ def main(argv=None) -> int:
         report["idle_latency"] = latencies(layout, [idle["study_uid"]], detail=True)[0]
         sent = list(studies)
         if args.six_echo:   # the paper's protocol, alone: latency and the worker's peak RSS
-            report["worker_peak_rss_mb_2echo"] = round(sampler.child_peak_mb, 1)
+            two = latencies(layout, [x["study_uid"] for x in load] + [idle["study_uid"]], detail=True)
+            report["worker_peak_rss_mb_2echo"] = round(max([sampler.child_peak_mb] + [
+                d["analysis_peak_rss_mib"] for d in two if d["analysis_peak_rss_mib"] is not None]), 1)
             six = prepared_study(make_source(work, echoes=6), work / "studies" / "six_echo")
             t_six = time.time()
             run_senders(node_port, "BPNODE", [[six["dir"] / "dicom"]])
             report["six_echo_send_s"] = round(time.time() - t_six, 2)
             wait_for(lambda: all_done(len(load) + 2), args.timeout, interval_s=0.2, what="6-echo study analysed")
             time.sleep(1.0)   # one more RSS sample
-            report["six_echo"] = latencies(layout, [six["study_uid"]], detail=True)[0] | {
+            d6 = latencies(layout, [six["study_uid"]], detail=True)[0]
+            report["six_echo"] = d6 | {
                 "instances": six["n"], "pixel_mb": round(pixel_mb(six["dir"] / "dicom"), 1),
-                "worker_peak_rss_mb": round(sampler.child_peak_mb, 1)}
+                "worker_peak_rss_mb": round(max(sampler.child_peak_mb, d6["analysis_peak_rss_mib"] or 0.0), 1)}
             sent.append(six)
         # SR of every study in Orthanc
         missing = []
@@ -470,6 +488,8 @@ def idle_only(args, work: Path, src: Path) -> int:
     node_port, orthanc, state, cfg = fresh_node(work, "_idle", args.quiet_period, workers=args.workers)
     if args.no_speculative:
         cfg.write_text(cfg.read_text().replace("[queue]\n", "[queue]\nspeculative = false\n", 1))
+    if args.no_study_process:
+        cfg.write_text(cfg.read_text().replace("[queue]\n", "[queue]\nstudy_process = false\n", 1))
     # retention off: on a shared disk under 10 % free it removed the analysed studies' records
     # while the benchmark waited for them (the wait then never ended)
     cfg.write_text(cfg.read_text() + "\n[retention]\nfree_space_watermark_percent = 0.0\n")
@@ -488,12 +508,13 @@ def idle_only(args, work: Path, src: Path) -> int:
         for i, s in enumerate(studies):
             load_before = os.getloadavg()[0]
             workers = child_pids(node.pid)
-            cpu_before = {pid: cpu_s(pid) for pid in workers}
+            cpu_before = {pid: cpu_s(pid, reaped_children=True) for pid in workers}
             run_senders(node_port, "BPNODE", [[s["dir"] / "dicom"]])
             wait_for(lambda: done(i + 1), args.timeout, interval_s=0.1, what="idle study analysed")
             d = latencies(layout, [s["study_uid"]], detail=True)[0]
             # CPU the analysis worker process(es) used for this study (wall time follows the load)
-            d["worker_cpu_s"] = round(sum(cpu_s(pid) - cpu_before.get(pid, 0.0) for pid in child_pids(node.pid)), 2)
+            d["worker_cpu_s"] = round(sum(cpu_s(pid, reaped_children=True) - cpu_before.get(pid, 0.0)
+                                          for pid in child_pids(node.pid)), 2)
             # completion -> the last result object (SR, SEG, summary cards, KOS, QSM series) delivered
             d["completion_to_all_results_s"] = round(d["total_s"] - d["completion_wait_s"], 2) if d["total_s"] else None
             d["load_average_1min"] = round(load_before, 1)
@@ -517,13 +538,15 @@ def idle_only(args, work: Path, src: Path) -> int:
           "how much; nothing is delivered before completion.")
     print("| study | last instance -> SR accepted s | = completion wait | + completion -> SR accepted s "
           "| completion -> all results s | queue | analysis | delivery after it | started before completion s "
-          "| speculative | worker CPU s | last instance -> all results s | load avg (1 min) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| speculative | worker CPU s | analysis process peak RSS MiB | last instance -> all results s "
+          "| load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(rows):
         print(f"| {i + 1} | {r['last_instance_to_sr_accepted_s']} | {r['completion_wait_s']} | "
               f"{r['completion_to_sr_accepted_s']} | {r['completion_to_all_results_s']} | {r['queue_wait_s']} | "
               f"{r['analysis_s']} | {r['delivery_s']} | {r['started_before_completion_s']} | "
-              f"{', '.join(r['speculative']) or 'no'} | {r['worker_cpu_s']} | {r['total_s']} | "
+              f"{', '.join(r['speculative']) or 'no'} | {r['worker_cpu_s']} | {r['analysis_peak_rss_mib']} | "
+              f"{r['total_s']} | "
               f"{r['load_average_1min']} |")
     return 0 if all(r["sr_in_orthanc"] for r in rows) else 1
 
@@ -630,7 +653,9 @@ def latencies(layout, study_uids: list[str], detail: bool = False) -> list | dic
              # before completion (then queue_wait_s is negative: the work overlapped the grace)
              "speculative": sorted(k for k in (r or {}).get("speculative", {}) if k in ("confirmed", "adopted")),
              "started_before_completion_s": round(m["created"] - r["started"], 2)
-             if r and "started" in r and r["started"] < m["created"] else 0.0}
+             if r and "started" in r and r["started"] < m["created"] else 0.0,
+             # [queue] study_process: the study's own analysis process's peak RSS (wait4), MiB
+             "analysis_peak_rss_mib": (r or {}).get("analysis_peak_rss_mib")}
         out.append(d)
     if detail:
         return out
@@ -642,6 +667,8 @@ def latencies(layout, study_uids: list[str], detail: bool = False) -> list | dic
     return {"min": srs[0], "median": _median(srs), "max": srs[-1],
             "all_results_min": totals[0], "all_results_median": _median(totals), "all_results_max": totals[-1],
             "analysis_s_median": _median([d["analysis_s"] for d in out if d["analysis_s"] is not None]),
+            "analysis_peak_rss_mib_max": max((d["analysis_peak_rss_mib"] for d in out
+                                              if d["analysis_peak_rss_mib"] is not None), default=None),
             "versions_max": max(d["versions"] for d in out)} if totals and srs else {}
 
 

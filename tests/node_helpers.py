@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,17 @@ def node_to_archive_config(tmp_path: Path, queue_settings: str = ""):
 def findings_of_one_study(tmp_path: Path, cfg, archive, port: int, analyse) -> list[dict]:
     """Run a node with ``cfg`` and ``analyse`` in this process, send it a tiny two-slice MR study
     with dcmtk storescu, wait for a result in ``archive``, stop the node; every findings.json it wrote."""
+    with node_running(cfg, analyse):
+        study = make_mr_study(tmp_path / "in", n_slices=2)
+        storescu(port, [tmp_path / "in"])
+        wait_for(lambda: archive.files(study["study_uid"]), 60, what="result in archive")
+        return [json.loads(p.read_text()) for p in (tmp_path / "state" / "results").rglob("findings.json")]
+
+
+@contextmanager
+def node_running(cfg, analyse):
+    """A node with ``cfg`` and ``analyse`` started in this process and its loop running in a thread;
+    stopped on leaving."""
     import threading
     from plugin.service.node import Node
     node = Node(cfg, analyse=analyse)
@@ -226,10 +238,7 @@ def findings_of_one_study(tmp_path: Path, cfg, archive, port: int, analyse) -> l
     t = threading.Thread(target=node.run, args=(stop,), daemon=True)
     t.start()
     try:
-        study = make_mr_study(tmp_path / "in", n_slices=2)
-        storescu(port, [tmp_path / "in"])
-        wait_for(lambda: archive.files(study["study_uid"]), 60, what="result in archive")
-        return [json.loads(p.read_text()) for p in (tmp_path / "state" / "results").rglob("findings.json")]
+        yield node
     finally:
         stop.set()
         t.join(5)
@@ -327,3 +336,12 @@ def child_pids(pid: int) -> list[int]:
         except OSError:
             pass
     return out
+
+
+def resident_mib() -> float:
+    """This process's resident size now (VmRSS), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")

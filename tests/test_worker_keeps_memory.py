@@ -11,17 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import require_peer
-from node_helpers import STORESCU, findings_of_one_study, node_to_archive_config, tiny_analysis
+from node_helpers import STORESCU, findings_of_one_study, node_to_archive_config, resident_mib, tiny_analysis
 
 FREED_MIB = 96
-
-
-def resident_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def analysis_reporting_freed_memory(paths, out_dir, **kwargs) -> dict:

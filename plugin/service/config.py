@@ -183,6 +183,11 @@ class QueueConfig:
     # 1.39 s on a 2-core VM), but the worker's resident size stays at its peak between studies
     # and that peak is ~12 % higher (368 -> 412 MiB; plugin/service/memory.py, benchmarks/load.md)
     keep_freed_memory: StrictBool = False
+    # each study analysed in a child forked from the (warm) worker process: every study peaks where a
+    # worker's first does (later studies ~15-20 MiB higher in a long-lived worker), and a crash or the
+    # out-of-memory killer fails that study only. With process workers that return their freed memory
+    # (not with keep_freed_memory) (plugin/service/isolation.py)
+    study_process: StrictBool = True
     # start a study's analysis at its association release, into a staging folder, and deliver it
     # only once completion confirms the same instances (plugin/service/speculation.py)
     speculative: StrictBool = True

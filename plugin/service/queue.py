@@ -26,6 +26,7 @@ from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
 from plugin.service.cputhreads import limit_blas_threads
 from plugin.service.diskspace import is_disk_full
+from plugin.service.isolation import die_with_parent
 from plugin.service.dispatch import deliver_entry
 from plugin.service.state import StateLayout
 from plugin.service.memory import keep_freed_memory, return_freed_memory
@@ -117,17 +118,6 @@ def make_queue(config: Config, *, analyse: AnalysisFn = analyze_paths) -> Servic
     return ServiceQueue(config, make_huey(config), analyse)
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent dies (a killed node leaves no orphan workers)."""
-    try:
-        import ctypes
-        import signal as _signal
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(_signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # not Linux: orphans finish their task and are reaped by the claim logic
-        pass
-
-
 class _DiskFullWithoutTraceback(logging.Filter):
     """Huey logs a full traceback each time its SQLite queue cannot commit (``database or disk is
     full``) while the disk is full; one line says the same (the node's periodic reconcile repairs the
@@ -180,7 +170,7 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
 
         def init_child(process):
             if embedded:
-                _die_with_parent()
+                die_with_parent()
             if isinstance(process, Worker):
                 if nice:
                     os.nice(nice)

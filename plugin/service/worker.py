@@ -37,10 +37,12 @@ class ClaimBusy(Exception):
 
 
 def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_paths: Sequence[Path] = (), *,
-                 analyse: AnalysisFn = analyze_paths, on_result_file: Callable[[Path], None] | None = None) -> dict:
+                 analyse: AnalysisFn = analyze_paths, on_result_file: Callable[[Path], None] | None = None,
+                 stats: Optional[dict] = None) -> dict:
     """Analyse ``paths`` (one study's routed series) into ``out_dir`` with ``analyse``; return the
     findings document. ``previous_sr_paths`` (the SRs of the study's last analysed version) and the
-    site's convention rules are passed only when there are some."""
+    site's convention rules are passed only when there are some. In a child process when
+    :func:`analyses_in_child`; then ``stats`` (when given) gets its ``analysis_peak_rss_mib``."""
     kwargs: dict = {}
     if previous_sr_paths:
         kwargs["previous_sr_paths"] = [str(p) for p in previous_sr_paths]
@@ -52,9 +54,25 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
         from plugin.pipeline import AnalysisOptions   # (the defaults need no options)
         kwargs["options"] = AnalysisOptions(on_conflict=config.convention.on_conflict, qsm_series=a.qsm_series,
                                             summary_encoding=a.summary_encoding)
-    if on_result_file is not None and _takes(analyse, "on_result_file"):
+    report = on_result_file is not None and _takes(analyse, "on_result_file")
+    args = ([str(p) for p in paths], str(out_dir))
+    if analyses_in_child(config):
+        from plugin.service.isolation import call_in_child
+        done = call_in_child(analyse, args, kwargs, on_result_file=on_result_file if report else None)
+        if stats is not None:
+            stats["analysis_peak_rss_mib"] = round(done.peak_rss_mib, 1)
+        return done.value
+    if report:
         kwargs["on_result_file"] = on_result_file   # results delivered while the rest is written
-    return analyse([str(p) for p in paths], str(out_dir), **kwargs)
+    return analyse(*args, **kwargs)
+
+
+def analyses_in_child(config: Config) -> bool:
+    """Whether each study is analysed in a child forked from the worker process (:mod:`.isolation`):
+    ``[queue] study_process`` on, with process workers (thread workers are the node process itself)
+    that return their freed memory (``keep_freed_memory`` keeps it for the next study, in the worker)."""
+    q = config.queue
+    return q.study_process and q.worker_type == "process" and not q.keep_freed_memory
 
 
 def _takes(fn: Callable, name: str) -> bool:
@@ -184,7 +202,7 @@ def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: i
             return record_analysed(config, layout, study, version, manifest, findings, {}, reserve, entries,
                                    started=staged["started"], speculative={
                                        "started": staged["started"], "finished": staged["finished"],
-                                       "adopted": time.time()})
+                                       "adopted": time.time()}, stats=staged.get("stats"))
     spool = layout.spool / study
     paths = [spool / rel for rel in manifest["analyse_instances"]]
     if out_dir.exists():
@@ -194,16 +212,17 @@ def _analyse_claimed(config: Config, layout: StateLayout, study: str, version: i
     layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started})
     LOG.info("analysing study %s v%d (%d instances)", manifest["study_instance_uid"], version, len(paths))
     early = EarlyDelivery(config, manifest.get("destinations", []))
+    stats: dict = {}
     try:
         findings = run_analysis(config, paths, out_dir, previous_srs(layout, study, version), analyse=analyse,
-                                on_result_file=early.put)
+                                on_result_file=early.put, stats=stats)
     except Exception as exc:
         early.finish()
         if is_disk_full(exc):
             raise
         return record_failed(layout, study, version, manifest, reserve, exc, started)
     return record_analysed(config, layout, study, version, manifest, findings, early.finish(), reserve, entries,
-                           started=started)
+                           started=started, stats=stats)
 
 
 def record_failed(layout: StateLayout, study: str, version: int, manifest: dict, reserve: DiskReserve,
@@ -219,11 +238,12 @@ def record_failed(layout: StateLayout, study: str, version: int, manifest: dict,
 
 def record_analysed(config: Config, layout: StateLayout, study: str, version: int, manifest: dict,
                     findings: Optional[dict], accepted_early: dict, reserve: DiskReserve, entries: list[str], *,
-                    started: float, speculative: Optional[dict] = None) -> str:
+                    started: float, speculative: Optional[dict] = None, stats: Optional[dict] = None) -> str:
     """``results/<study>/vNNNN`` is complete: create its outbox entries (``entries``; sent by the
     caller once the claim is released) and record the version as analysed. ``speculative``: when
     the analysis ran before completion (:mod:`.speculation`), its ``started`` / ``confirmed`` or
-    ``adopted`` times, kept in the record."""
+    ``adopted`` times, kept in the record; ``stats``: figures of the run for the record
+    (``analysis_peak_rss_mib`` from :func:`run_analysis`)."""
     out_dir = layout.results_dir(study, version)
     files = result_files(out_dir)
     n_lesions = sum(len(a.get("lesions", [])) for a in (findings or {}).get("analyses", []))
@@ -241,6 +261,7 @@ def record_analysed(config: Config, layout: StateLayout, study: str, version: in
            "outbox": list(entries), "worker": worker_identity()}
     if speculative is not None:
         doc["speculative"] = speculative
+    doc.update(stats or {})
     write_despite_full(reserve, lambda: layout.write_result(study, version, doc))
     if config.queue.speculative:
         discard_stale(config, layout, study, version)
@@ -287,8 +308,10 @@ def speculate(config: Config, study: str, key: str, *, enqueue_delivery: Callabl
             LOG.info("speculative analysis of study %s (%d instances) during the completion grace",
                      spec["study_instance_uid"], len(paths))
             gate = StagedDelivery(config, layout, study, spec, [str(p) for p in previous]).start()
+            stats: dict = {}
             try:
-                findings = run_analysis(config, paths, out_dir, previous, analyse=analyse, on_result_file=gate.put)
+                findings = run_analysis(config, paths, out_dir, previous, analyse=analyse, on_result_file=gate.put,
+                                        stats=stats)
             except SpeculationAbandoned:
                 gate.abort()
                 files.remove()
@@ -309,9 +332,10 @@ def speculate(config: Config, study: str, key: str, *, enqueue_delivery: Callabl
                          "discarded, nothing was delivered", spec["study_instance_uid"])
                 return "changed"
             if state is Verdict.CONFIRMED:
-                return _finish_confirmed(config, layout, study, spec, files, gate, findings, started, enqueue_delivery)
+                return _finish_confirmed(config, layout, study, spec, files, gate, findings, started, enqueue_delivery,
+                                         stats)
             atomic_write_json(files.staged_path, {"started": started, "finished": time.time(),
-                                                  "previous_srs": [str(p) for p in previous]})
+                                                  "previous_srs": [str(p) for p in previous], "stats": stats})
     finally:
         claim.release()
     if late is not None:   # this worker is free now, the version's own task may still be queued
@@ -341,7 +365,7 @@ def speculate(config: Config, study: str, key: str, *, enqueue_delivery: Callabl
 
 def _finish_confirmed(config: Config, layout: StateLayout, study: str, spec: dict, files: SpeculationFiles,
                       gate: StagedDelivery, findings: dict, started: float,
-                      enqueue_delivery: Callable[[str], None]) -> str:
+                      enqueue_delivery: Callable[[str], None], stats: dict) -> str:
     """Completion confirmed the speculation while it ran (the version's claim is held by ``gate``):
     record it as that version, as :func:`analyse_version` would."""
     manifest, version = gate.manifest, gate.manifest["version"]
@@ -354,7 +378,8 @@ def _finish_confirmed(config: Config, layout: StateLayout, study: str, spec: dic
         layout.log_run({"study": study, "version": version, "worker": worker_identity(), "started": started,
                         "speculative": True})
         state = record_analysed(config, layout, study, version, manifest, findings, accepted, reserve, entries,
-                                started=started, speculative={"started": started, "confirmed": gate.confirmed_at})
+                                started=started, speculative={"started": started, "confirmed": gate.confirmed_at},
+                                stats=stats)
         files.remove()
     finally:
         gate.claim.release()
