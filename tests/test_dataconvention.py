@@ -124,16 +124,12 @@ R_OPTIONS_HEADER = AnalysisOptions(on_conflict="header")
 def test_node_config_convention_on_conflict_reaches_the_analysis(tmp_path):
     from plugin.service.config import Config
     from plugin.service.worker import run_analysis
-    seen = {}
+    def fake(paths, out, **kw):   # runs in the study's own process: what it was given comes back
+        return dict(kw)
 
-    def fake(paths, out, **kw):
-        seen.update(kw)
-        return {}
-
-    run_analysis(Config(state_dir=tmp_path, convention={"on_conflict": "header"}), [], tmp_path, analyse=fake)
+    seen = run_analysis(Config(state_dir=tmp_path, convention={"on_conflict": "header"}), [], tmp_path, analyse=fake)
     assert seen["options"].on_conflict == "header"
-    seen.clear()
-    run_analysis(Config(state_dir=tmp_path), [], tmp_path, analyse=fake)
+    seen = run_analysis(Config(state_dir=tmp_path), [], tmp_path, analyse=fake)
     assert "options" not in seen
     with pytest.raises(Exception):
         Config(state_dir=tmp_path, convention={"on_conflict": "sometimes"})

@@ -31,19 +31,15 @@ def test_config_switch_defaults_on_is_documented_and_typed(tmp_path):
 
 
 def test_node_setting_reaches_the_analysis(tmp_path):
-    seen: dict = {}
+    def fake(paths, out, **kw):   # runs in the study's own process: what it was given comes back
+        return dict(kw)
 
-    def fake(paths, out, **kw):
-        seen.clear()
-        seen.update(kw)
-        return {}
-
-    run_analysis(Config(state_dir=tmp_path, analysis={"qsm_series": False}), [], tmp_path, analyse=fake)
+    seen = run_analysis(Config(state_dir=tmp_path, analysis={"qsm_series": False}), [], tmp_path, analyse=fake)
     assert seen["options"].qsm_series is False
-    run_analysis(Config(state_dir=tmp_path, analysis={"qsm_series": False}, convention={"on_conflict": "header"}),
-                 [], tmp_path, analyse=fake)
+    seen = run_analysis(Config(state_dir=tmp_path, analysis={"qsm_series": False}, convention={"on_conflict": "header"}),
+                        [], tmp_path, analyse=fake)
     assert seen["options"].qsm_series is False and seen["options"].on_conflict == "header"
-    run_analysis(Config(state_dir=tmp_path), [], tmp_path, analyse=fake)
+    seen = run_analysis(Config(state_dir=tmp_path), [], tmp_path, analyse=fake)
     assert "options" not in seen    # the defaults: QSM series written
 
 

@@ -6,6 +6,7 @@ ordinary delivery."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -59,9 +60,11 @@ def test_a_card_is_stored_jpeg_ls_lossless_with_the_rendered_pixels(tmp_path):
     ("+xi", ImplicitVRLittleEndian),     # implicit VR only: decoded, then re-encoded by pynetdicom
     ("+xa", JPEGLSLossless),             # accepts all: the cards go as stored
 ], ids=["uncompressed-only", "implicit-only", "accepts-jpeg-ls"])
-def test_every_summary_image_arrives_with_its_pixels(summary_files, tmp_path, option, arrives_as):
+def test_every_summary_image_arrives_with_its_pixels(summary_files, tmp_path, option, arrives_as, caplog):
     want = _pixels_by_uid(summary_files)
     for how in ("stream", "send_files"):
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="dicom_io.net.scu")
         scp = _StoreSCP(tmp_path / how, *([option] if option else []))
         try:
             dest = DicomDestination("STORESCP", "127.0.0.1", scp.port, timeout_s=20)
@@ -76,6 +79,9 @@ def test_every_summary_image_arrives_with_its_pixels(summary_files, tmp_path, op
                 assert report.sent == [str(p) for p in summary_files]
         finally:
             scp.stop()
+        said = [r for r in caplog.records if r.levelno >= logging.INFO and "sent decoded" in r.getMessage()]
+        # the decoding is said once per association and class, not once per card
+        assert len(said) == (0 if arrives_as == JPEGLSLossless else 1), (how, [r.getMessage() for r in said])
         got = sorted(p for p in scp.out.iterdir() if p.is_file())
         syntaxes = {str(dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in got}
         assert syntaxes == {arrives_as}, (how, syntaxes)
@@ -119,16 +125,13 @@ def test_the_encoding_is_a_site_choice_everywhere(tmp_path, monkeypatch):
         == "uncompressed"
     with pytest.raises(ConfigError, match="analysis.summary_encoding"):
         parse_config({"state_dir": "/x", "analysis": {"summary_encoding": "jpeg2000"}}, source="node.toml")
-    seen: dict = {}
+    def fake(paths, out, **kw):   # runs in the study's own process: what it was given comes back
+        return dict(kw)
 
-    def fake(paths, out, **kw):
-        seen.clear()
-        seen.update(kw)
-        return {}
-
-    run_analysis(Config(state_dir=tmp_path, analysis={"summary_encoding": "uncompressed"}), [], tmp_path, analyse=fake)
+    seen = run_analysis(Config(state_dir=tmp_path, analysis={"summary_encoding": "uncompressed"}), [], tmp_path,
+                        analyse=fake)
     assert seen["options"].summary_encoding == "uncompressed"
-    run_analysis(Config(state_dir=tmp_path), [], tmp_path, analyse=fake)
+    seen = run_analysis(Config(state_dir=tmp_path), [], tmp_path, analyse=fake)
     assert "options" not in seen
     import plugin.pipeline
     requests: list[dict] = []

@@ -12,6 +12,7 @@ import queue
 import ssl
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -174,6 +175,20 @@ def _decoded(path: Path, ts: UID):
                         f"({type(exc).__name__}: {exc})") from exc
 
 
+_DECODES_NOTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # association -> {(class, syntax)}
+_DECODES_LOCK = threading.Lock()
+
+
+def _first_decode_on(assoc, sop_class_uid: str, ts: UID) -> bool:
+    """True the first time files of this class stored as ``ts`` are decoded for ``assoc`` (said once
+    at INFO per association, not once per summary card)."""
+    with _DECODES_LOCK:
+        noted = _DECODES_NOTED.setdefault(assoc, set())
+        first = (sop_class_uid, str(ts)) not in noted
+        noted.add((sop_class_uid, str(ts)))
+        return first
+
+
 def _store(assoc, dest: DicomDestination, path: Path, facts: FileFacts) -> int:
     """C-STORE one file (its bytes as stored; decoded first when its compressed transfer
     syntax was refused and an uncompressed one for its class accepted); the status, or
@@ -182,7 +197,11 @@ def _store(assoc, dest: DicomDestination, path: Path, facts: FileFacts) -> int:
     ts = UID(facts.transfer_syntax_uid)
     accepted = _accepted_syntaxes(assoc, facts.sop_class_uid)
     if str(ts) not in accepted and _compressed(ts) and accepted & set(UNCOMPRESSED):
-        LOG.info("%s: %s did not accept %s for it: sent decoded", path.name, dest.ae_title, ts.name)
+        if _first_decode_on(assoc, facts.sop_class_uid, ts):
+            LOG.info("%s: %s did not accept %s for %s: sent decoded, as every such file on this association",
+                     path.name, dest.ae_title, ts.name, UID(facts.sop_class_uid).name)
+        else:
+            LOG.debug("%s: sent decoded", path.name)
         what = _decoded(path, ts)
     try:
         status = assoc.send_c_store(what)
