@@ -46,47 +46,61 @@ def test_a_worker_returns_freed_memory_unless_told_to_keep_it(tmp_path, keep):
         assert got["freed_left_mib"] > FREED_MIB * 0.9 and got["trims_heap"] is True, got
 
 
+FRAGMENTED_HEAP_SCRIPT = r"""
+import json, os, sys
+import numpy as np
+from plugin.pagerelease import trim_heap
+from plugin.service.memory import KEEP_THRESHOLD_BYTES, M_MMAP_THRESHOLD, _mallopt, return_freed_memory
+
+def resident_mib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+mallopt = _mallopt()
+if mallopt is None:
+    print(json.dumps({"skip": "not glibc: no mallopt"}))
+    sys.exit(0)
+# a parent with a hole: 150 MiB from the heap, pinned by a 16 MiB block above it (larger than any
+# free chunk of a fresh interpreter's heap, so it cannot land below), then freed
+mallopt(M_MMAP_THRESHOLD, KEEP_THRESHOLD_BYTES)
+hole = np.ones(150 << 18, np.float32)
+pin = np.ones(16 << 18, np.float32)
+return_freed_memory()
+before_fork = resident_mib()
+del hole
+read, write = os.pipe()
+if os.fork() == 0:
+    start = resident_mib()
+    return_freed_memory()   # the worker's start (plugin.service.queue.run_consumer)
+    at_start = start - resident_mib()
+    volume = np.ones(96 << 18, np.float32)
+    before = resident_mib()
+    del volume
+    trim_heap()
+    os.write(write, json.dumps({"hole_mib": before_fork - start, "given_back_at_start_mib": at_start,
+                                "freed_mib": before - resident_mib()}).encode())
+    os._exit(0)
+os.wait()
+os.close(write)
+print(os.read(read, 4096).decode())
+"""
+
+
 def test_a_worker_forked_from_a_fragmented_heap_gives_its_free_pages_back():
     """The CI failure of 2026-12-03: a worker forked from a process whose heap holds a large free hole
     (below a live block, so never trimmed) inherits it resident, and malloc serves a volume-sized
     array from it instead of mapping one. :func:`return_freed_memory` gives the hole's pages back at
-    the worker's start, and the analysis's heap trim returns such an array once freed."""
-    import os
-    from plugin.pagerelease import trim_heap
-    from plugin.service.memory import KEEP_THRESHOLD_BYTES, M_MMAP_THRESHOLD, _mallopt, return_freed_memory
-    mallopt = _mallopt()
-    if mallopt is None:
-        pytest.skip("not glibc: no mallopt")
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:   # a parent with a hole: 150 MiB from the heap, pinned by a block above it, freed
-        try:
-            mallopt(M_MMAP_THRESHOLD, KEEP_THRESHOLD_BYTES)
-            hole = np.ones(150 << 18, np.float32)
-            pin = np.ones(1 << 18, np.float32)
-            return_freed_memory()
-            before_fork = resident_mib()
-            del hole
-            child = os.fork()
-            if child == 0:
-                start = resident_mib()
-                return_freed_memory()   # the worker's start (plugin.service.queue.run_consumer)
-                at_start = start - resident_mib()
-                volume = np.ones(FREED_MIB << 18, np.float32)
-                before = resident_mib()
-                del volume
-                trim_heap()
-                os.write(write, json.dumps({"hole_mib": before_fork - start, "given_back_at_start_mib": at_start,
-                                            "freed_mib": before - resident_mib()}).encode())
-                os._exit(0)
-            os.waitpid(child, 0)
-            del pin
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    os.close(write)
-    got = json.loads(os.read(read, 4096) or b"{}")
-    os.close(read)
+    the worker's start, and the analysis's heap trim returns such an array once freed. In a fresh
+    interpreter, where the heap's layout is known (the test runner's own heap is fragmented)."""
+    import subprocess
+    import sys
+    from node_helpers import REPO, node_env
+    out = subprocess.run([sys.executable, "-c", FRAGMENTED_HEAP_SCRIPT], cwd=REPO, env=node_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    if "skip" in got:
+        pytest.skip(got["skip"])
     assert got["hole_mib"] < 10, got                       # the hole was resident when the worker forked
     assert got["given_back_at_start_mib"] > 140, got
     assert got["freed_mib"] > FREED_MIB * 0.9, got

@@ -47,6 +47,8 @@ def collect(state_dir: Path, *, lease_s: float = DEFAULT_LEASE_S) -> dict:
                              "n_lesions": (r or {}).get("n_lesions"), "n_analyses": (r or {}).get("n_analyses"),
                              "skipped": (r or {}).get("skipped", []), "created": m.get("created"),
                              "finished": (r or {}).get("finished"),
+                             # [queue] study_process: the peak memory of the version's analysis process
+                             "analysis_peak_rss_mib": (r or {}).get("analysis_peak_rss_mib"),
                              "convention_checks": (r or {}).get("convention_checks", []),
                              "results_dir": str(layout.results_dir(study, v)) if r and r["state"] == "analysed" else None})
             if versions[-1]["state"] == "no_analysable_pair" and not versions[-1]["reason"]:
@@ -113,6 +115,8 @@ def format_status(doc: dict) -> str:
             extra = f" v{last['version']}"
             if last["state"] == "analysed":
                 extra += f" pairs={last['n_analyses']} lesions={last['n_lesions']}"
+                if last.get("analysis_peak_rss_mib") is not None:
+                    extra += f" memory={last['analysis_peak_rss_mib']:.0f} MiB"
                 for cc in last.get("convention_checks") or []:   # issue 12: only what needs a reader's eye
                     if cc.get("decision") not in ("agree", "data_only"):
                         extra += f"\n            convention {cc.get('phase_series_uid')}: {cc.get('statement')}"
