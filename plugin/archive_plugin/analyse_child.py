@@ -14,21 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 
 from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Linux: SIGKILL this process when the Orthanc thread that started it dies."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # not Linux: an orphan finishes its scratch work; the plugin re-runs the version
-        pass
-    if os.getppid() != parent_pid:  # the parent died before the line above
-        os._exit(1)
+from plugin.service.isolation import die_with_parent   # killed with the Orthanc thread that started it
 
 
 def main(argv: list[str]) -> int:

@@ -26,8 +26,8 @@ from plugin.pipeline import analyze_paths
 from plugin.service.config import Config
 from plugin.service.cputhreads import limit_blas_threads
 from plugin.service.diskspace import is_disk_full
-from plugin.service.isolation import die_with_parent
 from plugin.service.dispatch import deliver_entry
+from plugin.service.isolation import die_with_parent
 from plugin.service.state import StateLayout
 from plugin.service.memory import keep_freed_memory, return_freed_memory
 from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version, preload_analysis_modules
