@@ -91,6 +91,29 @@ def test_every_summary_image_arrives_with_its_pixels(summary_files, tmp_path, op
             assert np.array_equal(received[uid], px), (how, uid)
 
 
+def test_the_node_receives_compressed_instances_without_warnings(summary_files, tmp_path, caplog):
+    """Our own Storage SCP (the archive stand-in of ``borderphase demo``, the node's receiver) takes the
+    JPEG-LS cards as stored, their headers read and their bytes kept, without pydicom's "End of file
+    reached before delimiter" warning once per compressed instance (from parsing a prefix of a file
+    whose Pixel Data has no length: `borderphase demo` printed 29 of them)."""
+    from plugin.service.archive import ArchiveStandIn
+    caplog.set_level(logging.WARNING)
+    archive = ArchiveStandIn(tmp_path / "archive").start()
+    try:
+        report = send_files(DicomDestination("ARCHIVE", "127.0.0.1", archive.port, timeout_s=20), summary_files)
+        assert report.sent == [str(p) for p in summary_files]
+    finally:
+        archive.stop()
+    got = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in archive.files()}
+    assert len(got) == len(summary_files)
+    for p in summary_files:
+        sent = dcmread(p)
+        stored = dcmread(got[str(sent.SOPInstanceUID)])
+        assert stored.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+        assert stored.PixelData == sent.PixelData
+    assert not [r.getMessage() for r in caplog.records if "delimiter" in r.getMessage()]
+
+
 def test_a_card_that_cannot_be_decoded_for_the_peer_is_named(summary_files, tmp_path):
     """A card whose JPEG-LS stream is damaged, for a peer that accepts only uncompressed syntaxes:
     a SendError naming the file and the problem, not a half-sent or silently skipped card."""

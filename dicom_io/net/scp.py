@@ -431,8 +431,10 @@ def _received_header(event, path: Path) -> Dataset:
                 fh.seek(offset)
                 return decode_dataset(fh.read(), implicit_vr=False, little_endian=True, deflated=True,
                                       path=f"C-STORE {event.request.AffectedSOPInstanceUID}")
-        ds = (_parse_prefix(head, offset, ts, os.fstat(fd).st_size) if len(head) == HEADER_READ_BYTES
-              else None)
+        # an encapsulated Pixel Data has no length: its prefix can never be shown complete, and
+        # pydicom would warn "End of file reached before delimiter" for every compressed instance
+        ds = (_parse_prefix(head, offset, ts, os.fstat(fd).st_size)
+              if len(head) == HEADER_READ_BYTES and not ts.is_encapsulated else None)
     finally:
         os.close(fd)
     if ds is None:  # the whole file was read, or the header runs past the prefix
