@@ -49,9 +49,12 @@ def test_a_worker_returns_freed_memory_unless_told_to_keep_it(tmp_path, keep):
 FRAGMENTED_HEAP_SCRIPT = r"""
 import json, os, sys
 import numpy as np
-from node_helpers import resident_mib
 from plugin.pagerelease import trim_heap
 from plugin.service.memory import KEEP_THRESHOLD_BYTES, M_MMAP_THRESHOLD, _mallopt, return_freed_memory
+
+def resident_mib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 mallopt = _mallopt()
 if mallopt is None:
