@@ -52,7 +52,7 @@ import numpy as np
 from plugin.pagerelease import trim_heap
 from plugin.service.memory import KEEP_THRESHOLD_BYTES, M_MMAP_THRESHOLD, _mallopt, return_freed_memory
 
-def resident_mib():
+def resident_mib():   # not node_helpers': importing it would change this interpreter's heap layout
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
