@@ -15,7 +15,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
@@ -215,16 +215,6 @@ def _store(assoc, dest: DicomDestination, path: Path, facts: FileFacts) -> int:
     return code
 
 
-def _sending_threads(assoc) -> list[int]:
-    """Native ids of the calling thread and of ``assoc``'s own two threads (association, DUL)."""
-    ids = [threading.get_native_id()]
-    for t in (assoc, getattr(assoc, "dul", None)):
-        tid = getattr(t, "native_id", None)
-        if tid is not None:
-            ids.append(tid)
-    return ids
-
-
 class StoreStream:
     """Send files to one destination as they are produced: :meth:`put` queues a file, a thread
     sends it over one association (opened on the first file, proposing ``contexts``: SOP Class
@@ -237,14 +227,9 @@ class StoreStream:
     not accepted is for the caller's ordinary delivery (:func:`send_files`) to send.
     """
 
-    def __init__(self, dest: DicomDestination, contexts: dict[str, Sequence[str]], *,
-                 on_sent: Optional[Callable[[Path, list[int]], None]] = None):
-        """``on_sent(path, thread_ids)``: called in the sending thread after each file the destination
-        accepted, with the native ids of the threads that send (this stream's, its association's
-        and that association's DUL thread), e.g. to send the rest at a lower CPU priority."""
+    def __init__(self, dest: DicomDestination, contexts: dict[str, Sequence[str]]):
         self.dest = dest
         self.contexts = {k: list(v) for k, v in contexts.items()}
-        self.on_sent = on_sent
         self.accepted: list[str] = []
         self.accepted_at: dict[str, float] = {}   # path -> time.time() of the destination's success status
         self.error: str | None = None
@@ -308,8 +293,6 @@ class StoreStream:
                     assoc = self._send(assoc, path)
                     self.accepted.append(str(path))
                     self.accepted_at[str(path)] = time.time()
-                    if self.on_sent is not None:
-                        self.on_sent(path, _sending_threads(assoc))
                 except Exception as exc:   # never raised to the producer: its delivery sends the rest
                     self.error = f"{type(exc).__name__}: {exc}"
                     LOG.info("early delivery to %s stopped, the rest goes with the ordinary delivery: %s",

@@ -197,18 +197,6 @@ class QueueConfig:
     # only once completion confirms the same instances (plugin/service/speculation.py)
     speculative: StrictBool = True
 
-    @property
-    def analyses_in_child(self) -> bool:
-        """Each study analysed in a child forked from the worker process (:mod:`.isolation`):
-        ``study_process`` on, with process workers (thread workers are the node process itself)
-        that return their freed memory (``keep_freed_memory`` keeps it for the next study, in the worker)."""
-        return self.study_process and self.worker_type == "process" and not self.keep_freed_memory
-
-    @property
-    def sr_first_active(self) -> bool:
-        """``sr_first`` in effect: it needs each study in its own analysis process (:mod:`.srfirst`)."""
-        return self.sr_first and self.analyses_in_child
-
 
 @dataclass(frozen=True, config=STRICT_TABLE)
 class AnalysisConfig:

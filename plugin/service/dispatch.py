@@ -23,7 +23,6 @@ from dicom_io.net.stow import StowDestination, stow_files
 
 from plugin.service.config import Config, Destination
 from plugin.service.spool import atomic_write_json, fsync_dir, read_json
-from plugin.service.srfirst import is_sr_file, lowest_priority
 from plugin.service.state import StateLayout
 
 LOG = logging.getLogger(__name__)
@@ -78,13 +77,6 @@ def dicom_destination(config: Config, dest: Destination) -> DicomDestination:
                             timeout_s=config.dispatch.timeout_s, ssl_context=ctx)
 
 
-def _rest_in_background(path: Path, thread_ids: list[int]) -> None:
-    """Once a stream has sent the SR, its threads send the rest at the lowest CPU priority, as the
-    analysis makes the rest (``[queue] sr_first``, :mod:`.srfirst`)."""
-    if is_sr_file(path):
-        lowest_priority(thread_ids)
-
-
 class EarlyDelivery:
     """Send a study version's result files to its DICOM destinations while they are being written
     (:class:`dicom_io.net.scu.StoreStream`, one per destination); STOW-RS destinations wait for
@@ -100,8 +92,7 @@ class EarlyDelivery:
             if dest is None or dest.kind == "stowrs":
                 continue
             try:
-                self.streams[name] = StoreStream(dicom_destination(config, dest), RESULT_STORAGE_CONTEXTS,
-                                                 on_sent=_rest_in_background if config.queue.sr_first_active else None)
+                self.streams[name] = StoreStream(dicom_destination(config, dest), RESULT_STORAGE_CONTEXTS)
             except Exception as exc:   # e.g. an unreadable TLS file: the ordinary delivery reports it
                 LOG.info("no early delivery to %s: %s", name, exc)
 

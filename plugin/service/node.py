@@ -36,7 +36,7 @@ from plugin.service.retention import run_retention
 from plugin.service.routing import RouteDecision, SeriesFacts, route
 from plugin.service.spool import Spool, atomic_write_json
 from plugin.service.state import StateLayout
-from plugin.service.worker import AnalysisFn
+from plugin.service.worker import AnalysisFn, analyses_in_child
 
 LOG = logging.getLogger(__name__)
 _LOCKED_HERE: set[str] = set()  # state dirs locked by this process (POSIX locks are per process)
@@ -275,7 +275,7 @@ class Node:
             self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True,
                                          blas_threads=q.blas_threads,
                                          keep_memory=q.keep_freed_memory,
-                                         sr_first=q.sr_first_active)
+                                         sr_first=q.sr_first and analyses_in_child(self.config))
             self.consumer.start()
         self.scp.start()
         self.receivers.start(self.scp.port)

@@ -8,8 +8,7 @@ queued behind it waited for all of that before their own analysis began (benchma
 With ``sr_first`` the consumer runs twice the configured workers, and :class:`SrSlots` lets only the
 configured number of analyses run *up to their SR* at a time. An analysis process (the child of
 :mod:`.isolation`) takes a slot before it starts; once its SR is written it gives the slot back
-and drops every one of its threads to the lowest CPU priority (:func:`lowest_priority`: the idle
-scheduling class), so the
+and drops every one of its threads to the lowest CPU priority (:func:`lowest_priority`), so the
 next study's analysis, which takes the slot, gets the cores while the first one's remaining
 objects are made in the time left over. An idle node runs exactly as before (nothing competes with
 the remaining objects). With several analysed pairs in one study the slot goes back at the first
@@ -28,7 +27,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 LOG = logging.getLogger(__name__)
 
@@ -112,22 +111,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def lowest_priority(tids: Optional[Iterable[int]] = None, nice: int = LOWEST_NICE) -> None:
-    """The threads ``tids`` (default: every thread of this process) at the lowest CPU priority: the
-    idle scheduling class (``SCHED_IDLE``: they run when nothing else wants the core) and niceness
-    ``nice``. On Linux both belong to each thread: ``os.nice`` in one thread leaves the others (a
-    BLAS or image-writing pool, a sending association) where they were. Threads started later
-    inherit them from the thread that starts them. Lowering needs no privilege."""
-    if tids is None:
-        try:
-            tids = [int(t) for t in os.listdir("/proc/self/task")]
-        except OSError:
-            tids = [0]
-    idle = getattr(os, "SCHED_IDLE", None)
+def lowest_priority(nice: int = LOWEST_NICE) -> None:
+    """Every thread of this process at CPU niceness ``nice`` (on Linux niceness belongs to each
+    thread: ``os.nice`` in one thread leaves the others, e.g. a BLAS or image-writing pool, where
+    they were). Threads started later inherit it from the thread that starts them."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
     for tid in tids:
         try:
-            if idle is not None:
-                os.sched_setscheduler(tid, idle, os.sched_param(0))
             os.setpriority(os.PRIO_PROCESS, tid, nice)
         except OSError:   # a thread that just ended
             pass

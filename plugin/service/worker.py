@@ -81,9 +81,11 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
 
 
 def analyses_in_child(config: Config) -> bool:
-    """Whether each study is analysed in a child forked from the worker process (:mod:`.isolation`;
-    :attr:`.config.QueueConfig.analyses_in_child`)."""
-    return config.queue.analyses_in_child
+    """Whether each study is analysed in a child forked from the worker process (:mod:`.isolation`):
+    ``[queue] study_process`` on, with process workers (thread workers are the node process itself)
+    that return their freed memory (``keep_freed_memory`` keeps it for the next study, in the worker)."""
+    q = config.queue
+    return q.study_process and q.worker_type == "process" and not q.keep_freed_memory
 
 
 def _takes(fn: Callable, name: str) -> bool:
