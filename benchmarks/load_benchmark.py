@@ -56,15 +56,12 @@ from node_helpers import (Orthanc, child_pids, free_port, node_env, start_redis,
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
 RECEIVE_PROCESSES: int | None = None  # --receive-processes; None: the node's default (one per core, at most 4)
 KEEP_FREED_MEMORY = False             # --keep-freed-memory: the node's [queue] keep_freed_memory = true
-SR_FIRST = True                       # --no-sr-first: the node's [queue] sr_first = false
 
 
 def with_queue_settings(cfg: Path) -> Path:
-    """The node config ``cfg`` with this run's [queue] settings (``--keep-freed-memory``, ``--no-sr-first``) added."""
+    """The node config ``cfg`` with this run's [queue] settings (``--keep-freed-memory``) added."""
     if KEEP_FREED_MEMORY:
         cfg.write_text(cfg.read_text().replace("[queue]\n", "[queue]\nkeep_freed_memory = true\n", 1))
-    if not SR_FIRST:
-        cfg.write_text(cfg.read_text().replace("[queue]\n", "[queue]\nsr_first = false\n", 1))
     return cfg
 
 
@@ -250,13 +247,10 @@ def main(argv=None) -> int:
                          "worker process itself, not in a child forked per study)")
     ap.add_argument("--keep-freed-memory", action="store_true",
                     help="the node's [queue] keep_freed_memory = true (workers keep freed memory for the next study)")
-    ap.add_argument("--no-sr-first", action="store_true",
-                    help="the node's [queue] sr_first = false (a worker holds a study until its last result)")
     args = ap.parse_args(argv)
-    global RECEIVE_PROCESSES, KEEP_FREED_MEMORY, SR_FIRST
+    global RECEIVE_PROCESSES, KEEP_FREED_MEMORY
     RECEIVE_PROCESSES = args.receive_processes
     KEEP_FREED_MEMORY = args.keep_freed_memory
-    SR_FIRST = not args.no_sr_first
     os.environ["TCP_NODELAY"] = "1"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bp-load-"))
     work.mkdir(parents=True, exist_ok=True)

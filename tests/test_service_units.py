@@ -70,7 +70,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
         load_config(bad)
     assert str(exc.value).splitlines() == [
         f"{bad}: node.port: input should be a valid integer, got '104'",
-        f"{bad}: queue.workerz: unknown key (allowed: backend, blas_threads, keep_freed_memory, malloc_hugepages, name, redis_url, speculative, sr_first, study_process, worker_nice, worker_type, workers)"]
+        f"{bad}: queue.workerz: unknown key (allowed: backend, blas_threads, keep_freed_memory, malloc_hugepages, name, redis_url, speculative, study_process, worker_nice, worker_type, workers)"]
 
 
 def test_convention_rules_are_checked_on_load_relative_to_the_config(tmp_path):

@@ -144,8 +144,7 @@ def test_a_crashing_study_fails_alone_and_the_worker_goes_on(tmp_path):
     from node_helpers import STORESCU, make_mr_study, node_running, node_to_archive_config, storescu, wait_for
     from plugin.service.status import collect
     require_peer(STORESCU, "dcmtk")
-    # sr_first off: the one worker process takes both studies (with it a second process could take the next)
-    cfg, archive, port = node_to_archive_config(tmp_path, "sr_first = false\n")
+    cfg, archive, port = node_to_archive_config(tmp_path)
     assert cfg.queue.study_process and cfg.queue.worker_type == "process" and cfg.queue.workers == 1
     try:
         with node_running(cfg, crash_or_tiny) as node:

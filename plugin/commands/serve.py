@@ -65,14 +65,12 @@ def run_with(args, *, analyse: AnalysisFn) -> int:
     if args.worker:
         from plugin.service import permissions
         from plugin.service.queue import make_queue, run_consumer
-        from plugin.service.worker import analyses_in_child
         permissions.apply(config.state_dir, config.storage.group)  # results written here: same modes
         queue = make_queue(config, analyse=analyse)
         n = args.workers if args.workers is not None else max(config.queue.workers, 1)
         consumer = run_consumer(queue, n, config.queue.worker_type, config.queue.worker_nice, embedded=False,
                                 blas_threads=config.queue.blas_threads,
-                                keep_memory=config.queue.keep_freed_memory,
-                                sr_first=config.queue.sr_first and analyses_in_child(config))
+                                keep_memory=config.queue.keep_freed_memory)
         LOG.info("queue worker on %s backend (%d %s worker(s))", config.queue.backend, n, config.queue.worker_type)
         consumer.run()
         return 0

@@ -188,11 +188,6 @@ class QueueConfig:
     # out-of-memory killer fails that study only. With process workers that return their freed memory
     # (not with keep_freed_memory) (plugin/service/isolation.py)
     study_process: StrictBool = True
-    # with study_process: at most `workers` analyses run up to their SR at a time; after its SR a
-    # study's SEG, summary images, KOS and QSM series are made at the lowest CPU priority while the
-    # next study's analysis starts (the consumer runs 2 x workers processes for it). Under a burst every
-    # study's SR comes before the other studies' remaining objects (plugin/service/srfirst.py)
-    sr_first: StrictBool = True
     # start a study's analysis at its association release, into a staging folder, and deliver it
     # only once completion confirms the same instances (plugin/service/speculation.py)
     speculative: StrictBool = True

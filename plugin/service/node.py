@@ -36,7 +36,7 @@ from plugin.service.retention import run_retention
 from plugin.service.routing import RouteDecision, SeriesFacts, route
 from plugin.service.spool import Spool, atomic_write_json
 from plugin.service.state import StateLayout
-from plugin.service.worker import AnalysisFn, analyses_in_child
+from plugin.service.worker import AnalysisFn
 
 LOG = logging.getLogger(__name__)
 _LOCKED_HERE: set[str] = set()  # state dirs locked by this process (POSIX locks are per process)
@@ -274,8 +274,7 @@ class Node:
             q = self.config.queue
             self.consumer = run_consumer(self.queue, q.workers, q.worker_type, q.worker_nice, embedded=True,
                                          blas_threads=q.blas_threads,
-                                         keep_memory=q.keep_freed_memory,
-                                         sr_first=q.sr_first and analyses_in_child(self.config))
+                                         keep_memory=q.keep_freed_memory)
             self.consumer.start()
         self.scp.start()
         self.receivers.start(self.scp.port)
@@ -304,8 +303,6 @@ class Node:
         self.metrics.stop()
         if self.consumer is not None:
             self.consumer.stop(graceful=True)
-            if getattr(self.consumer, "sr_slots", None) is not None:
-                self.consumer.sr_slots.remove()
             self.consumer = None
         if getattr(self, "_lock_fh", None) is not None:
             self._lock_fh.close()  # releases the lock

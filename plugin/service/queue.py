@@ -28,10 +28,9 @@ from plugin.service.cputhreads import limit_blas_threads
 from plugin.service.diskspace import is_disk_full
 from plugin.service.dispatch import deliver_entry
 from plugin.service.isolation import die_with_parent
-from plugin.service.srfirst import SrSlots
 from plugin.service.state import StateLayout
 from plugin.service.memory import keep_freed_memory, return_freed_memory
-from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version, preload_analysis_modules, use_sr_slots
+from plugin.service.worker import AnalysisFn, ClaimBusy, analyse_version, preload_analysis_modules
 from plugin.service.worker import speculate as speculate_version
 
 LOG = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ def quiet_disk_full_tracebacks() -> None:
 
 
 def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process", nice: int = 10,
-                 embedded: bool = True, blas_threads: int = 1, keep_memory: bool = False, sr_first: bool = False):
+                 embedded: bool = True, blas_threads: int = 1, keep_memory: bool = False):
     """Create a Huey consumer for this queue (``.start()`` embedded or ``.run()`` standalone).
 
     With ``worker_type="process"`` the analysis runs in forked worker processes at a lower CPU
@@ -153,18 +152,12 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
     ``blas_threads``: the BLAS pools of the analysing process(es) (:mod:`.cputhreads`; 0: as loaded).
     ``keep_memory``: the analysing process keeps its freed memory for the next study
     (:func:`.memory.keep_freed_memory`) instead of returning it (:func:`.memory.return_freed_memory`).
-    ``sr_first`` (process workers whose analyses run in a child, :func:`.worker.analyses_in_child`):
-    ``2 x workers`` processes, of which ``workers`` analyses at a time run up to their SR
-    (:mod:`.srfirst`); the consumer's ``sr_slots`` attribute holds the slots.
     """
     set_memory = keep_freed_memory if keep_memory else return_freed_memory
     from huey.consumer import Worker
     quiet_disk_full_tracebacks()
     # max_delay: an idle worker polls the queue every 0.1 s (was 0.5: 0.25 s of queue wait on average)
-    slots = SrSlots.create(StateLayout(queue.config.state_dir).sr_slots, max(workers, 1)) \
-        if sr_first and worker_type == "process" else None
-    processes = max(workers, 1) * (2 if slots is not None else 1)
-    consumer = queue.huey.create_consumer(workers=processes, worker_type=worker_type, periodic=False,
+    consumer = queue.huey.create_consumer(workers=max(workers, 1), worker_type=worker_type, periodic=False,
                                           initial_delay=0.05, backoff=1.5, max_delay=0.1, scheduler_interval=1,
                                           check_worker_health=True)
     if worker_type == "thread":
@@ -181,12 +174,10 @@ def run_consumer(queue: ServiceQueue, workers: int, worker_type: str = "process"
             if isinstance(process, Worker):
                 if nice:
                     os.nice(nice)
-                use_sr_slots(slots)
                 set_memory()   # a long-lived worker: each study's arrays go back to the system, or stay for the next
                 preload_analysis_modules()   # at start, not on the first study
                 limit_blas_threads(blas_threads)   # after the imports: every BLAS library is loaded
             original(process)
 
         consumer.environment.init_child = init_child
-    consumer.sr_slots = slots
     return consumer

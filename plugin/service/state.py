@@ -14,7 +14,6 @@ multi-worker mode, e.g. over NFS, since workers read the spool and write results
     outbox/sent/<id>.json                   delivered
     analysis_runs.jsonl                     one line per analysis started (audit; exactly-once checks)
     node.json                               the running node: pid, AE title, host, port
-    sr-slots/<host>-<pid>/slot-N            locks held by analyses on their way to the SR (``[queue] sr_first``)
 """
 from __future__ import annotations
 
@@ -55,11 +54,6 @@ class StateLayout:
     @property
     def runs_log(self) -> Path:
         return self.root / "analysis_runs.jsonl"
-
-    @property
-    def sr_slots(self) -> Path:
-        """Per running consumer, ``<host>-<pid>/slot-N``: analyses up to their SR (``[queue] sr_first``)."""
-        return self.root / "sr-slots"
 
     @property
     def node_file(self) -> Path:

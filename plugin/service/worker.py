@@ -23,7 +23,6 @@ from plugin.service.speculation import (CLAIM_WAIT_S, SpeculationAbandoned, Spec
                                         StagedDelivery, Verdict, acquire_within, discard_stale, move_results,
                                         take_staged, verdict, version_claim)
 from plugin.service.spool import Spool, atomic_write_json, read_json
-from plugin.service.srfirst import SrSlots, sr_first
 from plugin.service.state import Claim, StateLayout, previous_srs, worker_identity
 
 LOG = logging.getLogger(__name__)
@@ -31,16 +30,6 @@ LOG = logging.getLogger(__name__)
 AnalysisFn = Callable[..., dict]
 """``fn(paths, out_dir, *, previous_sr_paths=..., convention_rules=...) -> findings document``:
 the signature of :func:`plugin.pipeline.analyze_paths`."""
-
-
-_SR_SLOTS: Optional[SrSlots] = None
-
-
-def use_sr_slots(slots: Optional[SrSlots]) -> None:
-    """This worker process's analyses take one of ``slots`` up to their SR (:mod:`.srfirst`);
-    set by the consumer when it starts a process worker (``[queue] sr_first``)."""
-    global _SR_SLOTS
-    _SR_SLOTS = slots
 
 
 class ClaimBusy(Exception):
@@ -53,8 +42,7 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
     """Analyse ``paths`` (one study's routed series) into ``out_dir`` with ``analyse``; return the
     findings document. ``previous_sr_paths`` (the SRs of the study's last analysed version) and the
     site's convention rules are passed only when there are some. In a child process when
-    :func:`analyses_in_child`; then ``stats`` (when given) gets its ``analysis_peak_rss_mib``, and
-    in a worker given SR slots (:func:`use_sr_slots`) the child holds one up to its SR."""
+    :func:`analyses_in_child`; then ``stats`` (when given) gets its ``analysis_peak_rss_mib``."""
     kwargs: dict = {}
     if previous_sr_paths:
         kwargs["previous_sr_paths"] = [str(p) for p in previous_sr_paths]
@@ -70,8 +58,7 @@ def run_analysis(config: Config, paths: list[Path], out_dir: Path, previous_sr_p
     args = ([str(p) for p in paths], str(out_dir))
     if analyses_in_child(config):
         from plugin.service.isolation import call_in_child
-        fn = analyse if _SR_SLOTS is None else sr_first(analyse, _SR_SLOTS, reports_files=report)
-        done = call_in_child(fn, args, kwargs, on_result_file=on_result_file if report else None)
+        done = call_in_child(analyse, args, kwargs, on_result_file=on_result_file if report else None)
         if stats is not None:
             stats["analysis_peak_rss_mib"] = round(done.peak_rss_mib, 1)
         return done.value
