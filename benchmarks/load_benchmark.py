@@ -5,7 +5,10 @@
 1. Data: one physics-phantom study (``borderphase phantom --vendor Siemens --echoes 2 --size full``:
    512 x 512 x 60, two echoes, magnitude + phase = 240 16-bit instances), copied with fresh UIDs to
    ``--studies`` studies (9 -> 2,160 instances).
-2. Baseline: dcmtk ``storescp`` receives everything from ``--senders`` concurrent dcmtk ``storescu``.
+2. Baseline: dcmtk ``storescp`` receives everything from ``--senders`` concurrent dcmtk ``storescu``;
+   then a node without analysis workers receives the same (the receiver's own cost). Each takes
+   about a second, so the two are alternated ``--receive-repeats`` times (default 3) and their
+   medians compared (each pair's ratio printed too).
 3. Node: ``borderphase serve`` (real pipeline, SQLite queue, results to a real Orthanc) receives the
    same load from the same senders; then every study must end analysed with its SR in Orthanc.
 4. Idle latency: one more study sent alone to the idle node; time from its last instance stored to
@@ -234,6 +237,8 @@ def main(argv=None) -> int:
                     help="only the idle latency with and without the QSM series, R studies each (module docstring)")
     ap.add_argument("--receive-only", action="store_true",
                     help="run only the receiving steps (storescp baseline, node receiving without analysis)")
+    ap.add_argument("--receive-repeats", type=int, default=3, metavar="N",
+                    help="storescp and the node receiving only, alternated N times; the medians are compared")
     ap.add_argument("--receive-processes", type=int, default=None, metavar="N",
                     help="[receive] processes of the node (default: the node's own default, one per core up to 4)")
     ap.add_argument("--echoes", type=int, default=2, help="echoes of the phantom study (2: 240 instances; 6: 720)")
@@ -281,52 +286,24 @@ def main(argv=None) -> int:
                     "workers": args.workers, "worker_type": args.worker_type, "cpus": os.cpu_count(),
                     "machine": machine_speed()}
 
-    # -- baseline: dcmtk storescp ---------------------------------------------------------------
-    out = work / "storescp_out"
-    scp, port = start_storescp(out)
-    sampler = RssSampler(scp.pid)
-    sampler.start()
-    r = run_senders(port, "STORESCP", groups)
-    scp_cpu_ms = cpu_s(scp.pid) / n_load * 1e3
-    sampler.stop_flag.set()
-    sampler.join()
-    n_scp = sum(1 for _ in out.rglob("*") if _.is_file())
-    report["storescp"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
-                          "received": n_scp, "peak_rss_mb": round(sampler.peak_mb, 1),
-                          "cpu_ms_per_image": round(scp_cpu_ms, 2),
-                          "failed_senders": r["failed_senders"]}
-    stop_proc(scp)
-    shutil.rmtree(out, ignore_errors=True)
-
-    # -- the node receiving only (no analysis workers): the receiver's own cost ------------------
-    node_port = free_port()
-    state = work / "state_rx"
-    shutil.rmtree(state, ignore_errors=True)
-    cfg = write_config(work / "node_rx.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0, workers=0,
-                       receive_processes=RECEIVE_PROCESSES,
-                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": 9}})
-    node = start_serve(cfg, node_port, work / "node_rx.log")
-    wait_for(lambda: (state / "node.json").exists(), 120, what="the node and its receiver processes listening")
-    sampler = RssSampler(node.pid)
-    sampler.start()
-    receivers = child_pids(node.pid)  # the receiver processes (CPU counted with the node's)
-    cpu0 = cpu_s(node.pid) + sum(cpu_s(c) for c in receivers)
-    r = run_senders(node_port, "BPNODE", groups)
-    rx_cpu_ms = (cpu_s(node.pid) + sum(cpu_s(c) for c in receivers) - cpu0) / n_load * 1e3
-    sampler.stop_flag.set()
-    sampler.join()
-    spooled = sum(len(list((state / "spool" / s["study_uid"]).rglob("*.dcm"))) for s in load)
-    report["node_receive_only"] = {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
-                                   "spooled": spooled, "peak_rss_mb": round(sampler.peak_mb, 1),
-                                   "cpu_ms_per_image": round(rx_cpu_ms, 2),
-                                   "receive_processes": RECEIVE_PROCESSES or "default",
-                                   "failed_senders": r["failed_senders"]}
-    stop_proc(node)
-    shutil.rmtree(state, ignore_errors=True)
+    # -- baseline: dcmtk storescp, and the node receiving only (no analysis workers), alternated -----
+    # each is about a second of sending: one pair is noise (storescp alone moved 923-1594 img/s
+    # between back-to-back runs, load.md "Seventeenth session"), so --receive-repeats pairs are run
+    # and the medians compared
+    warm_page_cache(s["dir"] / "dicom" for s in load)   # else the first sender run reads from disk
+    scp_runs, rx_runs = [], []
+    for _ in range(max(args.receive_repeats, 1)):
+        scp_runs.append(storescp_run(work, groups, n_load))
+        rx_runs.append(node_receive_only_run(args, work, groups, n_load, load))
+    report["storescp"] = median_run(scp_runs)
+    report["node_receive_only"] = median_run(rx_runs)
+    report["receive_pairs"] = [{"storescp_images_per_s": a["images_per_s"], "node_images_per_s": b["images_per_s"],
+                                "ratio": round(b["images_per_s"] / a["images_per_s"], 2)}
+                               for a, b in zip(scp_runs, rx_runs)]
+    report["node_receive_only"]["ratio_to_storescp"] = round(
+        report["node_receive_only"]["images_per_s"] / report["storescp"]["images_per_s"], 2)
     if args.receive_only:
         report["load_average_1min_end"] = round(os.getloadavg()[0], 1)
-        report["node_receive_only"]["ratio_to_storescp"] = round(
-            report["node_receive_only"]["images_per_s"] / report["storescp"]["images_per_s"], 2)
         print(json.dumps(report, indent=2))
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -477,6 +454,73 @@ def prepared_studies(work: Path, src: Path, names: list[str]) -> list[dict]:
             meta.write_text(json.dumps({"study_uid": info["study_uid"], "n": info["n"]}))
         out.append(json.loads(meta.read_text()) | {"dir": d})
     return out
+
+
+def warm_page_cache(dirs) -> int:
+    """Read every file under ``dirs`` once (bytes read): the senders' files in the page cache before
+    the timed runs. Without it the first run, storescp's, read them from disk while the node's run
+    after it found them cached (first storescp run of a session 495-544 img/s against 1,100-1,480
+    for the ones after it)."""
+    n = 0
+    for d in dirs:
+        for f in Path(d).rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        n += len(chunk)
+    return n
+
+
+def storescp_run(work: Path, groups, n_load: int) -> dict:
+    """dcmtk storescp receiving the load from the senders once."""
+    out = work / "storescp_out"
+    scp, port = start_storescp(out)
+    sampler = RssSampler(scp.pid)
+    sampler.start()
+    r = run_senders(port, "STORESCP", groups)
+    scp_cpu_ms = cpu_s(scp.pid) / n_load * 1e3
+    sampler.stop_flag.set()
+    sampler.join()
+    n_scp = sum(1 for _ in out.rglob("*") if _.is_file())
+    stop_proc(scp)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
+            "received": n_scp, "peak_rss_mb": round(sampler.peak_mb, 1),
+            "cpu_ms_per_image": round(scp_cpu_ms, 2), "failed_senders": r["failed_senders"]}
+
+
+def node_receive_only_run(args, work: Path, groups, n_load: int, load: list) -> dict:
+    """A fresh node without analysis workers receiving the load once (the receiver's own cost)."""
+    node_port = free_port()
+    state = work / "state_rx"
+    shutil.rmtree(state, ignore_errors=True)
+    cfg = write_config(work / "node_rx.toml", state, node_port, quiet_s=args.quiet_period, grace_s=2.0, workers=0,
+                       receive_processes=RECEIVE_PROCESSES,
+                       destinations={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": 9}})
+    node = start_serve(cfg, node_port, work / "node_rx.log")
+    wait_for(lambda: (state / "node.json").exists(), 120, what="the node and its receiver processes listening")
+    sampler = RssSampler(node.pid)
+    sampler.start()
+    receivers = child_pids(node.pid)  # the receiver processes (CPU counted with the node's)
+    cpu0 = cpu_s(node.pid) + sum(cpu_s(c) for c in receivers)
+    r = run_senders(node_port, "BPNODE", groups)
+    rx_cpu_ms = (cpu_s(node.pid) + sum(cpu_s(c) for c in receivers) - cpu0) / n_load * 1e3
+    sampler.stop_flag.set()
+    sampler.join()
+    spooled = sum(len(list((state / "spool" / s["study_uid"]).rglob("*.dcm"))) for s in load)
+    stop_proc(node)
+    shutil.rmtree(state, ignore_errors=True)
+    return {"wall_s": round(r["wall_s"], 2), "images_per_s": round(n_load / r["wall_s"], 1),
+            "spooled": spooled, "peak_rss_mb": round(sampler.peak_mb, 1),
+            "cpu_ms_per_image": round(rx_cpu_ms, 2), "receive_processes": RECEIVE_PROCESSES or "default",
+            "failed_senders": r["failed_senders"]}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median images/s (the lower middle one of an even count), with every run's
+    rate beside it."""
+    ordered = sorted(runs, key=lambda r: r["images_per_s"])
+    return dict(ordered[(len(ordered) - 1) // 2], runs_images_per_s=[r["images_per_s"] for r in runs])
 
 
 def idle_only(args, work: Path, src: Path) -> int:
@@ -678,6 +722,14 @@ def _median(xs: list) -> float:
     return round(xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2, 2)
 
 
+def _runs(run: dict) -> str:
+    """" (median of a, b, c)" for a median over repeated runs, else the one run's time."""
+    rates = run.get("runs_images_per_s") or []
+    if len(rates) > 1:
+        return f" (median of {len(rates)} runs: {', '.join(str(x) for x in rates)})"
+    return f" ({run['wall_s']} s)"
+
+
 def markdown(r: dict) -> str:
     il = r.get("idle_latency", {})
     ll = r.get("load_latency_s", {})
@@ -685,10 +737,13 @@ def markdown(r: dict) -> str:
         "| measure | dcmtk storescp | borderphase serve |",
         "|---|---|---|",
         f"| {r['instances']} instances (512x512 16-bit), {r['senders']} concurrent storescu | "
-        f"{r['storescp']['images_per_s']} img/s ({r['storescp']['wall_s']} s) | "
-        f"{r['node_receive']['images_per_s']} img/s ({r['node_receive']['wall_s']} s) while analysing |",
+        f"{r['storescp']['images_per_s']} img/s{_runs(r['storescp'])} | "
+        f"{r['node_receive']['images_per_s']} img/s ({r['node_receive']['wall_s']} s) while analysing "
+        f"({_ratio(r['node_receive']['images_per_s'], r['storescp']['images_per_s'])} x) |",
         f"| same load, node receiving only (no analysis running) | | "
-        f"{r['node_receive_only']['images_per_s']} img/s ({r['node_receive_only']['wall_s']} s), "
+        f"{r['node_receive_only']['images_per_s']} img/s{_runs(r['node_receive_only'])} "
+        f"({r['node_receive_only'].get('ratio_to_storescp')} x; pairs "
+        f"{', '.join(str(p['ratio']) for p in r.get('receive_pairs', []))}), "
         f"peak RSS {r['node_receive_only']['peak_rss_mb']} MiB |",
         f"| received / acknowledged and durable | {r['storescp']['received']} | {r['node_receive']['spooled']} |",
         f"| peak RSS (VmHWM) | {r['storescp']['peak_rss_mb']} MiB | receiver {r['node_peak_rss_mb']} MiB"
