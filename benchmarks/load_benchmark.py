@@ -458,9 +458,9 @@ def prepared_studies(work: Path, src: Path, names: list[str]) -> list[dict]:
 
 def warm_page_cache(dirs) -> int:
     """Read every file under ``dirs`` once (bytes read): the senders' files in the page cache before
-    the timed runs. Without it the first run, storescp's, read them from disk while the node's run
-    after it found them cached (first storescp run of a session 495-544 img/s against 1,100-1,480
-    for the ones after it)."""
+    the timed runs, so that no run, storescp's first one least of all, reads them from disk while
+    the others find them cached. (The first storescp run of a session was 495-544 img/s against
+    1,000-1,480 after it; whether the disk was the cause was not established.)"""
     n = 0
     for d in dirs:
         for f in Path(d).rglob("*"):
