@@ -290,7 +290,7 @@ def main(argv=None) -> int:
     # each is about a second of sending: one pair is noise (storescp alone moved 923-1594 img/s
     # between back-to-back runs, load.md "Seventeenth session"), so --receive-repeats pairs are run
     # and the medians compared
-    warm_page_cache(s["dir"] / "dicom" for s in load)   # else the first sender run reads from disk
+    warm_page_cache(s["dir"] / "dicom" for s in load)   # no timed run reads the senders' files from disk
     scp_runs, rx_runs = [], []
     for _ in range(max(args.receive_repeats, 1)):
         scp_runs.append(storescp_run(work, groups, n_load))
@@ -456,19 +456,17 @@ def prepared_studies(work: Path, src: Path, names: list[str]) -> list[dict]:
     return out
 
 
-def warm_page_cache(dirs) -> int:
-    """Read every file under ``dirs`` once (bytes read): the senders' files in the page cache before
+def warm_page_cache(dirs) -> None:
+    """Read every file under ``dirs`` once: the senders' files in the page cache before
     the timed runs, so that no run, storescp's first one least of all, reads them from disk while
     the others find them cached. (The first storescp run of a session was 495-544 img/s against
     1,000-1,480 after it; whether the disk was the cause was not established.)"""
-    n = 0
     for d in dirs:
         for f in Path(d).rglob("*"):
             if f.is_file():
                 with open(f, "rb") as fh:
-                    while chunk := fh.read(1 << 20):
-                        n += len(chunk)
-    return n
+                    while fh.read(1 << 20):
+                        pass
 
 
 def storescp_run(work: Path, groups, n_load: int) -> dict:
