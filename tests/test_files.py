@@ -121,6 +121,22 @@ def test_image_without_pixel_data_is_a_problem(mr_writer):
     assert isinstance(got, FileProblem) and "without Pixel Data" in got.reason
 
 
+@pytest.mark.parametrize("missing", [("Rows",), ("Columns",), ("Rows", "Columns")])
+def test_image_without_rows_or_columns_is_a_problem_not_a_note(mr_writer, missing):
+    """An MR image whose Rows/Columns were lost (a broken anonymiser, a bad export) is a damaged
+    image a tester must see in the errors, not a file 'skipped on purpose' as a non-image."""
+    p = mr_writer("norows")
+    ds = pydicom.dcmread(p)
+    for keyword in missing:
+        delattr(ds, keyword)
+    ds.save_as(p)
+    got = files.read_header(p)
+    assert isinstance(got, FileProblem), got
+    assert got.path == str(p) and "MR Image Storage" in got.reason
+    for keyword in ("Rows", "Columns"):
+        assert (keyword in got.reason) == (keyword in missing), got.reason
+
+
 def test_non_image_dicom_and_dicomdir_are_notes(tmp_path):
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

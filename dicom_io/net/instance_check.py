@@ -16,6 +16,8 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.uid import UID
 
+from dicom_io.read.files import is_image_storage
+
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _IMAGE_ATTRIBUTES = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
 
@@ -28,11 +30,6 @@ def value_length(ds: Dataset, keyword: str) -> int:
         return 0 if elem.length == 0xFFFFFFFF else elem.length
     value = elem.value
     return len(value) if value is not None else 0
-
-
-def is_image_storage(sop_class_uid: str) -> bool:
-    name = UID(sop_class_uid).name
-    return name.endswith("Image Storage") and "Presentation State" not in name
 
 
 def instance_problems(ds: Dataset, sop_class_uid: str, transfer_syntax_uid: str) -> list[str]:

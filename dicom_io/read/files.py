@@ -225,6 +225,13 @@ def _damaged_end(path: Path, ds: pydicom.Dataset, size: int) -> Optional[FilePro
     return None
 
 
+def is_image_storage(sop_class_uid: str) -> bool:
+    """True for an image storage SOP class (PS3.4 Annex B: "... Image Storage"), presentation
+    states excluded; False for an unknown UID."""
+    name = UID(sop_class_uid).name
+    return name.endswith("Image Storage") and "Presentation State" not in name
+
+
 def _transfer_syntax(ds: pydicom.Dataset) -> str:
     """The file's transfer syntax UID; for a data set without file meta, the encoding pydicom found."""
     meta = getattr(ds, "file_meta", None)
@@ -279,6 +286,10 @@ def read_header(path: Union[str, Path], *, limit_bytes: Optional[int] = None) ->
         if 0x00280010 not in ds or 0x00280011 not in ds:
             sop_class = str(kw_value(ds, "SOPClassUID", media_class))
             name = UID(sop_class).name if sop_class else "unknown SOP class"
+            if is_image_storage(sop_class) or PIXEL_DATA_TAG in ds:
+                missing = " and ".join(f"{k} {_tag_text(t)}" for k, t in (("Rows", 0x00280010), ("Columns", 0x00280011))
+                                       if t not in ds)
+                return FileProblem(str(path), f"{name} instance without {missing}: its pixels cannot be read")
             return f"skipped {path}: not an image ({name})"
         ts = _transfer_syntax(ds)
         where = _pixel_location(path, ds, ts, size)
