@@ -88,24 +88,53 @@ def _same_echo(a: Any, b: Any) -> bool:
     return True   # nothing to tell them apart: same acquisition by geometry
 
 
-def _compatible(ms: Any, m: Any, ps: Any, p: Any) -> bool:
+def _z_text(pos: tuple) -> str:
+    return f"{pos[2]:g}..{pos[5]:g} mm"
+
+
+def _mismatch(ms: Any, m: Any, ps: Any, p: Any) -> Optional[str]:
+    """Why magnitude stack ``m`` (of series ``ms``) and phase stack ``p`` (of ``ps``) are not one
+    acquisition's pair, in words; None when they are."""
     if _get(ms, "study_instance_uid") != _get(ps, "study_instance_uid"):
-        return False
+        return "another study"
     fa = _get(ms, "frame_of_reference_uid", default=_get(_first_frame(m), "frame_of_reference_uid"))
     fb = _get(ps, "frame_of_reference_uid", default=_get(_first_frame(p), "frame_of_reference_uid"))
     if fa and fb and fa != fb:
-        return False
-    if _geometry(m) != _geometry(p):
-        return False
+        return "another frame of reference"
+    ga, gb = _geometry(m), _geometry(p)
+    if ga != gb:
+        words = ("rows", "columns", "slices", "pixel spacing (mm)")
+        return "; ".join(f"{w} {a} (magnitude) against {b} (phase)" for w, a, b in zip(words, ga, gb) if a != b)
     aa, ab = _get(m, "affine_lps"), _get(p, "affine_lps")
     if aa is not None and ab is not None:
         import numpy as np
         if np.shape(aa) != np.shape(ab) or not np.allclose(aa, ab, atol=0.05):
-            return False
+            return "a different position or orientation of the slices"
     pa, pb = _position(m), _position(p)
     if pa is not None and pb is not None and max(abs(x - y) for x, y in zip(pa, pb)) > 0.5:
-        return False
-    return _same_echo(m, p)
+        return f"slices at z {_z_text(pa)} (magnitude) against {_z_text(pb)} (phase)"
+    if not _same_echo(m, p):
+        (ea, ta), (eb, tb) = _echo_key(m), _echo_key(p)
+        return f"echo {ea} (TE {ta} ms, magnitude) against echo {eb} (TE {tb} ms, phase)"
+    return None
+
+
+def _compatible(ms: Any, m: Any, ps: Any, p: Any) -> bool:
+    return _mismatch(ms, m, ps, p) is None
+
+
+def _nearest_mismatch(ms: Any, m: Any, others: Sequence[tuple[Any, Any]], what: str) -> str:
+    """Why no stack of ``others`` (candidate partners in the same study) pairs with ``m``: the
+    reason for the most plausible one, or '' when the study has none."""
+    same_study = [(s, st) for s, st in others if _get(s, "study_instance_uid") == _get(ms, "study_instance_uid")]
+    if not same_study:
+        return ""
+    s, st = min(same_study, key=lambda c: _pair_cost(ms, c[0]) if what == "phase" else _pair_cost(c[0], ms))
+    why = _mismatch(ms, m, s, st) if what == "phase" else _mismatch(s, st, ms, m)
+    if why is None:   # compatible but taken by a better match
+        return f"; the {what} stack that matches it was paired with another series"
+    where = "the same series" if s is ms else f"series {_get(s, 'series_number', default=_get(s, 'series_instance_uid'))}"
+    return f"; the nearest {what} stack ({where}) differs: {why}"
 
 
 def _pair_cost(mag_series: Any, phase_series: Any) -> float:
@@ -219,14 +248,14 @@ def pair_series(series_list: Sequence[Any], *, echo: Optional[int] = None) -> tu
         pairs.append(Pair(m, p, muid, puid, _get(ps, "study_instance_uid", default=""), en, te,
                           f"paired magnitude {muid} with phase {puid}: {how} (echo {en}, TE {te} ms) "
                           f"of {len(cands)} paired echo(es){kind}", earlier))
-    for s, _ in mags:
+    for s, m in mags:
         uid = _get(s, "series_instance_uid", default="")
         if uid not in used_mag_series and uid not in used_phase_series and not any(d["series_instance_uid"] == uid for d in skipped):
             skipped.append({"series_instance_uid": uid, "reason": "no phase series found for this magnitude series"
-                            + _because(s)})
-    for s, _ in phases:
+                            + _because(s) + _nearest_mismatch(s, m, phases, "phase")})
+    for s, p in phases:
         uid = _get(s, "series_instance_uid", default="")
         if uid not in used_phase_series and not any(d["series_instance_uid"] == uid for d in skipped):
             skipped.append({"series_instance_uid": uid, "reason": "no magnitude series found for this phase series"
-                            + _because(s)})
+                            + _because(s) + _nearest_mismatch(s, p, mags, "magnitude")})
     return pairs, skipped

@@ -57,8 +57,9 @@ def test_several_pairs_each_analysed_and_magnitude_only_skipped(two_pairs_and_ma
     pairs = {(x["magnitude_series_uid"], x["phase_series_uid"]) for x in doc["analyses"]}
     assert pairs == {(a.series_uids["magnitude"], a.series_uids["phase"]),
                      (b.series_uids["magnitude"], b.series_uids["phase"])}
-    assert doc["skipped"] == [{"series_instance_uid": c.series_uids["magnitude"],
-                               "reason": "no phase series found for this magnitude series"}]
+    assert [d["series_instance_uid"] for d in doc["skipped"]] == [c.series_uids["magnitude"]]
+    assert doc["skipped"][0]["reason"] == ("no phase series found for this magnitude series; the phase stack "
+                                           "that matches it was paired with another series")
     for analysis in doc["analyses"]:
         assert ANALYSIS_KEYS <= set(analysis)
         assert analysis["study_instance_uid"] == study.study_instance_uid
@@ -90,6 +91,26 @@ def test_each_vendor_layout_reads_back_and_classifies(vendor, tmp_path):
     for cls, les in got.items():
         expect = np.asarray(truth[cls].center_index) @ affine_for(VOX)[:3, :3].T
         assert np.linalg.norm(np.asarray(les["center_lps_mm"]) - expect) < 3.0
+
+
+@pytest.mark.parametrize("vendor", ["GE", "Siemens"])
+def test_phase_missing_slices_is_skipped_with_the_difference_named(vendor, tmp_path):
+    """A phase stack that lost its last 3 slices in transfer (GE: in the magnitude's series; Siemens: a
+    series of its own) does not pair; the reason names what differs, for the administrator to resend."""
+    from dicom_io.read.series import scan
+    written = write(tmp_path / "in", vendor, new_study())
+    phase = [st for s in scan([tmp_path / "in"]).series for st in s.stacks if st.component == "phase"]
+    for frame in sorted(phase[0].frames, key=lambda f: f.position_lps_mm[2])[-3:]:
+        frame.path.unlink()
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "out", write_dicom=False)
+    assert doc["analyses"] == []
+    reasons = {d["series_instance_uid"]: d["reason"] for d in doc["skipped"]}
+    mag_reason = reasons[written.series_uids["magnitude"]]
+    assert mag_reason.startswith("no phase series found for this magnitude series; the nearest phase stack")
+    assert f"slices {SHAPE[0]} (magnitude) against {SHAPE[0] - 3} (phase)" in mag_reason
+    assert ("(the same series)" in mag_reason) == (vendor == "GE")
+    if vendor == "Siemens":   # the phase series is named too, with the same difference
+        assert f"slices {SHAPE[0]} (magnitude) against {SHAPE[0] - 3} (phase)" in reasons[written.series_uids["phase"]]
 
 
 def test_study_without_spots_is_empty_not_an_error(tmp_path, capsys):
