@@ -75,6 +75,7 @@ def stack_dict(stack: StackInfo, *, limit_bytes: Optional[int] = None) -> dict:
         "slice_spacing_mm": _round(stack.slice_spacing_mm),
         "volume": stack.can_load,
         "problems": list(stack.problems),
+        "lossy_compression": stack.lossy_compression,
     }
     if stack.kind is not None:   # echo phase | phase difference (read at dTE) | field map (Hz)
         d["kind"] = str(stack.kind)

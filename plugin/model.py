@@ -144,3 +144,4 @@ class PairAnalysis:
     rejected_not_listed: dict[str, int] = field(default_factory=dict)   # reason -> how many more
     data_convention: Optional[Handedness] = None   # the data's own estimate (plugin.method.dataconvention)
     data_evidence: dict = field(default_factory=dict)
+    input_warnings: list[str] = field(default_factory=list)   # what about the input limits the reading (a lossy magnitude)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from dicom_io.read.lossy import lossy_compression
 from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING
 
 from plugin.method.background import VOID_FRACTION, remove_background
@@ -723,6 +724,7 @@ def analysis_dict(a: PairAnalysis, tracking: Optional[Mapping[int, "TrackingIden
         "data_evidence": dict(a.data_evidence),
         "lesions": [lesion_dict(les, tracking.get(les.id)) for les in a.lesions],
         "notes": list(a.notes),
+        "input_warnings": list(a.input_warnings),
         "rejected": [rejected_dict(r) for r in a.rejected],
         "rejected_not_listed": dict(a.rejected_not_listed),
     }
@@ -766,13 +768,18 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
     dc = res.data_convention
     if phase.phase_scaling:
         notes.insert(0, f"phase scaling: {phase.phase_scaling}")
+    lossy = lossy_compression(getattr(magnitude, "frames", None) or [])
+    # (a lossy phase stack is refused when it is read: dicom_io.read.series)
+    input_warnings = [f"magnitude lossy-compressed ({lossy}): the codec may have smoothed away the faintest "
+                      f"dark spots"] if lossy else []
+    notes[0:0] = [f"WARNING: {w}" for w in input_warnings]
     return PairAnalysis(study_instance_uid=magnitude.study_instance_uid,
                         magnitude_series_uid=magnitude.series_instance_uid,
                         phase_series_uid=phase.series_instance_uid, vendor=magnitude.vendor,
                         phase_convention=Handedness(res.convention_used or convention),
                         convention_source=res.convention_source or convention_source,
                         lesions=res.lesions, label_map=res.label_map, notes=notes, rejected=res.rejected,
-                        rejected_not_listed=res.rejected_not_listed,
+                        rejected_not_listed=res.rejected_not_listed, input_warnings=input_warnings,
                         data_convention=None if dc is None else dc.data_convention,
                         data_evidence={} if dc is None else {**dc.evidence_dict(), "decision": res.convention_status,
                                                                       "statement": res.convention_statement,
@@ -1029,7 +1036,7 @@ def report_input(analysis: PairAnalysis, method: Optional[ArrayAnalysis] = None)
         convention_check=str(analysis.data_evidence.get("statement", "")),
         convention_headline=str(analysis.data_evidence.get("headline", "")),
         convention_contradicted=analysis.data_evidence.get("decision") in CONTRADICTED,
-        spots=spots, label_map=analysis.label_map,
+        input_warnings=tuple(analysis.input_warnings), spots=spots, label_map=analysis.label_map,
         local_phase_rad=None if method is None else method.local_phase_rad,
         local_phase_wrapped=True if method is None else method.local_phase_wrapped,
         background_removal="" if method is None else method.background, confidence_basis=CONFIDENCE_BASIS,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
@@ -83,6 +84,11 @@ def written(tmp_path_factory):
     # per-spot QSM chi (DCM 126396 NUM with its own TID 4019) in the SR, one spot without a value
     a = with_qsm(make_analysis(mag, ph, CLASSIC_SPOTS[:3]), missing=(2,))
     cases["classic-qsm"] = (a, _by_kind(write_results(a, mag, ph, tmp / "small" / "qsm", include=("sr", "summary"))))
+    # an input warning (a lossy-compressed magnitude): one more TEXT item among the SR's qualitative evaluations
+    a = replace(make_analysis(mag, ph, CLASSIC_SPOTS[:3]), input_warnings=[
+        "magnitude lossy-compressed (Lossy Image Compression (0028,2110) 01 in 3 of 3 file(s), method ISO_10918_1): "
+        "the codec may have smoothed away the faintest dark spots"])
+    cases["classic-input-warning"] = (a, _by_kind(write_results(a, mag, ph, tmp / "small" / "warn", include=("sr", "summary"))))
     mag, ph = classic_pair(tmp / "empty", shape=(6, 48, 48), spots=[])
     a = make_analysis(mag, ph, [])
     cases["empty"] = (a, _by_kind(write_results(a, mag, ph, tmp / "empty" / "out")))

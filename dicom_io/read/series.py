@@ -36,6 +36,7 @@ from dicom_io.errors import DicomInputError, FileProblem
 from dicom_io.frames import FrameHeader
 from dicom_io.read.files import scan_files
 from dicom_io.read.headers import assign_echo_numbers, frames_from_headers, is_enhanced
+from dicom_io.read.lossy import lossy_compression
 from dicom_io.read.volume import Volume
 from dicom_io.vocabulary import Handedness, PhaseKind
 
@@ -65,6 +66,7 @@ class StackInfo:
     kind_source: Optional[str] = None
     effective_echo_time_ms: Optional[float] = None
     field_strength_t: Optional[float] = None   # MagneticFieldStrength (0018,0087), None when absent
+    lossy_compression: Optional[str] = None    # why its images count as lossy-compressed (dicom_io.read.lossy), or None
 
     @property
     def n_slices(self) -> int:
@@ -272,13 +274,17 @@ def _build_series(uid: str, frames: list[FrameHeader], rules: Optional[Conventio
         stack_problems = list(geo.problems)
         if len(tes) > 1:
             stack_problems.append(f"echo times differ within echo {key[1]}: {tes} ms")
+        lossy = lossy_compression(fs)
+        if lossy and key[0] == "phase":
+            stack_problems.append(f"lossy-compressed ({lossy}): a lossy codec alters wrapped phase and the small "
+                                  f"dipole patterns the border slices are read on; send the original (lossless) phase")
         stack = StackInfo(
             series_instance_uid=uid, component=key[0], component_source="; ".join(srcs),
             echo_number=key[1], echo_number_source=fs[0].echo_number_source,
             echo_time_ms=tes[0] if tes else None, frames=geo.frames, vendor=vendor, codec=codec,
             affine_lps=geo.affine_lps if not stack_problems else None,
             slice_spacing_mm=geo.slice_spacing_mm, n_positions=geo.n_positions, problems=stack_problems,
-            field_strength_t=_field_strength_t(fs))
+            field_strength_t=_field_strength_t(fs), lossy_compression=lossy)
         _set_kind(stack)
         stacks.append(stack)
         problems.extend(f"{stack.label}: {p}" for p in stack_problems)

@@ -209,6 +209,8 @@ INTENDED_USE_TEXT = _private("BP-INTENDED-USE", "Intended use")
 #: The check of the header's phase convention against the data (issue 12): confirmed, not
 #: confirmed, or "HEADER CONTRADICTED ..." with what contradicted it.
 CONVENTION_CHECK_TEXT = _private("BP-CONV-CHECK", "Phase convention check against the data")
+#: What about the input images limits the reading (a lossy-compressed magnitude), one item per warning.
+INPUT_WARNING_TEXT = _private("BP-INPUT-WARN", "Input image warning")
 
 
 # --- what OHIF's measurement panel reads (issue 13) ---

@@ -115,6 +115,8 @@ class ReportInput:
     convention_check: str = ""                      # one line: confirmed / NOT CONFIRMED / HEADER CONTRADICTED ...; "": not checked
     convention_contradicted: bool = False           # strong data evidence contradicted the header's convention
     convention_headline: str = ""                   # the check in short (the summary card's line); "": the check itself
+    # --- what about the input limits the reading (e.g. a lossy-compressed magnitude), one line each ---
+    input_warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,7 @@ def study_evaluations(ctx: ResultContext) -> hd.sr.ContainerContentItem:
     ]
     if ctx.report.convention_check:   # issue 12: a contradicted header must be readable in any viewer
         items.insert(3, _text(codes.CONVENTION_CHECK_TEXT, ctx.report.convention_check))
+    items[3:3] = [_text(codes.INPUT_WARNING_TEXT, w) for w in ctx.report.input_warnings]
     container = hd.sr.ContainerContentItem(name=codes.QUALITATIVE_EVALUATIONS, relationship_type=rel)
     container.ContentSequence = hd.sr.ContentSequence(items)
     return container

@@ -439,7 +439,10 @@ def _convention_lines(draw: ImageDraw.ImageDraw, x: int, y: int, width_px: float
     if a.convention_check:   # issue 12: the data's check of the header, red when it contradicted the header
         y = _paragraph(draw, x, y, a.convention_headline or a.convention_check, width_px,
                        fill=WARN if a.convention_contradicted else DIM)
-    return _paragraph(draw, x, y, f"Decided by: {a.convention_source}; vendor {a.vendor}", width_px, fill=DIM)
+    y = _paragraph(draw, x, y, f"Decided by: {a.convention_source}; vendor {a.vendor}", width_px, fill=DIM)
+    for warning in a.input_warnings:
+        y = _paragraph(draw, x, y, f"Input: {warning}", width_px, fill=WARN)
+    return y
 
 
 def _footer(draw: ImageDraw.ImageDraw, x: int, y: int, width_px: float, ctx: ResultContext) -> int:
