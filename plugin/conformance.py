@@ -117,6 +117,8 @@ def _stack_text(st: dict) -> str:
         parts.append(str(st.get("kind_label") or st["kind"]))
     if st.get("phase_scaling"):
         parts.append(f"phase scaling: {st['phase_scaling']}")
+    if st.get("lossy_compression"):
+        parts.append(f"LOSSY: {st['lossy_compression']}")
     return "; ".join(parts)
 
 

@@ -96,3 +96,15 @@ def test_lossless_input_has_no_warning(tmp_path):
                       series_description="SWI test", series_number=5)
     doc = analyze_paths([tmp_path / "in"], tmp_path / "out", write_dicom=False)
     assert doc["analyses"][0]["input_warnings"] == []
+
+
+def test_conformance_report_marks_a_lossy_stack(tmp_path):
+    """A tester's conformance report names the lossy stack beside its geometry and scaling."""
+    from plugin.conformance import conformance_report
+    _write_marked(tmp_path / "in", "Siemens", "magnitude")
+    doc = conformance_report([tmp_path / "in"], tmp_path / "report")
+    stacks = {st["component"]: st for s in doc["series"] for st in s["stacks"]}
+    assert stacks["magnitude"]["lossy_compression"].startswith("Lossy Image Compression (0028,2110) 01 in 16 of 16")
+    assert stacks["phase"]["lossy_compression"] is None
+    html = (tmp_path / "report" / "conformance.html").read_text()
+    assert html.count("LOSSY: Lossy Image Compression (0028,2110) 01 in 16 of 16 file(s), method ISO_10918_1") == 1
