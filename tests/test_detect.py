@@ -371,6 +371,66 @@ def test_spot_joined_to_a_rim_region_by_a_thin_bridge_is_split_off():
     assert _split_from_rim(region, inner, faint, core_level=0.6, min_area=2) == []
 
 
+def test_a_lesion_core_on_a_vein_of_the_next_slice_is_split_from_a_rim_region():
+    """A lesion whose slice below holds an in-plane vein running into a rim-reaching region joins
+    that region in 3D through the vein: no one-pixel bridge to cut (_split_from_rim finds nothing).
+    At the core level, joined across slices only where footprints are compact, the lesion stands
+    alone and is returned with its dark rim; the vein, the region and a lobe of it are not."""
+    from plugin.method.detect import _cores_of_rim_region, _split_from_rim
+    shape = (6, 60, 60)
+    rr, cc = np.indices(shape[1:])
+    inner = np.zeros(shape, bool)
+    inner[:, 1:, 1:59] = True                                   # the rim: row 0 and the side columns
+    ratio = np.ones(shape, np.float32)
+    ratio[:, 0:10, 5:55] = 0.3                                  # dephasing reaching the rim at row 0
+    ratio[2, 10:40, 29:32] = 0.3                                # an in-plane vein on slice 2, into the region
+    ratio[:, 10:16, 45:54] = 0.3                                # a compact lobe of the region (its own core, joined in-plane)
+    lesion = np.hypot(rr - 38, cc - 30) <= 4
+    halo = (np.hypot(rr - 38, cc - 30) <= 6) & ~lesion
+    for z in (3, 4):                                            # the lesion above the vein's end
+        ratio[z][halo] = 0.7                                    # its dark rim: candidate level, not core
+        ratio[z][lesion] = 0.3
+    region = ratio < 0.78
+    assert _split_from_rim(region, inner, ratio, core_level=0.6, min_area=2) == []
+    pieces = _cores_of_rim_region(region, inner, ratio, core_level=0.6, dark_level=0.78, min_area=2, max_extent_px=20)
+    assert len(pieces) == 1
+    piece = pieces[0]
+    assert piece[3:5][:, lesion].all() and piece[3:5][:, halo].mean() > 0.9      # the core and its rim (2 px)
+    assert not piece[:3].any() and not piece[5].any() and not piece[:, :10].any()
+    # the lesion beside the vein on its own slice (their cores touch in-plane): not alone at the core level
+    ratio[3:5, 38:40, 29:32] = 0.3
+    ratio[2:5, 10:38, 29:32] = 0.3
+    assert _cores_of_rim_region(ratio < 0.78, inner, ratio, 0.6, 0.78, 2, max_extent_px=20) == []
+
+
+def test_a_compact_stretch_of_a_sinus_is_not_split_from_a_rim_region():
+    """A sinus whose cross-section is compact on some slices and which turns in-plane on the next
+    (its core there a long band over the compact footprint) is a tube, not a lesion beside it."""
+    from plugin.method.detect import _cores_of_rim_region
+    shape = (6, 60, 60)
+    rr, cc = np.indices(shape[1:])
+    inner = np.zeros(shape, bool)
+    inner[:, 1:, 1:59] = True
+    ratio = np.ones(shape, np.float32)
+    ratio[:, 0:10, 5:55] = 0.3                                  # dephasing reaching the rim at row 0
+    disk = np.hypot(rr - 38, cc - 30) <= 4
+    halo = (np.hypot(rr - 38, cc - 30) <= 6) & ~disk
+    for z in (1, 2, 3):
+        ratio[z][halo] = 0.7
+        ratio[z][disk] = 0.3
+    ratio[4, 8:44, 26:35] = 0.3                                 # slice 4: the sinus runs in-plane into the region
+    region = ratio < 0.78
+    assert _cores_of_rim_region(region, inner, ratio, 0.6, 0.78, 2, max_extent_px=20) == []
+    ratio[4, 8:44, 26:35] = 1.0                                 # the same stretch ending there: a spot
+    ratio[4, 8:37, 29:32] = 0.3                                 # (joined to the region by a vein under its edge)
+    region = ratio < 0.78
+    from scipy import ndimage as ndi
+    labels, _ = ndi.label(region)
+    assert labels[2, 38, 30] == labels[0, 0, 30]                # one region with the rim band
+    (piece,) = _cores_of_rim_region(region, inner, ratio, 0.6, 0.78, 2, max_extent_px=20)
+    assert piece[1:4][:, disk].all() and not piece[4].any()
+
+
 def test_tissue_dark_only_against_a_csf_raised_reference_is_not_a_spot():
     """Held-out realistic seed 7 (issue 10): cortex under a thick CSF layer at the skull base read as
     a spot. CSF fills most of the 16 mm blocks there and raises the local tissue level, so tissue

@@ -18,7 +18,11 @@ GRE magnitude (method paper, Reference Standards). Here:
   or on thick slices (>= ``split_core_min_slice_mm``) two adjacent slices together; on coarse
   pixels (>= ``single_pixel_min_mm2``) a dip of ``coarse_core_sigma`` noise s.d. is a core too
   (:func:`coarse_core_level`). A spot is
-  cut to its core slices (+-1) and then followed onto its faint border slices.
+  cut to its core slices (+-1) and then followed onto its faint border slices. A region reaching
+  the mask's rim that is larger than any spot (skull-base dephasing, a sinus and its veins) is
+  searched for spots joined to it: through a one-pixel bridge (:func:`_split_from_rim`), or whose
+  core stands alone at the core level, its slices joined only where footprints are compact (a
+  lesion above an in-plane vein of the next slice; :func:`_cores_of_rim_region`).
 * **Rejection**, each a typed :class:`RejectedCandidate` (``Detection.rejected``; findings.json
   lists the most relevant, :func:`most_relevant`): too small (< ``min_area_px`` / ``min_area_mm2``;
   on coarse grids, pixels >= ``single_pixel_min_mm2``, one pixel is enough when its deficit is
@@ -107,6 +111,15 @@ class DetectionParams:
     split_rim_regions: bool = True      # look for spots inside rim-reaching dark regions larger than any spot (a lesion
                                         # joined to skull-base dephasing by a one-pixel bridge); they must lie deeper than
                                         # edge_margin_mm
+    split_rim_cores: bool = True        # ... also its compact cores (core_ratio) that lie in tissue at that level: a lesion
+                                        # joined to a vein network or a sinus by more than a one-pixel bridge, or through
+                                        # the next slice (:func:`_cores_of_rim_region`); only where voxels resolve a void
+                                        # (:func:`_void_resolved`): the footprint shapes it reads need fine pixels and thin
+                                        # slices (on 5 mm slices a sinus's compact stretch spans one or two slices, too few
+                                        # to see it go on: 8 sinus spots on realistic gre2d_5mm; on 3 mm pixels every core
+                                        # is compact: a spot of the real Philips head, benchmarks/realistic.md)
+    rim_core_ratio: float = 0.6         # ... such a core must reach this darkness (x tissue ratio): the region's dephasing
+                                        # darkens tissue to about core_ratio, its texture is not a spot
     ring_void_ratio: float = 0.8        # a spot's darkest point must lie below this x the tissue beside it (the 30th
                                         # percentile of a ring_inner_mm..ring_outer_mm ring on its darkest slice; CSF in
                                         # the ring is brighter than tissue): else it is dark only against a reference
@@ -591,7 +604,16 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
         larger = np.pi / 6 * params.max_diameter_mm ** 3 / float(np.prod(voxel_size_mm))
         for lab in edge[sizes[edge] > larger]:
             bb = objects[lab - 1]
-            for piece in _split_from_rim(labels_b[bb] == lab, inner[bb], ratio_b[bb], core_level, min_area, max_voxels=larger):
+            region = labels_b[bb] == lab
+            pieces = _split_from_rim(region, inner[bb], ratio_b[bb], core_level, min_area, max_voxels=larger)
+            if params.split_rim_cores and _void_resolved(voxel_size_mm, params):
+                taken = np.logical_or.reduce(pieces) if pieces else np.zeros(region.shape, bool)
+                deep = min(core_level, params.rim_core_ratio * tissue_ratio)
+                pieces += [c for c in _cores_of_rim_region(region, inner[bb], ratio_b[bb], core_level, dark_level, min_area,
+                                                           params.max_diameter_mm / min(voxel_size_mm[1:]),
+                                                           max_voxels=larger) if not (c & taken).any()
+                           and float(ratio_b[bb][c].min()) < deep]
+            for piece in pieces:
                 items.append((piece, tuple(slice(b.start + o, b.stop + o) for b, o in zip(bb, off)), int(piece.sum()), True))
     for sub, bb, n_vox, from_rim in items:
         if from_rim:
@@ -926,6 +948,71 @@ def _split_from_rim(component: np.ndarray, inner: np.ndarray, ratio: np.ndarray,
         ring = ndi.binary_dilation(near, structure=plane, iterations=2) & ~near
         if float(component[ring_box][ring].mean()) > max_joined:
             continue
+        out.append(piece)
+    return out
+
+
+def _cores_of_rim_region(component: np.ndarray, inner: np.ndarray, ratio: np.ndarray, core_level: float,
+                         dark_level: float, min_area: int, max_extent_px: float, max_joined: float = 0.05,
+                         max_voxels: float = np.inf, grow_px: int = 2, max_continued: float = 0.5) -> list[np.ndarray]:
+    """Spot-sized cores of a rim-reaching dark region that stand alone at the core level: the
+    region's voxels darker than ``core_level`` whose footprint on each slice is compact (at most
+    ``max_extent_px`` wide, filling 40 % of its box: not a line), connected in 3D; each such core that keeps off the
+    rim, holds ``min_area`` to ``max_voxels`` voxels and lies in tissue *at the core level* (the
+    region's core voxels fill at most ``max_joined`` of the 2-pixel ring around it) and whose core
+    does not go on through the slice beyond either end (over more than ``max_continued`` of that
+    end's footprint: a tube's compact stretch, a sinus or a vein along B0) is grown back
+    in-plane by up to ``grow_px`` pixels into the region's voxels darker than ``dark_level`` (its
+    dark rim, which at the candidate level joined it to the region), and returned as a bool array
+    of the region's shape. :func:`_split_from_rim` cuts one-pixel bridges; this finds a lesion whose
+    dark rim touches a vein or a sinus over several pixels, or whose slice above lies on a vein."""
+    plane = np.ones((1, 3, 3), bool)
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True
+    structure[0, 1, 1] = structure[2, 1, 1] = True
+    cores = component & (ratio < core_level)
+    # Only compact footprints join across slices: a lesion's core above an in-plane vein's core on
+    # the next slice would otherwise be one component with the vein.
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = True
+    flat, n_flat = ndi.label(cores, structure=in_plane)
+    area = np.bincount(flat.ravel(), minlength=n_flat + 1)
+    box = np.array([(sl[1].stop - sl[1].start, sl[2].stop - sl[2].start) if sl is not None else (0, 0)
+                    for sl in ndi.find_objects(flat)], dtype=np.int64).reshape(-1, 2)
+    compact = np.zeros(n_flat + 1, bool)
+    compact[1:] = (box.max(axis=1) <= max_extent_px) & (area[1:] >= 0.4 * box[:, 0] * box[:, 1]) & (box[:, 0] > 0)
+    labels, n = ndi.label(compact[flat], structure=structure)
+    if n < 1:
+        return []
+    dark = component & (ratio < dark_level)
+    out = []
+    for k, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        size = int(np.count_nonzero(labels[sl] == k))
+        if not min_area <= size <= max_voxels:
+            continue
+        grow = tuple(slice(max(s.start - grow_px, 0), s.stop + grow_px) for s in sl[:1]) + \
+            tuple(slice(max(s.start - grow_px - 2, 0), s.stop + grow_px + 2) for s in sl[1:])
+        own = labels[grow] == k
+        if (own & ~inner[grow]).any():
+            continue
+        # a tube's compact stretch (a sinus, a vein along B0): the core goes on through the slice
+        # beyond either end, over most of that end's footprint
+        z0, z1 = sl[0].start, sl[0].stop - 1
+        ends = ((z0, z0 - 1), (z1, z1 + 1))
+        if any(0 <= beyond < cores.shape[0] and
+               np.count_nonzero(cores[beyond][sl[1:]] & (labels[z][sl[1:]] == k)) > max_continued * np.count_nonzero(labels[z][sl[1:]] == k)
+               for z, beyond in ends):
+            continue
+        ring = ndi.binary_dilation(own, structure=plane, iterations=2) & ~own
+        if float(cores[grow][ring].mean()) > max_joined:
+            continue
+        piece_local = ndi.binary_dilation(own, structure=plane, iterations=grow_px, mask=dark[grow]) | own
+        if (piece_local & ~inner[grow]).any():
+            continue
+        piece = np.zeros(component.shape, bool)
+        piece[grow] = piece_local
         out.append(piece)
     return out
 
