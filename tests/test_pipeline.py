@@ -129,6 +129,10 @@ def test_cli_exit_codes(two_pairs_and_magnitude_only, tmp_path, capsys):
     assert cli_main(["analyze", str(root / "a"), "--out", str(tmp_path / "o2"), "--no-dicom"]) == 0
     assert cli_main(["analyze", str(root), "--out", str(tmp_path / "o3"), "--at", "1,2"]) == 2
     assert cli_main(["analyze", str(tmp_path / "missing"), "--out", str(tmp_path / "o4")]) == 2
+    text = tmp_path / "report.dcm"
+    text.write_text("not an image\n")
+    assert cli_main(["analyze", str(text), "--out", str(tmp_path / "o6")]) == 1   # named, and why it was passed over
+    assert f"skipped {text}: not a DICOM file" in capsys.readouterr().err
     bad_rules = tmp_path / "rules.toml"
     bad_rules.write_text("[[rule]]\nconvention = 'sideways'\n")
     assert cli_main(["analyze", str(root / "a"), "--out", str(tmp_path / "o5"), "--convention-rules", str(bad_rules)]) == 2

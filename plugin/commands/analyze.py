@@ -147,8 +147,23 @@ def run(args) -> int:
         print(f"  unreadable {e.get('path')}: {e.get('reason')}", file=sys.stderr)
     if not doc["analyses"] and not doc["skipped"] and not doc.get("errors"):
         print("  no DICOM series found in the input", file=sys.stderr)
+        for note in _why_files_were_skipped(args.inputs):
+            print(f"  {note}", file=sys.stderr)
         return 1
     return 1 if (doc["skipped"] or doc.get("errors")) else 0
+
+
+def _why_files_were_skipped(inputs, limit: int = 20) -> list[str]:
+    """For the files named on the command line (not folders), why each was passed over: "skipped
+    PATH: not a DICOM file", "... DICOMDIR ...", "... not an image (...)" (the reader's own note)."""
+    from dicom_io.read.files import read_header
+    notes = []
+    for i in inputs:
+        if Path(i).is_file() and len(notes) < limit:
+            got = read_header(i)
+            if isinstance(got, str):
+                notes.append(got)
+    return notes
 
 
 def _failure_document(inputs, out_dir, exc: Exception):
