@@ -28,10 +28,21 @@ REDIS = "/usr/bin/redis-server"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback TCP port that this process has not handed out before. The kernel may give
+    the same ephemeral port to two binds in a row once the first socket is closed: a plugin Orthanc
+    once got one port for both DICOM and HTTP, and its HTTP server could not start (CI, 2026-12-03)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
+    raise RuntimeError("no loopback port that was not handed out before, after 1000 tries")
 
 
 def make_mr_study(out: Path, *, n_slices: int = 4, rows: int = 32, cols: int = 32, manufacturer: str = "SIEMENS",
