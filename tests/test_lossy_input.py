@@ -8,15 +8,13 @@ from types import SimpleNamespace
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000, JPEGBaseline8Bit, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000, JPEGBaseline8Bit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.quicksim import affine_for, simulate  # noqa: E402
-from dicom_io.phantom_writer import StackToWrite, StudyInfo, write_acquisition  # noqa: E402
 from dicom_io.read.lossy import lossy_compression  # noqa: E402
 from dicom_io.read.series import scan  # noqa: E402
 from plugin.pipeline import analyze_paths  # noqa: E402
-from test_pipeline import LESIONS, SHAPE, VOX  # noqa: E402
+from test_pipeline import new_study, write  # noqa: E402
 
 
 def _frame(ts, **attrs):
@@ -43,12 +41,7 @@ def test_lossy_compression_reads_the_attribute_and_the_lossy_syntaxes():
 
 
 def _write_marked(root: Path, vendor: str, component: str) -> dict:
-    mag, ph = simulate(SHAPE, VOX, LESIONS, convention="right-handed" if vendor == "GE" else "left-handed", snr=40, seed=1)
-    written = write_acquisition(root, vendor=vendor, style="classic",
-                                stacks=[StackToWrite("magnitude", 1, 25.0, mag), StackToWrite("phase", 1, 25.0, ph)],
-                                affine_lps=affine_for(VOX),
-                                study=StudyInfo(study_instance_uid=generate_uid(), frame_of_reference_uid=generate_uid()),
-                                series_description="SWI test", series_number=5)
+    written = write(root, vendor, new_study())
     for st in (st for s in scan([root]).series for st in s.stacks if st.component == component):
         for frame in st.frames:
             ds = pydicom.dcmread(frame.path)
@@ -88,12 +81,7 @@ def test_lossy_magnitude_is_analysed_with_a_warning_in_findings_and_sr(tmp_path)
 
 
 def test_lossless_input_has_no_warning(tmp_path):
-    mag, ph = simulate(SHAPE, VOX, LESIONS, convention="right-handed", snr=40, seed=1)
-    write_acquisition(tmp_path / "in", vendor="GE", style="classic",
-                      stacks=[StackToWrite("magnitude", 1, 25.0, mag), StackToWrite("phase", 1, 25.0, ph)],
-                      affine_lps=affine_for(VOX),
-                      study=StudyInfo(study_instance_uid=generate_uid(), frame_of_reference_uid=generate_uid()),
-                      series_description="SWI test", series_number=5)
+    write(tmp_path / "in", "GE", new_study())
     doc = analyze_paths([tmp_path / "in"], tmp_path / "out", write_dicom=False)
     assert doc["analyses"][0]["input_warnings"] == []
 
