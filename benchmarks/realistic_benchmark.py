@@ -13,7 +13,9 @@ choroid plexus x 2, falx) each.
 * ``swi3d`` (0.45 x 0.45 x 2.5 mm, 3 T, TE 25 ms, scanner-filtered phase, SNR 25): rendered once per
   handedness and **written as every vendor writes it** (``plugin.phantom.dicom.write_study``, the
   ``borderphase phantom`` path), read back through ``dicom_io.read.series`` (scan, pairing, vendor
-  scaling, convention from the headers) and analysed;
+  scaling, convention from the headers) and analysed; ``--swi-echoes 6`` renders the paper's six
+  echoes up to 25 ms and runs ``plugin.pipeline.analyze_paths`` on the files, as the node does (every
+  echo combined);
 * ``gre3d_1mm`` (1 mm isotropic, 3 T, 5 echoes to 25 ms, raw phase, SNR 30) and ``gre2d_5mm`` (0.9 x 0.9
   x 5 mm, 1.5 T, TE 20 ms, raw phase, SNR 25): analysed as arrays (GE convention, right-handed); every
   echo combined by ``plugin.method.echoes.combine_echoes`` as ``analyze_paths`` does (``--single-echo``:
@@ -43,6 +45,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -53,6 +56,7 @@ from plugin.phantom import head as H  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.method.echoes import combine_echoes  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays  # noqa: E402
+from plugin.model import Classification  # noqa: E402
 from benchmarks.scoring import SIZE_GROUPS, match_spot, rate as _rate  # noqa: E402
 
 VENDOR_CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
@@ -169,12 +173,42 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
     return out
 
 
+class _FoundLesion(SimpleNamespace):
+    """A findings.json lesion with the attributes :func:`score_study` reads from a ``Lesion``."""
+
+    @classmethod
+    def of(cls, d: dict) -> "_FoundLesion":
+        return cls(center_lps_mm=tuple(d["center_lps_mm"]), diameter_mm=d["diameter_mm"], n_slices=d["n_slices"],
+                   classification=Classification(d["classification"]), confidence=d["confidence"],
+                   reason=d["reason"], decided_by=(d.get("fit") or {}).get("decided_by", ""))
+
+
+def analyze_dicom_study(images, truth: dict, vendor: str, workdir: Path):
+    """Several echoes: write as ``vendor`` writes, then run what ``borderphase analyze`` runs
+    (``plugin.pipeline.analyze_paths``: pairing, every echo combined, the analysis; no DICOM results)."""
+    from plugin.pipeline import analyze_paths
+
+    phantom_dicom.write_study(images, truth, workdir / "in", phantom_dicom.WriteOptions(vendor, "classic"))
+    t0 = time.perf_counter()
+    doc = analyze_paths([workdir / "in"], workdir / "out", write_dicom=False)
+    secs = time.perf_counter() - t0   # reading included (the single-echo path times the analysis alone)
+    if not doc["analyses"]:
+        raise RuntimeError(f"{vendor}: no magnitude/phase pair analysed (skipped: {doc.get('skipped')})")
+    a = doc["analyses"][-1]
+    res = SimpleNamespace(lesions=[_FoundLesion.of(d) for d in a["lesions"]])
+    echo_note = next((n for n in a.get("notes", []) if n.startswith("echoes:")), "")
+    return res, secs, f"{a.get('vendor', vendor)} {a.get('phase_convention', '')}; {echo_note.split(';')[0]}"
+
+
 def analyze_dicom(images, truth: dict, vendor: str, workdir: Path):
-    """Write as ``vendor`` writes (the phantom command's path), read back, analyse the last echo."""
+    """Write as ``vendor`` writes (the phantom command's path), read back, analyse the last echo
+    (several echoes: :func:`analyze_dicom_study`)."""
     from dicom_io import convention as dconv
     from dicom_io.read import series as dseries
     from plugin.pairing import pair_series
 
+    if len(images.echo_times_ms) > 1:
+        return analyze_dicom_study(images, truth, vendor, workdir)
     phantom_dicom.write_study(images, truth, workdir, phantom_dicom.WriteOptions(vendor, "classic"))
     scan = dseries.scan([workdir])
     pairs, skipped = pair_series(scan.series)
@@ -192,7 +226,7 @@ def analyze_dicom(images, truth: dict, vendor: str, workdir: Path):
 
 def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
     plans = R.realistic_cohort(args.seed, protocol=protocol, n_studies=args.studies)
-    acq = R.PROTOCOLS[protocol].acquisition()
+    acq = R.PROTOCOLS[protocol].acquisition(echoes=args.swi_echoes if protocol == "swi3d" else None)
     vendors = args.swi_vendors if protocol == "swi3d" else args.array_vendors
     results: dict[str, list[StudyScore]] = defaultdict(list)
     for plan in plans:
@@ -318,6 +352,9 @@ def main(argv=None) -> int:
     ap.add_argument("--array-vendors", nargs="+", default=["GE"], choices=list(VENDOR_CONVENTION),
                     help="gre3d/gre2d (analysed as arrays): one run per handedness these vendors use (default GE: "
                          "right-handed; add Siemens for the left-handed rendering, another noise draw)")
+    ap.add_argument("--swi-echoes", type=int, default=1,
+                    help="swi3d: echoes evenly spaced up to 25 ms (default 1, TE 25 ms; 6 is the method paper's "
+                         "protocol), analysed by plugin.pipeline.analyze_paths as the node analyses them")
     ap.add_argument("--single-echo", action="store_true",
                     help="gre3d/gre2d: analyse only the last echo (as before issue 10) instead of combining every echo")
     ap.add_argument("--echo-magnitude", default="matched", choices=["matched", "last"],
