@@ -39,7 +39,7 @@ voxel = tuple(float(np.linalg.norm(aff[:3, i])) for i in range(3))
 combo = combine_echoes(list(d["mag"]), list(d["ph"]), [float(t) for t in d["te"]], voxel)
 m, p = combo.magnitude, combo.phase_rad
 full = dict(echo_time_ms=combo.reference_te_ms, field_strength_t=3.0,
-            magnitude_echoes=tuple(zip(combo.echo_times_ms, combo.magnitude_weights))) if {with_qsm!r} else {{}}
+            magnitude_echoes=tuple(zip(combo.echo_times_ms, getattr(combo, "darkness_weights", combo.magnitude_weights)))) if {with_qsm!r} else {{}}
 mask = brain_mask(m, voxel)
 det, ana = [], []
 for _ in range({runs!r}):

@@ -78,6 +78,10 @@ from plugin.method.spotread import read_spot
 from plugin.pipeline import analyze_arrays
 if not {serial!r}:   # (a baseline checkout older than it runs serial)
     from plugin.magnitudereading import MagnitudeReading
+    try:
+        from plugin.pipeline import detection_params
+    except ImportError:   # an older tree: one void level for every magnitude
+        detection_params = lambda p, _e: p  # noqa: E731
 d = np.load({npz!r})
 idx = [i for i in range(len(d["te"])) if i + 1 in {echoes!r}] if {echoes!r} else list(range(len(d["te"])))
 mags, phs, tes, aff = [d["mag"][i] for i in idx], [d["ph"][i] for i in idx], [float(d["te"][i]) for i in idx], d["aff"]
@@ -90,7 +94,8 @@ def timed(name, fn):
     return out
 load = os.getloadavg()[0]
 early = {{}}   # as the pipeline runs it: the magnitude's mask and detection start beside the echo fit
-on_mag = None if {serial!r} else (lambda m: early.setdefault("reading", MagnitudeReading(m, voxel)))
+on_mag = None if {serial!r} else (lambda m, *e: early.setdefault(
+    "reading", MagnitudeReading(m, voxel, detection_params(DetectionParams(), e[0] if e else None))))
 # the combination as the worker runs it (plugin.pipeline._combine_echoes -> combine_echo_volumes): the
 # latest echo first, each phase a deferred volume the fit reads and then owns (the last one becomes
 # the output phase in place), every phase read before the fit when more than two (the worker's

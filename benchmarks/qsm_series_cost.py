@@ -52,11 +52,12 @@ def main(argv=None) -> int:
         mag, ph = dseries.load_volume(pair.magnitude), dseries.load_volume(pair.phase)
         options = AnalysisOptions()
         if pair.earlier:
-            mag, ph, _, raw = _combine_echoes(dseries, mag, ph, pair.earlier)
+            mag, ph, _, raw, mag_echoes = _combine_echoes(dseries, mag, ph, pair.earlier)
             if raw:   # as analyze_paths: raw phase found by the echo fit -> SMV background removal
                 options = replace(options, background="smv")
         conv = {s.series_instance_uid: s for s in scan.series}[ph.series_instance_uid].phase_convention
-        analysis, method = analyze_pair(mag, ph, convention=conv, convention_source="benchmark", options=options)
+        analysis, method = analyze_pair(mag, ph, convention=conv, convention_source="benchmark", options=options,
+                                        magnitude_echoes=mag_echoes if pair.earlier else None)
         report = report_input(analysis, method)
         assert report.qsm_chi_ppm is not None, "the analysis made no QSM map"
         base = ("sr", "seg", "summary", "kos")

@@ -250,7 +250,7 @@ def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
                     res = analyze_arrays(combo.magnitude, combo.phase_rad, images.affine_lps,
                                          convention=convention, options=AnalysisOptions(background=background),
                                          echo_time_ms=combo.reference_te_ms, field_strength_t=acq.b0_t,
-                                         magnitude_echoes=tuple(zip(combo.echo_times_ms, combo.magnitude_weights)))
+                                         magnitude_echoes=tuple(zip(combo.echo_times_ms, combo.darkness_weights)))
                     secs = time.perf_counter() - t1
                     note = (f"arrays, {convention}, {len(combo.echoes_used)} echoes combined, phase at TE "
                             f"{combo.reference_te_ms:g} ms; {res.background}")

@@ -46,7 +46,7 @@ for _ in range({runs!r}):
     combo = combine_echoes(mags, phs, tes, voxel)
     w1, c1 = time.perf_counter(), time.process_time()
     full = dict(echo_time_ms=combo.reference_te_ms, field_strength_t=3.0,
-                magnitude_echoes=tuple(zip(combo.echo_times_ms, combo.magnitude_weights))) if {with_qsm!r} else {{}}
+                magnitude_echoes=tuple(zip(combo.echo_times_ms, getattr(combo, "darkness_weights", combo.magnitude_weights)))) if {with_qsm!r} else {{}}
     res = analyze_arrays(combo.magnitude, combo.phase_rad, aff, convention="right-handed", **full)
     w2, c2 = time.perf_counter(), time.process_time()
     rows.append((w1 - w0, c1 - c0, w2 - w1, c2 - c1, w2 - w0, c2 - c0))

@@ -39,7 +39,7 @@ from dicom_io.vocabulary import DEFAULT_SUMMARY_ENCODING
 from plugin.method.background import VOID_FRACTION, remove_background
 from plugin.method.dataconvention import CONTRADICTED, DataConvention, decide_convention, estimate_data_convention
 from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, sample_inside,
-                                  most_relevant, segment_at)
+                                  most_relevant, segment_at, void_ratio_over_echoes)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
 from plugin.method.interpret import InterpretRules, combine_after_discount, interpret
 from plugin.method.morphology import fill_holes
@@ -125,6 +125,15 @@ CONFIDENCE_BASIS = ("calibrated on synthetic phantoms (GE and Siemens cohorts, b
                     "not on clinical cases")
 
 
+def detection_params(params: DetectionParams, magnitude_echoes: Optional[Sequence[tuple[float, float]]]) -> DetectionParams:
+    """Detection's parameters for a magnitude that averages ``magnitude_echoes`` ((TE ms, darkness
+    weight); None or one echo: ``params`` as they are): the void level becomes the average's
+    (:func:`plugin.method.detect.void_ratio_over_echoes`), the rest is unchanged."""
+    if not magnitude_echoes or len(magnitude_echoes) < 2:
+        return params
+    return replace(params, void_ratio=round(void_ratio_over_echoes(params.void_ratio, magnitude_echoes), 4))
+
+
 def _index_to_lps(affine_lps: np.ndarray, index) -> tuple[float, float, float]:
     p = np.asarray(index, float) @ affine_lps[:3, :3].T + affine_lps[:3, 3]
     return tuple(float(v) for v in p)
@@ -145,9 +154,10 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     ``pixel_bytes``: the pair's stored pixel data, which ``options.memory_budget_x_pixels`` is a
     multiple of (None: no budget).
 
-    ``magnitude_echoes``: (TE ms, weight) of the echoes the magnitude averages (an echo
-    combination's ``echo_times_ms`` / ``magnitude_weights``); default the phase's echo alone. The
-    bloom model of the source size (plugin.method.bloom) simulates that magnitude.
+    ``magnitude_echoes``: (TE ms, darkness weight) of the echoes the magnitude averages (an echo
+    combination's ``echo_times_ms`` / ``darkness_weights``); default the phase's echo alone. The
+    bloom model of the source size (plugin.method.bloom) simulates that magnitude, and detection's
+    void level is that of the average (:func:`detection_params`).
 
     ``echo_time_ms`` and ``field_strength_t``: of the phase, when known; the dipole fit then gives
     moments in ppm*mm^3 and chi in ppm (else moments in rad*mm^3 and no chi).
@@ -158,7 +168,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     mag = np.asarray(magnitude, np.float32)
     reading = magnitude_reading
     if reading is not None and (points_lps_mm or not reading.reads(mag, tuple(float(np.linalg.norm(affine_lps[:3, i]))
-                                                                            for i in range(3)), options.detection)):
+                                                                            for i in range(3)),
+                                                                   detection_params(options.detection, magnitude_echoes))):
         reading.close()   # not this magnitude's, or points given (no detection): computed here
         reading = None
     try:
@@ -185,7 +196,7 @@ def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, conve
     rejected: list[RejectedSpot] = []
     rejected_rest: dict[str, int] = {}
     vein_candidates: list = []
-    params = options.detection
+    params = detection_params(options.detection, magnitude_echoes)
     mask = brain_mask(mag, voxel, params) if reading is None else reading.mask()
     release_zero_pages(mask)   # zero outside the head: its pages need not stay resident (memory: issue 15)
     trim_heap()                # the echo combination's and the mask's slab temporaries
@@ -787,7 +798,7 @@ def analyze_pair(magnitude, phase, *, convention: str, convention_source: str, p
 
 
 def _combine_echoes(dseries, mag, ph, earlier, budget_bytes: Optional[float] = None,
-                    on_magnitude: Optional[Callable[[np.ndarray], None]] = None) -> tuple:
+                    on_magnitude: Optional[Callable[[np.ndarray, tuple], None]] = None) -> tuple:
     """Load the pair's other echoes and combine them with the chosen one (weighted multi-echo
     field fit, matched-filter magnitude; plugin.method.echoes): (magnitude, phase, note, raw,
     magnitude_echoes). An
@@ -872,9 +883,9 @@ def analyze_paths(paths, out_dir, *, convention_rules=None, points_lps_mm=None, 
         budget = None if options.memory_budget_x_pixels is None else options.memory_budget_x_pixels * pixel_bytes
         readings: list[MagnitudeReading] = []   # the combined magnitude's mask and detection, beside the fit
 
-        def read_magnitude(m: np.ndarray) -> None:
+        def read_magnitude(m: np.ndarray, magnitude_echoes: tuple) -> None:
             readings.append(MagnitudeReading(m, tuple(float(np.linalg.norm(pair.magnitude.affine_lps[:3, i])) for i in range(3)),
-                                             options.detection))
+                                             detection_params(options.detection, magnitude_echoes)))
         try:
             analysis, paths_written = _analyze_one_pair(
                 pair, dseries, series_by_uid, out, options, budget, pixel_bytes, points_lps_mm, write_dicom,

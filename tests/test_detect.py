@@ -161,6 +161,40 @@ def test_large_spot_without_a_void_is_deep_grey_matter_not_a_lesion():
                for r in det.rejected)
 
 
+def test_the_void_level_of_an_echo_average_is_that_of_its_longest_echo():
+    """The paper's six echoes (4.2-25 ms) averaged: a lesion that is a void at 25 ms (0.2 of tissue)
+    is only 0.42 of tissue in the average, since its signal at the early echoes is still there; an
+    iron-rich nucleus at half the tissue signal at 25 ms is 0.62 of it. The void level of single
+    echoes (0.35) would reject the lesion as "no signal void"; the average's own void level (what a
+    0.35 void at the longest echo is at most in the average) keeps it and still rejects the nucleus."""
+    from plugin.method.echoes import darkness_weights
+    from plugin.method.detect import void_ratio_over_echoes
+    from plugin.pipeline import detection_params
+    tes = [25.0 * k / 6 for k in range(1, 7)]
+    levels = [np.exp(-te / 45.0) for te in tes]
+    weights = [a * te * te for a, te in zip(levels, tes)]
+    echoes = tuple(zip(tes, darkness_weights([w / sum(weights) for w in weights], levels)))
+    level = void_ratio_over_echoes(0.35, echoes)
+    assert 0.45 < level < 0.55, level
+    assert detection_params(DetectionParams(), echoes) == DetectionParams(void_ratio=round(level, 4))
+    assert detection_params(DetectionParams(), echoes[-1:]) == DetectionParams()
+    mag, _ = simulate(SHAPE, VOX, [], snr=40, seed=7)
+    rr, cc = np.indices(SHAPE[1:])
+    nucleus = np.hypot(rr - 70, cc - 60) * VOX[1] <= 3.5     # 7 mm, on 4 slices
+    lesion = np.hypot(rr - 95, cc - 105) * VOX[1] <= 3.5
+    mag[6:10, nucleus] *= 0.62
+    mag[6:10, lesion] *= 0.42
+
+    def no_void(det, r0, c0):
+        return any(r.reason is RejectReason.NO_VOID and np.hypot(r.center_index[1] - r0, r.center_index[2] - c0) < 3
+                   for r in det.rejected)
+    single = detect_spots(mag, VOX)
+    assert single.spots == [] and no_void(single, 95, 105) and no_void(single, 70, 60)
+    averaged = detect_spots(mag, VOX, detection_params(DetectionParams(), echoes))
+    assert len(averaged.spots) == 1 and np.hypot(averaged.spots[0].center_index[1] - 95, averaged.spots[0].center_index[2] - 105) < 3
+    assert no_void(averaged, 70, 60)
+
+
 def test_brain_mask_leaves_the_scalp_out():
     """A scalp ring outside a signal-free skull stays outside the brain mask, even where soft
     tissue touches the brain at the stack's lower end (as the neck does beside the posterior fossa)."""

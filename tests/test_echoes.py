@@ -69,6 +69,13 @@ def test_weights_follow_signal_and_echo_time():
     assert abs(w.sum() - 1) < 1e-6 and np.all(np.diff(w) > 0)
     expected = np.array([np.exp(-te / 45.0) * te * te for te in TES])
     assert np.allclose(w, expected / expected.sum(), atol=0.01)
+    # a spot's darkness in the average is the darkness weights' mean of its per-echo darkness
+    u = np.asarray(c.darkness_weights)
+    levels = np.array([np.exp(-te / 45.0) for te in TES])
+    assert np.allclose(u, w * levels / np.sum(w * levels), atol=0.01)
+    d = np.array([0.6, 0.45, 0.3, 0.15, 0.05])[:len(TES)]
+    spot = np.sum(w * levels * d) / np.sum(w * levels)
+    assert spot == pytest.approx(float(np.dot(u, d)), abs=0.01)
     # the field's s.d. is sigma / (2 pi sqrt(sum m^2 TE^2)): about 1.8 x below the 25 ms echo's alone
     m = np.array([1000.0 * np.exp(-te / 45.0) for te in TES])
     predicted = SIGMA * 1e3 / (2 * np.pi * np.sqrt(np.sum((m * TES) ** 2)))
@@ -280,7 +287,7 @@ def test_the_magnitude_handed_out_before_the_fit_changes_no_bit(n_echoes):
             events.clear()
             handed: list = []
             early = combine_echoes(mags, source(), TES[:n_echoes], VOX,
-                                   on_magnitude=lambda m: (handed.append(m.copy()), events.append(("magnitude",))), **kw)
+                                   on_magnitude=lambda m, _e: (handed.append(m.copy()), events.append(("magnitude",))), **kw)
             assert len(handed) == 1 and np.array_equal(handed[0], early.magnitude), how
             assert np.array_equal(plain.magnitude, early.magnitude), how
             assert np.array_equal(plain.phase_rad, early.phase_rad), how

@@ -520,7 +520,7 @@ def test_a_reading_of_a_magnitude_the_analysis_does_not_use_is_dropped(tmp_path,
     import plugin.pipeline as pipeline
 
     def broken(_echoes, on_magnitude=None, **_kw):
-        on_magnitude(np.ones(SHAPE, np.float32))
+        on_magnitude(np.ones(SHAPE, np.float32), ((12.5, 0.5), (25.0, 0.5)))
         raise RuntimeError("out of memory")
     monkeypatch.setattr(echoes, "combine_echo_volumes", broken)
     monkeypatch.setattr(pipeline, "early_reading_fits", lambda *_a: True)

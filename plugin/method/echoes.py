@@ -77,6 +77,9 @@ class EchoCombination:
     magnitude_weights: tuple[float, ...]  # of the echoes used
     offset_removed: bool
     note: str
+    # each echo's share of the average's tissue signal (:func:`darkness_weights`): a spot's darkness
+    # (magnitude / tissue) in the average is the sum of these times its darkness in each echo
+    darkness_weights: tuple[float, ...]
 
     @staticmethod
     def _kept(a: Optional[np.ndarray]) -> np.ndarray:
@@ -311,12 +314,28 @@ def _phase_array(value, shape, k: int) -> np.ndarray:
     return arr
 
 
+def darkness_weights(magnitude_weights: Sequence[float], tissue_levels: Sequence[float]) -> tuple[float, ...]:
+    """Each echo's share of an echo average's tissue signal: the average is ``sum w_n m_n`` (weights
+    ``magnitude_weights``), tissue's ``sum w_n A_n`` (levels ``tissue_levels``), so a spot whose
+    darkness (magnitude / tissue) is ``d_n`` in echo n is ``sum u_n d_n`` dark in the average, with
+    ``u_n = w_n A_n / sum w A``. What models of the averaged magnitude weight their per-echo
+    darkness with (the bloom model, the void level of detection).
+
+    >>> darkness_weights([0.5, 0.5], [3.0, 1.0])
+    (0.75, 0.25)
+    """
+    w = np.asarray(magnitude_weights, float) * np.maximum(np.asarray(tissue_levels, float), 0.0)
+    if w.sum() <= 0:
+        w = np.asarray(magnitude_weights, float)
+    return tuple(float(v) for v in w / w.sum()) if w.sum() > 0 else tuple(float(v) for v in w)
+
+
 def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseSource], echo_times_ms: Sequence[float],
                    voxel_size_mm: tuple[float, float, float], *, filtered: Optional[bool] = None,
                    noise_sigma: Optional[float] = None, min_snr: float = MIN_USABLE_SNR,
                    magnitude: str = "matched", te_power: float = 2.0, workers: int = 2,
                    keep_field: bool = True, load_all_phases: bool = False,
-                   on_magnitude: Optional[Callable[[np.ndarray], None]] = None) -> EchoCombination:
+                   on_magnitude: Optional[Callable[[np.ndarray, tuple], None]] = None) -> EchoCombination:
     """Combine the echoes (see the module docstring). ``filtered``: True skips the phase-offset
     step (scanner-filtered phase has none), False forces it, None decides from the estimate.
     ``magnitude``: ``matched`` (weights tissue level x TE^2) or ``last`` (the longest usable echo).
@@ -333,7 +352,8 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     for phases given as float32 arrays (same bits); a loaded first and last phase still become
     the output magnitude and phase in place.
 
-    ``on_magnitude(magnitude)``: called once with the output magnitude as soon as it is final,
+    ``on_magnitude(magnitude, darkness_echoes)``: called once with the output magnitude (and
+    (TE ms, darkness weight) of its echoes, :attr:`EchoCombination.darkness_weights`) as soon as it is final,
     before the phase fit (the magnitude average is then made in a pass of its own, into a volume of
     its own: the same bits), so that work on the magnitude alone (brain mask, detection) can run
     beside the fit."""
@@ -367,6 +387,8 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
     cw = cw / cw.sum() if cw.sum() > 0 else np.full(len(tes), 1.0 / len(tes))
     if magnitude == "last":
         cw = np.zeros(len(tes)); cw[-1] = 1.0
+    dw = darkness_weights(cw, lv)
+    darkness_echoes = tuple(zip((float(t) for t in tes), dw))
     te_ref = tes[-1]
 
     held: dict[int, np.ndarray] = {}      # phases loaded and not yet added to the fit
@@ -401,7 +423,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
         # beside that work cost 0.4 CPU s more and gained no time on the six-echo study)
         with ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(chunks) > 1 else _NoPool() as mpool:
             list(mpool.map(lambda ch: _magnitude_chunk(mags, cw, out_mag, ch[1], ch[0]), chunks))   # (errors raised)
-        on_magnitude(out_mag)
+        on_magnitude(out_mag, darkness_echoes)
         workers = max(1, workers - 1)
 
     offset, step, offset_removed, off_text = None, 1, False, "one echo: no phase offset estimated"
@@ -506,7 +528,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
         out_mag = np.asarray(mags[0], np.float32)
         out_phase = _phase_array(phs[0], shape, used[0])
         if on_magnitude is not None:
-            on_magnitude(out_mag)
+            on_magnitude(out_mag, darkness_echoes)
 
     echo_list = ", ".join(f"{k + 1} (TE {echo_times_ms[k]:g} ms)" for k in used)
     parts = [f"{len(used)} of {n} echoes used: {echo_list}"]
@@ -526,7 +548,7 @@ def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseS
         parts.append("phase and magnitude of that echo as delivered")
     note = "echoes: " + "; ".join(parts)
     return EchoCombination(out_mag, out_phase, out_slope, out_wsum, float(noise_sigma), te_ref, tuple(used),
-                           tuple(tes), tuple(float(w) for w in cw), offset_removed, note)
+                           tuple(tes), tuple(float(w) for w in cw), offset_removed, note, dw)
 
 
 @dataclass(frozen=True)
@@ -546,8 +568,8 @@ def _shape_of(v) -> tuple:
 
 
 def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2, load_all_phases: bool = False,
-                         on_magnitude: Optional[Callable[[np.ndarray], None]] = None
-                         ) -> tuple[object, object, str, Optional[bool]]:
+                         on_magnitude: Optional[Callable[[np.ndarray, tuple], None]] = None
+                         ) -> tuple[object, object, str, Optional[bool], Optional[tuple]]:
     """Combine the echoes of one paired acquisition given as (magnitude, phase) volume objects
     (anything with ``data``, ``affine_lps``, ``echo_time_ms``; ``dicom_io.read.volume.Volume``),
     the first being the echo the pairing chose (the latest). A phase may be a
@@ -563,9 +585,9 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2, load_all_
     phase offset, i.e. the phase is raw and its background must still be removed (the combined
     phase lacks the offset that the raw/filtered test partly relies on), None when not combined.
     Echoes with another geometry or without an echo time are left out (said in the note); with
-    one echo left the volumes come back unchanged. ``magnitude_echoes``: (TE ms, weight) of the
-    echoes the magnitude averages (None when not combined), for models of the magnitude
-    (plugin.method.bloom)."""
+    one echo left the volumes come back unchanged. ``magnitude_echoes``: (TE ms, darkness weight) of
+    the echoes the magnitude averages (None when not combined; :func:`darkness_weights`), for models
+    of the magnitude (plugin.method.bloom, the void level of plugin.method.detect)."""
     import dataclasses
 
     ref_m, ref_p = echoes[0]
@@ -618,4 +640,4 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2, load_all_
     mag = dataclasses.replace(base_m, data=combo.magnitude)
     ph = dataclasses.replace(base_p, data=combo.phase_rad)
     return (mag, ph, "; ".join([combo.note] + notes), (True if combo.offset_removed else None),
-            tuple(zip(combo.echo_times_ms, combo.magnitude_weights)))
+            tuple(zip(combo.echo_times_ms, combo.darkness_weights)))
