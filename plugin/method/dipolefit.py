@@ -185,7 +185,10 @@ def void_slice_range(spot: DetectedSpot, fraction: float = 0.5) -> tuple[float, 
     the filtered phase best (weighted rss 940 against 963 for the centres inside slice 37, all of
     which gave a positive moment): diamagnetic at z 8.3, confidently wrong. Dipole sign and centre are
     confounded along B0 near a slice boundary (the slab-averaged kernel of the source's own and the
-    next slice changes sign as the centre crosses it); the magnitude says which slice holds it.
+    next slice changes sign as the centre crosses it); the magnitude says which slice holds it. A best
+    centre on the range's bound (the slice boundary) still leaves the sign to the centre: then every
+    allowed centre's moment joins the moment's spread (:func:`fit_dipole`; the same microbleed read
+    from the paper's six echoes, fitted diamagnetic at z 8 with its centre on 37.5).
 
     >>> import numpy as np
     >>> from types import SimpleNamespace
@@ -478,6 +481,10 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         k_z = kernels(cz, p)
         m, kk, rss = proj.solve(k_z)
         best_z = cz[int(np.argmin(rss))]
+        # the best centre on a bound of the range the void allows (a slice boundary): the phase would
+        # put the source at or beyond the edge of the slices the magnitude puts it in, and there the
+        # moment's sign follows the centre: every allowed centre's moment joins the spread (see below)
+        bound = float(best_z[0]) in (float(z_lo_mm), float(z_hi_mm))
         cxy = np.array([[0.0, dy * vox[1], dx * vox[2]] for dy, dx in params.inplane_offsets]) + best_z
         # an in-plane offset (0, 0) is best_z itself: its kernel column is already there
         same = [i for i, (dy, dx) in enumerate(params.inplane_offsets) if dy == 0 and dx == 0]
@@ -494,6 +501,8 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         tol = max(1.0, float(rss2[j]) / max(len(p) - 5, 1))
         ms, rs = np.concatenate([m, m2]), np.concatenate([rss, rss2])
         alike = ms[rs <= float(rss2[j]) + tol]
+        if bound:
+            alike = np.concatenate([alike, m])
         return cxy[j], float(m2[j]), float(kk2[j]), float(rss2[j]), alike
 
     best, m, kk, rss, alike = search(pos, _Projector(y, sw, bgc))
