@@ -146,15 +146,20 @@ def test_tissue_between_bright_csf_is_rejected_as_csf_partial_volume():
     assert any(np.hypot(s.center_index[1] - 80, s.center_index[2] - 110) * VOX[1] <= 3.0 for s in old.spots)
 
 
+def nucleus_beside_a_spot(nucleus_scale: float, spot_scale: float) -> np.ndarray:
+    """A magnitude with two 7 mm discs on 4 slices: a "nucleus" at row/col (70, 60) and a "spot" at
+    (95, 105), their signal times these factors."""
+    mag, _ = simulate(SHAPE, VOX, [], snr=40, seed=7)
+    rr, cc = np.indices(SHAPE[1:])
+    mag[6:10, np.hypot(rr - 70, cc - 60) * VOX[1] <= 3.5] *= nucleus_scale
+    mag[6:10, np.hypot(rr - 95, cc - 105) * VOX[1] <= 3.5] *= spot_scale
+    return mag
+
+
 def test_large_spot_without_a_void_is_deep_grey_matter_not_a_lesion():
     """Iron darkens the pallidum or red nucleus diffusely (about half the tissue signal), never to a
     void: a wide spot that is never black is rejected; a void of the same size is kept."""
-    mag, _ = simulate(SHAPE, VOX, [], snr=40, seed=7)
-    rr, cc = np.indices(SHAPE[1:])
-    nucleus = np.hypot(rr - 70, cc - 60) * VOX[1] <= 3.5     # 7 mm, on 4 slices
-    void = np.hypot(rr - 95, cc - 105) * VOX[1] <= 3.5
-    mag[6:10, nucleus] *= 0.5
-    mag[6:10, void] *= 0.05
+    mag = nucleus_beside_a_spot(0.5, 0.05)
     det = detect_spots(mag, VOX)
     assert len(det.spots) == 1 and np.hypot(det.spots[0].center_index[1] - 95, det.spots[0].center_index[2] - 105) < 3
     assert any(r.reason is RejectReason.NO_VOID and np.hypot(r.center_index[1] - 70, r.center_index[2] - 60) < 3
@@ -178,12 +183,7 @@ def test_the_void_level_of_an_echo_average_is_that_of_its_longest_echo():
     assert 0.45 < level < 0.55, level
     assert detection_params(DetectionParams(), echoes) == DetectionParams(void_ratio=round(level, 4))
     assert detection_params(DetectionParams(), echoes[-1:]) == DetectionParams()
-    mag, _ = simulate(SHAPE, VOX, [], snr=40, seed=7)
-    rr, cc = np.indices(SHAPE[1:])
-    nucleus = np.hypot(rr - 70, cc - 60) * VOX[1] <= 3.5     # 7 mm, on 4 slices
-    lesion = np.hypot(rr - 95, cc - 105) * VOX[1] <= 3.5
-    mag[6:10, nucleus] *= 0.62
-    mag[6:10, lesion] *= 0.42
+    mag = nucleus_beside_a_spot(0.62, 0.42)
 
     def no_void(det, r0, c0):
         return any(r.reason is RejectReason.NO_VOID and np.hypot(r.center_index[1] - r0, r.center_index[2] - c0) < 3
