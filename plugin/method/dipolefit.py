@@ -484,7 +484,7 @@ def fit_dipole(local_phase_rad: np.ndarray, magnitude: np.ndarray, spot: Detecte
         # the best centre on a bound of the range the void allows (a slice boundary): the phase would
         # put the source at or beyond the edge of the slices the magnitude puts it in, and there the
         # moment's sign follows the centre: every allowed centre's moment joins the spread (see below)
-        bound = float(best_z[0]) in (float(z_lo_mm), float(z_hi_mm))
+        bound = bool(np.isclose(best_z[0], z_lo_mm, rtol=0.0, atol=1e-6) or np.isclose(best_z[0], z_hi_mm, rtol=0.0, atol=1e-6))
         cxy = np.array([[0.0, dy * vox[1], dx * vox[2]] for dy, dx in params.inplane_offsets]) + best_z
         # an in-plane offset (0, 0) is best_z itself: its kernel column is already there
         same = [i for i, (dy, dx) in enumerate(params.inplane_offsets) if dy == 0 and dx == 0]
