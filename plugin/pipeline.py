@@ -129,9 +129,8 @@ def detection_params(params: DetectionParams, magnitude_echoes: Optional[Sequenc
     """Detection's parameters for a magnitude that averages ``magnitude_echoes`` ((TE ms, darkness
     weight); None or one echo: ``params`` as they are): the void level becomes the average's
     (:func:`plugin.method.detect.void_ratio_over_echoes`), the rest is unchanged."""
-    if not magnitude_echoes or len(magnitude_echoes) < 2:
-        return params
-    return replace(params, void_ratio=round(void_ratio_over_echoes(params.void_ratio, magnitude_echoes), 4))
+    level = void_ratio_over_echoes(params.void_ratio, magnitude_echoes)
+    return params if level == params.void_ratio else replace(params, void_ratio=round(level, 4))
 
 
 def _index_to_lps(affine_lps: np.ndarray, index) -> tuple[float, float, float]:

@@ -325,9 +325,10 @@ def darkness_weights(magnitude_weights: Sequence[float], tissue_levels: Sequence
     (0.75, 0.25)
     """
     w = np.asarray(magnitude_weights, float) * np.maximum(np.asarray(tissue_levels, float), 0.0)
-    if w.sum() <= 0:
+    if w.sum() <= 0:   # no tissue level: the magnitude weights
         w = np.asarray(magnitude_weights, float)
-    return tuple(float(v) for v in w / w.sum()) if w.sum() > 0 else tuple(float(v) for v in w)
+    total = float(w.sum())
+    return tuple(float(v) / total if total > 0 else float(v) for v in w)
 
 
 def combine_echoes(magnitudes: Sequence[np.ndarray], phases_rad: Sequence[PhaseSource], echo_times_ms: Sequence[float],
