@@ -49,7 +49,7 @@ from plugin.method.bloom import source_diameter
 from plugin.method.qsmcore import CoreParams, core_sign, core_susceptibility, reads_low_through_slice
 from plugin.method.qsmrecovery import (RecoveryParams, SpotSource, corrected_spot_chi, fit_recovery_by_size,
                                        recovery_fractions, scaled_fit, synthetic_field)
-from plugin.method.borderexplained import discount_unexplained_borders
+from plugin.method.borderexplained import discount_unexplained_borders, undo_refuted_rescue
 from plugin.method.qsmagree import QsmAgreeRules, qsm_agreement
 from plugin.model import Classification, Lesion, PairAnalysis, PhasePattern, RejectedSpot
 from plugin.method.spotread import read_spot
@@ -321,8 +321,11 @@ def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, conve
         fit_fraction = fit_fractions[i - 1] if fit.usable and fit.moment is not None else None
         if fit_fraction is not None:
             fit = scaled_fit(fit, fit_fraction)
-        # a border reading the fitted dipole cannot produce is another source's field (thick slices)
-        kept = discount_unexplained_borders(rd, spot, fit, mag, voxel, noise, options.interpret, fit_params=options.dipole_fit)
+        # slices beyond disagreeing borders read as aliasing, against a decisive fit: not used
+        rd, rescue_note = undo_refuted_rescue(rd, fit, convention, options.interpret)
+        # a border reading the fitted dipole cannot produce is another source's field
+        kept = discount_unexplained_borders(rd, spot, fit, mag, voxel, noise, options.interpret,
+                                            fit_params=options.dipole_fit, convention=convention)
         dropped = rd.upper if kept.upper is not rd.upper else rd.lower
         it = combine_after_discount(interpret(kept.upper, kept.lower, convention, options.interpret), fit, convention,
                                     options.interpret, dropped if kept.note else None, kept.note)
@@ -331,6 +334,8 @@ def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, conve
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
         elif rd.resolved_by_outer:
             it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
+        elif rescue_note:
+            it = replace(it, reason=f"{it.reason}; {rescue_note}")
         qsm_facts, sc = {}, None
         if qmap is not None and spot_on_slices(spot.slice_indices, edge_slices, margin_slices=2):
             sc = SpotChi(None, None, None, UNCLEAR, "on or next to the QSM map's unreliable end slices "

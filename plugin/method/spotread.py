@@ -58,6 +58,10 @@ class SpotReadings:
     lower_read_slice: Optional[int] = None
     upper_read_why: str = ""
     lower_read_why: str = ""
+    # When the slices beyond disagreeing borders were read instead (``resolved_by_outer``): the
+    # readings as they were without that, for a caller that finds the rescue refuted
+    # (plugin.method.borderexplained.undo_refuted_rescue)
+    unrescued: Optional["SpotReadings"] = None
 
 
 def read_slice(phase: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot, slice_index: int,
@@ -124,6 +128,8 @@ def read_spot(phase: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot, voxe
         return own[k], k, ""
 
     (up, up_k, up_why), (lo, lo_k, lo_why) = border(upper_slice, step_up), border(lower_slice, -step_up)
+    plain = SpotReadings(up, lo, own[spot.central_slice], upper_slice, lower_slice,
+                         upper_read_slice=up_k, lower_read_slice=lo_k, upper_read_why=up_why, lower_read_why=lo_why)
     if up.pattern is not None and lo.pattern is not None and up.dark_dominant != lo.dark_dominant:
         # Disagreeing borders: a large, strongly magnetised lesion can still alias on its
         # outermost visible slice. The paper's rationale is that the border shows the smallest
@@ -140,6 +146,5 @@ def read_spot(phase: np.ndarray, magnitude: np.ndarray, spot: DetectedSpot, voxe
                 outer[0].dark_dominant == outer[1].dark_dominant:
             return SpotReadings(outer[0], outer[1], own[spot.central_slice], upper_slice, lower_slice, True,
                                 upper_read_slice=upper_slice + step_up, lower_read_slice=lower_slice - step_up,
-                                upper_read_why=ALIASING_WHY, lower_read_why=ALIASING_WHY)
-    return SpotReadings(up, lo, own[spot.central_slice], upper_slice, lower_slice,
-                        upper_read_slice=up_k, lower_read_slice=lo_k, upper_read_why=up_why, lower_read_why=lo_why)
+                                upper_read_why=ALIASING_WHY, lower_read_why=ALIASING_WHY, unrescued=plain)
+    return plain
