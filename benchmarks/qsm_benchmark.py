@@ -22,16 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.method.qsm import ITERATIVE, QsmParams, TKD, compute_qsm, qsm_call, spot_susceptibility  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays, reported_qsm_key  # noqa: E402
-from benchmarks.scoring import analysis_inputs, match_spot  # noqa: E402
-
-
-def _fit(x, y):
-    if len(x) < 3:
-        return float("nan"), float("nan"), float("nan")
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    slope, icpt = np.polyfit(x, y, 1)
-    r2 = 1.0 - np.sum((y - (slope * x + icpt)) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-12)
-    return float(slope), float(icpt), float(r2)
+from benchmarks.scoring import analysis_inputs, line_fit, match_spot  # noqa: E402
 
 
 def nuclei_chi(chi: np.ndarray, affine_lps: np.ndarray, nuclei: list[dict]) -> dict[str, list[float]]:
@@ -143,11 +134,11 @@ def run(protocol: str, studies: int, seed: int, with_options: bool = True, recov
         if not with_options and key.startswith("wl2"):
             continue
         pts = [(r["chi"], r[key]) for r in big if r[key] is not None]
-        s, i, r2 = _fit([p[0] for p in pts], [p[1] for p in pts])
+        s, i, r2 = line_fit([p[0] for p in pts], [p[1] for p in pts])
         out.append(f"lesion chi vs truth, spots >= 2 mm, {name}: n {len(pts)}, slope {s:.2f}, intercept {i:+.3f} ppm, R^2 {r2:.3f}")
     res_d = [(r["d"], r["src_d"]) for r in big if r["src_d"] is not None]
-    s, i, r2 = _fit([p[0] for p in res_d], [p[1] for p in res_d])
-    s0, i0, r20 = _fit([r["d"] for r in big], [r["det_d"] for r in big])
+    s, i, r2 = line_fit([p[0] for p in res_d], [p[1] for p in res_d])
+    s0, i0, r20 = line_fit([r["d"] for r in big], [r["det_d"] for r in big])
     out.append(f"source diameter (bloom model) vs truth, spots >= 2 mm: resolved {len(res_d)}/{len(big)}, slope {s:.2f}, "
                f"intercept {i:+.2f} mm, R^2 {r2:.2f}; detected diameter: slope {s0:.2f}, intercept {i0:+.2f} mm, R^2 {r20:.2f}")
     n_q_ind = sum("the readings disagree" in r["reason"] for r in rows)

@@ -46,6 +46,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import numpy as np
 
@@ -55,9 +56,9 @@ from plugin.phantom import dicom as phantom_dicom  # noqa: E402
 from plugin.phantom import head as H  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.method.echoes import combine_echoes  # noqa: E402
-from plugin.pipeline import AnalysisOptions, analyze_arrays  # noqa: E402
+from plugin.pipeline import AnalysisOptions, analyze_arrays, reported_qsm_key  # noqa: E402
 from plugin.model import Classification  # noqa: E402
-from benchmarks.scoring import SIZE_GROUPS, match_spot, rate as _rate  # noqa: E402
+from benchmarks.scoring import SIZE_GROUPS, line_fit, match_spot, rate as _rate  # noqa: E402
 
 VENDOR_CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
 
@@ -77,6 +78,8 @@ class LesionRecord:
     confidence: float = 0.0
     reason: str = ""
     decided_by: str = ""       # border | fit | border+fit | none (Lesion.decided_by)
+    chi_reported_ppm: Optional[float] = None   # the QSM chi the results report (findings qsm_reported)
+    qsm_call: str = ""         # paramagnetic | diamagnetic | unclear ("" without a QSM reading)
 
 
 @dataclass
@@ -157,6 +160,9 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
             rec.detected, rec.classification = True, les.classification.value
             rec.confidence, rec.reason = float(les.confidence), les.reason
             rec.decided_by = les.decided_by
+            key = reported_qsm_key(les)
+            rec.chi_reported_ppm = None if key is None else float(getattr(les, key))
+            rec.qsm_call = les.qsm_call or ""
         out.records.append(rec)
     for t in truth["physiological_calcifications"]:
         out.n_physiological_visible += int(t.get("n_slices", 0) > 0)
@@ -180,7 +186,9 @@ class _FoundLesion(SimpleNamespace):
     def of(cls, d: dict) -> "_FoundLesion":
         return cls(center_lps_mm=tuple(d["center_lps_mm"]), diameter_mm=d["diameter_mm"], n_slices=d["n_slices"],
                    classification=Classification(d["classification"]), confidence=d["confidence"],
-                   reason=d["reason"], decided_by=(d.get("fit") or {}).get("decided_by", ""))
+                   reason=d["reason"], decided_by=(d.get("fit") or {}).get("decided_by", ""),
+                   qsm_chi_ppm=d.get("qsm_chi_ppm"), qsm_core_chi_ppm=d.get("qsm_core_chi_ppm"),
+                   qsm_call=d.get("qsm_call"))
 
 
 def analyze_dicom_study(images, truth: dict, vendor: str, workdir: Path):
@@ -305,6 +313,14 @@ def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -
             if sel:
                 c = Counter(f"{r.truth_class}->{r.classification}" for r in sel)
                 lines.append(f"    {k} detected: " + ", ".join(f"{n} {w}" for w, n in sorted(c.items())))
+        chi = [(r.chi_ppm, r.chi_reported_ppm) for r in det if r.diameter_mm >= 2.0 and r.chi_reported_ppm is not None]
+        slope, icpt, r2 = line_fit([c[0] for c in chi], [c[1] for c in chi])
+        lines.append(f"  QSM chi as reported vs truth, detected spots >= 2 mm: n {len(chi)}, slope {slope:.2f}, "
+                     f"intercept {icpt:+.3f} ppm, R^2 {r2:.3f}")
+        qsm = {"paramagnetic": "microbleed", "diamagnetic": "calcification"}
+        lines.append(f"  QSM call alone (unclear = wrong): calcification sensitivity "
+                     f"{_rate(sum(qsm.get(r.qsm_call) == 'calcification' for r in ca), len(ca))}, specificity "
+                     f"{_rate(sum(qsm.get(r.qsm_call) == 'microbleed' for r in mb), len(mb))}")
         fs = [w for s in scores for w, _ in s.false_spots]
         ends = sum(1 for s in scores for _, sp in s.false_spots
                    if sp["center_lps_mm"][2] < s.z_range_mm[0] + 1.0 or sp["center_lps_mm"][2] > s.z_range_mm[1] - 1.0)

@@ -41,6 +41,16 @@ def match_lesions(truth_lesions: Sequence[dict], centres_lps_mm: np.ndarray, sli
     return out
 
 
+def line_fit(x, y) -> tuple[float, float, float]:
+    """(slope, intercept, R^2) of the least-squares line y = slope x + intercept; NaN below 3 points."""
+    if len(x) < 3:
+        return float("nan"), float("nan"), float("nan")
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    slope, icpt = np.polyfit(x, y, 1)
+    r2 = 1.0 - np.sum((y - (slope * x + icpt)) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-12)
+    return float(slope), float(icpt), float(r2)
+
+
 def rate(a: int, b: int) -> str:
     return f"{a / b:.3f} ({a}/{b})" if b else "n/a"
 
