@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from types import SimpleNamespace
 
-from plugin.method.borderexplained import discount_unexplained_borders, undo_refuted_rescue
-from plugin.method.interpret import InterpretRules, combine, combine_after_discount, interpret
+from plugin.method.borderexplained import check_border, discount_unexplained_borders, undo_refuted_rescue
+from plugin.method.interpret import InterpretRules, combine, combine_after_discount, interpret, is_readable
 from plugin.method.patterns import PatternReading, PhasePattern
 from plugin.method.spotread import SpotReadings
 from plugin.model import Classification
@@ -43,10 +43,14 @@ def test_a_lone_border_out_of_reach_against_a_decisive_fit_is_left_out():
 
 
 def test_a_lone_border_within_reach_is_kept():
-    rd, spot, fit, mag, vox, noise = spot_with_a_foreign_border(0.6, extra_slices=0)   # the spot's own slice
+    """A contradicting reading on the spot's own slice, where the fitted dipole is strong: kept,
+    however it reads (the fit's prediction there is no ground to discard it)."""
+    rd, spot, fit, mag, vox, noise = spot_with_a_foreign_border(0.0, extra_slices=0)   # the spot's own slice
     rd = only_upper_readable(rd)
-    if rd.upper.dark_dominant is not False:
-        rd = replace(rd, upper=replace(rd.upper, pattern=PhasePattern.TOTALLY_WHITE))
+    bright = replace(rd.upper, pattern=PhasePattern.TOTALLY_WHITE, dark_fraction=0.0, bright_fraction=1.0, z_score=6.0)
+    rd = replace(rd, upper=bright)
+    assert is_readable(rd.upper, InterpretRules()) and not is_readable(rd.lower, InterpretRules())
+    assert check_border(spot, fit, mag, rd.upper, rd.upper_slice, rd.upper_slice, vox, noise).predicted_max_z > 1.0
     kept = discount_unexplained_borders(rd, spot, fit, mag, vox, noise, convention=RH)
     assert kept.note == "" and kept.upper is rd.upper
 

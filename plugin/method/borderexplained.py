@@ -171,8 +171,11 @@ def discount_unexplained_borders(readings: SpotReadings, spot: DetectedSpot, fit
     else:
         return DiscountedBorders(up, lo)
     sides = ((up, readings.upper_slice, readings.upper_read_slice), (lo, readings.lower_slice, readings.lower_read_slice))
-    checks = {i: check_border(spot, fit, magnitude, sides[i][0], sides[i][1] if sides[i][2] is None else sides[i][2],  # type: ignore[arg-type]
-                              sides[i][1], voxel_size_mm, noise_sigma, rules, fit_params) for i in candidates}
+    checks = {}
+    for i in candidates:
+        reading, border, read_k = sides[i]
+        checks[i] = check_border(spot, fit, magnitude, reading, border if read_k is None else read_k, border,  # type: ignore[arg-type]
+                                 voxel_size_mm, noise_sigma, rules, fit_params)
     bad = [i for i, c in checks.items() if c.unexplained(rules)]
     if len(bad) != 1:
         return DiscountedBorders(up, lo)
