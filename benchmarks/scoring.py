@@ -84,5 +84,5 @@ def analysis_inputs(images, voxel_mm):
     if len(images.echo_times_ms) > 1:
         combo = combine_echoes(images.magnitude, images.phase_rad, images.echo_times_ms, voxel_mm)
         return (combo.magnitude, combo.phase_rad, combo.reference_te_ms, "smv" if combo.offset_removed else "auto",
-                tuple(zip(combo.echo_times_ms, combo.darkness_weights)))
+                combo.darkness_echoes)
     return images.magnitude[-1], images.phase_rad[-1], images.echo_times_ms[-1], "auto", None

@@ -165,15 +165,16 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
     thread of their own (:class:`plugin.magnitudereading.MagnitudeReading`, started while the echoes
     were combined): used instead of computing them here (the same results); closed here."""
     mag = np.asarray(magnitude, np.float32)
+    params = detection_params(options.detection, magnitude_echoes)
     reading = magnitude_reading
     if reading is not None and (points_lps_mm or not reading.reads(mag, tuple(float(np.linalg.norm(affine_lps[:3, i]))
-                                                                            for i in range(3)),
-                                                                   detection_params(options.detection, magnitude_echoes))):
+                                                                            for i in range(3)), params)):
         reading.close()   # not this magnitude's, or points given (no detection): computed here
         reading = None
     try:
         return _analyze_arrays(mag, phase_rad, affine_lps, convention=convention, convention_source=convention_source,
-                               points_lps_mm=points_lps_mm, options=options, echo_time_ms=echo_time_ms,
+                               points_lps_mm=points_lps_mm, options=replace(options, detection=params),
+                               echo_time_ms=echo_time_ms,
                                field_strength_t=field_strength_t, magnitude_echoes=magnitude_echoes,
                                pixel_bytes=pixel_bytes, reading=reading)
     finally:
@@ -184,7 +185,8 @@ def analyze_arrays(magnitude: np.ndarray, phase_rad: np.ndarray | Callable[[], n
 def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, convention: str, convention_source: str,
                     points_lps_mm, options: AnalysisOptions, echo_time_ms, field_strength_t, magnitude_echoes,
                     pixel_bytes, reading: Optional[MagnitudeReading]) -> ArrayAnalysis:
-    """:func:`analyze_arrays` once its magnitude reading (if any) is checked."""
+    """:func:`analyze_arrays` once its magnitude reading (if any) is checked (``options.detection``
+    already those of this magnitude, :func:`detection_params`)."""
     owned = callable(phase_rad)
     phase = np.asarray(phase_rad() if owned else phase_rad, np.float32)
     phase_as_delivered = False
@@ -195,7 +197,7 @@ def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, conve
     rejected: list[RejectedSpot] = []
     rejected_rest: dict[str, int] = {}
     vein_candidates: list = []
-    params = detection_params(options.detection, magnitude_echoes)
+    params = options.detection
     mask = brain_mask(mag, voxel, params) if reading is None else reading.mask()
     release_zero_pages(mask)   # zero outside the head: its pages need not stay resident (memory: issue 15)
     trim_heap()                # the echo combination's and the mask's slab temporaries

@@ -81,6 +81,12 @@ class EchoCombination:
     # (magnitude / tissue) in the average is the sum of these times its darkness in each echo
     darkness_weights: tuple[float, ...]
 
+    @property
+    def darkness_echoes(self) -> tuple[tuple[float, float], ...]:
+        """(TE ms, darkness weight) of the echoes averaged: what models of the averaged magnitude take
+        (``magnitude_echoes`` of plugin.pipeline, the bloom model, detection's void level)."""
+        return tuple(zip(self.echo_times_ms, self.darkness_weights))
+
     @staticmethod
     def _kept(a: Optional[np.ndarray]) -> np.ndarray:
         if a is None:
@@ -641,4 +647,4 @@ def combine_echo_volumes(echoes: Sequence[tuple], *, workers: int = 2, load_all_
     mag = dataclasses.replace(base_m, data=combo.magnitude)
     ph = dataclasses.replace(base_p, data=combo.phase_rad)
     return (mag, ph, "; ".join([combo.note] + notes), (True if combo.offset_removed else None),
-            tuple(zip(combo.echo_times_ms, combo.darkness_weights)))
+            combo.darkness_echoes)
