@@ -80,6 +80,15 @@ class LesionRecord:
     decided_by: str = ""       # border | fit | border+fit | none (Lesion.decided_by)
     chi_reported_ppm: Optional[float] = None   # the QSM chi the results report (findings qsm_reported)
     qsm_call: str = ""         # paramagnetic | diamagnetic | unclear ("" without a QSM reading)
+    # the calibrated confidence's inputs (findings ``border`` and ``fit``; Lesion.border_call ...):
+    # benchmarks/confidence_calibration.py refits the logistic from --json dumps of these
+    border_call: Optional[bool] = None
+    border_evidence: float = 0.0
+    n_readable_borders: int = 0
+    upper_border_z: float = 0.0
+    lower_border_z: float = 0.0
+    fit_call: Optional[bool] = None
+    fit_z: float = 0.0
 
 
 @dataclass
@@ -163,6 +172,9 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
             key = reported_qsm_key(les)
             rec.chi_reported_ppm = None if key is None else float(getattr(les, key))
             rec.qsm_call = les.qsm_call or ""
+            for name in ("border_call", "border_evidence", "n_readable_borders", "upper_border_z", "lower_border_z",
+                         "fit_call", "fit_z"):
+                setattr(rec, name, getattr(les, name))
         out.records.append(rec)
     for t in truth["physiological_calcifications"]:
         out.n_physiological_visible += int(t.get("n_slices", 0) > 0)
@@ -188,7 +200,17 @@ class _FoundLesion(SimpleNamespace):
                    classification=Classification(d["classification"]), confidence=d["confidence"],
                    reason=d["reason"], decided_by=(d.get("fit") or {}).get("decided_by", ""),
                    qsm_chi_ppm=d.get("qsm_chi_ppm"), qsm_core_chi_ppm=d.get("qsm_core_chi_ppm"),
-                   qsm_call=d.get("qsm_call"))
+                   qsm_call=d.get("qsm_call"), fit_z=(d.get("fit") or {}).get("z", 0.0),
+                   fit_call=_paramagnetic((d.get("fit") or {}).get("call")),
+                   border_call=_paramagnetic((d.get("border") or {}).get("call")),
+                   border_evidence=(d.get("border") or {}).get("evidence", 0.0),
+                   n_readable_borders=(d.get("border") or {}).get("readable", 0),
+                   upper_border_z=(d.get("border") or {}).get("z_upper", 0.0),
+                   lower_border_z=(d.get("border") or {}).get("z_lower", 0.0))
+
+
+def _paramagnetic(word: Optional[str]) -> Optional[bool]:
+    return None if word is None else word == "paramagnetic"
 
 
 def analyze_dicom_study(images, truth: dict, vendor: str, workdir: Path):

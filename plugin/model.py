@@ -109,6 +109,18 @@ class Lesion:
     # The same for the dipole fit on the scanner's homodyne-filtered phase (the fraction of a
     # sphere's moment the fit finds there); moment and chi_ppm are divided by it. None when not applied.
     fit_recovery_fraction: Optional[float] = None
+    # The border reading as read before the dipole fit was weighed (findings.json ``border``): its
+    # own call (paramagnetic? None: no call), its dominance evidence, how many border slices were
+    # readable, and each border's mean phase offset in noise s.d. (signed: + = the phase above
+    # the surrounding tissue; 0 when not readable). With ``fit_z`` these are the features of the
+    # calibrated confidence (plugin.method.interpret.combined_logit), so it can be audited and
+    # refitted from findings.json alone.
+    border_call: Optional[bool] = None
+    border_evidence: float = 0.0
+    n_readable_borders: int = 0
+    upper_border_z: float = 0.0
+    lower_border_z: float = 0.0
+    fit_call: Optional[bool] = None                       # paramagnetic per a decisive fit alone
 
     @property
     def n_slices(self) -> int:

@@ -372,7 +372,10 @@ def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, conve
             lower_border_pattern=rd.lower.pattern, upper_read_slice=rd.upper_read_slice,
             lower_read_slice=rd.lower_read_slice, read_note=_read_note(rd), **_fit_facts(fit, size, spot.diameter_mm),
             decided_by=it.basis, **_size_facts(size), **qsm_facts,
-            fit_recovery_fraction=None if fit_fraction is None else round(fit_fraction, 4)))
+            fit_recovery_fraction=None if fit_fraction is None else round(fit_fraction, 4),
+            border_call=it.border_call, border_evidence=round(float(it.evidence), 3),
+            n_readable_borders=int(it.n_readable_borders), upper_border_z=round(float(rd.upper.z_score), 2),
+            lower_border_z=round(float(rd.lower.z_score), 2), fit_call=it.fit_call))
         view = label_map[spot.bbox]
         view[spot.footprint & (view == 0)] = i
         readings.append(rd)
@@ -684,6 +687,11 @@ def _read_note(readings) -> str:
     return "; ".join(dict.fromkeys(w for w in (readings.upper_read_why, readings.lower_read_why) if w))
 
 
+def _call_word(paramagnetic: Optional[bool]) -> Optional[str]:
+    """A reading's own call as findings.json words it (None: that reading gave no call)."""
+    return None if paramagnetic is None else ("paramagnetic" if paramagnetic else "diamagnetic")
+
+
 def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -> dict:
     """One lesion in the GUIDE's findings schema (plus explanatory extras). ``tracking``: the
     identity the DICOM results gave it (None when none were written)."""
@@ -720,7 +728,10 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "qsm_recovery_fraction": lesion.qsm_recovery_fraction,
         "fit_recovery_fraction": lesion.fit_recovery_fraction,
         "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
-                "reason": lesion.fit_reason, "decided_by": lesion.decided_by},
+                "reason": lesion.fit_reason, "decided_by": lesion.decided_by, "call": _call_word(lesion.fit_call)},
+        "border": {"call": _call_word(lesion.border_call), "evidence": lesion.border_evidence,
+                   "readable": lesion.n_readable_borders, "z_upper": lesion.upper_border_z,
+                   "z_lower": lesion.lower_border_z},
         "tracking_identifier": None if tracking is None else tracking.identifier,
         "tracking_uid": None if tracking is None else tracking.uid,
     }

@@ -94,6 +94,28 @@ def test_each_vendor_layout_reads_back_and_classifies(vendor, tmp_path):
 
 
 @pytest.mark.parametrize("vendor", ["GE", "Siemens"])
+def test_findings_carry_the_readings_behind_the_confidence(vendor, tmp_path):
+    """Each lesion's ``border`` and ``fit`` say what each reading called on its own and with what
+    evidence: the border offsets' signs follow the vendor's handedness, and the calibrated
+    logistic of those numbers gives back the reported confidence (an auditor can refit it)."""
+    from plugin.method.interpret import combined_confidence, is_paramagnetic
+
+    write(tmp_path / "in", vendor, new_study())
+    doc = analyze_paths([tmp_path / "in"], tmp_path / "out", write_dicom=False)
+    lesions = doc["analyses"][0]["lesions"]
+    assert {les["classification"] for les in lesions} == {"microbleed", "calcification"}
+    for les in lesions:
+        word = "paramagnetic" if les["classification"] == "microbleed" else "diamagnetic"
+        border, fit = les["border"], les["fit"]
+        assert border["call"] == word and fit["call"] == word and fit["decided_by"] == "border+fit"
+        assert border["readable"] == 2 and border["evidence"] > 0
+        for z in (border["z_upper"], border["z_lower"]):
+            assert is_paramagnetic(z < 0, CONVENTION[vendor]) == (word == "paramagnetic") and abs(z) > 1
+        expect = combined_confidence(float(np.log1p(abs(fit["z"]))), border["evidence"], True)
+        assert les["confidence"] == pytest.approx(expect, abs=2e-3)
+
+
+@pytest.mark.parametrize("vendor", ["GE", "Siemens"])
 def test_phase_missing_slices_is_skipped_with_the_difference_named(vendor, tmp_path):
     """A phase stack that lost its last 3 slices in transfer (GE: in the magnitude's series; Siemens: a
     series of its own) does not pair; the reason names what differs, for the administrator to resend."""
