@@ -74,6 +74,7 @@ class Rec:
     f_feature: float = 0.0      # calibration features of the combined call (interpret.combined_logit)
     b_feature: float = 0.0
     both: bool = False
+    both_log_z: float = 0.0     # log(1 + the weaker border's |z|) when ``both``
     reason: str = ""
 
 
@@ -106,6 +107,7 @@ def score(cohort: str, convention: str, study: int, truth: dict, res, slice_mm: 
                 if it.border_call is not None:
                     rec.b_feature = it.evidence * (1 if it.border_call == final else -1)
                     rec.both = it.n_readable_borders == 2 and it.border_call == final
+                    rec.both_log_z = float(np.log1p(it.z_evidence)) if rec.both else 0.0
         out.append(rec)
     return out
 
@@ -220,11 +222,12 @@ def reliability(recs: list[Rec]) -> list[str]:
     return out
 
 
-def fit_calibration(recs: list[Rec]) -> tuple[float, float, float, float]:
-    """Maximum-likelihood logistic of P(right | f, b, both) over every decided combined call."""
+def fit_calibration(recs: list[Rec]) -> tuple[float, ...]:
+    """Maximum-likelihood logistic of P(right | f, b, both, both log(1 + weaker border z)) over every
+    decided combined call: ``interpret.COMBINED_INTERCEPT, _FIT, _BORDER, _BOTH_AT_ZERO, _BOTH_PER_LOG_Z``."""
     from scipy.optimize import minimize
     calls = [r for r in recs if r.detected and r.calls["combined"] != "indeterminate"]
-    X = np.array([[1.0, r.f_feature, r.b_feature, float(r.both)] for r in calls])
+    X = np.array([[1.0, r.f_feature, r.b_feature, float(r.both), r.both_log_z] for r in calls])
     y = np.array([r.calls["combined"] == r.truth_class for r in calls], float)
 
     def nll(p):
@@ -232,8 +235,8 @@ def fit_calibration(recs: list[Rec]) -> tuple[float, float, float, float]:
         return float(np.sum(np.logaddexp(0, z) - y * z))
     # slopes bounded to [0, 8]: more evidence never means less confidence, and with few wrong
     # calls the unbounded maximum likelihood runs off to infinity
-    fit = minimize(nll, [2.0, 1.0, 0.5, 1.0], method="L-BFGS-B", bounds=[(-20, 20), (0, 8), (0, 8), (0, 8)])
-    return tuple(float(v) for v in fit.x)  # type: ignore[return-value]
+    fit = minimize(nll, [2.0, 1.0, 0.5, 1.0, 1.0], method="L-BFGS-B", bounds=[(-20, 20)] + [(0, 8)] * 4)
+    return tuple(float(v) for v in fit.x)
 
 
 def main(argv=None) -> int:
@@ -279,9 +282,10 @@ def main(argv=None) -> int:
     print("\nReliability of the combined confidence (every decided call above)")
     print("\n".join(reliability(all_recs)))
     if args.calibrate:
-        a, b, c, d = fit_calibration(all_recs)
+        a, b, c, d, e = fit_calibration(all_recs)
         print(f"\ncalibration fit: COMBINED_INTERCEPT = {a:.3f}, COMBINED_FIT = {b:.3f}, COMBINED_BORDER = {c:.3f}, "
-              f"COMBINED_BOTH = {d:.3f}")
+              f"COMBINED_BOTH_AT_ZERO = {d:.3f}, COMBINED_BOTH_PER_LOG_Z = {e:.3f} (the both-borders term: "
+              "benchmarks/confidence_calibration.py refits it on the realistic benchmark's dumps)")
     return 0
 
 

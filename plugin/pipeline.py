@@ -41,7 +41,7 @@ from plugin.method.dataconvention import CONTRADICTED, DataConvention, decide_co
 from plugin.method.detect import (DetectionParams, DetectedSpot, brain_mask, darkness_ratio, detect_spots, estimate_noise_sigma, sample_inside,
                                   most_relevant, segment_at, void_ratio_over_echoes)
 from plugin.method.dipolefit import FitParams, b0_in_array_axes, fit_dipole
-from plugin.method.interpret import InterpretRules, combine_after_discount, interpret
+from plugin.method.interpret import InterpretRules, combine_after_discount, interpret, read_beyond_disagreeing_borders
 from plugin.method.morphology import fill_holes
 from plugin.method.qsm import DIAMAGNETIC, PARAMAGNETIC, UNCLEAR, QsmMap, QsmParams, SpotChi, compute_qsm, spot_susceptibility
 from plugin.method.qsmedge import spot_on_slices, unreliable_edge_slices
@@ -335,7 +335,7 @@ def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, conve
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
         elif rd.resolved_by_outer:
-            it = replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out")
+            it = read_beyond_disagreeing_borders(it)
         elif rescue_note:
             it = replace(it, reason=f"{it.reason}; {rescue_note}")
         qsm_facts, sc = {}, None

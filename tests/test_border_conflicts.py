@@ -87,7 +87,9 @@ def fit(paramagnetic: bool, z: float, rms: float = 1.0):
 def test_a_rescue_against_a_decisive_fit_is_not_used():
     rd, f = rescued(outer_dark=False), fit(True, 3.3)
     as_rescued = combine(interpret(rd.upper, rd.lower, RH), f, RH)
-    assert as_rescued.classification == Classification.CALCIFICATION and as_rescued.confidence > 0.99   # what main did
+    # what the rescue alone calls: the wrong class (at 0.999 before the class cap
+    # interpret.BORDERS_AGAINST_FIT_CONFIDENCE; still a call)
+    assert as_rescued.classification == Classification.CALCIFICATION and as_rescued.confidence > 0.5
     undone, note = undo_refuted_rescue(rd, f, RH)
     assert undone is rd.unrescued and "not used" in note and "z 3.3" in note
     it = combine(interpret(undone.upper, undone.lower, RH), f, RH)
@@ -103,3 +105,16 @@ def test_a_rescue_stands_with_an_agreeing_weak_or_unfitting_fit():
         assert rd.resolved_by_outer and note == ""
     plain = SpotReadings(reading(True, -4.0), reading(True, -5.0), reading(True, -6.0), 31, 29)
     assert undo_refuted_rescue(plain, fit(False, 20.0), RH) == (plain, "")
+
+
+def test_a_rescued_call_carries_the_rescues_own_confidence():
+    """Slices beyond disagreeing borders that agree: the call stands, at no more than the fraction
+    of such calls that were right on the cohorts, and says how it was read; no call stays none."""
+    from plugin.method.interpret import ALIASING_RESCUE_CONFIDENCE, read_beyond_disagreeing_borders
+
+    rd = rescued(outer_dark=True)
+    it = read_beyond_disagreeing_borders(combine(interpret(rd.upper, rd.lower, RH), None, RH))
+    assert it.classification == Classification.MICROBLEED and it.confidence == ALIASING_RESCUE_CONFIDENCE < 0.999
+    assert it.reason.endswith("borders disagreed (aliasing), read one slice further out")
+    none = read_beyond_disagreeing_borders(combine(interpret(rd.unrescued.upper, rd.unrescued.lower, RH), None, RH))
+    assert none.classification == Classification.INDETERMINATE and none.confidence == 0.0

@@ -1,7 +1,9 @@
 """Interpretation (plugin.method.interpret): convention mapping for all four vendors, indeterminate
 cases, confidence calibration behaviour."""
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dicom_io.convention import resolve_convention
@@ -114,7 +116,8 @@ def test_confidence_grows_with_evidence():
 
 # --- border reading + dipole fit (interpret.combine) ---------------------------------------------
 from plugin.method.dipolefit import DipoleFit, not_usable  # noqa: E402
-from plugin.method.interpret import CONFIDENCE_CAP, InterpretRules, combine, combined_confidence  # noqa: E402
+from plugin.method.interpret import (BORDERS_AGAINST_FIT_CONFIDENCE, CONFIDENCE_CAP, InterpretRules, combine,  # noqa: E402
+                                     combined_confidence)
 
 NONE = PatternReading(None, 0.0, 0.0, 4, 0, 0.0, 0.0)
 
@@ -155,7 +158,7 @@ def test_weak_or_unusable_fit_leaves_the_border_call_alone():
     for f in (fit(False, z=1.5), not_usable("too few voxels"), None):
         res = combine(border, f, "right-handed")
         assert res.classification == border.classification and res.basis == "border"
-        assert res.confidence == pytest.approx(combined_confidence(0.0, border.evidence, True))
+        assert res.confidence == pytest.approx(combined_confidence(0.0, border.evidence, border.z_evidence))
     res = combine(interpret(NONE, NONE, "right-handed"), not_usable("too few voxels with signal"), "right-handed")
     assert res.classification == Classification.INDETERMINATE and "too few voxels with signal" in res.reason
 
@@ -177,6 +180,8 @@ def test_disagreement_is_indeterminate_unless_one_side_is_clearly_stronger():
     # the strong two-border reading wins over a barely decisive fit, and says so
     res = combine(border, fit(False, z=3.5), "right-handed", InterpretRules(override_margin=0.5))
     assert res.classification == Classification.MICROBLEED and "border reading is the more reliable" in res.reason
+    # ... with the confidence such calls earned on the cohorts, not the agreeing borders' 0.999
+    assert res.confidence == BORDERS_AGAINST_FIT_CONFIDENCE < combine(border, None, "right-handed").confidence
     # a very strong fit overrides a weak single-border reading ...
     weak_border = interpret(reading(1, 1.0, 2.5), NONE, "right-handed")
     assert weak_border.classification == Classification.MICROBLEED and weak_border.n_readable_borders == 1
@@ -382,3 +387,24 @@ def test_a_border_whose_mean_offset_contradicts_its_dominance_is_not_readable():
     # a single readable border whose offset is not cancelled by the other border's keeps the fit out
     strong_one = interpret(dark, NONE, "left-handed")
     assert combine(strong_one, fit(True, z=5.3, rms=0.9), "left-handed").classification == Classification.INDETERMINATE
+
+
+def _with_z(r: PatternReading, z: float) -> PatternReading:
+    return replace(r, z_score=float(np.copysign(z, r.z_score)))
+
+
+def test_two_faint_agreeing_borders_are_not_near_certainty():
+    """The both-borders term grows with the weaker border's |z|: two borders of z 1.8 (a 1.52 mm
+    +0.017 ppm microbleed read diamagnetic on both, realistic six-echo seed 0) are not the evidence
+    two of z 12 are, and neither reaches the cap; one faint border lowers a strong one's call."""
+    from plugin.method.interpret import both_borders_term
+
+    assert both_borders_term(None) == 0.0
+    terms = [both_borders_term(z) for z in (0.0, 1.0, 1.8, 3.0, 10.0, 1e6)]
+    assert terms == sorted(terms) and terms[-1] == 8.0 and terms[2] < terms[4]
+    faint = combine(interpret(_with_z(DARK, 1.8), _with_z(DARK, 1.8), "right-handed"), None, "right-handed")
+    strong = combine(interpret(_with_z(DARK, 12.0), _with_z(DARK, 12.0), "right-handed"), None, "right-handed")
+    mixed = combine(interpret(_with_z(DARK, 12.0), _with_z(DARK, 1.8), "right-handed"), None, "right-handed")
+    assert faint.classification == strong.classification == mixed.classification == Classification.MICROBLEED
+    assert faint.confidence < 0.995 and strong.confidence == CONFIDENCE_CAP
+    assert mixed.confidence == pytest.approx(faint.confidence)

@@ -111,7 +111,8 @@ def test_findings_carry_the_readings_behind_the_confidence(vendor, tmp_path):
         assert border["readable"] == 2 and border["evidence"] > 0
         for z in (border["z_upper"], border["z_lower"]):
             assert is_paramagnetic(z < 0, CONVENTION[vendor]) == (word == "paramagnetic") and abs(z) > 1
-        expect = combined_confidence(float(np.log1p(abs(fit["z"]))), border["evidence"], True)
+        expect = combined_confidence(float(np.log1p(abs(fit["z"]))), border["evidence"],
+                                     min(abs(border["z_upper"]), abs(border["z_lower"])))
         assert les["confidence"] == pytest.approx(expect, abs=2e-3)
 
 

@@ -275,32 +275,58 @@ def _interpret(upper: PatternReading, lower: PatternReading, convention: str, ru
 # Fitted by `python benchmarks/model_fit_benchmark.py --studies 2 --calibrate` (realistic cohort
 # swi3d and gre2d_5mm, paper cohort raw and filtered phase, both handednesses: 1122 decided calls,
 # 8 wrong; maximum likelihood, slopes bounded to [0, 8]): P(right) = logistic(COMBINED_INTERCEPT
-# + COMBINED_FIT * f + COMBINED_BORDER * b + COMBINED_BOTH * both), f = +-log(1 + |z_fit|) and
-# b = +-log(1 + z_border) (+ when that reading supports the call, - when it opposes it, 0 when it
-# gives none), both = both borders readable and supporting. Calls resting on two readable,
-# supporting borders were almost never wrong (COMBINED_BOTH sits at its bound); calls on the fit
-# alone or on one border carry most errors, and their confidence is correspondingly lower.
+# + COMBINED_FIT * f + COMBINED_BORDER * b + both-borders term), f = +-log(1 + |z_fit|) and
+# b = +-the border's dominance evidence (+ when that reading supports the call, - when it opposes
+# it, 0 when it gives none). Calls resting on two readable, supporting borders were almost never
+# wrong; calls on the fit alone or on one border carry most errors, and their confidence is
+# correspondingly lower.
 COMBINED_INTERCEPT = 0.035
 COMBINED_FIT = 0.383
 COMBINED_BORDER = 0.308
+# The both-borders term, graded by the weaker border's mean phase offset z: two supporting borders
+# of |z| 1.5-2 are not the evidence two of |z| 10 are (a 1.52 mm +0.017 ppm microbleed read
+# diamagnetic on two borders of z 1.8 was called at 0.999 before). Fitted by `python
+# benchmarks/confidence_calibration.py` on the realistic benchmark's dumps (4847 calls on two
+# supporting borders, 1 wrong; benchmarks/model_fit.md, "The both-borders term graded"):
+# both_0 + both_z log(1 + z_weaker), at most COMBINED_BOTH (about 0.97 at z 1, 0.994 at z 1.8,
+# the cap from z 4.5).
 COMBINED_BOTH = 8.0
+COMBINED_BOTH_AT_ZERO = 0.0
+COMBINED_BOTH_PER_LOG_Z = 4.677
 #: The calibration cohorts hold a few thousand calls: no certainty above this can be backed by them.
 CONFIDENCE_CAP = 0.999
+# Two kinds of call the logistic cannot weigh, because its cohort holds too few of them to fit a
+# term: their confidence is at most the fraction of such calls that were right (posterior mean under
+# a uniform prior), as `python benchmarks/confidence_calibration.py` prints it per evidence class.
+#: two supporting border slices against a decisive dipole fit of the opposite sign (the border wins)
+BORDERS_AGAINST_FIT_CONFIDENCE = 0.750
+#: borders that disagreed, decided on the slices one further out (plugin.method.spotread's aliasing rescue)
+ALIASING_RESCUE_CONFIDENCE = 0.982
 
 
 def _logistic(x: float) -> float:
     return float(1.0 / (1.0 + np.exp(-x)))
 
 
-def combined_logit(fit_feature: float, border_feature: float, both_borders: bool) -> float:
-    """The calibrated logit that a call is right, given the signed evidence of fit and border."""
+def both_borders_term(weaker_border_z: Optional[float]) -> float:
+    """The logit the agreement of both border slices adds: 0 without it (``None``), else growing
+    with the weaker border's |mean phase offset| in noise s.d., at most ``COMBINED_BOTH``."""
+    if weaker_border_z is None:
+        return 0.0
+    return min(COMBINED_BOTH, COMBINED_BOTH_AT_ZERO + COMBINED_BOTH_PER_LOG_Z * float(np.log1p(abs(weaker_border_z))))
+
+
+def combined_logit(fit_feature: float, border_feature: float, both_borders_z: Optional[float]) -> float:
+    """The calibrated logit that a call is right, given the signed evidence of fit and border;
+    ``both_borders_z``: the weaker border's |z| when both borders are readable and support the call
+    being weighed, else None."""
     return (COMBINED_INTERCEPT + COMBINED_FIT * fit_feature + COMBINED_BORDER * border_feature
-            + COMBINED_BOTH * float(both_borders))
+            + both_borders_term(both_borders_z))
 
 
-def combined_confidence(fit_feature: float, border_feature: float, both_borders: bool) -> float:
+def combined_confidence(fit_feature: float, border_feature: float, both_borders_z: Optional[float]) -> float:
     """Calibrated probability that a call is right (capped at ``CONFIDENCE_CAP``)."""
-    return min(CONFIDENCE_CAP, _logistic(combined_logit(fit_feature, border_feature, both_borders)))
+    return min(CONFIDENCE_CAP, _logistic(combined_logit(fit_feature, border_feature, both_borders_z)))
 
 
 def _fit_words(fit: FitEvidence) -> str:
@@ -334,7 +360,7 @@ def pooled_offset_call(border: Interpretation, fit: Optional[FitEvidence],
     f_ev = float(np.copysign(np.log1p(abs(zf)), zf * pooled))
     b_ev = float(np.copysign(np.log1p(abs(zb)), zb * pooled))
     return replace(border, classification=classification_for(para), paramagnetic=para, basis="border+fit",
-                   fit_z=abs(zf), confidence=combined_confidence(f_ev, b_ev, False),
+                   fit_z=abs(zf), confidence=combined_confidence(f_ev, b_ev, None),
                    reason=f"{border.reason}; pooled evidence decides: border slices' mean phase offset z {zb:+.1f} "
                           f"and {_fit_words(fit)} signed {zf:+.1f} (+ = paramagnetic), together z {pooled:+.1f} "
                           f">= {rules.pooled_min_z:g}")
@@ -367,7 +393,7 @@ def conflicting_borders_call(border: Interpretation, fit: Optional[FitEvidence],
     if abs(net) < rules.min_z or (net > 0) != bool(fit.paramagnetic):
         return None
     para = bool(fit.paramagnetic)
-    conf = combined_confidence(float(np.log1p(fit.abs_z)), float(np.log1p(abs(net))), False)
+    conf = combined_confidence(float(np.log1p(fit.abs_z)), float(np.log1p(abs(net))), None)
     return replace(border, classification=classification_for(para), paramagnetic=para, basis="border+fit",
                    fit_call=para, fit_z=fit.abs_z, confidence=conf,
                    reason=f"{border.reason}; the borders' pooled mean phase offset z {net:+.1f} (+ = paramagnetic: "
@@ -406,7 +432,7 @@ def stronger_border_call(border: Interpretation, fit: Optional[FitEvidence],
         return None                         # a decisive fit: conflicting_borders_call's business
     zf = float(fit.z) if usable else 0.0    # type: ignore[union-attr]
     f_ev = float(np.copysign(np.log1p(abs(zf)), zf * net)) if zf else 0.0
-    conf = combined_confidence(f_ev, float(np.log1p(abs(net))), False)
+    conf = combined_confidence(f_ev, float(np.log1p(abs(net))), None)
     fit_words = (f"{_fit_words(fit)}, not decisive" if usable else "no usable dipole fit")  # type: ignore[arg-type]
     return replace(border, classification=classification_for(para), paramagnetic=para, basis="border",
                    confidence=conf,
@@ -441,6 +467,20 @@ def fit_sides_with_a_foreign_reading(dropped: PatternReading, fit: Optional[FitE
     return is_paramagnetic(dropped.z_score < 0.0, convention) == fit.paramagnetic
 
 
+def read_beyond_disagreeing_borders(it: Interpretation) -> Interpretation:
+    """A call on the slices one further out than two disagreeing borders (plugin.method.spotread's
+    aliasing rescue) says so, with a confidence of at most ``ALIASING_RESCUE_CONFIDENCE``: it rests
+    on a conflict resolved, not on two borders that agreed as read.
+
+    >>> it = Interpretation(Classification.MICROBLEED, 0.999, "border dark-dominant", None, 2.0, True)
+    >>> r = read_beyond_disagreeing_borders(it)
+    >>> r.confidence == ALIASING_RESCUE_CONFIDENCE, r.reason.endswith("read one slice further out")
+    (True, True)
+    """
+    return replace(it, reason=it.reason + "; borders disagreed (aliasing), read one slice further out",
+                   confidence=min(it.confidence, ALIASING_RESCUE_CONFIDENCE))
+
+
 def combine_after_discount(border: Interpretation, fit: Optional[FitEvidence], convention: str,
                            rules: "InterpretRules", dropped: Optional[PatternReading] = None, note: str = "") -> Interpretation:
     """:func:`combine`, after ``plugin.method.borderexplained`` may have left one border reading out
@@ -467,7 +507,7 @@ def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
         return replace(base, basis="none")      # unknown convention: the border's reason says so
     f_ev = float(np.log1p(fit_z)) if fit_call is not None else 0.0
     b_ev = border.evidence if border_call is not None else 0.0
-    both = border.n_readable_borders == 2
+    both_z = border.z_evidence if border.n_readable_borders == 2 else None
     if fit is None or not fit.usable:
         why_fit = "no dipole fit" if fit is None else f"dipole fit not usable: {fit.reason}"
     else:
@@ -483,7 +523,7 @@ def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
                            reason=f"{border.reason}; {_fit_words(fit)} agrees (z >= {rules.fit_support_z:g}): "
                                   f"together they decide",
                            confidence=combined_confidence(float(np.log1p(fit_z)), float(np.log1p(border.z_evidence)),
-                                                          False))
+                                                          None))
         pooled = pooled_offset_call(base, fit, rules) or stronger_border_call(base, fit, rules)
         if pooled is not None:
             return pooled
@@ -499,14 +539,14 @@ def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
                        reason=f"{border.reason}; {_fit_words(fit)} (not decisive against conflicting borders)")
     if fit_call is None:
         return replace(base, basis="border", reason=f"{border.reason}; {why_fit}",
-                       confidence=combined_confidence(0.0, b_ev, both))
+                       confidence=combined_confidence(0.0, b_ev, both_z))
     words = _fit_words(fit)  # type: ignore[arg-type]
     weak = border.weak_border_call
     if border_call is None and weak is not None and weak != fit_call:
         # a single readable border too weak to decide alone, against the fit: conflicting
         # evidence, weighed as a disagreement (the weak border's evidence: log(1 + its |z|))
         w_ev = float(np.log1p(border.z_evidence))
-        for_fit, for_border = combined_logit(f_ev, -w_ev, False), combined_logit(-f_ev, w_ev, False)
+        for_fit, for_border = combined_logit(f_ev, -w_ev, None), combined_logit(-f_ev, w_ev, None)
         if for_fit - for_border >= rules.override_margin and fit.residual_rms <= rules.fit_max_rms_override:  # type: ignore[union-attr]
             return replace(base, classification=classification_for(fit_call), paramagnetic=fit_call, basis="fit",
                            reason=f"{words} overrides a weak single border ({border.reason}): calibrated logit "
@@ -520,13 +560,13 @@ def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
     if border_call is None:
         return replace(base, classification=classification_for(fit_call), paramagnetic=fit_call, basis="fit",
                        reason=f"{words} decides: border reading gives no call ({border.reason})",
-                       confidence=combined_confidence(f_ev, 0.0, False))
+                       confidence=combined_confidence(f_ev, 0.0, None))
     if border_call == fit_call:
         return replace(base, basis="border+fit", reason=f"{border.reason}; {words} agrees",
-                       confidence=combined_confidence(f_ev, b_ev, both))
+                       confidence=combined_confidence(f_ev, b_ev, both_z))
     # Disagreement: the side with clearly more calibrated evidence, else no call.
-    for_fit = combined_logit(f_ev, -b_ev, False)
-    for_border = combined_logit(-f_ev, b_ev, both)
+    for_fit = combined_logit(f_ev, -b_ev, None)
+    for_border = combined_logit(-f_ev, b_ev, both_z)
     if for_fit - for_border >= rules.override_margin and fit.residual_rms <= rules.fit_max_rms_override:  # type: ignore[union-attr]
         return replace(base, classification=classification_for(fit_call), paramagnetic=fit_call, basis="fit",
                        reason=f"{words} overrides the border reading ({border.reason}): the fit is the more "
@@ -536,7 +576,8 @@ def combine(border: Interpretation, fit: Optional[FitEvidence], convention: str,
         return replace(base, basis="border",
                        reason=f"{border.reason}; {words} disagrees, the border reading is the more reliable here "
                               f"(calibrated logit {for_border:.1f} vs {for_fit:.1f})",
-                       confidence=min(CONFIDENCE_CAP, _logistic(for_border)))
+                       confidence=min(CONFIDENCE_CAP, _logistic(for_border),
+                                      BORDERS_AGAINST_FIT_CONFIDENCE if both_z is not None else 1.0))
     if border.n_readable_borders == 1 and fit.residual_rms <= rules.fit_max_rms_override:  # type: ignore[union-attr]
         # one readable border against a decisive fit: the border slices' pooled mean offset (the
         # readable border's and the other's, :func:`border_offset_z`) and the fit decide together
