@@ -5,11 +5,11 @@
 
 Every decided call of a detected lesion is one sample: right or wrong against the truth. Its features are
 those of ``plugin.method.interpret.combined_logit``, rebuilt from what findings.json reports per lesion
-(``border``: the border reading's own call, dominance evidence, readable borders and each border's mean
+(``border``: the border reading's own call, its evidence, readable borders and each border's mean
 phase offset z; ``fit``: its call and z):
 
 * ``f`` = +-log(1 + |fit z|) when the fit made a call (+ when it supports the final call);
-* ``b`` = +-the border's dominance evidence when the border reading made a call;
+* ``b`` = +-the border's evidence (log(1 + the weaker readable border's |z|)) when the border reading made a call;
 * ``both`` = both borders readable and supporting the call;
 * ``both_z`` = log(1 + the weaker border's |z|) on those calls (0 otherwise).
 

@@ -110,8 +110,8 @@ class Lesion:
     # sphere's moment the fit finds there); moment and chi_ppm are divided by it. None when not applied.
     fit_recovery_fraction: Optional[float] = None
     # The border reading as read before the dipole fit was weighed (findings.json ``border``): its
-    # own call (paramagnetic? None: no call), its dominance evidence, how many border slices were
-    # readable, and each border's mean phase offset in noise s.d. (signed: + = the phase above
+    # own call (paramagnetic? None: no call), its evidence (log(1 + the weaker readable border's
+    # |mean phase offset z|): the logistic's border feature), how many border slices were readable, and each border's mean phase offset in noise s.d. (signed: + = the phase above
     # the surrounding tissue; 0 when not readable). With ``fit_z`` these are the features of the
     # calibrated confidence (plugin.method.interpret.combined_logit), so it can be audited and
     # refitted from findings.json alone.

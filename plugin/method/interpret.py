@@ -276,8 +276,8 @@ def _interpret(upper: PatternReading, lower: PatternReading, convention: str, ru
 # swi3d and gre2d_5mm, paper cohort raw and filtered phase, both handednesses: 1122 decided calls,
 # 8 wrong; maximum likelihood, slopes bounded to [0, 8]): P(right) = logistic(COMBINED_INTERCEPT
 # + COMBINED_FIT * f + COMBINED_BORDER * b + both-borders term), f = +-log(1 + |z_fit|) and
-# b = +-the border's dominance evidence (+ when that reading supports the call, - when it opposes
-# it, 0 when it gives none). Calls resting on two readable, supporting borders were almost never
+# b = +-log(1 + z_border) of the weaker readable border (+ when that reading supports the call, -
+# when it opposes it, 0 when it gives none). Calls resting on two readable, supporting borders were almost never
 # wrong; calls on the fit alone or on one border carry most errors, and their confidence is
 # correspondingly lower.
 COMBINED_INTERCEPT = 0.035
