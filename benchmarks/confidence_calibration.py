@@ -13,11 +13,13 @@ phase offset z; ``fit``: its call and z):
 * ``both`` = both borders readable and supporting the call;
 * ``both_z`` = log(1 + the weaker border's |z|) on those calls (0 otherwise).
 
-Two forms are fitted by maximum likelihood (slopes bounded to [0, 8], as ``model_fit_benchmark`` does):
-``flat`` (the both-borders term a constant, as before) and ``scaled`` (the both-borders term grows with
-the weaker border's z). Printed per form: the coefficients, the log loss on the fitted and the held-out
-dumps, and a reliability table on each; then every wrong call with both forms' confidence. The
-reliability of the confidences the dumps themselves report is printed first (the method as run).
+Printed, for the fitted and the held-out dumps each: the reliability of the confidences as the dumps
+report them (the method as run) and their log loss; the calls per evidence class (two agreeing borders;
+two borders against a decisive fit; the aliasing rescue; the rest) with their right fraction and its
+posterior under a uniform prior (the source of ``interpret.BORDERS_AGAINST_FIT_CONFIDENCE`` and
+``ALIASING_RESCUE_CONFIDENCE``); two-border calls by the weaker border's |z|. Then the both-borders term
+refitted by maximum likelihood on the fitted set (``interpret.COMBINED_BOTH_AT_ZERO``,
+``COMBINED_BOTH_PER_LOG_Z``; the other terms held), and every wrong call with its numbers.
 """
 from __future__ import annotations
 
