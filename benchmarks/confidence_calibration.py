@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.scoring import calibration_features  # noqa: E402
 from plugin.method.interpret import COMBINED_BORDER, COMBINED_FIT, COMBINED_INTERCEPT  # noqa: E402
 
 BINS = ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 0.99), (0.99, 0.995), (0.995, 1.01))
@@ -63,13 +64,11 @@ def calls_of(path: Path) -> list[Call]:
                     if "border_call" not in r:
                         raise SystemExit(f"{path}: a dump without the confidence's inputs (border_call ...): "
                                          "re-run realistic_benchmark.py on a newer main")
-                    final = r["classification"] == "microbleed"
-                    f = 0.0 if r["fit_call"] is None else float(np.log1p(abs(r["fit_z"]))) * (1 if r["fit_call"] == final else -1)
-                    b = 0.0 if r["border_call"] is None else float(r["border_evidence"]) * (1 if r["border_call"] == final else -1)
-                    both = r["n_readable_borders"] == 2 and r["border_call"] == final
-                    zw = min(abs(r["upper_border_z"]), abs(r["lower_border_z"])) if both else 0.0
+                    f, b, both, both_z = calibration_features(
+                        r["classification"] == "microbleed", r["fit_call"], r["fit_z"], r["border_call"],
+                        r["border_evidence"], r["n_readable_borders"], min(abs(r["upper_border_z"]), abs(r["lower_border_z"])))
                     out.append(Call(f"{path.stem} {protocol} {vendor} study {r['study']}", r["classification"] == r["truth_class"],
-                                    float(r["confidence"]), f, b, both, float(np.log1p(zw)),
+                                    float(r["confidence"]), f, b, both, both_z,
                                     f"{r['kind']} {r['truth_class']} d={r['diameter_mm']:.2f} chi={r['chi_ppm']:+.3f} -> "
                                     f"{r['classification']} by {r['decided_by']}; fit z {r['fit_z']:+.1f}, border z "
                                     f"{r['upper_border_z']:+.1f} / {r['lower_border_z']:+.1f} ({r['n_readable_borders']} readable), "

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scoring import match_spot  # noqa: E402
+from benchmarks.scoring import calibration_features, match_spot  # noqa: E402
 from plugin.method.interpret import InterpretRules, is_paramagnetic  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.phantom import render as phantom  # noqa: E402
@@ -101,13 +101,9 @@ def score(cohort: str, convention: str, study: int, truth: dict, res, slice_mm: 
             rec.confidence, rec.basis, rec.reason = les.confidence, it.basis, les.reason
             rec.fit_z, rec.fit_chi = it.fit_z, fit.chi_ppm if fit.usable else None
             if it.paramagnetic is not None and les.classification.value != "indeterminate":
-                final = it.paramagnetic
-                if it.fit_call is not None:
-                    rec.f_feature = np.log1p(it.fit_z) * (1 if it.fit_call == final else -1)
-                if it.border_call is not None:
-                    rec.b_feature = it.evidence * (1 if it.border_call == final else -1)
-                    rec.both = it.n_readable_borders == 2 and it.border_call == final
-                    rec.both_log_z = float(np.log1p(it.z_evidence)) if rec.both else 0.0
+                rec.f_feature, rec.b_feature, rec.both, rec.both_log_z = calibration_features(
+                    it.paramagnetic, it.fit_call, it.fit_z, it.border_call, it.evidence, it.n_readable_borders,
+                    it.z_evidence)
         out.append(rec)
     return out
 

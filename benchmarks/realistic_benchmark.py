@@ -57,6 +57,7 @@ from plugin.phantom import head as H  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.method.echoes import combine_echoes  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays, reported_qsm_key  # noqa: E402
+from plugin.method.qsm import PARAMAGNETIC  # noqa: E402
 from plugin.model import Classification  # noqa: E402
 from benchmarks.scoring import SIZE_GROUPS, line_fit, match_spot, rate as _rate  # noqa: E402
 
@@ -196,21 +197,20 @@ class _FoundLesion(SimpleNamespace):
 
     @classmethod
     def of(cls, d: dict) -> "_FoundLesion":
+        fit, border = d.get("fit") or {}, d.get("border") or {}
         return cls(center_lps_mm=tuple(d["center_lps_mm"]), diameter_mm=d["diameter_mm"], n_slices=d["n_slices"],
                    classification=Classification(d["classification"]), confidence=d["confidence"],
-                   reason=d["reason"], decided_by=(d.get("fit") or {}).get("decided_by", ""),
+                   reason=d["reason"], decided_by=fit.get("decided_by", ""),
                    qsm_chi_ppm=d.get("qsm_chi_ppm"), qsm_core_chi_ppm=d.get("qsm_core_chi_ppm"),
-                   qsm_call=d.get("qsm_call"), fit_z=(d.get("fit") or {}).get("z", 0.0),
-                   fit_call=_paramagnetic((d.get("fit") or {}).get("call")),
-                   border_call=_paramagnetic((d.get("border") or {}).get("call")),
-                   border_evidence=(d.get("border") or {}).get("evidence", 0.0),
-                   n_readable_borders=(d.get("border") or {}).get("readable", 0),
-                   upper_border_z=(d.get("border") or {}).get("z_upper", 0.0),
-                   lower_border_z=(d.get("border") or {}).get("z_lower", 0.0))
+                   qsm_call=d.get("qsm_call"), fit_z=fit.get("z", 0.0), fit_call=_paramagnetic(fit.get("call")),
+                   border_call=_paramagnetic(border.get("call")), border_evidence=border.get("evidence", 0.0),
+                   n_readable_borders=border.get("readable", 0), upper_border_z=border.get("z_upper", 0.0),
+                   lower_border_z=border.get("z_lower", 0.0))
 
 
 def _paramagnetic(word: Optional[str]) -> Optional[bool]:
-    return None if word is None else word == "paramagnetic"
+    """findings.json's call word -> paramagnetic? (None: that reading gave no call)."""
+    return None if word is None else word == PARAMAGNETIC
 
 
 def analyze_dicom_study(images, truth: dict, vendor: str, workdir: Path):

@@ -51,6 +51,18 @@ def line_fit(x, y) -> tuple[float, float, float]:
     return float(slope), float(icpt), float(r2)
 
 
+def calibration_features(final: bool, fit_call, fit_z: float, border_call, border_evidence: float,
+                         n_readable_borders: int, weaker_border_z: float) -> tuple[float, float, bool, float]:
+    """The features of ``plugin.method.interpret.combined_logit`` for a call of ``final``
+    (paramagnetic?): f = +-log(1 + |fit z|) when the fit made a call, b = +-the border's evidence when
+    the border reading made one (+ when that reading supports the call), both = both borders
+    readable and supporting, and log(1 + the weaker border's |z|) on those calls (0 otherwise)."""
+    f = 0.0 if fit_call is None else float(np.log1p(abs(fit_z))) * (1 if fit_call == final else -1)
+    b = 0.0 if border_call is None else float(border_evidence) * (1 if border_call == final else -1)
+    both = n_readable_borders == 2 and border_call == final
+    return f, b, both, float(np.log1p(abs(weaker_border_z))) if both else 0.0
+
+
 def rate(a: int, b: int) -> str:
     return f"{a / b:.3f} ({a}/{b})" if b else "n/a"
 

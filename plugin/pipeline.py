@@ -689,7 +689,7 @@ def _read_note(readings) -> str:
 
 def _call_word(paramagnetic: Optional[bool]) -> Optional[str]:
     """A reading's own call as findings.json words it (None: that reading gave no call)."""
-    return None if paramagnetic is None else ("paramagnetic" if paramagnetic else "diamagnetic")
+    return None if paramagnetic is None else (PARAMAGNETIC if paramagnetic else DIAMAGNETIC)
 
 
 def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -> dict:
