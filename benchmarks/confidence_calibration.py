@@ -55,7 +55,13 @@ class Call:
 def calls_of(path: Path) -> list[Call]:
     """The decided calls of detected lesions in one ``realistic_benchmark.py --json`` dump."""
     out = []
-    for protocol, vendors in json.loads(path.read_text()).items():
+    try:
+        dump = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: not a readable realistic_benchmark.py --json dump ({e})") from None
+    if not isinstance(dump, dict):
+        raise SystemExit(f"{path}: not a realistic_benchmark.py --json dump (a {type(dump).__name__} at the top)")
+    for protocol, vendors in dump.items():
         for vendor, studies in vendors.items():
             for s in studies:
                 for r in s["records"]:

@@ -1,0 +1,44 @@
+"""benchmarks/confidence_calibration.py reads realistic-benchmark dumps: the calibration features it
+rebuilds from them, and a clear error naming the file for a dump that is broken or too old."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.confidence_calibration import CLASSES, calls_of, evidence_class  # noqa: E402
+
+RECORD = {"study": 0, "kind": "paper", "truth_class": "microbleed", "diameter_mm": 2.0, "chi_ppm": 0.1,
+          "detected": True, "classification": "microbleed", "confidence": 0.999, "decided_by": "border",
+          "reason": "border dark-dominant", "border_call": True, "border_evidence": 1.2, "n_readable_borders": 2,
+          "upper_border_z": -6.0, "lower_border_z": -2.5, "fit_call": False, "fit_z": -4.0}
+
+
+def dump(tmp_path, records, name="d.json"):
+    p = tmp_path / name
+    p.write_text(json.dumps({"swi3d": {"GE": [{"records": records, "false_spots": [], "physiological": []}]}}))
+    return p
+
+
+def test_features_of_a_two_border_call_against_a_decisive_fit(tmp_path):
+    undecided = dict(RECORD, classification="indeterminate")
+    (c,) = calls_of(dump(tmp_path, [RECORD, undecided]))
+    assert c.right and c.both and c.b == pytest.approx(1.2)
+    assert c.f == pytest.approx(-np.log1p(4.0)) and c.both_z == pytest.approx(np.log1p(2.5))
+    assert evidence_class(c) == CLASSES[1]
+
+
+@pytest.mark.parametrize("content, words", [("{\"swi3d\": {\"GE\": [", "not a readable"), ("[1, 2]", "a list at the top")])
+def test_a_broken_dump_is_refused_with_its_name(tmp_path, content, words):
+    p = tmp_path / "broken.json"
+    p.write_text(content)
+    with pytest.raises(SystemExit, match=f"broken.json: .*{words}"):
+        calls_of(p)
+
+
+def test_a_dump_from_before_the_features_were_recorded_is_refused(tmp_path):
+    old = {k: v for k, v in RECORD.items() if k not in ("border_call", "fit_call")}
+    with pytest.raises(SystemExit, match="old.json: a dump without the confidence's inputs"):
+        calls_of(dump(tmp_path, [old], "old.json"))
