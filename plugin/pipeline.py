@@ -330,7 +330,7 @@ def _analyze_arrays(mag: np.ndarray, phase_rad, affine_lps: np.ndarray, *, conve
                                             fit_params=options.dipole_fit, convention=convention)
         dropped = rd.upper if kept.upper is not rd.upper else rd.lower
         it = combine_after_discount(interpret(kept.upper, kept.lower, convention, options.interpret), fit, convention,
-                                    options.interpret, dropped if kept.note else None, kept.note)
+                                    options.interpret, dropped if kept.note else None, kept.note, slice_mm=voxel[0])
         if not_axial:
             it = replace(it, classification=Classification.INDETERMINATE, confidence=0.0, basis="none",
                          reason=f"slices not axial ({tilt_deg:.0f} degrees from B0): the border-slice method needs axial slices")
