@@ -476,10 +476,11 @@ def fit_over_conflicting_borders(border: Interpretation, fit: Optional[FitEviden
 
     Why: two border slices that contradict each other are no evidence for either sign, and on thin
     slices the fit models every slice around the spot. Over the twenty-first session's realistic
-    dumps (swi3d with one and six echoes, gre3d_1mm; 19 seeds, both handednesses) every such spot
-    left ``indeterminate`` had a fit of the right sign: 9 of 9 (fit z 3.3-9.9, 0.017-0.22 ppm),
-    as had every one decided by the net offset and the fit together (25 of 25). On 5 mm slices the
-    fit of such spots was right 3 times in 6 (benchmarks/realistic.md, twenty-second session): a
+    dumps (swi3d with one and six echoes, gre3d_1mm; 16 runs of 2 studies, GE and Siemens
+    renderings) every such spot left ``indeterminate`` had a fit of the right sign: 9 of 9 (fit z
+    3.3-9.9, 0.017-0.22 ppm), as had every one decided by the net offset and the fit together (21
+    of 21). On 5 mm slices the fit of such spots was right 3 times in 6 (benchmarks/realistic.md,
+    twenty-second session): a
     thick slice holds a spot's whole field in one or two slices, and the fit's centre along the
     slice axis is not identified. The fit must also describe the field (residuals within
     ``fit_max_rms_override``). The confidence is the fit's own, as when the border reading gives
