@@ -71,7 +71,7 @@ class Lesion:
     fit_z: float = 0.0                                    # moment / SE, signed like the moment
     fit_n_voxels: int = 0
     fit_reason: str = ""                                  # why the fit is not usable, or what it lacks
-    decided_by: str = ""                                  # border | fit | border+fit | none
+    decided_by: str = ""                                  # border | fit | border+fit | fit+qsm | none
     # The spot read on the whole-volume QSM map (plugin.method.qsm): chi relative to the
     # surrounding tissue (its total over the source's volume), its 95 % interval, and the sign
     # call from the map's core (plugin.method.qsmcore.core_sign: paramagnetic | diamagnetic |
