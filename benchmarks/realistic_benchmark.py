@@ -90,6 +90,7 @@ class LesionRecord:
     lower_border_z: float = 0.0
     fit_call: Optional[bool] = None
     fit_z: float = 0.0
+    fit_residual_rms: Optional[float] = None   # noise s.d. (findings fit.residual_rms)
 
 
 @dataclass
@@ -174,7 +175,7 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
             rec.chi_reported_ppm = None if key is None else float(getattr(les, key))
             rec.qsm_call = les.qsm_call or ""
             for name in ("border_call", "border_evidence", "n_readable_borders", "upper_border_z", "lower_border_z",
-                         "fit_call", "fit_z"):
+                         "fit_call", "fit_z", "fit_residual_rms"):
                 setattr(rec, name, getattr(les, name))
         out.records.append(rec)
     for t in truth["physiological_calcifications"]:
@@ -203,6 +204,7 @@ class _FoundLesion(SimpleNamespace):
                    reason=d["reason"], decided_by=fit.get("decided_by", ""),
                    qsm_chi_ppm=d.get("qsm_chi_ppm"), qsm_core_chi_ppm=d.get("qsm_core_chi_ppm"),
                    qsm_call=d.get("qsm_call"), fit_z=fit.get("z", 0.0), fit_call=_paramagnetic(fit.get("call")),
+                   fit_residual_rms=fit.get("residual_rms"),
                    border_call=_paramagnetic(border.get("call")), border_evidence=border.get("evidence", 0.0),
                    n_readable_borders=border.get("readable", 0), upper_border_z=border.get("z_upper", 0.0),
                    lower_border_z=border.get("z_lower", 0.0))

@@ -70,6 +70,7 @@ class Lesion:
     moment_unit: str = ""
     fit_z: float = 0.0                                    # moment / SE, signed like the moment
     fit_n_voxels: int = 0
+    fit_residual_rms: Optional[float] = None              # the fit's residuals in noise s.d. (None: no usable fit)
     fit_reason: str = ""                                  # why the fit is not usable, or what it lacks
     decided_by: str = ""                                  # border | fit | border+fit | fit+qsm | none
     # The spot read on the whole-volume QSM map (plugin.method.qsm): chi relative to the

@@ -679,7 +679,8 @@ def _fit_facts(fit, size=None, detected_diameter_mm: float = 0.0) -> dict:
     return dict(chi_ppm=r(chi), chi_ppm_ci=None if chi_ci is None else (r(chi_ci[0]), r(chi_ci[1])),
                 moment=r(fit.moment, 5), moment_ci=None if fit.moment_ci95 is None else (r(fit.moment_ci95[0], 5), r(fit.moment_ci95[1], 5)),
                 moment_unit=fit.moment_unit if fit.usable else "", fit_z=round(float(fit.z), 2) if fit.usable else 0.0,
-                fit_n_voxels=int(fit.n_voxels), fit_reason=fit.reason)
+                fit_n_voxels=int(fit.n_voxels), fit_reason=fit.reason,
+                fit_residual_rms=round(float(fit.residual_rms), 2) if fit.usable else None)
 
 
 def _read_note(readings) -> str:
@@ -727,7 +728,7 @@ def lesion_dict(lesion: Lesion, tracking: Optional["TrackingIdentity"] = None) -
         "source_size_note": lesion.source_size_note or None,
         "qsm_recovery_fraction": lesion.qsm_recovery_fraction,
         "fit_recovery_fraction": lesion.fit_recovery_fraction,
-        "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
+        "fit": {"z": lesion.fit_z, "n_voxels": lesion.fit_n_voxels, "residual_rms": lesion.fit_residual_rms, "moment_ci": None if lesion.moment_ci is None else list(lesion.moment_ci),
                 "reason": lesion.fit_reason, "decided_by": lesion.decided_by, "call": _call_word(lesion.fit_call)},
         "border": {"call": _call_word(lesion.border_call), "evidence": lesion.border_evidence,
                    "readable": lesion.n_readable_borders, "z_upper": lesion.upper_border_z,

@@ -72,6 +72,7 @@ def test_several_pairs_each_analysed_and_magnitude_only_skipped(two_pairs_and_ma
             assert len(les["center_lps_mm"]) == 3
             # the dipole fit (GUIDE extensions): B0 from MagneticFieldStrength, TE from the header
             assert les["moment_unit"] == "ppm*mm^3" and les["fit"]["n_voxels"] > 0 and les["fit"]["z"] != 0
+            assert 0.5 < les["fit"]["residual_rms"] < 5.0    # noise s.d.: the model describes a clean sphere's field
             low, high = les["chi_ppm_ci"]
             assert low < les["chi_ppm"] < high
             assert (les["chi_ppm"] > 0) == (les["moment"] > 0) == (les["classification"] == "microbleed")
