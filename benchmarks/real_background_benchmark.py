@@ -119,7 +119,8 @@ def run_acquisition(name: str, folders: tuple[str | Path, ...], args) -> AcqResu
         seed = args.seed * 100 + zlib.crc32(name.encode()) % 100     # other placements per acquisition
         truth = I.inject_into(paths, Path(tmp) / "injected", seed=seed, n_studies=args.studies,
                               n_microbleeds=args.lesions[0], n_calcifications=args.lesions[1],
-                              lesion_echo_time_ms=args.lesion_te_ms)
+                              lesion_echo_time_ms=args.lesion_te_ms, diameter_range_mm=args.lesion_diameter_mm,
+                              lesion_t2star_ms=args.lesion_t2star_ms)
         for i, st in enumerate(truth["studies"]):
             doc = analyze_paths([Path(tmp) / "injected" / st["directory"]], Path(tmp) / f"out_{i}", write_dicom=False)
             spots = spots_of(doc)
@@ -190,6 +191,12 @@ def main(argv=None) -> int:
     ap.add_argument("--lesion-te-ms", type=float, default=None,
                     help="make the lesions' phase and void as at this TE over the real background (default: the "
                          "series' own TEs, 2-12 ms on these field maps; 25 = the paper's TE)")
+    ap.add_argument("--lesion-diameter-mm", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                    help="draw every lesion's diameter uniformly from LOW..HIGH mm (susceptibilities still the paper's): "
+                         "lesions the 3-3.6 mm grids of the shared field maps can show (default: the paper's sizes)")
+    ap.add_argument("--lesion-t2star-ms", type=float, default=I.VOID_T2STAR_MS,
+                    help=f"T2* of the lesions' inside (default {I.VOID_T2STAR_MS:g} ms: a signal void at every TE; "
+                         "10 = the rendered phantom's lesions, a void only at TE >= 20 ms)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -216,7 +223,10 @@ def main(argv=None) -> int:
     print(f"borderphase real-background benchmark: seed {args.seed}, {args.studies} studies per acquisition, "
           f"{args.lesions[0]} microbleeds + {args.lesions[1]} calcifications each, lesions at "
           f"{'the series own TEs' if args.lesion_te_ms is None else f'TE {args.lesion_te_ms:g} ms'}, "
-          f"{time.perf_counter() - t0:.0f} s in all")
+          + ("diameters the paper's" if args.lesion_diameter_mm is None
+             else "diameters {:g}-{:g} mm".format(*args.lesion_diameter_mm))
+          + f", lesion T2* {args.lesion_t2star_ms:g} ms"
+          + f", {time.perf_counter() - t0:.0f} s in all")
     for folder, why in (I.NOT_INJECTABLE.items() if args.acquisitions else ()):
         print(f"not injectable: {folder}: {why}")
     for n, folders in extra.items():

@@ -61,6 +61,11 @@ INJECT_SCHEMA = P.TRUTH_SCHEMA            # the same truth format as ``borderpha
 TRUTH_NAME = "truth.json"
 FINE_STEP_MM = 0.5                        # sub-voxel sampling step of the lesion field
 UNCHANGED_TOLERANCE = 1e-4                # |F - 1| below which a voxel keeps its stored value
+#: The lesion's inside gives no signal at any echo time of these series (issue 10: "signal void"):
+#: calcium holds few mobile protons and hemosiderin dephases within a fraction of a millisecond at
+#: 1.5-3 T. The rendered phantom's 10 ms (``plugin.phantom.render.LESION_T2STAR_MS``) is a void at
+#: its TE 20-25 ms but only a 30 % dip at a field map's 4.6 ms: ``lesion_t2star_ms=10`` keeps that.
+VOID_T2STAR_MS = 0.3
 
 #: Real acquisitions in ``../shared/vendor_dicom`` that hold a magnitude and a phase (MANIFEST).
 #: GE ``ge_dv27_b0map`` (a field map in Hz) and ``canon_v61_enhanced`` (magnitude only) do not.
@@ -223,9 +228,10 @@ def keepout_mm(diameter_mm: float, chi_ppm: float, per_ppm: float, slice_mm: flo
 
 
 def place(specs: Sequence[tuple[str, float, float]], allowed: np.ndarray, acq: RealAcquisition,
-          rng: np.random.Generator, *, max_tries: int = 4000) -> list[P.SphereLesion]:
+          rng: np.random.Generator, *, max_tries: int = 4000, t2star_ms: float = VOID_T2STAR_MS) -> list[P.SphereLesion]:
     """Put (class, diameter_mm, chi_ppm) lesions at random allowed voxels (sub-voxel jitter), clear
-    of each other (keep-out spheres do not overlap), largest first. Centres in LPS mm."""
+    of each other (keep-out spheres do not overlap), largest first. Centres in LPS mm; ``t2star_ms``:
+    the lesions' inside (:data:`VOID_T2STAR_MS`: a void)."""
     candidates = np.argwhere(allowed)
     if not len(candidates):
         raise InjectError("no voxel deep enough in the brain and clear of vessels to place a lesion")
@@ -244,15 +250,24 @@ def place(specs: Sequence[tuple[str, float, float]], allowed: np.ndarray, acq: R
                 break
         else:
             raise InjectError(f"could not place lesion {i} ({cls}, {d:.1f} mm) clear of the others: use fewer lesions")
-    return [P.SphereLesion(n + 1, tuple(round(float(v), 3) for v in placed[i][0]), float(d), float(chi), cls)
+    return [P.SphereLesion(n + 1, tuple(round(float(v), 3) for v in placed[i][0]), float(d), float(chi), cls,
+                           t2star_ms=float(t2star_ms))
             for n, (i, (cls, d, chi)) in enumerate(zip(range(len(specs)), specs))]
 
 
-def draw_specs(rng: np.random.Generator, n_microbleeds: int, n_calcifications: int) -> list[tuple[str, float, float]]:
-    """(class, diameter_mm, chi_ppm) from the paper's population statistics."""
+def draw_specs(rng: np.random.Generator, n_microbleeds: int, n_calcifications: int,
+               diameter_range_mm: Optional[tuple[float, float]] = None) -> list[tuple[str, float, float]]:
+    """(class, diameter_mm, chi_ppm) from the paper's population statistics. ``diameter_range_mm``:
+    every diameter drawn uniformly from (low, high) instead, the susceptibilities still the paper's
+    (lesions sized for a coarse grid: the paper's 2-3 mm lesions fill < 15 % of a 3 mm voxel)."""
     mb, ca = C.PAPER_POPULATION
     specs = [("microbleed", float(d), float(c)) for d, c in C.sample_population(mb, rng, n_microbleeds)]
     specs += [("calcification", float(d), float(c)) for d, c in C.sample_population(ca, rng, n_calcifications)]
+    if diameter_range_mm is not None:
+        lo, hi = (float(v) for v in diameter_range_mm)
+        if not 0.0 < lo <= hi:
+            raise InjectError(f"diameter range {lo:g}..{hi:g} mm: need 0 < low <= high")
+        specs = [(cls, round(float(rng.uniform(lo, hi)), 2), chi) for cls, _, chi in specs]
     return specs
 
 
@@ -312,7 +327,7 @@ def lesion_signal(acq: RealAcquisition, lesions_lps: Sequence[P.SphereLesion],
     for L in lesions_lps:
         idx = inv[:3, :3] @ np.asarray(L.center_lps_mm) + inv[:3, 3]
         local.append(ObliqueSphere(L.id, tuple(float(v) for v in index_to_grid_mm(grid, idx)), L.diameter_mm,
-                                   L.chi_ppm, L.lesion_class, b0_grid=tuple(float(v) for v in b0)))
+                                   L.chi_ppm, L.lesion_class, t2star_ms=L.t2star_ms, b0_grid=tuple(float(v) for v in b0)))
     supersample = tuple(int(min(9, max(3, math.ceil(v / FINE_STEP_MM)))) for v in grid.voxel_mm)
     te_max = max(float(st.echo_time_ms) for st in acq.stacks) * max(te_scale, magnitude_te_scale or te_scale)
     per_ppm_max = physics.phase_per_ppm_rad(b0_t=acq.b0_t, echo_time_ms=te_max)
@@ -412,10 +427,13 @@ def _truth_lesion(signal: LesionSignal, acq: RealAcquisition, lesion_grid: Obliq
 
 def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int = 0, n_microbleeds: int = 3,
                  n_calcifications: int = 3, edge_margin_mm: float = 10.0,
-                 acquisition: Optional[RealAcquisition] = None, lesion_echo_time_ms: Optional[float] = None) -> dict:
+                 acquisition: Optional[RealAcquisition] = None, lesion_echo_time_ms: Optional[float] = None,
+                 diameter_range_mm: Optional[tuple[float, float]] = None,
+                 lesion_t2star_ms: float = VOID_T2STAR_MS) -> dict:
     """Inject one study's lesions into the real acquisition at ``paths``; write copies under
     ``out_dir`` (one folder per source folder); return the study's truth (no truth.json: see
-    :func:`inject_into`).
+    :func:`inject_into`). ``diameter_range_mm``: see :func:`draw_specs`; ``lesion_t2star_ms``: the
+    lesions' inside (default :data:`VOID_T2STAR_MS`, a void).
 
     ``lesion_echo_time_ms``: None (default) = the physics at the series' own echo times: the
     real-world figure for these acquisitions. Else the lesions are made as at that echo time over
@@ -435,7 +453,10 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
     mag_ref = dseries.load_volume(acq.pair.magnitude)
     ph_ref = dseries.load_volume(acq.pair.phase)
     allowed = allowed_centres(mag_ref.data, ph_ref.data, acq.voxel_mm, edge_margin_mm=edge_margin_mm)
-    lesions = place(draw_specs(rng, n_microbleeds, n_calcifications), allowed, acq, rng)
+    if not lesion_t2star_ms > 0.0:
+        raise InjectError(f"lesion T2* {lesion_t2star_ms:g} ms: must be > 0")
+    lesions = place(draw_specs(rng, n_microbleeds, n_calcifications, diameter_range_mm), allowed, acq, rng,
+                    t2star_ms=lesion_t2star_ms)
     ref_te = float(acq.pair.phase.effective_echo_time_ms or acq.pair.phase.echo_time_ms)
     te_scale = 1.0 if lesion_echo_time_ms is None else float(lesion_echo_time_ms) / ref_te
     # The analysed magnitude is made as at lesion_echo_time_ms too: scaled by ITS echo time, not the
@@ -508,7 +529,9 @@ def inject_study(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int 
 
 def inject_into(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int = 0, n_studies: int = 1,
                 n_microbleeds: int = 3, n_calcifications: int = 3, edge_margin_mm: float = 10.0,
-                lesion_echo_time_ms: Optional[float] = None) -> dict:
+                lesion_echo_time_ms: Optional[float] = None,
+                diameter_range_mm: Optional[tuple[float, float]] = None,
+                lesion_t2star_ms: float = VOID_T2STAR_MS) -> dict:
     """``n_studies`` injected copies of the acquisition at ``paths`` (study ``i`` under
     ``out_dir/study_<i>``, seed ``seed * 1000 + i``) and ``out_dir/truth.json``."""
     acq = open_acquisition(paths)
@@ -517,13 +540,16 @@ def inject_into(paths: Sequence[str | Path], out_dir: str | Path, *, seed: int =
     for i in range(n_studies):
         t = inject_study(paths, out / f"study_{i + 1}", seed=seed * 1000 + i, n_microbleeds=n_microbleeds,
                          n_calcifications=n_calcifications, edge_margin_mm=edge_margin_mm, acquisition=acq,
-                         lesion_echo_time_ms=lesion_echo_time_ms)
+                         lesion_echo_time_ms=lesion_echo_time_ms, diameter_range_mm=diameter_range_mm,
+                         lesion_t2star_ms=lesion_t2star_ms)
         t["directory"] = f"study_{i + 1}"
         studies.append(t)
     doc = {"schema": INJECT_SCHEMA,
            "generator": f"borderphase phantom --inject-into {' '.join(str(p) for p in paths)} --seed {seed} "
                         f"--studies {n_studies}"
-                        + (f" --lesion-te-ms {lesion_echo_time_ms:g}" if lesion_echo_time_ms is not None else ""),
+                        + (f" --lesion-te-ms {lesion_echo_time_ms:g}" if lesion_echo_time_ms is not None else "")
+                        + (" --lesion-diameter-mm {:g} {:g}".format(*diameter_range_mm) if diameter_range_mm else "")
+                        + (f" --lesion-t2star-ms {lesion_t2star_ms:g}" if lesion_t2star_ms != VOID_T2STAR_MS else ""),
            "studies": studies}
     out.mkdir(parents=True, exist_ok=True)
     (out / TRUTH_NAME).write_text(json.dumps(doc, indent=1) + "\n")

@@ -250,3 +250,13 @@ def test_lesion_te_on_a_phase_difference_is_the_phase_of_one_echo_at_that_te(ven
     own, _ = I.lesion_signal(acq, [lesion])
     te2, dte = float(st.echo_time_ms), float(st.effective_echo_time_ms)
     np.testing.assert_allclose(own.phase_factor(st), own.factor(te2) * np.conj(own.factor(te2 - dte)), atol=1e-6)
+
+
+def test_a_diameter_range_sets_every_size_and_keeps_the_papers_susceptibilities():
+    base = I.draw_specs(np.random.default_rng(3), 4, 4)
+    sized = I.draw_specs(np.random.default_rng(3), 4, 4, diameter_range_mm=(5.0, 7.0))
+    assert [(c, chi) for c, _, chi in sized] == [(c, chi) for c, _, chi in base]
+    assert all(5.0 <= d <= 7.0 for _, d, _ in sized)
+    assert len({d for _, d, _ in sized}) > 1
+    with pytest.raises(I.InjectError, match="diameter range 7..5 mm"):
+        I.draw_specs(np.random.default_rng(3), 1, 1, diameter_range_mm=(7.0, 5.0))

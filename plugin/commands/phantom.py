@@ -67,6 +67,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lesion-te-ms", type=float, default=None,
                    help="for --inject-into: make the lesions as at this echo time over the real background "
                         "(default: the series' own echo times)")
+    p.add_argument("--lesion-diameter-mm", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="for --inject-into: every lesion's diameter uniform in LOW..HIGH mm, susceptibilities the "
+                        "paper's (default: the paper's sizes)")
+    p.add_argument("--lesion-t2star-ms", type=float, default=None,
+                   help="for --inject-into: T2* of the lesions' inside (default 0.3 ms: a signal void at every echo time)")
     p.add_argument("--sample-set", action="store_true", help="write the sample_dicom set (one small study per vendor) to --out")
     p.set_defaults(run=run)
 
@@ -91,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             studies = 1 if args.studies is None else args.studies
             doc = inject.inject_into(args.inject_into, args.out, seed=args.seed, n_studies=studies,
                                      n_microbleeds=args.lesions[0], n_calcifications=args.lesions[1],
-                                     lesion_echo_time_ms=args.lesion_te_ms)
+                                     lesion_echo_time_ms=args.lesion_te_ms, diameter_range_mm=args.lesion_diameter_mm,
+                                     **({} if args.lesion_t2star_ms is None else {"lesion_t2star_ms": args.lesion_t2star_ms}))
         elif args.sample_set:
             doc = phantom_dicom.write_sample_set(args.out)
         else:
