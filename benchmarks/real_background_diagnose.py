@@ -1,6 +1,6 @@
 """Why injected lesions are missed on the real backgrounds: one line per lesion (issue 10).
 
-    python benchmarks/real_background_diagnose.py [--lesion-te-ms 25] [--studies 4]
+    python benchmarks/real_background_diagnose.py [--lesion-te-ms 25] [--studies 4] [--lesion-diameter-mm 5 7] [--lesion-t2star-ms 10]
 
 Same injection and seeds as ``real_background_benchmark.py``. Per lesion: class, diameter, chi;
 the truth's slice count (visible per truth); the true magnitude contrast (darkest injected /
@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--studies", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lesion-te-ms", type=float, default=None)
+    ap.add_argument("--lesion-diameter-mm", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
+    ap.add_argument("--lesion-t2star-ms", type=float, default=I.VOID_T2STAR_MS)
     args = ap.parse_args(argv)
     params = DetectionParams()
     summary: Counter = Counter()
@@ -43,7 +45,8 @@ def main(argv=None) -> int:
         orig = np.asarray(dseries.load_volume(orig_acq.pair.magnitude).data, np.float32)
         seed = args.seed * 100 + zlib.crc32(name.encode()) % 100
         with tempfile.TemporaryDirectory(prefix="bp_diag_") as tmp:
-            truth = I.inject_into(paths, Path(tmp), seed=seed, n_studies=args.studies, lesion_echo_time_ms=args.lesion_te_ms)
+            truth = I.inject_into(paths, Path(tmp), seed=seed, n_studies=args.studies, lesion_echo_time_ms=args.lesion_te_ms,
+                                  diameter_range_mm=args.lesion_diameter_mm, lesion_t2star_ms=args.lesion_t2star_ms)
             for i, st in enumerate(truth["studies"]):
                 acq = I.open_acquisition([Path(tmp) / st["directory"]])
                 mag = np.asarray(dseries.load_volume(acq.pair.magnitude).data, np.float32)
