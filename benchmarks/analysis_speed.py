@@ -118,7 +118,11 @@ if on_mag:
     kw["on_magnitude"] = on_mag
 mvol, pvol, _note, _raw, mag_echoes = timed("echo combination", lambda: combine_echo_volumes(echo_vols, **kw))
 del echo_vols
-full = dict(echo_time_ms=pvol.echo_time_ms, field_strength_t=3.0, magnitude_echoes=mag_echoes) if {with_qsm!r} else {{}}
+# every echo's share of the average (as the pipeline passes it): the detection's void level is the average's,
+# which the magnitude reading started beside the fit used too (else analyze_arrays computes it again)
+full = dict(echo_time_ms=pvol.echo_time_ms, field_strength_t=3.0) if {with_qsm!r} else {{}}
+if "magnitude_echoes" in inspect.signature(analyze_arrays).parameters:
+    full["magnitude_echoes"] = mag_echoes
 res = timed("analyze_arrays", lambda: analyze_arrays(mvol.data, pvol.data, aff, convention="right-handed",
                                                      **({{"magnitude_reading": early["reading"]}} if early else {{}}), **full))
 m, p = mvol.data, pvol.data
