@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scoring import call_rates, match_lesions, rate  # noqa: E402
+from benchmarks.scoring import call_rates, match_lesions, nearest_rejection, rate  # noqa: E402
 from plugin import inject as I  # noqa: E402
 from plugin.pipeline import analyze_paths  # noqa: E402
 
@@ -107,20 +107,6 @@ def spots_of(doc: dict) -> list[dict]:
     return [les for a in doc["analyses"] for les in a["lesions"]]
 
 
-def nearest_rejection(doc: dict, lesion: dict) -> str:
-    """What findings.json's ``rejected`` list says about a missed lesion: the nearest rejected
-    candidate within max(6 mm, the lesion's diameter) of its centre, or that none was listed there."""
-    reach = max(6.0, float(lesion["diameter_mm"]))
-    c = np.asarray(lesion["center_lps_mm"], float)
-    near = [(float(np.linalg.norm(np.asarray(r["center_lps_mm"], float) - c)), r)
-            for a in doc["analyses"] for r in a.get("rejected", [])]
-    near = [x for x in near if x[0] <= reach]
-    if not near:
-        return f"no candidate listed within {reach:.0f} mm"
-    d, r = min(near, key=lambda x: x[0])
-    return f"rejected {d:.1f} mm away: {r['reason']} ({r.get('detail', '')}; {r['diameter_mm']} mm over {r['n_slices']} slices)"
-
-
 def run_acquisition(name: str, folders: tuple[str | Path, ...], args) -> AcqResult:
     paths = [VENDOR_DICOM / f for f in folders]          # absolute folders (--backgrounds) stay as given
     res = AcqResult(name)
@@ -148,7 +134,7 @@ def run_acquisition(name: str, folders: tuple[str | Path, ...], args) -> AcqResu
                 if k is not None:
                     rec.detected, rec.classification, rec.reason = True, spots[k]["classification"], spots[k].get("reason", "")
                 else:
-                    rec.reason = nearest_rejection(doc, t)
+                    rec.reason = nearest_rejection([r for a in doc["analyses"] for r in a.get("rejected", [])], t)
                 res.records.append(rec)
             res.false_spots.append([s for k, s in enumerate(spots) if k not in used])
             print(f"  {name} study {i + 1}: {len(spots)} spots, {len(spots) - len(used)} false", file=sys.stderr, flush=True)

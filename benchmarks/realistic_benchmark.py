@@ -59,8 +59,10 @@ from plugin.method.echoes import combine_echoes  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays, reported_qsm_key  # noqa: E402
 from plugin.method.qsm import PARAMAGNETIC  # noqa: E402
 from plugin.model import Classification  # noqa: E402
-from benchmarks.scoring import SIZE_GROUPS, line_fit, match_spot, rate as _rate  # noqa: E402
+from benchmarks.scoring import SIZE_GROUPS, line_fit, match_spot, nearest_rejection, rate as _rate  # noqa: E402
 
+#: surface-depth groups for lesions placed near the cortex (``--lesion-surface-margin-mm``)
+DEPTH_GROUPS = (("< 4 mm", -99.0, 4.0), ("4-7.5 mm", 4.0, 7.5), (">= 7.5 mm", 7.5, 999.0))
 VENDOR_CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
 
 
@@ -91,6 +93,7 @@ class LesionRecord:
     fit_call: Optional[bool] = None
     fit_z: float = 0.0
     fit_residual_rms: Optional[float] = None   # noise s.d. (findings fit.residual_rms)
+    surface_depth_mm: Optional[float] = None   # the lesion's surface below the brain's (phantom anatomy)
 
 
 @dataclass
@@ -161,9 +164,11 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
     def match(t) -> int | None:
         return match_spot(t, centres, used, slice_mm)
 
+    anat = H.build_anatomy(plan.head_seed, plan.anatomy_mm)
     for t in sorted(truth["lesions"], key=lambda t: -t["diameter_mm"]):
         rec = LesionRecord(protocol, vendor, plan.index, t["class"], t.get("kind", "paper"), t["diameter_mm"], t["chi_ppm"],
                            t.get("n_slices", 0) > 0)
+        rec.surface_depth_mm = round(float(anat.depth_at(np.asarray(t["center_lps_mm"]))) - t["diameter_mm"] / 2, 2)
         k = match(t)
         if k is not None:
             used.add(k)
@@ -177,6 +182,8 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
             for name in ("border_call", "border_evidence", "n_readable_borders", "upper_border_z", "lower_border_z",
                          "fit_call", "fit_z", "fit_residual_rms"):
                 setattr(rec, name, getattr(les, name))
+        elif getattr(res, "rejected", None) is not None:   # findings.json's rejected candidates (the DICOM path)
+            rec.reason = nearest_rejection(res.rejected, t)
         out.records.append(rec)
     for t in truth["physiological_calcifications"]:
         out.n_physiological_visible += int(t.get("n_slices", 0) > 0)
@@ -184,7 +191,6 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
         if k is not None:
             used.add(k)
             out.physiological.append((t["kind"], spots[k].classification.value))
-    anat = H.build_anatomy(plan.head_seed, plan.anatomy_mm)
     for i, s in enumerate(spots):
         if i not in used:
             out.false_spots.append((place_spot(s, truth, anat), {"center_lps_mm": [round(v, 1) for v in s.center_lps_mm],
@@ -227,7 +233,7 @@ def analyze_dicom_study(images, truth: dict, vendor: str, workdir: Path):
     if not doc["analyses"]:
         raise RuntimeError(f"{vendor}: no magnitude/phase pair analysed (skipped: {doc.get('skipped')})")
     a = doc["analyses"][-1]
-    res = SimpleNamespace(lesions=[_FoundLesion.of(d) for d in a["lesions"]])
+    res = SimpleNamespace(lesions=[_FoundLesion.of(d) for d in a["lesions"]], rejected=a.get("rejected", []))
     echo_note = next((n for n in a.get("notes", []) if n.startswith("echoes:")), "")
     return res, secs, f"{a.get('vendor', vendor)} {a.get('phase_convention', '')}; {echo_note.split(';')[0]}"
 
@@ -257,7 +263,8 @@ def analyze_dicom(images, truth: dict, vendor: str, workdir: Path):
 
 
 def run_protocol(protocol: str, args) -> dict[str, list[StudyScore]]:
-    plans = R.realistic_cohort(args.seed, protocol=protocol, n_studies=args.studies)
+    plans = R.realistic_cohort(args.seed, protocol=protocol, n_studies=args.studies,
+                               surface_margin_mm=args.lesion_surface_margin_mm)
     acq = R.PROTOCOLS[protocol].acquisition(echoes=args.swi_echoes if protocol == "swi3d" else None)
     vendors = args.swi_vendors if protocol == "swi3d" else args.array_vendors
     results: dict[str, list[StudyScore]] = defaultdict(list)
@@ -329,6 +336,10 @@ def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -
             sel = [r for r in recs if lo <= r.diameter_mm < hi]
             recall += f"; {name} " + _rate(sum(r.detected for r in sel), len(sel))
         lines.append(recall)
+        if any(r.surface_depth_mm is not None and r.surface_depth_mm < DEPTH_GROUPS[-1][1] for r in recs):
+            lines.append("  recall by depth of the lesion's surface below the brain's: " + "; ".join(
+                f"{name} {_rate(sum(r.detected for r in recs if lo <= r.surface_depth_mm < hi), sum(1 for r in recs if lo <= r.surface_depth_mm < hi))}"
+                for name, lo, hi in DEPTH_GROUPS))
         kinds = "  recall by kind: " + "; ".join(
             f"{k} {_rate(sum(r.detected for r in recs if r.kind == k), sum(1 for r in recs if r.kind == k))}" for k in ("paper", "faint", "cored"))
         lines.append(kinds)
@@ -403,6 +414,10 @@ def main(argv=None) -> int:
                     help="combined echoes: magnitude weights tissue level x TE^power (default 2)")
     ap.add_argument("--background", default="auto", help="background removal for the array protocols "
                     "(plugin.method.background methods; default auto)")
+    ap.add_argument("--lesion-surface-margin-mm", type=float, default=R.SURFACE_MARGIN_MM,
+                    help="lesions' keep-out spheres at least this far below the brain's surface (default "
+                         f"{R.SURFACE_MARGIN_MM:g}: every lesion's surface >= 7.5 mm deep; 0 puts lesions beside the "
+                         "cortex, as lobar microbleeds often are; recall is then printed by depth)")
     ap.add_argument("--json", metavar="FILE", help="write every lesion record and false spot as JSON")
     ap.add_argument("-v", "--verbose", action="store_true", help="list misses, wrong/indeterminate calls and false spots")
     args = ap.parse_args(argv)

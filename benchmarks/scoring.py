@@ -41,6 +41,20 @@ def match_lesions(truth_lesions: Sequence[dict], centres_lps_mm: np.ndarray, sli
     return out
 
 
+def nearest_rejection(rejected: Sequence[dict], lesion: dict) -> str:
+    """What findings.json's ``rejected`` list says about a missed truth lesion: the nearest rejected
+    candidate within max(6 mm, the lesion's diameter) of its centre, or that none is listed there
+    (findings.json lists the most relevant rejected candidates, not all)."""
+    reach = max(6.0, float(lesion["diameter_mm"]))
+    c = np.asarray(lesion["center_lps_mm"], float)
+    near = [(float(np.linalg.norm(np.asarray(r["center_lps_mm"], float) - c)), r) for r in rejected]
+    near = [x for x in near if x[0] <= reach]
+    if not near:
+        return f"no candidate listed within {reach:.0f} mm"
+    d, r = min(near, key=lambda x: x[0])
+    return f"rejected {d:.1f} mm away: {r['reason']} ({r.get('detail', '')}; {r['diameter_mm']} mm over {r['n_slices']} slices)"
+
+
 def line_fit(x, y) -> tuple[float, float, float]:
     """(slope, intercept, R^2) of the least-squares line y = slope x + intercept; NaN below 3 points."""
     if len(x) < 3:

@@ -35,3 +35,13 @@ def test_names_changed_calls_and_false_spots():
 def test_refuses_different_cohorts():
     with pytest.raises(SystemExit, match="not the same cohort"):
         compare(_run([_rec("microbleed")], []), _run([_rec("microbleed"), _rec("microbleed")], []))
+
+
+def test_a_missed_lesion_is_given_the_nearest_listed_rejection():
+    from benchmarks.scoring import nearest_rejection
+    rejected = [{"center_lps_mm": [9.0, 0.0, 0.0], "reason": "too large", "detail": "10.1 mm", "diameter_mm": 10.1, "n_slices": 3},
+                {"center_lps_mm": [1.0, 0.0, 0.0], "reason": "brain edge", "detail": "rim", "diameter_mm": 8.96, "n_slices": 4}]
+    lesion = {"center_lps_mm": [0.0, 0.0, 0.0], "diameter_mm": 6.3}
+    assert nearest_rejection(rejected, lesion) == "rejected 1.0 mm away: brain edge (rim; 8.96 mm over 4 slices)"
+    assert nearest_rejection(rejected[:1], lesion) == "no candidate listed within 6 mm"     # 9 mm: out of reach
+    assert nearest_rejection(rejected[:1], {"center_lps_mm": [0, 0, 0], "diameter_mm": 9.5}).startswith("rejected 9.0 mm away: too large")

@@ -184,3 +184,19 @@ def test_realistic_study_written_as_a_vendor_with_truth_of_lesions_and_mimics(pl
     images, _ = R.make_study(plan, acquisition=acq, convention="left-handed", seed=0)
     difference = np.angle(np.exp(1j * (phase.data - images.phase_rad[0])))      # Siemens 12-bit steps, wrap-safe
     assert np.abs(difference).max() < 2e-3
+
+
+def test_lesions_go_beside_the_cortex_only_when_asked():
+    """``surface_margin_mm``: by default every lesion's keep-out sphere (radius + 1.5 mm) stays 6 mm
+    under the brain's surface; with 0 lesions may sit beside the cortex (lobar microbleeds), and the
+    realistic benchmark's --lesion-surface-margin-mm reports recall by depth."""
+    specs = [("microbleed", 3.0, 0.3, "paper", None)] * 12
+    anat = None
+    depths = {}
+    for margin in (R.SURFACE_MARGIN_MM, 0.0):
+        plan = R.realistic_cohort(3, protocol=TINY, n_studies=1, lesion_specs=specs, anatomy_mm=2.0, surface_margin_mm=margin)[0]
+        anat = anat or H.build_anatomy(plan.head_seed, plan.anatomy_mm)
+        depths[margin] = [anat.depth_at(L.center_lps_mm) - L.radius_mm for L in plan.lesions]
+        assert min(depths[margin]) >= margin + 1.5 - 1e-6
+    assert min(depths[R.SURFACE_MARGIN_MM]) >= 7.5 - 1e-6
+    assert min(depths[0.0]) < 7.5           # some lesion now sits nearer the surface than the default allows

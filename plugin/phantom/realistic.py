@@ -169,11 +169,16 @@ def _keepout_mm(d: float, chi: float, protocol: Protocol) -> float:
     return min(probe.inner_radius_mm(per_ppm, protocol.grid.voxel_mm[0]), d / 2 + 8.0) + 3.0
 
 
-def _clear_of_anatomy(anat: H.Anatomy, p: np.ndarray, radius_mm: float) -> bool:
+#: How far below the brain's surface a lesion's keep-out sphere stays by default (mm). Lobar
+#: microbleeds are often juxtacortical: ``surface_margin_mm`` smaller than this puts lesions there.
+SURFACE_MARGIN_MM = 6.0
+
+
+def _clear_of_anatomy(anat: H.Anatomy, p: np.ndarray, radius_mm: float, surface_margin_mm: float = SURFACE_MARGIN_MM) -> bool:
     """Inside white/grey matter and at least ``radius_mm`` from the nuclei, ventricles, dural sinuses
-    and the brain's edge (checked on the label map around p)."""
+    and CSF (checked on the label map around p), and ``radius_mm + surface_margin_mm`` deep."""
     g = anat.grid
-    if anat.tissue_at(p) not in (H.Tissue.WHITE, H.Tissue.GREY) or anat.depth_at(p) < radius_mm + 6.0:
+    if anat.tissue_at(p) not in (H.Tissue.WHITE, H.Tissue.GREY) or anat.depth_at(p) < radius_mm + surface_margin_mm:
         return False
     iz, iy, ix = g.index_of(p)
     r = int(math.ceil(radius_mm / g.spacing_mm))
@@ -182,8 +187,10 @@ def _clear_of_anatomy(anat: H.Anatomy, p: np.ndarray, radius_mm: float) -> bool:
 
 
 def place_in_head(specs: Sequence[tuple], *, anat: H.Anatomy, protocol: Protocol, mimics: H.Mimics,
-                  rng: np.random.Generator, first_id: int = 1, max_tries: int = 40000) -> tuple[list[P.SphereLesion], dict]:
-    """Place lesions (largest first) in the parenchyma covered by the protocol's slices."""
+                  rng: np.random.Generator, first_id: int = 1, max_tries: int = 40000,
+                  surface_margin_mm: float = SURFACE_MARGIN_MM) -> tuple[list[P.SphereLesion], dict]:
+    """Place lesions (largest first) in the parenchyma covered by the protocol's slices, each
+    ``surface_margin_mm`` + 1.5 mm or more below the brain's surface (:func:`_clear_of_anatomy`)."""
     grid = protocol.grid
     z = grid.axes_lps_mm()[2]
     zlo, zhi = z[0] + 2 * grid.voxel_mm[0], z[-1] - 2 * grid.voxel_mm[0]
@@ -199,7 +206,7 @@ def place_in_head(specs: Sequence[tuple], *, anat: H.Anatomy, protocol: Protocol
             p = cc + rng.uniform(-1, 1, 3) * semi
             if not (zlo + d / 2 <= p[2] <= zhi - d / 2):
                 continue
-            if not _clear_of_anatomy(anat, p, d / 2 + 1.5):
+            if not _clear_of_anatomy(anat, p, d / 2 + 1.5, surface_margin_mm):
                 continue
             if any(H.distance_to_vein_mm(p, v) < keep + v.diameter_mm for v in mimics.veins):
                 continue
@@ -227,10 +234,11 @@ def place_in_head(specs: Sequence[tuple], *, anat: H.Anatomy, protocol: Protocol
 
 def realistic_cohort(seed: int = 0, *, protocol: str | Protocol = "swi3d", n_studies: int = 4, n_faint: int = 4,
                      n_cored: int = 2, lesion_specs: Optional[Sequence[tuple]] = None,
-                     anatomy_mm: float = 1.0) -> list[RealisticPlan]:
+                     anatomy_mm: float = 1.0, surface_margin_mm: float = SURFACE_MARGIN_MM) -> list[RealisticPlan]:
     """The paper's 128 microbleeds and 62 calcifications spread over ``n_studies`` heads (one
     head per study, seeds ``seed * 100 + study``), plus ``n_faint`` faint and ``n_cored`` cored
-    lesions per study, and each head's mimics. ``protocol``: a name in :data:`PROTOCOLS` or a
+    lesions per study, and each head's mimics (``surface_margin_mm``: see :func:`place_in_head`).
+    ``protocol``: a name in :data:`PROTOCOLS` or a
     :class:`Protocol` (tests); ``lesion_specs`` replaces the population by (class, diameter_mm,
     chi_ppm, kind, core) tuples."""
     if isinstance(protocol, Protocol):
@@ -249,7 +257,8 @@ def realistic_cohort(seed: int = 0, *, protocol: str | Protocol = "swi3d", n_stu
         anat = H.build_anatomy(head_seed, anatomy_mm)
         mim = H.mimics(anat, np.random.default_rng([head_seed, 7304]), z_range_mm=(float(z[0]), float(z[-1])))
         mine = [specs[i] for i in order[s::n_studies]]
-        lesions, kinds = place_in_head(mine, anat=anat, protocol=prot, mimics=mim, rng=rng)
+        lesions, kinds = place_in_head(mine, anat=anat, protocol=prot, mimics=mim, rng=rng,
+                                       surface_margin_mm=surface_margin_mm)
         plans.append(RealisticPlan(s, prot.name, head_seed, tuple(lesions), kinds, mim, custom, anatomy_mm))
     return plans
 
