@@ -25,10 +25,9 @@ from typing import Iterable, Sequence
 from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.scoring import call_rates, line_fit  # noqa: E402
+from benchmarks.scoring import CONFIDENCE_BINS, call_rates, line_fit  # noqa: E402
 
 STRONG_CHI_PPM = 0.03          # issue 10's |chi| >= 0.03 ppm subgroup
-CONFIDENCE_BINS = ((0.0, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.99), (0.99, 1.01))   # as realistic_benchmark.py
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,13 @@ def run_figures(label: str, studies: Sequence[dict]) -> RunFigures:
     recs = _records(studies)
     strong = [r for r in recs if abs(r.chi_ppm) >= STRONG_CHI_PPM]
     allr, st = call_rates(recs), call_rates(strong)
-    ge2, ge3 = [r for r in recs if r.diameter_mm >= 2.0], [r for r in recs if r.diameter_mm >= 3.0]
+    by_size = {name: Count(*c) for name, c in allr["recall_by_size"].items()}
     counts = {
         "calc_sens": Count(*allr["sensitivity"]), "calc_spec": Count(*allr["specificity"]),
         "strong_sens": Count(*st["sensitivity"]), "strong_spec": Count(*st["specificity"]),
         "decided_right": Count(*allr["decided_right"]), "indeterminate": Count(*allr["indeterminate"]),
-        "recall_2mm": Count(sum(r.detected for r in ge2), len(ge2)),
-        "recall_3mm": Count(sum(r.detected for r in ge3), len(ge3)),
+        "recall_2mm": by_size["2-3 mm"] + by_size[">=3 mm"],
+        "recall_3mm": by_size[">=3 mm"],
     }
     chi = [(r.chi_ppm, r.chi_reported_ppm) for r in recs
            if r.detected and r.diameter_mm >= 2.0 and getattr(r, "chi_reported_ppm", None) is not None]
@@ -150,10 +149,11 @@ def report(groups: dict[tuple[str, str], list[RunFigures]]) -> list[str]:
                 lines.append(f"- {LABELS[k]}: per run {min(rates):.3f}-{max(rates):.3f}; pooled {tot.counts[k].text(True)}")
         lines += ["", "| confidence of decided calls | calls | mean confidence | right [95 % Wilson] |", "|---|---|---|---|"]
         for lo, hi in CONFIDENCE_BINS:
-            sel = [right for c, right in tot.decided if lo <= c < hi]
+            sel = [(c, right) for c, right in tot.decided if lo <= c < hi]
             if sel:
-                mean = sum(c for c, _ in tot.decided if lo <= c < hi) / len(sel)
-                lines.append(f"| {lo:.2f}-{min(hi, 1.0):.2f} | {len(sel)} | {mean:.3f} | {Count(sum(sel), len(sel)).text(True)} |")
+                mean = sum(c for c, _ in sel) / len(sel)
+                lines.append(f"| {lo:.2f}-{min(hi, 1.0):.2f} | {len(sel)} | {mean:.3f} | "
+                             f"{Count(sum(right for _, right in sel), len(sel)).text(True)} |")
     return lines
 
 

@@ -59,10 +59,11 @@ from plugin.method.echoes import combine_echoes  # noqa: E402
 from plugin.pipeline import AnalysisOptions, analyze_arrays, reported_qsm_key  # noqa: E402
 from plugin.method.qsm import PARAMAGNETIC  # noqa: E402
 from plugin.model import Classification  # noqa: E402
-from benchmarks.scoring import SIZE_GROUPS, line_fit, match_spot, nearest_rejection, rate as _rate  # noqa: E402
+from benchmarks.scoring import CONFIDENCE_BINS, SIZE_GROUPS, line_fit, match_spot, nearest_rejection, rate as _rate  # noqa: E402
 
 #: surface-depth groups for lesions placed near the cortex (``--lesion-surface-margin-mm``)
-DEPTH_GROUPS = (("< 4 mm", -99.0, 4.0), ("4-7.5 mm", 4.0, 7.5), (">= 7.5 mm", 7.5, 999.0))
+DEFAULT_SURFACE_DEPTH_MM = R.SURFACE_MARGIN_MM + 1.5     # the default cohort's shallowest lesion surface
+DEPTH_GROUPS = (("< 4 mm", -99.0, 4.0), ("4-7.5 mm", 4.0, DEFAULT_SURFACE_DEPTH_MM), (">= 7.5 mm", DEFAULT_SURFACE_DEPTH_MM, 999.0))
 VENDOR_CONVENTION = {"GE": "right-handed", "Philips": "right-handed", "Siemens": "left-handed", "Canon": "left-handed"}
 
 
@@ -336,7 +337,7 @@ def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -
             sel = [r for r in recs if lo <= r.diameter_mm < hi]
             recall += f"; {name} " + _rate(sum(r.detected for r in sel), len(sel))
         lines.append(recall)
-        if any(r.surface_depth_mm is not None and r.surface_depth_mm < DEPTH_GROUPS[-1][1] for r in recs):
+        if any(r.surface_depth_mm is not None and r.surface_depth_mm < DEFAULT_SURFACE_DEPTH_MM for r in recs):
             lines.append("  recall by depth of the lesion's surface below the brain's: " + "; ".join(
                 f"{name} {_rate(sum(r.detected for r in recs if lo <= r.surface_depth_mm < hi), sum(1 for r in recs if lo <= r.surface_depth_mm < hi))}"
                 for name, lo, hi in DEPTH_GROUPS))
@@ -370,7 +371,7 @@ def report(protocol: str, results: dict[str, list[StudyScore]], verbose: bool) -
         lines.append(f"  physiological calcifications (visible {nvis}): found {len(phys)}, called "
                      + (", ".join(f"{n} {c}" for c, n in Counter(c for _, c in phys).most_common()) or "-"))
         rel = []
-        for lo, hi in ((0.0, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.99), (0.99, 1.01)):
+        for lo, hi in CONFIDENCE_BINS:
             sel = [r for r in decided if lo <= r.confidence < hi]
             if sel:
                 rel.append(f"{lo:.2f}-{min(hi, 1.0):.2f}: {_rate(sum(r.classification == r.truth_class for r in sel), len(sel))} right "

@@ -12,6 +12,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 SIZE_GROUPS = (("<2 mm", 0.0, 2.0), ("2-3 mm", 2.0, 3.0), (">=3 mm", 3.0, 99.0))
+#: confidence bins of the reliability tables (decided calls)
+CONFIDENCE_BINS = ((0.0, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.99), (0.99, 1.01))
 
 
 def match_spot(truth_lesion: dict, centres_lps_mm: np.ndarray, used: set[int], slice_mm: float) -> Optional[int]:

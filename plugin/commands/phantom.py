@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
             doc = inject.inject_into(args.inject_into, args.out, seed=args.seed, n_studies=studies,
                                      n_microbleeds=args.lesions[0], n_calcifications=args.lesions[1],
                                      lesion_echo_time_ms=args.lesion_te_ms, diameter_range_mm=args.lesion_diameter_mm,
-                                     **({} if args.lesion_t2star_ms is None else {"lesion_t2star_ms": args.lesion_t2star_ms}))
+                                     lesion_t2star_ms=(inject.VOID_T2STAR_MS if args.lesion_t2star_ms is None
+                                                       else args.lesion_t2star_ms))
         elif args.sample_set:
             doc = phantom_dicom.write_sample_set(args.out)
         else:
