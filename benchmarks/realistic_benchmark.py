@@ -56,7 +56,7 @@ from plugin.phantom import dicom as phantom_dicom  # noqa: E402
 from plugin.phantom import head as H  # noqa: E402
 from plugin.phantom import realistic as R  # noqa: E402
 from plugin.method.echoes import combine_echoes  # noqa: E402
-from plugin.pipeline import AnalysisOptions, analyze_arrays, reported_qsm_key  # noqa: E402
+from plugin.pipeline import AnalysisOptions, analyze_arrays, rejected_dict, reported_qsm_key  # noqa: E402
 from plugin.method.qsm import PARAMAGNETIC  # noqa: E402
 from plugin.model import Classification  # noqa: E402
 from benchmarks.scoring import CONFIDENCE_BINS, SIZE_GROUPS, line_fit, match_spot, nearest_rejection, rate as _rate  # noqa: E402
@@ -183,8 +183,8 @@ def score_study(protocol: str, vendor: str, plan, truth: dict, res) -> StudyScor
             for name in ("border_call", "border_evidence", "n_readable_borders", "upper_border_z", "lower_border_z",
                          "fit_call", "fit_z", "fit_residual_rms"):
                 setattr(rec, name, getattr(les, name))
-        elif getattr(res, "rejected", None) is not None:   # findings.json's rejected candidates (the DICOM path)
-            rec.reason = nearest_rejection(res.rejected, t)
+        else:   # the rejected candidates findings.json lists (ArrayAnalysis: RejectedSpot objects; DICOM path: dicts)
+            rec.reason = nearest_rejection([r if isinstance(r, dict) else rejected_dict(r) for r in res.rejected], t)
         out.records.append(rec)
     for t in truth["physiological_calcifications"]:
         out.n_physiological_visible += int(t.get("n_slices", 0) > 0)

@@ -45,3 +45,26 @@ def test_a_missed_lesion_is_given_the_nearest_listed_rejection():
     assert nearest_rejection(rejected, lesion) == "rejected 1.0 mm away: brain edge (rim; 8.96 mm over 4 slices)"
     assert nearest_rejection(rejected[:1], lesion) == "no candidate listed within 6 mm"     # 9 mm: out of reach
     assert nearest_rejection(rejected[:1], {"center_lps_mm": [0, 0, 0], "diameter_mm": 9.5}).startswith("rejected 9.0 mm away: too large")
+
+
+def test_scoring_names_the_rejection_nearest_a_missed_lesion_on_the_arrays_path():
+    """realistic_benchmark.score_study with an ArrayAnalysis (RejectedSpot objects, not findings.json
+    dicts): a missed lesion gets the nearest rejected candidate as its reason."""
+    from types import SimpleNamespace
+
+    from benchmarks.realistic_benchmark import score_study
+    from plugin.model import RejectedSpot
+    from plugin.phantom import realistic as R
+    from plugin.phantom import render as P
+
+    tiny = R.Protocol("tiny", P.Grid((32, 128, 128), (2.5, 1.8, 1.8)), 3.0, (25.0,), False, 30.0, (3, 3, 3), "test")
+    plan = R.realistic_cohort(0, protocol=tiny, n_studies=1, lesion_specs=[("microbleed", 3.0, 0.3, "paper", None)],
+                              anatomy_mm=2.0)[0]
+    lesion = plan.lesions[0]
+    truth = {"voxel_mm_slice_row_column": [2.5, 1.8, 1.8], "physiological_calcifications": [],
+             "lesions": [{"class": "microbleed", "center_lps_mm": list(lesion.center_lps_mm), "diameter_mm": 3.0,
+                          "chi_ppm": 0.3, "n_slices": 2}]}
+    near = tuple(v + d for v, d in zip(lesion.center_lps_mm, (1.0, 0.0, 0.0)))
+    res = SimpleNamespace(lesions=[], rejected=[RejectedSpot(near, 4.2, 3, "brain edge", "rim")])
+    rec = score_study("tiny", "GE", plan, truth, res).records[0]
+    assert not rec.detected and rec.reason == "rejected 1.0 mm away: brain edge (rim; 4.2 mm over 3 slices)"
