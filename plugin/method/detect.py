@@ -560,9 +560,9 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     structure[0, 1, 1] = structure[2, 1, 1] = True
     labels_b, n = _label_compact(cand, structure)
     spots: list[DetectedSpot] = []
-    rejected: list[RejectedCandidate] = []
     core_level = params.core_ratio * tissue_ratio
     dark_level = params.dark_ratio * tissue_ratio
+    rejected: list[RejectedCandidate] = []
     rejected += _csf_partial_volume(ratio, lift, f, mask, voxel_size_mm, core_level, dark_level, params)
     # coarse grids (64-128 matrices, 2-3.4 mm pixels): a 2-4 mm lesion partial-volumed in one
     # pixel dips by 20-40 %, above core_ratio; a dip of coarse_core_sigma noise s.d. is a core too
@@ -783,10 +783,16 @@ def vessel_end(spot: "DetectedSpot", ratio: np.ndarray, mask: np.ndarray, void_l
     j = int(np.argmin(own.reshape(own.shape[0], -1).min(axis=1)))
     k = bb[0].start + j
     dark = (ratio[k, r0:r1, c0:c1] < void_level) & mask[k, r0:r1, c0:c1]
-    placed = np.zeros_like(dark)
-    placed[bb[1].start - r0:bb[1].stop - r0, bb[2].start - c0:bb[2].stop - c0] = spot.footprint[j]
     px = min(voxel_size_mm[1], voxel_size_mm[2])
-    touched = ndi.binary_dilation(placed, structure=_disk(max(1, int(round(params.vessel_touch_mm / px))))) & dark
+    rad = max(1, int(round(params.vessel_touch_mm / px)))
+    # the footprint dilated within its box grown by the disk's radius (clipped to the crop): nothing
+    # beyond that window can be reached, so the window holds the whole dilation
+    w_r0, w_r1 = max(bb[1].start - r0 - rad, 0), min(bb[1].stop - r0 + rad, dark.shape[0])
+    w_c0, w_c1 = max(bb[2].start - c0 - rad, 0), min(bb[2].stop - c0 + rad, dark.shape[1])
+    placed = np.zeros((w_r1 - w_r0, w_c1 - w_c0), bool)
+    placed[bb[1].start - r0 - w_r0:bb[1].stop - r0 - w_r0, bb[2].start - c0 - w_c0:bb[2].stop - c0 - w_c0] = spot.footprint[j]
+    touched = np.zeros_like(dark)
+    touched[w_r0:w_r1, w_c0:w_c1] = ndi.binary_dilation(placed, structure=_disk(rad)) & dark[w_r0:w_r1, w_c0:w_c1]
     if not touched.any():
         return None
     lab, _n = ndi.label(dark, structure=np.ones((3, 3), bool))
@@ -1358,8 +1364,11 @@ def extend_to_border_slices(sub: np.ndarray, bb: tuple[slice, ...], ratio: np.nd
     ns, nr, nc = ratio.shape
     r0, r1 = max(bb[1].start - 1, 0), min(bb[1].stop + 1, nr)
     c0, c1 = max(bb[2].start - 1, 0), min(bb[2].stop + 1, nc)
-    fps = {bb[0].start + k: np.pad(sub[k], ((bb[1].start - r0, r1 - bb[1].stop), (bb[2].start - c0, c1 - bb[2].stop)))
-           for k in range(sub.shape[0])}
+    fps = {}
+    for k in range(sub.shape[0]):     # each slice's footprint in the box grown by one pixel (np.pad's result)
+        fp = np.zeros((r1 - r0, c1 - c0), bool)
+        fp[bb[1].start - r0:bb[1].stop - r0, bb[2].start - c0:bb[2].stop - c0] = sub[k]
+        fps[bb[0].start + k] = fp
     grow = np.ones((3, 3), bool)
     for direction in (-1, 1):
         end = min(fps) if direction < 0 else max(fps)
