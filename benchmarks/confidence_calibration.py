@@ -14,10 +14,10 @@ phase offset z; ``fit``: its call and z):
 * ``both_z`` = log(1 + the weaker border's |z|) on those calls (0 otherwise).
 
 Printed, for the fitted and the held-out dumps each: the reliability of the confidences as the dumps
-report them (the method as run) and their log loss; the calls per evidence class (two agreeing borders;
-two borders against a decisive fit; the aliasing rescue; the rest) with their right fraction and its
-posterior under a uniform prior (the source of ``interpret.BORDERS_AGAINST_FIT_CONFIDENCE`` and
-``ALIASING_RESCUE_CONFIDENCE``); two-border calls by the weaker border's |z|. Then the both-borders term
+report them (the method as run) and their log loss; the calls per evidence class (two agreeing borders with a decisive fit
+that agrees, with no decisive fit, against a decisive fit; the aliasing rescue; the rest) with their right fraction and its
+posterior under a uniform prior (the source of ``interpret.BORDERS_AGAINST_FIT_CONFIDENCE``,
+``BORDERS_WITHOUT_FIT_CONFIDENCE`` and ``ALIASING_RESCUE_CONFIDENCE``); two-border calls by the weaker border's |z|. Then the both-borders term
 refitted by maximum likelihood on the fitted set (``interpret.COMBINED_BOTH_AT_ZERO``,
 ``COMBINED_BOTH_PER_LOG_Z``; the other terms held), and every wrong call with its numbers.
 """
@@ -98,17 +98,21 @@ def reliability(conf: np.ndarray, right: np.ndarray) -> list[str]:
 
 
 RESCUE_WORDS = "borders disagreed (aliasing), read one slice further out"
-CLASSES = ("two borders, the fit agrees or makes no call", "two borders, a decisive fit against",
-           "slices beyond disagreeing borders (aliasing rescue)", "other (one border, the fit, pooled)")
+TWO_BORDERS_FIT_AGREES = "two borders, a decisive fit agrees"
+TWO_BORDERS_NO_FIT_CALL = "two borders, no decisive fit"
+TWO_BORDERS_FIT_AGAINST = "two borders, a decisive fit against"
+RESCUE = "slices beyond disagreeing borders (aliasing rescue)"
+OTHER = "other (one border, the fit, pooled)"
+CLASSES = (TWO_BORDERS_FIT_AGREES, TWO_BORDERS_NO_FIT_CALL, TWO_BORDERS_FIT_AGAINST, RESCUE, OTHER)
 
 
 def evidence_class(c: Call) -> str:
     """Which kind of evidence a call rests on (the classes of the table this script prints)."""
     if RESCUE_WORDS in c.words:
-        return CLASSES[2]
+        return RESCUE
     if c.both:
-        return CLASSES[1] if c.f < 0 else CLASSES[0]
-    return CLASSES[3]
+        return TWO_BORDERS_FIT_AGAINST if c.f < 0 else TWO_BORDERS_FIT_AGREES if c.f > 0 else TWO_BORDERS_NO_FIT_CALL
+    return OTHER
 
 
 def class_table(calls: list[Call]) -> list[str]:
@@ -144,7 +148,7 @@ def fit_both_term(calls: list[Call]) -> tuple[float, float, int, int]:
     ``combined_logit`` held at the pipeline's constants: the both-borders term graded by how strong
     the weaker border is. Returns (both_0, both_z, calls, wrong)."""
     from scipy.optimize import minimize
-    sel = [c for c in calls if evidence_class(c) == CLASSES[0]]
+    sel = [c for c in calls if evidence_class(c) in (TWO_BORDERS_FIT_AGREES, TWO_BORDERS_NO_FIT_CALL)]
     off = np.array([COMBINED_INTERCEPT + COMBINED_FIT * c.f + COMBINED_BORDER * c.b for c in sel])
     x = np.array([c.both_z for c in sel])
     y = np.array([c.right for c in sel], float)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.confidence_calibration import CLASSES, calls_of, evidence_class  # noqa: E402
+from benchmarks.confidence_calibration import (TWO_BORDERS_FIT_AGAINST, TWO_BORDERS_FIT_AGREES,  # noqa: E402
+                                               TWO_BORDERS_NO_FIT_CALL, calls_of, evidence_class)
 
 RECORD = {"study": 0, "kind": "paper", "truth_class": "microbleed", "diameter_mm": 2.0, "chi_ppm": 0.1,
           "detected": True, "classification": "microbleed", "confidence": 0.999, "decided_by": "border",
@@ -27,7 +28,15 @@ def test_features_of_a_two_border_call_against_a_decisive_fit(tmp_path):
     (c,) = calls_of(dump(tmp_path, [RECORD, undecided]))
     assert c.right and c.both and c.b == pytest.approx(1.2)
     assert c.f == pytest.approx(-np.log1p(4.0)) and c.both_z == pytest.approx(np.log1p(2.5))
-    assert evidence_class(c) == CLASSES[1]
+    assert evidence_class(c) == TWO_BORDERS_FIT_AGAINST
+
+
+@pytest.mark.parametrize("fit_call, fit_z, cls", [(True, 4.0, TWO_BORDERS_FIT_AGREES), (None, 2.1, TWO_BORDERS_NO_FIT_CALL)])
+def test_two_border_calls_are_told_apart_by_whether_a_decisive_fit_backs_them(tmp_path, fit_call, fit_z, cls):
+    # a two-border call that no decisive fit backs is a class of its own (its ceiling:
+    # interpret.BORDERS_WITHOUT_FIT_CONFIDENCE), not one with the fit-backed calls
+    (c,) = calls_of(dump(tmp_path, [dict(RECORD, fit_call=fit_call, fit_z=fit_z)]))
+    assert c.both and evidence_class(c) == cls
 
 
 @pytest.mark.parametrize("content, words", [("{\"swi3d\": {\"GE\": [", "not a readable"), ("[1, 2]", "a list at the top")])
