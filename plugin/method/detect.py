@@ -564,9 +564,9 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     structure[0, 1, 1] = structure[2, 1, 1] = True
     labels_b, n = _label_compact(cand, structure)
     spots: list[DetectedSpot] = []
+    rejected: list[RejectedCandidate] = []
     core_level = params.core_ratio * tissue_ratio
     dark_level = params.dark_ratio * tissue_ratio
-    rejected: list[RejectedCandidate] = []
     rejected += _csf_partial_volume(ratio, lift, f, mask, voxel_size_mm, core_level, dark_level, params)
     # coarse grids (64-128 matrices, 2-3.4 mm pixels): a 2-4 mm lesion partial-volumed in one
     # pixel dips by 20-40 %, above core_ratio; a dip of coarse_core_sigma noise s.d. is a core too
@@ -577,7 +577,7 @@ def detect_spots(magnitude: np.ndarray, voxel_size_mm: tuple[float, float, float
     # Cheap global filter first: components that never reach the core darkness are noise dips.
     core = cand & (ratio_b < core_level)
     pair_level = (1.0 + params.core_ratio) * tissue_ratio
-    split = params.split_core_min_slice_mm > 0 and voxel_size_mm[0] >= params.split_core_min_slice_mm and mag.shape[0] > 1
+    split = _thick_slices(voxel_size_mm, params) and mag.shape[0] > 1
     if split:
         # Through-plane partial volume on thick slices (2D clinical GRE, 4-5 mm: thicker than the
         # 3 mm lesions to find): a void split between two slices darkens each by about half. The darkness deficits of the same pixel on two adjacent
@@ -862,14 +862,19 @@ def _void_min_diameter_mm(voxel_size_mm, params: DetectionParams) -> float:
     return float("inf")
 
 
+def _thick_slices(voxel_size_mm, params: DetectionParams) -> bool:
+    """Slices of ``split_core_min_slice_mm`` or more (2D T2*-GRE, 4-5 mm), where a void split between two
+    slices darkens each by about half."""
+    return params.split_core_min_slice_mm > 0 and voxel_size_mm[0] >= params.split_core_min_slice_mm
+
+
 def _void_resolved(voxel_size_mm, params: DetectionParams) -> bool:
     """Are voxels fine enough that a lesion's signal void shows at full depth? Not on coarse pixels
     (>= ``single_pixel_min_mm2``: a lesion fills part of one pixel) nor on thick slices (>=
     ``split_core_min_slice_mm``: a void split between two slices darkens each by about half), where
     the detector already accepts shallower dips (:func:`coarse_core_level`, the slice-pair core)."""
     coarse = voxel_size_mm[1] * voxel_size_mm[2] >= params.single_pixel_min_mm2
-    thick = params.split_core_min_slice_mm > 0 and voxel_size_mm[0] >= params.split_core_min_slice_mm
-    return not (coarse or thick)
+    return not (coarse or _thick_slices(voxel_size_mm, params))
 
 
 def volume_diameter_mm(spot: "DetectedSpot", voxel_size_mm: tuple[float, float, float]) -> float:
@@ -1171,7 +1176,7 @@ def _mirror_pairs(spots: list[DetectedSpot], mask: np.ndarray, voxel_size_mm, pa
     their darkest (benchmarks/realistic.md). Only for spots narrower than ``mirror_thick_void_max_mm``:
     the same studies rendered at 3 T darken the pallidum and putamen pairs to 0.44-0.51 at 7-10 mm,
     which the half-void level alone would have let through as spots (ten on six studies)."""
-    thick = params.split_core_min_slice_mm > 0 and voxel_size_mm[0] >= params.split_core_min_slice_mm
+    thick = _thick_slices(voxel_size_mm, params)
 
     def no_void(s) -> bool:
         level = params.void_ratio
