@@ -746,7 +746,8 @@ def markdown(r: dict) -> str:
         f"| received / acknowledged and durable | {r['storescp']['received']} | {r['node_receive']['spooled']} |",
         f"| peak RSS (VmHWM) | {r['storescp']['peak_rss_mb']} MiB | receiver {r['node_peak_rss_mb']} MiB"
         f" + analysis worker process {r.get('worker_peak_rss_mb')} MiB |",
-        f"| idle study: last instance -> SR accepted by Orthanc | | {il.get('last_instance_to_sr_accepted_s')} s |",
+        f"| idle study: last instance -> SR accepted by Orthanc | | {il.get('last_instance_to_sr_accepted_s')} s = completion "
+        f"{il.get('completion_wait_s')} + completion -> SR accepted {il.get('completion_to_sr_accepted_s')} |",
         f"| idle study: last instance -> all results in Orthanc | | {il.get('total_s')} s = completion {il.get('completion_wait_s')}"
         f" + queue {il.get('queue_wait_s')} + analysis {il.get('analysis_s')} + delivery {il.get('delivery_s')} |",
         f"| under load: last instance -> SR accepted (min/median/max) | | {ll.get('min')} / {ll.get('median')} / {ll.get('max')} s"
@@ -769,7 +770,10 @@ def extra_rows(r: dict) -> list[str]:
         s = r["six_echo"]
         two = r.get("worker_peak_rss_mb_2echo")
         rows += [f"| worker peak RSS, 2-echo studies (120 MiB pixels) | | {two} MiB ({_ratio(two, 120.0)} x) |",
-                 f"| 6-echo study ({s['instances']} instances, {s['pixel_mb']} MB pixels) alone: last instance -> SR | | "
+                 f"| 6-echo study ({s['instances']} instances, {s['pixel_mb']} MB pixels) alone: last instance -> SR accepted | | "
+                 f"{s.get('last_instance_to_sr_accepted_s')} s = completion {s.get('completion_wait_s')} + completion -> SR "
+                 f"accepted {s.get('completion_to_sr_accepted_s')} |",
+                 f"| 6-echo study alone: last instance -> all results | | "
                  f"{s.get('total_s')} s = completion {s.get('completion_wait_s')} + queue {s.get('queue_wait_s')} + "
                  f"analysis {s.get('analysis_s')} + delivery {s.get('delivery_s')} |",
                  f"| worker peak RSS with the 6-echo study | | {s['worker_peak_rss_mb']} MiB "
