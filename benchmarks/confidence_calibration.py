@@ -17,7 +17,8 @@ Printed, for the fitted and the held-out dumps each: the reliability of the conf
 report them (the method as run) and their log loss; the calls per evidence class (two agreeing borders with a decisive fit
 that agrees, with no decisive fit, against a decisive fit; the aliasing rescue; the rest) with their right fraction and its
 posterior under a uniform prior (the source of ``interpret.BORDERS_AGAINST_FIT_CONFIDENCE``,
-``BORDERS_WITHOUT_FIT_CONFIDENCE`` and ``ALIASING_RESCUE_CONFIDENCE``); two-border calls by the weaker border's |z|. Then the both-borders term
+``BORDERS_WITHOUT_FIT_CONFIDENCE``, ``ALIASING_RESCUE_CONFIDENCE`` and, one readable border with an agreeing decisive
+fit by slice thickness, ``ONE_BORDER_FIT_AGREES_THIN_CONFIDENCE`` / ``_THICK_CONFIDENCE``); two-border calls by the weaker border's |z|. Then the both-borders term
 refitted by maximum likelihood on the fitted set (``interpret.COMBINED_BOTH_AT_ZERO``,
 ``COMBINED_BOTH_PER_LOG_Z``; the other terms held), and every wrong call with its numbers.
 """
@@ -35,7 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scoring import calibration_features  # noqa: E402
-from plugin.method.interpret import COMBINED_BORDER, COMBINED_FIT, COMBINED_INTERCEPT  # noqa: E402
+from plugin.method.interpret import (COMBINED_BORDER, COMBINED_FIT, COMBINED_INTERCEPT,  # noqa: E402
+                                     ONE_BORDER_FIT_THIN_SLICE_MAX_MM)
 
 BINS = ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 0.99), (0.99, 0.995), (0.995, 1.01))
 
@@ -50,6 +52,14 @@ class Call:
     both: bool
     both_z: float
     words: str         # what to print for a wrong call
+    slice_mm: float | None = None   # the protocol's slice thickness (None: not a realistic-cohort protocol)
+
+
+def slice_mm_of(protocol: str) -> float | None:
+    """Slice thickness (mm) of a realistic-cohort protocol (plugin.phantom.realistic), None for another name."""
+    from plugin.phantom.realistic import PROTOCOLS
+    p = PROTOCOLS.get(protocol)
+    return None if p is None else float(p.grid.voxel_mm[0])
 
 
 def calls_of(path: Path) -> list[Call]:
@@ -78,7 +88,8 @@ def calls_of(path: Path) -> list[Call]:
                                     f"{r['kind']} {r['truth_class']} d={r['diameter_mm']:.2f} chi={r['chi_ppm']:+.3f} -> "
                                     f"{r['classification']} by {r['decided_by']}; fit z {r['fit_z']:+.1f}, border z "
                                     f"{r['upper_border_z']:+.1f} / {r['lower_border_z']:+.1f} ({r['n_readable_borders']} readable), "
-                                    f"evidence {r['border_evidence']:.2f}; {r['reason']}"))
+                                    f"evidence {r['border_evidence']:.2f}; {r['reason']}",
+                                    slice_mm_of(protocol)))
     return out
 
 
@@ -102,8 +113,13 @@ TWO_BORDERS_FIT_AGREES = "two borders, a decisive fit agrees"
 TWO_BORDERS_NO_FIT_CALL = "two borders, no decisive fit"
 TWO_BORDERS_FIT_AGAINST = "two borders, a decisive fit against"
 RESCUE = "slices beyond disagreeing borders (aliasing rescue)"
+ONE_BORDER_FIT_AGREES_THIN = "one border, a decisive fit agrees, thin slices"
+ONE_BORDER_FIT_AGREES_THICK = "one border, a decisive fit agrees, thick slices"
 OTHER = "other (one border, the fit, pooled)"
-CLASSES = (TWO_BORDERS_FIT_AGREES, TWO_BORDERS_NO_FIT_CALL, TWO_BORDERS_FIT_AGAINST, RESCUE, OTHER)
+CLASSES = (TWO_BORDERS_FIT_AGREES, TWO_BORDERS_NO_FIT_CALL, TWO_BORDERS_FIT_AGAINST, RESCUE,
+           ONE_BORDER_FIT_AGREES_THIN, ONE_BORDER_FIT_AGREES_THICK, OTHER)
+#: the words of a border reading left out as another source's field (plugin.method.borderexplained)
+LEFT_OUT_WORDS = ") left out: the fitted"
 
 
 def evidence_class(c: Call) -> str:
@@ -112,6 +128,11 @@ def evidence_class(c: Call) -> str:
         return RESCUE
     if c.both:
         return TWO_BORDERS_FIT_AGAINST if c.f < 0 else TWO_BORDERS_FIT_AGREES if c.f > 0 else TWO_BORDERS_NO_FIT_CALL
+    if c.f > 0 and c.b > 0 and LEFT_OUT_WORDS not in c.words:
+        # one readable border (the other not read, not left out) and the fit agreeing: the class of
+        # interpret.ONE_BORDER_FIT_AGREES_THIN_CONFIDENCE / _THICK_CONFIDENCE
+        thin = c.slice_mm is not None and c.slice_mm <= ONE_BORDER_FIT_THIN_SLICE_MAX_MM
+        return ONE_BORDER_FIT_AGREES_THIN if thin else ONE_BORDER_FIT_AGREES_THICK
     return OTHER
 
 

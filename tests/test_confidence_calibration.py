@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.confidence_calibration import (TWO_BORDERS_FIT_AGAINST, TWO_BORDERS_FIT_AGREES,  # noqa: E402
+from benchmarks.confidence_calibration import (ONE_BORDER_FIT_AGREES_THICK, ONE_BORDER_FIT_AGREES_THIN,  # noqa: E402
+                                               OTHER, TWO_BORDERS_FIT_AGAINST, TWO_BORDERS_FIT_AGREES,
                                                TWO_BORDERS_NO_FIT_CALL, calls_of, evidence_class)
 
 RECORD = {"study": 0, "kind": "paper", "truth_class": "microbleed", "diameter_mm": 2.0, "chi_ppm": 0.1,
@@ -17,9 +18,9 @@ RECORD = {"study": 0, "kind": "paper", "truth_class": "microbleed", "diameter_mm
           "upper_border_z": -6.0, "lower_border_z": -2.5, "fit_call": False, "fit_z": -4.0}
 
 
-def dump(tmp_path, records, name="d.json"):
+def dump(tmp_path, records, name="d.json", protocol="swi3d"):
     p = tmp_path / name
-    p.write_text(json.dumps({"swi3d": {"GE": [{"records": records, "false_spots": [], "physiological": []}]}}))
+    p.write_text(json.dumps({protocol: {"GE": [{"records": records, "false_spots": [], "physiological": []}]}}))
     return p
 
 
@@ -51,3 +52,17 @@ def test_a_dump_from_before_the_features_were_recorded_is_refused(tmp_path):
     old = {k: v for k, v in RECORD.items() if k not in ("border_call", "fit_call")}
     with pytest.raises(SystemExit, match="old.json: a dump without the confidence's inputs"):
         calls_of(dump(tmp_path, [old], "old.json"))
+
+
+@pytest.mark.parametrize("protocol, reason, cls", [
+    ("swi3d", "border dark-dominant (1 of 2 border slices readable)", ONE_BORDER_FIT_AGREES_THIN),
+    ("gre3d_1mm", "border dark-dominant (1 of 2 border slices readable)", ONE_BORDER_FIT_AGREES_THIN),
+    ("gre2d_5mm", "border dark-dominant (1 of 2 border slices readable)", ONE_BORDER_FIT_AGREES_THICK),
+    ("swi3d", "border dark-dominant; upper border reading (slice 7, mean phase offset z +6.1) left out: the fitted "
+              "dipole produces at most |z| 0.7 there", OTHER)])
+def test_one_border_calls_backed_by_the_fit_are_a_class_by_slice_thickness(tmp_path, protocol, reason, cls):
+    # the classes of interpret.ONE_BORDER_FIT_AGREES_THIN_CONFIDENCE / _THICK_CONFIDENCE; a border
+    # left out as another source's field is not an unread one
+    one = dict(RECORD, n_readable_borders=1, fit_call=True, fit_z=5.0, reason=reason)
+    (c,) = calls_of(dump(tmp_path, [one], protocol=protocol))
+    assert not c.both and c.f > 0 and c.b > 0 and evidence_class(c) == cls

@@ -441,3 +441,33 @@ def test_two_faint_agreeing_borders_are_not_near_certainty():
     calls = {name: combine(r, None, "right-handed") for name, r in readings.items()}
     assert calls["strong"].confidence == BORDERS_WITHOUT_FIT_CONFIDENCE
     assert calls["faint"].confidence == pytest.approx(min(logistic["faint"], BORDERS_WITHOUT_FIT_CONFIDENCE))
+
+
+def test_one_readable_border_and_an_agreeing_fit_are_as_certain_as_such_calls_were_right():
+    """One readable border slice and a decisive dipole fit of the same sign: the logistic, fitted on
+    everything but two supporting borders, put such calls at 0.85 on average; on the realistic cohorts
+    every one of them (266 on thin slices, 43 on 5 mm slices) was right. Their confidence is at least
+    that class's fraction right, by slice thickness; not when the other border was left out as another
+    source's field, nor when the slice thickness is unknown."""
+    from plugin.method.interpret import (ONE_BORDER_FIT_AGREES_THICK_CONFIDENCE, ONE_BORDER_FIT_AGREES_THIN_CONFIDENCE,
+                                         combine_after_discount)
+
+    border = interpret(DARK, NONE, "right-handed")
+    assert border.n_readable_borders == 1 and border.classification == Classification.MICROBLEED
+    agreeing = fit(True, z=5.0)
+    logistic = combine(border, agreeing, "right-handed").confidence   # slice thickness unknown: no floor
+    assert logistic < 0.95
+    thin = combine(border, agreeing, "right-handed", slice_mm=1.0)
+    thick = combine(border, agreeing, "right-handed", slice_mm=5.0)
+    assert thin.basis == thick.basis == "border+fit" and thin.classification == Classification.MICROBLEED
+    assert thin.confidence == ONE_BORDER_FIT_AGREES_THIN_CONFIDENCE > thick.confidence == ONE_BORDER_FIT_AGREES_THICK_CONFIDENCE
+    assert combine(border, agreeing, "right-handed", slice_mm=3.0).confidence == ONE_BORDER_FIT_AGREES_THIN_CONFIDENCE
+    # the other border read another source's field and was left out: the logistic alone
+    left_out = combine_after_discount(border, agreeing, "right-handed", InterpretRules(), dropped=BRIGHT,
+                                      note="upper border reading left out", slice_mm=1.0)
+    assert left_out.classification == Classification.MICROBLEED and left_out.confidence == pytest.approx(logistic)
+    # two supporting borders and a fit that disagrees are other classes, unchanged by it
+    two = interpret(DARK, DARK, "right-handed")
+    assert combine(two, agreeing, "right-handed", slice_mm=1.0).confidence == combine(two, agreeing, "right-handed").confidence
+    against = combine(border, fit(False, z=5.0), "right-handed", slice_mm=1.0)
+    assert against.confidence < 0.95
