@@ -365,9 +365,10 @@ def test_an_indeterminate_spot_is_decided_by_a_decisive_fit_and_an_agreeing_qsm_
     """Six-echo swi3d seed 11 (2.5 mm slices): a 1.78 mm -0.118 ppm calcification whose one readable
     border read paramagnetic, against a diamagnetic fit of z 5.6 and a diamagnetic QSM core:
     indeterminate before, though a decisive fit and a decided QSM reading that agreed were right on
-    every spot of the realistic dumps. Seed 71: two borders read diamagnetic against a paramagnetic
-    fit of z 23.8 and QSM: the border won, QSM made it indeterminate, the pair decides now. Nothing
-    changes on 5 mm slices, with QSM against the fit or unclear, or without a decisive fit."""
+    every spot of the realistic dumps. A border call against the fit and QSM: QSM makes it
+    indeterminate, the pair decides, unless the border call rests on two readable border slices
+    (then one such spot of two was read right by the pair). Nothing changes on 5 mm slices, with QSM
+    against the fit or unclear, or without a decisive fit."""
     from dataclasses import replace as dc_replace
     from plugin.model import Classification
     from plugin.method.interpret import combined_confidence
@@ -385,11 +386,21 @@ def test_an_indeterminate_spot_is_decided_by_a_decisive_fit_and_an_agreeing_qsm_
     for sc, slice_mm in ((para, 2.5), (unclear, 2.5), (None, 2.5), (dia, 5.0)):
         assert qsm_agreement(open_spot, sc, slice_mm) == open_spot
     assert qsm_agreement(dc_replace(open_spot, fit_call=None), dia, 2.5).classification == Classification.INDETERMINATE
-    # seed 71: a border call against the fit, overruled by QSM, then decided by the fit and QSM
-    border_call = dc_replace(_interp(Classification.CALCIFICATION, "border"), fit_call=True, fit_z=23.8)
+    # a one-border call against the fit, overruled by QSM, then decided by the fit and QSM
+    border_call = dc_replace(_interp(Classification.CALCIFICATION, "border"), fit_call=True, fit_z=23.8,
+                             border_call=False, n_readable_borders=1)
     out = qsm_agreement(border_call, para, 2.5)
     assert out.classification == Classification.MICROBLEED and out.basis == "fit+qsm"
     assert "the readings disagree" in out.reason and out.reason.endswith("together they decide")
+    # two readable border slices against the fit and QSM (seed 71: the pair right; lobar seed 233: a
+    # 2.10 mm +0.24 ppm microbleed 3.6 mm under the surface, borders z 8.8 / 35.7 right, fit z 6.3 and
+    # QSM wrong): one of two, no call
+    two_borders = dc_replace(border_call, n_readable_borders=2)
+    out = qsm_agreement(two_borders, para, 2.5)
+    assert out.classification == Classification.INDETERMINATE and out.confidence == 0.0 and out.paramagnetic is None
+    assert "the readings disagree" in out.reason and out.reason.endswith("against two readable border slices: one "
+                                                                          "local field read by two models against the "
+                                                                          "field where the dipole is strongest, no call")
     # a decided call the pair agrees with is left as it is
     agreed = dc_replace(_interp(Classification.MICROBLEED, "border+fit"), fit_call=True, fit_z=9.0)
     assert qsm_agreement(agreed, para, 2.5) == agreed
