@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scoring import calibration_features  # noqa: E402
+from plugin.method.borderexplained import LEFT_OUT_WORDS  # noqa: E402
 from plugin.method.interpret import (COMBINED_BORDER, COMBINED_FIT, COMBINED_INTERCEPT,  # noqa: E402
                                      ONE_BORDER_FIT_THIN_SLICE_MAX_MM)
 
@@ -118,8 +119,6 @@ ONE_BORDER_FIT_AGREES_THICK = "one border, a decisive fit agrees, thick slices"
 OTHER = "other (one border, the fit, pooled)"
 CLASSES = (TWO_BORDERS_FIT_AGREES, TWO_BORDERS_NO_FIT_CALL, TWO_BORDERS_FIT_AGAINST, RESCUE,
            ONE_BORDER_FIT_AGREES_THIN, ONE_BORDER_FIT_AGREES_THICK, OTHER)
-#: the words of a border reading left out as another source's field (plugin.method.borderexplained)
-LEFT_OUT_WORDS = ") left out: the fitted"
 
 
 def evidence_class(c: Call) -> str:

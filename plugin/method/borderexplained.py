@@ -122,6 +122,11 @@ class DiscountedBorders:
     note: str = ""              # why a reading was left out ("" when none was)
 
 
+#: the words that mark a border reading left out as another source's field in a call's reason
+#: (``benchmarks/confidence_calibration.py`` tells such calls apart by them)
+LEFT_OUT_WORDS = ") left out: the fitted"
+
+
 def _decisive(fit: Optional[DipoleFit], rules: InterpretRules) -> bool:
     return fit is not None and fit.usable and fit.paramagnetic is not None and fit.abs_z >= rules.fit_min_z
 
@@ -183,7 +188,7 @@ def discount_unexplained_borders(readings: SpotReadings, spot: DetectedSpot, fit
     c = checks[i]
     name = ("upper", "lower")[i]
     dropped = replace((up, lo)[i], signed_weight=0.0, z_score=0.0, dark_fraction=0.0, bright_fraction=0.0)
-    note = (f"{name} border reading (slice {c.read_slice}, mean phase offset z {c.observed_z:+.1f}) left out: the fitted "
+    note = (f"{name} border reading (slice {c.read_slice}, mean phase offset z {c.observed_z:+.1f}){LEFT_OUT_WORDS} "
             f"dipole produces at most |z| {c.predicted_max_z:.1f} there (upper 95 % moment), so that offset is another "
             f"source's field, not this spot's")
     return DiscountedBorders(dropped if i == 0 else up, lo if i == 0 else dropped, note)
